@@ -1,0 +1,15 @@
+//! odradek's core: everything about the Kafka protocol and the log that does no IO.
+//!
+//! Nothing here reads a clock, draws randomness, touches a file or a socket, or lets hash-map
+//! order reach an output. Time comes in as `now_ms` arguments; the drivers (`io/`, and later
+//! `sim/`) do the IO and feed results back.
+
+pub mod batch;
+pub mod error;
+pub mod log;
+pub mod records;
+pub mod shard;
+pub mod topic;
+pub mod wire;
+
+pub use error::ErrorCode;

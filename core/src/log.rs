@@ -1,0 +1,557 @@
+//! The layout of one partition's segmented log, without the files.
+//!
+//! [`Log`] knows every segment's base offset, size, next offset and sparse indexes. The driver
+//! asks it where an append goes ([`Log::needs_roll`], [`Log::roll`], [`Log::append`]), where a
+//! read starts ([`Log::locate`], [`Log::locate_timestamp`]) and which segments retention drops
+//! ([`Log::expired_segments`]), then does the file IO itself. [`recover_segment`] rebuilds a
+//! segment from its bytes after an unclean shutdown, stopping at the first invalid batch.
+//!
+//! Ordering rules for the driver:
+//! - call [`Log::roll`] (and create the new file) before appending when `needs_roll` says so;
+//!   seal the old segment's file (fsync, write its index files) before deleting or trusting it;
+//! - call [`Log::append`] only after the bytes are written at the position it returned;
+//! - delete files only for bases returned by [`Log::delete_oldest`].
+
+use crate::batch::{self, BatchHeader};
+use crate::error::ErrorCode;
+
+/// Per-topic log settings, named after Kafka's topic configs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    pub segment_bytes: u64,
+    pub segment_ms: i64,
+    /// `-1` keeps data forever.
+    pub retention_ms: i64,
+    /// `-1` means no size limit.
+    pub retention_bytes: i64,
+    pub index_interval_bytes: u64,
+    pub max_message_bytes: usize,
+    pub log_append_time: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 3600 * 1000,
+            retention_ms: 7 * 24 * 3600 * 1000,
+            retention_bytes: -1,
+            index_interval_bytes: 4096,
+            max_message_bytes: 1_048_588,
+            log_append_time: false,
+        }
+    }
+}
+
+/// Sparse map from offset to byte position, one entry every `index.interval.bytes`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OffsetIndex {
+    entries: Vec<(i64, u64)>,
+}
+
+impl OffsetIndex {
+    /// Position of the last indexed batch starting at or before `offset`.
+    pub fn lookup(&self, offset: i64) -> Option<u64> {
+        let idx = self.entries.partition_point(|&(o, _)| o <= offset);
+        idx.checked_sub(1).map(|i| self.entries[i].1)
+    }
+
+    /// Kafka's on-disk format: 4-byte offset relative to the segment base, 4-byte position.
+    pub fn encode(&self, base_offset: i64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.entries.len() * 8);
+        for &(offset, position) in &self.entries {
+            out.extend_from_slice(&((offset - base_offset) as u32).to_be_bytes());
+            out.extend_from_slice(&(position as u32).to_be_bytes());
+        }
+        out
+    }
+
+    pub fn decode(base_offset: i64, bytes: &[u8]) -> Option<OffsetIndex> {
+        if bytes.len() % 8 != 0 {
+            return None;
+        }
+        let entries: Vec<(i64, u64)> = bytes
+            .chunks_exact(8)
+            .map(|c| {
+                let rel = u32::from_be_bytes(c[0..4].try_into().expect("4 bytes"));
+                let pos = u32::from_be_bytes(c[4..8].try_into().expect("4 bytes"));
+                (base_offset + i64::from(rel), u64::from(pos))
+            })
+            .collect();
+        let sorted = entries.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1);
+        sorted.then_some(OffsetIndex { entries })
+    }
+}
+
+/// Sparse map from the largest timestamp seen so far to the offset of the batch holding it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TimeIndex {
+    entries: Vec<(i64, i64)>,
+}
+
+impl TimeIndex {
+    /// Offset to scan from for the first record with timestamp >= `timestamp`: the last entry
+    /// whose timestamp is below it (records before that entry all have smaller timestamps).
+    pub fn lookup(&self, timestamp: i64) -> Option<i64> {
+        let idx = self.entries.partition_point(|&(t, _)| t < timestamp);
+        idx.checked_sub(1).map(|i| self.entries[i].1)
+    }
+
+    fn push(&mut self, timestamp: i64, offset: i64) {
+        if self.entries.last().is_none_or(|&(t, _)| timestamp > t) {
+            self.entries.push((timestamp, offset));
+        }
+    }
+
+    /// Kafka's on-disk format: 8-byte timestamp, 4-byte relative offset.
+    pub fn encode(&self, base_offset: i64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.entries.len() * 12);
+        for &(timestamp, offset) in &self.entries {
+            out.extend_from_slice(&timestamp.to_be_bytes());
+            out.extend_from_slice(&((offset - base_offset) as u32).to_be_bytes());
+        }
+        out
+    }
+
+    pub fn decode(base_offset: i64, bytes: &[u8]) -> Option<TimeIndex> {
+        if bytes.len() % 12 != 0 {
+            return None;
+        }
+        let entries: Vec<(i64, i64)> = bytes
+            .chunks_exact(12)
+            .map(|c| {
+                let ts = i64::from_be_bytes(c[0..8].try_into().expect("8 bytes"));
+                let rel = u32::from_be_bytes(c[8..12].try_into().expect("4 bytes"));
+                (ts, base_offset + i64::from(rel))
+            })
+            .collect();
+        let sorted = entries.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1);
+        sorted.then_some(TimeIndex { entries })
+    }
+}
+
+/// One segment: a `<base offset>.log` file and its indexes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    pub base_offset: i64,
+    pub size: u64,
+    pub next_offset: i64,
+    /// Largest batch max timestamp in the segment, -1 when empty.
+    pub max_timestamp: i64,
+    /// Wall time of the first append, the clock `segment.ms` runs on.
+    pub first_append_ms: Option<i64>,
+    pub offset_index: OffsetIndex,
+    pub time_index: TimeIndex,
+    bytes_since_index: u64,
+}
+
+impl Segment {
+    pub fn new(base_offset: i64) -> Segment {
+        Segment {
+            base_offset,
+            size: 0,
+            next_offset: base_offset,
+            max_timestamp: -1,
+            first_append_ms: None,
+            offset_index: OffsetIndex::default(),
+            time_index: TimeIndex::default(),
+            bytes_since_index: 0,
+        }
+    }
+
+    /// A sealed segment rebuilt from its index files instead of a rescan. `next_offset` is the
+    /// following segment's base. The time index's last entry carries the segment's max
+    /// timestamp because [`Segment::seal`] writes one.
+    pub fn from_indexes(
+        base_offset: i64,
+        size: u64,
+        next_offset: i64,
+        offset_index: &[u8],
+        time_index: &[u8],
+    ) -> Option<Segment> {
+        let offset_index = OffsetIndex::decode(base_offset, offset_index)?;
+        let time_index = TimeIndex::decode(base_offset, time_index)?;
+        let max_timestamp = time_index.entries.last().map_or(-1, |&(t, _)| t);
+        let in_range = offset_index.entries.iter().all(|&(o, p)| o < next_offset && p < size);
+        in_range.then_some(Segment {
+            base_offset,
+            size,
+            next_offset,
+            max_timestamp,
+            first_append_ms: None,
+            offset_index,
+            time_index,
+            bytes_since_index: 0,
+        })
+    }
+
+    fn add_batch(&mut self, position: u64, header: &BatchHeader, index_interval_bytes: u64) {
+        if self.size == 0 || self.bytes_since_index >= index_interval_bytes {
+            self.offset_index.entries.push((header.base_offset, position));
+            self.time_index.push(self.max_timestamp.max(header.max_timestamp), header.base_offset);
+            self.bytes_since_index = 0;
+        }
+        self.bytes_since_index += header.total_len() as u64;
+        self.size = position + header.total_len() as u64;
+        self.next_offset = header.next_offset();
+        self.max_timestamp = self.max_timestamp.max(header.max_timestamp);
+    }
+
+    /// Makes the time index end with the max timestamp, so a reload recovers it.
+    pub fn seal(&mut self) {
+        let last_offset = self.next_offset - 1;
+        if self.max_timestamp >= 0 {
+            self.time_index.push(self.max_timestamp, last_offset.max(self.base_offset));
+        }
+    }
+}
+
+/// Where a read starts: the segment, and a byte position at or before the wanted batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadStart {
+    pub segment_base: i64,
+    pub position: u64,
+    pub segment_size: u64,
+}
+
+/// Where an append lands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendAt {
+    pub segment_base: i64,
+    pub position: u64,
+}
+
+/// A partition's segments in offset order; the last one is active.
+#[derive(Debug, Clone)]
+pub struct Log {
+    segments: Vec<Segment>,
+    log_start_offset: i64,
+    pub config: LogConfig,
+}
+
+impl Log {
+    /// A log over recovered segments (sorted by base offset); empty means a new partition.
+    pub fn new(config: LogConfig, mut segments: Vec<Segment>, log_start_offset: i64) -> Log {
+        if segments.is_empty() {
+            segments.push(Segment::new(log_start_offset.max(0)));
+        }
+        assert!(
+            segments.windows(2).all(|w| w[0].next_offset == w[1].base_offset),
+            "segments must be contiguous: {:?}",
+            segments.iter().map(|s| (s.base_offset, s.next_offset)).collect::<Vec<_>>()
+        );
+        let log_start_offset = log_start_offset.max(segments[0].base_offset);
+        Log { segments, log_start_offset, config }
+    }
+
+    pub fn segments(&self) -> &[Segment] {
+        &self.segments
+    }
+
+    pub fn active(&self) -> &Segment {
+        self.segments.last().expect("a log always has an active segment")
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.active().next_offset
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.size).sum()
+    }
+
+    /// Kafka rolls when the active segment would pass `segment.bytes`, or has been open for
+    /// `segment.ms` since its first append. An empty segment never rolls.
+    pub fn needs_roll(&self, now_ms: i64, incoming_bytes: u64) -> bool {
+        let active = self.active();
+        if active.size == 0 {
+            return false;
+        }
+        let too_big = active.size + incoming_bytes > self.config.segment_bytes;
+        let too_old = active.first_append_ms.is_some_and(|t| now_ms - t >= self.config.segment_ms);
+        too_big || too_old || active.size + incoming_bytes > u64::from(u32::MAX)
+    }
+
+    /// Seals the active segment and opens a new one at the log end offset; returns its base.
+    pub fn roll(&mut self) -> i64 {
+        let base = self.log_end_offset();
+        self.segments.last_mut().expect("active").seal();
+        self.segments.push(Segment::new(base));
+        base
+    }
+
+    /// Where the next append goes (the end of the active segment).
+    pub fn append_position(&self) -> AppendAt {
+        let active = self.active();
+        AppendAt { segment_base: active.base_offset, position: active.size }
+    }
+
+    /// Records batches already written at `at` (their offsets assigned from the log end).
+    pub fn append(&mut self, now_ms: i64, at: AppendAt, batches: &[(usize, BatchHeader)]) {
+        let interval = self.config.index_interval_bytes;
+        let active = self.segments.last_mut().expect("active");
+        assert_eq!((active.base_offset, active.size), (at.segment_base, at.position));
+        active.first_append_ms.get_or_insert(now_ms);
+        for (relative, header) in batches {
+            assert_eq!(header.base_offset, active.next_offset, "offsets must be contiguous");
+            active.add_batch(at.position + *relative as u64, header, interval);
+        }
+    }
+
+    /// Start of a read at `offset`. `Ok(None)` when `offset` is the log end (nothing yet).
+    pub fn locate(&self, offset: i64) -> Result<Option<ReadStart>, ErrorCode> {
+        if offset < self.log_start_offset || offset > self.log_end_offset() {
+            return Err(ErrorCode::OffsetOutOfRange);
+        }
+        if offset == self.log_end_offset() {
+            return Ok(None);
+        }
+        let idx = self.segments.partition_point(|s| s.base_offset <= offset) - 1;
+        let segment = &self.segments[idx];
+        Ok(Some(ReadStart {
+            segment_base: segment.base_offset,
+            position: segment.offset_index.lookup(offset).unwrap_or(0),
+            segment_size: segment.size,
+        }))
+    }
+
+    /// Start of the scan for the first record with timestamp >= `timestamp`: the first segment
+    /// whose max timestamp reaches it. `None` when no record does.
+    pub fn locate_timestamp(&self, timestamp: i64) -> Option<ReadStart> {
+        let segment = self.segments.iter().find(|s| s.max_timestamp >= timestamp)?;
+        let from_offset = segment.time_index.lookup(timestamp).unwrap_or(segment.base_offset);
+        Some(ReadStart {
+            segment_base: segment.base_offset,
+            position: segment.offset_index.lookup(from_offset).unwrap_or(0),
+            segment_size: segment.size,
+        })
+    }
+
+    /// How many of the oldest segments retention removes. The active segment always stays.
+    pub fn expired_segments(&self, now_ms: i64) -> usize {
+        let sealed = &self.segments[..self.segments.len() - 1];
+        let by_time = if self.config.retention_ms < 0 {
+            0
+        } else {
+            let cutoff = now_ms - self.config.retention_ms;
+            sealed.iter().take_while(|s| s.max_timestamp < cutoff).count()
+        };
+        let by_size = if self.config.retention_bytes < 0 {
+            0
+        } else {
+            let mut excess = self.size_bytes() as i64 - self.config.retention_bytes;
+            sealed
+                .iter()
+                .take_while(|s| {
+                    let drop = excess >= s.size as i64;
+                    excess -= s.size as i64;
+                    drop
+                })
+                .count()
+        };
+        by_time.max(by_size)
+    }
+
+    /// Drops the `count` oldest segments and returns their base offsets.
+    pub fn delete_oldest(&mut self, count: usize) -> Vec<i64> {
+        assert!(count < self.segments.len(), "the active segment is never deleted");
+        let removed: Vec<i64> = self.segments.drain(..count).map(|s| s.base_offset).collect();
+        self.log_start_offset = self.log_start_offset.max(self.segments[0].base_offset);
+        removed
+    }
+}
+
+/// Outcome of rescanning a segment file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovered {
+    pub segment: Segment,
+    /// Bytes past this are invalid and must be truncated.
+    pub valid_len: u64,
+    /// Why the scan stopped early, if it did.
+    pub stop_reason: Option<String>,
+}
+
+/// Rebuilds a segment from its bytes, validating every batch (CRC included) and requiring
+/// contiguous offsets from `base_offset`. Stops at the first invalid or torn batch, which is
+/// where an unclean shutdown left the tail.
+pub fn recover_segment(base_offset: i64, bytes: &[u8], index_interval_bytes: u64) -> Recovered {
+    let mut segment = Segment::new(base_offset);
+    let mut position = 0usize;
+    let mut stop_reason = None;
+    while position < bytes.len() {
+        match batch::validate_batch(&bytes[position..]) {
+            Ok(header) if header.base_offset == segment.next_offset => {
+                segment.add_batch(position as u64, &header, index_interval_bytes);
+                position += header.total_len();
+            }
+            Ok(header) => {
+                stop_reason = Some(format!(
+                    "batch at byte {position} has base offset {}, expected {}",
+                    header.base_offset, segment.next_offset
+                ));
+                break;
+            }
+            Err(err) => {
+                stop_reason = Some(format!("invalid batch at byte {position}: {err}"));
+                break;
+            }
+        }
+    }
+    Recovered { segment, valid_len: position as u64, stop_reason }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::tests::encode_batch;
+    use crate::batch::{assign_offsets, validate_records};
+    use kafka_protocol::records::Compression;
+
+    /// Appends `batches` batches of `per_batch` records to `log` and to `file`, like the driver.
+    fn append(log: &mut Log, file: &mut Vec<u8>, now_ms: i64, batches: usize, per_batch: i32) {
+        for _ in 0..batches {
+            let mut buf = encode_batch(per_batch, now_ms, Compression::None);
+            let mut records = validate_records(&buf, 1 << 20).expect("valid");
+            if log.needs_roll(now_ms, buf.len() as u64) {
+                log.roll();
+                file.clear();
+            }
+            assign_offsets(&mut buf, &mut records, log.log_end_offset(), 0, None);
+            let at = log.append_position();
+            assert_eq!(at.position, file.len() as u64);
+            file.extend_from_slice(&buf);
+            log.append(now_ms, at, &records.batches);
+        }
+    }
+
+    fn small_config() -> LogConfig {
+        LogConfig { segment_bytes: 1000, index_interval_bytes: 200, ..LogConfig::default() }
+    }
+
+    #[test]
+    fn offsets_are_contiguous_across_rolls() {
+        let mut log = Log::new(small_config(), vec![], 0);
+        let mut file = Vec::new();
+        append(&mut log, &mut file, 0, 40, 5);
+        assert_eq!(log.log_end_offset(), 200);
+        assert!(log.segments().len() > 3, "segment.bytes=1000 must roll");
+        for pair in log.segments().windows(2) {
+            assert_eq!(pair[0].next_offset, pair[1].base_offset);
+            assert!(pair[0].size <= 1000);
+        }
+    }
+
+    #[test]
+    fn locate_finds_a_position_at_or_before_the_batch() {
+        let mut log = Log::new(LogConfig { index_interval_bytes: 200, ..LogConfig::default() }, vec![], 0);
+        let mut file = Vec::new();
+        append(&mut log, &mut file, 0, 30, 4);
+        for offset in [0, 1, 37, 64, 119] {
+            let start = log.locate(offset).expect("in range").expect("not at end");
+            let found = batch::scan_headers(&file[start.position as usize..])
+                .find(|(_, h)| h.last_offset() >= offset)
+                .expect("batch holding offset");
+            assert!(found.1.base_offset <= offset && offset <= found.1.last_offset());
+        }
+        assert_eq!(log.locate(120), Ok(None));
+        assert_eq!(log.locate(121), Err(ErrorCode::OffsetOutOfRange));
+        assert_eq!(log.locate(-1), Err(ErrorCode::OffsetOutOfRange));
+    }
+
+    #[test]
+    fn time_lookup_never_skips_past_the_first_match() {
+        let mut log = Log::new(small_config(), vec![], 0);
+        let mut file = Vec::new();
+        for t in 0..20 {
+            append(&mut log, &mut file, t * 100, 1, 3);
+        }
+        // Batch t holds timestamps t*100 .. t*100+2 at offsets 3t .. 3t+2.
+        let start = log.locate_timestamp(1_001).expect("exists");
+        let segment = log.segments().iter().find(|s| s.base_offset == start.segment_base).unwrap();
+        assert!(segment.base_offset <= 30 && segment.next_offset > 30);
+        assert!(log.locate_timestamp(1_903).is_none());
+        assert_eq!(log.locate_timestamp(-5).unwrap().segment_base, 0);
+    }
+
+    #[test]
+    fn retention_by_size_and_time_keeps_the_active_segment() {
+        let mut log = Log::new(small_config(), vec![], 0);
+        let mut file = Vec::new();
+        for t in 0..40 {
+            append(&mut log, &mut file, t, 1, 5);
+        }
+        let segments = log.segments().len();
+        log.config.retention_ms = 1;
+        assert_eq!(log.expired_segments(10_000), segments - 1);
+        log.config.retention_ms = -1;
+        log.config.retention_bytes = log.active().size as i64;
+        assert_eq!(log.expired_segments(10_000), segments - 1);
+        log.config.retention_bytes = -1;
+        assert_eq!(log.expired_segments(10_000), 0);
+        let removed = log.delete_oldest(2);
+        assert_eq!(removed.len(), 2);
+        assert_eq!(log.log_start_offset(), log.segments()[0].base_offset);
+        assert_eq!(log.locate(0), Err(ErrorCode::OffsetOutOfRange));
+    }
+
+    #[test]
+    fn segment_ms_rolls_an_old_segment() {
+        let mut log = Log::new(LogConfig { segment_ms: 1000, ..LogConfig::default() }, vec![], 0);
+        let mut file = Vec::new();
+        append(&mut log, &mut file, 0, 1, 1);
+        assert!(!log.needs_roll(999, 10));
+        assert!(log.needs_roll(1000, 10));
+    }
+
+    #[test]
+    fn recovery_truncates_a_torn_or_corrupt_tail() {
+        let mut log = Log::new(LogConfig::default(), vec![], 0);
+        let mut file = Vec::new();
+        append(&mut log, &mut file, 0, 10, 3);
+        let full = recover_segment(0, &file, 4096);
+        assert_eq!(full.valid_len, file.len() as u64);
+        assert_eq!(full.segment.next_offset, 30);
+        assert!(full.stop_reason.is_none());
+
+        let batch_len = file.len() / 10;
+        let torn = recover_segment(0, &file[..file.len() - 7], 4096);
+        assert_eq!(torn.valid_len, (9 * batch_len) as u64);
+        assert_eq!(torn.segment.next_offset, 27);
+
+        let mut corrupt = file.clone();
+        corrupt[4 * batch_len + 70] ^= 0xff;
+        let cut = recover_segment(0, &corrupt, 4096);
+        assert_eq!(cut.valid_len, (4 * batch_len) as u64);
+        assert!(cut.stop_reason.unwrap().contains("CRC"));
+
+        let mut zeros = file.clone();
+        zeros.extend(std::iter::repeat_n(0u8, 100));
+        assert_eq!(recover_segment(0, &zeros, 4096).valid_len, file.len() as u64);
+    }
+
+    #[test]
+    fn sealed_segment_reloads_from_its_index_files() {
+        let mut log = Log::new(small_config(), vec![], 0);
+        let mut file = Vec::new();
+        for t in 0..10 {
+            append(&mut log, &mut file, 500 + t, 1, 5);
+        }
+        log.roll();
+        let sealed = &log.segments()[log.segments().len() - 2];
+        let reloaded = Segment::from_indexes(
+            sealed.base_offset,
+            sealed.size,
+            sealed.next_offset,
+            &sealed.offset_index.encode(sealed.base_offset),
+            &sealed.time_index.encode(sealed.base_offset),
+        )
+        .expect("valid indexes");
+        assert_eq!(reloaded.max_timestamp, sealed.max_timestamp);
+        assert_eq!(reloaded.offset_index, sealed.offset_index);
+        assert!(Segment::from_indexes(0, 10, 5, &[1, 2, 3], &[]).is_none());
+    }
+}

@@ -1,0 +1,262 @@
+//! Kafka framing and request headers, and the API versions odradek advertises.
+//!
+//! Message bodies are encoded and decoded by the `kafka-protocol` crate. This module owns what
+//! surrounds them: the 4-byte size prefix and its limit, the request header (whose version
+//! depends on the API and its version), the answer to an unsupported version, and response
+//! framing. Every input here comes off the network, so nothing panics on it.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, RequestHeader};
+use kafka_protocol::protocol::{Decodable, Encodable};
+
+use crate::error::ErrorCode;
+
+/// Kafka's `socket.request.max.bytes` default.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 100 * 1024 * 1024;
+
+/// The APIs odradek implements and the versions it serves, each fully: a client picks features
+/// from these ranges (KAFKA-APIS.md). Ceilings are deliberate: Produce 12 and Fetch 13 bring
+/// transactions v2 and topic ids, and ListOffsets 7 the max-timestamp query, which odradek
+/// does not serve yet.
+pub const SUPPORTED_APIS: [(ApiKey, i16, i16); 8] = [
+    (ApiKey::Produce, 3, 11),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 6),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::DescribeConfigs, 1, 4),
+];
+
+pub fn supported_versions(api_key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED_APIS.iter().find(|(k, _, _)| *k == api_key).map(|&(_, min, max)| (min, max))
+}
+
+/// Why a frame could not be taken. Every variant closes the connection except
+/// [`RequestError::UnsupportedApiVersions`], which Kafka answers (KIP-511).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("frame size {size} is outside 0..={max}")]
+    FrameSize { size: i64, max: usize },
+    #[error("unknown API key {0}")]
+    UnknownApiKey(i16),
+    #[error("{api_key:?} v{version} is not supported")]
+    UnsupportedVersion { api_key: ApiKey, version: i16 },
+    #[error("ApiVersions v{version} is not supported; answering with v0")]
+    UnsupportedApiVersions { correlation_id: i32, version: i16 },
+    #[error("malformed {what}: {reason}")]
+    Malformed { what: &'static str, reason: String },
+}
+
+/// Length of the frame announced by a 4-byte size prefix.
+pub fn frame_size(prefix: [u8; 4], max_request_bytes: usize) -> Result<usize, RequestError> {
+    let size = i32::from_be_bytes(prefix);
+    if size < 0 || size as usize > max_request_bytes {
+        return Err(RequestError::FrameSize { size: i64::from(size), max: max_request_bytes });
+    }
+    Ok(size as usize)
+}
+
+/// A request whose header was read; `body` still holds the encoded message.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub api_key: ApiKey,
+    pub header: RequestHeader,
+    pub body: Bytes,
+}
+
+impl Request {
+    pub fn version(&self) -> i16 {
+        self.header.request_api_version
+    }
+
+    pub fn correlation_id(&self) -> i32 {
+        self.header.correlation_id
+    }
+
+    /// Decodes the body. Record sets inside stay `Bytes` slices of the received frame.
+    pub fn decode<T: Decodable>(&self) -> Result<T, RequestError> {
+        let mut body = self.body.clone();
+        let message = T::decode(&mut body, self.version())
+            .map_err(|e| malformed("request body", e))?;
+        Ok(message)
+    }
+}
+
+fn malformed(what: &'static str, reason: impl std::fmt::Display) -> RequestError {
+    RequestError::Malformed { what, reason: reason.to_string() }
+}
+
+/// Reads the request header from a frame (without its size prefix) and checks the API and
+/// version are ones odradek serves.
+pub fn parse_request(mut frame: Bytes) -> Result<Request, RequestError> {
+    if frame.len() < 8 {
+        return Err(malformed("request header", format!("frame of {} bytes", frame.len())));
+    }
+    let key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let api_key = ApiKey::try_from(key).map_err(|()| RequestError::UnknownApiKey(key))?;
+    let Some((min, max)) = supported_versions(api_key) else {
+        return Err(RequestError::UnsupportedVersion { api_key, version });
+    };
+    if version < min || version > max {
+        if api_key == ApiKey::ApiVersions {
+            let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+            return Err(RequestError::UnsupportedApiVersions { correlation_id, version });
+        }
+        return Err(RequestError::UnsupportedVersion { api_key, version });
+    }
+    let header = RequestHeader::decode(&mut frame, api_key.request_header_version(version))
+        .map_err(|e| malformed("request header", e))?;
+    Ok(Request { api_key, header, body: frame })
+}
+
+/// A framed response: size prefix, response header, body.
+pub fn encode_response<M: Encodable>(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    message: &M,
+) -> Bytes {
+    // ApiVersions always answers with header v0, whatever its version (KIP-511).
+    let header_version =
+        if api_key == ApiKey::ApiVersions { 0 } else { api_key.response_header_version(version) };
+    let mut buf = BytesMut::with_capacity(64);
+    buf.put_i32(0);
+    buf.put_i32(correlation_id);
+    if header_version >= 1 {
+        buf.put_u8(0); // no tagged fields
+    }
+    message
+        .encode(&mut buf, version)
+        .unwrap_or_else(|e| panic!("encoding our own {api_key:?} v{version} response: {e}"));
+    let size = (buf.len() - 4) as i32;
+    buf[0..4].copy_from_slice(&size.to_be_bytes());
+    buf.freeze()
+}
+
+/// The ApiVersions answer: every supported API and its range. Only fields clients read are
+/// set; default-valued tagged fields stay out (librdkafka 2.0 rejects them).
+pub fn api_versions_response(error: Option<ErrorCode>) -> ApiVersionsResponse {
+    ApiVersionsResponse::default()
+        .with_error_code(error.map_or(0, |e| e.code()))
+        .with_api_keys(
+            SUPPORTED_APIS
+                .iter()
+                .map(|&(key, min, max)| {
+                    ApiVersion::default().with_api_key(key as i16).with_min_version(min).with_max_version(max)
+                })
+                .collect(),
+        )
+}
+
+/// Reads a frame's size prefix from the start of `buf`, if there are 4 bytes.
+pub fn peek_prefix(buf: &[u8]) -> Option<[u8; 4]> {
+    buf.get(..4).map(|p| [p[0], p[1], p[2], p[3]])
+}
+
+/// Splits one size-prefixed frame off the front of `buf` (for clients and tests).
+pub fn split_frame(buf: &mut BytesMut) -> Option<Bytes> {
+    let size = i32::from_be_bytes(peek_prefix(buf)?) as usize;
+    if buf.len() < 4 + size {
+        return None;
+    }
+    buf.advance(4);
+    Some(buf.split_to(size).freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::{MetadataRequest, MetadataResponse, ProduceRequest};
+    use kafka_protocol::protocol::StrBytes;
+
+    fn frame(api_key: ApiKey, version: i16, body: &impl Encodable) -> Bytes {
+        let header = RequestHeader::default()
+            .with_request_api_key(api_key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(42)
+            .with_client_id(Some(StrBytes::from_static_str("test")));
+        let mut buf = BytesMut::new();
+        header.encode(&mut buf, api_key.request_header_version(version)).unwrap();
+        body.encode(&mut buf, version).unwrap();
+        buf.freeze()
+    }
+
+    #[test]
+    fn advertised_ranges_are_within_what_the_codec_decodes() {
+        for (key, min, max) in SUPPORTED_APIS {
+            let codec = key.valid_versions();
+            assert!(min <= max && codec.min <= min && max <= codec.max, "{key:?}");
+        }
+    }
+
+    #[test]
+    fn parses_flexible_and_non_flexible_headers() {
+        for version in [0, 9, 12] {
+            let req = parse_request(frame(ApiKey::Metadata, version, &MetadataRequest::default())).unwrap();
+            assert_eq!((req.correlation_id(), req.version()), (42, version));
+            assert_eq!(req.header.client_id.as_deref(), Some("test"));
+            let _: MetadataRequest = req.decode().unwrap();
+        }
+    }
+
+    #[test]
+    fn rejects_what_kafka_rejects() {
+        let mut unknown = frame(ApiKey::Metadata, 1, &MetadataRequest::default()).to_vec();
+        unknown[0..2].copy_from_slice(&999i16.to_be_bytes());
+        assert_eq!(parse_request(unknown.into()).unwrap_err(), RequestError::UnknownApiKey(999));
+
+        let too_new = frame(ApiKey::Produce, 13, &ProduceRequest::default());
+        assert!(matches!(parse_request(too_new), Err(RequestError::UnsupportedVersion { .. })));
+
+        let mut api_versions = frame(ApiKey::ApiVersions, 3, &kafka_protocol::messages::ApiVersionsRequest::default()).to_vec();
+        api_versions[2..4].copy_from_slice(&127i16.to_be_bytes());
+        assert_eq!(
+            parse_request(api_versions.into()).unwrap_err(),
+            RequestError::UnsupportedApiVersions { correlation_id: 42, version: 127 }
+        );
+
+        let unsupported_api = frame(ApiKey::JoinGroup, 0, &MetadataRequest::default());
+        assert!(matches!(parse_request(unsupported_api), Err(RequestError::UnsupportedVersion { .. })));
+        assert!(matches!(parse_request(Bytes::from_static(&[0, 3, 0])), Err(RequestError::Malformed { .. })));
+
+        let mut truncated = frame(ApiKey::Metadata, 1, &MetadataRequest::default().with_topics(Some(vec![]))).to_vec();
+        truncated.truncate(truncated.len() - 2);
+        let req = parse_request(truncated.into()).unwrap();
+        assert!(matches!(req.decode::<MetadataRequest>(), Err(RequestError::Malformed { .. })));
+    }
+
+    #[test]
+    fn frame_size_limits() {
+        assert_eq!(frame_size(10i32.to_be_bytes(), 100), Ok(10));
+        assert!(frame_size((-1i32).to_be_bytes(), 100).is_err());
+        assert!(frame_size(101i32.to_be_bytes(), 100).is_err());
+    }
+
+    #[test]
+    fn responses_round_trip_with_the_right_header() {
+        let response = MetadataResponse::default().with_controller_id(0.into());
+        for version in [1, 12] {
+            let mut framed = BytesMut::from(&encode_response(ApiKey::Metadata, version, 7, &response)[..]);
+            let mut body = split_frame(&mut framed).unwrap();
+            assert_eq!(body.get_i32(), 7);
+            if version >= 9 {
+                assert_eq!(body.get_u8(), 0);
+            }
+            assert_eq!(MetadataResponse::decode(&mut body, version).unwrap(), response);
+            assert!(body.is_empty());
+        }
+    }
+
+    #[test]
+    fn api_versions_writes_no_default_tagged_fields() {
+        let framed = encode_response(ApiKey::ApiVersions, 3, 1, &api_versions_response(None));
+        // size, correlation id, error code, compact array length, 8 × (key, min, max, tags),
+        // throttle time, tagged-field count of zero.
+        assert_eq!(framed.len(), 4 + 4 + 2 + 1 + SUPPORTED_APIS.len() * 7 + 4 + 1);
+        assert_eq!(*framed.last().unwrap(), 0);
+    }
+}
