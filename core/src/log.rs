@@ -12,7 +12,7 @@
 //! - call [`Log::append`] only after the bytes are written at the position it returned;
 //! - delete files only for bases returned by [`Log::delete_oldest`].
 
-use crate::batch::{self, BatchHeader};
+use crate::batch::{self, BatchHeader, HEADER_LEN};
 use crate::error::ErrorCode;
 
 /// Per-topic log settings, named after Kafka's topic configs.
@@ -380,28 +380,60 @@ pub struct Recovered {
 /// where an unclean shutdown left the tail.
 pub fn recover_segment(base_offset: i64, bytes: &[u8], index_interval_bytes: u64) -> Recovered {
     let mut segment = Segment::new(base_offset);
+    let step = recover_chunk(&mut segment, bytes, index_interval_bytes, true);
+    Recovered { segment, valid_len: step.consumed as u64, stop_reason: step.stop_reason }
+}
+
+/// Progress of [`recover_chunk`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryStep {
+    /// Bytes of `chunk` holding whole valid batches, now added to the segment.
+    pub consumed: usize,
+    /// Set when the scan hit an invalid batch; the segment ends at `consumed`.
+    pub stop_reason: Option<String>,
+}
+
+/// Incremental form of [`recover_segment`] so a driver can scan a large file in chunks. `chunk`
+/// starts at byte `segment.size` of the file. A batch cut off by the end of the chunk is left
+/// for the next call, unless `at_eof`, where it is a torn write.
+pub fn recover_chunk(
+    segment: &mut Segment,
+    chunk: &[u8],
+    index_interval_bytes: u64,
+    at_eof: bool,
+) -> RecoveryStep {
+    let start = segment.size;
     let mut position = 0usize;
     let mut stop_reason = None;
-    while position < bytes.len() {
-        match batch::validate_batch(&bytes[position..]) {
+    while position < chunk.len() {
+        let rest = &chunk[position..];
+        if !at_eof {
+            let complete = BatchHeader::parse(rest).is_ok_and(|h| h.total_len() <= rest.len());
+            if rest.len() < HEADER_LEN || (!complete && BatchHeader::parse(rest).is_ok()) {
+                break;
+            }
+        }
+        match batch::validate_batch(rest) {
             Ok(header) if header.base_offset == segment.next_offset => {
-                segment.add_batch(position as u64, &header, index_interval_bytes);
+                segment.add_batch(start + position as u64, &header, index_interval_bytes);
                 position += header.total_len();
             }
             Ok(header) => {
                 stop_reason = Some(format!(
-                    "batch at byte {position} has base offset {}, expected {}",
-                    header.base_offset, segment.next_offset
+                    "batch at byte {} has base offset {}, expected {}",
+                    start + position as u64,
+                    header.base_offset,
+                    segment.next_offset
                 ));
                 break;
             }
             Err(err) => {
-                stop_reason = Some(format!("invalid batch at byte {position}: {err}"));
+                stop_reason = Some(format!("invalid batch at byte {}: {err}", start + position as u64));
                 break;
             }
         }
     }
-    Recovered { segment, valid_len: position as u64, stop_reason }
+    RecoveryStep { consumed: position, stop_reason }
 }
 
 #[cfg(test)]
@@ -531,6 +563,34 @@ mod tests {
         let mut zeros = file.clone();
         zeros.extend(std::iter::repeat_n(0u8, 100));
         assert_eq!(recover_segment(0, &zeros, 4096).valid_len, file.len() as u64);
+    }
+
+    #[test]
+    fn chunked_recovery_matches_whole_file_recovery() {
+        let mut log = Log::new(LogConfig::default(), vec![], 0);
+        let mut file = Vec::new();
+        append(&mut log, &mut file, 0, 25, 3);
+        file.truncate(file.len() - 5);
+        let whole = recover_segment(0, &file, 4096);
+        for chunk_len in [61, 100, 333, 4096] {
+            let mut segment = Segment::new(0);
+            let (mut at, mut len) = (0, chunk_len);
+            // The driver's loop: grow the chunk when a batch does not fit in it.
+            loop {
+                let end = (at + len).min(file.len());
+                let at_eof = end == file.len();
+                let step = recover_chunk(&mut segment, &file[at..end], 4096, at_eof);
+                at += step.consumed;
+                if step.stop_reason.is_some() || at_eof {
+                    break;
+                }
+                if step.consumed == 0 {
+                    len *= 2;
+                }
+            }
+            assert_eq!(segment, whole.segment, "{chunk_len}-byte chunks");
+            assert_eq!(at as u64, whole.valid_len);
+        }
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub enum RequestError {
     UnsupportedApiVersions { correlation_id: i32, version: i16 },
     #[error("malformed {what}: {reason}")]
     Malformed { what: &'static str, reason: String },
+    #[error("could not encode the {api_key:?} v{version} response: {reason}")]
+    Encode { api_key: ApiKey, version: i16, reason: String },
 }
 
 /// Length of the frame announced by a 4-byte size prefix.
@@ -113,13 +115,14 @@ pub fn parse_request(mut frame: Bytes) -> Result<Request, RequestError> {
     Ok(Request { api_key, header, body: frame })
 }
 
-/// A framed response: size prefix, response header, body.
+/// A framed response: size prefix, response header, body. Fails when the message sets a field
+/// the version lacks: a broker bug, which closes that connection rather than the broker.
 pub fn encode_response<M: Encodable>(
     api_key: ApiKey,
     version: i16,
     correlation_id: i32,
     message: &M,
-) -> Bytes {
+) -> Result<Bytes, RequestError> {
     // ApiVersions always answers with header v0, whatever its version (KIP-511).
     let header_version =
         if api_key == ApiKey::ApiVersions { 0 } else { api_key.response_header_version(version) };
@@ -129,12 +132,14 @@ pub fn encode_response<M: Encodable>(
     if header_version >= 1 {
         buf.put_u8(0); // no tagged fields
     }
-    message
-        .encode(&mut buf, version)
-        .unwrap_or_else(|e| panic!("encoding our own {api_key:?} v{version} response: {e}"));
+    message.encode(&mut buf, version).map_err(|e| RequestError::Encode {
+        api_key,
+        version,
+        reason: e.to_string(),
+    })?;
     let size = (buf.len() - 4) as i32;
     buf[0..4].copy_from_slice(&size.to_be_bytes());
-    buf.freeze()
+    Ok(buf.freeze())
 }
 
 /// The ApiVersions answer: every supported API and its range. Only fields clients read are
@@ -240,7 +245,7 @@ mod tests {
     fn responses_round_trip_with_the_right_header() {
         let response = MetadataResponse::default().with_controller_id(0.into());
         for version in [1, 12] {
-            let mut framed = BytesMut::from(&encode_response(ApiKey::Metadata, version, 7, &response)[..]);
+            let mut framed = BytesMut::from(&encode_response(ApiKey::Metadata, version, 7, &response).unwrap()[..]);
             let mut body = split_frame(&mut framed).unwrap();
             assert_eq!(body.get_i32(), 7);
             if version >= 9 {
@@ -253,7 +258,7 @@ mod tests {
 
     #[test]
     fn api_versions_writes_no_default_tagged_fields() {
-        let framed = encode_response(ApiKey::ApiVersions, 3, 1, &api_versions_response(None));
+        let framed = encode_response(ApiKey::ApiVersions, 3, 1, &api_versions_response(None)).unwrap();
         // size, correlation id, error code, compact array length, 8 × (key, min, max, tags),
         // throttle time, tagged-field count of zero.
         assert_eq!(framed.len(), 4 + 4 + 2 + 1 + SUPPORTED_APIS.len() * 7 + 4 + 1);

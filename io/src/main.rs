@@ -1,1 +1,39 @@
-fn main(){}
+//! `odradek`: the broker binary.
+
+mod config;
+mod handlers;
+mod meta;
+mod server;
+mod shard;
+mod storage;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "odradek", version, about = "A Kafka-compatible event log: thread-per-core, io_uring, fsync before ack")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a broker. With no flags: one node on 127.0.0.1:9092, data in ./data, every core.
+    Serve(config::ServeArgs),
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => args.resolve().and_then(server::serve),
+    };
+    if let Err(e) = result {
+        tracing::error!("{e}");
+        std::process::exit(1);
+    }
+}

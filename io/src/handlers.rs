@@ -1,0 +1,513 @@
+//! Kafka API handlers: decode a request, split its partitions per owning core, run the work
+//! there, merge the answers back in the client's order, encode the response.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_lite::FutureExt;
+use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult};
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Encodable, StrBytes};
+use odradek_core::error::code;
+use odradek_core::shard::{merge_in_order, split_by_shard, ShardId};
+use odradek_core::topic::{validate_topic_name, TopicConfig, TopicMeta};
+use odradek_core::wire::{self, Request, RequestError};
+use odradek_core::ErrorCode;
+use tracing::{debug, warn};
+
+use crate::shard::{FetchPart, ListOffsetsPart, ProducePart, Shard};
+use crate::storage::join_all;
+
+fn s(text: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(text.into())
+}
+
+/// Handles one request. `Ok(None)` means no response is sent (acks=0 produce).
+pub async fn handle(shard: &Rc<Shard>, request: Request) -> Result<Option<Bytes>, RequestError> {
+    let version = request.version();
+    let respond = |message: &dyn EncodeAny| message.encode_framed(request.api_key, version, request.correlation_id()).map(Some);
+    match request.api_key {
+        ApiKey::ApiVersions => {
+            let _: ApiVersionsRequest = request.decode()?;
+            respond(&wire::api_versions_response(None))
+        }
+        ApiKey::Metadata => respond(&metadata(shard, request.decode()?, version).await),
+        ApiKey::Produce => {
+            let produce: ProduceRequest = request.decode()?;
+            let acks = produce.acks;
+            let response = self::produce(shard, produce, version).await;
+            if acks == 0 { Ok(None) } else { respond(&response) }
+        }
+        ApiKey::Fetch => respond(&fetch(shard, request.decode()?, version).await),
+        ApiKey::ListOffsets => respond(&list_offsets(shard, request.decode()?, version).await),
+        ApiKey::CreateTopics => respond(&create_topics(shard, request.decode()?, version).await),
+        ApiKey::DeleteTopics => respond(&delete_topics(shard, request.decode()?, version).await),
+        ApiKey::DescribeConfigs => respond(&describe_configs(shard, request.decode()?)),
+        other => Err(RequestError::UnsupportedVersion { api_key: other, version }),
+    }
+}
+
+/// Object-safe framing, so `handle` can answer every API through one closure.
+trait EncodeAny {
+    fn encode_framed(&self, api_key: ApiKey, version: i16, correlation_id: i32) -> Result<Bytes, RequestError>;
+}
+
+impl<M: Encodable> EncodeAny for M {
+    fn encode_framed(&self, api_key: ApiKey, version: i16, correlation_id: i32) -> Result<Bytes, RequestError> {
+        wire::encode_response(api_key, version, correlation_id, self)
+    }
+}
+
+// ---- Metadata and topic administration ----
+
+async fn metadata(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -> MetadataResponse {
+    let config = &shard.shared.config;
+    // v0 asks for every topic with an empty list; later versions with a null one.
+    let requested: Option<Vec<String>> = match request.topics {
+        None => None,
+        Some(topics) if topics.is_empty() && version == 0 => None,
+        Some(topics) => Some(topics.into_iter().filter_map(|t| t.name.map(|n| n.0.to_string())).collect()),
+    };
+    let auto_create = config.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
+    if let Some(names) = &requested {
+        let missing: Vec<TopicMeta> = names
+            .iter()
+            .filter(|n| !shard.topics.borrow().contains_key(*n) && validate_topic_name(n).is_ok())
+            .filter_map(|n| new_topic(shard, n, config.num_partitions, Vec::new()).ok())
+            .collect();
+        if auto_create && !missing.is_empty() {
+            shard.on_shard(ShardId(0), move |controller| controller.create_topics(missing)).await;
+        }
+    }
+    let topics = shard.topics.borrow();
+    let describe = |name: &str| match topics.get(name) {
+        Some(topic) => MetadataResponseTopic::default()
+            .with_name(Some(s(name).into()))
+            .with_topic_id(if version >= 10 { uuid::Uuid::from_bytes(topic.id) } else { uuid::Uuid::nil() })
+            .with_partitions(
+                (0..topic.partitions)
+                    .map(|p| {
+                        MetadataResponsePartition::default()
+                            .with_partition_index(p)
+                            .with_leader_id(config.node_id.into())
+                            .with_leader_epoch(if version >= 7 { 0 } else { -1 })
+                            .with_replica_nodes(vec![config.node_id.into()])
+                            .with_isr_nodes(vec![config.node_id.into()])
+                    })
+                    .collect(),
+            ),
+        None => {
+            let error = match validate_topic_name(name) {
+                Ok(()) => ErrorCode::UnknownTopicOrPartition,
+                Err(e) => e.code,
+            };
+            MetadataResponseTopic::default().with_name(Some(s(name).into())).with_error_code(error.code())
+        }
+    };
+    let topic_responses = match &requested {
+        None => topics.keys().map(|n| describe(n)).collect(),
+        Some(names) => names.iter().map(|n| describe(n)).collect(),
+    };
+    MetadataResponse::default()
+        .with_brokers(vec![MetadataResponseBroker::default()
+            .with_node_id(config.node_id.into())
+            .with_host(s(config.advertised.0.clone()))
+            .with_port(i32::from(config.advertised.1))])
+        .with_cluster_id((version >= 2).then(|| s(shard.shared.cluster_id.clone())))
+        .with_controller_id(if version >= 1 { config.node_id.into() } else { (-1).into() })
+        .with_topics(topic_responses)
+}
+
+/// A topic as CreateTopics or auto-creation asks for it, validated.
+fn new_topic(
+    shard: &Shard,
+    name: &str,
+    partitions: i32,
+    configs: Vec<(String, String)>,
+) -> Result<TopicMeta, (ErrorCode, String)> {
+    validate_topic_name(name).map_err(|e| (e.code, e.message))?;
+    if partitions < 1 {
+        return Err((ErrorCode::InvalidPartitions, format!("number of partitions must be at least 1, not {partitions}")));
+    }
+    let config = TopicConfig::new(&shard.shared.config.log, configs.into_iter().collect())
+        .map_err(|e| (e.code, e.message))?;
+    Ok(TopicMeta { name: name.to_owned(), id: *uuid::Uuid::new_v4().as_bytes(), partitions, config })
+}
+
+async fn create_topics(shard: &Rc<Shard>, request: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
+    let mut results: Vec<CreatableTopicResult> = Vec::new();
+    let mut to_create: Vec<(usize, TopicMeta)> = Vec::new();
+    for topic in request.topics {
+        let name = topic.name.0.to_string();
+        let mut result = CreatableTopicResult::default().with_name(topic.name.clone());
+        let partitions = if topic.num_partitions == -1 { shard.shared.config.num_partitions } else { topic.num_partitions };
+        let checked = check_replication(&topic)
+            .and_then(|()| {
+                let configs = topic
+                    .configs
+                    .iter()
+                    .map(|c| (c.name.to_string(), c.value.as_deref().unwrap_or_default().to_owned()))
+                    .collect();
+                new_topic(shard, &name, partitions, configs)
+            })
+            .and_then(|meta| match results.iter().any(|r| r.name == topic.name) {
+                true => Err((ErrorCode::InvalidRequest, format!("topic {name:?} appears twice in the request"))),
+                false => Ok(meta),
+            });
+        match checked {
+            Ok(meta) => {
+                if version >= 5 {
+                    result = result
+                        .with_num_partitions(meta.partitions)
+                        .with_replication_factor(1)
+                        .with_configs(Some(describe_topic_configs(&meta.config)));
+                }
+                if version >= 7 {
+                    result = result.with_topic_id(uuid::Uuid::from_bytes(meta.id));
+                }
+                if request.validate_only {
+                    if shard.topics.borrow().contains_key(&name) {
+                        result = failed_topic(result, ErrorCode::TopicAlreadyExists, format!("topic {name:?} already exists"));
+                    }
+                } else {
+                    to_create.push((results.len(), meta));
+                }
+            }
+            Err((error, message)) => result = failed_topic(result, error, message),
+        }
+        results.push(result);
+    }
+    if !to_create.is_empty() {
+        let (positions, metas): (Vec<usize>, Vec<TopicMeta>) = to_create.into_iter().unzip();
+        let outcomes = shard.on_shard(ShardId(0), move |controller| controller.create_topics(metas)).await;
+        for (position, outcome) in positions.into_iter().zip(outcomes) {
+            if let Err((error, message)) = outcome {
+                let result = std::mem::take(&mut results[position]);
+                results[position] = failed_topic(result, error, message);
+            }
+        }
+    }
+    CreateTopicsResponse::default().with_topics(results)
+}
+
+fn failed_topic(result: CreatableTopicResult, error: ErrorCode, message: String) -> CreatableTopicResult {
+    debug!(topic = %result.name.0.as_str(), %message, "create topic refused");
+    CreatableTopicResult::default()
+        .with_name(result.name)
+        .with_error_code(error.code())
+        .with_error_message(Some(s(message)))
+}
+
+/// One broker: replication factor 1, and explicit assignments may only name this node.
+fn check_replication(topic: &create_topics_request::CreatableTopic) -> Result<(), (ErrorCode, String)> {
+    if topic.replication_factor != -1 && topic.replication_factor != 1 {
+        return Err((
+            ErrorCode::InvalidReplicationFactor,
+            format!("replication factor {} is larger than the 1 available broker", topic.replication_factor),
+        ));
+    }
+    if !topic.assignments.is_empty() {
+        return Err((ErrorCode::InvalidReplicaAssignment, "manual replica assignment is not supported yet".into()));
+    }
+    Ok(())
+}
+
+fn describe_topic_configs(config: &TopicConfig) -> Vec<CreatableTopicConfigs> {
+    config
+        .describe()
+        .into_iter()
+        .map(|(name, value, is_override)| {
+            CreatableTopicConfigs::default()
+                .with_name(s(name))
+                .with_value(Some(s(value)))
+                .with_config_source(config_source(is_override))
+        })
+        .collect()
+}
+
+/// Kafka's ConfigSource: 1 = DYNAMIC_TOPIC_CONFIG, 5 = DEFAULT_CONFIG.
+fn config_source(is_override: bool) -> i8 {
+    if is_override { 1 } else { 5 }
+}
+
+async fn delete_topics(shard: &Rc<Shard>, request: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
+    let targets: Vec<(Option<String>, uuid::Uuid)> = if version >= 6 {
+        request.topics.into_iter().map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id)).collect()
+    } else {
+        request.topic_names.into_iter().map(|n| (Some(n.0.to_string()), uuid::Uuid::nil())).collect()
+    };
+    let mut responses = Vec::new();
+    for (name, id) in targets {
+        let resolved = match &name {
+            Some(name) => Some(name.clone()),
+            None => shard.topics.borrow().values().find(|t| t.id == *id.as_bytes()).map(|t| t.name.clone()),
+        };
+        let (error, topic_id) = match resolved.clone() {
+            None => (Some(ErrorCode::UnknownTopicId), id),
+            Some(name) => {
+                let topic_id = shard.topics.borrow().get(&name).map_or(id, |t| uuid::Uuid::from_bytes(t.id));
+                let outcome = shard.on_shard(ShardId(0), move |controller| controller.delete_topic(name)).await;
+                (outcome.err(), topic_id)
+            }
+        };
+        responses.push(
+            DeletableTopicResult::default()
+                .with_name(resolved.map(|n| s(n).into()))
+                .with_topic_id(if version >= 6 { topic_id } else { uuid::Uuid::nil() })
+                .with_error_code(code(error)),
+        );
+    }
+    DeleteTopicsResponse::default().with_responses(responses)
+}
+
+fn describe_configs(shard: &Rc<Shard>, request: DescribeConfigsRequest) -> DescribeConfigsResponse {
+    const TOPIC: i8 = 2;
+    const BROKER: i8 = 4;
+    let results = request
+        .resources
+        .into_iter()
+        .map(|resource| {
+            let name = resource.resource_name.to_string();
+            let mut result = DescribeConfigsResult::default()
+                .with_resource_type(resource.resource_type)
+                .with_resource_name(resource.resource_name.clone());
+            let wanted = |key: &str| resource.configuration_keys.as_ref().is_none_or(|keys| keys.iter().any(|k| k.as_str() == key));
+            let entries: Vec<(String, String, bool)> = match resource.resource_type {
+                TOPIC => match shard.topics.borrow().get(&name) {
+                    Some(topic) => topic.config.describe().into_iter().map(|(k, v, o)| (k.to_owned(), v, o)).collect(),
+                    None => {
+                        return result
+                            .with_error_code(ErrorCode::UnknownTopicOrPartition.code())
+                            .with_error_message(Some(s(format!("topic {name:?} does not exist"))))
+                    }
+                },
+                BROKER if name.is_empty() || name == shard.shared.config.node_id.to_string() => broker_configs(shard),
+                BROKER => {
+                    return result
+                        .with_error_code(ErrorCode::InvalidRequest.code())
+                        .with_error_message(Some(s(format!("broker {name:?} is not this broker"))))
+                }
+                other => {
+                    return result
+                        .with_error_code(ErrorCode::InvalidRequest.code())
+                        .with_error_message(Some(s(format!("resource type {other} is not supported"))))
+                }
+            };
+            result.configs = entries
+                .into_iter()
+                .filter(|(k, _, _)| wanted(k))
+                .map(|(k, v, is_override)| {
+                    DescribeConfigsResourceResult::default()
+                        .with_name(s(k))
+                        .with_value(Some(s(v)))
+                        .with_read_only(resource.resource_type == BROKER)
+                        .with_config_source(if resource.resource_type == BROKER { 4 } else { config_source(is_override) })
+                })
+                .collect();
+            result
+        })
+        .collect();
+    DescribeConfigsResponse::default().with_results(results)
+}
+
+/// The broker settings clients and tools commonly ask for (source 4 = STATIC_BROKER_CONFIG).
+fn broker_configs(shard: &Shard) -> Vec<(String, String, bool)> {
+    let c = &shard.shared.config;
+    [
+        ("node.id", c.node_id.to_string()),
+        ("num.partitions", c.num_partitions.to_string()),
+        ("auto.create.topics.enable", c.auto_create_topics.to_string()),
+        ("log.dirs", c.data_dir.display().to_string()),
+        ("log.retention.ms", c.log.retention_ms.to_string()),
+        ("log.retention.bytes", c.log.retention_bytes.to_string()),
+        ("log.segment.bytes", c.log.segment_bytes.to_string()),
+        ("log.roll.ms", c.log.segment_ms.to_string()),
+        ("message.max.bytes", c.log.max_message_bytes.to_string()),
+        ("socket.request.max.bytes", c.max_request_bytes.to_string()),
+        ("log.retention.check.interval.ms", c.retention_check_interval_ms.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v, false))
+    .collect()
+}
+
+// ---- Produce, Fetch, ListOffsets: partition work on the owning cores ----
+
+async fn produce(shard: &Rc<Shard>, request: ProduceRequest, version: i16) -> ProduceResponse {
+    let acks = request.acks;
+    let refuse = if !matches!(acks, -1..=1) {
+        Some(ErrorCode::InvalidRequiredAcks)
+    } else if request.transactional_id.is_some() {
+        Some(ErrorCode::TransactionalIdAuthorizationFailed)
+    } else {
+        None
+    };
+    let mut shape: Vec<(TopicName, Vec<i32>)> = Vec::new();
+    let mut items = Vec::new();
+    for topic in request.topic_data {
+        let name = topic.name.0.to_string();
+        shape.push((topic.name.clone(), topic.partition_data.iter().map(|p| p.index).collect()));
+        for p in topic.partition_data {
+            items.push((shard.owner(&name, p.index), ProducePart { topic: name.clone(), partition: p.index, records: p.records }));
+        }
+    }
+    let total = items.len();
+    let results = match refuse {
+        Some(error) => {
+            warn!(acks, ?error, "refused produce");
+            (0..total).map(|_| PartitionProduceResponse::default().with_error_code(error.code()).with_base_offset(-1)).collect()
+        }
+        None => {
+            let calls = split_by_shard(items).into_iter().map(|(target, parts)| {
+                let shard = shard.clone();
+                async move { shard.on_shard(target, move |owner| owner.produce_local(parts)).await }
+            });
+            merge_in_order(total, join_all(calls).await)
+                .into_iter()
+                .map(|r| {
+                    PartitionProduceResponse::default()
+                        .with_error_code(code(r.error))
+                        .with_base_offset(r.base_offset)
+                        .with_log_start_offset(if version >= 5 { r.log_start_offset } else { -1 })
+                        .with_log_append_time_ms(-1)
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let mut results = results.into_iter();
+    let responses = shape
+        .into_iter()
+        .map(|(name, partitions)| {
+            TopicProduceResponse::default().with_name(name).with_partition_responses(
+                partitions
+                    .into_iter()
+                    .map(|index| results.next().expect("one result per partition").with_index(index))
+                    .collect(),
+            )
+        })
+        .collect();
+    ProduceResponse::default().with_responses(responses)
+}
+
+async fn fetch(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> FetchResponse {
+    if request.session_id != 0 {
+        // odradek creates no fetch sessions (KIP-227), so a client can only name one it
+        // invented; it falls back to full fetches on this error.
+        return FetchResponse::default().with_error_code(ErrorCode::FetchSessionIdNotFound.code());
+    }
+    let deadline = Instant::now() + Duration::from_millis(request.max_wait_ms.max(0) as u64);
+    let min_bytes = request.min_bytes.max(0) as usize;
+    let max_bytes = if request.max_bytes <= 0 { usize::MAX } else { request.max_bytes as usize };
+    let shape: Vec<(TopicName, Vec<i32>)> =
+        request.topics.iter().map(|t| (t.topic.clone(), t.partitions.iter().map(|p| p.partition).collect())).collect();
+    let parts: Vec<(String, i32, i64, usize)> = request
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| (t.topic.0.to_string(), p.partition, p.fetch_offset, p.partition_max_bytes.max(0) as usize))
+        })
+        .collect();
+    let results = loop {
+        let listener = shard.shared.data_arrived.listen();
+        let items = parts.iter().map(|(topic, partition, offset, max)| {
+            let part = FetchPart { topic: topic.clone(), partition: *partition, offset: *offset, max_bytes: *max };
+            (shard.owner(topic, *partition), part)
+        });
+        let calls = split_by_shard(items).into_iter().map(|(target, parts)| {
+            let shard = shard.clone();
+            async move { shard.on_shard(target, move |owner| owner.fetch_local(parts)).await }
+        });
+        let results = merge_in_order(parts.len(), join_all(calls).await);
+        let bytes: usize = results.iter().map(|r| r.records.len()).sum();
+        let errors = results.iter().any(|r| r.error.is_some());
+        let now = Instant::now();
+        if bytes >= min_bytes.max(1) || errors || now >= deadline {
+            break results;
+        }
+        // Wake on new data anywhere, or at the deadline, then read again.
+        let timeout = async {
+            glommio::timer::sleep(deadline - now).await;
+        };
+        listener.or(timeout).await;
+    };
+    let mut budget = max_bytes;
+    let mut results = results.into_iter();
+    let responses = shape
+        .into_iter()
+        .map(|(name, partitions)| {
+            let partitions = partitions
+                .into_iter()
+                .map(|index| {
+                    let r = results.next().expect("one result per partition");
+                    // Response max_bytes: keep whole partitions while they fit, and always the
+                    // first non-empty one, so a consumer makes progress (KIP-74).
+                    let records = if r.records.len() <= budget || budget == max_bytes {
+                        budget = budget.saturating_sub(r.records.len());
+                        r.records
+                    } else {
+                        Bytes::new()
+                    };
+                    PartitionData::default()
+                        .with_partition_index(index)
+                        .with_error_code(code(r.error))
+                        .with_high_watermark(r.high_watermark)
+                        .with_last_stable_offset(r.high_watermark)
+                        .with_log_start_offset(if version >= 5 { r.log_start_offset } else { -1 })
+                        .with_records(Some(records))
+                })
+                .collect();
+            FetchableTopicResponse::default().with_topic(name).with_partitions(partitions)
+        })
+        .collect();
+    FetchResponse::default().with_responses(responses)
+}
+
+async fn list_offsets(shard: &Rc<Shard>, request: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+    let shape: Vec<(TopicName, Vec<i32>)> =
+        request.topics.iter().map(|t| (t.name.clone(), t.partitions.iter().map(|p| p.partition_index).collect())).collect();
+    let items: Vec<_> = request
+        .topics
+        .iter()
+        .flat_map(|t| {
+            let name = t.name.0.to_string();
+            t.partitions.iter().map(move |p| {
+                let part = ListOffsetsPart { topic: name.clone(), partition: p.partition_index, timestamp: p.timestamp };
+                (part.topic.clone(), part)
+            })
+        })
+        .map(|(topic, part)| (shard.owner(&topic, part.partition), part))
+        .collect();
+    let total = items.len();
+    let calls = split_by_shard(items).into_iter().map(|(target, parts)| {
+        let shard = shard.clone();
+        async move { shard.on_shard(target, move |owner| owner.list_offsets_local(parts)).await }
+    });
+    let mut results = merge_in_order(total, join_all(calls).await).into_iter();
+    let topics = shape
+        .into_iter()
+        .map(|(name, partitions)| {
+            let partitions = partitions
+                .into_iter()
+                .map(|index| {
+                    let r = results.next().expect("one result per partition");
+                    ListOffsetsPartitionResponse::default()
+                        .with_partition_index(index)
+                        .with_error_code(code(r.error))
+                        .with_offset(r.offset)
+                        .with_timestamp(r.timestamp)
+                        .with_leader_epoch(if r.offset >= 0 && version >= 4 { 0 } else { -1 })
+                })
+                .collect();
+            ListOffsetsTopicResponse::default().with_name(name).with_partitions(partitions)
+        })
+        .collect();
+    ListOffsetsResponse::default().with_topics(topics)
+}
+

@@ -1,0 +1,139 @@
+//! The broker's own metadata in the data directory: `meta.properties` (cluster id and node
+//! id, as Kafka writes them) and `topics.json` (the topic table the controller commits).
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::Path;
+
+use odradek_core::log::LogConfig;
+use odradek_core::topic::{TopicConfig, TopicMeta, TopicTable};
+use serde::{Deserialize, Serialize};
+use tracing::warn;
+
+use crate::storage::write_file;
+
+const TOPICS_FILE: &str = "topics.json";
+
+#[derive(Serialize, Deserialize)]
+struct StoredTopic {
+    name: String,
+    id: String,
+    partitions: i32,
+    configs: BTreeMap<String, String>,
+}
+
+/// Reads `meta.properties`, creating it with a fresh cluster id on first start. A data
+/// directory written by another node id is refused, as Kafka does.
+pub fn load_or_create_cluster_id(data_dir: &Path, node_id: i32) -> io::Result<String> {
+    let path = data_dir.join("meta.properties");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let props = crate::config::parse_properties(&text)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))?;
+            let stored_node = props.get("node.id").and_then(|v| v.parse::<i32>().ok());
+            if stored_node != Some(node_id) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{} belongs to node {stored_node:?}, not node {node_id}", path.display()),
+                ));
+            }
+            props.get("cluster.id").cloned().ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidData, format!("{} has no cluster.id", path.display()))
+            })
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let cluster_id = base64_url(uuid::Uuid::new_v4().as_bytes());
+            let text = format!("version=1\ncluster.id={cluster_id}\nnode.id={node_id}\n");
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, text)?;
+            std::fs::File::open(&tmp)?.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            std::fs::File::open(data_dir)?.sync_all()?;
+            Ok(cluster_id)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Kafka prints cluster ids as URL-safe base64 of a UUID without padding.
+fn base64_url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, &b)| acc | u32::from(b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// Loads the topic table; a missing file is an empty table.
+pub fn load_topics(data_dir: &Path, defaults: &LogConfig) -> io::Result<TopicTable> {
+    let path = data_dir.join(TOPICS_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(TopicTable::new()),
+        Err(e) => return Err(e),
+    };
+    let stored: Vec<StoredTopic> = serde_json::from_slice(&bytes)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))?;
+    let mut table = TopicTable::new();
+    for topic in stored {
+        let id = uuid::Uuid::parse_str(&topic.id)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("topic {}: {e}", topic.name)))?;
+        let config = TopicConfig::new(defaults, topic.configs)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("topic {}: {e}", topic.name)))?;
+        table.insert(
+            topic.name.clone(),
+            TopicMeta { name: topic.name, id: *id.as_bytes(), partitions: topic.partitions, config },
+        );
+    }
+    Ok(table)
+}
+
+pub async fn save_topics(data_dir: &Path, table: &TopicTable) -> io::Result<()> {
+    let stored: Vec<StoredTopic> = table
+        .values()
+        .map(|t| StoredTopic {
+            name: t.name.clone(),
+            id: uuid::Uuid::from_bytes(t.id).to_string(),
+            partitions: t.partitions,
+            configs: t.config.overrides.clone(),
+        })
+        .collect();
+    let bytes = serde_json::to_vec_pretty(&stored).map_err(io::Error::other)?;
+    write_file(&data_dir.join(TOPICS_FILE), bytes).await
+}
+
+/// Removes partition directories whose topic is gone (a crash between committing a deletion
+/// and removing its files), so a topic created later under that name starts empty.
+pub fn remove_orphan_partitions(data_dir: &Path, table: &TopicTable) -> io::Result<()> {
+    for entry in std::fs::read_dir(data_dir)? {
+        let entry = entry?;
+        if !entry.file_type()?.is_dir() {
+            continue;
+        }
+        let Ok(name) = entry.file_name().into_string() else { continue };
+        let Some((topic, partition)) = name.rsplit_once('-') else { continue };
+        let Ok(partition) = partition.parse::<i32>() else { continue };
+        let live = table.get(topic).is_some_and(|t| partition < t.partitions);
+        if !live {
+            warn!(dir = %name, "removing partition directory of a deleted topic");
+            std::fs::remove_dir_all(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_ids_look_like_kafkas() {
+        assert_eq!(base64_url(&[0u8; 16]), "AAAAAAAAAAAAAAAAAAAAAA");
+        assert_eq!(base64_url(&[0xff; 3]), "____");
+        assert_eq!(base64_url(uuid::Uuid::new_v4().as_bytes()).len(), 22);
+    }
+}

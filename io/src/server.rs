@@ -1,0 +1,182 @@
+//! Start-up and the network: one glommio executor pinned per core, each with its own listener
+//! on the same port (SO_REUSEPORT spreads connections), channels between every pair of cores.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::shared_channel::{self, ConnectedReceiver, SharedReceiver, SharedSender};
+use glommio::net::{TcpListener, TcpStream};
+use glommio::{LocalExecutorBuilder, Placement};
+use odradek_core::shard::ShardId;
+use odradek_core::wire::{self, RequestError};
+use odradek_core::ErrorCode;
+use tracing::{debug, info, warn};
+
+use crate::config::ServerConfig;
+use crate::handlers;
+use crate::meta;
+use crate::shard::{Job, Shard, Shared};
+
+const PEER_CHANNEL_CAPACITY: usize = 1024;
+
+/// Runs the broker until the process is killed.
+pub fn serve(config: ServerConfig) -> Result<(), String> {
+    let data_dir = config.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    let cluster_id = meta::load_or_create_cluster_id(&data_dir, config.node_id).map_err(|e| e.to_string())?;
+    let topics = meta::load_topics(&data_dir, &config.log).map_err(|e| e.to_string())?;
+    meta::remove_orphan_partitions(&data_dir, &topics).map_err(|e| e.to_string())?;
+    let cores = config.cores;
+    info!(
+        listen = %config.listen, data_dir = %data_dir.display(), cores, fsync = config.fsync,
+        topics = topics.len(), %cluster_id, "starting odradek"
+    );
+    let shared = Arc::new(Shared { config, shard_count: cores, cluster_id, data_arrived: event_listener::Event::new() });
+
+    // senders[from][to] and receivers[to][from] for every ordered pair of distinct cores.
+    let mut senders: Vec<Vec<Option<SharedSender<Job>>>> = (0..cores).map(|_| (0..cores).map(|_| None).collect()).collect();
+    let mut receivers: Vec<Vec<SharedReceiver<Job>>> = (0..cores).map(|_| Vec::new()).collect();
+    for from in 0..cores {
+        for to in 0..cores {
+            if from != to {
+                let (tx, rx) = shared_channel::new_bounded(PEER_CHANNEL_CAPACITY);
+                senders[from][to] = Some(tx);
+                receivers[to].push(rx);
+            }
+        }
+    }
+    let online = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut handles = Vec::new();
+    for (id, (my_senders, my_receivers)) in senders.into_iter().zip(receivers).enumerate() {
+        let shared = shared.clone();
+        let topics = topics.clone();
+        let placement = if cores <= online { Placement::Fixed(id) } else { Placement::Unbound };
+        let spin = Duration::from_micros(shared.config.spin_before_park_us);
+        let handle = LocalExecutorBuilder::new(placement)
+            .name(&format!("odradek-{id}"))
+            .spin_before_park(spin)
+            .spawn(move || async move {
+                // A sender's connect waits for its receiver's, so both sides connect at once.
+                let receivers: Vec<_> =
+                    my_receivers.into_iter().map(|r| glommio::spawn_local(r.connect())).collect();
+                let mut peers = Vec::new();
+                for sender in my_senders {
+                    peers.push(match sender {
+                        Some(s) => Some(s.connect().await),
+                        None => None,
+                    });
+                }
+                let mut connected = Vec::new();
+                for receiver in receivers {
+                    connected.push(receiver.await);
+                }
+                let shard = Shard::new(ShardId(id), shared, topics, peers);
+                run_shard(shard, connected).await
+            })
+            .map_err(|e| format!("starting core {id}: {e}"))?;
+        handles.push(handle);
+    }
+    for handle in handles {
+        match handle.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(e) => return Err(format!("a core stopped: {e}")),
+        }
+    }
+    Ok(())
+}
+
+async fn run_shard(shard: Rc<Shard>, receivers: Vec<ConnectedReceiver<Job>>) -> Result<(), String> {
+    for receiver in receivers {
+        glommio::spawn_local(shard.clone().serve_peer(receiver)).detach();
+    }
+    shard.open_owned_partitions().await.map_err(|e| format!("core {}: opening partitions: {e}", shard.id.0))?;
+    glommio::spawn_local(shard.clone().retention_loop()).detach();
+    let listen = shard.shared.config.listen;
+    let listener = TcpListener::bind(listen).map_err(|e| format!("listening on {listen}: {e}"))?;
+    info!(core = shard.id.0, %listen, "serving");
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                glommio::spawn_local(serve_connection(shard.clone(), stream)).detach();
+            }
+            Err(e) => {
+                warn!(error = %e, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// One client connection. Requests are handled one at a time, in order, as Kafka does, so
+/// responses need no reordering. Any error ends this connection only.
+async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
+    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "unknown".into());
+    let _ = stream.set_nodelay(true);
+    debug!(%peer, core = shard.id.0, "connection opened");
+    let reason = match connection_loop(&shard, &mut stream).await {
+        Ok(()) => {
+            debug!(%peer, "connection closed by client");
+            return;
+        }
+        Err(reason) => reason,
+    };
+    warn!(%peer, %reason, "closing connection");
+}
+
+async fn connection_loop(shard: &Rc<Shard>, stream: &mut TcpStream) -> Result<(), String> {
+    let max = shard.shared.config.max_request_bytes;
+    let mut buf = BytesMut::with_capacity(64 << 10);
+    loop {
+        if !fill(stream, &mut buf, 4).await? {
+            return if buf.is_empty() { Ok(()) } else { Err("connection closed inside a size prefix".into()) };
+        }
+        let prefix = wire::peek_prefix(&buf).expect("4 bytes buffered");
+        let size = wire::frame_size(prefix, max).map_err(|e| e.to_string())?;
+        if !fill(stream, &mut buf, 4 + size).await? {
+            return Err(format!("connection closed inside a {size}-byte request"));
+        }
+        buf.advance(4);
+        let frame = buf.split_to(size).freeze();
+        let response = match wire::parse_request(frame) {
+            Ok(request) => {
+                let api = request.api_key;
+                handlers::handle(shard, request).await.map_err(|e| format!("{api:?}: {e}"))?
+            }
+            Err(RequestError::UnsupportedApiVersions { correlation_id, version }) => {
+                debug!(version, "ApiVersions version not supported; answering v0");
+                let body = wire::api_versions_response(Some(ErrorCode::UnsupportedVersion));
+                Some(
+                    wire::encode_response(kafka_protocol::messages::ApiKey::ApiVersions, 0, correlation_id, &body)
+                        .map_err(|e| e.to_string())?,
+                )
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        if let Some(response) = response {
+            stream.write_all(&response).await.map_err(|e| format!("write failed: {e}"))?;
+        }
+    }
+}
+
+/// Reads until `buf` holds `want` bytes. `Ok(false)` on a clean end of stream.
+async fn fill(stream: &mut TcpStream, buf: &mut BytesMut, want: usize) -> Result<bool, String> {
+    while buf.len() < want {
+        let old = buf.len();
+        let grow = (want - old).max(64 << 10);
+        buf.resize(old + grow, 0);
+        let n = stream.read(&mut buf[old..]).await.map_err(|e| {
+            buf.truncate(old);
+            format!("read failed: {e}")
+        })?;
+        buf.truncate(old + n);
+        if n == 0 {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+

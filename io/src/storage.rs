@@ -1,0 +1,477 @@
+//! A partition's segment files on io_uring (glommio `BufferedFile`), driven by `core::log::Log`,
+//! and the per-core group commit that makes acknowledged data durable.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use bytes::Bytes;
+use glommio::io::BufferedFile;
+use glommio::sync::Semaphore;
+use odradek_core::batch::{self, ValidatedRecords};
+use odradek_core::log::{recover_chunk, Log, LogConfig, ReadStart, Segment};
+use odradek_core::records;
+use tracing::{info, warn};
+
+const RECOVERY_CHUNK_BYTES: usize = 8 << 20;
+
+/// Segment files are read and appended through the same handle.
+async fn open_segment(path: &Path) -> io::Result<BufferedFile> {
+    let file = glommio::io::OpenOptions::new().read(true).write(true).create(true).buffered_open(path).await?;
+    Ok(file)
+}
+
+fn segment_path(dir: &Path, base_offset: i64, extension: &str) -> PathBuf {
+    dir.join(format!("{base_offset:020}.{extension}"))
+}
+
+/// One partition's log on disk. Appends are serialized by `append_permit`; reads run freely.
+pub struct PartitionStore {
+    pub topic: String,
+    pub partition: i32,
+    dir: PathBuf,
+    log: RefCell<Log>,
+    files: RefCell<BTreeMap<i64, Rc<BufferedFile>>>,
+    /// Offsets below this are durable (fsynced, or written in no-fsync mode) and visible to
+    /// consumers. On a single node this is the high watermark.
+    high_watermark: Cell<i64>,
+    append_permit: Semaphore,
+}
+
+/// What an append did.
+pub struct Appended {
+    pub base_offset: i64,
+}
+
+impl PartitionStore {
+    /// Opens (or creates) the partition directory and recovers its segments: sealed segments
+    /// from their index files when those are sound, the rest by rescanning and truncating at
+    /// the first invalid batch.
+    pub async fn open(
+        data_dir: &Path,
+        topic: &str,
+        partition: i32,
+        config: LogConfig,
+    ) -> io::Result<PartitionStore> {
+        let dir = data_dir.join(format!("{topic}-{partition}"));
+        std::fs::create_dir_all(&dir)?;
+        let mut bases: Vec<i64> = std::fs::read_dir(&dir)?
+            .filter_map(|entry| {
+                let name = entry.ok()?.file_name().into_string().ok()?;
+                name.strip_suffix(".log")?.parse().ok()
+            })
+            .collect();
+        bases.sort_unstable();
+        let mut segments: Vec<Segment> = Vec::new();
+        let mut files = BTreeMap::new();
+        for (i, &base) in bases.iter().enumerate() {
+            let path = segment_path(&dir, base, "log");
+            let expected_base = segments.last().map_or(base, |s| s.next_offset);
+            if base != expected_base {
+                warn!(%topic, partition, base, expected_base, "segment does not continue the log; removing it and later ones");
+                remove_segment_files(&dir, base);
+                continue;
+            }
+            let file = open_segment(&path).await?;
+            let size = file.file_size().await?;
+            let next_base = bases.get(i + 1).copied();
+            let from_index = match next_base {
+                Some(next) => load_sealed(&dir, base, size, next),
+                None => None,
+            };
+            let segment = match from_index {
+                Some(segment) => segment,
+                None => recover_file(&file, base, size, config.index_interval_bytes, topic, partition).await?,
+            };
+            files.insert(base, Rc::new(file));
+            let truncated = segment.size < size;
+            segments.push(segment);
+            if truncated {
+                for &later in &bases[i + 1..] {
+                    warn!(%topic, partition, later, "removing segment after a truncated one");
+                    remove_segment_files(&dir, later);
+                }
+                break;
+            }
+        }
+        let log = Log::new(config, segments, 0);
+        if files.is_empty() {
+            let base = log.active().base_offset;
+            let file = open_segment(&segment_path(&dir, base, "log")).await?;
+            files.insert(base, Rc::new(file));
+        }
+        let high_watermark = log.log_end_offset();
+        Ok(PartitionStore {
+            topic: topic.to_owned(),
+            partition,
+            dir,
+            log: RefCell::new(log),
+            files: RefCell::new(files),
+            high_watermark: Cell::new(high_watermark),
+            append_permit: Semaphore::new(1),
+        })
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark.get()
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log.borrow().log_start_offset()
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.log.borrow().log_end_offset()
+    }
+
+    pub fn config(&self) -> LogConfig {
+        self.log.borrow().config.clone()
+    }
+
+    /// Assigns offsets to validated batches and writes them at the end of the log. The data
+    /// is not durable until [`GroupCommit::sync`] returns for this partition.
+    pub async fn append(
+        &self,
+        now_ms: i64,
+        records: Bytes,
+        mut validated: ValidatedRecords,
+    ) -> io::Result<Appended> {
+        let _permit = self.append_permit.acquire_permit(1).await.map_err(|e| io::Error::other(e.to_string()))?;
+        if self.log.borrow().needs_roll(now_ms, records.len() as u64) {
+            self.roll().await?;
+        }
+        let (at, file, log_append_time) = {
+            let log = self.log.borrow();
+            let at = log.append_position();
+            let file = self.files.borrow()[&at.segment_base].clone();
+            (at, file, log.config.log_append_time.then_some(now_ms))
+        };
+        let base_offset = self.log_end_offset();
+        let mut buf = records.to_vec();
+        batch::assign_offsets(&mut buf, &mut validated, base_offset, 0, log_append_time);
+        let len = buf.len();
+        let written = file.write_at(buf, at.position).await?;
+        if written != len {
+            // The log end did not move, so the next append overwrites the short write.
+            return Err(io::Error::new(io::ErrorKind::WriteZero, format!("short write: {written} of {len} bytes")));
+        }
+        self.log.borrow_mut().append(now_ms, at, &validated.batches);
+        Ok(Appended { base_offset })
+    }
+
+    /// Seals the active segment (fsync, index files) and opens the next one.
+    async fn roll(&self) -> io::Result<()> {
+        let (old_base, old_file) = {
+            let log = self.log.borrow();
+            let base = log.active().base_offset;
+            (base, self.files.borrow()[&base].clone())
+        };
+        old_file.fdatasync().await?;
+        let new_base = self.log.borrow_mut().roll();
+        let (offset_index, time_index) = {
+            let log = self.log.borrow();
+            let sealed = log.segments().iter().find(|s| s.base_offset == old_base).expect("sealed segment");
+            (sealed.offset_index.encode(old_base), sealed.time_index.encode(old_base))
+        };
+        write_file(&segment_path(&self.dir, old_base, "index"), offset_index).await?;
+        write_file(&segment_path(&self.dir, old_base, "timeindex"), time_index).await?;
+        let file = open_segment(&segment_path(&self.dir, new_base, "log")).await?;
+        self.files.borrow_mut().insert(new_base, Rc::new(file));
+        info!(topic = %self.topic, partition = self.partition, old_base, new_base, "rolled segment");
+        Ok(())
+    }
+
+    fn active_file(&self) -> (Rc<BufferedFile>, i64) {
+        let log = self.log.borrow();
+        (self.files.borrow()[&log.active().base_offset].clone(), log.log_end_offset())
+    }
+
+    /// Whole batches from `offset` up to the high watermark, at most `max_bytes` unless the
+    /// first batch alone is larger (KIP-74: a consumer must always make progress).
+    pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<Bytes, ReadError> {
+        let high_watermark = self.high_watermark();
+        if offset > high_watermark {
+            return Err(ReadError::OutOfRange);
+        }
+        if offset == high_watermark {
+            return Ok(Bytes::new());
+        }
+        let (start, interval) = {
+            let log = self.log.borrow();
+            (log.locate(offset).map_err(|_| ReadError::OutOfRange)?, log.config.index_interval_bytes)
+        };
+        let Some(start) = start else { return Ok(Bytes::new()) };
+        // The index entry may sit up to one interval (plus a batch) before the wanted offset.
+        let want = (max_bytes as u64).saturating_add(interval).saturating_add(64 << 10);
+        let mut chunk = self.read_range(start, start.position, want).await?;
+        let (mut from, mut to) = (None, 0);
+        for (position, header) in batch::scan_headers(&chunk) {
+            if header.last_offset() < offset {
+                continue;
+            }
+            if header.base_offset >= high_watermark {
+                break;
+            }
+            let from_position = *from.get_or_insert(position);
+            if position + header.total_len() - from_position > max_bytes && to > from_position {
+                break;
+            }
+            to = position + header.total_len();
+        }
+        let Some(from) = from else {
+            // The first wanted batch did not fit in the chunk: read exactly that batch.
+            return self.read_first_batch(start, &chunk, offset).await;
+        };
+        if to <= from {
+            return self.read_first_batch(start, &chunk, offset).await;
+        }
+        Ok(chunk.split_to(to).split_off(from))
+    }
+
+    async fn read_first_batch(&self, start: ReadStart, chunk: &Bytes, offset: i64) -> Result<Bytes, ReadError> {
+        // Walk headers to the batch holding `offset`, then read it whole.
+        let mut position = start.position;
+        let mut buf = chunk.clone();
+        loop {
+            let header = match batch::BatchHeader::parse(&buf) {
+                Ok(h) => h,
+                Err(_) => {
+                    buf = self.read_range(start, position, batch::HEADER_LEN as u64).await?;
+                    batch::BatchHeader::parse(&buf).map_err(|e| ReadError::Corrupt(e.to_string()))?
+                }
+            };
+            if header.last_offset() >= offset {
+                return self.read_range(start, position, header.total_len() as u64).await;
+            }
+            position += header.total_len() as u64;
+            let skip = header.total_len().min(buf.len());
+            buf = buf.slice(skip..);
+        }
+    }
+
+    async fn read_range(&self, start: ReadStart, position: u64, len: u64) -> Result<Bytes, ReadError> {
+        let file = self.files.borrow().get(&start.segment_base).cloned().ok_or(ReadError::OutOfRange)?;
+        let len = len.min(start.segment_size.saturating_sub(position)) as usize;
+        let read = file.read_at(position, len).await.map_err(|e| ReadError::Io(e.into()))?;
+        Ok(Bytes::copy_from_slice(&read))
+    }
+
+    /// Offset and timestamp of the first visible record with timestamp >= `timestamp`.
+    pub async fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, ReadError> {
+        let Some(start) = self.log.borrow().locate_timestamp(timestamp) else { return Ok(None) };
+        let high_watermark = self.high_watermark();
+        let segment_bases: Vec<ReadStart> = {
+            let log = self.log.borrow();
+            log.segments()
+                .iter()
+                .filter(|s| s.base_offset >= start.segment_base)
+                .map(|s| ReadStart { segment_base: s.base_offset, position: 0, segment_size: s.size })
+                .collect()
+        };
+        for (i, segment) in segment_bases.into_iter().enumerate() {
+            let from = if i == 0 { start.position } else { 0 };
+            let bytes = self.read_range(segment, from, segment.segment_size).await?;
+            if let Some((offset, ts)) = records::first_at_or_after(&bytes, timestamp).map_err(ReadError::Corrupt)? {
+                return Ok((offset < high_watermark).then_some((offset, ts)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Applies retention: deletes the segments `retention.ms` / `retention.bytes` expire.
+    pub fn apply_retention(&self, now_ms: i64) {
+        let removed = {
+            let mut log = self.log.borrow_mut();
+            let count = log.expired_segments(now_ms);
+            if count == 0 {
+                return;
+            }
+            log.delete_oldest(count)
+        };
+        for base in removed {
+            self.files.borrow_mut().remove(&base);
+            remove_segment_files(&self.dir, base);
+        }
+        info!(topic = %self.topic, partition = self.partition, log_start_offset = self.log_start_offset(), "retention deleted segments");
+    }
+
+    /// Removes the partition's directory (topic deletion).
+    pub fn delete(&self) -> io::Result<()> {
+        self.files.borrow_mut().clear();
+        std::fs::remove_dir_all(&self.dir)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("offset out of range")]
+    OutOfRange,
+    #[error("disk read failed: {0}")]
+    Io(io::Error),
+    #[error("corrupt data in log: {0}")]
+    Corrupt(String),
+}
+
+fn load_sealed(dir: &Path, base: i64, size: u64, next_base: i64) -> Option<Segment> {
+    let offset_index = std::fs::read(segment_path(dir, base, "index")).ok()?;
+    let time_index = std::fs::read(segment_path(dir, base, "timeindex")).ok()?;
+    Segment::from_indexes(base, size, next_base, &offset_index, &time_index)
+}
+
+async fn recover_file(
+    file: &BufferedFile,
+    base: i64,
+    size: u64,
+    index_interval_bytes: u64,
+    topic: &str,
+    partition: i32,
+) -> io::Result<Segment> {
+    let mut segment = Segment::new(base);
+    let mut chunk_len = RECOVERY_CHUNK_BYTES;
+    loop {
+        let at = segment.size;
+        let len = chunk_len.min((size - at) as usize);
+        let at_eof = at + len as u64 >= size;
+        let chunk = file.read_at(at, len).await?;
+        let step = recover_chunk(&mut segment, &chunk, index_interval_bytes, at_eof);
+        if let Some(reason) = step.stop_reason {
+            warn!(%topic, partition, base, valid_len = segment.size, file_len = size, %reason, "truncating log tail after unclean shutdown");
+            break;
+        }
+        if at_eof {
+            break;
+        }
+        if step.consumed == 0 {
+            chunk_len *= 2;
+        }
+    }
+    if segment.size < size {
+        file.truncate(segment.size).await?;
+        file.fdatasync().await?;
+    }
+    Ok(segment)
+}
+
+fn remove_segment_files(dir: &Path, base: i64) {
+    for extension in ["log", "index", "timeindex"] {
+        let path = segment_path(dir, base, extension);
+        if let Err(e) = std::fs::remove_file(&path) {
+            if e.kind() != io::ErrorKind::NotFound {
+                warn!(path = %path.display(), error = %e, "could not remove segment file");
+            }
+        }
+    }
+}
+
+/// Writes a whole small file durably: to a temporary name, fsync, rename over the target.
+pub async fn write_file(path: &Path, contents: Vec<u8>) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut file = BufferedFile::create(&tmp).await?;
+    if !contents.is_empty() {
+        file.write_at(contents, 0).await?;
+    }
+    file.fdatasync().await?;
+    file.rename(path).await?;
+    file.close().await?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Group commit for one core: every partition appended to since the last round is fsynced in
+/// one round, and the round's waiters are answered together. A round covers exactly the data
+/// written before it started, so a waiter that registered after an append completed is
+/// covered by the round it joins or the next one.
+pub struct GroupCommit {
+    fsync: bool,
+    dirty: RefCell<BTreeMap<(String, i32), Rc<PartitionStore>>>,
+    waiters: RefCell<Vec<futures_channel::oneshot::Sender<Result<(), String>>>>,
+    running: Cell<bool>,
+    on_durable: Box<dyn Fn()>,
+}
+
+impl GroupCommit {
+    pub fn new(fsync: bool, on_durable: Box<dyn Fn()>) -> Rc<GroupCommit> {
+        Rc::new(GroupCommit {
+            fsync,
+            dirty: RefCell::default(),
+            waiters: RefCell::default(),
+            running: Cell::new(false),
+            on_durable,
+        })
+    }
+
+    /// Returns once everything appended to `partition` so far is durable and visible.
+    pub async fn sync(self: &Rc<Self>, partition: &Rc<PartitionStore>) -> Result<(), String> {
+        if !self.fsync {
+            partition.high_watermark.set(partition.log_end_offset());
+            (self.on_durable)();
+            return Ok(());
+        }
+        let key = (partition.topic.clone(), partition.partition);
+        self.dirty.borrow_mut().insert(key, partition.clone());
+        let (tx, rx) = futures_channel::oneshot::channel();
+        self.waiters.borrow_mut().push(tx);
+        if !self.running.replace(true) {
+            glommio::spawn_local(self.clone().run()).detach();
+        }
+        rx.await.unwrap_or_else(|_| Err("group commit stopped".into()))
+    }
+
+    async fn run(self: Rc<Self>) {
+        loop {
+            let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
+            if waiters.is_empty() {
+                self.running.set(false);
+                return;
+            }
+            let dirty = std::mem::take(&mut *self.dirty.borrow_mut());
+            let targets: Vec<(Rc<PartitionStore>, Rc<BufferedFile>, i64)> = dirty
+                .into_values()
+                .map(|p| {
+                    let (file, end) = p.active_file();
+                    (p, file, end)
+                })
+                .collect();
+            let mut outcome = Ok(());
+            let syncs = targets.iter().map(|(_, file, _)| {
+                let file = file.clone();
+                async move { file.fdatasync().await }
+            });
+            for result in join_all(syncs).await {
+                if let Err(e) = result {
+                    outcome = Err(format!("fdatasync failed: {e}"));
+                }
+            }
+            match &outcome {
+                Ok(()) => {
+                    for (partition, _, end) in &targets {
+                        let hw = partition.high_watermark.get().max(*end);
+                        partition.high_watermark.set(hw);
+                    }
+                    (self.on_durable)();
+                }
+                Err(e) => warn!(error = %e, "group commit failed; produces get KAFKA_STORAGE_ERROR"),
+            }
+            for waiter in waiters {
+                let _ = waiter.send(outcome.clone());
+            }
+        }
+    }
+}
+
+/// Runs futures concurrently on this executor and collects their outputs in order.
+pub async fn join_all<F: std::future::Future + 'static>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
+where
+    F::Output: 'static,
+{
+    let tasks: Vec<_> = futures.into_iter().map(glommio::spawn_local).collect();
+    let mut out = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        out.push(task.await);
+    }
+    out
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs every odradek test: core and broker unit tests, then the integration suite against the
+# real broker binary with real Kafka clients (confluent-kafka/librdkafka, kafka-python, kcat).
+# Installs what it needs: Python packages into target/venv, Debian's kcat if it is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+
+echo "== unit tests (release profile, shared with the integration build)"
+cargo nextest run --release --workspace
+
+echo "== broker binary"
+cargo build --release --bin odradek
+export ODRADEK_BIN="$CARGO_TARGET_DIR/release/odradek"
+
+if ! command -v kcat >/dev/null; then
+  echo "== installing kcat (Debian package)"
+  if [ "$(id -u)" -eq 0 ]; then apt_get=(apt-get); else apt_get=(sudo apt-get); fi
+  "${apt_get[@]}" install -y kcat >/dev/null 2>&1 \
+    || { "${apt_get[@]}" update >/dev/null && "${apt_get[@]}" install -y kcat >/dev/null; }
+fi
+
+echo "== python venv"
+venv=target/venv
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/integration/requirements.txt
+
+echo "== integration tests"
+"$venv/bin/python" -m pytest tests/integration "$@"
