@@ -234,6 +234,17 @@ mod tests {
         assert!(matches!(req.decode::<MetadataRequest>(), Err(RequestError::Malformed { .. })));
     }
 
+    // A count read off the wire must not become an allocation: 2^31-1 topics in a 40-byte
+    // frame once made the broker abort (third_party/README.md).
+    #[test]
+    fn huge_array_counts_are_malformed_not_fatal() {
+        let mut produce = frame(ApiKey::Produce, 3, &ProduceRequest::default()).to_vec();
+        let len = produce.len();
+        produce[len - 4..].copy_from_slice(&i32::MAX.to_be_bytes());
+        let req = parse_request(produce.into()).unwrap();
+        assert!(matches!(req.decode::<ProduceRequest>(), Err(RequestError::Malformed { .. })));
+    }
+
     #[test]
     fn frame_size_limits() {
         assert_eq!(frame_size(10i32.to_be_bytes(), 100), Ok(10));
