@@ -403,6 +403,7 @@ async fn fetch(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> FetchR
         return FetchResponse::default().with_error_code(ErrorCode::FetchSessionIdNotFound.code());
     }
     let deadline = Instant::now() + Duration::from_millis(request.max_wait_ms.max(0) as u64);
+    // Kafka answers at once when min_bytes is 0, and otherwise waits for at least one byte.
     let min_bytes = request.min_bytes.max(0) as usize;
     let max_bytes = if request.max_bytes <= 0 { usize::MAX } else { request.max_bytes as usize };
     let shape: Vec<(TopicName, Vec<i32>)> =
@@ -428,7 +429,7 @@ async fn fetch(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> FetchR
         let bytes: usize = results.iter().map(|r| r.records.len()).sum();
         let errors = results.iter().any(|r| r.error.is_some());
         let now = Instant::now();
-        if bytes >= min_bytes.max(1) || errors || now >= deadline {
+        if bytes >= min_bytes || errors || now >= deadline {
             break results;
         }
         // Wake on new data anywhere, or at the deadline, then read again.

@@ -16,6 +16,7 @@ use odradek_core::records;
 use tracing::{info, warn};
 
 const RECOVERY_CHUNK_BYTES: usize = 8 << 20;
+const TIMESTAMP_SCAN_CHUNK_BYTES: u64 = 1 << 20;
 
 /// Segment files are read and appended through the same handle.
 async fn open_segment(path: &Path) -> io::Result<BufferedFile> {
@@ -258,23 +259,35 @@ impl PartitionStore {
         Ok(Bytes::copy_from_slice(&read))
     }
 
-    /// Offset and timestamp of the first visible record with timestamp >= `timestamp`.
+    /// Offset and timestamp of the first visible record with timestamp >= `timestamp`. Reads
+    /// from the time index's position onwards in chunks, never a whole segment at once.
     pub async fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, ReadError> {
         let Some(start) = self.log.borrow().locate_timestamp(timestamp) else { return Ok(None) };
         let high_watermark = self.high_watermark();
-        let segment_bases: Vec<ReadStart> = {
-            let log = self.log.borrow();
-            log.segments()
-                .iter()
-                .filter(|s| s.base_offset >= start.segment_base)
-                .map(|s| ReadStart { segment_base: s.base_offset, position: 0, segment_size: s.size })
-                .collect()
-        };
-        for (i, segment) in segment_bases.into_iter().enumerate() {
-            let from = if i == 0 { start.position } else { 0 };
-            let bytes = self.read_range(segment, from, segment.segment_size).await?;
-            if let Some((offset, ts)) = records::first_at_or_after(&bytes, timestamp).map_err(ReadError::Corrupt)? {
-                return Ok((offset < high_watermark).then_some((offset, ts)));
+        let segments: Vec<ReadStart> = self
+            .log
+            .borrow()
+            .segments()
+            .iter()
+            .filter(|s| s.base_offset >= start.segment_base)
+            .map(|s| ReadStart { segment_base: s.base_offset, position: 0, segment_size: s.size })
+            .collect();
+        for segment in segments {
+            let mut position = if segment.segment_base == start.segment_base { start.position } else { 0 };
+            let mut chunk_len = TIMESTAMP_SCAN_CHUNK_BYTES;
+            while position < segment.segment_size {
+                let chunk = self.read_range(segment, position, chunk_len).await?;
+                if let Some((offset, ts)) = records::first_at_or_after(&chunk, timestamp).map_err(ReadError::Corrupt)? {
+                    return Ok((offset < high_watermark).then_some((offset, ts)));
+                }
+                let whole: usize = batch::scan_headers(&chunk).map(|(_, h)| h.total_len()).sum();
+                if whole == 0 {
+                    if chunk.len() as u64 >= segment.segment_size - position {
+                        return Err(ReadError::Corrupt(format!("no whole batch at byte {position}")));
+                    }
+                    chunk_len *= 2;
+                }
+                position += whole as u64;
             }
         }
         Ok(None)

@@ -1,0 +1,132 @@
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+ODRADEK_BIN = Path(os.environ.get("ODRADEK_BIN", "~/.cache/odradek-target/release/odradek")).expanduser()
+STARTUP_TIMEOUT = 30
+LOG_TAIL_LINES = 80
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _accepts_connections(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+class Broker:
+    """One odradek process; restart() reuses its port and data dir."""
+
+    def __init__(self, root: Path, extra_args=()):
+        self.port = _free_port()
+        self.host = "127.0.0.1"
+        self.bootstrap = f"{self.host}:{self.port}"
+        self.data_dir = root / "data"
+        self.log = root / "broker.log"
+        self.extra_args = list(extra_args)
+        self.proc = None
+        self._stopped_on_purpose = False
+
+    def start(self):
+        if not ODRADEK_BIN.is_file():
+            pytest.fail(f"odradek binary not found at {ODRADEK_BIN} (build it or set ODRADEK_BIN)")
+        with open(self.log, "ab") as log:
+            log.write(f"===== starting odradek on port {self.port} =====\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                [str(ODRADEK_BIN), "serve", "--listen", self.bootstrap, "--data-dir", str(self.data_dir)]
+                + self.extra_args,
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, "NO_COLOR": "1"},  # the log is read as plain text
+            )
+        self._stopped_on_purpose = False
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while not _accepts_connections(self.port):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"odradek exited with {self.proc.returncode} during startup:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"odradek not accepting connections after {STARTUP_TIMEOUT}s:\n{self.log_tail()}")
+            time.sleep(0.05)
+
+    def kill9(self):
+        self._stopped_on_purpose = True
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self):
+        self._stopped_on_purpose = True
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def restart(self):
+        self.stop()
+        self.start()
+
+    def died_unexpectedly(self):
+        return not self._stopped_on_purpose and self.proc.poll() is not None
+
+    def log_tail(self, lines=LOG_TAIL_LINES):
+        try:
+            text = ANSI_ESCAPE.sub("", self.log.read_text(errors="replace"))
+        except FileNotFoundError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+
+@pytest.fixture
+def broker_factory(request, tmp_path_factory):
+    """start(*extra_serve_args) -> a running Broker, stopped at teardown."""
+    brokers = []
+    request.node.odradek_brokers = brokers
+
+    def start(*extra_args):
+        broker = Broker(tmp_path_factory.mktemp("odradek"), extra_args)
+        brokers.append(broker)
+        broker.start()
+        return broker
+
+    yield start
+    # A broker that died by itself crashed during the test, whatever the test saw.
+    crashed = [b for b in brokers if b.died_unexpectedly()]
+    for b in brokers:
+        b.stop()
+    if crashed:
+        pytest.fail(
+            "odradek exited unexpectedly during the test: "
+            + ", ".join(f"port {b.port} exit code {b.proc.returncode}" for b in crashed)
+        )
+
+
+@pytest.fixture
+def broker(broker_factory):
+    return broker_factory()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.failed:
+        for b in getattr(item, "odradek_brokers", []):
+            report.sections.append((f"odradek log tail ({b.log})", b.log_tail()))
+    return report
