@@ -67,7 +67,7 @@ impl OffsetIndex {
     }
 
     pub fn decode(base_offset: i64, bytes: &[u8]) -> Option<OffsetIndex> {
-        if bytes.len() % 8 != 0 {
+        if !bytes.len().is_multiple_of(8) {
             return None;
         }
         let entries: Vec<(i64, u64)> = bytes
@@ -114,7 +114,7 @@ impl TimeIndex {
     }
 
     pub fn decode(base_offset: i64, bytes: &[u8]) -> Option<TimeIndex> {
-        if bytes.len() % 12 != 0 {
+        if !bytes.len().is_multiple_of(12) {
             return None;
         }
         let entries: Vec<(i64, i64)> = bytes

@@ -16,14 +16,13 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use odradek_core::error::code;
-use odradek_core::shard::{merge_in_order, split_by_shard, ShardId};
+use odradek_core::shard::ShardId;
 use odradek_core::topic::{validate_topic_name, TopicConfig, TopicMeta};
 use odradek_core::wire::{self, Request, RequestError};
 use odradek_core::ErrorCode;
 use tracing::{debug, warn};
 
 use crate::shard::{FetchPart, ListOffsetsPart, ProducePart, Shard};
-use crate::storage::join_all;
 
 fn s(text: impl Into<String>) -> StrBytes {
     StrBytes::from_string(text.into())
@@ -358,19 +357,15 @@ async fn produce(shard: &Rc<Shard>, request: ProduceRequest, version: i16) -> Pr
             items.push((shard.owner(&name, p.index), ProducePart { topic: name.clone(), partition: p.index, records: p.records }));
         }
     }
-    let total = items.len();
     let results = match refuse {
         Some(error) => {
             warn!(acks, ?error, "refused produce");
-            (0..total).map(|_| PartitionProduceResponse::default().with_error_code(error.code()).with_base_offset(-1)).collect()
+            (0..items.len()).map(|_| PartitionProduceResponse::default().with_error_code(error.code()).with_base_offset(-1)).collect()
         }
-        None => {
-            let calls = split_by_shard(items).into_iter().map(|(target, parts)| {
-                let shard = shard.clone();
-                async move { shard.on_shard(target, move |owner| owner.produce_local(parts)).await }
-            });
-            merge_in_order(total, join_all(calls).await)
-                .into_iter()
+        None => shard
+            .scatter(items, Shard::produce_partition)
+            .await
+            .into_iter()
                 .map(|r| {
                     PartitionProduceResponse::default()
                         .with_error_code(code(r.error))
@@ -378,21 +373,11 @@ async fn produce(shard: &Rc<Shard>, request: ProduceRequest, version: i16) -> Pr
                         .with_log_start_offset(if version >= 5 { r.log_start_offset } else { -1 })
                         .with_log_append_time_ms(-1)
                 })
-                .collect::<Vec<_>>()
-        }
+                .collect::<Vec<_>>(),
     };
-    let mut results = results.into_iter();
-    let responses = shape
-        .into_iter()
-        .map(|(name, partitions)| {
-            TopicProduceResponse::default().with_name(name).with_partition_responses(
-                partitions
-                    .into_iter()
-                    .map(|index| results.next().expect("one result per partition").with_index(index))
-                    .collect(),
-            )
-        })
-        .collect();
+    let responses = regroup(shape, results, |index, r| r.with_index(index), |name, partitions| {
+        TopicProduceResponse::default().with_name(name).with_partition_responses(partitions)
+    });
     ProduceResponse::default().with_responses(responses)
 }
 
@@ -421,11 +406,7 @@ async fn fetch(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> FetchR
             let part = FetchPart { topic: topic.clone(), partition: *partition, offset: *offset, max_bytes: *max };
             (shard.owner(topic, *partition), part)
         });
-        let calls = split_by_shard(items).into_iter().map(|(target, parts)| {
-            let shard = shard.clone();
-            async move { shard.on_shard(target, move |owner| owner.fetch_local(parts)).await }
-        });
-        let results = merge_in_order(parts.len(), join_all(calls).await);
+let results = shard.scatter(items.collect(), Shard::fetch_partition).await;
         let bytes: usize = results.iter().map(|r| r.records.len()).sum();
         let errors = results.iter().any(|r| r.error.is_some());
         let now = Instant::now();
@@ -439,34 +420,28 @@ async fn fetch(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> FetchR
         listener.or(timeout).await;
     };
     let mut budget = max_bytes;
-    let mut results = results.into_iter();
-    let responses = shape
-        .into_iter()
-        .map(|(name, partitions)| {
-            let partitions = partitions
-                .into_iter()
-                .map(|index| {
-                    let r = results.next().expect("one result per partition");
-                    // Response max_bytes: keep whole partitions while they fit, and always the
-                    // first non-empty one, so a consumer makes progress (KIP-74).
-                    let records = if r.records.len() <= budget || budget == max_bytes {
-                        budget = budget.saturating_sub(r.records.len());
-                        r.records
-                    } else {
-                        Bytes::new()
-                    };
-                    PartitionData::default()
-                        .with_partition_index(index)
-                        .with_error_code(code(r.error))
-                        .with_high_watermark(r.high_watermark)
-                        .with_last_stable_offset(r.high_watermark)
-                        .with_log_start_offset(if version >= 5 { r.log_start_offset } else { -1 })
-                        .with_records(Some(records))
-                })
-                .collect();
-            FetchableTopicResponse::default().with_topic(name).with_partitions(partitions)
-        })
-        .collect();
+    let responses = regroup(
+        shape,
+        results,
+        |index, r| {
+            // Response max_bytes: keep whole partitions while they fit, and always the first
+            // non-empty one, so a consumer makes progress (KIP-74).
+            let records = if r.records.len() <= budget || budget == max_bytes {
+                budget = budget.saturating_sub(r.records.len());
+                r.records
+            } else {
+                Bytes::new()
+            };
+            PartitionData::default()
+                .with_partition_index(index)
+                .with_error_code(code(r.error))
+                .with_high_watermark(r.high_watermark)
+                .with_last_stable_offset(r.high_watermark)
+                .with_log_start_offset(if version >= 5 { r.log_start_offset } else { -1 })
+                .with_records(Some(records))
+        },
+        |name, partitions| FetchableTopicResponse::default().with_topic(name).with_partitions(partitions),
+    );
     FetchResponse::default().with_responses(responses)
 }
 
@@ -485,30 +460,40 @@ async fn list_offsets(shard: &Rc<Shard>, request: ListOffsetsRequest, version: i
         })
         .map(|(topic, part)| (shard.owner(&topic, part.partition), part))
         .collect();
-    let total = items.len();
-    let calls = split_by_shard(items).into_iter().map(|(target, parts)| {
-        let shard = shard.clone();
-        async move { shard.on_shard(target, move |owner| owner.list_offsets_local(parts)).await }
-    });
-    let mut results = merge_in_order(total, join_all(calls).await).into_iter();
-    let topics = shape
-        .into_iter()
-        .map(|(name, partitions)| {
-            let partitions = partitions
-                .into_iter()
-                .map(|index| {
-                    let r = results.next().expect("one result per partition");
-                    ListOffsetsPartitionResponse::default()
-                        .with_partition_index(index)
-                        .with_error_code(code(r.error))
-                        .with_offset(r.offset)
-                        .with_timestamp(r.timestamp)
-                        .with_leader_epoch(if r.offset >= 0 && version >= 4 { 0 } else { -1 })
-                })
-                .collect();
-            ListOffsetsTopicResponse::default().with_name(name).with_partitions(partitions)
-        })
-        .collect();
+    let results = shard.scatter(items, Shard::list_offsets_partition).await;
+    let topics = regroup(
+        shape,
+        results,
+        |index, r| {
+            ListOffsetsPartitionResponse::default()
+                .with_partition_index(index)
+                .with_error_code(code(r.error))
+                .with_offset(r.offset)
+                .with_timestamp(r.timestamp)
+                .with_leader_epoch(if r.offset >= 0 && version >= 4 { 0 } else { -1 })
+        },
+        |name, partitions| ListOffsetsTopicResponse::default().with_name(name).with_partitions(partitions),
+    );
     ListOffsetsResponse::default().with_topics(topics)
 }
 
+/// Per-partition results, in request order, put back under their topics as the request
+/// listed them (`shape`: each topic with its partition indexes).
+fn regroup<R, P, T>(
+    shape: Vec<(TopicName, Vec<i32>)>,
+    results: Vec<R>,
+    mut partition: impl FnMut(i32, R) -> P,
+    topic: impl Fn(TopicName, Vec<P>) -> T,
+) -> Vec<T> {
+    let mut results = results.into_iter();
+    shape
+        .into_iter()
+        .map(|(name, indexes)| {
+            let partitions = indexes
+                .into_iter()
+                .map(|index| partition(index, results.next().expect("one result per partition")))
+                .collect();
+            topic(name, partitions)
+        })
+        .collect()
+}

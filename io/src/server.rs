@@ -39,11 +39,11 @@ pub fn serve(config: ServerConfig) -> Result<(), String> {
     // senders[from][to] and receivers[to][from] for every ordered pair of distinct cores.
     let mut senders: Vec<Vec<Option<SharedSender<Job>>>> = (0..cores).map(|_| (0..cores).map(|_| None).collect()).collect();
     let mut receivers: Vec<Vec<SharedReceiver<Job>>> = (0..cores).map(|_| Vec::new()).collect();
-    for from in 0..cores {
-        for to in 0..cores {
+    for (from, row) in senders.iter_mut().enumerate() {
+        for (to, slot) in row.iter_mut().enumerate() {
             if from != to {
                 let (tx, rx) = shared_channel::new_bounded(PEER_CHANNEL_CAPACITY);
-                senders[from][to] = Some(tx);
+                *slot = Some(tx);
                 receivers[to].push(rx);
             }
         }

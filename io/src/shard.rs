@@ -15,7 +15,7 @@ use bytes::Bytes;
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
 use glommio::sync::Semaphore;
 use odradek_core::batch;
-use odradek_core::shard::{shard_for, ShardId};
+use odradek_core::shard::{merge_in_order, shard_for, split_by_shard, ShardId};
 use odradek_core::topic::{TopicMeta, TopicTable};
 use odradek_core::ErrorCode;
 use tracing::{debug, info, warn};
@@ -196,18 +196,36 @@ impl Shard {
         }
     }
 
-    // ---- partition work, run on the owning core ----
-
-    pub async fn produce_local(self: Rc<Self>, parts: Vec<(usize, ProducePart)>) -> Vec<(usize, ProduceResult)> {
-        let calls = parts.into_iter().map(|(position, part)| {
-            let shard = self.clone();
-            async move { (position, shard.produce_partition(part).await) }
+    /// Runs `work` for every part on the core owning its partition, all concurrently, and
+    /// returns the results in the order of `parts` (the client's order).
+    pub async fn scatter<P, R, W, Fut>(self: &Rc<Self>, parts: Vec<(ShardId, P)>, work: W) -> Vec<R>
+    where
+        P: Send + 'static,
+        R: Send + 'static,
+        W: Fn(Rc<Shard>, P) -> Fut + Copy + Send + 'static,
+        Fut: Future<Output = R> + 'static,
+    {
+        let total = parts.len();
+        let groups = split_by_shard(parts).into_iter().map(|(target, group)| {
+            let this = self.clone();
+            async move {
+                let on_owner = move |owner: Rc<Shard>| async move {
+                    let calls = group.into_iter().map(|(position, part)| {
+                        let owner = owner.clone();
+                        async move { (position, work(owner, part).await) }
+                    });
+                    join_all(calls).await
+                };
+                this.on_shard(target, on_owner).await
+            }
         });
-        join_all(calls).await
+        merge_in_order(total, join_all(groups).await)
     }
 
+    // ---- partition work, run on the owning core ----
+
     /// Every produce waits for durability, acks=0 too: consumers may only see durable data.
-    async fn produce_partition(&self, part: ProducePart) -> ProduceResult {
+    pub async fn produce_partition(self: Rc<Self>, part: ProducePart) -> ProduceResult {
         let failed = |error| ProduceResult { error: Some(error), base_offset: -1, log_start_offset: -1 };
         let Some(store) = self.partition(&part.topic, part.partition) else {
             return failed(ErrorCode::UnknownTopicOrPartition);
@@ -234,15 +252,7 @@ impl Shard {
         ProduceResult { error: None, base_offset: appended.base_offset, log_start_offset: store.log_start_offset() }
     }
 
-    pub async fn fetch_local(self: Rc<Self>, parts: Vec<(usize, FetchPart)>) -> Vec<(usize, FetchResult)> {
-        let calls = parts.into_iter().map(|(position, part)| {
-            let shard = self.clone();
-            async move { (position, shard.fetch_partition(part).await) }
-        });
-        join_all(calls).await
-    }
-
-    async fn fetch_partition(&self, part: FetchPart) -> FetchResult {
+    pub async fn fetch_partition(self: Rc<Self>, part: FetchPart) -> FetchResult {
         let Some(store) = self.partition(&part.topic, part.partition) else {
             return FetchResult { error: Some(ErrorCode::UnknownTopicOrPartition), high_watermark: -1, log_start_offset: -1, records: Bytes::new() };
         };
@@ -263,15 +273,7 @@ impl Shard {
         }
     }
 
-    pub async fn list_offsets_local(self: Rc<Self>, parts: Vec<(usize, ListOffsetsPart)>) -> Vec<(usize, ListOffsetsResult)> {
-        let calls = parts.into_iter().map(|(position, part)| {
-            let shard = self.clone();
-            async move { (position, shard.list_offsets_partition(part).await) }
-        });
-        join_all(calls).await
-    }
-
-    async fn list_offsets_partition(&self, part: ListOffsetsPart) -> ListOffsetsResult {
+    pub async fn list_offsets_partition(self: Rc<Self>, part: ListOffsetsPart) -> ListOffsetsResult {
         let answer = |error, offset, timestamp| ListOffsetsResult { error, offset, timestamp };
         let Some(store) = self.partition(&part.topic, part.partition) else {
             return answer(Some(ErrorCode::UnknownTopicOrPartition), -1, -1);
@@ -348,7 +350,8 @@ impl Shard {
         if created.is_empty() {
             return results;
         }
-        if let Err(e) = meta::save_topics(&self.data_dir(), &self.topics.borrow().clone()).await {
+        let snapshot = self.topics.borrow().clone();
+        if let Err(e) = meta::save_topics(&self.data_dir(), &snapshot).await {
             warn!(error = %e, "could not persist the topic table");
             for topic in &created {
                 self.topics.borrow_mut().remove(&topic.name);
@@ -381,7 +384,8 @@ impl Shard {
         let Some(old) = self.topics.borrow_mut().remove(&name) else {
             return Err(ErrorCode::UnknownTopicOrPartition);
         };
-        if let Err(e) = meta::save_topics(&self.data_dir(), &self.topics.borrow().clone()).await {
+        let snapshot = self.topics.borrow().clone();
+        if let Err(e) = meta::save_topics(&self.data_dir(), &snapshot).await {
             warn!(error = %e, "could not persist the topic table");
             self.topics.borrow_mut().insert(name, old);
             return Err(ErrorCode::KafkaStorageError);
