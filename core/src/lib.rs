@@ -6,6 +6,7 @@
 
 pub mod batch;
 pub mod error;
+pub mod group;
 pub mod log;
 pub mod records;
 pub mod shard;
