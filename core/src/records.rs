@@ -98,7 +98,7 @@ mod tests {
     #[test]
     fn internal_batches_round_trip_with_tombstones() {
         let records = vec![(Bytes::from("k1"), Some(Bytes::from("v1"))), (Bytes::from("k2"), None)];
-        let batch = encode_batch(&records, 5);
+        let batch = super::encode_batch(&records, 5);
         crate::batch::validate_records(&batch, 1 << 20).expect("a valid batch");
         assert_eq!(decode_key_values(&batch).unwrap(), records);
     }
