@@ -19,7 +19,7 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 100 * 1024 * 1024;
 /// from these ranges (KAFKA-APIS.md). Ceilings are deliberate: Produce 12 and Fetch 13 bring
 /// transactions v2 and topic ids, and ListOffsets 7 the max-timestamp query, which odradek
 /// does not serve yet.
-pub const SUPPORTED_APIS: [(ApiKey, i16, i16); 8] = [
+pub const SUPPORTED_APIS: [(ApiKey, i16, i16); 19] = [
     (ApiKey::Produce, 3, 11),
     (ApiKey::Fetch, 4, 12),
     (ApiKey::ListOffsets, 1, 6),
@@ -28,6 +28,17 @@ pub const SUPPORTED_APIS: [(ApiKey, i16, i16); 8] = [
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 7),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
 ];
 
 pub fn supported_versions(api_key: ApiKey) -> Option<(i16, i16)> {
@@ -224,7 +235,7 @@ mod tests {
             RequestError::UnsupportedApiVersions { correlation_id: 42, version: 127 }
         );
 
-        let unsupported_api = frame(ApiKey::JoinGroup, 0, &MetadataRequest::default());
+        let unsupported_api = frame(ApiKey::InitProducerId, 0, &MetadataRequest::default());
         assert!(matches!(parse_request(unsupported_api), Err(RequestError::UnsupportedVersion { .. })));
         assert!(matches!(parse_request(Bytes::from_static(&[0, 3, 0])), Err(RequestError::Malformed { .. })));
 

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Args;
+use odradek_core::group::GroupConfig;
 use odradek_core::log::LogConfig;
 use odradek_core::wire::DEFAULT_MAX_REQUEST_BYTES;
 
@@ -20,6 +21,7 @@ pub struct ServerConfig {
     pub num_partitions: i32,
     pub auto_create_topics: bool,
     pub log: LogConfig,
+    pub group: GroupConfig,
     pub retention_check_interval_ms: u64,
     pub max_request_bytes: usize,
     pub fsync: bool,
@@ -38,6 +40,7 @@ impl Default for ServerConfig {
             num_partitions: 1,
             auto_create_topics: true,
             log: LogConfig::default(),
+            group: GroupConfig::default(),
             retention_check_interval_ms: 300_000,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             fsync: true,
@@ -100,6 +103,14 @@ pub struct ServeArgs {
     /// Spin this long before an idle core parks; trades CPU for fsync wake-up latency
     #[arg(long)]
     pub spin_before_park_us: Option<u64>,
+    /// Wait for more members before a new group's first rebalance
+    /// (group.initial.rebalance.delay.ms) [default: 3000]
+    #[arg(long)]
+    pub group_initial_rebalance_delay_ms: Option<i64>,
+    /// Partitions of the internal __consumer_offsets topic, fixed once created
+    /// (offsets.topic.num.partitions) [default: 50]
+    #[arg(long)]
+    pub offsets_topic_num_partitions: Option<i32>,
 }
 
 impl ServeArgs {
@@ -113,7 +124,7 @@ impl ServeArgs {
                 config.set(&key, &value).map_err(|e| format!("{}: {key}: {e}", path.display()))?;
             }
         }
-        let flags: [(&str, Option<String>); 14] = [
+        let flags: [(&str, Option<String>); 16] = [
             ("node.id", self.node_id.map(|v| v.to_string())),
             ("listeners", self.listen.map(|v| v.to_string())),
             ("advertised.listeners", self.advertised_listener.clone()),
@@ -128,6 +139,8 @@ impl ServeArgs {
             ("message.max.bytes", self.message_max_bytes.map(|v| v.to_string())),
             ("log.retention.check.interval.ms", self.log_retention_check_interval_ms.map(|v| v.to_string())),
             ("socket.request.max.bytes", self.max_request_bytes.map(|v| v.to_string())),
+            ("group.initial.rebalance.delay.ms", self.group_initial_rebalance_delay_ms.map(|v| v.to_string())),
+            ("offsets.topic.num.partitions", self.offsets_topic_num_partitions.map(|v| v.to_string())),
         ];
         for (key, value) in flags {
             if let Some(value) = value {
@@ -185,6 +198,12 @@ impl ServerConfig {
             }
             "log.retention.check.interval.ms" => self.retention_check_interval_ms = num(value)?,
             "socket.request.max.bytes" => self.max_request_bytes = num(value)?,
+            "group.initial.rebalance.delay.ms" => self.group.initial_rebalance_delay_ms = num(value)?,
+            "group.min.session.timeout.ms" => self.group.min_session_timeout_ms = num(value)?,
+            "group.max.session.timeout.ms" => self.group.max_session_timeout_ms = num(value)?,
+            "offsets.topic.num.partitions" => self.group.offsets_topic_partitions = num(value)?,
+            "offsets.retention.minutes" => self.group.offsets_retention_ms = num::<i64>(value)? * 60_000,
+            "offset.metadata.max.bytes" => self.group.offset_metadata_max_bytes = num(value)?,
             _ => return Err("unknown setting".into()),
         }
         Ok(())
@@ -205,6 +224,15 @@ impl ServerConfig {
         }
         if self.retention_check_interval_ms < 1 {
             return Err("log.retention.check.interval.ms must be at least 1".into());
+        }
+        if self.group.offsets_topic_partitions < 1 {
+            return Err("offsets.topic.num.partitions must be at least 1".into());
+        }
+        if self.group.initial_rebalance_delay_ms < 0 {
+            return Err("group.initial.rebalance.delay.ms must not be negative".into());
+        }
+        if self.group.min_session_timeout_ms > self.group.max_session_timeout_ms {
+            return Err("group.min.session.timeout.ms must not exceed group.max.session.timeout.ms".into());
         }
         if self.max_request_bytes < 1024 {
             return Err("socket.request.max.bytes must be at least 1024".into());
@@ -265,6 +293,8 @@ mod tests {
             max_request_bytes: None,
             no_fsync: false,
             spin_before_park_us: None,
+            group_initial_rebalance_delay_ms: None,
+            offsets_topic_num_partitions: None,
         }
     }
 

@@ -22,6 +22,7 @@ use odradek_core::wire::{self, Request, RequestError};
 use odradek_core::ErrorCode;
 use tracing::{debug, warn};
 
+use crate::groups::{self, OFFSETS_TOPIC};
 use crate::shard::{FetchPart, ListOffsetsPart, ProducePart, Shard};
 
 fn s(text: impl Into<String>) -> StrBytes {
@@ -29,7 +30,7 @@ fn s(text: impl Into<String>) -> StrBytes {
 }
 
 /// Handles one request. `Ok(None)` means no response is sent (acks=0 produce).
-pub async fn handle(shard: &Rc<Shard>, request: Request) -> Result<Option<Bytes>, RequestError> {
+pub async fn handle(shard: &Rc<Shard>, request: Request, peer: &str) -> Result<Option<Bytes>, RequestError> {
     let version = request.version();
     let respond = |message: &dyn EncodeAny| message.encode_framed(request.api_key, version, request.correlation_id()).map(Some);
     match request.api_key {
@@ -49,6 +50,21 @@ pub async fn handle(shard: &Rc<Shard>, request: Request) -> Result<Option<Bytes>
         ApiKey::CreateTopics => respond(&create_topics(shard, request.decode()?, version).await),
         ApiKey::DeleteTopics => respond(&delete_topics(shard, request.decode()?, version).await),
         ApiKey::DescribeConfigs => respond(&describe_configs(shard, request.decode()?)),
+        ApiKey::FindCoordinator => respond(&groups::find_coordinator(shard, request.decode()?, version)),
+        ApiKey::JoinGroup => {
+            let client_id = request.header.client_id.as_deref().unwrap_or_default().to_owned();
+            let host = format!("/{}", peer.rsplit_once(':').map_or(peer, |(host, _)| host));
+            respond(&groups::join_group(shard, request.decode()?, version, client_id, host).await)
+        }
+        ApiKey::SyncGroup => respond(&groups::sync_group(shard, request.decode()?, version).await),
+        ApiKey::Heartbeat => respond(&groups::heartbeat(shard, request.decode()?).await),
+        ApiKey::LeaveGroup => respond(&groups::leave_group(shard, request.decode()?, version).await),
+        ApiKey::OffsetCommit => respond(&groups::offset_commit(shard, request.decode()?).await),
+        ApiKey::OffsetFetch => respond(&groups::offset_fetch(shard, request.decode()?, version).await),
+        ApiKey::DescribeGroups => respond(&groups::describe_groups(shard, request.decode()?, version).await),
+        ApiKey::ListGroups => respond(&groups::list_groups(shard, request.decode()?, version).await),
+        ApiKey::DeleteGroups => respond(&groups::delete_groups(shard, request.decode()?).await),
+        ApiKey::OffsetDelete => respond(&groups::offset_delete(shard, request.decode()?).await),
         other => Err(RequestError::UnsupportedVersion { api_key: other, version }),
     }
 }
@@ -90,6 +106,7 @@ async fn metadata(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -> 
         Some(topic) => MetadataResponseTopic::default()
             .with_name(Some(s(name).into()))
             .with_topic_id(if version >= 10 { uuid::Uuid::from_bytes(topic.id) } else { uuid::Uuid::nil() })
+            .with_is_internal(version >= 1 && name == OFFSETS_TOPIC)
             .with_partitions(
                 (0..topic.partitions)
                     .map(|p| {

@@ -1,6 +1,7 @@
 //! `odradek`: the broker binary.
 
 mod config;
+mod groups;
 mod handlers;
 mod meta;
 mod server;

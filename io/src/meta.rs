@@ -10,6 +10,8 @@ use odradek_core::topic::{TopicConfig, TopicMeta, TopicTable};
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
+use crate::config::ServerConfig;
+use crate::groups::OFFSETS_TOPIC;
 use crate::storage::write_file;
 
 const TOPICS_FILE: &str = "topics.json";
@@ -92,7 +94,7 @@ pub fn load_topics(data_dir: &Path, defaults: &LogConfig) -> io::Result<TopicTab
     Ok(table)
 }
 
-pub async fn save_topics(data_dir: &Path, table: &TopicTable) -> io::Result<()> {
+fn encode_topics(table: &TopicTable) -> io::Result<Vec<u8>> {
     let stored: Vec<StoredTopic> = table
         .values()
         .map(|t| StoredTopic {
@@ -102,8 +104,37 @@ pub async fn save_topics(data_dir: &Path, table: &TopicTable) -> io::Result<()> 
             configs: t.config.overrides.clone(),
         })
         .collect();
-    let bytes = serde_json::to_vec_pretty(&stored).map_err(io::Error::other)?;
-    write_file(&data_dir.join(TOPICS_FILE), bytes).await
+    serde_json::to_vec_pretty(&stored).map_err(io::Error::other)
+}
+
+pub async fn save_topics(data_dir: &Path, table: &TopicTable) -> io::Result<()> {
+    write_file(&data_dir.join(TOPICS_FILE), encode_topics(table)?).await
+}
+
+/// Creates the internal `__consumer_offsets` topic on first start, before any core runs (so
+/// plain blocking IO). Its retention is infinite: odradek does not compact yet, and the
+/// coordinator rebuilds groups by replaying it.
+pub fn ensure_offsets_topic(data_dir: &Path, table: &mut TopicTable, config: &ServerConfig) -> io::Result<()> {
+    if table.contains_key(OFFSETS_TOPIC) {
+        return Ok(());
+    }
+    let overrides = BTreeMap::from([("retention.ms".to_owned(), "-1".to_owned())]);
+    let topic_config = TopicConfig::new(&config.log, overrides).map_err(io::Error::other)?;
+    table.insert(
+        OFFSETS_TOPIC.to_owned(),
+        TopicMeta {
+            name: OFFSETS_TOPIC.to_owned(),
+            id: *uuid::Uuid::new_v4().as_bytes(),
+            partitions: config.group.offsets_topic_partitions,
+            config: topic_config,
+        },
+    );
+    let path = data_dir.join(TOPICS_FILE);
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, encode_topics(table)?)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    std::fs::File::open(data_dir)?.sync_all()
 }
 
 /// Removes partition directories whose topic is gone (a crash between committing a deletion

@@ -27,7 +27,8 @@ pub fn serve(config: ServerConfig) -> Result<(), String> {
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
     let cluster_id = meta::load_or_create_cluster_id(&data_dir, config.node_id).map_err(|e| e.to_string())?;
-    let topics = meta::load_topics(&data_dir, &config.log).map_err(|e| e.to_string())?;
+    let mut topics = meta::load_topics(&data_dir, &config.log).map_err(|e| e.to_string())?;
+    meta::ensure_offsets_topic(&data_dir, &mut topics, &config).map_err(|e| e.to_string())?;
     meta::remove_orphan_partitions(&data_dir, &topics).map_err(|e| e.to_string())?;
     let cores = config.cores;
     info!(
@@ -94,6 +95,7 @@ async fn run_shard(shard: Rc<Shard>, receivers: Vec<ConnectedReceiver<Job>>) -> 
         glommio::spawn_local(shard.clone().serve_peer(receiver)).detach();
     }
     shard.open_owned_partitions().await.map_err(|e| format!("core {}: opening partitions: {e}", shard.id.0))?;
+    shard.load_groups().await.map_err(|e| format!("core {}: loading groups: {e}", shard.id.0))?;
     glommio::spawn_local(shard.clone().retention_loop()).detach();
     let listen = shard.shared.config.listen;
     let listener = TcpListener::bind(listen).map_err(|e| format!("listening on {listen}: {e}"))?;
@@ -117,7 +119,7 @@ async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "unknown".into());
     let _ = stream.set_nodelay(true);
     debug!(%peer, core = shard.id.0, "connection opened");
-    let reason = match connection_loop(&shard, &mut stream).await {
+    let reason = match connection_loop(&shard, &mut stream, &peer).await {
         Ok(()) => {
             debug!(%peer, "connection closed by client");
             return;
@@ -127,7 +129,7 @@ async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
     warn!(%peer, %reason, "closing connection");
 }
 
-async fn connection_loop(shard: &Rc<Shard>, stream: &mut TcpStream) -> Result<(), String> {
+async fn connection_loop(shard: &Rc<Shard>, stream: &mut TcpStream, peer: &str) -> Result<(), String> {
     let max = shard.shared.config.max_request_bytes;
     let mut buf = BytesMut::with_capacity(64 << 10);
     loop {
@@ -144,7 +146,7 @@ async fn connection_loop(shard: &Rc<Shard>, stream: &mut TcpStream) -> Result<()
         let response = match wire::parse_request(frame) {
             Ok(request) => {
                 let api = request.api_key;
-                handlers::handle(shard, request).await.map_err(|e| format!("{api:?}: {e}"))?
+                handlers::handle(shard, request, peer).await.map_err(|e| format!("{api:?}: {e}"))?
             }
             Err(RequestError::UnsupportedApiVersions { correlation_id, version }) => {
                 debug!(version, "ApiVersions version not supported; answering v0");

@@ -21,6 +21,8 @@ use odradek_core::ErrorCode;
 use tracing::{debug, info, warn};
 
 use crate::config::ServerConfig;
+use crate::groups::{Groups, OFFSETS_TOPIC};
+use odradek_core::group::GroupCoordinator;
 use crate::meta;
 use crate::storage::{join_all, GroupCommit, PartitionStore, ReadError};
 
@@ -45,6 +47,7 @@ pub struct Shard {
     peers: Vec<Option<ConnectedSender<Job>>>,
     /// Serializes the controller's writes of the topic table (shard 0 only).
     controller_lock: Semaphore,
+    pub groups: Groups,
 }
 
 pub fn now_ms() -> i64 {
@@ -104,6 +107,9 @@ impl Shard {
     ) -> Rc<Shard> {
         let waker = shared.clone();
         let fsync = shared.config.fsync;
+        let group_config = shared.config.group.clone();
+        // Member ids must differ across restarts; the seed is the only randomness they use.
+        let seed = uuid::Uuid::new_v4().as_u64_pair().0;
         Rc::new(Shard {
             id,
             shared,
@@ -114,6 +120,7 @@ impl Shard {
             })),
             peers,
             controller_lock: Semaphore::new(1),
+            groups: Groups::new(GroupCoordinator::new(group_config, seed ^ id.0 as u64)),
         })
     }
 
@@ -381,6 +388,9 @@ impl Shard {
     pub async fn delete_topic(self: Rc<Self>, name: String) -> Result<(), ErrorCode> {
         assert_eq!(self.id, ShardId(0), "the controller runs on shard 0");
         let _permit = self.controller_lock.acquire_permit(1).await.expect("controller lock");
+        if name == OFFSETS_TOPIC {
+            return Err(ErrorCode::InvalidTopicException);
+        }
         let Some(old) = self.topics.borrow_mut().remove(&name) else {
             return Err(ErrorCode::UnknownTopicOrPartition);
         };

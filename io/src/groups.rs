@@ -1,0 +1,498 @@
+//! Consumer groups: drives each core's `core::group::GroupCoordinator` (the groups whose
+//! `__consumer_offsets` partition the core owns) and answers the group APIs.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
+use kafka_protocol::messages::offset_delete_response::{OffsetDeleteResponsePartition, OffsetDeleteResponseTopic};
+use kafka_protocol::messages::offset_fetch_response::{OffsetFetchResponsePartition, OffsetFetchResponseTopic};
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use odradek_core::batch;
+use odradek_core::error::code;
+use odradek_core::group::{self, Action, GroupCoordinator, GroupRecord, GroupState, RequestId, Response};
+use odradek_core::records;
+use odradek_core::shard::ShardId;
+use odradek_core::ErrorCode;
+use tracing::{info, warn};
+
+use crate::shard::{now_ms, Shard};
+
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+const TICK: Duration = Duration::from_millis(100);
+const LOAD_READ_BYTES: usize = 8 << 20;
+
+/// One core's coordinator and the requests waiting on its answers.
+pub struct Groups {
+    coordinator: RefCell<GroupCoordinator>,
+    waiting: RefCell<BTreeMap<RequestId, futures_channel::oneshot::Sender<Response>>>,
+    next_id: Cell<RequestId>,
+}
+
+impl Groups {
+    pub fn new(coordinator: GroupCoordinator) -> Groups {
+        Groups { coordinator: RefCell::new(coordinator), waiting: RefCell::default(), next_id: Cell::new(0) }
+    }
+}
+
+/// A group request, as the coordinator takes it.
+pub enum Call {
+    Join(group::JoinRequest),
+    Sync(group::SyncRequest),
+    Heartbeat(group::HeartbeatRequest),
+    Leave(group::LeaveRequest),
+    Commit(group::OffsetCommitRequest),
+    Fetch(String, Option<Vec<(String, i32)>>),
+    Describe(Vec<String>),
+    List,
+    Delete(Vec<String>),
+    OffsetDelete(String, Vec<(String, i32)>),
+}
+
+impl Shard {
+    /// Runs a group request on this core's coordinator and waits for its answer.
+    pub async fn group_call(self: Rc<Self>, call: Call) -> Response {
+        let id = self.groups.next_id.get();
+        self.groups.next_id.set(id + 1);
+        let (tx, rx) = futures_channel::oneshot::channel();
+        self.groups.waiting.borrow_mut().insert(id, tx);
+        let now = now_ms();
+        {
+            let mut c = self.groups.coordinator.borrow_mut();
+            match call {
+                Call::Join(r) => c.handle_join(now, id, r),
+                Call::Sync(r) => c.handle_sync(now, id, r),
+                Call::Heartbeat(r) => c.handle_heartbeat(now, id, r),
+                Call::Leave(r) => c.handle_leave(now, id, r),
+                Call::Commit(r) => c.handle_offset_commit(now, id, r),
+                Call::Fetch(g, p) => c.handle_offset_fetch(id, &g, p),
+                Call::Describe(g) => c.handle_describe(id, g),
+                Call::List => c.handle_list(id),
+                Call::Delete(g) => c.handle_delete(id, g),
+                Call::OffsetDelete(g, p) => c.handle_offset_delete(id, &g, p),
+            }
+        }
+        self.pump_groups();
+        rx.await.expect("the coordinator answers every request")
+    }
+
+    /// Drains the coordinator's actions: answers go to their waiters, records are appended
+    /// to `__consumer_offsets` and reported back once durable.
+    fn pump_groups(self: &Rc<Self>) {
+        loop {
+            let Some(action) = self.groups.coordinator.borrow_mut().poll_action() else { return };
+            match action {
+                Action::Reply(id, response) => {
+                    if let Some(waiter) = self.groups.waiting.borrow_mut().remove(&id) {
+                        let _ = waiter.send(response);
+                    }
+                }
+                Action::Persist { token, partition, records } => {
+                    let shard = self.clone();
+                    glommio::spawn_local(async move {
+                        let ok = shard.persist_group_records(partition, records).await;
+                        shard.groups.coordinator.borrow_mut().handle_persisted(token, ok);
+                        shard.pump_groups();
+                    })
+                    .detach();
+                }
+            }
+        }
+    }
+
+    async fn persist_group_records(&self, partition: i32, records: Vec<GroupRecord>) -> bool {
+        let Some(store) = self.partition(OFFSETS_TOPIC, partition) else {
+            warn!(partition, "no local {OFFSETS_TOPIC} partition for group records");
+            return false;
+        };
+        let encoded: Vec<(Bytes, Option<Bytes>)> = records.iter().map(GroupRecord::encode).collect();
+        let batch = records::encode_batch(&encoded, now_ms());
+        let validated = match batch::validate_records(&batch, usize::MAX) {
+            Ok(v) => v,
+            Err(e) => {
+                warn!(error = %e, "group records did not encode to a valid batch");
+                return false;
+            }
+        };
+        if let Err(e) = store.append(now_ms(), batch, validated).await {
+            warn!(partition, error = %e, "appending group records failed");
+            return false;
+        }
+        match self.commit.sync(&store).await {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(partition, error = %e, "syncing group records failed");
+                false
+            }
+        }
+    }
+
+    /// Rebuilds the coordinator from this core's `__consumer_offsets` partitions, then runs
+    /// its timers. Called once at start-up, before serving.
+    pub async fn load_groups(self: &Rc<Self>) -> std::io::Result<()> {
+        let partitions = self.topics.borrow().get(OFFSETS_TOPIC).map_or(0, |t| t.partitions);
+        let mut loaded = 0usize;
+        for p in 0..partitions {
+            let Some(store) = self.partition(OFFSETS_TOPIC, p) else { continue };
+            let mut offset = store.log_start_offset();
+            while offset < store.high_watermark() {
+                let chunk = store
+                    .read(offset, LOAD_READ_BYTES)
+                    .await
+                    .map_err(|e| std::io::Error::other(format!("{OFFSETS_TOPIC}-{p} at {offset}: {e}")))?;
+                let Some(next) = batch::scan_headers(&chunk).last().map(|(_, h)| h.next_offset()) else { break };
+                let pairs = records::decode_key_values(&chunk).map_err(std::io::Error::other)?;
+                let mut coordinator = self.groups.coordinator.borrow_mut();
+                for (key, value) in pairs {
+                    match GroupRecord::decode(key, value) {
+                        Ok(record) => coordinator.load(now_ms(), record),
+                        Err(e) => warn!(partition = p, offset, error = %e, "skipping an unreadable group record"),
+                    }
+                    loaded += 1;
+                }
+                offset = next;
+            }
+        }
+        if loaded > 0 {
+            info!(core = self.id.0, records = loaded, "loaded group state");
+        }
+        let shard = self.clone();
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(TICK).await;
+                shard.groups.coordinator.borrow_mut().handle_timeout(now_ms());
+                shard.pump_groups();
+            }
+        })
+        .detach();
+        Ok(())
+    }
+
+    fn group_owner(&self, group_id: &str) -> ShardId {
+        let partitions = self.shared.config.group.offsets_topic_partitions;
+        self.owner(OFFSETS_TOPIC, group::partition_for(group_id, partitions))
+    }
+
+    async fn call_group(self: &Rc<Self>, group_id: &str, call: Call) -> Response {
+        let owner = self.group_owner(group_id);
+        self.on_shard(owner, move |shard| shard.group_call(call)).await
+    }
+}
+
+fn s(text: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(text.into())
+}
+
+fn opt(text: &Option<StrBytes>) -> Option<String> {
+    text.as_ref().map(|t| t.to_string())
+}
+
+// ---- API handlers ----
+
+pub fn find_coordinator(shard: &Shard, request: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
+    let config = &shard.shared.config;
+    let answer = |key: &StrBytes| {
+        let error = match request.key_type {
+            0 => None,
+            _ => Some(ErrorCode::CoordinatorNotAvailable),
+        };
+        (key.clone(), error)
+    };
+    if version >= 4 {
+        let coordinators = request
+            .coordinator_keys
+            .iter()
+            .map(answer)
+            .map(|(key, error)| {
+                let c = Coordinator::default().with_key(key).with_error_code(code(error));
+                match error {
+                    Some(_) => c.with_node_id((-1).into()).with_port(-1),
+                    None => c
+                        .with_node_id(config.node_id.into())
+                        .with_host(s(config.advertised.0.clone()))
+                        .with_port(i32::from(config.advertised.1)),
+                }
+            })
+            .collect();
+        return FindCoordinatorResponse::default().with_coordinators(coordinators);
+    }
+    let (_, error) = answer(&request.key);
+    let response = FindCoordinatorResponse::default().with_error_code(code(error));
+    match error {
+        Some(_) => response.with_node_id((-1).into()).with_port(-1),
+        None => response
+            .with_node_id(config.node_id.into())
+            .with_host(s(config.advertised.0.clone()))
+            .with_port(i32::from(config.advertised.1)),
+    }
+}
+
+pub async fn join_group(shard: &Rc<Shard>, request: JoinGroupRequest, version: i16, client_id: String, client_host: String) -> JoinGroupResponse {
+    let group_id = request.group_id.0.to_string();
+    let call = Call::Join(group::JoinRequest {
+        group_id: group_id.clone(),
+        member_id: request.member_id.to_string(),
+        group_instance_id: opt(&request.group_instance_id),
+        protocol_type: request.protocol_type.to_string(),
+        protocols: request.protocols.into_iter().map(|p| (p.name.to_string(), p.metadata)).collect(),
+        session_timeout_ms: request.session_timeout_ms,
+        // v0 has no rebalance timeout: Kafka uses the session timeout.
+        rebalance_timeout_ms: if version >= 1 { request.rebalance_timeout_ms } else { request.session_timeout_ms },
+        client_id,
+        client_host,
+        require_known_member_id: version >= 4,
+    });
+    let Response::Join(r) = shard.call_group(&group_id, call).await else { unreachable!("join answers a join") };
+    let mut response = JoinGroupResponse::default()
+        .with_error_code(code(r.error))
+        .with_generation_id(r.generation_id)
+        .with_protocol_name(r.protocol_name.map(s).or(if version >= 7 { None } else { Some(s("")) }))
+        .with_leader(s(r.leader))
+        .with_member_id(s(r.member_id))
+        .with_members(
+            r.members
+                .into_iter()
+                .map(|m| {
+                    JoinGroupResponseMember::default()
+                        .with_member_id(s(m.member_id))
+                        .with_group_instance_id(if version >= 5 { m.group_instance_id.map(s) } else { None })
+                        .with_metadata(m.metadata)
+                })
+                .collect(),
+        );
+    if version >= 7 {
+        response = response.with_protocol_type(r.protocol_type.map(s));
+    }
+    response
+}
+
+pub async fn sync_group(shard: &Rc<Shard>, request: SyncGroupRequest, version: i16) -> SyncGroupResponse {
+    let group_id = request.group_id.0.to_string();
+    let call = Call::Sync(group::SyncRequest {
+        group_id: group_id.clone(),
+        generation_id: request.generation_id,
+        member_id: request.member_id.to_string(),
+        group_instance_id: opt(&request.group_instance_id),
+        protocol_type: opt(&request.protocol_type),
+        protocol_name: opt(&request.protocol_name),
+        assignments: request.assignments.into_iter().map(|a| (a.member_id.to_string(), a.assignment)).collect(),
+    });
+    let Response::Sync(r) = shard.call_group(&group_id, call).await else { unreachable!("sync answers a sync") };
+    let response = SyncGroupResponse::default().with_error_code(code(r.error)).with_assignment(r.assignment);
+    if version >= 5 {
+        response.with_protocol_type(r.protocol_type.map(s)).with_protocol_name(r.protocol_name.map(s))
+    } else {
+        response
+    }
+}
+
+pub async fn heartbeat(shard: &Rc<Shard>, request: HeartbeatRequest) -> HeartbeatResponse {
+    let group_id = request.group_id.0.to_string();
+    let call = Call::Heartbeat(group::HeartbeatRequest {
+        group_id: group_id.clone(),
+        generation_id: request.generation_id,
+        member_id: request.member_id.to_string(),
+        group_instance_id: opt(&request.group_instance_id),
+    });
+    let Response::Heartbeat(error) = shard.call_group(&group_id, call).await else { unreachable!() };
+    HeartbeatResponse::default().with_error_code(code(error))
+}
+
+pub async fn leave_group(shard: &Rc<Shard>, request: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
+    let group_id = request.group_id.0.to_string();
+    let members = if version >= 3 {
+        request.members.iter().map(|m| (m.member_id.to_string(), opt(&m.group_instance_id))).collect()
+    } else {
+        vec![(request.member_id.to_string(), None)]
+    };
+    let call = Call::Leave(group::LeaveRequest { group_id: group_id.clone(), members });
+    let Response::Leave(r) = shard.call_group(&group_id, call).await else { unreachable!() };
+    if version < 3 {
+        return LeaveGroupResponse::default().with_error_code(code(r.error));
+    }
+    LeaveGroupResponse::default().with_members(
+        r.members
+            .into_iter()
+            .map(|(member_id, instance, error)| {
+                MemberResponse::default()
+                    .with_member_id(s(member_id))
+                    .with_group_instance_id(instance.map(s))
+                    .with_error_code(code(error))
+            })
+            .collect(),
+    )
+}
+
+pub async fn offset_commit(shard: &Rc<Shard>, request: OffsetCommitRequest) -> OffsetCommitResponse {
+    let group_id = request.group_id.0.to_string();
+    let offsets = request
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(move |p| {
+                (t.name.0.to_string(), p.partition_index, p.committed_offset, p.committed_leader_epoch, opt(&p.committed_metadata))
+            })
+        })
+        .collect();
+    let call = Call::Commit(group::OffsetCommitRequest {
+        group_id: group_id.clone(),
+        generation_id: request.generation_id_or_member_epoch,
+        member_id: request.member_id.to_string(),
+        group_instance_id: opt(&request.group_instance_id),
+        offsets,
+    });
+    let Response::OffsetCommit(results) = shard.call_group(&group_id, call).await else { unreachable!() };
+    let mut results = results.into_iter();
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let (_, _, error) = results.next().expect("one result per partition");
+                    OffsetCommitResponsePartition::default().with_partition_index(p.partition_index).with_error_code(code(error))
+                })
+                .collect();
+            OffsetCommitResponseTopic::default().with_name(t.name).with_partitions(partitions)
+        })
+        .collect();
+    OffsetCommitResponse::default().with_topics(topics)
+}
+
+pub async fn offset_fetch(shard: &Rc<Shard>, request: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
+    let group_id = request.group_id.0.to_string();
+    let wanted: Option<Vec<(String, i32)>> = request.topics.as_ref().map(|topics| {
+        topics.iter().flat_map(|t| t.partition_indexes.iter().map(move |&p| (t.name.0.to_string(), p))).collect()
+    });
+    let Response::OffsetFetch(result) = shard.call_group(&group_id, Call::Fetch(group_id.clone(), wanted)).await else {
+        unreachable!()
+    };
+    let entries = result.unwrap_or_default();
+    let mut by_topic: Vec<(String, Vec<OffsetFetchResponsePartition>)> = Vec::new();
+    for e in entries {
+        let partition = OffsetFetchResponsePartition::default()
+            .with_partition_index(e.partition)
+            .with_committed_offset(e.offset)
+            .with_committed_leader_epoch(if version >= 5 { e.leader_epoch } else { -1 })
+            .with_metadata(Some(s(e.metadata)));
+        match by_topic.last_mut() {
+            Some((topic, partitions)) if *topic == e.topic => partitions.push(partition),
+            _ => by_topic.push((e.topic, vec![partition])),
+        }
+    }
+    OffsetFetchResponse::default().with_topics(
+        by_topic
+            .into_iter()
+            .map(|(topic, partitions)| OffsetFetchResponseTopic::default().with_name(s(topic).into()).with_partitions(partitions))
+            .collect(),
+    )
+}
+
+pub async fn describe_groups(shard: &Rc<Shard>, request: DescribeGroupsRequest, version: i16) -> DescribeGroupsResponse {
+    let mut groups = Vec::new();
+    for group_id in request.groups {
+        let name = group_id.0.to_string();
+        let Response::Describe(mut described) = shard.call_group(&name, Call::Describe(vec![name.clone()])).await else {
+            unreachable!()
+        };
+        let g = described.pop().expect("one group described");
+        groups.push(
+            DescribedGroup::default()
+                .with_group_id(group_id)
+                .with_error_code(code(g.error))
+                .with_group_state(s(g.state.name()))
+                .with_protocol_type(s(g.protocol_type))
+                .with_protocol_data(s(g.protocol))
+                .with_members(
+                    g.members
+                        .into_iter()
+                        .map(|m| {
+                            DescribedGroupMember::default()
+                                .with_member_id(s(m.member_id))
+                                .with_group_instance_id(if version >= 4 { m.group_instance_id.map(s) } else { None })
+                                .with_client_id(s(m.client_id))
+                                .with_client_host(s(m.client_host))
+                                .with_member_metadata(m.metadata)
+                                .with_member_assignment(m.assignment)
+                        })
+                        .collect(),
+                ),
+        );
+    }
+    DescribeGroupsResponse::default().with_groups(groups)
+}
+
+pub async fn list_groups(shard: &Rc<Shard>, request: ListGroupsRequest, version: i16) -> ListGroupsResponse {
+    let per_core = shard.on_every_shard(|s| s.group_call(Call::List)).await;
+    let states: Vec<String> = request.states_filter.iter().map(|f| f.to_string().to_lowercase()).collect();
+    let groups = per_core
+        .into_iter()
+        .flat_map(|r| match r {
+            Response::List(groups) => groups,
+            _ => unreachable!(),
+        })
+        .filter(|(_, _, state)| states.is_empty() || states.contains(&state.name().to_lowercase()))
+        .map(|(group_id, protocol_type, state): (String, String, GroupState)| {
+            let listed = ListedGroup::default().with_group_id(s(group_id).into()).with_protocol_type(s(protocol_type));
+            if version >= 4 { listed.with_group_state(s(state.name())) } else { listed }
+        })
+        .collect();
+    ListGroupsResponse::default().with_groups(groups)
+}
+
+pub async fn delete_groups(shard: &Rc<Shard>, request: DeleteGroupsRequest) -> DeleteGroupsResponse {
+    let mut results = Vec::new();
+    for group_id in request.groups_names {
+        let name = group_id.0.to_string();
+        let Response::Delete(mut r) = shard.call_group(&name, Call::Delete(vec![name.clone()])).await else { unreachable!() };
+        let (_, error) = r.pop().expect("one result");
+        results.push(DeletableGroupResult::default().with_group_id(group_id).with_error_code(code(error)));
+    }
+    DeleteGroupsResponse::default().with_results(results)
+}
+
+pub async fn offset_delete(shard: &Rc<Shard>, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
+    let group_id = request.group_id.0.to_string();
+    let partitions: Vec<(String, i32)> = request
+        .topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(move |p| (t.name.0.to_string(), p.partition_index)))
+        .collect();
+    let Response::OffsetDelete(error, results) =
+        shard.call_group(&group_id, Call::OffsetDelete(group_id.clone(), partitions)).await
+    else {
+        unreachable!()
+    };
+    if error.is_some() {
+        return OffsetDeleteResponse::default().with_error_code(code(error));
+    }
+    let mut results = results.into_iter();
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let (_, _, error) = results.next().expect("one result per partition");
+                    OffsetDeleteResponsePartition::default().with_partition_index(p.partition_index).with_error_code(code(error))
+                })
+                .collect();
+            OffsetDeleteResponseTopic::default().with_name(t.name).with_partitions(partitions)
+        })
+        .collect();
+    OffsetDeleteResponse::default().with_topics(topics)
+}
