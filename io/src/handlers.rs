@@ -388,7 +388,7 @@ async fn produce(shard: &Rc<Shard>, request: ProduceRequest, version: i16) -> Pr
                         .with_error_code(code(r.error))
                         .with_base_offset(r.base_offset)
                         .with_log_start_offset(if version >= 5 { r.log_start_offset } else { -1 })
-                        .with_log_append_time_ms(-1)
+                        .with_log_append_time_ms(r.log_append_time_ms)
                 })
                 .collect::<Vec<_>>(),
     };

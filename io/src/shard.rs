@@ -65,6 +65,8 @@ pub struct ProduceResult {
     pub error: Option<ErrorCode>,
     pub base_offset: i64,
     pub log_start_offset: i64,
+    /// -1 unless the topic uses `LogAppendTime`.
+    pub log_append_time_ms: i64,
 }
 
 pub struct FetchPart {
@@ -233,7 +235,7 @@ impl Shard {
 
     /// Every produce waits for durability, acks=0 too: consumers may only see durable data.
     pub async fn produce_partition(self: Rc<Self>, part: ProducePart) -> ProduceResult {
-        let failed = |error| ProduceResult { error: Some(error), base_offset: -1, log_start_offset: -1 };
+        let failed = |error| ProduceResult { error: Some(error), base_offset: -1, log_start_offset: -1, log_append_time_ms: -1 };
         let Some(store) = self.partition(&part.topic, part.partition) else {
             return failed(ErrorCode::UnknownTopicOrPartition);
         };
@@ -256,7 +258,12 @@ impl Shard {
             warn!(topic = %part.topic, partition = part.partition, error = %e, "sync failed");
             return failed(ErrorCode::KafkaStorageError);
         }
-        ProduceResult { error: None, base_offset: appended.base_offset, log_start_offset: store.log_start_offset() }
+        ProduceResult {
+            error: None,
+            base_offset: appended.base_offset,
+            log_start_offset: store.log_start_offset(),
+            log_append_time_ms: appended.log_append_time_ms.unwrap_or(-1),
+        }
     }
 
     pub async fn fetch_partition(self: Rc<Self>, part: FetchPart) -> FetchResult {

@@ -44,6 +44,8 @@ pub struct PartitionStore {
 /// What an append did.
 pub struct Appended {
     pub base_offset: i64,
+    /// The broker's timestamp for `LogAppendTime` topics.
+    pub log_append_time_ms: Option<i64>,
 }
 
 impl PartitionStore {
@@ -159,7 +161,7 @@ impl PartitionStore {
             return Err(io::Error::new(io::ErrorKind::WriteZero, format!("short write: {written} of {len} bytes")));
         }
         self.log.borrow_mut().append(now_ms, at, &validated.batches);
-        Ok(Appended { base_offset })
+        Ok(Appended { base_offset, log_append_time_ms: log_append_time })
     }
 
     /// Seals the active segment (fsync, index files) and opens the next one.
@@ -295,6 +297,10 @@ impl PartitionStore {
 
     /// Applies retention: deletes the segments `retention.ms` / `retention.bytes` expire.
     pub fn apply_retention(&self, now_ms: i64) {
+        // Not while an append or a roll is under way: a roll seals a segment in memory before
+        // writing its index files, and must not find that segment deleted meanwhile. The
+        // permit is released at the end of this synchronous function.
+        let Ok(_permit) = self.append_permit.try_acquire_permit(1) else { return };
         let removed = {
             let mut log = self.log.borrow_mut();
             let count = log.expired_segments(now_ms);

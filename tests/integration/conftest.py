@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+import kafka_wire
+
 ODRADEK_BIN = Path(os.environ.get("ODRADEK_BIN", "~/.cache/odradek-target/release/odradek")).expanduser()
 STARTUP_TIMEOUT = 30
 LOG_TAIL_LINES = 80
@@ -63,6 +65,9 @@ class Broker:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"odradek not accepting connections after {STARTUP_TIMEOUT}s:\n{self.log_tail()}")
             time.sleep(0.05)
+        # Accepting is not enough: for a few milliseconds after a previous process on this
+        # port exits, its io_uring teardown keeps the old listener accepting.
+        kafka_wire.wait_until_serving(self.host, self.port, timeout=STARTUP_TIMEOUT)
 
     def kill9(self):
         self._stopped_on_purpose = True

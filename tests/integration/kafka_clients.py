@@ -34,8 +34,9 @@ def _await(condition, timeout, describe):
 class _Reading:
     """Progress of reading partitions up to known end offsets."""
 
-    def __init__(self, end_offsets):
+    def __init__(self, end_offsets, start_offsets=None):
         self.end_offsets = end_offsets
+        self.start_offsets = {p: o for p, o in (start_offsets or {}).items() if o >= 0}
         self.records = {p: [] for p in end_offsets}
 
     def add(self, record):
@@ -46,7 +47,7 @@ class _Reading:
 
     def _position(self, partition):
         records = self.records[partition]
-        return records[-1].offset + 1 if records else 0
+        return records[-1].offset + 1 if records else self.start_offsets.get(partition, 0)
 
     def progress(self):
         return {p: f"{self._position(p)}/{end}" for p, end in self.end_offsets.items()}
@@ -61,10 +62,11 @@ class ConfluentClient:
     def config(self, **overrides):
         return {"bootstrap.servers": self.bootstrap, "broker.address.family": "v4", **overrides}
 
-    def create_topic(self, topic, partitions):
+    def create_topic(self, topic, partitions, config=None):
         admin = AdminClient(self.config())  # must outlive the future
         futures = admin.create_topics(
-            [NewTopic(topic, num_partitions=partitions, replication_factor=1)], operation_timeout=30
+            [NewTopic(topic, num_partitions=partitions, replication_factor=1, config=dict(config or {}))],
+            operation_timeout=30,
         )
         futures[topic].result(timeout=60)
 
@@ -86,9 +88,10 @@ class ConfluentClient:
             )
         )
 
-    def produce(self, topic, messages, compression="none", partition=None):
-        """Produce all messages and wait for every ack; -> [(partition, offset)]."""
-        producer = self.producer(compression)
+    def produce(self, topic, messages, compression="none", partition=None, producer_config=None):
+        """Produce all messages and wait for every ack; -> [(partition, offset)].
+        producer_config: librdkafka settings on top of producer()'s."""
+        producer = self.producer(compression, **(producer_config or {}))
         acks = [None] * len(messages)
         errors = []
 
@@ -129,13 +132,17 @@ class ConfluentClient:
             )
         )
 
-    def consume(self, topic, end_offsets, timeout=120):
-        """Read each partition from the beginning until its end offset."""
+    def consume(self, topic, end_offsets, timeout=120, start_offsets=None):
+        """Read each partition from the beginning (or its start offset) until its end offset."""
         consumer = self.consumer()
-        reading = _Reading(end_offsets)
+        starts = start_offsets or {}
+        reading = _Reading(end_offsets, starts)
         try:
             consumer.assign(
-                [confluent_kafka.TopicPartition(topic, p, confluent_kafka.OFFSET_BEGINNING) for p in end_offsets]
+                [
+                    confluent_kafka.TopicPartition(topic, p, starts.get(p, confluent_kafka.OFFSET_BEGINNING))
+                    for p in end_offsets
+                ]
             )
 
             def poll():
@@ -194,12 +201,17 @@ class KafkaPythonClient:
     def __init__(self, bootstrap):
         self.bootstrap = bootstrap
 
-    def create_topic(self, topic, partitions):
+    def create_topic(self, topic, partitions, config=None):
         admin = kafka.admin.KafkaAdminClient(bootstrap_servers=self.bootstrap)
         try:
             # Raises on a topic error code.
             admin.create_topics(
-                [kafka.admin.NewTopic(topic, num_partitions=partitions, replication_factor=1)], timeout_ms=30_000
+                [
+                    kafka.admin.NewTopic(
+                        topic, num_partitions=partitions, replication_factor=1, topic_configs=dict(config or {})
+                    )
+                ],
+                timeout_ms=30_000,
             )
         finally:
             admin.close()
@@ -245,13 +257,19 @@ class KafkaPythonClient:
             max_poll_records=10_000,
         )
 
-    def consume(self, topic, end_offsets, timeout=120):
+    def consume(self, topic, end_offsets, timeout=120, start_offsets=None):
         consumer = self.consumer()
-        reading = _Reading(end_offsets)
+        starts = start_offsets or {}
+        reading = _Reading(end_offsets, starts)
         try:
             partitions = [kafka.TopicPartition(topic, p) for p in end_offsets]
             consumer.assign(partitions)
-            consumer.seek_to_beginning(*partitions)
+            from_beginning = [tp for tp in partitions if tp.partition not in starts]
+            if from_beginning:  # no arguments would mean every assigned partition
+                consumer.seek_to_beginning(*from_beginning)
+            for tp in partitions:
+                if tp.partition in starts:
+                    consumer.seek(tp, starts[tp.partition])
 
             def poll():
                 for records in consumer.poll(timeout_ms=500).values():

@@ -3,6 +3,7 @@ requests that no well-behaved client library would ever produce."""
 
 import socket
 import struct
+from typing import NamedTuple
 
 API_PRODUCE = 0
 API_FETCH = 1
@@ -224,3 +225,257 @@ class Connection:
 
     def api_versions_v0(self):
         return parse_api_versions_v0(self.request(API_VERSIONS, 0))
+
+
+# ---- Fetch, ListOffsets, Metadata and record batches, for tests that need the exact
+# error codes and timings the client libraries hide ----
+
+API_LIST_OFFSETS = 2
+ERROR_OFFSET_OUT_OF_RANGE = 1
+LIST_OFFSETS_EARLIEST = -2
+LIST_OFFSETS_LATEST = -1
+
+
+try:
+    from crc32c import crc32c as _fast_crc32c  # kafka-python's dependency, in C
+except ImportError:  # pragma: no cover
+    _fast_crc32c = None
+
+
+def _batch_crc(data: bytes) -> int:
+    return _fast_crc32c(data) if _fast_crc32c else crc32c(data)
+
+
+class FetchedPartition(NamedTuple):
+    error_code: int
+    high_watermark: int
+    log_start_offset: int
+    records: bytes
+
+
+def fetch_v5_body(partitions, max_wait_ms, min_bytes, max_bytes=50 << 20, partition_max_bytes=1 << 20):
+    """partitions: [(topic, partition, fetch_offset)], grouped by topic in order."""
+    by_topic = {}
+    for topic, partition, offset in partitions:
+        by_topic.setdefault(topic, []).append((partition, offset))
+    body = struct.pack(">iiiib", -1, max_wait_ms, min_bytes, max_bytes, 0)  # consumer, read_uncommitted
+    body += struct.pack(">i", len(by_topic))
+    for topic, parts in by_topic.items():
+        body += string(topic) + struct.pack(">i", len(parts))
+        for partition, offset in parts:
+            body += struct.pack(">iqqi", partition, offset, -1, partition_max_bytes)
+    return body
+
+
+def parse_fetch_v5(body: bytes):
+    """-> {(topic, partition): FetchedPartition}"""
+    reader = Reader(body)
+    reader.int32()  # throttle time
+    result = {}
+    for _ in range(reader.int32()):
+        topic = reader.string()
+        for _ in range(reader.int32()):
+            partition, error_code, high_watermark = reader.int32(), reader.int16(), reader.int64()
+            reader.int64()  # last stable offset
+            log_start_offset = reader.int64()
+            aborted = reader.int32()
+            for _ in range(max(aborted, 0)):
+                reader.int64(), reader.int64()
+            length = reader.int32()
+            records = b""
+            if length > 0:
+                records = reader.data[reader.pos : reader.pos + length]
+                reader.pos += length
+            result[(topic, partition)] = FetchedPartition(error_code, high_watermark, log_start_offset, records)
+    return result
+
+
+def list_offsets_v1_body(partitions):
+    """partitions: [(topic, partition, timestamp)]; -2 earliest, -1 latest."""
+    by_topic = {}
+    for topic, partition, timestamp in partitions:
+        by_topic.setdefault(topic, []).append((partition, timestamp))
+    body = struct.pack(">ii", -1, len(by_topic))
+    for topic, parts in by_topic.items():
+        body += string(topic) + struct.pack(">i", len(parts))
+        for partition, timestamp in parts:
+            body += struct.pack(">iq", partition, timestamp)
+    return body
+
+
+def parse_list_offsets_v1(body: bytes):
+    """-> {(topic, partition): (error_code, timestamp, offset)}"""
+    reader = Reader(body)
+    result = {}
+    for _ in range(reader.int32()):
+        topic = reader.string()
+        for _ in range(reader.int32()):
+            partition, error_code, timestamp, offset = reader.int32(), reader.int16(), reader.int64(), reader.int64()
+            result[(topic, partition)] = (error_code, timestamp, offset)
+    return result
+
+
+def metadata_v1_body(topics):
+    """topics: names, or None for every topic. v1 leaves auto-creation to the broker."""
+    if topics is None:
+        return struct.pack(">i", -1)
+    return struct.pack(">i", len(topics)) + b"".join(string(t) for t in topics)
+
+
+def parse_metadata_v1(body: bytes):
+    """-> {topic: (error_code, [partition indexes])}"""
+    reader = Reader(body)
+    for _ in range(reader.int32()):  # brokers
+        reader.int32(), reader.string(), reader.int32(), reader.string()
+    reader.int32()  # controller id
+    result = {}
+    for _ in range(reader.int32()):
+        error_code, name = reader.int16(), reader.string()
+        reader.pos += 1  # is_internal
+        partitions = []
+        for _ in range(reader.int32()):
+            _partition_error, index, _leader = reader.int16(), reader.int32(), reader.int32()
+            reader.array(reader.int32)  # replicas
+            reader.array(reader.int32)  # isr
+            partitions.append(index)
+        result[name] = (error_code, sorted(partitions))
+    return result
+
+
+def parse_produce_v3_append_times(body: bytes):
+    """-> {(topic, partition): (error_code, base_offset, log_append_time_ms)}"""
+    reader = Reader(body)
+    result = {}
+    for _ in range(reader.int32()):
+        topic = reader.string()
+        for _ in range(reader.int32()):
+            partition, error_code = reader.int32(), reader.int16()
+            base_offset, append_time = reader.int64(), reader.int64()
+            result[(topic, partition)] = (error_code, base_offset, append_time)
+    return result
+
+
+class StoredRecord(NamedTuple):
+    offset: int
+    timestamp: int
+    key: bytes
+    value: bytes
+    headers: tuple
+
+
+class StoredBatch(NamedTuple):
+    position: int  # byte position in the buffer it was parsed from
+    base_offset: int
+    last_offset: int
+    attributes: int
+    base_timestamp: int
+    max_timestamp: int
+    total_len: int
+    crc_ok: bool
+    records: list  # [StoredRecord]; empty for compressed batches
+
+
+def _read_varint(data, pos):
+    shift = result = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return (result >> 1) ^ -(result & 1), pos
+
+
+def _read_varbytes(data, pos):
+    length, pos = _read_varint(data, pos)
+    if length < 0:
+        return None, pos
+    return bytes(data[pos : pos + length]), pos + length
+
+
+def _decode_records(body, count, base_offset, base_timestamp):
+    records, pos = [], 0
+    for _ in range(count):
+        length, pos = _read_varint(body, pos)
+        end = pos + length
+        pos += 1  # attributes
+        ts_delta, pos = _read_varint(body, pos)
+        offset_delta, pos = _read_varint(body, pos)
+        key, pos = _read_varbytes(body, pos)
+        value, pos = _read_varbytes(body, pos)
+        header_count, pos = _read_varint(body, pos)
+        headers = []
+        for _ in range(header_count):
+            name, pos = _read_varbytes(body, pos)
+            header_value, pos = _read_varbytes(body, pos)
+            headers.append((name.decode(), header_value))
+        assert pos == end, (
+            f"record at offset {base_offset + offset_delta} is {length} bytes but decodes to {pos - end + length}"
+        )
+        records.append(StoredRecord(base_offset + offset_delta, base_timestamp + ts_delta, key, value, tuple(headers)))
+    return records
+
+
+def parse_batches(data: bytes):
+    """Record batches v2 laid end to end (a segment file, a Fetch response's records).
+    A trailing partial batch is left out, as a Fetch response may end with one."""
+    batches, pos = [], 0
+    while pos + 61 <= len(data):
+        base_offset, batch_length = struct.unpack_from(">qi", data, pos)
+        total_len = 12 + batch_length
+        if pos + total_len > len(data):
+            break
+        _epoch, magic, crc = struct.unpack_from(">ibI", data, pos + 12)
+        assert magic == 2, f"batch at byte {pos} has magic {magic}"
+        attributes, last_delta, base_ts, max_ts = struct.unpack_from(">hiqq", data, pos + 21)
+        (count,) = struct.unpack_from(">i", data, pos + 57)
+        crc_ok = _batch_crc(bytes(data[pos + 21 : pos + total_len])) == crc
+        records = []
+        if attributes & 0x07 == 0 and not attributes & 0x20:  # uncompressed, not a control batch
+            records = _decode_records(data[pos + 61 : pos + total_len], count, base_offset, base_ts)
+        last_offset = base_offset + last_delta
+        batches.append(
+            StoredBatch(pos, base_offset, last_offset, attributes, base_ts, max_ts, total_len, crc_ok, records)
+        )
+        pos += total_len
+    return batches
+
+
+def fetch(conn, partitions, max_wait_ms, min_bytes, **limits):
+    """Fetch v5 over conn -> {(topic, partition): FetchedPartition}"""
+    return parse_fetch_v5(conn.request(API_FETCH, 5, fetch_v5_body(partitions, max_wait_ms, min_bytes, **limits)))
+
+
+def list_offsets(conn, partitions):
+    """ListOffsets v1 over conn -> {(topic, partition): (error_code, timestamp, offset)}"""
+    return parse_list_offsets_v1(conn.request(API_LIST_OFFSETS, 1, list_offsets_v1_body(partitions)))
+
+
+def metadata(conn, topics):
+    """Metadata v1 over conn -> {topic: (error_code, [partition indexes])}"""
+    return parse_metadata_v1(conn.request(API_METADATA, 1, metadata_v1_body(topics)))
+
+
+def wait_until_serving(host, port, timeout=30.0, in_a_row=5):
+    """Waits until in_a_row fresh connections in a row each get an ApiVersions
+    answer. A port that merely accepts is not enough: for a few milliseconds
+    after odradek exits, its io_uring teardown keeps the old listening socket
+    accepting connections, which are then reset."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    streak, last_error = 0, None
+    while streak < in_a_row:
+        try:
+            conn = Connection(host, port, timeout=5)
+            try:
+                error_code, _ = conn.api_versions_v0()
+            finally:
+                conn.close()
+            streak = streak + 1 if error_code == ERROR_NONE else 0
+        except OSError as e:
+            streak, last_error = 0, e
+        if streak < in_a_row:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{host}:{port} not answering ApiVersions after {timeout}s: {last_error!r}")
+            time.sleep(0.02)

@@ -75,3 +75,25 @@ def assert_high_watermarks(client, topic, ends):
 
 def first_offset_at_or_after(records, timestamp) -> Optional[int]:
     return next((r.offset for r in records if r.message.timestamp >= timestamp), None)
+
+
+def assert_log_range(records, acked, start_offsets, end_offsets):
+    """Like assert_log for a log that no longer starts at 0: every partition must
+    hold offsets start..end-1 exactly once, in order, each holding exactly what
+    was acked there (CreateTime)."""
+    for partition, end in end_offsets.items():
+        start = start_offsets[partition]
+        got = records.get(partition, [])
+        want = acked.get(partition, {})
+        offsets = [r.offset for r in got]
+        if offsets != list(range(start, end)):
+            at = next((i for i, o in enumerate(offsets) if o != start + i), len(offsets))
+            raise AssertionError(
+                f"partition {partition}: expected offsets {start}..{end - 1} once each, in order; "
+                f"read {len(offsets)} records, position {at} holds {offsets[at:at + 5] or 'nothing'}"
+            )
+        for record in got:
+            message = want.get(record.offset)
+            assert record.message == message and record.timestamp_type == "create", (
+                f"partition {partition} offset {record.offset}: read {record}, acked {message} (CreateTime)"
+            )
