@@ -16,6 +16,7 @@ use odradek_core::ErrorCode;
 use tracing::{debug, info, warn};
 
 use crate::config::ServerConfig;
+use crate::groups::OFFSETS_TOPIC;
 use crate::handlers;
 use crate::meta;
 use crate::shard::{Job, Shard, Shared};
@@ -23,12 +24,21 @@ use crate::shard::{Job, Shard, Shared};
 const PEER_CHANNEL_CAPACITY: usize = 1024;
 
 /// Runs the broker until the process is killed.
-pub fn serve(config: ServerConfig) -> Result<(), String> {
+pub fn serve(mut config: ServerConfig) -> Result<(), String> {
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
     let cluster_id = meta::load_or_create_cluster_id(&data_dir, config.node_id).map_err(|e| e.to_string())?;
     let mut topics = meta::load_topics(&data_dir, &config.log).map_err(|e| e.to_string())?;
     meta::ensure_offsets_topic(&data_dir, &mut topics, &config).map_err(|e| e.to_string())?;
+    // Group placement follows the partitions the internal topic was created with.
+    let offsets_partitions = topics[OFFSETS_TOPIC].partitions;
+    if offsets_partitions != config.group.offsets_topic_partitions {
+        warn!(
+            configured = config.group.offsets_topic_partitions, existing = offsets_partitions,
+            "offsets.topic.num.partitions cannot change once {OFFSETS_TOPIC} exists; using the existing count"
+        );
+        config.group.offsets_topic_partitions = offsets_partitions;
+    }
     meta::remove_orphan_partitions(&data_dir, &topics).map_err(|e| e.to_string())?;
     let cores = config.cores;
     info!(
