@@ -829,7 +829,7 @@ impl GroupCoordinator {
             None => Err(ErrorCode::IllegalGeneration),
             Some(group) if simple && group.state == GroupState::Empty => Ok(()),
             Some(group) => validate_member(group, &req.member_id, req.group_instance_id.as_deref(), req.generation_id)
-                .and_then(|()| match group.state {
+                .and(match group.state {
                     GroupState::Stable => Ok(()),
                     GroupState::PreparingRebalance | GroupState::CompletingRebalance => {
                         Err(ErrorCode::RebalanceInProgress)

@@ -1,5 +1,6 @@
 //! `odradek`: the broker binary.
 
+mod admin;
 mod config;
 mod groups;
 mod handlers;
@@ -22,6 +23,9 @@ struct Cli {
 enum Command {
     /// Run a broker. With no flags: one node on 127.0.0.1:9092, data in ./data, every core.
     Serve(config::ServeArgs),
+    /// Consumer groups: list, describe (members, offsets, lag), reset offsets. A client of a
+    /// running broker, like kafka-consumer-groups.sh.
+    Group(admin::GroupArgs),
 }
 
 fn main() {
@@ -32,6 +36,8 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => args.resolve().and_then(server::serve),
+        // An admin command reports its own failure: one plain line on stderr, no log prefix.
+        Command::Group(args) => std::process::exit(admin::run(args)),
     };
     if let Err(e) = result {
         tracing::error!("{e}");
