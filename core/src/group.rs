@@ -830,10 +830,10 @@ impl GroupCoordinator {
             Some(group) if simple && group.state == GroupState::Empty => Ok(()),
             Some(group) => validate_member(group, &req.member_id, req.group_instance_id.as_deref(), req.generation_id)
                 .and(match group.state {
-                    GroupState::Stable => Ok(()),
-                    GroupState::PreparingRebalance | GroupState::CompletingRebalance => {
-                        Err(ErrorCode::RebalanceInProgress)
-                    }
+                    // Members commit on revoke while the rebalance prepares; Kafka accepts
+                    // those and refuses only between the join and sync phases.
+                    GroupState::Stable | GroupState::PreparingRebalance => Ok(()),
+                    GroupState::CompletingRebalance => Err(ErrorCode::RebalanceInProgress),
                     GroupState::Empty | GroupState::Dead => Err(ErrorCode::UnknownMemberId),
                 })
                 .inspect(|()| {
@@ -1490,6 +1490,11 @@ mod tests {
         assert_eq!(codes(&mut c, commit(("", -1), 1, ""), 40), Some(ErrorCode::UnknownMemberId));
         assert_eq!(codes(&mut c, commit((&leader, 0), 1, ""), 41), Some(ErrorCode::IllegalGeneration));
         assert_eq!(codes(&mut c, commit(("stranger", 1), 1, ""), 42), Some(ErrorCode::UnknownMemberId));
+        c.handle_join(1, 44, join(&leader, &["range"]));
+        assert_eq!(heartbeat(&mut c, 1, &leader, 1), Some(ErrorCode::RebalanceInProgress));
+        c.handle_offset_commit(1, 45, commit((&leader, 1), 7, "on revoke"));
+        let persisted = drain(&mut c);
+        assert!(matches!(&persisted[..], [Action::Persist { .. }]), "commit on revoke accepted while preparing: {persisted:?}");
         let long = "x".repeat(5000);
         assert_eq!(codes(&mut c, commit((&leader, 1), 1, &long), 43), Some(ErrorCode::OffsetMetadataTooLarge));
     }

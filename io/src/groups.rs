@@ -412,6 +412,8 @@ pub async fn describe_groups(shard: &Rc<Shard>, request: DescribeGroupsRequest, 
             DescribedGroup::default()
                 .with_group_id(group_id)
                 .with_error_code(code(g.error))
+                // Without an authorizer Kafka reports READ, DELETE and DESCRIBE (bits 3, 6, 8).
+                .with_authorized_operations(if request.include_authorized_operations && version >= 3 { 0x148 } else { i32::MIN })
                 .with_group_state(s(g.state.name()))
                 .with_protocol_type(s(g.protocol_type))
                 .with_protocol_data(s(g.protocol))
