@@ -26,6 +26,7 @@ use odradek_core::shard::ShardId;
 use odradek_core::ErrorCode;
 use tracing::{info, warn};
 
+use crate::handlers::regroup;
 use crate::shard::{now_ms, Shard};
 
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -193,6 +194,13 @@ fn s(text: impl Into<String>) -> StrBytes {
     StrBytes::from_string(text.into())
 }
 
+/// Each topic of a request with its partition indexes, for [`regroup`].
+fn shape_of<'a, P: Iterator<Item = i32>>(
+    topics: impl Iterator<Item = (&'a TopicName, P)>,
+) -> Vec<(TopicName, Vec<i32>)> {
+    topics.map(|(name, partitions)| (name.clone(), partitions.collect())).collect()
+}
+
 fn opt(text: &Option<StrBytes>) -> Option<String> {
     text.as_ref().map(|t| t.to_string())
 }
@@ -352,22 +360,12 @@ pub async fn offset_commit(shard: &Rc<Shard>, request: OffsetCommitRequest) -> O
         offsets,
     });
     let Response::OffsetCommit(results) = shard.call_group(&group_id, call).await else { unreachable!() };
-    let mut results = results.into_iter();
-    let topics = request
-        .topics
-        .into_iter()
-        .map(|t| {
-            let partitions = t
-                .partitions
-                .iter()
-                .map(|p| {
-                    let (_, _, error) = results.next().expect("one result per partition");
-                    OffsetCommitResponsePartition::default().with_partition_index(p.partition_index).with_error_code(code(error))
-                })
-                .collect();
-            OffsetCommitResponseTopic::default().with_name(t.name).with_partitions(partitions)
-        })
-        .collect();
+    let topics = regroup(
+        shape_of(request.topics.iter().map(|t| (&t.name, t.partitions.iter().map(|p| p.partition_index)))),
+        results,
+        |index, (_, _, error)| OffsetCommitResponsePartition::default().with_partition_index(index).with_error_code(code(error)),
+        |name, partitions| OffsetCommitResponseTopic::default().with_name(name).with_partitions(partitions),
+    );
     OffsetCommitResponse::default().with_topics(topics)
 }
 
@@ -480,21 +478,11 @@ pub async fn offset_delete(shard: &Rc<Shard>, request: OffsetDeleteRequest) -> O
     if error.is_some() {
         return OffsetDeleteResponse::default().with_error_code(code(error));
     }
-    let mut results = results.into_iter();
-    let topics = request
-        .topics
-        .into_iter()
-        .map(|t| {
-            let partitions = t
-                .partitions
-                .iter()
-                .map(|p| {
-                    let (_, _, error) = results.next().expect("one result per partition");
-                    OffsetDeleteResponsePartition::default().with_partition_index(p.partition_index).with_error_code(code(error))
-                })
-                .collect();
-            OffsetDeleteResponseTopic::default().with_name(t.name).with_partitions(partitions)
-        })
-        .collect();
+    let topics = regroup(
+        shape_of(request.topics.iter().map(|t| (&t.name, t.partitions.iter().map(|p| p.partition_index)))),
+        results,
+        |index, (_, _, error)| OffsetDeleteResponsePartition::default().with_partition_index(index).with_error_code(code(error)),
+        |name, partitions| OffsetDeleteResponseTopic::default().with_name(name).with_partitions(partitions),
+    );
     OffsetDeleteResponse::default().with_topics(topics)
 }

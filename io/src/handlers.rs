@@ -496,7 +496,7 @@ async fn list_offsets(shard: &Rc<Shard>, request: ListOffsetsRequest, version: i
 
 /// Per-partition results, in request order, put back under their topics as the request
 /// listed them (`shape`: each topic with its partition indexes).
-fn regroup<R, P, T>(
+pub(crate) fn regroup<R, P, T>(
     shape: Vec<(TopicName, Vec<i32>)>,
     results: Vec<R>,
     mut partition: impl FnMut(i32, R) -> P,
