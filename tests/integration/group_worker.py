@@ -101,6 +101,20 @@ class Commands(threading.Thread):
 # ---------------------------------------------------------------- confluent-kafka
 
 
+def quiesce_step(commands, work, commit, done):
+    """While told to quiesce: commit and flush everything processed, once, then idle.
+    Returns True while quiescing. `done` is a list used as a once-flag."""
+    if not commands.quiesce.is_set():
+        return False
+    if not done:
+        commit(work.positions(), "quiesce")
+        work.flush()
+        emit("quiesced", pos=work.positions())
+        done.append(True)
+    time.sleep(0.05)
+    return True
+
+
 def run_confluent(cfg, work, commands):
     import confluent_kafka
     from confluent_kafka import Consumer, KafkaException, TopicPartition
@@ -161,15 +175,9 @@ def run_confluent(cfg, work, commands):
 
     consumer.subscribe([topic], on_assign=on_assign, on_revoke=on_revoke, on_lost=on_lost)
     emit("started", library=confluent_kafka.version())
-    quiesced = False
+    quiesced = []
     while not commands.close.is_set():
-        if commands.quiesce.is_set():
-            if not quiesced:
-                commit(work.positions(), "quiesce")
-                work.flush()
-                emit("quiesced", pos=work.positions())
-                quiesced = True
-            time.sleep(0.05)
+        if quiesce_step(commands, work, commit, quiesced):
             continue
         for msg in consumer.consume(num_messages=BATCH, timeout=0.2):
             if commands.quiesce.is_set():
@@ -249,15 +257,9 @@ def run_kafka_python(cfg, work, commands):
 
     consumer.subscribe([topic], listener=Listener())
     emit("started", library=kafka.__version__)
-    quiesced = False
+    quiesced = []
     while not commands.close.is_set():
-        if commands.quiesce.is_set():
-            if not quiesced:
-                commit(work.positions(), "quiesce")
-                work.flush()
-                emit("quiesced", pos=work.positions())
-                quiesced = True
-            time.sleep(0.05)
+        if quiesce_step(commands, work, commit, quiesced):
             continue
         batches = consumer.poll(timeout_ms=200)
         stop = False
