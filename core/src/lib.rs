@@ -7,6 +7,7 @@
 pub mod batch;
 pub mod error;
 pub mod group;
+pub mod ids;
 pub mod log;
 pub mod records;
 pub mod shard;
