@@ -135,8 +135,22 @@ impl BatchHeader {
     }
 }
 
-/// Parses and fully validates one batch at the start of `buf` (header, length, CRC, counts).
+/// Validates one batch as a producer must send it: [`validate_stored_batch`], and one record
+/// per offset in its range.
 pub fn validate_batch(buf: &[u8]) -> Result<BatchHeader, BatchError> {
+    let header = validate_stored_batch(buf)?;
+    if header.record_count < 1 || header.last_offset_delta != header.record_count - 1 {
+        return Err(BatchError::InvalidRecordCount {
+            record_count: header.record_count,
+            last_offset_delta: header.last_offset_delta,
+        });
+    }
+    Ok(header)
+}
+
+/// Validates one batch as it may sit in a log (header, length, CRC): compaction leaves batches
+/// with fewer records than offsets, so only `record_count <= last_offset_delta + 1` holds.
+pub fn validate_stored_batch(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     let header = BatchHeader::parse(buf)?;
     let total = header.total_len();
     if total > buf.len() {
@@ -146,7 +160,7 @@ pub fn validate_batch(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     if actual != header.crc {
         return Err(BatchError::CrcMismatch { expected: header.crc, actual });
     }
-    if header.record_count < 1 || header.last_offset_delta != header.record_count - 1 {
+    if header.record_count < 0 || header.last_offset_delta < 0 || header.record_count > header.last_offset_delta.saturating_add(1) {
         return Err(BatchError::InvalidRecordCount {
             record_count: header.record_count,
             last_offset_delta: header.last_offset_delta,

@@ -27,6 +27,16 @@ pub struct LogConfig {
     pub index_interval_bytes: u64,
     pub max_message_bytes: usize,
     pub log_append_time: bool,
+    /// `cleanup.policy` contains `delete`: retention applies.
+    pub delete: bool,
+    /// `cleanup.policy` contains `compact`: the log cleaner keeps the latest record per key.
+    pub compact: bool,
+    /// How long a tombstone outlives the records it deletes (`delete.retention.ms`).
+    pub delete_retention_ms: i64,
+    /// Records younger than this are not compacted (`min.compaction.lag.ms`).
+    pub min_compaction_lag_ms: i64,
+    /// `min.cleanable.dirty.ratio` in thousandths, so the config stays `Eq`.
+    pub min_cleanable_dirty_permille: u32,
 }
 
 impl Default for LogConfig {
@@ -39,6 +49,11 @@ impl Default for LogConfig {
             index_interval_bytes: 4096,
             max_message_bytes: 1_048_588,
             log_append_time: false,
+            delete: true,
+            compact: false,
+            delete_retention_ms: 24 * 3600 * 1000,
+            min_compaction_lag_ms: 0,
+            min_cleanable_dirty_permille: 500,
         }
     }
 }
@@ -185,7 +200,7 @@ impl Segment {
         })
     }
 
-    fn add_batch(&mut self, position: u64, header: &BatchHeader, index_interval_bytes: u64) {
+    pub fn add_batch(&mut self, position: u64, header: &BatchHeader, index_interval_bytes: u64) {
         if self.size == 0 || self.bytes_since_index >= index_interval_bytes {
             self.offset_index.entries.push((header.base_offset, position));
             self.time_index.push(self.max_timestamp.max(header.max_timestamp), header.base_offset);
@@ -333,6 +348,9 @@ impl Log {
 
     /// How many of the oldest segments retention removes. The active segment always stays.
     pub fn expired_segments(&self, now_ms: i64) -> usize {
+        if !self.config.delete {
+            return 0;
+        }
         let sealed = &self.segments[..self.segments.len() - 1];
         let by_time = if self.config.retention_ms < 0 {
             0
@@ -356,6 +374,18 @@ impl Log {
         by_time.max(by_size)
     }
 
+    /// Replaces the sealed segments `run` (indexes) by `cleaned`, their compacted rewrite, which
+    /// starts at the run's first base offset and spans its whole offset range.
+    pub fn replace_segments(&mut self, run: std::ops::Range<usize>, mut cleaned: Segment) -> Vec<i64> {
+        assert!(run.end < self.segments.len() && !run.is_empty(), "only sealed segments are replaced: {run:?}");
+        let first = &self.segments[run.start];
+        let last = &self.segments[run.end - 1];
+        assert_eq!(cleaned.base_offset, first.base_offset, "a cleaned segment keeps its base offset");
+        assert!(cleaned.next_offset <= last.next_offset, "cleaning never adds offsets");
+        cleaned.next_offset = last.next_offset;
+        self.segments.splice(run, [cleaned]).skip(1).map(|s| s.base_offset).collect()
+    }
+
     /// Drops the `count` oldest segments and returns their base offsets.
     pub fn delete_oldest(&mut self, count: usize) -> Vec<i64> {
         assert!(count < self.segments.len(), "the active segment is never deleted");
@@ -376,7 +406,7 @@ pub struct Recovered {
 }
 
 /// Rebuilds a segment from its bytes, validating every batch (CRC included) and requiring
-/// contiguous offsets from `base_offset`. Stops at the first invalid or torn batch, which is
+/// increasing offsets from `base_offset` (with gaps where compaction removed batches). Stops at the first invalid or torn batch, which is
 /// where an unclean shutdown left the tail.
 pub fn recover_segment(base_offset: i64, bytes: &[u8], index_interval_bytes: u64) -> Recovered {
     let mut segment = Segment::new(base_offset);
@@ -413,14 +443,14 @@ pub fn recover_chunk(
                 break;
             }
         }
-        match batch::validate_batch(rest) {
-            Ok(header) if header.base_offset == segment.next_offset => {
+        match batch::validate_stored_batch(rest) {
+            Ok(header) if header.base_offset >= segment.next_offset => {
                 segment.add_batch(start + position as u64, &header, index_interval_bytes);
                 position += header.total_len();
             }
             Ok(header) => {
                 stop_reason = Some(format!(
-                    "batch at byte {} has base offset {}, expected {}",
+                    "batch at byte {} has base offset {}, expected at least {}",
                     start + position as u64,
                     header.base_offset,
                     segment.next_offset
@@ -613,5 +643,49 @@ mod tests {
         assert_eq!(reloaded.max_timestamp, sealed.max_timestamp);
         assert_eq!(reloaded.offset_index, sealed.offset_index);
         assert!(Segment::from_indexes(0, 10, 5, &[1, 2, 3], &[]).is_none());
+    }
+
+    #[test]
+    fn recovery_accepts_the_offset_gaps_compaction_leaves() {
+        let mut log = Log::new(LogConfig::default(), vec![], 0);
+        let mut file = Vec::new();
+        append(&mut log, &mut file, 0, 6, 3);
+        // Drop the second and fifth batch, as a cleaning pass that superseded them would.
+        let batch_len = file.len() / 6;
+        let kept: Vec<u8> = file
+            .chunks(batch_len)
+            .enumerate()
+            .filter(|(i, _)| *i != 1 && *i != 4)
+            .flat_map(|(_, b)| b.to_vec())
+            .collect();
+        let recovered = recover_segment(0, &kept, 4096);
+        assert!(recovered.stop_reason.is_none(), "{:?}", recovered.stop_reason);
+        assert_eq!(recovered.valid_len, kept.len() as u64);
+        assert_eq!(recovered.segment.next_offset, 18);
+
+        // An offset going backwards is still corruption.
+        let mut backwards = file[..2 * batch_len].to_vec();
+        backwards.extend_from_slice(&file[..batch_len]);
+        let cut = recover_segment(0, &backwards, 4096);
+        assert_eq!(cut.valid_len, (2 * batch_len) as u64);
+    }
+
+    #[test]
+    fn a_cleaned_segment_replaces_its_run_and_keeps_the_offset_range() {
+        let mut log = Log::new(small_config(), vec![], 0);
+        let mut file = Vec::new();
+        for t in 0..40 {
+            append(&mut log, &mut file, t, 1, 5);
+        }
+        let before: Vec<(i64, i64)> = log.segments().iter().map(|s| (s.base_offset, s.next_offset)).collect();
+        assert!(before.len() >= 4);
+        let mut cleaned = Segment::new(before[0].0);
+        cleaned.next_offset = before[0].0 + 2;
+        let removed = log.replace_segments(0..3, cleaned);
+        assert_eq!(removed, vec![before[1].0, before[2].0]);
+        assert_eq!(log.segments()[0].next_offset, before[2].1);
+        assert_eq!(log.segments()[1].base_offset, before[3].0);
+        assert_eq!(log.log_start_offset(), 0);
+        assert_eq!(log.log_end_offset(), before.last().unwrap().1);
     }
 }

@@ -40,8 +40,11 @@ pub fn validate_topic_name(name: &str) -> Result<(), Invalid> {
 }
 
 /// The topic configs odradek understands, in the order DescribeConfigs lists them.
-pub const TOPIC_CONFIG_NAMES: [&str; 9] = [
+pub const TOPIC_CONFIG_NAMES: [&str; 12] = [
     "cleanup.policy",
+    "delete.retention.ms",
+    "min.compaction.lag.ms",
+    "min.cleanable.dirty.ratio",
     "retention.ms",
     "retention.bytes",
     "segment.bytes",
@@ -80,12 +83,31 @@ impl TopicConfig {
     fn set(&mut self, name: &str, value: &str) -> Result<(), Invalid> {
         let log = &mut self.log;
         match name {
-            "cleanup.policy" if value == "delete" => {}
             "cleanup.policy" => {
-                return Err(invalid(
-                    ErrorCode::InvalidConfig,
-                    format!("cleanup.policy={value} is not supported (only delete)"),
-                ))
+                // Kafka takes a comma-separated list of `delete` and `compact`, at least one.
+                let (mut delete, mut compact) = (false, false);
+                for policy in value.split(',').map(str::trim) {
+                    match policy {
+                        "delete" => delete = true,
+                        "compact" => compact = true,
+                        _ => {
+                            return Err(invalid(
+                                ErrorCode::InvalidConfig,
+                                format!("cleanup.policy={value:?}: each policy must be delete or compact"),
+                            ))
+                        }
+                    }
+                }
+                (log.delete, log.compact) = (delete, compact);
+            }
+            "delete.retention.ms" => log.delete_retention_ms = parse(name, value, 0)?,
+            "min.compaction.lag.ms" => log.min_compaction_lag_ms = parse(name, value, 0)?,
+            "min.cleanable.dirty.ratio" => {
+                let ratio: f64 = parse(name, value, 0.0)?;
+                if ratio > 1.0 {
+                    return Err(invalid(ErrorCode::InvalidConfig, format!("{name}={value} is above the maximum 1")));
+                }
+                log.min_cleanable_dirty_permille = (ratio * 1000.0).round() as u32;
             }
             "retention.ms" => log.retention_ms = parse(name, value, -1)?,
             "retention.bytes" => log.retention_bytes = parse(name, value, -1)?,
@@ -118,7 +140,14 @@ impl TopicConfig {
             .iter()
             .map(|&name| {
                 let value = match name {
-                    "cleanup.policy" => "delete".to_owned(),
+                    "cleanup.policy" => match (log.delete, log.compact) {
+                        (true, true) => "compact,delete".to_owned(),
+                        (false, true) => "compact".to_owned(),
+                        _ => "delete".to_owned(),
+                    },
+                    "delete.retention.ms" => log.delete_retention_ms.to_string(),
+                    "min.compaction.lag.ms" => log.min_compaction_lag_ms.to_string(),
+                    "min.cleanable.dirty.ratio" => (f64::from(log.min_cleanable_dirty_permille) / 1000.0).to_string(),
                     "retention.ms" => log.retention_ms.to_string(),
                     "retention.bytes" => log.retention_bytes.to_string(),
                     "segment.bytes" => log.segment_bytes.to_string(),
@@ -196,11 +225,27 @@ mod tests {
             vec![("retention.ms", "soon")],
             vec![("segment.bytes", "10")],
             vec![("no.such.config", "1")],
-            vec![("cleanup.policy", "compact")],
+            vec![("cleanup.policy", "compact,shred")],
+            vec![("cleanup.policy", "")],
+            vec![("min.cleanable.dirty.ratio", "1.5")],
             vec![("message.timestamp.type", "Later")],
             vec![("min.insync.replicas", "0")],
         ] {
             assert_eq!(with(&pairs).unwrap_err().code, ErrorCode::InvalidConfig, "{pairs:?}");
         }
+    }
+
+    #[test]
+    fn cleanup_policy_takes_kafka_policy_lists() {
+        let compact = with(&[("cleanup.policy", "compact")]).unwrap();
+        assert!(compact.log.compact && !compact.log.delete);
+        let both = with(&[("cleanup.policy", "delete, compact"), ("min.cleanable.dirty.ratio", "0.25")]).unwrap();
+        assert!(both.log.compact && both.log.delete);
+        assert_eq!(both.log.min_cleanable_dirty_permille, 250);
+        let described = both.describe();
+        assert!(described.contains(&("cleanup.policy", "compact,delete".into(), true)));
+        assert!(described.contains(&("min.cleanable.dirty.ratio", "0.25".into(), true)));
+        let default = with(&[]).unwrap();
+        assert!(default.describe().contains(&("cleanup.policy", "delete".into(), false)));
     }
 }
