@@ -1350,7 +1350,7 @@ mod tests {
         c.handle_sync(0, 6, sync(&leader, 1, assignments));
         let answers = replies(c);
         assert_eq!(answers[&5], Response::Sync(SyncResponse { error: None, protocol_type: Some("consumer".into()), protocol_name: Some("range".into()), assignment: Bytes::from("F") }));
-        assert!(matches!(&answers[&6], Response::Sync(s) if s.assignment == Bytes::from("L")));
+        assert!(matches!(&answers[&6], Response::Sync(s) if s.assignment == "L"));
         (leader, follower)
     }
 
@@ -1525,7 +1525,7 @@ mod tests {
         assert_ne!(answer.member_id, b);
         assert_eq!(heartbeat(&mut c, 1, &a, 2), None, "the leader is not disturbed");
         c.handle_sync(1, 8, sync(&answer.member_id, 2, vec![]));
-        assert!(matches!(&replies(&mut c)[&8], Response::Sync(s) if s.assignment == Bytes::from("F")));
+        assert!(matches!(&replies(&mut c)[&8], Response::Sync(s) if s.assignment == "F"));
         assert_eq!(heartbeat(&mut c, 1, &b, 2), Some(ErrorCode::UnknownMemberId), "the old id is fenced");
     }
 

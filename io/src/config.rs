@@ -26,6 +26,15 @@ pub struct ServerConfig {
     pub max_request_bytes: usize,
     pub fsync: bool,
     pub spin_before_park_us: u64,
+    /// `log.cleaner.enable`: run compaction for `cleanup.policy=compact` topics.
+    pub cleaner_enable: bool,
+    /// `log.cleaner.backoff.ms`: pause between cleaning passes over a core's partitions.
+    pub cleaner_backoff_ms: u64,
+    /// `log.cleaner.dedupe.buffer.size`: key bytes one cleaning pass may map, per broker.
+    pub cleaner_dedupe_buffer_bytes: usize,
+    /// `offsets.topic.segment.bytes`: segment size of `__consumer_offsets`, kept small so
+    /// compaction has sealed segments to work on.
+    pub offsets_topic_segment_bytes: u64,
 }
 
 impl Default for ServerConfig {
@@ -45,6 +54,10 @@ impl Default for ServerConfig {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             fsync: true,
             spin_before_park_us: 0,
+            cleaner_enable: true,
+            cleaner_backoff_ms: 15_000,
+            cleaner_dedupe_buffer_bytes: 128 << 20,
+            offsets_topic_segment_bytes: 100 << 20,
         }
     }
 }
@@ -111,6 +124,12 @@ pub struct ServeArgs {
     /// (offsets.topic.num.partitions) [default: 50]
     #[arg(long)]
     pub offsets_topic_num_partitions: Option<i32>,
+    /// Segment size of __consumer_offsets (offsets.topic.segment.bytes) [default: 104857600]
+    #[arg(long)]
+    pub offsets_topic_segment_bytes: Option<u64>,
+    /// Pause between compaction passes (log.cleaner.backoff.ms) [default: 15000]
+    #[arg(long)]
+    pub log_cleaner_backoff_ms: Option<u64>,
 }
 
 impl ServeArgs {
@@ -124,7 +143,7 @@ impl ServeArgs {
                 config.set(&key, &value).map_err(|e| format!("{}: {key}: {e}", path.display()))?;
             }
         }
-        let flags: [(&str, Option<String>); 16] = [
+        let flags: [(&str, Option<String>); 18] = [
             ("node.id", self.node_id.map(|v| v.to_string())),
             ("listeners", self.listen.map(|v| v.to_string())),
             ("advertised.listeners", self.advertised_listener.clone()),
@@ -141,6 +160,8 @@ impl ServeArgs {
             ("socket.request.max.bytes", self.max_request_bytes.map(|v| v.to_string())),
             ("group.initial.rebalance.delay.ms", self.group_initial_rebalance_delay_ms.map(|v| v.to_string())),
             ("offsets.topic.num.partitions", self.offsets_topic_num_partitions.map(|v| v.to_string())),
+            ("offsets.topic.segment.bytes", self.offsets_topic_segment_bytes.map(|v| v.to_string())),
+            ("log.cleaner.backoff.ms", self.log_cleaner_backoff_ms.map(|v| v.to_string())),
         ];
         for (key, value) in flags {
             if let Some(value) = value {
@@ -197,6 +218,27 @@ impl ServerConfig {
                 }
             }
             "log.retention.check.interval.ms" => self.retention_check_interval_ms = num(value)?,
+            "log.cleanup.policy" => {
+                let topic = odradek_core::topic::TopicConfig::new(
+                    &self.log,
+                    BTreeMap::from([("cleanup.policy".to_owned(), value.to_owned())]),
+                )
+                .map_err(|e| e.to_string())?;
+                (self.log.delete, self.log.compact) = (topic.log.delete, topic.log.compact);
+            }
+            "log.cleaner.enable" => self.cleaner_enable = parse_bool(value)?,
+            "log.cleaner.backoff.ms" => self.cleaner_backoff_ms = num(value)?,
+            "log.cleaner.dedupe.buffer.size" => self.cleaner_dedupe_buffer_bytes = num(value)?,
+            "log.cleaner.delete.retention.ms" => self.log.delete_retention_ms = num(value)?,
+            "log.cleaner.min.compaction.lag.ms" => self.log.min_compaction_lag_ms = num(value)?,
+            "log.cleaner.min.cleanable.ratio" => {
+                let ratio: f64 = num(value)?;
+                if !(0.0..=1.0).contains(&ratio) {
+                    return Err("expected a ratio between 0 and 1".into());
+                }
+                self.log.min_cleanable_dirty_permille = (ratio * 1000.0).round() as u32;
+            }
+            "offsets.topic.segment.bytes" => self.offsets_topic_segment_bytes = num(value)?,
             "socket.request.max.bytes" => self.max_request_bytes = num(value)?,
             "group.initial.rebalance.delay.ms" => self.group.initial_rebalance_delay_ms = num(value)?,
             "group.min.session.timeout.ms" => self.group.min_session_timeout_ms = num(value)?,
@@ -233,6 +275,12 @@ impl ServerConfig {
         }
         if self.group.min_session_timeout_ms > self.group.max_session_timeout_ms {
             return Err("group.min.session.timeout.ms must not exceed group.max.session.timeout.ms".into());
+        }
+        if self.cleaner_backoff_ms < 1 {
+            return Err("log.cleaner.backoff.ms must be at least 1".into());
+        }
+        if self.offsets_topic_segment_bytes < 1024 {
+            return Err("offsets.topic.segment.bytes must be at least 1024".into());
         }
         if self.max_request_bytes < 1024 {
             return Err("socket.request.max.bytes must be at least 1024".into());
@@ -295,6 +343,8 @@ mod tests {
             spin_before_park_us: None,
             group_initial_rebalance_delay_ms: None,
             offsets_topic_num_partitions: None,
+            offsets_topic_segment_bytes: None,
+            log_cleaner_backoff_ms: None,
         }
     }
 

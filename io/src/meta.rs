@@ -112,23 +112,30 @@ pub async fn save_topics(data_dir: &Path, table: &TopicTable) -> io::Result<()> 
 }
 
 /// Creates the internal `__consumer_offsets` topic on first start, before any core runs (so
-/// plain blocking IO). Its retention is infinite: odradek does not compact yet, and the
-/// coordinator rebuilds groups by replaying it.
+/// plain blocking IO), or brings an existing one to the broker's settings for it: compacted
+/// (the coordinator rebuilds groups by replaying it, so only each key's latest record
+/// matters) with `offsets.topic.segment.bytes` segments, as Kafka creates it.
 pub fn ensure_offsets_topic(data_dir: &Path, table: &mut TopicTable, config: &ServerConfig) -> io::Result<()> {
-    if table.contains_key(OFFSETS_TOPIC) {
-        return Ok(());
-    }
-    let overrides = BTreeMap::from([("retention.ms".to_owned(), "-1".to_owned())]);
+    let overrides = BTreeMap::from([
+        ("cleanup.policy".to_owned(), "compact".to_owned()),
+        ("segment.bytes".to_owned(), config.offsets_topic_segment_bytes.to_string()),
+    ]);
     let topic_config = TopicConfig::new(&config.log, overrides).map_err(io::Error::other)?;
-    table.insert(
-        OFFSETS_TOPIC.to_owned(),
-        TopicMeta {
-            name: OFFSETS_TOPIC.to_owned(),
-            id: *uuid::Uuid::new_v4().as_bytes(),
-            partitions: config.group.offsets_topic_partitions,
-            config: topic_config,
-        },
-    );
+    match table.get_mut(OFFSETS_TOPIC) {
+        Some(existing) if existing.config == topic_config => return Ok(()),
+        Some(existing) => existing.config = topic_config,
+        None => {
+            table.insert(
+                OFFSETS_TOPIC.to_owned(),
+                TopicMeta {
+                    name: OFFSETS_TOPIC.to_owned(),
+                    id: *uuid::Uuid::new_v4().as_bytes(),
+                    partitions: config.group.offsets_topic_partitions,
+                    config: topic_config,
+                },
+            );
+        }
+    }
     let path = data_dir.join(TOPICS_FILE);
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, encode_topics(table)?)?;

@@ -107,6 +107,9 @@ async fn run_shard(shard: Rc<Shard>, receivers: Vec<ConnectedReceiver<Job>>) -> 
     shard.open_owned_partitions().await.map_err(|e| format!("core {}: opening partitions: {e}", shard.id.0))?;
     shard.load_groups().await.map_err(|e| format!("core {}: loading groups: {e}", shard.id.0))?;
     glommio::spawn_local(shard.clone().retention_loop()).detach();
+    if shard.shared.config.cleaner_enable {
+        glommio::spawn_local(shard.clone().cleaner_loop()).detach();
+    }
     let listen = shard.shared.config.listen;
     let listener = TcpListener::bind(listen).map_err(|e| format!("listening on {listen}: {e}"))?;
     info!(core = shard.id.0, %listen, "serving");

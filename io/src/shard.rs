@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
 use glommio::sync::Semaphore;
-use odradek_core::batch;
+use odradek_core::{batch, compact};
 use odradek_core::shard::{merge_in_order, shard_for, split_by_shard, ShardId};
 use odradek_core::topic::{TopicMeta, TopicTable};
 use odradek_core::ErrorCode;
@@ -247,6 +247,20 @@ impl Shard {
                 return failed(e.code());
             }
         };
+        if store.config().compact {
+            // Kafka's LogValidator: "Compacted topic cannot accept message without key".
+            match compact::all_records_keyed(&records) {
+                Ok(true) => {}
+                Ok(false) => {
+                    warn!(topic = %part.topic, partition = part.partition, "rejected produce: a record without a key on a compacted topic");
+                    return failed(ErrorCode::InvalidRecord);
+                }
+                Err(e) => {
+                    warn!(topic = %part.topic, partition = part.partition, error = %e, "rejected produce: undecodable records");
+                    return failed(ErrorCode::CorruptMessage);
+                }
+            }
+        }
         let appended = match store.append(now_ms(), records, validated).await {
             Ok(a) => a,
             Err(e) => {
@@ -340,6 +354,25 @@ impl Shard {
             let stores: Vec<_> = self.partitions.borrow().values().cloned().collect();
             for store in stores {
                 store.apply_retention(now_ms());
+            }
+        }
+    }
+
+    /// Compaction for this core's `cleanup.policy=compact` partitions, one partition at a time,
+    /// every `log.cleaner.backoff.ms`. The dedupe buffer is split evenly between cores.
+    pub async fn cleaner_loop(self: Rc<Self>) {
+        let config = &self.shared.config;
+        let interval = Duration::from_millis(config.cleaner_backoff_ms);
+        let map_limit_bytes = config.cleaner_dedupe_buffer_bytes / config.cores.max(1);
+        loop {
+            glommio::timer::sleep(interval).await;
+            let stores: Vec<_> = self.partitions.borrow().values().filter(|s| s.config().compact).cloned().collect();
+            for store in stores {
+                if let Err(e) = store.clean(now_ms(), map_limit_bytes).await {
+                    // The swap protocol leaves the old segments in place on any failure.
+                    warn!(topic = %store.topic, partition = store.partition, error = %e, "cleaning failed; will retry");
+                }
+                glommio::executor().yield_if_needed().await;
             }
         }
     }

@@ -15,6 +15,8 @@ use odradek_core::log::{recover_chunk, Log, LogConfig, ReadStart, Segment};
 use odradek_core::records;
 use tracing::{info, warn};
 
+mod clean;
+
 const RECOVERY_CHUNK_BYTES: usize = 8 << 20;
 const TIMESTAMP_SCAN_CHUNK_BYTES: u64 = 1 << 20;
 
@@ -39,6 +41,11 @@ pub struct PartitionStore {
     /// consumers. On a single node this is the high watermark.
     high_watermark: Cell<i64>,
     append_permit: Semaphore,
+    /// Offsets from here on have not been through a cleaning pass (compacted topics). Starts at
+    /// the log start after a restart, so the first pass looks at everything once.
+    first_dirty_offset: Cell<i64>,
+    /// A cleaning pass is rewriting sealed segments: retention must not delete them meanwhile.
+    cleaning: Cell<bool>,
 }
 
 /// What an append did.
@@ -60,6 +67,7 @@ impl PartitionStore {
     ) -> io::Result<PartitionStore> {
         let dir = data_dir.join(format!("{topic}-{partition}"));
         std::fs::create_dir_all(&dir)?;
+        clean::finish_interrupted_swaps(&dir, topic, partition, config.index_interval_bytes).await?;
         let mut bases: Vec<i64> = std::fs::read_dir(&dir)?
             .filter_map(|entry| {
                 let name = entry.ok()?.file_name().into_string().ok()?;
@@ -72,10 +80,15 @@ impl PartitionStore {
         for (i, &base) in bases.iter().enumerate() {
             let path = segment_path(&dir, base, "log");
             let expected_base = segments.last().map_or(base, |s| s.next_offset);
-            if base != expected_base {
-                warn!(%topic, partition, base, expected_base, "segment does not continue the log; removing it and later ones");
+            if base < expected_base {
+                warn!(%topic, partition, base, expected_base, "segment overlaps the one before; removing it");
                 remove_segment_files(&dir, base);
                 continue;
+            }
+            if let Some(previous) = segments.last_mut() {
+                // A rescanned sealed segment ends at its last batch; compaction may have removed
+                // the batches after it, but its offset range runs to the next segment.
+                previous.next_offset = base;
             }
             let file = open_segment(&path).await?;
             let size = file.file_size().await?;
@@ -106,6 +119,7 @@ impl PartitionStore {
             files.insert(base, Rc::new(file));
         }
         let high_watermark = log.log_end_offset();
+        let first_dirty_offset = log.log_start_offset();
         Ok(PartitionStore {
             topic: topic.to_owned(),
             partition,
@@ -114,6 +128,8 @@ impl PartitionStore {
             files: RefCell::new(files),
             high_watermark: Cell::new(high_watermark),
             append_permit: Semaphore::new(1),
+            first_dirty_offset: Cell::new(first_dirty_offset),
+            cleaning: Cell::new(false),
         })
     }
 
@@ -198,14 +214,37 @@ impl PartitionStore {
         if offset > high_watermark {
             return Err(ReadError::OutOfRange);
         }
-        if offset == high_watermark {
-            return Ok(Bytes::new());
+        let mut offset = offset;
+        // Compaction can leave a segment with no batch at or after `offset`: go on to the
+        // next segment, at most once per segment.
+        loop {
+            if offset >= high_watermark {
+                return Ok(Bytes::new());
+            }
+            let (start, interval, segment_end) = {
+                let log = self.log.borrow();
+                let start = log.locate(offset).map_err(|_| ReadError::OutOfRange)?;
+                let Some(start) = start else { return Ok(Bytes::new()) };
+                let end = log.segments().iter().find(|s| s.base_offset == start.segment_base).map_or(offset + 1, |s| s.next_offset);
+                (start, log.config.index_interval_bytes, end)
+            };
+            if let Some(found) = self.read_from(start, interval, offset, max_bytes, high_watermark).await? {
+                return Ok(found);
+            }
+            offset = segment_end;
         }
-        let (start, interval) = {
-            let log = self.log.borrow();
-            (log.locate(offset).map_err(|_| ReadError::OutOfRange)?, log.config.index_interval_bytes)
-        };
-        let Some(start) = start else { return Ok(Bytes::new()) };
+    }
+
+    /// [`PartitionStore::read`] within one segment; `None` when the segment holds no batch at
+    /// or after `offset`.
+    async fn read_from(
+        &self,
+        start: ReadStart,
+        interval: u64,
+        offset: i64,
+        max_bytes: usize,
+        high_watermark: i64,
+    ) -> Result<Option<Bytes>, ReadError> {
         // The index entry may sit up to one interval (plus a batch) before the wanted offset.
         let want = (max_bytes as u64).saturating_add(interval).saturating_add(64 << 10);
         let mut chunk = self.read_range(start, start.position, want).await?;
@@ -223,21 +262,27 @@ impl PartitionStore {
             }
             to = position + header.total_len();
         }
-        let Some(from) = from else {
+        match from {
+            Some(from) if to > from => Ok(Some(chunk.split_to(to).split_off(from))),
             // The first wanted batch did not fit in the chunk: read exactly that batch.
-            return self.read_first_batch(start, &chunk, offset).await;
-        };
-        if to <= from {
-            return self.read_first_batch(start, &chunk, offset).await;
+            _ => self.read_first_batch(start, &chunk, offset, high_watermark).await,
         }
-        Ok(chunk.split_to(to).split_off(from))
     }
 
-    async fn read_first_batch(&self, start: ReadStart, chunk: &Bytes, offset: i64) -> Result<Bytes, ReadError> {
+    async fn read_first_batch(
+        &self,
+        start: ReadStart,
+        chunk: &Bytes,
+        offset: i64,
+        high_watermark: i64,
+    ) -> Result<Option<Bytes>, ReadError> {
         // Walk headers to the batch holding `offset`, then read it whole.
         let mut position = start.position;
         let mut buf = chunk.clone();
         loop {
+            if position >= start.segment_size {
+                return Ok(None);
+            }
             let header = match batch::BatchHeader::parse(&buf) {
                 Ok(h) => h,
                 Err(_) => {
@@ -245,8 +290,11 @@ impl PartitionStore {
                     batch::BatchHeader::parse(&buf).map_err(|e| ReadError::Corrupt(e.to_string()))?
                 }
             };
+            if header.base_offset >= high_watermark {
+                return Ok(Some(Bytes::new()));
+            }
             if header.last_offset() >= offset {
-                return self.read_range(start, position, header.total_len() as u64).await;
+                return self.read_range(start, position, header.total_len() as u64).await.map(Some);
             }
             position += header.total_len() as u64;
             let skip = header.total_len().min(buf.len());
@@ -300,6 +348,9 @@ impl PartitionStore {
         // Not while an append or a roll is under way: a roll seals a segment in memory before
         // writing its index files, and must not find that segment deleted meanwhile. The
         // permit is released at the end of this synchronous function.
+        if self.cleaning.get() {
+            return;
+        }
         let Ok(_permit) = self.append_permit.try_acquire_permit(1) else { return };
         let removed = {
             let mut log = self.log.borrow_mut();
