@@ -225,7 +225,31 @@ pub enum Response {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GroupRecord {
     Offset { group_id: String, topic: String, partition: i32, value: Option<CommittedOffset> },
-    Group { group_id: String, value: Option<(String, i32)> },
+    Group { group_id: String, value: Option<GroupValue> },
+}
+
+/// A group's generation as `__consumer_offsets` keeps it. Members are stored once a
+/// generation is Stable (the leader's SyncGroup), as Kafka's GroupMetadata value does, so a
+/// restarted coordinator resumes the generation instead of forcing a rebalance.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GroupValue {
+    pub protocol_type: String,
+    pub generation_id: i32,
+    pub protocol_name: Option<String>,
+    pub leader: Option<String>,
+    pub members: Vec<PersistedMember>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PersistedMember {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: i32,
+    pub rebalance_timeout_ms: i32,
+    pub protocols: Vec<(String, Bytes)>,
+    pub assignment: Bytes,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -401,10 +425,45 @@ impl GroupCoordinator {
                     None => group.offsets.remove(&(topic, partition)),
                 };
             }
-            GroupRecord::Group { group_id, value: Some((protocol_type, generation_id)) } => {
+            GroupRecord::Group { group_id, value: Some(value) } => {
                 let group = self.groups.entry(group_id).or_insert_with(|| Group::new(now_ms));
-                group.protocol_type = (!protocol_type.is_empty()).then_some(protocol_type);
-                group.generation_id = generation_id;
+                group.protocol_type = (!value.protocol_type.is_empty()).then_some(value.protocol_type.clone());
+                group.generation_id = value.generation_id;
+                group.members.clear();
+                group.static_members.clear();
+                group.pending_members.clear();
+                for m in value.members {
+                    if let Some(instance) = &m.group_instance_id {
+                        group.static_members.insert(instance.clone(), m.member_id.clone());
+                    }
+                    group.members.insert(m.member_id, Member {
+                        group_instance_id: m.group_instance_id,
+                        client_id: m.client_id,
+                        client_host: m.client_host,
+                        protocol_type: value.protocol_type.clone(),
+                        protocols: m.protocols,
+                        session_timeout_ms: m.session_timeout_ms,
+                        rebalance_timeout_ms: m.rebalance_timeout_ms,
+                        assignment: m.assignment,
+                        // Kafka restarts every loaded member's session at load time.
+                        session_deadline_ms: now_ms + i64::from(m.session_timeout_ms),
+                        awaiting_join: None,
+                        awaiting_sync: None,
+                    });
+                }
+                if group.members.is_empty() {
+                    group.state = GroupState::Empty;
+                    group.protocol_name = None;
+                    group.leader = None;
+                    group.empty_since_ms = now_ms;
+                } else {
+                    group.state = GroupState::Stable;
+                    group.protocol_name = value.protocol_name;
+                    group.leader = value.leader.filter(|l| group.members.contains_key(l));
+                    if group.leader.is_none() {
+                        group.leader = group.members.keys().next().cloned();
+                    }
+                }
             }
             GroupRecord::Group { group_id, value: None } => {
                 self.groups.remove(&group_id);
@@ -492,7 +551,12 @@ impl GroupCoordinator {
                 group.members.insert(member_id.clone(), member);
                 if group.state == GroupState::Stable && unchanged && !was_leader {
                     let response = current_join_response(group, &member_id, false);
-                    return self.reply(id, Response::Join(response));
+                    // The stored generation must name the new member id, or a restarted
+                    // coordinator would fence the member that replaced the old one.
+                    let record = group_record(&req.group_id, group);
+                    self.reply(id, Response::Join(response));
+                    self.persist(&req.group_id, vec![record]);
+                    return;
                 }
                 return self.add_to_rebalance(now_ms, id, &req, member_id);
             }
@@ -662,10 +726,7 @@ impl GroupCoordinator {
                 replies.push((id, response));
             }
         }
-        let record = GroupRecord::Group {
-            group_id: group_id.to_owned(),
-            value: Some((group.protocol_type.clone().unwrap_or_default(), group.generation_id)),
-        };
+        let record = group_record(group_id, group);
         for (id, response) in replies {
             self.reply(id, Response::Join(response));
         }
@@ -713,9 +774,11 @@ impl GroupCoordinator {
                             })))
                         })
                         .collect();
+                    let record = group_record(&req.group_id, group);
                     for (id, response) in replies {
                         self.reply(id, response);
                     }
+                    self.persist(&req.group_id, vec![record]);
                 }
             }
             GroupState::Stable => {
@@ -1147,6 +1210,42 @@ fn current_join_response(group: &Group, member_id: &str, with_members: bool) -> 
 
 const OFFSET_KEY: i16 = 1;
 const GROUP_KEY: i16 = 2;
+/// Version 2 added the members of a Stable generation.
+const GROUP_VALUE_VERSION: i16 = 2;
+
+/// The record that stores `group`'s current generation: its members only once it is Stable,
+/// since a generation still completing has no assignments to resume.
+fn group_record(group_id: &str, group: &Group) -> GroupRecord {
+    let stable = group.state == GroupState::Stable;
+    let members = if stable {
+        group
+            .members
+            .iter()
+            .map(|(id, m)| PersistedMember {
+                member_id: id.clone(),
+                group_instance_id: m.group_instance_id.clone(),
+                client_id: m.client_id.clone(),
+                client_host: m.client_host.clone(),
+                session_timeout_ms: m.session_timeout_ms,
+                rebalance_timeout_ms: m.rebalance_timeout_ms,
+                protocols: m.protocols.clone(),
+                assignment: m.assignment.clone(),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    GroupRecord::Group {
+        group_id: group_id.to_owned(),
+        value: Some(GroupValue {
+            protocol_type: group.protocol_type.clone().unwrap_or_default(),
+            generation_id: group.generation_id,
+            protocol_name: if stable { group.protocol_name.clone() } else { None },
+            leader: if stable { group.leader.clone() } else { None },
+            members,
+        }),
+    }
+}
 
 impl GroupRecord {
     pub fn group_id(&self) -> &str {
@@ -1176,10 +1275,27 @@ impl GroupRecord {
             GroupRecord::Group { group_id, value: v } => {
                 key.put_i16(GROUP_KEY);
                 put_str(&mut key, group_id);
-                if let Some((protocol_type, generation_id)) = v {
-                    value.put_i16(1);
-                    put_str(&mut value, protocol_type);
-                    value.put_i32(*generation_id);
+                if let Some(v) = v {
+                    value.put_i16(GROUP_VALUE_VERSION);
+                    put_str(&mut value, &v.protocol_type);
+                    value.put_i32(v.generation_id);
+                    put_opt_str(&mut value, v.protocol_name.as_deref());
+                    put_opt_str(&mut value, v.leader.as_deref());
+                    value.put_u32(v.members.len() as u32);
+                    for m in &v.members {
+                        put_str(&mut value, &m.member_id);
+                        put_opt_str(&mut value, m.group_instance_id.as_deref());
+                        put_str(&mut value, &m.client_id);
+                        put_str(&mut value, &m.client_host);
+                        value.put_i32(m.session_timeout_ms);
+                        value.put_i32(m.rebalance_timeout_ms);
+                        value.put_u32(m.protocols.len() as u32);
+                        for (name, metadata) in &m.protocols {
+                            put_str(&mut value, name);
+                            put_bytes(&mut value, metadata);
+                        }
+                        put_bytes(&mut value, &m.assignment);
+                    }
                 }
                 v.is_some()
             }
@@ -1212,8 +1328,33 @@ impl GroupRecord {
                 let value = match value {
                     None => None,
                     Some(mut v) => {
-                        let _version = get_i16(&mut v)?;
-                        Some((get_str(&mut v)?, get_i32(&mut v)?))
+                        let version = get_i16(&mut v)?;
+                        let mut group =
+                            GroupValue { protocol_type: get_str(&mut v)?, generation_id: get_i32(&mut v)?, ..Default::default() };
+                        // Version 1 stored no members: such a group loads Empty.
+                        if version >= 2 {
+                            group.protocol_name = get_opt_str(&mut v)?;
+                            group.leader = get_opt_str(&mut v)?;
+                            let count = get_i32(&mut v)?;
+                            for _ in 0..count {
+                                let mut member = PersistedMember {
+                                    member_id: get_str(&mut v)?,
+                                    group_instance_id: get_opt_str(&mut v)?,
+                                    client_id: get_str(&mut v)?,
+                                    client_host: get_str(&mut v)?,
+                                    session_timeout_ms: get_i32(&mut v)?,
+                                    rebalance_timeout_ms: get_i32(&mut v)?,
+                                    ..Default::default()
+                                };
+                                let protocols = get_i32(&mut v)?;
+                                for _ in 0..protocols {
+                                    member.protocols.push((get_str(&mut v)?, get_bytes(&mut v)?));
+                                }
+                                member.assignment = get_bytes(&mut v)?;
+                                group.members.push(member);
+                            }
+                        }
+                        Some(group)
                     }
                 };
                 Ok(GroupRecord::Group { group_id, value })
@@ -1224,8 +1365,36 @@ impl GroupRecord {
 }
 
 fn put_str(buf: &mut BytesMut, s: &str) {
-    buf.put_u32(s.len() as u32);
-    buf.put_slice(s.as_bytes());
+    put_bytes(buf, s.as_bytes());
+}
+
+fn put_bytes(buf: &mut BytesMut, b: &[u8]) {
+    buf.put_u32(b.len() as u32);
+    buf.put_slice(b);
+}
+
+/// `None` is written as length `u32::MAX`, which no string reaches.
+fn put_opt_str(buf: &mut BytesMut, s: Option<&str>) {
+    match s {
+        Some(s) => put_str(buf, s),
+        None => buf.put_u32(u32::MAX),
+    }
+}
+
+fn get_opt_str(buf: &mut Bytes) -> Result<Option<String>, String> {
+    need(buf, 4)?;
+    if buf[..4] == [0xff; 4] {
+        buf.advance(4);
+        return Ok(None);
+    }
+    get_str(buf).map(Some)
+}
+
+fn get_bytes(buf: &mut Bytes) -> Result<Bytes, String> {
+    need(buf, 4)?;
+    let len = buf.get_u32() as usize;
+    need(buf, len)?;
+    Ok(buf.split_to(len))
 }
 
 fn need(buf: &Bytes, n: usize) -> Result<(), String> {
@@ -1279,8 +1448,20 @@ mod tests {
         }
     }
 
+    std::thread_local! {
+        /// Every record the coordinator under test asked to persist, in order: the
+        /// `__consumer_offsets` partition a restart replays.
+        static PERSISTED: std::cell::RefCell<Vec<GroupRecord>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
     fn drain(c: &mut GroupCoordinator) -> Vec<Action> {
-        std::iter::from_fn(|| c.poll_action()).collect()
+        let actions: Vec<Action> = std::iter::from_fn(|| c.poll_action()).collect();
+        for action in &actions {
+            if let Action::Persist { records, .. } = action {
+                PERSISTED.with(|p| p.borrow_mut().extend(records.iter().cloned()));
+            }
+        }
+        actions
     }
 
     fn replies(c: &mut GroupCoordinator) -> BTreeMap<RequestId, Response> {
@@ -1555,7 +1736,10 @@ mod tests {
                 value: Some(CommittedOffset { offset: 9, leader_epoch: 2, metadata: "m".into(), commit_timestamp_ms: 5 }),
             },
             GroupRecord::Offset { group_id: "g".into(), topic: "t".into(), partition: 4, value: None },
-            GroupRecord::Group { group_id: "g".into(), value: Some(("consumer".into(), 7)) },
+            GroupRecord::Group {
+                group_id: "g".into(),
+                value: Some(GroupValue { protocol_type: "consumer".into(), generation_id: 7, ..Default::default() }),
+            },
         ];
         let mut c = coordinator();
         for record in &records {
@@ -1605,5 +1789,99 @@ mod tests {
             replies(&mut c)[&1],
             Response::Delete(vec![("g".into(), Some(ErrorCode::NonEmptyGroup)), ("missing".into(), Some(ErrorCode::GroupIdNotFound))])
         );
+    }
+
+    /// A coordinator rebuilt from every record persisted so far (through the byte encoding),
+    /// as a restart replaying `__consumer_offsets` would. A new seed, as each start gets.
+    fn restarted(c: &mut GroupCoordinator, now: i64) -> GroupCoordinator {
+        let _ = drain(c);
+        let mut fresh = GroupCoordinator::new(GroupConfig { initial_rebalance_delay_ms: 0, ..GroupConfig::default() }, now as u64 + 1000);
+        for record in PERSISTED.with(|p| p.borrow().clone()) {
+            let (key, value) = record.encode();
+            fresh.load(now, GroupRecord::decode(key, value).unwrap());
+        }
+        fresh
+    }
+
+    // A coordinator restart must not force a rebalance on a Stable group (Kafka stores the
+    // members in its GroupMetadata record): members keep heartbeating their generation.
+    #[test]
+    fn a_stable_generation_resumes_after_a_restart() {
+        let mut c = coordinator();
+        let (leader, follower) = stable_pair(&mut c);
+        let mut c = restarted(&mut c, 100);
+        assert_eq!(heartbeat(&mut c, 200, &leader, 1), None);
+        c.handle_sync(200, 7, sync(&leader, 1, vec![]));
+        assert!(matches!(&replies(&mut c)[&7], Response::Sync(s) if s.assignment == "L"), "assignment kept");
+        c.handle_describe(8, vec!["g".into()]);
+        let Response::Describe(groups) = &replies(&mut c)[&8] else { panic!() };
+        assert_eq!((groups[0].state, groups[0].members.len()), (GroupState::Stable, 2));
+
+        // Sessions restart at load time: the follower, silent since, goes one session later.
+        let session = i64::from(SESSION_MS);
+        assert_eq!(heartbeat(&mut c, 100 + session - 1, &leader, 1), None);
+        c.handle_timeout(100 + session - 1);
+        assert_eq!(heartbeat(&mut c, 100 + session - 1, &follower, 1), None, "still within its session");
+        assert_eq!(heartbeat(&mut c, 100 + 2 * session - 2, &leader, 1), None);
+        c.handle_timeout(100 + 2 * session);
+        assert_eq!(heartbeat(&mut c, 100 + 2 * session, &leader, 1), Some(ErrorCode::RebalanceInProgress));
+    }
+
+    #[test]
+    fn a_generation_still_completing_loads_empty_and_members_rejoin() {
+        let mut c = coordinator();
+        let a = new_member(&mut c, 0, 1);
+        c.handle_join(0, 2, join(&a, &["range"]));
+        let mut c = restarted(&mut c, 10);
+        assert_eq!(heartbeat(&mut c, 20, &a, 1), Some(ErrorCode::UnknownMemberId));
+        c.handle_join(20, 3, JoinRequest { require_known_member_id: false, ..join("", &["range"]) });
+        assert_eq!(join_response(&replies(&mut c)[&3]).generation_id, 2, "the generation still moves on");
+    }
+
+    // The stored generation must follow a static member's new id, or after a restart the
+    // coordinator would fence the live member with FENCED_INSTANCE_ID.
+    #[test]
+    fn a_replaced_static_member_is_stored_under_its_new_id() {
+        let mut c = coordinator();
+        let static_join = |instance: &str, member_id: &str| JoinRequest {
+            group_instance_id: Some(instance.into()),
+            ..join(member_id, &["range"])
+        };
+        c.handle_join(0, 1, static_join("a", ""));
+        let a = join_response(&replies(&mut c)[&1]).member_id.clone();
+        c.handle_sync(0, 2, sync(&a, 1, vec![(a.clone(), "A".into())]));
+        c.handle_join(0, 3, static_join("b", ""));
+        c.handle_join(0, 4, static_join("a", &a));
+        let b = join_response(&replies(&mut c)[&3]).member_id.clone();
+        c.handle_sync(0, 5, sync(&a, 2, vec![(a.clone(), "L".into()), (b.clone(), "F".into())]));
+        let _ = drain(&mut c);
+
+        // Restart, then instance b restarts too and takes over its identity without a rebalance.
+        let mut c = restarted(&mut c, 1);
+        c.handle_join(2, 6, static_join("b", ""));
+        let answer = join_response(&replies(&mut c)[&6]).clone();
+        assert_eq!((answer.error, answer.generation_id), (None, 2));
+        assert_ne!(answer.member_id, b);
+
+        let mut c = restarted(&mut c, 3);
+        let beat = |c: &mut GroupCoordinator, member_id: &str| {
+            let req = HeartbeatRequest { group_id: "g".into(), generation_id: 2, member_id: member_id.into(), group_instance_id: Some("b".into()) };
+            c.handle_heartbeat(4, 9, req);
+            replies(c).remove(&9).unwrap()
+        };
+        assert_eq!(beat(&mut c, &answer.member_id), Response::Heartbeat(None));
+        assert_eq!(beat(&mut c, &b), Response::Heartbeat(Some(ErrorCode::FencedInstanceId)));
+    }
+
+    #[test]
+    fn version_1_group_records_still_load() {
+        let mut value = BytesMut::new();
+        value.put_i16(1);
+        put_str(&mut value, "consumer");
+        value.put_i32(4);
+        let (key, _) = GroupRecord::Group { group_id: "g".into(), value: None }.encode();
+        let decoded = GroupRecord::decode(key, Some(value.freeze())).unwrap();
+        let GroupRecord::Group { value: Some(v), .. } = &decoded else { panic!() };
+        assert_eq!((v.generation_id, v.members.len()), (4, 0));
     }
 }

@@ -456,6 +456,40 @@ def test_static_member_restart_gets_its_partitions_back(broker_factory, tmp_path
         gh.stop_all(workers)
 
 
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("client_class", CLIENTS, **CLIENT_IDS)
+def test_a_stable_group_survives_a_coordinator_restart_without_a_rebalance(broker_factory, tmp_path, client_class):
+    """The coordinator stores a Stable generation's members with their assignments (as
+    Kafka's GroupMetadata record does), so a broker killed and restarted within the session
+    timeout resumes the generation: the members keep their partitions, nobody is revoked."""
+    session_ms = 20_000
+    broker = gh.start_group_broker(broker_factory)
+    client = client_class(broker.bootstrap)
+    topic, group = "resume", f"resume-{client.name}"
+    client.create_topic(topic, PARTITIONS)
+    workers = [
+        gh.Worker(tmp_path, name, client.name, broker.bootstrap, group, topic,
+                  session_timeout_ms=session_ms, heartbeat_interval_ms=500)
+        for name in ("a", "b")
+    ]
+    try:
+        owned, _ = gh.wait_for_assignment(workers, ALL, timeout=60)
+        marks = {w.name: w.mark() for w in workers}
+        broker.kill9()
+        broker.start()
+        # Several heartbeat intervals against the restarted coordinator.
+        time.sleep(6)
+        conn = gh.GroupConnection(broker.host, broker.port, timeout=30)
+        error, state, _, _, members = gh.describe_group(conn, group)
+        assert (error, state, len(members)) == (0, "Stable", 2), (error, state, members)
+        for w in workers:
+            moved = [e for e in w.snapshot()[marks[w.name]:] if e["e"] in ("revoked", "assigned", "lost")]
+            assert not moved, f"{w.name} was rebalanced by the coordinator restart: {moved}"
+        assert {w.name: w.current() for w in workers} == owned
+    finally:
+        gh.stop_all(workers)
+
+
 # ---------------------------------------------------------------- 6: error codes on the wire
 
 
