@@ -834,6 +834,7 @@ impl Replica {
     /// leader's high watermark. Answers to anything but the outstanding fetch are ignored.
     pub fn handle_fetch_response(&mut self, now_ms: i64, fetch_id: u64, response: FetchResponse) {
         self.on_fetch_response(now_ms, fetch_id, response);
+        self.maybe_send_fetch(now_ms);
         self.after_input(now_ms);
     }
 
@@ -890,6 +891,7 @@ impl Replica {
         result: Result<EpochEndOffset, ErrorCode>,
     ) {
         self.on_offset_for_leader_epoch_response(now_ms, request_id, result);
+        self.maybe_send_fetch(now_ms);
         self.after_input(now_ms);
     }
 
