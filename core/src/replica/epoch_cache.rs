@@ -37,8 +37,10 @@ pub struct EpochEndOffset {
 }
 
 impl EpochEndOffset {
-    pub const UNDEFINED: EpochEndOffset =
-        EpochEndOffset { epoch: LeaderEpoch::NONE, end_offset: UNDEFINED_OFFSET };
+    pub const UNDEFINED: EpochEndOffset = EpochEndOffset {
+        epoch: LeaderEpoch::NONE,
+        end_offset: UNDEFINED_OFFSET,
+    };
 
     pub fn is_undefined(self) -> bool {
         self.epoch == LeaderEpoch::NONE || self.end_offset == UNDEFINED_OFFSET
@@ -64,7 +66,9 @@ pub struct EpochCache {
 
 impl EpochCache {
     pub fn new() -> EpochCache {
-        EpochCache { entries: Vec::new() }
+        EpochCache {
+            entries: Vec::new(),
+        }
     }
 
     pub fn entries(&self) -> &[EpochEntry] {
@@ -83,7 +87,10 @@ impl EpochCache {
 
     /// Start offset of `epoch`, if the cache has an entry for exactly that epoch.
     pub fn start_offset_of(&self, epoch: LeaderEpoch) -> Option<Offset> {
-        self.entries.iter().find(|e| e.epoch == epoch).map(|e| e.start_offset)
+        self.entries
+            .iter()
+            .find(|e| e.epoch == epoch)
+            .map(|e| e.start_offset)
     }
 
     /// The epoch that wrote `offset`, if known.
@@ -97,7 +104,10 @@ impl EpochCache {
     /// `start_offset`; otherwise entries that would break monotonicity (epoch or start offset
     /// at or above the new one) are removed from the end first. Returns whether it changed.
     pub fn assign(&mut self, epoch: LeaderEpoch, start_offset: Offset) -> bool {
-        assert!(epoch.0 >= 0 && start_offset.0 >= 0, "assign({epoch}, {start_offset})");
+        assert!(
+            epoch.0 >= 0 && start_offset.0 >= 0,
+            "assign({epoch}, {start_offset})"
+        );
         if let Some(latest) = self.latest() {
             if latest.epoch == epoch && start_offset >= latest.start_offset {
                 return false;
@@ -110,7 +120,10 @@ impl EpochCache {
                 break;
             }
         }
-        self.entries.push(EpochEntry { epoch, start_offset });
+        self.entries.push(EpochEntry {
+            epoch,
+            start_offset,
+        });
         true
     }
 
@@ -122,9 +135,14 @@ impl EpochCache {
         if requested == LeaderEpoch::NONE || requested.0 < 0 {
             return EpochEndOffset::UNDEFINED;
         }
-        let Some(latest) = self.latest() else { return EpochEndOffset::UNDEFINED };
+        let Some(latest) = self.latest() else {
+            return EpochEndOffset::UNDEFINED;
+        };
         if latest.epoch == requested {
-            return EpochEndOffset { epoch: requested, end_offset: log_end_offset };
+            return EpochEndOffset {
+                epoch: requested,
+                end_offset: log_end_offset,
+            };
         }
         let higher = self.entries.partition_point(|e| e.epoch <= requested);
         let Some(higher_entry) = self.entries.get(higher) else {
@@ -133,7 +151,10 @@ impl EpochCache {
         match higher.checked_sub(1) {
             // Below every known epoch: the data is gone from this log; answer with the first
             // known start so a follower replicates from there (Kafka does the same).
-            None => EpochEndOffset { epoch: requested, end_offset: higher_entry.start_offset },
+            None => EpochEndOffset {
+                epoch: requested,
+                end_offset: higher_entry.start_offset,
+            },
             Some(floor) => EpochEndOffset {
                 epoch: self.entries[floor].epoch,
                 end_offset: higher_entry.start_offset,
@@ -143,7 +164,9 @@ impl EpochCache {
 
     /// Drops entries starting at or after `end_offset` (the log was truncated there).
     pub fn truncate_from_end(&mut self, end_offset: Offset) -> bool {
-        let keep = self.entries.partition_point(|e| e.start_offset < end_offset);
+        let keep = self
+            .entries
+            .partition_point(|e| e.start_offset < end_offset);
         let changed = keep < self.entries.len();
         self.entries.truncate(keep);
         changed
@@ -152,8 +175,12 @@ impl EpochCache {
     /// The log start moved to `start_offset`: entries wholly before it go, and the entry
     /// covering it now starts there (Kafka's `truncateFromStart`).
     pub fn truncate_from_start(&mut self, start_offset: Offset) -> bool {
-        let covering = self.entries.partition_point(|e| e.start_offset <= start_offset);
-        let Some(floor) = covering.checked_sub(1) else { return false };
+        let covering = self
+            .entries
+            .partition_point(|e| e.start_offset <= start_offset);
+        let Some(floor) = covering.checked_sub(1) else {
+            return false;
+        };
         if floor == 0 && self.entries[0].start_offset == start_offset {
             return false;
         }
@@ -178,11 +205,17 @@ impl EpochCache {
         let text = std::str::from_utf8(bytes).map_err(|_| CheckpointError::NotUtf8)?;
         let mut lines = text.lines().enumerate();
         let mut next_number = |what: &'static str| -> Result<(usize, i64), CheckpointError> {
-            let (n, line) = lines.next().ok_or(CheckpointError::Malformed { line: 0, reason: what })?;
+            let (n, line) = lines.next().ok_or(CheckpointError::Malformed {
+                line: 0,
+                reason: what,
+            })?;
             let value = line
                 .trim()
                 .parse::<i64>()
-                .map_err(|_| CheckpointError::Malformed { line: n + 1, reason: what })?;
+                .map_err(|_| CheckpointError::Malformed {
+                    line: n + 1,
+                    reason: what,
+                })?;
             Ok((n + 1, value))
         };
         let (_, version) = next_number("missing version")?;
@@ -191,14 +224,26 @@ impl EpochCache {
         }
         let (count_line, count) = next_number("missing count")?;
         if count < 0 || count as u64 > ENTRIES_MAX as u64 {
-            return Err(CheckpointError::Malformed { line: count_line, reason: "bad count" });
+            return Err(CheckpointError::Malformed {
+                line: count_line,
+                reason: "bad count",
+            });
         }
         let mut entries: Vec<EpochEntry> = Vec::with_capacity((count as usize).min(1024));
         for (n, line) in lines.by_ref().take(count as usize) {
-            let bad = |reason| CheckpointError::Malformed { line: n + 1, reason };
+            let bad = |reason| CheckpointError::Malformed {
+                line: n + 1,
+                reason,
+            };
             let mut fields = line.split_whitespace();
-            let epoch = fields.next().and_then(|f| f.parse::<i32>().ok()).ok_or(bad("bad epoch"))?;
-            let start = fields.next().and_then(|f| f.parse::<i64>().ok()).ok_or(bad("bad offset"))?;
+            let epoch = fields
+                .next()
+                .and_then(|f| f.parse::<i32>().ok())
+                .ok_or(bad("bad epoch"))?;
+            let start = fields
+                .next()
+                .and_then(|f| f.parse::<i64>().ok())
+                .ok_or(bad("bad offset"))?;
             if fields.next().is_some() {
                 return Err(bad("extra field"));
             }
@@ -210,13 +255,22 @@ impl EpochCache {
                     return Err(bad("entries not increasing"));
                 }
             }
-            entries.push(EpochEntry { epoch: LeaderEpoch(epoch), start_offset: Offset(start) });
+            entries.push(EpochEntry {
+                epoch: LeaderEpoch(epoch),
+                start_offset: Offset(start),
+            });
         }
         if entries.len() != count as usize {
-            return Err(CheckpointError::Malformed { line: count_line, reason: "fewer entries than count" });
+            return Err(CheckpointError::Malformed {
+                line: count_line,
+                reason: "fewer entries than count",
+            });
         }
         if lines.any(|(_, l)| !l.trim().is_empty()) {
-            return Err(CheckpointError::Malformed { line: 0, reason: "more entries than count" });
+            return Err(CheckpointError::Malformed {
+                line: 0,
+                reason: "more entries than count",
+            });
         }
         Ok(EpochCache { entries })
     }
@@ -255,16 +309,20 @@ mod tests {
     fn end_offset_for_matches_kafka_table() {
         let c = cache(&[(1, 0), (3, 10), (4, 15)]);
         let table = [
-            (4, (4, 20)),   // latest epoch ends at the log end
-            (3, (3, 15)),   // ends where epoch 4 starts
-            (2, (1, 10)),   // unknown epoch: floor is 1, it ends where 3 starts
+            (4, (4, 20)), // latest epoch ends at the log end
+            (3, (3, 15)), // ends where epoch 4 starts
+            (2, (1, 10)), // unknown epoch: floor is 1, it ends where 3 starts
             (1, (1, 10)),
             (0, (0, 0)),    // below every epoch: the first known start
             (5, (-1, -1)),  // above every epoch
             (-1, (-1, -1)), // undefined
         ];
         for (requested, expected) in table {
-            assert_eq!(end(&c, requested, 20), expected, "requested epoch {requested}");
+            assert_eq!(
+                end(&c, requested, 20),
+                expected,
+                "requested epoch {requested}"
+            );
         }
         assert_eq!(end(&EpochCache::new(), 0, 0), (-1, -1));
     }
@@ -272,10 +330,25 @@ mod tests {
     #[test]
     fn assign_keeps_entries_monotonic() {
         let mut c = cache(&[(1, 0), (2, 5)]);
-        assert!(!c.assign(LeaderEpoch(2), Offset(7)), "same epoch later start is a no-op");
-        assert!(c.assign(LeaderEpoch(2), Offset(3)), "same epoch earlier start replaces");
-        assert_eq!(c.entries()[1], EpochEntry { epoch: LeaderEpoch(2), start_offset: Offset(3) });
-        assert!(c.assign(LeaderEpoch(5), Offset(3)), "overlapping start drops the older entry");
+        assert!(
+            !c.assign(LeaderEpoch(2), Offset(7)),
+            "same epoch later start is a no-op"
+        );
+        assert!(
+            c.assign(LeaderEpoch(2), Offset(3)),
+            "same epoch earlier start replaces"
+        );
+        assert_eq!(
+            c.entries()[1],
+            EpochEntry {
+                epoch: LeaderEpoch(2),
+                start_offset: Offset(3)
+            }
+        );
+        assert!(
+            c.assign(LeaderEpoch(5), Offset(3)),
+            "overlapping start drops the older entry"
+        );
         assert_eq!(c.entries().len(), 2);
         assert_eq!(c.latest_epoch(), LeaderEpoch(5));
         c.check_invariants();
@@ -288,7 +361,13 @@ mod tests {
         assert_eq!(c.latest_epoch(), LeaderEpoch(3));
         assert!(!c.truncate_from_end(Offset(11)));
         assert!(c.truncate_from_start(Offset(12)));
-        assert_eq!(c.entries(), &[EpochEntry { epoch: LeaderEpoch(3), start_offset: Offset(12) }]);
+        assert_eq!(
+            c.entries(),
+            &[EpochEntry {
+                epoch: LeaderEpoch(3),
+                start_offset: Offset(12)
+            }]
+        );
         assert_eq!(c.epoch_for_offset(Offset(11)), None);
         assert_eq!(c.epoch_for_offset(Offset(40)), Some(LeaderEpoch(3)));
     }
@@ -297,7 +376,10 @@ mod tests {
     fn checkpoint_round_trips_in_kafka_format() {
         let c = cache(&[(0, 0), (2, 120), (7, 4000)]);
         let bytes = c.encode();
-        assert_eq!(std::str::from_utf8(&bytes).unwrap(), "0\n3\n0 0\n2 120\n7 4000\n");
+        assert_eq!(
+            std::str::from_utf8(&bytes).unwrap(),
+            "0\n3\n0 0\n2 120\n7 4000\n"
+        );
         assert_eq!(EpochCache::decode(&bytes).unwrap(), c);
         assert_eq!(EpochCache::decode(b"0\n0\n").unwrap(), EpochCache::new());
     }
@@ -315,7 +397,11 @@ mod tests {
             b"0\n99999999999\n",
             b"\xff\xfe",
         ] {
-            assert!(EpochCache::decode(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                EpochCache::decode(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 }

@@ -164,7 +164,11 @@ pub enum FetchAnswer {
         log_start_offset: Offset,
     },
     /// Fetch v12+: the sender's log diverges from ours; it must truncate (KIP-320/595).
-    Diverging { diverging_epoch: EpochEndOffset, high_watermark: Offset, log_start_offset: Offset },
+    Diverging {
+        diverging_epoch: EpochEndOffset,
+        high_watermark: Offset,
+        log_start_offset: Offset,
+    },
     Error(ErrorCode),
 }
 
@@ -203,7 +207,11 @@ pub enum Completion {
 pub enum Action {
     /// Write these batches at the log end (`base_offset` is the current end). Then
     /// [`Completion::Appended`].
-    Append { base_offset: Offset, end_offset: Offset, records: Bytes },
+    Append {
+        base_offset: Offset,
+        end_offset: Offset,
+        records: Bytes,
+    },
     /// Drop every record at or after `to`. Then [`Completion::Truncated`].
     Truncate { to: Offset },
     /// Drop the whole log; it restarts empty at `start_offset` (the follower fell behind the
@@ -218,7 +226,11 @@ pub enum Action {
     PersistHighWatermark { high_watermark: Offset },
     /// Follower: send this fetch to the leader; answer with
     /// [`Replica::handle_fetch_response`] and the same `fetch_id`.
-    SendFetch { to: NodeId, fetch_id: u64, request: FetchRequest },
+    SendFetch {
+        to: NodeId,
+        fetch_id: u64,
+        request: FetchRequest,
+    },
     /// Follower: ask the leader where `leader_epoch` ends; answer with
     /// [`Replica::handle_offset_for_leader_epoch_response`].
     SendOffsetForLeaderEpoch {
@@ -229,9 +241,15 @@ pub enum Action {
     },
     /// Leader: propose an ISR to the controller; every one gets exactly one
     /// [`Replica::handle_alter_partition_response`] (a transport failure too).
-    SendAlterPartition { request_id: u64, request: AlterPartitionRequest },
+    SendAlterPartition {
+        request_id: u64,
+        request: AlterPartitionRequest,
+    },
     /// Answer produce request `request_id`.
-    ReplyProduce { request_id: RequestId, result: Result<ProduceAck, ErrorCode> },
+    ReplyProduce {
+        request_id: RequestId,
+        result: Result<ProduceAck, ErrorCode>,
+    },
 }
 
 /// Which role the replica plays in its current leader epoch.
@@ -240,7 +258,9 @@ pub enum Role {
     /// No decision from the controller yet (after construction).
     Offline,
     Leader,
-    Follower { leader: NodeId },
+    Follower {
+        leader: NodeId,
+    },
 }
 
 /// The replica of one partition on this broker.
@@ -379,25 +399,44 @@ struct FollowerState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Exchange {
     Idle,
-    Fetching { fetch_id: u64, sent_ms: i64, fetch_offset: Offset },
-    AskingEpoch { request_id: u64, sent_ms: i64 },
+    Fetching {
+        fetch_id: u64,
+        sent_ms: i64,
+        fetch_offset: Offset,
+    },
+    AskingEpoch {
+        request_id: u64,
+        sent_ms: i64,
+    },
 }
 
 impl Replica {
     /// Builds the replica from what the driver recovered; it is `Offline` until a
     /// `become_leader`/`become_follower`.
     pub fn new(local: NodeId, config: ReplicaConfig, persisted: PersistedState) -> Replica {
-        assert!(config.min_insync_replicas >= 1, "min_insync_replicas must be at least 1");
+        assert!(
+            config.min_insync_replicas >= 1,
+            "min_insync_replicas must be at least 1"
+        );
         assert!(config.replica_lag_time_max_ms > 0, "{config:?}");
-        let PersistedState { log_start_offset, log_end_offset, durable_offset, mut epoch_cache, high_watermark } =
-            persisted;
+        let PersistedState {
+            log_start_offset,
+            log_end_offset,
+            durable_offset,
+            mut epoch_cache,
+            high_watermark,
+        } = persisted;
         assert!(
             0 <= log_start_offset.0 && log_start_offset <= durable_offset && durable_offset <= log_end_offset,
             "recovered offsets out of order: start {log_start_offset} durable {durable_offset} end {log_end_offset}"
         );
         // Kafka's recovery does the same: the cache may not name epochs past the log end.
         epoch_cache.truncate_from_end(log_end_offset);
-        let position = if config.ack_after_fsync { durable_offset } else { log_end_offset };
+        let position = if config.ack_after_fsync {
+            durable_offset
+        } else {
+            log_end_offset
+        };
         let high_watermark = high_watermark.clamp(log_start_offset, position);
         let replica = Replica {
             local,
@@ -517,7 +556,9 @@ impl Replica {
                 match f.exchange {
                     Exchange::Idle => {}
                     Exchange::Fetching { sent_ms, .. } | Exchange::AskingEpoch { sent_ms, .. } => {
-                        consider(Some(sent_ms + self.config.replica_fetch_response_timeout_ms))
+                        consider(Some(
+                            sent_ms + self.config.replica_fetch_response_timeout_ms,
+                        ))
                     }
                 }
             }
@@ -542,7 +583,9 @@ impl Replica {
             return Err(ErrorCode::FencedLeaderEpoch);
         }
         if state.leader_epoch == self.leader_epoch {
-            let RoleState::Leader(_) = self.role else { return Err(ErrorCode::FencedLeaderEpoch) };
+            let RoleState::Leader(_) = self.role else {
+                return Err(ErrorCode::FencedLeaderEpoch);
+            };
             if state.partition_epoch > self.partition_epoch {
                 self.replicas = state.replicas.clone();
                 self.sync_follower_table(now_ms);
@@ -561,7 +604,10 @@ impl Replica {
         self.partition_epoch = state.partition_epoch;
         self.replicas = state.replicas;
         let epoch_start_offset = self.log_end_offset;
-        if self.epoch_cache.assign(self.leader_epoch, epoch_start_offset) {
+        if self
+            .epoch_cache
+            .assign(self.leader_epoch, epoch_start_offset)
+        {
             self.persist_epoch_cache();
         }
         let followers = self
@@ -668,13 +714,17 @@ impl Replica {
         timeout_ms: i32,
     ) -> Result<(), ErrorCode> {
         let acks = Acks::from_wire(acks)?;
-        let RoleState::Leader(leader) = &self.role else { return Err(ErrorCode::NotLeaderOrFollower) };
-        let mut validated =
-            batch::validate_records(&records, self.config.max_message_bytes).map_err(|e: BatchError| e.code())?;
+        let RoleState::Leader(leader) = &self.role else {
+            return Err(ErrorCode::NotLeaderOrFollower);
+        };
+        let mut validated = batch::validate_records(&records, self.config.max_message_bytes)
+            .map_err(|e: BatchError| e.code())?;
         if acks == Acks::All && leader.isr.len() < self.config.min_insync_replicas {
             return Err(ErrorCode::NotEnoughReplicas);
         }
-        let mut buf = records.try_into_mut().unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+        let mut buf = records
+            .try_into_mut()
+            .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
         let log_append_time_ms = self.config.log_append_time.then_some(now_ms);
         let base_offset = self.log_end_offset;
         let end_offset = Offset(batch::assign_offsets(
@@ -692,7 +742,9 @@ impl Replica {
             deadline_ms: (timeout_ms > 0).then(|| now_ms + i64::from(timeout_ms)),
             log_append_time_ms,
         };
-        let RoleState::Leader(leader) = &mut self.role else { unreachable!("checked above") };
+        let RoleState::Leader(leader) = &mut self.role else {
+            unreachable!("checked above")
+        };
         match acks {
             Acks::None => {}
             Acks::Leader => leader.awaiting_local.push_back(pending),
@@ -727,7 +779,9 @@ impl Replica {
             return FetchAnswer::Error(ErrorCode::OffsetOutOfRange);
         }
         if request.last_fetched_epoch != LeaderEpoch::NONE {
-            let end = self.epoch_cache.end_offset_for(request.last_fetched_epoch, self.log_end_offset);
+            let end = self
+                .epoch_cache
+                .end_offset_for(request.last_fetched_epoch, self.log_end_offset);
             if end.is_undefined() {
                 return FetchAnswer::Error(ErrorCode::OffsetOutOfRange);
             }
@@ -767,8 +821,12 @@ impl Replica {
         if current_leader_epoch != LeaderEpoch::NONE {
             self.check_current_leader_epoch(current_leader_epoch)?;
         }
-        let RoleState::Leader(_) = self.role else { return Err(ErrorCode::NotLeaderOrFollower) };
-        Ok(self.epoch_cache.end_offset_for(leader_epoch, self.log_end_offset))
+        let RoleState::Leader(_) = self.role else {
+            return Err(ErrorCode::NotLeaderOrFollower);
+        };
+        Ok(self
+            .epoch_cache
+            .end_offset_for(leader_epoch, self.log_end_offset))
     }
 
     /// The controller's answer to [`Action::SendAlterPartition`] `request_id`: the committed
@@ -793,8 +851,12 @@ impl Replica {
         let leader_epoch = self.leader_epoch;
         let partition_epoch = self.partition_epoch;
         let local = self.local;
-        let RoleState::Leader(leader) = &mut self.role else { return };
-        let Some(pending) = &mut leader.pending_isr else { return };
+        let RoleState::Leader(leader) = &mut self.role else {
+            return;
+        };
+        let Some(pending) = &mut leader.pending_isr else {
+            return;
+        };
         if pending.request_id != request_id || !pending.in_flight {
             return;
         }
@@ -805,7 +867,9 @@ impl Replica {
                     // Stale answer; stay pending until metadata says what happened.
                     return;
                 }
-                let Ok(isr) = validate_leader_and_isr(local, &state) else { return };
+                let Ok(isr) = validate_leader_and_isr(local, &state) else {
+                    return;
+                };
                 self.commit_isr(now_ms, isr, state.partition_epoch);
             }
             // The controller says the request was not applied and the partition epoch is
@@ -841,16 +905,30 @@ impl Replica {
     fn on_fetch_response(&mut self, now_ms: i64, fetch_id: u64, response: FetchResponse) {
         let backoff_ms = self.config.replica_fetch_backoff_ms;
         let leader_epoch = self.leader_epoch;
-        let RoleState::Follower(follower) = &mut self.role else { return };
-        let Exchange::Fetching { fetch_id: expected, fetch_offset, .. } = follower.exchange else { return };
+        let RoleState::Follower(follower) = &mut self.role else {
+            return;
+        };
+        let Exchange::Fetching {
+            fetch_id: expected,
+            fetch_offset,
+            ..
+        } = follower.exchange
+        else {
+            return;
+        };
         if expected != fetch_id {
             return;
         }
         follower.exchange = Exchange::Idle;
-        debug_assert_eq!(fetch_offset, self.log_end_offset, "fetches are sent only when idle");
+        debug_assert_eq!(
+            fetch_offset, self.log_end_offset,
+            "fetches are sent only when idle"
+        );
         if let Some(error) = response.error {
             follower.backoff_until_ms = Some(now_ms + backoff_ms);
-            if error == ErrorCode::OffsetOutOfRange && self.log_end_offset < response.log_start_offset {
+            if error == ErrorCode::OffsetOutOfRange
+                && self.log_end_offset < response.log_start_offset
+            {
                 // The leader deleted what we would fetch next: start over at its log start.
                 follower.backoff_until_ms = None;
                 self.reset_log(response.log_start_offset);
@@ -861,16 +939,22 @@ impl Replica {
             self.truncate_by_epoch(now_ms, diverging);
             return;
         }
-        let Some((end_offset, byte_len, epochs)) =
-            self.check_fetched_records(fetch_offset, leader_epoch, &response.records)
+        let Some(FetchedPrefix {
+            end_offset,
+            byte_len,
+            new_epochs,
+        }) = self.check_fetched_records(fetch_offset, leader_epoch, &response.records)
         else {
-            tracing::debug!(fetch_offset = fetch_offset.0, "dropping invalid fetch response");
+            tracing::debug!(
+                fetch_offset = fetch_offset.0,
+                "dropping invalid fetch response"
+            );
             self.follower_backoff(now_ms);
             return;
         };
         if end_offset > fetch_offset {
             let mut cache_changed = false;
-            for (epoch, base_offset) in epochs {
+            for (epoch, base_offset) in new_epochs {
                 cache_changed |= self.epoch_cache.assign(epoch, base_offset);
             }
             if cache_changed {
@@ -878,7 +962,9 @@ impl Replica {
             }
             self.emit_append(fetch_offset, end_offset, response.records.slice(..byte_len));
         }
-        let RoleState::Follower(follower) = &mut self.role else { unreachable!("follower") };
+        let RoleState::Follower(follower) = &mut self.role else {
+            unreachable!("follower")
+        };
         follower.leader_high_watermark = response.high_watermark;
         self.update_follower_high_watermark(now_ms);
     }
@@ -901,8 +987,11 @@ impl Replica {
         request_id: u64,
         result: Result<EpochEndOffset, ErrorCode>,
     ) {
-        let RoleState::Follower(follower) = &mut self.role else { return };
-        if !matches!(follower.exchange, Exchange::AskingEpoch { request_id: id, .. } if id == request_id) {
+        let RoleState::Follower(follower) = &mut self.role else {
+            return;
+        };
+        if !matches!(follower.exchange, Exchange::AskingEpoch { request_id: id, .. } if id == request_id)
+        {
             return;
         }
         follower.exchange = Exchange::Idle;
@@ -923,7 +1012,11 @@ impl Replica {
                 self.written_offset = end_offset;
             }
             Completion::Truncated { to } => {
-                assert_eq!(self.truncate_in_flight, Some(to), "unexpected truncation completion");
+                assert_eq!(
+                    self.truncate_in_flight,
+                    Some(to),
+                    "unexpected truncation completion"
+                );
                 self.truncate_in_flight = None;
             }
             Completion::Synced { through } => {
@@ -950,18 +1043,25 @@ impl Replica {
     /// Timers: ISR shrink check, AlterPartition retry, produce deadlines, fetch retry and
     /// response timeout, high watermark checkpoint. Spurious calls do nothing.
     pub fn handle_timeout(&mut self, now_ms: i64) {
-        if self.high_watermark_checkpoint_due_ms.is_some_and(|due| due <= now_ms) {
+        if self
+            .high_watermark_checkpoint_due_ms
+            .is_some_and(|due| due <= now_ms)
+        {
             self.high_watermark_checkpoint_due_ms = None;
             if self.high_watermark != self.high_watermark_persisted {
                 self.high_watermark_persisted = self.high_watermark;
-                self.actions.push_back(Action::PersistHighWatermark { high_watermark: self.high_watermark });
+                self.actions.push_back(Action::PersistHighWatermark {
+                    high_watermark: self.high_watermark,
+                });
             }
         }
         match self.role {
             RoleState::Leader(_) => self.leader_timeouts(now_ms),
             RoleState::Follower(_) => {
                 let timeout_ms = self.config.replica_fetch_response_timeout_ms;
-                let RoleState::Follower(follower) = &mut self.role else { unreachable!("follower") };
+                let RoleState::Follower(follower) = &mut self.role else {
+                    unreachable!("follower")
+                };
                 if follower.backoff_until_ms.is_some_and(|t| t <= now_ms) {
                     follower.backoff_until_ms = None;
                 }
@@ -982,9 +1082,14 @@ impl Replica {
 
     fn leader_timeouts(&mut self, now_ms: i64) {
         let interval_ms = self.isr_check_interval_ms();
-        let RoleState::Leader(leader) = &mut self.role else { return };
+        let RoleState::Leader(leader) = &mut self.role else {
+            return;
+        };
         let mut expired = Vec::new();
-        for queue in [&mut leader.awaiting_local, &mut leader.awaiting_high_watermark] {
+        for queue in [
+            &mut leader.awaiting_local,
+            &mut leader.awaiting_high_watermark,
+        ] {
             queue.retain(|p| {
                 let keep = p.deadline_ms.is_none_or(|d| d > now_ms);
                 if !keep {
@@ -1031,13 +1136,23 @@ impl Replica {
     /// up now; one at or past the leader's end at the previous fetch means caught up then.
     fn update_follower(&mut self, now_ms: i64, replica_id: NodeId, fetch_offset: Offset) {
         let leader_end = self.written_offset;
-        let RoleState::Leader(leader) = &mut self.role else { return };
-        let progress = leader.followers.get_mut(&replica_id).expect("checked by the caller");
+        let RoleState::Leader(leader) = &mut self.role else {
+            return;
+        };
+        let progress = leader
+            .followers
+            .get_mut(&replica_id)
+            .expect("checked by the caller");
         if fetch_offset >= leader_end {
-            progress.last_caught_up_ms = Some(progress.last_caught_up_ms.map_or(now_ms, |t| t.max(now_ms)));
-        } else if progress.last_fetch_leader_end.is_some_and(|end| fetch_offset >= end) {
+            progress.last_caught_up_ms =
+                Some(progress.last_caught_up_ms.map_or(now_ms, |t| t.max(now_ms)));
+        } else if progress
+            .last_fetch_leader_end
+            .is_some_and(|end| fetch_offset >= end)
+        {
             let then = progress.last_fetch_ms;
-            progress.last_caught_up_ms = Some(progress.last_caught_up_ms.map_or(then, |t| t.max(then)));
+            progress.last_caught_up_ms =
+                Some(progress.last_caught_up_ms.map_or(then, |t| t.max(then)));
         }
         progress.last_fetch_leader_end = Some(leader_end);
         progress.last_fetch_ms = now_ms;
@@ -1048,11 +1163,15 @@ impl Replica {
 
     fn maybe_expand_isr(&mut self, replica_id: NodeId) {
         let high_watermark = self.high_watermark;
-        let RoleState::Leader(leader) = &self.role else { return };
+        let RoleState::Leader(leader) = &self.role else {
+            return;
+        };
         if leader.pending_isr.is_some() || leader.isr.contains(&replica_id) {
             return;
         }
-        let Some(position) = leader.followers.get(&replica_id).and_then(|p| p.position) else { return };
+        let Some(position) = leader.followers.get(&replica_id).and_then(|p| p.position) else {
+            return;
+        };
         // KIP-101/Kafka's `isFollowerInSync`: caught up to the HW, and holding everything
         // the previous leaders wrote (the start of this leader's epoch).
         if position >= high_watermark && position >= leader.epoch_start_offset {
@@ -1065,7 +1184,9 @@ impl Replica {
     fn maybe_shrink_isr(&mut self, now_ms: i64) {
         let lag_ms = self.config.replica_lag_time_max_ms;
         let leader_end = self.written_offset;
-        let RoleState::Leader(leader) = &self.role else { return };
+        let RoleState::Leader(leader) = &self.role else {
+            return;
+        };
         if leader.pending_isr.is_some() {
             return;
         }
@@ -1073,31 +1194,56 @@ impl Replica {
             .isr
             .iter()
             .filter(|&&r| r != self.local)
-            .filter(|r| !leader.followers.get(r).is_some_and(|p| p.caught_up(now_ms, leader_end, lag_ms)))
+            .filter(|r| {
+                !leader
+                    .followers
+                    .get(r)
+                    .is_some_and(|p| p.caught_up(now_ms, leader_end, lag_ms))
+            })
             .copied()
             .collect();
         if out_of_sync.is_empty() {
             return;
         }
-        let proposed = leader.isr.iter().filter(|r| !out_of_sync.contains(r)).copied().collect();
+        let proposed = leader
+            .isr
+            .iter()
+            .filter(|r| !out_of_sync.contains(r))
+            .copied()
+            .collect();
         self.propose_isr(proposed);
     }
 
     fn propose_isr(&mut self, proposed: BTreeSet<NodeId>) {
-        assert!(proposed.contains(&self.local), "the leader stays in its ISR: {proposed:?}");
+        assert!(
+            proposed.contains(&self.local),
+            "the leader stays in its ISR: {proposed:?}"
+        );
         let request_id = self.next_id();
         let request = AlterPartitionRequest {
             leader_epoch: self.leader_epoch,
             partition_epoch: self.partition_epoch,
             new_isr: proposed.iter().copied().collect(),
         };
-        let RoleState::Leader(leader) = &mut self.role else { unreachable!("leader only") };
-        leader.pending_isr = Some(PendingIsr { request_id, proposed, retry_at_ms: None, in_flight: true });
-        self.actions.push_back(Action::SendAlterPartition { request_id, request });
+        let RoleState::Leader(leader) = &mut self.role else {
+            unreachable!("leader only")
+        };
+        leader.pending_isr = Some(PendingIsr {
+            request_id,
+            proposed,
+            retry_at_ms: None,
+            in_flight: true,
+        });
+        self.actions.push_back(Action::SendAlterPartition {
+            request_id,
+            request,
+        });
     }
 
     fn commit_isr(&mut self, now_ms: i64, isr: BTreeSet<NodeId>, partition_epoch: PartitionEpoch) {
-        let RoleState::Leader(leader) = &mut self.role else { unreachable!("leader only") };
+        let RoleState::Leader(leader) = &mut self.role else {
+            unreachable!("leader only")
+        };
         leader.isr = isr;
         leader.pending_isr = None;
         self.partition_epoch = partition_epoch;
@@ -1107,11 +1253,17 @@ impl Replica {
 
     /// Fails waiting acks=all produces when the committed ISR is below `min.insync.replicas`.
     fn leader_check_isr_size(&mut self) {
-        let RoleState::Leader(leader) = &mut self.role else { return };
+        let RoleState::Leader(leader) = &mut self.role else {
+            return;
+        };
         if leader.isr.len() >= self.config.min_insync_replicas {
             return;
         }
-        let failed: Vec<RequestId> = leader.awaiting_high_watermark.drain(..).map(|p| p.request_id).collect();
+        let failed: Vec<RequestId> = leader
+            .awaiting_high_watermark
+            .drain(..)
+            .map(|p| p.request_id)
+            .collect();
         for request_id in failed {
             self.reply(request_id, Err(ErrorCode::NotEnoughReplicasAfterAppend));
         }
@@ -1121,10 +1273,15 @@ impl Replica {
     fn sync_follower_table(&mut self, now_ms: i64) {
         let local = self.local;
         let replicas = self.replicas.clone();
-        let RoleState::Leader(leader) = &mut self.role else { return };
+        let RoleState::Leader(leader) = &mut self.role else {
+            return;
+        };
         leader.followers.retain(|r, _| replicas.contains(r));
         for r in replicas.into_iter().filter(|&r| r != local) {
-            leader.followers.entry(r).or_insert_with(|| FollowerProgress::reset(now_ms, false));
+            leader
+                .followers
+                .entry(r)
+                .or_insert_with(|| FollowerProgress::reset(now_ms, false));
         }
     }
 
@@ -1133,7 +1290,9 @@ impl Replica {
         let lag_ms = self.config.replica_lag_time_max_ms;
         let leader_end = self.written_offset;
         let own = self.own_position();
-        let RoleState::Leader(leader) = &self.role else { return };
+        let RoleState::Leader(leader) = &self.role else {
+            return;
+        };
         if leader.isr.len() < self.config.min_insync_replicas {
             return;
         }
@@ -1158,9 +1317,15 @@ impl Replica {
     fn complete_high_watermark_produces(&mut self) {
         let high_watermark = self.high_watermark;
         let log_start_offset = self.log_start_offset;
-        let RoleState::Leader(leader) = &mut self.role else { return };
+        let RoleState::Leader(leader) = &mut self.role else {
+            return;
+        };
         let mut done = Vec::new();
-        while leader.awaiting_high_watermark.front().is_some_and(|p| p.end_offset <= high_watermark) {
+        while leader
+            .awaiting_high_watermark
+            .front()
+            .is_some_and(|p| p.end_offset <= high_watermark)
+        {
             done.push(leader.awaiting_high_watermark.pop_front().expect("front"));
         }
         for p in done {
@@ -1171,9 +1336,15 @@ impl Replica {
     fn complete_local_produces(&mut self) {
         let own = self.own_position();
         let log_start_offset = self.log_start_offset;
-        let RoleState::Leader(leader) = &mut self.role else { return };
+        let RoleState::Leader(leader) = &mut self.role else {
+            return;
+        };
         let mut done = Vec::new();
-        while leader.awaiting_local.front().is_some_and(|p| p.end_offset <= own) {
+        while leader
+            .awaiting_local
+            .front()
+            .is_some_and(|p| p.end_offset <= own)
+        {
             done.push(leader.awaiting_local.pop_front().expect("front"));
         }
         for p in done {
@@ -1190,8 +1361,12 @@ impl Replica {
     /// Sends the next fetch (or OffsetForLeaderEpoch) when the follower is idle: nothing
     /// outstanding, no truncation or append in flight, and (rule 3) everything durable.
     fn maybe_send_fetch(&mut self, now_ms: i64) {
-        let RoleState::Follower(follower) = &self.role else { return };
-        if follower.exchange != Exchange::Idle || follower.backoff_until_ms.is_some_and(|t| t > now_ms) {
+        let RoleState::Follower(follower) = &self.role else {
+            return;
+        };
+        if follower.exchange != Exchange::Idle
+            || follower.backoff_until_ms.is_some_and(|t| t > now_ms)
+        {
             return;
         }
         if self.truncate_in_flight.is_some() || !self.appends_in_flight.is_empty() {
@@ -1200,7 +1375,9 @@ impl Replica {
         if self.config.ack_after_fsync && self.durable_offset < self.log_end_offset {
             if self.sync_requested < self.log_end_offset {
                 self.sync_requested = self.log_end_offset;
-                self.actions.push_back(Action::Sync { through: self.log_end_offset });
+                self.actions.push_back(Action::Sync {
+                    through: self.log_end_offset,
+                });
             }
             return;
         }
@@ -1214,8 +1391,13 @@ impl Replica {
                 current_leader_epoch: self.leader_epoch,
                 leader_epoch: last_fetched_epoch,
             });
-            let RoleState::Follower(follower) = &mut self.role else { unreachable!("follower") };
-            follower.exchange = Exchange::AskingEpoch { request_id, sent_ms: now_ms };
+            let RoleState::Follower(follower) = &mut self.role else {
+                unreachable!("follower")
+            };
+            follower.exchange = Exchange::AskingEpoch {
+                request_id,
+                sent_ms: now_ms,
+            };
             return;
         }
         let fetch_id = self.next_id();
@@ -1228,10 +1410,20 @@ impl Replica {
             max_wait_ms: self.config.replica_fetch_wait_max_ms,
             max_bytes: self.config.replica_fetch_max_bytes,
         };
-        self.actions.push_back(Action::SendFetch { to: leader, fetch_id, request });
-        let RoleState::Follower(follower) = &mut self.role else { unreachable!("follower") };
+        self.actions.push_back(Action::SendFetch {
+            to: leader,
+            fetch_id,
+            request,
+        });
+        let RoleState::Follower(follower) = &mut self.role else {
+            unreachable!("follower")
+        };
         follower.epoch_checked = true;
-        follower.exchange = Exchange::Fetching { fetch_id, sent_ms: now_ms, fetch_offset: self.log_end_offset };
+        follower.exchange = Exchange::Fetching {
+            fetch_id,
+            sent_ms: now_ms,
+            fetch_offset: self.log_end_offset,
+        };
     }
 
     /// KIP-279 truncation, as Kafka's `AbstractFetcherThread.getOffsetTruncationState`: find
@@ -1249,11 +1441,16 @@ impl Replica {
         } else if local.epoch != leader_end.epoch {
             (local.end_offset.min(log_end), false)
         } else {
-            (local.end_offset.min(leader_end.end_offset).min(log_end), true)
+            (
+                local.end_offset.min(leader_end.end_offset).min(log_end),
+                true,
+            )
         };
         let to = to.max(Offset(0));
         {
-            let RoleState::Follower(follower) = &mut self.role else { unreachable!("follower") };
+            let RoleState::Follower(follower) = &mut self.role else {
+                unreachable!("follower")
+            };
             follower.epoch_checked = complete || !self.config.truncate_with_offset_for_leader_epoch;
         }
         if to >= log_end {
@@ -1267,7 +1464,11 @@ impl Replica {
         }
         if to < self.high_watermark {
             // Only an unclean election lets a leader lack data below our high watermark.
-            tracing::warn!(to = to.0, high_watermark = self.high_watermark.0, "truncating below the high watermark");
+            tracing::warn!(
+                to = to.0,
+                high_watermark = self.high_watermark.0,
+                "truncating below the high watermark"
+            );
             self.high_watermark = to;
         }
         self.log_end_offset = to;
@@ -1310,7 +1511,7 @@ impl Replica {
         fetch_offset: Offset,
         leader_epoch: LeaderEpoch,
         records: &[u8],
-    ) -> Option<(Offset, usize, Vec<(LeaderEpoch, Offset)>)> {
+    ) -> Option<FetchedPrefix> {
         let mut position = 0usize;
         let mut next = fetch_offset;
         let mut latest = self.epoch_cache.latest_epoch();
@@ -1327,7 +1528,11 @@ impl Replica {
                 Err(_) => return None,
             };
             let epoch = LeaderEpoch(header.partition_leader_epoch);
-            if Offset(header.base_offset) != next || epoch.0 < 0 || epoch > leader_epoch || epoch < latest {
+            if Offset(header.base_offset) != next
+                || epoch.0 < 0
+                || epoch > leader_epoch
+                || epoch < latest
+            {
                 return None;
             }
             if epoch > latest {
@@ -1337,12 +1542,18 @@ impl Replica {
             next = Offset(header.next_offset());
             position += header.total_len();
         }
-        Some((next, position, epochs))
+        Some(FetchedPrefix {
+            end_offset: next,
+            byte_len: position,
+            new_epochs: epochs,
+        })
     }
 
     fn update_follower_high_watermark(&mut self, now_ms: i64) {
         let own = self.own_position();
-        let RoleState::Follower(follower) = &self.role else { return };
+        let RoleState::Follower(follower) = &self.role else {
+            return;
+        };
         let candidate = follower.leader_high_watermark.min(own);
         if candidate > self.high_watermark {
             self.raise_high_watermark(now_ms, candidate);
@@ -1361,7 +1572,10 @@ impl Replica {
     }
 
     fn raise_high_watermark(&mut self, now_ms: i64, high_watermark: Offset) {
-        assert!(high_watermark > self.high_watermark, "high watermark moving back");
+        assert!(
+            high_watermark > self.high_watermark,
+            "high watermark moving back"
+        );
         self.high_watermark = high_watermark;
         if self.high_watermark_checkpoint_due_ms.is_none() {
             self.high_watermark_checkpoint_due_ms =
@@ -1370,23 +1584,35 @@ impl Replica {
     }
 
     fn emit_append(&mut self, base_offset: Offset, end_offset: Offset, records: Bytes) {
-        assert_eq!(base_offset, self.log_end_offset, "appends go at the log end");
+        assert_eq!(
+            base_offset, self.log_end_offset,
+            "appends go at the log end"
+        );
         assert!(end_offset > base_offset);
-        self.actions.push_back(Action::Append { base_offset, end_offset, records });
+        self.actions.push_back(Action::Append {
+            base_offset,
+            end_offset,
+            records,
+        });
         self.appends_in_flight.push_back(end_offset);
         self.log_end_offset = end_offset;
         if self.config.ack_after_fsync {
             self.sync_requested = end_offset;
-            self.actions.push_back(Action::Sync { through: end_offset });
+            self.actions.push_back(Action::Sync {
+                through: end_offset,
+            });
         }
     }
 
     fn persist_epoch_cache(&mut self) {
-        self.actions.push_back(Action::PersistEpochCache { cache: self.epoch_cache.clone() });
+        self.actions.push_back(Action::PersistEpochCache {
+            cache: self.epoch_cache.clone(),
+        });
     }
 
     fn reply(&mut self, request_id: RequestId, result: Result<ProduceAck, ErrorCode>) {
-        self.actions.push_back(Action::ReplyProduce { request_id, result });
+        self.actions
+            .push_back(Action::ReplyProduce { request_id, result });
     }
 
     fn next_id(&mut self) -> u64 {
@@ -1425,28 +1651,71 @@ impl Replica {
             assert!(end > previous, "appends in flight out of order: {}", ctx());
             previous = end;
         }
-        assert_eq!(previous, self.log_end_offset, "unaccounted append: {}", ctx());
+        assert_eq!(
+            previous,
+            self.log_end_offset,
+            "unaccounted append: {}",
+            ctx()
+        );
         self.epoch_cache.check_invariants();
         if let Some(latest) = self.epoch_cache.latest() {
             assert!(latest.start_offset <= self.log_end_offset, "{}", ctx());
-            assert!(latest.epoch <= self.leader_epoch || self.leader_epoch == LeaderEpoch::NONE, "{}", ctx());
+            assert!(
+                latest.epoch <= self.leader_epoch || self.leader_epoch == LeaderEpoch::NONE,
+                "{}",
+                ctx()
+            );
         }
         if let RoleState::Leader(leader) = &self.role {
-            assert!(leader.isr.contains(&self.local), "leader not in ISR {:?}: {}", leader.isr, ctx());
-            assert!(leader.isr.iter().all(|r| self.replicas.contains(r)), "{}", ctx());
+            assert!(
+                leader.isr.contains(&self.local),
+                "leader not in ISR {:?}: {}",
+                leader.isr,
+                ctx()
+            );
+            assert!(
+                leader.isr.iter().all(|r| self.replicas.contains(r)),
+                "{}",
+                ctx()
+            );
             assert_eq!(
                 self.epoch_cache.latest(),
-                Some(EpochEntry { epoch: self.leader_epoch, start_offset: leader.epoch_start_offset }),
+                Some(EpochEntry {
+                    epoch: self.leader_epoch,
+                    start_offset: leader.epoch_start_offset
+                }),
                 "leader epoch not the latest cache entry: {}",
                 ctx()
             );
-            assert!(leader.awaiting_high_watermark.iter().all(|p| p.end_offset > self.high_watermark), "{}", ctx());
-            assert!(leader.awaiting_local.iter().all(|p| p.end_offset > self.own_position()), "{}", ctx());
+            assert!(
+                leader
+                    .awaiting_high_watermark
+                    .iter()
+                    .all(|p| p.end_offset > self.high_watermark),
+                "{}",
+                ctx()
+            );
+            assert!(
+                leader
+                    .awaiting_local
+                    .iter()
+                    .all(|p| p.end_offset > self.own_position()),
+                "{}",
+                ctx()
+            );
             if leader.isr.len() < self.config.min_insync_replicas {
                 assert!(leader.awaiting_high_watermark.is_empty(), "{}", ctx());
             }
-            for p in leader.awaiting_local.iter().chain(&leader.awaiting_high_watermark) {
-                assert!(p.base_offset < p.end_offset && p.end_offset <= self.log_end_offset, "{}", ctx());
+            for p in leader
+                .awaiting_local
+                .iter()
+                .chain(&leader.awaiting_high_watermark)
+            {
+                assert!(
+                    p.base_offset < p.end_offset && p.end_offset <= self.log_end_offset,
+                    "{}",
+                    ctx()
+                );
             }
             if let Some(pending) = &leader.pending_isr {
                 assert!(pending.proposed.contains(&self.local), "{}", ctx());
@@ -1454,11 +1723,23 @@ impl Replica {
             for (id, progress) in &leader.followers {
                 assert!(*id != self.local && self.replicas.contains(id), "{}", ctx());
                 if let Some(position) = progress.position {
-                    assert!(position <= self.log_end_offset, "follower {id} ahead of the leader: {}", ctx());
+                    assert!(
+                        position <= self.log_end_offset,
+                        "follower {id} ahead of the leader: {}",
+                        ctx()
+                    );
                 }
             }
         }
     }
+}
+
+/// The valid prefix of a fetch response's records.
+struct FetchedPrefix {
+    end_offset: Offset,
+    byte_len: usize,
+    /// Each epoch new to this log, with the base offset of its first batch.
+    new_epochs: Vec<(LeaderEpoch, Offset)>,
 }
 
 impl LeaderState {
@@ -1485,19 +1766,27 @@ impl FollowerProgress {
 
     /// Kafka's `isCaughtUp`: at the leader's end, or caught up within the lag time.
     fn caught_up(&self, now_ms: i64, leader_end: Offset, lag_ms: i64) -> bool {
-        self.position == Some(leader_end) || self.last_caught_up_ms.is_some_and(|t| now_ms - t <= lag_ms)
+        self.position == Some(leader_end)
+            || self.last_caught_up_ms.is_some_and(|t| now_ms - t <= lag_ms)
     }
 }
 
 impl PendingProduce {
     fn ack(&self, log_start_offset: Offset) -> ProduceAck {
-        ProduceAck { base_offset: self.base_offset, log_append_time_ms: self.log_append_time_ms, log_start_offset }
+        ProduceAck {
+            base_offset: self.base_offset,
+            log_append_time_ms: self.log_append_time_ms,
+            log_start_offset,
+        }
     }
 }
 
 /// Checks a controller decision that names `local` as leader: the ISR is a set of assigned
 /// replicas that holds the leader.
-fn validate_leader_and_isr(local: NodeId, state: &LeaderAndIsr) -> Result<BTreeSet<NodeId>, ErrorCode> {
+fn validate_leader_and_isr(
+    local: NodeId,
+    state: &LeaderAndIsr,
+) -> Result<BTreeSet<NodeId>, ErrorCode> {
     let replicas: BTreeSet<NodeId> = state.replicas.iter().copied().collect();
     let isr: BTreeSet<NodeId> = state.isr.iter().copied().collect();
     let valid = state.leader_epoch.0 >= 0

@@ -39,7 +39,11 @@ impl Disk {
 
     fn read(&self, from: i64, to: i64) -> Bytes {
         let mut out = BytesMut::new();
-        for b in self.batches.iter().filter(|b| b.base >= from && b.end <= to) {
+        for b in self
+            .batches
+            .iter()
+            .filter(|b| b.base >= from && b.end <= to)
+        {
             out.extend_from_slice(&b.bytes);
         }
         out.freeze()
@@ -56,10 +60,23 @@ struct Node {
 
 #[derive(Debug, Clone)]
 enum Payload {
-    Fetch { fetch_id: u64, request: FetchRequest },
-    FetchResponse { fetch_id: u64, response: FetchResponse },
-    EpochQuery { request_id: u64, current: LeaderEpoch, epoch: LeaderEpoch },
-    EpochAnswer { request_id: u64, result: Result<EpochEndOffset, ErrorCode> },
+    Fetch {
+        fetch_id: u64,
+        request: FetchRequest,
+    },
+    FetchResponse {
+        fetch_id: u64,
+        response: FetchResponse,
+    },
+    EpochQuery {
+        request_id: u64,
+        current: LeaderEpoch,
+        epoch: LeaderEpoch,
+    },
+    EpochAnswer {
+        request_id: u64,
+        result: Result<EpochEndOffset, ErrorCode>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -167,7 +184,12 @@ impl Cluster {
         for &id in &replicas {
             cluster.nodes.insert(
                 id,
-                Node { replica: None, disk: Disk::default(), hold_syncs: false, held_syncs: Vec::new() },
+                Node {
+                    replica: None,
+                    disk: Disk::default(),
+                    hold_syncs: false,
+                    held_syncs: Vec::new(),
+                },
             );
             cluster.start_replica(id);
             cluster.announce_to(id);
@@ -180,7 +202,12 @@ impl Cluster {
     }
 
     fn replica_mut(&mut self, id: NodeId) -> &mut Replica {
-        self.nodes.get_mut(&id).unwrap().replica.as_mut().expect("node is up")
+        self.nodes
+            .get_mut(&id)
+            .unwrap()
+            .replica
+            .as_mut()
+            .expect("node is up")
     }
 
     fn is_up(&self, id: NodeId) -> bool {
@@ -219,14 +246,16 @@ impl Cluster {
     fn announce_to(&mut self, id: NodeId) {
         let now = self.now_ms;
         let c = &self.controller;
-        let (leader, epoch, partition_epoch, state) = (c.leader, c.leader_epoch, c.partition_epoch, c.state());
+        let (leader, epoch, partition_epoch, state) =
+            (c.leader, c.leader_epoch, c.partition_epoch, c.state());
         if !self.is_up(id) {
             return;
         }
         let result = if leader == id {
             self.replica_mut(id).become_leader(now, state)
         } else {
-            self.replica_mut(id).become_follower(now, leader, epoch, partition_epoch)
+            self.replica_mut(id)
+                .become_follower(now, leader, epoch, partition_epoch)
         };
         result.expect("controller decisions are fresh");
         self.perform(id);
@@ -235,12 +264,26 @@ impl Cluster {
     fn perform(&mut self, id: NodeId) {
         loop {
             let now = self.now_ms;
-            let Some(node) = self.nodes.get_mut(&id) else { return };
-            let Some(replica) = node.replica.as_mut() else { return };
-            let Some(action) = replica.poll_action() else { return };
+            let Some(node) = self.nodes.get_mut(&id) else {
+                return;
+            };
+            let Some(replica) = node.replica.as_mut() else {
+                return;
+            };
+            let Some(action) = replica.poll_action() else {
+                return;
+            };
             match action {
-                Action::Append { base_offset, end_offset, records } => {
-                    assert_eq!(base_offset.0, node.disk.end(), "node {id}: append not at the log end");
+                Action::Append {
+                    base_offset,
+                    end_offset,
+                    records,
+                } => {
+                    assert_eq!(
+                        base_offset.0,
+                        node.disk.end(),
+                        "node {id}: append not at the log end"
+                    );
                     let mut next = base_offset.0;
                     for (position, header) in batch::scan_headers(&records) {
                         assert_eq!(header.base_offset, next);
@@ -262,11 +305,22 @@ impl Cluster {
                     } else {
                         let through = through.0.min(node.disk.end());
                         node.disk.durable_end = node.disk.durable_end.max(through);
-                        replica.handle_completion(now, Completion::Synced { through: Offset(through) });
+                        replica.handle_completion(
+                            now,
+                            Completion::Synced {
+                                through: Offset(through),
+                            },
+                        );
                     }
                 }
                 Action::Truncate { to } => {
-                    assert!(node.disk.batches.iter().all(|b| b.end <= to.0 || b.base >= to.0), "mid-batch cut");
+                    assert!(
+                        node.disk
+                            .batches
+                            .iter()
+                            .all(|b| b.end <= to.0 || b.base >= to.0),
+                        "mid-batch cut"
+                    );
                     node.disk.batches.retain(|b| b.end <= to.0);
                     node.disk.durable_end = node.disk.durable_end.min(to.0);
                     replica.handle_completion(now, Completion::Truncated { to });
@@ -277,21 +331,39 @@ impl Cluster {
                     node.disk.durable_end = start_offset.0;
                     replica.handle_completion(now, Completion::Truncated { to: start_offset });
                 }
-                Action::PersistEpochCache { cache } => node.disk.epoch_checkpoint = Some(cache.encode()),
-                Action::PersistHighWatermark { high_watermark } => node.disk.hw_checkpoint = high_watermark.0,
-                Action::SendFetch { to, fetch_id, request } => {
-                    self.network.push_back(Message { from: id, to, payload: Payload::Fetch { fetch_id, request } })
+                Action::PersistEpochCache { cache } => {
+                    node.disk.epoch_checkpoint = Some(cache.encode())
                 }
-                Action::SendOffsetForLeaderEpoch { to, request_id, current_leader_epoch, leader_epoch } => {
-                    self.network.push_back(Message {
-                        from: id,
-                        to,
-                        payload: Payload::EpochQuery { request_id, current: current_leader_epoch, epoch: leader_epoch },
-                    })
+                Action::PersistHighWatermark { high_watermark } => {
+                    node.disk.hw_checkpoint = high_watermark.0
                 }
-                Action::SendAlterPartition { request_id, request } => {
-                    self.alter_requests.push_back((id, request_id, request))
-                }
+                Action::SendFetch {
+                    to,
+                    fetch_id,
+                    request,
+                } => self.network.push_back(Message {
+                    from: id,
+                    to,
+                    payload: Payload::Fetch { fetch_id, request },
+                }),
+                Action::SendOffsetForLeaderEpoch {
+                    to,
+                    request_id,
+                    current_leader_epoch,
+                    leader_epoch,
+                } => self.network.push_back(Message {
+                    from: id,
+                    to,
+                    payload: Payload::EpochQuery {
+                        request_id,
+                        current: current_leader_epoch,
+                        epoch: leader_epoch,
+                    },
+                }),
+                Action::SendAlterPartition {
+                    request_id,
+                    request,
+                } => self.alter_requests.push_back((id, request_id, request)),
                 Action::ReplyProduce { request_id, result } => {
                     let previous = self.replies.insert(request_id, result);
                     assert!(previous.is_none(), "produce {request_id} answered twice");
@@ -311,7 +383,12 @@ impl Cluster {
             let through = through.0.min(node.disk.end());
             node.disk.durable_end = node.disk.durable_end.max(through);
             if let Some(r) = node.replica.as_mut() {
-                r.handle_completion(now, Completion::Synced { through: Offset(through) });
+                r.handle_completion(
+                    now,
+                    Completion::Synced {
+                        through: Offset(through),
+                    },
+                );
             }
         }
         self.perform(id);
@@ -349,37 +426,71 @@ impl Cluster {
                 let empty = matches!(answer, FetchAnswer::Read { read_to, .. } if read_to == request.fetch_offset);
                 if empty && request.max_wait_ms > 0 {
                     let deadline_ms = now + i64::from(request.max_wait_ms);
-                    self.parked.push(Parked { leader: to, from, fetch_id, request, deadline_ms });
+                    self.parked.push(Parked {
+                        leader: to,
+                        from,
+                        fetch_id,
+                        request,
+                        deadline_ms,
+                    });
                 } else {
                     self.respond_fetch(to, from, fetch_id, &request, answer);
                 }
             }
             Payload::FetchResponse { fetch_id, response } => {
-                self.replica_mut(to).handle_fetch_response(now, fetch_id, response);
+                self.replica_mut(to)
+                    .handle_fetch_response(now, fetch_id, response);
                 self.perform(to);
             }
-            Payload::EpochQuery { request_id, current, epoch } => {
-                let result = self.replica(to).handle_offset_for_leader_epoch(current, epoch);
-                self.network.push_back(Message { from: to, to: from, payload: Payload::EpochAnswer { request_id, result } });
+            Payload::EpochQuery {
+                request_id,
+                current,
+                epoch,
+            } => {
+                let result = self
+                    .replica(to)
+                    .handle_offset_for_leader_epoch(current, epoch);
+                self.network.push_back(Message {
+                    from: to,
+                    to: from,
+                    payload: Payload::EpochAnswer { request_id, result },
+                });
             }
             Payload::EpochAnswer { request_id, result } => {
-                self.replica_mut(to).handle_offset_for_leader_epoch_response(now, request_id, result);
+                self.replica_mut(to)
+                    .handle_offset_for_leader_epoch_response(now, request_id, result);
                 self.perform(to);
             }
         }
     }
 
-    fn respond_fetch(&mut self, leader: NodeId, to: NodeId, fetch_id: u64, request: &FetchRequest, answer: FetchAnswer) {
+    fn respond_fetch(
+        &mut self,
+        leader: NodeId,
+        to: NodeId,
+        fetch_id: u64,
+        request: &FetchRequest,
+        answer: FetchAnswer,
+    ) {
         let disk = &self.nodes[&leader].disk;
         let response = match answer {
-            FetchAnswer::Read { read_to, high_watermark, log_start_offset, .. } => FetchResponse {
+            FetchAnswer::Read {
+                read_to,
+                high_watermark,
+                log_start_offset,
+                ..
+            } => FetchResponse {
                 error: None,
                 high_watermark,
                 log_start_offset,
                 diverging_epoch: None,
                 records: disk.read(request.fetch_offset.0, read_to.0),
             },
-            FetchAnswer::Diverging { diverging_epoch, high_watermark, log_start_offset } => FetchResponse {
+            FetchAnswer::Diverging {
+                diverging_epoch,
+                high_watermark,
+                log_start_offset,
+            } => FetchResponse {
                 error: None,
                 high_watermark,
                 log_start_offset,
@@ -394,7 +505,11 @@ impl Cluster {
                 records: Bytes::new(),
             },
         };
-        self.network.push_back(Message { from: leader, to, payload: Payload::FetchResponse { fetch_id, response } });
+        self.network.push_back(Message {
+            from: leader,
+            to,
+            payload: Payload::FetchResponse { fetch_id, response },
+        });
     }
 
     /// Re-runs parked fetches (rule 8); answers those with data, an error, or a passed deadline.
@@ -451,10 +566,16 @@ impl Cluster {
         progressed
     }
 
-    fn answer_alter(&mut self, to: NodeId, request_id: u64, result: Result<LeaderAndIsr, ErrorCode>) {
+    fn answer_alter(
+        &mut self,
+        to: NodeId,
+        request_id: u64,
+        result: Result<LeaderAndIsr, ErrorCode>,
+    ) {
         if self.is_up(to) {
             let now = self.now_ms;
-            self.replica_mut(to).handle_alter_partition_response(now, request_id, result);
+            self.replica_mut(to)
+                .handle_alter_partition_response(now, request_id, result);
             self.perform(to);
         }
     }
@@ -469,8 +590,16 @@ impl Cluster {
     /// Elects `leader` (it must be in the ISR: elections are clean), dropping down nodes from
     /// the ISR as KRaft fences them, and tells every live replica.
     fn elect(&mut self, leader: NodeId) {
-        assert!(self.controller.isr.contains(&leader), "unclean election of {leader}");
-        let down: Vec<NodeId> = self.nodes.keys().copied().filter(|&id| !self.is_up(id)).collect();
+        assert!(
+            self.controller.isr.contains(&leader),
+            "unclean election of {leader}"
+        );
+        let down: Vec<NodeId> = self
+            .nodes
+            .keys()
+            .copied()
+            .filter(|&id| !self.is_up(id))
+            .collect();
         let c = &mut self.controller;
         c.leader = leader;
         c.leader_epoch = c.leader_epoch.next();
@@ -491,7 +620,13 @@ impl Cluster {
         node.hold_syncs = false;
         node.held_syncs.clear();
         let durable = node.disk.durable_end;
-        let keep = node.disk.batches.iter().filter(|b| b.end <= durable).count() + survivors;
+        let keep = node
+            .disk
+            .batches
+            .iter()
+            .filter(|b| b.end <= durable)
+            .count()
+            + survivors;
         node.disk.batches.truncate(keep);
         self.network.retain(|m| m.from != id && m.to != id);
         self.parked.retain(|p| p.from != id && p.leader != id);
@@ -512,7 +647,8 @@ impl Cluster {
         let records = Bytes::from(encode_batch(1, batch_id, Compression::None));
         self.produced.insert(request_id, batch_id);
         let now = self.now_ms;
-        self.replica_mut(id).handle_produce(now, request_id, records, acks, 30_000);
+        self.replica_mut(id)
+            .handle_produce(now, request_id, records, acks, 30_000);
         self.perform(id);
         request_id
     }
@@ -556,7 +692,10 @@ impl Cluster {
         let target = self.now_ms + ms;
         for _ in 0..STEPS_MAX {
             self.settle();
-            let timers = self.nodes.values().filter_map(|node| node.replica.as_ref()?.poll_timeout());
+            let timers = self
+                .nodes
+                .values()
+                .filter_map(|node| node.replica.as_ref()?.poll_timeout());
             let deadlines = self.parked.iter().map(|p| p.deadline_ms);
             let next = timers.chain(deadlines).min();
             match next {
@@ -585,21 +724,39 @@ impl Cluster {
     // ---- checks ----
 
     fn log(&self, id: NodeId) -> Vec<(i64, i32, i64)> {
-        self.nodes[&id].disk.batches.iter().map(|b| (b.base, b.epoch, b.id)).collect()
+        self.nodes[&id]
+            .disk
+            .batches
+            .iter()
+            .map(|b| (b.base, b.epoch, b.id))
+            .collect()
     }
 
     fn has_record(&self, id: NodeId, request_id: RequestId, offset: Offset) -> bool {
         let batch_id = self.produced[&request_id];
-        self.nodes[&id].disk.batches.iter().any(|b| b.base == offset.0 && b.id == batch_id)
+        self.nodes[&id]
+            .disk
+            .batches
+            .iter()
+            .any(|b| b.base == offset.0 && b.id == batch_id)
     }
 
     fn holds_batch(&self, id: NodeId, request_id: RequestId) -> bool {
         let batch_id = self.produced[&request_id];
-        self.nodes[&id].disk.batches.iter().any(|b| b.id == batch_id)
+        self.nodes[&id]
+            .disk
+            .batches
+            .iter()
+            .any(|b| b.id == batch_id)
     }
 
     fn assert_converged(&self) {
-        let live: Vec<NodeId> = self.nodes.keys().copied().filter(|&id| self.is_up(id)).collect();
+        let live: Vec<NodeId> = self
+            .nodes
+            .keys()
+            .copied()
+            .filter(|&id| self.is_up(id))
+            .collect();
         let first = self.log(live[0]);
         for &id in &live[1..] {
             assert_eq!(self.log(id), first, "logs of {} and {id} differ", live[0]);
@@ -610,7 +767,10 @@ impl Cluster {
     fn assert_acked_present(&self, id: NodeId, acks_all: &[RequestId]) {
         for &request_id in acks_all {
             if let Some(offset) = self.acked(request_id) {
-                assert!(self.has_record(id, request_id, offset), "acked produce {request_id} at {offset} lost on {id}");
+                assert!(
+                    self.has_record(id, request_id, offset),
+                    "acked produce {request_id} at {offset} lost on {id}"
+                );
             }
         }
     }
@@ -633,7 +793,11 @@ fn acked_write_survives_follower_restart_with_stale_high_watermark_then_election
     c.settle();
     assert_eq!(c.acked(m2), Some(Offset(1)), "leader acknowledged m2");
     assert_eq!(c.replica(n(1)).high_watermark(), Offset(2));
-    assert_eq!(c.replica(n(2)).high_watermark(), Offset(1), "follower learns the HW one fetch late");
+    assert_eq!(
+        c.replica(n(2)).high_watermark(),
+        Offset(1),
+        "follower learns the HW one fetch late"
+    );
 
     c.crash(n(2), 0);
     c.restart(n(2));
@@ -644,7 +808,10 @@ fn acked_write_survives_follower_restart_with_stale_high_watermark_then_election
     c.advance(1_000);
     assert_eq!(c.replica(n(2)).role(), Role::Leader);
     c.assert_acked_present(n(2), &[m1, m2]);
-    assert!(c.replica(n(2)).high_watermark() >= Offset(2), "m2 is readable on the new leader");
+    assert!(
+        c.replica(n(2)).high_watermark() >= Offset(2),
+        "m2 is readable on the new leader"
+    );
 }
 
 /// KIP-101, second scenario: both replicas lose power with different unsynced tails (the
@@ -661,7 +828,10 @@ fn divergent_unsynced_tails_after_two_hard_crashes_converge() {
     c.nodes.get_mut(&n(2)).unwrap().hold_syncs = true;
     let m2 = c.produce(-1);
     c.settle();
-    assert!(c.holds_batch(n(2), m2), "follower wrote m2 without syncing it");
+    assert!(
+        c.holds_batch(n(2), m2),
+        "follower wrote m2 without syncing it"
+    );
     assert_eq!(c.acked(m2), None, "nothing acknowledges unsynced data");
 
     c.crash(n(1), 0);
@@ -670,14 +840,25 @@ fn divergent_unsynced_tails_after_two_hard_crashes_converge() {
     c.elect(n(1));
     let m3 = c.produce(1);
     c.settle();
-    assert_eq!(c.acked(m3), Some(Offset(1)), "the new epoch reuses offset 1");
+    assert_eq!(
+        c.acked(m3),
+        Some(Offset(1)),
+        "the new epoch reuses offset 1"
+    );
     c.restart(n(2));
     c.announce_to(n(2));
     c.advance(2_000);
     c.assert_converged();
-    assert!(!c.holds_batch(n(2), m2), "the follower dropped its divergent tail");
+    assert!(
+        !c.holds_batch(n(2), m2),
+        "the follower dropped its divergent tail"
+    );
     assert_eq!(c.log(n(2)), vec![(0, 0, 1_001), (1, 1, 1_003)]);
-    assert_eq!(c.replica(n(1)).isr(), vec![n(1), n(2)], "the follower rejoined the ISR");
+    assert_eq!(
+        c.replica(n(1)).isr(),
+        vec![n(1), n(2)],
+        "the follower rejoined the ISR"
+    );
 }
 
 /// KIP-279: leadership moves 1 → 2 → 1 before followers catch up, each leader writing a tail
@@ -685,7 +866,10 @@ fn divergent_unsynced_tails_after_two_hard_crashes_converge() {
 /// keep its epoch-1 batch at an offset where the leader has an epoch-0 batch; with the epoch
 /// in the answer node 2 truncates further, repeatedly if needed, and the logs converge.
 fn fast_leader_changes(truncate_with_offset_for_leader_epoch: bool) {
-    let config = ReplicaConfig { truncate_with_offset_for_leader_epoch, ..test_config(1) };
+    let config = ReplicaConfig {
+        truncate_with_offset_for_leader_epoch,
+        ..test_config(1)
+    };
     let mut c = Cluster::new(3, config);
     let m1 = c.produce(-1);
     c.advance(600);
@@ -764,11 +948,22 @@ fn zombie_leader_with_stale_epoch_cannot_commit_and_is_truncated() {
         max_bytes: 1 << 20,
     };
     let now = c.now_ms;
-    assert_eq!(c.replica_mut(n(1)).handle_fetch(now, &fetch(1, n(3))), FetchAnswer::Error(ErrorCode::UnknownLeaderEpoch));
-    assert_eq!(c.replica_mut(n(1)).handle_fetch(now, &fetch(1, NodeId::NONE)), FetchAnswer::Error(ErrorCode::UnknownLeaderEpoch));
-    assert_eq!(c.replica_mut(n(2)).handle_fetch(now, &fetch(0, n(3))), FetchAnswer::Error(ErrorCode::FencedLeaderEpoch));
     assert_eq!(
-        c.replica(n(1)).handle_offset_for_leader_epoch(LeaderEpoch(1), LeaderEpoch(0)),
+        c.replica_mut(n(1)).handle_fetch(now, &fetch(1, n(3))),
+        FetchAnswer::Error(ErrorCode::UnknownLeaderEpoch)
+    );
+    assert_eq!(
+        c.replica_mut(n(1))
+            .handle_fetch(now, &fetch(1, NodeId::NONE)),
+        FetchAnswer::Error(ErrorCode::UnknownLeaderEpoch)
+    );
+    assert_eq!(
+        c.replica_mut(n(2)).handle_fetch(now, &fetch(0, n(3))),
+        FetchAnswer::Error(ErrorCode::FencedLeaderEpoch)
+    );
+    assert_eq!(
+        c.replica(n(1))
+            .handle_offset_for_leader_epoch(LeaderEpoch(1), LeaderEpoch(0)),
         Err(ErrorCode::UnknownLeaderEpoch)
     );
 
@@ -780,7 +975,10 @@ fn zombie_leader_with_stale_epoch_cannot_commit_and_is_truncated() {
     assert_eq!(c.replica(n(1)).maximal_isr(), vec![n(1), n(2), n(3)]);
     assert_eq!(c.replies.get(&zombie_write), None);
     c.advance(20_000);
-    assert_eq!(c.replies.get(&zombie_write), Some(&Err(ErrorCode::RequestTimedOut)));
+    assert_eq!(
+        c.replies.get(&zombie_write),
+        Some(&Err(ErrorCode::RequestTimedOut))
+    );
 
     c.heal();
     c.controller.isr.push(n(1));
@@ -808,8 +1006,16 @@ fn isr_expansion_racing_with_election_counts_the_maximal_isr() {
     c.hold_alter_responses = true;
     c.cut.clear();
     c.advance(6_000); // node 3's lost fetch times out and is sent again
-    assert_eq!(c.controller.isr, vec![n(1), n(2), n(3)], "controller committed the expansion");
-    assert_eq!(c.replica(n(1)).isr(), vec![n(1), n(2)], "the leader has not heard");
+    assert_eq!(
+        c.controller.isr,
+        vec![n(1), n(2), n(3)],
+        "controller committed the expansion"
+    );
+    assert_eq!(
+        c.replica(n(1)).isr(),
+        vec![n(1), n(2)],
+        "the leader has not heard"
+    );
     assert_eq!(c.replica(n(1)).maximal_isr(), vec![n(1), n(2), n(3)]);
 
     c.cut.insert((n(1), n(3)));
@@ -818,7 +1024,11 @@ fn isr_expansion_racing_with_election_counts_the_maximal_isr() {
     // ISR still holds the HW.
     c.advance(12_000);
     assert!(c.holds_batch(n(2), m2));
-    assert_eq!(c.acked(m2), None, "m2 waits for node 3, which is in the maximal ISR");
+    assert_eq!(
+        c.acked(m2),
+        None,
+        "m2 waits for node 3, which is in the maximal ISR"
+    );
 
     c.crash(n(1), 0);
     c.elect(n(3));
@@ -827,7 +1037,10 @@ fn isr_expansion_racing_with_election_counts_the_maximal_isr() {
     c.advance(3_000);
     c.assert_acked_present(n(3), &[m1, m2]);
     c.assert_converged();
-    assert!(!c.holds_batch(n(2), m2), "the unacknowledged write was truncated, not lost after an ack");
+    assert!(
+        !c.holds_batch(n(2), m2),
+        "the unacknowledged write was truncated, not lost after an ack"
+    );
     let m3 = c.produce(-1);
     c.advance(600);
     assert_eq!(c.acked(m3), Some(Offset(1)));
@@ -850,14 +1063,32 @@ fn high_watermark_stuck_while_isr_below_min_isr() {
     c.cut.insert((n(1), n(3)));
     let waiting = c.produce(-1);
     c.advance(16_000);
-    assert_eq!(c.replica(n(1)).isr(), vec![n(1)], "lagging followers were dropped");
-    assert_eq!(c.replies.get(&waiting), Some(&Err(ErrorCode::NotEnoughReplicasAfterAppend)));
+    assert_eq!(
+        c.replica(n(1)).isr(),
+        vec![n(1)],
+        "lagging followers were dropped"
+    );
+    assert_eq!(
+        c.replies.get(&waiting),
+        Some(&Err(ErrorCode::NotEnoughReplicasAfterAppend))
+    );
     let refused = c.produce(-1);
-    assert_eq!(c.replies.get(&refused), Some(&Err(ErrorCode::NotEnoughReplicas)));
+    assert_eq!(
+        c.replies.get(&refused),
+        Some(&Err(ErrorCode::NotEnoughReplicas))
+    );
     let local = c.produce(1);
     c.advance(600);
-    assert_eq!(c.acked(local), Some(Offset(2)), "acks=1 only needs the leader");
-    assert_eq!(c.replica(n(1)).high_watermark(), hw, "HW stuck below min ISR");
+    assert_eq!(
+        c.acked(local),
+        Some(Offset(2)),
+        "acks=1 only needs the leader"
+    );
+    assert_eq!(
+        c.replica(n(1)).high_watermark(),
+        hw,
+        "HW stuck below min ISR"
+    );
 
     c.heal();
     c.advance(6_000); // fetches lost in the partition time out and are sent again
@@ -894,8 +1125,21 @@ fn lone_leader(config: ReplicaConfig) -> Replica {
 #[test]
 fn produce_stamps_offsets_and_leader_epoch_and_rejects_bad_input() {
     let mut r = lone_leader(test_config(1));
-    r.handle_produce(0, 1, Bytes::from(encode_batch(3, 0, Compression::None)), 1, 1000);
-    let Some(Action::Append { base_offset, end_offset, records }) = r.poll_action() else { panic!() };
+    r.handle_produce(
+        0,
+        1,
+        Bytes::from(encode_batch(3, 0, Compression::None)),
+        1,
+        1000,
+    );
+    let Some(Action::Append {
+        base_offset,
+        end_offset,
+        records,
+    }) = r.poll_action()
+    else {
+        panic!()
+    };
     assert_eq!((base_offset, end_offset), (Offset(0), Offset(3)));
     let header = batch::validate_batch(&records).expect("CRC still valid");
     assert_eq!(header.partition_leader_epoch, 3);
@@ -905,15 +1149,30 @@ fn produce_stamps_offsets_and_leader_epoch_and_rejects_bad_input() {
     let last = corrupt.len() - 1;
     corrupt[last] ^= 1;
     r.handle_produce(0, 2, Bytes::from(corrupt), 1, 1000);
-    r.handle_produce(0, 3, Bytes::from(encode_batch(1, 0, Compression::None)), 2, 1000);
+    r.handle_produce(
+        0,
+        3,
+        Bytes::from(encode_batch(1, 0, Compression::None)),
+        2,
+        1000,
+    );
     r.handle_produce(0, 4, Bytes::from_static(b"garbage"), -1, 1000);
     let errors: Vec<_> = std::iter::from_fn(|| r.poll_action()).collect();
     assert_eq!(
         errors,
         vec![
-            Action::ReplyProduce { request_id: 2, result: Err(ErrorCode::CorruptMessage) },
-            Action::ReplyProduce { request_id: 3, result: Err(ErrorCode::InvalidRequiredAcks) },
-            Action::ReplyProduce { request_id: 4, result: Err(ErrorCode::CorruptMessage) },
+            Action::ReplyProduce {
+                request_id: 2,
+                result: Err(ErrorCode::CorruptMessage)
+            },
+            Action::ReplyProduce {
+                request_id: 3,
+                result: Err(ErrorCode::InvalidRequiredAcks)
+            },
+            Action::ReplyProduce {
+                request_id: 4,
+                result: Err(ErrorCode::CorruptMessage)
+            },
         ]
     );
 }
@@ -921,14 +1180,46 @@ fn produce_stamps_offsets_and_leader_epoch_and_rejects_bad_input() {
 #[test]
 fn acks_one_waits_for_fsync_and_acks_all_for_the_follower() {
     let mut r = lone_leader(test_config(1));
-    r.handle_produce(0, 1, Bytes::from(encode_batch(2, 0, Compression::None)), 1, 1000);
-    r.handle_produce(0, 2, Bytes::from(encode_batch(2, 0, Compression::None)), -1, 1000);
+    r.handle_produce(
+        0,
+        1,
+        Bytes::from(encode_batch(2, 0, Compression::None)),
+        1,
+        1000,
+    );
+    r.handle_produce(
+        0,
+        2,
+        Bytes::from(encode_batch(2, 0, Compression::None)),
+        -1,
+        1000,
+    );
     while r.poll_action().is_some() {}
-    r.handle_completion(1, Completion::Appended { end_offset: Offset(2) });
-    r.handle_completion(1, Completion::Appended { end_offset: Offset(4) });
-    assert_eq!(r.poll_action(), None, "written is not enough: acks wait for fsync");
+    r.handle_completion(
+        1,
+        Completion::Appended {
+            end_offset: Offset(2),
+        },
+    );
+    r.handle_completion(
+        1,
+        Completion::Appended {
+            end_offset: Offset(4),
+        },
+    );
+    assert_eq!(
+        r.poll_action(),
+        None,
+        "written is not enough: acks wait for fsync"
+    );
     r.handle_completion(2, Completion::Synced { through: Offset(4) });
-    assert!(matches!(r.poll_action(), Some(Action::ReplyProduce { request_id: 1, result: Ok(_) })));
+    assert!(matches!(
+        r.poll_action(),
+        Some(Action::ReplyProduce {
+            request_id: 1,
+            result: Ok(_)
+        })
+    ));
     assert_eq!(r.poll_action(), None, "acks=all waits for follower 2");
     assert_eq!(r.high_watermark(), Offset(0));
     let fetch = FetchRequest {
@@ -941,13 +1232,41 @@ fn acks_one_waits_for_fsync_and_acks_all_for_the_follower() {
         max_bytes: 1 << 20,
     };
     let answer = r.handle_fetch(3, &fetch);
-    assert!(matches!(answer, FetchAnswer::Read { read_to: Offset(4), high_watermark: Offset(4), .. }), "{answer:?}");
-    assert!(matches!(r.poll_action(), Some(Action::ReplyProduce { request_id: 2, result: Ok(_) })));
+    assert!(
+        matches!(
+            answer,
+            FetchAnswer::Read {
+                read_to: Offset(4),
+                high_watermark: Offset(4),
+                ..
+            }
+        ),
+        "{answer:?}"
+    );
+    assert!(matches!(
+        r.poll_action(),
+        Some(Action::ReplyProduce {
+            request_id: 2,
+            result: Ok(_)
+        })
+    ));
     // A fetch claiming an epoch this leader never wrote gets the divergence point, and does
     // not count as a position.
-    let stale = FetchRequest { last_fetched_epoch: LeaderEpoch(2), fetch_offset: Offset(9), ..fetch };
-    assert!(matches!(r.handle_fetch(4, &stale), FetchAnswer::Diverging { .. }));
-    assert_eq!(r.handle_offset_for_leader_epoch(LeaderEpoch(3), LeaderEpoch(3)).unwrap().end_offset, Offset(4));
+    let stale = FetchRequest {
+        last_fetched_epoch: LeaderEpoch(2),
+        fetch_offset: Offset(9),
+        ..fetch
+    };
+    assert!(matches!(
+        r.handle_fetch(4, &stale),
+        FetchAnswer::Diverging { .. }
+    ));
+    assert_eq!(
+        r.handle_offset_for_leader_epoch(LeaderEpoch(3), LeaderEpoch(3))
+            .unwrap()
+            .end_offset,
+        Offset(4)
+    );
 }
 
 #[test]
@@ -960,14 +1279,20 @@ fn stale_controller_decisions_are_refused() {
         replicas: vec![n(1)],
     };
     assert_eq!(r.become_leader(0, old), Err(ErrorCode::FencedLeaderEpoch));
-    assert_eq!(r.become_follower(0, n(2), LeaderEpoch(2), PartitionEpoch(9)), Err(ErrorCode::FencedLeaderEpoch));
+    assert_eq!(
+        r.become_follower(0, n(2), LeaderEpoch(2), PartitionEpoch(9)),
+        Err(ErrorCode::FencedLeaderEpoch)
+    );
     let not_in_isr = LeaderAndIsr {
         leader_epoch: LeaderEpoch(4),
         partition_epoch: PartitionEpoch(2),
         isr: vec![n(2)],
         replicas: vec![n(1), n(2)],
     };
-    assert_eq!(r.become_leader(0, not_in_isr), Err(ErrorCode::InvalidRequest));
+    assert_eq!(
+        r.become_leader(0, not_in_isr),
+        Err(ErrorCode::InvalidRequest)
+    );
     assert_eq!(r.role(), Role::Leader);
     assert_eq!(r.leader_epoch(), LeaderEpoch(3));
 }
@@ -982,8 +1307,11 @@ fn follower_rejects_fetched_batches_that_do_not_follow_its_log() {
         high_watermark: Offset(0),
     };
     let mut r = Replica::new(n(2), test_config(1), persisted);
-    r.become_follower(0, n(1), LeaderEpoch(1), PartitionEpoch(0)).unwrap();
-    let Some(Action::SendFetch { fetch_id, .. }) = r.poll_action() else { panic!() };
+    r.become_follower(0, n(1), LeaderEpoch(1), PartitionEpoch(0))
+        .unwrap();
+    let Some(Action::SendFetch { fetch_id, .. }) = r.poll_action() else {
+        panic!()
+    };
     let mut buf = encode_batch(2, 0, Compression::None);
     let mut validated = batch::validate_records(&buf, 1 << 20).unwrap();
     batch::assign_offsets(&mut buf, &mut validated, 5, 1, None); // wrong base offset
@@ -995,23 +1323,132 @@ fn follower_rejects_fetched_batches_that_do_not_follow_its_log() {
         records: Bytes::from(records),
     };
     r.handle_fetch_response(0, fetch_id, response(buf));
-    assert_eq!(r.poll_action(), None, "not contiguous: dropped, retried after backoff");
+    assert_eq!(
+        r.poll_action(),
+        None,
+        "not contiguous: dropped, retried after backoff"
+    );
     assert_eq!(r.log_end_offset(), Offset(0));
     r.handle_timeout(200);
-    let Some(Action::SendFetch { fetch_id, .. }) = r.poll_action() else { panic!() };
+    let Some(Action::SendFetch { fetch_id, .. }) = r.poll_action() else {
+        panic!()
+    };
     let mut buf = encode_batch(2, 0, Compression::None);
     let mut validated = batch::validate_records(&buf, 1 << 20).unwrap();
     batch::assign_offsets(&mut buf, &mut validated, 0, 7, None); // epoch above the leader's
     r.handle_fetch_response(200, fetch_id, response(buf.clone()));
     assert_eq!(r.poll_action(), None);
     r.handle_timeout(400);
-    let Some(Action::SendFetch { fetch_id, .. }) = r.poll_action() else { panic!() };
+    let Some(Action::SendFetch { fetch_id, .. }) = r.poll_action() else {
+        panic!()
+    };
     batch::assign_offsets(&mut buf, &mut validated, 0, 1, None);
     let whole = buf.len();
     buf.extend_from_slice(&buf.clone()[..30]); // a trailing partial batch is left out
     r.handle_fetch_response(400, fetch_id, response(buf));
-    assert!(matches!(r.poll_action(), Some(Action::PersistEpochCache { .. })));
-    let Some(Action::Append { end_offset, records, .. }) = r.poll_action() else { panic!() };
+    assert!(matches!(
+        r.poll_action(),
+        Some(Action::PersistEpochCache { .. })
+    ));
+    let Some(Action::Append {
+        end_offset,
+        records,
+        ..
+    }) = r.poll_action()
+    else {
+        panic!()
+    };
     assert_eq!((end_offset, records.len()), (Offset(2), whole));
 }
 
+/// A leader elected at log end 10 with a lagging HW of 0 (KIP-101 / Kafka's
+/// `isFollowerInSync`): a follower at the HW but short of the epoch start must not join the
+/// ISR, or it could be elected without records the previous leader committed.
+#[test]
+fn follower_joins_isr_only_from_the_start_of_the_leader_epoch() {
+    let mut cache = EpochCache::new();
+    cache.assign(LeaderEpoch(0), Offset(0));
+    let persisted = PersistedState {
+        log_start_offset: Offset(0),
+        log_end_offset: Offset(10),
+        durable_offset: Offset(10),
+        epoch_cache: cache,
+        high_watermark: Offset(0),
+    };
+    let mut r = Replica::new(n(1), test_config(1), persisted);
+    let state = LeaderAndIsr {
+        leader_epoch: LeaderEpoch(1),
+        partition_epoch: PartitionEpoch(4),
+        isr: vec![n(1), n(3)],
+        replicas: vec![n(1), n(2), n(3)],
+    };
+    r.become_leader(0, state).unwrap();
+    let actions: Vec<_> = std::iter::from_fn(|| r.poll_action()).collect();
+    assert_eq!(actions.len(), 1, "only the epoch checkpoint: {actions:?}");
+    let fetch = |offset| FetchRequest {
+        replica_id: n(2),
+        current_leader_epoch: LeaderEpoch(1),
+        fetch_offset: Offset(offset),
+        last_fetched_epoch: LeaderEpoch(0),
+        log_start_offset: Offset(0),
+        max_wait_ms: 0,
+        max_bytes: 1 << 20,
+    };
+    assert!(matches!(
+        r.handle_fetch(1, &fetch(5)),
+        FetchAnswer::Read {
+            read_to: Offset(10),
+            ..
+        }
+    ));
+    assert_eq!(
+        r.poll_action(),
+        None,
+        "at the HW but short of the epoch start"
+    );
+    assert_eq!(
+        r.high_watermark(),
+        Offset(0),
+        "node 3's position is unknown in this epoch"
+    );
+    r.handle_fetch(2, &fetch(10));
+    let Some(Action::SendAlterPartition {
+        request_id,
+        request,
+    }) = r.poll_action()
+    else {
+        panic!()
+    };
+    assert_eq!(request.new_isr, vec![n(1), n(2), n(3)]);
+    assert_eq!(r.maximal_isr(), vec![n(1), n(2), n(3)]);
+
+    // Not attempted: back to the committed ISR, and the proposal may be made again.
+    r.handle_alter_partition_response(3, request_id, Err(ErrorCode::OperationNotAttempted));
+    assert_eq!(r.maximal_isr(), vec![n(1), n(3)]);
+    r.handle_fetch(4, &fetch(10));
+    let Some(Action::SendAlterPartition { request_id, .. }) = r.poll_action() else {
+        panic!()
+    };
+    // Retriable: sent again after the backoff.
+    r.handle_alter_partition_response(5, request_id, Err(ErrorCode::RequestTimedOut));
+    assert_eq!(r.poll_action(), None);
+    r.handle_timeout(5 + 100);
+    let Some(Action::SendAlterPartition { request_id, .. }) = r.poll_action() else {
+        panic!()
+    };
+    // Stale partition epoch: stay pending until metadata arrives; the HW keeps counting node 2.
+    r.handle_alter_partition_response(200, request_id, Err(ErrorCode::InvalidUpdateVersion));
+    r.handle_timeout(10_000);
+    assert!(!std::iter::from_fn(|| r.poll_action())
+        .any(|a| matches!(a, Action::SendAlterPartition { .. })));
+    assert_eq!(r.maximal_isr(), vec![n(1), n(2), n(3)]);
+    let committed = LeaderAndIsr {
+        leader_epoch: LeaderEpoch(1),
+        partition_epoch: PartitionEpoch(6),
+        isr: vec![n(1), n(2), n(3)],
+        replicas: vec![n(1), n(2), n(3)],
+    };
+    r.become_leader(10_001, committed).unwrap();
+    assert_eq!(r.isr(), vec![n(1), n(2), n(3)]);
+    assert_eq!(r.partition_epoch(), PartitionEpoch(6));
+}
