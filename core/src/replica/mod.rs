@@ -579,7 +579,11 @@ impl Replica {
 
     fn on_become_leader(&mut self, now_ms: i64, state: LeaderAndIsr) -> Result<(), ErrorCode> {
         let isr = validate_leader_and_isr(self.local, &state)?;
-        if state.leader_epoch < self.leader_epoch {
+        // After a restart `leader_epoch` is unknown, but the log knows which epochs wrote it:
+        // a decision older than those is stale metadata.
+        if state.leader_epoch < self.leader_epoch
+            || state.leader_epoch < self.epoch_cache.latest_epoch()
+        {
             return Err(ErrorCode::FencedLeaderEpoch);
         }
         if state.leader_epoch == self.leader_epoch {
@@ -655,7 +659,7 @@ impl Replica {
         if leader == self.local || leader.0 < 0 || leader_epoch.0 < 0 {
             return Err(ErrorCode::InvalidRequest);
         }
-        if leader_epoch < self.leader_epoch {
+        if leader_epoch < self.leader_epoch || leader_epoch < self.epoch_cache.latest_epoch() {
             return Err(ErrorCode::FencedLeaderEpoch);
         }
         if leader_epoch == self.leader_epoch {

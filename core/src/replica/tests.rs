@@ -1295,6 +1295,21 @@ fn stale_controller_decisions_are_refused() {
     );
     assert_eq!(r.role(), Role::Leader);
     assert_eq!(r.leader_epoch(), LeaderEpoch(3));
+
+    // A restarted replica knows the epochs in its log: older decisions are stale.
+    let mut cache = EpochCache::new();
+    cache.assign(LeaderEpoch(5), Offset(0));
+    let persisted = PersistedState {
+        log_start_offset: Offset(0),
+        log_end_offset: Offset(3),
+        durable_offset: Offset(3),
+        epoch_cache: cache,
+        high_watermark: Offset(0),
+    };
+    let mut restarted = Replica::new(n(1), test_config(1), persisted);
+    let result = restarted.become_follower(0, n(2), LeaderEpoch(4), PartitionEpoch(0));
+    assert_eq!(result, Err(ErrorCode::FencedLeaderEpoch));
+    assert_eq!(restarted.role(), Role::Offline);
 }
 
 #[test]
