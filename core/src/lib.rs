@@ -10,6 +10,7 @@ pub mod error;
 pub mod group;
 pub mod ids;
 pub mod log;
+pub mod replica;
 pub mod records;
 pub mod shard;
 pub mod topic;

@@ -1,0 +1,1469 @@
+//! In-memory stepper tests: several [`Replica`]s, each with a simulated disk, joined by a
+//! message queue, with virtual time. The harness is only a driver: it performs actions, models
+//! crashes (the unsynced suffix is lost, or part of it survives) and plays the controller in
+//! the simplest way. All replication logic is the `Replica` under test.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::records::Compression;
+
+use super::*;
+use crate::batch::tests::encode_batch;
+
+const STEPS_MAX: usize = 100_000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct StoredBatch {
+    base: i64,
+    end: i64,
+    epoch: i32,
+    /// The batch's base timestamp, unique per produced batch: the test's record identity.
+    id: i64,
+    bytes: Bytes,
+}
+
+#[derive(Debug, Default)]
+struct Disk {
+    log_start: i64,
+    batches: Vec<StoredBatch>,
+    durable_end: i64,
+    epoch_checkpoint: Option<Vec<u8>>,
+    hw_checkpoint: i64,
+}
+
+impl Disk {
+    fn end(&self) -> i64 {
+        self.batches.last().map_or(self.log_start, |b| b.end)
+    }
+
+    fn read(&self, from: i64, to: i64) -> Bytes {
+        let mut out = BytesMut::new();
+        for b in self
+            .batches
+            .iter()
+            .filter(|b| b.base >= from && b.end <= to)
+        {
+            out.extend_from_slice(&b.bytes);
+        }
+        out.freeze()
+    }
+}
+
+struct Node {
+    replica: Option<Replica>,
+    disk: Disk,
+    /// While set, `Sync` actions wait in `held_syncs` (data stays unsynced).
+    hold_syncs: bool,
+    held_syncs: Vec<Offset>,
+}
+
+#[derive(Debug, Clone)]
+enum Payload {
+    Fetch {
+        fetch_id: u64,
+        request: FetchRequest,
+    },
+    FetchResponse {
+        fetch_id: u64,
+        response: FetchResponse,
+    },
+    EpochQuery {
+        request_id: u64,
+        current: LeaderEpoch,
+        epoch: LeaderEpoch,
+    },
+    EpochAnswer {
+        request_id: u64,
+        result: Result<EpochEndOffset, ErrorCode>,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Message {
+    from: NodeId,
+    to: NodeId,
+    payload: Payload,
+}
+
+struct Parked {
+    leader: NodeId,
+    from: NodeId,
+    fetch_id: u64,
+    request: FetchRequest,
+    deadline_ms: i64,
+}
+
+struct Controller {
+    leader: NodeId,
+    leader_epoch: LeaderEpoch,
+    partition_epoch: PartitionEpoch,
+    isr: Vec<NodeId>,
+    replicas: Vec<NodeId>,
+}
+
+impl Controller {
+    fn state(&self) -> LeaderAndIsr {
+        LeaderAndIsr {
+            leader_epoch: self.leader_epoch,
+            partition_epoch: self.partition_epoch,
+            isr: self.isr.clone(),
+            replicas: self.replicas.clone(),
+        }
+    }
+}
+
+struct Cluster {
+    now_ms: i64,
+    config: ReplicaConfig,
+    nodes: BTreeMap<NodeId, Node>,
+    network: VecDeque<Message>,
+    parked: Vec<Parked>,
+    alter_requests: VecDeque<(NodeId, u64, AlterPartitionRequest)>,
+    /// Committed AlterPartition answers held back (the controller applied them).
+    held_alter_responses: Vec<(NodeId, u64, Result<LeaderAndIsr, ErrorCode>)>,
+    hold_alter_responses: bool,
+    controller: Controller,
+    /// Nodes that cannot reach or be reached by the given other nodes.
+    cut: BTreeSet<(NodeId, NodeId)>,
+    /// Nodes whose AlterPartition requests the controller does not receive.
+    controller_cut: BTreeSet<NodeId>,
+    replies: BTreeMap<RequestId, Result<ProduceAck, ErrorCode>>,
+    produced: BTreeMap<RequestId, i64>,
+    next_request: u64,
+}
+
+fn n(id: i32) -> NodeId {
+    NodeId(id)
+}
+
+fn test_config(min_insync_replicas: usize) -> ReplicaConfig {
+    ReplicaConfig {
+        min_insync_replicas,
+        replica_lag_time_max_ms: 10_000,
+        replica_fetch_backoff_ms: 100,
+        replica_fetch_response_timeout_ms: 5_000,
+        high_watermark_checkpoint_interval_ms: 1_000,
+        ..ReplicaConfig::default()
+    }
+}
+
+impl Cluster {
+    /// Replicas `1..=count`, node 1 leading epoch 0 with every replica in the ISR.
+    fn new(count: i32, config: ReplicaConfig) -> Cluster {
+        let replicas: Vec<NodeId> = (1..=count).map(n).collect();
+        let mut cluster = Cluster::unsettled(config, replicas.clone(), replicas);
+        cluster.settle();
+        cluster
+    }
+
+    /// The cluster before any message moved, so a test can cut links first.
+    fn unsettled(config: ReplicaConfig, replicas: Vec<NodeId>, isr: Vec<NodeId>) -> Cluster {
+        let mut cluster = Cluster {
+            now_ms: 0,
+            config,
+            nodes: BTreeMap::new(),
+            network: VecDeque::new(),
+            parked: Vec::new(),
+            alter_requests: VecDeque::new(),
+            held_alter_responses: Vec::new(),
+            hold_alter_responses: false,
+            controller: Controller {
+                leader: replicas[0],
+                leader_epoch: LeaderEpoch(0),
+                partition_epoch: PartitionEpoch(0),
+                isr,
+                replicas: replicas.clone(),
+            },
+            cut: BTreeSet::new(),
+            controller_cut: BTreeSet::new(),
+            replies: BTreeMap::new(),
+            produced: BTreeMap::new(),
+            next_request: 0,
+        };
+        for &id in &replicas {
+            cluster.nodes.insert(
+                id,
+                Node {
+                    replica: None,
+                    disk: Disk::default(),
+                    hold_syncs: false,
+                    held_syncs: Vec::new(),
+                },
+            );
+            cluster.start_replica(id);
+            cluster.announce_to(id);
+        }
+        cluster
+    }
+
+    fn replica(&self, id: NodeId) -> &Replica {
+        self.nodes[&id].replica.as_ref().expect("node is up")
+    }
+
+    fn replica_mut(&mut self, id: NodeId) -> &mut Replica {
+        self.nodes
+            .get_mut(&id)
+            .unwrap()
+            .replica
+            .as_mut()
+            .expect("node is up")
+    }
+
+    fn is_up(&self, id: NodeId) -> bool {
+        self.nodes[&id].replica.is_some()
+    }
+
+    // ---- the driver: recovery and actions ----
+
+    /// Builds the replica from the node's disk, as the io driver does after recovery.
+    fn start_replica(&mut self, id: NodeId) {
+        let config = self.config.clone();
+        let node = self.nodes.get_mut(&id).unwrap();
+        let disk = &mut node.disk;
+        let mut cache = match &disk.epoch_checkpoint {
+            Some(bytes) => EpochCache::decode(bytes).expect("checkpoint we wrote"),
+            None => EpochCache::new(),
+        };
+        cache.truncate_from_end(Offset(disk.end()));
+        // Rule 6: the recovered tail's epochs, from the checkpoint's latest entry on.
+        let from = cache.latest().map_or(disk.log_start, |e| e.start_offset.0);
+        for b in disk.batches.iter().filter(|b| b.base >= from) {
+            cache.assign(LeaderEpoch(b.epoch), Offset(b.base));
+        }
+        disk.durable_end = disk.end(); // recovery fsyncs what it keeps
+        let persisted = PersistedState {
+            log_start_offset: Offset(disk.log_start),
+            log_end_offset: Offset(disk.end()),
+            durable_offset: Offset(disk.end()),
+            epoch_cache: cache,
+            high_watermark: Offset(disk.hw_checkpoint),
+        };
+        node.replica = Some(Replica::new(id, config, persisted));
+    }
+
+    /// Tells `id` the controller's current decision.
+    fn announce_to(&mut self, id: NodeId) {
+        let now = self.now_ms;
+        let c = &self.controller;
+        let (leader, epoch, partition_epoch, state) =
+            (c.leader, c.leader_epoch, c.partition_epoch, c.state());
+        if !self.is_up(id) {
+            return;
+        }
+        let result = if leader == id {
+            self.replica_mut(id).become_leader(now, state)
+        } else {
+            self.replica_mut(id)
+                .become_follower(now, leader, epoch, partition_epoch)
+        };
+        result.expect("controller decisions are fresh");
+        self.perform(id);
+    }
+
+    fn perform(&mut self, id: NodeId) {
+        loop {
+            let now = self.now_ms;
+            let Some(node) = self.nodes.get_mut(&id) else {
+                return;
+            };
+            let Some(replica) = node.replica.as_mut() else {
+                return;
+            };
+            let Some(action) = replica.poll_action() else {
+                return;
+            };
+            match action {
+                Action::Append {
+                    base_offset,
+                    end_offset,
+                    records,
+                } => {
+                    assert_eq!(
+                        base_offset.0,
+                        node.disk.end(),
+                        "node {id}: append not at the log end"
+                    );
+                    let mut next = base_offset.0;
+                    for (position, header) in batch::scan_headers(&records) {
+                        assert_eq!(header.base_offset, next);
+                        node.disk.batches.push(StoredBatch {
+                            base: header.base_offset,
+                            end: header.next_offset(),
+                            epoch: header.partition_leader_epoch,
+                            id: header.base_timestamp,
+                            bytes: records.slice(position..position + header.total_len()),
+                        });
+                        next = header.next_offset();
+                    }
+                    assert_eq!(next, end_offset.0);
+                    replica.handle_completion(now, Completion::Appended { end_offset });
+                }
+                Action::Sync { through } => {
+                    if node.hold_syncs {
+                        node.held_syncs.push(through);
+                    } else {
+                        let through = through.0.min(node.disk.end());
+                        node.disk.durable_end = node.disk.durable_end.max(through);
+                        replica.handle_completion(
+                            now,
+                            Completion::Synced {
+                                through: Offset(through),
+                            },
+                        );
+                    }
+                }
+                Action::Truncate { to } => {
+                    assert!(
+                        node.disk
+                            .batches
+                            .iter()
+                            .all(|b| b.end <= to.0 || b.base >= to.0),
+                        "mid-batch cut"
+                    );
+                    node.disk.batches.retain(|b| b.end <= to.0);
+                    node.disk.durable_end = node.disk.durable_end.min(to.0);
+                    replica.handle_completion(now, Completion::Truncated { to });
+                }
+                Action::ResetLog { start_offset } => {
+                    node.disk.batches.clear();
+                    node.disk.log_start = start_offset.0;
+                    node.disk.durable_end = start_offset.0;
+                    replica.handle_completion(now, Completion::Truncated { to: start_offset });
+                }
+                Action::PersistEpochCache { cache } => {
+                    node.disk.epoch_checkpoint = Some(cache.encode())
+                }
+                Action::PersistHighWatermark { high_watermark } => {
+                    node.disk.hw_checkpoint = high_watermark.0
+                }
+                Action::SendFetch {
+                    to,
+                    fetch_id,
+                    request,
+                } => self.network.push_back(Message {
+                    from: id,
+                    to,
+                    payload: Payload::Fetch { fetch_id, request },
+                }),
+                Action::SendOffsetForLeaderEpoch {
+                    to,
+                    request_id,
+                    current_leader_epoch,
+                    leader_epoch,
+                } => self.network.push_back(Message {
+                    from: id,
+                    to,
+                    payload: Payload::EpochQuery {
+                        request_id,
+                        current: current_leader_epoch,
+                        epoch: leader_epoch,
+                    },
+                }),
+                Action::SendAlterPartition {
+                    request_id,
+                    request,
+                } => self.alter_requests.push_back((id, request_id, request)),
+                Action::ReplyProduce { request_id, result } => {
+                    let previous = self.replies.insert(request_id, result);
+                    assert!(previous.is_none(), "produce {request_id} answered twice");
+                }
+            }
+        }
+    }
+
+    #[allow(dead_code)]
+    fn release_syncs(&mut self, id: NodeId) {
+        let node = self.nodes.get_mut(&id).unwrap();
+        node.hold_syncs = false;
+        let held = std::mem::take(&mut node.held_syncs);
+        for through in held {
+            let now = self.now_ms;
+            let node = self.nodes.get_mut(&id).unwrap();
+            let through = through.0.min(node.disk.end());
+            node.disk.durable_end = node.disk.durable_end.max(through);
+            if let Some(r) = node.replica.as_mut() {
+                r.handle_completion(
+                    now,
+                    Completion::Synced {
+                        through: Offset(through),
+                    },
+                );
+            }
+        }
+        self.perform(id);
+    }
+
+    // ---- network ----
+
+    fn linked(&self, a: NodeId, b: NodeId) -> bool {
+        !self.cut.contains(&(a, b)) && !self.cut.contains(&(b, a))
+    }
+
+    fn isolate(&mut self, id: NodeId) {
+        for &other in self.nodes.keys() {
+            if other != id {
+                self.cut.insert((id, other));
+            }
+        }
+    }
+
+    fn heal(&mut self) {
+        self.cut.clear();
+        self.controller_cut.clear();
+    }
+
+    fn deliver(&mut self, message: Message) {
+        let now = self.now_ms;
+        let Message { from, to, payload } = message;
+        if !self.linked(from, to) || !self.is_up(to) {
+            return;
+        }
+        match payload {
+            Payload::Fetch { fetch_id, request } => {
+                let answer = self.replica_mut(to).handle_fetch(now, &request);
+                self.perform(to);
+                let empty = matches!(answer, FetchAnswer::Read { read_to, .. } if read_to == request.fetch_offset);
+                if empty && request.max_wait_ms > 0 {
+                    let deadline_ms = now + i64::from(request.max_wait_ms);
+                    self.parked.push(Parked {
+                        leader: to,
+                        from,
+                        fetch_id,
+                        request,
+                        deadline_ms,
+                    });
+                } else {
+                    self.respond_fetch(to, from, fetch_id, &request, answer);
+                }
+            }
+            Payload::FetchResponse { fetch_id, response } => {
+                self.replica_mut(to)
+                    .handle_fetch_response(now, fetch_id, response);
+                self.perform(to);
+            }
+            Payload::EpochQuery {
+                request_id,
+                current,
+                epoch,
+            } => {
+                let result = self
+                    .replica(to)
+                    .handle_offset_for_leader_epoch(current, epoch);
+                self.network.push_back(Message {
+                    from: to,
+                    to: from,
+                    payload: Payload::EpochAnswer { request_id, result },
+                });
+            }
+            Payload::EpochAnswer { request_id, result } => {
+                self.replica_mut(to)
+                    .handle_offset_for_leader_epoch_response(now, request_id, result);
+                self.perform(to);
+            }
+        }
+    }
+
+    fn respond_fetch(
+        &mut self,
+        leader: NodeId,
+        to: NodeId,
+        fetch_id: u64,
+        request: &FetchRequest,
+        answer: FetchAnswer,
+    ) {
+        let disk = &self.nodes[&leader].disk;
+        let response = match answer {
+            FetchAnswer::Read {
+                read_to,
+                high_watermark,
+                log_start_offset,
+                ..
+            } => FetchResponse {
+                error: None,
+                high_watermark,
+                log_start_offset,
+                diverging_epoch: None,
+                records: disk.read(request.fetch_offset.0, read_to.0),
+            },
+            FetchAnswer::Diverging {
+                diverging_epoch,
+                high_watermark,
+                log_start_offset,
+            } => FetchResponse {
+                error: None,
+                high_watermark,
+                log_start_offset,
+                diverging_epoch: Some(diverging_epoch),
+                records: Bytes::new(),
+            },
+            FetchAnswer::Error(error) => FetchResponse {
+                error: Some(error),
+                high_watermark: Offset(-1),
+                log_start_offset: Offset(disk.log_start),
+                diverging_epoch: None,
+                records: Bytes::new(),
+            },
+        };
+        self.network.push_back(Message {
+            from: leader,
+            to,
+            payload: Payload::FetchResponse { fetch_id, response },
+        });
+    }
+
+    /// Re-runs parked fetches (rule 8); answers those with data, an error, or a passed deadline.
+    fn poll_parked(&mut self) -> bool {
+        let mut progressed = false;
+        let parked = std::mem::take(&mut self.parked);
+        for p in parked {
+            if !self.is_up(p.leader) || !self.linked(p.leader, p.from) {
+                progressed = true;
+                continue;
+            }
+            let now = self.now_ms;
+            let answer = self.replica_mut(p.leader).handle_fetch(now, &p.request);
+            self.perform(p.leader);
+            let empty = matches!(answer, FetchAnswer::Read { read_to, .. } if read_to == p.request.fetch_offset);
+            if empty && p.deadline_ms > now {
+                self.parked.push(p);
+            } else {
+                self.respond_fetch(p.leader, p.from, p.fetch_id, &p.request, answer);
+                progressed = true;
+            }
+        }
+        progressed
+    }
+
+    // ---- controller ----
+
+    fn handle_alter_requests(&mut self) -> bool {
+        let mut progressed = false;
+        let mut kept = VecDeque::new();
+        while let Some((from, request_id, request)) = self.alter_requests.pop_front() {
+            if self.controller_cut.contains(&from) {
+                kept.push_back((from, request_id, request));
+                continue;
+            }
+            progressed = true;
+            let c = &mut self.controller;
+            let result = if request.leader_epoch != c.leader_epoch || from != c.leader {
+                Err(ErrorCode::FencedLeaderEpoch)
+            } else if request.partition_epoch != c.partition_epoch {
+                Err(ErrorCode::InvalidUpdateVersion)
+            } else {
+                c.isr = request.new_isr.clone();
+                c.partition_epoch = PartitionEpoch(c.partition_epoch.0 + 1);
+                Ok(c.state())
+            };
+            if self.hold_alter_responses && result.is_ok() {
+                self.held_alter_responses.push((from, request_id, result));
+            } else {
+                self.answer_alter(from, request_id, result);
+            }
+        }
+        self.alter_requests = kept;
+        progressed
+    }
+
+    fn answer_alter(
+        &mut self,
+        to: NodeId,
+        request_id: u64,
+        result: Result<LeaderAndIsr, ErrorCode>,
+    ) {
+        if self.is_up(to) {
+            let now = self.now_ms;
+            self.replica_mut(to)
+                .handle_alter_partition_response(now, request_id, result);
+            self.perform(to);
+        }
+    }
+
+    fn release_alter_responses(&mut self) {
+        self.hold_alter_responses = false;
+        for (to, request_id, result) in std::mem::take(&mut self.held_alter_responses) {
+            self.answer_alter(to, request_id, result);
+        }
+    }
+
+    /// Elects `leader` (it must be in the ISR: elections are clean), dropping down nodes from
+    /// the ISR as KRaft fences them, and tells every live replica.
+    fn elect(&mut self, leader: NodeId) {
+        assert!(
+            self.controller.isr.contains(&leader),
+            "unclean election of {leader}"
+        );
+        let down: Vec<NodeId> = self
+            .nodes
+            .keys()
+            .copied()
+            .filter(|&id| !self.is_up(id))
+            .collect();
+        let c = &mut self.controller;
+        c.leader = leader;
+        c.leader_epoch = c.leader_epoch.next();
+        c.partition_epoch = PartitionEpoch(c.partition_epoch.0 + 1);
+        c.isr.retain(|r| !down.contains(r) || *r == leader);
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.announce_to(id);
+        }
+    }
+
+    // ---- faults ----
+
+    /// Power loss: the unsynced suffix is lost except its first `survivors` batches.
+    fn crash(&mut self, id: NodeId, survivors: usize) {
+        let node = self.nodes.get_mut(&id).unwrap();
+        node.replica = None;
+        node.hold_syncs = false;
+        node.held_syncs.clear();
+        let durable = node.disk.durable_end;
+        let keep = node
+            .disk
+            .batches
+            .iter()
+            .filter(|b| b.end <= durable)
+            .count()
+            + survivors;
+        node.disk.batches.truncate(keep);
+        self.network.retain(|m| m.from != id && m.to != id);
+        self.parked.retain(|p| p.from != id && p.leader != id);
+        self.alter_requests.retain(|(from, ..)| *from != id);
+    }
+
+    fn restart(&mut self, id: NodeId) {
+        assert!(!self.is_up(id));
+        self.start_replica(id);
+    }
+
+    // ---- clients ----
+
+    fn produce_to(&mut self, id: NodeId, acks: i16) -> RequestId {
+        self.next_request += 1;
+        let request_id = self.next_request;
+        let batch_id = 1_000 + request_id as i64;
+        let records = Bytes::from(encode_batch(1, batch_id, Compression::None));
+        self.produced.insert(request_id, batch_id);
+        let now = self.now_ms;
+        self.replica_mut(id)
+            .handle_produce(now, request_id, records, acks, 30_000);
+        self.perform(id);
+        request_id
+    }
+
+    fn produce(&mut self, acks: i16) -> RequestId {
+        let leader = self.controller.leader;
+        self.produce_to(leader, acks)
+    }
+
+    fn acked(&self, request_id: RequestId) -> Option<Offset> {
+        match self.replies.get(&request_id) {
+            Some(Ok(ack)) => Some(ack.base_offset),
+            _ => None,
+        }
+    }
+
+    // ---- stepping ----
+
+    /// Delivers everything that can move without time passing.
+    fn settle(&mut self) {
+        for _ in 0..STEPS_MAX {
+            let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+            for &id in &ids {
+                self.perform(id);
+            }
+            let mut progressed = self.handle_alter_requests();
+            progressed |= self.poll_parked();
+            while let Some(message) = self.network.pop_front() {
+                progressed = true;
+                self.deliver(message);
+            }
+            if !progressed {
+                return;
+            }
+        }
+        panic!("cluster did not settle");
+    }
+
+    /// Lets `ms` of virtual time pass, firing timers and long-poll deadlines on the way.
+    fn advance(&mut self, ms: i64) {
+        let target = self.now_ms + ms;
+        for _ in 0..STEPS_MAX {
+            self.settle();
+            let timers = self
+                .nodes
+                .values()
+                .filter_map(|node| node.replica.as_ref()?.poll_timeout());
+            let deadlines = self.parked.iter().map(|p| p.deadline_ms);
+            let next = timers.chain(deadlines).min();
+            match next {
+                Some(next) if next <= target => {
+                    self.now_ms = self.now_ms.max(next);
+                    let now = self.now_ms;
+                    let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+                    for id in ids {
+                        if let Some(r) = self.nodes.get_mut(&id).unwrap().replica.as_mut() {
+                            if r.poll_timeout().is_some_and(|t| t <= now) {
+                                r.handle_timeout(now);
+                            }
+                        }
+                    }
+                }
+                _ => {
+                    self.now_ms = target;
+                    self.settle();
+                    return;
+                }
+            }
+        }
+        panic!("time did not advance");
+    }
+
+    // ---- checks ----
+
+    fn log(&self, id: NodeId) -> Vec<(i64, i32, i64)> {
+        self.nodes[&id]
+            .disk
+            .batches
+            .iter()
+            .map(|b| (b.base, b.epoch, b.id))
+            .collect()
+    }
+
+    fn has_record(&self, id: NodeId, request_id: RequestId, offset: Offset) -> bool {
+        let batch_id = self.produced[&request_id];
+        self.nodes[&id]
+            .disk
+            .batches
+            .iter()
+            .any(|b| b.base == offset.0 && b.id == batch_id)
+    }
+
+    fn holds_batch(&self, id: NodeId, request_id: RequestId) -> bool {
+        let batch_id = self.produced[&request_id];
+        self.nodes[&id]
+            .disk
+            .batches
+            .iter()
+            .any(|b| b.id == batch_id)
+    }
+
+    fn assert_converged(&self) {
+        let live: Vec<NodeId> = self
+            .nodes
+            .keys()
+            .copied()
+            .filter(|&id| self.is_up(id))
+            .collect();
+        let first = self.log(live[0]);
+        for &id in &live[1..] {
+            assert_eq!(self.log(id), first, "logs of {} and {id} differ", live[0]);
+        }
+    }
+
+    /// Every acknowledged acks=all write is in `id`'s log at its offset.
+    fn assert_acked_present(&self, id: NodeId, acks_all: &[RequestId]) {
+        for &request_id in acks_all {
+            if let Some(offset) = self.acked(request_id) {
+                assert!(
+                    self.has_record(id, request_id, offset),
+                    "acked produce {request_id} at {offset} lost on {id}"
+                );
+            }
+        }
+    }
+}
+
+// ---- scenarios ----
+
+/// KIP-101, first scenario: a follower learns the leader's high watermark one fetch late. If it
+/// truncated to its own (stale) high watermark on restart, it would drop a write the leader had
+/// acknowledged, and lose it for good when elected. The follower must keep its log and only
+/// truncate where a leader says the logs diverge.
+#[test]
+fn acked_write_survives_follower_restart_with_stale_high_watermark_then_election() {
+    let mut c = Cluster::new(2, test_config(1));
+    let m1 = c.produce(-1);
+    c.settle();
+    c.advance(600);
+    assert_eq!(c.acked(m1), Some(Offset(0)));
+    let m2 = c.produce(-1);
+    c.settle();
+    assert_eq!(c.acked(m2), Some(Offset(1)), "leader acknowledged m2");
+    assert_eq!(c.replica(n(1)).high_watermark(), Offset(2));
+    assert_eq!(
+        c.replica(n(2)).high_watermark(),
+        Offset(1),
+        "follower learns the HW one fetch late"
+    );
+
+    c.crash(n(2), 0);
+    c.restart(n(2));
+    c.announce_to(n(2));
+    assert_eq!(c.log(n(2)).len(), 2, "a restarted follower keeps its log");
+    c.crash(n(1), 0);
+    c.elect(n(2));
+    c.advance(1_000);
+    assert_eq!(c.replica(n(2)).role(), Role::Leader);
+    c.assert_acked_present(n(2), &[m1, m2]);
+    assert!(
+        c.replica(n(2)).high_watermark() >= Offset(2),
+        "m2 is readable on the new leader"
+    );
+}
+
+/// KIP-101, second scenario: both replicas lose power with different unsynced tails (the
+/// follower's OS happened to flush the batch the leader lost). Truncating to the high
+/// watermark cannot repair that; truncating by leader epoch does, and the logs converge.
+#[test]
+fn divergent_unsynced_tails_after_two_hard_crashes_converge() {
+    let mut c = Cluster::new(2, test_config(1));
+    let m1 = c.produce(-1);
+    c.advance(600);
+    assert_eq!(c.acked(m1), Some(Offset(0)));
+
+    c.nodes.get_mut(&n(1)).unwrap().hold_syncs = true;
+    c.nodes.get_mut(&n(2)).unwrap().hold_syncs = true;
+    let m2 = c.produce(-1);
+    c.settle();
+    assert!(
+        c.holds_batch(n(2), m2),
+        "follower wrote m2 without syncing it"
+    );
+    assert_eq!(c.acked(m2), None, "nothing acknowledges unsynced data");
+
+    c.crash(n(1), 0);
+    c.crash(n(2), 1);
+    c.restart(n(1));
+    c.elect(n(1));
+    let m3 = c.produce(1);
+    c.settle();
+    assert_eq!(
+        c.acked(m3),
+        Some(Offset(1)),
+        "the new epoch reuses offset 1"
+    );
+    c.restart(n(2));
+    c.announce_to(n(2));
+    c.advance(2_000);
+    c.assert_converged();
+    assert!(
+        !c.holds_batch(n(2), m2),
+        "the follower dropped its divergent tail"
+    );
+    assert_eq!(c.log(n(2)), vec![(0, 0, 1_001), (1, 1, 1_003)]);
+    assert_eq!(
+        c.replica(n(1)).isr(),
+        vec![n(1), n(2)],
+        "the follower rejoined the ISR"
+    );
+}
+
+/// KIP-279: leadership moves 1 → 2 → 1 before followers catch up, each leader writing a tail
+/// the other lacks. Answering OffsetForLeaderEpoch with an end offset alone would let node 2
+/// keep its epoch-1 batch at an offset where the leader has an epoch-0 batch; with the epoch
+/// in the answer node 2 truncates further, repeatedly if needed, and the logs converge.
+fn fast_leader_changes(truncate_with_offset_for_leader_epoch: bool) {
+    let config = ReplicaConfig {
+        truncate_with_offset_for_leader_epoch,
+        ..test_config(1)
+    };
+    let mut c = Cluster::new(3, config);
+    let m1 = c.produce(-1);
+    c.advance(600);
+    assert_eq!(c.acked(m1), Some(Offset(0)));
+
+    c.isolate(n(1));
+    let m2 = c.produce_to(n(1), 1);
+    c.settle();
+    assert_eq!(c.acked(m2), Some(Offset(1)));
+    c.elect(n(2));
+    c.isolate(n(2));
+    let m3 = c.produce_to(n(2), 1);
+    c.settle();
+    assert_eq!(c.acked(m3), Some(Offset(1)));
+    // Node 3 hears of epoch 1 and epoch 2 back to back, before fetching from either leader.
+    c.elect(n(1));
+    c.heal();
+    c.advance(3_000);
+    c.assert_converged();
+    assert_eq!(c.log(n(2)), vec![(0, 0, 1_001), (1, 0, 1_002)]);
+    let m4 = c.produce(-1);
+    c.advance(1_000);
+    assert_eq!(c.acked(m4), Some(Offset(2)));
+    c.assert_converged();
+    assert_eq!(
+        c.replica(n(2)).epoch_cache().entries(),
+        c.replica(n(1)).epoch_cache().entries(),
+        "follower epoch caches match the leader's"
+    );
+}
+
+#[test]
+fn follower_truncates_by_diverging_epoch_after_fast_leader_changes() {
+    fast_leader_changes(false);
+}
+
+#[test]
+fn follower_truncates_by_offset_for_leader_epoch_after_fast_leader_changes() {
+    fast_leader_changes(true);
+}
+
+/// KIP-320: a partitioned leader that missed its demotion keeps accepting writes under a stale
+/// epoch. It must not commit them: followers on the new epoch are fenced from it, its ISR
+/// shrink is refused by the controller, so its HW is stuck; once it learns the new epoch it
+/// truncates the zombie writes away.
+#[test]
+fn zombie_leader_with_stale_epoch_cannot_commit_and_is_truncated() {
+    let mut c = Cluster::new(3, test_config(2));
+    let m1 = c.produce(-1);
+    c.advance(600);
+    assert_eq!(c.acked(m1), Some(Offset(0)));
+
+    c.isolate(n(1));
+    c.controller_cut.insert(n(1));
+    // The controller elects 2 and fences 1 out of the ISR; 1 never hears of it.
+    c.controller.isr.retain(|&r| r != n(1));
+    c.controller.leader = n(2);
+    c.controller.leader_epoch = LeaderEpoch(1);
+    c.controller.partition_epoch = PartitionEpoch(5);
+    c.announce_to(n(2));
+    c.announce_to(n(3));
+    let zombie_write = c.produce_to(n(1), -1);
+    let fresh_write = c.produce(-1);
+    c.advance(600);
+    assert_eq!(c.acked(fresh_write), Some(Offset(1)));
+    assert_eq!(c.acked(zombie_write), None);
+
+    // Followers and clients on the new epoch are refused by the zombie and do not count.
+    let fetch = |epoch, replica_id| FetchRequest {
+        replica_id,
+        current_leader_epoch: LeaderEpoch(epoch),
+        fetch_offset: Offset(2),
+        last_fetched_epoch: LeaderEpoch(1),
+        log_start_offset: Offset(0),
+        max_wait_ms: 0,
+        max_bytes: 1 << 20,
+    };
+    let now = c.now_ms;
+    assert_eq!(
+        c.replica_mut(n(1)).handle_fetch(now, &fetch(1, n(3))),
+        FetchAnswer::Error(ErrorCode::UnknownLeaderEpoch)
+    );
+    assert_eq!(
+        c.replica_mut(n(1))
+            .handle_fetch(now, &fetch(1, NodeId::NONE)),
+        FetchAnswer::Error(ErrorCode::UnknownLeaderEpoch)
+    );
+    assert_eq!(
+        c.replica_mut(n(2)).handle_fetch(now, &fetch(0, n(3))),
+        FetchAnswer::Error(ErrorCode::FencedLeaderEpoch)
+    );
+    assert_eq!(
+        c.replica(n(1))
+            .handle_offset_for_leader_epoch(LeaderEpoch(1), LeaderEpoch(0)),
+        Err(ErrorCode::UnknownLeaderEpoch)
+    );
+
+    // The zombie's ISR shrink reaches the controller and is refused; its HW stays put.
+    c.controller_cut.clear();
+    c.advance(15_000);
+    assert_eq!(c.replica(n(1)).role(), Role::Leader, "still a zombie");
+    assert_eq!(c.replica(n(1)).high_watermark(), Offset(1));
+    assert_eq!(c.replica(n(1)).maximal_isr(), vec![n(1), n(2), n(3)]);
+    assert_eq!(c.replies.get(&zombie_write), None);
+    c.advance(20_000);
+    assert_eq!(
+        c.replies.get(&zombie_write),
+        Some(&Err(ErrorCode::RequestTimedOut))
+    );
+
+    c.heal();
+    c.controller.isr.push(n(1));
+    c.announce_to(n(1));
+    c.advance(3_000);
+    c.assert_converged();
+    assert!(!c.holds_batch(n(1), zombie_write), "zombie write truncated");
+    c.assert_acked_present(n(1), &[m1, fresh_write]);
+}
+
+/// KIP-497's maximal ISR: the controller has committed node 3 into the ISR but the leader has
+/// not heard yet. If the HW were computed over the old ISR, a write could be acknowledged
+/// without node 3, and lost when node 3 — legitimately in the ISR — is elected. The leader
+/// counts pending additions, so the write waits for node 3.
+#[test]
+fn isr_expansion_racing_with_election_counts_the_maximal_isr() {
+    let mut c = Cluster::unsettled(test_config(2), vec![n(1), n(2), n(3)], vec![n(1), n(2)]);
+    c.cut.insert((n(1), n(3)));
+    let m1 = c.produce(-1);
+    c.advance(600);
+    assert_eq!(c.acked(m1), Some(Offset(0)));
+    assert_eq!(c.replica(n(1)).isr(), vec![n(1), n(2)]);
+
+    // Node 3 catches up; the controller commits the expansion; the answer is slow.
+    c.hold_alter_responses = true;
+    c.cut.clear();
+    c.advance(6_000); // node 3's lost fetch times out and is sent again
+    assert_eq!(
+        c.controller.isr,
+        vec![n(1), n(2), n(3)],
+        "controller committed the expansion"
+    );
+    assert_eq!(
+        c.replica(n(1)).isr(),
+        vec![n(1), n(2)],
+        "the leader has not heard"
+    );
+    assert_eq!(c.replica(n(1)).maximal_isr(), vec![n(1), n(2), n(3)]);
+
+    c.cut.insert((n(1), n(3)));
+    let m2 = c.produce(-1);
+    // Past the lag time node 3 no longer counts as caught up; only its place in the maximal
+    // ISR still holds the HW.
+    c.advance(12_000);
+    assert!(c.holds_batch(n(2), m2));
+    assert_eq!(
+        c.acked(m2),
+        None,
+        "m2 waits for node 3, which is in the maximal ISR"
+    );
+
+    c.crash(n(1), 0);
+    c.elect(n(3));
+    c.cut.clear();
+    c.release_alter_responses();
+    c.advance(3_000);
+    c.assert_acked_present(n(3), &[m1, m2]);
+    c.assert_converged();
+    assert!(
+        !c.holds_batch(n(2), m2),
+        "the unacknowledged write was truncated, not lost after an ack"
+    );
+    let m3 = c.produce(-1);
+    c.advance(600);
+    assert_eq!(c.acked(m3), Some(Offset(1)));
+}
+
+/// `min.insync.replicas` (and KIP-966's rule): with the ISR below the minimum, acks=all is
+/// refused up front, waiting acks=all writes fail with NOT_ENOUGH_REPLICAS_AFTER_APPEND, and
+/// the HW does not move even for data the whole (too small) ISR has. It moves again, and
+/// never backwards, once followers rejoin.
+#[test]
+fn high_watermark_stuck_while_isr_below_min_isr() {
+    let mut c = Cluster::new(3, test_config(2));
+    let m1 = c.produce(-1);
+    c.advance(600);
+    assert_eq!(c.acked(m1), Some(Offset(0)));
+    let hw = c.replica(n(1)).high_watermark();
+    assert_eq!(hw, Offset(1));
+
+    c.cut.insert((n(1), n(2)));
+    c.cut.insert((n(1), n(3)));
+    let waiting = c.produce(-1);
+    c.advance(16_000);
+    assert_eq!(
+        c.replica(n(1)).isr(),
+        vec![n(1)],
+        "lagging followers were dropped"
+    );
+    assert_eq!(
+        c.replies.get(&waiting),
+        Some(&Err(ErrorCode::NotEnoughReplicasAfterAppend))
+    );
+    let refused = c.produce(-1);
+    assert_eq!(
+        c.replies.get(&refused),
+        Some(&Err(ErrorCode::NotEnoughReplicas))
+    );
+    let local = c.produce(1);
+    c.advance(600);
+    assert_eq!(
+        c.acked(local),
+        Some(Offset(2)),
+        "acks=1 only needs the leader"
+    );
+    assert_eq!(
+        c.replica(n(1)).high_watermark(),
+        hw,
+        "HW stuck below min ISR"
+    );
+
+    c.heal();
+    c.advance(6_000); // fetches lost in the partition time out and are sent again
+    assert_eq!(c.replica(n(1)).isr(), vec![n(1), n(2), n(3)]);
+    assert_eq!(c.replica(n(1)).high_watermark(), Offset(3));
+    let after = c.produce(-1);
+    c.advance(600);
+    assert_eq!(c.acked(after), Some(Offset(3)));
+    c.assert_converged();
+}
+
+// ---- smaller unit checks ----
+
+fn lone_leader(config: ReplicaConfig) -> Replica {
+    let persisted = PersistedState {
+        log_start_offset: Offset(0),
+        log_end_offset: Offset(0),
+        durable_offset: Offset(0),
+        epoch_cache: EpochCache::new(),
+        high_watermark: Offset(0),
+    };
+    let mut r = Replica::new(n(1), config, persisted);
+    let state = LeaderAndIsr {
+        leader_epoch: LeaderEpoch(3),
+        partition_epoch: PartitionEpoch(1),
+        isr: vec![n(1), n(2)],
+        replicas: vec![n(1), n(2)],
+    };
+    r.become_leader(0, state).unwrap();
+    while r.poll_action().is_some() {}
+    r
+}
+
+#[test]
+fn produce_stamps_offsets_and_leader_epoch_and_rejects_bad_input() {
+    let mut r = lone_leader(test_config(1));
+    r.handle_produce(
+        0,
+        1,
+        Bytes::from(encode_batch(3, 0, Compression::None)),
+        1,
+        1000,
+    );
+    let Some(Action::Append {
+        base_offset,
+        end_offset,
+        records,
+    }) = r.poll_action()
+    else {
+        panic!()
+    };
+    assert_eq!((base_offset, end_offset), (Offset(0), Offset(3)));
+    let header = batch::validate_batch(&records).expect("CRC still valid");
+    assert_eq!(header.partition_leader_epoch, 3);
+    assert_eq!(r.poll_action(), Some(Action::Sync { through: Offset(3) }));
+
+    let mut corrupt = encode_batch(1, 0, Compression::None);
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 1;
+    r.handle_produce(0, 2, Bytes::from(corrupt), 1, 1000);
+    r.handle_produce(
+        0,
+        3,
+        Bytes::from(encode_batch(1, 0, Compression::None)),
+        2,
+        1000,
+    );
+    r.handle_produce(0, 4, Bytes::from_static(b"garbage"), -1, 1000);
+    let errors: Vec<_> = std::iter::from_fn(|| r.poll_action()).collect();
+    assert_eq!(
+        errors,
+        vec![
+            Action::ReplyProduce {
+                request_id: 2,
+                result: Err(ErrorCode::CorruptMessage)
+            },
+            Action::ReplyProduce {
+                request_id: 3,
+                result: Err(ErrorCode::InvalidRequiredAcks)
+            },
+            Action::ReplyProduce {
+                request_id: 4,
+                result: Err(ErrorCode::CorruptMessage)
+            },
+        ]
+    );
+}
+
+#[test]
+fn acks_one_waits_for_fsync_and_acks_all_for_the_follower() {
+    let mut r = lone_leader(test_config(1));
+    r.handle_produce(
+        0,
+        1,
+        Bytes::from(encode_batch(2, 0, Compression::None)),
+        1,
+        1000,
+    );
+    r.handle_produce(
+        0,
+        2,
+        Bytes::from(encode_batch(2, 0, Compression::None)),
+        -1,
+        1000,
+    );
+    while r.poll_action().is_some() {}
+    r.handle_completion(
+        1,
+        Completion::Appended {
+            end_offset: Offset(2),
+        },
+    );
+    r.handle_completion(
+        1,
+        Completion::Appended {
+            end_offset: Offset(4),
+        },
+    );
+    assert_eq!(
+        r.poll_action(),
+        None,
+        "written is not enough: acks wait for fsync"
+    );
+    r.handle_completion(2, Completion::Synced { through: Offset(4) });
+    assert!(matches!(
+        r.poll_action(),
+        Some(Action::ReplyProduce {
+            request_id: 1,
+            result: Ok(_)
+        })
+    ));
+    assert_eq!(r.poll_action(), None, "acks=all waits for follower 2");
+    assert_eq!(r.high_watermark(), Offset(0));
+    let fetch = FetchRequest {
+        replica_id: n(2),
+        current_leader_epoch: LeaderEpoch(3),
+        fetch_offset: Offset(4),
+        last_fetched_epoch: LeaderEpoch(3),
+        log_start_offset: Offset(0),
+        max_wait_ms: 0,
+        max_bytes: 1 << 20,
+    };
+    let answer = r.handle_fetch(3, &fetch);
+    assert!(
+        matches!(
+            answer,
+            FetchAnswer::Read {
+                read_to: Offset(4),
+                high_watermark: Offset(4),
+                ..
+            }
+        ),
+        "{answer:?}"
+    );
+    assert!(matches!(
+        r.poll_action(),
+        Some(Action::ReplyProduce {
+            request_id: 2,
+            result: Ok(_)
+        })
+    ));
+    // A fetch claiming an epoch this leader never wrote gets the divergence point, and does
+    // not count as a position.
+    let stale = FetchRequest {
+        last_fetched_epoch: LeaderEpoch(2),
+        fetch_offset: Offset(9),
+        ..fetch
+    };
+    assert!(matches!(
+        r.handle_fetch(4, &stale),
+        FetchAnswer::Diverging { .. }
+    ));
+    assert_eq!(
+        r.handle_offset_for_leader_epoch(LeaderEpoch(3), LeaderEpoch(3))
+            .unwrap()
+            .end_offset,
+        Offset(4)
+    );
+}
+
+#[test]
+fn stale_controller_decisions_are_refused() {
+    let mut r = lone_leader(test_config(1));
+    let old = LeaderAndIsr {
+        leader_epoch: LeaderEpoch(2),
+        partition_epoch: PartitionEpoch(9),
+        isr: vec![n(1)],
+        replicas: vec![n(1)],
+    };
+    assert_eq!(r.become_leader(0, old), Err(ErrorCode::FencedLeaderEpoch));
+    assert_eq!(
+        r.become_follower(0, n(2), LeaderEpoch(2), PartitionEpoch(9)),
+        Err(ErrorCode::FencedLeaderEpoch)
+    );
+    let not_in_isr = LeaderAndIsr {
+        leader_epoch: LeaderEpoch(4),
+        partition_epoch: PartitionEpoch(2),
+        isr: vec![n(2)],
+        replicas: vec![n(1), n(2)],
+    };
+    assert_eq!(
+        r.become_leader(0, not_in_isr),
+        Err(ErrorCode::InvalidRequest)
+    );
+    assert_eq!(r.role(), Role::Leader);
+    assert_eq!(r.leader_epoch(), LeaderEpoch(3));
+
+    // A restarted replica knows the epochs in its log: older decisions are stale.
+    let mut cache = EpochCache::new();
+    cache.assign(LeaderEpoch(5), Offset(0));
+    let persisted = PersistedState {
+        log_start_offset: Offset(0),
+        log_end_offset: Offset(3),
+        durable_offset: Offset(3),
+        epoch_cache: cache,
+        high_watermark: Offset(0),
+    };
+    let mut restarted = Replica::new(n(1), test_config(1), persisted);
+    let result = restarted.become_follower(0, n(2), LeaderEpoch(4), PartitionEpoch(0));
+    assert_eq!(result, Err(ErrorCode::FencedLeaderEpoch));
+    assert_eq!(restarted.role(), Role::Offline);
+}
+
+#[test]
+fn follower_rejects_fetched_batches_that_do_not_follow_its_log() {
+    let persisted = PersistedState {
+        log_start_offset: Offset(0),
+        log_end_offset: Offset(0),
+        durable_offset: Offset(0),
+        epoch_cache: EpochCache::new(),
+        high_watermark: Offset(0),
+    };
+    let mut r = Replica::new(n(2), test_config(1), persisted);
+    r.become_follower(0, n(1), LeaderEpoch(1), PartitionEpoch(0))
+        .unwrap();
+    let Some(Action::SendFetch { fetch_id, .. }) = r.poll_action() else {
+        panic!()
+    };
+    let mut buf = encode_batch(2, 0, Compression::None);
+    let mut validated = batch::validate_records(&buf, 1 << 20).unwrap();
+    batch::assign_offsets(&mut buf, &mut validated, 5, 1, None); // wrong base offset
+    let response = |records: Vec<u8>| FetchResponse {
+        error: None,
+        high_watermark: Offset(2),
+        log_start_offset: Offset(0),
+        diverging_epoch: None,
+        records: Bytes::from(records),
+    };
+    r.handle_fetch_response(0, fetch_id, response(buf));
+    assert_eq!(
+        r.poll_action(),
+        None,
+        "not contiguous: dropped, retried after backoff"
+    );
+    assert_eq!(r.log_end_offset(), Offset(0));
+    r.handle_timeout(200);
+    let Some(Action::SendFetch { fetch_id, .. }) = r.poll_action() else {
+        panic!()
+    };
+    let mut buf = encode_batch(2, 0, Compression::None);
+    let mut validated = batch::validate_records(&buf, 1 << 20).unwrap();
+    batch::assign_offsets(&mut buf, &mut validated, 0, 7, None); // epoch above the leader's
+    r.handle_fetch_response(200, fetch_id, response(buf.clone()));
+    assert_eq!(r.poll_action(), None);
+    r.handle_timeout(400);
+    let Some(Action::SendFetch { fetch_id, .. }) = r.poll_action() else {
+        panic!()
+    };
+    batch::assign_offsets(&mut buf, &mut validated, 0, 1, None);
+    let whole = buf.len();
+    buf.extend_from_slice(&buf.clone()[..30]); // a trailing partial batch is left out
+    r.handle_fetch_response(400, fetch_id, response(buf));
+    assert!(matches!(
+        r.poll_action(),
+        Some(Action::PersistEpochCache { .. })
+    ));
+    let Some(Action::Append {
+        end_offset,
+        records,
+        ..
+    }) = r.poll_action()
+    else {
+        panic!()
+    };
+    assert_eq!((end_offset, records.len()), (Offset(2), whole));
+}
+
+/// A leader elected at log end 10 with a lagging HW of 0 (KIP-101 / Kafka's
+/// `isFollowerInSync`): a follower at the HW but short of the epoch start must not join the
+/// ISR, or it could be elected without records the previous leader committed.
+#[test]
+fn follower_joins_isr_only_from_the_start_of_the_leader_epoch() {
+    let mut cache = EpochCache::new();
+    cache.assign(LeaderEpoch(0), Offset(0));
+    let persisted = PersistedState {
+        log_start_offset: Offset(0),
+        log_end_offset: Offset(10),
+        durable_offset: Offset(10),
+        epoch_cache: cache,
+        high_watermark: Offset(0),
+    };
+    let mut r = Replica::new(n(1), test_config(1), persisted);
+    let state = LeaderAndIsr {
+        leader_epoch: LeaderEpoch(1),
+        partition_epoch: PartitionEpoch(4),
+        isr: vec![n(1), n(3)],
+        replicas: vec![n(1), n(2), n(3)],
+    };
+    r.become_leader(0, state).unwrap();
+    let actions: Vec<_> = std::iter::from_fn(|| r.poll_action()).collect();
+    assert_eq!(actions.len(), 1, "only the epoch checkpoint: {actions:?}");
+    let fetch = |offset| FetchRequest {
+        replica_id: n(2),
+        current_leader_epoch: LeaderEpoch(1),
+        fetch_offset: Offset(offset),
+        last_fetched_epoch: LeaderEpoch(0),
+        log_start_offset: Offset(0),
+        max_wait_ms: 0,
+        max_bytes: 1 << 20,
+    };
+    assert!(matches!(
+        r.handle_fetch(1, &fetch(5)),
+        FetchAnswer::Read {
+            read_to: Offset(10),
+            ..
+        }
+    ));
+    assert_eq!(
+        r.poll_action(),
+        None,
+        "at the HW but short of the epoch start"
+    );
+    assert_eq!(
+        r.high_watermark(),
+        Offset(0),
+        "node 3's position is unknown in this epoch"
+    );
+    r.handle_fetch(2, &fetch(10));
+    let Some(Action::SendAlterPartition {
+        request_id,
+        request,
+    }) = r.poll_action()
+    else {
+        panic!()
+    };
+    assert_eq!(request.new_isr, vec![n(1), n(2), n(3)]);
+    assert_eq!(r.maximal_isr(), vec![n(1), n(2), n(3)]);
+
+    // Not attempted: back to the committed ISR, and the proposal may be made again.
+    r.handle_alter_partition_response(3, request_id, Err(ErrorCode::OperationNotAttempted));
+    assert_eq!(r.maximal_isr(), vec![n(1), n(3)]);
+    r.handle_fetch(4, &fetch(10));
+    let Some(Action::SendAlterPartition { request_id, .. }) = r.poll_action() else {
+        panic!()
+    };
+    // Retriable: sent again after the backoff.
+    r.handle_alter_partition_response(5, request_id, Err(ErrorCode::RequestTimedOut));
+    assert_eq!(r.poll_action(), None);
+    r.handle_timeout(5 + 100);
+    let Some(Action::SendAlterPartition { request_id, .. }) = r.poll_action() else {
+        panic!()
+    };
+    // Stale partition epoch: stay pending until metadata arrives; the HW keeps counting node 2.
+    r.handle_alter_partition_response(200, request_id, Err(ErrorCode::InvalidUpdateVersion));
+    r.handle_timeout(10_000);
+    assert!(!std::iter::from_fn(|| r.poll_action())
+        .any(|a| matches!(a, Action::SendAlterPartition { .. })));
+    assert_eq!(r.maximal_isr(), vec![n(1), n(2), n(3)]);
+    let committed = LeaderAndIsr {
+        leader_epoch: LeaderEpoch(1),
+        partition_epoch: PartitionEpoch(6),
+        isr: vec![n(1), n(2), n(3)],
+        replicas: vec![n(1), n(2), n(3)],
+    };
+    r.become_leader(10_001, committed).unwrap();
+    assert_eq!(r.isr(), vec![n(1), n(2), n(3)]);
+    assert_eq!(r.partition_epoch(), PartitionEpoch(6));
+}
