@@ -9,6 +9,7 @@ pub mod error;
 pub mod group;
 pub mod ids;
 pub mod log;
+pub mod raft;
 pub mod records;
 pub mod shard;
 pub mod topic;
