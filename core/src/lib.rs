@@ -5,6 +5,7 @@
 //! `sim/`) do the IO and feed results back.
 
 pub mod batch;
+pub mod controller;
 pub mod error;
 pub mod group;
 pub mod ids;

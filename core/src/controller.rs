@@ -1,0 +1,1328 @@
+//! The controller: the cluster metadata image, the records that change it, and the active
+//! controller's decisions, sans IO (KRaft's `QuorumController`, KIP-631).
+//!
+//! The [`MetadataImage`] (brokers with epochs and fencing, topics with ids and configs,
+//! partitions with replicas, leader, leader epoch, ISR and partition epoch) changes **only** by
+//! [`MetadataImage::apply`] of a committed [`MetadataRecord`]. Apply is deterministic, so every
+//! process that replays the committed metadata log (controllers and brokers alike) holds the
+//! same image at the same index.
+//!
+//! One [`Controller`] runs beside each [`crate::raft::Raft`] of the quorum. The driver wires
+//! them (the Raft is not owned here, so a broker-only process can replay the log into a bare
+//! [`MetadataImage`]):
+//! 1. every `raft::Action::Leader { term, leader }` → [`Controller::handle_leader`];
+//! 2. every entry of every `raft::Action::Apply`, in order → [`Controller::handle_committed`];
+//! 3. every [`Action::Propose`] → `raft.propose(now_ms, bytes)`, **in the order emitted**. If
+//!    Raft refuses it (not leader) drop it: the controller learns of the lost leadership
+//!    through (1) and fails the waiting requests with NOT_CONTROLLER;
+//! 4. every [`Action::Reply`] → answer request N;
+//! 5. [`Controller::handle_timeout`] at [`Controller::poll_timeout`] (broker sessions).
+//!
+//! The controller is *active* when Raft made it leader of term T; it serves requests once it
+//! has applied an entry of term T (the leader's no-op), because only then does its image hold
+//! every committed record. Its decisions are made against `pending`: the committed image plus
+//! its own proposals not yet committed (KRaft keeps the same "uncommitted" view), so two
+//! requests in a row see each other's effects. Every committed non-empty entry of term T was
+//! proposed by this controller, in proposal order, so replies wait in a FIFO and leave when
+//! their entry commits: a request is answered only once its records are committed.
+//!
+//! Rules follow Kafka's `ReplicationControlManager`, `ClusterControlManager` and
+//! `PartitionChangeBuilder`; differences are listed in `docs/controller.md`.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::error::ErrorCode;
+use crate::ids::{BrokerEpoch, LeaderEpoch, NodeId, PartitionEpoch, Term};
+use crate::log::LogConfig;
+use crate::raft::codec::{self, Reader};
+use crate::raft::{DecodeError, Entry, Index};
+use crate::topic::{validate_topic_name, TopicConfig};
+
+pub type RequestId = u64;
+pub type TopicId = [u8; 16];
+
+/// The per-topic config (Kafka's name) that lets an out-of-ISR replica become leader.
+pub const UNCLEAN_LEADER_ELECTION_ENABLE: &str = "unclean.leader.election.enable";
+
+// ---- metadata records ----
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+}
+
+/// The records of the metadata log (KIP-631 names, merged where odradek needs less).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MetadataRecord {
+    /// A broker (re)registers; it starts fenced. Replaces an older registration of the id.
+    RegisterBroker { broker_id: NodeId, broker_epoch: BrokerEpoch, incarnation_id: [u8; 16], endpoints: Vec<Endpoint> },
+    FenceBroker { broker_id: NodeId, broker_epoch: BrokerEpoch },
+    UnfenceBroker { broker_id: NodeId, broker_epoch: BrokerEpoch },
+    /// KRaft's TopicRecord with its ConfigRecords (the topic's own overrides) folded in.
+    Topic { name: String, topic_id: TopicId, configs: BTreeMap<String, String> },
+    /// A new partition; partitions of a topic are added in order 0, 1, ...
+    Partition {
+        topic_id: TopicId,
+        partition: i32,
+        replicas: Vec<NodeId>,
+        isr: Vec<NodeId>,
+        leader: NodeId,
+        leader_epoch: LeaderEpoch,
+        partition_epoch: PartitionEpoch,
+    },
+    /// KRaft's PartitionChangeRecord: absent fields stay. Applying it bumps the partition epoch,
+    /// and the leader epoch if the leader changes (`NodeId::NONE` is "no leader").
+    PartitionChange { topic_id: TopicId, partition: i32, leader: Option<NodeId>, isr: Option<Vec<NodeId>> },
+    RemoveTopic { topic_id: TopicId },
+}
+
+/// Why a committed record could not be applied. The image is left unchanged; every replica of
+/// the log makes the same decision, so images stay equal.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    #[error("unknown broker {0}")]
+    UnknownBroker(NodeId),
+    #[error("broker {broker_id} has epoch {current}, record says {record}")]
+    BrokerEpoch { broker_id: NodeId, current: BrokerEpoch, record: BrokerEpoch },
+    #[error("unknown topic id")]
+    UnknownTopic,
+    #[error("topic name or id already exists")]
+    TopicExists,
+    #[error("partition {0} out of order or unknown")]
+    Partition(i32),
+    #[error("invalid partition state: {0}")]
+    InvalidState(&'static str),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerRegistration {
+    pub broker_id: NodeId,
+    pub broker_epoch: BrokerEpoch,
+    pub incarnation_id: [u8; 16],
+    pub endpoints: Vec<Endpoint>,
+    pub fenced: bool,
+}
+
+/// What a replica needs to know about its partition (Kafka's LeaderAndIsr partition state).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionState {
+    pub replicas: Vec<NodeId>,
+    pub isr: Vec<NodeId>,
+    /// `NodeId::NONE` when no replica may lead (offline partition).
+    pub leader: NodeId,
+    pub leader_epoch: LeaderEpoch,
+    pub partition_epoch: PartitionEpoch,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicImage {
+    pub name: String,
+    pub id: TopicId,
+    /// The topic's own overrides; broker defaults apply to the rest.
+    pub configs: BTreeMap<String, String>,
+    pub partitions: Vec<PartitionState>,
+}
+
+/// The cluster metadata every broker and controller holds, built only by [`Self::apply`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MetadataImage {
+    brokers: BTreeMap<NodeId, BrokerRegistration>,
+    topics: BTreeMap<TopicId, TopicImage>,
+    topic_ids: BTreeMap<String, TopicId>,
+    /// The highest broker epoch ever handed out, so a new registration gets a higher one.
+    broker_epoch_max: BrokerEpoch,
+}
+
+impl MetadataImage {
+    pub fn brokers(&self) -> &BTreeMap<NodeId, BrokerRegistration> {
+        &self.brokers
+    }
+    pub fn topics(&self) -> &BTreeMap<TopicId, TopicImage> {
+        &self.topics
+    }
+    pub fn topic_by_name(&self, name: &str) -> Option<&TopicImage> {
+        self.topic_ids.get(name).and_then(|id| self.topics.get(id))
+    }
+    pub fn partition(&self, topic_id: &TopicId, partition: i32) -> Option<&PartitionState> {
+        let index = usize::try_from(partition).ok()?;
+        self.topics.get(topic_id)?.partitions.get(index)
+    }
+    /// A registered, unfenced broker: one that may lead and be in an ISR.
+    pub fn is_alive(&self, broker_id: NodeId) -> bool {
+        self.brokers.get(&broker_id).is_some_and(|b| !b.fenced)
+    }
+    pub fn partition_count(&self) -> usize {
+        self.topics.values().map(|t| t.partitions.len()).sum()
+    }
+
+    /// Applies one committed record, or leaves the image unchanged and says why.
+    pub fn apply(&mut self, record: &MetadataRecord) -> Result<(), ApplyError> {
+        match record {
+            MetadataRecord::RegisterBroker { broker_id, broker_epoch, incarnation_id, endpoints } => {
+                if *broker_epoch <= self.broker_epoch_max {
+                    let current = self.brokers.get(broker_id).map_or(BrokerEpoch(-1), |b| b.broker_epoch);
+                    return Err(ApplyError::BrokerEpoch { broker_id: *broker_id, current, record: *broker_epoch });
+                }
+                self.broker_epoch_max = *broker_epoch;
+                let registration = BrokerRegistration {
+                    broker_id: *broker_id,
+                    broker_epoch: *broker_epoch,
+                    incarnation_id: *incarnation_id,
+                    endpoints: endpoints.clone(),
+                    fenced: true,
+                };
+                self.brokers.insert(*broker_id, registration);
+            }
+            MetadataRecord::FenceBroker { broker_id, broker_epoch }
+            | MetadataRecord::UnfenceBroker { broker_id, broker_epoch } => {
+                let broker = self.brokers.get_mut(broker_id).ok_or(ApplyError::UnknownBroker(*broker_id))?;
+                if broker.broker_epoch != *broker_epoch {
+                    let current = broker.broker_epoch;
+                    return Err(ApplyError::BrokerEpoch { broker_id: *broker_id, current, record: *broker_epoch });
+                }
+                broker.fenced = matches!(record, MetadataRecord::FenceBroker { .. });
+            }
+            MetadataRecord::Topic { name, topic_id, configs } => {
+                if self.topic_ids.contains_key(name) || self.topics.contains_key(topic_id) {
+                    return Err(ApplyError::TopicExists);
+                }
+                let topic = TopicImage { name: name.clone(), id: *topic_id, configs: configs.clone(), partitions: Vec::new() };
+                self.topics.insert(*topic_id, topic);
+                self.topic_ids.insert(name.clone(), *topic_id);
+            }
+            MetadataRecord::Partition { topic_id, partition, replicas, isr, leader, leader_epoch, partition_epoch } => {
+                let topic = self.topics.get_mut(topic_id).ok_or(ApplyError::UnknownTopic)?;
+                if usize::try_from(*partition).ok() != Some(topic.partitions.len()) {
+                    return Err(ApplyError::Partition(*partition));
+                }
+                let state = PartitionState {
+                    replicas: replicas.clone(),
+                    isr: isr.clone(),
+                    leader: *leader,
+                    leader_epoch: *leader_epoch,
+                    partition_epoch: *partition_epoch,
+                };
+                validate_partition(&state)?;
+                if leader_epoch.0 < 0 || partition_epoch.0 < 0 {
+                    return Err(ApplyError::InvalidState("negative epoch"));
+                }
+                topic.partitions.push(state);
+            }
+            MetadataRecord::PartitionChange { topic_id, partition, leader, isr } => {
+                let topic = self.topics.get_mut(topic_id).ok_or(ApplyError::UnknownTopic)?;
+                let index = usize::try_from(*partition).map_err(|_| ApplyError::Partition(*partition))?;
+                let current = topic.partitions.get_mut(index).ok_or(ApplyError::Partition(*partition))?;
+                let mut next = current.clone();
+                if let Some(isr) = isr {
+                    next.isr = isr.clone();
+                }
+                if let Some(leader) = leader {
+                    if *leader != current.leader {
+                        next.leader = *leader;
+                        next.leader_epoch = current.leader_epoch.next();
+                    }
+                }
+                next.partition_epoch = PartitionEpoch(current.partition_epoch.0 + 1);
+                validate_partition(&next)?;
+                *current = next;
+            }
+            MetadataRecord::RemoveTopic { topic_id } => {
+                let topic = self.topics.remove(topic_id).ok_or(ApplyError::UnknownTopic)?;
+                self.topic_ids.remove(&topic.name);
+            }
+        }
+        Ok(())
+    }
+
+    /// leader ∈ ISR ⊆ replicas, ISR never empty, no duplicates; the name index matches.
+    pub fn check_invariants(&self) {
+        assert_eq!(self.topics.len(), self.topic_ids.len(), "topic name index out of step");
+        for (name, id) in &self.topic_ids {
+            assert_eq!(&self.topics[id].name, name);
+        }
+        for topic in self.topics.values() {
+            for (i, p) in topic.partitions.iter().enumerate() {
+                if let Err(e) = validate_partition(p) {
+                    panic!("{}-{i}: {e}: {p:?}", topic.name);
+                }
+            }
+        }
+        for (id, broker) in &self.brokers {
+            assert_eq!(*id, broker.broker_id);
+            assert!(broker.broker_epoch <= self.broker_epoch_max);
+        }
+    }
+}
+
+fn validate_partition(p: &PartitionState) -> Result<(), ApplyError> {
+    let distinct = |list: &[NodeId]| list.iter().collect::<BTreeSet<_>>().len() == list.len();
+    if p.replicas.is_empty() || !distinct(&p.replicas) || p.replicas.contains(&NodeId::NONE) {
+        return Err(ApplyError::InvalidState("replicas empty or repeated"));
+    }
+    if p.isr.is_empty() || !distinct(&p.isr) || !p.isr.iter().all(|r| p.replicas.contains(r)) {
+        return Err(ApplyError::InvalidState("ISR empty, repeated or not a subset of replicas"));
+    }
+    if p.leader != NodeId::NONE && !p.isr.contains(&p.leader) {
+        return Err(ApplyError::InvalidState("leader not in ISR"));
+    }
+    Ok(())
+}
+
+// ---- record encoding: [batch version][count] then per record [tag][version][fields] ----
+
+const BATCH_VERSION: u8 = 0;
+const RECORD_VERSION: u8 = 0;
+
+fn put_nodes(out: &mut BytesMut, nodes: &[NodeId]) {
+    codec::put_count(out, nodes.len());
+    for node in nodes {
+        out.put_i32_le(node.0);
+    }
+}
+
+fn read_nodes(r: &mut Reader) -> Result<Vec<NodeId>, DecodeError> {
+    let n = r.count(4)?;
+    (0..n).map(|_| r.i32().map(NodeId)).collect()
+}
+
+fn read_id(r: &mut Reader) -> Result<[u8; 16], DecodeError> {
+    Ok(r.take(16)?.try_into().expect("16 bytes"))
+}
+
+impl MetadataRecord {
+    fn encode_into(&self, out: &mut BytesMut) {
+        let tag = match self {
+            MetadataRecord::RegisterBroker { .. } => 0,
+            MetadataRecord::FenceBroker { .. } => 1,
+            MetadataRecord::UnfenceBroker { .. } => 2,
+            MetadataRecord::Topic { .. } => 3,
+            MetadataRecord::Partition { .. } => 4,
+            MetadataRecord::PartitionChange { .. } => 5,
+            MetadataRecord::RemoveTopic { .. } => 6,
+        };
+        out.put_u8(tag);
+        out.put_u8(RECORD_VERSION);
+        match self {
+            MetadataRecord::RegisterBroker { broker_id, broker_epoch, incarnation_id, endpoints } => {
+                out.put_i32_le(broker_id.0);
+                out.put_i64_le(broker_epoch.0);
+                out.put_slice(incarnation_id);
+                codec::put_count(out, endpoints.len());
+                for e in endpoints {
+                    codec::put_string(out, &e.name);
+                    codec::put_string(out, &e.host);
+                    out.put_u16_le(e.port);
+                }
+            }
+            MetadataRecord::FenceBroker { broker_id, broker_epoch }
+            | MetadataRecord::UnfenceBroker { broker_id, broker_epoch } => {
+                out.put_i32_le(broker_id.0);
+                out.put_i64_le(broker_epoch.0);
+            }
+            MetadataRecord::Topic { name, topic_id, configs } => {
+                codec::put_string(out, name);
+                out.put_slice(topic_id);
+                codec::put_count(out, configs.len());
+                for (k, v) in configs {
+                    codec::put_string(out, k);
+                    codec::put_string(out, v);
+                }
+            }
+            MetadataRecord::Partition { topic_id, partition, replicas, isr, leader, leader_epoch, partition_epoch } => {
+                out.put_slice(topic_id);
+                out.put_i32_le(*partition);
+                put_nodes(out, replicas);
+                put_nodes(out, isr);
+                out.put_i32_le(leader.0);
+                out.put_i32_le(leader_epoch.0);
+                out.put_i32_le(partition_epoch.0);
+            }
+            MetadataRecord::PartitionChange { topic_id, partition, leader, isr } => {
+                out.put_slice(topic_id);
+                out.put_i32_le(*partition);
+                out.put_u8(u8::from(leader.is_some()));
+                out.put_i32_le(leader.map_or(NodeId::NONE.0, |l| l.0));
+                out.put_u8(u8::from(isr.is_some()));
+                if let Some(isr) = isr {
+                    put_nodes(out, isr);
+                }
+            }
+            MetadataRecord::RemoveTopic { topic_id } => out.put_slice(topic_id),
+        }
+    }
+
+    fn decode_from(r: &mut Reader) -> Result<MetadataRecord, DecodeError> {
+        let tag = r.u8()?;
+        let version = r.u8()?;
+        if version != RECORD_VERSION {
+            return Err(DecodeError::Version(version));
+        }
+        Ok(match tag {
+            0 => {
+                let broker_id = NodeId(r.i32()?);
+                let broker_epoch = BrokerEpoch(r.i64()?);
+                let incarnation_id = read_id(r)?;
+                let n = r.count(6)?;
+                let mut endpoints = Vec::with_capacity(n);
+                for _ in 0..n {
+                    endpoints.push(Endpoint { name: r.string()?, host: r.string()?, port: r.u16()? });
+                }
+                MetadataRecord::RegisterBroker { broker_id, broker_epoch, incarnation_id, endpoints }
+            }
+            1 => MetadataRecord::FenceBroker { broker_id: NodeId(r.i32()?), broker_epoch: BrokerEpoch(r.i64()?) },
+            2 => MetadataRecord::UnfenceBroker { broker_id: NodeId(r.i32()?), broker_epoch: BrokerEpoch(r.i64()?) },
+            3 => {
+                let name = r.string()?;
+                let topic_id = read_id(r)?;
+                let n = r.count(4)?;
+                let mut configs = BTreeMap::new();
+                for _ in 0..n {
+                    configs.insert(r.string()?, r.string()?);
+                }
+                MetadataRecord::Topic { name, topic_id, configs }
+            }
+            4 => MetadataRecord::Partition {
+                topic_id: read_id(r)?,
+                partition: r.i32()?,
+                replicas: read_nodes(r)?,
+                isr: read_nodes(r)?,
+                leader: NodeId(r.i32()?),
+                leader_epoch: LeaderEpoch(r.i32()?),
+                partition_epoch: PartitionEpoch(r.i32()?),
+            },
+            5 => {
+                let topic_id = read_id(r)?;
+                let partition = r.i32()?;
+                let has_leader = r.bool()?;
+                let leader = NodeId(r.i32()?);
+                let isr = if r.bool()? { Some(read_nodes(r)?) } else { None };
+                MetadataRecord::PartitionChange { topic_id, partition, leader: has_leader.then_some(leader), isr }
+            }
+            6 => MetadataRecord::RemoveTopic { topic_id: read_id(r)? },
+            tag => return Err(DecodeError::Tag(tag)),
+        })
+    }
+}
+
+/// Encodes the records of one metadata-log entry.
+pub fn encode_records(records: &[MetadataRecord]) -> Bytes {
+    let mut out = BytesMut::new();
+    out.put_u8(BATCH_VERSION);
+    codec::put_count(&mut out, records.len());
+    for record in records {
+        record.encode_into(&mut out);
+    }
+    codec::freeze(out)
+}
+
+/// Decodes one metadata-log entry; bytes off disk or the network, so errors, never panics.
+pub fn decode_records(bytes: &[u8]) -> Result<Vec<MetadataRecord>, DecodeError> {
+    let mut r = Reader::new(bytes);
+    let version = r.u8()?;
+    if version != BATCH_VERSION {
+        return Err(DecodeError::Version(version));
+    }
+    let n = r.count(2)?;
+    let records = (0..n).map(|_| MetadataRecord::decode_from(&mut r)).collect::<Result<Vec<_>, _>>()?;
+    r.finish()?;
+    Ok(records)
+}
+
+// ---- placement ----
+
+/// Striped replica placement without racks (Kafka's rack-unaware `assignReplicasToBrokers`,
+/// which `StripedReplicaPlacer` reduces to with one rack): partition `p`'s leader is broker
+/// `(start + p) mod n`, followers follow at a shift that grows by one every `n` partitions, so
+/// leaders and replicas both spread evenly. `brokers` must be sorted and distinct.
+pub fn place_replicas(
+    brokers: &[NodeId],
+    num_partitions: i32,
+    replication_factor: i16,
+    start: usize,
+    shift_start: usize,
+) -> Vec<Vec<NodeId>> {
+    let n = brokers.len();
+    let rf = usize::try_from(replication_factor).expect("validated replication factor");
+    assert!(rf >= 1 && rf <= n, "replication factor {rf} with {n} brokers");
+    let mut shift = shift_start;
+    (0..num_partitions as usize)
+        .map(|p| {
+            if p > 0 && p % n == 0 {
+                shift += 1;
+            }
+            let first = (start + p) % n;
+            let mut replicas = vec![brokers[first]];
+            for j in 0..rf - 1 {
+                replicas.push(brokers[(first + 1 + (shift + j) % (n - 1)) % n]);
+            }
+            replicas
+        })
+        .collect()
+}
+
+// ---- requests and responses ----
+
+/// Expected failures, each mapped to the Kafka error code the response carries.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ControllerError {
+    #[error("not the active controller")]
+    NotController,
+    #[error("too many requests waiting for the metadata log")]
+    Busy,
+    #[error("broker epoch is stale")]
+    StaleBrokerEpoch,
+    #[error("broker is not registered")]
+    BrokerIdNotRegistered,
+    #[error("broker id registered by another live incarnation")]
+    DuplicateBrokerRegistration,
+    #[error("unknown topic id")]
+    UnknownTopicId,
+    #[error("unknown topic or partition")]
+    UnknownTopicOrPartition,
+    #[error("topic already exists")]
+    TopicAlreadyExists,
+    #[error("{0}")]
+    InvalidTopic(String),
+    #[error("{0}")]
+    InvalidPartitions(String),
+    #[error("{0}")]
+    InvalidReplicationFactor(String),
+    #[error("{0}")]
+    InvalidConfig(String),
+    #[error("{0}")]
+    PolicyViolation(String),
+    #[error("leader epoch is older than the controller's")]
+    FencedLeaderEpoch,
+    #[error("partition epoch is older than the controller's")]
+    InvalidUpdateVersion,
+    #[error("new ISR holds a replica that is not registered or is fenced")]
+    IneligibleReplica,
+    #[error("{0}")]
+    InvalidRequest(&'static str),
+}
+
+impl ControllerError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ControllerError::NotController => ErrorCode::NotController,
+            ControllerError::Busy => ErrorCode::RequestTimedOut,
+            ControllerError::StaleBrokerEpoch => ErrorCode::StaleBrokerEpoch,
+            ControllerError::BrokerIdNotRegistered => ErrorCode::BrokerIdNotRegistered,
+            ControllerError::DuplicateBrokerRegistration => ErrorCode::DuplicateBrokerRegistration,
+            ControllerError::UnknownTopicId => ErrorCode::UnknownTopicId,
+            ControllerError::UnknownTopicOrPartition => ErrorCode::UnknownTopicOrPartition,
+            ControllerError::TopicAlreadyExists => ErrorCode::TopicAlreadyExists,
+            ControllerError::InvalidTopic(_) => ErrorCode::InvalidTopicException,
+            ControllerError::InvalidPartitions(_) => ErrorCode::InvalidPartitions,
+            ControllerError::InvalidReplicationFactor(_) => ErrorCode::InvalidReplicationFactor,
+            ControllerError::InvalidConfig(_) => ErrorCode::InvalidConfig,
+            ControllerError::PolicyViolation(_) => ErrorCode::PolicyViolation,
+            ControllerError::FencedLeaderEpoch => ErrorCode::FencedLeaderEpoch,
+            ControllerError::InvalidUpdateVersion => ErrorCode::InvalidUpdateVersion,
+            ControllerError::IneligibleReplica => ErrorCode::IneligibleReplica,
+            ControllerError::InvalidRequest(_) => ErrorCode::InvalidRequest,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerRegistrationRequest {
+    pub broker_id: NodeId,
+    /// New on every broker process start (KIP-631's incarnation id).
+    pub incarnation_id: [u8; 16],
+    pub endpoints: Vec<Endpoint>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerRegistrationResponse {
+    pub error: Option<ControllerError>,
+    pub broker_epoch: BrokerEpoch,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerHeartbeatRequest {
+    pub broker_id: NodeId,
+    pub broker_epoch: BrokerEpoch,
+    /// The metadata-log index the broker has applied; it is unfenced once this reaches its
+    /// own registration record.
+    pub current_metadata_offset: Index,
+    pub want_fence: bool,
+    /// Controlled shutdown: move my leaderships away and take me out of every ISR.
+    pub want_shutdown: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerHeartbeatResponse {
+    pub error: Option<ControllerError>,
+    pub is_caught_up: bool,
+    pub is_fenced: bool,
+    pub should_shutdown: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreatableTopic {
+    pub name: String,
+    /// `-1`: the broker default `num.partitions`.
+    pub num_partitions: i32,
+    /// `-1`: the broker default `default.replication.factor`.
+    pub replication_factor: i16,
+    pub configs: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreateTopicsRequest {
+    pub topics: Vec<CreatableTopic>,
+    pub validate_only: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreateTopicResult {
+    pub name: String,
+    pub error: Option<ControllerError>,
+    pub topic_id: TopicId,
+    pub num_partitions: i32,
+    pub replication_factor: i16,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeleteTopicResult {
+    pub name: String,
+    pub error: Option<ControllerError>,
+    pub topic_id: TopicId,
+}
+
+/// The partition leader's proposal to change its ISR (KIP-497), one partition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlterPartitionRequest {
+    pub broker_id: NodeId,
+    pub broker_epoch: BrokerEpoch,
+    pub topic_id: TopicId,
+    pub partition: i32,
+    pub leader_epoch: LeaderEpoch,
+    pub partition_epoch: PartitionEpoch,
+    pub new_isr: Vec<NodeId>,
+}
+
+/// The partition state a leader works from after AlterPartition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaderAndIsr {
+    pub leader: NodeId,
+    pub leader_epoch: LeaderEpoch,
+    pub partition_epoch: PartitionEpoch,
+    pub isr: Vec<NodeId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlterPartitionResponse {
+    pub error: Option<ControllerError>,
+    pub state: Option<LeaderAndIsr>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Response {
+    RegisterBroker(BrokerRegistrationResponse),
+    Heartbeat(BrokerHeartbeatResponse),
+    CreateTopics(Vec<CreateTopicResult>),
+    DeleteTopics(Vec<DeleteTopicResult>),
+    AlterPartition(AlterPartitionResponse),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Hand these bytes (an encoded record batch) to `raft.propose`, in emission order.
+    Propose(Bytes),
+    Reply(RequestId, Response),
+}
+
+/// Broker settings the controller uses, named after Kafka's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ControllerConfig {
+    pub node_id: NodeId,
+    /// `broker.session.timeout.ms`: fence a broker not heard from for this long.
+    pub broker_session_timeout_ms: i64,
+    /// `default.replication.factor`
+    pub default_replication_factor: i16,
+    /// `num.partitions`
+    pub num_partitions: i32,
+    /// `unclean.leader.election.enable`, the default for topics that do not set it.
+    pub unclean_leader_election_enable: bool,
+    /// Log defaults that topic configs override (`min.insync.replicas` is validated there).
+    pub log: LogConfig,
+    /// Kafka's MAX_PARTITIONS_PER_BATCH.
+    pub max_partitions_per_request: usize,
+    /// Proposals not yet committed; must stay below Raft's `max_uncommitted_entries`.
+    pub max_inflight_proposals: usize,
+}
+
+impl ControllerConfig {
+    pub fn new(node_id: NodeId) -> ControllerConfig {
+        ControllerConfig {
+            node_id,
+            broker_session_timeout_ms: 9_000,
+            default_replication_factor: 1,
+            num_partitions: 1,
+            unclean_leader_election_enable: false,
+            log: LogConfig::default(),
+            max_partitions_per_request: 10_000,
+            max_inflight_proposals: 1_024,
+        }
+    }
+}
+
+struct Active {
+    term: Term,
+    /// Applied an entry of `term`: the image holds everything committed before.
+    ready: bool,
+    /// The committed image plus this controller's proposals not yet committed.
+    pending: MetadataImage,
+    /// Broker id → session deadline (not replicated, as in KRaft: a new active controller
+    /// gives every broker a full session).
+    sessions: BTreeMap<NodeId, i64>,
+    /// One slot per proposal in flight, oldest first: the reply to send when it commits.
+    inflight: VecDeque<Option<(RequestId, Response)>>,
+}
+
+/// The metadata state machine of one quorum member; see the module docs for the wiring.
+pub struct Controller {
+    config: ControllerConfig,
+    seed: u64,
+    topic_id_counter: u64,
+    image: MetadataImage,
+    applied: Index,
+    /// Broker → (epoch, index of its committed registration record).
+    registered_at: BTreeMap<NodeId, (BrokerEpoch, Index)>,
+    active: Option<Active>,
+    actions: VecDeque<Action>,
+}
+
+impl Controller {
+    /// `seed` makes topic ids unique without ambient randomness.
+    pub fn new(config: ControllerConfig, seed: u64) -> Controller {
+        Controller {
+            config,
+            seed,
+            topic_id_counter: 0,
+            image: MetadataImage::default(),
+            applied: Index(0),
+            registered_at: BTreeMap::new(),
+            active: None,
+            actions: VecDeque::new(),
+        }
+    }
+
+    /// The committed image.
+    pub fn image(&self) -> &MetadataImage {
+        &self.image
+    }
+    pub fn applied_index(&self) -> Index {
+        self.applied
+    }
+    /// Active and caught up: serving requests.
+    pub fn is_active(&self) -> bool {
+        self.active.as_ref().is_some_and(|a| a.ready)
+    }
+
+    // ---- inputs from the quorum ----
+
+    /// Raft's known leader or term changed.
+    pub fn handle_leader(&mut self, now_ms: i64, term: Term, leader: Option<NodeId>) {
+        let leading = leader == Some(self.config.node_id);
+        if self.active.as_ref().is_some_and(|a| !leading || a.term != term) {
+            self.resign();
+        }
+        if leading && self.active.is_none() {
+            self.active = Some(Active {
+                term,
+                ready: false,
+                pending: self.image.clone(),
+                sessions: BTreeMap::new(),
+                inflight: VecDeque::new(),
+            });
+        }
+        let _ = now_ms;
+        self.check_invariants();
+    }
+
+    /// One committed entry; entries must come in index order, each once.
+    pub fn handle_committed(&mut self, now_ms: i64, entry: &Entry) {
+        assert_eq!(entry.index, self.applied.next(), "committed entries out of order");
+        self.applied = entry.index;
+        let own = self.active.as_ref().is_some_and(|a| a.term == entry.term);
+        if entry.data.is_empty() {
+            if own {
+                let timeout = self.config.broker_session_timeout_ms;
+                let active = self.active.as_mut().expect("own entry means active");
+                if !active.ready {
+                    active.ready = true;
+                    active.pending = self.image.clone();
+                    active.sessions = self.image.brokers.keys().map(|b| (*b, now_ms + timeout)).collect();
+                    tracing::info!(term = %entry.term, index = %entry.index, "controller active");
+                }
+            }
+        } else {
+            match decode_records(&entry.data) {
+                Ok(records) => {
+                    for record in &records {
+                        if let Err(error) = self.image.apply(record) {
+                            tracing::warn!(index = %entry.index, %error, ?record, "metadata record not applied");
+                        } else if let MetadataRecord::RegisterBroker { broker_id, broker_epoch, .. } = record {
+                            self.registered_at.insert(*broker_id, (*broker_epoch, entry.index));
+                        }
+                    }
+                }
+                Err(error) => tracing::warn!(index = %entry.index, %error, "metadata entry does not decode; skipped"),
+            }
+            if own {
+                let active = self.active.as_mut().expect("own entry means active");
+                let slot = active.inflight.pop_front();
+                assert!(slot.is_some(), "entry {} of our term {} that we did not propose", entry.index, entry.term);
+                if let Some(Some((id, response))) = slot {
+                    self.actions.push_back(Action::Reply(id, response));
+                }
+            }
+        }
+        self.check_invariants();
+    }
+
+    /// Fences brokers whose session expired.
+    pub fn handle_timeout(&mut self, now_ms: i64) {
+        let Some(active) = self.active.as_ref().filter(|a| a.ready) else { return };
+        let expired: Vec<NodeId> = active
+            .sessions
+            .iter()
+            .filter(|(b, deadline)| **deadline <= now_ms && active.pending.is_alive(**b))
+            .map(|(b, _)| *b)
+            .collect();
+        for broker in expired {
+            let pending = &self.active.as_ref().expect("active").pending;
+            tracing::info!(%broker, "broker session expired; fencing");
+            let epoch = pending.brokers[&broker].broker_epoch;
+            let mut records = leave_changes(pending, broker, self.config.unclean_leader_election_enable);
+            records.push(MetadataRecord::FenceBroker { broker_id: broker, broker_epoch: epoch });
+            self.propose(records, None);
+        }
+        self.check_invariants();
+    }
+
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<i64> {
+        let active = self.active.as_ref().filter(|a| a.ready)?;
+        active.sessions.iter().filter(|(b, _)| active.pending.is_alive(**b)).map(|(_, d)| *d).min()
+    }
+
+    #[must_use]
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    // ---- requests (active controller only) ----
+
+    pub fn handle_register_broker(&mut self, now_ms: i64, id: RequestId, req: BrokerRegistrationRequest) {
+        let reply = |error| Response::RegisterBroker(BrokerRegistrationResponse { error, broker_epoch: BrokerEpoch(-1) });
+        if !self.serving(id, reply(Some(ControllerError::NotController))) {
+            return;
+        }
+        let pending = self.pending();
+        let active = self.active.as_ref().expect("serving");
+        if let Some(existing) = pending.brokers.get(&req.broker_id) {
+            let session_alive = active.sessions.get(&req.broker_id).is_some_and(|d| *d > now_ms);
+            if existing.incarnation_id != req.incarnation_id && !existing.fenced && session_alive {
+                self.actions.push_back(Action::Reply(id, reply(Some(ControllerError::DuplicateBrokerRegistration))));
+                return;
+            }
+        }
+        // A new epoch: the old incarnation's leaderships and ISR places go first.
+        let mut records = if pending.brokers.contains_key(&req.broker_id) {
+            leave_changes(pending, req.broker_id, self.config.unclean_leader_election_enable)
+        } else {
+            Vec::new()
+        };
+        let broker_epoch = BrokerEpoch(pending.broker_epoch_max.0 + 1);
+        records.push(MetadataRecord::RegisterBroker {
+            broker_id: req.broker_id,
+            broker_epoch,
+            incarnation_id: req.incarnation_id,
+            endpoints: req.endpoints,
+        });
+        let timeout = self.config.broker_session_timeout_ms;
+        self.active.as_mut().expect("serving").sessions.insert(req.broker_id, now_ms + timeout);
+        let response = Response::RegisterBroker(BrokerRegistrationResponse { error: None, broker_epoch });
+        self.propose(records, Some((id, response)));
+        self.check_invariants();
+    }
+
+    pub fn handle_heartbeat(&mut self, now_ms: i64, id: RequestId, req: BrokerHeartbeatRequest) {
+        let reply = |error, is_caught_up, is_fenced, should_shutdown| {
+            Response::Heartbeat(BrokerHeartbeatResponse { error, is_caught_up, is_fenced, should_shutdown })
+        };
+        if !self.serving(id, reply(Some(ControllerError::NotController), false, true, false)) {
+            return;
+        }
+        let pending = self.pending();
+        let Some(broker) = pending.brokers.get(&req.broker_id) else {
+            let error = Some(ControllerError::BrokerIdNotRegistered);
+            self.actions.push_back(Action::Reply(id, reply(error, false, true, false)));
+            return;
+        };
+        if broker.broker_epoch != req.broker_epoch {
+            let error = Some(ControllerError::StaleBrokerEpoch);
+            self.actions.push_back(Action::Reply(id, reply(error, false, true, false)));
+            return;
+        }
+        let fenced = broker.fenced;
+        let epoch = broker.broker_epoch;
+        let caught_up = self
+            .registered_at
+            .get(&req.broker_id)
+            .is_some_and(|(e, at)| *e == epoch && req.current_metadata_offset >= *at);
+        let unclean = self.config.unclean_leader_election_enable;
+        let timeout = self.config.broker_session_timeout_ms;
+        self.active.as_mut().expect("serving").sessions.insert(req.broker_id, now_ms + timeout);
+        let pending = &self.active.as_ref().expect("serving").pending;
+        if req.want_shutdown {
+            let mut records = leave_changes(pending, req.broker_id, unclean);
+            if !fenced {
+                records.push(MetadataRecord::FenceBroker { broker_id: req.broker_id, broker_epoch: epoch });
+            }
+            self.propose(records, Some((id, reply(None, caught_up, true, true))));
+        } else if fenced && !req.want_fence && caught_up {
+            let mut after = pending.clone();
+            let unfence = MetadataRecord::UnfenceBroker { broker_id: req.broker_id, broker_epoch: epoch };
+            after.apply(&unfence).expect("unfence of a registered broker");
+            let mut records = vec![unfence];
+            records.extend(join_changes(&after, req.broker_id, unclean));
+            self.propose(records, Some((id, reply(None, true, false, false))));
+        } else {
+            self.actions.push_back(Action::Reply(id, reply(None, caught_up, fenced, false)));
+        }
+        self.check_invariants();
+    }
+
+    pub fn handle_create_topics(&mut self, _now_ms: i64, id: RequestId, req: CreateTopicsRequest) {
+        let not_controller = Response::CreateTopics(
+            req.topics
+                .iter()
+                .map(|t| CreateTopicResult {
+                    name: t.name.clone(),
+                    error: Some(ControllerError::NotController),
+                    topic_id: [0; 16],
+                    num_partitions: -1,
+                    replication_factor: -1,
+                })
+                .collect(),
+        );
+        if !self.serving(id, not_controller) {
+            return;
+        }
+        let pending = self.pending();
+        let mut scratch = pending.clone();
+        let mut records = Vec::new();
+        let mut results = Vec::new();
+        let mut counts = BTreeMap::<&str, usize>::new();
+        for topic in &req.topics {
+            *counts.entry(topic.name.as_str()).or_default() += 1;
+        }
+        let mut partitions_total = 0usize;
+        for topic in &req.topics {
+            let mut result = CreateTopicResult {
+                name: topic.name.clone(),
+                error: None,
+                topic_id: [0; 16],
+                num_partitions: -1,
+                replication_factor: -1,
+            };
+            let outcome = if counts[topic.name.as_str()] > 1 {
+                Err(ControllerError::InvalidRequest("topic named twice in one request"))
+            } else {
+                self.create_topic(&scratch, topic, &mut partitions_total)
+            };
+            match outcome {
+                Ok(topic_records) => {
+                    if let MetadataRecord::Topic { topic_id, .. } = &topic_records[0] {
+                        result.topic_id = *topic_id;
+                    }
+                    result.num_partitions = (topic_records.len() - 1) as i32;
+                    if let Some(MetadataRecord::Partition { replicas, .. }) = topic_records.get(1) {
+                        result.replication_factor = replicas.len() as i16;
+                    }
+                    for record in &topic_records {
+                        scratch.apply(record).expect("records built against this image apply");
+                    }
+                    if !req.validate_only {
+                        records.extend(topic_records);
+                    }
+                }
+                Err(error) => result.error = Some(error),
+            }
+            results.push(result);
+        }
+        self.propose(records, Some((id, Response::CreateTopics(results))));
+        self.check_invariants();
+    }
+
+    pub fn handle_delete_topics(&mut self, _now_ms: i64, id: RequestId, names: Vec<String>) {
+        let answer = |error: Option<ControllerError>| {
+            names.iter().map(|name| DeleteTopicResult { name: name.clone(), error: error.clone(), topic_id: [0; 16] }).collect()
+        };
+        if !self.serving(id, Response::DeleteTopics(answer(Some(ControllerError::NotController)))) {
+            return;
+        }
+        let pending = self.pending();
+        let mut records = Vec::new();
+        let mut results: Vec<DeleteTopicResult> = answer(None);
+        let mut seen = BTreeSet::new();
+        for result in &mut results {
+            match pending.topic_by_name(&result.name) {
+                Some(topic) if seen.insert(topic.id) => {
+                    result.topic_id = topic.id;
+                    records.push(MetadataRecord::RemoveTopic { topic_id: topic.id });
+                }
+                Some(topic) => result.topic_id = topic.id,
+                None => result.error = Some(ControllerError::UnknownTopicOrPartition),
+            }
+        }
+        self.propose(records, Some((id, Response::DeleteTopics(results))));
+        self.check_invariants();
+    }
+
+    /// Validates a leader's ISR change in the order Kafka's `ReplicationControlManager` does
+    /// (KIP-497, KIP-841) and commits it, bumping the partition epoch.
+    pub fn handle_alter_partition(&mut self, _now_ms: i64, id: RequestId, req: AlterPartitionRequest) {
+        let reply = |error, state| Response::AlterPartition(AlterPartitionResponse { error, state });
+        if !self.serving(id, reply(Some(ControllerError::NotController), None)) {
+            return;
+        }
+        let pending = self.pending();
+        match validate_alter_partition(pending, &req) {
+            Err(error) => self.actions.push_back(Action::Reply(id, reply(Some(error), None))),
+            Ok(current) if current.isr == req.new_isr => {
+                let state = leader_and_isr(current);
+                self.actions.push_back(Action::Reply(id, reply(None, Some(state))));
+            }
+            Ok(_) => {
+                let record = MetadataRecord::PartitionChange {
+                    topic_id: req.topic_id,
+                    partition: req.partition,
+                    leader: None,
+                    isr: Some(req.new_isr.clone()),
+                };
+                let mut after = pending.clone();
+                after.apply(&record).expect("validated change applies");
+                let state = leader_and_isr(after.partition(&req.topic_id, req.partition).expect("exists"));
+                self.propose(vec![record], Some((id, reply(None, Some(state)))));
+            }
+        }
+        self.check_invariants();
+    }
+
+    // ---- helpers ----
+
+    /// Whether this controller serves requests now; if not, replies `refusal`.
+    fn serving(&mut self, id: RequestId, refusal: Response) -> bool {
+        match &self.active {
+            Some(active) if active.ready && active.inflight.len() < self.config.max_inflight_proposals => true,
+            Some(active) if active.ready => {
+                let busy = match refusal {
+                    Response::AlterPartition(_) => {
+                        Response::AlterPartition(AlterPartitionResponse { error: Some(ControllerError::Busy), state: None })
+                    }
+                    other => other,
+                };
+                self.actions.push_back(Action::Reply(id, busy));
+                false
+            }
+            _ => {
+                self.actions.push_back(Action::Reply(id, refusal));
+                false
+            }
+        }
+    }
+
+    /// Applies `records` to the pending image and proposes them as one entry; `reply` leaves
+    /// when that entry commits (at once if there is nothing to write).
+    fn propose(&mut self, records: Vec<MetadataRecord>, reply: Option<(RequestId, Response)>) {
+        if records.is_empty() {
+            if let Some((id, response)) = reply {
+                self.actions.push_back(Action::Reply(id, response));
+            }
+            return;
+        }
+        let active = self.active.as_mut().expect("only the active controller proposes");
+        for record in &records {
+            if let Err(error) = active.pending.apply(record) {
+                panic!("controller built a record its own image refuses: {error}: {record:?}");
+            }
+        }
+        self.actions.push_back(Action::Propose(encode_records(&records)));
+        active.inflight.push_back(reply);
+    }
+
+    fn pending(&self) -> &MetadataImage {
+        &self.active.as_ref().expect("only the active controller decides").pending
+    }
+
+    fn resign(&mut self) {
+        let active = self.active.take().expect("resign while active");
+        tracing::info!(term = %active.term, waiting = active.inflight.len(), "controller resigns");
+        for (id, response) in active.inflight.into_iter().flatten() {
+            self.actions.push_back(Action::Reply(id, not_controller(response)));
+        }
+    }
+
+    fn create_topic(
+        &mut self,
+        image: &MetadataImage,
+        topic: &CreatableTopic,
+        partitions_total: &mut usize,
+    ) -> Result<Vec<MetadataRecord>, ControllerError> {
+        validate_topic_name(&topic.name).map_err(|e| ControllerError::InvalidTopic(e.message))?;
+        if image.topic_by_name(&topic.name).is_some() {
+            return Err(ControllerError::TopicAlreadyExists);
+        }
+        let num_partitions = if topic.num_partitions == -1 { self.config.num_partitions } else { topic.num_partitions };
+        if num_partitions < 1 {
+            return Err(ControllerError::InvalidPartitions(format!("number of partitions {num_partitions} is below 1")));
+        }
+        *partitions_total += num_partitions as usize;
+        if *partitions_total > self.config.max_partitions_per_request {
+            return Err(ControllerError::PolicyViolation("Excessively large number of partitions per request.".into()));
+        }
+        let rf = if topic.replication_factor == -1 { self.config.default_replication_factor } else { topic.replication_factor };
+        let brokers: Vec<NodeId> = image.brokers.values().filter(|b| !b.fenced).map(|b| b.broker_id).collect();
+        if rf < 1 {
+            return Err(ControllerError::InvalidReplicationFactor(format!("replication factor {rf} is below 1")));
+        }
+        if rf as usize > brokers.len() {
+            return Err(ControllerError::InvalidReplicationFactor(format!(
+                "Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be \
+                 reached because only {} broker(s) are registered.",
+                brokers.len()
+            )));
+        }
+        let mut log_configs = topic.configs.clone();
+        if let Some(value) = log_configs.remove(UNCLEAN_LEADER_ELECTION_ENABLE) {
+            parse_bool(&value).ok_or_else(|| {
+                ControllerError::InvalidConfig(format!("{UNCLEAN_LEADER_ELECTION_ENABLE}={value:?} is not true or false"))
+            })?;
+        }
+        TopicConfig::new(&self.config.log, log_configs).map_err(|e| ControllerError::InvalidConfig(e.message))?;
+
+        let topic_id = self.new_topic_id(image);
+        let mut records = vec![MetadataRecord::Topic { name: topic.name.clone(), topic_id, configs: topic.configs.clone() }];
+        // Rotate where each topic starts so successive topics do not all lead on one broker.
+        let start = image.partition_count() % brokers.len();
+        let shift = image.topics.len() % brokers.len();
+        for (p, replicas) in place_replicas(&brokers, num_partitions, rf, start, shift).into_iter().enumerate() {
+            records.push(MetadataRecord::Partition {
+                topic_id,
+                partition: p as i32,
+                leader: replicas[0],
+                isr: replicas.clone(),
+                replicas,
+                leader_epoch: LeaderEpoch(0),
+                partition_epoch: PartitionEpoch(0),
+            });
+        }
+        Ok(records)
+    }
+
+    fn new_topic_id(&mut self, image: &MetadataImage) -> TopicId {
+        loop {
+            self.topic_id_counter += 1;
+            let mut id = [0u8; 16];
+            for (half, salt) in [(0, 0x51u64), (8, 0xa7)] {
+                let mut z = self.seed ^ self.topic_id_counter.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ salt;
+                // splitmix64 finaliser.
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                id[half..half + 8].copy_from_slice(&(z ^ (z >> 31)).to_be_bytes());
+            }
+            if id != [0; 16] && !image.topics.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    fn check_invariants(&self) {
+        if !cfg!(debug_assertions) {
+            return;
+        }
+        self.image.check_invariants();
+        if let Some(active) = &self.active {
+            active.pending.check_invariants();
+            assert!(active.inflight.len() <= self.config.max_inflight_proposals);
+            if active.ready {
+                // The pending view only ever runs ahead of the committed one.
+                for (id, topic) in &active.pending.topics {
+                    for (p, state) in topic.partitions.iter().enumerate() {
+                        if let Some(committed) = self.image.partition(id, p as i32) {
+                            assert!(state.leader_epoch >= committed.leader_epoch, "leader epoch went back");
+                            assert!(state.partition_epoch >= committed.partition_epoch, "partition epoch went back");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn parse_bool(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" => Some(true),
+        "false" => Some(false),
+        _ => None,
+    }
+}
+
+fn unclean_enabled(topic: &TopicImage, default: bool) -> bool {
+    topic.configs.get(UNCLEAN_LEADER_ELECTION_ENABLE).and_then(|v| parse_bool(v)).unwrap_or(default)
+}
+
+fn leader_and_isr(p: &PartitionState) -> LeaderAndIsr {
+    LeaderAndIsr { leader: p.leader, leader_epoch: p.leader_epoch, partition_epoch: p.partition_epoch, isr: p.isr.clone() }
+}
+
+fn not_controller(response: Response) -> Response {
+    let e = Some(ControllerError::NotController);
+    match response {
+        Response::RegisterBroker(_) => {
+            Response::RegisterBroker(BrokerRegistrationResponse { error: e, broker_epoch: BrokerEpoch(-1) })
+        }
+        Response::Heartbeat(_) => Response::Heartbeat(BrokerHeartbeatResponse {
+            error: e,
+            is_caught_up: false,
+            is_fenced: true,
+            should_shutdown: false,
+        }),
+        Response::CreateTopics(results) => Response::CreateTopics(
+            results.into_iter().map(|r| CreateTopicResult { error: r.error.or(e.clone()), ..r }).collect(),
+        ),
+        Response::DeleteTopics(results) => Response::DeleteTopics(
+            results.into_iter().map(|r| DeleteTopicResult { error: r.error.or(e.clone()), ..r }).collect(),
+        ),
+        Response::AlterPartition(_) => Response::AlterPartition(AlterPartitionResponse { error: e, state: None }),
+    }
+}
+
+/// Kafka's leader election (`PartitionChangeBuilder.electLeader`): keep the current leader if
+/// it is alive and stays in the ISR, else the first alive ISR member in replica order; else,
+/// with unclean election on, the first alive replica, which becomes the whole ISR (it may have
+/// lost acknowledged data); else no leader, and the ISR keeps its last member so that replica
+/// can lead again cleanly when it returns.
+fn elect(
+    state: &PartitionState,
+    target_isr: Vec<NodeId>,
+    alive: impl Fn(NodeId) -> bool,
+    unclean: bool,
+) -> (NodeId, Vec<NodeId>) {
+    if state.leader != NodeId::NONE && target_isr.contains(&state.leader) && alive(state.leader) {
+        return (state.leader, target_isr);
+    }
+    if let Some(leader) = state.replicas.iter().copied().find(|r| target_isr.contains(r) && alive(*r)) {
+        return (leader, target_isr);
+    }
+    if unclean {
+        if let Some(leader) = state.replicas.iter().copied().find(|r| alive(*r)) {
+            return (leader, vec![leader]);
+        }
+    }
+    (NodeId::NONE, target_isr)
+}
+
+fn change_record(topic_id: TopicId, partition: usize, state: &PartitionState, leader: NodeId, isr: Vec<NodeId>) -> Option<MetadataRecord> {
+    if leader == state.leader && isr == state.isr {
+        return None;
+    }
+    Some(MetadataRecord::PartitionChange {
+        topic_id,
+        partition: partition as i32,
+        leader: (leader != state.leader).then_some(leader),
+        isr: (isr != state.isr).then_some(isr),
+    })
+}
+
+/// The partition changes when `broker` stops being eligible (fenced, re-registered, shut
+/// down): it leaves every ISR (but stays as the last member, leader none) and its
+/// leaderships move to alive ISR members (KRaft's `handleBrokerFenced`).
+fn leave_changes(image: &MetadataImage, broker: NodeId, unclean_default: bool) -> Vec<MetadataRecord> {
+    let alive = |b: NodeId| b != broker && image.is_alive(b);
+    let mut records = Vec::new();
+    for topic in image.topics.values() {
+        let unclean = unclean_enabled(topic, unclean_default);
+        for (p, state) in topic.partitions.iter().enumerate() {
+            if !state.isr.contains(&broker) && state.leader != broker {
+                continue;
+            }
+            let mut target: Vec<NodeId> = state.isr.iter().copied().filter(|r| *r != broker).collect();
+            if target.is_empty() {
+                target = state.isr.clone();
+            }
+            let (leader, isr) = elect(state, target, alive, unclean);
+            records.extend(change_record(topic.id, p, state, leader, isr));
+        }
+    }
+    records
+}
+
+/// The elections `broker` becoming alive enables: partitions without a leader whose ISR holds
+/// an alive member (or, with unclean election on, with any alive replica).
+fn join_changes(image: &MetadataImage, broker: NodeId, unclean_default: bool) -> Vec<MetadataRecord> {
+    let mut records = Vec::new();
+    for topic in image.topics.values() {
+        let unclean = unclean_enabled(topic, unclean_default);
+        for (p, state) in topic.partitions.iter().enumerate() {
+            if state.leader != NodeId::NONE || !state.replicas.contains(&broker) {
+                continue;
+            }
+            let (leader, isr) = elect(state, state.isr.clone(), |b| image.is_alive(b), unclean);
+            records.extend(change_record(topic.id, p, state, leader, isr));
+        }
+    }
+    records
+}
+
+fn validate_alter_partition<'a>(
+    image: &'a MetadataImage,
+    req: &AlterPartitionRequest,
+) -> Result<&'a PartitionState, ControllerError> {
+    match image.brokers.get(&req.broker_id) {
+        None => return Err(ControllerError::StaleBrokerEpoch),
+        Some(b) if b.broker_epoch != req.broker_epoch => return Err(ControllerError::StaleBrokerEpoch),
+        Some(_) => {}
+    }
+    if !image.topics.contains_key(&req.topic_id) {
+        return Err(ControllerError::UnknownTopicId);
+    }
+    let current = image.partition(&req.topic_id, req.partition).ok_or(ControllerError::UnknownTopicOrPartition)?;
+    // A newer epoch than ours means this controller is behind: let the leader find the new one.
+    if req.leader_epoch > current.leader_epoch {
+        return Err(ControllerError::NotController);
+    }
+    if req.leader_epoch < current.leader_epoch {
+        return Err(ControllerError::FencedLeaderEpoch);
+    }
+    if req.broker_id != current.leader {
+        return Err(ControllerError::InvalidRequest("the sender is not the partition leader"));
+    }
+    if req.partition_epoch > current.partition_epoch {
+        return Err(ControllerError::NotController);
+    }
+    if req.partition_epoch < current.partition_epoch {
+        return Err(ControllerError::InvalidUpdateVersion);
+    }
+    let distinct = req.new_isr.iter().collect::<BTreeSet<_>>().len() == req.new_isr.len();
+    if req.new_isr.is_empty() || !distinct || !req.new_isr.iter().all(|r| current.replicas.contains(r)) {
+        return Err(ControllerError::InvalidRequest("new ISR empty, repeated or not a subset of the replicas"));
+    }
+    if !req.new_isr.contains(&current.leader) {
+        return Err(ControllerError::InvalidRequest("new ISR does not contain the leader"));
+    }
+    if !req.new_isr.iter().all(|r| image.is_alive(*r)) {
+        return Err(ControllerError::IneligibleReplica);
+    }
+    Ok(current)
+}
