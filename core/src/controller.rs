@@ -1326,3 +1326,658 @@ fn validate_alter_partition<'a>(
     }
     Ok(current)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::{Action as RaftAction, Completion, HardState, Message, Raft, RaftConfig};
+
+    // ---- the real Raft and Controller of each quorum member, pumped by an in-memory driver:
+    // synchronous disk, an in-order network, virtual time ----
+
+    struct Node {
+        raft: Raft,
+        controller: Controller,
+        log: Vec<Entry>,
+        up: bool,
+    }
+
+    struct Cluster {
+        now_ms: i64,
+        nodes: BTreeMap<NodeId, Node>,
+        net: VecDeque<(NodeId, NodeId, Message)>,
+        replies: BTreeMap<RequestId, Response>,
+        next_request: RequestId,
+    }
+
+    const SESSION_MS: i64 = 9_000;
+
+    impl Cluster {
+        fn new(voters: &[i32], observers: &[i32]) -> Cluster {
+            let voter_ids: Vec<NodeId> = voters.iter().map(|v| NodeId(*v)).collect();
+            let observer_ids: Vec<NodeId> = observers.iter().map(|v| NodeId(*v)).collect();
+            let mut nodes = BTreeMap::new();
+            for id in voter_ids.iter().chain(&observer_ids) {
+                let config = RaftConfig::new(*id, voter_ids.clone(), observer_ids.clone());
+                let raft = Raft::restore(config, 7 + id.0 as u64, 0, HardState::default(), Vec::new()).unwrap();
+                let controller = Controller::new(ControllerConfig::new(*id), 11 + id.0 as u64);
+                nodes.insert(*id, Node { raft, controller, log: Vec::new(), up: true });
+            }
+            let mut cluster =
+                Cluster { now_ms: 0, nodes, net: VecDeque::new(), replies: BTreeMap::new(), next_request: 1 };
+            cluster.run_until(|c| c.active().is_some());
+            cluster
+        }
+
+        fn pump(&mut self, id: NodeId) {
+            let now_ms = self.now_ms;
+            let node = self.nodes.get_mut(&id).unwrap();
+            loop {
+                let mut progress = false;
+                while let Some(action) = node.raft.poll_action() {
+                    progress = true;
+                    match action {
+                        RaftAction::PersistVote { term, voted_for } => {
+                            node.raft.handle_completion(now_ms, Completion::VotePersisted { term, voted_for })
+                        }
+                        RaftAction::Truncate { from } => node.log.truncate(from.0 as usize - 1),
+                        RaftAction::Append { entries } => {
+                            let last = entries.last().unwrap();
+                            let completion = Completion::Persisted { through: last.index, term: last.term };
+                            node.log.extend(entries);
+                            node.raft.handle_completion(now_ms, completion);
+                        }
+                        RaftAction::Send { to, message } => self.net.push_back((id, to, message)),
+                        RaftAction::Apply { entries } => {
+                            for entry in &entries {
+                                node.controller.handle_committed(now_ms, entry);
+                            }
+                        }
+                        RaftAction::Leader { term, leader } => node.controller.handle_leader(now_ms, term, leader),
+                    }
+                }
+                while let Some(action) = node.controller.poll_action() {
+                    progress = true;
+                    match action {
+                        Action::Propose(bytes) => {
+                            let _ = node.raft.propose(now_ms, bytes);
+                        }
+                        Action::Reply(request, response) => {
+                            self.replies.insert(request, response);
+                        }
+                    }
+                }
+                if !progress {
+                    break;
+                }
+            }
+        }
+
+        fn settle(&mut self) {
+            for _ in 0..100_000 {
+                for id in self.nodes.keys().copied().collect::<Vec<_>>() {
+                    if self.nodes[&id].up {
+                        self.pump(id);
+                    }
+                }
+                let Some((from, to, message)) = self.net.pop_front() else { return };
+                let now_ms = self.now_ms;
+                let node = self.nodes.get_mut(&to).unwrap();
+                if node.up && self.nodes[&from].up {
+                    let node = self.nodes.get_mut(&to).unwrap();
+                    node.raft.handle_message(now_ms, from, message);
+                }
+            }
+            panic!("network never settled");
+        }
+
+        /// Lets virtual time pass to `until_ms`, firing every timer on the way.
+        fn advance_to(&mut self, until_ms: i64) {
+            loop {
+                self.settle();
+                let next = self
+                    .nodes
+                    .values()
+                    .filter(|n| n.up)
+                    .flat_map(|n| [n.raft.poll_timeout(), n.controller.poll_timeout()])
+                    .flatten()
+                    .min();
+                match next {
+                    Some(next) if next <= until_ms => {
+                        self.now_ms = self.now_ms.max(next);
+                        let now_ms = self.now_ms;
+                        for node in self.nodes.values_mut().filter(|n| n.up) {
+                            if node.raft.poll_timeout().is_some_and(|t| t <= now_ms) {
+                                node.raft.handle_timeout(now_ms);
+                            }
+                            if node.controller.poll_timeout().is_some_and(|t| t <= now_ms) {
+                                node.controller.handle_timeout(now_ms);
+                            }
+                        }
+                    }
+                    _ => break,
+                }
+            }
+            self.now_ms = self.now_ms.max(until_ms);
+            self.settle();
+        }
+
+        fn run_until(&mut self, done: impl Fn(&Cluster) -> bool) {
+            for _ in 0..1_000 {
+                if done(self) {
+                    return;
+                }
+                let to = self.now_ms + 100;
+                self.advance_to(to);
+            }
+            panic!("condition never reached");
+        }
+
+        fn active(&self) -> Option<NodeId> {
+            self.nodes.iter().find(|(_, n)| n.up && n.controller.is_active()).map(|(id, _)| *id)
+        }
+
+        fn controller(&self) -> &Controller {
+            &self.nodes[&self.active().unwrap()].controller
+        }
+
+        fn image(&self) -> &MetadataImage {
+            self.controller().image()
+        }
+
+        /// Sends a request to the active controller and returns its answer once committed.
+        fn request(&mut self, send: impl FnOnce(&mut Controller, i64, RequestId)) -> Response {
+            let id = self.next_request;
+            self.next_request += 1;
+            let active = self.active().unwrap();
+            let now_ms = self.now_ms;
+            send(&mut self.nodes.get_mut(&active).unwrap().controller, now_ms, id);
+            self.settle();
+            self.replies.remove(&id).expect("request answered")
+        }
+
+        fn register(&mut self, broker: i32) -> BrokerEpoch {
+            let req = BrokerRegistrationRequest {
+                broker_id: NodeId(broker),
+                incarnation_id: [broker as u8; 16],
+                endpoints: vec![Endpoint { name: "PLAINTEXT".into(), host: "localhost".into(), port: 9092 }],
+            };
+            match self.request(|c, now, id| c.handle_register_broker(now, id, req)) {
+                Response::RegisterBroker(BrokerRegistrationResponse { error: None, broker_epoch }) => broker_epoch,
+                other => panic!("registration failed: {other:?}"),
+            }
+        }
+
+        fn heartbeat(&mut self, broker: i32) -> BrokerHeartbeatResponse {
+            let broker_epoch = self.image().brokers()[&NodeId(broker)].broker_epoch;
+            let req = BrokerHeartbeatRequest {
+                broker_id: NodeId(broker),
+                broker_epoch,
+                current_metadata_offset: self.controller().applied_index(),
+                want_fence: false,
+                want_shutdown: false,
+            };
+            match self.request(|c, now, id| c.handle_heartbeat(now, id, req)) {
+                Response::Heartbeat(r) => r,
+                other => panic!("{other:?}"),
+            }
+        }
+
+        /// Registers and unfences brokers.
+        fn start_brokers(&mut self, brokers: &[i32]) {
+            for b in brokers {
+                self.register(*b);
+                let r = self.heartbeat(*b);
+                assert_eq!((r.error, r.is_fenced), (None, false), "broker {b} not unfenced");
+            }
+        }
+
+        /// Time passes in heartbeat-interval steps; only `alive` brokers heartbeat.
+        fn heartbeats_for(&mut self, duration_ms: i64, alive: &[i32]) {
+            let end = self.now_ms + duration_ms;
+            while self.now_ms < end {
+                for b in alive {
+                    self.heartbeat(*b);
+                }
+                let to = (self.now_ms + 2_000).min(end);
+                self.advance_to(to);
+            }
+        }
+
+        fn create_topic(&mut self, name: &str, partitions: i32, rf: i16, configs: &[(&str, &str)]) -> CreateTopicResult {
+            let topic = CreatableTopic {
+                name: name.into(),
+                num_partitions: partitions,
+                replication_factor: rf,
+                configs: configs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            };
+            let req = CreateTopicsRequest { topics: vec![topic], validate_only: false };
+            match self.request(|c, now, id| c.handle_create_topics(now, id, req)) {
+                Response::CreateTopics(mut results) => results.remove(0),
+                other => panic!("{other:?}"),
+            }
+        }
+
+        fn alter_partition(&mut self, req: AlterPartitionRequest) -> AlterPartitionResponse {
+            match self.request(|c, now, id| c.handle_alter_partition(now, id, req)) {
+                Response::AlterPartition(r) => r,
+                other => panic!("{other:?}"),
+            }
+        }
+
+        fn partition(&self, topic: &str, p: i32) -> PartitionState {
+            let topic = self.image().topic_by_name(topic).unwrap();
+            topic.partitions[p as usize].clone()
+        }
+    }
+
+    fn ids(list: &[i32]) -> Vec<NodeId> {
+        list.iter().map(|n| NodeId(*n)).collect()
+    }
+
+    // Guards KRaft's broker liveness rule: a broker that stops heartbeating is fenced after
+    // broker.session.timeout.ms, leaves every ISR, and its leaderships move to alive ISR members
+    // with a bumped leader epoch (so its stale fetches and produces are fenced, KIP-101/320).
+    #[test]
+    fn missed_heartbeats_fence_broker_and_move_leaderships_to_isr_members_with_new_epochs() {
+        let mut c = Cluster::new(&[100], &[]);
+        c.start_brokers(&[1, 2, 3]);
+        let created = c.create_topic("orders", 6, 3, &[]);
+        assert_eq!(created.error, None);
+        let before: Vec<PartitionState> = (0..6).map(|p| c.partition("orders", p)).collect();
+        assert_eq!(before.iter().filter(|p| p.leader == NodeId(2)).count(), 2);
+
+        // Broker 2 goes silent; within one session it is not yet fenced.
+        c.heartbeats_for(SESSION_MS - 2_000, &[1, 3]);
+        assert!(c.image().is_alive(NodeId(2)));
+        c.heartbeats_for(4_000, &[1, 3]);
+        assert!(!c.image().is_alive(NodeId(2)), "broker 2 not fenced after its session expired");
+
+        for (p, old) in before.iter().enumerate() {
+            let now = c.partition("orders", p as i32);
+            assert!(!now.isr.contains(&NodeId(2)), "p{p}: fenced broker still in ISR {:?}", now.isr);
+            assert_ne!(now.leader, NodeId(2));
+            assert!(now.isr.contains(&now.leader));
+            if old.leader == NodeId(2) {
+                // The next replica in assignment order that is in the ISR.
+                let expected = old.replicas.iter().copied().find(|r| *r != NodeId(2)).unwrap();
+                assert_eq!(now.leader, expected, "p{p}");
+                assert_eq!(now.leader_epoch, old.leader_epoch.next(), "p{p}: leader epoch not bumped");
+            } else {
+                assert_eq!(now.leader_epoch, old.leader_epoch, "p{p}: follower loss must not bump the leader epoch");
+            }
+            assert!(now.partition_epoch > old.partition_epoch);
+        }
+        // Broker 2 resumes heartbeating with its epoch: unfenced, but not back in any ISR
+        // (its leaders add it once it has caught up, through AlterPartition).
+        let back = c.heartbeat(2);
+        assert_eq!((back.error, back.is_fenced), (None, false));
+        assert!(c.image().is_alive(NodeId(2)));
+        assert!((0..6).all(|p| !c.partition("orders", p).isr.contains(&NodeId(2))));
+        // After a restart it registers again: a new, higher epoch, fenced until caught up.
+        let old_epoch = c.image().brokers()[&NodeId(2)].broker_epoch;
+        assert!(c.register(2) > old_epoch);
+        assert!(!c.image().is_alive(NodeId(2)));
+        c.start_brokers(&[2]);
+        assert!(c.image().is_alive(NodeId(2)));
+    }
+
+    // Guards against silent data loss (Kafka's default unclean.leader.election.enable=false):
+    // with no ISR member alive the partition has no leader; the per-topic config lets an
+    // out-of-ISR replica lead, and it alone forms the ISR.
+    #[test]
+    fn no_leader_without_alive_isr_member_unless_topic_enables_unclean_election() {
+        let mut c = Cluster::new(&[100], &[]);
+        c.start_brokers(&[1, 2]);
+        c.create_topic("clean", 1, 2, &[]);
+        c.create_topic("dirty", 1, 2, &[(UNCLEAN_LEADER_ELECTION_ENABLE, "true")]);
+        for topic in ["clean", "dirty"] {
+            let p = c.partition(topic, 0);
+            let topic_id = c.image().topic_by_name(topic).unwrap().id;
+            let leader = p.leader;
+            // The leader shrinks the ISR to itself (the follower fell behind).
+            let r = c.alter_partition(AlterPartitionRequest {
+                broker_id: leader,
+                broker_epoch: c.image().brokers()[&leader].broker_epoch,
+                topic_id,
+                partition: 0,
+                leader_epoch: p.leader_epoch,
+                partition_epoch: p.partition_epoch,
+                new_isr: vec![leader],
+            });
+            assert_eq!(r.error, None);
+        }
+        let clean = c.partition("clean", 0);
+        let dirty = c.partition("dirty", 0);
+        // Fence every ISR member: both leaders go silent, the other brokers keep beating.
+        let silent = [clean.leader.0, dirty.leader.0];
+        let alive: Vec<i32> = [1, 2].into_iter().filter(|b| !silent.contains(b)).collect();
+        c.heartbeats_for(SESSION_MS + 4_000, &alive);
+
+        let clean_now = c.partition("clean", 0);
+        assert_eq!(clean_now.leader, NodeId::NONE, "clean topic elected an out-of-ISR replica");
+        assert_eq!(clean_now.isr, clean.isr, "the last ISR member stays so it can lead again");
+        assert_eq!(clean_now.leader_epoch, clean.leader_epoch.next());
+
+        let dirty_now = c.partition("dirty", 0);
+        if alive.is_empty() {
+            assert_eq!(dirty_now.leader, NodeId::NONE);
+        } else {
+            let out_of_isr = dirty.replicas.iter().copied().find(|r| *r != dirty.leader).unwrap();
+            assert_eq!(dirty_now.leader, out_of_isr, "unclean election did not pick the alive replica");
+            assert_eq!(dirty_now.isr, vec![out_of_isr]);
+            assert_eq!(dirty_now.leader_epoch, dirty.leader_epoch.next());
+        }
+        // The clean partition's last ISR member comes back and leads it again.
+        c.start_brokers(&[clean.leader.0]);
+        let back = c.partition("clean", 0);
+        assert_eq!(back.leader, clean.leader);
+        assert_eq!(back.leader_epoch, clean.leader_epoch.next().next());
+    }
+
+    // Guards ISR safety (KIP-497, KIP-841, KIP-903's stale-broker class): AlterPartition from a
+    // deposed leader, built on an old partition state, sent by an old incarnation of the broker,
+    // or adding a replica that is not alive, must be refused; a valid one bumps the partition
+    // epoch only.
+    #[test]
+    fn stale_alter_partition_is_rejected() {
+        let mut c = Cluster::new(&[100], &[]);
+        c.start_brokers(&[1, 2, 3]);
+        c.create_topic("t", 1, 3, &[]);
+        let topic_id = c.image().topic_by_name("t").unwrap().id;
+        let p = c.partition("t", 0);
+        let leader = p.leader;
+        let followers: Vec<NodeId> = p.replicas.iter().copied().filter(|r| *r != leader).collect();
+        let epoch_of = |c: &Cluster, b: NodeId| c.image().brokers()[&b].broker_epoch;
+        let base = AlterPartitionRequest {
+            broker_id: leader,
+            broker_epoch: epoch_of(&c, leader),
+            topic_id,
+            partition: 0,
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+            new_isr: vec![leader, followers[0]],
+        };
+        // Valid shrink: ISR loses followers[1]; partition epoch bumps, leader epoch stays.
+        let ok = c.alter_partition(base.clone());
+        assert_eq!(ok.error, None);
+        let state = ok.state.unwrap();
+        assert_eq!(state.isr, base.new_isr);
+        assert_eq!(state.partition_epoch, PartitionEpoch(p.partition_epoch.0 + 1));
+        assert_eq!(state.leader_epoch, p.leader_epoch);
+        assert_eq!(c.partition("t", 0).isr, base.new_isr, "reply sent before the change committed");
+
+        // Stale partition epoch: the same request again.
+        let again = AlterPartitionRequest { new_isr: p.replicas.clone(), ..base.clone() };
+        assert_eq!(c.alter_partition(again).error, Some(ControllerError::InvalidUpdateVersion));
+        let current = AlterPartitionRequest { partition_epoch: state.partition_epoch, ..base.clone() };
+
+        // Old broker epoch: the leader restarted and re-registered since.
+        let old_epoch = AlterPartitionRequest { broker_epoch: BrokerEpoch(base.broker_epoch.0 - 1), ..current.clone() };
+        assert_eq!(c.alter_partition(old_epoch).error, Some(ControllerError::StaleBrokerEpoch));
+
+        // An ISR member that is not alive: fence followers[1] (missed heartbeats), then try to
+        // add it back.
+        c.heartbeats_for(SESSION_MS + 4_000, &[leader.0, followers[0].0]);
+        assert!(!c.image().is_alive(followers[1]));
+        let p = c.partition("t", 0);
+        let expand = AlterPartitionRequest {
+            partition_epoch: p.partition_epoch,
+            leader_epoch: p.leader_epoch,
+            new_isr: vec![leader, followers[0], followers[1]],
+            ..base.clone()
+        };
+        assert_eq!(c.alter_partition(expand).error, Some(ControllerError::IneligibleReplica));
+
+        // Old leader epoch: the leader is fenced, its leadership moves; it then proposes with
+        // the epoch it knew, and its old broker epoch once re-registered.
+        c.heartbeats_for(SESSION_MS + 4_000, &[followers[0].0]);
+        let moved = c.partition("t", 0);
+        assert_eq!(moved.leader, followers[0]);
+        let deposed = AlterPartitionRequest {
+            partition_epoch: p.partition_epoch,
+            leader_epoch: p.leader_epoch,
+            new_isr: vec![leader],
+            ..base.clone()
+        };
+        assert_eq!(c.alter_partition(deposed.clone()).error, Some(ControllerError::FencedLeaderEpoch));
+        c.start_brokers(&[leader.0]);
+        assert_eq!(c.alter_partition(deposed).error, Some(ControllerError::StaleBrokerEpoch));
+        // A follower claiming leadership with the current epochs is not the leader.
+        let impostor = AlterPartitionRequest {
+            broker_id: leader,
+            broker_epoch: epoch_of(&c, leader),
+            leader_epoch: moved.leader_epoch,
+            partition_epoch: moved.partition_epoch,
+            new_isr: vec![followers[0], leader],
+            ..base.clone()
+        };
+        assert!(matches!(c.alter_partition(impostor).error, Some(ControllerError::InvalidRequest(_))));
+        // A leader epoch newer than the controller's: NOT_CONTROLLER, so the leader looks again.
+        let ahead = AlterPartitionRequest {
+            broker_id: followers[0],
+            broker_epoch: epoch_of(&c, followers[0]),
+            leader_epoch: moved.leader_epoch.next(),
+            partition_epoch: moved.partition_epoch,
+            new_isr: vec![followers[0]],
+            ..base.clone()
+        };
+        assert_eq!(c.alter_partition(ahead).error, Some(ControllerError::NotController));
+        // Unknown topic id.
+        let unknown = AlterPartitionRequest { topic_id: [9; 16], broker_epoch: epoch_of(&c, leader), ..base };
+        assert_eq!(c.alter_partition(unknown).error, Some(ControllerError::UnknownTopicId));
+    }
+
+    // Guards load balance (Kafka's rack-unaware assignment, which StripedReplicaPlacer reduces
+    // to without racks): with 3 brokers, 12 partitions and RF 3, every broker leads 4 partitions
+    // and holds each replica position 4 times.
+    #[test]
+    fn placement_spreads_partitions_and_leaders_evenly() {
+        let golden: [[i32; 3]; 12] = [
+            [1, 2, 3],
+            [2, 3, 1],
+            [3, 1, 2],
+            [1, 3, 2],
+            [2, 1, 3],
+            [3, 2, 1],
+            [1, 2, 3],
+            [2, 3, 1],
+            [3, 1, 2],
+            [1, 3, 2],
+            [2, 1, 3],
+            [3, 2, 1],
+        ];
+        let placed = place_replicas(&ids(&[1, 2, 3]), 12, 3, 0, 0);
+        let expected: Vec<Vec<NodeId>> = golden.iter().map(|r| ids(r)).collect();
+        assert_eq!(placed, expected);
+
+        // Through CreateTopics: leaders and replicas spread over 4 brokers, RF 2.
+        let mut c = Cluster::new(&[100], &[]);
+        c.start_brokers(&[1, 2, 3, 4]);
+        c.create_topic("a", 12, 2, &[]);
+        c.create_topic("b", 5, 2, &[]);
+        let mut leaders = BTreeMap::<NodeId, usize>::new();
+        let mut replicas = BTreeMap::<NodeId, usize>::new();
+        for topic in ["a", "b"] {
+            for p in &c.image().topic_by_name(topic).unwrap().partitions {
+                *leaders.entry(p.leader).or_default() += 1;
+                for r in &p.replicas {
+                    *replicas.entry(*r).or_default() += 1;
+                }
+                assert_eq!(p.isr, p.replicas);
+                assert_eq!(p.leader, p.replicas[0]);
+            }
+        }
+        let spread = |m: &BTreeMap<NodeId, usize>| m.values().max().unwrap() - m.values().min().unwrap();
+        assert_eq!(leaders.len(), 4);
+        assert!(spread(&leaders) <= 1, "leaders {leaders:?}");
+        assert!(spread(&replicas) <= 1, "replicas {replicas:?}");
+    }
+
+    // Guards CreateTopics validation (Kafka's INVALID_REPLICATION_FACTOR and friends): a
+    // replication factor above the live brokers is refused and nothing is written.
+    #[test]
+    fn create_topics_with_replication_factor_above_live_brokers_fails() {
+        let mut c = Cluster::new(&[100], &[]);
+        c.start_brokers(&[1, 2]);
+        let r = c.create_topic("big", 3, 3, &[]);
+        assert!(matches!(&r.error, Some(ControllerError::InvalidReplicationFactor(_))), "{r:?}");
+        assert_eq!(r.error.unwrap().code(), ErrorCode::InvalidReplicationFactor);
+        assert!(c.image().topic_by_name("big").is_none());
+        // A registered but fenced broker does not count.
+        c.register(3);
+        let r = c.create_topic("big", 3, 3, &[]);
+        assert!(matches!(r.error, Some(ControllerError::InvalidReplicationFactor(_))));
+        // The other validations, and defaults.
+        assert!(matches!(c.create_topic("zero", 0, 1, &[]).error, Some(ControllerError::InvalidPartitions(_))));
+        assert!(matches!(c.create_topic("bad name", 1, 1, &[]).error, Some(ControllerError::InvalidTopic(_))));
+        let bad_config = c.create_topic("cfg", 1, 1, &[("min.insync.replicas", "0")]);
+        assert!(matches!(bad_config.error, Some(ControllerError::InvalidConfig(_))));
+        let bad_unclean = c.create_topic("cfg", 1, 1, &[(UNCLEAN_LEADER_ELECTION_ENABLE, "maybe")]);
+        assert!(matches!(bad_unclean.error, Some(ControllerError::InvalidConfig(_))));
+        let defaults = c.create_topic("defaults", -1, -1, &[("min.insync.replicas", "2")]);
+        assert_eq!((defaults.error, defaults.num_partitions, defaults.replication_factor), (None, 1, 1));
+        assert_eq!(c.create_topic("defaults", 1, 1, &[]).error, Some(ControllerError::TopicAlreadyExists));
+        let deleted = c.request(|ctl, now, id| ctl.handle_delete_topics(now, id, vec!["defaults".into(), "nope".into()]));
+        let Response::DeleteTopics(results) = deleted else { panic!() };
+        assert_eq!(results[0].error, None);
+        assert_eq!(results[1].error, Some(ControllerError::UnknownTopicOrPartition));
+        assert!(c.image().topic_by_name("defaults").is_none());
+    }
+
+    // Guards "metadata changes reach every broker": voters and an observer replaying the
+    // committed log hold identical images, and after the active controller dies a new one
+    // takes over with the same image, refusing nothing it committed.
+    #[test]
+    fn every_member_replays_the_same_image_and_a_new_active_controller_takes_over() {
+        let mut c = Cluster::new(&[100, 101, 102], &[7]);
+        c.start_brokers(&[1, 2, 3]);
+        c.create_topic("t", 4, 3, &[]);
+        c.heartbeats_for(5_000, &[1, 2, 3]);
+        // One more heartbeat round carries the last commit index to followers and observers.
+        let to = c.now_ms + 500;
+        c.advance_to(to);
+        let reference = c.image().clone();
+        for (id, node) in &c.nodes {
+            assert_eq!(node.controller.image(), &reference, "node {id} diverged");
+        }
+        let old = c.active().unwrap();
+        c.nodes.get_mut(&old).unwrap().up = false;
+        c.run_until(|c| c.active().is_some_and(|a| a != old));
+        assert_eq!(c.image(), &reference);
+        // The new active controller serves: brokers keep their sessions through the change.
+        c.heartbeats_for(SESSION_MS + 2_000, &[1, 2, 3]);
+        assert!([1, 2, 3].iter().all(|b| c.image().is_alive(NodeId(*b))));
+        assert_eq!(c.create_topic("u", 2, 3, &[]).error, None);
+        let to = c.now_ms + 500;
+        c.advance_to(to);
+        assert_eq!(c.nodes[&NodeId(7)].controller.image(), c.image());
+    }
+
+    // Guards the standby path: a controller that is not active refuses with NOT_CONTROLLER
+    // instead of deciding on an image that may be behind.
+    #[test]
+    fn standby_controller_refuses_requests_with_not_controller() {
+        let mut c = Cluster::new(&[100, 101, 102], &[]);
+        let standby = c.nodes.keys().copied().find(|id| Some(*id) != c.active()).unwrap();
+        let req = BrokerRegistrationRequest { broker_id: NodeId(1), incarnation_id: [1; 16], endpoints: vec![] };
+        let now_ms = c.now_ms;
+        c.nodes.get_mut(&standby).unwrap().controller.handle_register_broker(now_ms, 99, req);
+        c.settle();
+        let Some(Response::RegisterBroker(r)) = c.replies.remove(&99) else { panic!() };
+        assert_eq!(r.error, Some(ControllerError::NotController));
+    }
+
+    // Guards controlled shutdown: the broker asks to leave, its leaderships move before it
+    // stops, and it is told it may shut down.
+    #[test]
+    fn controlled_shutdown_moves_leaderships_first() {
+        let mut c = Cluster::new(&[100], &[]);
+        c.start_brokers(&[1, 2]);
+        c.create_topic("t", 2, 2, &[]);
+        let req = BrokerHeartbeatRequest {
+            broker_id: NodeId(1),
+            broker_epoch: c.image().brokers()[&NodeId(1)].broker_epoch,
+            current_metadata_offset: c.controller().applied_index(),
+            want_fence: false,
+            want_shutdown: true,
+        };
+        let Response::Heartbeat(r) = c.request(|ctl, now, id| ctl.handle_heartbeat(now, id, req)) else { panic!() };
+        assert!(r.should_shutdown && r.is_fenced);
+        for p in 0..2 {
+            let state = c.partition("t", p);
+            assert_eq!((state.leader, state.isr.clone()), (NodeId(2), vec![NodeId(2)]));
+        }
+    }
+
+    #[test]
+    fn records_round_trip_and_garbage_is_an_error() {
+        let records = vec![
+            MetadataRecord::RegisterBroker {
+                broker_id: NodeId(1),
+                broker_epoch: BrokerEpoch(4),
+                incarnation_id: [3; 16],
+                endpoints: vec![Endpoint { name: "PLAINTEXT".into(), host: "h".into(), port: 9092 }],
+            },
+            MetadataRecord::FenceBroker { broker_id: NodeId(1), broker_epoch: BrokerEpoch(4) },
+            MetadataRecord::UnfenceBroker { broker_id: NodeId(1), broker_epoch: BrokerEpoch(4) },
+            MetadataRecord::Topic { name: "t".into(), topic_id: [5; 16], configs: [("a".into(), "b".into())].into() },
+            MetadataRecord::Partition {
+                topic_id: [5; 16],
+                partition: 0,
+                replicas: ids(&[1, 2]),
+                isr: ids(&[1]),
+                leader: NodeId(1),
+                leader_epoch: LeaderEpoch(3),
+                partition_epoch: PartitionEpoch(9),
+            },
+            MetadataRecord::PartitionChange { topic_id: [5; 16], partition: 0, leader: Some(NodeId::NONE), isr: None },
+            MetadataRecord::PartitionChange { topic_id: [5; 16], partition: 0, leader: None, isr: Some(ids(&[2])) },
+            MetadataRecord::RemoveTopic { topic_id: [5; 16] },
+        ];
+        let bytes = encode_records(&records);
+        assert_eq!(decode_records(&bytes), Ok(records));
+        for cut in 0..bytes.len() {
+            assert!(decode_records(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        assert_eq!(decode_records(&[1, 0, 0, 0, 0]), Err(DecodeError::Version(1)));
+        assert!(decode_records(&[0, 255, 255, 255, 255]).is_err());
+    }
+
+    // Guards determinism of replay: a record that does not fit the image is refused and
+    // changes nothing, the same way on every replica.
+    #[test]
+    fn apply_refuses_inconsistent_records_and_leaves_the_image_unchanged() {
+        let mut image = MetadataImage::default();
+        let topic = MetadataRecord::Topic { name: "t".into(), topic_id: [1; 16], configs: BTreeMap::new() };
+        image.apply(&topic).unwrap();
+        let before = image.clone();
+        let bad = [
+            MetadataRecord::Partition {
+                topic_id: [1; 16],
+                partition: 1,
+                replicas: ids(&[1]),
+                isr: ids(&[1]),
+                leader: NodeId(1),
+                leader_epoch: LeaderEpoch(0),
+                partition_epoch: PartitionEpoch(0),
+            },
+            MetadataRecord::Partition {
+                topic_id: [1; 16],
+                partition: 0,
+                replicas: ids(&[1, 2]),
+                isr: ids(&[3]),
+                leader: NodeId(3),
+                leader_epoch: LeaderEpoch(0),
+                partition_epoch: PartitionEpoch(0),
+            },
+            MetadataRecord::PartitionChange { topic_id: [1; 16], partition: 0, leader: None, isr: None },
+            MetadataRecord::FenceBroker { broker_id: NodeId(1), broker_epoch: BrokerEpoch(1) },
+            topic,
+        ];
+        for record in bad {
+            assert!(image.apply(&record).is_err(), "{record:?}");
+            assert_eq!(image, before);
+        }
+    }
+}
