@@ -656,6 +656,8 @@ pub struct ControllerConfig {
     pub max_partitions_per_request: usize,
     /// Proposals not yet committed; must stay below Raft's `max_uncommitted_entries`.
     pub max_inflight_proposals: usize,
+    /// The largest entry to propose; must not exceed Raft's `max_entry_bytes`.
+    pub max_entry_bytes: usize,
 }
 
 impl ControllerConfig {
@@ -669,6 +671,7 @@ impl ControllerConfig {
             log: LogConfig::default(),
             max_partitions_per_request: 10_000,
             max_inflight_proposals: 1_024,
+            max_entry_bytes: 8 << 20,
         }
     }
 }
@@ -959,6 +962,13 @@ impl Controller {
                 Err(error) => result.error = Some(error),
             }
             results.push(result);
+        }
+        if encode_records(&records).len() > self.config.max_entry_bytes {
+            let too_big = ControllerError::PolicyViolation("the topics' metadata exceeds one metadata-log entry".into());
+            for result in results.iter_mut().filter(|r| r.error.is_none()) {
+                result.error = Some(too_big.clone());
+            }
+            records.clear();
         }
         self.propose(records, Some((id, Response::CreateTopics(results))));
         self.check_invariants();

@@ -112,6 +112,10 @@ impl RaftConfig {
 /// Messages between quorum members. The sender is the `from` of `handle_message`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
+    /// Would you vote for me in `term` (our term + 1)? Changes no state on either side.
+    PreVote { term: Term, last_log_index: Index, last_log_term: Term },
+    /// `term`: the asked term if granted, else the responder's own.
+    PreVoteResponse { term: Term, granted: bool },
     /// RequestVote.
     Vote { term: Term, last_log_index: Index, last_log_term: Term },
     VoteResponse { term: Term, granted: bool },
@@ -131,7 +135,9 @@ pub enum Message {
 impl Message {
     pub fn term(&self) -> Term {
         match self {
-            Message::Vote { term, .. }
+            Message::PreVote { term, .. }
+            | Message::PreVoteResponse { term, .. }
+            | Message::Vote { term, .. }
             | Message::VoteResponse { term, .. }
             | Message::Append { term, .. }
             | Message::AppendResponse { term, .. } => *term,
@@ -179,6 +185,8 @@ pub enum RestoreError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
     Follower,
+    /// Asking whether it could win before disturbing anyone (Raft thesis §9.6, KIP-996).
+    PreCandidate,
     Candidate,
     Leader,
 }
@@ -225,6 +233,7 @@ pub struct Raft {
     progress: BTreeMap<NodeId, Progress>,
     timers: [Option<i64>; 3],
     last_leader_report: Option<(Term, Option<NodeId>)>,
+    last_leader_contact_ms: i64,
     actions: VecDeque<Action>,
 }
 
@@ -281,6 +290,7 @@ impl Raft {
             progress: BTreeMap::new(),
             timers: [None; 3],
             last_leader_report: None,
+            last_leader_contact_ms: i64::MIN / 2,
             actions: VecDeque::new(),
         };
         if rewrite {
@@ -349,11 +359,17 @@ impl Raft {
             return;
         }
         let term = message.term();
-        if term > self.hard.term {
+        // A pre-vote (or a grant of one) carries a term nobody has entered yet.
+        let pre_vote = matches!(message, Message::PreVote { .. } | Message::PreVoteResponse { granted: true, .. });
+        if term > self.hard.term && !pre_vote {
             // A newer term: whoever we were, we follow now (leader unknown until it speaks).
             self.become_follower(now_ms, term, None);
         }
         match message {
+            Message::PreVote { term, last_log_index, last_log_term } => {
+                self.on_pre_vote(now_ms, from, term, last_log_index, last_log_term)
+            }
+            Message::PreVoteResponse { term, granted } => self.on_pre_vote_response(now_ms, from, term, granted),
             Message::Vote { term, last_log_index, last_log_term } => {
                 self.on_vote(now_ms, from, term, last_log_index, last_log_term)
             }
@@ -422,7 +438,7 @@ impl Raft {
                                 }
                             }
                         }
-                        Role::Candidate => {}
+                        Role::PreCandidate | Role::Candidate => {}
                     }
                 }
             }
@@ -452,9 +468,13 @@ impl Raft {
         let granted = term == self.hard.term
             && self.is_voter()
             && self.config.voters.contains(&candidate)
-            && self.role == Role::Follower
+            && matches!(self.role, Role::Follower | Role::PreCandidate)
             && self.hard.voted_for.is_none_or(|v| v == candidate)
             && up_to_date;
+        if granted && self.role == Role::PreCandidate {
+            self.role = Role::Follower;
+            self.votes.clear();
+        }
         if granted && self.hard.voted_for.is_none() {
             self.set_hard_state(HardState { term, voted_for: Some(candidate) });
             // Granting a vote resets the timer (Raft §5.2), so we do not stand against it.
@@ -462,6 +482,29 @@ impl Raft {
         }
         // Sent only once the vote is durable: `send` holds it until VotePersisted.
         self.send(candidate, Message::VoteResponse { term: self.hard.term, granted });
+    }
+
+    fn on_pre_vote(&mut self, now_ms: i64, candidate: NodeId, term: Term, last_log_index: Index, last_log_term: Term) {
+        let our_last_term = self.log.last().map_or(Term(0), |e| e.term);
+        let up_to_date = (last_log_term, last_log_index) >= (our_last_term, self.last_index());
+        // A follower that heard from its leader within an election timeout keeps it.
+        let leader_alive = self.role == Role::Leader
+            || (self.leader.is_some() && now_ms - self.last_leader_contact_ms < self.config.election_timeout_ms);
+        let granted = term > self.hard.term && self.is_voter() && up_to_date && !leader_alive;
+        let term = if granted { term } else { self.hard.term };
+        self.send(candidate, Message::PreVoteResponse { term, granted });
+    }
+
+    fn on_pre_vote_response(&mut self, now_ms: i64, from: NodeId, term: Term, granted: bool) {
+        if self.role != Role::PreCandidate || !granted || term != self.hard.term.next() {
+            return;
+        }
+        if self.config.voters.contains(&from) {
+            self.votes.insert(from);
+            if self.votes.len() >= self.majority() {
+                self.start_election(now_ms);
+            }
+        }
     }
 
     fn on_vote_response(&mut self, now_ms: i64, from: NodeId, term: Term, granted: bool) {
@@ -498,6 +541,7 @@ impl Raft {
             }
             self.become_follower(now_ms, term, Some(leader));
         }
+        self.last_leader_contact_ms = now_ms;
         self.reset_election_timer(now_ms);
 
         // The entries must follow prev_log_index contiguously; reject malformed input.
@@ -593,6 +637,29 @@ impl Raft {
         if self.role == Role::Leader || !self.is_voter() {
             return;
         }
+        // Pre-vote first: a node cut off from the quorum keeps its term, so it does not depose
+        // a healthy leader when it comes back.
+        self.role = Role::PreCandidate;
+        self.leader = None;
+        self.votes.clear();
+        self.votes.insert(self.config.node_id);
+        self.pending_ack = None;
+        self.timers = [None; 3];
+        self.reset_election_timer(now_ms);
+        if self.votes.len() >= self.majority() {
+            return self.start_election(now_ms);
+        }
+        let term = self.hard.term.next();
+        let last_log_index = self.last_index();
+        let last_log_term = self.log.last().map_or(Term(0), |e| e.term);
+        for voter in self.config.voters.clone() {
+            if voter != self.config.node_id {
+                self.send(voter, Message::PreVote { term, last_log_index, last_log_term });
+            }
+        }
+    }
+
+    fn start_election(&mut self, now_ms: i64) {
         let term = self.hard.term.next();
         self.role = Role::Candidate;
         self.leader = None;
@@ -819,6 +886,7 @@ impl Raft {
                 assert_eq!(self.hard.voted_for, Some(self.config.node_id));
                 assert!(self.leader.is_none() && self.is_voter());
             }
+            Role::PreCandidate => assert!(self.leader.is_none() && self.is_voter() && self.progress.is_empty()),
             Role::Follower => assert!(self.progress.is_empty() && self.leader != Some(self.config.node_id)),
         }
     }
@@ -946,6 +1014,17 @@ impl Message {
         let mut out = BytesMut::new();
         out.put_u8(MESSAGE_VERSION);
         match self {
+            Message::PreVote { term, last_log_index, last_log_term } => {
+                out.put_u8(4);
+                out.put_i32_le(term.0);
+                out.put_u64_le(last_log_index.0);
+                out.put_i32_le(last_log_term.0);
+            }
+            Message::PreVoteResponse { term, granted } => {
+                out.put_u8(5);
+                out.put_i32_le(term.0);
+                out.put_u8(u8::from(*granted));
+            }
             Message::Vote { term, last_log_index, last_log_term } => {
                 out.put_u8(0);
                 out.put_i32_le(term.0);
@@ -1015,6 +1094,8 @@ impl Message {
                 Message::Append { term: t, prev_log_index, prev_log_term, leader_commit, entries }
             }
             3 => Message::AppendResponse { term: term(&mut r)?, success: r.bool()?, match_index: Index(r.u64()?) },
+            4 => Message::PreVote { term: term(&mut r)?, last_log_index: Index(r.u64()?), last_log_term: term(&mut r)? },
+            5 => Message::PreVoteResponse { term: term(&mut r)?, granted: r.bool()? },
             tag => return Err(DecodeError::Tag(tag)),
         };
         r.finish()?;
@@ -1512,7 +1593,14 @@ mod tests {
         sim.now_ms = now_ms;
         sim.raft_mut(1).handle_timeout(now_ms);
         sim.drain(candidate);
-        while sim.complete_io(candidate) {}
+        // Pre-vote round: nobody's term or vote changes.
+        while !sim.net.iter().any(|(_, to, m)| *to == NodeId(2) && matches!(m, Message::Vote { .. })) {
+            let i = sim.net.iter().position(|(_, to, _)| *to != NodeId(3)).expect("pre-vote stalled");
+            sim.deliver(i);
+            while sim.complete_io(candidate) {}
+        }
+        assert_eq!((sim.raft(2).term(), sim.raft(3).term()), (Term(0), Term(0)));
+        sim.net.retain(|(_, to, m)| *to == NodeId(2) && matches!(m, Message::Vote { .. }));
         let vote_to_2 = sim.net.iter().position(|(_, to, _)| *to == NodeId(2)).unwrap();
         sim.deliver(vote_to_2);
         // Node 2 granted, but the grant is held until its vote is durable.
@@ -1546,6 +1634,8 @@ mod tests {
         let messages = [
             Message::Vote { term: Term(4), last_log_index: Index(7), last_log_term: Term(3) },
             Message::VoteResponse { term: Term(4), granted: true },
+            Message::PreVote { term: Term(4), last_log_index: Index(7), last_log_term: Term(3) },
+            Message::PreVoteResponse { term: Term(4), granted: false },
             Message::Append {
                 term: Term(4),
                 prev_log_index: Index(7),
