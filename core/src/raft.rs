@@ -1576,9 +1576,16 @@ mod tests {
         sim.run_until(20_000, |s| s.raft(old.0).role() != Role::Leader);
         assert!(sim.now_ms <= deadline_ms, "check quorum did not depose the old leader in time");
         assert_eq!(sim.raft(old.0).commit_index(), before, "the old leader committed alone");
+        // It stays in its term while cut off (pre-vote), so healing does not depose the new
+        // leader: the old one just follows and its uncommitted entry is overwritten.
+        let term = sim.raft(new.0).term();
+        sim.advance();
+        sim.advance();
+        assert!(sim.raft(old.0).term() <= term, "the cut-off node inflated its term");
         sim.cut.clear();
         sim.run_until(50_000, |s| s.leader_ready().is_some() && s.applied(old.0) == vec![data("won")]);
         assert!(!sim.applied(old.0).contains(&data("lost")));
+        assert_eq!((sim.leader(), sim.raft(new.0).term()), (Some(new), term), "healing deposed the leader");
     }
 
     // Guards the vote's durability (Raft figure 2: votedFor is persisted before responding): a
