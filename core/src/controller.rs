@@ -163,7 +163,8 @@ impl MetadataImage {
     pub fn apply(&mut self, record: &MetadataRecord) -> Result<(), ApplyError> {
         match record {
             MetadataRecord::RegisterBroker { broker_id, broker_epoch, incarnation_id, endpoints } => {
-                if *broker_epoch <= self.broker_epoch_max {
+                // i64::MAX is refused so the next registration's epoch cannot overflow.
+                if *broker_epoch <= self.broker_epoch_max || broker_epoch.0 == i64::MAX {
                     let current = self.brokers.get(broker_id).map_or(BrokerEpoch(-1), |b| b.broker_epoch);
                     return Err(ApplyError::BrokerEpoch { broker_id: *broker_id, current, record: *broker_epoch });
                 }
@@ -207,8 +208,8 @@ impl MetadataImage {
                     partition_epoch: *partition_epoch,
                 };
                 validate_partition(&state)?;
-                if leader_epoch.0 < 0 || partition_epoch.0 < 0 {
-                    return Err(ApplyError::InvalidState("negative epoch"));
+                if !(0..i32::MAX).contains(&leader_epoch.0) || !(0..i32::MAX).contains(&partition_epoch.0) {
+                    return Err(ApplyError::InvalidState("epoch out of range"));
                 }
                 topic.partitions.push(state);
             }
@@ -216,6 +217,9 @@ impl MetadataImage {
                 let topic = self.topics.get_mut(topic_id).ok_or(ApplyError::UnknownTopic)?;
                 let index = usize::try_from(*partition).map_err(|_| ApplyError::Partition(*partition))?;
                 let current = topic.partitions.get_mut(index).ok_or(ApplyError::Partition(*partition))?;
+                if current.leader_epoch.0 == i32::MAX || current.partition_epoch.0 == i32::MAX {
+                    return Err(ApplyError::InvalidState("epoch exhausted"));
+                }
                 let mut next = current.clone();
                 if let Some(isr) = isr {
                     next.isr = isr.clone();
@@ -2089,6 +2093,57 @@ mod tests {
         }
         assert_eq!(decode_records(&[1, 0, 0, 0, 0]), Err(DecodeError::Version(1)));
         assert!(decode_records(&[0, 255, 255, 255, 255]).is_err());
+    }
+
+    // Guards "untrusted input never panics": every decoder of bytes that cross sockets or come
+    // off disk returns an error on mutated and random input instead of panicking or allocating
+    // what a forged count asks for.
+    #[test]
+    fn decoders_survive_mutated_and_random_bytes() {
+        let valid = [
+            encode_records(&[MetadataRecord::Partition {
+                topic_id: [5; 16],
+                partition: 0,
+                replicas: ids(&[1, 2]),
+                isr: ids(&[1]),
+                leader: NodeId(1),
+                leader_epoch: LeaderEpoch(3),
+                partition_epoch: PartitionEpoch(9),
+            }]),
+            Message::Append {
+                term: Term(2),
+                prev_log_index: Index(1),
+                prev_log_term: Term(1),
+                leader_commit: Index(1),
+                entries: vec![Entry { index: Index(2), term: Term(2), data: Bytes::from_static(b"xy") }],
+            }
+            .encode(),
+            Entry { index: Index(3), term: Term(1), data: Bytes::from_static(b"z") }.encode(),
+            HardState { term: Term(1), voted_for: Some(NodeId(1)) }.encode(),
+        ];
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut random = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..20_000 {
+            let mut bytes = valid[round % valid.len()].to_vec();
+            if round % 5 == 4 {
+                bytes = (0..random() % 64).map(|_| random() as u8).collect();
+            } else {
+                for _ in 0..1 + random() % 4 {
+                    let i = (random() as usize) % bytes.len();
+                    bytes[i] = random() as u8;
+                }
+            }
+            let bytes = Bytes::from(bytes);
+            let _ = decode_records(&bytes);
+            let _ = Message::decode(&bytes);
+            let _ = Entry::decode(&bytes);
+            let _ = HardState::decode(&bytes);
+        }
     }
 
     // Guards determinism of replay: a record that does not fit the image is refused and

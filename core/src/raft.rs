@@ -49,8 +49,9 @@ use crate::ids::{NodeId, Term};
 pub struct Index(pub u64);
 
 impl Index {
+    /// Saturating: an index off the network must not overflow.
     pub fn next(self) -> Index {
-        Index(self.0 + 1)
+        Index(self.0.saturating_add(1))
     }
 }
 
@@ -544,9 +545,18 @@ impl Raft {
         self.last_leader_contact_ms = now_ms;
         self.reset_election_timer(now_ms);
 
-        // The entries must follow prev_log_index contiguously; reject malformed input.
-        if entries.iter().enumerate().any(|(i, e)| e.index.0 != prev_log_index.0 + 1 + i as u64) {
-            tracing::warn!(%leader, "append with non-contiguous entries dropped");
+        // The entries must follow prev_log_index contiguously, with terms that never decrease
+        // and never pass the leader's; reject malformed input.
+        let contiguous = entries.iter().enumerate().all(|(i, e)| Some(e.index.0) == prev_log_index.0.checked_add(1 + i as u64));
+        let mut previous_term = prev_log_term;
+        let terms_ok = prev_log_term <= term
+            && entries.iter().all(|e| {
+                let ok = e.term >= previous_term && e.term <= term;
+                previous_term = e.term;
+                ok
+            });
+        if !contiguous || !terms_ok {
+            tracing::warn!(%leader, "malformed append dropped");
             return;
         }
         let matches = prev_log_index.0 == 0 || self.entry(prev_log_index).is_some_and(|e| e.term == prev_log_term);
@@ -1067,8 +1077,9 @@ impl Message {
         }
         let term = |r: &mut Reader| -> Result<Term, DecodeError> {
             let t = r.i32()?;
-            if t < 0 {
-                return Err(DecodeError::Invalid("negative term"));
+            // i32::MAX is refused so that `Term::next` can never overflow on a peer's term.
+            if !(0..i32::MAX).contains(&t) {
+                return Err(DecodeError::Invalid("term out of range"));
             }
             Ok(Term(t))
         };
@@ -1122,8 +1133,8 @@ impl Entry {
         }
         let index = Index(r.u64()?);
         let term = r.i32()?;
-        if term < 0 || index.0 == 0 {
-            return Err(DecodeError::Invalid("entry index 0 or negative term"));
+        if !(0..i32::MAX).contains(&term) || index.0 == 0 {
+            return Err(DecodeError::Invalid("entry index 0 or term out of range"));
         }
         let data = bytes.slice_ref(r.bytes()?);
         r.finish()?;
@@ -1152,8 +1163,8 @@ impl HardState {
         let has_vote = r.bool()?;
         let voted_for = r.i32()?;
         r.finish()?;
-        if term < 0 {
-            return Err(DecodeError::Invalid("negative term"));
+        if !(0..i32::MAX).contains(&term) {
+            return Err(DecodeError::Invalid("term out of range"));
         }
         Ok(HardState { term: Term(term), voted_for: has_vote.then_some(NodeId(voted_for)) })
     }
@@ -1633,6 +1644,60 @@ mod tests {
         sim.crash(NodeId(3));
         sim.start(NodeId(3));
         assert_eq!(sim.raft(3).term(), Term(0));
+    }
+
+    // Guards "network input never panics": a node in every role fed random but well-formed
+    // messages from its peers keeps its invariants (checked after every input).
+    #[test]
+    fn random_messages_from_peers_never_break_invariants() {
+        for seed in 0..50u64 {
+            let mut sim = Sim::new(seed, &[1, 2, 3], &[9]);
+            sim.run_until(10_000, |s| s.leader_ready().is_some());
+            sim.propose(sim.leader().unwrap(), data("a")).unwrap();
+            sim.run_until(10_000, |s| s.applied(1).len() == 1 && s.applied(2).len() == 1 && s.applied(3).len() == 1);
+            for _ in 0..300 {
+                let to = [1, 2, 3, 9][(sim.random() % 4) as usize];
+                let from = [1, 2, 3, 9][(sim.random() % 4) as usize];
+                let term = Term((sim.random() % 6) as i32);
+                let index = Index(sim.random() % 6);
+                let other = Term((sim.random() % 6) as i32);
+                let message = match sim.random() % 6 {
+                    0 => Message::PreVote { term, last_log_index: index, last_log_term: other },
+                    1 => Message::PreVoteResponse { term, granted: sim.random() % 2 == 0 },
+                    2 => Message::Vote { term, last_log_index: index, last_log_term: other },
+                    3 => Message::VoteResponse { term, granted: sim.random() % 2 == 0 },
+                    4 => {
+                        let n = sim.random() % 3;
+                        let entries = (0..n)
+                            .map(|i| Entry { index: Index(index.0 + 1 + i), term: Term((sim.random() % 6) as i32), data: data("r") })
+                            .collect();
+                        Message::Append { term, prev_log_index: index, prev_log_term: other, leader_commit: Index(sim.random() % 8), entries }
+                    }
+                    _ => Message::AppendResponse { term, success: sim.random() % 2 == 0, match_index: Index(sim.random() % 8) },
+                };
+                // Forged messages break cluster-level safety by design (Raft is not Byzantine
+                // tolerant), so only the node's own invariants are checked: drive it alone.
+                let fire = sim.random() % 10 == 0;
+                let raft = sim.raft_mut(to);
+                // Virtual time: the node's next timer (deadlines only move forward).
+                let now_ms = raft.poll_timeout().unwrap_or(0);
+                raft.handle_message(now_ms, NodeId(from), message);
+                if fire {
+                    raft.handle_timeout(raft.poll_timeout().unwrap_or(now_ms).max(now_ms));
+                }
+                while let Some(action) = raft.poll_action() {
+                    let completion = match action {
+                        Action::PersistVote { term, voted_for } => Completion::VotePersisted { term, voted_for },
+                        Action::Append { entries } => {
+                            let last = entries.last().unwrap();
+                            Completion::Persisted { through: last.index, term: last.term }
+                        }
+                        _ => continue,
+                    };
+                    raft.handle_completion(now_ms, completion);
+                }
+            }
+        }
     }
 
     #[test]
