@@ -1966,7 +1966,7 @@ mod tests {
                             name: format!("t{topics}"),
                             num_partitions: 1 + (random() % 4) as i32,
                             replication_factor: 1 + (random() % 3) as i16,
-                            configs: if random() % 2 == 0 {
+                            configs: if random().is_multiple_of(2) {
                                 [(UNCLEAN_LEADER_ELECTION_ENABLE.to_string(), "true".to_string())].into()
                             } else {
                                 BTreeMap::new()
@@ -2003,7 +2003,7 @@ mod tests {
                         if !parts.is_empty() {
                             let (topic_id, p, state) = parts[(random() as usize) % parts.len()].clone();
                             let mut new_isr: Vec<NodeId> =
-                                state.replicas.iter().copied().filter(|r| *r == state.leader || random() % 2 == 0).collect();
+                                state.replicas.iter().copied().filter(|r| *r == state.leader || random().is_multiple_of(2)).collect();
                             new_isr.sort();
                             let req = AlterPartitionRequest {
                                 broker_id: state.leader,

@@ -1663,9 +1663,9 @@ mod tests {
                 let other = Term((sim.random() % 6) as i32);
                 let message = match sim.random() % 6 {
                     0 => Message::PreVote { term, last_log_index: index, last_log_term: other },
-                    1 => Message::PreVoteResponse { term, granted: sim.random() % 2 == 0 },
+                    1 => Message::PreVoteResponse { term, granted: sim.random().is_multiple_of(2) },
                     2 => Message::Vote { term, last_log_index: index, last_log_term: other },
-                    3 => Message::VoteResponse { term, granted: sim.random() % 2 == 0 },
+                    3 => Message::VoteResponse { term, granted: sim.random().is_multiple_of(2) },
                     4 => {
                         let n = sim.random() % 3;
                         let entries = (0..n)
@@ -1673,11 +1673,11 @@ mod tests {
                             .collect();
                         Message::Append { term, prev_log_index: index, prev_log_term: other, leader_commit: Index(sim.random() % 8), entries }
                     }
-                    _ => Message::AppendResponse { term, success: sim.random() % 2 == 0, match_index: Index(sim.random() % 8) },
+                    _ => Message::AppendResponse { term, success: sim.random().is_multiple_of(2), match_index: Index(sim.random() % 8) },
                 };
                 // Forged messages break cluster-level safety by design (Raft is not Byzantine
                 // tolerant), so only the node's own invariants are checked: drive it alone.
-                let fire = sim.random() % 10 == 0;
+                let fire = sim.random().is_multiple_of(10);
                 let raft = sim.raft_mut(to);
                 // Virtual time: the node's next timer (deadlines only move forward).
                 let now_ms = raft.poll_timeout().unwrap_or(0);
