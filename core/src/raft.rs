@@ -9,6 +9,11 @@
 //! vote or stand. Snapshots are out of scope for now: the log is kept whole, in memory and on
 //! disk, and a restart replays it.
 //!
+//! Elections start with a pre-vote (Raft thesis §9.6, KIP-996), so a node cut off from the
+//! quorum keeps its term and does not depose a healthy leader on return; a leader that has not
+//! heard from a majority for an election timeout steps down (check quorum), so a partitioned
+//! leader stops acting as the active controller. See `docs/controller.md`.
+//!
 //! # Inputs
 //! - [`Raft::restore`] builds a node from what the driver persisted (term, vote, log).
 //! - [`Raft::handle_message`], [`Raft::handle_timeout`] (a spurious call is a no-op),
