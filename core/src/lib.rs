@@ -6,10 +6,12 @@
 
 pub mod batch;
 pub mod compact;
+pub mod controller;
 pub mod error;
 pub mod group;
 pub mod ids;
 pub mod log;
+pub mod raft;
 pub mod replica;
 pub mod records;
 pub mod shard;

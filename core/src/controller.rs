@@ -1,0 +1,2185 @@
+//! The controller: the cluster metadata image, the records that change it, and the active
+//! controller's decisions, sans IO (KRaft's `QuorumController`, KIP-631).
+//!
+//! The [`MetadataImage`] (brokers with epochs and fencing, topics with ids and configs,
+//! partitions with replicas, leader, leader epoch, ISR and partition epoch) changes **only** by
+//! [`MetadataImage::apply`] of a committed [`MetadataRecord`]. Apply is deterministic, so every
+//! process that replays the committed metadata log (controllers and brokers alike) holds the
+//! same image at the same index.
+//!
+//! One [`Controller`] runs beside each [`crate::raft::Raft`] of the quorum. The driver wires
+//! them (the Raft is not owned here, so a broker-only process can replay the log into a bare
+//! [`MetadataImage`]):
+//! 1. every `raft::Action::Leader { term, leader }` → [`Controller::handle_leader`];
+//! 2. every entry of every `raft::Action::Apply`, in order → [`Controller::handle_committed`];
+//! 3. every [`Action::Propose`] → `raft.propose(now_ms, bytes)`, **in the order emitted**. If
+//!    Raft refuses it (not leader) drop it: the controller learns of the lost leadership
+//!    through (1) and fails the waiting requests with NOT_CONTROLLER;
+//! 4. every [`Action::Reply`] → answer request N;
+//! 5. [`Controller::handle_timeout`] at [`Controller::poll_timeout`] (broker sessions).
+//!
+//! The controller is *active* when Raft made it leader of term T; it serves requests once it
+//! has applied an entry of term T (the leader's no-op), because only then does its image hold
+//! every committed record. Its decisions are made against `pending`: the committed image plus
+//! its own proposals not yet committed (KRaft keeps the same "uncommitted" view), so two
+//! requests in a row see each other's effects. Every committed non-empty entry of term T was
+//! proposed by this controller, in proposal order, so replies wait in a FIFO and leave when
+//! their entry commits: a request is answered only once its records are committed.
+//!
+//! Rules follow Kafka's `ReplicationControlManager`, `ClusterControlManager` and
+//! `PartitionChangeBuilder`; differences are listed in `docs/controller.md`.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::error::ErrorCode;
+use crate::ids::{BrokerEpoch, LeaderEpoch, NodeId, PartitionEpoch, Term};
+use crate::log::LogConfig;
+use crate::raft::codec::{self, Reader};
+use crate::raft::{DecodeError, Entry, Index};
+use crate::topic::{validate_topic_name, TopicConfig};
+
+pub type RequestId = u64;
+pub type TopicId = [u8; 16];
+
+/// The per-topic config (Kafka's name) that lets an out-of-ISR replica become leader.
+pub const UNCLEAN_LEADER_ELECTION_ENABLE: &str = "unclean.leader.election.enable";
+
+// ---- metadata records ----
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+}
+
+/// The records of the metadata log (KIP-631 names, merged where odradek needs less).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MetadataRecord {
+    /// A broker (re)registers; it starts fenced. Replaces an older registration of the id.
+    RegisterBroker { broker_id: NodeId, broker_epoch: BrokerEpoch, incarnation_id: [u8; 16], endpoints: Vec<Endpoint> },
+    FenceBroker { broker_id: NodeId, broker_epoch: BrokerEpoch },
+    UnfenceBroker { broker_id: NodeId, broker_epoch: BrokerEpoch },
+    /// KRaft's TopicRecord with its ConfigRecords (the topic's own overrides) folded in.
+    Topic { name: String, topic_id: TopicId, configs: BTreeMap<String, String> },
+    /// A new partition; partitions of a topic are added in order 0, 1, ...
+    Partition {
+        topic_id: TopicId,
+        partition: i32,
+        replicas: Vec<NodeId>,
+        isr: Vec<NodeId>,
+        leader: NodeId,
+        leader_epoch: LeaderEpoch,
+        partition_epoch: PartitionEpoch,
+    },
+    /// KRaft's PartitionChangeRecord: absent fields stay. Applying it bumps the partition epoch,
+    /// and the leader epoch if the leader changes (`NodeId::NONE` is "no leader").
+    PartitionChange { topic_id: TopicId, partition: i32, leader: Option<NodeId>, isr: Option<Vec<NodeId>> },
+    RemoveTopic { topic_id: TopicId },
+}
+
+/// Why a committed record could not be applied. The image is left unchanged; every replica of
+/// the log makes the same decision, so images stay equal.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    #[error("unknown broker {0}")]
+    UnknownBroker(NodeId),
+    #[error("broker {broker_id} has epoch {current}, record says {record}")]
+    BrokerEpoch { broker_id: NodeId, current: BrokerEpoch, record: BrokerEpoch },
+    #[error("unknown topic id")]
+    UnknownTopic,
+    #[error("topic name or id already exists")]
+    TopicExists,
+    #[error("partition {0} out of order or unknown")]
+    Partition(i32),
+    #[error("invalid partition state: {0}")]
+    InvalidState(&'static str),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerRegistration {
+    pub broker_id: NodeId,
+    pub broker_epoch: BrokerEpoch,
+    pub incarnation_id: [u8; 16],
+    pub endpoints: Vec<Endpoint>,
+    pub fenced: bool,
+}
+
+/// What a replica needs to know about its partition (Kafka's LeaderAndIsr partition state).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionState {
+    pub replicas: Vec<NodeId>,
+    pub isr: Vec<NodeId>,
+    /// `NodeId::NONE` when no replica may lead (offline partition).
+    pub leader: NodeId,
+    pub leader_epoch: LeaderEpoch,
+    pub partition_epoch: PartitionEpoch,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicImage {
+    pub name: String,
+    pub id: TopicId,
+    /// The topic's own overrides; broker defaults apply to the rest.
+    pub configs: BTreeMap<String, String>,
+    pub partitions: Vec<PartitionState>,
+}
+
+/// The cluster metadata every broker and controller holds, built only by [`Self::apply`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MetadataImage {
+    brokers: BTreeMap<NodeId, BrokerRegistration>,
+    topics: BTreeMap<TopicId, TopicImage>,
+    topic_ids: BTreeMap<String, TopicId>,
+    /// The highest broker epoch ever handed out, so a new registration gets a higher one.
+    broker_epoch_max: BrokerEpoch,
+}
+
+impl MetadataImage {
+    pub fn brokers(&self) -> &BTreeMap<NodeId, BrokerRegistration> {
+        &self.brokers
+    }
+    pub fn topics(&self) -> &BTreeMap<TopicId, TopicImage> {
+        &self.topics
+    }
+    pub fn topic_by_name(&self, name: &str) -> Option<&TopicImage> {
+        self.topic_ids.get(name).and_then(|id| self.topics.get(id))
+    }
+    pub fn partition(&self, topic_id: &TopicId, partition: i32) -> Option<&PartitionState> {
+        let index = usize::try_from(partition).ok()?;
+        self.topics.get(topic_id)?.partitions.get(index)
+    }
+    /// A registered, unfenced broker: one that may lead and be in an ISR.
+    pub fn is_alive(&self, broker_id: NodeId) -> bool {
+        self.brokers.get(&broker_id).is_some_and(|b| !b.fenced)
+    }
+    pub fn partition_count(&self) -> usize {
+        self.topics.values().map(|t| t.partitions.len()).sum()
+    }
+
+    /// Applies one committed record, or leaves the image unchanged and says why.
+    pub fn apply(&mut self, record: &MetadataRecord) -> Result<(), ApplyError> {
+        match record {
+            MetadataRecord::RegisterBroker { broker_id, broker_epoch, incarnation_id, endpoints } => {
+                // i64::MAX is refused so the next registration's epoch cannot overflow.
+                if *broker_epoch <= self.broker_epoch_max || broker_epoch.0 == i64::MAX {
+                    let current = self.brokers.get(broker_id).map_or(BrokerEpoch(-1), |b| b.broker_epoch);
+                    return Err(ApplyError::BrokerEpoch { broker_id: *broker_id, current, record: *broker_epoch });
+                }
+                self.broker_epoch_max = *broker_epoch;
+                let registration = BrokerRegistration {
+                    broker_id: *broker_id,
+                    broker_epoch: *broker_epoch,
+                    incarnation_id: *incarnation_id,
+                    endpoints: endpoints.clone(),
+                    fenced: true,
+                };
+                self.brokers.insert(*broker_id, registration);
+            }
+            MetadataRecord::FenceBroker { broker_id, broker_epoch }
+            | MetadataRecord::UnfenceBroker { broker_id, broker_epoch } => {
+                let broker = self.brokers.get_mut(broker_id).ok_or(ApplyError::UnknownBroker(*broker_id))?;
+                if broker.broker_epoch != *broker_epoch {
+                    let current = broker.broker_epoch;
+                    return Err(ApplyError::BrokerEpoch { broker_id: *broker_id, current, record: *broker_epoch });
+                }
+                broker.fenced = matches!(record, MetadataRecord::FenceBroker { .. });
+            }
+            MetadataRecord::Topic { name, topic_id, configs } => {
+                if self.topic_ids.contains_key(name) || self.topics.contains_key(topic_id) {
+                    return Err(ApplyError::TopicExists);
+                }
+                let topic = TopicImage { name: name.clone(), id: *topic_id, configs: configs.clone(), partitions: Vec::new() };
+                self.topics.insert(*topic_id, topic);
+                self.topic_ids.insert(name.clone(), *topic_id);
+            }
+            MetadataRecord::Partition { topic_id, partition, replicas, isr, leader, leader_epoch, partition_epoch } => {
+                let topic = self.topics.get_mut(topic_id).ok_or(ApplyError::UnknownTopic)?;
+                if usize::try_from(*partition).ok() != Some(topic.partitions.len()) {
+                    return Err(ApplyError::Partition(*partition));
+                }
+                let state = PartitionState {
+                    replicas: replicas.clone(),
+                    isr: isr.clone(),
+                    leader: *leader,
+                    leader_epoch: *leader_epoch,
+                    partition_epoch: *partition_epoch,
+                };
+                validate_partition(&state)?;
+                if !(0..i32::MAX).contains(&leader_epoch.0) || !(0..i32::MAX).contains(&partition_epoch.0) {
+                    return Err(ApplyError::InvalidState("epoch out of range"));
+                }
+                topic.partitions.push(state);
+            }
+            MetadataRecord::PartitionChange { topic_id, partition, leader, isr } => {
+                let topic = self.topics.get_mut(topic_id).ok_or(ApplyError::UnknownTopic)?;
+                let index = usize::try_from(*partition).map_err(|_| ApplyError::Partition(*partition))?;
+                let current = topic.partitions.get_mut(index).ok_or(ApplyError::Partition(*partition))?;
+                if current.leader_epoch.0 == i32::MAX || current.partition_epoch.0 == i32::MAX {
+                    return Err(ApplyError::InvalidState("epoch exhausted"));
+                }
+                let mut next = current.clone();
+                if let Some(isr) = isr {
+                    next.isr = isr.clone();
+                }
+                if let Some(leader) = leader {
+                    if *leader != current.leader {
+                        next.leader = *leader;
+                        next.leader_epoch = current.leader_epoch.next();
+                    }
+                }
+                next.partition_epoch = PartitionEpoch(current.partition_epoch.0 + 1);
+                validate_partition(&next)?;
+                *current = next;
+            }
+            MetadataRecord::RemoveTopic { topic_id } => {
+                let topic = self.topics.remove(topic_id).ok_or(ApplyError::UnknownTopic)?;
+                self.topic_ids.remove(&topic.name);
+            }
+        }
+        Ok(())
+    }
+
+    /// leader ∈ ISR ⊆ replicas, ISR never empty, no duplicates; the name index matches.
+    pub fn check_invariants(&self) {
+        assert_eq!(self.topics.len(), self.topic_ids.len(), "topic name index out of step");
+        for (name, id) in &self.topic_ids {
+            assert_eq!(&self.topics[id].name, name);
+        }
+        for topic in self.topics.values() {
+            for (i, p) in topic.partitions.iter().enumerate() {
+                if let Err(e) = validate_partition(p) {
+                    panic!("{}-{i}: {e}: {p:?}", topic.name);
+                }
+            }
+        }
+        for (id, broker) in &self.brokers {
+            assert_eq!(*id, broker.broker_id);
+            assert!(broker.broker_epoch <= self.broker_epoch_max);
+        }
+    }
+}
+
+fn validate_partition(p: &PartitionState) -> Result<(), ApplyError> {
+    let distinct = |list: &[NodeId]| list.iter().collect::<BTreeSet<_>>().len() == list.len();
+    if p.replicas.is_empty() || !distinct(&p.replicas) || p.replicas.contains(&NodeId::NONE) {
+        return Err(ApplyError::InvalidState("replicas empty or repeated"));
+    }
+    if p.isr.is_empty() || !distinct(&p.isr) || !p.isr.iter().all(|r| p.replicas.contains(r)) {
+        return Err(ApplyError::InvalidState("ISR empty, repeated or not a subset of replicas"));
+    }
+    if p.leader != NodeId::NONE && !p.isr.contains(&p.leader) {
+        return Err(ApplyError::InvalidState("leader not in ISR"));
+    }
+    Ok(())
+}
+
+// ---- record encoding: [batch version][count] then per record [tag][version][fields] ----
+
+const BATCH_VERSION: u8 = 0;
+const RECORD_VERSION: u8 = 0;
+
+fn put_nodes(out: &mut BytesMut, nodes: &[NodeId]) {
+    codec::put_count(out, nodes.len());
+    for node in nodes {
+        out.put_i32_le(node.0);
+    }
+}
+
+fn read_nodes(r: &mut Reader) -> Result<Vec<NodeId>, DecodeError> {
+    let n = r.count(4)?;
+    (0..n).map(|_| r.i32().map(NodeId)).collect()
+}
+
+fn read_id(r: &mut Reader) -> Result<[u8; 16], DecodeError> {
+    Ok(r.take(16)?.try_into().expect("16 bytes"))
+}
+
+impl MetadataRecord {
+    fn encode_into(&self, out: &mut BytesMut) {
+        let tag = match self {
+            MetadataRecord::RegisterBroker { .. } => 0,
+            MetadataRecord::FenceBroker { .. } => 1,
+            MetadataRecord::UnfenceBroker { .. } => 2,
+            MetadataRecord::Topic { .. } => 3,
+            MetadataRecord::Partition { .. } => 4,
+            MetadataRecord::PartitionChange { .. } => 5,
+            MetadataRecord::RemoveTopic { .. } => 6,
+        };
+        out.put_u8(tag);
+        out.put_u8(RECORD_VERSION);
+        match self {
+            MetadataRecord::RegisterBroker { broker_id, broker_epoch, incarnation_id, endpoints } => {
+                out.put_i32_le(broker_id.0);
+                out.put_i64_le(broker_epoch.0);
+                out.put_slice(incarnation_id);
+                codec::put_count(out, endpoints.len());
+                for e in endpoints {
+                    codec::put_string(out, &e.name);
+                    codec::put_string(out, &e.host);
+                    out.put_u16_le(e.port);
+                }
+            }
+            MetadataRecord::FenceBroker { broker_id, broker_epoch }
+            | MetadataRecord::UnfenceBroker { broker_id, broker_epoch } => {
+                out.put_i32_le(broker_id.0);
+                out.put_i64_le(broker_epoch.0);
+            }
+            MetadataRecord::Topic { name, topic_id, configs } => {
+                codec::put_string(out, name);
+                out.put_slice(topic_id);
+                codec::put_count(out, configs.len());
+                for (k, v) in configs {
+                    codec::put_string(out, k);
+                    codec::put_string(out, v);
+                }
+            }
+            MetadataRecord::Partition { topic_id, partition, replicas, isr, leader, leader_epoch, partition_epoch } => {
+                out.put_slice(topic_id);
+                out.put_i32_le(*partition);
+                put_nodes(out, replicas);
+                put_nodes(out, isr);
+                out.put_i32_le(leader.0);
+                out.put_i32_le(leader_epoch.0);
+                out.put_i32_le(partition_epoch.0);
+            }
+            MetadataRecord::PartitionChange { topic_id, partition, leader, isr } => {
+                out.put_slice(topic_id);
+                out.put_i32_le(*partition);
+                out.put_u8(u8::from(leader.is_some()));
+                out.put_i32_le(leader.map_or(NodeId::NONE.0, |l| l.0));
+                out.put_u8(u8::from(isr.is_some()));
+                if let Some(isr) = isr {
+                    put_nodes(out, isr);
+                }
+            }
+            MetadataRecord::RemoveTopic { topic_id } => out.put_slice(topic_id),
+        }
+    }
+
+    fn decode_from(r: &mut Reader) -> Result<MetadataRecord, DecodeError> {
+        let tag = r.u8()?;
+        let version = r.u8()?;
+        if version != RECORD_VERSION {
+            return Err(DecodeError::Version(version));
+        }
+        Ok(match tag {
+            0 => {
+                let broker_id = NodeId(r.i32()?);
+                let broker_epoch = BrokerEpoch(r.i64()?);
+                let incarnation_id = read_id(r)?;
+                let n = r.count(6)?;
+                let mut endpoints = Vec::with_capacity(n);
+                for _ in 0..n {
+                    endpoints.push(Endpoint { name: r.string()?, host: r.string()?, port: r.u16()? });
+                }
+                MetadataRecord::RegisterBroker { broker_id, broker_epoch, incarnation_id, endpoints }
+            }
+            1 => MetadataRecord::FenceBroker { broker_id: NodeId(r.i32()?), broker_epoch: BrokerEpoch(r.i64()?) },
+            2 => MetadataRecord::UnfenceBroker { broker_id: NodeId(r.i32()?), broker_epoch: BrokerEpoch(r.i64()?) },
+            3 => {
+                let name = r.string()?;
+                let topic_id = read_id(r)?;
+                let n = r.count(4)?;
+                let mut configs = BTreeMap::new();
+                for _ in 0..n {
+                    configs.insert(r.string()?, r.string()?);
+                }
+                MetadataRecord::Topic { name, topic_id, configs }
+            }
+            4 => MetadataRecord::Partition {
+                topic_id: read_id(r)?,
+                partition: r.i32()?,
+                replicas: read_nodes(r)?,
+                isr: read_nodes(r)?,
+                leader: NodeId(r.i32()?),
+                leader_epoch: LeaderEpoch(r.i32()?),
+                partition_epoch: PartitionEpoch(r.i32()?),
+            },
+            5 => {
+                let topic_id = read_id(r)?;
+                let partition = r.i32()?;
+                let has_leader = r.bool()?;
+                let leader = NodeId(r.i32()?);
+                let isr = if r.bool()? { Some(read_nodes(r)?) } else { None };
+                MetadataRecord::PartitionChange { topic_id, partition, leader: has_leader.then_some(leader), isr }
+            }
+            6 => MetadataRecord::RemoveTopic { topic_id: read_id(r)? },
+            tag => return Err(DecodeError::Tag(tag)),
+        })
+    }
+}
+
+/// Encodes the records of one metadata-log entry.
+pub fn encode_records(records: &[MetadataRecord]) -> Bytes {
+    let mut out = BytesMut::new();
+    out.put_u8(BATCH_VERSION);
+    codec::put_count(&mut out, records.len());
+    for record in records {
+        record.encode_into(&mut out);
+    }
+    codec::freeze(out)
+}
+
+/// Decodes one metadata-log entry; bytes off disk or the network, so errors, never panics.
+pub fn decode_records(bytes: &[u8]) -> Result<Vec<MetadataRecord>, DecodeError> {
+    let mut r = Reader::new(bytes);
+    let version = r.u8()?;
+    if version != BATCH_VERSION {
+        return Err(DecodeError::Version(version));
+    }
+    let n = r.count(2)?;
+    let records = (0..n).map(|_| MetadataRecord::decode_from(&mut r)).collect::<Result<Vec<_>, _>>()?;
+    r.finish()?;
+    Ok(records)
+}
+
+// ---- placement ----
+
+/// Striped replica placement without racks (Kafka's rack-unaware `assignReplicasToBrokers`,
+/// which `StripedReplicaPlacer` reduces to with one rack): partition `p`'s leader is broker
+/// `(start + p) mod n`, followers follow at a shift that grows by one every `n` partitions, so
+/// leaders and replicas both spread evenly. `brokers` must be sorted and distinct.
+pub fn place_replicas(
+    brokers: &[NodeId],
+    num_partitions: i32,
+    replication_factor: i16,
+    start: usize,
+    shift_start: usize,
+) -> Vec<Vec<NodeId>> {
+    let n = brokers.len();
+    let rf = usize::try_from(replication_factor).expect("validated replication factor");
+    assert!(rf >= 1 && rf <= n, "replication factor {rf} with {n} brokers");
+    let mut shift = shift_start;
+    (0..num_partitions as usize)
+        .map(|p| {
+            if p > 0 && p % n == 0 {
+                shift += 1;
+            }
+            let first = (start + p) % n;
+            let mut replicas = vec![brokers[first]];
+            for j in 0..rf - 1 {
+                replicas.push(brokers[(first + 1 + (shift + j) % (n - 1)) % n]);
+            }
+            replicas
+        })
+        .collect()
+}
+
+// ---- requests and responses ----
+
+/// Expected failures, each mapped to the Kafka error code the response carries.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ControllerError {
+    #[error("not the active controller")]
+    NotController,
+    #[error("too many requests waiting for the metadata log")]
+    Busy,
+    #[error("broker epoch is stale")]
+    StaleBrokerEpoch,
+    #[error("broker is not registered")]
+    BrokerIdNotRegistered,
+    #[error("broker id registered by another live incarnation")]
+    DuplicateBrokerRegistration,
+    #[error("unknown topic id")]
+    UnknownTopicId,
+    #[error("unknown topic or partition")]
+    UnknownTopicOrPartition,
+    #[error("topic already exists")]
+    TopicAlreadyExists,
+    #[error("{0}")]
+    InvalidTopic(String),
+    #[error("{0}")]
+    InvalidPartitions(String),
+    #[error("{0}")]
+    InvalidReplicationFactor(String),
+    #[error("{0}")]
+    InvalidConfig(String),
+    #[error("{0}")]
+    PolicyViolation(String),
+    #[error("leader epoch is older than the controller's")]
+    FencedLeaderEpoch,
+    #[error("partition epoch is older than the controller's")]
+    InvalidUpdateVersion,
+    #[error("new ISR holds a replica that is not registered or is fenced")]
+    IneligibleReplica,
+    #[error("{0}")]
+    InvalidRequest(&'static str),
+}
+
+impl ControllerError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ControllerError::NotController => ErrorCode::NotController,
+            ControllerError::Busy => ErrorCode::RequestTimedOut,
+            ControllerError::StaleBrokerEpoch => ErrorCode::StaleBrokerEpoch,
+            ControllerError::BrokerIdNotRegistered => ErrorCode::BrokerIdNotRegistered,
+            ControllerError::DuplicateBrokerRegistration => ErrorCode::DuplicateBrokerRegistration,
+            ControllerError::UnknownTopicId => ErrorCode::UnknownTopicId,
+            ControllerError::UnknownTopicOrPartition => ErrorCode::UnknownTopicOrPartition,
+            ControllerError::TopicAlreadyExists => ErrorCode::TopicAlreadyExists,
+            ControllerError::InvalidTopic(_) => ErrorCode::InvalidTopicException,
+            ControllerError::InvalidPartitions(_) => ErrorCode::InvalidPartitions,
+            ControllerError::InvalidReplicationFactor(_) => ErrorCode::InvalidReplicationFactor,
+            ControllerError::InvalidConfig(_) => ErrorCode::InvalidConfig,
+            ControllerError::PolicyViolation(_) => ErrorCode::PolicyViolation,
+            ControllerError::FencedLeaderEpoch => ErrorCode::FencedLeaderEpoch,
+            ControllerError::InvalidUpdateVersion => ErrorCode::InvalidUpdateVersion,
+            ControllerError::IneligibleReplica => ErrorCode::IneligibleReplica,
+            ControllerError::InvalidRequest(_) => ErrorCode::InvalidRequest,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerRegistrationRequest {
+    pub broker_id: NodeId,
+    /// New on every broker process start (KIP-631's incarnation id).
+    pub incarnation_id: [u8; 16],
+    pub endpoints: Vec<Endpoint>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerRegistrationResponse {
+    pub error: Option<ControllerError>,
+    pub broker_epoch: BrokerEpoch,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerHeartbeatRequest {
+    pub broker_id: NodeId,
+    pub broker_epoch: BrokerEpoch,
+    /// The metadata-log index the broker has applied; it is unfenced once this reaches its
+    /// own registration record.
+    pub current_metadata_offset: Index,
+    pub want_fence: bool,
+    /// Controlled shutdown: move my leaderships away and take me out of every ISR.
+    pub want_shutdown: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerHeartbeatResponse {
+    pub error: Option<ControllerError>,
+    pub is_caught_up: bool,
+    pub is_fenced: bool,
+    pub should_shutdown: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreatableTopic {
+    pub name: String,
+    /// `-1`: the broker default `num.partitions`.
+    pub num_partitions: i32,
+    /// `-1`: the broker default `default.replication.factor`.
+    pub replication_factor: i16,
+    pub configs: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreateTopicsRequest {
+    pub topics: Vec<CreatableTopic>,
+    pub validate_only: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreateTopicResult {
+    pub name: String,
+    pub error: Option<ControllerError>,
+    pub topic_id: TopicId,
+    pub num_partitions: i32,
+    pub replication_factor: i16,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeleteTopicResult {
+    pub name: String,
+    pub error: Option<ControllerError>,
+    pub topic_id: TopicId,
+}
+
+/// The partition leader's proposal to change its ISR (KIP-497), one partition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlterPartitionRequest {
+    pub broker_id: NodeId,
+    pub broker_epoch: BrokerEpoch,
+    pub topic_id: TopicId,
+    pub partition: i32,
+    pub leader_epoch: LeaderEpoch,
+    pub partition_epoch: PartitionEpoch,
+    pub new_isr: Vec<NodeId>,
+}
+
+/// The partition state a leader works from after AlterPartition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaderAndIsr {
+    pub leader: NodeId,
+    pub leader_epoch: LeaderEpoch,
+    pub partition_epoch: PartitionEpoch,
+    pub isr: Vec<NodeId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlterPartitionResponse {
+    pub error: Option<ControllerError>,
+    pub state: Option<LeaderAndIsr>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Response {
+    RegisterBroker(BrokerRegistrationResponse),
+    Heartbeat(BrokerHeartbeatResponse),
+    CreateTopics(Vec<CreateTopicResult>),
+    DeleteTopics(Vec<DeleteTopicResult>),
+    AlterPartition(AlterPartitionResponse),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Hand these bytes (an encoded record batch) to `raft.propose`, in emission order.
+    Propose(Bytes),
+    Reply(RequestId, Response),
+}
+
+/// Broker settings the controller uses, named after Kafka's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ControllerConfig {
+    pub node_id: NodeId,
+    /// `broker.session.timeout.ms`: fence a broker not heard from for this long.
+    pub broker_session_timeout_ms: i64,
+    /// `default.replication.factor`
+    pub default_replication_factor: i16,
+    /// `num.partitions`
+    pub num_partitions: i32,
+    /// `unclean.leader.election.enable`, the default for topics that do not set it.
+    pub unclean_leader_election_enable: bool,
+    /// Log defaults that topic configs override (`min.insync.replicas` is validated there).
+    pub log: LogConfig,
+    /// Kafka's MAX_PARTITIONS_PER_BATCH.
+    pub max_partitions_per_request: usize,
+    /// Proposals not yet committed; must stay below Raft's `max_uncommitted_entries`.
+    pub max_inflight_proposals: usize,
+    /// The largest entry to propose; must not exceed Raft's `max_entry_bytes`.
+    pub max_entry_bytes: usize,
+}
+
+impl ControllerConfig {
+    pub fn new(node_id: NodeId) -> ControllerConfig {
+        ControllerConfig {
+            node_id,
+            broker_session_timeout_ms: 9_000,
+            default_replication_factor: 1,
+            num_partitions: 1,
+            unclean_leader_election_enable: false,
+            log: LogConfig::default(),
+            max_partitions_per_request: 10_000,
+            max_inflight_proposals: 1_024,
+            max_entry_bytes: 8 << 20,
+        }
+    }
+}
+
+struct Active {
+    term: Term,
+    /// Applied an entry of `term`: the image holds everything committed before.
+    ready: bool,
+    /// The committed image plus this controller's proposals not yet committed.
+    pending: MetadataImage,
+    /// Broker id → session deadline (not replicated, as in KRaft: a new active controller
+    /// gives every broker a full session).
+    sessions: BTreeMap<NodeId, i64>,
+    /// One slot per proposal in flight, oldest first: the reply to send when it commits.
+    inflight: VecDeque<Option<(RequestId, Response)>>,
+}
+
+/// The metadata state machine of one quorum member; see the module docs for the wiring.
+pub struct Controller {
+    config: ControllerConfig,
+    seed: u64,
+    topic_id_counter: u64,
+    image: MetadataImage,
+    applied: Index,
+    /// Broker → (epoch, index of its committed registration record).
+    registered_at: BTreeMap<NodeId, (BrokerEpoch, Index)>,
+    active: Option<Active>,
+    actions: VecDeque<Action>,
+}
+
+impl Controller {
+    /// `seed` makes topic ids unique without ambient randomness.
+    pub fn new(config: ControllerConfig, seed: u64) -> Controller {
+        Controller {
+            config,
+            seed,
+            topic_id_counter: 0,
+            image: MetadataImage::default(),
+            applied: Index(0),
+            registered_at: BTreeMap::new(),
+            active: None,
+            actions: VecDeque::new(),
+        }
+    }
+
+    /// The committed image.
+    pub fn image(&self) -> &MetadataImage {
+        &self.image
+    }
+    pub fn applied_index(&self) -> Index {
+        self.applied
+    }
+    /// Active and caught up: serving requests.
+    pub fn is_active(&self) -> bool {
+        self.active.as_ref().is_some_and(|a| a.ready)
+    }
+
+    // ---- inputs from the quorum ----
+
+    /// Raft's known leader or term changed.
+    pub fn handle_leader(&mut self, _now_ms: i64, term: Term, leader: Option<NodeId>) {
+        let leading = leader == Some(self.config.node_id);
+        if self.active.as_ref().is_some_and(|a| !leading || a.term != term) {
+            self.resign();
+        }
+        if leading && self.active.is_none() {
+            self.active = Some(Active {
+                term,
+                ready: false,
+                pending: self.image.clone(),
+                sessions: BTreeMap::new(),
+                inflight: VecDeque::new(),
+            });
+        }
+        self.check_invariants();
+    }
+
+    /// One committed entry; entries must come in index order, each once.
+    pub fn handle_committed(&mut self, now_ms: i64, entry: &Entry) {
+        assert_eq!(entry.index, self.applied.next(), "committed entries out of order");
+        self.applied = entry.index;
+        let own = self.active.as_ref().is_some_and(|a| a.term == entry.term);
+        if entry.data.is_empty() {
+            if own {
+                let timeout = self.config.broker_session_timeout_ms;
+                let active = self.active.as_mut().expect("own entry means active");
+                if !active.ready {
+                    active.ready = true;
+                    active.pending = self.image.clone();
+                    active.sessions = self.image.brokers.keys().map(|b| (*b, now_ms + timeout)).collect();
+                    tracing::info!(term = %entry.term, index = %entry.index, "controller active");
+                }
+            }
+        } else {
+            match decode_records(&entry.data) {
+                Ok(records) => {
+                    for record in &records {
+                        if let Err(error) = self.image.apply(record) {
+                            tracing::warn!(index = %entry.index, %error, ?record, "metadata record not applied");
+                        } else if let MetadataRecord::RegisterBroker { broker_id, broker_epoch, .. } = record {
+                            self.registered_at.insert(*broker_id, (*broker_epoch, entry.index));
+                        }
+                    }
+                }
+                Err(error) => tracing::warn!(index = %entry.index, %error, "metadata entry does not decode; skipped"),
+            }
+            if own {
+                let active = self.active.as_mut().expect("own entry means active");
+                let slot = active.inflight.pop_front();
+                assert!(slot.is_some(), "entry {} of our term {} that we did not propose", entry.index, entry.term);
+                if let Some(Some((id, response))) = slot {
+                    self.actions.push_back(Action::Reply(id, response));
+                }
+            }
+        }
+        self.check_invariants();
+    }
+
+    /// Fences brokers whose session expired.
+    pub fn handle_timeout(&mut self, now_ms: i64) {
+        let Some(active) = self.active.as_ref().filter(|a| a.ready) else { return };
+        let expired: Vec<NodeId> = active
+            .sessions
+            .iter()
+            .filter(|(b, deadline)| **deadline <= now_ms && active.pending.is_alive(**b))
+            .map(|(b, _)| *b)
+            .collect();
+        for broker in expired {
+            let pending = &self.active.as_ref().expect("active").pending;
+            tracing::info!(%broker, "broker session expired; fencing");
+            let epoch = pending.brokers[&broker].broker_epoch;
+            let mut records = leave_changes(pending, broker, self.config.unclean_leader_election_enable);
+            records.push(MetadataRecord::FenceBroker { broker_id: broker, broker_epoch: epoch });
+            self.propose(records, None);
+        }
+        self.check_invariants();
+    }
+
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<i64> {
+        let active = self.active.as_ref().filter(|a| a.ready)?;
+        active.sessions.iter().filter(|(b, _)| active.pending.is_alive(**b)).map(|(_, d)| *d).min()
+    }
+
+    #[must_use]
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    // ---- requests (active controller only) ----
+
+    pub fn handle_register_broker(&mut self, now_ms: i64, id: RequestId, req: BrokerRegistrationRequest) {
+        let reply = |error| Response::RegisterBroker(BrokerRegistrationResponse { error, broker_epoch: BrokerEpoch(-1) });
+        if !self.serving(id, reply(Some(ControllerError::NotController))) {
+            return;
+        }
+        let pending = self.pending();
+        let active = self.active.as_ref().expect("serving");
+        if let Some(existing) = pending.brokers.get(&req.broker_id) {
+            let session_alive = active.sessions.get(&req.broker_id).is_some_and(|d| *d > now_ms);
+            if existing.incarnation_id != req.incarnation_id && !existing.fenced && session_alive {
+                self.actions.push_back(Action::Reply(id, reply(Some(ControllerError::DuplicateBrokerRegistration))));
+                return;
+            }
+        }
+        // A new epoch: the old incarnation's leaderships and ISR places go first.
+        let mut records = if pending.brokers.contains_key(&req.broker_id) {
+            leave_changes(pending, req.broker_id, self.config.unclean_leader_election_enable)
+        } else {
+            Vec::new()
+        };
+        let broker_epoch = BrokerEpoch(pending.broker_epoch_max.0 + 1);
+        records.push(MetadataRecord::RegisterBroker {
+            broker_id: req.broker_id,
+            broker_epoch,
+            incarnation_id: req.incarnation_id,
+            endpoints: req.endpoints,
+        });
+        let timeout = self.config.broker_session_timeout_ms;
+        self.active.as_mut().expect("serving").sessions.insert(req.broker_id, now_ms + timeout);
+        let response = Response::RegisterBroker(BrokerRegistrationResponse { error: None, broker_epoch });
+        self.propose(records, Some((id, response)));
+        self.check_invariants();
+    }
+
+    pub fn handle_heartbeat(&mut self, now_ms: i64, id: RequestId, req: BrokerHeartbeatRequest) {
+        let reply = |error, is_caught_up, is_fenced, should_shutdown| {
+            Response::Heartbeat(BrokerHeartbeatResponse { error, is_caught_up, is_fenced, should_shutdown })
+        };
+        if !self.serving(id, reply(Some(ControllerError::NotController), false, true, false)) {
+            return;
+        }
+        let pending = self.pending();
+        let Some(broker) = pending.brokers.get(&req.broker_id) else {
+            let error = Some(ControllerError::BrokerIdNotRegistered);
+            self.actions.push_back(Action::Reply(id, reply(error, false, true, false)));
+            return;
+        };
+        if broker.broker_epoch != req.broker_epoch {
+            let error = Some(ControllerError::StaleBrokerEpoch);
+            self.actions.push_back(Action::Reply(id, reply(error, false, true, false)));
+            return;
+        }
+        let fenced = broker.fenced;
+        let epoch = broker.broker_epoch;
+        let caught_up = self
+            .registered_at
+            .get(&req.broker_id)
+            .is_some_and(|(e, at)| *e == epoch && req.current_metadata_offset >= *at);
+        let unclean = self.config.unclean_leader_election_enable;
+        let timeout = self.config.broker_session_timeout_ms;
+        self.active.as_mut().expect("serving").sessions.insert(req.broker_id, now_ms + timeout);
+        let pending = &self.active.as_ref().expect("serving").pending;
+        if req.want_shutdown {
+            let mut records = leave_changes(pending, req.broker_id, unclean);
+            if !fenced {
+                records.push(MetadataRecord::FenceBroker { broker_id: req.broker_id, broker_epoch: epoch });
+            }
+            self.propose(records, Some((id, reply(None, caught_up, true, true))));
+        } else if fenced && !req.want_fence && caught_up {
+            let mut after = pending.clone();
+            let unfence = MetadataRecord::UnfenceBroker { broker_id: req.broker_id, broker_epoch: epoch };
+            after.apply(&unfence).expect("unfence of a registered broker");
+            let mut records = vec![unfence];
+            records.extend(join_changes(&after, req.broker_id, unclean));
+            self.propose(records, Some((id, reply(None, true, false, false))));
+        } else {
+            self.actions.push_back(Action::Reply(id, reply(None, caught_up, fenced, false)));
+        }
+        self.check_invariants();
+    }
+
+    pub fn handle_create_topics(&mut self, _now_ms: i64, id: RequestId, req: CreateTopicsRequest) {
+        let not_controller = Response::CreateTopics(
+            req.topics
+                .iter()
+                .map(|t| CreateTopicResult {
+                    name: t.name.clone(),
+                    error: Some(ControllerError::NotController),
+                    topic_id: [0; 16],
+                    num_partitions: -1,
+                    replication_factor: -1,
+                })
+                .collect(),
+        );
+        if !self.serving(id, not_controller) {
+            return;
+        }
+        let pending = self.pending();
+        let mut scratch = pending.clone();
+        let mut records = Vec::new();
+        let mut results = Vec::new();
+        let mut counts = BTreeMap::<&str, usize>::new();
+        for topic in &req.topics {
+            *counts.entry(topic.name.as_str()).or_default() += 1;
+        }
+        let mut partitions_total = 0usize;
+        for topic in &req.topics {
+            let mut result = CreateTopicResult {
+                name: topic.name.clone(),
+                error: None,
+                topic_id: [0; 16],
+                num_partitions: -1,
+                replication_factor: -1,
+            };
+            let outcome = if counts[topic.name.as_str()] > 1 {
+                Err(ControllerError::InvalidRequest("topic named twice in one request"))
+            } else {
+                self.create_topic(&scratch, topic, &mut partitions_total)
+            };
+            match outcome {
+                Ok(topic_records) => {
+                    if let MetadataRecord::Topic { topic_id, .. } = &topic_records[0] {
+                        result.topic_id = *topic_id;
+                    }
+                    result.num_partitions = (topic_records.len() - 1) as i32;
+                    if let Some(MetadataRecord::Partition { replicas, .. }) = topic_records.get(1) {
+                        result.replication_factor = replicas.len() as i16;
+                    }
+                    for record in &topic_records {
+                        scratch.apply(record).expect("records built against this image apply");
+                    }
+                    if !req.validate_only {
+                        records.extend(topic_records);
+                    }
+                }
+                Err(error) => result.error = Some(error),
+            }
+            results.push(result);
+        }
+        if encode_records(&records).len() > self.config.max_entry_bytes {
+            let too_big = ControllerError::PolicyViolation("the topics' metadata exceeds one metadata-log entry".into());
+            for result in results.iter_mut().filter(|r| r.error.is_none()) {
+                result.error = Some(too_big.clone());
+            }
+            records.clear();
+        }
+        self.propose(records, Some((id, Response::CreateTopics(results))));
+        self.check_invariants();
+    }
+
+    pub fn handle_delete_topics(&mut self, _now_ms: i64, id: RequestId, names: Vec<String>) {
+        let answer = |error: Option<ControllerError>| {
+            names.iter().map(|name| DeleteTopicResult { name: name.clone(), error: error.clone(), topic_id: [0; 16] }).collect()
+        };
+        if !self.serving(id, Response::DeleteTopics(answer(Some(ControllerError::NotController)))) {
+            return;
+        }
+        let pending = self.pending();
+        let mut records = Vec::new();
+        let mut results: Vec<DeleteTopicResult> = answer(None);
+        let mut seen = BTreeSet::new();
+        for result in &mut results {
+            match pending.topic_by_name(&result.name) {
+                Some(topic) if seen.insert(topic.id) => {
+                    result.topic_id = topic.id;
+                    records.push(MetadataRecord::RemoveTopic { topic_id: topic.id });
+                }
+                Some(topic) => result.topic_id = topic.id,
+                None => result.error = Some(ControllerError::UnknownTopicOrPartition),
+            }
+        }
+        self.propose(records, Some((id, Response::DeleteTopics(results))));
+        self.check_invariants();
+    }
+
+    /// Validates a leader's ISR change in the order Kafka's `ReplicationControlManager` does
+    /// (KIP-497, KIP-841) and commits it, bumping the partition epoch.
+    pub fn handle_alter_partition(&mut self, _now_ms: i64, id: RequestId, req: AlterPartitionRequest) {
+        let reply = |error, state| Response::AlterPartition(AlterPartitionResponse { error, state });
+        if !self.serving(id, reply(Some(ControllerError::NotController), None)) {
+            return;
+        }
+        let pending = self.pending();
+        match validate_alter_partition(pending, &req) {
+            Err(error) => self.actions.push_back(Action::Reply(id, reply(Some(error), None))),
+            Ok(current) if current.isr == req.new_isr => {
+                let state = leader_and_isr(current);
+                self.actions.push_back(Action::Reply(id, reply(None, Some(state))));
+            }
+            Ok(_) => {
+                let record = MetadataRecord::PartitionChange {
+                    topic_id: req.topic_id,
+                    partition: req.partition,
+                    leader: None,
+                    isr: Some(req.new_isr.clone()),
+                };
+                let mut after = pending.clone();
+                after.apply(&record).expect("validated change applies");
+                let state = leader_and_isr(after.partition(&req.topic_id, req.partition).expect("exists"));
+                self.propose(vec![record], Some((id, reply(None, Some(state)))));
+            }
+        }
+        self.check_invariants();
+    }
+
+    // ---- helpers ----
+
+    /// Whether this controller serves requests now; if not, replies `refusal`.
+    fn serving(&mut self, id: RequestId, refusal: Response) -> bool {
+        match &self.active {
+            Some(active) if active.ready && active.inflight.len() < self.config.max_inflight_proposals => true,
+            Some(active) if active.ready => {
+                let busy = match refusal {
+                    Response::AlterPartition(_) => {
+                        Response::AlterPartition(AlterPartitionResponse { error: Some(ControllerError::Busy), state: None })
+                    }
+                    other => other,
+                };
+                self.actions.push_back(Action::Reply(id, busy));
+                false
+            }
+            _ => {
+                self.actions.push_back(Action::Reply(id, refusal));
+                false
+            }
+        }
+    }
+
+    /// Applies `records` to the pending image and proposes them as one entry; `reply` leaves
+    /// when that entry commits (at once if there is nothing to write).
+    fn propose(&mut self, records: Vec<MetadataRecord>, reply: Option<(RequestId, Response)>) {
+        if records.is_empty() {
+            if let Some((id, response)) = reply {
+                self.actions.push_back(Action::Reply(id, response));
+            }
+            return;
+        }
+        let active = self.active.as_mut().expect("only the active controller proposes");
+        for record in &records {
+            if let Err(error) = active.pending.apply(record) {
+                panic!("controller built a record its own image refuses: {error}: {record:?}");
+            }
+        }
+        self.actions.push_back(Action::Propose(encode_records(&records)));
+        active.inflight.push_back(reply);
+    }
+
+    fn pending(&self) -> &MetadataImage {
+        &self.active.as_ref().expect("only the active controller decides").pending
+    }
+
+    fn resign(&mut self) {
+        let active = self.active.take().expect("resign while active");
+        tracing::info!(term = %active.term, waiting = active.inflight.len(), "controller resigns");
+        for (id, response) in active.inflight.into_iter().flatten() {
+            self.actions.push_back(Action::Reply(id, not_controller(response)));
+        }
+    }
+
+    fn create_topic(
+        &mut self,
+        image: &MetadataImage,
+        topic: &CreatableTopic,
+        partitions_total: &mut usize,
+    ) -> Result<Vec<MetadataRecord>, ControllerError> {
+        validate_topic_name(&topic.name).map_err(|e| ControllerError::InvalidTopic(e.message))?;
+        if image.topic_by_name(&topic.name).is_some() {
+            return Err(ControllerError::TopicAlreadyExists);
+        }
+        let num_partitions = if topic.num_partitions == -1 { self.config.num_partitions } else { topic.num_partitions };
+        if num_partitions < 1 {
+            return Err(ControllerError::InvalidPartitions(format!("number of partitions {num_partitions} is below 1")));
+        }
+        *partitions_total += num_partitions as usize;
+        if *partitions_total > self.config.max_partitions_per_request {
+            return Err(ControllerError::PolicyViolation("Excessively large number of partitions per request.".into()));
+        }
+        let rf = if topic.replication_factor == -1 { self.config.default_replication_factor } else { topic.replication_factor };
+        let brokers: Vec<NodeId> = image.brokers.values().filter(|b| !b.fenced).map(|b| b.broker_id).collect();
+        if rf < 1 {
+            return Err(ControllerError::InvalidReplicationFactor(format!("replication factor {rf} is below 1")));
+        }
+        if rf as usize > brokers.len() {
+            return Err(ControllerError::InvalidReplicationFactor(format!(
+                "Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be \
+                 reached because only {} broker(s) are registered.",
+                brokers.len()
+            )));
+        }
+        let mut log_configs = topic.configs.clone();
+        if let Some(value) = log_configs.remove(UNCLEAN_LEADER_ELECTION_ENABLE) {
+            parse_bool(&value).ok_or_else(|| {
+                ControllerError::InvalidConfig(format!("{UNCLEAN_LEADER_ELECTION_ENABLE}={value:?} is not true or false"))
+            })?;
+        }
+        TopicConfig::new(&self.config.log, log_configs).map_err(|e| ControllerError::InvalidConfig(e.message))?;
+
+        let topic_id = self.new_topic_id(image);
+        let mut records = vec![MetadataRecord::Topic { name: topic.name.clone(), topic_id, configs: topic.configs.clone() }];
+        // Rotate where each topic starts so successive topics do not all lead on one broker.
+        let start = image.partition_count() % brokers.len();
+        let shift = image.topics.len() % brokers.len();
+        for (p, replicas) in place_replicas(&brokers, num_partitions, rf, start, shift).into_iter().enumerate() {
+            records.push(MetadataRecord::Partition {
+                topic_id,
+                partition: p as i32,
+                leader: replicas[0],
+                isr: replicas.clone(),
+                replicas,
+                leader_epoch: LeaderEpoch(0),
+                partition_epoch: PartitionEpoch(0),
+            });
+        }
+        Ok(records)
+    }
+
+    fn new_topic_id(&mut self, image: &MetadataImage) -> TopicId {
+        loop {
+            self.topic_id_counter += 1;
+            let mut id = [0u8; 16];
+            for (half, salt) in [(0, 0x51u64), (8, 0xa7)] {
+                let mut z = self.seed ^ self.topic_id_counter.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ salt;
+                // splitmix64 finaliser.
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                id[half..half + 8].copy_from_slice(&(z ^ (z >> 31)).to_be_bytes());
+            }
+            if id != [0; 16] && !image.topics.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    fn check_invariants(&self) {
+        if !cfg!(debug_assertions) {
+            return;
+        }
+        self.image.check_invariants();
+        if let Some(active) = &self.active {
+            active.pending.check_invariants();
+            assert!(active.inflight.len() <= self.config.max_inflight_proposals);
+            if active.ready {
+                // The pending view only ever runs ahead of the committed one.
+                for (id, topic) in &active.pending.topics {
+                    for (p, state) in topic.partitions.iter().enumerate() {
+                        if let Some(committed) = self.image.partition(id, p as i32) {
+                            assert!(state.leader_epoch >= committed.leader_epoch, "leader epoch went back");
+                            assert!(state.partition_epoch >= committed.partition_epoch, "partition epoch went back");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn parse_bool(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" => Some(true),
+        "false" => Some(false),
+        _ => None,
+    }
+}
+
+fn unclean_enabled(topic: &TopicImage, default: bool) -> bool {
+    topic.configs.get(UNCLEAN_LEADER_ELECTION_ENABLE).and_then(|v| parse_bool(v)).unwrap_or(default)
+}
+
+fn leader_and_isr(p: &PartitionState) -> LeaderAndIsr {
+    LeaderAndIsr { leader: p.leader, leader_epoch: p.leader_epoch, partition_epoch: p.partition_epoch, isr: p.isr.clone() }
+}
+
+fn not_controller(response: Response) -> Response {
+    let e = Some(ControllerError::NotController);
+    match response {
+        Response::RegisterBroker(_) => {
+            Response::RegisterBroker(BrokerRegistrationResponse { error: e, broker_epoch: BrokerEpoch(-1) })
+        }
+        Response::Heartbeat(_) => Response::Heartbeat(BrokerHeartbeatResponse {
+            error: e,
+            is_caught_up: false,
+            is_fenced: true,
+            should_shutdown: false,
+        }),
+        Response::CreateTopics(results) => Response::CreateTopics(
+            results.into_iter().map(|r| CreateTopicResult { error: r.error.or(e.clone()), ..r }).collect(),
+        ),
+        Response::DeleteTopics(results) => Response::DeleteTopics(
+            results.into_iter().map(|r| DeleteTopicResult { error: r.error.or(e.clone()), ..r }).collect(),
+        ),
+        Response::AlterPartition(_) => Response::AlterPartition(AlterPartitionResponse { error: e, state: None }),
+    }
+}
+
+/// Kafka's leader election (`PartitionChangeBuilder.electLeader`): keep the current leader if
+/// it is alive and stays in the ISR, else the first alive ISR member in replica order; else,
+/// with unclean election on, the first alive replica, which becomes the whole ISR (it may have
+/// lost acknowledged data); else no leader, and the ISR keeps its last member so that replica
+/// can lead again cleanly when it returns.
+fn elect(
+    state: &PartitionState,
+    target_isr: Vec<NodeId>,
+    alive: impl Fn(NodeId) -> bool,
+    unclean: bool,
+) -> (NodeId, Vec<NodeId>) {
+    if state.leader != NodeId::NONE && target_isr.contains(&state.leader) && alive(state.leader) {
+        return (state.leader, target_isr);
+    }
+    if let Some(leader) = state.replicas.iter().copied().find(|r| target_isr.contains(r) && alive(*r)) {
+        return (leader, target_isr);
+    }
+    if unclean {
+        if let Some(leader) = state.replicas.iter().copied().find(|r| alive(*r)) {
+            return (leader, vec![leader]);
+        }
+    }
+    (NodeId::NONE, target_isr)
+}
+
+fn change_record(topic_id: TopicId, partition: usize, state: &PartitionState, leader: NodeId, isr: Vec<NodeId>) -> Option<MetadataRecord> {
+    if leader == state.leader && isr == state.isr {
+        return None;
+    }
+    Some(MetadataRecord::PartitionChange {
+        topic_id,
+        partition: partition as i32,
+        leader: (leader != state.leader).then_some(leader),
+        isr: (isr != state.isr).then_some(isr),
+    })
+}
+
+/// The partition changes when `broker` stops being eligible (fenced, re-registered, shut
+/// down): it leaves every ISR (but stays as the last member, leader none) and its
+/// leaderships move to alive ISR members (KRaft's `handleBrokerFenced`).
+fn leave_changes(image: &MetadataImage, broker: NodeId, unclean_default: bool) -> Vec<MetadataRecord> {
+    let alive = |b: NodeId| b != broker && image.is_alive(b);
+    let mut records = Vec::new();
+    for topic in image.topics.values() {
+        let unclean = unclean_enabled(topic, unclean_default);
+        for (p, state) in topic.partitions.iter().enumerate() {
+            if !state.isr.contains(&broker) && state.leader != broker {
+                continue;
+            }
+            let mut target: Vec<NodeId> = state.isr.iter().copied().filter(|r| *r != broker).collect();
+            if target.is_empty() {
+                target = state.isr.clone();
+            }
+            let (leader, isr) = elect(state, target, alive, unclean);
+            records.extend(change_record(topic.id, p, state, leader, isr));
+        }
+    }
+    records
+}
+
+/// The elections `broker` becoming alive enables: partitions without a leader whose ISR holds
+/// an alive member (or, with unclean election on, with any alive replica).
+fn join_changes(image: &MetadataImage, broker: NodeId, unclean_default: bool) -> Vec<MetadataRecord> {
+    let mut records = Vec::new();
+    for topic in image.topics.values() {
+        let unclean = unclean_enabled(topic, unclean_default);
+        for (p, state) in topic.partitions.iter().enumerate() {
+            if state.leader != NodeId::NONE || !state.replicas.contains(&broker) {
+                continue;
+            }
+            let (leader, isr) = elect(state, state.isr.clone(), |b| image.is_alive(b), unclean);
+            records.extend(change_record(topic.id, p, state, leader, isr));
+        }
+    }
+    records
+}
+
+fn validate_alter_partition<'a>(
+    image: &'a MetadataImage,
+    req: &AlterPartitionRequest,
+) -> Result<&'a PartitionState, ControllerError> {
+    match image.brokers.get(&req.broker_id) {
+        None => return Err(ControllerError::StaleBrokerEpoch),
+        Some(b) if b.broker_epoch != req.broker_epoch => return Err(ControllerError::StaleBrokerEpoch),
+        Some(_) => {}
+    }
+    if !image.topics.contains_key(&req.topic_id) {
+        return Err(ControllerError::UnknownTopicId);
+    }
+    let current = image.partition(&req.topic_id, req.partition).ok_or(ControllerError::UnknownTopicOrPartition)?;
+    // A newer epoch than ours means this controller is behind: let the leader find the new one.
+    if req.leader_epoch > current.leader_epoch {
+        return Err(ControllerError::NotController);
+    }
+    if req.leader_epoch < current.leader_epoch {
+        return Err(ControllerError::FencedLeaderEpoch);
+    }
+    if req.broker_id != current.leader {
+        return Err(ControllerError::InvalidRequest("the sender is not the partition leader"));
+    }
+    if req.partition_epoch > current.partition_epoch {
+        return Err(ControllerError::NotController);
+    }
+    if req.partition_epoch < current.partition_epoch {
+        return Err(ControllerError::InvalidUpdateVersion);
+    }
+    let distinct = req.new_isr.iter().collect::<BTreeSet<_>>().len() == req.new_isr.len();
+    if req.new_isr.is_empty() || !distinct || !req.new_isr.iter().all(|r| current.replicas.contains(r)) {
+        return Err(ControllerError::InvalidRequest("new ISR empty, repeated or not a subset of the replicas"));
+    }
+    if !req.new_isr.contains(&current.leader) {
+        return Err(ControllerError::InvalidRequest("new ISR does not contain the leader"));
+    }
+    if !req.new_isr.iter().all(|r| image.is_alive(*r)) {
+        return Err(ControllerError::IneligibleReplica);
+    }
+    Ok(current)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::{Action as RaftAction, Completion, HardState, Message, Raft, RaftConfig};
+
+    // ---- the real Raft and Controller of each quorum member, pumped by an in-memory driver:
+    // synchronous disk, an in-order network, virtual time ----
+
+    struct Node {
+        raft: Raft,
+        controller: Controller,
+        log: Vec<Entry>,
+        up: bool,
+    }
+
+    struct Cluster {
+        now_ms: i64,
+        nodes: BTreeMap<NodeId, Node>,
+        net: VecDeque<(NodeId, NodeId, Message)>,
+        replies: BTreeMap<RequestId, Response>,
+        next_request: RequestId,
+    }
+
+    const SESSION_MS: i64 = 9_000;
+
+    impl Cluster {
+        fn new(voters: &[i32], observers: &[i32]) -> Cluster {
+            let voter_ids: Vec<NodeId> = voters.iter().map(|v| NodeId(*v)).collect();
+            let observer_ids: Vec<NodeId> = observers.iter().map(|v| NodeId(*v)).collect();
+            let mut nodes = BTreeMap::new();
+            for id in voter_ids.iter().chain(&observer_ids) {
+                let config = RaftConfig::new(*id, voter_ids.clone(), observer_ids.clone());
+                let raft = Raft::restore(config, 7 + id.0 as u64, 0, HardState::default(), Vec::new()).unwrap();
+                let controller = Controller::new(ControllerConfig::new(*id), 11 + id.0 as u64);
+                nodes.insert(*id, Node { raft, controller, log: Vec::new(), up: true });
+            }
+            let mut cluster =
+                Cluster { now_ms: 0, nodes, net: VecDeque::new(), replies: BTreeMap::new(), next_request: 1 };
+            cluster.run_until(|c| c.active().is_some());
+            cluster
+        }
+
+        fn pump(&mut self, id: NodeId) {
+            let now_ms = self.now_ms;
+            let node = self.nodes.get_mut(&id).unwrap();
+            loop {
+                let mut progress = false;
+                while let Some(action) = node.raft.poll_action() {
+                    progress = true;
+                    match action {
+                        RaftAction::PersistVote { term, voted_for } => {
+                            node.raft.handle_completion(now_ms, Completion::VotePersisted { term, voted_for })
+                        }
+                        RaftAction::Truncate { from } => node.log.truncate(from.0 as usize - 1),
+                        RaftAction::Append { entries } => {
+                            let last = entries.last().unwrap();
+                            let completion = Completion::Persisted { through: last.index, term: last.term };
+                            node.log.extend(entries);
+                            node.raft.handle_completion(now_ms, completion);
+                        }
+                        RaftAction::Send { to, message } => self.net.push_back((id, to, message)),
+                        RaftAction::Apply { entries } => {
+                            for entry in &entries {
+                                node.controller.handle_committed(now_ms, entry);
+                            }
+                        }
+                        RaftAction::Leader { term, leader } => node.controller.handle_leader(now_ms, term, leader),
+                    }
+                }
+                while let Some(action) = node.controller.poll_action() {
+                    progress = true;
+                    match action {
+                        Action::Propose(bytes) => {
+                            let _ = node.raft.propose(now_ms, bytes);
+                        }
+                        Action::Reply(request, response) => {
+                            self.replies.insert(request, response);
+                        }
+                    }
+                }
+                if !progress {
+                    break;
+                }
+            }
+        }
+
+        fn settle(&mut self) {
+            for _ in 0..100_000 {
+                for id in self.nodes.keys().copied().collect::<Vec<_>>() {
+                    if self.nodes[&id].up {
+                        self.pump(id);
+                    }
+                }
+                let Some((from, to, message)) = self.net.pop_front() else { return };
+                let now_ms = self.now_ms;
+                let node = self.nodes.get_mut(&to).unwrap();
+                if node.up && self.nodes[&from].up {
+                    let node = self.nodes.get_mut(&to).unwrap();
+                    node.raft.handle_message(now_ms, from, message);
+                }
+            }
+            panic!("network never settled");
+        }
+
+        /// Lets virtual time pass to `until_ms`, firing every timer on the way.
+        fn advance_to(&mut self, until_ms: i64) {
+            loop {
+                self.settle();
+                let next = self
+                    .nodes
+                    .values()
+                    .filter(|n| n.up)
+                    .flat_map(|n| [n.raft.poll_timeout(), n.controller.poll_timeout()])
+                    .flatten()
+                    .min();
+                match next {
+                    Some(next) if next <= until_ms => {
+                        self.now_ms = self.now_ms.max(next);
+                        let now_ms = self.now_ms;
+                        for node in self.nodes.values_mut().filter(|n| n.up) {
+                            if node.raft.poll_timeout().is_some_and(|t| t <= now_ms) {
+                                node.raft.handle_timeout(now_ms);
+                            }
+                            if node.controller.poll_timeout().is_some_and(|t| t <= now_ms) {
+                                node.controller.handle_timeout(now_ms);
+                            }
+                        }
+                    }
+                    _ => break,
+                }
+            }
+            self.now_ms = self.now_ms.max(until_ms);
+            self.settle();
+        }
+
+        fn run_until(&mut self, done: impl Fn(&Cluster) -> bool) {
+            for _ in 0..1_000 {
+                if done(self) {
+                    return;
+                }
+                let to = self.now_ms + 100;
+                self.advance_to(to);
+            }
+            panic!("condition never reached");
+        }
+
+        fn active(&self) -> Option<NodeId> {
+            self.nodes.iter().find(|(_, n)| n.up && n.controller.is_active()).map(|(id, _)| *id)
+        }
+
+        fn controller(&self) -> &Controller {
+            &self.nodes[&self.active().unwrap()].controller
+        }
+
+        fn image(&self) -> &MetadataImage {
+            self.controller().image()
+        }
+
+        /// Sends a request to the active controller and returns its answer once committed.
+        fn request(&mut self, send: impl FnOnce(&mut Controller, i64, RequestId)) -> Response {
+            let id = self.next_request;
+            self.next_request += 1;
+            let active = self.active().unwrap();
+            let now_ms = self.now_ms;
+            send(&mut self.nodes.get_mut(&active).unwrap().controller, now_ms, id);
+            self.settle();
+            self.replies.remove(&id).expect("request answered")
+        }
+
+        fn register(&mut self, broker: i32) -> BrokerEpoch {
+            let req = BrokerRegistrationRequest {
+                broker_id: NodeId(broker),
+                incarnation_id: [broker as u8; 16],
+                endpoints: vec![Endpoint { name: "PLAINTEXT".into(), host: "localhost".into(), port: 9092 }],
+            };
+            match self.request(|c, now, id| c.handle_register_broker(now, id, req)) {
+                Response::RegisterBroker(BrokerRegistrationResponse { error: None, broker_epoch }) => broker_epoch,
+                other => panic!("registration failed: {other:?}"),
+            }
+        }
+
+        fn heartbeat(&mut self, broker: i32) -> BrokerHeartbeatResponse {
+            let broker_epoch = self.image().brokers()[&NodeId(broker)].broker_epoch;
+            let req = BrokerHeartbeatRequest {
+                broker_id: NodeId(broker),
+                broker_epoch,
+                current_metadata_offset: self.controller().applied_index(),
+                want_fence: false,
+                want_shutdown: false,
+            };
+            match self.request(|c, now, id| c.handle_heartbeat(now, id, req)) {
+                Response::Heartbeat(r) => r,
+                other => panic!("{other:?}"),
+            }
+        }
+
+        /// Registers and unfences brokers.
+        fn start_brokers(&mut self, brokers: &[i32]) {
+            for b in brokers {
+                self.register(*b);
+                let r = self.heartbeat(*b);
+                assert_eq!((r.error, r.is_fenced), (None, false), "broker {b} not unfenced");
+            }
+        }
+
+        /// Time passes in heartbeat-interval steps; only `alive` brokers heartbeat.
+        fn heartbeats_for(&mut self, duration_ms: i64, alive: &[i32]) {
+            let end = self.now_ms + duration_ms;
+            while self.now_ms < end {
+                for b in alive {
+                    self.heartbeat(*b);
+                }
+                let to = (self.now_ms + 2_000).min(end);
+                self.advance_to(to);
+            }
+        }
+
+        fn create_topic(&mut self, name: &str, partitions: i32, rf: i16, configs: &[(&str, &str)]) -> CreateTopicResult {
+            let topic = CreatableTopic {
+                name: name.into(),
+                num_partitions: partitions,
+                replication_factor: rf,
+                configs: configs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            };
+            let req = CreateTopicsRequest { topics: vec![topic], validate_only: false };
+            match self.request(|c, now, id| c.handle_create_topics(now, id, req)) {
+                Response::CreateTopics(mut results) => results.remove(0),
+                other => panic!("{other:?}"),
+            }
+        }
+
+        fn alter_partition(&mut self, req: AlterPartitionRequest) -> AlterPartitionResponse {
+            match self.request(|c, now, id| c.handle_alter_partition(now, id, req)) {
+                Response::AlterPartition(r) => r,
+                other => panic!("{other:?}"),
+            }
+        }
+
+        fn partition(&self, topic: &str, p: i32) -> PartitionState {
+            let topic = self.image().topic_by_name(topic).unwrap();
+            topic.partitions[p as usize].clone()
+        }
+    }
+
+    fn ids(list: &[i32]) -> Vec<NodeId> {
+        list.iter().map(|n| NodeId(*n)).collect()
+    }
+
+    // Guards KRaft's broker liveness rule: a broker that stops heartbeating is fenced after
+    // broker.session.timeout.ms, leaves every ISR, and its leaderships move to alive ISR members
+    // with a bumped leader epoch (so its stale fetches and produces are fenced, KIP-101/320).
+    #[test]
+    fn missed_heartbeats_fence_broker_and_move_leaderships_to_isr_members_with_new_epochs() {
+        let mut c = Cluster::new(&[100], &[]);
+        c.start_brokers(&[1, 2, 3]);
+        let created = c.create_topic("orders", 6, 3, &[]);
+        assert_eq!(created.error, None);
+        let before: Vec<PartitionState> = (0..6).map(|p| c.partition("orders", p)).collect();
+        assert_eq!(before.iter().filter(|p| p.leader == NodeId(2)).count(), 2);
+
+        // Broker 2 goes silent; within one session it is not yet fenced.
+        c.heartbeats_for(SESSION_MS - 2_000, &[1, 3]);
+        assert!(c.image().is_alive(NodeId(2)));
+        c.heartbeats_for(4_000, &[1, 3]);
+        assert!(!c.image().is_alive(NodeId(2)), "broker 2 not fenced after its session expired");
+
+        for (p, old) in before.iter().enumerate() {
+            let now = c.partition("orders", p as i32);
+            assert!(!now.isr.contains(&NodeId(2)), "p{p}: fenced broker still in ISR {:?}", now.isr);
+            assert_ne!(now.leader, NodeId(2));
+            assert!(now.isr.contains(&now.leader));
+            if old.leader == NodeId(2) {
+                // The next replica in assignment order that is in the ISR.
+                let expected = old.replicas.iter().copied().find(|r| *r != NodeId(2)).unwrap();
+                assert_eq!(now.leader, expected, "p{p}");
+                assert_eq!(now.leader_epoch, old.leader_epoch.next(), "p{p}: leader epoch not bumped");
+            } else {
+                assert_eq!(now.leader_epoch, old.leader_epoch, "p{p}: follower loss must not bump the leader epoch");
+            }
+            assert!(now.partition_epoch > old.partition_epoch);
+        }
+        // Broker 2 resumes heartbeating with its epoch: unfenced, but not back in any ISR
+        // (its leaders add it once it has caught up, through AlterPartition).
+        let back = c.heartbeat(2);
+        assert_eq!((back.error, back.is_fenced), (None, false));
+        assert!(c.image().is_alive(NodeId(2)));
+        assert!((0..6).all(|p| !c.partition("orders", p).isr.contains(&NodeId(2))));
+        // After a restart it registers again: a new, higher epoch, fenced until caught up.
+        let old_epoch = c.image().brokers()[&NodeId(2)].broker_epoch;
+        assert!(c.register(2) > old_epoch);
+        assert!(!c.image().is_alive(NodeId(2)));
+        c.start_brokers(&[2]);
+        assert!(c.image().is_alive(NodeId(2)));
+    }
+
+    // Guards against silent data loss (Kafka's default unclean.leader.election.enable=false):
+    // with no ISR member alive the partition has no leader; the per-topic config lets an
+    // out-of-ISR replica lead, and it alone forms the ISR.
+    #[test]
+    fn no_leader_without_alive_isr_member_unless_topic_enables_unclean_election() {
+        let mut c = Cluster::new(&[100], &[]);
+        c.start_brokers(&[1, 2]);
+        c.create_topic("clean", 1, 2, &[]);
+        c.create_topic("dirty", 1, 2, &[(UNCLEAN_LEADER_ELECTION_ENABLE, "true")]);
+        for topic in ["clean", "dirty"] {
+            let p = c.partition(topic, 0);
+            let topic_id = c.image().topic_by_name(topic).unwrap().id;
+            let leader = p.leader;
+            // The leader shrinks the ISR to itself (the follower fell behind).
+            let r = c.alter_partition(AlterPartitionRequest {
+                broker_id: leader,
+                broker_epoch: c.image().brokers()[&leader].broker_epoch,
+                topic_id,
+                partition: 0,
+                leader_epoch: p.leader_epoch,
+                partition_epoch: p.partition_epoch,
+                new_isr: vec![leader],
+            });
+            assert_eq!(r.error, None);
+        }
+        let clean = c.partition("clean", 0);
+        let dirty = c.partition("dirty", 0);
+        // Fence every ISR member: both leaders go silent, the other brokers keep beating.
+        let silent = [clean.leader.0, dirty.leader.0];
+        let alive: Vec<i32> = [1, 2].into_iter().filter(|b| !silent.contains(b)).collect();
+        c.heartbeats_for(SESSION_MS + 4_000, &alive);
+
+        let clean_now = c.partition("clean", 0);
+        assert_eq!(clean_now.leader, NodeId::NONE, "clean topic elected an out-of-ISR replica");
+        assert_eq!(clean_now.isr, clean.isr, "the last ISR member stays so it can lead again");
+        assert_eq!(clean_now.leader_epoch, clean.leader_epoch.next());
+
+        let dirty_now = c.partition("dirty", 0);
+        if alive.is_empty() {
+            assert_eq!(dirty_now.leader, NodeId::NONE);
+        } else {
+            let out_of_isr = dirty.replicas.iter().copied().find(|r| *r != dirty.leader).unwrap();
+            assert_eq!(dirty_now.leader, out_of_isr, "unclean election did not pick the alive replica");
+            assert_eq!(dirty_now.isr, vec![out_of_isr]);
+            assert_eq!(dirty_now.leader_epoch, dirty.leader_epoch.next());
+        }
+        // The clean partition's last ISR member comes back and leads it again.
+        c.start_brokers(&[clean.leader.0]);
+        let back = c.partition("clean", 0);
+        assert_eq!(back.leader, clean.leader);
+        assert_eq!(back.leader_epoch, clean.leader_epoch.next().next());
+    }
+
+    // Guards ISR safety (KIP-497, KIP-841, KIP-903's stale-broker class): AlterPartition from a
+    // deposed leader, built on an old partition state, sent by an old incarnation of the broker,
+    // or adding a replica that is not alive, must be refused; a valid one bumps the partition
+    // epoch only.
+    #[test]
+    fn stale_alter_partition_is_rejected() {
+        let mut c = Cluster::new(&[100], &[]);
+        c.start_brokers(&[1, 2, 3]);
+        c.create_topic("t", 1, 3, &[]);
+        let topic_id = c.image().topic_by_name("t").unwrap().id;
+        let p = c.partition("t", 0);
+        let leader = p.leader;
+        let followers: Vec<NodeId> = p.replicas.iter().copied().filter(|r| *r != leader).collect();
+        let epoch_of = |c: &Cluster, b: NodeId| c.image().brokers()[&b].broker_epoch;
+        let base = AlterPartitionRequest {
+            broker_id: leader,
+            broker_epoch: epoch_of(&c, leader),
+            topic_id,
+            partition: 0,
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+            new_isr: vec![leader, followers[0]],
+        };
+        // Valid shrink: ISR loses followers[1]; partition epoch bumps, leader epoch stays.
+        let ok = c.alter_partition(base.clone());
+        assert_eq!(ok.error, None);
+        let state = ok.state.unwrap();
+        assert_eq!(state.isr, base.new_isr);
+        assert_eq!(state.partition_epoch, PartitionEpoch(p.partition_epoch.0 + 1));
+        assert_eq!(state.leader_epoch, p.leader_epoch);
+        assert_eq!(c.partition("t", 0).isr, base.new_isr, "reply sent before the change committed");
+
+        // Stale partition epoch: the same request again.
+        let again = AlterPartitionRequest { new_isr: p.replicas.clone(), ..base.clone() };
+        assert_eq!(c.alter_partition(again).error, Some(ControllerError::InvalidUpdateVersion));
+        let current = AlterPartitionRequest { partition_epoch: state.partition_epoch, ..base.clone() };
+
+        // Old broker epoch: the leader restarted and re-registered since.
+        let old_epoch = AlterPartitionRequest { broker_epoch: BrokerEpoch(base.broker_epoch.0 - 1), ..current.clone() };
+        assert_eq!(c.alter_partition(old_epoch).error, Some(ControllerError::StaleBrokerEpoch));
+
+        // An ISR member that is not alive: fence followers[1] (missed heartbeats), then try to
+        // add it back.
+        c.heartbeats_for(SESSION_MS + 4_000, &[leader.0, followers[0].0]);
+        assert!(!c.image().is_alive(followers[1]));
+        let p = c.partition("t", 0);
+        let expand = AlterPartitionRequest {
+            partition_epoch: p.partition_epoch,
+            leader_epoch: p.leader_epoch,
+            new_isr: vec![leader, followers[0], followers[1]],
+            ..base.clone()
+        };
+        assert_eq!(c.alter_partition(expand).error, Some(ControllerError::IneligibleReplica));
+
+        // Old leader epoch: the leader is fenced, its leadership moves; it then proposes with
+        // the epoch it knew, and its old broker epoch once re-registered.
+        c.heartbeats_for(SESSION_MS + 4_000, &[followers[0].0]);
+        let moved = c.partition("t", 0);
+        assert_eq!(moved.leader, followers[0]);
+        let deposed = AlterPartitionRequest {
+            partition_epoch: p.partition_epoch,
+            leader_epoch: p.leader_epoch,
+            new_isr: vec![leader],
+            ..base.clone()
+        };
+        assert_eq!(c.alter_partition(deposed.clone()).error, Some(ControllerError::FencedLeaderEpoch));
+        c.start_brokers(&[leader.0]);
+        assert_eq!(c.alter_partition(deposed).error, Some(ControllerError::StaleBrokerEpoch));
+        // A follower claiming leadership with the current epochs is not the leader.
+        let impostor = AlterPartitionRequest {
+            broker_id: leader,
+            broker_epoch: epoch_of(&c, leader),
+            leader_epoch: moved.leader_epoch,
+            partition_epoch: moved.partition_epoch,
+            new_isr: vec![followers[0], leader],
+            ..base.clone()
+        };
+        assert!(matches!(c.alter_partition(impostor).error, Some(ControllerError::InvalidRequest(_))));
+        // A leader epoch newer than the controller's: NOT_CONTROLLER, so the leader looks again.
+        let ahead = AlterPartitionRequest {
+            broker_id: followers[0],
+            broker_epoch: epoch_of(&c, followers[0]),
+            leader_epoch: moved.leader_epoch.next(),
+            partition_epoch: moved.partition_epoch,
+            new_isr: vec![followers[0]],
+            ..base.clone()
+        };
+        assert_eq!(c.alter_partition(ahead).error, Some(ControllerError::NotController));
+        // Unknown topic id.
+        let unknown = AlterPartitionRequest { topic_id: [9; 16], broker_epoch: epoch_of(&c, leader), ..base };
+        assert_eq!(c.alter_partition(unknown).error, Some(ControllerError::UnknownTopicId));
+    }
+
+    // Guards load balance (Kafka's rack-unaware assignment, which StripedReplicaPlacer reduces
+    // to without racks): with 3 brokers, 12 partitions and RF 3, every broker leads 4 partitions
+    // and holds each replica position 4 times.
+    #[test]
+    fn placement_spreads_partitions_and_leaders_evenly() {
+        let golden: [[i32; 3]; 12] = [
+            [1, 2, 3],
+            [2, 3, 1],
+            [3, 1, 2],
+            [1, 3, 2],
+            [2, 1, 3],
+            [3, 2, 1],
+            [1, 2, 3],
+            [2, 3, 1],
+            [3, 1, 2],
+            [1, 3, 2],
+            [2, 1, 3],
+            [3, 2, 1],
+        ];
+        let placed = place_replicas(&ids(&[1, 2, 3]), 12, 3, 0, 0);
+        let expected: Vec<Vec<NodeId>> = golden.iter().map(|r| ids(r)).collect();
+        assert_eq!(placed, expected);
+
+        // Through CreateTopics: leaders and replicas spread over 4 brokers, RF 2.
+        let mut c = Cluster::new(&[100], &[]);
+        c.start_brokers(&[1, 2, 3, 4]);
+        c.create_topic("a", 12, 2, &[]);
+        c.create_topic("b", 5, 2, &[]);
+        let mut leaders = BTreeMap::<NodeId, usize>::new();
+        let mut replicas = BTreeMap::<NodeId, usize>::new();
+        for topic in ["a", "b"] {
+            for p in &c.image().topic_by_name(topic).unwrap().partitions {
+                *leaders.entry(p.leader).or_default() += 1;
+                for r in &p.replicas {
+                    *replicas.entry(*r).or_default() += 1;
+                }
+                assert_eq!(p.isr, p.replicas);
+                assert_eq!(p.leader, p.replicas[0]);
+            }
+        }
+        let spread = |m: &BTreeMap<NodeId, usize>| m.values().max().unwrap() - m.values().min().unwrap();
+        assert_eq!(leaders.len(), 4);
+        assert!(spread(&leaders) <= 1, "leaders {leaders:?}");
+        assert!(spread(&replicas) <= 1, "replicas {replicas:?}");
+    }
+
+    // Guards CreateTopics validation (Kafka's INVALID_REPLICATION_FACTOR and friends): a
+    // replication factor above the live brokers is refused and nothing is written.
+    #[test]
+    fn create_topics_with_replication_factor_above_live_brokers_fails() {
+        let mut c = Cluster::new(&[100], &[]);
+        c.start_brokers(&[1, 2]);
+        let r = c.create_topic("big", 3, 3, &[]);
+        assert!(matches!(&r.error, Some(ControllerError::InvalidReplicationFactor(_))), "{r:?}");
+        assert_eq!(r.error.unwrap().code(), ErrorCode::InvalidReplicationFactor);
+        assert!(c.image().topic_by_name("big").is_none());
+        // A registered but fenced broker does not count.
+        c.register(3);
+        let r = c.create_topic("big", 3, 3, &[]);
+        assert!(matches!(r.error, Some(ControllerError::InvalidReplicationFactor(_))));
+        // The other validations, and defaults.
+        assert!(matches!(c.create_topic("zero", 0, 1, &[]).error, Some(ControllerError::InvalidPartitions(_))));
+        assert!(matches!(c.create_topic("bad name", 1, 1, &[]).error, Some(ControllerError::InvalidTopic(_))));
+        let bad_config = c.create_topic("cfg", 1, 1, &[("min.insync.replicas", "0")]);
+        assert!(matches!(bad_config.error, Some(ControllerError::InvalidConfig(_))));
+        let bad_unclean = c.create_topic("cfg", 1, 1, &[(UNCLEAN_LEADER_ELECTION_ENABLE, "maybe")]);
+        assert!(matches!(bad_unclean.error, Some(ControllerError::InvalidConfig(_))));
+        let defaults = c.create_topic("defaults", -1, -1, &[("min.insync.replicas", "2")]);
+        assert_eq!((defaults.error, defaults.num_partitions, defaults.replication_factor), (None, 1, 1));
+        assert_eq!(c.create_topic("defaults", 1, 1, &[]).error, Some(ControllerError::TopicAlreadyExists));
+        let deleted = c.request(|ctl, now, id| ctl.handle_delete_topics(now, id, vec!["defaults".into(), "nope".into()]));
+        let Response::DeleteTopics(results) = deleted else { panic!() };
+        assert_eq!(results[0].error, None);
+        assert_eq!(results[1].error, Some(ControllerError::UnknownTopicOrPartition));
+        assert!(c.image().topic_by_name("defaults").is_none());
+    }
+
+    // Guards "metadata changes reach every broker": voters and an observer replaying the
+    // committed log hold identical images, and after the active controller dies a new one
+    // takes over with the same image, refusing nothing it committed.
+    #[test]
+    fn every_member_replays_the_same_image_and_a_new_active_controller_takes_over() {
+        let mut c = Cluster::new(&[100, 101, 102], &[7]);
+        c.start_brokers(&[1, 2, 3]);
+        c.create_topic("t", 4, 3, &[]);
+        c.heartbeats_for(5_000, &[1, 2, 3]);
+        // One more heartbeat round carries the last commit index to followers and observers.
+        let to = c.now_ms + 500;
+        c.advance_to(to);
+        let reference = c.image().clone();
+        for (id, node) in &c.nodes {
+            assert_eq!(node.controller.image(), &reference, "node {id} diverged");
+        }
+        let old = c.active().unwrap();
+        c.nodes.get_mut(&old).unwrap().up = false;
+        c.run_until(|c| c.active().is_some_and(|a| a != old));
+        assert_eq!(c.image(), &reference);
+        // The new active controller serves: brokers keep their sessions through the change.
+        c.heartbeats_for(SESSION_MS + 2_000, &[1, 2, 3]);
+        assert!([1, 2, 3].iter().all(|b| c.image().is_alive(NodeId(*b))));
+        assert_eq!(c.create_topic("u", 2, 3, &[]).error, None);
+        let to = c.now_ms + 500;
+        c.advance_to(to);
+        assert_eq!(c.nodes[&NodeId(7)].controller.image(), c.image());
+    }
+
+    // Guards the standby path: a controller that is not active refuses with NOT_CONTROLLER
+    // instead of deciding on an image that may be behind.
+    #[test]
+    fn standby_controller_refuses_requests_with_not_controller() {
+        let mut c = Cluster::new(&[100, 101, 102], &[]);
+        let standby = c.nodes.keys().copied().find(|id| Some(*id) != c.active()).unwrap();
+        let req = BrokerRegistrationRequest { broker_id: NodeId(1), incarnation_id: [1; 16], endpoints: vec![] };
+        let now_ms = c.now_ms;
+        c.nodes.get_mut(&standby).unwrap().controller.handle_register_broker(now_ms, 99, req);
+        c.settle();
+        let Some(Response::RegisterBroker(r)) = c.replies.remove(&99) else { panic!() };
+        assert_eq!(r.error, Some(ControllerError::NotController));
+    }
+
+    // Guards controlled shutdown: the broker asks to leave, its leaderships move before it
+    // stops, and it is told it may shut down.
+    #[test]
+    fn controlled_shutdown_moves_leaderships_first() {
+        let mut c = Cluster::new(&[100], &[]);
+        c.start_brokers(&[1, 2]);
+        c.create_topic("t", 2, 2, &[]);
+        let req = BrokerHeartbeatRequest {
+            broker_id: NodeId(1),
+            broker_epoch: c.image().brokers()[&NodeId(1)].broker_epoch,
+            current_metadata_offset: c.controller().applied_index(),
+            want_fence: false,
+            want_shutdown: true,
+        };
+        let Response::Heartbeat(r) = c.request(|ctl, now, id| ctl.handle_heartbeat(now, id, req)) else { panic!() };
+        assert!(r.should_shutdown && r.is_fenced);
+        for p in 0..2 {
+            let state = c.partition("t", p);
+            assert_eq!((state.leader, state.isr.clone()), (NodeId(2), vec![NodeId(2)]));
+        }
+    }
+
+    // Guards determinism and epoch monotonicity of the whole pipeline (Raft + controller +
+    // replay) under controller failovers, broker churn and leader ISR changes drawn from a
+    // seed: every node's image keeps its invariants, leader and partition epochs never go
+    // back, and all images agree once the cluster settles.
+    #[test]
+    fn seeded_churn_keeps_images_equal_and_epochs_monotonic() {
+        for seed in 0..40u64 {
+            let mut rng = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+            let mut random = move || {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng
+            };
+            let mut c = Cluster::new(&[100, 101, 102], &[7]);
+            let brokers = [1, 2, 3, 4];
+            let mut beating: BTreeSet<i32> = brokers.into_iter().collect();
+            let mut seen: BTreeMap<(NodeId, TopicId, usize), (LeaderEpoch, PartitionEpoch)> = BTreeMap::new();
+            let mut topics = 0;
+            for _ in 0..120 {
+                let Some(active) = c.active() else {
+                    let to = c.now_ms + 500;
+                    c.advance_to(to);
+                    continue;
+                };
+                let id = c.next_request;
+                c.next_request += 1;
+                let now_ms = c.now_ms;
+                let image = c.nodes[&active].controller.image().clone();
+                let applied = c.nodes[&active].controller.applied_index();
+                let ctl = &mut c.nodes.get_mut(&active).unwrap().controller;
+                match random() % 10 {
+                    0 => {
+                        let b = brokers[(random() % 4) as usize];
+                        let req = BrokerRegistrationRequest { broker_id: NodeId(b), incarnation_id: [random() as u8; 16], endpoints: vec![] };
+                        ctl.handle_register_broker(now_ms, id, req);
+                    }
+                    1 => {
+                        topics += 1;
+                        let topic = CreatableTopic {
+                            name: format!("t{topics}"),
+                            num_partitions: 1 + (random() % 4) as i32,
+                            replication_factor: 1 + (random() % 3) as i16,
+                            configs: if random().is_multiple_of(2) {
+                                [(UNCLEAN_LEADER_ELECTION_ENABLE.to_string(), "true".to_string())].into()
+                            } else {
+                                BTreeMap::new()
+                            },
+                        };
+                        ctl.handle_create_topics(now_ms, id, CreateTopicsRequest { topics: vec![topic], validate_only: false });
+                    }
+                    2 => {
+                        // A broker stops or resumes heartbeating.
+                        let b = brokers[(random() % 4) as usize];
+                        if !beating.remove(&b) {
+                            beating.insert(b);
+                        }
+                    }
+                    3 => {
+                        // A controller pauses or resumes (at most one down).
+                        let node = [100, 101, 102][(random() % 3) as usize];
+                        let down = c.nodes.values().filter(|n| !n.up).count();
+                        let n = c.nodes.get_mut(&NodeId(node)).unwrap();
+                        if !n.up {
+                            n.up = true;
+                        } else if down == 0 {
+                            n.up = false;
+                        }
+                    }
+                    4..=6 => {
+                        // A partition leader shrinks or expands its ISR as it sees fit.
+                        let parts: Vec<(TopicId, usize, PartitionState)> = image
+                            .topics()
+                            .values()
+                            .flat_map(|t| t.partitions.iter().enumerate().map(|(i, p)| (t.id, i, p.clone())))
+                            .filter(|(_, _, p)| p.leader != NodeId::NONE)
+                            .collect();
+                        if !parts.is_empty() {
+                            let (topic_id, p, state) = parts[(random() as usize) % parts.len()].clone();
+                            let mut new_isr: Vec<NodeId> =
+                                state.replicas.iter().copied().filter(|r| *r == state.leader || random().is_multiple_of(2)).collect();
+                            new_isr.sort();
+                            let req = AlterPartitionRequest {
+                                broker_id: state.leader,
+                                broker_epoch: image.brokers().get(&state.leader).map_or(BrokerEpoch(-1), |b| b.broker_epoch),
+                                topic_id,
+                                partition: p as i32,
+                                leader_epoch: state.leader_epoch,
+                                partition_epoch: state.partition_epoch,
+                                new_isr,
+                            };
+                            ctl.handle_alter_partition(now_ms, id, req);
+                        }
+                    }
+                    _ => {}
+                }
+                for b in beating.iter().copied().collect::<Vec<_>>() {
+                    if let Some(reg) = image.brokers().get(&NodeId(b)) {
+                        let req = BrokerHeartbeatRequest {
+                            broker_id: NodeId(b),
+                            broker_epoch: reg.broker_epoch,
+                            current_metadata_offset: applied,
+                            want_fence: false,
+                            want_shutdown: false,
+                        };
+                        let id = c.next_request;
+                        c.next_request += 1;
+                        c.nodes.get_mut(&active).unwrap().controller.handle_heartbeat(now_ms, id, req);
+                    }
+                }
+                let to = c.now_ms + (random() % 3_000) as i64;
+                c.advance_to(to);
+                for (node_id, node) in &c.nodes {
+                    for topic in node.controller.image().topics().values() {
+                        for (i, p) in topic.partitions.iter().enumerate() {
+                            let now = (p.leader_epoch, p.partition_epoch);
+                            let before = seen.insert((*node_id, topic.id, i), now);
+                            if let Some(before) = before {
+                                assert!(now >= before, "seed {seed}: node {node_id} epochs went back {before:?} -> {now:?}");
+                            }
+                        }
+                    }
+                }
+            }
+            for node in c.nodes.values_mut() {
+                node.up = true;
+            }
+            c.run_until(|c| c.active().is_some());
+            let to = c.now_ms + 2_000;
+            c.advance_to(to);
+            let reference = c.image().clone();
+            assert!(!reference.topics().is_empty() || topics == 0, "seed {seed}: nothing created");
+            for (id, node) in &c.nodes {
+                assert_eq!(node.controller.image(), &reference, "seed {seed}: node {id} diverged");
+            }
+        }
+    }
+
+    #[test]
+    fn records_round_trip_and_garbage_is_an_error() {
+        let records = vec![
+            MetadataRecord::RegisterBroker {
+                broker_id: NodeId(1),
+                broker_epoch: BrokerEpoch(4),
+                incarnation_id: [3; 16],
+                endpoints: vec![Endpoint { name: "PLAINTEXT".into(), host: "h".into(), port: 9092 }],
+            },
+            MetadataRecord::FenceBroker { broker_id: NodeId(1), broker_epoch: BrokerEpoch(4) },
+            MetadataRecord::UnfenceBroker { broker_id: NodeId(1), broker_epoch: BrokerEpoch(4) },
+            MetadataRecord::Topic { name: "t".into(), topic_id: [5; 16], configs: [("a".into(), "b".into())].into() },
+            MetadataRecord::Partition {
+                topic_id: [5; 16],
+                partition: 0,
+                replicas: ids(&[1, 2]),
+                isr: ids(&[1]),
+                leader: NodeId(1),
+                leader_epoch: LeaderEpoch(3),
+                partition_epoch: PartitionEpoch(9),
+            },
+            MetadataRecord::PartitionChange { topic_id: [5; 16], partition: 0, leader: Some(NodeId::NONE), isr: None },
+            MetadataRecord::PartitionChange { topic_id: [5; 16], partition: 0, leader: None, isr: Some(ids(&[2])) },
+            MetadataRecord::RemoveTopic { topic_id: [5; 16] },
+        ];
+        let bytes = encode_records(&records);
+        assert_eq!(decode_records(&bytes), Ok(records));
+        for cut in 0..bytes.len() {
+            assert!(decode_records(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        assert_eq!(decode_records(&[1, 0, 0, 0, 0]), Err(DecodeError::Version(1)));
+        assert!(decode_records(&[0, 255, 255, 255, 255]).is_err());
+    }
+
+    // Guards "untrusted input never panics": every decoder of bytes that cross sockets or come
+    // off disk returns an error on mutated and random input instead of panicking or allocating
+    // what a forged count asks for.
+    #[test]
+    fn decoders_survive_mutated_and_random_bytes() {
+        let valid = [
+            encode_records(&[MetadataRecord::Partition {
+                topic_id: [5; 16],
+                partition: 0,
+                replicas: ids(&[1, 2]),
+                isr: ids(&[1]),
+                leader: NodeId(1),
+                leader_epoch: LeaderEpoch(3),
+                partition_epoch: PartitionEpoch(9),
+            }]),
+            Message::Append {
+                term: Term(2),
+                prev_log_index: Index(1),
+                prev_log_term: Term(1),
+                leader_commit: Index(1),
+                entries: vec![Entry { index: Index(2), term: Term(2), data: Bytes::from_static(b"xy") }],
+            }
+            .encode(),
+            Entry { index: Index(3), term: Term(1), data: Bytes::from_static(b"z") }.encode(),
+            HardState { term: Term(1), voted_for: Some(NodeId(1)) }.encode(),
+        ];
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut random = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..20_000 {
+            let mut bytes = valid[round % valid.len()].to_vec();
+            if round % 5 == 4 {
+                bytes = (0..random() % 64).map(|_| random() as u8).collect();
+            } else {
+                for _ in 0..1 + random() % 4 {
+                    let i = (random() as usize) % bytes.len();
+                    bytes[i] = random() as u8;
+                }
+            }
+            let bytes = Bytes::from(bytes);
+            let _ = decode_records(&bytes);
+            let _ = Message::decode(&bytes);
+            let _ = Entry::decode(&bytes);
+            let _ = HardState::decode(&bytes);
+        }
+    }
+
+    // Guards determinism of replay: a record that does not fit the image is refused and
+    // changes nothing, the same way on every replica.
+    #[test]
+    fn apply_refuses_inconsistent_records_and_leaves_the_image_unchanged() {
+        let mut image = MetadataImage::default();
+        let topic = MetadataRecord::Topic { name: "t".into(), topic_id: [1; 16], configs: BTreeMap::new() };
+        image.apply(&topic).unwrap();
+        let before = image.clone();
+        let bad = [
+            MetadataRecord::Partition {
+                topic_id: [1; 16],
+                partition: 1,
+                replicas: ids(&[1]),
+                isr: ids(&[1]),
+                leader: NodeId(1),
+                leader_epoch: LeaderEpoch(0),
+                partition_epoch: PartitionEpoch(0),
+            },
+            MetadataRecord::Partition {
+                topic_id: [1; 16],
+                partition: 0,
+                replicas: ids(&[1, 2]),
+                isr: ids(&[3]),
+                leader: NodeId(3),
+                leader_epoch: LeaderEpoch(0),
+                partition_epoch: PartitionEpoch(0),
+            },
+            MetadataRecord::PartitionChange { topic_id: [1; 16], partition: 0, leader: None, isr: None },
+            MetadataRecord::FenceBroker { broker_id: NodeId(1), broker_epoch: BrokerEpoch(1) },
+            topic,
+        ];
+        for record in bad {
+            assert!(image.apply(&record).is_err(), "{record:?}");
+            assert_eq!(image, before);
+        }
+    }
+}
