@@ -1521,7 +1521,9 @@ impl Replica {
         let mut latest = self.epoch_cache.latest_epoch();
         let mut epochs = Vec::new();
         while position < records.len() {
-            let header = match batch::validate_batch(&records[position..]) {
+            // Stored, not produced, batches: compaction leaves fewer records than offsets, and
+            // offset gaps between batches.
+            let header = match batch::validate_stored_batch(&records[position..]) {
                 Ok(header) => header,
                 Err(BatchError::Truncated { .. }) => break,
                 Err(BatchError::InvalidLength { length, remaining })
@@ -1532,7 +1534,7 @@ impl Replica {
                 Err(_) => return None,
             };
             let epoch = LeaderEpoch(header.partition_leader_epoch);
-            if Offset(header.base_offset) != next
+            if Offset(header.base_offset) < next
                 || epoch.0 < 0
                 || epoch > leader_epoch
                 || epoch < latest
@@ -1540,7 +1542,7 @@ impl Replica {
                 return None;
             }
             if epoch > latest {
-                epochs.push((epoch, next));
+                epochs.push((epoch, Offset(header.base_offset)));
                 latest = epoch;
             }
             next = Offset(header.next_offset());
