@@ -297,35 +297,15 @@ fn read_nullable(body: &mut Bytes) -> Result<Option<Bytes>, String> {
 mod tests {
     use super::*;
     use crate::batch::{assign_offsets, validate_records, validate_stored_batch};
-    use crate::records::decode_key_values;
-    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    use crate::records::{decode_key_values, encode_records};
+    use kafka_protocol::records::Compression;
 
     /// A batch of `(key, value)` records at `base_offset`, as a producer would send it and the
     /// broker would stamp it.
     fn batch(base_offset: i64, records: &[(Option<&str>, Option<&str>)], compression: Compression, ts: i64) -> Bytes {
-        let records: Vec<Record> = records
-            .iter()
-            .enumerate()
-            .map(|(i, (key, value))| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                // The encoder starts a new batch when offset - sequence changes.
-                sequence: i as i32,
-                timestamp: ts + i as i64,
-                key: key.map(|k| Bytes::copy_from_slice(k.as_bytes())),
-                value: value.map(|v| Bytes::copy_from_slice(v.as_bytes())),
-                headers: Default::default(),
-            })
-            .collect();
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression }).unwrap();
-        let mut buf = buf.to_vec();
+        let owned = |s: &Option<&str>| s.map(|s| Bytes::copy_from_slice(s.as_bytes()));
+        let records: Vec<_> = records.iter().map(|(k, v)| (owned(k), owned(v))).collect();
+        let mut buf = encode_records(&records, ts, compression).to_vec();
         let mut validated = validate_records(&buf, 1 << 20).unwrap();
         assign_offsets(&mut buf, &mut validated, base_offset, 3, None);
         Bytes::from(buf)

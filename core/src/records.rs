@@ -32,6 +32,13 @@ pub fn first_at_or_after(buf: &Bytes, target: i64) -> Result<Option<(i64, i64)>,
 /// An uncompressed batch of key/value records stamped `now_ms`, for the broker's own
 /// internal topics (`__consumer_offsets`).
 pub fn encode_batch(records: &[(Bytes, Option<Bytes>)], now_ms: i64) -> Bytes {
+    let records: Vec<(Option<Bytes>, Option<Bytes>)> = records.iter().map(|(k, v)| (Some(k.clone()), v.clone())).collect();
+    encode_records(&records, now_ms, Compression::None)
+}
+
+/// One batch of records with offsets from 0 and timestamps `first_ms`, `first_ms + 1`, ...,
+/// as a producer would send it.
+pub fn encode_records(records: &[(Option<Bytes>, Option<Bytes>)], first_ms: i64, compression: Compression) -> Bytes {
     let records: Vec<Record> = records
         .iter()
         .enumerate()
@@ -44,16 +51,17 @@ pub fn encode_batch(records: &[(Bytes, Option<Bytes>)], now_ms: i64) -> Bytes {
             producer_epoch: -1,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
+            // The encoder starts a new batch wherever offset - sequence changes.
             sequence: i as i32,
-            timestamp: now_ms,
-            key: Some(key.clone()),
+            timestamp: first_ms + i as i64,
+            key: key.clone(),
             value: value.clone(),
             headers: Default::default(),
         })
         .collect();
     let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None })
-        .expect("encoding an uncompressed batch cannot fail");
+    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression })
+        .expect("the encoder supports every codec it is built with");
     buf.freeze()
 }
 

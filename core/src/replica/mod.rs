@@ -1319,37 +1319,28 @@ impl Replica {
     }
 
     fn complete_high_watermark_produces(&mut self) {
-        let high_watermark = self.high_watermark;
-        let log_start_offset = self.log_start_offset;
-        let RoleState::Leader(leader) = &mut self.role else {
-            return;
-        };
-        let mut done = Vec::new();
-        while leader
-            .awaiting_high_watermark
-            .front()
-            .is_some_and(|p| p.end_offset <= high_watermark)
-        {
-            done.push(leader.awaiting_high_watermark.pop_front().expect("front"));
-        }
-        for p in done {
-            self.reply(p.request_id, Ok(p.ack(log_start_offset)));
-        }
+        self.complete_produces(self.high_watermark, |leader| &mut leader.awaiting_high_watermark);
     }
 
     fn complete_local_produces(&mut self) {
-        let own = self.own_position();
+        self.complete_produces(self.own_position(), |leader| &mut leader.awaiting_local);
+    }
+
+    /// Answers, in order, the produces of one waiting queue whose records end at or below
+    /// `covered`.
+    fn complete_produces(
+        &mut self,
+        covered: Offset,
+        queue: impl Fn(&mut LeaderState) -> &mut VecDeque<PendingProduce>,
+    ) {
         let log_start_offset = self.log_start_offset;
         let RoleState::Leader(leader) = &mut self.role else {
             return;
         };
+        let waiting = queue(leader);
         let mut done = Vec::new();
-        while leader
-            .awaiting_local
-            .front()
-            .is_some_and(|p| p.end_offset <= own)
-        {
-            done.push(leader.awaiting_local.pop_front().expect("front"));
+        while waiting.front().is_some_and(|p| p.end_offset <= covered) {
+            done.push(waiting.pop_front().expect("front"));
         }
         for p in done {
             self.reply(p.request_id, Ok(p.ack(log_start_offset)));
