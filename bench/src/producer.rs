@@ -9,13 +9,15 @@
 //!
 //! Per connection a writer (this thread) and a reader thread share the socket through
 //! `TcpStream::try_clone`. The writer hands each request's bookkeeping to the reader over a
-//! bounded channel before writing it, so at most `max.in.flight` requests are outstanding
-//! and the reader always knows what an answer is for (Kafka answers in request order).
+//! channel before writing it, so the reader always knows what an answer is for (Kafka answers
+//! in request order). At most `max.in.flight` requests are outstanding; while the window is
+//! full the writer keeps closing batches (as Kafka's accumulator does), so the next request
+//! carries every partition that became ready, and the reader wakes it on each answer.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -92,6 +94,8 @@ struct NodeLink {
     version: i16,
     next_correlation: i32,
     in_flight: Option<SyncSender<InFlight>>,
+    /// Requests written and not yet answered; the reader decrements it.
+    outstanding: Arc<AtomicUsize>,
     reader: Option<JoinHandle<()>>,
 }
 
@@ -160,33 +164,46 @@ fn open_link(address: &str, spec: &ProducerSpec, clock: Clock, recorder: Arc<Rec
     // A broker that stops answering must not hang the run: give up well after the timeout.
     let timeout = Duration::from_millis(spec.request_timeout_ms.max(1000) as u64 * 2);
     read_half.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-    let (tx, rx) = sync_channel::<InFlight>(spec.max_in_flight - 1);
+    // Never full: the writer only sends while fewer than max.in.flight are outstanding.
+    let (tx, rx) = sync_channel::<InFlight>(spec.max_in_flight);
     let acks = spec.acks;
+    let outstanding = Arc::new(AtomicUsize::new(0));
+    let reader_outstanding = outstanding.clone();
+    let writer = std::thread::current();
     let reader = std::thread::Builder::new()
         .name("producer-reader".into())
         .spawn(move || {
+            let done = |_: ()| {
+                reader_outstanding.fetch_sub(1, Ordering::AcqRel);
+                writer.unpark();
+            };
             while let Ok(request) = rx.recv() {
                 if acks == 0 {
-                    continue; // acks=0 gets no answer; the writer counted it as sent
+                    done(()); // acks=0 gets no answer; the writer counted it as sent
+                    continue;
                 }
                 let outcome = read_frame(&mut read_half).and_then(|frame| {
                     decode_response::<ProduceResponse>(frame, ApiKey::Produce, version, request.correlation)
                 });
                 let now = clock.now_ns();
                 match outcome {
-                    Ok(response) => account(&recorder, &request, &response, now),
+                    Ok(response) => {
+                        account(&recorder, &request, &response, now);
+                        done(());
+                    }
                     Err(e) => {
                         let lost: u64 = request.batches.iter().map(|b| b.1.len() as u64).sum();
                         recorder.with(|w| w.error(lost, || format!("produce answer: {e}")));
                         // The stream is out of step now; drop what is left and stop reading.
                         let _ = read_half.shutdown(std::net::Shutdown::Both);
+                        writer.unpark();
                         return;
                     }
                 }
             }
         })
         .map_err(|e| e.to_string())?;
-    Ok(NodeLink { stream: conn.stream, version, next_correlation: 1, in_flight: Some(tx), reader: Some(reader) })
+    Ok(NodeLink { stream: conn.stream, version, next_correlation: 1, in_flight: Some(tx), outstanding, reader: Some(reader) })
 }
 
 /// Records latencies of a produce answer, batch by batch: a partition-level error fails
@@ -384,20 +401,27 @@ fn produce_loop(
                 break;
             }
         }
-        // Close batches that are full or have lingered long enough.
-        for i in 0..n {
-            let ready = parts[i].open.as_ref().is_some_and(|b| {
-                b.size_bytes() + record_max > spec.batch_size
-                    || now >= b.intended_ns[0].saturating_add(spec.linger_ns)
-            });
-            if ready {
-                close(&mut parts[i], spec, wall_offset_ms, &mut buffered, recorder)?;
-                partitioner.batch_closed(i, n);
-            }
-        }
-        // One request per node with the oldest ready batch of each of its partitions.
+        // One request per node whose in-flight window has room, carrying the oldest closed
+        // batch of each partition. Batches close when full, or when they have lingered and a
+        // request can take them: like Kafka's accumulator, a lingered batch keeps filling
+        // while the window is full, so requests grow instead of queueing up.
         let mut sent_any = false;
         for (&node, link) in links.iter_mut() {
+            if link.outstanding.load(Ordering::Acquire) >= spec.max_in_flight {
+                continue;
+            }
+            if link.reader.as_ref().is_none_or(|r| r.is_finished()) {
+                return Err("the connection's reader stopped (see errors)".into());
+            }
+            for i in 0..n {
+                let lingered = parts[i].node == node
+                    && parts[i].ready.is_empty()
+                    && parts[i].open.as_ref().is_some_and(|b| now >= b.intended_ns[0].saturating_add(spec.linger_ns));
+                if lingered {
+                    close(&mut parts[i], spec, wall_offset_ms, &mut buffered, recorder)?;
+                    partitioner.batch_closed(i, n);
+                }
+            }
             let mut batches = Vec::new();
             for state in parts.iter_mut().filter(|s| s.node == node) {
                 if let Some((bytes, intended, value_bytes)) = state.ready.pop_front() {
@@ -414,16 +438,22 @@ fn produce_loop(
         if sent_any || (next_k < due && buffered < BUFFER_MEMORY) {
             continue;
         }
-        // Nothing to do: sleep until the next message is due or a batch's linger ends.
-        let mut wake = if rate > 0.0 && rate.is_finite() { intended_ns(epoch, next_k, rate) } else { now + 1_000_000 };
+        // Nothing to do: sleep until the next message is due, a batch's linger ends, or (with
+        // the in-flight window full) an answer arrives and the reader unparks this thread.
+        let mut wake = if rate > 0.0 && rate.is_finite() && next_k >= due {
+            intended_ns(epoch, next_k, rate)
+        } else {
+            now + 1_000_000
+        };
         for s in parts.iter() {
-            if let Some(b) = &s.open {
+            let window_open = links.get(&s.node).is_some_and(|l| l.outstanding.load(Ordering::Acquire) < spec.max_in_flight);
+            if let (Some(b), true) = (&s.open, window_open) {
                 wake = wake.min(b.intended_ns[0].saturating_add(spec.linger_ns));
             }
         }
         let now = clock.now_ns();
         if wake > now {
-            std::thread::sleep(Duration::from_nanos((wake - now).min(10_000_000)));
+            std::thread::park_timeout(Duration::from_nanos((wake - now).min(10_000_000)));
         }
     }
     Ok(())
@@ -498,8 +528,8 @@ fn send(
             w.acked_bytes += bytes;
         }
     });
-    // Blocks while max.in.flight requests are outstanding: back-pressure, as in Kafka's client.
     let tx = link.in_flight.as_ref().ok_or("connection closed")?;
+    link.outstanding.fetch_add(1, Ordering::AcqRel);
     tx.send(in_flight).map_err(|_| "the connection's reader stopped (see errors)".to_string())?;
     link.stream.write_all(&frame).map_err(|e| format!("writing a produce request: {e}"))?;
     Ok(())

@@ -42,7 +42,7 @@ pub struct Workload {
     pub producer_rate_fraction_of_max: Option<f64>,
     /// Consumers hold back until this much has been produced, then drain it while producers
     /// go on (OMB's backlog test). 0: consumers read from the start.
-    #[serde(default)]
+    #[serde(default, rename = "consumerBacklogSizeGB")]
     pub consumer_backlog_size_gb: f64,
     #[serde(default)]
     pub warmup_duration_minutes: Option<f64>,
