@@ -65,11 +65,11 @@ fn run(
     for (&p, &offset) in &spec.start_offsets {
         let (node, address) =
             cluster.leader(&spec.topic, p).ok_or_else(|| format!("{}-{p} has no leader", spec.topic))?;
-        if !by_node.contains_key(&node) {
+        if let std::collections::btree_map::Entry::Vacant(slot) = by_node.entry(node) {
             let conn = Connection::connect(address).map_err(|e| format!("connecting to {address}: {e}"))?;
             let wait = Duration::from_millis(spec.config.fetch_max_wait_ms.max(0) as u64 + 30_000);
             conn.stream.set_read_timeout(Some(wait)).map_err(|e| e.to_string())?;
-            by_node.insert(node, (conn, Vec::new()));
+            slot.insert((conn, Vec::new()));
         }
         by_node.get_mut(&node).expect("inserted above").1.push((p, offset));
     }

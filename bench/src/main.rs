@@ -144,7 +144,7 @@ fn main_result(cli: Cli) -> Result<(), String> {
                 }
             }
             w.validate()?;
-            if !(interval_seconds > 0.0) {
+            if interval_seconds.is_nan() || interval_seconds <= 0.0 {
                 return Err("--interval-seconds must be positive".into());
             }
             let options = RunOptions {
@@ -252,7 +252,8 @@ fn print_summary(r: &RunResult) {
 }
 
 fn print_compare(na: &str, a: &RunResult, nb: &str, b: &RunResult) {
-    let rows: [(&str, fn(&RunResult) -> f64); 9] = [
+    type Row = (&'static str, fn(&RunResult) -> f64);
+    let rows: [Row; 9] = [
         ("publish msgs/s", |r| r.overall.publish_msgs_per_s),
         ("publish MB/s", |r| r.overall.publish_mb_per_s),
         ("publish p50 µs", |r| r.overall.publish_latency.p50_us as f64),

@@ -97,7 +97,8 @@ fn timeline(path: &Path, r: &RunResult) -> PlotResult {
         .build_cartesian_2d(0.0..t_max, 0.0..mb_max * 1.15)
         .map_err(err)?;
     chart.configure_mesh().x_desc("seconds (warm-up included)").y_desc("MB/s").draw().map_err(err)?;
-    let lines: [(&str, fn(&crate::run::Interval) -> f64); 2] =
+    type Line = (&'static str, fn(&crate::run::Interval) -> f64);
+    let lines: [Line; 2] =
         [("publish MB/s", |i| i.publish_mb_per_s), ("consume MB/s", |i| i.consume_mb_per_s)];
     for (n, (label, f)) in lines.iter().enumerate() {
         let color = COLORS[n];
@@ -124,7 +125,8 @@ fn timeline(path: &Path, r: &RunResult) -> PlotResult {
         .build_cartesian_2d(0.0..t_max, (1.0..lat_max * 1.5).log_scale())
         .map_err(err)?;
     chart.configure_mesh().x_desc("seconds").y_desc("µs").draw().map_err(err)?;
-    let lines: [(&str, fn(&crate::run::Interval) -> u64); 2] =
+    type LatLine = (&'static str, fn(&crate::run::Interval) -> u64);
+    let lines: [LatLine; 2] =
         [("publish p99", |i| i.publish_latency_p99_us), ("end-to-end p99", |i| i.end_to_end_p99_us)];
     for (n, (label, f)) in lines.iter().enumerate() {
         let color = COLORS[n];
