@@ -168,6 +168,14 @@ fn main_result(cli: Cli) -> Result<(), String> {
                     println!("plot: {p}");
                 }
             }
+            // A run with errors measured something other than the workload: say so in the
+            // exit code too, not only in the result file.
+            if result.counts.errors > 0 || !result.counts.drained {
+                return Err(format!(
+                    "the run had {} errors (drained: {}); its figures do not describe the workload",
+                    result.counts.errors, result.counts.drained
+                ));
+            }
             Ok(())
         }
         Command::Ceiling { dir, seconds, out } => {
