@@ -10,9 +10,10 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 echo "== unit tests (release profile, shared with the integration build)"
 cargo nextest run --release --workspace
 
-echo "== broker binary"
-cargo build --release --bin odradek
+echo "== broker and benchmark binaries"
+cargo build --release --bin odradek --bin odradek-bench
 export ODRADEK_BIN="$CARGO_TARGET_DIR/release/odradek"
+export ODRADEK_BENCH_BIN="$CARGO_TARGET_DIR/release/odradek-bench"
 
 if ! command -v kcat >/dev/null; then
   echo "== installing kcat (Debian package)"

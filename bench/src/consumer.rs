@@ -1,0 +1,173 @@
+//! Consumers: each reads a fixed share of a topic's partitions (Kafka's `assign()`, not group
+//! membership, so the group coordinator's rebalances stay out of the measurement) with one
+//! fetch in flight per leader, checks every batch's CRC, and records end-to-end latency from
+//! the intended send time in each value.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse};
+
+use crate::client::{topic_name, Cluster, Connection};
+use crate::clock::Clock;
+use crate::records::for_each_record;
+use crate::stats::{record_ns, Recorder};
+use crate::workload::ConsumerConfig;
+
+const OFFSET_OUT_OF_RANGE: i16 = 1;
+
+pub struct ConsumerSpec {
+    pub topic: String,
+    /// Partition -> first offset to read.
+    pub start_offsets: BTreeMap<i32, i64>,
+    pub config: ConsumerConfig,
+}
+
+#[derive(Default)]
+pub struct ConsumerControl {
+    /// Consumers wait for this before their first fetch (the backlog test holds them back).
+    pub go: AtomicBool,
+    pub stop: AtomicBool,
+}
+
+pub fn spawn(
+    spec: ConsumerSpec,
+    cluster: Cluster,
+    clock: Clock,
+    control: Arc<ConsumerControl>,
+    recorder: Arc<Recorder>,
+) -> JoinHandle<Result<(), String>> {
+    std::thread::Builder::new()
+        .name(format!("consumer-{}", spec.topic))
+        .spawn(move || {
+            let result = run(&spec, &cluster, clock, &control, &recorder);
+            if let Err(e) = &result {
+                recorder.with(|w| w.error(1, || format!("consumer {}: {e}", spec.topic)));
+            }
+            result
+        })
+        .expect("spawning a consumer thread")
+}
+
+fn run(
+    spec: &ConsumerSpec,
+    cluster: &Cluster,
+    clock: Clock,
+    control: &ConsumerControl,
+    recorder: &Recorder,
+) -> Result<(), String> {
+    // Partitions grouped by leader, one connection per leader.
+    let mut by_node: BTreeMap<i32, (Connection, Vec<(i32, i64)>)> = BTreeMap::new();
+    for (&p, &offset) in &spec.start_offsets {
+        let (node, address) =
+            cluster.leader(&spec.topic, p).ok_or_else(|| format!("{}-{p} has no leader", spec.topic))?;
+        if let std::collections::btree_map::Entry::Vacant(slot) = by_node.entry(node) {
+            let conn = Connection::connect(address).map_err(|e| format!("connecting to {address}: {e}"))?;
+            let wait = Duration::from_millis(spec.config.fetch_max_wait_ms.max(0) as u64 + 30_000);
+            conn.stream.set_read_timeout(Some(wait)).map_err(|e| e.to_string())?;
+            slot.insert((conn, Vec::new()));
+        }
+        by_node.get_mut(&node).expect("inserted above").1.push((p, offset));
+    }
+    while !control.go.load(Ordering::Acquire) {
+        if control.stop.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    while !control.stop.load(Ordering::Acquire) {
+        for (conn, offsets) in by_node.values_mut() {
+            fetch_once(spec, conn, offsets, clock, recorder)?;
+        }
+    }
+    Ok(())
+}
+
+fn fetch_once(
+    spec: &ConsumerSpec,
+    conn: &mut Connection,
+    offsets: &mut [(i32, i64)],
+    clock: Clock,
+    recorder: &Recorder,
+) -> Result<(), String> {
+    let c = &spec.config;
+    let request = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(c.fetch_max_wait_ms)
+        .with_min_bytes(c.fetch_min_bytes)
+        .with_max_bytes(c.fetch_max_bytes)
+        .with_isolation_level(0)
+        // Session id 0 and epoch -1: a full fetch without a fetch session (KIP-227).
+        .with_session_id(0)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default().with_topic(topic_name(&spec.topic)).with_partitions(
+            offsets
+                .iter()
+                .map(|&(p, offset)| {
+                    FetchPartition::default()
+                        .with_partition(p)
+                        .with_fetch_offset(offset)
+                        .with_current_leader_epoch(-1)
+                        .with_last_fetched_epoch(-1)
+                        .with_log_start_offset(-1)
+                        .with_partition_max_bytes(c.max_partition_fetch_bytes)
+                })
+                .collect(),
+        )]);
+    let version = conn.versions.fetch;
+    let response: FetchResponse =
+        conn.round_trip(ApiKey::Fetch, version, &request).map_err(|e| format!("fetch: {e}"))?;
+    let now = clock.now_ns();
+    if response.error_code != 0 {
+        recorder.with(|w| w.error(0, || format!("fetch error code {}", response.error_code)));
+        std::thread::sleep(Duration::from_millis(100));
+        return Ok(());
+    }
+    let mut latencies = Vec::new();
+    let mut consumed_msgs = 0u64;
+    let mut consumed_bytes = 0u64;
+    let mut errors = Vec::new();
+    for topic in &response.responses {
+        for p in &topic.partitions {
+            let Some(slot) = offsets.iter_mut().find(|(i, _)| *i == p.partition_index) else {
+                errors.push(format!("fetch answered unrequested partition {}", p.partition_index));
+                continue;
+            };
+            if p.error_code != 0 {
+                // Out of range means data this consumer expected is gone: count it, never skip.
+                let fatal = p.error_code == OFFSET_OUT_OF_RANGE;
+                errors.push(format!("fetch {}-{}: error code {}", spec.topic, slot.0, p.error_code));
+                if fatal {
+                    return Err(errors.join("; "));
+                }
+                continue;
+            }
+            let Some(records) = &p.records else { continue };
+            match for_each_record(records, slot.1, |r| {
+                consumed_msgs += 1;
+                consumed_bytes += r.value_len as u64;
+                if let Some(t) = r.intended_ns {
+                    latencies.push(now.saturating_sub(t));
+                }
+            }) {
+                Ok(next) => slot.1 = next,
+                Err(e) => return Err(format!("fetch {}-{}: {e}", spec.topic, slot.0)),
+            }
+        }
+    }
+    recorder.with(|w| {
+        for &l in &latencies {
+            record_ns(&mut w.end_to_end, l);
+        }
+        w.consumed_msgs += consumed_msgs;
+        w.consumed_bytes += consumed_bytes;
+        for e in &errors {
+            w.error(1, || e.clone());
+        }
+    });
+    Ok(())
+}
