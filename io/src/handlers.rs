@@ -418,7 +418,7 @@ async fn fetch(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> FetchR
         })
         .collect();
     let results = loop {
-        let listener = shard.shared.data_arrived.listen();
+        let listener = shard.data_arrived.listen();
         let items = parts.iter().map(|(topic, partition, offset, max)| {
             let part = FetchPart { topic: topic.clone(), partition: *partition, offset: *offset, max_bytes: *max };
             (shard.owner(topic, *partition), part)

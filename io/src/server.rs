@@ -19,7 +19,7 @@ use crate::config::ServerConfig;
 use crate::groups::OFFSETS_TOPIC;
 use crate::handlers;
 use crate::meta;
-use crate::shard::{Job, Shard, Shared};
+use crate::shard::{PeerMessage, Shard, Shared};
 
 const PEER_CHANNEL_CAPACITY: usize = 1024;
 
@@ -45,11 +45,11 @@ pub fn serve(mut config: ServerConfig) -> Result<(), String> {
         listen = %config.listen, data_dir = %data_dir.display(), cores, fsync = config.fsync,
         topics = topics.len(), %cluster_id, "starting odradek"
     );
-    let shared = Arc::new(Shared { config, shard_count: cores, cluster_id, data_arrived: event_listener::Event::new() });
+    let shared = Arc::new(Shared { config, shard_count: cores, cluster_id });
 
     // senders[from][to] and receivers[to][from] for every ordered pair of distinct cores.
-    let mut senders: Vec<Vec<Option<SharedSender<Job>>>> = (0..cores).map(|_| (0..cores).map(|_| None).collect()).collect();
-    let mut receivers: Vec<Vec<SharedReceiver<Job>>> = (0..cores).map(|_| Vec::new()).collect();
+    let mut senders: Vec<Vec<Option<SharedSender<PeerMessage>>>> = (0..cores).map(|_| (0..cores).map(|_| None).collect()).collect();
+    let mut receivers: Vec<Vec<SharedReceiver<PeerMessage>>> = (0..cores).map(|_| Vec::new()).collect();
     for (from, row) in senders.iter_mut().enumerate() {
         for (to, slot) in row.iter_mut().enumerate() {
             if from != to {
@@ -100,7 +100,7 @@ pub fn serve(mut config: ServerConfig) -> Result<(), String> {
     Ok(())
 }
 
-async fn run_shard(shard: Rc<Shard>, receivers: Vec<ConnectedReceiver<Job>>) -> Result<(), String> {
+async fn run_shard(shard: Rc<Shard>, receivers: Vec<ConnectedReceiver<PeerMessage>>) -> Result<(), String> {
     for receiver in receivers {
         glommio::spawn_local(shard.clone().serve_peer(receiver)).detach();
     }

@@ -2,12 +2,13 @@
 //! group commit, and the channels to every other core. Shard 0 also runs the controller,
 //! which owns topic creation and deletion and persists the topic table.
 
-use std::cell::RefCell;
+use std::any::Any;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -26,16 +27,28 @@ use odradek_core::group::GroupCoordinator;
 use crate::meta;
 use crate::storage::{join_all, GroupCommit, PartitionStore, ReadError};
 
-/// Work sent to another core: runs there with that core's [`Shard`].
-pub type Job = Box<dyn FnOnce(Rc<Shard>) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
+/// Work sent to another core: runs there with that core's [`Shard`] and yields its answer.
+pub type Job = Box<dyn FnOnce(Rc<Shard>) -> Pin<Box<dyn Future<Output = Box<dyn Any + Send>>>> + Send>;
 
-/// What all cores share. Read-only after start, apart from the wake-up event.
+/// What cores send each other over their shared channels.
+///
+/// Every wake-up stays on the core that owns the waker: an answer travels back as a message
+/// and completes a oneshot on its own core, and data arriving on one core reaches another's
+/// long polls as a message. glommio task wakers woken or dropped from another thread race on
+/// the task's reference count (observed as a double free under load), so no future on one
+/// core may ever be woken by another core's thread.
+pub enum PeerMessage {
+    Job { id: u64, from: ShardId, job: Job },
+    Answer { id: u64, answer: Box<dyn Any + Send> },
+    /// A high watermark advanced on the sending core.
+    DataArrived,
+}
+
+/// What all cores share. Read-only after start.
 pub struct Shared {
     pub config: ServerConfig,
     pub shard_count: usize,
     pub cluster_id: String,
-    /// Fired whenever a high watermark advances on any core, to wake long-polling fetches.
-    pub data_arrived: event_listener::Event,
 }
 
 pub struct Shard {
@@ -44,7 +57,15 @@ pub struct Shard {
     pub topics: RefCell<TopicTable>,
     partitions: RefCell<BTreeMap<(String, i32), Rc<PartitionStore>>>,
     pub commit: Rc<GroupCommit>,
-    peers: Vec<Option<ConnectedSender<Job>>>,
+    peers: Vec<Option<ConnectedSender<PeerMessage>>>,
+    /// Jobs sent to other cores, waiting for their answers.
+    awaiting: RefCell<BTreeMap<u64, futures_channel::oneshot::Sender<Box<dyn Any + Send>>>>,
+    next_job_id: Cell<u64>,
+    /// Fired when a high watermark advances on any core (this one directly, others through
+    /// [`PeerMessage::DataArrived`]), to wake this core's long-polling fetches.
+    pub data_arrived: event_listener::Event,
+    /// Per peer: a [`PeerMessage::DataArrived`] is already waiting for room in its channel.
+    notice_pending: Vec<Cell<bool>>,
     /// Serializes the controller's writes of the topic table (shard 0 only).
     controller_lock: Semaphore,
     pub groups: Groups,
@@ -105,25 +126,58 @@ impl Shard {
         id: ShardId,
         shared: Arc<Shared>,
         topics: TopicTable,
-        peers: Vec<Option<ConnectedSender<Job>>>,
+        peers: Vec<Option<ConnectedSender<PeerMessage>>>,
     ) -> Rc<Shard> {
-        let waker = shared.clone();
         let fsync = shared.config.fsync;
         let group_config = shared.config.group.clone();
         // Member ids must differ across restarts; the seed is the only randomness they use.
         let seed = uuid::Uuid::new_v4().as_u64_pair().0;
-        Rc::new(Shard {
-            id,
-            shared,
-            topics: RefCell::new(topics),
-            partitions: RefCell::default(),
-            commit: GroupCommit::new(fsync, Box::new(move || {
-                waker.data_arrived.notify(usize::MAX);
-            })),
-            peers,
-            controller_lock: Semaphore::new(1),
-            groups: Groups::new(GroupCoordinator::new(group_config, seed ^ id.0 as u64)),
+        Rc::new_cyclic(|this: &Weak<Shard>| {
+            let this = this.clone();
+            Shard {
+                id,
+                shared,
+                topics: RefCell::new(topics),
+                partitions: RefCell::default(),
+                commit: GroupCommit::new(fsync, Box::new(move || {
+                    if let Some(shard) = this.upgrade() {
+                        shard.announce_data();
+                    }
+                })),
+                notice_pending: peers.iter().map(|_| Cell::new(false)).collect(),
+                peers,
+                awaiting: RefCell::default(),
+                next_job_id: Cell::new(0),
+                data_arrived: event_listener::Event::new(),
+                controller_lock: Semaphore::new(1),
+                groups: Groups::new(GroupCoordinator::new(group_config, seed ^ id.0 as u64)),
+            }
         })
+    }
+
+    /// Wakes long polls here and on every other core.
+    fn announce_data(self: &Rc<Self>) {
+        self.data_arrived.notify(usize::MAX);
+        for (peer, sender) in self.peers.iter().enumerate() {
+            let Some(sender) = sender else { continue };
+            if self.notice_pending[peer].get() {
+                continue;
+            }
+            if sender.try_send(PeerMessage::DataArrived).is_err() {
+                // The channel is full: the peer is busy with our messages and gets one notice
+                // once it has room; a long poll there waits at most that long.
+                self.notice_pending[peer].set(true);
+                let this = self.clone();
+                glommio::spawn_local(async move {
+                    let sender = this.peers[peer].as_ref().expect("a channel to every other core");
+                    if sender.send(PeerMessage::DataArrived).await.is_err() {
+                        warn!(core = this.id.0, peer, "a core stopped listening");
+                    }
+                    this.notice_pending[peer].set(false);
+                })
+                .detach();
+            }
+        }
     }
 
     fn data_dir(&self) -> PathBuf {
@@ -170,17 +224,17 @@ impl Shard {
         if target == self.id {
             return job(self.clone()).await;
         }
+        let id = self.next_job_id.get();
+        self.next_job_id.set(id + 1);
         let (tx, rx) = futures_channel::oneshot::channel();
-        let boxed: Job = Box::new(move |shard| {
-            Box::pin(async move {
-                let _ = tx.send(job(shard).await);
-            })
-        });
+        self.awaiting.borrow_mut().insert(id, tx);
+        let boxed: Job = Box::new(move |shard| Box::pin(async move { Box::new(job(shard).await) as Box<dyn Any + Send> }));
         let sender = self.peers[target.0].as_ref().expect("a channel to every other core");
-        if sender.send(boxed).await.is_err() {
+        if sender.send(PeerMessage::Job { id, from: self.id, job: boxed }).await.is_err() {
             panic!("core {} stopped serving", target.0);
         }
-        rx.await.unwrap_or_else(|_| panic!("core {} dropped a request", target.0))
+        let answer = rx.await.unwrap_or_else(|_| panic!("core {} dropped a request", target.0));
+        *answer.downcast::<R>().expect("an answer of the job's own type")
     }
 
     /// Runs `job` on every core, this one included, concurrently.
@@ -198,10 +252,32 @@ impl Shard {
         join_all(calls).await
     }
 
-    /// Serves jobs other cores send here, one task each.
-    pub async fn serve_peer(self: Rc<Self>, receiver: ConnectedReceiver<Job>) {
-        while let Some(job) = receiver.recv().await {
-            glommio::spawn_local(job(self.clone())).detach();
+    /// Serves what another core sends here. Never waits on a send itself (a job's answer is
+    /// sent from the job's own task), so two cores answering each other cannot deadlock on
+    /// full channels.
+    pub async fn serve_peer(self: Rc<Self>, receiver: ConnectedReceiver<PeerMessage>) {
+        while let Some(message) = receiver.recv().await {
+            match message {
+                PeerMessage::Job { id, from, job } => {
+                    let this = self.clone();
+                    glommio::spawn_local(async move {
+                        let answer = job(this.clone()).await;
+                        let sender = this.peers[from.0].as_ref().expect("a channel to every other core");
+                        if sender.send(PeerMessage::Answer { id, answer }).await.is_err() {
+                            warn!(core = this.id.0, to = from.0, "a core stopped listening for answers");
+                        }
+                    })
+                    .detach();
+                }
+                PeerMessage::Answer { id, answer } => {
+                    if let Some(tx) = self.awaiting.borrow_mut().remove(&id) {
+                        let _ = tx.send(answer);
+                    }
+                }
+                PeerMessage::DataArrived => {
+                    self.data_arrived.notify(usize::MAX);
+                }
+            }
         }
     }
 
