@@ -110,6 +110,8 @@ pub struct Process {
     /// controller to send to).
     deferred_alter_errors: VecDeque<u64>,
     controller_hint: usize,
+    /// Registered and unfenced once in this incarnation: partition state is applied.
+    serving: bool,
 }
 
 pub struct Node {
@@ -182,6 +184,7 @@ impl Node {
             next_produce: 0,
             deferred_alter_errors: VecDeque::new(),
             controller_hint: 0,
+            serving: false,
         });
         self.pump(local_ms, out);
     }
@@ -442,8 +445,18 @@ impl Node {
                     progressed = true;
                 }
             }
-            // The partition state from the committed image, to the replica.
-            if let Some((topic_id, state)) = partition_state(&p.controller).map(|s| (topic_id(&p.controller), s)) {
+            // The partition state from the committed image, to the replica, once this
+            // incarnation is registered and unfenced: its registration moved the previous
+            // incarnation's leaderships away, so a restarted broker never resumes leading an
+            // epoch whose unsynced tail it lost (KRaft brokers publish metadata only after
+            // catching up past their own registration).
+            if !p.serving {
+                p.serving = p.broker_epoch.is_some_and(|epoch| {
+                    p.controller.image().brokers().get(&id).is_some_and(|b| b.broker_epoch == epoch && !b.fenced)
+                });
+            }
+            if !p.serving {
+            } else if let Some((topic_id, state)) = partition_state(&p.controller).map(|s| (topic_id(&p.controller), s)) {
                 if state.replicas.contains(&id) {
                     if p.replica.is_none() {
                         let mut config = self.replica_config.clone();

@@ -181,12 +181,15 @@ pub struct Sim {
     watch: BTreeMap<usize, Watch>,
     leaders_by_epoch: BTreeMap<i32, NodeId>,
     /// Batches known committed: base offset → (end, bytes).
-    committed: BTreeMap<i64, (i64, Bytes)>,
+    committed: BTreeMap<i64, (i64, Bytes, String)>,
     /// Committed metadata entries: index → (term, data).
     metadata: BTreeMap<u64, (i32, Bytes)>,
     failure: Option<Failure>,
     /// Liveness phase: producers stop once this many writes are acknowledged in total.
     acked_stop: Option<usize>,
+    /// `ODRADEK_SIM_DEBUG` set: print the cluster state every 2 simulated seconds.
+    debug: bool,
+    debug_node: Option<i32>,
 }
 
 /// Writes the liveness phase needs acknowledged after healing before producers stop.
@@ -259,6 +262,8 @@ impl Sim {
             metadata: BTreeMap::new(),
             failure: None,
             acked_stop: None,
+            debug: std::env::var_os("ODRADEK_SIM_DEBUG").is_some(),
+            debug_node: std::env::var("ODRADEK_SIM_DEBUG_NODE").ok().and_then(|v| v.parse().ok()),
         }
     }
 
@@ -321,6 +326,7 @@ impl Sim {
                 break;
             }
             let Scheduled { at, seq, event } = self.queue.pop().expect("peeked");
+            let before = self.now / 2_000;
             self.now = at;
             self.events += 1;
             assert!(self.events < EVENTS_MAX, "seed {}: more than {EVENTS_MAX} events", self.seed);
@@ -328,6 +334,9 @@ impl Sim {
             self.trace.add(seq);
             self.dispatch(event);
             self.check_invariants();
+            if self.debug && self.now / 2_000 != before {
+                eprintln!("t={}ms {}", self.now, self.describe());
+            }
             if stop(self) {
                 return true;
             }
@@ -405,6 +414,9 @@ impl Sim {
         match event {
             Event::Deliver { from, to, payload } => {
                 self.trace.add(((from.0 as u64) << 32) | to.0 as u64);
+                if self.debug_node.is_some_and(|n| (n == to.0 || n == from.0) && self.now > 62_000) && !matches!(payload, Payload::Raft(_)) {
+                    eprintln!("t={} {from}->{to} {:?}", self.now, payload);
+                }
                 if let Some(i) = self.node_index(to) {
                     if let Some(until) = self.nodes[i].paused_until {
                         // A paused process leaves messages in its socket buffers.
@@ -925,16 +937,17 @@ impl Sim {
             let start = disk.batches.partition_point(|b| b.end <= w.verified_to);
             for b in disk.batches[start..].iter().take_while(|b| b.end <= upto) {
                 match self.committed.get(&b.base) {
-                    Some((end, bytes)) if *end != b.end || *bytes != b.bytes => {
+                    Some((end, bytes, source)) if *end != b.end || *bytes != b.bytes => {
                         violations.push(format!(
-                            "node {}: batch {}..{} below {why} differs from the committed batch {}..{end}",
-                            self.nodes[i].id, b.base, b.end, b.base
+                            "node {}: batch {}..{} (epoch {}) below {why} differs from the committed batch {}..{end} ({source})",
+                            self.nodes[i].id, b.base, b.end, b.epoch, b.base
                         ));
                         break;
                     }
                     Some(_) => {}
                     None => {
-                        self.committed.insert(b.base, (b.end, b.bytes.clone()));
+                        let source = format!("epoch {}, seen on node {} at t={}ms below {why}", b.epoch, self.nodes[i].id, self.now);
+                        self.committed.insert(b.base, (b.end, b.bytes.clone(), source));
                     }
                 }
                 w.verified_to = b.end;
