@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every odradek test: core and broker unit tests, then the integration suite against the
 # real broker binary with real Kafka clients (confluent-kafka/librdkafka, kafka-python, kcat).
+# Also runs seeded simulator runs (sim/, docs/testing.md).
 # Installs what it needs: Python packages into target/venv, Debian's kcat if it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,13 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 
 echo "== unit tests (release profile, shared with the integration build)"
 cargo nextest run --release --workspace
+
+echo "== simulator: a few dozen seeds per scenario under --cfg madsim (own target dir)"
+sim_target="$CARGO_TARGET_DIR/sim-madsim"
+RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR="$sim_target" cargo build --release -p odradek-sim
+for scenario in swarm kip101 double-crash fast-leader-changes zombie-leader power-loss isr-churn; do
+  "$sim_target/release/odradek-sim" swarm --seeds "${ODRADEK_SIM_SEEDS:-32}" --scenario "$scenario"
+done
 
 echo "== broker and benchmark binaries"
 cargo build --release --bin odradek --bin odradek-bench

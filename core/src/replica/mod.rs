@@ -1449,7 +1449,13 @@ impl Replica {
             follower.epoch_checked = complete || !self.config.truncate_with_offset_for_leader_epoch;
         }
         if to >= log_end {
-            // Nothing to cut though the leader reported a divergence: do not spin.
+            // No data to cut, but the epoch cache may end with an epoch this broker assigned as
+            // leader without appending anything, which the new leader does not know: drop it,
+            // or every fetch would carry it and diverge again (Kafka's `UnifiedLog.truncateTo`
+            // truncates the cache even when the log is not cut).
+            if self.epoch_cache.truncate_from_end(log_end) {
+                self.persist_epoch_cache();
+            }
             self.follower_backoff(now_ms);
             return;
         }

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Proof that the simulator can fail: applies each realistic bug in sim/mutations/*.patch to
+# core, one at a time, and runs seeds until the simulator catches it. Prints, per mutation,
+# the first failing seed and the checker's message. Restores core after each patch.
+# Usage: scripts/sim-mutations.sh [seeds per scenario, default 30]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seeds="${1:-30}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}/sim-mutations"
+if ! git diff --quiet -- core; then
+  echo "core/ has uncommitted changes; commit or stash them first" >&2
+  exit 2
+fi
+trap 'git checkout -q -- core' EXIT
+status=0
+for patch in sim/mutations/*.patch; do
+  name=$(basename "$patch" .patch)
+  git apply "$patch"
+  cargo build --release -q -p odradek-sim 2>/dev/null
+  caught=""
+  for scenario in swarm kip101 double-crash fast-leader-changes zombie-leader power-loss isr-churn; do
+    if out=$("$CARGO_TARGET_DIR/release/odradek-sim" swarm --seeds "$seeds" --scenario "$scenario" 2>&1); then
+      continue
+    fi
+    caught=$(printf '%s\n' "$out" | grep -A1 '^FAIL' | head -2 | tr '\n' ' ' | cut -c1-400)
+    break
+  done
+  if [ -n "$caught" ]; then
+    echo "CAUGHT $name: $caught"
+  else
+    echo "MISSED $name: no failure in $seeds seeds per scenario"
+    status=1
+  fi
+  git checkout -q -- core
+done
+exit $status

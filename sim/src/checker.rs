@@ -1,0 +1,311 @@
+//! The end-of-run history checker, in the semantics of Jepsen's Kafka workload
+//! (`jepsen.tests.kafka`): one partition's log is a total order of values at offsets, inferred
+//! from what producers were told and what consumers read.
+//!
+//! The history holds only completed operations (no invocations): every value is produced once
+//! (the simulated producers never retry, so a value at two offsets is a real duplicate).
+//!
+//! | anomaly | Jepsen name | meaning |
+//! |---|---|---|
+//! | [`Anomaly::InconsistentOffsets`] | `:inconsistent-offsets` | two different values observed at one offset |
+//! | [`Anomaly::Duplicate`] | `:duplicate` | one value observed at two offsets |
+//! | [`Anomaly::LostWrite`] | `:lost-write` | an acknowledged value missing although reads went past its offset |
+//! | [`Anomaly::Unseen`] | `:unseen` | an acknowledged value never read, and the final read after healing did not reach it |
+//! | [`Anomaly::NonMonotonicPoll`] | `:nonmonotonic-poll` | a consumer's successive offsets did not increase |
+//! | [`Anomaly::PollSkip`] | `:poll-skip` | a consumer jumped over offsets that hold values |
+//!
+//! Nothing here knows about the simulator: `jepsen/` can feed it histories from real clients.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+/// A produced value: unique per run.
+pub type Value = u64;
+
+/// How a produce ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// Acknowledged (acks=all): value `i` of the request sits at `base_offset + i`.
+    Ok { base_offset: i64 },
+    /// Definitely not written (Jepsen `:fail`).
+    Fail(String),
+    /// Unknown: timed out, connection lost, or an error that may follow an append (`:info`).
+    Info(String),
+}
+
+/// One completed operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// A produce of `values` (one batch, in order) by `process`.
+    Send { process: u32, values: Vec<Value>, outcome: SendOutcome },
+    /// A successful poll by `process`: `(offset, value)` pairs in the order returned.
+    Poll { process: u32, records: Vec<(i64, Value)> },
+    /// A consumer re-positioned itself (restart, seek): monotonicity restarts after it.
+    Seek { process: u32 },
+    /// The read of the whole committed log after healing, from the log start.
+    FinalRead { records: Vec<(i64, Value)> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Anomaly {
+    InconsistentOffsets { offset: i64, values: Vec<Value> },
+    Duplicate { value: Value, offsets: Vec<i64> },
+    LostWrite { value: Value, offset: i64, max_read_offset: i64 },
+    Unseen { value: Value, offset: i64, final_read_end: i64 },
+    NonMonotonicPoll { process: u32, previous: i64, next: i64 },
+    PollSkip { process: u32, from: i64, to: i64, skipped: Vec<i64> },
+}
+
+impl fmt::Display for Anomaly {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Anomaly::InconsistentOffsets { offset, values } => {
+                write!(f, "inconsistent-offsets: offset {offset} holds values {values:?}")
+            }
+            Anomaly::Duplicate { value, offsets } => {
+                write!(f, "duplicate: value {value} at offsets {offsets:?}")
+            }
+            Anomaly::LostWrite { value, offset, max_read_offset } => write!(
+                f,
+                "lost-write: acknowledged value {value} at offset {offset} never read, though reads reached offset {max_read_offset}"
+            ),
+            Anomaly::Unseen { value, offset, final_read_end } => write!(
+                f,
+                "unseen: acknowledged value {value} at offset {offset} not read after healing (final read ended at {final_read_end})"
+            ),
+            Anomaly::NonMonotonicPoll { process, previous, next } => write!(
+                f,
+                "nonmonotonic-poll: consumer {process} read offset {next} after offset {previous}"
+            ),
+            Anomaly::PollSkip { process, from, to, skipped } => write!(
+                f,
+                "poll-skip: consumer {process} went from offset {from} to {to}, skipping {skipped:?}"
+            ),
+        }
+    }
+}
+
+/// Anomalies found, each class capped at this many reports (the first ones in offset order).
+pub const REPORTS_PER_CLASS_MAX: usize = 8;
+
+/// Checks a history; an empty result means it is valid.
+pub fn check(history: &[Op]) -> Vec<Anomaly> {
+    // offset → values seen there; value → offsets it was seen at (acks and reads alike).
+    let mut at_offset: BTreeMap<i64, BTreeSet<Value>> = BTreeMap::new();
+    let mut offsets_of: BTreeMap<Value, BTreeSet<i64>> = BTreeMap::new();
+    let mut read_values: BTreeSet<Value> = BTreeSet::new();
+    let mut acked: BTreeMap<Value, i64> = BTreeMap::new();
+    let mut max_read_offset = -1i64;
+    let mut final_read_end: Option<i64> = None;
+    let mut observe = |offset: i64, value: Value| {
+        at_offset.entry(offset).or_default().insert(value);
+        offsets_of.entry(value).or_default().insert(offset);
+    };
+    for op in history {
+        match op {
+            Op::Send { values, outcome: SendOutcome::Ok { base_offset }, .. } => {
+                for (i, &value) in values.iter().enumerate() {
+                    let offset = base_offset + i as i64;
+                    acked.insert(value, offset);
+                    observe(offset, value);
+                }
+            }
+            Op::Send { .. } | Op::Seek { .. } => {}
+            Op::Poll { records, .. } => {
+                for &(offset, value) in records {
+                    observe(offset, value);
+                    read_values.insert(value);
+                    max_read_offset = max_read_offset.max(offset);
+                }
+            }
+            Op::FinalRead { records } => {
+                for &(offset, value) in records {
+                    observe(offset, value);
+                    read_values.insert(value);
+                    max_read_offset = max_read_offset.max(offset);
+                }
+                let end = records.last().map_or(0, |&(o, _)| o + 1);
+                final_read_end = Some(final_read_end.map_or(end, |e: i64| e.max(end)));
+            }
+        }
+    }
+
+    let mut anomalies = Vec::new();
+    anomalies.extend(
+        at_offset
+            .iter()
+            .filter(|(_, values)| values.len() > 1)
+            .take(REPORTS_PER_CLASS_MAX)
+            .map(|(&offset, values)| Anomaly::InconsistentOffsets {
+                offset,
+                values: values.iter().copied().collect(),
+            }),
+    );
+    anomalies.extend(
+        offsets_of
+            .iter()
+            .filter(|(_, offsets)| offsets.len() > 1)
+            .take(REPORTS_PER_CLASS_MAX)
+            .map(|(&value, offsets)| Anomaly::Duplicate {
+                value,
+                offsets: offsets.iter().copied().collect(),
+            }),
+    );
+    let mut by_offset: Vec<(i64, Value)> = acked.iter().map(|(&v, &o)| (o, v)).collect();
+    by_offset.sort_unstable();
+    let mut lost = 0;
+    let mut unseen = 0;
+    for (offset, value) in by_offset {
+        if read_values.contains(&value) {
+            continue;
+        }
+        if offset <= max_read_offset {
+            if lost < REPORTS_PER_CLASS_MAX {
+                anomalies.push(Anomaly::LostWrite { value, offset, max_read_offset });
+            }
+            lost += 1;
+        } else if let Some(final_read_end) = final_read_end {
+            if unseen < REPORTS_PER_CLASS_MAX {
+                anomalies.push(Anomaly::Unseen { value, offset, final_read_end });
+            }
+            unseen += 1;
+        }
+    }
+
+    // Consumers: offsets strictly increase between seeks, and skip no offset known to hold a
+    // value (the simulated log has no gaps: no transactions, no compaction).
+    let mut last: BTreeMap<u32, i64> = BTreeMap::new();
+    let (mut nonmonotonic, mut skips) = (0, 0);
+    for op in history {
+        match op {
+            Op::Seek { process } => {
+                last.remove(process);
+            }
+            Op::Poll { process, records } => {
+                for &(offset, _) in records {
+                    if let Some(&previous) = last.get(process) {
+                        if offset <= previous {
+                            if nonmonotonic < REPORTS_PER_CLASS_MAX {
+                                anomalies.push(Anomaly::NonMonotonicPoll {
+                                    process: *process,
+                                    previous,
+                                    next: offset,
+                                });
+                            }
+                            nonmonotonic += 1;
+                        } else if offset > previous + 1 {
+                            let skipped: Vec<i64> =
+                                at_offset.range(previous + 1..offset).map(|(&o, _)| o).collect();
+                            if !skipped.is_empty() {
+                                if skips < REPORTS_PER_CLASS_MAX {
+                                    anomalies.push(Anomaly::PollSkip {
+                                        process: *process,
+                                        from: previous,
+                                        to: offset,
+                                        skipped,
+                                    });
+                                }
+                                skips += 1;
+                            }
+                        }
+                    }
+                    last.insert(*process, offset);
+                }
+            }
+            _ => {}
+        }
+    }
+    anomalies
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(process: u32, values: &[Value], base_offset: i64) -> Op {
+        Op::Send { process, values: values.to_vec(), outcome: SendOutcome::Ok { base_offset } }
+    }
+
+    fn poll(process: u32, records: &[(i64, Value)]) -> Op {
+        Op::Poll { process, records: records.to_vec() }
+    }
+
+    #[test]
+    fn valid_history_has_no_anomaly() {
+        let history = vec![
+            ok(1, &[10, 11], 0),
+            Op::Send { process: 2, values: vec![20], outcome: SendOutcome::Info("timeout".into()) },
+            ok(1, &[12], 3),
+            poll(9, &[(0, 10), (1, 11)]),
+            poll(9, &[(2, 20), (3, 12)]),
+            Op::FinalRead { records: vec![(0, 10), (1, 11), (2, 20), (3, 12)] },
+        ];
+        assert_eq!(check(&history), vec![]);
+    }
+
+    #[test]
+    fn detects_inconsistent_offsets() {
+        let history = vec![ok(1, &[10], 0), poll(9, &[(0, 99)])];
+        let anomalies = check(&history);
+        assert!(anomalies.contains(&Anomaly::InconsistentOffsets { offset: 0, values: vec![10, 99] }));
+    }
+
+    #[test]
+    fn detects_duplicates() {
+        let history = vec![Op::FinalRead { records: vec![(0, 10), (1, 10)] }];
+        assert_eq!(check(&history), vec![Anomaly::Duplicate { value: 10, offsets: vec![0, 1] }]);
+    }
+
+    #[test]
+    fn detects_lost_acknowledged_write() {
+        // Acknowledged at offset 1, but the log was read past it without the value: the
+        // KIP-101 loss shape (offset 1 was re-used after a truncation) shows as both.
+        let history = vec![ok(1, &[10], 0), ok(1, &[11], 1), poll(9, &[(0, 10), (1, 30), (2, 31)])];
+        let anomalies = check(&history);
+        assert!(anomalies
+            .contains(&Anomaly::LostWrite { value: 11, offset: 1, max_read_offset: 2 }));
+        assert!(anomalies
+            .contains(&Anomaly::InconsistentOffsets { offset: 1, values: vec![11, 30] }));
+    }
+
+    #[test]
+    fn detects_unseen_acknowledged_write_after_healing() {
+        let history = vec![ok(1, &[10], 0), ok(1, &[11], 1), Op::FinalRead { records: vec![(0, 10)] }];
+        assert_eq!(
+            check(&history),
+            vec![Anomaly::Unseen { value: 11, offset: 1, final_read_end: 1 }]
+        );
+    }
+
+    #[test]
+    fn unread_acknowledged_write_without_final_read_is_not_reported() {
+        assert_eq!(check(&[ok(1, &[10], 0)]), vec![]);
+    }
+
+    #[test]
+    fn detects_nonmonotonic_poll_and_resets_on_seek() {
+        let history = vec![
+            poll(9, &[(0, 10), (1, 11)]),
+            poll(9, &[(1, 11)]),
+            Op::Seek { process: 9 },
+            poll(9, &[(0, 10)]),
+        ];
+        assert_eq!(
+            check(&history),
+            vec![Anomaly::NonMonotonicPoll { process: 9, previous: 1, next: 1 }]
+        );
+    }
+
+    #[test]
+    fn detects_poll_skip() {
+        let history = vec![
+            poll(8, &[(0, 10), (1, 11), (2, 12)]),
+            poll(9, &[(0, 10)]),
+            poll(9, &[(2, 12)]),
+        ];
+        assert_eq!(
+            check(&history),
+            vec![Anomaly::PollSkip { process: 9, from: 0, to: 2, skipped: vec![1] }]
+        );
+    }
+}

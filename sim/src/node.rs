@@ -1,0 +1,714 @@
+//! One simulated broker + controller process: a driver that pumps the real core state
+//! machines (Raft, Controller, Replica) and turns their actions into disk operations and
+//! messages. It holds no replication logic of its own.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, FetchRequest as KafkaFetch, ProduceRequest};
+use odradek_core::controller::{
+    self, AlterPartitionRequest, BrokerHeartbeatRequest, BrokerRegistrationRequest, Controller,
+    ControllerConfig, CreateTopicsRequest, Response,
+};
+use odradek_core::ids::{BrokerEpoch, LeaderEpoch, NodeId, Offset, PartitionEpoch};
+use odradek_core::raft::{self, Raft, RaftConfig};
+use odradek_core::replica::{
+    self, Completion, EpochEndOffset, FetchAnswer, FetchRequest, FetchResponse, Replica,
+    ReplicaConfig,
+};
+use odradek_core::{wire, ErrorCode};
+
+use crate::disk::{Clock, Disk};
+
+pub const TOPIC: &str = "t";
+
+/// Everything that travels between endpoints (nodes and clients).
+#[derive(Debug, Clone)]
+pub enum Payload {
+    /// A Raft message in core's own encoding (decoded by the receiver).
+    Raft(Bytes),
+    CtrlRequest { rpc_id: u64, request: CtrlRequest },
+    CtrlResponse { rpc_id: u64, response: Response },
+    Fetch { fetch_id: u64, request: FetchRequest },
+    FetchResponse { fetch_id: u64, response: FetchResponse },
+    EpochQuery { request_id: u64, current: LeaderEpoch, epoch: LeaderEpoch },
+    EpochAnswer { request_id: u64, result: Result<EpochEndOffset, ErrorCode> },
+    /// A Kafka request frame (size prefix, header, body) from a client.
+    Kafka { frame: Bytes },
+    /// Which node leads the partition, per the receiver's metadata image.
+    MetadataRequest { corr: i32 },
+    MetadataResponse { corr: i32, leader: NodeId, leader_epoch: LeaderEpoch },
+    ProduceResponse { corr: i32, result: Result<i64, ErrorCode> },
+    FetchRecords { corr: i32, result: Result<(Offset, Bytes), ErrorCode> },
+}
+
+#[derive(Debug, Clone)]
+pub enum CtrlRequest {
+    Register(BrokerRegistrationRequest),
+    Heartbeat(BrokerHeartbeatRequest),
+    Alter(AlterPartitionRequest),
+    CreateTopics(CreateTopicsRequest),
+}
+
+/// A disk operation whose completion is scheduled by the simulator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskOp {
+    Vote { term: odradek_core::ids::Term, voted_for: Option<NodeId> },
+    RaftSync { through: raft::Index, term: odradek_core::ids::Term },
+    LogSync { id: u64 },
+}
+
+/// What a pump produced for the simulator to schedule.
+#[derive(Debug)]
+pub enum Output {
+    Send { to: NodeId, payload: Payload },
+    Disk(DiskOp),
+    /// A committed metadata entry applied here (for the cross-node Raft check).
+    Applied { index: raft::Index, term: odradek_core::ids::Term, data: Bytes },
+    /// An acks=all produce answered OK: `end` offsets, checked against the HW at once.
+    AckedAll { end: Offset, high_watermark: Offset },
+}
+
+enum Rpc {
+    Register,
+    Heartbeat,
+    Alter { request_id: u64 },
+}
+
+struct Parked {
+    from: NodeId,
+    fetch_id: u64,
+    request: FetchRequest,
+    deadline_ms: i64,
+}
+
+struct ProduceWaiter {
+    client: NodeId,
+    corr: i32,
+    records: i64,
+}
+
+/// The process state lost on a crash; the disk and clock survive.
+pub struct Process {
+    pub raft: Raft,
+    pub controller: Controller,
+    pub replica: Option<Replica>,
+    /// The partition state last handed to the replica.
+    replica_seen: Option<(LeaderEpoch, PartitionEpoch)>,
+    incarnation_id: [u8; 16],
+    broker_epoch: Option<BrokerEpoch>,
+    next_heartbeat_ms: i64,
+    rpcs: BTreeMap<u64, (Rpc, i64)>,
+    next_rpc: u64,
+    /// Controller request id → (requester, its rpc id).
+    ctrl_requests: BTreeMap<u64, (NodeId, u64)>,
+    next_ctrl_request: u64,
+    parked: Vec<Parked>,
+    produces: BTreeMap<u64, ProduceWaiter>,
+    next_produce: u64,
+    /// Replica inputs produced while draining its actions (AlterPartition without a
+    /// controller to send to).
+    deferred_alter_errors: VecDeque<u64>,
+    controller_hint: usize,
+    /// Registered and unfenced once in this incarnation: partition state is applied.
+    serving: bool,
+}
+
+pub struct Node {
+    pub id: NodeId,
+    pub voters: Vec<NodeId>,
+    pub disk: Disk,
+    pub clock: Clock,
+    pub process: Option<Process>,
+    pub paused_until: Option<i64>,
+    pub incarnation: u64,
+    pub replica_config: ReplicaConfig,
+    /// Global time of the timer event this node has queued.
+    pub timer_at: Option<i64>,
+}
+
+pub const RPC_TIMEOUT_MS: i64 = 2_000;
+pub const HEARTBEAT_INTERVAL_MS: i64 = 500;
+pub const SESSION_TIMEOUT_MS: i64 = 3_000;
+
+impl Node {
+    pub fn new(id: NodeId, voters: Vec<NodeId>, clock: Clock, replica_config: ReplicaConfig) -> Node {
+        Node {
+            id,
+            voters,
+            disk: Disk::default(),
+            clock,
+            process: None,
+            paused_until: None,
+            incarnation: 0,
+            replica_config,
+            timer_at: None,
+        }
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.process.is_some()
+    }
+
+    /// Starts the process from the disk (boot or restart after a crash).
+    pub fn start(&mut self, local_ms: i64, seed: u64, out: &mut Vec<Output>) {
+        self.incarnation += 1;
+        let mut config = RaftConfig::new(self.id, self.voters.clone(), Vec::new());
+        config.election_timeout_ms = 1_000;
+        config.heartbeat_interval_ms = 200;
+        let raft = Raft::restore(config, seed, local_ms, self.disk.hard_durable, self.disk.raft_log.clone())
+            .expect("the simulated disk holds a consistent Raft log");
+        let mut cconfig = ControllerConfig::new(self.id);
+        cconfig.broker_session_timeout_ms = SESSION_TIMEOUT_MS;
+        cconfig.default_replication_factor = 3;
+        let controller = Controller::new(cconfig, seed ^ 0xc0);
+        let mut incarnation_id = [0u8; 16];
+        incarnation_id[..8].copy_from_slice(&seed.to_le_bytes());
+        incarnation_id[8..].copy_from_slice(&self.incarnation.to_le_bytes());
+        self.process = Some(Process {
+            raft,
+            controller,
+            replica: None,
+            replica_seen: None,
+            incarnation_id,
+            broker_epoch: None,
+            next_heartbeat_ms: local_ms,
+            rpcs: BTreeMap::new(),
+            // Unique across restarts, so a late answer to an earlier incarnation is not taken
+            // for an answer to this one.
+            next_rpc: self.incarnation << 32,
+            ctrl_requests: BTreeMap::new(),
+            next_ctrl_request: 0,
+            parked: Vec::new(),
+            produces: BTreeMap::new(),
+            next_produce: 0,
+            deferred_alter_errors: VecDeque::new(),
+            controller_hint: 0,
+            serving: false,
+        });
+        self.pump(local_ms, out);
+    }
+
+    pub fn crash(&mut self) {
+        self.process = None;
+        self.paused_until = None;
+    }
+
+    /// The wake-up time (local) of every timer of this process.
+    pub fn next_wake(&self) -> Option<i64> {
+        let p = self.process.as_ref()?;
+        let registering = p.rpcs.values().any(|(r, _)| matches!(r, Rpc::Register));
+        let mut wake = if registering { i64::MAX } else { p.next_heartbeat_ms };
+        for t in [p.raft.poll_timeout(), p.controller.poll_timeout()].into_iter().flatten() {
+            wake = wake.min(t);
+        }
+        if let Some(t) = p.replica.as_ref().and_then(|r| r.poll_timeout()) {
+            wake = wake.min(t);
+        }
+        for park in &p.parked {
+            wake = wake.min(park.deadline_ms);
+        }
+        for (_, deadline) in p.rpcs.values() {
+            wake = wake.min(*deadline);
+        }
+        Some(wake)
+    }
+
+    pub fn handle_timeout(&mut self, now: i64, out: &mut Vec<Output>) {
+        let Some(p) = self.process.as_mut() else { return };
+        p.raft.handle_timeout(now);
+        p.controller.handle_timeout(now);
+        if let Some(r) = p.replica.as_mut() {
+            r.handle_timeout(now);
+        }
+        // Controller RPCs without an answer: a transport failure.
+        let expired: Vec<u64> =
+            p.rpcs.iter().filter(|(_, (_, deadline))| *deadline <= now).map(|(&id, _)| id).collect();
+        for id in expired {
+            let (rpc, _) = p.rpcs.remove(&id).expect("listed");
+            p.controller_hint += 1;
+            if let Rpc::Alter { request_id } = rpc {
+                p.deferred_alter_errors.push_back(request_id);
+            }
+        }
+        self.pump(now, out);
+    }
+
+    pub fn handle_message(&mut self, now: i64, from: NodeId, payload: Payload, out: &mut Vec<Output>) {
+        let Some(p) = self.process.as_mut() else { return };
+        match payload {
+            Payload::Raft(bytes) => match raft::Message::decode(&bytes) {
+                Ok(message) => p.raft.handle_message(now, from, message),
+                Err(e) => panic!("node {}: undecodable Raft message from {from}: {e}", self.id),
+            },
+            Payload::CtrlRequest { rpc_id, request } => {
+                let id = p.next_ctrl_request;
+                p.next_ctrl_request += 1;
+                p.ctrl_requests.insert(id, (from, rpc_id));
+                match request {
+                    CtrlRequest::Register(r) => p.controller.handle_register_broker(now, id, r),
+                    CtrlRequest::Heartbeat(r) => p.controller.handle_heartbeat(now, id, r),
+                    CtrlRequest::Alter(r) => p.controller.handle_alter_partition(now, id, r),
+                    CtrlRequest::CreateTopics(r) => p.controller.handle_create_topics(now, id, r),
+                }
+            }
+            Payload::CtrlResponse { rpc_id, response } => {
+                if let Some((rpc, _)) = p.rpcs.remove(&rpc_id) {
+                    on_ctrl_response(self.id, p, now, rpc, response);
+                }
+            }
+            Payload::Fetch { fetch_id, request } => {
+                let answer = match p.replica.as_mut() {
+                    Some(r) => r.handle_fetch(now, &request),
+                    None => FetchAnswer::Error(ErrorCode::NotLeaderOrFollower),
+                };
+                let empty = matches!(answer, FetchAnswer::Read { read_to, .. } if read_to == request.fetch_offset);
+                if empty && request.max_wait_ms > 0 {
+                    let deadline_ms = now + i64::from(request.max_wait_ms);
+                    p.parked.push(Parked { from, fetch_id, request, deadline_ms });
+                } else {
+                    let response = fetch_response(&self.disk, &request, answer);
+                    out.push(Output::Send { to: from, payload: Payload::FetchResponse { fetch_id, response } });
+                }
+            }
+            Payload::FetchResponse { fetch_id, response } => {
+                if let Some(r) = p.replica.as_mut() {
+                    r.handle_fetch_response(now, fetch_id, response);
+                }
+            }
+            Payload::EpochQuery { request_id, current, epoch } => {
+                let result = match p.replica.as_ref() {
+                    Some(r) => r.handle_offset_for_leader_epoch(current, epoch),
+                    None => Err(ErrorCode::NotLeaderOrFollower),
+                };
+                out.push(Output::Send { to: from, payload: Payload::EpochAnswer { request_id, result } });
+            }
+            Payload::EpochAnswer { request_id, result } => {
+                if let Some(r) = p.replica.as_mut() {
+                    r.handle_offset_for_leader_epoch_response(now, request_id, result);
+                }
+            }
+            Payload::MetadataRequest { corr } => {
+                let (leader, leader_epoch) = partition_state(&p.controller)
+                    .map_or((NodeId::NONE, LeaderEpoch::NONE), |s| (s.leader, s.leader_epoch));
+                out.push(Output::Send { to: from, payload: Payload::MetadataResponse { corr, leader, leader_epoch } });
+            }
+            Payload::Kafka { frame } => self.on_kafka_request(now, from, frame, out),
+            Payload::MetadataResponse { .. } | Payload::ProduceResponse { .. } | Payload::FetchRecords { .. } => {}
+        }
+        self.pump(now, out);
+    }
+
+    /// A client's Kafka request: framing and header through `core::wire`, body through the
+    /// `kafka-protocol` codec, then the replica.
+    fn on_kafka_request(&mut self, now: i64, from: NodeId, frame: Bytes, out: &mut Vec<Output>) {
+        let Some(p) = self.process.as_mut() else { return };
+        let mut buf = BytesMut::from(&frame[..]);
+        let Some(frame) = wire::split_frame(&mut buf) else {
+            panic!("client sent a partial frame");
+        };
+        let request = wire::parse_request(frame).expect("clients send valid requests");
+        let corr = request.correlation_id();
+        match request.api_key {
+            ApiKey::Produce => {
+                let body: ProduceRequest = request.decode().expect("valid produce");
+                let topic = &body.topic_data[0];
+                assert_eq!(&*topic.name.0, TOPIC);
+                let partition = &topic.partition_data[0];
+                let records = partition.records.clone().unwrap_or_default();
+                let count: i64 = odradek_core::batch::scan_headers(&records)
+                    .map(|(_, h)| i64::from(h.record_count))
+                    .sum();
+                match p.replica.as_mut() {
+                    Some(r) => {
+                        let id = p.next_produce;
+                        p.next_produce += 1;
+                        p.produces.insert(id, ProduceWaiter { client: from, corr, records: count });
+                        r.handle_produce(now, id, records, body.acks, body.timeout_ms);
+                    }
+                    None => out.push(Output::Send {
+                        to: from,
+                        payload: Payload::ProduceResponse { corr, result: Err(ErrorCode::NotLeaderOrFollower) },
+                    }),
+                }
+            }
+            ApiKey::Fetch => {
+                let body: KafkaFetch = request.decode().expect("valid fetch");
+                let part = &body.topics[0].partitions[0];
+                let fetch = FetchRequest {
+                    replica_id: NodeId::NONE,
+                    current_leader_epoch: LeaderEpoch(part.current_leader_epoch),
+                    fetch_offset: Offset(part.fetch_offset),
+                    last_fetched_epoch: LeaderEpoch(part.last_fetched_epoch),
+                    log_start_offset: Offset(part.log_start_offset),
+                    max_wait_ms: body.max_wait_ms,
+                    max_bytes: part.partition_max_bytes,
+                };
+                let result = match p.replica.as_mut() {
+                    Some(r) => match r.handle_fetch(now, &fetch) {
+                        FetchAnswer::Read { read_to, high_watermark, .. } => {
+                            Ok((high_watermark, self.disk.read(fetch.fetch_offset.0, read_to.0)))
+                        }
+                        FetchAnswer::Diverging { .. } => Err(ErrorCode::InvalidRequest),
+                        FetchAnswer::Error(e) => Err(e),
+                    },
+                    None => Err(ErrorCode::NotLeaderOrFollower),
+                };
+                out.push(Output::Send { to: from, payload: Payload::FetchRecords { corr, result } });
+            }
+            other => panic!("client sent {other:?}"),
+        }
+    }
+
+    /// Drains every state machine until none has output; then re-runs parked fetches and
+    /// hands the partition state from the metadata image to the replica.
+    pub fn pump(&mut self, now: i64, out: &mut Vec<Output>) {
+        let id = self.id;
+        let voters = self.voters.clone();
+        for _ in 0..10_000 {
+            let Some(p) = self.process.as_mut() else { return };
+            let mut progressed = false;
+            while let Some(action) = p.raft.poll_action() {
+                progressed = true;
+                match action {
+                    raft::Action::PersistVote { term, voted_for } => {
+                        self.disk.hard_written = raft::HardState { term, voted_for };
+                        out.push(Output::Disk(DiskOp::Vote { term, voted_for }));
+                    }
+                    raft::Action::Truncate { from } => {
+                        let keep = (from.0 as usize).saturating_sub(1);
+                        self.disk.raft_log.truncate(keep);
+                        self.disk.raft_durable = self.disk.raft_durable.min(keep);
+                    }
+                    raft::Action::Append { entries } => {
+                        let last = entries.last().expect("non-empty append");
+                        let (through, term) = (last.index, last.term);
+                        assert_eq!(entries[0].index.0 as usize, self.disk.raft_log.len() + 1);
+                        self.disk.raft_log.extend(entries);
+                        out.push(Output::Disk(DiskOp::RaftSync { through, term }));
+                    }
+                    raft::Action::Send { to, message } => {
+                        out.push(Output::Send { to, payload: Payload::Raft(message.encode()) });
+                    }
+                    raft::Action::Apply { entries } => {
+                        for entry in entries {
+                            out.push(Output::Applied { index: entry.index, term: entry.term, data: entry.data.clone() });
+                            p.controller.handle_committed(now, &entry);
+                        }
+                    }
+                    raft::Action::Leader { term, leader } => p.controller.handle_leader(now, term, leader),
+                }
+            }
+            while let Some(action) = p.controller.poll_action() {
+                progressed = true;
+                match action {
+                    controller::Action::Propose(bytes) => {
+                        let _ = p.raft.propose(now, bytes);
+                    }
+                    controller::Action::Reply(request_id, response) => {
+                        if let Some((to, rpc_id)) = p.ctrl_requests.remove(&request_id) {
+                            out.push(Output::Send { to, payload: Payload::CtrlResponse { rpc_id, response } });
+                        }
+                    }
+                }
+            }
+            // Broker: registration and heartbeats to the active controller.
+            if p.broker_epoch.is_none() && !p.rpcs.values().any(|(r, _)| matches!(r, Rpc::Register)) && now >= p.next_heartbeat_ms {
+                let rpc_id = p.next_rpc;
+                p.next_rpc += 1;
+                p.rpcs.insert(rpc_id, (Rpc::Register, now + RPC_TIMEOUT_MS));
+                p.next_heartbeat_ms = now + HEARTBEAT_INTERVAL_MS;
+                let request = CtrlRequest::Register(BrokerRegistrationRequest {
+                    broker_id: id,
+                    incarnation_id: p.incarnation_id,
+                    endpoints: Vec::new(),
+                });
+                let to = controller_target(p, &voters);
+                out.push(Output::Send { to, payload: Payload::CtrlRequest { rpc_id, request } });
+                progressed = true;
+            }
+            if let Some(broker_epoch) = p.broker_epoch {
+                if now >= p.next_heartbeat_ms {
+                    let rpc_id = p.next_rpc;
+                    p.next_rpc += 1;
+                    p.rpcs.insert(rpc_id, (Rpc::Heartbeat, now + RPC_TIMEOUT_MS));
+                    p.next_heartbeat_ms = now + HEARTBEAT_INTERVAL_MS;
+                    let request = CtrlRequest::Heartbeat(BrokerHeartbeatRequest {
+                        broker_id: id,
+                        broker_epoch,
+                        current_metadata_offset: p.controller.applied_index(),
+                        want_fence: false,
+                        want_shutdown: false,
+                    });
+                    let to = controller_target(p, &voters);
+                    out.push(Output::Send { to, payload: Payload::CtrlRequest { rpc_id, request } });
+                    progressed = true;
+                }
+            }
+            // The partition state from the committed image, to the replica, once this
+            // incarnation is registered and unfenced: its registration moved the previous
+            // incarnation's leaderships away, so a restarted broker never resumes leading an
+            // epoch whose unsynced tail it lost (KRaft brokers publish metadata only after
+            // catching up past their own registration).
+            if !p.serving {
+                p.serving = p.broker_epoch.is_some_and(|epoch| {
+                    p.controller.image().brokers().get(&id).is_some_and(|b| b.broker_epoch == epoch && !b.fenced)
+                });
+            }
+            if !p.serving {
+            } else if let Some((topic_id, state)) = partition_state(&p.controller).map(|s| (topic_id(&p.controller), s)) {
+                if state.replicas.contains(&id) {
+                    if p.replica.is_none() {
+                        let mut config = self.replica_config.clone();
+                        if let Some(min) = p
+                            .controller
+                            .image()
+                            .topics()
+                            .get(&topic_id)
+                            .and_then(|t| t.configs.get("min.insync.replicas"))
+                        {
+                            config.min_insync_replicas = min.parse().expect("numeric min.insync.replicas");
+                        }
+                        p.replica = Some(Replica::new(id, config, self.disk.persisted_state()));
+                    }
+                    let seen = (state.leader_epoch, state.partition_epoch);
+                    if p.replica_seen != Some(seen) {
+                        p.replica_seen = Some(seen);
+                        let r = p.replica.as_mut().expect("created above");
+                        if state.leader == id {
+                            let _ = r.become_leader(
+                                now,
+                                replica::LeaderAndIsr {
+                                    leader_epoch: state.leader_epoch,
+                                    partition_epoch: state.partition_epoch,
+                                    isr: state.isr.clone(),
+                                    replicas: state.replicas.clone(),
+                                },
+                            );
+                        } else if state.leader != NodeId::NONE {
+                            let _ = r.become_follower(now, state.leader, state.leader_epoch, state.partition_epoch);
+                        }
+                        progressed = true;
+                    }
+                }
+            }
+            while let Some(request_id) = p.deferred_alter_errors.pop_front() {
+                progressed = true;
+                if let Some(r) = p.replica.as_mut() {
+                    r.handle_alter_partition_response(now, request_id, Err(ErrorCode::RequestTimedOut));
+                }
+            }
+            let ctrl_target = controller_target(p, &voters);
+            if let Some(r) = p.replica.as_mut() {
+                // Rule 8: re-run parked fetches; answer those with data, errors or expired.
+                let parked = std::mem::take(&mut p.parked);
+                for park in parked {
+                    let answer = r.handle_fetch(now, &park.request);
+                    let empty = matches!(answer, FetchAnswer::Read { read_to, .. } if read_to == park.request.fetch_offset);
+                    if empty && park.deadline_ms > now {
+                        p.parked.push(park);
+                    } else {
+                        let response = fetch_response(&self.disk, &park.request, answer);
+                        progressed = true;
+                        out.push(Output::Send { to: park.from, payload: Payload::FetchResponse { fetch_id: park.fetch_id, response } });
+                    }
+                }
+                while let Some(action) = r.poll_action() {
+                    progressed = true;
+                    match action {
+                        replica::Action::Append { base_offset, end_offset, records } => {
+                            self.disk.append(base_offset, end_offset, &records);
+                            r.handle_completion(now, Completion::Appended { end_offset });
+                        }
+                        replica::Action::Truncate { to } => {
+                            self.disk.truncate(to.0);
+                            r.handle_completion(now, Completion::Truncated { to });
+                        }
+                        replica::Action::ResetLog { start_offset } => {
+                            self.disk.reset_log(start_offset.0);
+                            r.handle_completion(now, Completion::Truncated { to: start_offset });
+                        }
+                        replica::Action::Sync { through } => {
+                            let sync_id = p.next_rpc;
+                            p.next_rpc += 1;
+                            self.disk.pending_log_syncs.push((sync_id, through.0));
+                            out.push(Output::Disk(DiskOp::LogSync { id: sync_id }));
+                        }
+                        replica::Action::PersistEpochCache { cache } => {
+                            self.disk.epoch_checkpoint = Some(cache.encode());
+                        }
+                        replica::Action::PersistHighWatermark { high_watermark } => {
+                            self.disk.hw_checkpoint = high_watermark.0;
+                        }
+                        replica::Action::SendFetch { to, fetch_id, request } => {
+                            out.push(Output::Send { to, payload: Payload::Fetch { fetch_id, request } });
+                        }
+                        replica::Action::SendOffsetForLeaderEpoch { to, request_id, current_leader_epoch, leader_epoch } => {
+                            out.push(Output::Send {
+                                to,
+                                payload: Payload::EpochQuery { request_id, current: current_leader_epoch, epoch: leader_epoch },
+                            });
+                        }
+                        replica::Action::SendAlterPartition { request_id, request } => {
+                            match (p.broker_epoch, topic_id_opt(&p.controller)) {
+                                (Some(broker_epoch), Some(topic_id)) => {
+                                    let rpc_id = p.next_rpc;
+                                    p.next_rpc += 1;
+                                    p.rpcs.insert(rpc_id, (Rpc::Alter { request_id }, now + RPC_TIMEOUT_MS));
+                                    let request = CtrlRequest::Alter(AlterPartitionRequest {
+                                        broker_id: id,
+                                        broker_epoch,
+                                        topic_id,
+                                        partition: 0,
+                                        leader_epoch: request.leader_epoch,
+                                        partition_epoch: request.partition_epoch,
+                                        new_isr: request.new_isr,
+                                    });
+                                    out.push(Output::Send { to: ctrl_target, payload: Payload::CtrlRequest { rpc_id, request } });
+                                }
+                                _ => p.deferred_alter_errors.push_back(request_id),
+                            }
+                        }
+                        replica::Action::ReplyProduce { request_id, result } => {
+                            if let Some(w) = p.produces.remove(&request_id) {
+                                if let Ok(ack) = &result {
+                                    out.push(Output::AckedAll {
+                                        end: ack.base_offset.plus(w.records),
+                                        high_watermark: r.high_watermark(),
+                                    });
+                                }
+                                let result = result.map(|ack| ack.base_offset.0);
+                                out.push(Output::Send { to: w.client, payload: Payload::ProduceResponse { corr: w.corr, result } });
+                            }
+                        }
+                    }
+                }
+            }
+            if !progressed {
+                return;
+            }
+        }
+        panic!("node {id}: pump did not settle");
+    }
+
+    /// A disk operation finished.
+    pub fn complete_disk(&mut self, now: i64, op: DiskOp, out: &mut Vec<Output>) {
+        let Some(p) = self.process.as_mut() else { return };
+        match op {
+            DiskOp::Vote { term, voted_for } => {
+                self.disk.hard_durable = raft::HardState { term, voted_for };
+                p.raft.handle_completion(now, raft::Completion::VotePersisted { term, voted_for });
+            }
+            DiskOp::RaftSync { through, term } => {
+                if self.disk.complete_raft_sync(through, term) {
+                    p.raft.handle_completion(now, raft::Completion::Persisted { through, term });
+                }
+            }
+            DiskOp::LogSync { id } => {
+                if let Some(through) = self.disk.complete_log_sync(id) {
+                    if let Some(r) = p.replica.as_mut() {
+                        r.handle_completion(now, Completion::Synced { through: Offset(through) });
+                    }
+                }
+            }
+        }
+        self.pump(now, out);
+    }
+}
+
+fn on_ctrl_response(id: NodeId, p: &mut Process, now: i64, rpc: Rpc, response: Response) {
+    match (rpc, response) {
+        (Rpc::Register, Response::RegisterBroker(r)) => match r.error {
+            None => {
+                p.broker_epoch = Some(r.broker_epoch);
+                p.next_heartbeat_ms = now;
+            }
+            Some(_) => p.controller_hint += 1,
+        },
+        (Rpc::Heartbeat, Response::Heartbeat(r)) => match r.error.as_ref().map(|e| e.code()) {
+            None => {}
+            Some(ErrorCode::StaleBrokerEpoch | ErrorCode::BrokerIdNotRegistered) => {
+                p.broker_epoch = None;
+            }
+            Some(_) => p.controller_hint += 1,
+        },
+        (Rpc::Alter { request_id }, Response::AlterPartition(r)) => {
+            let result = match (r.error, r.state) {
+                (None, Some(state)) => {
+                    let replicas = partition_state(&p.controller).map(|s| s.replicas).unwrap_or_default();
+                    Ok(replica::LeaderAndIsr {
+                        leader_epoch: state.leader_epoch,
+                        partition_epoch: state.partition_epoch,
+                        isr: state.isr,
+                        replicas,
+                    })
+                }
+                (Some(e), _) => {
+                    if e.code() == ErrorCode::NotController {
+                        p.controller_hint += 1;
+                    }
+                    Err(e.code())
+                }
+                (None, None) => Err(ErrorCode::UnknownServerError),
+            };
+            if let Some(r) = p.replica.as_mut() {
+                r.handle_alter_partition_response(now, request_id, result);
+            }
+        }
+        (rpc, response) => {
+            let kind = match rpc {
+                Rpc::Register => "register",
+                Rpc::Heartbeat => "heartbeat",
+                Rpc::Alter { .. } => "alter",
+            };
+            panic!("node {id}: {kind} answered with {response:?}");
+        }
+    }
+}
+
+/// The known Raft leader, or else the voters in turn.
+fn controller_target(p: &Process, voters: &[NodeId]) -> NodeId {
+    match p.raft.leader() {
+        Some(leader) if p.controller_hint % 3 != 2 => leader,
+        _ => voters[p.controller_hint % voters.len()],
+    }
+}
+
+pub fn topic_id_opt(c: &Controller) -> Option<controller::TopicId> {
+    c.image().topic_by_name(TOPIC).map(|t| t.id)
+}
+
+fn topic_id(c: &Controller) -> controller::TopicId {
+    topic_id_opt(c).expect("topic exists")
+}
+
+pub fn partition_state(c: &Controller) -> Option<controller::PartitionState> {
+    let topic = c.image().topic_by_name(TOPIC)?;
+    topic.partitions.first().cloned()
+}
+
+fn fetch_response(disk: &Disk, request: &FetchRequest, answer: FetchAnswer) -> FetchResponse {
+    match answer {
+        FetchAnswer::Read { read_to, high_watermark, log_start_offset, .. } => FetchResponse {
+            error: None,
+            high_watermark,
+            log_start_offset,
+            diverging_epoch: None,
+            records: disk.read(request.fetch_offset.0, read_to.0),
+        },
+        FetchAnswer::Diverging { diverging_epoch, high_watermark, log_start_offset } => FetchResponse {
+            error: None,
+            high_watermark,
+            log_start_offset,
+            diverging_epoch: Some(diverging_epoch),
+            records: Bytes::new(),
+        },
+        FetchAnswer::Error(error) => FetchResponse {
+            error: Some(error),
+            high_watermark: Offset(-1),
+            log_start_offset: Offset(disk.log_start),
+            diverging_epoch: None,
+            records: Bytes::new(),
+        },
+    }
+}

@@ -1,0 +1,209 @@
+//! What a run does: the fault options (swarm testing: each seed turns faults on and off and
+//! picks their rates) and the workload, all drawn from the seed.
+
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+/// Fault and workload options of one run. Probabilities are per check (every
+/// `fault_interval_ms` of simulated time) unless said otherwise.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Options {
+    pub scenario: Scenario,
+    /// Simulated time of the safety phase (faults on).
+    pub safety_ms: i64,
+    /// Bound on the liveness phase (faults healed) to converge.
+    pub liveness_ms_max: i64,
+    pub fault_interval_ms: i64,
+    /// Crash (power loss) of one node.
+    pub crash_probability: f64,
+    /// Crash of every node at once (correlated power loss).
+    pub power_loss_probability: f64,
+    /// After a crash, the node restarts after a delay in this range.
+    pub restart_delay_ms: (i64, i64),
+    /// Some unsynced writes survive a crash, the last one possibly torn.
+    pub torn_writes: bool,
+    pub pause_probability: f64,
+    pub pause_ms_max: i64,
+    pub partition_probability: f64,
+    pub heal_probability: f64,
+    pub clog_probability: f64,
+    /// Prefer the partition leader as the target of crashes, pauses and isolation.
+    pub target_leader: bool,
+    /// One-way message loss.
+    pub loss_probability: f64,
+    pub delay_ms: (i64, i64),
+    /// Disk write-to-durable latency.
+    pub disk_latency_ms: (i64, i64),
+    pub clock_skew_ms_max: i64,
+    pub clock_drift_ppm_max: i64,
+    /// Followers truncate through OffsetForLeaderEpoch instead of Fetch's diverging epoch.
+    pub truncate_with_offset_for_leader_epoch: bool,
+    pub min_insync_replicas: usize,
+    pub producers: u32,
+    pub consumers: u32,
+    pub produce_interval_ms: (i64, i64),
+    pub records_per_batch_max: u32,
+}
+
+/// Named fault mixes; `Swarm` draws everything from the seed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    Swarm,
+    /// KIP-101: follower restarts with a stale HW, then the leader dies.
+    Kip101,
+    /// Crashes of two nodes in a row with unsynced tails that diverge.
+    DoubleCrash,
+    /// Leaders crash, pause and get isolated quickly, so epochs change fast.
+    FastLeaderChanges,
+    /// The leader is cut off from the controller quorum but still reachable by clients.
+    ZombieLeader,
+    /// Every broker loses power at once, torn tails included.
+    PowerLoss,
+    /// Only faults that hit one node at a time, at a high rate (ISR shrinks and expands).
+    IsrChurn,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 7] = [
+        Scenario::Swarm,
+        Scenario::Kip101,
+        Scenario::DoubleCrash,
+        Scenario::FastLeaderChanges,
+        Scenario::ZombieLeader,
+        Scenario::PowerLoss,
+        Scenario::IsrChurn,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Swarm => "swarm",
+            Scenario::Kip101 => "kip101",
+            Scenario::DoubleCrash => "double-crash",
+            Scenario::FastLeaderChanges => "fast-leader-changes",
+            Scenario::ZombieLeader => "zombie-leader",
+            Scenario::PowerLoss => "power-loss",
+            Scenario::IsrChurn => "isr-churn",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Scenario> {
+        Scenario::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+fn chance(rng: &mut ChaCha8Rng, on: f64, low: f64, high: f64) -> f64 {
+    if rng.gen_bool(on) {
+        rng.gen_range(low..high)
+    } else {
+        0.0
+    }
+}
+
+impl Options {
+    /// Draws the options of a run from its own stream (swarm testing: every fault is on with
+    /// some probability, at a rate of its own).
+    pub fn draw(scenario: Scenario, rng: &mut ChaCha8Rng) -> Options {
+        let mut o = Options {
+            scenario,
+            safety_ms: 60_000,
+            liveness_ms_max: 60_000,
+            fault_interval_ms: rng.gen_range(200..2_000),
+            crash_probability: chance(rng, 0.6, 0.02, 0.2),
+            power_loss_probability: chance(rng, 0.2, 0.005, 0.05),
+            restart_delay_ms: (rng.gen_range(0..500), rng.gen_range(500..8_000)),
+            torn_writes: rng.gen_bool(0.5),
+            pause_probability: chance(rng, 0.4, 0.02, 0.2),
+            pause_ms_max: rng.gen_range(100..6_000),
+            partition_probability: chance(rng, 0.5, 0.02, 0.2),
+            heal_probability: rng.gen_range(0.1..0.6),
+            clog_probability: chance(rng, 0.3, 0.02, 0.2),
+            target_leader: rng.gen_bool(0.5),
+            loss_probability: chance(rng, 0.4, 0.001, 0.1),
+            delay_ms: (rng.gen_range(0..3), rng.gen_range(3..40)),
+            disk_latency_ms: (rng.gen_range(0..2), rng.gen_range(2..20)),
+            clock_skew_ms_max: rng.gen_range(0..20_000),
+            clock_drift_ppm_max: if rng.gen_bool(0.5) { rng.gen_range(0..50_000) } else { 0 },
+            truncate_with_offset_for_leader_epoch: rng.gen_bool(0.3),
+            min_insync_replicas: 2,
+            producers: rng.gen_range(1..4),
+            consumers: rng.gen_range(1..3),
+            produce_interval_ms: (rng.gen_range(1..10), rng.gen_range(10..200)),
+            records_per_batch_max: rng.gen_range(1..4),
+        };
+        match scenario {
+            Scenario::Swarm => {}
+            Scenario::Kip101 | Scenario::DoubleCrash => {
+                o.crash_probability = rng.gen_range(0.1..0.3);
+                o.power_loss_probability = 0.0;
+                o.torn_writes = true;
+                o.target_leader = scenario == Scenario::Kip101;
+                o.restart_delay_ms = (0, 2_000);
+                o.disk_latency_ms = (1, 30);
+                o.partition_probability = 0.0;
+                o.pause_probability = 0.0;
+            }
+            Scenario::FastLeaderChanges => {
+                o.fault_interval_ms = rng.gen_range(100..600);
+                o.target_leader = true;
+                o.crash_probability = rng.gen_range(0.1..0.3);
+                o.pause_probability = rng.gen_range(0.1..0.3);
+                o.partition_probability = rng.gen_range(0.1..0.3);
+                o.heal_probability = 0.5;
+                o.restart_delay_ms = (0, 500);
+            }
+            Scenario::ZombieLeader => {
+                o.target_leader = true;
+                o.crash_probability = 0.0;
+                o.power_loss_probability = 0.0;
+                o.partition_probability = rng.gen_range(0.2..0.5);
+                o.pause_probability = rng.gen_range(0.1..0.3);
+                o.heal_probability = rng.gen_range(0.05..0.3);
+            }
+            Scenario::PowerLoss => {
+                o.power_loss_probability = rng.gen_range(0.05..0.2);
+                o.crash_probability = rng.gen_range(0.0..0.1);
+                o.torn_writes = true;
+                o.disk_latency_ms = (1, 40);
+            }
+            Scenario::IsrChurn => {
+                o.target_leader = false;
+                o.power_loss_probability = 0.0;
+                o.crash_probability = rng.gen_range(0.05..0.2);
+                o.pause_probability = rng.gen_range(0.1..0.3);
+                o.partition_probability = rng.gen_range(0.1..0.3);
+                o.heal_probability = 0.5;
+                o.loss_probability = 0.0;
+            }
+        }
+        o
+    }
+
+    /// The options in one line, for failure reports.
+    pub fn summary(&self) -> String {
+        format!(
+            "scenario={} safety_ms={} crash={:.3} power_loss={:.3} torn={} pause={:.3}/{}ms \
+             partition={:.3} heal={:.2} clog={:.3} target_leader={} loss={:.3} delay={:?}ms \
+             disk={:?}ms skew<={}ms drift<={}ppm ofle={} min_isr={} producers={} consumers={}",
+            self.scenario.name(),
+            self.safety_ms,
+            self.crash_probability,
+            self.power_loss_probability,
+            self.torn_writes,
+            self.pause_probability,
+            self.pause_ms_max,
+            self.partition_probability,
+            self.heal_probability,
+            self.clog_probability,
+            self.target_leader,
+            self.loss_probability,
+            self.delay_ms,
+            self.disk_latency_ms,
+            self.clock_skew_ms_max,
+            self.clock_drift_ppm_max,
+            self.truncate_with_offset_for_leader_epoch,
+            self.min_insync_replicas,
+            self.producers,
+            self.consumers,
+        )
+    }
+}

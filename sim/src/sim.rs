@@ -1,0 +1,1009 @@
+//! The simulator: a deterministic discrete-event loop over simulated time. It owns the
+//! network, the nodes (each a driver over core), the clients and the fault schedule, checks
+//! invariants after every event, and hashes the trace.
+//!
+//! Randomness comes from separate ChaCha streams derived from the seed, one per concern
+//! (options, network, disk, faults, workload, clocks), so a draw in one does not shift another.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, FetchRequest as KafkaFetch, ProduceRequest, RequestHeader, TopicName,
+};
+use kafka_protocol::protocol::{Encodable, StrBytes};
+use kafka_protocol::records::RecordBatchDecoder;
+use odradek_core::batch::scan_headers;
+use odradek_core::controller::{CreatableTopic, CreateTopicsRequest, Response};
+use odradek_core::ids::{LeaderEpoch, NodeId, Offset};
+use odradek_core::replica::{FetchAnswer, FetchRequest, ReplicaConfig, Role};
+use odradek_core::ErrorCode;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::checker::{self, Anomaly, Op, SendOutcome};
+use crate::disk::Clock;
+use crate::node::{self, CtrlRequest, DiskOp, Node, Output, Payload};
+use crate::options::{Options, Scenario};
+
+pub const NODES: i32 = 3;
+const CLIENT_BASE: i32 = 100;
+const ADMIN: NodeId = NodeId(99);
+const CLIENT_TIMEOUT_MS: i64 = 5_000;
+/// Bound on events per run: a run that needs more is stuck in a loop.
+const EVENTS_MAX: u64 = 20_000_000;
+
+/// Why a run failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    Invariant(String),
+    History(Vec<Anomaly>),
+    Liveness(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Invariant(m) => write!(f, "invariant violated: {m}"),
+            Failure::History(a) => {
+                write!(f, "history checker found {} anomal{}:", a.len(), if a.len() == 1 { "y" } else { "ies" })?;
+                for anomaly in a {
+                    write!(f, "\n  {anomaly}")?;
+                }
+                Ok(())
+            }
+            Failure::Liveness(m) => write!(f, "liveness: {m}"),
+        }
+    }
+}
+
+/// The outcome of one seed.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub seed: u64,
+    pub options: Options,
+    pub trace_hash: u64,
+    pub simulated_ms: i64,
+    pub events: u64,
+    pub acked: usize,
+    pub high_watermark: i64,
+    pub faults: usize,
+    pub failure: Option<Failure>,
+}
+
+impl Report {
+    pub fn replay_command(&self) -> String {
+        format!("odradek-sim run --seed {} --scenario {}", self.seed, self.options.scenario.name())
+    }
+}
+
+#[derive(Debug)]
+enum Event {
+    Deliver { from: NodeId, to: NodeId, payload: Payload },
+    Timer { node: usize },
+    Disk { node: usize, incarnation: u64, op: DiskOp },
+    Restart { node: usize },
+    Resume { node: usize },
+    Client { client: usize },
+    FaultTick,
+}
+
+struct Scheduled {
+    at: i64,
+    seq: u64,
+    event: Event,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientKind {
+    Producer,
+    Consumer,
+    Admin,
+}
+
+struct Client {
+    id: NodeId,
+    kind: ClientKind,
+    leader: Option<(NodeId, LeaderEpoch)>,
+    /// Outstanding request: (corr, sent at, values for a produce).
+    inflight: Option<(i32, i64, Vec<u64>)>,
+    next_corr: i32,
+    position: i64,
+    done: bool,
+}
+
+/// FNV-1a, stable across platforms and Rust versions.
+struct TraceHash(u64);
+
+impl TraceHash {
+    fn add(&mut self, value: u64) {
+        for byte in value.to_le_bytes() {
+            self.0 ^= u64::from(byte);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+/// Per-replica history the invariant checks compare against.
+#[derive(Default, Clone)]
+struct Watch {
+    incarnation: u64,
+    high_watermark: i64,
+    leader_epoch: i32,
+    /// Batches below this offset were verified against `committed`.
+    verified_to: i64,
+    log_cuts: u64,
+}
+
+pub struct Sim {
+    seed: u64,
+    pub options: Options,
+    now: i64,
+    seq: u64,
+    queue: BinaryHeap<Scheduled>,
+    nodes: Vec<Node>,
+    clients: Vec<Client>,
+    rng_net: ChaCha8Rng,
+    rng_disk: ChaCha8Rng,
+    rng_fault: ChaCha8Rng,
+    rng_work: ChaCha8Rng,
+    /// Cut links (unordered pairs of endpoints).
+    cut: BTreeSet<(NodeId, NodeId)>,
+    /// Links with extra delay.
+    clogged: BTreeMap<(NodeId, NodeId), i64>,
+    faults_on: bool,
+    trace: TraceHash,
+    events: u64,
+    faults: usize,
+    history: Vec<Op>,
+    next_value: u64,
+    // ---- invariant state ----
+    watch: BTreeMap<usize, Watch>,
+    leaders_by_epoch: BTreeMap<i32, NodeId>,
+    /// Batches known committed: base offset → (end, bytes).
+    committed: BTreeMap<i64, (i64, Bytes, String)>,
+    /// Committed metadata entries: index → (term, data).
+    metadata: BTreeMap<u64, (i32, Bytes)>,
+    failure: Option<Failure>,
+    /// Liveness phase: producers stop once this many writes are acknowledged in total.
+    acked_stop: Option<usize>,
+    /// `ODRADEK_SIM_DEBUG` set: print the cluster state every 2 simulated seconds.
+    debug: bool,
+    debug_node: Option<i32>,
+}
+
+/// Writes the liveness phase needs acknowledged after healing before producers stop.
+const LIVENESS_WRITES: usize = 5;
+
+fn derive(seed: u64, stream: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(stream);
+    rng
+}
+
+impl Sim {
+    pub fn new(seed: u64, scenario: Scenario) -> Sim {
+        let options = Options::draw(scenario, &mut derive(seed, 1));
+        Sim::with_options(seed, options)
+    }
+
+    pub fn with_options(seed: u64, options: Options) -> Sim {
+        let mut rng_clock = derive(seed, 6);
+        let voters: Vec<NodeId> = (1..=NODES).map(NodeId).collect();
+        let replica_config = ReplicaConfig {
+            min_insync_replicas: 1,
+            replica_lag_time_max_ms: 5_000,
+            replica_fetch_backoff_ms: 100,
+            replica_fetch_response_timeout_ms: 3_000,
+            high_watermark_checkpoint_interval_ms: 1_000,
+            truncate_with_offset_for_leader_epoch: options.truncate_with_offset_for_leader_epoch,
+            ..ReplicaConfig::default()
+        };
+        let nodes = voters
+            .iter()
+            .map(|&id| {
+                let clock = Clock {
+                    skew_ms: rng_clock.gen_range(0..=options.clock_skew_ms_max),
+                    drift_ppm: rng_clock.gen_range(-options.clock_drift_ppm_max..=options.clock_drift_ppm_max),
+                };
+                Node::new(id, voters.clone(), clock, replica_config.clone())
+            })
+            .collect();
+        let mut clients = vec![Client::new(ADMIN, ClientKind::Admin)];
+        for i in 0..options.producers {
+            clients.push(Client::new(NodeId(CLIENT_BASE + i as i32), ClientKind::Producer));
+        }
+        for i in 0..options.consumers {
+            clients.push(Client::new(NodeId(CLIENT_BASE + 50 + i as i32), ClientKind::Consumer));
+        }
+        Sim {
+            seed,
+            options,
+            now: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            nodes,
+            clients,
+            rng_net: derive(seed, 2),
+            rng_disk: derive(seed, 3),
+            rng_fault: derive(seed, 4),
+            rng_work: derive(seed, 5),
+            cut: BTreeSet::new(),
+            clogged: BTreeMap::new(),
+            faults_on: true,
+            trace: TraceHash(0xcbf2_9ce4_8422_2325),
+            events: 0,
+            faults: 0,
+            history: Vec::new(),
+            next_value: 1,
+            watch: BTreeMap::new(),
+            leaders_by_epoch: BTreeMap::new(),
+            committed: BTreeMap::new(),
+            metadata: BTreeMap::new(),
+            failure: None,
+            acked_stop: None,
+            debug: std::env::var_os("ODRADEK_SIM_DEBUG").is_some(),
+            debug_node: std::env::var("ODRADEK_SIM_DEBUG_NODE").ok().and_then(|v| v.parse().ok()),
+        }
+    }
+
+    /// Runs the safety phase, then the liveness phase, then the history check.
+    pub fn run(mut self) -> Report {
+        for i in 0..self.nodes.len() {
+            self.start_node(i);
+        }
+        for c in 0..self.clients.len() {
+            self.schedule(0, Event::Client { client: c });
+        }
+        self.schedule(self.options.fault_interval_ms, Event::FaultTick);
+        let safety_end = self.options.safety_ms;
+        self.run_until(safety_end, |_| false);
+        if self.failure.is_none() {
+            self.heal();
+            let deadline = self.now + self.options.liveness_ms_max;
+            let acked_before = self.acked();
+            self.acked_stop = Some(acked_before + LIVENESS_WRITES);
+            let converged = self.run_until(deadline, |sim| sim.converged(acked_before));
+            if self.failure.is_none() && !converged {
+                self.failure = Some(Failure::Liveness(format!(
+                    "no convergence within {} ms after healing: {}",
+                    self.options.liveness_ms_max,
+                    self.describe()
+                )));
+            }
+        }
+        if self.failure.is_none() {
+            self.final_read();
+            let anomalies = checker::check(&self.history);
+            if !anomalies.is_empty() {
+                self.failure = Some(Failure::History(anomalies));
+            }
+        }
+        let high_watermark = self.leader().map_or(-1, |i| self.replica_hw(i));
+        Report {
+            seed: self.seed,
+            trace_hash: self.trace.0,
+            simulated_ms: self.now,
+            events: self.events,
+            acked: self.acked(),
+            high_watermark,
+            faults: self.faults,
+            failure: self.failure.clone(),
+            options: self.options,
+        }
+    }
+
+    fn acked(&self) -> usize {
+        self.history
+            .iter()
+            .filter(|op| matches!(op, Op::Send { outcome: SendOutcome::Ok { .. }, .. }))
+            .count()
+    }
+
+    fn run_until(&mut self, end: i64, mut stop: impl FnMut(&Sim) -> bool) -> bool {
+        while let Some(next) = self.queue.peek() {
+            if next.at > end || self.failure.is_some() {
+                break;
+            }
+            let Scheduled { at, seq, event } = self.queue.pop().expect("peeked");
+            let before = self.now / 2_000;
+            self.now = at;
+            self.events += 1;
+            assert!(self.events < EVENTS_MAX, "seed {}: more than {EVENTS_MAX} events", self.seed);
+            self.trace.add(at as u64);
+            self.trace.add(seq);
+            self.dispatch(event);
+            self.check_invariants();
+            if self.debug && self.now / 2_000 != before {
+                eprintln!("t={}ms {}", self.now, self.describe());
+            }
+            if stop(self) {
+                return true;
+            }
+        }
+        self.now = self.now.max(end);
+        false
+    }
+
+    fn schedule(&mut self, at: i64, event: Event) {
+        self.seq += 1;
+        self.queue.push(Scheduled { at, seq: self.seq, event });
+    }
+
+    // ---- nodes ----
+
+    fn start_node(&mut self, i: usize) {
+        let now = self.nodes[i].clock.local(self.now);
+        let seed = self.seed ^ ((i as u64 + 1) << 48) ^ self.nodes[i].incarnation;
+        let mut out = Vec::new();
+        self.nodes[i].start(now, seed, &mut out);
+        self.watch.remove(&i);
+        self.outputs(i, out);
+    }
+
+    fn outputs(&mut self, i: usize, out: Vec<Output>) {
+        let from = self.nodes[i].id;
+        for o in out {
+            match o {
+                Output::Send { to, payload } => self.send(from, to, payload),
+                Output::Disk(op) => {
+                    let (lo, hi) = self.options.disk_latency_ms;
+                    let at = self.now + self.rng_disk.gen_range(lo..=hi);
+                    let incarnation = self.nodes[i].incarnation;
+                    self.schedule(at, Event::Disk { node: i, incarnation, op });
+                }
+                Output::Applied { index, term, data } => {
+                    self.trace.add(index.0);
+                    match self.metadata.get(&index.0) {
+                        Some((t, d)) if *t != term.0 || *d != data => self.fail(format!(
+                            "node {from} applied metadata entry {index} (term {term}) that differs from the committed one (term {t})"
+                        )),
+                        Some(_) => {}
+                        None => {
+                            self.metadata.insert(index.0, (term.0, data));
+                        }
+                    }
+                }
+                Output::AckedAll { end, high_watermark } => {
+                    if end > high_watermark {
+                        self.fail(format!(
+                            "node {from} acknowledged an acks=all produce ending at {end} above its high watermark {high_watermark}"
+                        ));
+                    }
+                }
+            }
+        }
+        self.arm_timer(i);
+    }
+
+    fn arm_timer(&mut self, i: usize) {
+        let Some(wake) = self.nodes[i].next_wake() else { return };
+        let at = self.nodes[i].clock.global(wake).max(self.now + 1);
+        let at = self.nodes[i].paused_until.map_or(at, |p| at.max(p));
+        if self.nodes[i].timer_at.is_none_or(|t| t > at || t < self.now) {
+            self.nodes[i].timer_at = Some(at);
+            self.schedule(at, Event::Timer { node: i });
+        }
+    }
+
+    fn node_index(&self, id: NodeId) -> Option<usize> {
+        (1..=NODES).contains(&id.0).then(|| (id.0 - 1) as usize)
+    }
+
+    fn dispatch(&mut self, event: Event) {
+        match event {
+            Event::Deliver { from, to, payload } => {
+                self.trace.add(((from.0 as u64) << 32) | to.0 as u64);
+                if self.debug_node.is_some_and(|n| (n == to.0 || n == from.0) && self.now > 62_000) && !matches!(payload, Payload::Raft(_)) {
+                    eprintln!("t={} {from}->{to} {:?}", self.now, payload);
+                }
+                if let Some(i) = self.node_index(to) {
+                    if let Some(until) = self.nodes[i].paused_until {
+                        // A paused process leaves messages in its socket buffers.
+                        self.schedule(until, Event::Deliver { from, to, payload });
+                        return;
+                    }
+                    if !self.nodes[i].is_up() {
+                        return;
+                    }
+                    let now = self.nodes[i].clock.local(self.now);
+                    let mut out = Vec::new();
+                    self.nodes[i].handle_message(now, from, payload, &mut out);
+                    self.outputs(i, out);
+                } else if let Some(c) = self.clients.iter().position(|c| c.id == to) {
+                    self.client_receive(c, from, payload);
+                }
+            }
+            Event::Timer { node: i } => {
+                if self.nodes[i].timer_at == Some(self.now) {
+                    self.nodes[i].timer_at = None;
+                }
+                if self.nodes[i].paused_until.is_some() || !self.nodes[i].is_up() {
+                    return;
+                }
+                let now = self.nodes[i].clock.local(self.now);
+                let mut out = Vec::new();
+                self.nodes[i].handle_timeout(now, &mut out);
+                self.outputs(i, out);
+            }
+            Event::Disk { node: i, incarnation, op } => {
+                if self.nodes[i].incarnation != incarnation || !self.nodes[i].is_up() {
+                    return;
+                }
+                if let Some(until) = self.nodes[i].paused_until {
+                    self.schedule(until, Event::Disk { node: i, incarnation, op });
+                    return;
+                }
+                let now = self.nodes[i].clock.local(self.now);
+                let mut out = Vec::new();
+                self.nodes[i].complete_disk(now, op, &mut out);
+                self.outputs(i, out);
+            }
+            Event::Restart { node: i } => {
+                if !self.nodes[i].is_up() {
+                    self.trace.add(0x5e57_a270 + i as u64);
+                    self.start_node(i);
+                }
+            }
+            Event::Resume { node: i } => {
+                if self.nodes[i].paused_until.is_some_and(|t| t <= self.now) {
+                    self.nodes[i].paused_until = None;
+                    self.arm_timer(i);
+                }
+            }
+            Event::Client { client } => self.client_tick(client),
+            Event::FaultTick => {
+                if self.faults_on {
+                    self.inject_faults();
+                    let at = self.now + self.options.fault_interval_ms;
+                    self.schedule(at, Event::FaultTick);
+                }
+            }
+        }
+    }
+
+    // ---- network ----
+
+    fn link(a: NodeId, b: NodeId) -> (NodeId, NodeId) {
+        if a <= b {
+            (a, b)
+        } else {
+            (b, a)
+        }
+    }
+
+    fn send(&mut self, from: NodeId, to: NodeId, payload: Payload) {
+        if self.cut.contains(&Sim::link(from, to)) {
+            return;
+        }
+        if self.faults_on && self.options.loss_probability > 0.0 && self.rng_net.gen_bool(self.options.loss_probability) {
+            return;
+        }
+        let (lo, hi) = self.options.delay_ms;
+        let mut delay = self.rng_net.gen_range(lo..=hi);
+        if let Some(extra) = self.clogged.get(&Sim::link(from, to)) {
+            delay += extra;
+        }
+        self.schedule(self.now + delay, Event::Deliver { from, to, payload });
+    }
+
+    // ---- faults ----
+
+    fn leader(&self) -> Option<usize> {
+        // The leader of the highest epoch among live replicas.
+        (0..self.nodes.len())
+            .filter_map(|i| {
+                let r = self.nodes[i].process.as_ref()?.replica.as_ref()?;
+                (r.role() == Role::Leader).then_some((r.leader_epoch(), i))
+            })
+            .max()
+            .map(|(_, i)| i)
+    }
+
+    fn replica_hw(&self, i: usize) -> i64 {
+        self.nodes[i]
+            .process
+            .as_ref()
+            .and_then(|p| p.replica.as_ref())
+            .map_or(-1, |r| r.high_watermark().0)
+    }
+
+    fn target(&mut self) -> usize {
+        if self.options.target_leader && self.rng_fault.gen_bool(0.7) {
+            if let Some(i) = self.leader() {
+                return i;
+            }
+        }
+        self.rng_fault.gen_range(0..self.nodes.len())
+    }
+
+    fn inject_faults(&mut self) {
+        let o = self.options.clone();
+        if o.crash_probability > 0.0 && self.rng_fault.gen_bool(o.crash_probability) {
+            let i = self.target();
+            self.crash(i);
+        }
+        if o.power_loss_probability > 0.0 && self.rng_fault.gen_bool(o.power_loss_probability) {
+            for i in 0..self.nodes.len() {
+                self.crash(i);
+            }
+        }
+        if o.pause_probability > 0.0 && self.rng_fault.gen_bool(o.pause_probability) {
+            let i = self.target();
+            if self.nodes[i].is_up() && self.nodes[i].paused_until.is_none() {
+                let until = self.now + self.rng_fault.gen_range(1..=o.pause_ms_max);
+                self.nodes[i].paused_until = Some(until);
+                self.faults += 1;
+                self.trace.add(0x9a05e + i as u64);
+                self.schedule(until, Event::Resume { node: i });
+            }
+        }
+        if o.partition_probability > 0.0 && self.rng_fault.gen_bool(o.partition_probability) {
+            let i = self.target();
+            let id = self.nodes[i].id;
+            self.faults += 1;
+            self.trace.add(0xc07 + i as u64);
+            if o.scenario == Scenario::ZombieLeader || self.rng_fault.gen_bool(0.5) {
+                // Cut the node off from the other nodes; clients still reach it.
+                for other in &self.nodes {
+                    if other.id != id {
+                        self.cut.insert(Sim::link(id, other.id));
+                    }
+                }
+            } else {
+                // One random link between nodes.
+                let j = (i + self.rng_fault.gen_range(1..self.nodes.len())) % self.nodes.len();
+                self.cut.insert(Sim::link(id, self.nodes[j].id));
+            }
+        }
+        if !self.cut.is_empty() && self.rng_fault.gen_bool(o.heal_probability) {
+            self.cut.clear();
+        }
+        if o.clog_probability > 0.0 && self.rng_fault.gen_bool(o.clog_probability) {
+            let i = self.rng_fault.gen_range(0..self.nodes.len());
+            let j = (i + self.rng_fault.gen_range(1..self.nodes.len())) % self.nodes.len();
+            let extra = self.rng_fault.gen_range(50..2_000);
+            self.clogged.insert(Sim::link(self.nodes[i].id, self.nodes[j].id), extra);
+            self.faults += 1;
+        }
+        if !self.clogged.is_empty() && self.rng_fault.gen_bool(o.heal_probability) {
+            self.clogged.clear();
+        }
+    }
+
+    fn crash(&mut self, i: usize) {
+        if !self.nodes[i].is_up() {
+            return;
+        }
+        self.faults += 1;
+        self.trace.add(0xc4a54 + i as u64);
+        self.nodes[i].crash();
+        let torn = self.options.torn_writes;
+        self.nodes[i].disk.crash(torn, &mut self.rng_disk);
+        let (lo, hi) = self.options.restart_delay_ms;
+        let at = self.now + self.rng_fault.gen_range(lo..=hi.max(lo));
+        self.schedule(at, Event::Restart { node: i });
+    }
+
+    fn heal(&mut self) {
+        self.faults_on = false;
+        self.cut.clear();
+        self.clogged.clear();
+        for i in 0..self.nodes.len() {
+            if let Some(until) = self.nodes[i].paused_until {
+                self.schedule(until.min(self.now), Event::Resume { node: i });
+                self.nodes[i].paused_until = Some(self.now);
+            }
+            if !self.nodes[i].is_up() {
+                self.schedule(self.now, Event::Restart { node: i });
+            }
+        }
+    }
+
+    /// Every replica up, one leader with the full ISR, every log equal to the leader's end,
+    /// every high watermark at that end, and new writes acknowledged since healing.
+    fn converged(&self, acked_before: usize) -> bool {
+        let Some(l) = self.leader() else { return false };
+        let Some(leader) = self.nodes[l].process.as_ref().and_then(|p| p.replica.as_ref()) else {
+            return false;
+        };
+        let end = leader.log_end_offset();
+        if leader.isr().len() != self.nodes.len() || leader.high_watermark() != end {
+            return false;
+        }
+        let all = self.nodes.iter().all(|n| {
+            n.paused_until.is_none()
+                && n.process.as_ref().and_then(|p| p.replica.as_ref()).is_some_and(|r| {
+                    r.log_end_offset() == end && r.high_watermark() == end && r.leader_epoch() == leader.leader_epoch()
+                })
+        });
+        all && self.acked() >= acked_before + LIVENESS_WRITES && self.clients.iter().all(|c| c.inflight.is_none() || c.kind != ClientKind::Producer)
+    }
+
+    fn describe(&self) -> String {
+        let mut s = String::new();
+        for n in &self.nodes {
+            let state = match n.process.as_ref() {
+                None => "down".to_string(),
+                Some(p) => {
+                    let raft = format!("raft {:?} term {} leader {:?}", p.raft.role(), p.raft.term(), p.raft.leader());
+                    let replica = p.replica.as_ref().map_or("no replica".to_string(), |r| {
+                        format!(
+                            "{:?} epoch {} leo {} hw {} isr {:?}",
+                            r.role(),
+                            r.leader_epoch(),
+                            r.log_end_offset(),
+                            r.high_watermark(),
+                            r.isr()
+                        )
+                    });
+                    let image = node::partition_state(&p.controller)
+                        .map_or("no partition".to_string(), |s| format!("image leader {} epoch {} isr {:?}", s.leader, s.leader_epoch, s.isr));
+                    format!("{raft}; {replica}; {image}")
+                }
+            };
+            s.push_str(&format!("[node {}: {state}] ", n.id));
+        }
+        s
+    }
+
+    // ---- clients ----
+
+    fn client_tick(&mut self, c: usize) {
+        let now = self.now;
+        if self.clients[c].done {
+            return;
+        }
+        // A request without an answer: indeterminate.
+        if let Some((_, sent, values)) = self.clients[c].inflight.clone() {
+            if now - sent >= CLIENT_TIMEOUT_MS {
+                self.clients[c].inflight = None;
+                self.clients[c].leader = None;
+                if self.clients[c].kind == ClientKind::Producer {
+                    let process = self.clients[c].id.0 as u32;
+                    self.history.push(Op::Send { process, values, outcome: SendOutcome::Info("timeout".into()) });
+                }
+            }
+        }
+        if self.clients[c].inflight.is_none() {
+            self.client_request(c);
+        }
+        let (lo, hi) = match self.clients[c].kind {
+            ClientKind::Producer => self.options.produce_interval_ms,
+            ClientKind::Consumer => (10, 100),
+            ClientKind::Admin => (200, 200),
+        };
+        let at = now + self.rng_work.gen_range(lo..=hi);
+        self.schedule(at, Event::Client { client: c });
+    }
+
+    fn client_request(&mut self, c: usize) {
+        let corr = self.clients[c].next_corr;
+        self.clients[c].next_corr += 1;
+        let from = self.clients[c].id;
+        let Some((leader, leader_epoch)) = self.clients[c].leader else {
+            // Ask a random node for the leader.
+            let to = NodeId(self.rng_work.gen_range(1..=NODES));
+            if self.clients[c].kind == ClientKind::Admin {
+                let request = CtrlRequest::CreateTopics(CreateTopicsRequest {
+                    topics: vec![CreatableTopic {
+                        name: node::TOPIC.into(),
+                        num_partitions: 1,
+                        replication_factor: NODES as i16,
+                        configs: [("min.insync.replicas".to_string(), self.options.min_insync_replicas.to_string())]
+                            .into_iter()
+                            .collect(),
+                    }],
+                    validate_only: false,
+                });
+                self.clients[c].inflight = Some((corr, self.now, Vec::new()));
+                self.send(from, to, Payload::CtrlRequest { rpc_id: corr as u64, request });
+                return;
+            }
+            self.clients[c].inflight = Some((corr, self.now, Vec::new()));
+            self.send(from, to, Payload::MetadataRequest { corr });
+            return;
+        };
+        match self.clients[c].kind {
+            ClientKind::Producer => {
+                if self.acked_stop.is_some_and(|stop| self.acked() >= stop) {
+                    self.clients[c].inflight = None;
+                    return;
+                }
+                let n = self.rng_work.gen_range(1..=self.options.records_per_batch_max);
+                let values: Vec<u64> = (0..n).map(|k| self.next_value + u64::from(k)).collect();
+                self.next_value += u64::from(n);
+                let records: Vec<(Bytes, Option<Bytes>)> = values
+                    .iter()
+                    .map(|v| (Bytes::from(format!("p{}", from.0)), Some(Bytes::copy_from_slice(&v.to_be_bytes()))))
+                    .collect();
+                let batch = odradek_core::records::encode_batch(&records, self.now);
+                let body = ProduceRequest::default()
+                    .with_acks(-1)
+                    .with_timeout_ms(3_000)
+                    .with_topic_data(vec![TopicProduceData::default()
+                        .with_name(TopicName(StrBytes::from_static_str(node::TOPIC)))
+                        .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(batch))])]);
+                let frame = encode_request(ApiKey::Produce, 9, corr, &body);
+                self.clients[c].inflight = Some((corr, self.now, values));
+                self.send(from, leader, Payload::Kafka { frame });
+            }
+            ClientKind::Consumer => {
+                let body = KafkaFetch::default()
+                    .with_replica_id(BrokerId(-1))
+                    .with_max_wait_ms(0)
+                    .with_min_bytes(1)
+                    .with_max_bytes(1 << 20)
+                    .with_topics(vec![FetchTopic::default()
+                        .with_topic(TopicName(StrBytes::from_static_str(node::TOPIC)))
+                        .with_partitions(vec![FetchPartition::default()
+                            .with_partition(0)
+                            .with_current_leader_epoch(leader_epoch.0)
+                            .with_fetch_offset(self.clients[c].position)
+                            .with_last_fetched_epoch(-1)
+                            .with_log_start_offset(-1)
+                            .with_partition_max_bytes(64 << 10)])]);
+                let frame = encode_request(ApiKey::Fetch, 12, corr, &body);
+                self.clients[c].inflight = Some((corr, self.now, Vec::new()));
+                self.send(from, leader, Payload::Kafka { frame });
+            }
+            ClientKind::Admin => {}
+        }
+    }
+
+    fn client_receive(&mut self, c: usize, _from: NodeId, payload: Payload) {
+        let Some((corr, _, values)) = self.clients[c].inflight.clone() else { return };
+        let process = self.clients[c].id.0 as u32;
+        match payload {
+            Payload::CtrlResponse { rpc_id, response: Response::CreateTopics(results) } if rpc_id == corr as u64 => {
+                self.clients[c].inflight = None;
+                let r = &results[0];
+                if r.error.as_ref().is_none_or(|e| e.code() == ErrorCode::TopicAlreadyExists) {
+                    self.clients[c].done = true;
+                }
+            }
+            Payload::MetadataResponse { corr: got, leader, leader_epoch } if got == corr => {
+                self.clients[c].inflight = None;
+                if leader != NodeId::NONE {
+                    self.clients[c].leader = Some((leader, leader_epoch));
+                }
+            }
+            Payload::ProduceResponse { corr: got, result } if got == corr => {
+                self.clients[c].inflight = None;
+                let outcome = match result {
+                    Ok(base_offset) => SendOutcome::Ok { base_offset },
+                    Err(e) => {
+                        self.clients[c].leader = None;
+                        match e {
+                            // Refused before any append: definitely not written.
+                            ErrorCode::NotEnoughReplicas => SendOutcome::Fail(format!("{e:?}")),
+                            _ => SendOutcome::Info(format!("{e:?}")),
+                        }
+                    }
+                };
+                self.history.push(Op::Send { process, values, outcome });
+            }
+            Payload::FetchRecords { corr: got, result } if got == corr => {
+                self.clients[c].inflight = None;
+                match result {
+                    Ok((_, bytes)) => {
+                        let records = decode_values(&bytes);
+                        if let Some(&(last, _)) = records.last() {
+                            self.clients[c].position = last + 1;
+                            self.history.push(Op::Poll { process, records });
+                        }
+                    }
+                    Err(_) => self.clients[c].leader = None,
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// After healing: read the committed log from the leader, through its fetch path.
+    fn final_read(&mut self) {
+        let Some(l) = self.leader() else { return };
+        let node = &mut self.nodes[l];
+        let now = node.clock.local(self.now);
+        let Some(r) = node.process.as_mut().and_then(|p| p.replica.as_mut()) else { return };
+        let request = FetchRequest {
+            replica_id: NodeId::NONE,
+            current_leader_epoch: r.leader_epoch(),
+            fetch_offset: r.log_start_offset(),
+            last_fetched_epoch: LeaderEpoch::NONE,
+            log_start_offset: Offset(-1),
+            max_wait_ms: 0,
+            max_bytes: i32::MAX,
+        };
+        let FetchAnswer::Read { read_to, .. } = r.handle_fetch(now, &request) else {
+            self.fail("final read refused by the leader".into());
+            return;
+        };
+        let bytes = node.disk.read(request.fetch_offset.0, read_to.0);
+        let records = decode_values(&bytes);
+        self.history.push(Op::FinalRead { records });
+    }
+
+    // ---- invariants ----
+
+    fn fail(&mut self, message: String) {
+        if self.failure.is_none() {
+            self.failure = Some(Failure::Invariant(format!("t={}ms: {message}", self.now)));
+        }
+    }
+
+    /// Runs after every event.
+    fn check_invariants(&mut self) {
+        let mut violations = Vec::new();
+        let mut leaders: Vec<(usize, i32, i64, Vec<NodeId>)> = Vec::new();
+        for i in 0..self.nodes.len() {
+            let node = &self.nodes[i];
+            let id = node.id;
+            let Some(r) = node.process.as_ref().and_then(|p| p.replica.as_ref()) else { continue };
+            let hw = r.high_watermark().0;
+            let epoch = r.leader_epoch().0;
+            self.trace.add(hw as u64 ^ ((epoch as u64) << 40) ^ ((r.log_end_offset().0 as u64) << 20));
+            let w = self.watch.entry(i).or_default();
+            if w.incarnation != node.incarnation {
+                *w = Watch { incarnation: node.incarnation, high_watermark: hw, leader_epoch: epoch, verified_to: 0, log_cuts: node.disk.log_cuts };
+            }
+            if hw < w.high_watermark {
+                violations.push(format!("node {id}: high watermark moved back from {} to {hw}", w.high_watermark));
+            }
+            if epoch < w.leader_epoch {
+                violations.push(format!("node {id}: leader epoch moved back from {} to {epoch}", w.leader_epoch));
+            }
+            if r.role() == Role::Leader {
+                let isr = r.isr();
+                if hw > w.high_watermark && isr.len() < r_min_isr(node) {
+                    violations.push(format!(
+                        "node {id}: high watermark advanced {} -> {hw} with ISR {isr:?} below min.insync.replicas {}",
+                        w.high_watermark,
+                        r_min_isr(node)
+                    ));
+                }
+                match self.leaders_by_epoch.get(&epoch) {
+                    Some(&other) if other != id => {
+                        violations.push(format!("two leaders in leader epoch {epoch}: nodes {other} and {id}"));
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.leaders_by_epoch.insert(epoch, id);
+                    }
+                }
+                leaders.push((i, epoch, hw, isr));
+            }
+            w.high_watermark = hw;
+            w.leader_epoch = epoch;
+            if w.log_cuts != node.disk.log_cuts {
+                w.log_cuts = node.disk.log_cuts;
+                w.verified_to = w.verified_to.min(node.disk.log_end());
+            }
+        }
+        // Committed prefixes: each replica's log below its own HW, and each ISR member's log
+        // below its leader's HW, equals the batches first seen committed at those offsets.
+        let mut targets: BTreeMap<usize, (i64, String)> = BTreeMap::new();
+        for i in 0..self.nodes.len() {
+            if let Some(r) = self.nodes[i].process.as_ref().and_then(|p| p.replica.as_ref()) {
+                targets.insert(i, (r.high_watermark().0, format!("its high watermark {}", r.high_watermark())));
+            }
+        }
+        for (l, epoch, hw, isr) in &leaders {
+            for member in isr {
+                let Some(m) = self.node_index(*member) else { continue };
+                if m == *l {
+                    continue;
+                }
+                let disk = &self.nodes[m].disk;
+                if disk.log_durable < *hw {
+                    violations.push(format!(
+                        "ISR member {member} of leader {} (epoch {epoch}) holds durable data only below {}, under the high watermark {hw}",
+                        self.nodes[*l].id, disk.log_durable
+                    ));
+                }
+                let entry = targets.entry(m).or_insert((0, String::new()));
+                if *hw > entry.0 {
+                    *entry = (*hw, format!("the high watermark {hw} of its leader {}", self.nodes[*l].id));
+                }
+            }
+        }
+        for (i, (target, why)) in targets {
+            let disk = &self.nodes[i].disk;
+            let Some(w) = self.watch.get_mut(&i) else { continue };
+            let upto = target.min(disk.log_end());
+            if w.verified_to >= upto {
+                continue;
+            }
+            let start = disk.batches.partition_point(|b| b.end <= w.verified_to);
+            for b in disk.batches[start..].iter().take_while(|b| b.end <= upto) {
+                match self.committed.get(&b.base) {
+                    Some((end, bytes, source)) if *end != b.end || *bytes != b.bytes => {
+                        violations.push(format!(
+                            "node {}: batch {}..{} (epoch {}) below {why} differs from the committed batch {}..{end} ({source})",
+                            self.nodes[i].id, b.base, b.end, b.epoch, b.base
+                        ));
+                        break;
+                    }
+                    Some(_) => {}
+                    None => {
+                        let source = format!("epoch {}, seen on node {} at t={}ms below {why}", b.epoch, self.nodes[i].id, self.now);
+                        self.committed.insert(b.base, (b.end, b.bytes.clone(), source));
+                    }
+                }
+                w.verified_to = b.end;
+            }
+        }
+        if let Some(v) = violations.into_iter().next() {
+            self.fail(v);
+        }
+    }
+}
+
+fn r_min_isr(node: &Node) -> usize {
+    node.process
+        .as_ref()
+        .and_then(|p| node::topic_id_opt(&p.controller).and_then(|t| p.controller.image().topics().get(&t).cloned()))
+        .and_then(|t| t.configs.get("min.insync.replicas").and_then(|v| v.parse().ok()))
+        .unwrap_or(1)
+}
+
+impl Client {
+    fn new(id: NodeId, kind: ClientKind) -> Client {
+        Client { id, kind, leader: None, inflight: None, next_corr: 0, position: 0, done: false }
+    }
+}
+
+fn encode_request<R: Encodable>(api_key: ApiKey, version: i16, corr: i32, body: &R) -> Bytes {
+    let header = RequestHeader::default()
+        .with_request_api_key(api_key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(corr)
+        .with_client_id(Some(StrBytes::from_static_str("odradek-sim")));
+    let mut buf = BytesMut::new();
+    buf.put_i32(0);
+    header.encode(&mut buf, api_key.request_header_version(version)).expect("header encodes");
+    body.encode(&mut buf, version).expect("body encodes");
+    let size = (buf.len() - 4) as i32;
+    buf[0..4].copy_from_slice(&size.to_be_bytes());
+    buf.freeze()
+}
+
+/// `(offset, value)` of every record in whole batches.
+fn decode_values(bytes: &Bytes) -> Vec<(i64, u64)> {
+    let mut out = Vec::new();
+    for (position, header) in scan_headers(bytes) {
+        let mut batch = bytes.slice(position..position + header.total_len());
+        let set = RecordBatchDecoder::decode(&mut batch).expect("batches the replica served decode");
+        for record in set.records {
+            let value = record.value.expect("produced records have values");
+            let value = u64::from_be_bytes(value[..8].try_into().expect("8-byte values"));
+            out.push((record.offset, value));
+        }
+    }
+    out
+}
+
+/// Runs one seed.
+pub fn run_seed(seed: u64, scenario: Scenario) -> Report {
+    Sim::new(seed, scenario).run()
+}
