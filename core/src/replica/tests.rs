@@ -1466,3 +1466,27 @@ fn follower_joins_isr_only_from_the_start_of_the_leader_epoch() {
     assert_eq!(r.isr(), vec![n(1), n(2), n(3)]);
     assert_eq!(r.partition_epoch(), PartitionEpoch(6));
 }
+
+/// A broker elected and deposed before it appended anything keeps that epoch at the end of
+/// its epoch cache; the next leader never heard of it. Unless the follower drops the entry
+/// when the leader reports a divergence with nothing to cut, every fetch carries the unknown
+/// epoch, diverges again, and the follower never catches up (Kafka's `truncateTo` trims the
+/// cache even when the log is not cut). Found by the simulator.
+#[test]
+fn follower_drops_an_epoch_it_led_without_appending() {
+    let mut c = Cluster::new(3, test_config(1));
+    let m1 = c.produce(-1);
+    c.advance(600);
+    assert_eq!(c.acked(m1), Some(Offset(0)));
+    c.isolate(n(2));
+    c.elect(n(2));
+    c.elect(n(1));
+    c.heal();
+    c.advance(3_000);
+    let m2 = c.produce(-1);
+    c.advance(3_000);
+    assert_eq!(c.acked(m2), Some(Offset(1)));
+    assert!(c.holds_batch(n(2), m2), "the deposed leader replicates again");
+    c.assert_converged();
+    assert_eq!(c.replica(n(2)).epoch_cache().entries(), c.replica(n(1)).epoch_cache().entries());
+}
