@@ -15,7 +15,7 @@ echo "== simulator: a few dozen seeds per scenario under --cfg madsim (own targe
 sim_target="$CARGO_TARGET_DIR/sim-madsim"
 RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR="$sim_target" cargo build --release -p odradek-sim
 for scenario in swarm kip101 double-crash fast-leader-changes zombie-leader power-loss isr-churn; do
-  "$sim_target/release/odradek-sim" swarm --seeds "${ODRADEK_SIM_SEEDS:-32}" --scenario "$scenario"
+  "$sim_target/release/odradek-sim" swarm --seeds "${ODRADEK_SIM_SEEDS:-100}" --scenario "$scenario"
 done
 
 echo "== broker and benchmark binaries"
