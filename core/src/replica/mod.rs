@@ -172,6 +172,40 @@ pub enum FetchAnswer {
     Error(ErrorCode),
 }
 
+impl FetchAnswer {
+    /// For [`FetchAnswer::Read`], the end of the range the driver reads from the log.
+    pub fn read_to(&self) -> Option<Offset> {
+        match self {
+            FetchAnswer::Read { read_to, .. } => Some(*read_to),
+            _ => None,
+        }
+    }
+
+    /// The response a follower receives: `records` are the bytes read up to
+    /// [`FetchAnswer::read_to`] (empty otherwise); an error carries `log_start_offset`.
+    pub fn into_response(self, records: Bytes, log_start_offset: Offset) -> FetchResponse {
+        match self {
+            FetchAnswer::Read { high_watermark, log_start_offset, .. } => {
+                FetchResponse { error: None, high_watermark, log_start_offset, diverging_epoch: None, records }
+            }
+            FetchAnswer::Diverging { diverging_epoch, high_watermark, log_start_offset } => FetchResponse {
+                error: None,
+                high_watermark,
+                log_start_offset,
+                diverging_epoch: Some(diverging_epoch),
+                records: Bytes::new(),
+            },
+            FetchAnswer::Error(error) => FetchResponse {
+                error: Some(error),
+                high_watermark: Offset(-1),
+                log_start_offset,
+                diverging_epoch: None,
+                records: Bytes::new(),
+            },
+        }
+    }
+}
+
 /// The part of a leader's fetch response for this partition, as the follower receives it.
 /// Untrusted: every field is checked.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -473,38 +473,10 @@ impl Cluster {
         answer: FetchAnswer,
     ) {
         let disk = &self.nodes[&leader].disk;
-        let response = match answer {
-            FetchAnswer::Read {
-                read_to,
-                high_watermark,
-                log_start_offset,
-                ..
-            } => FetchResponse {
-                error: None,
-                high_watermark,
-                log_start_offset,
-                diverging_epoch: None,
-                records: disk.read(request.fetch_offset.0, read_to.0),
-            },
-            FetchAnswer::Diverging {
-                diverging_epoch,
-                high_watermark,
-                log_start_offset,
-            } => FetchResponse {
-                error: None,
-                high_watermark,
-                log_start_offset,
-                diverging_epoch: Some(diverging_epoch),
-                records: Bytes::new(),
-            },
-            FetchAnswer::Error(error) => FetchResponse {
-                error: Some(error),
-                high_watermark: Offset(-1),
-                log_start_offset: Offset(disk.log_start),
-                diverging_epoch: None,
-                records: Bytes::new(),
-            },
-        };
+        let records = answer
+            .read_to()
+            .map_or_else(Bytes::new, |to| disk.read(request.fetch_offset.0, to.0));
+        let response = answer.into_response(records, Offset(disk.log_start));
         self.network.push_back(Message {
             from: leader,
             to,
