@@ -1,10 +1,12 @@
 //! `odradek`: the broker binary.
 
 mod admin;
+mod cluster;
 mod config;
 mod groups;
 mod handlers;
 mod meta;
+mod replication;
 mod server;
 mod shard;
 mod storage;
