@@ -266,6 +266,9 @@ impl Node {
                     raft::Action::Leader { term, leader } => {
                         info!(%term, ?leader, "metadata quorum leader");
                         self.shard.shared.controller_id.store(leader.map_or(-1, |l| l.0), Ordering::Relaxed);
+                        // Requests waiting on a former leader will not be answered: dropping
+                        // their senders makes them retry with the new one at once.
+                        self.remote.borrow_mut().clear();
                         self.controller.borrow_mut().handle_leader(now, term, leader);
                     }
                 }
@@ -584,11 +587,17 @@ impl Node {
                     want_fence: false,
                     want_shutdown: false,
                 });
-                match self.controller_request(heartbeat, REQUEST_TIMEOUT).await {
+                // A heartbeat stuck on a dead controller must not outlive the session.
+                match self.controller_request(heartbeat, interval).await {
                     Some(Response::Heartbeat(r)) => match r.error {
                         None => {
                             if fenced && !r.is_fenced {
                                 info!("unfenced by the controller");
+                                self.wait_until_applied_unfenced().await;
+                                let shared = &self.shard.shared;
+                                if !shared.ready.swap(true, Ordering::AcqRel) {
+                                    shared.ready_event.notify(usize::MAX);
+                                }
                             }
                             fenced = r.is_fenced;
                         }
@@ -602,6 +611,19 @@ impl Node {
                 }
             }
             self.broker_epoch.set(None);
+        }
+    }
+}
+
+impl Node {
+    /// Waits until this node's own image shows it unfenced and every core has that image.
+    async fn wait_until_applied_unfenced(&self) {
+        for _ in 0..200 {
+            let unfenced = self.controller.borrow().image().brokers().get(&self.id).is_some_and(|b| !b.fenced);
+            if unfenced && self.shard.image.borrow().brokers().get(&self.id).is_some_and(|b| !b.fenced) {
+                return;
+            }
+            glommio::timer::sleep(Duration::from_millis(10)).await;
         }
     }
 }

@@ -59,6 +59,8 @@ pub fn serve(mut config: ServerConfig) -> Result<(), String> {
         cluster_id,
         data_arrived: event_listener::Event::new(),
         controller_id: std::sync::atomic::AtomicI32::new(-1),
+        ready: std::sync::atomic::AtomicBool::new(false),
+        ready_event: event_listener::Event::new(),
     });
 
     // senders[from][to] and receivers[to][from] for every ordered pair of distinct cores.
@@ -131,6 +133,15 @@ async fn run_shard(shard: Rc<Shard>, receivers: Vec<ConnectedReceiver<Job>>) -> 
     if !shard.shared.config.roles.broker {
         // A controller-only node serves no Kafka clients.
         futures_lite::future::pending::<()>().await;
+    }
+    if shard.shared.config.clustered() {
+        loop {
+            let listener = shard.shared.ready_event.listen();
+            if shard.shared.ready.load(std::sync::atomic::Ordering::Acquire) {
+                break;
+            }
+            listener.await;
+        }
     }
     let listen = shard.shared.config.listen;
     let listener = TcpListener::bind(listen).map_err(|e| format!("listening on {listen}: {e}"))?;

@@ -41,6 +41,10 @@ pub struct Shared {
     pub data_arrived: event_listener::Event,
     /// The metadata quorum's leader (the active controller's node id), -1 when unknown.
     pub controller_id: std::sync::atomic::AtomicI32,
+    /// Clustered brokers: set once registered, unfenced and holding the metadata, which is
+    /// when the client listener opens (as a Kafka broker waits to catch up before serving).
+    pub ready: std::sync::atomic::AtomicBool,
+    pub ready_event: event_listener::Event,
 }
 
 pub struct Shard {
