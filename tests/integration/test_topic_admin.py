@@ -166,9 +166,10 @@ BAD_CONFIGS = {
     "unknown name": {"no.such.config": "1"},
     "not a number": {"retention.ms": "soon"},
     "below the minimum": {"segment.bytes": "100"},
-    "compact policy": {"cleanup.policy": "compact"},
+    "unknown cleanup policy": {"cleanup.policy": "compact,shred"},
+    "dirty ratio above 1": {"min.cleanable.dirty.ratio": "1.5"},
     "unknown timestamp type": {"message.timestamp.type": "Later"},
-    "one bad among good ones": {"retention.ms": "60000", "segment.bytes": "20000", "cleanup.policy": "compact,delete"},
+    "one bad among good ones": {"retention.ms": "60000", "segment.bytes": "20000", "cleanup.policy": "archive"},
 }
 
 
