@@ -337,6 +337,8 @@ impl Node {
                     self.raft.borrow_mut().handle_timeout(now);
                     self.controller.borrow_mut().handle_timeout(now);
                     self.pump();
+                    // Never spin without yielding: the client listener shares this core.
+                    glommio::timer::sleep(Duration::from_millis(1)).await;
                     continue;
                 }
                 Some(due) => {
@@ -644,4 +646,43 @@ async fn read_more(reader: &mut (impl futures_lite::AsyncRead + Unpin), buf: &mu
     let n = reader.read(&mut chunk).await.map_err(|e| e.to_string())?;
     buf.extend_from_slice(&chunk[..n]);
     Ok(n > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use odradek_core::ids::Term;
+
+    fn entry(index: u64, term: i32) -> Entry {
+        Entry { index: Index(index), term: Term(term), data: Bytes::from(vec![index as u8; index as usize]) }
+    }
+
+    #[test]
+    fn raft_log_survives_reopen_truncation_and_a_torn_tail() {
+        let dir = std::env::temp_dir().join(format!("odradek-raftlog-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (mut log, hard) = RaftLog::open(dir.clone()).unwrap();
+        assert_eq!(hard, HardState::default());
+        log.append(&[entry(1, 1), entry(2, 1), entry(3, 2)]).unwrap();
+        log.persist_vote(HardState { term: Term(2), voted_for: Some(NodeId(3)) }).unwrap();
+        log.truncate(Index(3)).unwrap();
+        log.append(&[entry(3, 3)]).unwrap();
+        drop(log);
+        let (log, hard) = RaftLog::open(dir.clone()).unwrap();
+        assert_eq!(log.entries, vec![entry(1, 1), entry(2, 1), entry(3, 3)]);
+        assert_eq!(hard, HardState { term: Term(2), voted_for: Some(NodeId(3)) });
+        drop(log);
+        // A crash mid-append leaves a partial record: it was never acknowledged, so it goes.
+        let path = dir.join("raft.log");
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.extend_from_slice(&[40, 0, 0, 0, 1, 2]);
+        std::fs::write(&path, &bytes).unwrap();
+        let (mut log, _) = RaftLog::open(dir.clone()).unwrap();
+        assert_eq!(log.entries.len(), 3);
+        log.append(&[entry(4, 3)]).unwrap();
+        drop(log);
+        let (log, _) = RaftLog::open(dir.clone()).unwrap();
+        assert_eq!(log.entries.last(), Some(&entry(4, 3)));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

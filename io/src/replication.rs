@@ -154,11 +154,13 @@ impl ReplicatedPartition {
         let id = self.next_id.get();
         self.next_id.set(id + 1);
         let (tx, rx) = oneshot::channel();
-        self.waiters.borrow_mut().insert(id, tx);
+        if acks != 0 {
+            // acks=0 is answered only on failure, and its connection gets no response anyway.
+            self.waiters.borrow_mut().insert(id, tx);
+        }
         self.replica.borrow_mut().handle_produce(now_ms(), id, records, acks, timeout_ms);
         self.after_input();
         if acks == 0 {
-            // Only failures are answered; the connection gets no response either way.
             return Ok(ProduceAck { base_offset: Offset(-1), log_append_time_ms: None, log_start_offset: Offset(-1) });
         }
         rx.await.unwrap_or(Err(ErrorCode::NotLeaderOrFollower))
@@ -213,6 +215,10 @@ impl ReplicatedPartition {
             match due {
                 Some(due) if due <= now => {
                     self.replica.borrow_mut().handle_timeout(now);
+                    if self.replica.borrow().poll_timeout().is_some_and(|d| d <= now) {
+                        // Never spin without yielding: other tasks share this core.
+                        glommio::timer::sleep(Duration::from_millis(1)).await;
+                    }
                     continue;
                 }
                 Some(due) => {

@@ -664,3 +664,64 @@ where
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use odradek_core::batch::validate_records;
+    use odradek_core::records::encode_batch;
+
+    fn run<F: std::future::Future<Output = ()> + 'static>(test: impl FnOnce() -> F + Send + 'static) {
+        glommio::LocalExecutorBuilder::default().spawn(move || async move { test().await }).unwrap().join().unwrap();
+    }
+
+    fn batch(i: usize) -> Bytes {
+        encode_batch(&[(Bytes::from(format!("k{i}")), Some(Bytes::from(format!("value-{i:04}"))))], 1000)
+    }
+
+    /// A follower truncating to where its log and the leader's agree (KIP-101): the cut may
+    /// fall in a sealed segment, later segments go, and the log continues from the cut, also
+    /// after a restart.
+    #[test]
+    fn truncation_into_a_sealed_segment_drops_later_segments_and_survives_reopening() {
+        run(|| async {
+            let dir = std::env::temp_dir().join(format!("odradek-truncate-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let config = LogConfig { segment_bytes: 1024, index_interval_bytes: 128, ..LogConfig::default() };
+            let store = PartitionStore::open(&dir, "t", 0, config.clone()).await.unwrap();
+            for i in 0..60 {
+                let records = batch(i);
+                let validated = validate_records(&records, 1 << 20).unwrap();
+                store.append(1000, records, validated).await.unwrap();
+            }
+            assert!(store.log.borrow().segments().len() >= 3);
+            store.set_high_watermark(60);
+            store.truncate_to(17).await.unwrap();
+            assert_eq!(store.log_end_offset(), 17);
+            assert_eq!(store.high_watermark(), 17);
+            // Replicated appends continue at the cut.
+            let mut next = batch(99).to_vec();
+            let mut validated = validate_records(&next, 1 << 20).unwrap();
+            batch::assign_offsets(&mut next, &mut validated, 17, 3, None);
+            store.append_assigned(1000, 17, Bytes::from(next)).await.unwrap();
+            assert!(store.append_assigned(1000, 17, batch(1)).await.is_err(), "not at the log end");
+            assert_eq!(store.sync_active().await.unwrap(), 18);
+            drop(store);
+            let store = PartitionStore::open(&dir, "t", 0, config).await.unwrap();
+            assert_eq!(store.log_end_offset(), 18);
+            // A read stops at a segment's end: read on from there, as a consumer does.
+            let mut offsets: Vec<i64> = Vec::new();
+            while offsets.last().map_or(0, |o| o + 1) < 18 {
+                let from = offsets.last().map_or(0, |o| o + 1);
+                let chunk = store.read_upto(from, 1 << 20, 18).await.unwrap();
+                assert!(!chunk.is_empty(), "no data at {from}");
+                offsets.extend(batch::scan_headers(&chunk).map(|(_, h)| h.base_offset));
+            }
+            assert_eq!(offsets, (0..18).collect::<Vec<i64>>());
+            store.reset_to(40).await.unwrap();
+            assert_eq!((store.log_start_offset(), store.log_end_offset()), (40, 40));
+            std::fs::remove_dir_all(dir).unwrap();
+        });
+    }
+}

@@ -15,7 +15,7 @@ FAST = ("--broker-session-timeout-ms", "3000", "--replica-lag-time-max-ms", "300
 
 
 def admin(cluster):
-    return AdminClient({"bootstrap.servers": cluster.bootstrap, "broker.address.family": "v4"})
+    return AdminClient({"bootstrap.servers": cluster.bootstrap, "broker.address.family": "v4", "log_level": 2})
 
 
 def create_topic(cluster, topic, replication_factor, min_isr):
@@ -30,7 +30,7 @@ def partition_state(cluster, topic):
     """-> (leader, replicas, isr, controller) from a running broker's Metadata."""
     for broker in cluster.running():
         try:
-            md = AdminClient({"bootstrap.servers": broker.bootstrap, "broker.address.family": "v4"}).list_topics(
+            md = AdminClient({"bootstrap.servers": broker.bootstrap, "broker.address.family": "v4", "log_level": 2}).list_topics(
                 topic, timeout=5
             )
         except confluent_kafka.KafkaException:
@@ -70,6 +70,8 @@ class ContinuousProducer:
                 "message.timeout.ms": 10_000,
                 "request.timeout.ms": 5_000,
                 "topic.metadata.refresh.interval.ms": 500,
+                # Brokers are killed on purpose: their connection errors are expected noise.
+                "log_level": 2,
             }
         )
         self.topic = topic
@@ -150,7 +152,7 @@ def test_acked_writes_survive_leader_kill9_and_the_old_leader_rejoins(cluster_fa
     # And consumers read them back from whichever broker leads now.
     consumer = confluent_kafka.Consumer(
         {"bootstrap.servers": cluster.bootstrap, "group.id": "check", "enable.auto.commit": False,
-         "broker.address.family": "v4"}
+         "broker.address.family": "v4", "log_level": 2}
     )
     consumer.assign([confluent_kafka.TopicPartition("orders", 0, 0)])
     seen = {}
