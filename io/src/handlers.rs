@@ -580,6 +580,10 @@ fn broker_configs(shard: &Shard) -> Vec<(String, String, bool)> {
         ("message.max.bytes", c.log.max_message_bytes.to_string()),
         ("socket.request.max.bytes", c.max_request_bytes.to_string()),
         ("log.retention.check.interval.ms", c.retention_check_interval_ms.to_string()),
+        ("default.replication.factor", c.default_replication_factor.to_string()),
+        ("min.insync.replicas", c.min_insync_replicas.to_string()),
+        ("replica.lag.time.max.ms", c.replica_lag_time_max_ms.to_string()),
+        ("broker.session.timeout.ms", c.broker_session_timeout_ms.to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v, false))
