@@ -7,6 +7,7 @@
 pub mod batch;
 pub mod compact;
 pub mod controller;
+pub mod controller_rpc;
 pub mod error;
 pub mod group;
 pub mod ids;

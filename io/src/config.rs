@@ -35,6 +35,52 @@ pub struct ServerConfig {
     /// `offsets.topic.segment.bytes`: segment size of `__consumer_offsets`, kept small so
     /// compaction has sealed segments to work on.
     pub offsets_topic_segment_bytes: u64,
+    /// `process.roles`: `broker`, `controller`, or both (the default).
+    pub roles: Roles,
+    /// `controller.quorum.voters` (`id@host:port,...`). Empty: a single node that is the
+    /// whole cluster, with the local topic table (`topics.json`) instead of a metadata log.
+    pub quorum_voters: Vec<(i32, SocketAddr)>,
+    /// `controller.quorum.observers` (odradek's own, same form): broker-only nodes. The
+    /// metadata log is pushed to them (push-style Raft, docs/controller.md), so the quorum
+    /// must know where they listen.
+    pub quorum_observers: Vec<(i32, SocketAddr)>,
+    /// `controller.listener`: where this node accepts quorum and controller traffic. Defaults
+    /// to its own entry in the voters (or observers) list.
+    pub controller_listen: Option<SocketAddr>,
+    /// `default.replication.factor`
+    pub default_replication_factor: i16,
+    /// `min.insync.replicas`, the default for topics that do not set it.
+    pub min_insync_replicas: usize,
+    /// `replica.lag.time.max.ms`
+    pub replica_lag_time_max_ms: i64,
+    /// `broker.session.timeout.ms`: the active controller fences a broker silent this long.
+    pub broker_session_timeout_ms: i64,
+    /// `broker.heartbeat.interval.ms`
+    pub broker_heartbeat_interval_ms: u64,
+    /// `controller.quorum.election.timeout.ms`
+    pub quorum_election_timeout_ms: i64,
+}
+
+/// `process.roles`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    pub broker: bool,
+    pub controller: bool,
+}
+
+impl ServerConfig {
+    /// A node of a multi-node cluster (metadata log, replicated partitions), as opposed to the
+    /// default single node.
+    pub fn clustered(&self) -> bool {
+        !self.quorum_voters.is_empty()
+    }
+
+    /// This node's quorum address (controller listener).
+    pub fn quorum_address(&self) -> Option<SocketAddr> {
+        self.controller_listen.or_else(|| {
+            self.quorum_voters.iter().chain(&self.quorum_observers).find(|(id, _)| *id == self.node_id).map(|(_, a)| *a)
+        })
+    }
 }
 
 impl Default for ServerConfig {
@@ -58,6 +104,16 @@ impl Default for ServerConfig {
             cleaner_backoff_ms: 15_000,
             cleaner_dedupe_buffer_bytes: 128 << 20,
             offsets_topic_segment_bytes: 100 << 20,
+            roles: Roles { broker: true, controller: true },
+            quorum_voters: Vec::new(),
+            quorum_observers: Vec::new(),
+            controller_listen: None,
+            default_replication_factor: 1,
+            min_insync_replicas: 1,
+            replica_lag_time_max_ms: 30_000,
+            broker_session_timeout_ms: 9_000,
+            broker_heartbeat_interval_ms: 2_000,
+            quorum_election_timeout_ms: 1_000,
         }
     }
 }
@@ -130,6 +186,34 @@ pub struct ServeArgs {
     /// Pause between compaction passes (log.cleaner.backoff.ms) [default: 15000]
     #[arg(long)]
     pub log_cleaner_backoff_ms: Option<u64>,
+    /// Roles of this process: broker, controller, or both (process.roles) [default: both]
+    #[arg(long)]
+    pub process_roles: Option<String>,
+    /// The controller quorum, id@host:port,... (controller.quorum.voters) [default: none, a
+    /// single node]
+    #[arg(long)]
+    pub controller_quorum_voters: Option<String>,
+    /// Broker-only nodes the metadata log is pushed to, id@host:port,...
+    /// (controller.quorum.observers)
+    #[arg(long)]
+    pub controller_quorum_observers: Option<String>,
+    /// Address for quorum and controller traffic (controller.listener) [default: this node's
+    /// entry in the voters]
+    #[arg(long)]
+    pub controller_listen: Option<SocketAddr>,
+    /// Replication factor of auto-created topics and of CreateTopics asking for -1
+    /// (default.replication.factor) [default: 1]
+    #[arg(long)]
+    pub default_replication_factor: Option<i16>,
+    /// Smallest ISR for acks=all (min.insync.replicas) [default: 1]
+    #[arg(long)]
+    pub min_insync_replicas: Option<usize>,
+    /// Fence a broker silent this long (broker.session.timeout.ms) [default: 9000]
+    #[arg(long)]
+    pub broker_session_timeout_ms: Option<i64>,
+    /// Drop an ISR follower not caught up this long (replica.lag.time.max.ms) [default: 30000]
+    #[arg(long)]
+    pub replica_lag_time_max_ms: Option<i64>,
 }
 
 impl ServeArgs {
@@ -143,7 +227,7 @@ impl ServeArgs {
                 config.set(&key, &value).map_err(|e| format!("{}: {key}: {e}", path.display()))?;
             }
         }
-        let flags: [(&str, Option<String>); 18] = [
+        let flags: [(&str, Option<String>); 26] = [
             ("node.id", self.node_id.map(|v| v.to_string())),
             ("listeners", self.listen.map(|v| v.to_string())),
             ("advertised.listeners", self.advertised_listener.clone()),
@@ -162,6 +246,14 @@ impl ServeArgs {
             ("offsets.topic.num.partitions", self.offsets_topic_num_partitions.map(|v| v.to_string())),
             ("offsets.topic.segment.bytes", self.offsets_topic_segment_bytes.map(|v| v.to_string())),
             ("log.cleaner.backoff.ms", self.log_cleaner_backoff_ms.map(|v| v.to_string())),
+            ("process.roles", self.process_roles.clone()),
+            ("controller.quorum.voters", self.controller_quorum_voters.clone()),
+            ("controller.quorum.observers", self.controller_quorum_observers.clone()),
+            ("controller.listener", self.controller_listen.map(|v| v.to_string())),
+            ("default.replication.factor", self.default_replication_factor.map(|v| v.to_string())),
+            ("min.insync.replicas", self.min_insync_replicas.map(|v| v.to_string())),
+            ("broker.session.timeout.ms", self.broker_session_timeout_ms.map(|v| v.to_string())),
+            ("replica.lag.time.max.ms", self.replica_lag_time_max_ms.map(|v| v.to_string())),
         ];
         for (key, value) in flags {
             if let Some(value) = value {
@@ -246,6 +338,26 @@ impl ServerConfig {
             "offsets.topic.num.partitions" => self.group.offsets_topic_partitions = num(value)?,
             "offsets.retention.minutes" => self.group.offsets_retention_ms = num::<i64>(value)? * 60_000,
             "offset.metadata.max.bytes" => self.group.offset_metadata_max_bytes = num(value)?,
+            "process.roles" => {
+                let mut roles = Roles { broker: false, controller: false };
+                for role in value.split(',').map(str::trim) {
+                    match role {
+                        "broker" => roles.broker = true,
+                        "controller" => roles.controller = true,
+                        _ => return Err(format!("{role:?} is not broker or controller")),
+                    }
+                }
+                self.roles = roles;
+            }
+            "controller.quorum.voters" => self.quorum_voters = parse_nodes(value)?,
+            "controller.quorum.observers" => self.quorum_observers = parse_nodes(value)?,
+            "controller.listener" | "controller.listeners" => self.controller_listen = Some(parse_listener(value)?),
+            "default.replication.factor" => self.default_replication_factor = num(value)?,
+            "min.insync.replicas" => self.min_insync_replicas = num(value)?,
+            "replica.lag.time.max.ms" => self.replica_lag_time_max_ms = num(value)?,
+            "broker.session.timeout.ms" => self.broker_session_timeout_ms = num(value)?,
+            "broker.heartbeat.interval.ms" => self.broker_heartbeat_interval_ms = num(value)?,
+            "controller.quorum.election.timeout.ms" => self.quorum_election_timeout_ms = num(value)?,
             _ => return Err("unknown setting".into()),
         }
         Ok(())
@@ -285,6 +397,40 @@ impl ServerConfig {
         if self.max_request_bytes < 1024 {
             return Err("socket.request.max.bytes must be at least 1024".into());
         }
+        if !self.roles.broker && !self.roles.controller {
+            return Err("process.roles must name broker, controller or both".into());
+        }
+        if self.default_replication_factor < 1 || self.min_insync_replicas < 1 {
+            return Err("default.replication.factor and min.insync.replicas must be at least 1".into());
+        }
+        if self.replica_lag_time_max_ms < 2 || self.broker_session_timeout_ms < 1 || self.broker_heartbeat_interval_ms < 1 {
+            return Err("replica.lag.time.max.ms, broker.session.timeout.ms and broker.heartbeat.interval.ms must be positive".into());
+        }
+        if self.quorum_election_timeout_ms < 100 {
+            return Err("controller.quorum.election.timeout.ms must be at least 100".into());
+        }
+        if self.clustered() {
+            let voter = self.quorum_voters.iter().any(|(id, _)| *id == self.node_id);
+            let observer = self.quorum_observers.iter().any(|(id, _)| *id == self.node_id);
+            if self.roles.controller != voter {
+                return Err(format!(
+                    "node {} has the controller role {} but is {} controller.quorum.voters",
+                    self.node_id,
+                    if self.roles.controller { "on" } else { "off" },
+                    if voter { "in" } else { "not in" }
+                ));
+            }
+            if !voter && !observer {
+                return Err(format!("broker-only node {} must be listed in controller.quorum.observers", self.node_id));
+            }
+            let mut ids: Vec<i32> = self.quorum_voters.iter().chain(&self.quorum_observers).map(|(id, _)| *id).collect();
+            ids.sort_unstable();
+            if ids.windows(2).any(|w| w[0] == w[1]) || ids.iter().any(|id| *id < 0) {
+                return Err("node ids in controller.quorum.voters/observers must be distinct and not negative".into());
+            }
+        } else if !(self.roles.broker && self.roles.controller) {
+            return Err("a node without controller.quorum.voters runs both roles".into());
+        }
         Ok(())
     }
 }
@@ -292,6 +438,21 @@ impl ServerConfig {
 fn parse_listener(value: &str) -> Result<SocketAddr, String> {
     let addr = value.trim().trim_start_matches("PLAINTEXT://");
     addr.parse().map_err(|_| format!("{value:?} is not an ip:port listener"))
+}
+
+/// Kafka's `controller.quorum.voters` form: `1@host:port,2@host:port`.
+fn parse_nodes(value: &str) -> Result<Vec<(i32, SocketAddr)>, String> {
+    let mut nodes = Vec::new();
+    for item in value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (id, addr) = item.split_once('@').ok_or_else(|| format!("{item:?} is not id@host:port"))?;
+        let id: i32 = id.trim().parse().map_err(|_| format!("{item:?}: {id:?} is not a node id"))?;
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(addr.trim())
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| format!("{item:?}: {addr:?} is not host:port"))?;
+        nodes.push((id, addr));
+    }
+    Ok(nodes)
 }
 
 fn parse_bool(value: &str) -> Result<bool, String> {
@@ -345,7 +506,36 @@ mod tests {
             offsets_topic_num_partitions: None,
             offsets_topic_segment_bytes: None,
             log_cleaner_backoff_ms: None,
+            process_roles: None,
+            controller_quorum_voters: None,
+            controller_quorum_observers: None,
+            controller_listen: None,
+            default_replication_factor: None,
+            min_insync_replicas: None,
+            broker_session_timeout_ms: None,
+            replica_lag_time_max_ms: None,
         }
+    }
+
+    #[test]
+    fn quorum_voters_take_kafkas_form_and_must_name_controllers() {
+        let mut a = args(None);
+        a.node_id = Some(2);
+        a.controller_quorum_voters = Some("1@127.0.0.1:19093, 2@127.0.0.1:29093,3@127.0.0.1:39093".into());
+        a.min_insync_replicas = Some(2);
+        let config = a.resolve().unwrap();
+        assert!(config.clustered());
+        assert_eq!(config.quorum_voters.len(), 3);
+        assert_eq!(config.quorum_address().unwrap().port(), 29093);
+        assert_eq!(config.min_insync_replicas, 2);
+        a.process_roles = Some("broker".into());
+        assert!(a.resolve().unwrap_err().contains("controller role"));
+        a.node_id = Some(4);
+        a.controller_quorum_observers = Some("4@127.0.0.1:49093".into());
+        assert!(a.resolve().is_ok());
+        a.controller_quorum_voters = Some("1@nowhere".into());
+        assert!(a.resolve().is_err());
+        assert!(!args(None).resolve().unwrap().clustered());
     }
 
     #[test]

@@ -15,7 +15,11 @@ use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, Metada
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Encodable, StrBytes};
+use odradek_core::controller::Response as ControllerResponse;
+use odradek_core::controller_rpc::ControllerRequest;
 use odradek_core::error::code;
+use odradek_core::ids::NodeId;
+use kafka_protocol::messages::BrokerId as KafkaBrokerId;
 use odradek_core::shard::ShardId;
 use odradek_core::topic::{validate_topic_name, TopicConfig, TopicMeta};
 use odradek_core::wire::{self, Request, RequestError};
@@ -83,6 +87,9 @@ impl<M: Encodable> EncodeAny for M {
 // ---- Metadata and topic administration ----
 
 async fn metadata(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -> MetadataResponse {
+    if shard.shared.config.clustered() {
+        return cluster_metadata(shard, request, version).await;
+    }
     let config = &shard.shared.config;
     // v0 asks for every topic with an empty list; later versions with a null one.
     let requested: Option<Vec<String>> = match request.topics {
@@ -141,6 +148,225 @@ async fn metadata(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -> 
         .with_topics(topic_responses)
 }
 
+/// Metadata of a clustered node, from its metadata image: every unfenced broker, the active
+/// controller, and per partition the leader, leader epoch, replicas and ISR the controller
+/// committed. `__consumer_offsets` stays node-local (groups are coordinated by the broker a
+/// client asks), so it is described with this broker as its only replica.
+async fn cluster_metadata(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -> MetadataResponse {
+    let config = &shard.shared.config;
+    let requested: Option<Vec<String>> = match request.topics {
+        None => None,
+        Some(topics) if topics.is_empty() && version == 0 => None,
+        Some(topics) => Some(topics.into_iter().filter_map(|t| t.name.map(|n| n.0.to_string())).collect()),
+    };
+    let auto_create = config.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
+    if let (Some(names), true) = (&requested, auto_create) {
+        let missing: Vec<String> = names
+            .iter()
+            .filter(|n| shard.image.borrow().topic_by_name(n).is_none() && n.as_str() != OFFSETS_TOPIC && validate_topic_name(n).is_ok())
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            let topics = missing
+                .iter()
+                .map(|name| odradek_core::controller::CreatableTopic {
+                    name: name.clone(),
+                    num_partitions: -1,
+                    replication_factor: -1,
+                    configs: Default::default(),
+                })
+                .collect();
+            let request = odradek_core::controller::CreateTopicsRequest { topics, validate_only: false };
+            forward_to_controller(shard, ControllerRequest::CreateTopics(request)).await;
+            wait_for_image(shard, |image| missing.iter().all(|n| image.topic_by_name(n).is_some())).await;
+        }
+    }
+    let image = shard.image.borrow().clone();
+    let node = |id: NodeId| -> KafkaBrokerId { id.0.into() };
+    let describe = |name: &str| -> MetadataResponseTopic {
+        if name == OFFSETS_TOPIC {
+            let partitions = shard.topics.borrow().get(OFFSETS_TOPIC).map_or(0, |t| t.partitions);
+            return MetadataResponseTopic::default()
+                .with_name(Some(s(name).into()))
+                .with_is_internal(version >= 1)
+                .with_partitions(
+                    (0..partitions)
+                        .map(|p| {
+                            MetadataResponsePartition::default()
+                                .with_partition_index(p)
+                                .with_leader_id(config.node_id.into())
+                                .with_leader_epoch(if version >= 7 { 0 } else { -1 })
+                                .with_replica_nodes(vec![config.node_id.into()])
+                                .with_isr_nodes(vec![config.node_id.into()])
+                        })
+                        .collect(),
+                );
+        }
+        match image.topic_by_name(name) {
+            Some(topic) => MetadataResponseTopic::default()
+                .with_name(Some(s(name).into()))
+                .with_topic_id(if version >= 10 { uuid::Uuid::from_bytes(topic.id) } else { uuid::Uuid::nil() })
+                .with_partitions(
+                    topic
+                        .partitions
+                        .iter()
+                        .enumerate()
+                        .map(|(p, state)| {
+                            let leaderless = state.leader == NodeId::NONE;
+                            MetadataResponsePartition::default()
+                                .with_error_code(if leaderless { ErrorCode::LeaderNotAvailable.code() } else { 0 })
+                                .with_partition_index(p as i32)
+                                .with_leader_id(node(state.leader))
+                                .with_leader_epoch(if version >= 7 { state.leader_epoch.0 } else { -1 })
+                                .with_replica_nodes(state.replicas.iter().map(|r| node(*r)).collect())
+                                .with_isr_nodes(state.isr.iter().map(|r| node(*r)).collect())
+                        })
+                        .collect(),
+                ),
+            None => {
+                let error = match validate_topic_name(name) {
+                    Ok(()) => ErrorCode::UnknownTopicOrPartition,
+                    Err(e) => e.code,
+                };
+                MetadataResponseTopic::default().with_name(Some(s(name).into())).with_error_code(error.code())
+            }
+        }
+    };
+    let topic_responses = match &requested {
+        None => image.topics().values().map(|t| describe(&t.name)).collect(),
+        Some(names) => names.iter().map(|n| describe(n)).collect(),
+    };
+    let brokers = image
+        .brokers()
+        .values()
+        .filter(|b| !b.fenced)
+        .filter_map(|b| {
+            let e = b.endpoints.first()?;
+            Some(MetadataResponseBroker::default().with_node_id(node(b.broker_id)).with_host(s(e.host.clone())).with_port(i32::from(e.port)))
+        })
+        .collect();
+    let controller_id = shard.shared.controller_id.load(std::sync::atomic::Ordering::Relaxed);
+    MetadataResponse::default()
+        .with_brokers(brokers)
+        .with_cluster_id((version >= 2).then(|| s(shard.shared.cluster_id.clone())))
+        .with_controller_id(if version >= 1 { controller_id.into() } else { (-1).into() })
+        .with_topics(topic_responses)
+}
+
+/// Sends a request to the active controller through core 0; `None` when none answered.
+async fn forward_to_controller(shard: &Rc<Shard>, request: ControllerRequest) -> Option<ControllerResponse> {
+    shard
+        .on_shard(ShardId(0), move |core0| async move {
+            let node = core0.node.borrow().clone()?;
+            node.controller_request(request, Duration::from_secs(10)).await
+        })
+        .await
+}
+
+/// Waits (briefly) until this core's metadata image satisfies `ready`: a committed change
+/// reaches every node's image a moment after the controller answers.
+async fn wait_for_image(shard: &Rc<Shard>, ready: impl Fn(&odradek_core::controller::MetadataImage) -> bool) {
+    for _ in 0..100 {
+        if ready(&shard.image.borrow()) {
+            return;
+        }
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// CreateTopics on a clustered node: forwarded to the active controller, which validates,
+/// places replicas and commits the topic to the metadata log.
+async fn cluster_create_topics(shard: &Rc<Shard>, request: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
+    let topics: Vec<odradek_core::controller::CreatableTopic> = request
+        .topics
+        .iter()
+        .map(|t| odradek_core::controller::CreatableTopic {
+            name: t.name.0.to_string(),
+            num_partitions: t.num_partitions,
+            replication_factor: t.replication_factor,
+            configs: t.configs.iter().map(|c| (c.name.to_string(), c.value.as_deref().unwrap_or_default().to_owned())).collect(),
+        })
+        .collect();
+    let names: Vec<String> = topics.iter().map(|t| t.name.clone()).collect();
+    let unassignable = request.topics.iter().any(|t| !t.assignments.is_empty());
+    let forwarded = odradek_core::controller::CreateTopicsRequest { topics, validate_only: request.validate_only };
+    let answer = if unassignable { None } else { forward_to_controller(shard, ControllerRequest::CreateTopics(forwarded)).await };
+    let results: Vec<CreatableTopicResult> = match answer {
+        Some(ControllerResponse::CreateTopics(results)) => results
+            .into_iter()
+            .map(|r| match r.error {
+                Some(e) => failed_topic(CreatableTopicResult::default().with_name(s(r.name).into()), e.code(), e.to_string()),
+                None => {
+                    let mut result = CreatableTopicResult::default().with_name(s(r.name).into());
+                    if version >= 5 {
+                        result = result.with_num_partitions(r.num_partitions).with_replication_factor(r.replication_factor);
+                    }
+                    if version >= 7 {
+                        result = result.with_topic_id(uuid::Uuid::from_bytes(r.topic_id));
+                    }
+                    result
+                }
+            })
+            .collect(),
+        _ => names
+            .iter()
+            .map(|n| {
+                let (error, message) = if unassignable {
+                    (ErrorCode::InvalidReplicaAssignment, "manual replica assignment is not supported yet")
+                } else {
+                    (ErrorCode::RequestTimedOut, "no active controller answered")
+                };
+                failed_topic(CreatableTopicResult::default().with_name(s(n.clone()).into()), error, message.into())
+            })
+            .collect(),
+    };
+    if !request.validate_only {
+        let created: Vec<String> = results.iter().filter(|r| r.error_code == 0).map(|r| r.name.0.to_string()).collect();
+        wait_for_image(shard, |image| created.iter().all(|n| image.topic_by_name(n).is_some())).await;
+    }
+    CreateTopicsResponse::default().with_topics(results)
+}
+
+async fn cluster_delete_topics(shard: &Rc<Shard>, request: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
+    let names: Vec<Option<String>> = if version >= 6 {
+        request
+            .topics
+            .into_iter()
+            .map(|t| {
+                t.name.map(|n| n.0.to_string()).or_else(|| {
+                    shard.image.borrow().topics().values().find(|i| i.id == *t.topic_id.as_bytes()).map(|i| i.name.clone())
+                })
+            })
+            .collect()
+    } else {
+        request.topic_names.into_iter().map(|n| Some(n.0.to_string())).collect()
+    };
+    let known: Vec<String> = names.iter().flatten().cloned().collect();
+    let answer = forward_to_controller(shard, ControllerRequest::DeleteTopics(known)).await;
+    let results = match answer {
+        Some(ControllerResponse::DeleteTopics(results)) => results,
+        _ => Vec::new(),
+    };
+    let responses = names
+        .into_iter()
+        .map(|name| match name {
+            None => DeletableTopicResult::default().with_error_code(ErrorCode::UnknownTopicId.code()),
+            Some(name) => {
+                let found = results.iter().find(|r| r.name == name);
+                let error = match found {
+                    Some(r) => r.error.as_ref().map(|e| e.code()),
+                    None => Some(ErrorCode::RequestTimedOut),
+                };
+                DeletableTopicResult::default()
+                    .with_name(Some(s(name).into()))
+                    .with_topic_id(if version >= 6 { found.map_or(uuid::Uuid::nil(), |r| uuid::Uuid::from_bytes(r.topic_id)) } else { uuid::Uuid::nil() })
+                    .with_error_code(code(error))
+            }
+        })
+        .collect();
+    DeleteTopicsResponse::default().with_responses(responses)
+}
+
 /// A topic as CreateTopics or auto-creation asks for it, validated.
 fn new_topic(
     shard: &Shard,
@@ -158,6 +384,9 @@ fn new_topic(
 }
 
 async fn create_topics(shard: &Rc<Shard>, request: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
+    if shard.shared.config.clustered() {
+        return cluster_create_topics(shard, request, version).await;
+    }
     let mut results: Vec<CreatableTopicResult> = Vec::new();
     let mut to_create: Vec<(usize, TopicMeta)> = Vec::new();
     for topic in request.topics {
@@ -254,6 +483,9 @@ fn config_source(is_override: bool) -> i8 {
 }
 
 async fn delete_topics(shard: &Rc<Shard>, request: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
+    if shard.shared.config.clustered() {
+        return cluster_delete_topics(shard, request, version).await;
+    }
     let targets: Vec<(Option<String>, uuid::Uuid)> = if version >= 6 {
         request.topics.into_iter().map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id)).collect()
     } else {
@@ -348,6 +580,10 @@ fn broker_configs(shard: &Shard) -> Vec<(String, String, bool)> {
         ("message.max.bytes", c.log.max_message_bytes.to_string()),
         ("socket.request.max.bytes", c.max_request_bytes.to_string()),
         ("log.retention.check.interval.ms", c.retention_check_interval_ms.to_string()),
+        ("default.replication.factor", c.default_replication_factor.to_string()),
+        ("min.insync.replicas", c.min_insync_replicas.to_string()),
+        ("replica.lag.time.max.ms", c.replica_lag_time_max_ms.to_string()),
+        ("broker.session.timeout.ms", c.broker_session_timeout_ms.to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v, false))
@@ -371,7 +607,14 @@ async fn produce(shard: &Rc<Shard>, request: ProduceRequest, version: i16) -> Pr
         let name = topic.name.0.to_string();
         shape.push((topic.name.clone(), topic.partition_data.iter().map(|p| p.index).collect()));
         for p in topic.partition_data {
-            items.push((shard.owner(&name, p.index), ProducePart { topic: name.clone(), partition: p.index, records: p.records }));
+            let part = ProducePart {
+                topic: name.clone(),
+                partition: p.index,
+                records: p.records,
+                acks,
+                timeout_ms: request.timeout_ms,
+            };
+            items.push((shard.owner(&name, p.index), part));
         }
     }
     let results = match refuse {
@@ -410,22 +653,45 @@ async fn fetch(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> FetchR
     let max_bytes = if request.max_bytes <= 0 { usize::MAX } else { request.max_bytes as usize };
     let shape: Vec<(TopicName, Vec<i32>)> =
         request.topics.iter().map(|t| (t.topic.clone(), t.partitions.iter().map(|p| p.partition).collect())).collect();
-    let parts: Vec<(String, i32, i64, usize)> = request
+    // Fetch v15+ moved the follower's id into replica_state; odradek advertises up to v12.
+    let replica_id = request.replica_id.0;
+    let max_wait_ms = request.max_wait_ms;
+    let parts: Vec<(String, i32, i64, usize, i32, i32, i64)> = request
         .topics
         .iter()
         .flat_map(|t| {
-            t.partitions.iter().map(|p| (t.topic.0.to_string(), p.partition, p.fetch_offset, p.partition_max_bytes.max(0) as usize))
+            t.partitions.iter().map(|p| {
+                (
+                    t.topic.0.to_string(),
+                    p.partition,
+                    p.fetch_offset,
+                    p.partition_max_bytes.max(0) as usize,
+                    p.current_leader_epoch,
+                    if version >= 12 { p.last_fetched_epoch } else { -1 },
+                    p.log_start_offset,
+                )
+            })
         })
         .collect();
     let results = loop {
         let listener = shard.data_arrived.listen();
-        let items = parts.iter().map(|(topic, partition, offset, max)| {
-            let part = FetchPart { topic: topic.clone(), partition: *partition, offset: *offset, max_bytes: *max };
+        let items = parts.iter().map(|(topic, partition, offset, max, current_leader_epoch, last_fetched_epoch, log_start)| {
+            let part = FetchPart {
+                topic: topic.clone(),
+                partition: *partition,
+                offset: *offset,
+                max_bytes: *max,
+                replica_id,
+                current_leader_epoch: *current_leader_epoch,
+                last_fetched_epoch: *last_fetched_epoch,
+                log_start_offset: *log_start,
+                max_wait_ms,
+            };
             (shard.owner(topic, *partition), part)
         });
 let results = shard.scatter(items.collect(), Shard::fetch_partition).await;
         let bytes: usize = results.iter().map(|r| r.records.len()).sum();
-        let errors = results.iter().any(|r| r.error.is_some());
+        let errors = results.iter().any(|r| r.error.is_some() || r.diverging_epoch.is_some());
         let now = Instant::now();
         if bytes >= min_bytes || errors || now >= deadline {
             break results;
@@ -449,7 +715,12 @@ let results = shard.scatter(items.collect(), Shard::fetch_partition).await;
             } else {
                 Bytes::new()
             };
+            let diverging = r.diverging_epoch.map_or_else(
+                fetch_response::EpochEndOffset::default,
+                |(epoch, end_offset)| fetch_response::EpochEndOffset::default().with_epoch(epoch).with_end_offset(end_offset),
+            );
             PartitionData::default()
+                .with_diverging_epoch(diverging)
                 .with_partition_index(index)
                 .with_error_code(code(r.error))
                 .with_high_watermark(r.high_watermark)
@@ -487,7 +758,7 @@ async fn list_offsets(shard: &Rc<Shard>, request: ListOffsetsRequest, version: i
                 .with_error_code(code(r.error))
                 .with_offset(r.offset)
                 .with_timestamp(r.timestamp)
-                .with_leader_epoch(if r.offset >= 0 && version >= 4 { 0 } else { -1 })
+                .with_leader_epoch(if r.offset >= 0 && version >= 4 { r.leader_epoch.max(0) } else { -1 })
         },
         |name, partitions| ListOffsetsTopicResponse::default().with_name(name).with_partitions(partitions),
     );

@@ -1,10 +1,12 @@
 //! `odradek`: the broker binary.
 
 mod admin;
+mod cluster;
 mod config;
 mod groups;
 mod handlers;
 mod meta;
+mod replication;
 mod server;
 mod shard;
 mod storage;
@@ -22,7 +24,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a broker. With no flags: one node on 127.0.0.1:9092, data in ./data, every core.
-    Serve(config::ServeArgs),
+    Serve(Box<config::ServeArgs>),
     /// Consumer groups: list, describe (members, offsets, lag), reset offsets. A client of a
     /// running broker, like kafka-consumer-groups.sh.
     Group(admin::GroupArgs),

@@ -26,7 +26,7 @@ struct StoredTopic {
 
 /// Reads `meta.properties`, creating it with a fresh cluster id on first start. A data
 /// directory written by another node id is refused, as Kafka does.
-pub fn load_or_create_cluster_id(data_dir: &Path, node_id: i32) -> io::Result<String> {
+pub fn load_or_create_cluster_id(data_dir: &Path, node_id: i32, quorum: Option<&str>) -> io::Result<String> {
     let path = data_dir.join("meta.properties");
     match std::fs::read_to_string(&path) {
         Ok(text) => {
@@ -44,7 +44,12 @@ pub fn load_or_create_cluster_id(data_dir: &Path, node_id: i32) -> io::Result<St
             })
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let cluster_id = base64_url(uuid::Uuid::new_v4().as_bytes());
+            // Nodes of one cluster must report one cluster id (clients refuse a mix), and
+            // odradek has no `kafka-storage format` step: derive it from the quorum they share.
+            let cluster_id = match quorum {
+                Some(quorum) => base64_url(&quorum_cluster_id(quorum)),
+                None => base64_url(uuid::Uuid::new_v4().as_bytes()),
+            };
             let text = format!("version=1\ncluster.id={cluster_id}\nnode.id={node_id}\n");
             let tmp = path.with_extension("tmp");
             std::fs::write(&tmp, text)?;
@@ -55,6 +60,17 @@ pub fn load_or_create_cluster_id(data_dir: &Path, node_id: i32) -> io::Result<St
         }
         Err(e) => Err(e),
     }
+}
+
+/// 16 bytes from the quorum description (FNV-1a 64, twice with different offsets).
+fn quorum_cluster_id(quorum: &str) -> [u8; 16] {
+    let fnv = |basis: u64| {
+        quorum.bytes().fold(basis, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    };
+    let mut id = [0u8; 16];
+    id[..8].copy_from_slice(&fnv(0xcbf2_9ce4_8422_2325).to_be_bytes());
+    id[8..].copy_from_slice(&fnv(0x6c62_272e_07bb_0142).to_be_bytes());
+    id
 }
 
 /// Kafka prints cluster ids as URL-safe base64 of a UUID without padding.

@@ -27,7 +27,12 @@ const PEER_CHANNEL_CAPACITY: usize = 1024;
 pub fn serve(mut config: ServerConfig) -> Result<(), String> {
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
-    let cluster_id = meta::load_or_create_cluster_id(&data_dir, config.node_id).map_err(|e| e.to_string())?;
+    let quorum = config.clustered().then(|| {
+        let mut voters: Vec<String> = config.quorum_voters.iter().map(|(id, a)| format!("{id}@{a}")).collect();
+        voters.sort();
+        voters.join(",")
+    });
+    let cluster_id = meta::load_or_create_cluster_id(&data_dir, config.node_id, quorum.as_deref()).map_err(|e| e.to_string())?;
     let mut topics = meta::load_topics(&data_dir, &config.log).map_err(|e| e.to_string())?;
     meta::ensure_offsets_topic(&data_dir, &mut topics, &config).map_err(|e| e.to_string())?;
     // Group placement follows the partitions the internal topic was created with.
@@ -39,13 +44,22 @@ pub fn serve(mut config: ServerConfig) -> Result<(), String> {
         );
         config.group.offsets_topic_partitions = offsets_partitions;
     }
-    meta::remove_orphan_partitions(&data_dir, &topics).map_err(|e| e.to_string())?;
+    if !config.clustered() {
+        // Clustered nodes learn their topics from the metadata log, after start.
+        meta::remove_orphan_partitions(&data_dir, &topics).map_err(|e| e.to_string())?;
+    }
     let cores = config.cores;
     info!(
         listen = %config.listen, data_dir = %data_dir.display(), cores, fsync = config.fsync,
         topics = topics.len(), %cluster_id, "starting odradek"
     );
-    let shared = Arc::new(Shared { config, shard_count: cores, cluster_id });
+    let shared = Arc::new(Shared {
+        config,
+        shard_count: cores,
+        cluster_id,
+        controller_id: std::sync::atomic::AtomicI32::new(-1),
+        ready: std::sync::atomic::AtomicBool::new(false),
+    });
 
     // senders[from][to] and receivers[to][from] for every ordered pair of distinct cores.
     let mut senders: Vec<Vec<Option<SharedSender<PeerMessage>>>> = (0..cores).map(|_| (0..cores).map(|_| None).collect()).collect();
@@ -109,6 +123,20 @@ async fn run_shard(shard: Rc<Shard>, receivers: Vec<ConnectedReceiver<PeerMessag
     glommio::spawn_local(shard.clone().retention_loop()).detach();
     if shard.shared.config.cleaner_enable {
         glommio::spawn_local(shard.clone().cleaner_loop()).detach();
+    }
+    if shard.shared.config.clustered() && shard.id == ShardId(0) {
+        let node = crate::cluster::Node::start(shard.clone())?;
+        *shard.node.borrow_mut() = Some(node);
+    }
+    if !shard.shared.config.roles.broker {
+        // A controller-only node serves no Kafka clients.
+        futures_lite::future::pending::<()>().await;
+    }
+    if shard.shared.config.clustered() {
+        // Polled: the flag is set on core 0, and no task here may be woken from there.
+        while !shard.shared.ready.load(std::sync::atomic::Ordering::Acquire) {
+            glommio::timer::sleep(Duration::from_millis(20)).await;
+        }
     }
     let listen = shard.shared.config.listen;
     let listener = TcpListener::bind(listen).map_err(|e| format!("listening on {listen}: {e}"))?;

@@ -17,7 +17,9 @@ use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
 use glommio::sync::Semaphore;
 use odradek_core::{batch, compact};
 use odradek_core::shard::{merge_in_order, shard_for, split_by_shard, ShardId};
-use odradek_core::topic::{TopicMeta, TopicTable};
+use odradek_core::controller::MetadataImage;
+use odradek_core::ids::{LeaderEpoch, NodeId, Offset};
+use odradek_core::topic::{TopicConfig, TopicMeta, TopicTable};
 use odradek_core::ErrorCode;
 use tracing::{debug, info, warn};
 
@@ -25,6 +27,7 @@ use crate::config::ServerConfig;
 use crate::groups::{Groups, OFFSETS_TOPIC};
 use odradek_core::group::GroupCoordinator;
 use crate::meta;
+use crate::replication::ReplicatedPartition;
 use crate::storage::{join_all, GroupCommit, PartitionStore, ReadError};
 
 /// Work sent to another core: runs there with that core's [`Shard`] and yields its answer.
@@ -49,6 +52,12 @@ pub struct Shared {
     pub config: ServerConfig,
     pub shard_count: usize,
     pub cluster_id: String,
+    /// The metadata quorum's leader (the active controller's node id), -1 when unknown.
+    pub controller_id: std::sync::atomic::AtomicI32,
+    /// Clustered brokers: set once registered, unfenced and holding the metadata, which is
+    /// when the client listener opens (as a Kafka broker waits to catch up before serving).
+    /// Polled, not awaited: a waker must never be woken from another core's thread.
+    pub ready: std::sync::atomic::AtomicBool,
 }
 
 pub struct Shard {
@@ -69,6 +78,16 @@ pub struct Shard {
     /// Serializes the controller's writes of the topic table (shard 0 only).
     controller_lock: Semaphore,
     pub groups: Groups,
+    /// Clustered nodes, core 0 only: the metadata quorum member and the broker's link to the
+    /// active controller.
+    pub node: RefCell<Option<Rc<crate::cluster::Node>>>,
+    /// Clustered nodes: the latest metadata image this core applied, and its log index.
+    pub image: RefCell<Arc<MetadataImage>>,
+    image_index: Cell<u64>,
+    /// Serializes image application (it opens partitions, which awaits).
+    image_lock: Semaphore,
+    /// Clustered nodes: the replicated partitions this core owns.
+    replicas: RefCell<BTreeMap<(String, i32), Rc<ReplicatedPartition>>>,
 }
 
 pub fn now_ms() -> i64 {
@@ -80,6 +99,8 @@ pub struct ProducePart {
     pub topic: String,
     pub partition: i32,
     pub records: Option<Bytes>,
+    pub acks: i16,
+    pub timeout_ms: i32,
 }
 
 pub struct ProduceResult {
@@ -95,6 +116,12 @@ pub struct FetchPart {
     pub partition: i32,
     pub offset: i64,
     pub max_bytes: usize,
+    /// The follower's node id, -1 for consumers.
+    pub replica_id: i32,
+    pub current_leader_epoch: i32,
+    pub last_fetched_epoch: i32,
+    pub log_start_offset: i64,
+    pub max_wait_ms: i32,
 }
 
 pub struct FetchResult {
@@ -102,6 +129,8 @@ pub struct FetchResult {
     pub high_watermark: i64,
     pub log_start_offset: i64,
     pub records: Bytes,
+    /// Fetch v12+: the follower's log diverges; it must truncate to this epoch's end.
+    pub diverging_epoch: Option<(i32, i64)>,
 }
 
 pub struct ListOffsetsPart {
@@ -114,6 +143,8 @@ pub struct ListOffsetsResult {
     pub error: Option<ErrorCode>,
     pub offset: i64,
     pub timestamp: i64,
+    /// The leader epoch (replicated partitions), -1 otherwise.
+    pub leader_epoch: i32,
 }
 
 pub enum TopicChange {
@@ -151,12 +182,17 @@ impl Shard {
                 data_arrived: event_listener::Event::new(),
                 controller_lock: Semaphore::new(1),
                 groups: Groups::new(GroupCoordinator::new(group_config, seed ^ id.0 as u64)),
+                node: RefCell::new(None),
+                image: RefCell::new(Arc::new(MetadataImage::default())),
+                image_index: Cell::new(0),
+                image_lock: Semaphore::new(1),
+                replicas: RefCell::default(),
             }
         })
     }
 
     /// Wakes long polls here and on every other core.
-    fn announce_data(self: &Rc<Self>) {
+    pub(crate) fn announce_data(self: &Rc<Self>) {
         self.data_arrived.notify(usize::MAX);
         for (peer, sender) in self.peers.iter().enumerate() {
             let Some(sender) = sender else { continue };
@@ -178,6 +214,104 @@ impl Shard {
                 .detach();
             }
         }
+    }
+
+    /// Whether `topic` is replicated through the metadata log (every topic of a clustered
+    /// node but the node-local `__consumer_offsets`).
+    pub fn replicated(&self, topic: &str) -> bool {
+        self.shared.config.clustered() && topic != OFFSETS_TOPIC
+    }
+
+    pub fn replica(&self, topic: &str, partition: i32) -> Option<Rc<ReplicatedPartition>> {
+        self.replicas.borrow().get(&(topic.to_owned(), partition)).cloned()
+    }
+
+    /// A topic's log settings: its overrides over the broker defaults.
+    pub fn topic_log_config(&self, topic: &str) -> odradek_core::log::LogConfig {
+        self.topics.borrow().get(topic).map_or_else(|| self.shared.config.log.clone(), |t| t.config.log.clone())
+    }
+
+    /// Where broker `node` serves Kafka clients, from the metadata image.
+    pub fn broker_address(&self, node: NodeId) -> Option<std::net::SocketAddr> {
+        crate::replication::endpoint_address(&self.image.borrow(), node)
+    }
+
+    /// Applies a metadata image (clustered nodes): rebuilds this core's topic table, opens
+    /// the replicas it owns of new partitions, hands every owned replica the controller's
+    /// decision, and drops the partitions of deleted topics. Older images are ignored.
+    pub async fn apply_image(self: Rc<Self>, index: u64, image: Arc<MetadataImage>) {
+        let _permit = self.image_lock.acquire_permit(1).await.expect("image lock");
+        if index <= self.image_index.get() {
+            return;
+        }
+        self.image_index.set(index);
+        *self.image.borrow_mut() = image.clone();
+        let me = NodeId(self.shared.config.node_id);
+        let defaults = self.shared.config.log.clone();
+        {
+            let mut topics = self.topics.borrow_mut();
+            topics.retain(|name, _| name == OFFSETS_TOPIC);
+            for topic in image.topics().values() {
+                let config = TopicConfig::new(&defaults, topic.configs.clone())
+                    .unwrap_or_else(|_| TopicConfig::new(&defaults, BTreeMap::new()).expect("defaults are valid"));
+                topics.insert(
+                    topic.name.clone(),
+                    TopicMeta { name: topic.name.clone(), id: topic.id, partitions: topic.partitions.len() as i32, config },
+                );
+            }
+        }
+        let mut wanted = Vec::new();
+        for topic in image.topics().values() {
+            for (p, state) in topic.partitions.iter().enumerate() {
+                let p = p as i32;
+                if self.owner(&topic.name, p) == self.id && state.replicas.contains(&me) {
+                    wanted.push((topic.name.clone(), p, topic.id, state.clone()));
+                }
+            }
+        }
+        let stale: Vec<(String, i32)> = self
+            .replicas
+            .borrow()
+            .iter()
+            .filter(|(key, rp)| !wanted.iter().any(|(t, p, id, _)| (t, *p) == (&key.0, key.1) && *id == rp.topic_id))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in stale {
+            if let Some(rp) = self.replicas.borrow_mut().remove(&key) {
+                rp.stop();
+                info!(topic = %key.0, partition = key.1, "removing partition replica");
+                if let Err(e) = rp.store.delete() {
+                    warn!(topic = %key.0, partition = key.1, error = %e, "could not remove partition directory");
+                }
+            }
+        }
+        for (topic, p, topic_id, state) in wanted {
+            let existing = self.replica(&topic, p);
+            let rp = match existing {
+                Some(rp) => rp,
+                None => {
+                    let min_isr = self
+                        .topics
+                        .borrow()
+                        .get(&topic)
+                        .and_then(|t| t.config.overrides.get("min.insync.replicas").and_then(|v| v.parse().ok()))
+                        .unwrap_or(self.shared.config.min_insync_replicas);
+                    match ReplicatedPartition::open(&self, &topic, p, topic_id, min_isr).await {
+                        Ok(rp) => {
+                            info!(%topic, partition = p, log_end_offset = rp.store.log_end_offset(), "opened partition replica");
+                            self.replicas.borrow_mut().insert((topic.clone(), p), rp.clone());
+                            rp
+                        }
+                        Err(e) => {
+                            warn!(%topic, partition = p, error = %e, "could not open partition replica");
+                            continue;
+                        }
+                    }
+                }
+            };
+            rp.apply_state(&state);
+        }
+        self.announce_data();
     }
 
     fn data_dir(&self) -> PathBuf {
@@ -312,6 +446,20 @@ impl Shard {
     /// Every produce waits for durability, acks=0 too: consumers may only see durable data.
     pub async fn produce_partition(self: Rc<Self>, part: ProducePart) -> ProduceResult {
         let failed = |error| ProduceResult { error: Some(error), base_offset: -1, log_start_offset: -1, log_append_time_ms: -1 };
+        if self.replicated(&part.topic) {
+            let Some(rp) = self.replica(&part.topic, part.partition) else {
+                return failed(self.missing_partition_error(&part.topic));
+            };
+            return match rp.produce(part.records.unwrap_or_default(), part.acks, part.timeout_ms).await {
+                Ok(ack) => ProduceResult {
+                    error: None,
+                    base_offset: ack.base_offset.0,
+                    log_start_offset: ack.log_start_offset.0,
+                    log_append_time_ms: ack.log_append_time_ms.unwrap_or(-1),
+                },
+                Err(e) => failed(e),
+            };
+        }
         let Some(store) = self.partition(&part.topic, part.partition) else {
             return failed(ErrorCode::UnknownTopicOrPartition);
         };
@@ -357,8 +505,37 @@ impl Shard {
     }
 
     pub async fn fetch_partition(self: Rc<Self>, part: FetchPart) -> FetchResult {
+        let failed = |error| FetchResult { error: Some(error), high_watermark: -1, log_start_offset: -1, records: Bytes::new(), diverging_epoch: None };
+        if self.replicated(&part.topic) {
+            let Some(rp) = self.replica(&part.topic, part.partition) else {
+                return failed(self.missing_partition_error(&part.topic));
+            };
+            let request = odradek_core::replica::FetchRequest {
+                replica_id: NodeId(part.replica_id),
+                current_leader_epoch: LeaderEpoch(part.current_leader_epoch),
+                fetch_offset: Offset(part.offset),
+                last_fetched_epoch: LeaderEpoch(part.last_fetched_epoch),
+                log_start_offset: Offset(part.log_start_offset),
+                max_wait_ms: part.max_wait_ms,
+                max_bytes: i32::try_from(part.max_bytes).unwrap_or(i32::MAX),
+            };
+            let (records, diverging, high_watermark, log_start_offset) = rp.fetch(request).await;
+            return match records {
+                Ok(records) => FetchResult {
+                    error: None,
+                    high_watermark,
+                    log_start_offset,
+                    records,
+                    diverging_epoch: diverging.map(|d| (d.epoch.0, d.end_offset.0)),
+                },
+                Err(e) => failed(e),
+            };
+        }
+        if part.replica_id >= 0 {
+            return failed(ErrorCode::NotLeaderOrFollower);
+        }
         let Some(store) = self.partition(&part.topic, part.partition) else {
-            return FetchResult { error: Some(ErrorCode::UnknownTopicOrPartition), high_watermark: -1, log_start_offset: -1, records: Bytes::new() };
+            return failed(ErrorCode::UnknownTopicOrPartition);
         };
         let result = store.read(part.offset, part.max_bytes).await;
         let error = match &result {
@@ -374,14 +551,44 @@ impl Shard {
             high_watermark: store.high_watermark(),
             log_start_offset: store.log_start_offset(),
             records: result.unwrap_or_default(),
+            diverging_epoch: None,
         }
     }
 
     pub async fn list_offsets_partition(self: Rc<Self>, part: ListOffsetsPart) -> ListOffsetsResult {
-        let answer = |error, offset, timestamp| ListOffsetsResult { error, offset, timestamp };
-        let Some(store) = self.partition(&part.topic, part.partition) else {
-            return answer(Some(ErrorCode::UnknownTopicOrPartition), -1, -1);
+        let answer = |error, offset, timestamp| ListOffsetsResult { error, offset, timestamp, leader_epoch: -1 };
+        let store = if self.replicated(&part.topic) {
+            let Some(rp) = self.replica(&part.topic, part.partition).filter(|rp| rp.is_leader()) else {
+                return answer(Some(self.missing_partition_error(&part.topic)), -1, -1);
+            };
+            let epoch = rp.leader_epoch().0;
+            let mut result = match part.timestamp {
+                -1 => answer(None, rp.high_watermark(), -1),
+                _ => Box::pin(self.clone().list_offsets_store(rp.store.clone(), part)).await,
+            };
+            result.leader_epoch = epoch;
+            return result;
+        } else {
+            let Some(store) = self.partition(&part.topic, part.partition) else {
+                return answer(Some(ErrorCode::UnknownTopicOrPartition), -1, -1);
+            };
+            store
         };
+        self.list_offsets_store(store, part).await
+    }
+
+    /// NOT_LEADER_OR_FOLLOWER for a known partition this broker does not hold (clients
+    /// refresh their metadata), UNKNOWN_TOPIC_OR_PARTITION otherwise.
+    fn missing_partition_error(&self, topic: &str) -> ErrorCode {
+        if self.topics.borrow().contains_key(topic) {
+            ErrorCode::NotLeaderOrFollower
+        } else {
+            ErrorCode::UnknownTopicOrPartition
+        }
+    }
+
+    async fn list_offsets_store(self: Rc<Self>, store: Rc<PartitionStore>, part: ListOffsetsPart) -> ListOffsetsResult {
+        let answer = |error, offset, timestamp| ListOffsetsResult { error, offset, timestamp, leader_epoch: -1 };
         match part.timestamp {
             -2 => answer(None, store.log_start_offset(), -1),
             -1 => answer(None, store.high_watermark(), -1),

@@ -180,6 +180,119 @@ impl PartitionStore {
         Ok(Appended { base_offset, log_append_time_ms: log_append_time })
     }
 
+    /// Writes batches whose offsets and epochs a partition replica already assigned
+    /// (`replica::Action::Append`), at the log end, which must be `base_offset`. Replicated
+    /// partitions only: their durability comes from [`PartitionStore::sync_active`] and their
+    /// high watermark from the replica.
+    pub async fn append_assigned(&self, now_ms: i64, base_offset: i64, records: Bytes) -> io::Result<()> {
+        let _permit = self.append_permit.acquire_permit(1).await.map_err(|e| io::Error::other(e.to_string()))?;
+        if self.log_end_offset() != base_offset {
+            return Err(io::Error::other(format!("append at {base_offset}, log ends at {}", self.log_end_offset())));
+        }
+        let batches: Vec<_> = batch::scan_headers(&records).collect();
+        let covered: usize = batches.iter().map(|(_, h)| h.total_len()).sum();
+        if covered != records.len() {
+            return Err(io::Error::other("replica appended bytes that are not whole batches"));
+        }
+        if self.log.borrow().needs_roll(now_ms, records.len() as u64) {
+            self.roll().await?;
+        }
+        let (at, file) = {
+            let log = self.log.borrow();
+            let at = log.append_position();
+            (at, self.files.borrow()[&at.segment_base].clone())
+        };
+        let len = records.len();
+        let written = file.write_at(records.to_vec(), at.position).await?;
+        if written != len {
+            return Err(io::Error::new(io::ErrorKind::WriteZero, format!("short write: {written} of {len} bytes")));
+        }
+        self.log.borrow_mut().append(now_ms, at, &batches);
+        Ok(())
+    }
+
+    /// fdatasyncs the active segment (sealed ones were synced when rolled) and returns the
+    /// offset everything below which is now durable.
+    pub async fn sync_active(&self) -> io::Result<i64> {
+        let (file, end) = self.active_file();
+        file.fdatasync().await?;
+        Ok(end)
+    }
+
+    /// Drops every batch at or after `to` (a follower truncating to where its log and the
+    /// leader's agree, KIP-101/279). `to` is a batch boundary.
+    pub async fn truncate_to(&self, to: i64) -> io::Result<()> {
+        let _permit = self.append_permit.acquire_permit(1).await.map_err(|e| io::Error::other(e.to_string()))?;
+        if to >= self.log_end_offset() {
+            return Ok(());
+        }
+        let segments: Vec<Segment> = self.log.borrow().segments().to_vec();
+        let keep = segments.partition_point(|s| s.base_offset <= to).max(1);
+        for later in &segments[keep..] {
+            self.files.borrow_mut().remove(&later.base_offset);
+            remove_segment_files(&self.dir, later.base_offset);
+        }
+        let target = &segments[keep - 1];
+        let file = self.files.borrow()[&target.base_offset].clone();
+        // Walk batch headers from the index position to the first batch at or after `to`.
+        let mut position = target.offset_index.lookup(to).unwrap_or(0);
+        while position < target.size {
+            let chunk = file.read_at(position, (batch::HEADER_LEN as u64).min(target.size - position) as usize).await?;
+            let Ok(header) = batch::BatchHeader::parse(&chunk) else { break };
+            if header.base_offset >= to {
+                break;
+            }
+            position += header.total_len() as u64;
+        }
+        let position = position.min(target.size);
+        file.truncate(position).await?;
+        file.fdatasync().await?;
+        // The kept segment is the active one again: its index files would be stale.
+        for extension in ["index", "timeindex"] {
+            let _ = std::fs::remove_file(segment_path(&self.dir, target.base_offset, extension));
+        }
+        let interval = self.log.borrow().config.index_interval_bytes;
+        let rebuilt = recover_file(&file, target.base_offset, position, interval, &self.topic, self.partition).await?;
+        let mut kept: Vec<Segment> = segments[..keep - 1].to_vec();
+        kept.push(rebuilt);
+        let (config, start) = {
+            let log = self.log.borrow();
+            (log.config.clone(), log.log_start_offset())
+        };
+        *self.log.borrow_mut() = Log::new(config, kept, start);
+        self.high_watermark.set(self.high_watermark.get().min(self.log_end_offset()));
+        info!(topic = %self.topic, partition = self.partition, to, "truncated log");
+        Ok(())
+    }
+
+    /// Drops the whole log; it restarts empty at `start_offset` (a follower behind the
+    /// leader's log start).
+    pub async fn reset_to(&self, start_offset: i64) -> io::Result<()> {
+        let _permit = self.append_permit.acquire_permit(1).await.map_err(|e| io::Error::other(e.to_string()))?;
+        let bases: Vec<i64> = self.files.borrow().keys().copied().collect();
+        self.files.borrow_mut().clear();
+        for base in bases {
+            remove_segment_files(&self.dir, base);
+        }
+        let file = open_segment(&segment_path(&self.dir, start_offset, "log")).await?;
+        file.truncate(0).await?;
+        self.files.borrow_mut().insert(start_offset, Rc::new(file));
+        let config = self.log.borrow().config.clone();
+        *self.log.borrow_mut() = Log::new(config, vec![Segment::new(start_offset)], start_offset);
+        self.high_watermark.set(start_offset);
+        Ok(())
+    }
+
+    /// Sets the offset readers may see up to (replicated partitions: the replica's HW).
+    pub fn set_high_watermark(&self, offset: i64) {
+        self.high_watermark.set(offset.min(self.log_end_offset()));
+    }
+
+    /// The partition's directory (checkpoint files live beside the segments).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Seals the active segment (fsync, index files) and opens the next one.
     async fn roll(&self) -> io::Result<()> {
         let (old_base, old_file) = {
@@ -210,7 +323,13 @@ impl PartitionStore {
     /// Whole batches from `offset` up to the high watermark, at most `max_bytes` unless the
     /// first batch alone is larger (KIP-74: a consumer must always make progress).
     pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<Bytes, ReadError> {
-        let high_watermark = self.high_watermark();
+        self.read_upto(offset, max_bytes, self.high_watermark()).await
+    }
+
+    /// [`PartitionStore::read`] up to `limit` instead of the high watermark: a leader serves
+    /// followers everything written (`FetchAnswer::Read::read_to`).
+    pub async fn read_upto(&self, offset: i64, max_bytes: usize, limit: i64) -> Result<Bytes, ReadError> {
+        let high_watermark = limit.min(self.log_end_offset());
         if offset > high_watermark {
             return Err(ReadError::OutOfRange);
         }
@@ -544,4 +663,65 @@ where
         out.push(task.await);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use odradek_core::batch::validate_records;
+    use odradek_core::records::encode_batch;
+
+    fn run<F: std::future::Future<Output = ()> + 'static>(test: impl FnOnce() -> F + Send + 'static) {
+        glommio::LocalExecutorBuilder::default().spawn(move || async move { test().await }).unwrap().join().unwrap();
+    }
+
+    fn batch(i: usize) -> Bytes {
+        encode_batch(&[(Bytes::from(format!("k{i}")), Some(Bytes::from(format!("value-{i:04}"))))], 1000)
+    }
+
+    /// A follower truncating to where its log and the leader's agree (KIP-101): the cut may
+    /// fall in a sealed segment, later segments go, and the log continues from the cut, also
+    /// after a restart.
+    #[test]
+    fn truncation_into_a_sealed_segment_drops_later_segments_and_survives_reopening() {
+        run(|| async {
+            let dir = std::env::temp_dir().join(format!("odradek-truncate-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let config = LogConfig { segment_bytes: 1024, index_interval_bytes: 128, ..LogConfig::default() };
+            let store = PartitionStore::open(&dir, "t", 0, config.clone()).await.unwrap();
+            for i in 0..60 {
+                let records = batch(i);
+                let validated = validate_records(&records, 1 << 20).unwrap();
+                store.append(1000, records, validated).await.unwrap();
+            }
+            assert!(store.log.borrow().segments().len() >= 3);
+            store.set_high_watermark(60);
+            store.truncate_to(17).await.unwrap();
+            assert_eq!(store.log_end_offset(), 17);
+            assert_eq!(store.high_watermark(), 17);
+            // Replicated appends continue at the cut.
+            let mut next = batch(99).to_vec();
+            let mut validated = validate_records(&next, 1 << 20).unwrap();
+            batch::assign_offsets(&mut next, &mut validated, 17, 3, None);
+            store.append_assigned(1000, 17, Bytes::from(next)).await.unwrap();
+            assert!(store.append_assigned(1000, 17, batch(1)).await.is_err(), "not at the log end");
+            assert_eq!(store.sync_active().await.unwrap(), 18);
+            drop(store);
+            let store = PartitionStore::open(&dir, "t", 0, config).await.unwrap();
+            assert_eq!(store.log_end_offset(), 18);
+            // A read stops at a segment's end: read on from there, as a consumer does.
+            let mut offsets: Vec<i64> = Vec::new();
+            while offsets.last().map_or(0, |o| o + 1) < 18 {
+                let from = offsets.last().map_or(0, |o| o + 1);
+                let chunk = store.read_upto(from, 1 << 20, 18).await.unwrap();
+                assert!(!chunk.is_empty(), "no data at {from}");
+                offsets.extend(batch::scan_headers(&chunk).map(|(_, h)| h.base_offset));
+            }
+            assert_eq!(offsets, (0..18).collect::<Vec<i64>>());
+            store.reset_to(40).await.unwrap();
+            assert_eq!((store.log_start_offset(), store.log_end_offset()), (40, 40));
+            std::fs::remove_dir_all(dir).unwrap();
+        });
+    }
 }

@@ -44,6 +44,10 @@ class Broker:
         self._stopped_on_purpose = False
 
     def start(self):
+        self.start_process()
+        self.wait_serving()
+
+    def start_process(self):
         if not ODRADEK_BIN.is_file():
             pytest.fail(f"odradek binary not found at {ODRADEK_BIN} (build it or set ODRADEK_BIN)")
         with open(self.log, "ab") as log:
@@ -58,6 +62,8 @@ class Broker:
                 env={**os.environ, "NO_COLOR": "1"},  # the log is read as plain text
             )
         self._stopped_on_purpose = False
+
+    def wait_serving(self):
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while not _accepts_connections(self.port):
             if self.proc.poll() is not None:
@@ -126,6 +132,71 @@ def broker_factory(request, tmp_path_factory):
 @pytest.fixture
 def broker(broker_factory):
     return broker_factory()
+
+
+class Cluster:
+    """Replicated odradek nodes on loopback. Voters run broker + controller; observers are
+    broker-only nodes the metadata log is pushed to. Nodes are numbered from 1."""
+
+    def __init__(self, root: Path, voters=3, observers=0, extra_args=()):
+        self.nodes = {}
+        ids = list(range(1, voters + observers + 1))
+        quorum_ports = {n: _free_port() for n in ids}
+        voter_list = ",".join(f"{n}@127.0.0.1:{quorum_ports[n]}" for n in ids[:voters])
+        observer_list = ",".join(f"{n}@127.0.0.1:{quorum_ports[n]}" for n in ids[voters:])
+        for n in ids:
+            args = [
+                "--node-id", str(n),
+                "--controller-listen", f"127.0.0.1:{quorum_ports[n]}",
+                "--controller-quorum-voters", voter_list,
+                "--cores", "1",
+            ]
+            if observer_list:
+                args += ["--controller-quorum-observers", observer_list]
+            if n not in ids[:voters]:
+                args += ["--process-roles", "broker"]
+            node_root = root / f"node-{n}"
+            node_root.mkdir()
+            broker = Broker(node_root, args + list(extra_args))
+            broker.node_id = n
+            self.nodes[n] = broker
+
+    @property
+    def bootstrap(self):
+        return ",".join(b.bootstrap for b in self.nodes.values())
+
+    def start(self):
+        # Every node must be up before any can answer: start them all, then wait.
+        for b in self.nodes.values():
+            b.start_process()
+        for b in self.nodes.values():
+            b.wait_serving()
+
+    def running(self):
+        return [b for b in self.nodes.values() if b.proc is not None and b.proc.poll() is None]
+
+
+@pytest.fixture
+def cluster_factory(request, tmp_path_factory):
+    """start(voters=3, observers=0, *extra_serve_args) -> a running Cluster, stopped at teardown."""
+    brokers = []
+    request.node.odradek_brokers = brokers
+
+    def start(voters=3, observers=0, extra_args=()):
+        cluster = Cluster(tmp_path_factory.mktemp("odradek-cluster"), voters, observers, extra_args)
+        brokers.extend(cluster.nodes.values())
+        cluster.start()
+        return cluster
+
+    yield start
+    crashed = [b for b in brokers if b.died_unexpectedly()]
+    for b in brokers:
+        b.stop()
+    if crashed:
+        pytest.fail(
+            "odradek exited unexpectedly during the test: "
+            + ", ".join(f"node {b.node_id} exit code {b.proc.returncode}" for b in crashed)
+        )
 
 
 @pytest.hookimpl(wrapper=True)

@@ -1,0 +1,482 @@
+//! The bytes nodes exchange on the controller listener: Raft messages between quorum members,
+//! and brokers' requests to the active controller (registration, heartbeats, AlterPartition,
+//! forwarded CreateTopics/DeleteTopics) with their answers.
+//!
+//! Kafka has its own RPCs for these (Vote, BeginQuorumEpoch, Fetch on the metadata topic,
+//! BrokerRegistration, BrokerHeartbeat, AlterPartition, forwarding via Envelope). odradek's
+//! quorum is push-style Raft (docs/controller.md), which has no Kafka counterpart, so the
+//! controller listener carries odradek's own versioned encoding of core's types instead: one
+//! [`Frame`] per length-prefixed message, `[version][tag][fields]`, little-endian, decoded with
+//! errors (never panics) because it comes off the network.
+
+use std::collections::BTreeMap;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::controller::{
+    AlterPartitionRequest, AlterPartitionResponse, BrokerHeartbeatRequest, BrokerHeartbeatResponse,
+    BrokerRegistrationRequest, BrokerRegistrationResponse, CreatableTopic, CreateTopicResult, CreateTopicsRequest,
+    ControllerError, DeleteTopicResult, Endpoint, LeaderAndIsr, Response,
+};
+use crate::ids::{BrokerEpoch, LeaderEpoch, NodeId, PartitionEpoch};
+use crate::raft::codec::{self, Reader};
+use crate::raft::{DecodeError, Index, Message};
+
+const FRAME_VERSION: u8 = 0;
+
+/// A request to the active controller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ControllerRequest {
+    RegisterBroker(BrokerRegistrationRequest),
+    Heartbeat(BrokerHeartbeatRequest),
+    CreateTopics(CreateTopicsRequest),
+    DeleteTopics(Vec<String>),
+    AlterPartition(AlterPartitionRequest),
+}
+
+/// One message on the controller listener.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// A Raft message from quorum member (or observer) `from`; never answered directly.
+    Raft { from: NodeId, message: Message },
+    /// A request to the active controller; answered on the same connection with the same id.
+    Request { id: u64, request: ControllerRequest },
+    Response { id: u64, response: Response },
+}
+
+impl Frame {
+    pub fn encode(&self) -> Bytes {
+        let mut out = BytesMut::new();
+        out.put_u8(FRAME_VERSION);
+        match self {
+            Frame::Raft { from, message } => {
+                out.put_u8(0);
+                out.put_i32_le(from.0);
+                codec::put_bytes(&mut out, &message.encode());
+            }
+            Frame::Request { id, request } => {
+                out.put_u8(1);
+                out.put_u64_le(*id);
+                encode_request(&mut out, request);
+            }
+            Frame::Response { id, response } => {
+                out.put_u8(2);
+                out.put_u64_le(*id);
+                encode_response(&mut out, response);
+            }
+        }
+        out.freeze()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Frame, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let version = r.u8()?;
+        if version != FRAME_VERSION {
+            return Err(DecodeError::Version(version));
+        }
+        let frame = match r.u8()? {
+            0 => {
+                let from = NodeId(r.i32()?);
+                let message = Message::decode(&Bytes::copy_from_slice(r.bytes()?))?;
+                Frame::Raft { from, message }
+            }
+            1 => Frame::Request { id: r.u64()?, request: decode_request(&mut r)? },
+            2 => Frame::Response { id: r.u64()?, response: decode_response(&mut r)? },
+            tag => return Err(DecodeError::Tag(tag)),
+        };
+        r.finish()?;
+        Ok(frame)
+    }
+}
+
+fn put_nodes(out: &mut BytesMut, nodes: &[NodeId]) {
+    codec::put_count(out, nodes.len());
+    for n in nodes {
+        out.put_i32_le(n.0);
+    }
+}
+
+fn read_nodes(r: &mut Reader) -> Result<Vec<NodeId>, DecodeError> {
+    let n = r.count(4)?;
+    (0..n).map(|_| Ok(NodeId(r.i32()?))).collect()
+}
+
+fn read_id(r: &mut Reader) -> Result<[u8; 16], DecodeError> {
+    Ok(r.take(16)?.try_into().expect("16 bytes"))
+}
+
+fn encode_request(out: &mut BytesMut, request: &ControllerRequest) {
+    match request {
+        ControllerRequest::RegisterBroker(req) => {
+            out.put_u8(0);
+            out.put_i32_le(req.broker_id.0);
+            out.put_slice(&req.incarnation_id);
+            codec::put_count(out, req.endpoints.len());
+            for e in &req.endpoints {
+                codec::put_string(out, &e.name);
+                codec::put_string(out, &e.host);
+                out.put_u16_le(e.port);
+            }
+        }
+        ControllerRequest::Heartbeat(req) => {
+            out.put_u8(1);
+            out.put_i32_le(req.broker_id.0);
+            out.put_i64_le(req.broker_epoch.0);
+            out.put_u64_le(req.current_metadata_offset.0);
+            out.put_u8(u8::from(req.want_fence));
+            out.put_u8(u8::from(req.want_shutdown));
+        }
+        ControllerRequest::CreateTopics(req) => {
+            out.put_u8(2);
+            out.put_u8(u8::from(req.validate_only));
+            codec::put_count(out, req.topics.len());
+            for t in &req.topics {
+                codec::put_string(out, &t.name);
+                out.put_i32_le(t.num_partitions);
+                out.put_u16_le(t.replication_factor as u16);
+                codec::put_count(out, t.configs.len());
+                for (k, v) in &t.configs {
+                    codec::put_string(out, k);
+                    codec::put_string(out, v);
+                }
+            }
+        }
+        ControllerRequest::DeleteTopics(names) => {
+            out.put_u8(3);
+            codec::put_count(out, names.len());
+            for n in names {
+                codec::put_string(out, n);
+            }
+        }
+        ControllerRequest::AlterPartition(req) => {
+            out.put_u8(4);
+            out.put_i32_le(req.broker_id.0);
+            out.put_i64_le(req.broker_epoch.0);
+            out.put_slice(&req.topic_id);
+            out.put_i32_le(req.partition);
+            out.put_i32_le(req.leader_epoch.0);
+            out.put_i32_le(req.partition_epoch.0);
+            put_nodes(out, &req.new_isr);
+        }
+    }
+}
+
+fn decode_request(r: &mut Reader) -> Result<ControllerRequest, DecodeError> {
+    Ok(match r.u8()? {
+        0 => {
+            let broker_id = NodeId(r.i32()?);
+            let incarnation_id = read_id(r)?;
+            let n = r.count(6)?;
+            let mut endpoints = Vec::with_capacity(n);
+            for _ in 0..n {
+                endpoints.push(Endpoint { name: r.string()?, host: r.string()?, port: r.u16()? });
+            }
+            ControllerRequest::RegisterBroker(BrokerRegistrationRequest { broker_id, incarnation_id, endpoints })
+        }
+        1 => ControllerRequest::Heartbeat(BrokerHeartbeatRequest {
+            broker_id: NodeId(r.i32()?),
+            broker_epoch: BrokerEpoch(r.i64()?),
+            current_metadata_offset: Index(r.u64()?),
+            want_fence: r.bool()?,
+            want_shutdown: r.bool()?,
+        }),
+        2 => {
+            let validate_only = r.bool()?;
+            let n = r.count(12)?;
+            let mut topics = Vec::with_capacity(n);
+            for _ in 0..n {
+                let name = r.string()?;
+                let num_partitions = r.i32()?;
+                let replication_factor = r.u16()? as i16;
+                let c = r.count(4)?;
+                let mut configs = BTreeMap::new();
+                for _ in 0..c {
+                    configs.insert(r.string()?, r.string()?);
+                }
+                topics.push(CreatableTopic { name, num_partitions, replication_factor, configs });
+            }
+            ControllerRequest::CreateTopics(CreateTopicsRequest { topics, validate_only })
+        }
+        3 => {
+            let n = r.count(2)?;
+            ControllerRequest::DeleteTopics((0..n).map(|_| r.string()).collect::<Result<_, _>>()?)
+        }
+        4 => ControllerRequest::AlterPartition(AlterPartitionRequest {
+            broker_id: NodeId(r.i32()?),
+            broker_epoch: BrokerEpoch(r.i64()?),
+            topic_id: read_id(r)?,
+            partition: r.i32()?,
+            leader_epoch: LeaderEpoch(r.i32()?),
+            partition_epoch: PartitionEpoch(r.i32()?),
+            new_isr: read_nodes(r)?,
+        }),
+        tag => return Err(DecodeError::Tag(tag)),
+    })
+}
+
+/// An error travels as its Kafka code plus its message; the code picks the variant back.
+fn put_error(out: &mut BytesMut, error: &Option<ControllerError>) {
+    match error {
+        None => out.put_u16_le(0),
+        Some(e) => {
+            out.put_u16_le(e.code().code() as u16);
+            codec::put_string(out, &e.to_string());
+        }
+    }
+}
+
+fn read_error(r: &mut Reader) -> Result<Option<ControllerError>, DecodeError> {
+    let code = r.u16()? as i16;
+    if code == 0 {
+        return Ok(None);
+    }
+    let message = r.string()?;
+    let error = match crate::ErrorCode::try_from_code(code).ok_or(DecodeError::Invalid("unknown error code"))? {
+        crate::ErrorCode::NotController => ControllerError::NotController,
+        crate::ErrorCode::RequestTimedOut => ControllerError::Busy,
+        crate::ErrorCode::StaleBrokerEpoch => ControllerError::StaleBrokerEpoch,
+        crate::ErrorCode::BrokerIdNotRegistered => ControllerError::BrokerIdNotRegistered,
+        crate::ErrorCode::DuplicateBrokerRegistration => ControllerError::DuplicateBrokerRegistration,
+        crate::ErrorCode::UnknownTopicId => ControllerError::UnknownTopicId,
+        crate::ErrorCode::UnknownTopicOrPartition => ControllerError::UnknownTopicOrPartition,
+        crate::ErrorCode::TopicAlreadyExists => ControllerError::TopicAlreadyExists,
+        crate::ErrorCode::InvalidTopicException => ControllerError::InvalidTopic(message),
+        crate::ErrorCode::InvalidPartitions => ControllerError::InvalidPartitions(message),
+        crate::ErrorCode::InvalidReplicationFactor => ControllerError::InvalidReplicationFactor(message),
+        crate::ErrorCode::InvalidConfig => ControllerError::InvalidConfig(message),
+        crate::ErrorCode::PolicyViolation => ControllerError::PolicyViolation(message),
+        crate::ErrorCode::FencedLeaderEpoch => ControllerError::FencedLeaderEpoch,
+        crate::ErrorCode::InvalidUpdateVersion => ControllerError::InvalidUpdateVersion,
+        crate::ErrorCode::IneligibleReplica => ControllerError::IneligibleReplica,
+        // The static message of the sender is not recoverable; the code is what matters.
+        crate::ErrorCode::InvalidRequest => ControllerError::InvalidRequest("invalid request (remote)"),
+        _ => return Err(DecodeError::Invalid("error code not a controller error")),
+    };
+    Ok(Some(error))
+}
+
+fn encode_response(out: &mut BytesMut, response: &Response) {
+    match response {
+        Response::RegisterBroker(r) => {
+            out.put_u8(0);
+            put_error(out, &r.error);
+            out.put_i64_le(r.broker_epoch.0);
+        }
+        Response::Heartbeat(r) => {
+            out.put_u8(1);
+            put_error(out, &r.error);
+            out.put_u8(u8::from(r.is_caught_up));
+            out.put_u8(u8::from(r.is_fenced));
+            out.put_u8(u8::from(r.should_shutdown));
+        }
+        Response::CreateTopics(results) => {
+            out.put_u8(2);
+            codec::put_count(out, results.len());
+            for t in results {
+                codec::put_string(out, &t.name);
+                put_error(out, &t.error);
+                out.put_slice(&t.topic_id);
+                out.put_i32_le(t.num_partitions);
+                out.put_u16_le(t.replication_factor as u16);
+            }
+        }
+        Response::DeleteTopics(results) => {
+            out.put_u8(3);
+            codec::put_count(out, results.len());
+            for t in results {
+                codec::put_string(out, &t.name);
+                put_error(out, &t.error);
+                out.put_slice(&t.topic_id);
+            }
+        }
+        Response::AlterPartition(r) => {
+            out.put_u8(4);
+            put_error(out, &r.error);
+            out.put_u8(u8::from(r.state.is_some()));
+            if let Some(s) = &r.state {
+                out.put_i32_le(s.leader.0);
+                out.put_i32_le(s.leader_epoch.0);
+                out.put_i32_le(s.partition_epoch.0);
+                put_nodes(out, &s.isr);
+            }
+        }
+    }
+}
+
+fn decode_response(r: &mut Reader) -> Result<Response, DecodeError> {
+    Ok(match r.u8()? {
+        0 => Response::RegisterBroker(BrokerRegistrationResponse { error: read_error(r)?, broker_epoch: BrokerEpoch(r.i64()?) }),
+        1 => Response::Heartbeat(BrokerHeartbeatResponse {
+            error: read_error(r)?,
+            is_caught_up: r.bool()?,
+            is_fenced: r.bool()?,
+            should_shutdown: r.bool()?,
+        }),
+        2 => {
+            let n = r.count(24)?;
+            let mut results = Vec::with_capacity(n);
+            for _ in 0..n {
+                results.push(CreateTopicResult {
+                    name: r.string()?,
+                    error: read_error(r)?,
+                    topic_id: read_id(r)?,
+                    num_partitions: r.i32()?,
+                    replication_factor: r.u16()? as i16,
+                });
+            }
+            Response::CreateTopics(results)
+        }
+        3 => {
+            let n = r.count(20)?;
+            let mut results = Vec::with_capacity(n);
+            for _ in 0..n {
+                results.push(DeleteTopicResult { name: r.string()?, error: read_error(r)?, topic_id: read_id(r)? });
+            }
+            Response::DeleteTopics(results)
+        }
+        4 => {
+            let error = read_error(r)?;
+            let state = if r.bool()? {
+                Some(LeaderAndIsr {
+                    leader: NodeId(r.i32()?),
+                    leader_epoch: LeaderEpoch(r.i32()?),
+                    partition_epoch: PartitionEpoch(r.i32()?),
+                    isr: read_nodes(r)?,
+                })
+            } else {
+                None
+            };
+            Response::AlterPartition(AlterPartitionResponse { error, state })
+        }
+        tag => return Err(DecodeError::Tag(tag)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::Term;
+    use crate::raft::Entry;
+
+    fn frames() -> Vec<Frame> {
+        vec![
+            Frame::Raft {
+                from: NodeId(2),
+                message: Message::Append {
+                    term: Term(3),
+                    prev_log_index: Index(4),
+                    prev_log_term: Term(2),
+                    leader_commit: Index(4),
+                    entries: vec![Entry { index: Index(5), term: Term(3), data: Bytes::from_static(b"x") }],
+                },
+            },
+            Frame::Request {
+                id: 7,
+                request: ControllerRequest::RegisterBroker(BrokerRegistrationRequest {
+                    broker_id: NodeId(1),
+                    incarnation_id: [9; 16],
+                    endpoints: vec![Endpoint { name: "PLAINTEXT".into(), host: "127.0.0.1".into(), port: 9092 }],
+                }),
+            },
+            Frame::Request {
+                id: 8,
+                request: ControllerRequest::Heartbeat(BrokerHeartbeatRequest {
+                    broker_id: NodeId(1),
+                    broker_epoch: BrokerEpoch(4),
+                    current_metadata_offset: Index(12),
+                    want_fence: false,
+                    want_shutdown: true,
+                }),
+            },
+            Frame::Request {
+                id: 9,
+                request: ControllerRequest::CreateTopics(CreateTopicsRequest {
+                    topics: vec![CreatableTopic {
+                        name: "t".into(),
+                        num_partitions: -1,
+                        replication_factor: 3,
+                        configs: BTreeMap::from([("min.insync.replicas".into(), "2".into())]),
+                    }],
+                    validate_only: false,
+                }),
+            },
+            Frame::Request { id: 10, request: ControllerRequest::DeleteTopics(vec!["a".into(), "b".into()]) },
+            Frame::Request {
+                id: 11,
+                request: ControllerRequest::AlterPartition(AlterPartitionRequest {
+                    broker_id: NodeId(1),
+                    broker_epoch: BrokerEpoch(2),
+                    topic_id: [3; 16],
+                    partition: 0,
+                    leader_epoch: LeaderEpoch(4),
+                    partition_epoch: PartitionEpoch(5),
+                    new_isr: vec![NodeId(1), NodeId(2)],
+                }),
+            },
+            Frame::Response {
+                id: 7,
+                response: Response::RegisterBroker(BrokerRegistrationResponse { error: None, broker_epoch: BrokerEpoch(3) }),
+            },
+            Frame::Response {
+                id: 8,
+                response: Response::Heartbeat(BrokerHeartbeatResponse {
+                    error: Some(ControllerError::StaleBrokerEpoch),
+                    is_caught_up: true,
+                    is_fenced: false,
+                    should_shutdown: false,
+                }),
+            },
+            Frame::Response {
+                id: 9,
+                response: Response::CreateTopics(vec![CreateTopicResult {
+                    name: "t".into(),
+                    error: Some(ControllerError::InvalidReplicationFactor("3 > 2 alive".into())),
+                    topic_id: [0; 16],
+                    num_partitions: -1,
+                    replication_factor: -1,
+                }]),
+            },
+            Frame::Response {
+                id: 10,
+                response: Response::DeleteTopics(vec![DeleteTopicResult { name: "a".into(), error: None, topic_id: [1; 16] }]),
+            },
+            Frame::Response {
+                id: 11,
+                response: Response::AlterPartition(AlterPartitionResponse {
+                    error: None,
+                    state: Some(LeaderAndIsr {
+                        leader: NodeId(1),
+                        leader_epoch: LeaderEpoch(4),
+                        partition_epoch: PartitionEpoch(6),
+                        isr: vec![NodeId(1), NodeId(2)],
+                    }),
+                }),
+            },
+        ]
+    }
+
+    #[test]
+    fn frames_round_trip() {
+        for frame in frames() {
+            assert_eq!(Frame::decode(&frame.encode()).unwrap(), frame);
+        }
+    }
+
+    #[test]
+    fn truncated_and_mutated_frames_are_errors_not_panics() {
+        for frame in frames() {
+            let bytes = frame.encode();
+            for len in 0..bytes.len() {
+                assert!(Frame::decode(&bytes[..len]).is_err(), "{frame:?} truncated to {len}");
+            }
+            let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+            for _ in 0..200 {
+                let mut mutated = bytes.to_vec();
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let at = (seed >> 33) as usize % mutated.len();
+                mutated[at] ^= (seed >> 20) as u8 | 1;
+                let _ = Frame::decode(&mutated);
+            }
+        }
+    }
+}

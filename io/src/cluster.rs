@@ -1,0 +1,686 @@
+//! The driver of the controller quorum and the metadata log, on core 0 of every clustered node.
+//!
+//! It owns one `raft::Raft` (a voter on controller nodes, an observer on broker-only ones) and
+//! one `controller::Controller` beside it (on an observer it never becomes active and serves as
+//! the replayed `MetadataImage`). It pumps their actions as the runbooks in `core/src/raft.rs`
+//! and `core/src/controller.rs` say: the Raft log and hard state are written and fsynced before
+//! their completions are reported, messages go out on the controller listener, committed
+//! entries go to the controller, proposals go back to Raft. After entries are applied the new
+//! image is pushed to every core, which drives its partition replicas from it
+//! (`crate::replication`).
+//!
+//! Brokers reach the active controller through [`Node::controller_request`]: locally when this
+//! node is the Raft leader, otherwise as a [`Frame::Request`] to the leader's controller
+//! listener (the deviation from Kafka's RPCs is described in `core/src/controller_rpc.rs`).
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures_channel::{mpsc, oneshot};
+use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt, StreamExt};
+use glommio::net::{TcpListener, TcpStream};
+use odradek_core::controller::{
+    BrokerHeartbeatRequest, BrokerRegistrationRequest, Controller, ControllerConfig, ControllerError, Endpoint,
+    MetadataImage, Response,
+};
+use odradek_core::controller_rpc::{ControllerRequest, Frame};
+use odradek_core::ids::{BrokerEpoch, NodeId};
+use odradek_core::raft::{self, Entry, HardState, Index, Raft, RaftConfig};
+use tracing::{debug, info, warn};
+
+use crate::shard::{now_ms, Shard};
+
+/// Largest frame accepted on the controller listener (a Raft Append carries at most 1 MiB of
+/// entries plus their headers).
+const MAX_FRAME_BYTES: usize = 16 << 20;
+const OUTBOUND_QUEUE: usize = 4096;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The quorum member on core 0; `None` on other cores and on single nodes.
+pub struct Node {
+    pub id: NodeId,
+    shard: Rc<Shard>,
+    raft: RefCell<Raft>,
+    controller: RefCell<Controller>,
+    log: RefCell<RaftLog>,
+    /// Quorum addresses of every other voter and observer.
+    peers: BTreeMap<NodeId, SocketAddr>,
+    outbound: RefCell<BTreeMap<NodeId, mpsc::Sender<Bytes>>>,
+    next_request_id: Cell<u64>,
+    /// Requests this node's own controller will answer: local callers, or a remote caller's
+    /// connection and its request id.
+    waiting: RefCell<BTreeMap<u64, Waiter>>,
+    /// Requests sent to a remote active controller, by the id we gave them.
+    remote: RefCell<BTreeMap<u64, oneshot::Sender<Response>>>,
+    /// Wakes the timer task when an input may have moved the next deadline.
+    wake: event_listener::Event,
+    /// This broker's current registration epoch (for AlterPartition).
+    pub broker_epoch: Cell<Option<BrokerEpoch>>,
+    published: Cell<u64>,
+}
+
+enum Waiter {
+    Local(oneshot::Sender<Response>),
+    Remote { reply: mpsc::Sender<Bytes>, id: u64 },
+}
+
+/// The Raft log and hard state files under `<data>/__cluster_metadata/`.
+struct RaftLog {
+    dir: PathBuf,
+    file: File,
+    entries: Vec<Entry>,
+}
+
+impl RaftLog {
+    /// Loads the log; a torn last record (a crash mid-append, never acknowledged) is cut off.
+    fn open(dir: PathBuf) -> Result<(RaftLog, HardState), String> {
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let hard = match std::fs::read(dir.join("hard-state")) {
+            Ok(bytes) => HardState::decode(&bytes).map_err(|e| format!("hard-state: {e}"))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => HardState::default(),
+            Err(e) => return Err(format!("hard-state: {e}")),
+        };
+        let path = dir.join("raft.log");
+        let mut bytes = Vec::new();
+        if let Ok(mut f) = File::open(&path) {
+            f.read_to_end(&mut bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        let mut entries = Vec::new();
+        let mut at = 0usize;
+        while at + 4 <= bytes.len() {
+            let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+            if at + 4 + len > bytes.len() {
+                break;
+            }
+            match Entry::decode(&Bytes::copy_from_slice(&bytes[at + 4..at + 4 + len])) {
+                Ok(entry) if entry.index.0 == entries.len() as u64 + 1 => entries.push(entry),
+                _ => break,
+            }
+            at += 4 + len;
+        }
+        if at < bytes.len() {
+            warn!(valid = at, len = bytes.len(), "metadata log has a torn tail; truncating it");
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        file.set_len(at as u64).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok((RaftLog { dir, file, entries }, hard))
+    }
+
+    fn persist_vote(&self, hard: HardState) -> std::io::Result<()> {
+        let path = self.dir.join("hard-state");
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, hard.encode())?;
+        File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        File::open(&self.dir)?.sync_all()
+    }
+
+    fn append(&mut self, entries: &[Entry]) -> std::io::Result<()> {
+        let mut buf = Vec::new();
+        for entry in entries {
+            let bytes = entry.encode();
+            buf.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            buf.extend_from_slice(&bytes);
+        }
+        self.file.write_all(&buf)?;
+        self.file.sync_data()?;
+        self.entries.extend_from_slice(entries);
+        Ok(())
+    }
+
+    /// Rare (a follower's conflicting uncommitted suffix): rewrites the file.
+    fn truncate(&mut self, from: Index) -> std::io::Result<()> {
+        self.entries.truncate(from.0.saturating_sub(1) as usize);
+        let len: u64 = self.entries.iter().map(|e| 4 + e.encode().len() as u64).sum();
+        self.file.set_len(len)?;
+        self.file.sync_data()
+    }
+}
+
+impl Node {
+    /// Restores the quorum member from disk and starts its network and timer tasks.
+    pub fn start(shard: Rc<Shard>) -> Result<Rc<Node>, String> {
+        let shared = shard.shared.clone();
+        let config = &shared.config;
+        let id = NodeId(config.node_id);
+        let voters: Vec<NodeId> = {
+            let mut v: Vec<NodeId> = config.quorum_voters.iter().map(|(id, _)| NodeId(*id)).collect();
+            v.sort();
+            v
+        };
+        let observers: Vec<NodeId> = config.quorum_observers.iter().map(|(id, _)| NodeId(*id)).collect();
+        let peers = config
+            .quorum_voters
+            .iter()
+            .chain(&config.quorum_observers)
+            .filter(|(n, _)| *n != config.node_id)
+            .map(|(n, a)| (NodeId(*n), *a))
+            .collect();
+        let mut raft_config = RaftConfig::new(id, voters, observers);
+        raft_config.election_timeout_ms = config.quorum_election_timeout_ms;
+        raft_config.heartbeat_interval_ms = (config.quorum_election_timeout_ms / 5).max(10);
+        let (log, hard) = RaftLog::open(config.data_dir.join("__cluster_metadata"))?;
+        let seed = uuid::Uuid::new_v4().as_u64_pair().0;
+        let raft = Raft::restore(raft_config, seed, now_ms(), hard, log.entries.clone()).map_err(|e| e.to_string())?;
+        let mut controller_config = ControllerConfig::new(id);
+        controller_config.broker_session_timeout_ms = config.broker_session_timeout_ms;
+        controller_config.default_replication_factor = config.default_replication_factor;
+        controller_config.num_partitions = config.num_partitions;
+        controller_config.log = config.log.clone();
+        let controller = Controller::new(controller_config, seed.rotate_left(17));
+        let node = Rc::new(Node {
+            id,
+            shard,
+            raft: RefCell::new(raft),
+            controller: RefCell::new(controller),
+            log: RefCell::new(log),
+            peers,
+            outbound: RefCell::default(),
+            next_request_id: Cell::new(1),
+            waiting: RefCell::default(),
+            remote: RefCell::default(),
+            wake: event_listener::Event::new(),
+            broker_epoch: Cell::new(None),
+            published: Cell::new(0),
+        });
+        for (&peer, &addr) in &node.peers {
+            let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+            node.outbound.borrow_mut().insert(peer, tx);
+            glommio::spawn_local(node.clone().outbound_loop(peer, addr, rx)).detach();
+        }
+        let listen = config.quorum_address().ok_or("no controller listener address")?;
+        let listener = TcpListener::bind(listen).map_err(|e| format!("controller listener {listen}: {e}"))?;
+        info!(%listen, node = %id, "controller listener up");
+        glommio::spawn_local(node.clone().accept_loop(listener)).detach();
+        glommio::spawn_local(node.clone().timer_loop()).detach();
+        if config.roles.broker {
+            glommio::spawn_local(node.clone().broker_loop()).detach();
+        }
+        node.pump();
+        Ok(node)
+    }
+
+    pub fn image(&self) -> MetadataImage {
+        self.controller.borrow().image().clone()
+    }
+
+    // ---- pumping the state machines ----
+
+    /// Drains Raft's and the controller's actions until both are quiet (the runbooks).
+    fn pump(self: &Rc<Self>) {
+        let mut applied = false;
+        loop {
+            let mut progress = false;
+            loop {
+                let action = self.raft.borrow_mut().poll_action();
+                let Some(action) = action else { break };
+                progress = true;
+                let now = now_ms();
+                match action {
+                    raft::Action::PersistVote { term, voted_for } => {
+                        if let Err(e) = self.log.borrow().persist_vote(HardState { term, voted_for }) {
+                            // Without a durable vote the node must not go on voting.
+                            panic!("cannot persist the quorum vote: {e}");
+                        }
+                        self.raft.borrow_mut().handle_completion(now, raft::Completion::VotePersisted { term, voted_for });
+                    }
+                    raft::Action::Truncate { from } => {
+                        if let Err(e) = self.log.borrow_mut().truncate(from) {
+                            panic!("cannot truncate the metadata log: {e}");
+                        }
+                    }
+                    raft::Action::Append { entries } => {
+                        let Some(last) = entries.last().map(|e| (e.index, e.term)) else { continue };
+                        if let Err(e) = self.log.borrow_mut().append(&entries) {
+                            panic!("cannot append to the metadata log: {e}");
+                        }
+                        let (through, term) = last;
+                        self.raft.borrow_mut().handle_completion(now, raft::Completion::Persisted { through, term });
+                    }
+                    raft::Action::Send { to, message } => {
+                        let frame = Frame::Raft { from: self.id, message }.encode();
+                        if let Some(tx) = self.outbound.borrow_mut().get_mut(&to) {
+                            // A full queue drops the message: Raft tolerates loss.
+                            let _ = tx.try_send(frame);
+                        }
+                    }
+                    raft::Action::Apply { entries } => {
+                        for entry in &entries {
+                            self.controller.borrow_mut().handle_committed(now, entry);
+                        }
+                        applied = true;
+                    }
+                    raft::Action::Leader { term, leader } => {
+                        info!(%term, ?leader, "metadata quorum leader");
+                        self.shard.shared.controller_id.store(leader.map_or(-1, |l| l.0), Ordering::Relaxed);
+                        // Requests waiting on a former leader will not be answered: dropping
+                        // their senders makes them retry with the new one at once.
+                        self.remote.borrow_mut().clear();
+                        self.controller.borrow_mut().handle_leader(now, term, leader);
+                    }
+                }
+            }
+            loop {
+                let action = self.controller.borrow_mut().poll_action();
+                let Some(action) = action else { break };
+                progress = true;
+                match action {
+                    odradek_core::controller::Action::Propose(bytes) => {
+                        if let Err(e) = self.raft.borrow_mut().propose(now_ms(), bytes) {
+                            debug!(error = %e, "proposal dropped");
+                        }
+                    }
+                    odradek_core::controller::Action::Reply(id, response) => self.reply(id, response),
+                }
+            }
+            if !progress {
+                break;
+            }
+        }
+        if applied {
+            self.publish();
+        }
+        self.wake.notify(usize::MAX);
+    }
+
+    fn reply(&self, id: u64, response: Response) {
+        match self.waiting.borrow_mut().remove(&id) {
+            Some(Waiter::Local(tx)) => {
+                let _ = tx.send(response);
+            }
+            Some(Waiter::Remote { mut reply, id }) => {
+                let _ = reply.try_send(Frame::Response { id, response }.encode());
+            }
+            None => {}
+        }
+    }
+
+    /// Pushes the image to every core; each keeps only the newest it has seen.
+    fn publish(self: &Rc<Self>) {
+        let applied = self.controller.borrow().applied_index().0;
+        if applied <= self.published.get() {
+            return;
+        }
+        self.published.set(applied);
+        let image = Arc::new(self.image());
+        let shard = self.shard.clone();
+        glommio::spawn_local(async move {
+            shard.on_every_shard(move |s| async move { s.apply_image(applied, image).await }).await;
+        })
+        .detach();
+    }
+
+    async fn timer_loop(self: Rc<Self>) {
+        loop {
+            let listener = self.wake.listen();
+            let due = {
+                let r = self.raft.borrow().poll_timeout();
+                let c = self.controller.borrow().poll_timeout();
+                [r, c].into_iter().flatten().min()
+            };
+            let now = now_ms();
+            match due {
+                Some(due) if due <= now => {
+                    self.raft.borrow_mut().handle_timeout(now);
+                    self.controller.borrow_mut().handle_timeout(now);
+                    self.pump();
+                    // Never spin without yielding: the client listener shares this core.
+                    glommio::timer::sleep(Duration::from_millis(1)).await;
+                    continue;
+                }
+                Some(due) => {
+                    let sleep = async {
+                        glommio::timer::sleep(Duration::from_millis((due - now) as u64)).await;
+                    };
+                    listener.or(sleep).await;
+                }
+                None => listener.await,
+            }
+        }
+    }
+
+    // ---- the network ----
+
+    /// One connection to `peer`, re-dialled after any failure; frames that cannot be sent are
+    /// dropped (Raft resends, requests time out and retry).
+    async fn outbound_loop(self: Rc<Self>, peer: NodeId, addr: SocketAddr, mut rx: mpsc::Receiver<Bytes>) {
+        loop {
+            let stream = match TcpStream::connect(addr).await {
+                Ok(s) => s,
+                Err(_) => {
+                    // Drop what queued up meanwhile rather than deliver stale votes later.
+                    while rx.try_recv().is_ok() {}
+                    glommio::timer::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            debug!(%peer, %addr, "connected to quorum peer");
+            let (reader, mut writer) = futures_lite::io::split(stream);
+            let this = self.clone();
+            let (dead_tx, dead_rx) = oneshot::channel::<()>();
+            glommio::spawn_local(async move {
+                let _ = this.read_frames(reader, None).await;
+                let _ = dead_tx.send(());
+            })
+            .detach();
+            let mut dead = dead_rx;
+            loop {
+                let next = async { Some(rx.next().await) };
+                let closed = async {
+                    let _ = (&mut dead).await;
+                    None
+                };
+                match next.or(closed).await {
+                    Some(Some(frame)) => {
+                        let mut out = Vec::with_capacity(frame.len() + 4);
+                        out.extend_from_slice(&(frame.len() as u32).to_be_bytes());
+                        out.extend_from_slice(&frame);
+                        if writer.write_all(&out).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(None) => return,
+                    None => break,
+                }
+            }
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn accept_loop(self: Rc<Self>, listener: TcpListener) {
+        loop {
+            match listener.accept().await {
+                Ok(stream) => {
+                    let _ = stream.set_nodelay(true);
+                    let (reader, mut writer) = futures_lite::io::split(stream);
+                    let (tx, mut rx) = mpsc::channel::<Bytes>(OUTBOUND_QUEUE);
+                    glommio::spawn_local(async move {
+                        while let Some(frame) = rx.next().await {
+                            let mut out = Vec::with_capacity(frame.len() + 4);
+                            out.extend_from_slice(&(frame.len() as u32).to_be_bytes());
+                            out.extend_from_slice(&frame);
+                            if writer.write_all(&out).await.is_err() {
+                                return;
+                            }
+                        }
+                    })
+                    .detach();
+                    let this = self.clone();
+                    glommio::spawn_local(async move {
+                        if let Err(e) = this.read_frames(reader, Some(tx)).await {
+                            debug!(error = %e, "quorum connection closed");
+                        }
+                    })
+                    .detach();
+                }
+                Err(e) => {
+                    warn!(error = %e, "controller listener accept failed");
+                    glommio::timer::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+
+    /// Reads frames until the connection ends. Untrusted input: a bad frame closes the
+    /// connection, nothing panics.
+    async fn read_frames(
+        self: &Rc<Self>,
+        mut reader: impl futures_lite::AsyncRead + Unpin,
+        reply: Option<mpsc::Sender<Bytes>>,
+    ) -> Result<(), String> {
+        let mut buf = BytesMut::new();
+        loop {
+            while buf.len() < 4 {
+                if !read_more(&mut reader, &mut buf).await? {
+                    return Ok(());
+                }
+            }
+            let len = u32::from_be_bytes(buf[..4].try_into().expect("4 bytes")) as usize;
+            if len > MAX_FRAME_BYTES {
+                return Err(format!("a {len}-byte frame"));
+            }
+            while buf.len() < 4 + len {
+                if !read_more(&mut reader, &mut buf).await? {
+                    return Err("connection closed inside a frame".into());
+                }
+            }
+            buf.advance(4);
+            let bytes = buf.split_to(len);
+            let frame = Frame::decode(&bytes).map_err(|e| format!("bad frame: {e}"))?;
+            self.on_frame(frame, reply.clone());
+        }
+    }
+
+    fn on_frame(self: &Rc<Self>, frame: Frame, reply: Option<mpsc::Sender<Bytes>>) {
+        match frame {
+            Frame::Raft { from, message } => {
+                if !self.peers.contains_key(&from) {
+                    return;
+                }
+                self.raft.borrow_mut().handle_message(now_ms(), from, message);
+                self.pump();
+            }
+            Frame::Request { id, request } => {
+                let Some(reply) = reply else { return };
+                let local = self.next_id();
+                self.waiting.borrow_mut().insert(local, Waiter::Remote { reply, id });
+                self.submit(local, request);
+            }
+            Frame::Response { id, response } => {
+                if let Some(tx) = self.remote.borrow_mut().remove(&id) {
+                    let _ = tx.send(response);
+                }
+            }
+        }
+    }
+
+    fn next_id(&self) -> u64 {
+        let id = self.next_request_id.get();
+        self.next_request_id.set(id + 1);
+        id
+    }
+
+    fn submit(self: &Rc<Self>, id: u64, request: ControllerRequest) {
+        let now = now_ms();
+        {
+            let mut c = self.controller.borrow_mut();
+            match request {
+                ControllerRequest::RegisterBroker(r) => c.handle_register_broker(now, id, r),
+                ControllerRequest::Heartbeat(r) => c.handle_heartbeat(now, id, r),
+                ControllerRequest::CreateTopics(r) => c.handle_create_topics(now, id, r),
+                ControllerRequest::DeleteTopics(r) => c.handle_delete_topics(now, id, r),
+                ControllerRequest::AlterPartition(r) => c.handle_alter_partition(now, id, r),
+            }
+        }
+        self.pump();
+    }
+
+    /// Sends `request` to the active controller (this node's own or a remote one) and waits
+    /// for its answer, retrying while no controller is known or the one asked is not active.
+    /// `None` when no answer came within `deadline`.
+    pub async fn controller_request(self: &Rc<Self>, request: ControllerRequest, deadline: Duration) -> Option<Response> {
+        let until = std::time::Instant::now() + deadline;
+        loop {
+            if std::time::Instant::now() >= until {
+                return None;
+            }
+            let leader = self.raft.borrow().leader();
+            let (tx, rx) = oneshot::channel();
+            let id = self.next_id();
+            match leader {
+                Some(leader) if leader == self.id => {
+                    self.waiting.borrow_mut().insert(id, Waiter::Local(tx));
+                    self.submit(id, request.clone());
+                }
+                Some(leader) => {
+                    let frame = Frame::Request { id, request: request.clone() }.encode();
+                    let sent = self.outbound.borrow_mut().get_mut(&leader).is_some_and(|q| q.try_send(frame).is_ok());
+                    if !sent {
+                        glommio::timer::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                    self.remote.borrow_mut().insert(id, tx);
+                }
+                None => {
+                    glommio::timer::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            }
+            let timeout = async {
+                glommio::timer::sleep(REQUEST_TIMEOUT.min(until.saturating_duration_since(std::time::Instant::now()))).await;
+                None
+            };
+            let answer = async { rx.await.ok() }.or(timeout).await;
+            self.remote.borrow_mut().remove(&id);
+            self.waiting.borrow_mut().remove(&id);
+            match answer {
+                Some(response) if !not_controller(&response) => return Some(response),
+                _ => glommio::timer::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    // ---- the broker's registration and heartbeats ----
+
+    async fn broker_loop(self: Rc<Self>) {
+        let config = self.shard.shared.config.clone();
+        let incarnation_id = *uuid::Uuid::new_v4().as_bytes();
+        let endpoints =
+            vec![Endpoint { name: "PLAINTEXT".into(), host: config.advertised.0.clone(), port: config.advertised.1 }];
+        let interval = Duration::from_millis(config.broker_heartbeat_interval_ms.min(config.broker_session_timeout_ms as u64 / 3).max(50));
+        loop {
+            let registration = ControllerRequest::RegisterBroker(BrokerRegistrationRequest {
+                broker_id: self.id,
+                incarnation_id,
+                endpoints: endpoints.clone(),
+            });
+            let epoch = match self.controller_request(registration, REQUEST_TIMEOUT).await {
+                Some(Response::RegisterBroker(r)) if r.error.is_none() => r.broker_epoch,
+                other => {
+                    debug!(?other, "broker registration not accepted yet");
+                    glommio::timer::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
+            info!(broker_epoch = %epoch, "registered with the controller");
+            self.broker_epoch.set(Some(epoch));
+            let mut fenced = true;
+            loop {
+                // Heartbeat fast until unfenced: that needs the registration record applied here.
+                glommio::timer::sleep(if fenced { Duration::from_millis(100) } else { interval }).await;
+                let heartbeat = ControllerRequest::Heartbeat(BrokerHeartbeatRequest {
+                    broker_id: self.id,
+                    broker_epoch: epoch,
+                    current_metadata_offset: self.controller.borrow().applied_index(),
+                    want_fence: false,
+                    want_shutdown: false,
+                });
+                // A heartbeat stuck on a dead controller must not outlive the session.
+                match self.controller_request(heartbeat, interval).await {
+                    Some(Response::Heartbeat(r)) => match r.error {
+                        None => {
+                            if fenced && !r.is_fenced {
+                                info!("unfenced by the controller");
+                                self.wait_until_applied_unfenced().await;
+                                let shared = &self.shard.shared;
+                                shared.ready.store(true, Ordering::Release);
+                            }
+                            fenced = r.is_fenced;
+                        }
+                        Some(ControllerError::StaleBrokerEpoch | ControllerError::BrokerIdNotRegistered) => {
+                            warn!("the controller no longer knows this registration; registering again");
+                            break;
+                        }
+                        Some(e) => debug!(error = %e, "heartbeat refused"),
+                    },
+                    _ => debug!("heartbeat unanswered"),
+                }
+            }
+            self.broker_epoch.set(None);
+        }
+    }
+}
+
+impl Node {
+    /// Waits until this node's own image shows it unfenced and every core has that image.
+    async fn wait_until_applied_unfenced(&self) {
+        for _ in 0..200 {
+            let unfenced = self.controller.borrow().image().brokers().get(&self.id).is_some_and(|b| !b.fenced);
+            if unfenced && self.shard.image.borrow().brokers().get(&self.id).is_some_and(|b| !b.fenced) {
+                return;
+            }
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+fn not_controller(response: &Response) -> bool {
+    let e = Some(ControllerError::NotController);
+    match response {
+        Response::RegisterBroker(r) => r.error == e,
+        Response::Heartbeat(r) => r.error == e,
+        Response::CreateTopics(r) => r.iter().any(|t| t.error == e),
+        Response::DeleteTopics(r) => r.iter().any(|t| t.error == e),
+        Response::AlterPartition(r) => r.error == e,
+    }
+}
+
+async fn read_more(reader: &mut (impl futures_lite::AsyncRead + Unpin), buf: &mut BytesMut) -> Result<bool, String> {
+    let mut chunk = [0u8; 64 << 10];
+    let n = reader.read(&mut chunk).await.map_err(|e| e.to_string())?;
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(n > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use odradek_core::ids::Term;
+
+    fn entry(index: u64, term: i32) -> Entry {
+        Entry { index: Index(index), term: Term(term), data: Bytes::from(vec![index as u8; index as usize]) }
+    }
+
+    #[test]
+    fn raft_log_survives_reopen_truncation_and_a_torn_tail() {
+        let dir = std::env::temp_dir().join(format!("odradek-raftlog-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (mut log, hard) = RaftLog::open(dir.clone()).unwrap();
+        assert_eq!(hard, HardState::default());
+        log.append(&[entry(1, 1), entry(2, 1), entry(3, 2)]).unwrap();
+        log.persist_vote(HardState { term: Term(2), voted_for: Some(NodeId(3)) }).unwrap();
+        log.truncate(Index(3)).unwrap();
+        log.append(&[entry(3, 3)]).unwrap();
+        drop(log);
+        let (log, hard) = RaftLog::open(dir.clone()).unwrap();
+        assert_eq!(log.entries, vec![entry(1, 1), entry(2, 1), entry(3, 3)]);
+        assert_eq!(hard, HardState { term: Term(2), voted_for: Some(NodeId(3)) });
+        drop(log);
+        // A crash mid-append leaves a partial record: it was never acknowledged, so it goes.
+        let path = dir.join("raft.log");
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.extend_from_slice(&[40, 0, 0, 0, 1, 2]);
+        std::fs::write(&path, &bytes).unwrap();
+        let (mut log, _) = RaftLog::open(dir.clone()).unwrap();
+        assert_eq!(log.entries.len(), 3);
+        log.append(&[entry(4, 3)]).unwrap();
+        drop(log);
+        let (log, _) = RaftLog::open(dir.clone()).unwrap();
+        assert_eq!(log.entries.last(), Some(&entry(4, 3)));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

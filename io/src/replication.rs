@@ -1,0 +1,493 @@
+//! The driver of one partition replica (`core::replica::Replica`) on the core that owns the
+//! partition: it performs the replica's actions on the partition's `PartitionStore` in queue
+//! order, reports completions in order, sends follower fetches to the leader with the Kafka
+//! Fetch API (v12: replica id, current leader epoch, last fetched epoch), forwards
+//! AlterPartition to the active controller through core 0, and answers produce requests when
+//! the replica says so. All replication decisions are the replica's (runbook on its type).
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures_channel::oneshot;
+use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
+use glommio::net::TcpStream;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::{ApiKey, FetchRequest as WireFetchRequest, FetchResponse as WireFetchResponse, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use odradek_core::controller::{self, TopicId};
+use odradek_core::controller_rpc::ControllerRequest;
+use odradek_core::ids::{LeaderEpoch, NodeId, Offset};
+use odradek_core::replica::{
+    Action, Completion, EpochCache, EpochEndOffset, FetchAnswer, FetchRequest, FetchResponse, LeaderAndIsr,
+    PersistedState, ProduceAck, Replica, ReplicaConfig,
+};
+use odradek_core::shard::ShardId;
+use odradek_core::ErrorCode;
+use tracing::{debug, warn};
+
+use crate::shard::{now_ms, Shard};
+use crate::storage::{write_file, PartitionStore};
+
+const EPOCH_CHECKPOINT: &str = "leader-epoch-checkpoint";
+const HIGH_WATERMARK_CHECKPOINT: &str = "high-watermark-checkpoint";
+/// Fetch v12: the first version with `last_fetched_epoch` and `diverging_epoch` (KIP-320/595),
+/// still addressing topics by name.
+const FOLLOWER_FETCH_VERSION: i16 = 12;
+
+pub struct ReplicatedPartition {
+    pub topic: String,
+    pub partition: i32,
+    pub topic_id: TopicId,
+    pub store: Rc<PartitionStore>,
+    replica: RefCell<Replica>,
+    waiters: RefCell<BTreeMap<u64, oneshot::Sender<Result<ProduceAck, ErrorCode>>>>,
+    next_id: Cell<u64>,
+    kick: event_listener::Event,
+    /// The connection to the leader this follower fetches from.
+    leader_connection: RefCell<Option<(NodeId, TcpStream)>>,
+    correlation: Cell<i32>,
+    stopped: Cell<bool>,
+}
+
+impl ReplicatedPartition {
+    /// Opens the store, restores the replica from it and the checkpoints, starts its driver.
+    pub async fn open(shard: &Rc<Shard>, topic: &str, partition: i32, topic_id: TopicId, min_isr: usize) -> std::io::Result<Rc<Self>> {
+        let config = shard.topic_log_config(topic);
+        let store = Rc::new(PartitionStore::open(&shard.shared.config.data_dir, topic, partition, config.clone()).await?);
+        let epoch_cache = match std::fs::read(store.dir().join(EPOCH_CHECKPOINT)) {
+            Ok(bytes) => EpochCache::decode(&bytes).map_err(|e| std::io::Error::other(format!("{EPOCH_CHECKPOINT}: {e:?}")))?,
+            Err(_) => EpochCache::new(),
+        };
+        let high_watermark = std::fs::read_to_string(store.dir().join(HIGH_WATERMARK_CHECKPOINT))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0);
+        let end = Offset(store.log_end_offset());
+        let persisted = PersistedState {
+            log_start_offset: Offset(store.log_start_offset()),
+            log_end_offset: end,
+            // Recovery rescanned and fsynced what it kept.
+            durable_offset: end,
+            epoch_cache,
+            high_watermark: Offset(high_watermark),
+        };
+        let cluster = &shard.shared.config;
+        let replica_config = ReplicaConfig {
+            min_insync_replicas: min_isr,
+            replica_lag_time_max_ms: cluster.replica_lag_time_max_ms,
+            ack_after_fsync: cluster.fsync,
+            max_message_bytes: config.max_message_bytes,
+            log_append_time: config.log_append_time,
+            ..ReplicaConfig::default()
+        };
+        let replica = Replica::new(NodeId(cluster.node_id), replica_config, persisted);
+        store.set_high_watermark(replica.high_watermark().0);
+        let this = Rc::new(ReplicatedPartition {
+            topic: topic.to_owned(),
+            partition,
+            topic_id,
+            store,
+            replica: RefCell::new(replica),
+            waiters: RefCell::default(),
+            next_id: Cell::new(1),
+            kick: event_listener::Event::new(),
+            leader_connection: RefCell::new(None),
+            correlation: Cell::new(1),
+            stopped: Cell::new(false),
+        });
+        glommio::spawn_local(this.clone().drive(shard.clone())).detach();
+        Ok(this)
+    }
+
+    pub fn stop(&self) {
+        self.stopped.set(true);
+        self.kick.notify(usize::MAX);
+    }
+
+    pub fn leader_epoch(&self) -> LeaderEpoch {
+        self.replica.borrow().leader_epoch()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.replica.borrow().role() == odradek_core::replica::Role::Leader
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.replica.borrow().high_watermark().0
+    }
+
+    /// The controller's decision for this partition, from the metadata image.
+    pub fn apply_state(&self, state: &controller::PartitionState) {
+        let me = self.replica.borrow().local();
+        let now = now_ms();
+        let result = if state.leader == me {
+            self.replica.borrow_mut().become_leader(
+                now,
+                LeaderAndIsr {
+                    leader_epoch: state.leader_epoch,
+                    partition_epoch: state.partition_epoch,
+                    isr: state.isr.clone(),
+                    replicas: state.replicas.clone(),
+                },
+            )
+        } else if state.leader != NodeId::NONE {
+            self.replica.borrow_mut().become_follower(now, state.leader, state.leader_epoch, state.partition_epoch)
+        } else {
+            Ok(())
+        };
+        if let Err(e) = result {
+            debug!(topic = %self.topic, partition = self.partition, error = ?e, "partition decision not applied");
+        }
+        self.after_input();
+    }
+
+    fn after_input(&self) {
+        self.kick.notify(usize::MAX);
+    }
+
+    /// A produce for this partition; waits for the replica's answer (none for acks=0).
+    pub async fn produce(&self, records: Bytes, acks: i16, timeout_ms: i32) -> Result<ProduceAck, ErrorCode> {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        let (tx, rx) = oneshot::channel();
+        if acks != 0 {
+            // acks=0 is answered only on failure, and its connection gets no response anyway.
+            self.waiters.borrow_mut().insert(id, tx);
+        }
+        self.replica.borrow_mut().handle_produce(now_ms(), id, records, acks, timeout_ms);
+        self.after_input();
+        if acks == 0 {
+            return Ok(ProduceAck { base_offset: Offset(-1), log_append_time_ms: None, log_start_offset: Offset(-1) });
+        }
+        rx.await.unwrap_or(Err(ErrorCode::NotLeaderOrFollower))
+    }
+
+    /// One partition of a Fetch (a follower's or a consumer's), answered from the replica.
+    pub async fn fetch(&self, request: FetchRequest) -> (Result<Bytes, ErrorCode>, Option<EpochEndOffset>, i64, i64) {
+        let answer = self.replica.borrow_mut().handle_fetch(now_ms(), &request);
+        self.after_input();
+        match answer {
+            FetchAnswer::Read { read_to, high_watermark, log_start_offset, .. } => {
+                let records = if read_to > request.fetch_offset {
+                    let max = if request.max_bytes <= 0 { usize::MAX } else { request.max_bytes as usize };
+                    self.store.read_upto(request.fetch_offset.0, max, read_to.0).await.map_err(|e| {
+                        warn!(topic = %self.topic, partition = self.partition, error = %e, "read failed");
+                        ErrorCode::KafkaStorageError
+                    })
+                } else {
+                    Ok(Bytes::new())
+                };
+                (records, None, high_watermark.0, log_start_offset.0)
+            }
+            FetchAnswer::Diverging { diverging_epoch, high_watermark, log_start_offset } => {
+                (Ok(Bytes::new()), Some(diverging_epoch), high_watermark.0, log_start_offset.0)
+            }
+            FetchAnswer::Error(e) => (Err(e), None, -1, -1),
+        }
+    }
+
+    /// Performs the replica's actions in queue order and runs its timer, until stopped.
+    async fn drive(self: Rc<Self>, shard: Rc<Shard>) {
+        let mut last_visible = (self.store.high_watermark(), self.store.log_end_offset());
+        while !self.stopped.get() {
+            let listener = self.kick.listen();
+            loop {
+                let action = self.replica.borrow_mut().poll_action();
+                let Some(action) = action else { break };
+                self.perform(&shard, action).await;
+            }
+            let (hw, written) = {
+                let r = self.replica.borrow();
+                (r.high_watermark().0, r.written_offset().0)
+            };
+            self.store.set_high_watermark(hw);
+            if (hw, written) != last_visible {
+                last_visible = (hw, written);
+                // Wakes long-polling fetches: consumers wait for the HW, followers for data.
+                shard.announce_data();
+            }
+            let due = self.replica.borrow().poll_timeout();
+            let now = now_ms();
+            match due {
+                Some(due) if due <= now => {
+                    self.replica.borrow_mut().handle_timeout(now);
+                    if self.replica.borrow().poll_timeout().is_some_and(|d| d <= now) {
+                        // Never spin without yielding: other tasks share this core.
+                        glommio::timer::sleep(Duration::from_millis(1)).await;
+                    }
+                    continue;
+                }
+                Some(due) => {
+                    let sleep = async {
+                        glommio::timer::sleep(Duration::from_millis((due - now) as u64)).await;
+                    };
+                    listener.or(sleep).await;
+                }
+                None => listener.await,
+            }
+            if self.replica.borrow().poll_timeout().is_some_and(|d| d <= now_ms()) {
+                self.replica.borrow_mut().handle_timeout(now_ms());
+            }
+        }
+        for (_, waiter) in std::mem::take(&mut *self.waiters.borrow_mut()) {
+            let _ = waiter.send(Err(ErrorCode::NotLeaderOrFollower));
+        }
+    }
+
+    async fn perform(self: &Rc<Self>, shard: &Rc<Shard>, action: Action) {
+        let fail = |what: &str, e: std::io::Error| -> ! {
+            // The replica's view of the log would no longer match the disk; a restart recovers
+            // from the files (release builds abort on panic).
+            panic!("{}-{}: {what} failed: {e}", self.topic, self.partition)
+        };
+        match action {
+            Action::Append { base_offset, end_offset, records } => {
+                if let Err(e) = self.store.append_assigned(now_ms(), base_offset.0, records).await {
+                    fail("append", e);
+                }
+                self.replica.borrow_mut().handle_completion(now_ms(), Completion::Appended { end_offset });
+            }
+            Action::Truncate { to } => {
+                if let Err(e) = self.store.truncate_to(to.0).await {
+                    fail("truncate", e);
+                }
+                self.replica.borrow_mut().handle_completion(now_ms(), Completion::Truncated { to });
+            }
+            Action::ResetLog { start_offset } => {
+                if let Err(e) = self.store.reset_to(start_offset.0).await {
+                    fail("reset", e);
+                }
+                self.replica.borrow_mut().handle_completion(now_ms(), Completion::Truncated { to: start_offset });
+            }
+            Action::Sync { .. } => {
+                let through = if shard.shared.config.fsync {
+                    match self.store.sync_active().await {
+                        Ok(end) => end,
+                        Err(e) => fail("fsync", e),
+                    }
+                } else {
+                    self.store.log_end_offset()
+                };
+                self.replica.borrow_mut().handle_completion(now_ms(), Completion::Synced { through: Offset(through) });
+            }
+            Action::PersistEpochCache { cache } => {
+                if let Err(e) = write_file(&self.store.dir().join(EPOCH_CHECKPOINT), cache.encode()).await {
+                    fail("writing the leader epoch checkpoint", e);
+                }
+            }
+            Action::PersistHighWatermark { high_watermark } => {
+                let path = self.store.dir().join(HIGH_WATERMARK_CHECKPOINT);
+                if let Err(e) = write_file(&path, format!("{}\n", high_watermark.0).into_bytes()).await {
+                    warn!(topic = %self.topic, partition = self.partition, error = %e, "high watermark checkpoint failed");
+                }
+            }
+            Action::SendFetch { to, fetch_id, request } => {
+                let this = self.clone();
+                let shard = shard.clone();
+                glommio::spawn_local(async move {
+                    let response = this.fetch_from_leader(&shard, to, request).await;
+                    this.replica.borrow_mut().handle_fetch_response(now_ms(), fetch_id, response);
+                    this.after_input();
+                })
+                .detach();
+            }
+            Action::SendOffsetForLeaderEpoch { request_id, .. } => {
+                // Not used: followers truncate from Fetch v12's diverging_epoch
+                // (`truncate_with_offset_for_leader_epoch` is off).
+                self.replica.borrow_mut().handle_offset_for_leader_epoch_response(
+                    now_ms(),
+                    request_id,
+                    Err(ErrorCode::UnsupportedVersion),
+                );
+            }
+            Action::SendAlterPartition { request_id, request } => {
+                let this = self.clone();
+                let shard = shard.clone();
+                glommio::spawn_local(async move {
+                    let result = this.alter_partition(&shard, request).await;
+                    this.replica.borrow_mut().handle_alter_partition_response(now_ms(), request_id, result);
+                    this.after_input();
+                })
+                .detach();
+            }
+            Action::ReplyProduce { request_id, result } => {
+                if let Some(waiter) = self.waiters.borrow_mut().remove(&request_id) {
+                    let _ = waiter.send(result);
+                }
+            }
+        }
+    }
+
+    async fn alter_partition(
+        &self,
+        shard: &Rc<Shard>,
+        request: odradek_core::replica::AlterPartitionRequest,
+    ) -> Result<LeaderAndIsr, ErrorCode> {
+        let topic_id = self.topic_id;
+        let partition = self.partition;
+        let answer = shard
+            .on_shard(ShardId(0), move |core0| async move {
+                let node = core0.node.borrow().clone()?;
+                let broker_epoch = node.broker_epoch.get()?;
+                let wire = ControllerRequest::AlterPartition(controller::AlterPartitionRequest {
+                    broker_id: node.id,
+                    broker_epoch,
+                    topic_id,
+                    partition,
+                    leader_epoch: request.leader_epoch,
+                    partition_epoch: request.partition_epoch,
+                    new_isr: request.new_isr,
+                });
+                let response = node.controller_request(wire, Duration::from_secs(5)).await?;
+                let replicas = node.image().partition(&topic_id, partition).map(|p| p.replicas.clone()).unwrap_or_default();
+                Some((response, replicas))
+            })
+            .await;
+        match answer {
+            Some((controller::Response::AlterPartition(r), replicas)) => match (r.error, r.state) {
+                (None, Some(state)) => Ok(LeaderAndIsr {
+                    leader_epoch: state.leader_epoch,
+                    partition_epoch: state.partition_epoch,
+                    isr: state.isr,
+                    replicas,
+                }),
+                (Some(e), _) => Err(e.code()),
+                (None, None) => Err(ErrorCode::UnknownServerError),
+            },
+            // A transport failure is still one answer, as the replica requires.
+            _ => Err(ErrorCode::RequestTimedOut),
+        }
+    }
+
+    /// One follower fetch over the connection to `leader` (opened on demand, dropped on any
+    /// error). The answer is untrusted: the replica checks every field.
+    async fn fetch_from_leader(&self, shard: &Rc<Shard>, leader: NodeId, request: FetchRequest) -> FetchResponse {
+        let failed = |error| FetchResponse {
+            error: Some(error),
+            high_watermark: Offset(-1),
+            log_start_offset: Offset(-1),
+            diverging_epoch: None,
+            records: Bytes::new(),
+        };
+        let Some(addr) = shard.broker_address(leader) else {
+            glommio::timer::sleep(Duration::from_millis(200)).await;
+            return failed(ErrorCode::LeaderNotAvailable);
+        };
+        let connection = self.leader_connection.borrow_mut().take();
+        let mut stream = match connection {
+            Some((node, stream)) if node == leader => stream,
+            _ => match TcpStream::connect(addr).await {
+                Ok(s) => {
+                    let _ = s.set_nodelay(true);
+                    s
+                }
+                Err(_) => {
+                    glommio::timer::sleep(Duration::from_millis(200)).await;
+                    return failed(ErrorCode::NetworkException);
+                }
+            },
+        };
+        let correlation_id = self.correlation.get();
+        self.correlation.set(correlation_id.wrapping_add(1));
+        let wire = WireFetchRequest::default()
+            .with_replica_id(request.replica_id.0.into())
+            .with_max_wait_ms(request.max_wait_ms)
+            .with_min_bytes(1)
+            .with_max_bytes(request.max_bytes)
+            .with_session_epoch(-1)
+            .with_topics(vec![FetchTopic::default().with_topic(StrBytes::from_string(self.topic.clone()).into()).with_partitions(vec![
+                FetchPartition::default()
+                    .with_partition(self.partition)
+                    .with_current_leader_epoch(request.current_leader_epoch.0)
+                    .with_fetch_offset(request.fetch_offset.0)
+                    .with_last_fetched_epoch(request.last_fetched_epoch.0)
+                    .with_log_start_offset(request.log_start_offset.0)
+                    .with_partition_max_bytes(request.max_bytes),
+            ])]);
+        let timeout_ms = u64::try_from(request.max_wait_ms).unwrap_or(0) + 10_000;
+        let call = call_fetch(&mut stream, correlation_id, &wire);
+        let timeout = async {
+            glommio::timer::sleep(Duration::from_millis(timeout_ms)).await;
+            Err("timed out".to_owned())
+        };
+        let response = match call.or(timeout).await {
+            Ok(r) => r,
+            Err(e) => {
+                debug!(%leader, error = %e, "follower fetch failed");
+                return failed(ErrorCode::NetworkException);
+            }
+        };
+        *self.leader_connection.borrow_mut() = Some((leader, stream));
+        if response.error_code != 0 {
+            return failed(ErrorCode::try_from_code(response.error_code).unwrap_or(ErrorCode::UnknownServerError));
+        }
+        let Some(p) = response
+            .responses
+            .into_iter()
+            .filter(|t| t.topic.0.as_str() == self.topic)
+            .flat_map(|t| t.partitions)
+            .find(|p| p.partition_index == self.partition)
+        else {
+            return failed(ErrorCode::UnknownServerError);
+        };
+        if p.error_code != 0 {
+            let mut answer = failed(ErrorCode::try_from_code(p.error_code).unwrap_or(ErrorCode::UnknownServerError));
+            answer.log_start_offset = Offset(p.log_start_offset);
+            return answer;
+        }
+        let diverging = (p.diverging_epoch.epoch >= 0 && p.diverging_epoch.end_offset >= 0).then_some(EpochEndOffset {
+            epoch: LeaderEpoch(p.diverging_epoch.epoch),
+            end_offset: Offset(p.diverging_epoch.end_offset),
+        });
+        FetchResponse {
+            error: None,
+            high_watermark: Offset(p.high_watermark),
+            log_start_offset: Offset(p.log_start_offset),
+            diverging_epoch: diverging,
+            records: p.records.unwrap_or_default(),
+        }
+    }
+}
+
+async fn call_fetch(stream: &mut TcpStream, correlation_id: i32, request: &WireFetchRequest) -> Result<WireFetchResponse, String> {
+    let version = FOLLOWER_FETCH_VERSION;
+    let header = RequestHeader::default()
+        .with_request_api_key(ApiKey::Fetch as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str("odradek-replica-fetcher")));
+    let mut buf = BytesMut::with_capacity(256);
+    buf.put_i32(0);
+    header.encode(&mut buf, ApiKey::Fetch.request_header_version(version)).map_err(|e| e.to_string())?;
+    request.encode(&mut buf, version).map_err(|e| e.to_string())?;
+    let size = (buf.len() - 4) as i32;
+    buf[0..4].copy_from_slice(&size.to_be_bytes());
+    stream.write_all(&buf).await.map_err(|e| e.to_string())?;
+    let mut prefix = [0u8; 4];
+    stream.read_exact(&mut prefix).await.map_err(|e| e.to_string())?;
+    let size = i32::from_be_bytes(prefix);
+    if !(0..=256 << 20).contains(&size) {
+        return Err(format!("response size {size}"));
+    }
+    let mut body = vec![0u8; size as usize];
+    stream.read_exact(&mut body).await.map_err(|e| e.to_string())?;
+    let mut body = Bytes::from(body);
+    let header = ResponseHeader::decode(&mut body, ApiKey::Fetch.response_header_version(version)).map_err(|e| e.to_string())?;
+    if header.correlation_id != correlation_id {
+        return Err(format!("correlation id {} for {correlation_id}", header.correlation_id));
+    }
+    let response = WireFetchResponse::decode(&mut body, version).map_err(|e| e.to_string())?;
+    let _ = body.remaining();
+    Ok(response)
+}
+
+/// Where a broker serves clients, from its registration in the image.
+pub fn endpoint_address(image: &controller::MetadataImage, broker: NodeId) -> Option<SocketAddr> {
+    let registration = image.brokers().get(&broker)?;
+    let endpoint = registration.endpoints.first()?;
+    std::net::ToSocketAddrs::to_socket_addrs(&(endpoint.host.as_str(), endpoint.port)).ok()?.next()
+}
