@@ -40,7 +40,7 @@ pub fn validate_topic_name(name: &str) -> Result<(), Invalid> {
 }
 
 /// The topic configs odradek understands, in the order DescribeConfigs lists them.
-pub const TOPIC_CONFIG_NAMES: [&str; 12] = [
+pub const TOPIC_CONFIG_NAMES: [&str; 13] = [
     "cleanup.policy",
     "delete.retention.ms",
     "min.compaction.lag.ms",
@@ -53,6 +53,7 @@ pub const TOPIC_CONFIG_NAMES: [&str; 12] = [
     "message.timestamp.type",
     "index.interval.bytes",
     "min.insync.replicas",
+    "unclean.leader.election.enable",
 ];
 
 /// A topic's settings: the broker defaults with the topic's own overrides applied.
@@ -60,6 +61,8 @@ pub const TOPIC_CONFIG_NAMES: [&str; 12] = [
 pub struct TopicConfig {
     pub log: LogConfig,
     pub min_insync_replicas: i32,
+    /// Whether the controller may elect a leader from outside the ISR (off by default).
+    pub unclean_leader_election_enable: bool,
     /// Values set on the topic itself (Kafka's `DYNAMIC_TOPIC_CONFIG` source).
     pub overrides: BTreeMap<String, String>,
 }
@@ -72,7 +75,12 @@ impl TopicConfig {
         overrides: BTreeMap<String, String>,
     ) -> Result<TopicConfig, Invalid> {
         let mut config =
-            TopicConfig { log: defaults.clone(), min_insync_replicas: 1, overrides: BTreeMap::new() };
+            TopicConfig {
+            log: defaults.clone(),
+            min_insync_replicas: 1,
+            unclean_leader_election_enable: false,
+            overrides: BTreeMap::new(),
+        };
         for (name, value) in overrides {
             config.set(&name, &value)?;
             config.overrides.insert(name, value);
@@ -116,6 +124,18 @@ impl TopicConfig {
             "max.message.bytes" => log.max_message_bytes = parse(name, value, 0)?,
             "index.interval.bytes" => log.index_interval_bytes = parse(name, value, 0)?,
             "min.insync.replicas" => self.min_insync_replicas = parse(name, value, 1)?,
+            "unclean.leader.election.enable" => {
+                self.unclean_leader_election_enable = match value.trim() {
+                    "true" => true,
+                    "false" => false,
+                    _ => {
+                        return Err(invalid(
+                            ErrorCode::InvalidConfig,
+                            format!("unclean.leader.election.enable must be true or false, not {value:?}"),
+                        ))
+                    }
+                }
+            }
             "message.timestamp.type" => {
                 log.log_append_time = match value {
                     "CreateTime" => false,
@@ -158,6 +178,7 @@ impl TopicConfig {
                     }
                     "index.interval.bytes" => log.index_interval_bytes.to_string(),
                     "min.insync.replicas" => self.min_insync_replicas.to_string(),
+                    "unclean.leader.election.enable" => self.unclean_leader_election_enable.to_string(),
                     _ => unreachable!("every listed name has a value"),
                 };
                 (name, value, self.overrides.contains_key(name))
@@ -230,6 +251,7 @@ mod tests {
             vec![("min.cleanable.dirty.ratio", "1.5")],
             vec![("message.timestamp.type", "Later")],
             vec![("min.insync.replicas", "0")],
+            vec![("unclean.leader.election.enable", "sometimes")],
         ] {
             assert_eq!(with(&pairs).unwrap_err().code, ErrorCode::InvalidConfig, "{pairs:?}");
         }
