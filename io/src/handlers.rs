@@ -126,13 +126,7 @@ async fn metadata(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -> 
                     })
                     .collect(),
             ),
-        None => {
-            let error = match validate_topic_name(name) {
-                Ok(()) => ErrorCode::UnknownTopicOrPartition,
-                Err(e) => e.code,
-            };
-            MetadataResponseTopic::default().with_name(Some(s(name).into())).with_error_code(error.code())
-        }
+        None => unknown_topic(name),
     };
     let topic_responses = match &requested {
         None => topics.keys().map(|n| describe(n)).collect(),
@@ -223,13 +217,7 @@ async fn cluster_metadata(shard: &Rc<Shard>, request: MetadataRequest, version: 
                         })
                         .collect(),
                 ),
-            None => {
-                let error = match validate_topic_name(name) {
-                    Ok(()) => ErrorCode::UnknownTopicOrPartition,
-                    Err(e) => e.code,
-                };
-                MetadataResponseTopic::default().with_name(Some(s(name).into())).with_error_code(error.code())
-            }
+            None => unknown_topic(name),
         }
     };
     let topic_responses = match &requested {
@@ -784,4 +772,14 @@ pub(crate) fn regroup<R, P, T>(
             topic(name, partitions)
         })
         .collect()
+}
+
+/// A Metadata answer for a topic that does not exist: INVALID_TOPIC_EXCEPTION for a name Kafka
+/// would refuse, UNKNOWN_TOPIC_OR_PARTITION otherwise.
+fn unknown_topic(name: &str) -> MetadataResponseTopic {
+    let error = match validate_topic_name(name) {
+        Ok(()) => ErrorCode::UnknownTopicOrPartition,
+        Err(e) => e.code,
+    };
+    MetadataResponseTopic::default().with_name(Some(s(name).into())).with_error_code(error.code())
 }
