@@ -114,18 +114,7 @@ async fn metadata(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -> 
             .with_name(Some(s(name).into()))
             .with_topic_id(if version >= 10 { uuid::Uuid::from_bytes(topic.id) } else { uuid::Uuid::nil() })
             .with_is_internal(version >= 1 && name == OFFSETS_TOPIC)
-            .with_partitions(
-                (0..topic.partitions)
-                    .map(|p| {
-                        MetadataResponsePartition::default()
-                            .with_partition_index(p)
-                            .with_leader_id(config.node_id.into())
-                            .with_leader_epoch(if version >= 7 { 0 } else { -1 })
-                            .with_replica_nodes(vec![config.node_id.into()])
-                            .with_isr_nodes(vec![config.node_id.into()])
-                    })
-                    .collect(),
-            ),
+            .with_partitions(local_partitions(config.node_id, version, topic.partitions)),
         None => unknown_topic(name),
     };
     let topic_responses = match &requested {
@@ -183,18 +172,7 @@ async fn cluster_metadata(shard: &Rc<Shard>, request: MetadataRequest, version: 
             return MetadataResponseTopic::default()
                 .with_name(Some(s(name).into()))
                 .with_is_internal(version >= 1)
-                .with_partitions(
-                    (0..partitions)
-                        .map(|p| {
-                            MetadataResponsePartition::default()
-                                .with_partition_index(p)
-                                .with_leader_id(config.node_id.into())
-                                .with_leader_epoch(if version >= 7 { 0 } else { -1 })
-                                .with_replica_nodes(vec![config.node_id.into()])
-                                .with_isr_nodes(vec![config.node_id.into()])
-                        })
-                        .collect(),
-                );
+                .with_partitions(local_partitions(config.node_id, version, partitions));
         }
         match image.topic_by_name(name) {
             Some(topic) => MetadataResponseTopic::default()
@@ -782,4 +760,19 @@ fn unknown_topic(name: &str) -> MetadataResponseTopic {
         Err(e) => e.code,
     };
     MetadataResponseTopic::default().with_name(Some(s(name).into())).with_error_code(error.code())
+}
+
+/// Metadata's partitions of a topic on a single node: this node leads them all, alone in the
+/// ISR, at leader epoch 0.
+fn local_partitions(node_id: i32, version: i16, partitions: i32) -> Vec<MetadataResponsePartition> {
+    (0..partitions)
+        .map(|p| {
+            MetadataResponsePartition::default()
+                .with_partition_index(p)
+                .with_leader_id(node_id.into())
+                .with_leader_epoch(if version >= 7 { 0 } else { -1 })
+                .with_replica_nodes(vec![node_id.into()])
+                .with_isr_nodes(vec![node_id.into()])
+        })
+        .collect()
 }

@@ -105,6 +105,19 @@ class Broker:
         return "\n".join(text.splitlines()[-lines:])
 
 
+def _stop_all(brokers, name):
+    """Stops every broker; fails the test if one died by itself (it crashed during the test,
+    whatever the test saw)."""
+    crashed = [b for b in brokers if b.died_unexpectedly()]
+    for b in brokers:
+        b.stop()
+    if crashed:
+        pytest.fail(
+            "odradek exited unexpectedly during the test: "
+            + ", ".join(f"{name(b)} exit code {b.proc.returncode}" for b in crashed)
+        )
+
+
 @pytest.fixture
 def broker_factory(request, tmp_path_factory):
     """start(*extra_serve_args) -> a running Broker, stopped at teardown."""
@@ -118,15 +131,7 @@ def broker_factory(request, tmp_path_factory):
         return broker
 
     yield start
-    # A broker that died by itself crashed during the test, whatever the test saw.
-    crashed = [b for b in brokers if b.died_unexpectedly()]
-    for b in brokers:
-        b.stop()
-    if crashed:
-        pytest.fail(
-            "odradek exited unexpectedly during the test: "
-            + ", ".join(f"port {b.port} exit code {b.proc.returncode}" for b in crashed)
-        )
+    _stop_all(brokers, lambda b: f"port {b.port}")
 
 
 @pytest.fixture
@@ -189,14 +194,7 @@ def cluster_factory(request, tmp_path_factory):
         return cluster
 
     yield start
-    crashed = [b for b in brokers if b.died_unexpectedly()]
-    for b in brokers:
-        b.stop()
-    if crashed:
-        pytest.fail(
-            "odradek exited unexpectedly during the test: "
-            + ", ".join(f"node {b.node_id} exit code {b.proc.returncode}" for b in crashed)
-        )
+    _stop_all(brokers, lambda b: f"node {b.node_id}")
 
 
 @pytest.hookimpl(wrapper=True)
