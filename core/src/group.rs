@@ -377,10 +377,21 @@ fn decode_subscription(metadata: &Bytes) -> Option<Vec<String>> {
     Some(subscription.topics.into_iter().map(|t| t.to_string()).collect())
 }
 
-/// The coordinator of the groups on one core.
+/// Whether a coordinator serves a `__consumer_offsets` partition's groups yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ownership {
+    /// Its records are being replayed: requests get COORDINATOR_LOAD_IN_PROGRESS.
+    Loading,
+    Loaded,
+}
+
+/// The coordinator of the groups on one core. It serves only the groups of the
+/// `__consumer_offsets` partitions it was given ([`GroupCoordinator::begin_load`]); requests
+/// for any other group get NOT_COORDINATOR, so clients look the coordinator up again.
 pub struct GroupCoordinator {
     config: GroupConfig,
     groups: BTreeMap<String, Group>,
+    partitions: BTreeMap<i32, Ownership>,
     actions: VecDeque<Action>,
     next_token: u64,
     /// Offset commits waiting for their records to be durable.
@@ -402,6 +413,7 @@ impl GroupCoordinator {
         GroupCoordinator {
             config,
             groups: BTreeMap::new(),
+            partitions: BTreeMap::new(),
             actions: VecDeque::new(),
             next_token: 0,
             pending_commits: BTreeMap::new(),
@@ -415,8 +427,74 @@ impl GroupCoordinator {
         self.actions.pop_front()
     }
 
-    /// Rebuilds state from one `__consumer_offsets` record, in log order.
+    /// Starts serving `partition` (this node leads it now): forgets what it knew of its
+    /// groups and answers COORDINATOR_LOAD_IN_PROGRESS until [`Self::finish_load`]. The
+    /// partition's records follow through [`Self::load`], in log order.
+    pub fn begin_load(&mut self, partition: i32) {
+        self.unload(partition);
+        self.partitions.insert(partition, Ownership::Loading);
+    }
+
+    pub fn finish_load(&mut self, partition: i32) {
+        if let Some(ownership) = self.partitions.get_mut(&partition) {
+            *ownership = Ownership::Loaded;
+        }
+        self.check_invariants();
+    }
+
+    /// Stops serving `partition` (another node leads it now): drops its groups and answers
+    /// their parked joins and syncs with NOT_COORDINATOR. Commits still being written are
+    /// answered when their write ends.
+    pub fn unload(&mut self, partition: i32) {
+        self.partitions.remove(&partition);
+        let dropped: Vec<String> = self
+            .groups
+            .keys()
+            .filter(|g| partition_for(g, self.config.offsets_topic_partitions) == partition)
+            .cloned()
+            .collect();
+        for group_id in dropped {
+            let group = self.groups.remove(&group_id).expect("listed");
+            for member in group.members.into_values() {
+                if let Some(join) = member.awaiting_join {
+                    self.reply(join, Response::Join(JoinResponse {
+                        error: Some(ErrorCode::NotCoordinator),
+                        generation_id: -1,
+                        ..Default::default()
+                    }));
+                }
+                if let Some(sync) = member.awaiting_sync {
+                    self.reply(sync, sync_error(ErrorCode::NotCoordinator));
+                }
+            }
+        }
+    }
+
+    /// The partitions this coordinator serves or is loading.
+    pub fn owned_partitions(&self) -> Vec<i32> {
+        self.partitions.keys().copied().collect()
+    }
+
+    /// Why this coordinator cannot serve `group_id` now, if it cannot.
+    fn not_serving(&self, group_id: &str) -> Option<ErrorCode> {
+        match self.partitions.get(&partition_for(group_id, self.config.offsets_topic_partitions)) {
+            None => Some(ErrorCode::NotCoordinator),
+            Some(Ownership::Loading) => Some(ErrorCode::CoordinatorLoadInProgress),
+            Some(Ownership::Loaded) => None,
+        }
+    }
+
+    fn serves(&self, group_id: &str) -> bool {
+        self.not_serving(group_id).is_none()
+    }
+
+    /// Rebuilds state from one `__consumer_offsets` record, in log order, while its
+    /// partition loads. Records of partitions not loading are ignored.
     pub fn load(&mut self, now_ms: i64, record: GroupRecord) {
+        let partition = partition_for(record.group_id(), self.config.offsets_topic_partitions);
+        if self.partitions.get(&partition) != Some(&Ownership::Loading) {
+            return;
+        }
         match record {
             GroupRecord::Offset { group_id, topic, partition, value } => {
                 let group = self.groups.entry(group_id).or_insert_with(|| Group::new(now_ms));
@@ -499,6 +577,9 @@ impl GroupCoordinator {
         let fail = |error| Response::Join(JoinResponse { error: Some(error), generation_id: -1, ..Default::default() });
         if req.group_id.is_empty() {
             return self.reply(id, fail(ErrorCode::InvalidGroupId));
+        }
+        if let Some(error) = self.not_serving(&req.group_id) {
+            return self.reply(id, fail(error));
         }
         if req.session_timeout_ms < self.config.min_session_timeout_ms
             || req.session_timeout_ms > self.config.max_session_timeout_ms
@@ -736,6 +817,9 @@ impl GroupCoordinator {
     // ---- SyncGroup ----
 
     pub fn handle_sync(&mut self, now_ms: i64, id: RequestId, req: SyncRequest) {
+        if let Some(error) = self.not_serving(&req.group_id) {
+            return self.reply(id, sync_error(error));
+        }
         let Some(group) = self.groups.get_mut(&req.group_id) else {
             return self.reply(id, sync_error(ErrorCode::UnknownMemberId));
         };
@@ -798,6 +882,9 @@ impl GroupCoordinator {
     // ---- Heartbeat and LeaveGroup ----
 
     pub fn handle_heartbeat(&mut self, now_ms: i64, id: RequestId, req: HeartbeatRequest) {
+        if let Some(error) = self.not_serving(&req.group_id) {
+            return self.reply(id, Response::Heartbeat(Some(error)));
+        }
         let error = match self.groups.get_mut(&req.group_id) {
             None => Some(ErrorCode::UnknownMemberId),
             Some(group) => match validate_member(group, &req.member_id, req.group_instance_id.as_deref(), req.generation_id) {
@@ -817,6 +904,9 @@ impl GroupCoordinator {
     }
 
     pub fn handle_leave(&mut self, now_ms: i64, id: RequestId, req: LeaveRequest) {
+        if let Some(error) = self.not_serving(&req.group_id) {
+            return self.reply(id, Response::Leave(LeaveResponse { error: Some(error), members: Vec::new() }));
+        }
         let Some(group) = self.groups.get_mut(&req.group_id) else {
             let members = req.members.into_iter().map(|(m, i)| (m, i, Some(ErrorCode::UnknownMemberId))).collect();
             return self.reply(id, Response::Leave(LeaveResponse { error: Some(ErrorCode::UnknownMemberId), members }));
@@ -886,6 +976,9 @@ impl GroupCoordinator {
         if req.group_id.is_empty() {
             return self.reply(id, all(Some(ErrorCode::InvalidGroupId)));
         }
+        if let Some(error) = self.not_serving(&req.group_id) {
+            return self.reply(id, all(Some(error)));
+        }
         let simple = req.generation_id < 0 && req.member_id.is_empty();
         let check = match self.groups.get_mut(&req.group_id) {
             None if simple => Ok(()),
@@ -937,7 +1030,11 @@ impl GroupCoordinator {
     /// The records of `token` are durable (`ok`) or could not be written.
     pub fn handle_persisted(&mut self, token: u64, ok: bool) {
         let Some(commit) = self.pending_commits.remove(&token) else { return };
-        let results = if ok {
+        let results = if !self.serves(&commit.group_id) {
+            // The partition moved while the records were written: the new coordinator
+            // replays them if they were committed, and the client asks it again.
+            commit.results.into_iter().map(|(t, p, _)| (t, p, Some(ErrorCode::NotCoordinator))).collect()
+        } else if ok {
             if let Some(group) = self.groups.get_mut(&commit.group_id) {
                 group.offsets.extend(commit.offsets);
             }
@@ -950,6 +1047,9 @@ impl GroupCoordinator {
 
     /// `partitions: None` asks for every committed partition (OffsetFetch v2+).
     pub fn handle_offset_fetch(&mut self, id: RequestId, group_id: &str, partitions: Option<Vec<(String, i32)>>) {
+        if let Some(error) = self.not_serving(group_id) {
+            return self.reply(id, Response::OffsetFetch(Err(error)));
+        }
         let group = self.groups.get(group_id);
         let entry = |(topic, partition): (String, i32), committed: Option<&CommittedOffset>| OffsetFetchEntry {
             topic,
@@ -974,6 +1074,9 @@ impl GroupCoordinator {
     }
 
     pub fn handle_offset_delete(&mut self, id: RequestId, group_id: &str, partitions: Vec<(String, i32)>) {
+        if let Some(error) = self.not_serving(group_id) {
+            return self.reply(id, Response::OffsetDelete(Some(error), Vec::new()));
+        }
         let Some(group) = self.groups.get_mut(group_id) else {
             return self.reply(id, Response::OffsetDelete(Some(ErrorCode::GroupIdNotFound), Vec::new()));
         };
@@ -1002,6 +1105,14 @@ impl GroupCoordinator {
         let described = group_ids
             .into_iter()
             .map(|group_id| match self.groups.get(&group_id) {
+                _ if !self.serves(&group_id) => DescribedGroup {
+                    error: self.not_serving(&group_id),
+                    group_id,
+                    state: GroupState::Dead,
+                    protocol_type: String::new(),
+                    protocol: String::new(),
+                    members: Vec::new(),
+                },
                 None => DescribedGroup {
                     group_id,
                     error: None,
@@ -1041,6 +1152,7 @@ impl GroupCoordinator {
         let groups = self
             .groups
             .iter()
+            .filter(|(group_id, _)| self.serves(group_id))
             .map(|(group_id, g)| (group_id.clone(), g.protocol_type.clone().unwrap_or_default(), g.state))
             .collect();
         self.reply(id, Response::List(groups));
@@ -1050,6 +1162,7 @@ impl GroupCoordinator {
         let mut results = Vec::new();
         for group_id in group_ids {
             let error = match self.groups.get(&group_id) {
+                _ if !self.serves(&group_id) => self.not_serving(&group_id),
                 None => Some(ErrorCode::GroupIdNotFound),
                 Some(group) if !group.members.is_empty() || group.state != GroupState::Empty => Some(ErrorCode::NonEmptyGroup),
                 Some(_) => {
@@ -1078,7 +1191,8 @@ impl GroupCoordinator {
     /// Expires sessions, pending member ids, rebalance deadlines and old offsets of empty
     /// groups (`offsets.retention.minutes`, counted from when the group became empty).
     pub fn handle_timeout(&mut self, now_ms: i64) {
-        let group_ids: Vec<String> = self.groups.keys().cloned().collect();
+        // Groups of a loading partition wait for their load to finish.
+        let group_ids: Vec<String> = self.groups.keys().filter(|g| self.serves(g)).cloned().collect();
         for group_id in group_ids {
             let group = self.groups.get_mut(&group_id).expect("listed");
             group.pending_members.retain(|_, deadline| *deadline > now_ms);
@@ -1117,6 +1231,10 @@ impl GroupCoordinator {
     /// Properties that hold after every input; kept on in release builds, cheap enough.
     fn check_invariants(&self) {
         for (group_id, group) in &self.groups {
+            assert!(
+                self.partitions.contains_key(&partition_for(group_id, self.config.offsets_topic_partitions)),
+                "group {group_id} kept after its partition was unloaded"
+            );
             if let Some(leader) = &group.leader {
                 assert!(
                     group.members.contains_key(leader) || group.state == GroupState::Empty,
@@ -1430,7 +1548,16 @@ mod tests {
     const SESSION_MS: i32 = 10_000;
 
     fn coordinator() -> GroupCoordinator {
-        GroupCoordinator::new(GroupConfig { initial_rebalance_delay_ms: 0, ..GroupConfig::default() }, 7)
+        serving_all(GroupCoordinator::new(GroupConfig { initial_rebalance_delay_ms: 0, ..GroupConfig::default() }, 7))
+    }
+
+    /// A coordinator serving every `__consumer_offsets` partition, as a single node's does.
+    fn serving_all(mut c: GroupCoordinator) -> GroupCoordinator {
+        for p in 0..c.config.offsets_topic_partitions {
+            c.begin_load(p);
+            c.finish_load(p);
+        }
+        c
     }
 
     fn join(member_id: &str, protocols: &[&str]) -> JoinRequest {
@@ -1712,7 +1839,7 @@ mod tests {
 
     #[test]
     fn initial_rebalance_delay_waits_for_more_members() {
-        let mut c = GroupCoordinator::new(GroupConfig { initial_rebalance_delay_ms: 3_000, ..GroupConfig::default() }, 1);
+        let mut c = serving_all(GroupCoordinator::new(GroupConfig { initial_rebalance_delay_ms: 3_000, ..GroupConfig::default() }, 1));
         let mut j = join("", &["range"]);
         j.require_known_member_id = false;
         c.handle_join(0, 1, j.clone());
@@ -1742,12 +1869,15 @@ mod tests {
             },
         ];
         let mut c = coordinator();
+        let partition = partition_for("g", c.config.offsets_topic_partitions);
+        c.begin_load(partition);
         for record in &records {
             let (key, value) = record.encode();
             let decoded = GroupRecord::decode(key, value).unwrap();
             assert_eq!(&decoded, record);
             c.load(0, decoded);
         }
+        c.finish_load(partition);
         assert!(GroupRecord::decode(Bytes::from_static(&[0, 1, 0]), None).is_err());
         c.handle_offset_fetch(1, "g", None);
         assert!(matches!(&replies(&mut c)[&1], Response::OffsetFetch(Ok(e)) if e.len() == 1 && e[0].offset == 9));
@@ -1758,7 +1888,7 @@ mod tests {
 
     #[test]
     fn empty_groups_lose_their_offsets_after_retention() {
-        let mut c = GroupCoordinator::new(GroupConfig { offsets_retention_ms: 1_000, ..GroupConfig::default() }, 1);
+        let mut c = serving_all(GroupCoordinator::new(GroupConfig { offsets_retention_ms: 1_000, ..GroupConfig::default() }, 1));
         c.handle_offset_commit(0, 1, commit(("", -1), 42, ""));
         let Some(Action::Persist { token, .. }) = c.poll_action() else { panic!() };
         c.handle_persisted(token, true);
@@ -1796,11 +1926,78 @@ mod tests {
     fn restarted(c: &mut GroupCoordinator, now: i64) -> GroupCoordinator {
         let _ = drain(c);
         let mut fresh = GroupCoordinator::new(GroupConfig { initial_rebalance_delay_ms: 0, ..GroupConfig::default() }, now as u64 + 1000);
+        replay_into(&mut fresh, now);
+        fresh
+    }
+
+    /// Loads every partition of `c` from every record persisted so far.
+    fn replay_into(c: &mut GroupCoordinator, now: i64) {
+        let partitions = c.config.offsets_topic_partitions;
+        for p in 0..partitions {
+            c.begin_load(p);
+        }
         for record in PERSISTED.with(|p| p.borrow().clone()) {
             let (key, value) = record.encode();
-            fresh.load(now, GroupRecord::decode(key, value).unwrap());
+            c.load(now, GroupRecord::decode(key, value).unwrap());
         }
-        fresh
+        for p in 0..partitions {
+            c.finish_load(p);
+        }
+    }
+
+    // Clients find the coordinator by the partition's leader; any other node must send them
+    // back to FindCoordinator, and a node still replaying the partition must ask them to wait.
+    #[test]
+    fn only_loaded_partitions_are_served() {
+        let mut c = GroupCoordinator::new(GroupConfig { initial_rebalance_delay_ms: 0, ..GroupConfig::default() }, 7);
+        let partition = partition_for("g", c.config.offsets_topic_partitions);
+        c.handle_join(0, 1, join("", &["range"]));
+        c.handle_offset_fetch(2, "g", None);
+        c.handle_offset_commit(0, 3, commit(("", -1), 1, ""));
+        c.handle_describe(4, vec!["g".into()]);
+        let answers = replies(&mut c);
+        assert_eq!(join_response(&answers[&1]).error, Some(ErrorCode::NotCoordinator));
+        assert_eq!(answers[&2], Response::OffsetFetch(Err(ErrorCode::NotCoordinator)));
+        assert_eq!(answers[&3], Response::OffsetCommit(vec![("t".into(), 0, Some(ErrorCode::NotCoordinator))]));
+        assert!(matches!(&answers[&4], Response::Describe(d) if d[0].error == Some(ErrorCode::NotCoordinator)));
+
+        c.begin_load(partition);
+        c.handle_heartbeat(0, 5, HeartbeatRequest { group_id: "g".into(), generation_id: 1, member_id: "m".into(), group_instance_id: None });
+        assert_eq!(replies(&mut c)[&5], Response::Heartbeat(Some(ErrorCode::CoordinatorLoadInProgress)));
+        c.finish_load(partition);
+        c.handle_offset_fetch(6, "g", None);
+        assert_eq!(replies(&mut c)[&6], Response::OffsetFetch(Ok(vec![])));
+        assert_eq!(c.owned_partitions(), vec![partition]);
+    }
+
+    // Leadership of the group's partition moves to another node: this one forgets the group
+    // and sends parked members to the new coordinator, which rebuilds the Stable generation
+    // from the replicated records, so members keep their generation and assignment.
+    #[test]
+    fn a_moved_partition_is_unloaded_and_resumed_elsewhere() {
+        let mut c = coordinator();
+        let (leader, follower) = stable_pair(&mut c);
+        c.handle_offset_commit(0, 10, commit((&leader, 1), 77, ""));
+        let Some(Action::Persist { token, records, .. }) = c.poll_action() else { panic!("the commit is persisted") };
+        PERSISTED.with(|p| p.borrow_mut().extend(records));
+        // The leader rejoins (a rebalance that parks its join) as the partition moves away.
+        c.handle_join(1, 11, join(&leader, &["range"]));
+        let partition = partition_for("g", c.config.offsets_topic_partitions);
+        c.unload(partition);
+        c.handle_persisted(token, true);
+        let answers = replies(&mut c);
+        assert_eq!(join_response(&answers[&11]).error, Some(ErrorCode::NotCoordinator));
+        assert_eq!(answers[&10], Response::OffsetCommit(vec![("t".into(), 0, Some(ErrorCode::NotCoordinator))]));
+        assert_eq!(heartbeat(&mut c, 2, &leader, 1), Some(ErrorCode::NotCoordinator));
+        c.handle_list(12);
+        assert_eq!(replies(&mut c)[&12], Response::List(vec![]));
+
+        let mut elsewhere = GroupCoordinator::new(GroupConfig { initial_rebalance_delay_ms: 0, ..GroupConfig::default() }, 99);
+        replay_into(&mut elsewhere, 3);
+        assert_eq!(heartbeat(&mut elsewhere, 3, &leader, 1), None, "the generation resumes");
+        assert_eq!(heartbeat(&mut elsewhere, 3, &follower, 1), None);
+        elsewhere.handle_offset_fetch(13, "g", None);
+        assert!(matches!(&replies(&mut elsewhere)[&13], Response::OffsetFetch(Ok(e)) if e.len() == 1 && e[0].offset == 77));
     }
 
     // A coordinator restart must not force a rebalance on a Stable group (Kafka stores the

@@ -204,6 +204,8 @@ struct Progress {
     /// An Append is out and unanswered: send no other until it is, or the heartbeat fires.
     in_flight: bool,
     last_response_ms: i64,
+    /// The commit index last sent to this peer.
+    sent_commit: Index,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -643,7 +645,8 @@ impl Raft {
             let floor = progress.match_index.next();
             progress.next_index = match_index.next().min(progress.next_index).max(floor);
         }
-        if self.progress[&from].next_index <= self.last_index() {
+        let progress = &self.progress[&from];
+        if progress.next_index <= self.last_index() || progress.sent_commit < self.commit {
             self.send_append(from);
         }
     }
@@ -753,7 +756,7 @@ impl Raft {
         let peers = self.config.voters.iter().chain(&self.config.observers).copied();
         self.progress = peers
             .filter(|p| *p != self.config.node_id)
-            .map(|p| (p, Progress { match_index: Index(0), next_index, in_flight: false, last_response_ms: now_ms }))
+            .map(|p| (p, Progress { match_index: Index(0), next_index, in_flight: false, last_response_ms: now_ms, sent_commit: Index(0) }))
             .collect();
         self.timers[Timer::Heartbeat as usize] = Some(now_ms + self.config.heartbeat_interval_ms);
         self.timers[Timer::CheckQuorum as usize] = Some(now_ms + self.config.election_timeout_ms);
@@ -790,7 +793,9 @@ impl Raft {
         }
         let message =
             Message::Append { term: self.hard.term, prev_log_index, prev_log_term, leader_commit: self.commit, entries };
-        self.progress.get_mut(&peer).expect("peer has progress").in_flight = true;
+        let progress = self.progress.get_mut(&peer).expect("peer has progress");
+        progress.in_flight = true;
+        progress.sent_commit = self.commit;
         self.send(peer, message);
     }
 
@@ -814,6 +819,15 @@ impl Raft {
         if candidate > self.commit && self.entry(candidate).is_some_and(|e| e.term == self.hard.term) {
             self.commit = candidate;
             self.emit_apply();
+            // Followers apply a committed entry when they learn the commit index: tell them
+            // now rather than at the next heartbeat, so every node's metadata image follows
+            // the leader's within a round trip (a client told "node 3 leads" by one node must
+            // find node 3 knowing it).
+            for peer in self.progress.keys().copied().collect::<Vec<_>>() {
+                if !self.progress[&peer].in_flight {
+                    self.send_append(peer);
+                }
+            }
         }
     }
 

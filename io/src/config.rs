@@ -35,6 +35,8 @@ pub struct ServerConfig {
     /// `offsets.topic.segment.bytes`: segment size of `__consumer_offsets`, kept small so
     /// compaction has sealed segments to work on.
     pub offsets_topic_segment_bytes: u64,
+    /// Replicas of a cluster's `__consumer_offsets`; it is not created with fewer brokers.
+    pub offsets_topic_replication_factor: i16,
     /// `process.roles`: `broker`, `controller`, or both (the default).
     pub roles: Roles,
     /// `controller.quorum.voters` (`id@host:port,...`). Empty: a single node that is the
@@ -104,6 +106,7 @@ impl Default for ServerConfig {
             cleaner_backoff_ms: 15_000,
             cleaner_dedupe_buffer_bytes: 128 << 20,
             offsets_topic_segment_bytes: 100 << 20,
+            offsets_topic_replication_factor: 3,
             roles: Roles { broker: true, controller: true },
             quorum_voters: Vec::new(),
             quorum_observers: Vec::new(),
@@ -183,6 +186,10 @@ pub struct ServeArgs {
     /// Segment size of __consumer_offsets (offsets.topic.segment.bytes) [default: 104857600]
     #[arg(long)]
     pub offsets_topic_segment_bytes: Option<u64>,
+    /// Replicas of __consumer_offsets on a cluster, created on first FindCoordinator once
+    /// this many brokers are registered (offsets.topic.replication.factor) [default: 3]
+    #[arg(long)]
+    pub offsets_topic_replication_factor: Option<i16>,
     /// Pause between compaction passes (log.cleaner.backoff.ms) [default: 15000]
     #[arg(long)]
     pub log_cleaner_backoff_ms: Option<u64>,
@@ -227,7 +234,7 @@ impl ServeArgs {
                 config.set(&key, &value).map_err(|e| format!("{}: {key}: {e}", path.display()))?;
             }
         }
-        let flags: [(&str, Option<String>); 26] = [
+        let flags: [(&str, Option<String>); 27] = [
             ("node.id", self.node_id.map(|v| v.to_string())),
             ("listeners", self.listen.map(|v| v.to_string())),
             ("advertised.listeners", self.advertised_listener.clone()),
@@ -245,6 +252,7 @@ impl ServeArgs {
             ("group.initial.rebalance.delay.ms", self.group_initial_rebalance_delay_ms.map(|v| v.to_string())),
             ("offsets.topic.num.partitions", self.offsets_topic_num_partitions.map(|v| v.to_string())),
             ("offsets.topic.segment.bytes", self.offsets_topic_segment_bytes.map(|v| v.to_string())),
+            ("offsets.topic.replication.factor", self.offsets_topic_replication_factor.map(|v| v.to_string())),
             ("log.cleaner.backoff.ms", self.log_cleaner_backoff_ms.map(|v| v.to_string())),
             ("process.roles", self.process_roles.clone()),
             ("controller.quorum.voters", self.controller_quorum_voters.clone()),
@@ -331,6 +339,7 @@ impl ServerConfig {
                 self.log.min_cleanable_dirty_permille = (ratio * 1000.0).round() as u32;
             }
             "offsets.topic.segment.bytes" => self.offsets_topic_segment_bytes = num(value)?,
+            "offsets.topic.replication.factor" => self.offsets_topic_replication_factor = num(value)?,
             "socket.request.max.bytes" => self.max_request_bytes = num(value)?,
             "group.initial.rebalance.delay.ms" => self.group.initial_rebalance_delay_ms = num(value)?,
             "group.min.session.timeout.ms" => self.group.min_session_timeout_ms = num(value)?,
@@ -400,8 +409,8 @@ impl ServerConfig {
         if !self.roles.broker && !self.roles.controller {
             return Err("process.roles must name broker, controller or both".into());
         }
-        if self.default_replication_factor < 1 || self.min_insync_replicas < 1 {
-            return Err("default.replication.factor and min.insync.replicas must be at least 1".into());
+        if self.default_replication_factor < 1 || self.min_insync_replicas < 1 || self.offsets_topic_replication_factor < 1 {
+            return Err("default.replication.factor, offsets.topic.replication.factor and min.insync.replicas must be at least 1".into());
         }
         if self.replica_lag_time_max_ms < 2 || self.broker_session_timeout_ms < 1 || self.broker_heartbeat_interval_ms < 1 {
             return Err("replica.lag.time.max.ms, broker.session.timeout.ms and broker.heartbeat.interval.ms must be positive".into());
@@ -505,6 +514,7 @@ mod tests {
             group_initial_rebalance_delay_ms: None,
             offsets_topic_num_partitions: None,
             offsets_topic_segment_bytes: None,
+            offsets_topic_replication_factor: None,
             log_cleaner_backoff_ms: None,
             process_roles: None,
             controller_quorum_voters: None,

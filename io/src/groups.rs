@@ -1,5 +1,11 @@
 //! Consumer groups: drives each core's `core::group::GroupCoordinator` (the groups whose
 //! `__consumer_offsets` partition the core owns) and answers the group APIs.
+//!
+//! On a single node every partition of the node-local `__consumer_offsets` is loaded at
+//! start-up. On a cluster `__consumer_offsets` is a replicated topic like any other: the
+//! coordinator of a group is the leader of its partition, which replays the partition when it
+//! becomes leader and drops its groups when it stops leading; group records are written with
+//! acks=all.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -19,8 +25,12 @@ use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use odradek_core::batch;
+use odradek_core::controller::Response as ControllerResponse;
+use odradek_core::controller_rpc::ControllerRequest;
 use odradek_core::error::code;
 use odradek_core::group::{self, Action, GroupCoordinator, GroupRecord, GroupState, RequestId, Response};
+use odradek_core::controller::MetadataImage;
+use odradek_core::ids::{LeaderEpoch, NodeId};
 use odradek_core::records;
 use odradek_core::shard::ShardId;
 use odradek_core::ErrorCode;
@@ -28,8 +38,11 @@ use tracing::{info, warn};
 
 use crate::handlers::regroup;
 use crate::shard::{now_ms, Shard};
+use crate::storage::PartitionStore;
 
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// How long a replicated group write waits for the ISR (Kafka's `offsets.commit.timeout.ms`).
+const COMMIT_TIMEOUT_MS: i32 = 5_000;
 const TICK: Duration = Duration::from_millis(100);
 const LOAD_READ_BYTES: usize = 8 << 20;
 
@@ -38,11 +51,22 @@ pub struct Groups {
     coordinator: RefCell<GroupCoordinator>,
     waiting: RefCell<BTreeMap<RequestId, futures_channel::oneshot::Sender<Response>>>,
     next_id: Cell<RequestId>,
+    /// Clustered: per `__consumer_offsets` partition this core leads, the leader epoch its
+    /// groups were loaded for. A load in progress checks it is still wanted.
+    leading: RefCell<BTreeMap<i32, LeaderEpoch>>,
+    /// Clustered: a request to create `__consumer_offsets` is on its way to the controller.
+    creating_topic: Cell<bool>,
 }
 
 impl Groups {
     pub fn new(coordinator: GroupCoordinator) -> Groups {
-        Groups { coordinator: RefCell::new(coordinator), waiting: RefCell::default(), next_id: Cell::new(0) }
+        Groups {
+            coordinator: RefCell::new(coordinator),
+            waiting: RefCell::default(),
+            next_id: Cell::new(0),
+            leading: RefCell::default(),
+            creating_topic: Cell::new(false),
+        }
     }
 }
 
@@ -112,6 +136,9 @@ impl Shard {
     }
 
     async fn persist_group_records(&self, partition: i32, records: Vec<GroupRecord>) -> bool {
+        if self.shared.config.clustered() {
+            return self.replicate_group_records(partition, records).await;
+        }
         let Some(store) = self.partition(OFFSETS_TOPIC, partition) else {
             warn!(partition, "no local {OFFSETS_TOPIC} partition for group records");
             return false;
@@ -138,31 +165,73 @@ impl Shard {
         }
     }
 
-    /// Rebuilds the coordinator from this core's `__consumer_offsets` partitions, then runs
-    /// its timers. Called once at start-up, before serving.
+    /// Group records on a cluster: appended to the leader's replica with acks=all, so a
+    /// commit is acknowledged only once the ISR holds it (Kafka writes them the same way).
+    async fn replicate_group_records(&self, partition: i32, records: Vec<GroupRecord>) -> bool {
+        let Some(replica) = self.replica(OFFSETS_TOPIC, partition) else {
+            warn!(partition, "no local {OFFSETS_TOPIC} replica for group records");
+            return false;
+        };
+        let encoded: Vec<(Bytes, Option<Bytes>)> = records.iter().map(GroupRecord::encode).collect();
+        let batch = records::encode_batch(&encoded, now_ms());
+        match replica.produce(batch, -1, COMMIT_TIMEOUT_MS).await {
+            Ok(_) => true,
+            Err(e) => {
+                warn!(partition, error = ?e, "replicating group records failed");
+                false
+            }
+        }
+    }
+
+    /// Replays `store` from its start to `end()` into the coordinator (the partition must
+    /// be loading), stopping early once `wanted()` turns false.
+    async fn replay_partition(
+        &self,
+        partition: i32,
+        store: &PartitionStore,
+        end: impl Fn() -> i64,
+        wanted: impl Fn() -> bool,
+    ) -> std::io::Result<usize> {
+        let mut loaded = 0usize;
+        let mut offset = store.log_start_offset();
+        while offset < end() && wanted() {
+            let chunk = store
+                .read_upto(offset, LOAD_READ_BYTES, end())
+                .await
+                .map_err(|e| std::io::Error::other(format!("{OFFSETS_TOPIC}-{partition} at {offset}: {e}")))?;
+            let Some(next) = batch::scan_headers(&chunk).last().map(|(_, h)| h.next_offset()) else { break };
+            let pairs = records::decode_key_values(&chunk).map_err(std::io::Error::other)?;
+            if !wanted() {
+                break;
+            }
+            let mut coordinator = self.groups.coordinator.borrow_mut();
+            for (key, value) in pairs {
+                match GroupRecord::decode(key, value) {
+                    Ok(record) => coordinator.load(now_ms(), record),
+                    Err(e) => warn!(partition, offset, error = %e, "skipping an unreadable group record"),
+                }
+                loaded += 1;
+            }
+            offset = next;
+        }
+        Ok(loaded)
+    }
+
+    /// Rebuilds the coordinator from this core's `__consumer_offsets` partitions (a single
+    /// node's; a cluster's load as leadership arrives), then runs its timers. Called once at
+    /// start-up, before serving.
     pub async fn load_groups(self: &Rc<Self>) -> std::io::Result<()> {
-        let partitions = self.topics.borrow().get(OFFSETS_TOPIC).map_or(0, |t| t.partitions);
+        let partitions = if self.shared.config.clustered() {
+            0
+        } else {
+            self.topics.borrow().get(OFFSETS_TOPIC).map_or(0, |t| t.partitions)
+        };
         let mut loaded = 0usize;
         for p in 0..partitions {
             let Some(store) = self.partition(OFFSETS_TOPIC, p) else { continue };
-            let mut offset = store.log_start_offset();
-            while offset < store.high_watermark() {
-                let chunk = store
-                    .read(offset, LOAD_READ_BYTES)
-                    .await
-                    .map_err(|e| std::io::Error::other(format!("{OFFSETS_TOPIC}-{p} at {offset}: {e}")))?;
-                let Some(next) = batch::scan_headers(&chunk).last().map(|(_, h)| h.next_offset()) else { break };
-                let pairs = records::decode_key_values(&chunk).map_err(std::io::Error::other)?;
-                let mut coordinator = self.groups.coordinator.borrow_mut();
-                for (key, value) in pairs {
-                    match GroupRecord::decode(key, value) {
-                        Ok(record) => coordinator.load(now_ms(), record),
-                        Err(e) => warn!(partition = p, offset, error = %e, "skipping an unreadable group record"),
-                    }
-                    loaded += 1;
-                }
-                offset = next;
-            }
+            self.groups.coordinator.borrow_mut().begin_load(p);
+            loaded += self.replay_partition(p, &store, || store.high_watermark(), || true).await?;
+            self.groups.coordinator.borrow_mut().finish_load(p);
         }
         if loaded > 0 {
             info!(core = self.id.0, records = loaded, "loaded group state");
@@ -177,6 +246,71 @@ impl Shard {
         })
         .detach();
         Ok(())
+    }
+
+    /// Clustered: this core's replica of `__consumer_offsets-{partition}` now leads at
+    /// `epoch` (`Some`) or does not lead (`None`). A new leadership replays the partition to
+    /// its log end (the leader never truncates its own log, so all of it becomes committed or
+    /// this node loses leadership first); a lost one drops the partition's groups.
+    pub fn offsets_leadership(self: &Rc<Self>, partition: i32, epoch: Option<LeaderEpoch>) {
+        let previous = self.groups.leading.borrow().get(&partition).copied();
+        if previous == epoch {
+            return;
+        }
+        match epoch {
+            None => {
+                let expected = self.groups.coordinator.borrow().owned_partitions().contains(&partition);
+                if previous.is_none() && !expected {
+                    return;
+                }
+                self.groups.leading.borrow_mut().remove(&partition);
+                self.groups.coordinator.borrow_mut().unload(partition);
+                self.pump_groups();
+                info!(partition, "no longer coordinating the groups of {OFFSETS_TOPIC}-{partition}");
+            }
+            Some(epoch) => {
+                self.groups.leading.borrow_mut().insert(partition, epoch);
+                self.groups.coordinator.borrow_mut().begin_load(partition);
+                self.pump_groups();
+                let shard = self.clone();
+                glommio::spawn_local(async move { shard.load_led_partition(partition, epoch).await }).detach();
+            }
+        }
+    }
+
+    /// FindCoordinator names this node as soon as `image` is published, before its replicas
+    /// act on it: the partitions it now leads answer COORDINATOR_LOAD_IN_PROGRESS (which
+    /// clients retry) rather than NOT_COORDINATOR until [`Self::offsets_leadership`] loads
+    /// them. Called in the same step that publishes the image.
+    pub fn expect_offsets_leadership(&self, image: &MetadataImage) {
+        let Some(topic) = image.topic_by_name(OFFSETS_TOPIC) else { return };
+        let me = NodeId(self.shared.config.node_id);
+        for (p, state) in topic.partitions.iter().enumerate() {
+            let p = p as i32;
+            let loaded_for = self.groups.leading.borrow().get(&p).copied();
+            if state.leader == me && self.owner(OFFSETS_TOPIC, p) == self.id && loaded_for != Some(state.leader_epoch) {
+                self.groups.coordinator.borrow_mut().begin_load(p);
+            }
+        }
+    }
+
+    async fn load_led_partition(self: Rc<Self>, partition: i32, epoch: LeaderEpoch) {
+        let wanted = || self.groups.leading.borrow().get(&partition) == Some(&epoch);
+        let Some(replica) = self.replica(OFFSETS_TOPIC, partition) else { return };
+        let store = replica.store.clone();
+        let started = std::time::Instant::now();
+        match self.replay_partition(partition, &store, || store.log_end_offset(), wanted).await {
+            Ok(records) if wanted() => {
+                self.groups.coordinator.borrow_mut().finish_load(partition);
+                self.pump_groups();
+                info!(partition, %epoch, records, ms = started.elapsed().as_millis() as u64, "loaded the groups of {OFFSETS_TOPIC}-{partition}");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                // Stays loading: clients retry elsewhere once leadership moves, as Kafka's do.
+                warn!(partition, error = %e, "loading group state failed");
+            }
+        }
     }
 
     fn group_owner(&self, group_id: &str) -> ShardId {
@@ -207,41 +341,86 @@ fn opt(text: &Option<StrBytes>) -> Option<String> {
 
 // ---- API handlers ----
 
-pub fn find_coordinator(shard: &Shard, request: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
+/// Where a group's coordinator is, or why there is none yet: this node on a single node;
+/// on a cluster the leader of the group's `__consumer_offsets` partition, creating the topic
+/// on first use as Kafka does (clients retry on COORDINATOR_NOT_AVAILABLE meanwhile).
+async fn locate_coordinator(shard: &Rc<Shard>, key_type: i8, key: &str) -> Result<(i32, String, i32), ErrorCode> {
     let config = &shard.shared.config;
-    let answer = |key: &StrBytes| {
-        let error = match request.key_type {
-            0 => None,
-            _ => Some(ErrorCode::CoordinatorNotAvailable),
-        };
-        (key.clone(), error)
+    if key_type != 0 {
+        // Transactions are not coordinated.
+        return Err(ErrorCode::CoordinatorNotAvailable);
+    }
+    if !config.clustered() {
+        return Ok((config.node_id, config.advertised.0.clone(), i32::from(config.advertised.1)));
+    }
+    let image = shard.image.borrow().clone();
+    let Some(topic) = image.topic_by_name(OFFSETS_TOPIC) else {
+        shard.create_offsets_topic();
+        return Err(ErrorCode::CoordinatorNotAvailable);
     };
-    if version >= 4 {
-        let coordinators = request
-            .coordinator_keys
-            .iter()
-            .map(answer)
-            .map(|(key, error)| {
-                let c = Coordinator::default().with_key(key).with_error_code(code(error));
-                match error {
-                    Some(_) => c.with_node_id((-1).into()).with_port(-1),
-                    None => c
-                        .with_node_id(config.node_id.into())
-                        .with_host(s(config.advertised.0.clone()))
-                        .with_port(i32::from(config.advertised.1)),
+    let partition = group::partition_for(key, config.group.offsets_topic_partitions);
+    let leader = topic.partitions.get(partition as usize).map(|p| p.leader).ok_or(ErrorCode::CoordinatorNotAvailable)?;
+    let endpoint = image
+        .brokers()
+        .get(&leader)
+        .filter(|b| !b.fenced)
+        .and_then(|b| b.endpoints.first())
+        .ok_or(ErrorCode::CoordinatorNotAvailable)?;
+    Ok((leader.0, endpoint.host.clone(), i32::from(endpoint.port)))
+}
+
+impl Shard {
+    /// Asks the controller, once at a time, to create `__consumer_offsets` with Kafka's
+    /// settings for it: compacted, `offsets.topic.replication.factor` replicas.
+    fn create_offsets_topic(self: &Rc<Self>) {
+        if self.groups.creating_topic.replace(true) {
+            return;
+        }
+        let config = &self.shared.config;
+        let topic = odradek_core::controller::CreatableTopic {
+            name: OFFSETS_TOPIC.to_owned(),
+            num_partitions: config.group.offsets_topic_partitions,
+            replication_factor: config.offsets_topic_replication_factor,
+            configs: [
+                ("cleanup.policy".to_owned(), "compact".to_owned()),
+                ("segment.bytes".to_owned(), config.offsets_topic_segment_bytes.to_string()),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        let shard = self.clone();
+        glommio::spawn_local(async move {
+            let request = odradek_core::controller::CreateTopicsRequest { topics: vec![topic], validate_only: false };
+            let answer = crate::handlers::forward_to_controller(&shard, ControllerRequest::CreateTopics(request)).await;
+            match answer {
+                Some(ControllerResponse::CreateTopics(results)) => {
+                    for r in results.into_iter().filter(|r| r.error.is_some()) {
+                        warn!(error = ?r.error, "creating {OFFSETS_TOPIC} failed; retrying on the next FindCoordinator");
+                    }
                 }
-            })
-            .collect();
+                _ => warn!("no controller answered the creation of {OFFSETS_TOPIC}"),
+            }
+            shard.groups.creating_topic.set(false);
+        })
+        .detach();
+    }
+}
+
+pub async fn find_coordinator(shard: &Rc<Shard>, request: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
+    if version >= 4 {
+        let mut coordinators = Vec::new();
+        for key in &request.coordinator_keys {
+            let c = Coordinator::default().with_key(key.clone());
+            coordinators.push(match locate_coordinator(shard, request.key_type, key).await {
+                Ok((node, host, port)) => c.with_node_id(node.into()).with_host(s(host)).with_port(port),
+                Err(e) => c.with_error_code(e.code()).with_node_id((-1).into()).with_port(-1),
+            });
+        }
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
-    let (_, error) = answer(&request.key);
-    let response = FindCoordinatorResponse::default().with_error_code(code(error));
-    match error {
-        Some(_) => response.with_node_id((-1).into()).with_port(-1),
-        None => response
-            .with_node_id(config.node_id.into())
-            .with_host(s(config.advertised.0.clone()))
-            .with_port(i32::from(config.advertised.1)),
+    match locate_coordinator(shard, request.key_type, &request.key).await {
+        Ok((node, host, port)) => FindCoordinatorResponse::default().with_node_id(node.into()).with_host(s(host)).with_port(port),
+        Err(e) => FindCoordinatorResponse::default().with_error_code(e.code()).with_node_id((-1).into()).with_port(-1),
     }
 }
 
@@ -374,23 +553,35 @@ pub async fn offset_fetch(shard: &Rc<Shard>, request: OffsetFetchRequest, versio
     let wanted: Option<Vec<(String, i32)>> = request.topics.as_ref().map(|topics| {
         topics.iter().flat_map(|t| t.partition_indexes.iter().map(move |&p| (t.name.0.to_string(), p))).collect()
     });
-    let Response::OffsetFetch(result) = shard.call_group(&group_id, Call::Fetch(group_id.clone(), wanted)).await else {
+    let Response::OffsetFetch(result) = shard.call_group(&group_id, Call::Fetch(group_id.clone(), wanted.clone())).await else {
         unreachable!()
     };
-    let entries = result.unwrap_or_default();
+    // A coordinator error is top-level with no partitions from v2; v1 has only partition
+    // errors, so it goes on each requested partition (Kafka's getErrorResponse).
+    let (error, entries) = match result {
+        Ok(entries) => (None, entries.into_iter().map(|e| (e, None)).collect()),
+        Err(error) if version >= 2 => (Some(error), Vec::new()),
+        Err(error) => {
+            let failed = wanted.unwrap_or_default().into_iter().map(|(topic, partition)| {
+                (group::OffsetFetchEntry { topic, partition, offset: -1, leader_epoch: -1, metadata: String::new() }, Some(error))
+            });
+            (Some(error), failed.collect::<Vec<_>>())
+        }
+    };
     let mut by_topic: Vec<(String, Vec<OffsetFetchResponsePartition>)> = Vec::new();
-    for e in entries {
+    for (e, partition_error) in entries {
         let partition = OffsetFetchResponsePartition::default()
             .with_partition_index(e.partition)
             .with_committed_offset(e.offset)
             .with_committed_leader_epoch(if version >= 5 { e.leader_epoch } else { -1 })
-            .with_metadata(Some(s(e.metadata)));
+            .with_metadata(Some(s(e.metadata)))
+            .with_error_code(code(partition_error));
         match by_topic.last_mut() {
             Some((topic, partitions)) if *topic == e.topic => partitions.push(partition),
             _ => by_topic.push((e.topic, vec![partition])),
         }
     }
-    OffsetFetchResponse::default().with_topics(
+    OffsetFetchResponse::default().with_error_code(if version >= 2 { code(error) } else { 0 }).with_topics(
         by_topic
             .into_iter()
             .map(|(topic, partitions)| OffsetFetchResponseTopic::default().with_name(s(topic).into()).with_partitions(partitions))

@@ -54,7 +54,7 @@ pub async fn handle(shard: &Rc<Shard>, request: Request, peer: &str) -> Result<O
         ApiKey::CreateTopics => respond(&create_topics(shard, request.decode()?, version).await),
         ApiKey::DeleteTopics => respond(&delete_topics(shard, request.decode()?, version).await),
         ApiKey::DescribeConfigs => respond(&describe_configs(shard, request.decode()?)),
-        ApiKey::FindCoordinator => respond(&groups::find_coordinator(shard, request.decode()?, version)),
+        ApiKey::FindCoordinator => respond(&groups::find_coordinator(shard, request.decode()?, version).await),
         ApiKey::JoinGroup => {
             let client_id = request.header.client_id.as_deref().unwrap_or_default().to_owned();
             let host = format!("/{}", peer.rsplit_once(':').map_or(peer, |(host, _)| host));
@@ -133,8 +133,7 @@ async fn metadata(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -> 
 
 /// Metadata of a clustered node, from its metadata image: every unfenced broker, the active
 /// controller, and per partition the leader, leader epoch, replicas and ISR the controller
-/// committed. `__consumer_offsets` stays node-local (groups are coordinated by the broker a
-/// client asks), so it is described with this broker as its only replica.
+/// committed, `__consumer_offsets` included.
 async fn cluster_metadata(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -> MetadataResponse {
     let config = &shard.shared.config;
     let requested: Option<Vec<String>> = match request.topics {
@@ -167,16 +166,10 @@ async fn cluster_metadata(shard: &Rc<Shard>, request: MetadataRequest, version: 
     let image = shard.image.borrow().clone();
     let node = |id: NodeId| -> KafkaBrokerId { id.0.into() };
     let describe = |name: &str| -> MetadataResponseTopic {
-        if name == OFFSETS_TOPIC {
-            let partitions = shard.topics.borrow().get(OFFSETS_TOPIC).map_or(0, |t| t.partitions);
-            return MetadataResponseTopic::default()
-                .with_name(Some(s(name).into()))
-                .with_is_internal(version >= 1)
-                .with_partitions(local_partitions(config.node_id, version, partitions));
-        }
         match image.topic_by_name(name) {
             Some(topic) => MetadataResponseTopic::default()
                 .with_name(Some(s(name).into()))
+                .with_is_internal(version >= 1 && name == OFFSETS_TOPIC)
                 .with_topic_id(if version >= 10 { uuid::Uuid::from_bytes(topic.id) } else { uuid::Uuid::nil() })
                 .with_partitions(
                     topic
@@ -220,7 +213,7 @@ async fn cluster_metadata(shard: &Rc<Shard>, request: MetadataRequest, version: 
 }
 
 /// Sends a request to the active controller through core 0; `None` when none answered.
-async fn forward_to_controller(shard: &Rc<Shard>, request: ControllerRequest) -> Option<ControllerResponse> {
+pub(crate) async fn forward_to_controller(shard: &Rc<Shard>, request: ControllerRequest) -> Option<ControllerResponse> {
     shard
         .on_shard(ShardId(0), move |core0| async move {
             let node = core0.node.borrow().clone()?;
@@ -307,7 +300,8 @@ async fn cluster_delete_topics(shard: &Rc<Shard>, request: DeleteTopicsRequest, 
     } else {
         request.topic_names.into_iter().map(|n| Some(n.0.to_string())).collect()
     };
-    let known: Vec<String> = names.iter().flatten().cloned().collect();
+    // Groups live in the internal topic; as on a single node, it cannot be deleted.
+    let known: Vec<String> = names.iter().flatten().filter(|n| n.as_str() != OFFSETS_TOPIC).cloned().collect();
     let answer = forward_to_controller(shard, ControllerRequest::DeleteTopics(known)).await;
     let results = match answer {
         Some(ControllerResponse::DeleteTopics(results)) => results,
@@ -320,6 +314,7 @@ async fn cluster_delete_topics(shard: &Rc<Shard>, request: DeleteTopicsRequest, 
             Some(name) => {
                 let found = results.iter().find(|r| r.name == name);
                 let error = match found {
+                    _ if name == OFFSETS_TOPIC => Some(ErrorCode::InvalidTopicException),
                     Some(r) => r.error.as_ref().map(|e| e.code()),
                     None => Some(ErrorCode::RequestTimedOut),
                 };

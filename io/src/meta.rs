@@ -152,6 +152,25 @@ pub fn ensure_offsets_topic(data_dir: &Path, table: &mut TopicTable, config: &Se
             );
         }
     }
+    save_topics_blocking(data_dir, table)
+}
+
+/// A clustered node keeps `__consumer_offsets` in the metadata log, replicated like any
+/// topic. A node-local one left by a single-node start of this data dir is retired: its
+/// records must not be mistaken for a replica of the cluster's partitions.
+pub fn retire_node_local_offsets(data_dir: &Path, table: &mut TopicTable) -> io::Result<()> {
+    let Some(old) = table.remove(OFFSETS_TOPIC) else { return Ok(()) };
+    for p in 0..old.partitions {
+        let dir = data_dir.join(format!("{OFFSETS_TOPIC}-{p}"));
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+    }
+    tracing::warn!("removed a node-local {OFFSETS_TOPIC}: a cluster replicates its own");
+    save_topics_blocking(data_dir, table)
+}
+
+fn save_topics_blocking(data_dir: &Path, table: &TopicTable) -> io::Result<()> {
     let path = data_dir.join(TOPICS_FILE);
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, encode_topics(table)?)?;

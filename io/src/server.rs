@@ -34,9 +34,14 @@ pub fn serve(mut config: ServerConfig) -> Result<(), String> {
     });
     let cluster_id = meta::load_or_create_cluster_id(&data_dir, config.node_id, quorum.as_deref()).map_err(|e| e.to_string())?;
     let mut topics = meta::load_topics(&data_dir, &config.log).map_err(|e| e.to_string())?;
-    meta::ensure_offsets_topic(&data_dir, &mut topics, &config).map_err(|e| e.to_string())?;
-    // Group placement follows the partitions the internal topic was created with.
-    let offsets_partitions = topics[OFFSETS_TOPIC].partitions;
+    if config.clustered() {
+        meta::retire_node_local_offsets(&data_dir, &mut topics).map_err(|e| e.to_string())?;
+    } else {
+        meta::ensure_offsets_topic(&data_dir, &mut topics, &config).map_err(|e| e.to_string())?;
+    }
+    // Group placement follows the partitions the internal topic was created with. (On a
+    // cluster every node must share offsets.topic.num.partitions.)
+    let offsets_partitions = topics.get(OFFSETS_TOPIC).map_or(config.group.offsets_topic_partitions, |t| t.partitions);
     if offsets_partitions != config.group.offsets_topic_partitions {
         warn!(
             configured = config.group.offsets_topic_partitions, existing = offsets_partitions,

@@ -217,9 +217,9 @@ impl Shard {
     }
 
     /// Whether `topic` is replicated through the metadata log (every topic of a clustered
-    /// node but the node-local `__consumer_offsets`).
-    pub fn replicated(&self, topic: &str) -> bool {
-        self.shared.config.clustered() && topic != OFFSETS_TOPIC
+    /// node, `__consumer_offsets` included).
+    pub fn replicated(&self, _topic: &str) -> bool {
+        self.shared.config.clustered()
     }
 
     pub fn replica(&self, topic: &str, partition: i32) -> Option<Rc<ReplicatedPartition>> {
@@ -246,11 +246,12 @@ impl Shard {
         }
         self.image_index.set(index);
         *self.image.borrow_mut() = image.clone();
+        self.expect_offsets_leadership(&image);
         let me = NodeId(self.shared.config.node_id);
         let defaults = self.shared.config.log.clone();
         {
             let mut topics = self.topics.borrow_mut();
-            topics.retain(|name, _| name == OFFSETS_TOPIC);
+            topics.clear();
             for topic in image.topics().values() {
                 let config = TopicConfig::new(&defaults, topic.configs.clone())
                     .unwrap_or_else(|_| TopicConfig::new(&defaults, BTreeMap::new()).expect("defaults are valid"));
@@ -277,7 +278,11 @@ impl Shard {
             .map(|(key, _)| key.clone())
             .collect();
         for key in stale {
-            if let Some(rp) = self.replicas.borrow_mut().remove(&key) {
+            if key.0 == OFFSETS_TOPIC {
+                self.offsets_leadership(key.1, None);
+            }
+            let removed = self.replicas.borrow_mut().remove(&key);
+            if let Some(rp) = removed {
                 rp.stop();
                 info!(topic = %key.0, partition = key.1, "removing partition replica");
                 if let Err(e) = rp.store.delete() {
@@ -310,6 +315,9 @@ impl Shard {
                 }
             };
             rp.apply_state(&state);
+            if topic == OFFSETS_TOPIC {
+                self.offsets_leadership(p, rp.is_leader().then(|| rp.leader_epoch()));
+            }
         }
         self.announce_data();
     }
