@@ -133,3 +133,39 @@ def test_members_ride_out_a_coordinator_kill(cluster_factory, tmp_path, client_c
     survivors = bootstrap_of(cluster.running())
     committed = gh.committed(client.name, survivors, group, topic, range(PARTITIONS))
     assert {p: o for p, (o, _m) in committed.items()} == end_offsets(acked), "committed offsets after everyone closed"
+
+
+@pytest.mark.timeout(240)
+def test_group_cli_on_a_cluster(cluster_factory):
+    """`odradek group` against a cluster: list gathers the groups of every coordinator,
+    describe and reset-offsets find each group's coordinator, including after it moved."""
+    cluster = cluster_factory(extra_args=CLUSTER_ARGS)
+    client = CLIENTS[0](cluster.bootstrap)
+    topic = "cli"
+    create_replicated_topic(cluster, topic)
+    messages = [make_message(i, int(time.time() * 1000), "cli") for i in range(1_200)]
+    acked = {ack: None for ack in client.produce(topic, messages)}
+    # Six groups over six __consumer_offsets partitions: more than one coordinator.
+    groups = [f"cli-{i}" for i in range(6)]
+    for i, group in enumerate(groups):
+        gh.commit_standalone(client.name, cluster.bootstrap, group, topic, {p: (10 * i + p, "") for p in range(PARTITIONS)})
+    coordinators = {g: coordinator_of(cluster, g) for g in groups}
+    assert len(set(coordinators.values())) > 1, f"every group on one coordinator: {coordinators}"
+
+    def cli(*args):
+        return gh.run_group_cli(*args, "--bootstrap-server", bootstrap_of(cluster.running()))
+
+    listed = cli("list")
+    assert listed.returncode == 0, listed.stderr
+    assert set(groups) <= set(listed.stdout.split()), f"group list misses groups:\n{listed.stdout}"
+
+    moved = groups[0]
+    cluster.nodes[coordinators[moved]].kill9()
+    coordinator_of(cluster, moved, other_than=coordinators[moved])
+    described = cli("describe", moved)
+    assert described.returncode == 0, described.stderr
+    assert topic in described.stdout, described.stdout
+    reset = cli("reset-offsets", moved, "--topic", topic, "--to-latest")
+    assert reset.returncode == 0, f"{reset.stderr}{reset.stdout}"
+    after = gh.committed(client.name, bootstrap_of(cluster.running()), moved, topic, range(PARTITIONS))
+    assert {p: o for p, (o, _m) in after.items()} == end_offsets(acked)
