@@ -1,12 +1,35 @@
 //! Runs seeds: directly, or inside madsim's deterministic runtime under `--cfg madsim`.
+//!
+//! `MADSIM_TEST_CHECK_DETERMINISM` set (madsim's own switch): each seed runs twice through
+//! madsim's `Runtime::check_determinism`, which logs every draw of madsim's RNG with the
+//! virtual time it happened at and panics at the first draw that differs in the second run.
+//! The simulation keeps its own RNG streams, so the runner feeds its trace into that log:
+//! after the run it sleeps, per trace checkpoint, a duration taken from the checkpoint and
+//! draws once. Any divergence of the trace shifts madsim's time and trips the check.
 
 use crate::options::Scenario;
 use crate::sim::{run_seed, Report};
 
-/// Runs one seed to completion.
+/// Whether `MADSIM_TEST_CHECK_DETERMINISM` asks for the determinism check.
+pub fn check_determinism_requested() -> bool {
+    std::env::var_os("MADSIM_TEST_CHECK_DETERMINISM").is_some()
+}
+
+/// Runs one seed to completion. With the determinism check requested (and no madsim), runs
+/// it twice and compares the trace checkpoints.
 #[cfg(not(madsim))]
 pub fn run(seed: u64, scenario: Scenario) -> Report {
-    run_seed(seed, scenario)
+    let report = run_seed(seed, scenario);
+    if check_determinism_requested() {
+        let again = run_seed(seed, scenario);
+        assert_eq!(
+            (report.trace_hash, &report.checkpoints),
+            (again.trace_hash, &again.checkpoints),
+            "seed {seed} ({}) is not deterministic",
+            scenario.name()
+        );
+    }
+    report
 }
 
 /// Runs one seed inside a madsim runtime seeded with the same seed. The simulation keeps its
@@ -14,10 +37,27 @@ pub fn run(seed: u64, scenario: Scenario) -> Report {
 /// simulated end so its time and ours agree at the end of the run.
 #[cfg(madsim)]
 pub fn run(seed: u64, scenario: Scenario) -> Report {
-    let runtime = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
-    runtime.block_on(async move {
+    use std::sync::Mutex;
+    // `check_determinism` takes a plain `fn`: the seed travels through a static.
+    static CURRENT: Mutex<Option<(u64, Scenario)>> = Mutex::new(None);
+    *CURRENT.lock().expect("not poisoned") = Some((seed, scenario));
+    async fn hosted() -> Report {
+        let (seed, scenario) = CURRENT.lock().expect("not poisoned").expect("set by run");
         let report = run_seed(seed, scenario);
-        madsim::time::sleep(std::time::Duration::from_millis(report.simulated_ms as u64)).await;
+        let mut elapsed_ms = 0u64;
+        for checkpoint in &report.checkpoints {
+            let step_us = 1 + checkpoint % 1_000;
+            madsim::time::sleep(std::time::Duration::from_micros(step_us)).await;
+            elapsed_ms += step_us / 1_000;
+            let _: u8 = madsim::rand::random();
+        }
+        let rest = (report.simulated_ms as u64).saturating_sub(elapsed_ms);
+        madsim::time::sleep(std::time::Duration::from_millis(rest)).await;
         report
-    })
+    }
+    if check_determinism_requested() {
+        return madsim::runtime::Runtime::check_determinism(seed, madsim::Config::default(), hosted);
+    }
+    let runtime = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
+    runtime.block_on(hosted())
 }
