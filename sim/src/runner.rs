@@ -4,8 +4,9 @@
 //! madsim's `Runtime::check_determinism`, which logs every draw of madsim's RNG with the
 //! virtual time it happened at and panics at the first draw that differs in the second run.
 //! The simulation keeps its own RNG streams, so the runner feeds its trace into that log:
-//! after the run it sleeps, per trace checkpoint, a duration taken from the checkpoint and
-//! draws once. Any divergence of the trace shifts madsim's time and trips the check.
+//! after the run it sleeps, per trace checkpoint (the trace hash every 1,024 events), a number
+//! of milliseconds taken from the checkpoint and draws once. A trace that diverges shifts
+//! madsim's time at every later draw and trips the check.
 
 use crate::options::Scenario;
 use crate::sim::{run_seed, Report};
@@ -33,8 +34,8 @@ pub fn run(seed: u64, scenario: Scenario) -> Report {
 }
 
 /// Runs one seed inside a madsim runtime seeded with the same seed. The simulation keeps its
-/// own virtual clock and RNG streams (per concern); madsim's clock is advanced to the
-/// simulated end so its time and ours agree at the end of the run.
+/// own virtual clock and RNG streams (per concern); madsim's clock is advanced by the
+/// simulated time, then by one step per trace checkpoint (see the module comment).
 #[cfg(madsim)]
 pub fn run(seed: u64, scenario: Scenario) -> Report {
     use std::sync::Mutex;
@@ -44,15 +45,13 @@ pub fn run(seed: u64, scenario: Scenario) -> Report {
     async fn hosted() -> Report {
         let (seed, scenario) = CURRENT.lock().expect("not poisoned").expect("set by run");
         let report = run_seed(seed, scenario);
-        let mut elapsed_ms = 0u64;
+        madsim::time::sleep(std::time::Duration::from_millis(report.simulated_ms as u64)).await;
+        // madsim's timers fire at millisecond granularity: whole milliseconds, so that one
+        // differing checkpoint moves every later draw.
         for checkpoint in &report.checkpoints {
-            let step_us = 1 + checkpoint % 1_000;
-            madsim::time::sleep(std::time::Duration::from_micros(step_us)).await;
-            elapsed_ms += step_us / 1_000;
+            madsim::time::sleep(std::time::Duration::from_millis(1 + checkpoint % 997)).await;
             let _: u8 = madsim::rand::random();
         }
-        let rest = (report.simulated_ms as u64).saturating_sub(elapsed_ms);
-        madsim::time::sleep(std::time::Duration::from_millis(rest)).await;
         report
     }
     if check_determinism_requested() {
