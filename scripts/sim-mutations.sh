@@ -2,7 +2,7 @@
 # Proof that the simulator can fail: applies each realistic bug in sim/mutations/*.patch to
 # core, one at a time, and runs seeds until the simulator catches it. Prints, per mutation,
 # the first failing seed and the checker's message. Restores core after each patch.
-# Usage: scripts/sim-mutations.sh [seeds per scenario, default 30]
+# Usage: scripts/sim-mutations.sh [seeds per scenario, default 30] [patch ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seeds="${1:-30}"
@@ -12,13 +12,21 @@ if ! git diff --quiet -- core; then
   exit 2
 fi
 trap 'git checkout -q -- core' EXIT
+scenarios="swarm kip101 double-crash fast-leader-changes zombie-leader power-loss isr-churn
+  last-replica-standing isr-expansion-race acks-matrix power-loss-no-fsync"
+if [ "$#" -gt 1 ]; then
+  shift
+  patches=("$@")
+else
+  patches=(sim/mutations/*.patch)
+fi
 status=0
-for patch in sim/mutations/*.patch; do
+for patch in "${patches[@]}"; do
   name=$(basename "$patch" .patch)
   git apply "$patch"
   cargo build --release -q -p odradek-sim 2>/dev/null
   caught=""
-  for scenario in swarm kip101 double-crash fast-leader-changes zombie-leader power-loss isr-churn; do
+  for scenario in $scenarios; do
     if out=$("$CARGO_TARGET_DIR/release/odradek-sim" swarm --seeds "$seeds" --scenario "$scenario" 2>&1); then
       continue
     fi

@@ -14,9 +14,13 @@ cargo nextest run --release --workspace
 echo "== simulator: a few dozen seeds per scenario under --cfg madsim (own target dir)"
 sim_target="$CARGO_TARGET_DIR/sim-madsim"
 RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR="$sim_target" cargo build --release -p odradek-sim
-for scenario in swarm kip101 double-crash fast-leader-changes zombie-leader power-loss isr-churn; do
-  "$sim_target/release/odradek-sim" swarm --seeds "${ODRADEK_SIM_SEEDS:-100}" --scenario "$scenario"
+sim_bin="$sim_target/release/odradek-sim"
+for scenario in swarm kip101 double-crash fast-leader-changes zombie-leader power-loss isr-churn \
+    last-replica-standing isr-expansion-race acks-matrix power-loss-no-fsync; do
+  "$sim_bin" swarm --seeds "${ODRADEK_SIM_SEEDS:-100}" --scenario "$scenario"
 done
+echo "== simulator: madsim determinism check (each seed run twice, every trace checkpoint compared)"
+MADSIM_TEST_CHECK_DETERMINISM=1 "$sim_bin" swarm --seeds 22 --all-scenarios
 
 echo "== broker and benchmark binaries"
 cargo build --release --bin odradek --bin odradek-bench

@@ -88,6 +88,52 @@ impl fmt::Display for Anomaly {
 /// Anomalies found, each class capped at this many reports (the first ones in offset order).
 pub const REPORTS_PER_CLASS_MAX: usize = 8;
 
+/// A history's verdict when acknowledged writes may be lost by design.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Verdict {
+    pub anomalies: Vec<Anomaly>,
+    /// Acknowledged writes lost (lost-write and unseen), and offsets whose lost value was
+    /// overwritten by a later one (inconsistent-offsets where the final read holds exactly
+    /// one of the values): expected with acks=0/1 or acks without fsync, still counted.
+    pub expected_losses: usize,
+}
+
+/// Checks a history for a mode that may lose acknowledged writes (`may_lose`) or not. Loss is
+/// then reported in [`Verdict::expected_losses`]; everything else (duplicates, polls going
+/// backwards or skipping, two surviving values at one offset) stays an anomaly.
+pub fn check_with(history: &[Op], may_lose: bool) -> Verdict {
+    let anomalies = check(history);
+    if !may_lose {
+        return Verdict { anomalies, expected_losses: 0 };
+    }
+    let final_read: BTreeMap<i64, Value> = history
+        .iter()
+        .filter_map(|op| match op {
+            Op::FinalRead { records } => Some(records.iter().copied()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let survived: BTreeSet<Value> = final_read.values().copied().collect();
+    let mut verdict = Verdict::default();
+    for anomaly in anomalies {
+        let expected = match &anomaly {
+            Anomaly::LostWrite { .. } | Anomaly::Unseen { .. } => true,
+            Anomaly::InconsistentOffsets { offset, values } => {
+                values.iter().filter(|v| survived.contains(v)).count() <= 1
+                    && final_read.get(offset).is_none_or(|v| values.contains(v))
+            }
+            _ => false,
+        };
+        if expected {
+            verdict.expected_losses += 1;
+        } else {
+            verdict.anomalies.push(anomaly);
+        }
+    }
+    verdict
+}
+
 /// Checks a history; an empty result means it is valid.
 pub fn check(history: &[Op]) -> Vec<Anomaly> {
     // offset → values seen there; value → offsets it was seen at (acks and reads alike).
@@ -294,6 +340,24 @@ mod tests {
             check(&history),
             vec![Anomaly::NonMonotonicPoll { process: 9, previous: 1, next: 1 }]
         );
+    }
+
+    #[test]
+    fn lost_and_overwritten_writes_are_expected_only_where_loss_is_allowed() {
+        // acks=1: value 11 acknowledged at offset 1, lost with its leader, offset 1 re-used.
+        let history = vec![
+            ok(1, &[10], 0),
+            ok(1, &[11], 1),
+            ok(1, &[12], 1),
+            Op::FinalRead { records: vec![(0, 10), (1, 12)] },
+        ];
+        assert!(!check_with(&history, false).anomalies.is_empty());
+        let verdict = check_with(&history, true);
+        assert_eq!(verdict.anomalies, vec![]);
+        assert!(verdict.expected_losses > 0);
+        // A value at two offsets is never a loss.
+        let duplicate = vec![Op::FinalRead { records: vec![(0, 10), (1, 10)] }];
+        assert_eq!(check_with(&duplicate, true).anomalies.len(), 1);
     }
 
     #[test]

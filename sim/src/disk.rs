@@ -42,6 +42,9 @@ pub struct Disk {
     /// Bumped whenever the partition log is cut (truncation, crash), so invariant checkers
     /// know to re-verify it.
     pub log_cuts: u64,
+    /// Batches written since the simulator last looked (appends, and batches recovery kept
+    /// from a torn tail), for the check that one offset in one leader epoch holds one batch.
+    pub fresh: Vec<StoredBatch>,
 }
 
 impl Disk {
@@ -59,17 +62,27 @@ impl Disk {
         out.freeze()
     }
 
+    /// What a consumer fetch at `from` serves, as Kafka does: whole batches from the one
+    /// holding `from` (which may start before it) up to `to`.
+    pub fn read_for_consumer(&self, from: i64, to: i64) -> Bytes {
+        let start = self.batches.partition_point(|b| b.end <= from);
+        let from = self.batches.get(start).map_or(from, |b| b.base.min(from));
+        self.read(from, to)
+    }
+
     pub fn append(&mut self, base_offset: Offset, end_offset: Offset, records: &Bytes) {
         assert_eq!(base_offset.0, self.log_end(), "append not at the log end");
         let mut next = base_offset.0;
         for (position, header) in batch::scan_headers(records) {
             assert_eq!(header.base_offset, next, "appended batches not contiguous");
-            self.batches.push(StoredBatch {
+            let stored = StoredBatch {
                 base: header.base_offset,
                 end: header.next_offset(),
                 epoch: header.partition_leader_epoch,
                 bytes: records.slice(position..position + header.total_len()),
-            });
+            };
+            self.fresh.push(stored.clone());
+            self.batches.push(stored);
             next = header.next_offset();
         }
         assert_eq!(next, end_offset.0, "append's end offset does not match its batches");
@@ -132,8 +145,10 @@ impl Disk {
             self.hard_durable = self.hard_written;
         }
         self.hard_written = self.hard_durable;
-        // Partition log: keep synced batches, then maybe some unsynced ones, then maybe a torn
-        // fragment of the next one; recovery must find the valid end on its own.
+        // Partition log: keep synced batches, then maybe some unsynced ones, then maybe what
+        // the next write left behind: cut short (with garbage past the cut), or whole in
+        // length with a sector in its records that never reached the platter (a torn page).
+        // Recovery (core's, over these bytes) must find the valid end on its own.
         let synced = self.batches.partition_point(|b| b.end <= self.log_durable);
         let mut survivors = synced;
         if torn && self.batches.len() > synced {
@@ -142,12 +157,22 @@ impl Disk {
         let mut tail = BytesMut::new();
         if torn && survivors < self.batches.len() && rng.gen_bool(0.5) {
             let next = &self.batches[survivors].bytes;
-            let cut = rng.gen_range(1..next.len());
-            tail.extend_from_slice(&next[..cut]);
-            if rng.gen_bool(0.3) {
-                // Garbage past the torn write (a reused block).
-                let flip = rng.gen_range(0..tail.len());
-                tail[flip] ^= 0x5a;
+            if rng.gen_bool(0.5) {
+                let cut = rng.gen_range(1..next.len());
+                tail.extend_from_slice(&next[..cut]);
+                if rng.gen_bool(0.3) {
+                    // Garbage past the torn write (a reused block).
+                    let flip = rng.gen_range(0..tail.len());
+                    tail[flip] ^= 0x5a;
+                }
+            } else {
+                // Every byte up to the batch's length is there, but one 8-byte "sector" of
+                // its records holds stale data: only the CRC tells.
+                tail.extend_from_slice(next);
+                let from = rng.gen_range(batch::HEADER_LEN..tail.len());
+                for byte in &mut tail[from..(from + 8).min(next.len())] {
+                    *byte = !*byte;
+                }
             }
         }
         self.batches.truncate(survivors);
@@ -158,12 +183,24 @@ impl Disk {
         let valid_before = bytes.len();
         bytes.extend_from_slice(&tail);
         let recovered = recover_segment(self.log_start, &bytes, 4096);
+        let valid_len = recovered.valid_len as usize;
         assert!(
-            recovered.valid_len as usize >= valid_before,
-            "recovery dropped whole synced or surviving batches: valid {} of {}",
-            recovered.valid_len,
-            valid_before
+            valid_len >= valid_before,
+            "recovery dropped whole synced or surviving batches: valid {valid_len} of {valid_before}"
         );
+        // Whatever recovery accepted past the surviving batches stays in the log.
+        let bytes = bytes.freeze();
+        let kept = bytes.slice(valid_before..valid_len);
+        for (position, header) in batch::scan_headers(&kept) {
+            let stored = StoredBatch {
+                base: header.base_offset,
+                end: header.next_offset(),
+                epoch: header.partition_leader_epoch,
+                bytes: kept.slice(position..position + header.total_len()),
+            };
+            self.fresh.push(stored.clone());
+            self.batches.push(stored);
+        }
         // Recovery fsyncs what it keeps.
         self.log_durable = self.log_end();
         self.log_cuts += 1;

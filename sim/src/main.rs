@@ -32,7 +32,7 @@ enum Command {
         from: u64,
         #[arg(long, default_value = "swarm", value_parser = parse_scenario)]
         scenario: Scenario,
-        /// Every scenario in turn (seed i runs scenario i mod 7).
+        /// Every scenario in turn (seed i runs scenario i mod the number of scenarios).
         #[arg(long)]
         all_scenarios: bool,
         #[arg(long)]
@@ -63,7 +63,7 @@ fn main() -> ExitCode {
             let report = runner::run(seed, scenario);
             let wall = started.elapsed().as_secs_f64();
             println!(
-                "seed {} scenario {} trace {:016x} simulated {:.1}s wall {:.2}s events {} faults {} acked {} hw {}",
+                "seed {} scenario {} trace {:016x} simulated {:.1}s wall {:.2}s events {} faults {} acked {} expected losses {} hw {}",
                 report.seed,
                 report.options.scenario.name(),
                 report.trace_hash,
@@ -72,6 +72,7 @@ fn main() -> ExitCode {
                 report.events,
                 report.faults,
                 report.acked,
+                report.expected_losses,
                 report.high_watermark
             );
             println!("options: {}", report.options.summary());
@@ -84,12 +85,13 @@ fn main() -> ExitCode {
         }
         Command::Swarm { seeds, from, scenario, all_scenarios, keep_going } => {
             let started = Instant::now();
-            let (mut simulated_ms, mut failed, mut acked) = (0i64, 0u64, 0usize);
+            let (mut simulated_ms, mut failed, mut acked, mut lost) = (0i64, 0u64, 0usize, 0usize);
             for seed in from..from.saturating_add(seeds) {
-                let scenario = if all_scenarios { Scenario::ALL[(seed % 7) as usize] } else { scenario };
+                let scenario = if all_scenarios { Scenario::ALL[(seed % Scenario::ALL.len() as u64) as usize] } else { scenario };
                 let report = runner::run(seed, scenario);
                 simulated_ms += report.simulated_ms;
                 acked += report.acked;
+                lost += report.expected_losses;
                 if report.failure.is_some() {
                     failed += 1;
                     print_failure(&report);
@@ -100,7 +102,7 @@ fn main() -> ExitCode {
             }
             let wall = started.elapsed().as_secs_f64();
             println!(
-                "{seeds} seeds from {from}: {failed} failed, {acked} acknowledged writes, {:.2} seeds/s, {:.0} simulated s per wall s ({:.1}s simulated in {:.1}s)",
+                "{seeds} seeds from {from}: {failed} failed, {acked} acknowledged writes, {lost} expected losses, {:.2} seeds/s, {:.0} simulated s per wall s ({:.1}s simulated in {:.1}s)",
                 seeds as f64 / wall,
                 simulated_ms as f64 / 1000.0 / wall,
                 simulated_ms as f64 / 1000.0,

@@ -67,6 +67,8 @@ pub enum Output {
     Applied { index: raft::Index, term: odradek_core::ids::Term, data: Bytes },
     /// An acks=all produce answered OK: `end` offsets, checked against the HW at once.
     AckedAll { end: Offset, high_watermark: Offset },
+    /// A driver-visible breach of a replica rule (the simulator fails the run).
+    Violation(String),
 }
 
 enum Rpc {
@@ -86,6 +88,7 @@ struct ProduceWaiter {
     client: NodeId,
     corr: i32,
     records: i64,
+    acks: i16,
 }
 
 /// The process state lost on a crash; the disk and clock survive.
@@ -121,6 +124,9 @@ pub struct Node {
     pub clock: Clock,
     pub process: Option<Process>,
     pub paused_until: Option<i64>,
+    /// The partition's log dir stalls until then: its syncs hang (the metadata log, on its
+    /// own dir, is unaffected).
+    pub log_stall_until: Option<i64>,
     pub incarnation: u64,
     pub replica_config: ReplicaConfig,
     /// Global time of the timer event this node has queued.
@@ -140,6 +146,7 @@ impl Node {
             clock,
             process: None,
             paused_until: None,
+            log_stall_until: None,
             incarnation: 0,
             replica_config,
             timer_at: None,
@@ -323,8 +330,21 @@ impl Node {
                     Some(r) => {
                         let id = p.next_produce;
                         p.next_produce += 1;
-                        p.produces.insert(id, ProduceWaiter { client: from, corr, records: count });
+                        p.produces.insert(id, ProduceWaiter { client: from, corr, records: count, acks: body.acks });
+                        // Rule 7: acks=all is refused, before any append, while the committed
+                        // ISR is below min.insync.replicas.
+                        let isr = r.isr();
+                        let below_min = body.acks == -1
+                            && r.role() == replica::Role::Leader
+                            && isr.len() < p_min_isr(&p.controller).unwrap_or(self.replica_config.min_insync_replicas);
+                        let end_before = r.log_end_offset();
                         r.handle_produce(now, id, records, body.acks, body.timeout_ms);
+                        if below_min && r.log_end_offset() != end_before {
+                            out.push(Output::Violation(format!(
+                                "node {}: acks=all produce appended at {end_before} with ISR {isr:?} below min.insync.replicas",
+                                self.id
+                            )));
+                        }
                     }
                     None => out.push(Output::Send {
                         to: from,
@@ -347,7 +367,7 @@ impl Node {
                 let result = match p.replica.as_mut() {
                     Some(r) => match r.handle_fetch(now, &fetch) {
                         FetchAnswer::Read { read_to, high_watermark, .. } => {
-                            Ok((high_watermark, self.disk.read(fetch.fetch_offset.0, read_to.0)))
+                            Ok((high_watermark, self.disk.read_for_consumer(fetch.fetch_offset.0, read_to.0)))
                         }
                         FetchAnswer::Diverging { .. } => Err(ErrorCode::InvalidRequest),
                         FetchAnswer::Error(e) => Err(e),
@@ -571,7 +591,7 @@ impl Node {
                         }
                         replica::Action::ReplyProduce { request_id, result } => {
                             if let Some(w) = p.produces.remove(&request_id) {
-                                if let Ok(ack) = &result {
+                                if let (Ok(ack), -1) = (&result, w.acks) {
                                     out.push(Output::AckedAll {
                                         end: ack.base_offset.plus(w.records),
                                         high_watermark: r.high_watermark(),
@@ -672,6 +692,12 @@ fn controller_target(p: &Process, voters: &[NodeId]) -> NodeId {
         Some(leader) if p.controller_hint % 3 != 2 => leader,
         _ => voters[p.controller_hint % voters.len()],
     }
+}
+
+/// The topic's `min.insync.replicas` in this node's metadata image, if set.
+fn p_min_isr(c: &Controller) -> Option<usize> {
+    let topic = c.image().topic_by_name(TOPIC)?;
+    topic.configs.get("min.insync.replicas")?.parse().ok()
 }
 
 pub fn topic_id_opt(c: &Controller) -> Option<controller::TopicId> {

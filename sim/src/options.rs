@@ -39,6 +39,21 @@ pub struct Options {
     /// Followers truncate through OffsetForLeaderEpoch instead of Fetch's diverging epoch.
     pub truncate_with_offset_for_leader_epoch: bool,
     pub min_insync_replicas: usize,
+    /// `acks` of every produce: -1 (all), 1 or 0.
+    pub acks: i16,
+    /// odradek's durability switch: acknowledge (and count positions) only for fsynced data.
+    /// Off, the page cache is written back every `writeback_ms` and a power loss may lose
+    /// acknowledged writes.
+    pub ack_after_fsync: bool,
+    pub writeback_ms: i64,
+    /// Probability that a follower's partition log dir stalls (syncs hang) for up to
+    /// `stall_ms_max`: it falls out of the ISR while its process, a controller voter, lives.
+    pub stall_probability: f64,
+    pub stall_ms_max: i64,
+    /// Crash the leader as soon as it has an ISR expansion in flight, or right after the ISR
+    /// shrank to the leader alone (the scenarios that aim at those windows).
+    pub crash_leader_on_expansion: f64,
+    pub crash_last_replica: f64,
     pub producers: u32,
     pub consumers: u32,
     pub produce_interval_ms: (i64, i64),
@@ -61,10 +76,22 @@ pub enum Scenario {
     PowerLoss,
     /// Only faults that hit one node at a time, at a high rate (ISR shrinks and expands).
     IsrChurn,
+    /// The ISR shrinks to the leader alone (its followers' log dirs stall), which then
+    /// crashes losing its unsynced tail: no other replica may lead until it returns.
+    LastReplicaStanding,
+    /// Followers drop out of the ISR and rejoin while the leader crashes, pauses or gets
+    /// isolated with the expansion in flight (KIP-497: HW over the maximal ISR).
+    IsrExpansionRace,
+    /// acks 0/1/all × min.insync.replicas 1/2/3 (the cell is `seed % 9`) under kills and
+    /// network partitions; acks=all loses nothing acknowledged, acks=1 losses are expected.
+    AcksMatrix,
+    /// Power loss with `ack_after_fsync` off: acknowledged writes may be lost (reported as
+    /// expected for this mode), replicas never diverge.
+    PowerLossNoFsync,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 11] = [
         Scenario::Swarm,
         Scenario::Kip101,
         Scenario::DoubleCrash,
@@ -72,6 +99,10 @@ impl Scenario {
         Scenario::ZombieLeader,
         Scenario::PowerLoss,
         Scenario::IsrChurn,
+        Scenario::LastReplicaStanding,
+        Scenario::IsrExpansionRace,
+        Scenario::AcksMatrix,
+        Scenario::PowerLossNoFsync,
     ];
 
     pub fn name(self) -> &'static str {
@@ -83,6 +114,10 @@ impl Scenario {
             Scenario::ZombieLeader => "zombie-leader",
             Scenario::PowerLoss => "power-loss",
             Scenario::IsrChurn => "isr-churn",
+            Scenario::LastReplicaStanding => "last-replica-standing",
+            Scenario::IsrExpansionRace => "isr-expansion-race",
+            Scenario::AcksMatrix => "acks-matrix",
+            Scenario::PowerLossNoFsync => "power-loss-no-fsync",
         }
     }
 
@@ -102,7 +137,7 @@ fn chance(rng: &mut ChaCha8Rng, on: f64, low: f64, high: f64) -> f64 {
 impl Options {
     /// Draws the options of a run from its own stream (swarm testing: every fault is on with
     /// some probability, at a rate of its own).
-    pub fn draw(scenario: Scenario, rng: &mut ChaCha8Rng) -> Options {
+    pub fn draw(scenario: Scenario, seed: u64, rng: &mut ChaCha8Rng) -> Options {
         let mut o = Options {
             scenario,
             safety_ms: 60_000,
@@ -125,6 +160,13 @@ impl Options {
             clock_drift_ppm_max: if rng.gen_bool(0.5) { rng.gen_range(0..50_000) } else { 0 },
             truncate_with_offset_for_leader_epoch: rng.gen_bool(0.3),
             min_insync_replicas: 2,
+            acks: -1,
+            ack_after_fsync: true,
+            writeback_ms: 0,
+            stall_probability: 0.0,
+            stall_ms_max: 0,
+            crash_leader_on_expansion: 0.0,
+            crash_last_replica: 0.0,
             producers: rng.gen_range(1..4),
             consumers: rng.gen_range(1..3),
             produce_interval_ms: (rng.gen_range(1..10), rng.gen_range(10..200)),
@@ -173,9 +215,66 @@ impl Options {
                 o.partition_probability = rng.gen_range(0.1..0.3);
                 o.heal_probability = 0.5;
                 o.loss_probability = 0.0;
+                o.stall_probability = rng.gen_range(0.05..0.2);
+                o.stall_ms_max = rng.gen_range(1_000..10_000);
+            }
+            Scenario::LastReplicaStanding => {
+                // min.insync.replicas=1: the last replica goes on acknowledging alone, so its
+                // synced log holds writes no other replica has.
+                o.min_insync_replicas = 1;
+                o.fault_interval_ms = rng.gen_range(300..1_000);
+                o.crash_probability = 0.0;
+                o.power_loss_probability = 0.0;
+                o.partition_probability = 0.0;
+                o.pause_probability = 0.0;
+                o.torn_writes = true;
+                o.disk_latency_ms = (1, 40);
+                o.stall_probability = rng.gen_range(0.2..0.5);
+                o.stall_ms_max = rng.gen_range(6_000..15_000);
+                o.crash_last_replica = rng.gen_range(0.3..1.0);
+                o.restart_delay_ms = (1_000, rng.gen_range(2_000..10_000));
+            }
+            Scenario::IsrExpansionRace => {
+                o.target_leader = false;
+                o.power_loss_probability = 0.0;
+                o.crash_probability = rng.gen_range(0.0..0.1);
+                o.pause_probability = rng.gen_range(0.0..0.1);
+                o.partition_probability = rng.gen_range(0.0..0.1);
+                o.heal_probability = 0.5;
+                o.stall_probability = rng.gen_range(0.1..0.4);
+                o.stall_ms_max = rng.gen_range(2_000..10_000);
+                o.crash_leader_on_expansion = rng.gen_range(0.2..0.8);
+                o.restart_delay_ms = (0, 2_000);
+                o.produce_interval_ms = (1, rng.gen_range(2..20));
+                o.producers = rng.gen_range(2..4);
+            }
+            Scenario::AcksMatrix => {
+                let cell = seed % 9;
+                o.acks = [0, 1, -1][(cell / 3) as usize];
+                o.min_insync_replicas = 1 + (cell % 3) as usize;
+                o.power_loss_probability = 0.0;
+                o.pause_probability = 0.0;
+                o.clog_probability = 0.0;
+                o.crash_probability = rng.gen_range(0.05..0.25);
+                o.partition_probability = rng.gen_range(0.05..0.25);
+                o.heal_probability = rng.gen_range(0.2..0.6);
+                o.torn_writes = true;
+            }
+            Scenario::PowerLossNoFsync => {
+                o.ack_after_fsync = false;
+                o.writeback_ms = rng.gen_range(200..5_000);
+                o.power_loss_probability = rng.gen_range(0.05..0.2);
+                o.crash_probability = rng.gen_range(0.0..0.1);
+                o.torn_writes = true;
             }
         }
         o
+    }
+
+    /// Acknowledged writes may be lost by design in this run (acks=0/1, or acks without
+    /// fsync); the history checker then reports lost writes as expected, not as anomalies.
+    pub fn may_lose_acknowledged(&self) -> bool {
+        self.acks != -1 || !self.ack_after_fsync
     }
 
     /// The options in one line, for failure reports.
@@ -183,7 +282,8 @@ impl Options {
         format!(
             "scenario={} safety_ms={} crash={:.3} power_loss={:.3} torn={} pause={:.3}/{}ms \
              partition={:.3} heal={:.2} clog={:.3} target_leader={} loss={:.3} delay={:?}ms \
-             disk={:?}ms skew<={}ms drift<={}ppm ofle={} min_isr={} producers={} consumers={}",
+             disk={:?}ms skew<={}ms drift<={}ppm ofle={} min_isr={} acks={} fsync={} stall={:.3}/{}ms \
+             crash_on_expansion={:.2} crash_last={:.2} producers={} consumers={}",
             self.scenario.name(),
             self.safety_ms,
             self.crash_probability,
@@ -202,6 +302,12 @@ impl Options {
             self.clock_drift_ppm_max,
             self.truncate_with_offset_for_leader_epoch,
             self.min_insync_replicas,
+            self.acks,
+            self.ack_after_fsync,
+            self.stall_probability,
+            self.stall_ms_max,
+            self.crash_leader_on_expansion,
+            self.crash_last_replica,
             self.producers,
             self.consumers,
         )

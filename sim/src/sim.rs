@@ -71,6 +71,10 @@ pub struct Report {
     pub acked: usize,
     pub high_watermark: i64,
     pub faults: usize,
+    /// Acknowledged writes lost in a mode that allows it (acks=0/1, acks without fsync).
+    pub expected_losses: usize,
+    /// Trace hash every 1,024 events: what the madsim determinism check compares.
+    pub checkpoints: Vec<u64>,
     pub failure: Option<Failure>,
 }
 
@@ -89,6 +93,10 @@ enum Event {
     Resume { node: usize },
     Client { client: usize },
     FaultTick,
+    /// Crash, pause or isolate this node now (aimed faults: a window a scenario waits for).
+    Strike { node: usize },
+    /// fsync off: the OS writes the page cache back.
+    Writeback,
 }
 
 struct Scheduled {
@@ -190,6 +198,18 @@ pub struct Sim {
     /// `ODRADEK_SIM_DEBUG` set: print the cluster state every 2 simulated seconds.
     debug: bool,
     debug_node: Option<i32>,
+    /// Every batch ever written, by (base offset, leader epoch): one leader writes one batch
+    /// at an offset in its epoch, so a second, different one is divergence (or corruption
+    /// that recovery let through).
+    written: BTreeMap<(i64, i32), (i64, Bytes, String)>,
+    /// The highest high watermark any replica ever reported: everything below is committed.
+    committed_end: i64,
+    /// The partition state in the newest metadata image applied anywhere, by applied index.
+    latest_image: Option<(u64, odradek_core::controller::PartitionState)>,
+    /// (leader epoch, partition epoch) of the last ISR expansion an aimed fault struck.
+    struck_expansion: Option<(i32, i32)>,
+    expected_losses: usize,
+    checkpoints: Vec<u64>,
 }
 
 /// Writes the liveness phase needs acknowledged after healing before producers stop.
@@ -203,7 +223,7 @@ fn derive(seed: u64, stream: u64) -> ChaCha8Rng {
 
 impl Sim {
     pub fn new(seed: u64, scenario: Scenario) -> Sim {
-        let options = Options::draw(scenario, &mut derive(seed, 1));
+        let options = Options::draw(scenario, seed, &mut derive(seed, 1));
         Sim::with_options(seed, options)
     }
 
@@ -217,6 +237,7 @@ impl Sim {
             replica_fetch_response_timeout_ms: 3_000,
             high_watermark_checkpoint_interval_ms: 1_000,
             truncate_with_offset_for_leader_epoch: options.truncate_with_offset_for_leader_epoch,
+            ack_after_fsync: options.ack_after_fsync,
             ..ReplicaConfig::default()
         };
         let nodes = voters
@@ -264,6 +285,12 @@ impl Sim {
             acked_stop: None,
             debug: std::env::var_os("ODRADEK_SIM_DEBUG").is_some(),
             debug_node: std::env::var("ODRADEK_SIM_DEBUG_NODE").ok().and_then(|v| v.parse().ok()),
+            written: BTreeMap::new(),
+            committed_end: 0,
+            latest_image: None,
+            struck_expansion: None,
+            expected_losses: 0,
+            checkpoints: Vec::new(),
         }
     }
 
@@ -276,12 +303,15 @@ impl Sim {
             self.schedule(0, Event::Client { client: c });
         }
         self.schedule(self.options.fault_interval_ms, Event::FaultTick);
+        if !self.options.ack_after_fsync {
+            self.schedule(self.options.writeback_ms, Event::Writeback);
+        }
         let safety_end = self.options.safety_ms;
         self.run_until(safety_end, |_| false);
         if self.failure.is_none() {
             self.heal();
             let deadline = self.now + self.options.liveness_ms_max;
-            let acked_before = self.acked();
+            let acked_before = self.progress();
             self.acked_stop = Some(acked_before + LIVENESS_WRITES);
             let converged = self.run_until(deadline, |sim| sim.converged(acked_before));
             if self.failure.is_none() && !converged {
@@ -291,12 +321,16 @@ impl Sim {
                     self.describe()
                 )));
             }
+            if self.failure.is_none() {
+                self.check_replicas_identical();
+            }
         }
         if self.failure.is_none() {
             self.final_read();
-            let anomalies = checker::check(&self.history);
-            if !anomalies.is_empty() {
-                self.failure = Some(Failure::History(anomalies));
+            let verdict = checker::check_with(&self.history, self.options.may_lose_acknowledged());
+            self.expected_losses = verdict.expected_losses;
+            if !verdict.anomalies.is_empty() {
+                self.failure = Some(Failure::History(verdict.anomalies));
             }
         }
         let high_watermark = self.leader().map_or(-1, |i| self.replica_hw(i));
@@ -308,6 +342,8 @@ impl Sim {
             acked: self.acked(),
             high_watermark,
             faults: self.faults,
+            expected_losses: self.expected_losses,
+            checkpoints: std::mem::take(&mut self.checkpoints),
             failure: self.failure.clone(),
             options: self.options,
         }
@@ -318,6 +354,37 @@ impl Sim {
             .iter()
             .filter(|op| matches!(op, Op::Send { outcome: SendOutcome::Ok { .. }, .. }))
             .count()
+    }
+
+    /// Writes that count as done for the liveness phase: acknowledged ones, or with acks=0
+    /// (never answered) every one sent.
+    fn progress(&self) -> usize {
+        if self.options.acks == 0 {
+            self.history.iter().filter(|op| matches!(op, Op::Send { .. })).count()
+        } else {
+            self.acked()
+        }
+    }
+
+    /// After convergence every replica holds the same log, byte for byte: whatever a mode may
+    /// lose, replicas never keep diverging prefixes.
+    fn check_replicas_identical(&mut self) {
+        let Some(l) = self.leader() else { return };
+        let leader = &self.nodes[l].disk;
+        let reference = leader.read(leader.log_start, leader.log_end());
+        for n in &self.nodes {
+            if n.disk.read(n.disk.log_start, n.disk.log_end()) != reference {
+                let message = format!(
+                    "after convergence node {} holds a different log from the leader {} (ends {} and {})",
+                    n.id,
+                    self.nodes[l].id,
+                    n.disk.log_end(),
+                    leader.log_end()
+                );
+                self.fail(message);
+                return;
+            }
+        }
     }
 
     fn run_until(&mut self, end: i64, mut stop: impl FnMut(&Sim) -> bool) -> bool {
@@ -334,6 +401,10 @@ impl Sim {
             self.trace.add(seq);
             self.dispatch(event);
             self.check_invariants();
+            self.aim_faults();
+            if self.events % 1_024 == 0 {
+                self.checkpoints.push(self.trace.0);
+            }
             if self.debug && self.now / 2_000 != before {
                 eprintln!("t={}ms {}", self.now, self.describe());
             }
@@ -384,6 +455,7 @@ impl Sim {
                         }
                     }
                 }
+                Output::Violation(message) => self.fail(message),
                 Output::AckedAll { end, high_watermark } => {
                     if end > high_watermark {
                         self.fail(format!(
@@ -454,6 +526,13 @@ impl Sim {
                     self.schedule(until, Event::Disk { node: i, incarnation, op });
                     return;
                 }
+                if let (DiskOp::LogSync { .. }, Some(until)) = (op, self.nodes[i].log_stall_until) {
+                    if until > self.now {
+                        // A stalled log dir: the sync hangs until the stall ends.
+                        self.schedule(until, Event::Disk { node: i, incarnation, op });
+                        return;
+                    }
+                }
                 let now = self.nodes[i].clock.local(self.now);
                 let mut out = Vec::new();
                 self.nodes[i].complete_disk(now, op, &mut out);
@@ -464,6 +543,14 @@ impl Sim {
                     self.trace.add(0x5e57_a270 + i as u64);
                     self.start_node(i);
                 }
+            }
+            Event::Strike { node: i } => self.strike(i),
+            Event::Writeback => {
+                // The kernel's dirty page writeback: what was written becomes durable.
+                for n in &mut self.nodes {
+                    n.disk.log_durable = n.disk.log_end();
+                }
+                self.schedule(self.now + self.options.writeback_ms, Event::Writeback);
             }
             Event::Resume { node: i } => {
                 if self.nodes[i].paused_until.is_some_and(|t| t <= self.now) {
@@ -589,6 +676,81 @@ impl Sim {
         if !self.clogged.is_empty() && self.rng_fault.gen_bool(o.heal_probability) {
             self.clogged.clear();
         }
+        if o.stall_probability > 0.0 && self.rng_fault.gen_bool(o.stall_probability) {
+            // Stall followers' log dirs: every follower at once when aiming at the last
+            // replica standing, else one.
+            let leader = self.leader();
+            let followers: Vec<usize> = (0..self.nodes.len()).filter(|&i| Some(i) != leader).collect();
+            let chosen: Vec<usize> = if o.scenario == Scenario::LastReplicaStanding {
+                followers
+            } else {
+                vec![followers[self.rng_fault.gen_range(0..followers.len())]]
+            };
+            let until = self.now + self.rng_fault.gen_range(1..=o.stall_ms_max);
+            for i in chosen {
+                self.nodes[i].log_stall_until = Some(until);
+                self.faults += 1;
+                self.trace.add(0x57a11 + i as u64);
+            }
+        }
+        if o.crash_last_replica > 0.0 {
+            if let Some(l) = self.leader() {
+                let alone = self.nodes[l].process.as_ref().and_then(|p| p.replica.as_ref()).is_some_and(|r| r.isr().len() == 1);
+                if alone && self.rng_fault.gen_bool(o.crash_last_replica) {
+                    self.crash(l);
+                }
+            }
+        }
+    }
+
+    /// Aimed faults, checked after every event: when the leader has an ISR expansion in
+    /// flight (KIP-497's window), strike it within a few milliseconds.
+    fn aim_faults(&mut self) {
+        if !self.faults_on || self.options.crash_leader_on_expansion <= 0.0 || self.failure.is_some() {
+            return;
+        }
+        let Some(l) = self.leader() else { return };
+        let Some(r) = self.nodes[l].process.as_ref().and_then(|p| p.replica.as_ref()) else { return };
+        if r.maximal_isr().len() <= r.isr().len() {
+            return;
+        }
+        let key = (r.leader_epoch().0, r.partition_epoch().0);
+        if self.struck_expansion == Some(key) {
+            return;
+        }
+        self.struck_expansion = Some(key);
+        if self.rng_fault.gen_bool(self.options.crash_leader_on_expansion) {
+            let at = self.now + self.rng_fault.gen_range(0..50);
+            self.schedule(at, Event::Strike { node: l });
+        }
+    }
+
+    fn strike(&mut self, i: usize) {
+        if !self.faults_on || !self.nodes[i].is_up() {
+            return;
+        }
+        match self.rng_fault.gen_range(0..3) {
+            0 => self.crash(i),
+            1 => {
+                if self.nodes[i].paused_until.is_none() {
+                    let until = self.now + self.rng_fault.gen_range(1..=3_000);
+                    self.nodes[i].paused_until = Some(until);
+                    self.faults += 1;
+                    self.trace.add(0x9a05e + i as u64);
+                    self.schedule(until, Event::Resume { node: i });
+                }
+            }
+            _ => {
+                let id = self.nodes[i].id;
+                self.faults += 1;
+                self.trace.add(0xc07 + i as u64);
+                for other in &self.nodes {
+                    if other.id != id {
+                        self.cut.insert(Sim::link(id, other.id));
+                    }
+                }
+            }
+        }
     }
 
     fn crash(&mut self, i: usize) {
@@ -610,6 +772,7 @@ impl Sim {
         self.cut.clear();
         self.clogged.clear();
         for i in 0..self.nodes.len() {
+            self.nodes[i].log_stall_until = None;
             if let Some(until) = self.nodes[i].paused_until {
                 self.schedule(until.min(self.now), Event::Resume { node: i });
                 self.nodes[i].paused_until = Some(self.now);
@@ -637,7 +800,7 @@ impl Sim {
                     r.log_end_offset() == end && r.high_watermark() == end && r.leader_epoch() == leader.leader_epoch()
                 })
         });
-        all && self.acked() >= acked_before + LIVENESS_WRITES && self.clients.iter().all(|c| c.inflight.is_none() || c.kind != ClientKind::Producer)
+        all && self.progress() >= acked_before + LIVENESS_WRITES && self.clients.iter().all(|c| c.inflight.is_none() || c.kind != ClientKind::Producer)
     }
 
     fn describe(&self) -> String {
@@ -726,7 +889,7 @@ impl Sim {
         };
         match self.clients[c].kind {
             ClientKind::Producer => {
-                if self.acked_stop.is_some_and(|stop| self.acked() >= stop) {
+                if self.acked_stop.is_some_and(|stop| self.progress() >= stop) {
                     self.clients[c].inflight = None;
                     return;
                 }
@@ -738,15 +901,22 @@ impl Sim {
                     .map(|v| (Bytes::from(format!("p{}", from.0)), Some(Bytes::copy_from_slice(&v.to_be_bytes()))))
                     .collect();
                 let batch = odradek_core::records::encode_batch(&records, self.now);
+                let acks = self.options.acks;
                 let body = ProduceRequest::default()
-                    .with_acks(-1)
+                    .with_acks(acks)
                     .with_timeout_ms(3_000)
                     .with_topic_data(vec![TopicProduceData::default()
                         .with_name(TopicName(StrBytes::from_static_str(node::TOPIC)))
                         .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(batch))])]);
                 let frame = encode_request(ApiKey::Produce, 9, corr, &body);
-                self.clients[c].inflight = Some((corr, self.now, values));
                 self.send(from, leader, Payload::Kafka { frame });
+                if acks == 0 {
+                    // No answer will come: the outcome is unknown from the start.
+                    let process = from.0 as u32;
+                    self.history.push(Op::Send { process, values, outcome: SendOutcome::Info("acks=0".into()) });
+                } else {
+                    self.clients[c].inflight = Some((corr, self.now, values));
+                }
             }
             ClientKind::Consumer => {
                 let body = KafkaFetch::default()
@@ -772,6 +942,13 @@ impl Sim {
     }
 
     fn client_receive(&mut self, c: usize, _from: NodeId, payload: Payload) {
+        if let Payload::ProduceResponse { result: Err(_), .. } = &payload {
+            if self.options.acks == 0 {
+                // acks=0 hears back only about errors: find the leader again.
+                self.clients[c].leader = None;
+                return;
+            }
+        }
         let Some((corr, _, values)) = self.clients[c].inflight.clone() else { return };
         let process = self.clients[c].id.0 as u32;
         match payload {
@@ -807,13 +984,23 @@ impl Sim {
                 self.clients[c].inflight = None;
                 match result {
                     Ok((_, bytes)) => {
-                        let records = decode_values(&bytes);
+                        // A batch may start before the position: skip what precedes it.
+                        let position = self.clients[c].position;
+                        let records: Vec<(i64, u64)> = decode_values(&bytes).into_iter().filter(|&(o, _)| o >= position).collect();
                         if let Some(&(last, _)) = records.last() {
                             self.clients[c].position = last + 1;
                             self.history.push(Op::Poll { process, records });
                         }
                     }
-                    Err(_) => self.clients[c].leader = None,
+                    Err(e) => {
+                        self.clients[c].leader = None;
+                        if e == ErrorCode::OffsetOutOfRange {
+                            // The log was cut below our position (a mode that may lose
+                            // acknowledged writes): start over from the beginning.
+                            self.clients[c].position = 0;
+                            self.history.push(Op::Seek { process });
+                        }
+                    }
                 }
             }
             _ => {}
@@ -855,6 +1042,27 @@ impl Sim {
     /// Runs after every event.
     fn check_invariants(&mut self) {
         let mut violations = Vec::new();
+        // Without fsync, positions count page-cache data: a power loss may take committed
+        // data away, so only the checks that hold in every mode run.
+        let durable = self.options.ack_after_fsync;
+        for i in 0..self.nodes.len() {
+            let fresh = std::mem::take(&mut self.nodes[i].disk.fresh);
+            for b in fresh {
+                match self.written.get(&(b.base, b.epoch)) {
+                    Some((end, bytes, source)) if *end != b.end || *bytes != b.bytes => {
+                        violations.push(format!(
+                            "node {}: batch {}..{} of leader epoch {} differs from the batch {}..{end} first written at that offset in that epoch ({source})",
+                            self.nodes[i].id, b.base, b.end, b.epoch, b.base
+                        ));
+                    }
+                    Some(_) => {}
+                    None => {
+                        let source = format!("node {} at t={}ms", self.nodes[i].id, self.now);
+                        self.written.insert((b.base, b.epoch), (b.end, b.bytes, source));
+                    }
+                }
+            }
+        }
         let mut leaders: Vec<(usize, i32, i64, Vec<NodeId>)> = Vec::new();
         for i in 0..self.nodes.len() {
             let node = &self.nodes[i];
@@ -867,7 +1075,7 @@ impl Sim {
             if w.incarnation != node.incarnation {
                 *w = Watch { incarnation: node.incarnation, high_watermark: hw, leader_epoch: epoch, verified_to: 0, log_cuts: node.disk.log_cuts };
             }
-            if hw < w.high_watermark {
+            if hw < w.high_watermark && durable {
                 violations.push(format!("node {id}: high watermark moved back from {} to {hw}", w.high_watermark));
             }
             if epoch < w.leader_epoch {
@@ -915,7 +1123,7 @@ impl Sim {
                     continue;
                 }
                 let disk = &self.nodes[m].disk;
-                if disk.log_durable < *hw {
+                if disk.log_durable < *hw && durable {
                     violations.push(format!(
                         "ISR member {member} of leader {} (epoch {epoch}) holds durable data only below {}, under the high watermark {hw}",
                         self.nodes[*l].id, disk.log_durable
@@ -926,6 +1134,38 @@ impl Sim {
                     *entry = (*hw, format!("the high watermark {hw} of its leader {}", self.nodes[*l].id));
                 }
             }
+        }
+        // Every member of the controller's committed ISR could be elected next: each must hold
+        // (durably) everything any replica ever counted as committed (KIP-101's epoch start
+        // rule and KIP-497's maximal ISR exist for this).
+        for r in self.nodes.iter().filter_map(|n| n.process.as_ref()?.replica.as_ref()) {
+            self.committed_end = self.committed_end.max(r.high_watermark().0);
+        }
+        if durable {
+            // The newest committed image anywhere (a restarted node replays older ones).
+            for p in self.nodes.iter().filter_map(|n| n.process.as_ref()) {
+                let index = p.controller.applied_index().0;
+                if self.latest_image.as_ref().is_none_or(|(i, _)| index > *i) {
+                    if let Some(state) = node::partition_state(&p.controller) {
+                        self.latest_image = Some((index, state));
+                    }
+                }
+            }
+            if let Some((_, state)) = &self.latest_image {
+                for member in &state.isr {
+                    let Some(m) = self.node_index(*member) else { continue };
+                    let disk = &self.nodes[m].disk;
+                    if disk.log_durable < self.committed_end {
+                        violations.push(format!(
+                            "node {member} is in the committed ISR {:?} (leader {}, epoch {}, partition epoch {}) but holds durable data only below {}, under the committed offset {}",
+                            state.isr, state.leader, state.leader_epoch, state.partition_epoch, disk.log_durable, self.committed_end
+                        ));
+                    }
+                }
+            }
+        }
+        if !durable {
+            targets.clear();
         }
         for (i, (target, why)) in targets {
             let disk = &self.nodes[i].disk;
