@@ -54,6 +54,8 @@ pub struct ReplicatedPartition {
     leader_connection: RefCell<Option<(NodeId, TcpStream)>>,
     correlation: Cell<i32>,
     stopped: Cell<bool>,
+    /// Controlled shutdown: new produces are refused before they reach the log.
+    draining: Cell<bool>,
 }
 
 impl ReplicatedPartition {
@@ -115,6 +117,7 @@ impl ReplicatedPartition {
             leader_connection: RefCell::new(None),
             correlation: Cell::new(1),
             stopped: Cell::new(false),
+            draining: Cell::new(false),
         });
         glommio::spawn_local(this.clone().drive(shard.clone())).detach();
         Ok(this)
@@ -168,6 +171,10 @@ impl ReplicatedPartition {
 
     /// A produce for this partition; waits for the replica's answer (none for acks=0).
     pub async fn produce(&self, records: Bytes, acks: i16, timeout_ms: i32) -> Result<ProduceAck, ErrorCode> {
+        if self.draining.get() {
+            // Nothing was appended, so the client may safely send it to the next leader.
+            return Err(ErrorCode::NotLeaderOrFollower);
+        }
         let id = self.next_id.get();
         self.next_id.set(id + 1);
         let (tx, rx) = oneshot::channel();
@@ -206,6 +213,16 @@ impl ReplicatedPartition {
             // The log start lets a follower that fell behind it start over there.
             FetchAnswer::Error(e) => (Err(e), None, -1, self.replica.borrow().log_start_offset().0),
         }
+    }
+
+    /// Controlled shutdown, before leadership moves: refuse new produces and return how many
+    /// are still waiting for their answer. A produce still waiting for the high watermark when
+    /// leadership moves is answered NOT_LEADER_OR_FOLLOWER although the new leader may commit
+    /// its records, and clients resend on that error (librdkafka without counting a retry), so
+    /// a non-idempotent producer would write them twice. Draining first avoids that.
+    pub fn drain(&self) -> usize {
+        self.draining.set(true);
+        self.waiters.borrow().len()
     }
 
     /// OffsetForLeaderEpoch for this partition, answered by the leader's epoch cache.

@@ -58,6 +58,9 @@ pub struct Shared {
     /// when the client listener opens (as a Kafka broker waits to catch up before serving).
     /// Polled, not awaited: a waker must never be woken from another core's thread.
     pub ready: std::sync::atomic::AtomicBool,
+    /// Set by SIGTERM/SIGINT on clustered nodes (a second signal exits at once): core 0 then
+    /// runs the controlled shutdown (`cluster::Node::controlled_shutdown`). Polled.
+    pub shutdown_requested: Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub struct Shard {
@@ -238,6 +241,26 @@ impl Shard {
 
     pub fn replica(&self, topic: &str, partition: i32) -> Option<Rc<ReplicatedPartition>> {
         self.replicas.borrow().get(&(topic.to_owned(), partition)).cloned()
+    }
+
+    /// Controlled shutdown: whether this core still leads a partition, by its metadata image
+    /// or by a replica that has not yet applied the image that moved its leadership away. A
+    /// partition the image leaves leaderless (this broker was its only ISR member) does not
+    /// count: no other broker can take it.
+    pub fn still_leading(&self) -> bool {
+        let me = NodeId(self.shared.config.node_id);
+        let image = self.image.borrow();
+        let by_image = image.topics().values().any(|t| t.partitions.iter().any(|p| p.leader == me));
+        let by_replica = self.replicas.borrow().values().any(|rp| {
+            rp.is_leader() && image.partition(&rp.topic_id, rp.partition).is_some_and(|p| p.leader != NodeId::NONE)
+        });
+        by_image || by_replica
+    }
+
+    /// Controlled shutdown: stops this core's replicas from taking produces; returns how many
+    /// produces are still waiting for an answer (`ReplicatedPartition::drain`).
+    pub fn drain_produces(&self) -> usize {
+        self.replicas.borrow().values().map(|rp| rp.drain()).sum()
     }
 
     /// A topic's log settings: its overrides over the broker defaults.

@@ -4,6 +4,7 @@ validation), retention and compaction on every replica. Clients are confluent-ka
 protocol requests where exact error codes matter."""
 
 import logging
+import signal
 import threading
 import time
 
@@ -487,3 +488,43 @@ def test_compaction_keeps_the_latest_value_of_every_key_on_every_replica(cluster
         assert set(by_key) == set(latest), f"node {n} lost a key"
         for key, records in by_key.items():
             assert max(records)[1] == latest[key], f"node {n}: {key} ends with {max(records)}"
+
+
+# ---- controlled shutdown ----
+
+
+def test_sigterm_moves_leadership_before_the_leader_exits(cluster_factory):
+    cluster = cluster_factory(extra_args=FAST)
+    create_topic(cluster, "handover", replication_factor=3, min_isr=2)
+    wait_for("a full ISR", lambda: (s := partition_state(cluster, "handover")) and len(s[2]) == 3)
+    producer = ContinuousProducer(cluster.bootstrap, "handover").start()
+    try:
+        wait_for("first acks", lambda: len(producer.acked) > 100)
+        old_leader, *_ = partition_state(cluster, "handover")
+        node = cluster.nodes[old_leader]
+        node._stopped_on_purpose = True
+        started = time.monotonic()
+        node.proc.send_signal(signal.SIGTERM)
+        code = node.proc.wait(timeout=40)
+        took = time.monotonic() - started
+        acked_at_exit = len(producer.acked)
+        wait_for("acks from the new leader", lambda: len(producer.acked) > acked_at_exit + 100)
+    finally:
+        producer.stop()
+    assert code == 0, f"exit status {code}"
+    assert took < 35, f"shutdown took {took:.1f}s"
+    log = node.log.read_text()
+    assert "controlled shutdown complete" in log, node.log_tail()
+    leader, _, isr, _ = partition_state(cluster, "handover")
+    assert leader not in (-1, old_leader) and old_leader not in isr
+    acked = dict(producer.acked)
+    # Every acknowledged record is on both survivors at its offset, once.
+    for broker in (b for n, b in cluster.nodes.items() if n != old_leader):
+        stored = stored_records(broker, "handover")
+        missing = [(v, o) for v, o in acked.items() if stored.get(o) != v]
+        assert not missing, f"node {broker.node_id} lacks {len(missing)} acked records, first {missing[:3]}"
+        values = [v for v in stored.values() if v in acked]
+        dups = sorted((o, v) for o, v in stored.items() if v in acked and list(stored.values()).count(v) > 1)
+        assert len(values) == len(set(values)), f"node {broker.node_id} holds an acked record twice: {dups[:6]} acked at {[acked[v] for _, v in dups[:6]]}"
+    # A handover, not a failure: no acks=all produce saw the ISR below min.insync.replicas.
+    assert not [e for e in producer.failed if e.code() == confluent_kafka.KafkaError.NOT_ENOUGH_REPLICAS], producer.failed[:3]
