@@ -528,3 +528,30 @@ def test_sigterm_moves_leadership_before_the_leader_exits(cluster_factory):
         assert len(values) == len(set(values)), f"node {broker.node_id} holds an acked record twice: {dups[:6]} acked at {[acked[v] for _, v in dups[:6]]}"
     # A handover, not a failure: no acks=all produce saw the ISR below min.insync.replicas.
     assert not [e for e in producer.failed if e.code() == confluent_kafka.KafkaError.NOT_ENOUGH_REPLICAS], producer.failed[:3]
+
+
+def test_a_lost_leader_epoch_checkpoint_is_rebuilt_from_the_log(cluster_factory):
+    # A crash between appending batches of a new epoch and writing the checkpoint, or a lost
+    # file, must not leave the epoch cache short: truncation and OffsetForLeaderEpoch answers
+    # rely on it (KIP-101). The broker rebuilds it from the batch headers at open.
+    cluster = cluster_factory(extra_args=FAST)
+    create_topic(cluster, "rebuilt", replication_factor=3, min_isr=2)
+    wait_for("a full ISR", lambda: (s := partition_state(cluster, "rebuilt")) and len(s[2]) == 3)
+    produce_values(cluster.bootstrap, "rebuilt", [b"e0-%d" % i for i in range(10)])
+    first_leader, *_ = partition_state(cluster, "rebuilt")
+    cluster.nodes[first_leader].kill9()
+    wait_for("a new leader", lambda: (s := partition_state(cluster, "rebuilt")) and s[0] not in (-1, first_leader))
+    produce_values(cluster.bootstrap, "rebuilt", [b"e1-%d" % i for i in range(10)])
+    cluster.nodes[first_leader].start()
+    wait_for("a full ISR again", lambda: (s := partition_state(cluster, "rebuilt")) and len(s[2]) == 3)
+    leader, *_ = partition_state(cluster, "rebuilt")
+    follower = next(n for n in cluster.nodes if n != leader)
+    node = cluster.nodes[follower]
+    checkpoint = node.data_dir / "rebuilt-0" / "leader-epoch-checkpoint"
+    expected = checkpoint.read_text()
+    assert expected.splitlines()[1] == "2", f"two epochs wrote the log: {expected!r}"
+    node.stop()
+    checkpoint.unlink()
+    node.start()
+    assert checkpoint.read_text() == expected
+    assert "leader epoch cache rebuilt from the log" in node.log.read_text()
