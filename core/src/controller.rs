@@ -1923,6 +1923,44 @@ mod tests {
         }
     }
 
+    // Guards the broker's shutdown wait: a partition whose only ISR member is the leaving
+    // broker cannot move (no clean leader exists), so it goes leaderless, as KRaft's
+    // controlled shutdown does, and the broker need not wait for it. A repeated request (the
+    // first answer was lost) is answered the same way and changes nothing.
+    #[test]
+    fn controlled_shutdown_offlines_sole_isr_partitions_and_is_idempotent() {
+        let mut c = Cluster::new(&[100], &[]);
+        c.start_brokers(&[1, 2]);
+        c.create_topic("solo", 4, 1, &[]);
+        let shutdown = |c: &Cluster| BrokerHeartbeatRequest {
+            broker_id: NodeId(1),
+            broker_epoch: c.image().brokers()[&NodeId(1)].broker_epoch,
+            current_metadata_offset: c.controller().applied_index(),
+            want_fence: false,
+            want_shutdown: true,
+        };
+        let req = shutdown(&c);
+        let Response::Heartbeat(r) = c.request(|ctl, now, id| ctl.handle_heartbeat(now, id, req)) else { panic!() };
+        assert!(r.should_shutdown);
+        let mut on_one = 0;
+        for p in 0..4 {
+            let state = c.partition("solo", p);
+            if state.replicas == vec![NodeId(1)] {
+                on_one += 1;
+                assert_eq!((state.leader, state.isr.clone()), (NodeId::NONE, vec![NodeId(1)]));
+            } else {
+                assert_eq!(state.leader, NodeId(2));
+            }
+            assert_ne!(state.leader, NodeId(1), "the leaving broker leads nothing");
+        }
+        assert!(on_one > 0, "placement put no partition on broker 1");
+        let before = c.image().clone();
+        let req = shutdown(&c);
+        let Response::Heartbeat(r) = c.request(|ctl, now, id| ctl.handle_heartbeat(now, id, req)) else { panic!() };
+        assert!(r.should_shutdown && r.is_fenced);
+        assert_eq!(c.image(), &before);
+    }
+
     // Guards determinism and epoch monotonicity of the whole pipeline (Raft + controller +
     // replay) under controller failovers, broker churn and leader ISR changes drawn from a
     // seed: every node's image keeps its invariants, leader and partition epochs never go

@@ -386,6 +386,26 @@ impl Log {
         self.segments.splice(run, [cleaned]).skip(1).map(|s| s.base_offset).collect()
     }
 
+    /// How many of the oldest segments end at or below `offset` (the active one never counts):
+    /// what retention may delete without passing a replica's high watermark.
+    pub fn segments_ending_by(&self, offset: i64) -> usize {
+        self.segments[..self.segments.len() - 1].iter().take_while(|s| s.next_offset <= offset).count()
+    }
+
+    /// Moves the log start up to `offset` (a replicated partition following its leader's log
+    /// start, or restoring its recorded one): segments wholly below it go and their base
+    /// offsets are returned; reads below it are out of range. Never past the log end.
+    pub fn advance_log_start(&mut self, offset: i64) -> Vec<i64> {
+        let offset = offset.min(self.log_end_offset());
+        if offset <= self.log_start_offset {
+            return Vec::new();
+        }
+        let count = self.segments_ending_by(offset);
+        let removed: Vec<i64> = self.segments.drain(..count).map(|s| s.base_offset).collect();
+        self.log_start_offset = offset;
+        removed
+    }
+
     /// Drops the `count` oldest segments and returns their base offsets.
     pub fn delete_oldest(&mut self, count: usize) -> Vec<i64> {
         assert!(count < self.segments.len(), "the active segment is never deleted");
@@ -558,6 +578,31 @@ mod tests {
         assert_eq!(removed.len(), 2);
         assert_eq!(log.log_start_offset(), log.segments()[0].base_offset);
         assert_eq!(log.locate(0), Err(ErrorCode::OffsetOutOfRange));
+    }
+
+    #[test]
+    fn log_start_advances_within_segments_and_drops_those_wholly_below() {
+        let mut log = Log::new(small_config(), vec![], 0);
+        let mut file = Vec::new();
+        for t in 0..40 {
+            append(&mut log, &mut file, t, 1, 5);
+        }
+        let bases: Vec<i64> = log.segments().iter().map(|s| s.base_offset).collect();
+        assert!(bases.len() >= 3, "{bases:?}");
+        assert_eq!(log.segments_ending_by(bases[1]), 1);
+        assert_eq!(log.segments_ending_by(bases[1] - 1), 0);
+        assert_eq!(log.segments_ending_by(i64::MAX), bases.len() - 1, "never the active segment");
+        // Inside the second segment: the first goes, the start is exact.
+        let removed = log.advance_log_start(bases[1] + 1);
+        assert_eq!(removed, vec![bases[0]]);
+        assert_eq!(log.log_start_offset(), bases[1] + 1);
+        assert_eq!(log.locate(bases[1]), Err(ErrorCode::OffsetOutOfRange));
+        assert!(log.locate(bases[1] + 1).is_ok());
+        assert!(log.advance_log_start(bases[1]).is_empty(), "never backwards");
+        let end = log.log_end_offset();
+        log.advance_log_start(i64::MAX);
+        assert_eq!(log.log_start_offset(), end);
+        assert_eq!(log.segments().len(), 1);
     }
 
     #[test]

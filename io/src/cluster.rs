@@ -66,6 +66,10 @@ pub struct Node {
     /// This broker's current registration epoch (for AlterPartition).
     pub broker_epoch: Cell<Option<BrokerEpoch>>,
     published: Cell<u64>,
+    /// Controlled shutdown has begun: the broker loop sends no more ordinary heartbeats (one
+    /// arriving after the shutdown request would unfence this broker again).
+    shutting_down: Cell<bool>,
+    heartbeat_in_flight: Cell<bool>,
 }
 
 enum Waiter {
@@ -195,6 +199,8 @@ impl Node {
             wake: event_listener::Event::new(),
             broker_epoch: Cell::new(None),
             published: Cell::new(0),
+            shutting_down: Cell::new(false),
+            heartbeat_in_flight: Cell::new(false),
         });
         for (&peer, &addr) in &node.peers {
             let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
@@ -209,6 +215,7 @@ impl Node {
         if config.roles.broker {
             glommio::spawn_local(node.clone().broker_loop()).detach();
         }
+        glommio::spawn_local(node.clone().shutdown_watch()).detach();
         node.pump();
         Ok(node)
     }
@@ -582,6 +589,9 @@ impl Node {
             loop {
                 // Heartbeat fast until unfenced: that needs the registration record applied here.
                 glommio::timer::sleep(if fenced { Duration::from_millis(100) } else { interval }).await;
+                if self.shutting_down.get() {
+                    return;
+                }
                 let heartbeat = ControllerRequest::Heartbeat(BrokerHeartbeatRequest {
                     broker_id: self.id,
                     broker_epoch: epoch,
@@ -590,7 +600,10 @@ impl Node {
                     want_shutdown: false,
                 });
                 // A heartbeat stuck on a dead controller must not outlive the session.
-                match self.controller_request(heartbeat, interval).await {
+                self.heartbeat_in_flight.set(true);
+                let answer = self.controller_request(heartbeat, interval).await;
+                self.heartbeat_in_flight.set(false);
+                match answer {
                     Some(Response::Heartbeat(r)) => match r.error {
                         None => {
                             if fenced && !r.is_fenced {
@@ -615,7 +628,84 @@ impl Node {
     }
 }
 
+/// How long a controlled shutdown may wait for the controller to move this broker's
+/// leaderships (Kafka's `controlled.shutdown` retries are bounded the same way).
+const CONTROLLED_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// The part of it spent waiting for produces already appended to be answered.
+const PRODUCE_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl Node {
+    /// Waits for SIGTERM/SIGINT (`Shared::shutdown_requested`), then shuts down: a broker
+    /// first hands its partition leaderships over (`controlled_shutdown`), then the process
+    /// exits with status 0. Acknowledged data is already durable (fsync before every ack).
+    async fn shutdown_watch(self: Rc<Self>) {
+        let shared = self.shard.shared.clone();
+        while !shared.shutdown_requested.load(Ordering::Acquire) {
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+        }
+        if shared.config.roles.broker {
+            self.controlled_shutdown().await;
+        }
+        info!("shutting down");
+        std::process::exit(0);
+    }
+
+    /// KRaft's controlled shutdown: heartbeat with `want_shutdown` until the active controller
+    /// answers `should_shutdown` (it has committed new leaders for this broker's partitions and
+    /// taken it out of every ISR), then wait until every core's image and replicas show this
+    /// broker leading nothing, within [`CONTROLLED_SHUTDOWN_TIMEOUT`]. A partition whose only
+    /// ISR member is this broker goes leaderless (nobody else may lead it cleanly).
+    async fn controlled_shutdown(self: &Rc<Self>) {
+        info!("controlled shutdown: moving partition leaderships to other brokers");
+        self.shutting_down.set(true);
+        let started = std::time::Instant::now();
+        let out_of_time = || started.elapsed() >= CONTROLLED_SHUTDOWN_TIMEOUT;
+        // An ordinary heartbeat answered after the shutdown request would undo it.
+        while self.heartbeat_in_flight.get() && !out_of_time() {
+            glommio::timer::sleep(Duration::from_millis(20)).await;
+        }
+        // Let produces already appended finish here before the leaderships move (see
+        // `ReplicatedPartition::drain`); new ones go to the next leaders.
+        loop {
+            let waiting: usize = self.shard.on_every_shard(|shard| async move { shard.drain_produces() }).await.into_iter().sum();
+            if waiting == 0 || started.elapsed() >= PRODUCE_DRAIN_TIMEOUT {
+                debug!(waiting, "produces drained");
+                break;
+            }
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+        }
+        let mut acknowledged = false;
+        while !out_of_time() {
+            if !acknowledged {
+                let Some(broker_epoch) = self.broker_epoch.get() else {
+                    info!("controlled shutdown: not registered, nothing to move");
+                    return;
+                };
+                let request = ControllerRequest::Heartbeat(BrokerHeartbeatRequest {
+                    broker_id: self.id,
+                    broker_epoch,
+                    current_metadata_offset: self.controller.borrow().applied_index(),
+                    want_fence: false,
+                    want_shutdown: true,
+                });
+                match self.controller_request(request, REQUEST_TIMEOUT).await {
+                    Some(Response::Heartbeat(r)) if r.error.is_none() && r.should_shutdown => acknowledged = true,
+                    other => debug!(?other, "controlled shutdown not acknowledged yet"),
+                }
+            }
+            if acknowledged {
+                let leading = self.shard.on_every_shard(|shard| async move { shard.still_leading() }).await;
+                if !leading.contains(&true) {
+                    info!(elapsed_ms = started.elapsed().as_millis() as u64, "controlled shutdown complete: leading no partition");
+                    return;
+                }
+            }
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+        }
+        warn!("controlled shutdown timed out; exiting with leaderships not moved");
+    }
+
+    /// Waits until this node's own image shows it unfenced and every core has that image.impl Node {
     /// Waits until this node's own image shows it unfenced and every core has that image.
     async fn wait_until_applied_unfenced(&self) {
         for _ in 0..200 {

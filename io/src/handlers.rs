@@ -27,7 +27,7 @@ use odradek_core::ErrorCode;
 use tracing::{debug, warn};
 
 use crate::groups::{self, OFFSETS_TOPIC};
-use crate::shard::{FetchPart, ListOffsetsPart, ProducePart, Shard};
+use crate::shard::{EpochEndPart, FetchPart, ListOffsetsPart, ProducePart, Shard};
 
 fn s(text: impl Into<String>) -> StrBytes {
     StrBytes::from_string(text.into())
@@ -51,6 +51,7 @@ pub async fn handle(shard: &Rc<Shard>, request: Request, peer: &str) -> Result<O
         }
         ApiKey::Fetch => respond(&fetch(shard, request.decode()?, version).await),
         ApiKey::ListOffsets => respond(&list_offsets(shard, request.decode()?, version).await),
+        ApiKey::OffsetForLeaderEpoch => respond(&offset_for_leader_epoch(shard, request.decode()?).await),
         ApiKey::CreateTopics => respond(&create_topics(shard, request.decode()?, version).await),
         ApiKey::DeleteTopics => respond(&delete_topics(shard, request.decode()?, version).await),
         ApiKey::DescribeConfigs => respond(&describe_configs(shard, request.decode()?)),
@@ -724,6 +725,44 @@ async fn list_offsets(shard: &Rc<Shard>, request: ListOffsetsRequest, version: i
         |name, partitions| ListOffsetsTopicResponse::default().with_name(name).with_partitions(partitions),
     );
     ListOffsetsResponse::default().with_topics(topics)
+}
+
+/// OffsetForLeaderEpoch v2–4 (KIP-320): consumers validate their position after a leader
+/// change, and a follower could ask where its last epoch ends. Every partition is answered by
+/// its owning core. `replica_id` (v3+) is not needed: Kafka lets only its debugging id (-2)
+/// read a follower's cache, and odradek always answers from the leader.
+async fn offset_for_leader_epoch(shard: &Rc<Shard>, request: OffsetForLeaderEpochRequest) -> OffsetForLeaderEpochResponse {
+    use kafka_protocol::messages::offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult};
+    let shape: Vec<(TopicName, Vec<i32>)> =
+        request.topics.iter().map(|t| (t.topic.clone(), t.partitions.iter().map(|p| p.partition).collect())).collect();
+    let items: Vec<_> = request
+        .topics
+        .iter()
+        .flat_map(|t| {
+            let name = t.topic.0.to_string();
+            t.partitions.iter().map(move |p| EpochEndPart {
+                topic: name.clone(),
+                partition: p.partition,
+                current_leader_epoch: p.current_leader_epoch,
+                leader_epoch: p.leader_epoch,
+            })
+        })
+        .map(|part| (shard.owner(&part.topic, part.partition), part))
+        .collect();
+    let results = shard.scatter(items, Shard::offset_for_leader_epoch_partition).await;
+    let topics = regroup(
+        shape,
+        results,
+        |index, r| {
+            EpochEndOffset::default()
+                .with_partition(index)
+                .with_error_code(code(r.error))
+                .with_leader_epoch(r.leader_epoch)
+                .with_end_offset(r.end_offset)
+        },
+        |name, partitions| OffsetForLeaderTopicResult::default().with_topic(name).with_partitions(partitions),
+    );
+    OffsetForLeaderEpochResponse::default().with_topics(topics)
 }
 
 /// Per-partition results, in request order, put back under their topics as the request

@@ -27,13 +27,16 @@ use odradek_core::replica::{
 };
 use odradek_core::shard::ShardId;
 use odradek_core::ErrorCode;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::shard::{now_ms, Shard};
 use crate::storage::{write_file, PartitionStore};
 
 const EPOCH_CHECKPOINT: &str = "leader-epoch-checkpoint";
 const HIGH_WATERMARK_CHECKPOINT: &str = "high-watermark-checkpoint";
+/// The replica's log start (Kafka's `log-start-offset-checkpoint`, one number here): after a
+/// restart the log must not serve offsets below a start that retention or the leader set.
+const LOG_START_CHECKPOINT: &str = "log-start-offset-checkpoint";
 /// Fetch v12: the first version with `last_fetched_epoch` and `diverging_epoch` (KIP-320/595),
 /// still addressing topics by name.
 const FOLLOWER_FETCH_VERSION: i16 = 12;
@@ -51,6 +54,8 @@ pub struct ReplicatedPartition {
     leader_connection: RefCell<Option<(NodeId, TcpStream)>>,
     correlation: Cell<i32>,
     stopped: Cell<bool>,
+    /// Controlled shutdown: new produces are refused before they reach the log.
+    draining: Cell<bool>,
 }
 
 impl ReplicatedPartition {
@@ -58,10 +63,24 @@ impl ReplicatedPartition {
     pub async fn open(shard: &Rc<Shard>, topic: &str, partition: i32, topic_id: TopicId, min_isr: usize) -> std::io::Result<Rc<Self>> {
         let config = shard.topic_log_config(topic);
         let store = Rc::new(PartitionStore::open(&shard.shared.config.data_dir, topic, partition, config.clone()).await?);
-        let epoch_cache = match std::fs::read(store.dir().join(EPOCH_CHECKPOINT)) {
+        let recorded_start = std::fs::read_to_string(store.dir().join(LOG_START_CHECKPOINT))
+            .ok()
+            .and_then(|t| t.trim().parse::<i64>().ok())
+            .unwrap_or(0);
+        if recorded_start > store.log_start_offset() {
+            store.advance_log_start(recorded_start).await?;
+        }
+        let mut epoch_cache = match std::fs::read(store.dir().join(EPOCH_CHECKPOINT)) {
             Ok(bytes) => EpochCache::decode(&bytes).map_err(|e| std::io::Error::other(format!("{EPOCH_CHECKPOINT}: {e:?}")))?,
             Err(_) => EpochCache::new(),
         };
+        // Rule 6 of the Replica runbook: every recovered batch's epoch goes into the cache, in
+        // case a crash came before the checkpoint caught up with the log (or it is missing).
+        let scan_from = epoch_cache.recovery_scan_start(Offset(store.log_start_offset()));
+        if epoch_cache.assign_recovered(store.batch_epochs_from(scan_from.0).await?) {
+            info!(%topic, partition, entries = ?epoch_cache.entries(), "leader epoch cache rebuilt from the log");
+            write_file(&store.dir().join(EPOCH_CHECKPOINT), epoch_cache.encode()).await?;
+        }
         let high_watermark = std::fs::read_to_string(store.dir().join(HIGH_WATERMARK_CHECKPOINT))
             .ok()
             .and_then(|t| t.trim().parse().ok())
@@ -98,6 +117,7 @@ impl ReplicatedPartition {
             leader_connection: RefCell::new(None),
             correlation: Cell::new(1),
             stopped: Cell::new(false),
+            draining: Cell::new(false),
         });
         glommio::spawn_local(this.clone().drive(shard.clone())).detach();
         Ok(this)
@@ -151,6 +171,10 @@ impl ReplicatedPartition {
 
     /// A produce for this partition; waits for the replica's answer (none for acks=0).
     pub async fn produce(&self, records: Bytes, acks: i16, timeout_ms: i32) -> Result<ProduceAck, ErrorCode> {
+        if self.draining.get() {
+            // Nothing was appended, so the client may safely send it to the next leader.
+            return Err(ErrorCode::NotLeaderOrFollower);
+        }
         let id = self.next_id.get();
         self.next_id.set(id + 1);
         let (tx, rx) = oneshot::channel();
@@ -186,7 +210,33 @@ impl ReplicatedPartition {
             FetchAnswer::Diverging { diverging_epoch, high_watermark, log_start_offset } => {
                 (Ok(Bytes::new()), Some(diverging_epoch), high_watermark.0, log_start_offset.0)
             }
-            FetchAnswer::Error(e) => (Err(e), None, -1, -1),
+            // The log start lets a follower that fell behind it start over there.
+            FetchAnswer::Error(e) => (Err(e), None, -1, self.replica.borrow().log_start_offset().0),
+        }
+    }
+
+    /// Controlled shutdown, before leadership moves: refuse new produces and return how many
+    /// are still waiting for their answer. A produce still waiting for the high watermark when
+    /// leadership moves is answered NOT_LEADER_OR_FOLLOWER although the new leader may commit
+    /// its records, and clients resend on that error (librdkafka without counting a retry), so
+    /// a non-idempotent producer would write them twice. Draining first avoids that.
+    pub fn drain(&self) -> usize {
+        self.draining.set(true);
+        self.waiters.borrow().len()
+    }
+
+    /// OffsetForLeaderEpoch for this partition, answered by the leader's epoch cache.
+    pub fn offset_for_leader_epoch(&self, current: LeaderEpoch, requested: LeaderEpoch) -> Result<EpochEndOffset, ErrorCode> {
+        self.replica.borrow().handle_offset_for_leader_epoch(current, requested)
+    }
+
+    /// Retention (`retention.ms`, `retention.bytes`) on this replica's own log, never above
+    /// its high watermark; the replica's log start follows.
+    pub fn apply_retention(&self, now_ms: i64) {
+        let high_watermark = self.replica.borrow().high_watermark().0;
+        if let Some(start) = self.store.apply_retention(now_ms, high_watermark) {
+            self.replica.borrow_mut().handle_log_start_advanced(now_ms, Offset(start));
+            self.after_input();
         }
     }
 
@@ -283,6 +333,15 @@ impl ReplicatedPartition {
                 let path = self.store.dir().join(HIGH_WATERMARK_CHECKPOINT);
                 if let Err(e) = write_file(&path, format!("{}\n", high_watermark.0).into_bytes()).await {
                     warn!(topic = %self.topic, partition = self.partition, error = %e, "high watermark checkpoint failed");
+                }
+            }
+            Action::AdvanceLogStart { start_offset } => {
+                if let Err(e) = self.store.advance_log_start(start_offset.0).await {
+                    fail("advancing the log start", e);
+                }
+                let path = self.store.dir().join(LOG_START_CHECKPOINT);
+                if let Err(e) = write_file(&path, format!("{}\n", start_offset.0).into_bytes()).await {
+                    warn!(topic = %self.topic, partition = self.partition, error = %e, "log start checkpoint failed");
                 }
             }
             Action::SendFetch { to, fetch_id, request } => {

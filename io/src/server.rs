@@ -64,7 +64,17 @@ pub fn serve(mut config: ServerConfig) -> Result<(), String> {
         cluster_id,
         controller_id: std::sync::atomic::AtomicI32::new(-1),
         ready: std::sync::atomic::AtomicBool::new(false),
+        shutdown_requested: Arc::new(std::sync::atomic::AtomicBool::new(false)),
     });
+    if shared.config.clustered() {
+        // A clustered broker hands its leaderships over before it exits (controlled shutdown);
+        // a second signal exits at once with status 1.
+        for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+            signal_hook::flag::register_conditional_shutdown(signal, 1, shared.shutdown_requested.clone())
+                .map_err(|e| format!("signal handler: {e}"))?;
+            signal_hook::flag::register(signal, shared.shutdown_requested.clone()).map_err(|e| format!("signal handler: {e}"))?;
+        }
+    }
 
     // senders[from][to] and receivers[to][from] for every ordered pair of distinct cores.
     let mut senders: Vec<Vec<Option<SharedSender<PeerMessage>>>> = (0..cores).map(|_| (0..cores).map(|_| None).collect()).collect();

@@ -58,6 +58,9 @@ pub struct Shared {
     /// when the client listener opens (as a Kafka broker waits to catch up before serving).
     /// Polled, not awaited: a waker must never be woken from another core's thread.
     pub ready: std::sync::atomic::AtomicBool,
+    /// Set by SIGTERM/SIGINT on clustered nodes (a second signal exits at once): core 0 then
+    /// runs the controlled shutdown (`cluster::Node::controlled_shutdown`). Polled.
+    pub shutdown_requested: Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub struct Shard {
@@ -147,6 +150,20 @@ pub struct ListOffsetsResult {
     pub leader_epoch: i32,
 }
 
+/// One partition of an OffsetForLeaderEpoch request.
+pub struct EpochEndPart {
+    pub topic: String,
+    pub partition: i32,
+    pub current_leader_epoch: i32,
+    pub leader_epoch: i32,
+}
+
+pub struct EpochEndResult {
+    pub error: Option<ErrorCode>,
+    pub leader_epoch: i32,
+    pub end_offset: i64,
+}
+
 pub enum TopicChange {
     Created(TopicMeta),
     Deleted(String),
@@ -224,6 +241,26 @@ impl Shard {
 
     pub fn replica(&self, topic: &str, partition: i32) -> Option<Rc<ReplicatedPartition>> {
         self.replicas.borrow().get(&(topic.to_owned(), partition)).cloned()
+    }
+
+    /// Controlled shutdown: whether this core still leads a partition, by its metadata image
+    /// or by a replica that has not yet applied the image that moved its leadership away. A
+    /// partition the image leaves leaderless (this broker was its only ISR member) does not
+    /// count: no other broker can take it.
+    pub fn still_leading(&self) -> bool {
+        let me = NodeId(self.shared.config.node_id);
+        let image = self.image.borrow();
+        let by_image = image.topics().values().any(|t| t.partitions.iter().any(|p| p.leader == me));
+        let by_replica = self.replicas.borrow().values().any(|rp| {
+            rp.is_leader() && image.partition(&rp.topic_id, rp.partition).is_some_and(|p| p.leader != NodeId::NONE)
+        });
+        by_image || by_replica
+    }
+
+    /// Controlled shutdown: stops this core's replicas from taking produces; returns how many
+    /// produces are still waiting for an answer (`ReplicatedPartition::drain`).
+    pub fn drain_produces(&self) -> usize {
+        self.replicas.borrow().values().map(|rp| rp.drain()).sum()
     }
 
     /// A topic's log settings: its overrides over the broker defaults.
@@ -458,7 +495,13 @@ impl Shard {
             let Some(rp) = self.replica(&part.topic, part.partition) else {
                 return failed(self.missing_partition_error(&part.topic));
             };
-            return match rp.produce(part.records.unwrap_or_default(), part.acks, part.timeout_ms).await {
+            let records = part.records.unwrap_or_default();
+            if rp.store.config().compact {
+                if let Some(error) = keyless_records_error(&records, &part.topic, part.partition) {
+                    return failed(error);
+                }
+            }
+            return match rp.produce(records, part.acks, part.timeout_ms).await {
                 Ok(ack) => ProduceResult {
                     error: None,
                     base_offset: ack.base_offset.0,
@@ -480,17 +523,8 @@ impl Shard {
             }
         };
         if store.config().compact {
-            // Kafka's LogValidator: "Compacted topic cannot accept message without key".
-            match compact::all_records_keyed(&records) {
-                Ok(true) => {}
-                Ok(false) => {
-                    warn!(topic = %part.topic, partition = part.partition, "rejected produce: a record without a key on a compacted topic");
-                    return failed(ErrorCode::InvalidRecord);
-                }
-                Err(e) => {
-                    warn!(topic = %part.topic, partition = part.partition, error = %e, "rejected produce: undecodable records");
-                    return failed(ErrorCode::CorruptMessage);
-                }
+            if let Some(error) = keyless_records_error(&records, &part.topic, part.partition) {
+                return failed(error);
             }
         }
         let appended = match store.append(now_ms(), records, validated).await {
@@ -536,7 +570,7 @@ impl Shard {
                     records,
                     diverging_epoch: diverging.map(|d| (d.epoch.0, d.end_offset.0)),
                 },
-                Err(e) => failed(e),
+                Err(e) => FetchResult { log_start_offset, ..failed(e) },
             };
         }
         if part.replica_id >= 0 {
@@ -583,6 +617,35 @@ impl Shard {
             store
         };
         self.list_offsets_store(store, part).await
+    }
+
+    /// Where `leader_epoch` ends in this partition's log (OffsetForLeaderEpoch, KIP-101/320):
+    /// the leader's `Replica` answers for replicated partitions (followers and brokers without
+    /// the partition get NOT_LEADER_OR_FOLLOWER); a single node answers from its log, which it
+    /// wrote in epoch 0 alone.
+    pub async fn offset_for_leader_epoch_partition(self: Rc<Self>, part: EpochEndPart) -> EpochEndResult {
+        let current = LeaderEpoch(part.current_leader_epoch);
+        let requested = LeaderEpoch(part.leader_epoch);
+        let answer = if self.replicated(&part.topic) {
+            match self.replica(&part.topic, part.partition) {
+                Some(rp) => rp.offset_for_leader_epoch(current, requested),
+                None => Err(self.missing_partition_error(&part.topic)),
+            }
+        } else {
+            match self.partition(&part.topic, part.partition) {
+                Some(store) => odradek_core::replica::single_node_offset_for_leader_epoch(
+                    current,
+                    requested,
+                    Offset(store.log_start_offset()),
+                    Offset(store.log_end_offset()),
+                ),
+                None => Err(ErrorCode::UnknownTopicOrPartition),
+            }
+        };
+        match answer {
+            Ok(end) => EpochEndResult { error: None, leader_epoch: end.epoch.0, end_offset: end.end_offset.0 },
+            Err(error) => EpochEndResult { error: Some(error), leader_epoch: -1, end_offset: -1 },
+        }
     }
 
     /// NOT_LEADER_OR_FOLLOWER for a known partition this broker does not hold (clients
@@ -644,7 +707,12 @@ impl Shard {
             glommio::timer::sleep(interval).await;
             let stores: Vec<_> = self.partitions.borrow().values().cloned().collect();
             for store in stores {
-                store.apply_retention(now_ms());
+                store.apply_retention(now_ms(), store.high_watermark());
+            }
+            // Every replica, leader or follower, applies retention to its own log.
+            let replicas: Vec<_> = self.replicas.borrow().values().cloned().collect();
+            for rp in replicas {
+                rp.apply_retention(now_ms());
             }
         }
     }
@@ -657,7 +725,16 @@ impl Shard {
         let map_limit_bytes = config.cleaner_dedupe_buffer_bytes / config.cores.max(1);
         loop {
             glommio::timer::sleep(interval).await;
-            let stores: Vec<_> = self.partitions.borrow().values().filter(|s| s.config().compact).cloned().collect();
+            // Replicated partitions too: each replica compacts its own log below its high
+            // watermark (the store's visible end), as every Kafka replica runs its own cleaner.
+            let stores: Vec<_> = self
+                .partitions
+                .borrow()
+                .values()
+                .chain(self.replicas.borrow().values().map(|rp| &rp.store))
+                .filter(|s| s.config().compact)
+                .cloned()
+                .collect();
             for store in stores {
                 if let Err(e) = store.clean(now_ms(), map_limit_bytes).await {
                     // The swap protocol leaves the old segments in place on any failure.
@@ -739,5 +816,21 @@ impl Shard {
             }
         }
         Ok(())
+    }
+}
+
+/// Kafka's LogValidator: "Compacted topic cannot accept message without key" (INVALID_RECORD);
+/// records that do not decode are CORRUPT_MESSAGE.
+fn keyless_records_error(records: &Bytes, topic: &str, partition: i32) -> Option<ErrorCode> {
+    match compact::all_records_keyed(records) {
+        Ok(true) => None,
+        Ok(false) => {
+            warn!(%topic, partition, "rejected produce: a record without a key on a compacted topic");
+            Some(ErrorCode::InvalidRecord)
+        }
+        Err(e) => {
+            warn!(%topic, partition, error = %e, "rejected produce: undecodable records");
+            Some(ErrorCode::CorruptMessage)
+        }
     }
 }

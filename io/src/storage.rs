@@ -462,20 +462,45 @@ impl PartitionStore {
         Ok(None)
     }
 
-    /// Applies retention: deletes the segments `retention.ms` / `retention.bytes` expire.
-    pub fn apply_retention(&self, now_ms: i64) {
+    /// `(partition_leader_epoch, base_offset)` of each batch from the segment holding `from`
+    /// to the log end where the epoch changes (the first batch of every run of one epoch): the
+    /// recovery scan that rebuilds a missing or lagging `leader-epoch-checkpoint`.
+    pub async fn batch_epochs_from(&self, from: i64) -> io::Result<Vec<(i32, i64)>> {
+        let segments: Vec<Segment> =
+            self.log.borrow().segments().iter().filter(|s| s.next_offset > from).cloned().collect();
+        let mut epochs: Vec<(i32, i64)> = Vec::new();
+        for segment in &segments {
+            let mut chunks = self.batch_chunks(segment)?;
+            while let Some(chunk) = chunks.next().await? {
+                for (_, header) in batch::scan_headers(&chunk) {
+                    if header.base_offset < from && header.next_offset() <= from {
+                        continue;
+                    }
+                    if epochs.last().is_none_or(|&(epoch, _)| epoch != header.partition_leader_epoch) {
+                        epochs.push((header.partition_leader_epoch, header.base_offset));
+                    }
+                }
+            }
+        }
+        Ok(epochs)
+    }
+
+    /// Applies retention: deletes the segments `retention.ms` / `retention.bytes` expire that
+    /// end at or below `limit` (a replica's high watermark: retention never removes what is
+    /// not yet committed). Returns the new log start when segments went.
+    pub fn apply_retention(&self, now_ms: i64, limit: i64) -> Option<i64> {
         // Not while an append or a roll is under way: a roll seals a segment in memory before
         // writing its index files, and must not find that segment deleted meanwhile. The
         // permit is released at the end of this synchronous function.
         if self.cleaning.get() {
-            return;
+            return None;
         }
-        let Ok(_permit) = self.append_permit.try_acquire_permit(1) else { return };
+        let Ok(_permit) = self.append_permit.try_acquire_permit(1) else { return None };
         let removed = {
             let mut log = self.log.borrow_mut();
-            let count = log.expired_segments(now_ms);
+            let count = log.expired_segments(now_ms).min(log.segments_ending_by(limit));
             if count == 0 {
-                return;
+                return None;
             }
             log.delete_oldest(count)
         };
@@ -484,6 +509,31 @@ impl PartitionStore {
             remove_segment_files(&self.dir, base);
         }
         info!(topic = %self.topic, partition = self.partition, log_start_offset = self.log_start_offset(), "retention deleted segments");
+        Some(self.log_start_offset())
+    }
+
+    /// Moves the log start up to `offset` and deletes the segments wholly below it (a replica
+    /// following its leader's log start, or restoring its recorded start at open).
+    pub async fn advance_log_start(&self, offset: i64) -> io::Result<()> {
+        let _permit = self.append_permit.acquire_permit(1).await.map_err(|e| io::Error::other(e.to_string()))?;
+        if self.cleaning.get() {
+            // The cleaner holds copies of these segments; it swaps them back in by base
+            // offset, so only move the start now and let a later retention pass delete them.
+            let mut log = self.log.borrow_mut();
+            let keep: Vec<Segment> = log.segments().to_vec();
+            let start = offset.min(log.log_end_offset()).max(log.log_start_offset());
+            *log = Log::new(log.config.clone(), keep, start);
+            return Ok(());
+        }
+        let removed = self.log.borrow_mut().advance_log_start(offset);
+        for base in &removed {
+            self.files.borrow_mut().remove(base);
+            remove_segment_files(&self.dir, *base);
+        }
+        if !removed.is_empty() {
+            info!(topic = %self.topic, partition = self.partition, log_start_offset = self.log_start_offset(), "deleted segments below the log start");
+        }
+        Ok(())
     }
 
     /// Removes the partition's directory (topic deletion).

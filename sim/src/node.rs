@@ -560,6 +560,10 @@ impl Node {
                         replica::Action::PersistHighWatermark { high_watermark } => {
                             self.disk.hw_checkpoint = high_watermark.0;
                         }
+                        replica::Action::AdvanceLogStart { start_offset } => {
+                            // The simulated disk never deletes: only the start moves.
+                            self.disk.log_start = self.disk.log_start.max(start_offset.0);
+                        }
                         replica::Action::SendFetch { to, fetch_id, request } => {
                             out.push(Output::Send { to, payload: Payload::Fetch { fetch_id, request } });
                         }

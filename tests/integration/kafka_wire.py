@@ -479,3 +479,43 @@ def wait_until_serving(host, port, timeout=30.0, in_a_row=5):
             if time.monotonic() > deadline:
                 raise AssertionError(f"{host}:{port} not answering ApiVersions after {timeout}s: {last_error!r}")
             time.sleep(0.02)
+
+
+# ---- OffsetForLeaderEpoch (KIP-101/320) ----
+
+API_OFFSET_FOR_LEADER_EPOCH = 23
+ERROR_NOT_LEADER_OR_FOLLOWER = 6
+ERROR_FENCED_LEADER_EPOCH = 74
+ERROR_UNKNOWN_LEADER_EPOCH = 75
+
+
+def offset_for_leader_epoch_v3_body(partitions, replica_id=-1):
+    """partitions: [(topic, partition, current_leader_epoch, leader_epoch)], grouped by topic."""
+    by_topic = {}
+    for topic, partition, current, epoch in partitions:
+        by_topic.setdefault(topic, []).append((partition, current, epoch))
+    body = struct.pack(">ii", replica_id, len(by_topic))
+    for topic, parts in by_topic.items():
+        body += string(topic) + struct.pack(">i", len(parts))
+        for partition, current, epoch in parts:
+            body += struct.pack(">iii", partition, current, epoch)
+    return body
+
+
+def parse_offset_for_leader_epoch_v3(body: bytes):
+    """-> {(topic, partition): (error_code, leader_epoch, end_offset)}"""
+    reader = Reader(body)
+    reader.int32()  # throttle time
+    result = {}
+    for _ in range(reader.int32()):
+        topic = reader.string()
+        for _ in range(reader.int32()):
+            error_code, partition, epoch, end_offset = reader.int16(), reader.int32(), reader.int32(), reader.int64()
+            result[(topic, partition)] = (error_code, epoch, end_offset)
+    return result
+
+
+def offset_for_leader_epoch(conn, partitions, replica_id=-1):
+    """OffsetForLeaderEpoch v3 over conn -> {(topic, partition): (error_code, leader_epoch, end_offset)}"""
+    body = offset_for_leader_epoch_v3_body(partitions, replica_id)
+    return parse_offset_for_leader_epoch_v3(conn.request(API_OFFSET_FOR_LEADER_EPOCH, 3, body))

@@ -1,6 +1,10 @@
 """Replication across real odradek processes: leader failover under a running acks=all
-producer, min.insync.replicas, and controller failover. Clients are confluent-kafka."""
+producer, min.insync.replicas, controller failover, OffsetForLeaderEpoch (KIP-320 position
+validation), retention and compaction on every replica. Clients are confluent-kafka, plus raw
+protocol requests where exact error codes matter."""
 
+import logging
+import signal
 import threading
 import time
 
@@ -18,11 +22,10 @@ def admin(cluster):
     return AdminClient({"bootstrap.servers": cluster.bootstrap, "broker.address.family": "v4", "log_level": 2})
 
 
-def create_topic(cluster, topic, replication_factor, min_isr):
+def create_topic(cluster, topic, replication_factor, min_isr, config=None):
     client = admin(cluster)
-    futures = client.create_topics(
-        [NewTopic(topic, 1, replication_factor, config={"min.insync.replicas": str(min_isr)})], operation_timeout=30
-    )
+    configs = {"min.insync.replicas": str(min_isr), **(config or {})}
+    futures = client.create_topics([NewTopic(topic, 1, replication_factor, config=configs)], operation_timeout=30)
     futures[topic].result(timeout=60)
 
 
@@ -220,3 +223,335 @@ def test_killing_the_active_controller_elects_another_and_the_cluster_keeps_serv
             producer.producer.poll(0.1)
         # A metadata refresh may race the first batch; everything else must get through.
         assert len(producer.acked) >= 15, (topic, len(producer.acked), producer.failed[:1], partition_state(cluster, topic))
+
+
+
+# ---- OffsetForLeaderEpoch (API 23) ----
+
+
+def epoch_end(broker, topic, current_leader_epoch, leader_epoch):
+    """One partition-0 OffsetForLeaderEpoch v3 -> (error_code, leader_epoch, end_offset)."""
+    conn = kafka_wire.Connection(broker.host, broker.port)
+    try:
+        return kafka_wire.offset_for_leader_epoch(conn, [(topic, 0, current_leader_epoch, leader_epoch)])[(topic, 0)]
+    finally:
+        conn.close()
+
+
+def current_epoch(broker, topic):
+    """The leader epoch `broker` leads partition 0 in: the only current_leader_epoch it does
+    not fence (older: FENCED_LEADER_EPOCH) or refuse as unknown (newer)."""
+    for epoch in range(20):
+        error, *_ = epoch_end(broker, topic, epoch, epoch)
+        if error == 0:
+            return epoch
+        assert error == kafka_wire.ERROR_FENCED_LEADER_EPOCH, (epoch, error)
+    raise AssertionError("no current leader epoch found")
+
+
+def produce_values(bootstrap, topic, values):
+    """acks=all, no retries; -> {value: offset} of every delivery (all must succeed)."""
+    producer = confluent_kafka.Producer(
+        {"bootstrap.servers": bootstrap, "broker.address.family": "v4", "acks": "all",
+         "enable.idempotence": False, "retries": 0, "linger.ms": 5, "log_level": 2}
+    )
+    acked, failed = {}, []
+    for v in values:
+        producer.produce(topic, value=v, partition=0,
+                         on_delivery=lambda err, msg: failed.append(err) if err else acked.__setitem__(msg.value(), msg.offset()))
+        producer.poll(0)
+    assert producer.flush(60) == 0
+    assert not failed, failed[:3]
+    return acked
+
+
+def test_offset_for_leader_epoch_on_a_single_node(broker):
+    # A broker without a quorum leads every partition in epoch 0 (its Metadata says so).
+    admin_client = AdminClient({"bootstrap.servers": broker.bootstrap, "broker.address.family": "v4"})
+    admin_client.create_topics([NewTopic("solo", 1, 1)])["solo"].result(timeout=30)
+    produce_values(broker.bootstrap, "solo", [b"s-%d" % i for i in range(7)])
+    conn = kafka_wire.Connection(broker.host, broker.port)
+    _, apis = conn.api_versions_v0()
+    conn.close()
+    assert apis[kafka_wire.API_OFFSET_FOR_LEADER_EPOCH] == (2, 4)
+    assert epoch_end(broker, "solo", 0, 0) == (0, 0, 7)
+    assert epoch_end(broker, "solo", -1, 0) == (0, 0, 7), "no fencing without a current epoch"
+    assert epoch_end(broker, "solo", 0, 3) == (0, -1, -1), "an epoch above every known one is undefined"
+    assert epoch_end(broker, "solo", 1, 0)[0] == kafka_wire.ERROR_UNKNOWN_LEADER_EPOCH
+    assert epoch_end(broker, "missing", 0, 0)[0] == 3  # UNKNOWN_TOPIC_OR_PARTITION
+
+
+def test_offset_for_leader_epoch_answers_from_the_leader_and_fences_stale_epochs(cluster_factory):
+    cluster = cluster_factory(extra_args=FAST)
+    create_topic(cluster, "epochs", replication_factor=3, min_isr=2)
+    wait_for("a full ISR", lambda: (s := partition_state(cluster, "epochs")) and len(s[2]) == 3)
+    first = produce_values(cluster.bootstrap, "epochs", [b"a-%d" % i for i in range(10)])
+    assert sorted(first.values()) == list(range(10))
+    leader, replicas, *_ = partition_state(cluster, "epochs")
+    epoch = current_epoch(cluster.nodes[leader], "epochs")
+    assert epoch_end(cluster.nodes[leader], "epochs", epoch, epoch) == (0, epoch, 10)
+    assert epoch_end(cluster.nodes[leader], "epochs", epoch, epoch + 5) == (0, -1, -1)
+    assert epoch_end(cluster.nodes[leader], "epochs", epoch + 1, epoch)[0] == kafka_wire.ERROR_UNKNOWN_LEADER_EPOCH
+    for follower in (r for r in replicas if r != leader):
+        assert epoch_end(cluster.nodes[follower], "epochs", epoch, epoch)[0] == kafka_wire.ERROR_NOT_LEADER_OR_FOLLOWER
+
+    # A new leader: the old epoch is fenced, and ends where the new one began.
+    cluster.nodes[leader].kill9()
+    new_leader = wait_for(
+        "a new leader", lambda: (s := partition_state(cluster, "epochs")) and s[0] not in (-1, leader) and s[0]
+    )
+    second = produce_values(cluster.bootstrap, "epochs", [b"b-%d" % i for i in range(5)])
+    assert sorted(second.values()) == list(range(10, 15))
+    new_epoch = current_epoch(cluster.nodes[new_leader], "epochs")
+    assert new_epoch > epoch
+    node = cluster.nodes[new_leader]
+    assert epoch_end(node, "epochs", new_epoch, new_epoch) == (0, new_epoch, 15)
+    assert epoch_end(node, "epochs", new_epoch, epoch) == (0, epoch, 10)
+    assert epoch_end(node, "epochs", -1, epoch) == (0, epoch, 10)
+    assert epoch_end(node, "epochs", epoch, epoch)[0] == kafka_wire.ERROR_FENCED_LEADER_EPOCH
+
+
+class _Lines(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+def test_consumer_validates_its_position_across_a_leader_kill_without_loss_or_duplicates(cluster_factory):
+    # KIP-320: after a leader change librdkafka asks the new leader (OffsetForLeaderEpoch)
+    # where the epoch of its last fetched record ends before fetching on.
+    cluster = cluster_factory(extra_args=FAST)
+    create_topic(cluster, "validated", replication_factor=3, min_isr=2)
+    wait_for("a full ISR", lambda: (s := partition_state(cluster, "validated")) and len(s[2]) == 3)
+    lines = _Lines()
+    logger = logging.getLogger("validated-consumer")
+    logger.addHandler(lines)
+    logger.setLevel(logging.DEBUG)
+    consumer = confluent_kafka.Consumer(
+        {"bootstrap.servers": cluster.bootstrap, "group.id": "validated", "enable.auto.commit": False,
+         "broker.address.family": "v4", "auto.offset.reset": "error", "topic.metadata.refresh.interval.ms": 500,
+         "debug": "fetch,topic"},
+        logger=logger,
+    )
+    consumer.assign([confluent_kafka.TopicPartition("validated", 0, 0)])
+    seen = []
+    errors = []
+
+    def drain():
+        for m in consumer.consume(num_messages=1000, timeout=0.2):
+            if m.error() is None:
+                seen.append((m.offset(), m.value()))
+            elif m.error().code() != confluent_kafka.KafkaError._PARTITION_EOF:
+                errors.append(m.error())
+
+    producer = ContinuousProducer(cluster.bootstrap, "validated").start()
+    try:
+        wait_for("first records consumed", lambda: drain() or len(seen) > 50)
+        old_leader, *_ = partition_state(cluster, "validated")
+        cluster.nodes[old_leader].kill9()
+        wait_for(
+            "a new leader",
+            lambda: drain() or ((s := partition_state(cluster, "validated")) and s[0] not in (-1, old_leader)),
+        )
+        acked_before = len(producer.acked)
+        wait_for("acks from the new leader", lambda: drain() or len(producer.acked) > acked_before + 50)
+    finally:
+        producer.stop()
+    acked = dict(producer.acked)
+    wait_for("every acked record consumed", lambda: drain() or all(v in dict((v, o) for o, v in seen) for v in acked), timeout=60)
+    consumer.close()
+    fatal = [e for e in errors if e.code() != confluent_kafka.KafkaError._TRANSPORT]
+    assert not fatal, fatal[:3]
+    offsets = [o for o, _ in seen]
+    assert offsets == sorted(set(offsets)), "the consumer saw an offset twice or went backwards"
+    at = dict(seen)
+    wrong = [(v, o, at.get(o)) for v, o in acked.items() if at.get(o) != v]
+    assert not wrong, f"{len(wrong)} acked records not consumed at their offsets: {wrong[:5]}"
+    # librdkafka's own account: it asked the new leader and accepted its answer.
+    validated = [line for line in lines.lines if line.startswith("OFFSETVALID")]
+    assert validated and all("validation succeeded" in line for line in validated), (
+        "librdkafka did not validate its position with OffsetForLeaderEpoch: "
+        + "\n".join(validated or [l for l in lines.lines if "VALID" in l][-10:])
+    )
+
+
+# ---- retention and compaction on every replica ----
+
+RETENTION_ARGS = FAST + ("--log-retention-check-interval-ms", "300", "--log-cleaner-backoff-ms", "300")
+
+
+def segment_bases(broker, topic):
+    return sorted(int(p.stem) for p in (broker.data_dir / f"{topic}-0").glob("*.log"))
+
+
+def earliest(broker, topic):
+    conn = kafka_wire.Connection(broker.host, broker.port)
+    try:
+        return kafka_wire.list_offsets(conn, [(topic, 0, kafka_wire.LIST_OFFSETS_EARLIEST)])[(topic, 0)]
+    finally:
+        conn.close()
+
+
+def test_retention_removes_old_segments_on_every_replica(cluster_factory):
+    cluster = cluster_factory(extra_args=RETENTION_ARGS)
+    create_topic(cluster, "retained", replication_factor=3, min_isr=2,
+                 config={"segment.bytes": "2048", "retention.bytes": "8192"})
+    wait_for("a full ISR", lambda: (s := partition_state(cluster, "retained")) and len(s[2]) == 3)
+    acked = {}
+    for round_ in range(10):
+        acked.update(produce_values(cluster.bootstrap, "retained", [b"r-%03d-%04d" % (round_, i) + b"x" * 100 for i in range(40)]))
+    end = max(acked.values()) + 1
+    leader, *_ = partition_state(cluster, "retained")
+
+    def trimmed():
+        bases = {n: segment_bases(b, "retained") for n, b in cluster.nodes.items()}
+        return all(b and b[0] > 0 for b in bases.values()) and bases
+
+    bases = wait_for("old segments removed on every replica", trimmed)
+    error, _, log_start = earliest(cluster.nodes[leader], "retained")
+    assert error == 0 and log_start > 0
+    for n, node_bases in bases.items():
+        sizes = [(cluster.nodes[n].data_dir / "retained-0" / f"{b:020d}.log").stat().st_size for b in node_bases]
+        # Retention keeps a segment only while the rest would not fill retention.bytes.
+        assert sum(sizes) - sizes[0] < 8192, f"node {n} keeps segments {list(zip(node_bases, sizes))}"
+        stored = stored_records(cluster.nodes[n], "retained")
+        assert min(stored) >= node_bases[0]
+        # What is left is the log's tail, identical to what was acknowledged.
+        assert all(stored.get(o) == v for v, o in acked.items() if o >= min(stored)), f"node {n}"
+    # Below the leader's log start: OFFSET_OUT_OF_RANGE; consumers read from the new start.
+    conn = kafka_wire.Connection(cluster.nodes[leader].host, cluster.nodes[leader].port)
+    below = kafka_wire.fetch(conn, [("retained", 0, 0)], max_wait_ms=0, min_bytes=0)[("retained", 0)]
+    conn.close()
+    assert below.error_code == kafka_wire.ERROR_OFFSET_OUT_OF_RANGE
+    consumer = confluent_kafka.Consumer(
+        {"bootstrap.servers": cluster.bootstrap, "group.id": "retained", "enable.auto.commit": False,
+         "broker.address.family": "v4", "auto.offset.reset": "earliest", "log_level": 2}
+    )
+    consumer.assign([confluent_kafka.TopicPartition("retained", 0, confluent_kafka.OFFSET_BEGINNING)])
+    seen = {}
+    deadline = time.monotonic() + 30
+    while (not seen or max(seen) < end - 1) and time.monotonic() < deadline:
+        m = consumer.poll(0.5)
+        if m is not None and m.error() is None:
+            seen[m.offset()] = m.value()
+    consumer.close()
+    first = min(seen)
+    assert first >= log_start
+    assert all(seen.get(o) == v for v, o in acked.items() if o >= first)
+    assert max(seen) == end - 1
+
+
+def test_compaction_keeps_the_latest_value_of_every_key_on_every_replica(cluster_factory):
+    cluster = cluster_factory(extra_args=RETENTION_ARGS)
+    create_topic(cluster, "compacted", replication_factor=3, min_isr=2,
+                 config={"cleanup.policy": "compact", "segment.bytes": "2048", "min.cleanable.dirty.ratio": "0.01"})
+    wait_for("a full ISR", lambda: (s := partition_state(cluster, "compacted")) and len(s[2]) == 3)
+    producer = confluent_kafka.Producer(
+        {"bootstrap.servers": cluster.bootstrap, "broker.address.family": "v4", "acks": "all",
+         "enable.idempotence": False, "retries": 0, "linger.ms": 5, "log_level": 2}
+    )
+    latest, failed = {}, []
+    produced = 0
+    for round_ in range(20):
+        for k in range(20):
+            key, value = b"key-%02d" % k, b"value-%02d-round-%02d" % (k, round_) + b"x" * 60
+            producer.produce("compacted", key=key, value=value, partition=0,
+                             on_delivery=lambda err, msg: failed.append(err) if err else None)
+            latest[key] = value
+            produced += 1
+        assert producer.flush(60) == 0
+    assert not failed, failed[:3]
+    # A record without a key is refused, as on a single node.
+    producer.produce("compacted", value=b"keyless", partition=0,
+                     on_delivery=lambda err, msg: failed.append(err))
+    producer.flush(30)
+    assert failed and failed[0].code() == confluent_kafka.KafkaError.INVALID_RECORD, failed
+
+    def stored_by_key(broker):
+        out = {}
+        for segment in sorted((broker.data_dir / "compacted-0").glob("*.log")):
+            for batch in kafka_wire.parse_batches(segment.read_bytes()):
+                for r in batch.records:
+                    out.setdefault(r.key, []).append((r.offset, r.value))
+        return out
+
+    def compacted_everywhere():
+        counts = {n: sum(len(v) for v in stored_by_key(b).values()) for n, b in cluster.nodes.items()}
+        return all(c < produced // 2 for c in counts.values()) and counts
+
+    wait_for("every replica compacted", compacted_everywhere, timeout=60)
+    for n, broker in cluster.nodes.items():
+        by_key = stored_by_key(broker)
+        assert set(by_key) == set(latest), f"node {n} lost a key"
+        for key, records in by_key.items():
+            assert max(records)[1] == latest[key], f"node {n}: {key} ends with {max(records)}"
+
+
+# ---- controlled shutdown ----
+
+
+def test_sigterm_moves_leadership_before_the_leader_exits(cluster_factory):
+    cluster = cluster_factory(extra_args=FAST)
+    create_topic(cluster, "handover", replication_factor=3, min_isr=2)
+    wait_for("a full ISR", lambda: (s := partition_state(cluster, "handover")) and len(s[2]) == 3)
+    producer = ContinuousProducer(cluster.bootstrap, "handover").start()
+    try:
+        wait_for("first acks", lambda: len(producer.acked) > 100)
+        old_leader, *_ = partition_state(cluster, "handover")
+        node = cluster.nodes[old_leader]
+        node._stopped_on_purpose = True
+        started = time.monotonic()
+        node.proc.send_signal(signal.SIGTERM)
+        code = node.proc.wait(timeout=40)
+        took = time.monotonic() - started
+        acked_at_exit = len(producer.acked)
+        wait_for("acks from the new leader", lambda: len(producer.acked) > acked_at_exit + 100)
+    finally:
+        producer.stop()
+    assert code == 0, f"exit status {code}"
+    assert took < 35, f"shutdown took {took:.1f}s"
+    log = node.log.read_text()
+    assert "controlled shutdown complete" in log, node.log_tail()
+    leader, _, isr, _ = partition_state(cluster, "handover")
+    assert leader not in (-1, old_leader) and old_leader not in isr
+    acked = dict(producer.acked)
+    # Every acknowledged record is on both survivors at its offset, once.
+    for broker in (b for n, b in cluster.nodes.items() if n != old_leader):
+        stored = stored_records(broker, "handover")
+        missing = [(v, o) for v, o in acked.items() if stored.get(o) != v]
+        assert not missing, f"node {broker.node_id} lacks {len(missing)} acked records, first {missing[:3]}"
+        values = [v for v in stored.values() if v in acked]
+        dups = sorted((o, v) for o, v in stored.items() if v in acked and list(stored.values()).count(v) > 1)
+        assert len(values) == len(set(values)), f"node {broker.node_id} holds an acked record twice: {dups[:6]} acked at {[acked[v] for _, v in dups[:6]]}"
+    # A handover, not a failure: no acks=all produce saw the ISR below min.insync.replicas.
+    assert not [e for e in producer.failed if e.code() == confluent_kafka.KafkaError.NOT_ENOUGH_REPLICAS], producer.failed[:3]
+
+
+def test_a_lost_leader_epoch_checkpoint_is_rebuilt_from_the_log(cluster_factory):
+    # A crash between appending batches of a new epoch and writing the checkpoint, or a lost
+    # file, must not leave the epoch cache short: truncation and OffsetForLeaderEpoch answers
+    # rely on it (KIP-101). The broker rebuilds it from the batch headers at open.
+    cluster = cluster_factory(extra_args=FAST)
+    create_topic(cluster, "rebuilt", replication_factor=3, min_isr=2)
+    wait_for("a full ISR", lambda: (s := partition_state(cluster, "rebuilt")) and len(s[2]) == 3)
+    produce_values(cluster.bootstrap, "rebuilt", [b"e0-%d" % i for i in range(10)])
+    first_leader, *_ = partition_state(cluster, "rebuilt")
+    cluster.nodes[first_leader].kill9()
+    wait_for("a new leader", lambda: (s := partition_state(cluster, "rebuilt")) and s[0] not in (-1, first_leader))
+    produce_values(cluster.bootstrap, "rebuilt", [b"e1-%d" % i for i in range(10)])
+    cluster.nodes[first_leader].start()
+    wait_for("a full ISR again", lambda: (s := partition_state(cluster, "rebuilt")) and len(s[2]) == 3)
+    leader, *_ = partition_state(cluster, "rebuilt")
+    follower = next(n for n in cluster.nodes if n != leader)
+    node = cluster.nodes[follower]
+    checkpoint = node.data_dir / "rebuilt-0" / "leader-epoch-checkpoint"
+    expected = checkpoint.read_text()
+    assert expected.splitlines()[1] == "2", f"two epochs wrote the log: {expected!r}"
+    node.stop()
+    checkpoint.unlink()
+    node.start()
+    assert checkpoint.read_text() == expected
+    assert "leader epoch cache rebuilt from the log" in node.log.read_text()

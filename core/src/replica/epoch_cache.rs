@@ -162,6 +162,31 @@ impl EpochCache {
         }
     }
 
+    /// Brings the cache in line with the batches of a recovered log, as Kafka's log recovery
+    /// does (`UnifiedLog` assigns every recovered batch's `partitionLeaderEpoch`): the
+    /// checkpoint is missing or lags the log when a crash came between writing batches of a
+    /// new epoch and writing the file. `batches` are `(partition_leader_epoch, base_offset)` in
+    /// log order, typically from the start of the cache's latest epoch (where the checkpoint
+    /// can first be behind) or from the log start when there is no checkpoint. Batches without
+    /// an epoch (`-1`, written before epochs existed) are skipped. Returns whether it changed.
+    pub fn assign_recovered(&mut self, batches: impl IntoIterator<Item = (i32, i64)>) -> bool {
+        let mut changed = false;
+        for (epoch, base_offset) in batches {
+            if epoch < 0 || base_offset < 0 {
+                continue;
+            }
+            changed |= self.assign(LeaderEpoch(epoch), Offset(base_offset));
+        }
+        changed
+    }
+
+    /// Where a recovery scan must start to catch every epoch the checkpoint may lack: the
+    /// start of its latest epoch (the checkpoint is written before any batch of a new epoch,
+    /// so everything before that is covered), or `log_start_offset` without a checkpoint.
+    pub fn recovery_scan_start(&self, log_start_offset: Offset) -> Offset {
+        self.latest().map_or(log_start_offset, |e| e.start_offset.max(log_start_offset))
+    }
+
     /// Drops entries starting at or after `end_offset` (the log was truncated there).
     pub fn truncate_from_end(&mut self, end_offset: Offset) -> bool {
         let keep = self
@@ -382,6 +407,33 @@ mod tests {
         );
         assert_eq!(EpochCache::decode(&bytes).unwrap(), c);
         assert_eq!(EpochCache::decode(b"0\n0\n").unwrap(), EpochCache::new());
+    }
+
+    // Guards against a crash between appending batches of a new epoch and writing the
+    // checkpoint: without the rebuild the cache would miss the epoch, OffsetForLeaderEpoch and
+    // diverging_epoch answers would name the older epoch's end, and a follower could keep a
+    // divergent suffix (KIP-101).
+    #[test]
+    fn recovered_batches_extend_a_missing_or_lagging_checkpoint() {
+        let batches = [(-1, 0), (0, 3), (0, 5), (2, 9), (2, 12), (5, 20), (5, 21)];
+        let mut missing = EpochCache::new();
+        assert_eq!(missing.recovery_scan_start(Offset(0)), Offset(0));
+        assert!(missing.assign_recovered(batches));
+        assert_eq!(missing, cache(&[(0, 3), (2, 9), (5, 20)]));
+
+        // The checkpoint knew epochs 0 and 2; the scan starts at epoch 2's start.
+        let mut lagging = cache(&[(0, 3), (2, 9)]);
+        let from = lagging.recovery_scan_start(Offset(0));
+        assert_eq!(from, Offset(9));
+        assert!(lagging.assign_recovered(batches.iter().copied().filter(|&(_, o)| o >= from.0)));
+        assert_eq!(lagging, cache(&[(0, 3), (2, 9), (5, 20)]));
+
+        // Up to date: nothing changes, so nothing needs writing.
+        let mut current = cache(&[(0, 3), (2, 9), (5, 20)]);
+        assert!(!current.assign_recovered([(5, 20), (5, 21)]));
+        // The log start lies inside the latest epoch after retention.
+        assert_eq!(current.recovery_scan_start(Offset(25)), Offset(25));
+        assert_eq!(end(&current, 2, 30), (2, 20));
     }
 
     #[test]

@@ -258,6 +258,12 @@ pub enum Action {
     PersistEpochCache { cache: EpochCache },
     /// Record the high watermark in `replication-offset-checkpoint`.
     PersistHighWatermark { high_watermark: Offset },
+    /// The log now starts at `start_offset` (never above the high watermark): readers may not
+    /// see below it, segments wholly below it may be deleted, and the offset is recorded
+    /// (Kafka's `log-start-offset-checkpoint`). Emitted after the driver's own retention
+    /// ([`Replica::handle_log_start_advanced`]) and when a follower follows its leader's log
+    /// start. No completion.
+    AdvanceLogStart { start_offset: Offset },
     /// Follower: send this fetch to the leader; answer with
     /// [`Replica::handle_fetch_response`] and the same `fetch_id`.
     SendFetch {
@@ -867,6 +873,22 @@ impl Replica {
             .end_offset_for(leader_epoch, self.log_end_offset))
     }
 
+    /// The driver deleted the local segments below `start_offset` (retention:
+    /// `retention.ms` / `retention.bytes`, applied by every replica to its own log and never
+    /// above its high watermark). The log start follows, the epoch cache drops what is gone
+    /// (Kafka's `truncateFromStart`), and [`Action::AdvanceLogStart`] records it. Fetches
+    /// below the new start get OFFSET_OUT_OF_RANGE. An offset at or below the current start is
+    /// ignored.
+    pub fn handle_log_start_advanced(&mut self, now_ms: i64, start_offset: Offset) {
+        assert!(
+            start_offset <= self.high_watermark,
+            "retention above the high watermark: start {start_offset} hw {}",
+            self.high_watermark
+        );
+        self.advance_log_start(start_offset);
+        self.after_input(now_ms);
+    }
+
     /// The controller's answer to [`Action::SendAlterPartition`] `request_id`: the committed
     /// state, or an error (KIP-497; error handling as Kafka's `Partition`).
     pub fn handle_alter_partition_response(
@@ -1005,6 +1027,12 @@ impl Replica {
         };
         follower.leader_high_watermark = response.high_watermark;
         self.update_follower_high_watermark(now_ms);
+        // Kafka's follower raises its log start to the leader's (retention, DeleteRecords), but
+        // never past what it knows to be committed.
+        let start_offset = response.log_start_offset.min(self.high_watermark);
+        if start_offset > self.log_start_offset {
+            self.advance_log_start(start_offset);
+        }
     }
 
     /// The leader's answer to [`Action::SendOffsetForLeaderEpoch`] `request_id`.
@@ -1641,6 +1669,29 @@ impl Replica {
         }
     }
 
+    /// Moves the log start up to `start_offset` (at most the high watermark): the epoch
+    /// cache drops what precedes it, and the driver records it.
+    fn advance_log_start(&mut self, start_offset: Offset) {
+        let start_offset = start_offset.min(self.high_watermark);
+        if start_offset <= self.log_start_offset {
+            return;
+        }
+        self.log_start_offset = start_offset;
+        // Everything below the start is gone from the log, so nothing there is left to sync
+        // (matters with `ack_after_fsync` off, where syncs are not requested per append).
+        self.durable_offset = self.durable_offset.max(start_offset);
+        self.sync_requested = self.sync_requested.max(start_offset);
+        if let RoleState::Leader(leader) = &mut self.role {
+            // The cache's latest entry starts at the log start once retention passes the
+            // start of this leader's epoch; both must stay equal (check_invariants).
+            leader.epoch_start_offset = leader.epoch_start_offset.max(start_offset);
+        }
+        self.actions.push_back(Action::AdvanceLogStart { start_offset });
+        if self.epoch_cache.truncate_from_start(start_offset) {
+            self.persist_epoch_cache();
+        }
+    }
+
     fn persist_epoch_cache(&mut self) {
         self.actions.push_back(Action::PersistEpochCache {
             cache: self.epoch_cache.clone(),
@@ -1816,6 +1867,35 @@ impl PendingProduce {
             log_start_offset,
         }
     }
+}
+
+/// The leader epoch a broker without a quorum stamps into every batch and reports in
+/// Metadata: it leads all its partitions, forever, in epoch 0.
+pub const SINGLE_NODE_LEADER_EPOCH: LeaderEpoch = LeaderEpoch(0);
+
+/// OffsetForLeaderEpoch on a broker without a quorum, which has no [`Replica`]: its log was
+/// written in [`SINGLE_NODE_LEADER_EPOCH`] alone, so the answer is what a leader's cache
+/// `{0: log_start_offset}` gives (the log end for epoch 0, undefined above it), with the same
+/// `current_leader_epoch` fencing as [`Replica::handle_offset_for_leader_epoch`]. Clients
+/// validating their positions (KIP-320) then behave as against a Kafka broker that has led
+/// since epoch 0.
+pub fn single_node_offset_for_leader_epoch(
+    current_leader_epoch: LeaderEpoch,
+    leader_epoch: LeaderEpoch,
+    log_start_offset: Offset,
+    log_end_offset: Offset,
+) -> Result<EpochEndOffset, ErrorCode> {
+    if current_leader_epoch != LeaderEpoch::NONE {
+        if current_leader_epoch < SINGLE_NODE_LEADER_EPOCH {
+            return Err(ErrorCode::FencedLeaderEpoch);
+        }
+        if current_leader_epoch > SINGLE_NODE_LEADER_EPOCH {
+            return Err(ErrorCode::UnknownLeaderEpoch);
+        }
+    }
+    let mut cache = EpochCache::new();
+    cache.assign(SINGLE_NODE_LEADER_EPOCH, log_start_offset);
+    Ok(cache.end_offset_for(leader_epoch, log_end_offset))
 }
 
 /// Checks a controller decision that names `local` as leader: the ISR is a set of assigned

@@ -337,6 +337,11 @@ impl Cluster {
                 Action::PersistHighWatermark { high_watermark } => {
                     node.disk.hw_checkpoint = high_watermark.0
                 }
+                Action::AdvanceLogStart { start_offset } => {
+                    // Retention drops whole batches below the start, as segments would go.
+                    node.disk.log_start = node.disk.log_start.max(start_offset.0);
+                    node.disk.batches.retain(|b| b.end > start_offset.0);
+                }
                 Action::SendFetch {
                     to,
                     fetch_id,
@@ -1461,4 +1466,93 @@ fn follower_drops_an_epoch_it_led_without_appending() {
     assert!(c.holds_batch(n(2), m2), "the deposed leader replicates again");
     c.assert_converged();
     assert_eq!(c.replica(n(2)).epoch_cache().entries(), c.replica(n(1)).epoch_cache().entries());
+}
+
+/// Retention on a replicated partition: each replica deletes its own old segments, never above
+/// its high watermark, and tells the replica (`handle_log_start_advanced`); followers follow
+/// the leader's log start from fetch answers, as Kafka's do. Without this a consumer could be
+/// served offsets the leader no longer has, and a replica that falls behind the leader's log
+/// start would never catch up.
+#[test]
+fn retention_moves_the_log_start_on_leader_and_followers() {
+    let mut c = Cluster::new(3, test_config(2));
+    let produced: Vec<RequestId> = (0..5).map(|_| c.produce(-1)).collect();
+    c.advance(1_000);
+    for (i, &p) in produced.iter().enumerate() {
+        assert_eq!(c.acked(p), Some(Offset(i as i64)));
+    }
+    assert_eq!(c.replica(n(1)).high_watermark(), Offset(5));
+
+    // The leader's retention deleted the segments below offset 3.
+    let now = c.now_ms;
+    c.nodes.get_mut(&n(1)).unwrap().disk.batches.retain(|b| b.base >= 3);
+    c.replica_mut(n(1)).handle_log_start_advanced(now, Offset(3));
+    let leader = c.replica(n(1));
+    assert_eq!(leader.log_start_offset(), Offset(3));
+    assert_eq!(leader.epoch_cache().entries(), &[EpochEntry { epoch: LeaderEpoch(0), start_offset: Offset(3) }]);
+    c.perform(n(1));
+    assert_eq!(c.nodes[&n(1)].disk.log_start, 3);
+    // A start at or below the current one changes nothing.
+    c.replica_mut(n(1)).handle_log_start_advanced(now, Offset(2));
+    assert_eq!(c.replica_mut(n(1)).poll_action(), None);
+
+    // Consumers below the new start get OFFSET_OUT_OF_RANGE; from it they read.
+    let consumer = |offset| FetchRequest {
+        replica_id: NodeId::NONE,
+        current_leader_epoch: LeaderEpoch(0),
+        fetch_offset: Offset(offset),
+        last_fetched_epoch: LeaderEpoch::NONE,
+        log_start_offset: Offset(-1),
+        max_wait_ms: 0,
+        max_bytes: 1 << 20,
+    };
+    assert_eq!(c.replica_mut(n(1)).handle_fetch(now, &consumer(2)), FetchAnswer::Error(ErrorCode::OffsetOutOfRange));
+    assert!(matches!(
+        c.replica_mut(n(1)).handle_fetch(now, &consumer(3)),
+        FetchAnswer::Read { read_to: Offset(5), log_start_offset: Offset(3), .. }
+    ));
+
+    // Followers learn the leader's start from their next fetch answers.
+    let more = c.produce(-1);
+    c.advance(1_000);
+    assert_eq!(c.acked(more), Some(Offset(5)));
+    for id in [n(2), n(3)] {
+        assert_eq!(c.replica(id).log_start_offset(), Offset(3), "follower {id}");
+        assert_eq!(c.nodes[&id].disk.log_start, 3, "follower {id} recorded its start");
+        assert!(c.log(id).iter().all(|&(base, ..)| base >= 3), "follower {id} kept deleted batches");
+    }
+
+    // A follower's own retention, within its high watermark.
+    let now = c.now_ms;
+    let hw = c.replica(n(2)).high_watermark();
+    assert_eq!(hw, Offset(6));
+    c.nodes.get_mut(&n(2)).unwrap().disk.batches.retain(|b| b.base >= 4);
+    c.replica_mut(n(2)).handle_log_start_advanced(now, Offset(4));
+    c.perform(n(2));
+    assert_eq!(c.replica(n(2)).log_start_offset(), Offset(4));
+
+    // A replica that lost its whole log restarts from the leader's start, not from 0.
+    c.crash(n(3), 0);
+    c.nodes.get_mut(&n(3)).unwrap().disk = Disk::default();
+    c.restart(n(3));
+    c.announce_to(n(3));
+    c.advance(3_000);
+    assert_eq!(c.replica(n(3)).log_start_offset(), Offset(3));
+    assert_eq!(c.log(n(3)), c.log(n(1)));
+}
+
+/// A broker without a quorum answers OffsetForLeaderEpoch as a leader that has led every
+/// batch in epoch 0 (what it stamps and what its Metadata reports), so KIP-320 position
+/// validation by clients works against it too.
+#[test]
+fn single_node_offset_for_leader_epoch_answers_from_epoch_zero() {
+    let answer = |current, epoch| {
+        single_node_offset_for_leader_epoch(LeaderEpoch(current), LeaderEpoch(epoch), Offset(4), Offset(10))
+    };
+    assert_eq!(answer(0, 0), Ok(EpochEndOffset { epoch: LeaderEpoch(0), end_offset: Offset(10) }));
+    assert_eq!(answer(-1, 0), Ok(EpochEndOffset { epoch: LeaderEpoch(0), end_offset: Offset(10) }));
+    assert_eq!(answer(0, 3), Ok(EpochEndOffset::UNDEFINED), "an epoch this node never had");
+    assert_eq!(answer(0, -1), Ok(EpochEndOffset::UNDEFINED));
+    assert_eq!(answer(1, 0), Err(ErrorCode::UnknownLeaderEpoch));
+    assert_eq!(answer(-2, 0), Err(ErrorCode::FencedLeaderEpoch));
 }

@@ -51,7 +51,10 @@ impl PartitionStore {
             return Ok(None);
         }
         let segments: Vec<Segment> = self.log.borrow().segments().to_vec();
-        let count = compact::cleanable_segments(&segments, now_ms, config.min_compaction_lag_ms);
+        // Only committed data is cleaned: on a replicated partition everything above the high
+        // watermark may still be truncated away.
+        let committed = segments[..segments.len() - 1].iter().take_while(|s| s.next_offset <= self.high_watermark()).count();
+        let count = compact::cleanable_segments(&segments, now_ms, config.min_compaction_lag_ms).min(committed);
         let cleanable: u64 = segments[..count].iter().map(|s| s.size).sum();
         let dirty: u64 =
             segments[..count].iter().filter(|s| s.next_offset > self.first_dirty_offset.get()).map(|s| s.size).sum();
@@ -190,7 +193,7 @@ impl PartitionStore {
         Ok(Some(size))
     }
 
-    fn batch_chunks(&self, segment: &Segment) -> io::Result<BatchChunks> {
+    pub(super) fn batch_chunks(&self, segment: &Segment) -> io::Result<BatchChunks> {
         let file = self.files.borrow().get(&segment.base_offset).cloned().ok_or_else(|| {
             io::Error::other(format!("segment {} of {}-{} has no open file", segment.base_offset, self.topic, self.partition))
         })?;
@@ -206,7 +209,7 @@ impl PartitionStore {
 }
 
 /// Reads a segment as chunks of whole batches.
-struct BatchChunks {
+pub(super) struct BatchChunks {
     file: Rc<BufferedFile>,
     size: u64,
     at: u64,
@@ -214,7 +217,7 @@ struct BatchChunks {
 }
 
 impl BatchChunks {
-    async fn next(&mut self) -> io::Result<Option<Bytes>> {
+    pub(super) async fn next(&mut self) -> io::Result<Option<Bytes>> {
         while self.at < self.size {
             let len = self.chunk_len.min(self.size - self.at);
             let chunk = Bytes::copy_from_slice(&self.file.read_at(self.at, len as usize).await?);
