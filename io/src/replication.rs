@@ -33,6 +33,8 @@ use crate::shard::{now_ms, Shard};
 use crate::storage::{write_file, PartitionStore};
 
 const EPOCH_CHECKPOINT: &str = "leader-epoch-checkpoint";
+/// Kafka's name for the file tying a partition directory to its topic id.
+const PARTITION_METADATA: &str = "partition.metadata";
 const HIGH_WATERMARK_CHECKPOINT: &str = "high-watermark-checkpoint";
 /// The replica's log start (Kafka's `log-start-offset-checkpoint`, one number here): after a
 /// restart the log must not serve offsets below a start that retention or the leader set.
@@ -62,7 +64,12 @@ impl ReplicatedPartition {
     /// Opens the store, restores the replica from it and the checkpoints, starts its driver.
     pub async fn open(shard: &Rc<Shard>, topic: &str, partition: i32, topic_id: TopicId, min_isr: usize) -> std::io::Result<Rc<Self>> {
         let config = shard.topic_log_config(topic);
-        let store = Rc::new(PartitionStore::open(&shard.shared.config.data_dir, topic, partition, config.clone()).await?);
+        let data_dir = &shard.shared.config.data_dir;
+        let stamp = discard_stale_directory(&data_dir.join(format!("{topic}-{partition}")), topic_id)?;
+        let store = Rc::new(PartitionStore::open(data_dir, topic, partition, config.clone()).await?);
+        if let Some(stamp) = stamp {
+            write_file(&store.dir().join(PARTITION_METADATA), stamp).await?;
+        }
         let recorded_start = std::fs::read_to_string(store.dir().join(LOG_START_CHECKPOINT))
             .ok()
             .and_then(|t| t.trim().parse::<i64>().ok())
@@ -542,6 +549,24 @@ async fn call_fetch(stream: &mut TcpStream, correlation_id: i32, request: &WireF
     let response = WireFetchResponse::decode(&mut body, version).map_err(|e| e.to_string())?;
     let _ = body.remaining();
     Ok(response)
+}
+
+/// A topic deleted and created again under the same name while this node was down leaves
+/// the old topic's directory behind: its records must not pass for the new topic's. The
+/// directory names its topic id in `partition.metadata` (as Kafka's do); one naming another
+/// id is removed. -> the file's contents when it must be written.
+fn discard_stale_directory(dir: &std::path::Path, topic_id: TopicId) -> std::io::Result<Option<Vec<u8>>> {
+    let stamp = format!("version: 0\ntopic_id: {}\n", uuid::Uuid::from_bytes(topic_id)).into_bytes();
+    match std::fs::read(dir.join(PARTITION_METADATA)) {
+        Ok(existing) if existing == stamp => Ok(None),
+        Ok(_) => {
+            warn!(dir = %dir.display(), "removing a partition directory of an earlier topic with the same name");
+            std::fs::remove_dir_all(dir)?;
+            Ok(Some(stamp))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Some(stamp)),
+        Err(e) => Err(e),
+    }
 }
 
 /// Where a broker serves clients, from its registration in the image.

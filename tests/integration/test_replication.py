@@ -406,17 +406,21 @@ def test_retention_removes_old_segments_on_every_replica(cluster_factory):
     end = max(acked.values()) + 1
     leader, *_ = partition_state(cluster, "retained")
 
-    def trimmed():
-        bases = {n: segment_bases(b, "retained") for n, b in cluster.nodes.items()}
-        return all(b and b[0] > 0 for b in bases.values()) and bases
+    def sizes(n, node_bases):
+        return [(cluster.nodes[n].data_dir / "retained-0" / f"{b:020d}.log").stat().st_size for b in node_bases]
 
-    bases = wait_for("old segments removed on every replica", trimmed)
+    def trimmed():
+        # Each pass removes what lies below the replica's high watermark at that moment, so a
+        # follower may need a pass or two more than the leader.
+        bases = {n: segment_bases(b, "retained") for n, b in cluster.nodes.items()}
+        done = all(b and b[0] > 0 for b in bases.values())
+        # Retention keeps a segment only while the rest would not fill retention.bytes.
+        return done and all(sum(s := sizes(n, b)) - s[0] < 8192 for n, b in bases.items()) and bases
+
+    bases = wait_for("old segments removed on every replica, down to retention.bytes", trimmed)
     error, _, log_start = earliest(cluster.nodes[leader], "retained")
     assert error == 0 and log_start > 0
     for n, node_bases in bases.items():
-        sizes = [(cluster.nodes[n].data_dir / "retained-0" / f"{b:020d}.log").stat().st_size for b in node_bases]
-        # Retention keeps a segment only while the rest would not fill retention.bytes.
-        assert sum(sizes) - sizes[0] < 8192, f"node {n} keeps segments {list(zip(node_bases, sizes))}"
         stored = stored_records(cluster.nodes[n], "retained")
         assert min(stored) >= node_bases[0]
         # What is left is the log's tail, identical to what was acknowledged.
@@ -555,3 +559,32 @@ def test_a_lost_leader_epoch_checkpoint_is_rebuilt_from_the_log(cluster_factory)
     node.start()
     assert checkpoint.read_text() == expected
     assert "leader epoch cache rebuilt from the log" in node.log.read_text()
+
+
+def test_a_topic_recreated_while_a_replica_was_down_does_not_inherit_its_old_data(cluster_factory):
+    # The node that was down while the topic was deleted and created again still has the old
+    # topic's directory. It must not take that directory for its replica of the new topic
+    # (same name, same epochs, other records: truncation by epoch would keep old records
+    # below the new leader's end). Kafka ties a directory to its topic id the same way.
+    # No auto-creation: asking for the deleted topic's metadata must not bring it back.
+    cluster = cluster_factory(extra_args=(*FAST, "--no-auto-create-topics"))
+    create_topic(cluster, "again", replication_factor=3, min_isr=2)
+    wait_for("a full ISR", lambda: (s := partition_state(cluster, "again")) and len(s[2]) == 3)
+    produce_values(cluster.bootstrap, "again", [b"old-%d" % i for i in range(50)])
+    leader, _, _, controller = partition_state(cluster, "again")
+    absent = next(n for n in cluster.nodes if n not in (leader, controller))
+    node = cluster.nodes[absent]
+    wait_for("the old records on the absent node", lambda: len(stored_records(node, "again")) == 50)
+    node.kill9()
+    # Within the absent node's session (3 s), so the new topic is placed on it too.
+    client = admin(cluster)  # must outlive its futures
+    client.delete_topics(["again"], operation_timeout=30)["again"].result(timeout=60)
+    create_topic(cluster, "again", replication_factor=3, min_isr=2)
+    assert absent in partition_state(cluster, "again")[1], "the new topic is placed on the absent node"
+    acked = produce_values(cluster.bootstrap, "again", [b"new-%d" % i for i in range(5)])
+    assert sorted(acked.values()) == list(range(5)), f"the new topic starts at offset 0: {acked}"
+    node.start()
+    wait_for("a full ISR of the new topic", lambda: (s := partition_state(cluster, "again")) and len(s[2]) == 3)
+    wait_for("the new records on the returning node", lambda: len(stored_records(node, "again")) >= 5)
+    stored = stored_records(node, "again")
+    assert stored == {o: v for v, o in acked.items()}, f"the returning node holds {stored}"
