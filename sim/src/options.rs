@@ -54,6 +54,11 @@ pub struct Options {
     /// shrank to the leader alone (the scenarios that aim at those windows).
     pub crash_leader_on_expansion: f64,
     pub crash_last_replica: f64,
+    /// Crash or isolate the leader while a follower outside the ISR holds a log that ends
+    /// between the high watermark another ISR member (its successor) knows and the leader's
+    /// own high watermark: the successor's epoch starts above its HW and the lagging follower
+    /// asks to join at that HW (KIP-101's epoch-start window).
+    pub crash_leader_over_lagging_follower: f64,
     pub producers: u32,
     pub consumers: u32,
     pub produce_interval_ms: (i64, i64),
@@ -167,6 +172,7 @@ impl Options {
             stall_ms_max: 0,
             crash_leader_on_expansion: 0.0,
             crash_last_replica: 0.0,
+            crash_leader_over_lagging_follower: 0.0,
             producers: rng.gen_range(1..4),
             consumers: rng.gen_range(1..3),
             produce_interval_ms: (rng.gen_range(1..10), rng.gen_range(10..200)),
@@ -247,6 +253,7 @@ impl Options {
                 o.restart_delay_ms = (0, 2_000);
                 o.produce_interval_ms = (1, rng.gen_range(2..20));
                 o.producers = rng.gen_range(2..4);
+                o.crash_leader_over_lagging_follower = rng.gen_range(0.3..1.0);
             }
             Scenario::AcksMatrix => {
                 let cell = seed % 9;
@@ -283,7 +290,7 @@ impl Options {
             "scenario={} safety_ms={} crash={:.3} power_loss={:.3} torn={} pause={:.3}/{}ms \
              partition={:.3} heal={:.2} clog={:.3} target_leader={} loss={:.3} delay={:?}ms \
              disk={:?}ms skew<={}ms drift<={}ppm ofle={} min_isr={} acks={} fsync={} stall={:.3}/{}ms \
-             crash_on_expansion={:.2} crash_last={:.2} producers={} consumers={}",
+             crash_on_expansion={:.2} crash_last={:.2} crash_over_lagging={:.2} producers={} consumers={}",
             self.scenario.name(),
             self.safety_ms,
             self.crash_probability,
@@ -308,6 +315,7 @@ impl Options {
             self.stall_ms_max,
             self.crash_leader_on_expansion,
             self.crash_last_replica,
+            self.crash_leader_over_lagging_follower,
             self.producers,
             self.consumers,
         )

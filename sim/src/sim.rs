@@ -86,7 +86,7 @@ impl Report {
 
 #[derive(Debug)]
 enum Event {
-    Deliver { from: NodeId, to: NodeId, payload: Payload },
+    Deliver { from: NodeId, to: NodeId, sent: i64, payload: Payload },
     Timer { node: usize },
     Disk { node: usize, incarnation: u64, op: DiskOp },
     Restart { node: usize },
@@ -208,6 +208,11 @@ pub struct Sim {
     latest_image: Option<(u64, odradek_core::controller::PartitionState)>,
     /// (leader epoch, partition epoch) of the last ISR expansion an aimed fault struck.
     struck_expansion: Option<(i32, i32)>,
+    /// (leader epoch, partition epoch) of the last leader struck in KIP-101's window.
+    struck_window: Option<(i32, i32)>,
+    /// Nodes struck in KIP-101's window, with the time: what they sent until then and had
+    /// not yet delivered is lost (it was still in their socket buffers).
+    lost_in_flight: BTreeMap<NodeId, i64>,
     expected_losses: usize,
     checkpoints: Vec<u64>,
 }
@@ -289,6 +294,8 @@ impl Sim {
             committed_end: 0,
             latest_image: None,
             struck_expansion: None,
+            struck_window: None,
+            lost_in_flight: BTreeMap::new(),
             expected_losses: 0,
             checkpoints: Vec::new(),
         }
@@ -484,15 +491,18 @@ impl Sim {
 
     fn dispatch(&mut self, event: Event) {
         match event {
-            Event::Deliver { from, to, payload } => {
+            Event::Deliver { from, to, sent, payload } => {
                 self.trace.add(((from.0 as u64) << 32) | to.0 as u64);
+                if self.lost_in_flight.get(&from).is_some_and(|&at| sent <= at) {
+                    return;
+                }
                 if self.debug_node.is_some_and(|n| (n == to.0 || n == from.0) && self.now > 62_000) && !matches!(payload, Payload::Raft(_)) {
                     eprintln!("t={} {from}->{to} {:?}", self.now, payload);
                 }
                 if let Some(i) = self.node_index(to) {
                     if let Some(until) = self.nodes[i].paused_until {
                         // A paused process leaves messages in its socket buffers.
-                        self.schedule(until, Event::Deliver { from, to, payload });
+                        self.schedule(until, Event::Deliver { from, to, sent, payload });
                         return;
                     }
                     if !self.nodes[i].is_up() {
@@ -591,7 +601,7 @@ impl Sim {
         if let Some(extra) = self.clogged.get(&Sim::link(from, to)) {
             delay += extra;
         }
-        self.schedule(self.now + delay, Event::Deliver { from, to, payload });
+        self.schedule(self.now + delay, Event::Deliver { from, to, sent: self.now, payload });
     }
 
     // ---- faults ----
@@ -704,9 +714,17 @@ impl Sim {
     }
 
     /// Aimed faults, checked after every event: when the leader has an ISR expansion in
-    /// flight (KIP-497's window), strike it within a few milliseconds.
+    /// flight (KIP-497's window), strike it within a few milliseconds; when a follower outside
+    /// the ISR sits between the HW the leader's successor knows and the leader's own HW
+    /// (KIP-101's window), crash or isolate the leader at once.
     fn aim_faults(&mut self) {
-        if !self.faults_on || self.options.crash_leader_on_expansion <= 0.0 || self.failure.is_some() {
+        if !self.faults_on || self.failure.is_some() {
+            return;
+        }
+        if self.options.crash_leader_over_lagging_follower > 0.0 {
+            self.aim_epoch_start_window();
+        }
+        if self.options.crash_leader_on_expansion <= 0.0 {
             return;
         }
         let Some(l) = self.leader() else { return };
@@ -722,6 +740,60 @@ impl Sim {
         if self.rng_fault.gen_bool(self.options.crash_leader_on_expansion) {
             let at = self.now + self.rng_fault.gen_range(0..50);
             self.schedule(at, Event::Strike { node: l });
+        }
+    }
+
+    /// KIP-101's epoch-start window: the leader's committed ISR holds another member whose HW
+    /// lags the leader's (it has not heard of the last advance yet, e.g. right after the ISR
+    /// shrank), and a follower outside the ISR ends its log at or above that stale HW but below
+    /// the leader's. If the leader dies now, the successor leads with an epoch that starts
+    /// above its HW, and the lagging follower fetches at or above that HW without holding
+    /// everything committed. Strikes once per (leader epoch, partition epoch).
+    fn aim_epoch_start_window(&mut self) {
+        let Some(l) = self.leader() else { return };
+        let replica = |i: usize| self.nodes[i].process.as_ref().and_then(|p| p.replica.as_ref());
+        let Some(r) = replica(l) else { return };
+        let key = (r.leader_epoch().0, r.partition_epoch().0);
+        if self.struck_window == Some(key) || self.nodes[l].paused_until.is_some() {
+            return;
+        }
+        let (hw, isr, maximal) = (r.high_watermark().0, r.isr(), r.maximal_isr());
+        let stale_successor = (0..self.nodes.len())
+            .filter(|&m| m != l && isr.contains(&self.nodes[m].id))
+            .filter_map(|m| replica(m).map(|r| r.high_watermark().0))
+            .filter(|&h| h < hw)
+            .min();
+        let Some(successor_hw) = stale_successor else { return };
+        let lagging = (0..self.nodes.len()).find(|&f| {
+            f != l
+                && !maximal.contains(&self.nodes[f].id)
+                && replica(f).is_some_and(|r| (successor_hw..hw).contains(&r.log_end_offset().0))
+        });
+        let Some(f) = lagging else { return };
+        self.struck_window = Some(key);
+        if self.rng_fault.gen_bool(self.options.crash_leader_over_lagging_follower) {
+            // The lagging follower's log dir stalls too, past the successor's election (the
+            // controller first waits out the leader's session): what it fetches from the
+            // successor stays unsynced for a while.
+            let until = self.now + self.rng_fault.gen_range(2_000..=8_000);
+            self.nodes[f].log_stall_until = Some(self.nodes[f].log_stall_until.map_or(until, |t| t.max(until)));
+            self.faults += 1;
+            self.trace.add(0x57a11 + f as u64);
+            // The leader dies (or loses its links) before its answers carrying the new HW
+            // leave: what it had sent and not yet delivered is lost.
+            self.lost_in_flight.insert(self.nodes[l].id, self.now);
+            if self.rng_fault.gen_bool(0.75) {
+                self.crash(l);
+            } else {
+                let id = self.nodes[l].id;
+                self.faults += 1;
+                self.trace.add(0xc07 + l as u64);
+                for other in &self.nodes {
+                    if other.id != id {
+                        self.cut.insert(Sim::link(id, other.id));
+                    }
+                }
+            }
         }
     }
 
