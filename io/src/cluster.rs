@@ -348,13 +348,7 @@ impl Node {
                     glommio::timer::sleep(Duration::from_millis(1)).await;
                     continue;
                 }
-                Some(due) => {
-                    let sleep = async {
-                        glommio::timer::sleep(Duration::from_millis((due - now) as u64)).await;
-                    };
-                    listener.or(sleep).await;
-                }
-                None => listener.await,
+                due => crate::shard::wait_until(listener, due, now).await,
             }
         }
     }

@@ -217,15 +217,11 @@ impl Shard {
         Ok(loaded)
     }
 
-    /// Rebuilds the coordinator from this core's `__consumer_offsets` partitions (a single
-    /// node's; a cluster's load as leadership arrives), then runs its timers. Called once at
-    /// start-up, before serving.
+    /// Rebuilds the coordinator from this core's `__consumer_offsets` partitions, then runs
+    /// its timers. Called once at start-up, before serving. (A cluster node has none yet: its
+    /// partitions load as leadership arrives, `offsets_leadership`.)
     pub async fn load_groups(self: &Rc<Self>) -> std::io::Result<()> {
-        let partitions = if self.shared.config.clustered() {
-            0
-        } else {
-            self.topics.borrow().get(OFFSETS_TOPIC).map_or(0, |t| t.partitions)
-        };
+        let partitions = self.topics.borrow().get(OFFSETS_TOPIC).map_or(0, |t| t.partitions);
         let mut loaded = 0usize;
         for p in 0..partitions {
             let Some(store) = self.partition(OFFSETS_TOPIC, p) else { continue };

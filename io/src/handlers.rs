@@ -92,13 +92,7 @@ async fn metadata(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -> 
         return cluster_metadata(shard, request, version).await;
     }
     let config = &shard.shared.config;
-    // v0 asks for every topic with an empty list; later versions with a null one.
-    let requested: Option<Vec<String>> = match request.topics {
-        None => None,
-        Some(topics) if topics.is_empty() && version == 0 => None,
-        Some(topics) => Some(topics.into_iter().filter_map(|t| t.name.map(|n| n.0.to_string())).collect()),
-    };
-    let auto_create = config.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
+    let (requested, auto_create) = requested_topics(config, request, version);
     if let Some(names) = &requested {
         let missing: Vec<TopicMeta> = names
             .iter()
@@ -132,17 +126,25 @@ async fn metadata(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -> 
         .with_topics(topic_responses)
 }
 
+/// The topics a Metadata request names (`None`: all of them), and whether missing ones may
+/// be created.
+fn requested_topics(config: &crate::config::ServerConfig, request: MetadataRequest, version: i16) -> (Option<Vec<String>>, bool) {
+    let auto_create = config.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
+    // v0 asks for every topic with an empty list; later versions with a null one.
+    let requested = match request.topics {
+        None => None,
+        Some(topics) if topics.is_empty() && version == 0 => None,
+        Some(topics) => Some(topics.into_iter().filter_map(|t| t.name.map(|n| n.0.to_string())).collect()),
+    };
+    (requested, auto_create)
+}
+
 /// Metadata of a clustered node, from its metadata image: every unfenced broker, the active
 /// controller, and per partition the leader, leader epoch, replicas and ISR the controller
 /// committed, `__consumer_offsets` included.
 async fn cluster_metadata(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -> MetadataResponse {
     let config = &shard.shared.config;
-    let requested: Option<Vec<String>> = match request.topics {
-        None => None,
-        Some(topics) if topics.is_empty() && version == 0 => None,
-        Some(topics) => Some(topics.into_iter().filter_map(|t| t.name.map(|n| n.0.to_string())).collect()),
-    };
-    let auto_create = config.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
+    let (requested, auto_create) = requested_topics(config, request, version);
     if let (Some(names), true) = (&requested, auto_create) {
         let missing: Vec<String> = names
             .iter()

@@ -278,13 +278,7 @@ impl ReplicatedPartition {
                     }
                     continue;
                 }
-                Some(due) => {
-                    let sleep = async {
-                        glommio::timer::sleep(Duration::from_millis((due - now) as u64)).await;
-                    };
-                    listener.or(sleep).await;
-                }
-                None => listener.await,
+                due => crate::shard::wait_until(listener, due, now).await,
             }
             if self.replica.borrow().poll_timeout().is_some_and(|d| d <= now_ms()) {
                 self.replica.borrow_mut().handle_timeout(now_ms());

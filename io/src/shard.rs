@@ -93,6 +93,20 @@ pub struct Shard {
     replicas: RefCell<BTreeMap<(String, i32), Rc<ReplicatedPartition>>>,
 }
 
+/// Waits for `listener` to fire or, if `due_ms` is set, until then (`now_ms` is the caller's
+/// reading of the clock), whichever comes first: the wait of a state machine's driver.
+pub async fn wait_until(listener: event_listener::EventListener, due_ms: Option<i64>, now_ms: i64) {
+    match due_ms {
+        Some(due) => {
+            let sleep = async {
+                glommio::timer::sleep(Duration::from_millis(due.saturating_sub(now_ms).max(0) as u64)).await;
+            };
+            futures_lite::FutureExt::or(listener, sleep).await;
+        }
+        None => listener.await,
+    }
+}
+
 pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
@@ -231,12 +245,6 @@ impl Shard {
                 .detach();
             }
         }
-    }
-
-    /// Whether `topic` is replicated through the metadata log (every topic of a clustered
-    /// node, `__consumer_offsets` included).
-    pub fn replicated(&self, _topic: &str) -> bool {
-        self.shared.config.clustered()
     }
 
     pub fn replica(&self, topic: &str, partition: i32) -> Option<Rc<ReplicatedPartition>> {
@@ -491,7 +499,7 @@ impl Shard {
     /// Every produce waits for durability, acks=0 too: consumers may only see durable data.
     pub async fn produce_partition(self: Rc<Self>, part: ProducePart) -> ProduceResult {
         let failed = |error| ProduceResult { error: Some(error), base_offset: -1, log_start_offset: -1, log_append_time_ms: -1 };
-        if self.replicated(&part.topic) {
+        if self.shared.config.clustered() {
             let Some(rp) = self.replica(&part.topic, part.partition) else {
                 return failed(self.missing_partition_error(&part.topic));
             };
@@ -548,7 +556,7 @@ impl Shard {
 
     pub async fn fetch_partition(self: Rc<Self>, part: FetchPart) -> FetchResult {
         let failed = |error| FetchResult { error: Some(error), high_watermark: -1, log_start_offset: -1, records: Bytes::new(), diverging_epoch: None };
-        if self.replicated(&part.topic) {
+        if self.shared.config.clustered() {
             let Some(rp) = self.replica(&part.topic, part.partition) else {
                 return failed(self.missing_partition_error(&part.topic));
             };
@@ -599,7 +607,7 @@ impl Shard {
 
     pub async fn list_offsets_partition(self: Rc<Self>, part: ListOffsetsPart) -> ListOffsetsResult {
         let answer = |error, offset, timestamp| ListOffsetsResult { error, offset, timestamp, leader_epoch: -1 };
-        let store = if self.replicated(&part.topic) {
+        let store = if self.shared.config.clustered() {
             let Some(rp) = self.replica(&part.topic, part.partition).filter(|rp| rp.is_leader()) else {
                 return answer(Some(self.missing_partition_error(&part.topic)), -1, -1);
             };
@@ -626,7 +634,7 @@ impl Shard {
     pub async fn offset_for_leader_epoch_partition(self: Rc<Self>, part: EpochEndPart) -> EpochEndResult {
         let current = LeaderEpoch(part.current_leader_epoch);
         let requested = LeaderEpoch(part.leader_epoch);
-        let answer = if self.replicated(&part.topic) {
+        let answer = if self.shared.config.clustered() {
             match self.replica(&part.topic, part.partition) {
                 Some(rp) => rp.offset_for_leader_epoch(current, requested),
                 None => Err(self.missing_partition_error(&part.topic)),

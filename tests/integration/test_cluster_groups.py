@@ -37,6 +37,13 @@ def bootstrap_of(nodes):
     return ",".join(b.bootstrap for b in nodes)
 
 
+def offsets_isr_complete(cluster):
+    md = AdminClient({"bootstrap.servers": bootstrap_of(cluster.running()), "broker.address.family": "v4",
+                      "log_level": 2}).list_topics("__consumer_offsets", timeout=5)
+    t = md.topics.get("__consumer_offsets")
+    return t is not None and t.error is None and t.partitions and all(len(p.isrs) == 3 for p in t.partitions.values())
+
+
 def coordinator_of(cluster, group, other_than=None):
     """-> the node id FindCoordinator names for `group`, asked of the running nodes, once it
     names a running node (and not `other_than`)."""
@@ -82,9 +89,9 @@ def test_committed_offsets_survive_coordinator_failovers(cluster_factory, client
     more = {p: (200 + p, f"n{p}") for p in range(PARTITIONS)}
     gh.commit_standalone(client.name, survivors, group, topic, more)
     cluster.nodes[first].start()
-    # The returning node must be back in the partition's ISR before the next kill, or
+    # The returning node must be back in the ISR before the next kill, or
     # min.insync.replicas=2 leaves nobody to take over with every commit.
-    time.sleep(8)
+    wait_for("every __consumer_offsets partition's ISR complete again", lambda: offsets_isr_complete(cluster))
     cluster.nodes[second].kill9()
     third = coordinator_of(cluster, group, other_than=second)
     print(f"coordinators: node {first}, then {second}, then {third}")
