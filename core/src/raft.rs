@@ -868,6 +868,12 @@ impl Raft {
         if !self.is_voter() || self.role == Role::Leader {
             return;
         }
+        if self.config.voters.len() == 1 {
+            // The only voter: no other leader can exist or split the vote, so waiting out a
+            // timeout would only delay a standalone node's start.
+            self.timers[Timer::Election as usize] = Some(now_ms);
+            return;
+        }
         let base = self.config.election_timeout_ms;
         let jitter = (self.next_random() % base as u64) as i64;
         self.timers[Timer::Election as usize] = Some(now_ms + base + jitter);
@@ -1479,8 +1485,11 @@ mod tests {
     #[test]
     fn single_voter_quorum_elects_itself_and_commits() {
         let mut sim = Sim::new(2, &[1], &[]);
+        let started_ms = sim.now_ms;
         sim.run_until(100, |s| s.leader_ready().is_some());
         assert_eq!(sim.leader(), Some(NodeId(1)));
+        // Nothing to wait for: a standalone node starts without an election timeout.
+        assert!(sim.now_ms - started_ms < RaftConfig::new(NodeId(1), vec![NodeId(1)], vec![]).election_timeout_ms);
         let index = sim.propose(1, data("a")).unwrap();
         assert_eq!(index, Index(2));
         sim.run_until(100, |s| s.applied(1) == vec![data("a")]);

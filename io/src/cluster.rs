@@ -29,14 +29,16 @@ use futures_channel::{mpsc, oneshot};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt, StreamExt};
 use glommio::net::{TcpListener, TcpStream};
 use odradek_core::controller::{
-    BrokerHeartbeatRequest, BrokerRegistrationRequest, Controller, ControllerConfig, ControllerError, Endpoint,
-    MetadataImage, Response,
+    BrokerHeartbeatRequest, BrokerRegistrationRequest, Controller, ControllerConfig, ControllerError, CreatableTopic,
+    CreateTopicsRequest, Endpoint, MetadataImage, Response,
 };
 use odradek_core::controller_rpc::{ControllerRequest, Frame};
 use odradek_core::ids::{BrokerEpoch, NodeId};
 use odradek_core::raft::{self, Entry, HardState, Index, Raft, RaftConfig};
+use odradek_core::topic::TopicTable;
 use tracing::{debug, info, warn};
 
+use crate::groups::OFFSETS_TOPIC;
 use crate::shard::{now_ms, Shard};
 
 /// Largest frame accepted on the controller listener (a Raft Append carries at most 1 MiB of
@@ -45,7 +47,7 @@ const MAX_FRAME_BYTES: usize = 16 << 20;
 const OUTBOUND_QUEUE: usize = 4096;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The quorum member on core 0; `None` on other cores and on single nodes.
+/// The quorum member on core 0 of every node; `None` on other cores.
 pub struct Node {
     pub id: NodeId,
     shard: Rc<Shard>,
@@ -70,6 +72,8 @@ pub struct Node {
     /// arriving after the shutdown request would unfence this broker again).
     shutting_down: Cell<bool>,
     heartbeat_in_flight: Cell<bool>,
+    /// A legacy topic table to re-create in the metadata log before serving (`meta`).
+    legacy: RefCell<Option<TopicTable>>,
 }
 
 enum Waiter {
@@ -156,15 +160,11 @@ impl RaftLog {
 
 impl Node {
     /// Restores the quorum member from disk and starts its network and timer tasks.
-    pub fn start(shard: Rc<Shard>) -> Result<Rc<Node>, String> {
+    pub fn start(shard: Rc<Shard>, legacy: Option<TopicTable>) -> Result<Rc<Node>, String> {
         let shared = shard.shared.clone();
         let config = &shared.config;
         let id = NodeId(config.node_id);
-        let voters: Vec<NodeId> = {
-            let mut v: Vec<NodeId> = config.quorum_voters.iter().map(|(id, _)| NodeId(*id)).collect();
-            v.sort();
-            v
-        };
+        let voters: Vec<NodeId> = config.voters().into_iter().map(NodeId).collect();
         let observers: Vec<NodeId> = config.quorum_observers.iter().map(|(id, _)| NodeId(*id)).collect();
         let peers = config
             .quorum_voters
@@ -201,16 +201,20 @@ impl Node {
             published: Cell::new(0),
             shutting_down: Cell::new(false),
             heartbeat_in_flight: Cell::new(false),
+            legacy: RefCell::new(legacy),
         });
         for (&peer, &addr) in &node.peers {
             let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
             node.outbound.borrow_mut().insert(peer, tx);
             glommio::spawn_local(node.clone().outbound_loop(peer, addr, rx)).detach();
         }
-        let listen = config.quorum_address().ok_or("no controller listener address")?;
-        let listener = TcpListener::bind(listen).map_err(|e| format!("controller listener {listen}: {e}"))?;
-        info!(%listen, node = %id, "controller listener up");
-        glommio::spawn_local(node.clone().accept_loop(listener)).detach();
+        // A standalone node is the whole quorum: nothing would ever connect to a listener.
+        if !config.standalone() || config.controller_listen.is_some() {
+            let listen = config.quorum_address().ok_or("no controller listener address")?;
+            let listener = TcpListener::bind(listen).map_err(|e| format!("controller listener {listen}: {e}"))?;
+            info!(%listen, node = %id, "controller listener up");
+            glommio::spawn_local(node.clone().accept_loop(listener)).detach();
+        }
         glommio::spawn_local(node.clone().timer_loop()).detach();
         if config.roles.broker {
             glommio::spawn_local(node.clone().broker_loop()).detach();
@@ -603,6 +607,13 @@ impl Node {
                             if fenced && !r.is_fenced {
                                 info!("unfenced by the controller");
                                 self.wait_until_applied_unfenced().await;
+                                let legacy = self.legacy.borrow_mut().take();
+                                if let Some(legacy) = legacy {
+                                    self.migrate(legacy).await;
+                                }
+                                if config.standalone() {
+                                    self.create_offsets_topic().await;
+                                }
                                 let shared = &self.shard.shared;
                                 shared.ready.store(true, Ordering::Release);
                             }
@@ -637,7 +648,10 @@ impl Node {
         while !shared.shutdown_requested.load(Ordering::Acquire) {
             glommio::timer::sleep(Duration::from_millis(50)).await;
         }
-        if shared.config.roles.broker {
+        if shared.config.standalone() {
+            // Nobody to hand leaderships to: let produces already appended be answered.
+            self.drain_produces(std::time::Instant::now()).await;
+        } else if shared.config.roles.broker {
             self.controlled_shutdown().await;
         }
         info!("shutting down");
@@ -660,14 +674,7 @@ impl Node {
         }
         // Let produces already appended finish here before the leaderships move (see
         // `ReplicatedPartition::drain`); new ones go to the next leaders.
-        loop {
-            let waiting: usize = self.shard.on_every_shard(|shard| async move { shard.drain_produces() }).await.into_iter().sum();
-            if waiting == 0 || started.elapsed() >= PRODUCE_DRAIN_TIMEOUT {
-                debug!(waiting, "produces drained");
-                break;
-            }
-            glommio::timer::sleep(Duration::from_millis(10)).await;
-        }
+        self.drain_produces(started).await;
         let mut acknowledged = false;
         while !out_of_time() {
             if !acknowledged {
@@ -699,7 +706,79 @@ impl Node {
         warn!("controlled shutdown timed out; exiting with leaderships not moved");
     }
 
-    /// Waits until this node's own image shows it unfenced and every core has that image.impl Node {
+    /// Re-creates the topics of a legacy topic table (`meta::take_legacy_topics`) through the
+    /// controller with their names, partition counts and overrides, one replica each (this
+    /// node); their partition directories carry no topic id yet, so the replicas adopt the
+    /// logs in them. Retried until every topic is in the image, then the file is retired.
+    async fn migrate(self: &Rc<Self>, legacy: TopicTable) {
+        loop {
+            let image = self.image();
+            let missing: Vec<CreatableTopic> = legacy
+                .values()
+                .filter(|t| image.topic_by_name(&t.name).is_none())
+                .map(|t| CreatableTopic {
+                    name: t.name.clone(),
+                    num_partitions: t.partitions,
+                    replication_factor: 1,
+                    configs: t.config.overrides.clone(),
+                })
+                .collect();
+            if missing.is_empty() {
+                break;
+            }
+            let request = ControllerRequest::CreateTopics(CreateTopicsRequest { topics: missing, validate_only: false });
+            match self.controller_request(request, REQUEST_TIMEOUT).await {
+                Some(Response::CreateTopics(results)) => {
+                    for r in results {
+                        match r.error {
+                            None => info!(topic = %r.name, "migrated topic into the metadata log"),
+                            Some(e) => warn!(topic = %r.name, error = %e, "migrating topic refused; retrying"),
+                        }
+                    }
+                }
+                other => debug!(?other, "topic migration not answered yet"),
+            }
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+        }
+        if let Err(e) = crate::meta::finish_migration(&self.shard.shared.config.data_dir) {
+            warn!(error = %e, "could not retire the migrated topic table; it is migrated again at the next start");
+        }
+    }
+
+    /// A standalone node has all the brokers `__consumer_offsets` needs from the start, so it
+    /// creates the topic before serving (Kafka waits for the first FindCoordinator; clients
+    /// retry meanwhile, but a node that can serve groups at once should).
+    async fn create_offsets_topic(self: &Rc<Self>) {
+        let topic = crate::groups::offsets_topic(&self.shard.shared.config);
+        while self.image().topic_by_name(OFFSETS_TOPIC).is_none() {
+            let request = ControllerRequest::CreateTopics(CreateTopicsRequest { topics: vec![topic.clone()], validate_only: false });
+            let answer = self.controller_request(request, REQUEST_TIMEOUT).await;
+            debug!(?answer, "creating {OFFSETS_TOPIC}");
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+        }
+        for _ in 0..500 {
+            let names = vec![OFFSETS_TOPIC.to_owned()];
+            let served = self.shard.on_every_shard(move |s| async move { s.leads_what_image_says(&names) }).await;
+            if served.iter().all(|ok| *ok) {
+                return;
+            }
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+        }
+        warn!("serving before every partition of {OFFSETS_TOPIC} is open");
+    }
+
+    /// Refuses new produces on every core and waits for the appended ones to be answered.
+    async fn drain_produces(&self, started: std::time::Instant) {
+        loop {
+            let waiting: usize = self.shard.on_every_shard(|shard| async move { shard.drain_produces() }).await.into_iter().sum();
+            if waiting == 0 || started.elapsed() >= PRODUCE_DRAIN_TIMEOUT {
+                debug!(waiting, "produces drained");
+                return;
+            }
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Waits until this node's own image shows it unfenced and every core has that image.
     async fn wait_until_applied_unfenced(&self) {
         for _ in 0..200 {

@@ -39,8 +39,8 @@ pub struct ServerConfig {
     pub offsets_topic_replication_factor: i16,
     /// `process.roles`: `broker`, `controller`, or both (the default).
     pub roles: Roles,
-    /// `controller.quorum.voters` (`id@host:port,...`). Empty: a single node that is the
-    /// whole cluster, with the local topic table (`topics.json`) instead of a metadata log.
+    /// `controller.quorum.voters` (`id@host:port,...`). Empty: this node alone is the quorum
+    /// (one voter, no controller listener), on the same code path as a larger cluster.
     pub quorum_voters: Vec<(i32, SocketAddr)>,
     /// `controller.quorum.observers` (odradek's own, same form): broker-only nodes. The
     /// metadata log is pushed to them (push-style Raft, docs/controller.md), so the quorum
@@ -71,10 +71,27 @@ pub struct Roles {
 }
 
 impl ServerConfig {
-    /// A node of a multi-node cluster (metadata log, replicated partitions), as opposed to the
-    /// default single node.
-    pub fn clustered(&self) -> bool {
-        !self.quorum_voters.is_empty()
+    /// No quorum configured: a one-voter quorum of this node, which is then the only broker.
+    pub fn standalone(&self) -> bool {
+        self.quorum_voters.is_empty()
+    }
+
+    /// The quorum's voters: the configured ones, or this node alone.
+    pub fn voters(&self) -> Vec<i32> {
+        if self.standalone() {
+            return vec![self.node_id];
+        }
+        let mut voters: Vec<i32> = self.quorum_voters.iter().map(|(id, _)| *id).collect();
+        voters.sort_unstable();
+        voters
+    }
+
+    /// Replicas `__consumer_offsets` is created with: `offsets.topic.replication.factor`,
+    /// capped at the nodes the quorum configuration names (the only brokers there can be, as
+    /// the voter set is static), so a standalone node gets 1 where Kafka's dev configs set it.
+    pub fn offsets_topic_replicas(&self) -> i16 {
+        let nodes = if self.standalone() { 1 } else { self.quorum_voters.len() + self.quorum_observers.len() };
+        self.offsets_topic_replication_factor.min(i16::try_from(nodes).unwrap_or(i16::MAX))
     }
 
     /// This node's quorum address (controller listener).
@@ -196,8 +213,8 @@ pub struct ServeArgs {
     /// Roles of this process: broker, controller, or both (process.roles) [default: both]
     #[arg(long)]
     pub process_roles: Option<String>,
-    /// The controller quorum, id@host:port,... (controller.quorum.voters) [default: none, a
-    /// single node]
+    /// The controller quorum, id@host:port,... (controller.quorum.voters) [default: this node
+    /// alone, a one-voter quorum]
     #[arg(long)]
     pub controller_quorum_voters: Option<String>,
     /// Broker-only nodes the metadata log is pushed to, id@host:port,...
@@ -418,7 +435,7 @@ impl ServerConfig {
         if self.quorum_election_timeout_ms < 100 {
             return Err("controller.quorum.election.timeout.ms must be at least 100".into());
         }
-        if self.clustered() {
+        if !self.standalone() {
             let voter = self.quorum_voters.iter().any(|(id, _)| *id == self.node_id);
             let observer = self.quorum_observers.iter().any(|(id, _)| *id == self.node_id);
             if self.roles.controller != voter {
@@ -439,6 +456,8 @@ impl ServerConfig {
             }
         } else if !(self.roles.broker && self.roles.controller) {
             return Err("a node without controller.quorum.voters runs both roles".into());
+        } else if !self.quorum_observers.is_empty() {
+            return Err("controller.quorum.observers needs controller.quorum.voters".into());
         }
         Ok(())
     }
@@ -534,8 +553,9 @@ mod tests {
         a.controller_quorum_voters = Some("1@127.0.0.1:19093, 2@127.0.0.1:29093,3@127.0.0.1:39093".into());
         a.min_insync_replicas = Some(2);
         let config = a.resolve().unwrap();
-        assert!(config.clustered());
-        assert_eq!(config.quorum_voters.len(), 3);
+        assert!(!config.standalone());
+        assert_eq!(config.voters(), vec![1, 2, 3]);
+        assert_eq!(config.offsets_topic_replicas(), 3);
         assert_eq!(config.quorum_address().unwrap().port(), 29093);
         assert_eq!(config.min_insync_replicas, 2);
         a.process_roles = Some("broker".into());
@@ -545,7 +565,9 @@ mod tests {
         assert!(a.resolve().is_ok());
         a.controller_quorum_voters = Some("1@nowhere".into());
         assert!(a.resolve().is_err());
-        assert!(!args(None).resolve().unwrap().clustered());
+        let alone = args(None).resolve().unwrap();
+        assert!(alone.standalone());
+        assert_eq!((alone.voters(), alone.offsets_topic_replicas()), (vec![0], 1));
     }
 
     #[test]

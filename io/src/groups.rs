@@ -135,39 +135,9 @@ impl Shard {
         }
     }
 
+    /// Group records are appended to the leader's replica with acks=all, so a commit is
+    /// acknowledged only once the ISR holds it (Kafka writes them the same way).
     async fn persist_group_records(&self, partition: i32, records: Vec<GroupRecord>) -> bool {
-        if self.shared.config.clustered() {
-            return self.replicate_group_records(partition, records).await;
-        }
-        let Some(store) = self.partition(OFFSETS_TOPIC, partition) else {
-            warn!(partition, "no local {OFFSETS_TOPIC} partition for group records");
-            return false;
-        };
-        let encoded: Vec<(Bytes, Option<Bytes>)> = records.iter().map(GroupRecord::encode).collect();
-        let batch = records::encode_batch(&encoded, now_ms());
-        let validated = match batch::validate_records(&batch, usize::MAX) {
-            Ok(v) => v,
-            Err(e) => {
-                warn!(error = %e, "group records did not encode to a valid batch");
-                return false;
-            }
-        };
-        if let Err(e) = store.append(now_ms(), batch, validated).await {
-            warn!(partition, error = %e, "appending group records failed");
-            return false;
-        }
-        match self.commit.sync(&store).await {
-            Ok(()) => true,
-            Err(e) => {
-                warn!(partition, error = %e, "syncing group records failed");
-                false
-            }
-        }
-    }
-
-    /// Group records on a cluster: appended to the leader's replica with acks=all, so a
-    /// commit is acknowledged only once the ISR holds it (Kafka writes them the same way).
-    async fn replicate_group_records(&self, partition: i32, records: Vec<GroupRecord>) -> bool {
         let Some(replica) = self.replica(OFFSETS_TOPIC, partition) else {
             warn!(partition, "no local {OFFSETS_TOPIC} replica for group records");
             return false;
@@ -217,21 +187,9 @@ impl Shard {
         Ok(loaded)
     }
 
-    /// Rebuilds the coordinator from this core's `__consumer_offsets` partitions, then runs
-    /// its timers. Called once at start-up, before serving. (A cluster node has none yet: its
-    /// partitions load as leadership arrives, `offsets_leadership`.)
-    pub async fn load_groups(self: &Rc<Self>) -> std::io::Result<()> {
-        let partitions = self.topics.borrow().get(OFFSETS_TOPIC).map_or(0, |t| t.partitions);
-        let mut loaded = 0usize;
-        for p in 0..partitions {
-            let Some(store) = self.partition(OFFSETS_TOPIC, p) else { continue };
-            self.groups.coordinator.borrow_mut().begin_load(p);
-            loaded += self.replay_partition(p, &store, || store.high_watermark(), || true).await?;
-            self.groups.coordinator.borrow_mut().finish_load(p);
-        }
-        if loaded > 0 {
-            info!(core = self.id.0, records = loaded, "loaded group state");
-        }
+    /// Runs the coordinator's timers. Its groups load as this core's replicas of
+    /// `__consumer_offsets` gain leadership (`offsets_leadership`).
+    pub fn start_group_timers(self: &Rc<Self>) {
         let shard = self.clone();
         glommio::spawn_local(async move {
             loop {
@@ -241,10 +199,9 @@ impl Shard {
             }
         })
         .detach();
-        Ok(())
     }
 
-    /// Clustered: this core's replica of `__consumer_offsets-{partition}` now leads at
+    /// This core's replica of `__consumer_offsets-{partition}` now leads at
     /// `epoch` (`Some`) or does not lead (`None`). A new leadership replays the partition to
     /// its log end (the leader never truncates its own log, so all of it becomes committed or
     /// this node loses leadership first); a lost one drops the partition's groups.
@@ -346,9 +303,6 @@ async fn locate_coordinator(shard: &Rc<Shard>, key_type: i8, key: &str) -> Resul
         // Transactions are not coordinated.
         return Err(ErrorCode::CoordinatorNotAvailable);
     }
-    if !config.clustered() {
-        return Ok((config.node_id, config.advertised.0.clone(), i32::from(config.advertised.1)));
-    }
     let image = shard.image.borrow().clone();
     let Some(topic) = image.topic_by_name(OFFSETS_TOPIC) else {
         shard.create_offsets_topic();
@@ -365,6 +319,23 @@ async fn locate_coordinator(shard: &Rc<Shard>, key_type: i8, key: &str) -> Resul
     Ok((leader.0, endpoint.host.clone(), i32::from(endpoint.port)))
 }
 
+/// `__consumer_offsets` as Kafka creates it: compacted (the coordinator rebuilds groups by
+/// replaying it, so only each key's latest record matters), `offsets.topic.segment.bytes`
+/// segments, `offsets.topic.replication.factor` replicas.
+pub fn offsets_topic(config: &crate::config::ServerConfig) -> odradek_core::controller::CreatableTopic {
+    odradek_core::controller::CreatableTopic {
+        name: OFFSETS_TOPIC.to_owned(),
+        num_partitions: config.group.offsets_topic_partitions,
+        replication_factor: config.offsets_topic_replicas(),
+        configs: [
+            ("cleanup.policy".to_owned(), "compact".to_owned()),
+            ("segment.bytes".to_owned(), config.offsets_topic_segment_bytes.to_string()),
+        ]
+        .into_iter()
+        .collect(),
+    }
+}
+
 impl Shard {
     /// Asks the controller, once at a time, to create `__consumer_offsets` with Kafka's
     /// settings for it: compacted, `offsets.topic.replication.factor` replicas.
@@ -372,18 +343,7 @@ impl Shard {
         if self.groups.creating_topic.replace(true) {
             return;
         }
-        let config = &self.shared.config;
-        let topic = odradek_core::controller::CreatableTopic {
-            name: OFFSETS_TOPIC.to_owned(),
-            num_partitions: config.group.offsets_topic_partitions,
-            replication_factor: config.offsets_topic_replication_factor,
-            configs: [
-                ("cleanup.policy".to_owned(), "compact".to_owned()),
-                ("segment.bytes".to_owned(), config.offsets_topic_segment_bytes.to_string()),
-            ]
-            .into_iter()
-            .collect(),
-        };
+        let topic = offsets_topic(&self.shared.config);
         let shard = self.clone();
         glommio::spawn_local(async move {
             let request = odradek_core::controller::CreateTopicsRequest { topics: vec![topic], validate_only: false };

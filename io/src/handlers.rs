@@ -21,7 +21,7 @@ use odradek_core::error::code;
 use odradek_core::ids::NodeId;
 use kafka_protocol::messages::BrokerId as KafkaBrokerId;
 use odradek_core::shard::ShardId;
-use odradek_core::topic::{validate_topic_name, TopicConfig, TopicMeta};
+use odradek_core::topic::{validate_topic_name, TopicConfig};
 use odradek_core::wire::{self, Request, RequestError};
 use odradek_core::ErrorCode;
 use tracing::{debug, warn};
@@ -87,45 +87,6 @@ impl<M: Encodable> EncodeAny for M {
 
 // ---- Metadata and topic administration ----
 
-async fn metadata(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -> MetadataResponse {
-    if shard.shared.config.clustered() {
-        return cluster_metadata(shard, request, version).await;
-    }
-    let config = &shard.shared.config;
-    let (requested, auto_create) = requested_topics(config, request, version);
-    if let Some(names) = &requested {
-        let missing: Vec<TopicMeta> = names
-            .iter()
-            .filter(|n| !shard.topics.borrow().contains_key(*n) && validate_topic_name(n).is_ok())
-            .filter_map(|n| new_topic(shard, n, config.num_partitions, Vec::new()).ok())
-            .collect();
-        if auto_create && !missing.is_empty() {
-            shard.on_shard(ShardId(0), move |controller| controller.create_topics(missing)).await;
-        }
-    }
-    let topics = shard.topics.borrow();
-    let describe = |name: &str| match topics.get(name) {
-        Some(topic) => MetadataResponseTopic::default()
-            .with_name(Some(s(name).into()))
-            .with_topic_id(if version >= 10 { uuid::Uuid::from_bytes(topic.id) } else { uuid::Uuid::nil() })
-            .with_is_internal(version >= 1 && name == OFFSETS_TOPIC)
-            .with_partitions(local_partitions(config.node_id, version, topic.partitions)),
-        None => unknown_topic(name),
-    };
-    let topic_responses = match &requested {
-        None => topics.keys().map(|n| describe(n)).collect(),
-        Some(names) => names.iter().map(|n| describe(n)).collect(),
-    };
-    MetadataResponse::default()
-        .with_brokers(vec![MetadataResponseBroker::default()
-            .with_node_id(config.node_id.into())
-            .with_host(s(config.advertised.0.clone()))
-            .with_port(i32::from(config.advertised.1))])
-        .with_cluster_id((version >= 2).then(|| s(shard.shared.cluster_id.clone())))
-        .with_controller_id(if version >= 1 { config.node_id.into() } else { (-1).into() })
-        .with_topics(topic_responses)
-}
-
 /// The topics a Metadata request names (`None`: all of them), and whether missing ones may
 /// be created.
 fn requested_topics(config: &crate::config::ServerConfig, request: MetadataRequest, version: i16) -> (Option<Vec<String>>, bool) {
@@ -139,10 +100,10 @@ fn requested_topics(config: &crate::config::ServerConfig, request: MetadataReque
     (requested, auto_create)
 }
 
-/// Metadata of a clustered node, from its metadata image: every unfenced broker, the active
-/// controller, and per partition the leader, leader epoch, replicas and ISR the controller
-/// committed, `__consumer_offsets` included.
-async fn cluster_metadata(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -> MetadataResponse {
+/// Metadata from this node's metadata image: every unfenced broker, the active controller,
+/// and per partition the leader, leader epoch, replicas and ISR the controller committed,
+/// `__consumer_offsets` included.
+async fn metadata(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -> MetadataResponse {
     let config = &shard.shared.config;
     let (requested, auto_create) = requested_topics(config, request, version);
     if let (Some(names), true) = (&requested, auto_create) {
@@ -163,7 +124,7 @@ async fn cluster_metadata(shard: &Rc<Shard>, request: MetadataRequest, version: 
                 .collect();
             let request = odradek_core::controller::CreateTopicsRequest { topics, validate_only: false };
             forward_to_controller(shard, ControllerRequest::CreateTopics(request)).await;
-            wait_for_image(shard, |image| missing.iter().all(|n| image.topic_by_name(n).is_some())).await;
+            wait_until_served(shard, missing).await;
         }
     }
     let image = shard.image.borrow().clone();
@@ -225,20 +186,26 @@ pub(crate) async fn forward_to_controller(shard: &Rc<Shard>, request: Controller
         .await
 }
 
-/// Waits (briefly) until this core's metadata image satisfies `ready`: a committed change
-/// reaches every node's image a moment after the controller answers.
-async fn wait_for_image(shard: &Rc<Shard>, ready: impl Fn(&odradek_core::controller::MetadataImage) -> bool) {
+/// Waits (briefly) until new topics are served: in this core's metadata image, and every
+/// partition this node leads open and leading on its core. A committed topic reaches every
+/// node's image, and then its replicas, a moment after the controller answers; clients that
+/// produce right after creating a topic (as most tools do) should not meet that window.
+async fn wait_until_served(shard: &Rc<Shard>, topics: Vec<String>) {
     for _ in 0..100 {
-        if ready(&shard.image.borrow()) {
-            return;
+        if topics.iter().all(|n| shard.image.borrow().topic_by_name(n).is_some()) {
+            let names = topics.clone();
+            let served = shard.on_every_shard(move |s| async move { s.leads_what_image_says(&names) }).await;
+            if served.iter().all(|ok| *ok) {
+                return;
+            }
         }
-        glommio::timer::sleep(Duration::from_millis(20)).await;
+        glommio::timer::sleep(Duration::from_millis(10)).await;
     }
 }
 
-/// CreateTopics on a clustered node: forwarded to the active controller, which validates,
-/// places replicas and commits the topic to the metadata log.
-async fn cluster_create_topics(shard: &Rc<Shard>, request: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
+/// CreateTopics: forwarded to the active controller, which validates, places replicas and
+/// commits the topic to the metadata log.
+async fn create_topics(shard: &Rc<Shard>, request: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
     let topics: Vec<odradek_core::controller::CreatableTopic> = request
         .topics
         .iter()
@@ -259,9 +226,18 @@ async fn cluster_create_topics(shard: &Rc<Shard>, request: CreateTopicsRequest, 
             .map(|r| match r.error {
                 Some(e) => failed_topic(CreatableTopicResult::default().with_name(s(r.name).into()), e.code(), e.to_string()),
                 None => {
-                    let mut result = CreatableTopicResult::default().with_name(s(r.name).into());
+                    let mut result = CreatableTopicResult::default().with_name(s(r.name.clone()).into());
                     if version >= 5 {
-                        result = result.with_num_partitions(r.num_partitions).with_replication_factor(r.replication_factor);
+                        let configs = request.topics.iter().find(|t| t.name.0.as_str() == r.name).map(|t| {
+                            t.configs.iter().map(|c| (c.name.to_string(), c.value.as_deref().unwrap_or_default().to_owned())).collect()
+                        });
+                        let described = TopicConfig::new(&shard.shared.config.log, configs.unwrap_or_default())
+                            .map(|c| describe_topic_configs(&c))
+                            .unwrap_or_default();
+                        result = result
+                            .with_num_partitions(r.num_partitions)
+                            .with_replication_factor(r.replication_factor)
+                            .with_configs(Some(described));
                     }
                     if version >= 7 {
                         result = result.with_topic_id(uuid::Uuid::from_bytes(r.topic_id));
@@ -284,12 +260,12 @@ async fn cluster_create_topics(shard: &Rc<Shard>, request: CreateTopicsRequest, 
     };
     if !request.validate_only {
         let created: Vec<String> = results.iter().filter(|r| r.error_code == 0).map(|r| r.name.0.to_string()).collect();
-        wait_for_image(shard, |image| created.iter().all(|n| image.topic_by_name(n).is_some())).await;
+        wait_until_served(shard, created).await;
     }
     CreateTopicsResponse::default().with_topics(results)
 }
 
-async fn cluster_delete_topics(shard: &Rc<Shard>, request: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
+async fn delete_topics(shard: &Rc<Shard>, request: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
     let names: Vec<Option<String>> = if version >= 6 {
         request
             .topics
@@ -303,7 +279,7 @@ async fn cluster_delete_topics(shard: &Rc<Shard>, request: DeleteTopicsRequest, 
     } else {
         request.topic_names.into_iter().map(|n| Some(n.0.to_string())).collect()
     };
-    // Groups live in the internal topic; as on a single node, it cannot be deleted.
+    // Groups live in the internal topic: it cannot be deleted.
     let known: Vec<String> = names.iter().flatten().filter(|n| n.as_str() != OFFSETS_TOPIC).cloned().collect();
     let answer = forward_to_controller(shard, ControllerRequest::DeleteTopics(known)).await;
     let results = match answer {
@@ -331,101 +307,12 @@ async fn cluster_delete_topics(shard: &Rc<Shard>, request: DeleteTopicsRequest, 
     DeleteTopicsResponse::default().with_responses(responses)
 }
 
-/// A topic as CreateTopics or auto-creation asks for it, validated.
-fn new_topic(
-    shard: &Shard,
-    name: &str,
-    partitions: i32,
-    configs: Vec<(String, String)>,
-) -> Result<TopicMeta, (ErrorCode, String)> {
-    validate_topic_name(name).map_err(|e| (e.code, e.message))?;
-    if partitions < 1 {
-        return Err((ErrorCode::InvalidPartitions, format!("number of partitions must be at least 1, not {partitions}")));
-    }
-    let config = TopicConfig::new(&shard.shared.config.log, configs.into_iter().collect())
-        .map_err(|e| (e.code, e.message))?;
-    Ok(TopicMeta { name: name.to_owned(), id: *uuid::Uuid::new_v4().as_bytes(), partitions, config })
-}
-
-async fn create_topics(shard: &Rc<Shard>, request: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
-    if shard.shared.config.clustered() {
-        return cluster_create_topics(shard, request, version).await;
-    }
-    let mut results: Vec<CreatableTopicResult> = Vec::new();
-    let mut to_create: Vec<(usize, TopicMeta)> = Vec::new();
-    for topic in request.topics {
-        let name = topic.name.0.to_string();
-        let mut result = CreatableTopicResult::default().with_name(topic.name.clone());
-        let partitions = if topic.num_partitions == -1 { shard.shared.config.num_partitions } else { topic.num_partitions };
-        let checked = check_replication(&topic)
-            .and_then(|()| {
-                let configs = topic
-                    .configs
-                    .iter()
-                    .map(|c| (c.name.to_string(), c.value.as_deref().unwrap_or_default().to_owned()))
-                    .collect();
-                new_topic(shard, &name, partitions, configs)
-            })
-            .and_then(|meta| match results.iter().any(|r| r.name == topic.name) {
-                true => Err((ErrorCode::InvalidRequest, format!("topic {name:?} appears twice in the request"))),
-                false => Ok(meta),
-            });
-        match checked {
-            Ok(meta) => {
-                if version >= 5 {
-                    result = result
-                        .with_num_partitions(meta.partitions)
-                        .with_replication_factor(1)
-                        .with_configs(Some(describe_topic_configs(&meta.config)));
-                }
-                if version >= 7 {
-                    result = result.with_topic_id(uuid::Uuid::from_bytes(meta.id));
-                }
-                if request.validate_only {
-                    if shard.topics.borrow().contains_key(&name) {
-                        result = failed_topic(result, ErrorCode::TopicAlreadyExists, format!("topic {name:?} already exists"));
-                    }
-                } else {
-                    to_create.push((results.len(), meta));
-                }
-            }
-            Err((error, message)) => result = failed_topic(result, error, message),
-        }
-        results.push(result);
-    }
-    if !to_create.is_empty() {
-        let (positions, metas): (Vec<usize>, Vec<TopicMeta>) = to_create.into_iter().unzip();
-        let outcomes = shard.on_shard(ShardId(0), move |controller| controller.create_topics(metas)).await;
-        for (position, outcome) in positions.into_iter().zip(outcomes) {
-            if let Err((error, message)) = outcome {
-                let result = std::mem::take(&mut results[position]);
-                results[position] = failed_topic(result, error, message);
-            }
-        }
-    }
-    CreateTopicsResponse::default().with_topics(results)
-}
-
 fn failed_topic(result: CreatableTopicResult, error: ErrorCode, message: String) -> CreatableTopicResult {
     debug!(topic = %result.name.0.as_str(), %message, "create topic refused");
     CreatableTopicResult::default()
         .with_name(result.name)
         .with_error_code(error.code())
         .with_error_message(Some(s(message)))
-}
-
-/// One broker: replication factor 1, and explicit assignments may only name this node.
-fn check_replication(topic: &create_topics_request::CreatableTopic) -> Result<(), (ErrorCode, String)> {
-    if topic.replication_factor != -1 && topic.replication_factor != 1 {
-        return Err((
-            ErrorCode::InvalidReplicationFactor,
-            format!("replication factor {} is larger than the 1 available broker", topic.replication_factor),
-        ));
-    }
-    if !topic.assignments.is_empty() {
-        return Err((ErrorCode::InvalidReplicaAssignment, "manual replica assignment is not supported yet".into()));
-    }
-    Ok(())
 }
 
 fn describe_topic_configs(config: &TopicConfig) -> Vec<CreatableTopicConfigs> {
@@ -444,39 +331,6 @@ fn describe_topic_configs(config: &TopicConfig) -> Vec<CreatableTopicConfigs> {
 /// Kafka's ConfigSource: 1 = DYNAMIC_TOPIC_CONFIG, 5 = DEFAULT_CONFIG.
 fn config_source(is_override: bool) -> i8 {
     if is_override { 1 } else { 5 }
-}
-
-async fn delete_topics(shard: &Rc<Shard>, request: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
-    if shard.shared.config.clustered() {
-        return cluster_delete_topics(shard, request, version).await;
-    }
-    let targets: Vec<(Option<String>, uuid::Uuid)> = if version >= 6 {
-        request.topics.into_iter().map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id)).collect()
-    } else {
-        request.topic_names.into_iter().map(|n| (Some(n.0.to_string()), uuid::Uuid::nil())).collect()
-    };
-    let mut responses = Vec::new();
-    for (name, id) in targets {
-        let resolved = match &name {
-            Some(name) => Some(name.clone()),
-            None => shard.topics.borrow().values().find(|t| t.id == *id.as_bytes()).map(|t| t.name.clone()),
-        };
-        let (error, topic_id) = match resolved.clone() {
-            None => (Some(ErrorCode::UnknownTopicId), id),
-            Some(name) => {
-                let topic_id = shard.topics.borrow().get(&name).map_or(id, |t| uuid::Uuid::from_bytes(t.id));
-                let outcome = shard.on_shard(ShardId(0), move |controller| controller.delete_topic(name)).await;
-                (outcome.err(), topic_id)
-            }
-        };
-        responses.push(
-            DeletableTopicResult::default()
-                .with_name(resolved.map(|n| s(n).into()))
-                .with_topic_id(if version >= 6 { topic_id } else { uuid::Uuid::nil() })
-                .with_error_code(code(error)),
-        );
-    }
-    DeleteTopicsResponse::default().with_responses(responses)
 }
 
 fn describe_configs(shard: &Rc<Shard>, request: DescribeConfigsRequest) -> DescribeConfigsResponse {
@@ -796,19 +650,4 @@ fn unknown_topic(name: &str) -> MetadataResponseTopic {
         Err(e) => e.code,
     };
     MetadataResponseTopic::default().with_name(Some(s(name).into())).with_error_code(error.code())
-}
-
-/// Metadata's partitions of a topic on a single node: this node leads them all, alone in the
-/// ISR, at leader epoch 0.
-fn local_partitions(node_id: i32, version: i16, partitions: i32) -> Vec<MetadataResponsePartition> {
-    (0..partitions)
-        .map(|p| {
-            MetadataResponsePartition::default()
-                .with_partition_index(p)
-                .with_leader_id(node_id.into())
-                .with_leader_epoch(if version >= 7 { 0 } else { -1 })
-                .with_replica_nodes(vec![node_id.into()])
-                .with_isr_nodes(vec![node_id.into()])
-        })
-        .collect()
 }

@@ -1,5 +1,6 @@
 //! The broker's own metadata in the data directory: `meta.properties` (cluster id and node
-//! id, as Kafka writes them) and `topics.json` (the topic table the controller commits).
+//! id, as Kafka writes them), and the migration of `topics.json`, the topic table of brokers
+//! from before every node ran the metadata quorum.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -7,16 +8,15 @@ use std::path::Path;
 
 use odradek_core::log::LogConfig;
 use odradek_core::topic::{TopicConfig, TopicMeta, TopicTable};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tracing::warn;
 
 use crate::config::ServerConfig;
 use crate::groups::OFFSETS_TOPIC;
-use crate::storage::write_file;
 
 const TOPICS_FILE: &str = "topics.json";
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct StoredTopic {
     name: String,
     id: String,
@@ -87,7 +87,7 @@ fn base64_url(bytes: &[u8]) -> String {
 }
 
 /// Loads the topic table; a missing file is an empty table.
-pub fn load_topics(data_dir: &Path, defaults: &LogConfig) -> io::Result<TopicTable> {
+fn load_topics(data_dir: &Path, defaults: &LogConfig) -> io::Result<TopicTable> {
     let path = data_dir.join(TOPICS_FILE);
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
@@ -110,78 +110,52 @@ pub fn load_topics(data_dir: &Path, defaults: &LogConfig) -> io::Result<TopicTab
     Ok(table)
 }
 
-fn encode_topics(table: &TopicTable) -> io::Result<Vec<u8>> {
-    let stored: Vec<StoredTopic> = table
-        .values()
-        .map(|t| StoredTopic {
-            name: t.name.clone(),
-            id: uuid::Uuid::from_bytes(t.id).to_string(),
-            partitions: t.partitions,
-            configs: t.config.overrides.clone(),
-        })
-        .collect();
-    serde_json::to_vec_pretty(&stored).map_err(io::Error::other)
-}
-
-pub async fn save_topics(data_dir: &Path, table: &TopicTable) -> io::Result<()> {
-    write_file(&data_dir.join(TOPICS_FILE), encode_topics(table)?).await
-}
-
-/// Creates the internal `__consumer_offsets` topic on first start, before any core runs (so
-/// plain blocking IO), or brings an existing one to the broker's settings for it: compacted
-/// (the coordinator rebuilds groups by replaying it, so only each key's latest record
-/// matters) with `offsets.topic.segment.bytes` segments, as Kafka creates it.
-pub fn ensure_offsets_topic(data_dir: &Path, table: &mut TopicTable, config: &ServerConfig) -> io::Result<()> {
-    let overrides = BTreeMap::from([
-        ("cleanup.policy".to_owned(), "compact".to_owned()),
-        ("segment.bytes".to_owned(), config.offsets_topic_segment_bytes.to_string()),
-    ]);
-    let topic_config = TopicConfig::new(&config.log, overrides).map_err(io::Error::other)?;
-    match table.get_mut(OFFSETS_TOPIC) {
-        Some(existing) if existing.config == topic_config => return Ok(()),
-        Some(existing) => existing.config = topic_config,
-        None => {
-            table.insert(
-                OFFSETS_TOPIC.to_owned(),
-                TopicMeta {
-                    name: OFFSETS_TOPIC.to_owned(),
-                    id: *uuid::Uuid::new_v4().as_bytes(),
-                    partitions: config.group.offsets_topic_partitions,
-                    config: topic_config,
-                },
-            );
-        }
+/// A data directory written before every node ran the metadata quorum keeps its topics in
+/// `topics.json`. On a standalone node they are handed to the quorum to re-create in the
+/// metadata log with their partition logs kept in place (`cluster::Node`, which renames the
+/// file once done, so a crash mid-way migrates the rest on the next start); partition
+/// directories of topics it no longer lists are removed first, as that broker did at start.
+/// A node of a larger cluster cannot take them over alone: its node-local
+/// `__consumer_offsets` is retired (a cluster replicates its own) and other topics are left
+/// alone with a warning.
+pub fn take_legacy_topics(data_dir: &Path, config: &ServerConfig) -> io::Result<Option<TopicTable>> {
+    let mut table = load_topics(data_dir, &config.log)?;
+    if !data_dir.join(TOPICS_FILE).exists() {
+        return Ok(None);
     }
-    save_topics_blocking(data_dir, table)
-}
-
-/// A clustered node keeps `__consumer_offsets` in the metadata log, replicated like any
-/// topic. A node-local one left by a single-node start of this data dir is retired: its
-/// records must not be mistaken for a replica of the cluster's partitions.
-pub fn retire_node_local_offsets(data_dir: &Path, table: &mut TopicTable) -> io::Result<()> {
-    let Some(old) = table.remove(OFFSETS_TOPIC) else { return Ok(()) };
-    for p in 0..old.partitions {
-        let dir = data_dir.join(format!("{OFFSETS_TOPIC}-{p}"));
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)?;
-        }
+    if config.standalone() {
+        remove_orphan_partitions(data_dir, &table)?;
+        warn!(topics = table.len(), "migrating {TOPICS_FILE} into the metadata log");
+        return Ok(Some(table));
     }
-    tracing::warn!("removed a node-local {OFFSETS_TOPIC}: a cluster replicates its own");
-    save_topics_blocking(data_dir, table)
+    if let Some(old) = table.remove(OFFSETS_TOPIC) {
+        for p in 0..old.partitions {
+            let dir = data_dir.join(format!("{OFFSETS_TOPIC}-{p}"));
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)?;
+            }
+        }
+        warn!("removed a node-local {OFFSETS_TOPIC}: a cluster replicates its own");
+    }
+    if !table.is_empty() {
+        warn!(
+            topics = ?table.keys().collect::<Vec<_>>(),
+            "{TOPICS_FILE} names topics of a standalone broker; a cluster node does not adopt them"
+        );
+    }
+    finish_migration(data_dir)?;
+    Ok(None)
 }
 
-fn save_topics_blocking(data_dir: &Path, table: &TopicTable) -> io::Result<()> {
-    let path = data_dir.join(TOPICS_FILE);
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, encode_topics(table)?)?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, &path)?;
+/// The legacy topic table is in the metadata log now: keep the file for reference only.
+pub fn finish_migration(data_dir: &Path) -> io::Result<()> {
+    std::fs::rename(data_dir.join(TOPICS_FILE), data_dir.join(format!("{TOPICS_FILE}.migrated")))?;
     std::fs::File::open(data_dir)?.sync_all()
 }
 
 /// Removes partition directories whose topic is gone (a crash between committing a deletion
 /// and removing its files), so a topic created later under that name starts empty.
-pub fn remove_orphan_partitions(data_dir: &Path, table: &TopicTable) -> io::Result<()> {
+fn remove_orphan_partitions(data_dir: &Path, table: &TopicTable) -> io::Result<()> {
     for entry in std::fs::read_dir(data_dir)? {
         let entry = entry?;
         if !entry.file_type()?.is_dir() {

@@ -315,13 +315,11 @@ impl ReplicatedPartition {
                 self.replica.borrow_mut().handle_completion(now_ms(), Completion::Truncated { to: start_offset });
             }
             Action::Sync { .. } => {
-                let through = if shard.shared.config.fsync {
-                    match self.store.sync_active().await {
-                        Ok(end) => end,
-                        Err(e) => fail("fsync", e),
-                    }
-                } else {
-                    self.store.log_end_offset()
+                // One group-commit round covers every partition of this core asking now,
+                // leaders and followers alike.
+                let through = match shard.commit.sync(&self.store).await {
+                    Ok(end) => end,
+                    Err(e) => fail("fsync", e),
                 };
                 self.replica.borrow_mut().handle_completion(now_ms(), Completion::Synced { through: Offset(through) });
             }

@@ -11,6 +11,7 @@ use glommio::channels::shared_channel::{self, ConnectedReceiver, SharedReceiver,
 use glommio::net::{TcpListener, TcpStream};
 use glommio::{LocalExecutorBuilder, Placement};
 use odradek_core::shard::ShardId;
+use odradek_core::topic::TopicTable;
 use odradek_core::wire::{self, RequestError};
 use odradek_core::ErrorCode;
 use tracing::{debug, info, warn};
@@ -27,21 +28,17 @@ const PEER_CHANNEL_CAPACITY: usize = 1024;
 pub fn serve(mut config: ServerConfig) -> Result<(), String> {
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
-    let quorum = config.clustered().then(|| {
+    let quorum = (!config.standalone()).then(|| {
         let mut voters: Vec<String> = config.quorum_voters.iter().map(|(id, a)| format!("{id}@{a}")).collect();
         voters.sort();
         voters.join(",")
     });
     let cluster_id = meta::load_or_create_cluster_id(&data_dir, config.node_id, quorum.as_deref()).map_err(|e| e.to_string())?;
-    let mut topics = meta::load_topics(&data_dir, &config.log).map_err(|e| e.to_string())?;
-    if config.clustered() {
-        meta::retire_node_local_offsets(&data_dir, &mut topics).map_err(|e| e.to_string())?;
-    } else {
-        meta::ensure_offsets_topic(&data_dir, &mut topics, &config).map_err(|e| e.to_string())?;
-    }
+    let legacy = meta::take_legacy_topics(&data_dir, &config).map_err(|e| e.to_string())?;
     // Group placement follows the partitions the internal topic was created with. (On a
     // cluster every node must share offsets.topic.num.partitions.)
-    let offsets_partitions = topics.get(OFFSETS_TOPIC).map_or(config.group.offsets_topic_partitions, |t| t.partitions);
+    let offsets_partitions =
+        legacy.as_ref().and_then(|t| t.get(OFFSETS_TOPIC)).map_or(config.group.offsets_topic_partitions, |t| t.partitions);
     if offsets_partitions != config.group.offsets_topic_partitions {
         warn!(
             configured = config.group.offsets_topic_partitions, existing = offsets_partitions,
@@ -49,14 +46,10 @@ pub fn serve(mut config: ServerConfig) -> Result<(), String> {
         );
         config.group.offsets_topic_partitions = offsets_partitions;
     }
-    if !config.clustered() {
-        // Clustered nodes learn their topics from the metadata log, after start.
-        meta::remove_orphan_partitions(&data_dir, &topics).map_err(|e| e.to_string())?;
-    }
     let cores = config.cores;
     info!(
         listen = %config.listen, data_dir = %data_dir.display(), cores, fsync = config.fsync,
-        topics = topics.len(), %cluster_id, "starting odradek"
+        voters = ?config.voters(), %cluster_id, "starting odradek"
     );
     let shared = Arc::new(Shared {
         config,
@@ -66,14 +59,12 @@ pub fn serve(mut config: ServerConfig) -> Result<(), String> {
         ready: std::sync::atomic::AtomicBool::new(false),
         shutdown_requested: Arc::new(std::sync::atomic::AtomicBool::new(false)),
     });
-    if shared.config.clustered() {
-        // A clustered broker hands its leaderships over before it exits (controlled shutdown);
-        // a second signal exits at once with status 1.
-        for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-            signal_hook::flag::register_conditional_shutdown(signal, 1, shared.shutdown_requested.clone())
-                .map_err(|e| format!("signal handler: {e}"))?;
-            signal_hook::flag::register(signal, shared.shutdown_requested.clone()).map_err(|e| format!("signal handler: {e}"))?;
-        }
+    // A broker hands its leaderships over before it exits (controlled shutdown); a second
+    // signal exits at once with status 1.
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register_conditional_shutdown(signal, 1, shared.shutdown_requested.clone())
+            .map_err(|e| format!("signal handler: {e}"))?;
+        signal_hook::flag::register(signal, shared.shutdown_requested.clone()).map_err(|e| format!("signal handler: {e}"))?;
     }
 
     // senders[from][to] and receivers[to][from] for every ordered pair of distinct cores.
@@ -92,7 +83,8 @@ pub fn serve(mut config: ServerConfig) -> Result<(), String> {
     let mut handles = Vec::new();
     for (id, (my_senders, my_receivers)) in senders.into_iter().zip(receivers).enumerate() {
         let shared = shared.clone();
-        let topics = topics.clone();
+        // Core 0 runs the quorum, which migrates a legacy topic table into the metadata log.
+        let legacy = if id == 0 { legacy.clone() } else { None };
         let placement = if cores <= online { Placement::Fixed(id) } else { Placement::Unbound };
         let spin = Duration::from_micros(shared.config.spin_before_park_us);
         let handle = LocalExecutorBuilder::new(placement)
@@ -113,8 +105,8 @@ pub fn serve(mut config: ServerConfig) -> Result<(), String> {
                 for receiver in receivers {
                     connected.push(receiver.await);
                 }
-                let shard = Shard::new(ShardId(id), shared, topics, peers);
-                run_shard(shard, connected).await
+                let shard = Shard::new(ShardId(id), shared, peers);
+                run_shard(shard, connected, legacy).await
             })
             .map_err(|e| format!("starting core {id}: {e}"))?;
         handles.push(handle);
@@ -129,29 +121,30 @@ pub fn serve(mut config: ServerConfig) -> Result<(), String> {
     Ok(())
 }
 
-async fn run_shard(shard: Rc<Shard>, receivers: Vec<ConnectedReceiver<PeerMessage>>) -> Result<(), String> {
+async fn run_shard(
+    shard: Rc<Shard>,
+    receivers: Vec<ConnectedReceiver<PeerMessage>>,
+    legacy: Option<TopicTable>,
+) -> Result<(), String> {
     for receiver in receivers {
         glommio::spawn_local(shard.clone().serve_peer(receiver)).detach();
     }
-    shard.open_owned_partitions().await.map_err(|e| format!("core {}: opening partitions: {e}", shard.id.0))?;
-    shard.load_groups().await.map_err(|e| format!("core {}: loading groups: {e}", shard.id.0))?;
+    shard.start_group_timers();
     glommio::spawn_local(shard.clone().retention_loop()).detach();
     if shard.shared.config.cleaner_enable {
         glommio::spawn_local(shard.clone().cleaner_loop()).detach();
     }
-    if shard.shared.config.clustered() && shard.id == ShardId(0) {
-        let node = crate::cluster::Node::start(shard.clone())?;
+    if shard.id == ShardId(0) {
+        let node = crate::cluster::Node::start(shard.clone(), legacy)?;
         *shard.node.borrow_mut() = Some(node);
     }
     if !shard.shared.config.roles.broker {
         // A controller-only node serves no Kafka clients.
         futures_lite::future::pending::<()>().await;
     }
-    if shard.shared.config.clustered() {
-        // Polled: the flag is set on core 0, and no task here may be woken from there.
-        while !shard.shared.ready.load(std::sync::atomic::Ordering::Acquire) {
-            glommio::timer::sleep(Duration::from_millis(20)).await;
-        }
+    // Polled: the flag is set on core 0, and no task here may be woken from there.
+    while !shard.shared.ready.load(std::sync::atomic::Ordering::Acquire) {
+        glommio::timer::sleep(Duration::from_millis(20)).await;
     }
     let listen = shard.shared.config.listen;
     let listener = TcpListener::bind(listen).map_err(|e| format!("listening on {listen}: {e}"))?;

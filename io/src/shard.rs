@@ -1,34 +1,32 @@
-//! One core's share of the broker: the partitions it owns, its copy of the topic table, its
-//! group commit, and the channels to every other core. Shard 0 also runs the controller,
-//! which owns topic creation and deletion and persists the topic table.
+//! One core's share of the broker: the partition replicas it owns, its copy of the topic
+//! table (from the metadata image), its group commit, and the channels to every other core.
+//! Core 0 also runs the node's member of the metadata quorum (`cluster::Node`).
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::PathBuf;
 use std::pin::Pin;
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
 use glommio::sync::Semaphore;
-use odradek_core::{batch, compact};
+use odradek_core::compact;
 use odradek_core::shard::{merge_in_order, shard_for, split_by_shard, ShardId};
 use odradek_core::controller::MetadataImage;
 use odradek_core::ids::{LeaderEpoch, NodeId, Offset};
 use odradek_core::topic::{TopicConfig, TopicMeta, TopicTable};
 use odradek_core::ErrorCode;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::config::ServerConfig;
 use crate::groups::{Groups, OFFSETS_TOPIC};
 use odradek_core::group::GroupCoordinator;
-use crate::meta;
 use crate::replication::ReplicatedPartition;
-use crate::storage::{join_all, GroupCommit, PartitionStore, ReadError};
+use crate::storage::{join_all, GroupCommit, PartitionStore};
 
 /// Work sent to another core: runs there with that core's [`Shard`] and yields its answer.
 pub type Job = Box<dyn FnOnce(Rc<Shard>) -> Pin<Box<dyn Future<Output = Box<dyn Any + Send>>>> + Send>;
@@ -67,7 +65,6 @@ pub struct Shard {
     pub id: ShardId,
     pub shared: Arc<Shared>,
     pub topics: RefCell<TopicTable>,
-    partitions: RefCell<BTreeMap<(String, i32), Rc<PartitionStore>>>,
     pub commit: Rc<GroupCommit>,
     peers: Vec<Option<ConnectedSender<PeerMessage>>>,
     /// Jobs sent to other cores, waiting for their answers.
@@ -78,18 +75,15 @@ pub struct Shard {
     pub data_arrived: event_listener::Event,
     /// Per peer: a [`PeerMessage::DataArrived`] is already waiting for room in its channel.
     notice_pending: Vec<Cell<bool>>,
-    /// Serializes the controller's writes of the topic table (shard 0 only).
-    controller_lock: Semaphore,
     pub groups: Groups,
-    /// Clustered nodes, core 0 only: the metadata quorum member and the broker's link to the
-    /// active controller.
+    /// Core 0 only: the metadata quorum member and the broker's link to the active controller.
     pub node: RefCell<Option<Rc<crate::cluster::Node>>>,
-    /// Clustered nodes: the latest metadata image this core applied, and its log index.
+    /// The latest metadata image this core applied, and its log index.
     pub image: RefCell<Arc<MetadataImage>>,
     image_index: Cell<u64>,
     /// Serializes image application (it opens partitions, which awaits).
     image_lock: Semaphore,
-    /// Clustered nodes: the replicated partitions this core owns.
+    /// The partition replicas this core owns.
     replicas: RefCell<BTreeMap<(String, i32), Rc<ReplicatedPartition>>>,
 }
 
@@ -178,47 +172,32 @@ pub struct EpochEndResult {
     pub end_offset: i64,
 }
 
-pub enum TopicChange {
-    Created(TopicMeta),
-    Deleted(String),
-}
-
 impl Shard {
     pub fn new(
         id: ShardId,
         shared: Arc<Shared>,
-        topics: TopicTable,
         peers: Vec<Option<ConnectedSender<PeerMessage>>>,
     ) -> Rc<Shard> {
         let fsync = shared.config.fsync;
         let group_config = shared.config.group.clone();
         // Member ids must differ across restarts; the seed is the only randomness they use.
         let seed = uuid::Uuid::new_v4().as_u64_pair().0;
-        Rc::new_cyclic(|this: &Weak<Shard>| {
-            let this = this.clone();
-            Shard {
-                id,
-                shared,
-                topics: RefCell::new(topics),
-                partitions: RefCell::default(),
-                commit: GroupCommit::new(fsync, Box::new(move || {
-                    if let Some(shard) = this.upgrade() {
-                        shard.announce_data();
-                    }
-                })),
-                notice_pending: peers.iter().map(|_| Cell::new(false)).collect(),
-                peers,
-                awaiting: RefCell::default(),
-                next_job_id: Cell::new(0),
-                data_arrived: event_listener::Event::new(),
-                controller_lock: Semaphore::new(1),
-                groups: Groups::new(GroupCoordinator::new(group_config, seed ^ id.0 as u64)),
-                node: RefCell::new(None),
-                image: RefCell::new(Arc::new(MetadataImage::default())),
-                image_index: Cell::new(0),
-                image_lock: Semaphore::new(1),
-                replicas: RefCell::default(),
-            }
+        Rc::new(Shard {
+            id,
+            shared,
+            topics: RefCell::new(TopicTable::new()),
+            commit: GroupCommit::new(fsync),
+            notice_pending: peers.iter().map(|_| Cell::new(false)).collect(),
+            peers,
+            awaiting: RefCell::default(),
+            next_job_id: Cell::new(0),
+            data_arrived: event_listener::Event::new(),
+            groups: Groups::new(GroupCoordinator::new(group_config, seed ^ id.0 as u64)),
+            node: RefCell::new(None),
+            image: RefCell::new(Arc::new(MetadataImage::default())),
+            image_index: Cell::new(0),
+            image_lock: Semaphore::new(1),
+            replicas: RefCell::default(),
         })
     }
 
@@ -265,6 +244,23 @@ impl Shard {
         by_image || by_replica
     }
 
+    /// Whether every partition of `topics` that this core's image says this node leads has
+    /// its replica open here and leading (a topic not yet in the image counts as not served).
+    pub fn leads_what_image_says(&self, topics: &[String]) -> bool {
+        let me = NodeId(self.shared.config.node_id);
+        let image = self.image.borrow();
+        topics.iter().all(|name| {
+            image.topic_by_name(name).is_some_and(|topic| {
+                topic.partitions.iter().enumerate().all(|(p, state)| {
+                    let p = p as i32;
+                    state.leader != me
+                        || self.owner(name, p) != self.id
+                        || self.replica(name, p).is_some_and(|rp| rp.is_leader() && rp.leader_epoch() >= state.leader_epoch)
+                })
+            })
+        })
+    }
+
     /// Controlled shutdown: stops this core's replicas from taking produces; returns how many
     /// produces are still waiting for an answer (`ReplicatedPartition::drain`).
     pub fn drain_produces(&self) -> usize {
@@ -281,7 +277,7 @@ impl Shard {
         crate::replication::endpoint_address(&self.image.borrow(), node)
     }
 
-    /// Applies a metadata image (clustered nodes): rebuilds this core's topic table, opens
+    /// Applies a metadata image: rebuilds this core's topic table, opens
     /// the replicas it owns of new partitions, hands every owned replica the controller's
     /// decision, and drops the partitions of deleted topics. Older images are ignored.
     pub async fn apply_image(self: Rc<Self>, index: u64, image: Arc<MetadataImage>) {
@@ -367,38 +363,8 @@ impl Shard {
         self.announce_data();
     }
 
-    fn data_dir(&self) -> PathBuf {
-        self.shared.config.data_dir.clone()
-    }
-
     pub fn owner(&self, topic: &str, partition: i32) -> ShardId {
         shard_for(topic, partition, self.shared.shard_count)
-    }
-
-    pub fn partition(&self, topic: &str, partition: i32) -> Option<Rc<PartitionStore>> {
-        self.partitions.borrow().get(&(topic.to_owned(), partition)).cloned()
-    }
-
-    /// Opens every partition of `topics` this core owns; at start-up, before serving.
-    pub async fn open_owned_partitions(self: &Rc<Self>) -> std::io::Result<()> {
-        let topics: Vec<TopicMeta> = self.topics.borrow().values().cloned().collect();
-        for topic in topics {
-            self.open_topic(&topic).await?;
-        }
-        Ok(())
-    }
-
-    async fn open_topic(&self, topic: &TopicMeta) -> std::io::Result<()> {
-        for p in 0..topic.partitions {
-            if self.owner(&topic.name, p) != self.id {
-                continue;
-            }
-            let store =
-                PartitionStore::open(&self.data_dir(), &topic.name, p, topic.config.log.clone()).await?;
-            debug!(topic = %topic.name, partition = p, log_end_offset = store.log_end_offset(), "opened partition");
-            self.partitions.borrow_mut().insert((topic.name.clone(), p), Rc::new(store));
-        }
-        Ok(())
     }
 
     /// Runs `job` on `target` and returns its result; directly when `target` is this core.
@@ -496,159 +462,79 @@ impl Shard {
 
     // ---- partition work, run on the owning core ----
 
-    /// Every produce waits for durability, acks=0 too: consumers may only see durable data.
+    /// One partition of a produce, answered by its replica.
     pub async fn produce_partition(self: Rc<Self>, part: ProducePart) -> ProduceResult {
         let failed = |error| ProduceResult { error: Some(error), base_offset: -1, log_start_offset: -1, log_append_time_ms: -1 };
-        if self.shared.config.clustered() {
-            let Some(rp) = self.replica(&part.topic, part.partition) else {
-                return failed(self.missing_partition_error(&part.topic));
-            };
-            let records = part.records.unwrap_or_default();
-            if rp.store.config().compact {
-                if let Some(error) = keyless_records_error(&records, &part.topic, part.partition) {
-                    return failed(error);
-                }
-            }
-            return match rp.produce(records, part.acks, part.timeout_ms).await {
-                Ok(ack) => ProduceResult {
-                    error: None,
-                    base_offset: ack.base_offset.0,
-                    log_start_offset: ack.log_start_offset.0,
-                    log_append_time_ms: ack.log_append_time_ms.unwrap_or(-1),
-                },
-                Err(e) => failed(e),
-            };
-        }
-        let Some(store) = self.partition(&part.topic, part.partition) else {
-            return failed(ErrorCode::UnknownTopicOrPartition);
+        let Some(rp) = self.replica(&part.topic, part.partition) else {
+            return failed(self.missing_partition_error(&part.topic, part.partition));
         };
         let records = part.records.unwrap_or_default();
-        let validated = match batch::validate_records(&records, store.config().max_message_bytes) {
-            Ok(v) => v,
-            Err(e) => {
-                warn!(topic = %part.topic, partition = part.partition, error = %e, "rejected produce");
-                return failed(e.code());
-            }
-        };
-        if store.config().compact {
+        if rp.store.config().compact {
             if let Some(error) = keyless_records_error(&records, &part.topic, part.partition) {
                 return failed(error);
             }
         }
-        let appended = match store.append(now_ms(), records, validated).await {
-            Ok(a) => a,
-            Err(e) => {
-                warn!(topic = %part.topic, partition = part.partition, error = %e, "append failed");
-                return failed(ErrorCode::KafkaStorageError);
-            }
-        };
-        if let Err(e) = self.commit.sync(&store).await {
-            warn!(topic = %part.topic, partition = part.partition, error = %e, "sync failed");
-            return failed(ErrorCode::KafkaStorageError);
-        }
-        ProduceResult {
-            error: None,
-            base_offset: appended.base_offset,
-            log_start_offset: store.log_start_offset(),
-            log_append_time_ms: appended.log_append_time_ms.unwrap_or(-1),
+        match rp.produce(records, part.acks, part.timeout_ms).await {
+            Ok(ack) => ProduceResult {
+                error: None,
+                base_offset: ack.base_offset.0,
+                log_start_offset: ack.log_start_offset.0,
+                log_append_time_ms: ack.log_append_time_ms.unwrap_or(-1),
+            },
+            Err(e) => failed(e),
         }
     }
 
     pub async fn fetch_partition(self: Rc<Self>, part: FetchPart) -> FetchResult {
         let failed = |error| FetchResult { error: Some(error), high_watermark: -1, log_start_offset: -1, records: Bytes::new(), diverging_epoch: None };
-        if self.shared.config.clustered() {
-            let Some(rp) = self.replica(&part.topic, part.partition) else {
-                return failed(self.missing_partition_error(&part.topic));
-            };
-            let request = odradek_core::replica::FetchRequest {
-                replica_id: NodeId(part.replica_id),
-                current_leader_epoch: LeaderEpoch(part.current_leader_epoch),
-                fetch_offset: Offset(part.offset),
-                last_fetched_epoch: LeaderEpoch(part.last_fetched_epoch),
-                log_start_offset: Offset(part.log_start_offset),
-                max_wait_ms: part.max_wait_ms,
-                max_bytes: i32::try_from(part.max_bytes).unwrap_or(i32::MAX),
-            };
-            let (records, diverging, high_watermark, log_start_offset) = rp.fetch(request).await;
-            return match records {
-                Ok(records) => FetchResult {
-                    error: None,
-                    high_watermark,
-                    log_start_offset,
-                    records,
-                    diverging_epoch: diverging.map(|d| (d.epoch.0, d.end_offset.0)),
-                },
-                Err(e) => FetchResult { log_start_offset, ..failed(e) },
-            };
-        }
-        if part.replica_id >= 0 {
-            return failed(ErrorCode::NotLeaderOrFollower);
-        }
-        let Some(store) = self.partition(&part.topic, part.partition) else {
-            return failed(ErrorCode::UnknownTopicOrPartition);
+        let Some(rp) = self.replica(&part.topic, part.partition) else {
+            return failed(self.missing_partition_error(&part.topic, part.partition));
         };
-        let result = store.read(part.offset, part.max_bytes).await;
-        let error = match &result {
-            Ok(_) => None,
-            Err(ReadError::OutOfRange) => Some(ErrorCode::OffsetOutOfRange),
-            Err(e) => {
-                warn!(topic = %part.topic, partition = part.partition, error = %e, "read failed");
-                Some(ErrorCode::KafkaStorageError)
-            }
+        let request = odradek_core::replica::FetchRequest {
+            replica_id: NodeId(part.replica_id),
+            current_leader_epoch: LeaderEpoch(part.current_leader_epoch),
+            fetch_offset: Offset(part.offset),
+            last_fetched_epoch: LeaderEpoch(part.last_fetched_epoch),
+            log_start_offset: Offset(part.log_start_offset),
+            max_wait_ms: part.max_wait_ms,
+            max_bytes: i32::try_from(part.max_bytes).unwrap_or(i32::MAX),
         };
-        FetchResult {
-            error,
-            high_watermark: store.high_watermark(),
-            log_start_offset: store.log_start_offset(),
-            records: result.unwrap_or_default(),
-            diverging_epoch: None,
+        let (records, diverging, high_watermark, log_start_offset) = rp.fetch(request).await;
+        match records {
+            Ok(records) => FetchResult {
+                error: None,
+                high_watermark,
+                log_start_offset,
+                records,
+                diverging_epoch: diverging.map(|d| (d.epoch.0, d.end_offset.0)),
+            },
+            Err(e) => FetchResult { log_start_offset, ..failed(e) },
         }
     }
 
     pub async fn list_offsets_partition(self: Rc<Self>, part: ListOffsetsPart) -> ListOffsetsResult {
         let answer = |error, offset, timestamp| ListOffsetsResult { error, offset, timestamp, leader_epoch: -1 };
-        let store = if self.shared.config.clustered() {
-            let Some(rp) = self.replica(&part.topic, part.partition).filter(|rp| rp.is_leader()) else {
-                return answer(Some(self.missing_partition_error(&part.topic)), -1, -1);
-            };
-            let epoch = rp.leader_epoch().0;
-            let mut result = match part.timestamp {
-                -1 => answer(None, rp.high_watermark(), -1),
-                _ => Box::pin(self.clone().list_offsets_store(rp.store.clone(), part)).await,
-            };
-            result.leader_epoch = epoch;
-            return result;
-        } else {
-            let Some(store) = self.partition(&part.topic, part.partition) else {
-                return answer(Some(ErrorCode::UnknownTopicOrPartition), -1, -1);
-            };
-            store
+        let Some(rp) = self.replica(&part.topic, part.partition).filter(|rp| rp.is_leader()) else {
+            return answer(Some(self.missing_partition_error(&part.topic, part.partition)), -1, -1);
         };
-        self.list_offsets_store(store, part).await
+        let epoch = rp.leader_epoch().0;
+        let mut result = match part.timestamp {
+            -1 => answer(None, rp.high_watermark(), -1),
+            _ => Box::pin(self.clone().list_offsets_store(rp.store.clone(), part)).await,
+        };
+        result.leader_epoch = epoch;
+        result
     }
 
-    /// Where `leader_epoch` ends in this partition's log (OffsetForLeaderEpoch, KIP-101/320):
-    /// the leader's `Replica` answers for replicated partitions (followers and brokers without
-    /// the partition get NOT_LEADER_OR_FOLLOWER); a single node answers from its log, which it
-    /// wrote in epoch 0 alone.
+    /// Where `leader_epoch` ends in this partition's log (OffsetForLeaderEpoch, KIP-101/320),
+    /// answered by the leader's `Replica` (followers and brokers without the partition get
+    /// NOT_LEADER_OR_FOLLOWER).
     pub async fn offset_for_leader_epoch_partition(self: Rc<Self>, part: EpochEndPart) -> EpochEndResult {
         let current = LeaderEpoch(part.current_leader_epoch);
         let requested = LeaderEpoch(part.leader_epoch);
-        let answer = if self.shared.config.clustered() {
-            match self.replica(&part.topic, part.partition) {
-                Some(rp) => rp.offset_for_leader_epoch(current, requested),
-                None => Err(self.missing_partition_error(&part.topic)),
-            }
-        } else {
-            match self.partition(&part.topic, part.partition) {
-                Some(store) => odradek_core::replica::single_node_offset_for_leader_epoch(
-                    current,
-                    requested,
-                    Offset(store.log_start_offset()),
-                    Offset(store.log_end_offset()),
-                ),
-                None => Err(ErrorCode::UnknownTopicOrPartition),
-            }
+        let answer = match self.replica(&part.topic, part.partition) {
+            Some(rp) => rp.offset_for_leader_epoch(current, requested),
+            None => Err(self.missing_partition_error(&part.topic, part.partition)),
         };
         match answer {
             Ok(end) => EpochEndResult { error: None, leader_epoch: end.epoch.0, end_offset: end.end_offset.0 },
@@ -658,8 +544,8 @@ impl Shard {
 
     /// NOT_LEADER_OR_FOLLOWER for a known partition this broker does not hold (clients
     /// refresh their metadata), UNKNOWN_TOPIC_OR_PARTITION otherwise.
-    fn missing_partition_error(&self, topic: &str) -> ErrorCode {
-        if self.topics.borrow().contains_key(topic) {
+    fn missing_partition_error(&self, topic: &str, partition: i32) -> ErrorCode {
+        if self.topics.borrow().get(topic).is_some_and(|t| (0..t.partitions).contains(&partition)) {
             ErrorCode::NotLeaderOrFollower
         } else {
             ErrorCode::UnknownTopicOrPartition
@@ -683,40 +569,11 @@ impl Shard {
         }
     }
 
-    /// Applies a topic change the controller committed: updates this core's table and opens
-    /// or removes the partitions it owns.
-    pub async fn apply(self: Rc<Self>, change: Arc<TopicChange>) -> Result<(), String> {
-        match &*change {
-            TopicChange::Created(topic) => {
-                self.topics.borrow_mut().insert(topic.name.clone(), topic.clone());
-                self.open_topic(topic).await.map_err(|e| format!("opening {}: {e}", topic.name))
-            }
-            TopicChange::Deleted(name) => {
-                self.topics.borrow_mut().remove(name);
-                let removed: Vec<Rc<PartitionStore>> = {
-                    let mut partitions = self.partitions.borrow_mut();
-                    let keys: Vec<_> = partitions.keys().filter(|(t, _)| t == name).cloned().collect();
-                    keys.iter().filter_map(|k| partitions.remove(k)).collect()
-                };
-                for store in removed {
-                    if let Err(e) = store.delete() {
-                        warn!(topic = %name, partition = store.partition, error = %e, "could not remove partition directory");
-                    }
-                }
-                Ok(())
-            }
-        }
-    }
-
     /// Retention for this core's partitions, every `log.retention.check.interval.ms`.
     pub async fn retention_loop(self: Rc<Self>) {
         let interval = Duration::from_millis(self.shared.config.retention_check_interval_ms);
         loop {
             glommio::timer::sleep(interval).await;
-            let stores: Vec<_> = self.partitions.borrow().values().cloned().collect();
-            for store in stores {
-                store.apply_retention(now_ms(), store.high_watermark());
-            }
             // Every replica, leader or follower, applies retention to its own log.
             let replicas: Vec<_> = self.replicas.borrow().values().cloned().collect();
             for rp in replicas {
@@ -736,10 +593,10 @@ impl Shard {
             // Replicated partitions too: each replica compacts its own log below its high
             // watermark (the store's visible end), as every Kafka replica runs its own cleaner.
             let stores: Vec<_> = self
-                .partitions
+                .replicas
                 .borrow()
                 .values()
-                .chain(self.replicas.borrow().values().map(|rp| &rp.store))
+                .map(|rp| &rp.store)
                 .filter(|s| s.config().compact)
                 .cloned()
                 .collect();
@@ -753,78 +610,6 @@ impl Shard {
         }
     }
 
-    // ---- controller, shard 0 only ----
-
-    /// Creates topics (validated by the caller) and waits until every core serves them.
-    pub async fn create_topics(self: Rc<Self>, topics: Vec<TopicMeta>) -> Vec<Result<(), (ErrorCode, String)>> {
-        assert_eq!(self.id, ShardId(0), "the controller runs on shard 0");
-        let _permit = self.controller_lock.acquire_permit(1).await.expect("controller lock");
-        let mut results = Vec::with_capacity(topics.len());
-        let mut created = Vec::new();
-        for topic in topics {
-            if self.topics.borrow().contains_key(&topic.name) {
-                results.push(Err((ErrorCode::TopicAlreadyExists, format!("topic {:?} already exists", topic.name))));
-                continue;
-            }
-            self.topics.borrow_mut().insert(topic.name.clone(), topic.clone());
-            created.push(topic);
-            results.push(Ok(()));
-        }
-        if created.is_empty() {
-            return results;
-        }
-        let snapshot = self.topics.borrow().clone();
-        if let Err(e) = meta::save_topics(&self.data_dir(), &snapshot).await {
-            warn!(error = %e, "could not persist the topic table");
-            for topic in &created {
-                self.topics.borrow_mut().remove(&topic.name);
-            }
-            return results
-                .into_iter()
-                .map(|r| r.and(Err((ErrorCode::KafkaStorageError, format!("persisting topics: {e}")))))
-                .collect();
-        }
-        for topic in created {
-            info!(topic = %topic.name, partitions = topic.partitions, "created topic");
-            // Partition directories of a topic deleted earlier under the same name must not
-            // come back as data of the new one.
-            for p in 0..topic.partitions {
-                let _ = std::fs::remove_dir_all(self.data_dir().join(format!("{}-{p}", topic.name)));
-            }
-            let change = Arc::new(TopicChange::Created(topic));
-            for outcome in self.on_every_shard(move |shard| shard.apply(change)).await {
-                if let Err(e) = outcome {
-                    warn!(error = %e, "a core failed to open a new topic");
-                }
-            }
-        }
-        results
-    }
-
-    pub async fn delete_topic(self: Rc<Self>, name: String) -> Result<(), ErrorCode> {
-        assert_eq!(self.id, ShardId(0), "the controller runs on shard 0");
-        let _permit = self.controller_lock.acquire_permit(1).await.expect("controller lock");
-        if name == OFFSETS_TOPIC {
-            return Err(ErrorCode::InvalidTopicException);
-        }
-        let Some(old) = self.topics.borrow_mut().remove(&name) else {
-            return Err(ErrorCode::UnknownTopicOrPartition);
-        };
-        let snapshot = self.topics.borrow().clone();
-        if let Err(e) = meta::save_topics(&self.data_dir(), &snapshot).await {
-            warn!(error = %e, "could not persist the topic table");
-            self.topics.borrow_mut().insert(name, old);
-            return Err(ErrorCode::KafkaStorageError);
-        }
-        info!(topic = %name, "deleted topic");
-        let change = Arc::new(TopicChange::Deleted(name));
-        for outcome in self.on_every_shard(move |shard| shard.apply(change)).await {
-            if let Err(e) = outcome {
-                warn!(error = %e, "a core failed to delete a topic");
-            }
-        }
-        Ok(())
-    }
 }
 
 /// Kafka's LogValidator: "Compacted topic cannot accept message without key" (INVALID_RECORD);

@@ -10,7 +10,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 use glommio::io::BufferedFile;
 use glommio::sync::Semaphore;
-use odradek_core::batch::{self, ValidatedRecords};
+use odradek_core::batch;
 use odradek_core::log::{recover_chunk, Log, LogConfig, ReadStart, Segment};
 use odradek_core::records;
 use tracing::{info, warn};
@@ -46,13 +46,6 @@ pub struct PartitionStore {
     first_dirty_offset: Cell<i64>,
     /// A cleaning pass is rewriting sealed segments: retention must not delete them meanwhile.
     cleaning: Cell<bool>,
-}
-
-/// What an append did.
-pub struct Appended {
-    pub base_offset: i64,
-    /// The broker's timestamp for `LogAppendTime` topics.
-    pub log_append_time_ms: Option<i64>,
 }
 
 impl PartitionStore {
@@ -149,41 +142,10 @@ impl PartitionStore {
         self.log.borrow().config.clone()
     }
 
-    /// Assigns offsets to validated batches and writes them at the end of the log. The data
-    /// is not durable until [`GroupCommit::sync`] returns for this partition.
-    pub async fn append(
-        &self,
-        now_ms: i64,
-        records: Bytes,
-        mut validated: ValidatedRecords,
-    ) -> io::Result<Appended> {
-        let _permit = self.append_permit.acquire_permit(1).await.map_err(|e| io::Error::other(e.to_string()))?;
-        if self.log.borrow().needs_roll(now_ms, records.len() as u64) {
-            self.roll().await?;
-        }
-        let (at, file, log_append_time) = {
-            let log = self.log.borrow();
-            let at = log.append_position();
-            let file = self.files.borrow()[&at.segment_base].clone();
-            (at, file, log.config.log_append_time.then_some(now_ms))
-        };
-        let base_offset = self.log_end_offset();
-        let mut buf = records.to_vec();
-        batch::assign_offsets(&mut buf, &mut validated, base_offset, 0, log_append_time);
-        let len = buf.len();
-        let written = file.write_at(buf, at.position).await?;
-        if written != len {
-            // The log end did not move, so the next append overwrites the short write.
-            return Err(io::Error::new(io::ErrorKind::WriteZero, format!("short write: {written} of {len} bytes")));
-        }
-        self.log.borrow_mut().append(now_ms, at, &validated.batches);
-        Ok(Appended { base_offset, log_append_time_ms: log_append_time })
-    }
-
     /// Writes batches whose offsets and epochs a partition replica already assigned
-    /// (`replica::Action::Append`), at the log end, which must be `base_offset`. Replicated
-    /// partitions only: their durability comes from [`PartitionStore::sync_active`] and their
-    /// high watermark from the replica.
+    /// (`replica::Action::Append`), at the log end, which must be `base_offset`. The data is
+    /// durable once [`GroupCommit::sync`] returns past it; what is visible is the replica's
+    /// high watermark.
     pub async fn append_assigned(&self, now_ms: i64, base_offset: i64, records: Bytes) -> io::Result<()> {
         let _permit = self.append_permit.acquire_permit(1).await.map_err(|e| io::Error::other(e.to_string()))?;
         if self.log_end_offset() != base_offset {
@@ -209,14 +171,6 @@ impl PartitionStore {
         }
         self.log.borrow_mut().append(now_ms, at, &batches);
         Ok(())
-    }
-
-    /// fdatasyncs the active segment (sealed ones were synced when rolled) and returns the
-    /// offset everything below which is now durable.
-    pub async fn sync_active(&self) -> io::Result<i64> {
-        let (file, end) = self.active_file();
-        file.fdatasync().await?;
-        Ok(end)
     }
 
     /// Drops every batch at or after `to` (a follower truncating to where its log and the
@@ -320,14 +274,8 @@ impl PartitionStore {
         (self.files.borrow()[&log.active().base_offset].clone(), log.log_end_offset())
     }
 
-    /// Whole batches from `offset` up to the high watermark, at most `max_bytes` unless the
-    /// first batch alone is larger (KIP-74: a consumer must always make progress).
-    pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<Bytes, ReadError> {
-        self.read_upto(offset, max_bytes, self.high_watermark()).await
-    }
-
-    /// [`PartitionStore::read`] up to `limit` instead of the high watermark: a leader serves
-    /// followers everything written (`FetchAnswer::Read::read_to`).
+    /// Whole batches from `offset` up to `limit` (at most the log end), at most `max_bytes`
+    /// unless the first batch alone is larger (KIP-74: a consumer must always make progress).
     pub async fn read_upto(&self, offset: i64, max_bytes: usize, limit: i64) -> Result<Bytes, ReadError> {
         let high_watermark = limit.min(self.log_end_offset());
         if offset > high_watermark {
@@ -620,44 +568,38 @@ pub async fn write_file(path: &Path, contents: Vec<u8>) -> io::Result<()> {
     Ok(())
 }
 
-/// Group commit for one core: every partition appended to since the last round is fsynced in
-/// one round, and the round's waiters are answered together. A round covers exactly the data
+/// Group commit for one core: every partition whose driver asked for a sync since the last
+/// round is fdatasynced in one round, and the round's waiters are answered together, each
+/// with the offset below which its partition is now durable. A round covers exactly the data
 /// written before it started, so a waiter that registered after an append completed is
-/// covered by the round it joins or the next one.
+/// covered by the round it joins or the next one. What becomes visible is the replica's
+/// decision (its high watermark), never this one's.
 pub struct GroupCommit {
     fsync: bool,
     dirty: RefCell<BTreeMap<(String, i32), Rc<PartitionStore>>>,
-    waiters: RefCell<Vec<futures_channel::oneshot::Sender<Result<(), String>>>>,
+    waiters: RefCell<Vec<((String, i32), futures_channel::oneshot::Sender<io::Result<i64>>)>>,
     running: Cell<bool>,
-    on_durable: Box<dyn Fn()>,
 }
 
 impl GroupCommit {
-    pub fn new(fsync: bool, on_durable: Box<dyn Fn()>) -> Rc<GroupCommit> {
-        Rc::new(GroupCommit {
-            fsync,
-            dirty: RefCell::default(),
-            waiters: RefCell::default(),
-            running: Cell::new(false),
-            on_durable,
-        })
+    pub fn new(fsync: bool) -> Rc<GroupCommit> {
+        Rc::new(GroupCommit { fsync, dirty: RefCell::default(), waiters: RefCell::default(), running: Cell::new(false) })
     }
 
-    /// Returns once everything appended to `partition` so far is durable and visible.
-    pub async fn sync(self: &Rc<Self>, partition: &Rc<PartitionStore>) -> Result<(), String> {
+    /// Returns once everything appended to `partition` so far is durable: the offset below
+    /// which it is. Without fsync, everything appended counts as durable at once.
+    pub async fn sync(self: &Rc<Self>, partition: &Rc<PartitionStore>) -> io::Result<i64> {
         if !self.fsync {
-            partition.high_watermark.set(partition.log_end_offset());
-            (self.on_durable)();
-            return Ok(());
+            return Ok(partition.log_end_offset());
         }
         let key = (partition.topic.clone(), partition.partition);
-        self.dirty.borrow_mut().insert(key, partition.clone());
+        self.dirty.borrow_mut().insert(key.clone(), partition.clone());
         let (tx, rx) = futures_channel::oneshot::channel();
-        self.waiters.borrow_mut().push(tx);
+        self.waiters.borrow_mut().push((key, tx));
         if !self.running.replace(true) {
             glommio::spawn_local(self.clone().run()).detach();
         }
-        rx.await.unwrap_or_else(|_| Err("group commit stopped".into()))
+        rx.await.unwrap_or_else(|_| Err(io::Error::other("group commit stopped")))
     }
 
     async fn run(self: Rc<Self>) {
@@ -668,35 +610,32 @@ impl GroupCommit {
                 return;
             }
             let dirty = std::mem::take(&mut *self.dirty.borrow_mut());
-            let targets: Vec<(Rc<PartitionStore>, Rc<BufferedFile>, i64)> = dirty
-                .into_values()
-                .map(|p| {
+            let targets: Vec<((String, i32), Rc<BufferedFile>, i64)> = dirty
+                .into_iter()
+                .map(|(key, p)| {
                     let (file, end) = p.active_file();
-                    (p, file, end)
+                    (key, file, end)
                 })
                 .collect();
-            let mut outcome = Ok(());
             let syncs = targets.iter().map(|(_, file, _)| {
                 let file = file.clone();
-                async move { file.fdatasync().await }
+                async move { file.fdatasync().await.map_err(|e| e.to_string()) }
             });
-            for result in join_all(syncs).await {
-                if let Err(e) = result {
-                    outcome = Err(format!("fdatasync failed: {e}"));
-                }
-            }
-            match &outcome {
-                Ok(()) => {
-                    for (partition, _, end) in &targets {
-                        let hw = partition.high_watermark.get().max(*end);
-                        partition.high_watermark.set(hw);
-                    }
-                    (self.on_durable)();
-                }
-                Err(e) => warn!(error = %e, "group commit failed; produces get KAFKA_STORAGE_ERROR"),
-            }
-            for waiter in waiters {
-                let _ = waiter.send(outcome.clone());
+            let results = join_all(syncs).await;
+            let outcome: BTreeMap<&(String, i32), Result<i64, String>> = targets
+                .iter()
+                .zip(results)
+                .map(|((key, _, end), result)| (key, result.map(|()| *end)))
+                .collect();
+            for (key, waiter) in waiters {
+                // A partition is in `dirty` from its waiter's registration to the round that
+                // takes it, so every waiter of this round finds its partition here.
+                let answer = match outcome.get(&key) {
+                    Some(Ok(end)) => Ok(*end),
+                    Some(Err(e)) => Err(io::Error::other(format!("fdatasync failed: {e}"))),
+                    None => Err(io::Error::other("partition missing from its group commit round")),
+                };
+                let _ = waiter.send(answer);
             }
         }
     }
@@ -713,6 +652,20 @@ where
         out.push(task.await);
     }
     out
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+
+    /// Appends a client's batch at the log end in epoch 0, as a leader replica assigns it.
+    pub async fn append(store: &PartitionStore, records: Bytes) {
+        let mut buf = records.to_vec();
+        let mut validated = batch::validate_records(&buf, 1 << 20).unwrap();
+        let base = store.log_end_offset();
+        batch::assign_offsets(&mut buf, &mut validated, base, 0, None);
+        store.append_assigned(1000, base, Bytes::from(buf)).await.unwrap();
+    }
 }
 
 #[cfg(test)]
@@ -741,9 +694,7 @@ mod tests {
             let config = LogConfig { segment_bytes: 1024, index_interval_bytes: 128, ..LogConfig::default() };
             let store = PartitionStore::open(&dir, "t", 0, config.clone()).await.unwrap();
             for i in 0..60 {
-                let records = batch(i);
-                let validated = validate_records(&records, 1 << 20).unwrap();
-                store.append(1000, records, validated).await.unwrap();
+                test_support::append(&store, batch(i)).await;
             }
             assert!(store.log.borrow().segments().len() >= 3);
             store.set_high_watermark(60);
@@ -756,7 +707,6 @@ mod tests {
             batch::assign_offsets(&mut next, &mut validated, 17, 3, None);
             store.append_assigned(1000, 17, Bytes::from(next)).await.unwrap();
             assert!(store.append_assigned(1000, 17, batch(1)).await.is_err(), "not at the log end");
-            assert_eq!(store.sync_active().await.unwrap(), 18);
             drop(store);
             let store = PartitionStore::open(&dir, "t", 0, config).await.unwrap();
             assert_eq!(store.log_end_offset(), 18);

@@ -92,8 +92,12 @@ def log_bases(directory):
     )
 
 
+# A partition directory's own files beside its segments, as Kafka names them.
+PARTITION_FILES = {"partition.metadata", "leader-epoch-checkpoint", "log-start-offset-checkpoint", "high-watermark-checkpoint"}
+
+
 def _by_base(directory):
-    names = sorted(p.name for p in directory.iterdir())
+    names = sorted(p.name for p in directory.iterdir() if p.name not in PARTITION_FILES)
     strays = [n for n in names if not SEGMENT_NAME.match(n)]
     assert not strays, f"{directory.name}: files that are not segment files: {strays}"
     by_base = {}

@@ -313,7 +313,6 @@ pub(super) async fn finish_interrupted_swaps(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use odradek_core::batch::validate_records;
     use odradek_core::log::LogConfig;
     use odradek_core::records::{decode_key_values, encode_batch};
     use std::collections::BTreeMap;
@@ -340,8 +339,7 @@ mod tests {
             for key in 0..10 {
                 let (k, v) = (format!("k{key}"), format!("v{round}-{key}"));
                 let records = encode_batch(&[(Bytes::from(k.clone()), Some(Bytes::from(v.clone())))], 1000);
-                let validated = validate_records(&records, 1 << 20).unwrap();
-                store.append(1000, records, validated).await.unwrap();
+                crate::storage::test_support::append(store, records).await;
                 latest.insert(k, v);
             }
         }
@@ -354,7 +352,7 @@ mod tests {
         let mut out = Vec::new();
         let mut offset = store.log_start_offset();
         while offset < store.high_watermark() {
-            let chunk = store.read(offset, 1 << 16).await.unwrap();
+            let chunk = store.read_upto(offset, 1 << 16, store.high_watermark()).await.unwrap();
             assert!(!chunk.is_empty(), "a read below the high watermark returns data (offset {offset})");
             // Like a consumer: decode the first batch, then ask again from after it.
             let header = BatchHeader::parse(&chunk).unwrap();
