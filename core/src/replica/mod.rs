@@ -1782,7 +1782,7 @@ impl Replica {
                     .awaiting_high_watermark
                     .iter()
                     .all(|p| p.end_offset > self.high_watermark),
-                "{}",
+                "a produce waits for a high watermark already past it: {}",
                 ctx()
             );
             assert!(
@@ -1790,11 +1790,17 @@ impl Replica {
                     .awaiting_local
                     .iter()
                     .all(|p| p.end_offset > self.own_position()),
-                "{}",
+                "a produce waits for a local write already done: {}",
                 ctx()
             );
             if leader.isr.len() < self.config.min_insync_replicas {
-                assert!(leader.awaiting_high_watermark.is_empty(), "{}", ctx());
+                assert!(
+                    leader.awaiting_high_watermark.is_empty(),
+                    "acks=all produce waits with the ISR {:?} below min.insync.replicas {}: {}",
+                    leader.isr,
+                    self.config.min_insync_replicas,
+                    ctx()
+                );
             }
             for p in leader
                 .awaiting_local
