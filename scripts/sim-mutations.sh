@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Proof that the simulator can fail: applies each realistic bug in sim/mutations/*.patch to
-# core, one at a time, and runs seeds until the simulator catches it. Prints, per mutation,
-# the first failing seed and the checker's message. Restores core after each patch.
+# core, one at a time, and runs seeds until the simulator catches it. Prints one verdict per
+# mutation: CAUGHT (the first failing seed and the checker's or the panic's message), MISSED,
+# or BROKEN (the patch does not apply or build). Restores core after each patch.
 # Usage: scripts/sim-mutations.sh [seeds per scenario, default 30] [patch ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,14 +24,28 @@ fi
 status=0
 for patch in "${patches[@]}"; do
   name=$(basename "$patch" .patch)
-  git apply "$patch"
-  cargo build --release -q -p odradek-sim 2>/dev/null
+  # One verdict line per patch: a patch that no longer applies or builds is reported (it
+  # needs regenerating against the current core) and the next patch still runs.
+  if ! git apply "$patch" 2>/dev/null; then
+    echo "BROKEN $name: does not apply"
+    status=1
+    continue
+  fi
+  if ! log=$(cargo build --release -q -p odradek-sim 2>&1); then
+    echo "BROKEN $name: does not build: $(printf '%s\n' "$log" | grep -m1 '^error' | cut -c1-300 || true)"
+    status=1
+    git checkout -q -- core
+    continue
+  fi
   caught=""
   for scenario in $scenarios; do
     if out=$("$CARGO_TARGET_DIR/release/odradek-sim" swarm --seeds "$seeds" --scenario "$scenario" 2>&1); then
       continue
     fi
-    caught=$(printf '%s\n' "$out" | grep -A1 '^FAIL' | head -2 | tr '\n' ' ' | cut -c1-400)
+    # A failed report and a panic (core's invariants, then abort) both print `FAIL seed` and
+    # the reason on the next line; the panic hook does it before the process aborts.
+    caught=$(printf '%s\n' "$out" | grep -A1 '^FAIL' | head -2 | tr '\n' ' ' | cut -c1-400 || true)
+    [ -n "$caught" ] || caught="$scenario exited without a FAIL line: $(printf '%s\n' "$out" | tail -1 | cut -c1-300)"
     break
   done
   if [ -n "$caught" ]; then

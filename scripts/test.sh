@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 
-echo "== unit tests (release profile, shared with the integration build)"
+# --workspace includes sim/, which turns on core's invariants for every package's tests.
+echo "== unit tests (release profile, core's invariants on)"
 cargo nextest run --release --workspace
 
 echo "== simulator: a few dozen seeds per scenario under --cfg madsim (own target dir)"
@@ -22,6 +23,8 @@ done
 echo "== simulator: madsim determinism check (each seed run twice, every trace checkpoint compared)"
 MADSIM_TEST_CHECK_DETERMINISM=1 "$sim_bin" swarm --seeds 22 --all-scenarios
 
+# Without sim/ selected, core and the crates above it are rebuilt once more: the broker the
+# integration tests run is the one that ships, without the invariants.
 echo "== broker and benchmark binaries"
 cargo build --release --bin odradek --bin odradek-bench
 export ODRADEK_BIN="$CARGO_TARGET_DIR/release/odradek"

@@ -60,7 +60,9 @@ impl OffsetMap {
                 let offset = header.base_offset + i64::from(record.offset_delta);
                 let size = key.len();
                 if let Some(previous) = self.latest.insert(key, offset) {
-                    debug_assert!(previous <= offset, "batches must be added in offset order");
+                    if crate::INVARIANTS {
+                        assert!(previous <= offset, "batches must be added in offset order");
+                    }
                 } else {
                     self.key_bytes += size;
                 }

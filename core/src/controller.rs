@@ -1161,7 +1161,7 @@ impl Controller {
     }
 
     fn check_invariants(&self) {
-        if !cfg!(debug_assertions) {
+        if !crate::INVARIANTS {
             return;
         }
         self.image.check_invariants();

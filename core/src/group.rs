@@ -433,6 +433,7 @@ impl GroupCoordinator {
     pub fn begin_load(&mut self, partition: i32) {
         self.unload(partition);
         self.partitions.insert(partition, Ownership::Loading);
+        self.check_invariants();
     }
 
     pub fn finish_load(&mut self, partition: i32) {
@@ -468,6 +469,7 @@ impl GroupCoordinator {
                 }
             }
         }
+        self.check_invariants();
     }
 
     /// The partitions this coordinator serves or is loading.
@@ -547,6 +549,7 @@ impl GroupCoordinator {
                 self.groups.remove(&group_id);
             }
         }
+        self.check_invariants();
     }
 
     fn reply(&mut self, id: RequestId, response: Response) {
@@ -901,6 +904,7 @@ impl GroupCoordinator {
             },
         };
         self.reply(id, Response::Heartbeat(error));
+        self.check_invariants();
     }
 
     pub fn handle_leave(&mut self, now_ms: i64, id: RequestId, req: LeaveRequest) {
@@ -1021,10 +1025,12 @@ impl GroupCoordinator {
             results.push((topic, partition, None));
         }
         if records.is_empty() {
-            return self.reply(id, Response::OffsetCommit(results));
+            self.reply(id, Response::OffsetCommit(results));
+        } else {
+            let token = self.persist(&req.group_id, records);
+            self.pending_commits.insert(token, PendingCommit { request: id, group_id: req.group_id, results, offsets });
         }
-        let token = self.persist(&req.group_id, records);
-        self.pending_commits.insert(token, PendingCommit { request: id, group_id: req.group_id, results, offsets });
+        self.check_invariants();
     }
 
     /// The records of `token` are durable (`ok`) or could not be written.
@@ -1043,6 +1049,7 @@ impl GroupCoordinator {
             commit.results.into_iter().map(|(t, p, _)| (t, p, Some(ErrorCode::CoordinatorNotAvailable))).collect()
         };
         self.reply(commit.request, Response::OffsetCommit(results));
+        self.check_invariants();
     }
 
     /// `partitions: None` asks for every committed partition (OffsetFetch v2+).
@@ -1097,6 +1104,7 @@ impl GroupCoordinator {
             self.persist(group_id, records);
         }
         self.reply(id, Response::OffsetDelete(None, results));
+        self.check_invariants();
     }
 
     // ---- admin ----
@@ -1173,6 +1181,7 @@ impl GroupCoordinator {
             results.push((group_id, error));
         }
         self.reply(id, Response::Delete(results));
+        self.check_invariants();
     }
 
     fn delete_group(&mut self, group_id: &str) {
@@ -1228,8 +1237,12 @@ impl GroupCoordinator {
         self.check_invariants();
     }
 
-    /// Properties that hold after every input; kept on in release builds, cheap enough.
+    /// Properties that hold after every input that changes state. Only where
+    /// [`crate::INVARIANTS`] is on: each check walks every group, too much per heartbeat.
     fn check_invariants(&self) {
+        if !crate::INVARIANTS {
+            return;
+        }
         for (group_id, group) in &self.groups {
             assert!(
                 self.partitions.contains_key(&partition_for(group_id, self.config.offsets_topic_partitions)),

@@ -20,3 +20,8 @@ pub mod topic;
 pub mod wire;
 
 pub use error::ErrorCode;
+
+/// Whether the state machines check their invariants after every input: in core's own tests
+/// and wherever the `invariants` feature is on (the simulator). The broker builds without it:
+/// the checks walk whole logs, ISRs and group maps on every input of its hot path.
+pub const INVARIANTS: bool = cfg!(any(test, feature = "invariants"));

@@ -897,7 +897,7 @@ impl Raft {
     }
 
     fn check_invariants(&self) {
-        if !cfg!(debug_assertions) {
+        if !crate::INVARIANTS {
             return;
         }
         for (i, entry) in self.log.iter().enumerate() {

@@ -57,6 +57,7 @@ fn print_failure(report: &Report) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    runner::install_panic_hook();
     match cli.command {
         Command::Run { seed, scenario } => {
             let started = Instant::now();

@@ -80,8 +80,17 @@ pub struct Report {
 
 impl Report {
     pub fn replay_command(&self) -> String {
-        format!("odradek-sim run --seed {} --scenario {}", self.seed, self.options.scenario.name())
+        replay_command(self.seed, self.options.scenario)
     }
+}
+
+pub fn replay_command(seed: u64, scenario: Scenario) -> String {
+    format!("odradek-sim run --seed {seed} --scenario {}", scenario.name())
+}
+
+/// The options a seed runs with, drawn from their own stream of the seed.
+pub fn seed_options(seed: u64, scenario: Scenario) -> Options {
+    Options::draw(scenario, seed, &mut derive(seed, 1))
 }
 
 #[derive(Debug)]
@@ -228,8 +237,7 @@ fn derive(seed: u64, stream: u64) -> ChaCha8Rng {
 
 impl Sim {
     pub fn new(seed: u64, scenario: Scenario) -> Sim {
-        let options = Options::draw(scenario, seed, &mut derive(seed, 1));
-        Sim::with_options(seed, options)
+        Sim::with_options(seed, seed_options(seed, scenario))
     }
 
     pub fn with_options(seed: u64, options: Options) -> Sim {

@@ -300,7 +300,7 @@ impl EpochCache {
         Ok(EpochCache { entries })
     }
 
-    /// Checks the ordering the type promises; kept on in release builds.
+    /// Checks the ordering the type promises; part of [`super::Replica::check_invariants`].
     pub fn check_invariants(&self) {
         for pair in self.entries.windows(2) {
             assert!(

@@ -980,10 +980,12 @@ impl Replica {
             return;
         }
         follower.exchange = Exchange::Idle;
-        debug_assert_eq!(
-            fetch_offset, self.log_end_offset,
-            "fetches are sent only when idle"
-        );
+        if crate::INVARIANTS {
+            assert_eq!(
+                fetch_offset, self.log_end_offset,
+                "fetches are sent only when idle"
+            );
+        }
         if let Some(error) = response.error {
             follower.backoff_until_ms = Some(now_ms + backoff_ms);
             if error == ErrorCode::OffsetOutOfRange
@@ -1709,13 +1711,13 @@ impl Replica {
     }
 
     fn after_input(&mut self, _now_ms: i64) {
-        if cfg!(debug_assertions) {
+        if crate::INVARIANTS {
             self.check_invariants();
         }
     }
 
-    /// Properties that hold after every input. Runs after each input in debug builds; the
-    /// simulator may call it in any build.
+    /// Properties that hold after every input. Runs after each input where
+    /// [`crate::INVARIANTS`] is on, and on construction (a recovered state is checked once).
     pub fn check_invariants(&self) {
         let ctx = || {
             format!(
@@ -1780,7 +1782,7 @@ impl Replica {
                     .awaiting_high_watermark
                     .iter()
                     .all(|p| p.end_offset > self.high_watermark),
-                "{}",
+                "a produce waits for a high watermark already past it: {}",
                 ctx()
             );
             assert!(
@@ -1788,11 +1790,17 @@ impl Replica {
                     .awaiting_local
                     .iter()
                     .all(|p| p.end_offset > self.own_position()),
-                "{}",
+                "a produce waits for a local write already done: {}",
                 ctx()
             );
             if leader.isr.len() < self.config.min_insync_replicas {
-                assert!(leader.awaiting_high_watermark.is_empty(), "{}", ctx());
+                assert!(
+                    leader.awaiting_high_watermark.is_empty(),
+                    "acks=all produce waits with the ISR {:?} below min.insync.replicas {}: {}",
+                    leader.isr,
+                    self.config.min_insync_replicas,
+                    ctx()
+                );
             }
             for p in leader
                 .awaiting_local
