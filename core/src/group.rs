@@ -52,6 +52,9 @@ impl Default for GroupConfig {
     }
 }
 
+/// Kafka's internal topic of group records.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
 /// Kafka's `Utils.abs(groupId.hashCode) % partitions`, so a group lands on the partition Kafka
 /// would choose.
 pub fn partition_for(group_id: &str, partitions: i32) -> i32 {

@@ -186,6 +186,27 @@ pub fn split_frame(buf: &mut BytesMut) -> Option<Bytes> {
     Some(buf.split_to(size).freeze())
 }
 
+/// Per-partition results, in request order, put back under their topics as the request
+/// listed them (`shape`: each topic with its partition indexes).
+pub fn regroup<N, R, P, T>(
+    shape: Vec<(N, Vec<i32>)>,
+    results: Vec<R>,
+    mut partition: impl FnMut(i32, R) -> P,
+    topic: impl Fn(N, Vec<P>) -> T,
+) -> Vec<T> {
+    let mut results = results.into_iter();
+    shape
+        .into_iter()
+        .map(|(name, indexes)| {
+            let partitions = indexes
+                .into_iter()
+                .map(|index| partition(index, results.next().expect("one result per partition")))
+                .collect();
+            topic(name, partitions)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

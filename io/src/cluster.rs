@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_channel::{mpsc, oneshot};
+use futures_lite::future::BoxedLocal;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt, StreamExt};
 use glommio::net::{TcpListener, TcpStream};
 use odradek_core::controller::{
@@ -38,8 +39,9 @@ use odradek_core::raft::{self, Entry, HardState, Index, Raft, RaftConfig};
 use odradek_core::topic::TopicTable;
 use tracing::{debug, info, warn};
 
-use crate::groups::OFFSETS_TOPIC;
-use crate::shard::{now_ms, Shard};
+use odradek_core::group::OFFSETS_TOPIC;
+use crate::clock::now_ms;
+use crate::shared::Shared;
 
 /// Largest frame accepted on the controller listener (a Raft Append carries at most 1 MiB of
 /// entries plus their headers).
@@ -47,10 +49,25 @@ const MAX_FRAME_BYTES: usize = 16 << 20;
 const OUTBOUND_QUEUE: usize = 4096;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// What the quorum member needs from the broker it runs in (core 0's `Shard` provides it).
+pub trait Broker {
+    fn shared(&self) -> &Arc<Shared>;
+    /// Hands the image committed at `index` to every core.
+    fn publish(self: Rc<Self>, index: u64, image: Arc<MetadataImage>) -> BoxedLocal<()>;
+    /// The image this core applied last.
+    fn applied_image(&self) -> Arc<MetadataImage>;
+    /// Controlled shutdown: refuses new produces on every core; how many still wait.
+    fn drain_every_core(self: Rc<Self>) -> BoxedLocal<usize>;
+    /// Controlled shutdown: whether any core still leads a partition another broker could.
+    fn any_core_leading(self: Rc<Self>) -> BoxedLocal<bool>;
+    /// Whether every partition of `topics` this node leads is open and leading on its core.
+    fn every_core_serves(self: Rc<Self>, topics: Vec<String>) -> BoxedLocal<bool>;
+}
+
 /// The quorum member on core 0 of every node; `None` on other cores.
 pub struct Node {
     pub id: NodeId,
-    shard: Rc<Shard>,
+    broker: Rc<dyn Broker>,
     raft: RefCell<Raft>,
     controller: RefCell<Controller>,
     log: RefCell<RaftLog>,
@@ -160,8 +177,8 @@ impl RaftLog {
 
 impl Node {
     /// Restores the quorum member from disk and starts its network and timer tasks.
-    pub fn start(shard: Rc<Shard>, legacy: Option<TopicTable>) -> Result<Rc<Node>, String> {
-        let shared = shard.shared.clone();
+    pub fn start(broker: Rc<dyn Broker>, legacy: Option<TopicTable>) -> Result<Rc<Node>, String> {
+        let shared = broker.shared().clone();
         let config = &shared.config;
         let id = NodeId(config.node_id);
         let voters: Vec<NodeId> = config.voters().into_iter().map(NodeId).collect();
@@ -187,7 +204,7 @@ impl Node {
         let controller = Controller::new(controller_config, seed.rotate_left(17));
         let node = Rc::new(Node {
             id,
-            shard,
+            broker,
             raft: RefCell::new(raft),
             controller: RefCell::new(controller),
             log: RefCell::new(log),
@@ -276,7 +293,7 @@ impl Node {
                     }
                     raft::Action::Leader { term, leader } => {
                         info!(%term, ?leader, "metadata quorum leader");
-                        self.shard.shared.controller_id.store(leader.map_or(-1, |l| l.0), Ordering::Relaxed);
+                        self.broker.shared().controller_id.store(leader.map_or(-1, |l| l.0), Ordering::Relaxed);
                         // Requests waiting on a former leader will not be answered: dropping
                         // their senders makes them retry with the new one at once.
                         self.remote.borrow_mut().clear();
@@ -327,11 +344,7 @@ impl Node {
         }
         self.published.set(applied);
         let image = Arc::new(self.image());
-        let shard = self.shard.clone();
-        glommio::spawn_local(async move {
-            shard.on_every_shard(move |s| async move { s.apply_image(applied, image).await }).await;
-        })
-        .detach();
+        glommio::spawn_local(self.broker.clone().publish(applied, image)).detach();
     }
 
     async fn timer_loop(self: Rc<Self>) {
@@ -352,7 +365,7 @@ impl Node {
                     glommio::timer::sleep(Duration::from_millis(1)).await;
                     continue;
                 }
-                due => crate::shard::wait_until(listener, due, now).await,
+                due => crate::clock::wait_until(listener, due, now).await,
             }
         }
     }
@@ -562,7 +575,7 @@ impl Node {
     // ---- the broker's registration and heartbeats ----
 
     async fn broker_loop(self: Rc<Self>) {
-        let config = self.shard.shared.config.clone();
+        let config = self.broker.shared().config.clone();
         let incarnation_id = *uuid::Uuid::new_v4().as_bytes();
         let endpoints =
             vec![Endpoint { name: "PLAINTEXT".into(), host: config.advertised.0.clone(), port: config.advertised.1 }];
@@ -614,7 +627,7 @@ impl Node {
                                 if config.standalone() {
                                     self.create_offsets_topic().await;
                                 }
-                                let shared = &self.shard.shared;
+                                let shared = self.broker.shared();
                                 shared.ready.store(true, Ordering::Release);
                             }
                             fenced = r.is_fenced;
@@ -644,7 +657,7 @@ impl Node {
     /// first hands its partition leaderships over (`controlled_shutdown`), then the process
     /// exits with status 0. Acknowledged data is already durable (fsync before every ack).
     async fn shutdown_watch(self: Rc<Self>) {
-        let shared = self.shard.shared.clone();
+        let shared = self.broker.shared().clone();
         while !shared.shutdown_requested.load(Ordering::Acquire) {
             glommio::timer::sleep(Duration::from_millis(50)).await;
         }
@@ -695,8 +708,7 @@ impl Node {
                 }
             }
             if acknowledged {
-                let leading = self.shard.on_every_shard(|shard| async move { shard.still_leading() }).await;
-                if !leading.contains(&true) {
+                if !self.broker.clone().any_core_leading().await {
                     info!(elapsed_ms = started.elapsed().as_millis() as u64, "controlled shutdown complete: leading no partition");
                     return;
                 }
@@ -740,7 +752,7 @@ impl Node {
             }
             glommio::timer::sleep(Duration::from_millis(50)).await;
         }
-        if let Err(e) = crate::meta::finish_migration(&self.shard.shared.config.data_dir) {
+        if let Err(e) = crate::meta::finish_migration(&self.broker.shared().config.data_dir) {
             warn!(error = %e, "could not retire the migrated topic table; it is migrated again at the next start");
         }
     }
@@ -749,7 +761,7 @@ impl Node {
     /// creates the topic before serving (Kafka waits for the first FindCoordinator; clients
     /// retry meanwhile, but a node that can serve groups at once should).
     async fn create_offsets_topic(self: &Rc<Self>) {
-        let topic = crate::groups::offsets_topic(&self.shard.shared.config);
+        let topic = self.broker.shared().config.offsets_topic();
         while self.image().topic_by_name(OFFSETS_TOPIC).is_none() {
             let request = ControllerRequest::CreateTopics(CreateTopicsRequest { topics: vec![topic.clone()], validate_only: false });
             let answer = self.controller_request(request, REQUEST_TIMEOUT).await;
@@ -757,9 +769,7 @@ impl Node {
             glommio::timer::sleep(Duration::from_millis(10)).await;
         }
         for _ in 0..500 {
-            let names = vec![OFFSETS_TOPIC.to_owned()];
-            let served = self.shard.on_every_shard(move |s| async move { s.leads_what_image_says(&names) }).await;
-            if served.iter().all(|ok| *ok) {
+            if self.broker.clone().every_core_serves(vec![OFFSETS_TOPIC.to_owned()]).await {
                 return;
             }
             glommio::timer::sleep(Duration::from_millis(10)).await;
@@ -770,7 +780,7 @@ impl Node {
     /// Refuses new produces on every core and waits for the appended ones to be answered.
     async fn drain_produces(&self, started: std::time::Instant) {
         loop {
-            let waiting: usize = self.shard.on_every_shard(|shard| async move { shard.drain_produces() }).await.into_iter().sum();
+            let waiting = self.broker.clone().drain_every_core().await;
             if waiting == 0 || started.elapsed() >= PRODUCE_DRAIN_TIMEOUT {
                 debug!(waiting, "produces drained");
                 return;
@@ -783,7 +793,7 @@ impl Node {
     async fn wait_until_applied_unfenced(&self) {
         for _ in 0..200 {
             let unfenced = self.controller.borrow().image().brokers().get(&self.id).is_some_and(|b| !b.fenced);
-            if unfenced && self.shard.image.borrow().brokers().get(&self.id).is_some_and(|b| !b.fenced) {
+            if unfenced && self.broker.applied_image().brokers().get(&self.id).is_some_and(|b| !b.fenced) {
                 return;
             }
             glommio::timer::sleep(Duration::from_millis(10)).await;

@@ -94,6 +94,21 @@ impl ServerConfig {
         self.offsets_topic_replication_factor.min(i16::try_from(nodes).unwrap_or(i16::MAX))
     }
 
+    /// `__consumer_offsets` as Kafka creates it: compacted (the coordinator rebuilds groups by
+    /// replaying it, so only each key's latest record matters), `offsets.topic.segment.bytes`
+    /// segments, `offsets.topic.replication.factor` replicas.
+    pub fn offsets_topic(&self) -> odradek_core::controller::CreatableTopic {
+        odradek_core::controller::CreatableTopic {
+            name: odradek_core::group::OFFSETS_TOPIC.to_owned(),
+            num_partitions: self.group.offsets_topic_partitions,
+            replication_factor: self.offsets_topic_replicas(),
+            configs: BTreeMap::from([
+                ("cleanup.policy".to_owned(), "compact".to_owned()),
+                ("segment.bytes".to_owned(), self.offsets_topic_segment_bytes.to_string()),
+            ]),
+        }
+    }
+
     /// This node's quorum address (controller listener).
     pub fn quorum_address(&self) -> Option<SocketAddr> {
         self.controller_listen.or_else(|| {

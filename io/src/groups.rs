@@ -1,14 +1,10 @@
 //! Consumer groups: drives each core's `core::group::GroupCoordinator` (the groups whose
 //! `__consumer_offsets` partition the core owns) and answers the group APIs.
 //!
-//! On a single node every partition of the node-local `__consumer_offsets` is loaded at
-//! start-up. On a cluster `__consumer_offsets` is a replicated topic like any other: the
-//! coordinator of a group is the leader of its partition, which replays the partition when it
-//! becomes leader and drops its groups when it stops leading; group records are written with
-//! acks=all.
+//! `__consumer_offsets` is a replicated topic like any other: the coordinator of a group is
+//! the leader of its partition, which replays the partition when it becomes leader and drops
+//! its groups when it stops leading; group records are written with acks=all.
 
-use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -28,7 +24,7 @@ use odradek_core::batch;
 use odradek_core::controller::Response as ControllerResponse;
 use odradek_core::controller_rpc::ControllerRequest;
 use odradek_core::error::code;
-use odradek_core::group::{self, Action, GroupCoordinator, GroupRecord, GroupState, RequestId, Response};
+use odradek_core::group::{self, Action, GroupRecord, GroupState, Response};
 use odradek_core::controller::MetadataImage;
 use odradek_core::ids::{LeaderEpoch, NodeId};
 use odradek_core::records;
@@ -36,53 +32,17 @@ use odradek_core::shard::ShardId;
 use odradek_core::ErrorCode;
 use tracing::{info, warn};
 
-use crate::handlers::regroup;
-use crate::shard::{now_ms, Shard};
+use odradek_core::wire::regroup;
+use crate::clock::now_ms;
+use crate::group_state::Call;
+use crate::shard::Shard;
 use crate::storage::PartitionStore;
 
-pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+pub use odradek_core::group::OFFSETS_TOPIC;
 /// How long a replicated group write waits for the ISR (Kafka's `offsets.commit.timeout.ms`).
 const COMMIT_TIMEOUT_MS: i32 = 5_000;
 const TICK: Duration = Duration::from_millis(100);
 const LOAD_READ_BYTES: usize = 8 << 20;
-
-/// One core's coordinator and the requests waiting on its answers.
-pub struct Groups {
-    coordinator: RefCell<GroupCoordinator>,
-    waiting: RefCell<BTreeMap<RequestId, futures_channel::oneshot::Sender<Response>>>,
-    next_id: Cell<RequestId>,
-    /// Clustered: per `__consumer_offsets` partition this core leads, the leader epoch its
-    /// groups were loaded for. A load in progress checks it is still wanted.
-    leading: RefCell<BTreeMap<i32, LeaderEpoch>>,
-    /// Clustered: a request to create `__consumer_offsets` is on its way to the controller.
-    creating_topic: Cell<bool>,
-}
-
-impl Groups {
-    pub fn new(coordinator: GroupCoordinator) -> Groups {
-        Groups {
-            coordinator: RefCell::new(coordinator),
-            waiting: RefCell::default(),
-            next_id: Cell::new(0),
-            leading: RefCell::default(),
-            creating_topic: Cell::new(false),
-        }
-    }
-}
-
-/// A group request, as the coordinator takes it.
-pub enum Call {
-    Join(group::JoinRequest),
-    Sync(group::SyncRequest),
-    Heartbeat(group::HeartbeatRequest),
-    Leave(group::LeaveRequest),
-    Commit(group::OffsetCommitRequest),
-    Fetch(String, Option<Vec<(String, i32)>>),
-    Describe(Vec<String>),
-    List,
-    Delete(Vec<String>),
-    OffsetDelete(String, Vec<(String, i32)>),
-}
 
 impl Shard {
     /// Runs a group request on this core's coordinator and waits for its answer.
@@ -319,23 +279,6 @@ async fn locate_coordinator(shard: &Rc<Shard>, key_type: i8, key: &str) -> Resul
     Ok((leader.0, endpoint.host.clone(), i32::from(endpoint.port)))
 }
 
-/// `__consumer_offsets` as Kafka creates it: compacted (the coordinator rebuilds groups by
-/// replaying it, so only each key's latest record matters), `offsets.topic.segment.bytes`
-/// segments, `offsets.topic.replication.factor` replicas.
-pub fn offsets_topic(config: &crate::config::ServerConfig) -> odradek_core::controller::CreatableTopic {
-    odradek_core::controller::CreatableTopic {
-        name: OFFSETS_TOPIC.to_owned(),
-        num_partitions: config.group.offsets_topic_partitions,
-        replication_factor: config.offsets_topic_replicas(),
-        configs: [
-            ("cleanup.policy".to_owned(), "compact".to_owned()),
-            ("segment.bytes".to_owned(), config.offsets_topic_segment_bytes.to_string()),
-        ]
-        .into_iter()
-        .collect(),
-    }
-}
-
 impl Shard {
     /// Asks the controller, once at a time, to create `__consumer_offsets` with Kafka's
     /// settings for it: compacted, `offsets.topic.replication.factor` replicas.
@@ -343,11 +286,11 @@ impl Shard {
         if self.groups.creating_topic.replace(true) {
             return;
         }
-        let topic = offsets_topic(&self.shared.config);
+        let topic = self.shared.config.offsets_topic();
         let shard = self.clone();
         glommio::spawn_local(async move {
             let request = odradek_core::controller::CreateTopicsRequest { topics: vec![topic], validate_only: false };
-            let answer = crate::handlers::forward_to_controller(&shard, ControllerRequest::CreateTopics(request)).await;
+            let answer = shard.controller_request(ControllerRequest::CreateTopics(request)).await;
             match answer {
                 Some(ControllerResponse::CreateTopics(results)) => {
                     for r in results.into_iter().filter(|r| r.error.is_some()) {

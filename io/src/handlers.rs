@@ -20,9 +20,8 @@ use odradek_core::controller_rpc::ControllerRequest;
 use odradek_core::error::code;
 use odradek_core::ids::NodeId;
 use kafka_protocol::messages::BrokerId as KafkaBrokerId;
-use odradek_core::shard::ShardId;
 use odradek_core::topic::{validate_topic_name, TopicConfig};
-use odradek_core::wire::{self, Request, RequestError};
+use odradek_core::wire::{self, regroup, Request, RequestError};
 use odradek_core::ErrorCode;
 use tracing::{debug, warn};
 
@@ -123,7 +122,7 @@ async fn metadata(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -> 
                 })
                 .collect();
             let request = odradek_core::controller::CreateTopicsRequest { topics, validate_only: false };
-            forward_to_controller(shard, ControllerRequest::CreateTopics(request)).await;
+            shard.controller_request(ControllerRequest::CreateTopics(request)).await;
             wait_until_served(shard, missing).await;
         }
     }
@@ -176,16 +175,6 @@ async fn metadata(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -> 
         .with_topics(topic_responses)
 }
 
-/// Sends a request to the active controller through core 0; `None` when none answered.
-pub(crate) async fn forward_to_controller(shard: &Rc<Shard>, request: ControllerRequest) -> Option<ControllerResponse> {
-    shard
-        .on_shard(ShardId(0), move |core0| async move {
-            let node = core0.node.borrow().clone()?;
-            node.controller_request(request, Duration::from_secs(10)).await
-        })
-        .await
-}
-
 /// Waits (briefly) until new topics are served: in this core's metadata image, and every
 /// partition this node leads open and leading on its core. A committed topic reaches every
 /// node's image, and then its replicas, a moment after the controller answers; clients that
@@ -219,7 +208,7 @@ async fn create_topics(shard: &Rc<Shard>, request: CreateTopicsRequest, version:
     let names: Vec<String> = topics.iter().map(|t| t.name.clone()).collect();
     let unassignable = request.topics.iter().any(|t| !t.assignments.is_empty());
     let forwarded = odradek_core::controller::CreateTopicsRequest { topics, validate_only: request.validate_only };
-    let answer = if unassignable { None } else { forward_to_controller(shard, ControllerRequest::CreateTopics(forwarded)).await };
+    let answer = if unassignable { None } else { shard.controller_request(ControllerRequest::CreateTopics(forwarded)).await };
     let results: Vec<CreatableTopicResult> = match answer {
         Some(ControllerResponse::CreateTopics(results)) => results
             .into_iter()
@@ -281,7 +270,7 @@ async fn delete_topics(shard: &Rc<Shard>, request: DeleteTopicsRequest, version:
     };
     // Groups live in the internal topic: it cannot be deleted.
     let known: Vec<String> = names.iter().flatten().filter(|n| n.as_str() != OFFSETS_TOPIC).cloned().collect();
-    let answer = forward_to_controller(shard, ControllerRequest::DeleteTopics(known)).await;
+    let answer = shard.controller_request(ControllerRequest::DeleteTopics(known)).await;
     let results = match answer {
         Some(ControllerResponse::DeleteTopics(results)) => results,
         _ => Vec::new(),
@@ -619,27 +608,6 @@ async fn offset_for_leader_epoch(shard: &Rc<Shard>, request: OffsetForLeaderEpoc
         |name, partitions| OffsetForLeaderTopicResult::default().with_topic(name).with_partitions(partitions),
     );
     OffsetForLeaderEpochResponse::default().with_topics(topics)
-}
-
-/// Per-partition results, in request order, put back under their topics as the request
-/// listed them (`shape`: each topic with its partition indexes).
-pub(crate) fn regroup<R, P, T>(
-    shape: Vec<(TopicName, Vec<i32>)>,
-    results: Vec<R>,
-    mut partition: impl FnMut(i32, R) -> P,
-    topic: impl Fn(TopicName, Vec<P>) -> T,
-) -> Vec<T> {
-    let mut results = results.into_iter();
-    shape
-        .into_iter()
-        .map(|(name, indexes)| {
-            let partitions = indexes
-                .into_iter()
-                .map(|index| partition(index, results.next().expect("one result per partition")))
-                .collect();
-            topic(name, partitions)
-        })
-        .collect()
 }
 
 /// A Metadata answer for a topic that does not exist: INVALID_TOPIC_EXCEPTION for a name Kafka

@@ -1,14 +1,17 @@
 //! `odradek`: the broker binary.
 
 mod admin;
+mod clock;
 mod cluster;
 mod config;
+mod group_state;
 mod groups;
 mod handlers;
 mod meta;
 mod replication;
 mod server;
 mod shard;
+mod shared;
 mod storage;
 
 use clap::{Parser, Subcommand};

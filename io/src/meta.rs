@@ -12,7 +12,7 @@ use serde::Deserialize;
 use tracing::warn;
 
 use crate::config::ServerConfig;
-use crate::groups::OFFSETS_TOPIC;
+use odradek_core::group::OFFSETS_TOPIC;
 
 const TOPICS_FILE: &str = "topics.json";
 

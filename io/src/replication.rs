@@ -13,24 +13,25 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_channel::oneshot;
+use futures_lite::future::BoxedLocal;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use glommio::net::TcpStream;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{ApiKey, FetchRequest as WireFetchRequest, FetchResponse as WireFetchResponse, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use odradek_core::controller::{self, TopicId};
-use odradek_core::controller_rpc::ControllerRequest;
 use odradek_core::ids::{LeaderEpoch, NodeId, Offset};
 use odradek_core::replica::{
     Action, Completion, EpochCache, EpochEndOffset, FetchAnswer, FetchRequest, FetchResponse, LeaderAndIsr,
     PersistedState, ProduceAck, Replica, ReplicaConfig,
 };
-use odradek_core::shard::ShardId;
+use odradek_core::log::LogConfig;
 use odradek_core::ErrorCode;
 use tracing::{debug, info, warn};
 
-use crate::shard::{now_ms, Shard};
-use crate::storage::{write_file, PartitionStore};
+use crate::clock::{now_ms, wall_ms};
+use crate::config::ServerConfig;
+use crate::storage::{write_file, GroupCommit, PartitionStore};
 
 const EPOCH_CHECKPOINT: &str = "leader-epoch-checkpoint";
 /// Kafka's name for the file tying a partition directory to its topic id.
@@ -42,6 +43,28 @@ const LOG_START_CHECKPOINT: &str = "log-start-offset-checkpoint";
 /// Fetch v12: the first version with `last_fetched_epoch` and `diverging_epoch` (KIP-320/595),
 /// still addressing topics by name.
 const FOLLOWER_FETCH_VERSION: i16 = 12;
+
+/// What a replica's driver needs from the core it runs on (the core's `Shard` provides it).
+pub trait Host {
+    fn config(&self) -> &ServerConfig;
+    /// A topic's log settings: its overrides over the broker defaults.
+    fn topic_log_config(&self, topic: &str) -> LogConfig;
+    fn group_commit(&self) -> &Rc<GroupCommit>;
+    /// Wakes long-polling fetches waiting for data, on every core.
+    fn announce_data(self: Rc<Self>);
+    /// Where broker `node` serves Kafka clients, from the metadata image.
+    fn broker_address(&self, node: NodeId) -> Option<SocketAddr>;
+    /// An AlterPartition for this broker, sent to the active controller; its answer and the
+    /// partition's replicas in the image, `None` when no controller answered.
+    fn alter_partition(self: Rc<Self>, request: AlterPartitionCall) -> BoxedLocal<Option<(controller::Response, Vec<NodeId>)>>;
+}
+
+/// The partition and the replica's proposal, for [`Host::alter_partition`].
+pub struct AlterPartitionCall {
+    pub topic_id: TopicId,
+    pub partition: i32,
+    pub request: odradek_core::replica::AlterPartitionRequest,
+}
 
 pub struct ReplicatedPartition {
     pub topic: String,
@@ -62,9 +85,9 @@ pub struct ReplicatedPartition {
 
 impl ReplicatedPartition {
     /// Opens the store, restores the replica from it and the checkpoints, starts its driver.
-    pub async fn open(shard: &Rc<Shard>, topic: &str, partition: i32, topic_id: TopicId, min_isr: usize) -> std::io::Result<Rc<Self>> {
-        let config = shard.topic_log_config(topic);
-        let data_dir = &shard.shared.config.data_dir;
+    pub async fn open(host: &Rc<dyn Host>, topic: &str, partition: i32, topic_id: TopicId, min_isr: usize) -> std::io::Result<Rc<Self>> {
+        let config = host.topic_log_config(topic);
+        let data_dir = &host.config().data_dir;
         let stamp = discard_stale_directory(&data_dir.join(format!("{topic}-{partition}")), topic_id)?;
         let store = Rc::new(PartitionStore::open(data_dir, topic, partition, config.clone()).await?);
         if let Some(stamp) = stamp {
@@ -101,7 +124,7 @@ impl ReplicatedPartition {
             epoch_cache,
             high_watermark: Offset(high_watermark),
         };
-        let cluster = &shard.shared.config;
+        let cluster = host.config();
         let replica_config = ReplicaConfig {
             min_insync_replicas: min_isr,
             replica_lag_time_max_ms: cluster.replica_lag_time_max_ms,
@@ -126,7 +149,7 @@ impl ReplicatedPartition {
             stopped: Cell::new(false),
             draining: Cell::new(false),
         });
-        glommio::spawn_local(this.clone().drive(shard.clone())).detach();
+        glommio::spawn_local(this.clone().drive(host.clone())).detach();
         Ok(this)
     }
 
@@ -239,23 +262,40 @@ impl ReplicatedPartition {
 
     /// Retention (`retention.ms`, `retention.bytes`) on this replica's own log, never above
     /// its high watermark; the replica's log start follows.
-    pub fn apply_retention(&self, now_ms: i64) {
+    pub fn apply_retention(&self, wall_ms: i64) {
         let high_watermark = self.replica.borrow().high_watermark().0;
-        if let Some(start) = self.store.apply_retention(now_ms, high_watermark) {
-            self.replica.borrow_mut().handle_log_start_advanced(now_ms, Offset(start));
+        if let Some(start) = self.store.apply_retention(wall_ms, high_watermark) {
+            self.replica.borrow_mut().handle_log_start_advanced(now_ms(), Offset(start));
             self.after_input();
         }
     }
 
     /// Performs the replica's actions in queue order and runs its timer, until stopped.
-    async fn drive(self: Rc<Self>, shard: Rc<Shard>) {
+    async fn drive(self: Rc<Self>, host: Rc<dyn Host>) {
         let mut last_visible = (self.store.high_watermark(), self.store.log_end_offset());
         while !self.stopped.get() {
             let listener = self.kick.listen();
+            let mut carried = None;
             loop {
-                let action = self.replica.borrow_mut().poll_action();
+                let action = carried.take().or_else(|| self.replica.borrow_mut().poll_action());
                 let Some(action) = action else { break };
-                self.perform(&shard, action).await;
+                if matches!(action, Action::Sync { .. }) {
+                    // Appends queued behind a sync are written first and join its round, so
+                    // one fdatasync covers them all (rule 2: `Synced` may be reported whenever
+                    // data became durable; it covers no truncation, which ends the run).
+                    loop {
+                        let next = self.replica.borrow_mut().poll_action();
+                        match next {
+                            Some(append @ Action::Append { .. }) => self.perform(&host, append).await,
+                            Some(Action::Sync { .. }) => {}
+                            other => {
+                                carried = other;
+                                break;
+                            }
+                        }
+                    }
+                }
+                self.perform(&host, action).await;
             }
             let (hw, written) = {
                 let r = self.replica.borrow();
@@ -265,7 +305,7 @@ impl ReplicatedPartition {
             if (hw, written) != last_visible {
                 last_visible = (hw, written);
                 // Wakes long-polling fetches: consumers wait for the HW, followers for data.
-                shard.announce_data();
+                host.clone().announce_data();
             }
             let due = self.replica.borrow().poll_timeout();
             let now = now_ms();
@@ -278,7 +318,7 @@ impl ReplicatedPartition {
                     }
                     continue;
                 }
-                due => crate::shard::wait_until(listener, due, now).await,
+                due => crate::clock::wait_until(listener, due, now).await,
             }
             if self.replica.borrow().poll_timeout().is_some_and(|d| d <= now_ms()) {
                 self.replica.borrow_mut().handle_timeout(now_ms());
@@ -289,7 +329,7 @@ impl ReplicatedPartition {
         }
     }
 
-    async fn perform(self: &Rc<Self>, shard: &Rc<Shard>, action: Action) {
+    async fn perform(self: &Rc<Self>, host: &Rc<dyn Host>, action: Action) {
         let fail = |what: &str, e: std::io::Error| -> ! {
             // The replica's view of the log would no longer match the disk; a restart recovers
             // from the files (release builds abort on panic).
@@ -297,7 +337,7 @@ impl ReplicatedPartition {
         };
         match action {
             Action::Append { base_offset, end_offset, records } => {
-                if let Err(e) = self.store.append_assigned(now_ms(), base_offset.0, records).await {
+                if let Err(e) = self.store.append_assigned(wall_ms(), base_offset.0, records).await {
                     fail("append", e);
                 }
                 self.replica.borrow_mut().handle_completion(now_ms(), Completion::Appended { end_offset });
@@ -317,7 +357,7 @@ impl ReplicatedPartition {
             Action::Sync { .. } => {
                 // One group-commit round covers every partition of this core asking now,
                 // leaders and followers alike.
-                let through = match shard.commit.sync(&self.store).await {
+                let through = match host.group_commit().sync(&self.store).await {
                     Ok(end) => end,
                     Err(e) => fail("fsync", e),
                 };
@@ -345,9 +385,9 @@ impl ReplicatedPartition {
             }
             Action::SendFetch { to, fetch_id, request } => {
                 let this = self.clone();
-                let shard = shard.clone();
+                let host = host.clone();
                 glommio::spawn_local(async move {
-                    let response = this.fetch_from_leader(&shard, to, request).await;
+                    let response = this.fetch_from_leader(&*host, to, request).await;
                     this.replica.borrow_mut().handle_fetch_response(now_ms(), fetch_id, response);
                     this.after_input();
                 })
@@ -364,9 +404,9 @@ impl ReplicatedPartition {
             }
             Action::SendAlterPartition { request_id, request } => {
                 let this = self.clone();
-                let shard = shard.clone();
+                let host = host.clone();
                 glommio::spawn_local(async move {
-                    let result = this.alter_partition(&shard, request).await;
+                    let result = this.alter_partition(host, request).await;
                     this.replica.borrow_mut().handle_alter_partition_response(now_ms(), request_id, result);
                     this.after_input();
                 })
@@ -382,29 +422,11 @@ impl ReplicatedPartition {
 
     async fn alter_partition(
         &self,
-        shard: &Rc<Shard>,
+        host: Rc<dyn Host>,
         request: odradek_core::replica::AlterPartitionRequest,
     ) -> Result<LeaderAndIsr, ErrorCode> {
-        let topic_id = self.topic_id;
-        let partition = self.partition;
-        let answer = shard
-            .on_shard(ShardId(0), move |core0| async move {
-                let node = core0.node.borrow().clone()?;
-                let broker_epoch = node.broker_epoch.get()?;
-                let wire = ControllerRequest::AlterPartition(controller::AlterPartitionRequest {
-                    broker_id: node.id,
-                    broker_epoch,
-                    topic_id,
-                    partition,
-                    leader_epoch: request.leader_epoch,
-                    partition_epoch: request.partition_epoch,
-                    new_isr: request.new_isr,
-                });
-                let response = node.controller_request(wire, Duration::from_secs(5)).await?;
-                let replicas = node.image().partition(&topic_id, partition).map(|p| p.replicas.clone()).unwrap_or_default();
-                Some((response, replicas))
-            })
-            .await;
+        let call = AlterPartitionCall { topic_id: self.topic_id, partition: self.partition, request };
+        let answer = host.alter_partition(call).await;
         match answer {
             Some((controller::Response::AlterPartition(r), replicas)) => match (r.error, r.state) {
                 (None, Some(state)) => Ok(LeaderAndIsr {
@@ -423,7 +445,7 @@ impl ReplicatedPartition {
 
     /// One follower fetch over the connection to `leader` (opened on demand, dropped on any
     /// error). The answer is untrusted: the replica checks every field.
-    async fn fetch_from_leader(&self, shard: &Rc<Shard>, leader: NodeId, request: FetchRequest) -> FetchResponse {
+    async fn fetch_from_leader(&self, host: &dyn Host, leader: NodeId, request: FetchRequest) -> FetchResponse {
         let failed = |error| FetchResponse {
             error: Some(error),
             high_watermark: Offset(-1),
@@ -431,7 +453,7 @@ impl ReplicatedPartition {
             diverging_epoch: None,
             records: Bytes::new(),
         };
-        let Some(addr) = shard.broker_address(leader) else {
+        let Some(addr) = host.broker_address(leader) else {
             glommio::timer::sleep(Duration::from_millis(200)).await;
             return failed(ErrorCode::LeaderNotAvailable);
         };

@@ -17,7 +17,7 @@ use odradek_core::ErrorCode;
 use tracing::{debug, info, warn};
 
 use crate::config::ServerConfig;
-use crate::groups::OFFSETS_TOPIC;
+use odradek_core::group::OFFSETS_TOPIC;
 use crate::handlers;
 use crate::meta;
 use crate::shard::{PeerMessage, Shard, Shared};

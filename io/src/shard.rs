@@ -9,23 +9,27 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
+use futures_lite::future::BoxedLocal;
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
 use glommio::sync::Semaphore;
 use odradek_core::compact;
 use odradek_core::shard::{merge_in_order, shard_for, split_by_shard, ShardId};
-use odradek_core::controller::MetadataImage;
+use odradek_core::controller::{MetadataImage, Response as ControllerResponse};
+use odradek_core::controller_rpc::ControllerRequest;
 use odradek_core::ids::{LeaderEpoch, NodeId, Offset};
 use odradek_core::topic::{TopicConfig, TopicMeta, TopicTable};
 use odradek_core::ErrorCode;
 use tracing::{info, warn};
 
-use crate::config::ServerConfig;
-use crate::groups::{Groups, OFFSETS_TOPIC};
+use crate::clock::wall_ms;
+use crate::group_state::Groups;
+pub use crate::shared::Shared;
+use odradek_core::group::OFFSETS_TOPIC;
 use odradek_core::group::GroupCoordinator;
-use crate::replication::ReplicatedPartition;
+use crate::replication::{self, AlterPartitionCall, ReplicatedPartition};
 use crate::storage::{join_all, GroupCommit, PartitionStore};
 
 /// Work sent to another core: runs there with that core's [`Shard`] and yields its answer.
@@ -43,22 +47,6 @@ pub enum PeerMessage {
     Answer { id: u64, answer: Box<dyn Any + Send> },
     /// A high watermark advanced on the sending core.
     DataArrived,
-}
-
-/// What all cores share. Read-only after start.
-pub struct Shared {
-    pub config: ServerConfig,
-    pub shard_count: usize,
-    pub cluster_id: String,
-    /// The metadata quorum's leader (the active controller's node id), -1 when unknown.
-    pub controller_id: std::sync::atomic::AtomicI32,
-    /// Clustered brokers: set once registered, unfenced and holding the metadata, which is
-    /// when the client listener opens (as a Kafka broker waits to catch up before serving).
-    /// Polled, not awaited: a waker must never be woken from another core's thread.
-    pub ready: std::sync::atomic::AtomicBool,
-    /// Set by SIGTERM/SIGINT on clustered nodes (a second signal exits at once): core 0 then
-    /// runs the controlled shutdown (`cluster::Node::controlled_shutdown`). Polled.
-    pub shutdown_requested: Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub struct Shard {
@@ -85,24 +73,6 @@ pub struct Shard {
     image_lock: Semaphore,
     /// The partition replicas this core owns.
     replicas: RefCell<BTreeMap<(String, i32), Rc<ReplicatedPartition>>>,
-}
-
-/// Waits for `listener` to fire or, if `due_ms` is set, until then (`now_ms` is the caller's
-/// reading of the clock), whichever comes first: the wait of a state machine's driver.
-pub async fn wait_until(listener: event_listener::EventListener, due_ms: Option<i64>, now_ms: i64) {
-    match due_ms {
-        Some(due) => {
-            let sleep = async {
-                glommio::timer::sleep(Duration::from_millis(due.saturating_sub(now_ms).max(0) as u64)).await;
-            };
-            futures_lite::FutureExt::or(listener, sleep).await;
-        }
-        None => listener.await,
-    }
-}
-
-pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// One partition's part of a produce request.
@@ -267,16 +237,6 @@ impl Shard {
         self.replicas.borrow().values().map(|rp| rp.drain()).sum()
     }
 
-    /// A topic's log settings: its overrides over the broker defaults.
-    pub fn topic_log_config(&self, topic: &str) -> odradek_core::log::LogConfig {
-        self.topics.borrow().get(topic).map_or_else(|| self.shared.config.log.clone(), |t| t.config.log.clone())
-    }
-
-    /// Where broker `node` serves Kafka clients, from the metadata image.
-    pub fn broker_address(&self, node: NodeId) -> Option<std::net::SocketAddr> {
-        crate::replication::endpoint_address(&self.image.borrow(), node)
-    }
-
     /// Applies a metadata image: rebuilds this core's topic table, opens
     /// the replicas it owns of new partitions, hands every owned replica the controller's
     /// decision, and drops the partitions of deleted topics. Older images are ignored.
@@ -342,7 +302,8 @@ impl Shard {
                         .get(&topic)
                         .and_then(|t| t.config.overrides.get("min.insync.replicas").and_then(|v| v.parse().ok()))
                         .unwrap_or(self.shared.config.min_insync_replicas);
-                    match ReplicatedPartition::open(&self, &topic, p, topic_id, min_isr).await {
+                    let host: Rc<dyn replication::Host> = self.clone();
+                    match ReplicatedPartition::open(&host, &topic, p, topic_id, min_isr).await {
                         Ok(rp) => {
                             info!(%topic, partition = p, log_end_offset = rp.store.log_end_offset(), "opened partition replica");
                             self.replicas.borrow_mut().insert((topic.clone(), p), rp.clone());
@@ -388,6 +349,15 @@ impl Shard {
         }
         let answer = rx.await.unwrap_or_else(|_| panic!("core {} dropped a request", target.0));
         *answer.downcast::<R>().expect("an answer of the job's own type")
+    }
+
+    /// Sends a request to the active controller through core 0; `None` when none answered.
+    pub async fn controller_request(self: &Rc<Self>, request: ControllerRequest) -> Option<ControllerResponse> {
+        self.on_shard(ShardId(0), move |core0| async move {
+            let node = core0.node.borrow().clone()?;
+            node.controller_request(request, Duration::from_secs(10)).await
+        })
+        .await
     }
 
     /// Runs `job` on every core, this one included, concurrently.
@@ -577,7 +547,7 @@ impl Shard {
             // Every replica, leader or follower, applies retention to its own log.
             let replicas: Vec<_> = self.replicas.borrow().values().cloned().collect();
             for rp in replicas {
-                rp.apply_retention(now_ms());
+                rp.apply_retention(wall_ms());
             }
         }
     }
@@ -601,7 +571,7 @@ impl Shard {
                 .cloned()
                 .collect();
             for store in stores {
-                if let Err(e) = store.clean(now_ms(), map_limit_bytes).await {
+                if let Err(e) = store.clean(wall_ms(), map_limit_bytes).await {
                     // The swap protocol leaves the old segments in place on any failure.
                     warn!(topic = %store.topic, partition = store.partition, error = %e, "cleaning failed; will retry");
                 }
@@ -610,6 +580,83 @@ impl Shard {
         }
     }
 
+}
+
+impl replication::Host for Shard {
+    fn config(&self) -> &crate::config::ServerConfig {
+        &self.shared.config
+    }
+
+    fn topic_log_config(&self, topic: &str) -> odradek_core::log::LogConfig {
+        self.topics.borrow().get(topic).map_or_else(|| self.shared.config.log.clone(), |t| t.config.log.clone())
+    }
+
+    fn group_commit(&self) -> &Rc<GroupCommit> {
+        &self.commit
+    }
+
+    fn announce_data(self: Rc<Self>) {
+        Shard::announce_data(&self);
+    }
+
+    fn broker_address(&self, node: NodeId) -> Option<std::net::SocketAddr> {
+        replication::endpoint_address(&self.image.borrow(), node)
+    }
+
+    /// Sent from core 0, which holds this broker's registration and the controller link.
+    fn alter_partition(self: Rc<Self>, call: AlterPartitionCall) -> BoxedLocal<Option<(ControllerResponse, Vec<NodeId>)>> {
+        Box::pin(async move {
+            self.on_shard(ShardId(0), move |core0| async move {
+                let node = core0.node.borrow().clone()?;
+                let broker_epoch = node.broker_epoch.get()?;
+                let AlterPartitionCall { topic_id, partition, request } = call;
+                let wire = ControllerRequest::AlterPartition(odradek_core::controller::AlterPartitionRequest {
+                    broker_id: node.id,
+                    broker_epoch,
+                    topic_id,
+                    partition,
+                    leader_epoch: request.leader_epoch,
+                    partition_epoch: request.partition_epoch,
+                    new_isr: request.new_isr,
+                });
+                let response = node.controller_request(wire, Duration::from_secs(5)).await?;
+                let replicas = node.image().partition(&topic_id, partition).map(|p| p.replicas.clone()).unwrap_or_default();
+                Some((response, replicas))
+            })
+            .await
+        })
+    }
+}
+
+impl crate::cluster::Broker for Shard {
+    fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    fn publish(self: Rc<Self>, index: u64, image: Arc<MetadataImage>) -> BoxedLocal<()> {
+        Box::pin(async move {
+            self.on_every_shard(move |s| async move { s.apply_image(index, image).await }).await;
+        })
+    }
+
+    fn applied_image(&self) -> Arc<MetadataImage> {
+        self.image.borrow().clone()
+    }
+
+    fn drain_every_core(self: Rc<Self>) -> BoxedLocal<usize> {
+        Box::pin(async move { self.on_every_shard(|s| async move { s.drain_produces() }).await.into_iter().sum() })
+    }
+
+    fn any_core_leading(self: Rc<Self>) -> BoxedLocal<bool> {
+        Box::pin(async move { self.on_every_shard(|s| async move { s.still_leading() }).await.contains(&true) })
+    }
+
+    fn every_core_serves(self: Rc<Self>, topics: Vec<String>) -> BoxedLocal<bool> {
+        Box::pin(async move {
+            let served = self.on_every_shard(move |s| async move { s.leads_what_image_says(&topics) }).await;
+            served.iter().all(|ok| *ok)
+        })
+    }
 }
 
 /// Kafka's LogValidator: "Compacted topic cannot accept message without key" (INVALID_RECORD);

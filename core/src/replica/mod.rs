@@ -1877,35 +1877,6 @@ impl PendingProduce {
     }
 }
 
-/// The leader epoch a broker without a quorum stamps into every batch and reports in
-/// Metadata: it leads all its partitions, forever, in epoch 0.
-pub const SINGLE_NODE_LEADER_EPOCH: LeaderEpoch = LeaderEpoch(0);
-
-/// OffsetForLeaderEpoch on a broker without a quorum, which has no [`Replica`]: its log was
-/// written in [`SINGLE_NODE_LEADER_EPOCH`] alone, so the answer is what a leader's cache
-/// `{0: log_start_offset}` gives (the log end for epoch 0, undefined above it), with the same
-/// `current_leader_epoch` fencing as [`Replica::handle_offset_for_leader_epoch`]. Clients
-/// validating their positions (KIP-320) then behave as against a Kafka broker that has led
-/// since epoch 0.
-pub fn single_node_offset_for_leader_epoch(
-    current_leader_epoch: LeaderEpoch,
-    leader_epoch: LeaderEpoch,
-    log_start_offset: Offset,
-    log_end_offset: Offset,
-) -> Result<EpochEndOffset, ErrorCode> {
-    if current_leader_epoch != LeaderEpoch::NONE {
-        if current_leader_epoch < SINGLE_NODE_LEADER_EPOCH {
-            return Err(ErrorCode::FencedLeaderEpoch);
-        }
-        if current_leader_epoch > SINGLE_NODE_LEADER_EPOCH {
-            return Err(ErrorCode::UnknownLeaderEpoch);
-        }
-    }
-    let mut cache = EpochCache::new();
-    cache.assign(SINGLE_NODE_LEADER_EPOCH, log_start_offset);
-    Ok(cache.end_offset_for(leader_epoch, log_end_offset))
-}
-
 /// Checks a controller decision that names `local` as leader: the ISR is a set of assigned
 /// replicas that holds the leader.
 fn validate_leader_and_isr(

@@ -1540,19 +1540,3 @@ fn retention_moves_the_log_start_on_leader_and_followers() {
     assert_eq!(c.replica(n(3)).log_start_offset(), Offset(3));
     assert_eq!(c.log(n(3)), c.log(n(1)));
 }
-
-/// A broker without a quorum answers OffsetForLeaderEpoch as a leader that has led every
-/// batch in epoch 0 (what it stamps and what its Metadata reports), so KIP-320 position
-/// validation by clients works against it too.
-#[test]
-fn single_node_offset_for_leader_epoch_answers_from_epoch_zero() {
-    let answer = |current, epoch| {
-        single_node_offset_for_leader_epoch(LeaderEpoch(current), LeaderEpoch(epoch), Offset(4), Offset(10))
-    };
-    assert_eq!(answer(0, 0), Ok(EpochEndOffset { epoch: LeaderEpoch(0), end_offset: Offset(10) }));
-    assert_eq!(answer(-1, 0), Ok(EpochEndOffset { epoch: LeaderEpoch(0), end_offset: Offset(10) }));
-    assert_eq!(answer(0, 3), Ok(EpochEndOffset::UNDEFINED), "an epoch this node never had");
-    assert_eq!(answer(0, -1), Ok(EpochEndOffset::UNDEFINED));
-    assert_eq!(answer(1, 0), Err(ErrorCode::UnknownLeaderEpoch));
-    assert_eq!(answer(-2, 0), Err(ErrorCode::FencedLeaderEpoch));
-}
