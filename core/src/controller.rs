@@ -689,6 +689,12 @@ struct Active {
     /// Broker id → session deadline (not replicated, as in KRaft: a new active controller
     /// gives every broker a full session).
     sessions: BTreeMap<NodeId, i64>,
+    /// Brokers that registered or heartbeated with this active controller. Only their
+    /// sessions refuse a new incarnation (DUPLICATE_BROKER_REGISTRATION): the session a new
+    /// active controller grants at activation has heard from nobody, and holding it against a
+    /// restarted broker would keep a node that restarted with its controller (a node alone,
+    /// or a combined node whose quorum moved) out for a whole session timeout.
+    heard_from: BTreeSet<NodeId>,
     /// One slot per proposal in flight, oldest first: the reply to send when it commits.
     inflight: VecDeque<Option<(RequestId, Response)>>,
 }
@@ -747,6 +753,7 @@ impl Controller {
                 ready: false,
                 pending: self.image.clone(),
                 sessions: BTreeMap::new(),
+                heard_from: BTreeSet::new(),
                 inflight: VecDeque::new(),
             });
         }
@@ -835,7 +842,8 @@ impl Controller {
         let pending = self.pending();
         let active = self.active.as_ref().expect("serving");
         if let Some(existing) = pending.brokers.get(&req.broker_id) {
-            let session_alive = active.sessions.get(&req.broker_id).is_some_and(|d| *d > now_ms);
+            let session_alive = active.heard_from.contains(&req.broker_id)
+                && active.sessions.get(&req.broker_id).is_some_and(|d| *d > now_ms);
             if existing.incarnation_id != req.incarnation_id && !existing.fenced && session_alive {
                 self.actions.push_back(Action::Reply(id, reply(Some(ControllerError::DuplicateBrokerRegistration))));
                 return;
@@ -855,7 +863,9 @@ impl Controller {
             endpoints: req.endpoints,
         });
         let timeout = self.config.broker_session_timeout_ms;
-        self.active.as_mut().expect("serving").sessions.insert(req.broker_id, now_ms + timeout);
+        let active = self.active.as_mut().expect("serving");
+        active.sessions.insert(req.broker_id, now_ms + timeout);
+        active.heard_from.insert(req.broker_id);
         let response = Response::RegisterBroker(BrokerRegistrationResponse { error: None, broker_epoch });
         self.propose(records, Some((id, response)));
         self.check_invariants();
@@ -887,7 +897,9 @@ impl Controller {
             .is_some_and(|(e, at)| *e == epoch && req.current_metadata_offset >= *at);
         let unclean = self.config.unclean_leader_election_enable;
         let timeout = self.config.broker_session_timeout_ms;
-        self.active.as_mut().expect("serving").sessions.insert(req.broker_id, now_ms + timeout);
+        let active = self.active.as_mut().expect("serving");
+        active.sessions.insert(req.broker_id, now_ms + timeout);
+        active.heard_from.insert(req.broker_id);
         let pending = &self.active.as_ref().expect("serving").pending;
         if req.want_shutdown {
             let mut records = leave_changes(pending, req.broker_id, unclean);
@@ -1885,6 +1897,31 @@ mod tests {
         let to = c.now_ms + 500;
         c.advance_to(to);
         assert_eq!(c.nodes[&NodeId(7)].controller.image(), c.image());
+    }
+
+    // Guards KRaft's duplicate-registration fence without its start-up cost: a second
+    // incarnation is refused while the first keeps heartbeating to this controller, but after a
+    // controller change a broker that restarted (as a node alone does with its controller)
+    // registers at once instead of waiting out the session the new controller granted.
+    #[test]
+    fn a_new_incarnation_waits_for_a_live_session_only_if_this_controller_heard_from_it() {
+        let mut c = Cluster::new(&[100, 101, 102], &[]);
+        c.start_brokers(&[1]);
+        let second = |c: &mut Cluster, incarnation: u8| {
+            let req = BrokerRegistrationRequest { broker_id: NodeId(1), incarnation_id: [incarnation; 16], endpoints: vec![] };
+            match c.request(|ctl, now, id| ctl.handle_register_broker(now, id, req)) {
+                Response::RegisterBroker(r) => r.error,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(second(&mut c, 9), Some(ControllerError::DuplicateBrokerRegistration));
+        let old = c.active().unwrap();
+        c.nodes.get_mut(&old).unwrap().up = false;
+        c.run_until(|c| c.active().is_some_and(|a| a != old));
+        assert!(c.image().brokers()[&NodeId(1)].fenced == false, "the session lives on");
+        assert_eq!(second(&mut c, 9), None, "nobody heartbeated to the new controller");
+        assert_eq!(c.heartbeat(1).is_fenced, false);
+        assert_eq!(second(&mut c, 10), Some(ControllerError::DuplicateBrokerRegistration));
     }
 
     // Guards the standby path: a controller that is not active refuses with NOT_CONTROLLER
