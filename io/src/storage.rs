@@ -563,8 +563,17 @@ pub async fn write_file(path: &Path, contents: Vec<u8>) -> io::Result<()> {
     file.rename(path).await?;
     file.close().await?;
     if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
+        sync_dir(dir).await?;
     }
+    Ok(())
+}
+
+/// fsyncs a directory through io_uring: a blocking one would stall every partition, request
+/// and timer of the core (each partition checkpoints its high watermark every 5 s).
+pub async fn sync_dir(dir: &Path) -> io::Result<()> {
+    let dir = glommio::io::Directory::open(dir).await?;
+    dir.sync().await?;
+    dir.close().await?;
     Ok(())
 }
 

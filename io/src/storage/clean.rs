@@ -18,7 +18,7 @@ use odradek_core::compact::{self, Cleaned, OffsetMap};
 use odradek_core::log::Segment;
 use tracing::{info, warn};
 
-use super::{open_segment, recover_file, remove_segment_files, segment_path, write_file, PartitionStore};
+use super::{open_segment, recover_file, remove_segment_files, segment_path, sync_dir, write_file, PartitionStore};
 
 const CLEAN_CHUNK_BYTES: u64 = 4 << 20;
 const WRITE_BUFFER_BYTES: usize = 1 << 20;
@@ -155,7 +155,7 @@ impl PartitionStore {
         file.fdatasync().await?;
         let swap_path = self.dir.join(format!("{base:020}.log.swap"));
         std::fs::rename(&cleaned_path, &swap_path)?;
-        sync_dir(&self.dir)?;
+        sync_dir(&self.dir).await?;
 
         cleaned.next_offset = run.last().expect("a run has segments").next_offset;
         cleaned.seal();
@@ -187,7 +187,7 @@ impl PartitionStore {
             remove_if_present(&segment_path(&self.dir, base, extension))?;
         }
         std::fs::rename(&swap_path, segment_path(&self.dir, base, "log"))?;
-        sync_dir(&self.dir)?;
+        sync_dir(&self.dir).await?;
         write_file(&segment_path(&self.dir, base, "index"), offset_index).await?;
         write_file(&segment_path(&self.dir, base, "timeindex"), time_index).await?;
         Ok(Some(size))
@@ -255,10 +255,6 @@ async fn flush(file: &BufferedFile, at: u64, out: &mut Vec<u8>) -> io::Result<u6
     Ok(len as u64)
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
-}
-
 fn remove_if_present(path: &Path) -> io::Result<()> {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
@@ -304,7 +300,7 @@ pub(super) async fn finish_interrupted_swaps(
             remove_if_present(&segment_path(dir, base, extension))?;
         }
         std::fs::rename(&swap_path, segment_path(dir, base, "log"))?;
-        sync_dir(dir)?;
+        sync_dir(dir).await?;
         warn!(%topic, partition, base, "finished a cleaned-segment swap interrupted by a crash");
     }
     Ok(())
