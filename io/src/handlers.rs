@@ -481,7 +481,8 @@ async fn fetch(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> FetchR
         })
         .collect();
     let results = loop {
-        let listener = shard.data_arrived.listen();
+        let mut listeners: Vec<event_listener::EventListener> =
+            parts.iter().map(|(topic, partition, ..)| shard.watch(topic, *partition)).collect();
         let items = parts.iter().map(|(topic, partition, offset, max, current_leader_epoch, last_fetched_epoch, log_start)| {
             let part = FetchPart {
                 topic: topic.clone(),
@@ -503,11 +504,19 @@ let results = shard.scatter(items.collect(), Shard::fetch_partition).await;
         if bytes >= min_bytes || errors || now >= deadline {
             break results;
         }
-        // Wake on new data anywhere, or at the deadline, then read again.
+        // Wake on news of one of these partitions, or at the deadline, then read again.
+        let news = futures_lite::future::poll_fn(|cx| {
+            for listener in &mut listeners {
+                if std::pin::Pin::new(listener).poll(cx).is_ready() {
+                    return std::task::Poll::Ready(());
+                }
+            }
+            std::task::Poll::Pending
+        });
         let timeout = async {
             glommio::timer::sleep(deadline - now).await;
         };
-        listener.or(timeout).await;
+        news.or(timeout).await;
     };
     let mut budget = max_bytes;
     let responses = regroup(

@@ -50,8 +50,8 @@ pub trait Host {
     /// A topic's log settings: its overrides over the broker defaults.
     fn topic_log_config(&self, topic: &str) -> LogConfig;
     fn group_commit(&self) -> &Rc<GroupCommit>;
-    /// Wakes long-polling fetches waiting for data, on every core.
-    fn announce_data(self: Rc<Self>);
+    /// Wakes the long-polling fetches reading this partition, on every core.
+    fn announce_data(self: Rc<Self>, topic: &str, partition: i32);
     /// Where broker `node` serves Kafka clients, from the metadata image.
     fn broker_address(&self, node: NodeId) -> Option<SocketAddr>;
     /// An AlterPartition for this broker, sent to the active controller; its answer and the
@@ -305,7 +305,7 @@ impl ReplicatedPartition {
             if (hw, written) != last_visible {
                 last_visible = (hw, written);
                 // Wakes long-polling fetches: consumers wait for the HW, followers for data.
-                host.clone().announce_data();
+                host.clone().announce_data(&self.topic, self.partition);
             }
             let due = self.replica.borrow().poll_timeout();
             let now = now_ms();

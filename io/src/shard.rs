@@ -45,8 +45,9 @@ pub type Job = Box<dyn FnOnce(Rc<Shard>) -> Pin<Box<dyn Future<Output = Box<dyn 
 pub enum PeerMessage {
     Job { id: u64, from: ShardId, job: Job },
     Answer { id: u64, answer: Box<dyn Any + Send> },
-    /// A high watermark advanced on the sending core.
-    DataArrived,
+    /// A partition's high watermark or written end moved on the sending core (`None`: any
+    /// partition's may have).
+    DataArrived(Option<(String, i32)>),
 }
 
 pub struct Shard {
@@ -58,10 +59,16 @@ pub struct Shard {
     /// Jobs sent to other cores, waiting for their answers.
     awaiting: RefCell<BTreeMap<u64, futures_channel::oneshot::Sender<Box<dyn Any + Send>>>>,
     next_job_id: Cell<u64>,
-    /// Fired when a high watermark advances on any core (this one directly, others through
-    /// [`PeerMessage::DataArrived`]), to wake this core's long-polling fetches.
-    pub data_arrived: event_listener::Event,
-    /// Per peer: a [`PeerMessage::DataArrived`] is already waiting for room in its channel.
+    /// The fetch purgatory, keyed by partition (Kafka's `DelayedFetch` keys): each event fires
+    /// when that partition's high watermark or written end moves, here or on its owner core
+    /// ([`PeerMessage::DataArrived`]), and wakes only the long polls reading it. Holds the
+    /// partitions of known topics; the rest share `other_data`.
+    watchers: RefCell<BTreeMap<(String, i32), event_listener::Event>>,
+    /// Long polls on partitions this core's topic table does not know (they wait out their
+    /// `max_wait_ms` or a wake-up of everything).
+    other_data: event_listener::Event,
+    /// Per peer: a wake-up of everything is waiting for room in its channel, so notices of
+    /// single partitions to it would add nothing.
     notice_pending: Vec<Cell<bool>>,
     pub groups: Groups,
     /// Core 0 only: the metadata quorum member and the broker's link to the active controller.
@@ -161,7 +168,8 @@ impl Shard {
             peers,
             awaiting: RefCell::default(),
             next_job_id: Cell::new(0),
-            data_arrived: event_listener::Event::new(),
+            watchers: RefCell::default(),
+            other_data: event_listener::Event::new(),
             groups: Groups::new(GroupCoordinator::new(group_config, seed ^ id.0 as u64)),
             node: RefCell::new(None),
             image: RefCell::new(Arc::new(MetadataImage::default())),
@@ -171,22 +179,23 @@ impl Shard {
         })
     }
 
-    /// Wakes long polls here and on every other core.
-    pub(crate) fn announce_data(self: &Rc<Self>) {
-        self.data_arrived.notify(usize::MAX);
+    /// Wakes the long polls reading `partition` (`None`: every long poll) here and on every
+    /// other core.
+    pub(crate) fn announce_data(self: &Rc<Self>, partition: Option<(String, i32)>) {
+        self.wake(partition.as_ref());
         for (peer, sender) in self.peers.iter().enumerate() {
             let Some(sender) = sender else { continue };
             if self.notice_pending[peer].get() {
                 continue;
             }
-            if sender.try_send(PeerMessage::DataArrived).is_err() {
-                // The channel is full: the peer is busy with our messages and gets one notice
-                // once it has room; a long poll there waits at most that long.
+            if sender.try_send(PeerMessage::DataArrived(partition.clone())).is_err() {
+                // The channel is full: the peer is busy with our messages and gets one wake-up
+                // of everything once it has room; a long poll there waits at most that long.
                 self.notice_pending[peer].set(true);
                 let this = self.clone();
                 glommio::spawn_local(async move {
                     let sender = this.peers[peer].as_ref().expect("a channel to every other core");
-                    if sender.send(PeerMessage::DataArrived).await.is_err() {
+                    if sender.send(PeerMessage::DataArrived(None)).await.is_err() {
                         warn!(core = this.id.0, peer, "a core stopped listening");
                     }
                     this.notice_pending[peer].set(false);
@@ -194,6 +203,33 @@ impl Shard {
                 .detach();
             }
         }
+    }
+
+    fn wake(&self, partition: Option<&(String, i32)>) {
+        let watchers = self.watchers.borrow();
+        match partition {
+            Some(key) => {
+                if let Some(event) = watchers.get(key) {
+                    event.notify(usize::MAX);
+                }
+            }
+            None => {
+                watchers.values().for_each(|event| {
+                    event.notify(usize::MAX);
+                });
+                self.other_data.notify(usize::MAX);
+            }
+        }
+    }
+
+    /// A long poll's wait for news of `partition` (register before reading, so no change
+    /// between the read and the wait is missed).
+    pub fn watch(&self, topic: &str, partition: i32) -> event_listener::EventListener {
+        let known = self.topics.borrow().get(topic).is_some_and(|t| (0..t.partitions).contains(&partition));
+        if !known {
+            return self.other_data.listen();
+        }
+        self.watchers.borrow_mut().entry((topic.to_owned(), partition)).or_default().listen()
     }
 
     pub fn replica(&self, topic: &str, partition: i32) -> Option<Rc<ReplicatedPartition>> {
@@ -321,7 +357,10 @@ impl Shard {
                 self.offsets_leadership(p, rp.is_leader().then(|| rp.leader_epoch()));
             }
         }
-        self.announce_data();
+        // Partitions of deleted topics leave the purgatory; leaderships may have moved, so
+        // every long poll reads again.
+        self.watchers.borrow_mut().retain(|(topic, _), _| image.topic_by_name(topic).is_some());
+        self.announce_data(None);
     }
 
     pub fn owner(&self, topic: &str, partition: i32) -> ShardId {
@@ -397,9 +436,7 @@ impl Shard {
                         let _ = tx.send(answer);
                     }
                 }
-                PeerMessage::DataArrived => {
-                    self.data_arrived.notify(usize::MAX);
-                }
+                PeerMessage::DataArrived(partition) => self.wake(partition.as_ref()),
             }
         }
     }
@@ -595,8 +632,8 @@ impl replication::Host for Shard {
         &self.commit
     }
 
-    fn announce_data(self: Rc<Self>) {
-        Shard::announce_data(&self);
+    fn announce_data(self: Rc<Self>, topic: &str, partition: i32) {
+        Shard::announce_data(&self, Some((topic.to_owned(), partition)));
     }
 
     fn broker_address(&self, node: NodeId) -> Option<std::net::SocketAddr> {
