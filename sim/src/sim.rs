@@ -581,13 +581,7 @@ impl Sim {
                     }
                 }
                 Output::Violation(message) => self.fail(message),
-                Output::Halt => {
-                    let incarnation = self.nodes[i].incarnation;
-                    if self.sync_failed[i].is_none_or(|(seen, _)| seen != incarnation) {
-                        self.sync_failed[i] = Some((incarnation, self.nodes[i].disk.log_durable));
-                    }
-                    self.crash(i);
-                }
+                Output::Halt => self.crash(i),
                 Output::AckedAll { end, high_watermark } => {
                     if end > high_watermark {
                         self.fail(format!(
@@ -703,6 +697,12 @@ impl Sim {
                     self.counts.fsync_failures += 1;
                     self.faults += 1;
                     self.trace.add(0xf5f1 + i as u64);
+                    // Recorded here, not by the driver: the check must hold whatever the
+                    // driver does with the error.
+                    let incarnation = self.nodes[i].incarnation;
+                    if matches!(op, DiskOp::LogSync { .. }) && self.sync_failed[i].is_none_or(|(seen, _)| seen != incarnation) {
+                        self.sync_failed[i] = Some((incarnation, self.nodes[i].disk.log_durable));
+                    }
                     self.nodes[i].fail_disk(op, &mut out);
                 } else {
                     let now = self.nodes[i].clock.local(self.now);
