@@ -13,6 +13,17 @@
 //! | [`Anomaly::Unseen`] | `:unseen` | an acknowledged value never read, and the final read after healing did not reach it |
 //! | [`Anomaly::NonMonotonicPoll`] | `:nonmonotonic-poll` | a consumer's successive offsets did not increase |
 //! | [`Anomaly::PollSkip`] | `:poll-skip` | a consumer jumped over offsets that hold values |
+//! | [`Anomaly::ReadAboveHighWatermark`] | (none: Jepsen cannot see HWs) | a poll returned a record at or above the high watermark its answer reported |
+//! | [`Anomaly::AbortedRead`] | `:aborted-read` (G1a) | a value whose produce definitely failed was read |
+//!
+//! A Kafka fetch answer carries the partition's high watermark, read after the records: a
+//! consumer (outside read_uncommitted transactions, which this log has none of) is served only
+//! records below it, so every polled offset must be below the HW of its own answer.
+//!
+//! Only definite failures ([`SendOutcome::Fail`]) promise the value is absent. Kafka gives that
+//! promise for errors returned before the append (NOT_ENOUGH_REPLICAS, request validation),
+//! never for a timeout, NOT_ENOUGH_REPLICAS_AFTER_APPEND or NOT_LEADER_OR_FOLLOWER: those
+//! values may be read, and are `:info`.
 //!
 //! Nothing here knows about the simulator: `jepsen/` can feed it histories from real clients.
 
@@ -38,8 +49,9 @@ pub enum SendOutcome {
 pub enum Op {
     /// A produce of `values` (one batch, in order) by `process`.
     Send { process: u32, values: Vec<Value>, outcome: SendOutcome },
-    /// A successful poll by `process`: `(offset, value)` pairs in the order returned.
-    Poll { process: u32, records: Vec<(i64, Value)> },
+    /// A successful poll by `process`: `(offset, value)` pairs in the order returned, and the
+    /// high watermark the same answer reported.
+    Poll { process: u32, records: Vec<(i64, Value)>, high_watermark: i64 },
     /// A consumer re-positioned itself (restart, seek): monotonicity restarts after it.
     Seek { process: u32 },
     /// The read of the whole committed log after healing, from the log start.
@@ -54,6 +66,8 @@ pub enum Anomaly {
     Unseen { value: Value, offset: i64, final_read_end: i64 },
     NonMonotonicPoll { process: u32, previous: i64, next: i64 },
     PollSkip { process: u32, from: i64, to: i64, skipped: Vec<i64> },
+    ReadAboveHighWatermark { process: u32, offset: i64, high_watermark: i64 },
+    AbortedRead { value: Value, offset: i64, error: String },
 }
 
 impl fmt::Display for Anomaly {
@@ -80,6 +94,14 @@ impl fmt::Display for Anomaly {
             Anomaly::PollSkip { process, from, to, skipped } => write!(
                 f,
                 "poll-skip: consumer {process} went from offset {from} to {to}, skipping {skipped:?}"
+            ),
+            Anomaly::ReadAboveHighWatermark { process, offset, high_watermark } => write!(
+                f,
+                "read-above-high-watermark: consumer {process} read offset {offset} from an answer whose high watermark was {high_watermark}"
+            ),
+            Anomaly::AbortedRead { value, offset, error } => write!(
+                f,
+                "aborted-read: value {value} read at offset {offset}, though its produce failed with {error} (definitely not written)"
             ),
         }
     }
@@ -143,6 +165,8 @@ pub fn check(history: &[Op]) -> Vec<Anomaly> {
     let mut acked: BTreeMap<Value, i64> = BTreeMap::new();
     let mut max_read_offset = -1i64;
     let mut final_read_end: Option<i64> = None;
+    let mut failed: BTreeMap<Value, &str> = BTreeMap::new();
+    let mut above_high_watermark = Vec::new();
     let mut observe = |offset: i64, value: Value| {
         at_offset.entry(offset).or_default().insert(value);
         offsets_of.entry(value).or_default().insert(offset);
@@ -156,12 +180,24 @@ pub fn check(history: &[Op]) -> Vec<Anomaly> {
                     observe(offset, value);
                 }
             }
+            Op::Send { values, outcome: SendOutcome::Fail(error), .. } => {
+                for &value in values {
+                    failed.insert(value, error);
+                }
+            }
             Op::Send { .. } | Op::Seek { .. } => {}
-            Op::Poll { records, .. } => {
+            Op::Poll { process, records, high_watermark } => {
                 for &(offset, value) in records {
                     observe(offset, value);
                     read_values.insert(value);
                     max_read_offset = max_read_offset.max(offset);
+                    if offset >= *high_watermark && above_high_watermark.len() < REPORTS_PER_CLASS_MAX {
+                        above_high_watermark.push(Anomaly::ReadAboveHighWatermark {
+                            process: *process,
+                            offset,
+                            high_watermark: *high_watermark,
+                        });
+                    }
                 }
             }
             Op::FinalRead { records } => {
@@ -176,7 +212,16 @@ pub fn check(history: &[Op]) -> Vec<Anomaly> {
         }
     }
 
-    let mut anomalies = Vec::new();
+    let mut anomalies = above_high_watermark;
+    // A failed value read anywhere (polls, the final read; an ack of it cannot happen, a
+    // value is sent once).
+    anomalies.extend(
+        offsets_of
+            .iter()
+            .filter_map(|(value, offsets)| Some((*value, *offsets.first()?, *failed.get(value)?)))
+            .take(REPORTS_PER_CLASS_MAX)
+            .map(|(value, offset, error)| Anomaly::AbortedRead { value, offset, error: error.to_string() }),
+    );
     anomalies.extend(
         at_offset
             .iter()
@@ -227,7 +272,7 @@ pub fn check(history: &[Op]) -> Vec<Anomaly> {
             Op::Seek { process } => {
                 last.remove(process);
             }
-            Op::Poll { process, records } => {
+            Op::Poll { process, records, .. } => {
                 for &(offset, _) in records {
                     if let Some(&previous) = last.get(process) {
                         if offset <= previous {
@@ -272,8 +317,45 @@ mod tests {
         Op::Send { process, values: values.to_vec(), outcome: SendOutcome::Ok { base_offset } }
     }
 
+    /// A poll whose answer reported a high watermark past its records.
     fn poll(process: u32, records: &[(i64, Value)]) -> Op {
-        Op::Poll { process, records: records.to_vec() }
+        let high_watermark = records.iter().map(|&(o, _)| o + 1).max().unwrap_or(0);
+        Op::Poll { process, records: records.to_vec(), high_watermark }
+    }
+
+    fn fail(process: u32, values: &[Value], error: &str) -> Op {
+        Op::Send { process, values: values.to_vec(), outcome: SendOutcome::Fail(error.into()) }
+    }
+
+    #[test]
+    fn detects_read_above_high_watermark() {
+        let history = vec![
+            ok(1, &[10, 11], 0),
+            Op::Poll { process: 9, records: vec![(0, 10), (1, 11)], high_watermark: 1 },
+        ];
+        assert_eq!(
+            check(&history),
+            vec![Anomaly::ReadAboveHighWatermark { process: 9, offset: 1, high_watermark: 1 }]
+        );
+        // Also where acknowledged writes may be lost: serving uncommitted data is never expected.
+        assert_eq!(check_with(&history, true).anomalies.len(), 1);
+    }
+
+    #[test]
+    fn detects_aborted_read_but_not_read_of_indeterminate_write() {
+        let history = vec![
+            fail(1, &[10], "NotEnoughReplicas"),
+            Op::Send { process: 2, values: vec![20], outcome: SendOutcome::Info("NotEnoughReplicasAfterAppend".into()) },
+            poll(9, &[(0, 20), (1, 10)]),
+        ];
+        assert_eq!(
+            check(&history),
+            vec![Anomaly::AbortedRead { value: 10, offset: 1, error: "NotEnoughReplicas".into() }]
+        );
+        let final_read = vec![fail(1, &[10], "NotEnoughReplicas"), Op::FinalRead { records: vec![(0, 10)] }];
+        assert_eq!(check_with(&final_read, true).anomalies.len(), 1);
+        // A failed value nobody read is what a definite failure promises.
+        assert_eq!(check(&[fail(1, &[10], "NotEnoughReplicas"), poll(9, &[(0, 20)])]), vec![]);
     }
 
     #[test]

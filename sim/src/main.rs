@@ -6,7 +6,7 @@ use std::time::Instant;
 use clap::{Parser, Subcommand};
 use odradek_sim::options::Scenario;
 use odradek_sim::runner;
-use odradek_sim::sim::Report;
+use odradek_sim::sim::{FaultCounts, Report};
 
 #[derive(Parser)]
 #[command(name = "odradek-sim", about = "odradek's deterministic simulator")]
@@ -77,6 +77,7 @@ fn main() -> ExitCode {
                 report.high_watermark
             );
             println!("options: {}", report.options.summary());
+            println!("fired: {}", report.counts);
             if report.failure.is_some() {
                 print_failure(&report);
                 return ExitCode::FAILURE;
@@ -87,12 +88,14 @@ fn main() -> ExitCode {
         Command::Swarm { seeds, from, scenario, all_scenarios, keep_going } => {
             let started = Instant::now();
             let (mut simulated_ms, mut failed, mut acked, mut lost) = (0i64, 0u64, 0usize, 0usize);
+            let mut counts = FaultCounts::default();
             for seed in from..from.saturating_add(seeds) {
                 let scenario = if all_scenarios { Scenario::ALL[(seed % Scenario::ALL.len() as u64) as usize] } else { scenario };
                 let report = runner::run(seed, scenario);
                 simulated_ms += report.simulated_ms;
                 acked += report.acked;
                 lost += report.expected_losses;
+                counts.add(&report.counts);
                 if report.failure.is_some() {
                     failed += 1;
                     print_failure(&report);
@@ -109,6 +112,7 @@ fn main() -> ExitCode {
                 simulated_ms as f64 / 1000.0,
                 wall
             );
+            println!("fired: {counts}");
             if failed > 0 {
                 ExitCode::FAILURE
             } else {

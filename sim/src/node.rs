@@ -69,6 +69,8 @@ pub enum Output {
     AckedAll { end: Offset, high_watermark: Offset },
     /// A driver-visible breach of a replica rule (the simulator fails the run).
     Violation(String),
+    /// The process stops itself (a failed fsync): the simulator crashes it.
+    Halt,
 }
 
 enum Rpc {
@@ -131,7 +133,14 @@ pub struct Node {
     pub replica_config: ReplicaConfig,
     /// Global time of the timer event this node has queued.
     pub timer_at: Option<i64>,
+    /// Answers to an earlier incarnation's fetches and epoch queries, dropped.
+    pub stale_answers: usize,
 }
+
+/// Replica request ids on the wire carry the incarnation above these bits: the replica numbers
+/// its requests from 0 in every incarnation, and only the incarnation that asked may take the
+/// answer (in `io` the answer comes back on the asking process's own TCP connection).
+const INCARNATION_SHIFT: u32 = 40;
 
 pub const RPC_TIMEOUT_MS: i64 = 2_000;
 pub const HEARTBEAT_INTERVAL_MS: i64 = 500;
@@ -150,6 +159,7 @@ impl Node {
             incarnation: 0,
             replica_config,
             timer_at: None,
+            stale_answers: 0,
         }
     }
 
@@ -279,7 +289,7 @@ impl Node {
                 }
             }
             Payload::FetchResponse { fetch_id, response } => {
-                if let Some(r) = p.replica.as_mut() {
+                if let (Some(fetch_id), Some(r)) = (own_answer(self.incarnation, fetch_id, &mut self.stale_answers), p.replica.as_mut()) {
                     r.handle_fetch_response(now, fetch_id, response);
                 }
             }
@@ -291,7 +301,7 @@ impl Node {
                 out.push(Output::Send { to: from, payload: Payload::EpochAnswer { request_id, result } });
             }
             Payload::EpochAnswer { request_id, result } => {
-                if let Some(r) = p.replica.as_mut() {
+                if let (Some(request_id), Some(r)) = (own_answer(self.incarnation, request_id, &mut self.stale_answers), p.replica.as_mut()) {
                     r.handle_offset_for_leader_epoch_response(now, request_id, result);
                 }
             }
@@ -411,6 +421,13 @@ impl Node {
                         out.push(Output::Send { to, payload: Payload::Raft(message.encode()) });
                     }
                     raft::Action::Apply { entries } => {
+                        // Raft queues a term change's `Leader` after the `Apply` of the same
+                        // input (a deposed leader whose first word of the new term is an
+                        // Append that also commits): the controller must hear of the new term
+                        // before it sees entries of that term, or, still active for its old
+                        // term, it holds a pending view behind the committed image (its
+                        // invariant trips). The later `Leader` repeats this and changes nothing.
+                        p.controller.handle_leader(now, p.raft.term(), p.raft.leader());
                         for entry in entries {
                             out.push(Output::Applied { index: entry.index, term: entry.term, data: entry.data.clone() });
                             p.controller.handle_committed(now, &entry);
@@ -565,9 +582,11 @@ impl Node {
                             self.disk.log_start = self.disk.log_start.max(start_offset.0);
                         }
                         replica::Action::SendFetch { to, fetch_id, request } => {
+                            let fetch_id = (self.incarnation << INCARNATION_SHIFT) | fetch_id;
                             out.push(Output::Send { to, payload: Payload::Fetch { fetch_id, request } });
                         }
                         replica::Action::SendOffsetForLeaderEpoch { to, request_id, current_leader_epoch, leader_epoch } => {
+                            let request_id = (self.incarnation << INCARNATION_SHIFT) | request_id;
                             out.push(Output::Send {
                                 to,
                                 payload: Payload::EpochQuery { request_id, current: current_leader_epoch, epoch: leader_epoch },
@@ -613,6 +632,23 @@ impl Node {
             }
         }
         panic!("node {id}: pump did not settle");
+    }
+
+    /// A disk operation failed: its fsync returned an error. The replica has no failed-sync
+    /// input and needs none: Kafka takes the failed log dir offline, and a broker whose only
+    /// log dir (or metadata log dir) failed halts. Retrying is not an option: after a failed
+    /// fsync the kernel may drop the dirty pages and a later fsync succeeds without them, so
+    /// nothing the failed sync covered may ever be counted as durable in this incarnation.
+    /// The process stops; what the sync covered is lost, or survives torn, as after a power
+    /// loss, and recovery decides what stays.
+    pub fn fail_disk(&mut self, op: DiskOp, out: &mut Vec<Output>) {
+        if self.process.is_none() {
+            return;
+        }
+        if let DiskOp::LogSync { id } = op {
+            self.disk.pending_log_syncs.retain(|&(i, _)| i != id);
+        }
+        out.push(Output::Halt);
     }
 
     /// A disk operation finished.
@@ -688,6 +724,16 @@ fn on_ctrl_response(id: NodeId, p: &mut Process, now: i64, rpc: Rpc, response: R
             panic!("node {id}: {kind} answered with {response:?}");
         }
     }
+}
+
+/// The replica's id of an answer meant for this incarnation; `None` (counted) for an answer
+/// to an earlier one.
+fn own_answer(incarnation: u64, wire_id: u64, stale: &mut usize) -> Option<u64> {
+    if wire_id >> INCARNATION_SHIFT == incarnation {
+        return Some(wire_id & ((1 << INCARNATION_SHIFT) - 1));
+    }
+    *stale += 1;
+    None
 }
 
 /// The known Raft leader, or else the voters in turn.

@@ -63,6 +63,24 @@ pub struct Options {
     pub consumers: u32,
     pub produce_interval_ms: (i64, i64),
     pub records_per_batch_max: u32,
+    // ---- drawn after the fields above, so that a seed keeps the values those had ----
+    /// Share of partitions that cut one direction only (A reaches B, B does not reach A).
+    pub one_way_probability: f64,
+    /// Per message between nodes (and from a node to a client): it is delivered a second
+    /// time, up to `duplicate_delay_ms_max` after the first (a request retried over a new
+    /// connection while the first copy is still queued).
+    pub duplicate_probability: f64,
+    pub duplicate_delay_ms_max: i64,
+    /// A message already in flight on a link when a partition cuts it still arrives with this
+    /// probability, else it is lost (packets past the cut arrive, the rest die with the
+    /// connection).
+    pub inflight_delivery_probability: f64,
+    /// Per message reaching a crashed node: held until the node is back (a peer's or the
+    /// network's queue outliving the crash), so answers to the previous incarnation's
+    /// requests reach the new one.
+    pub hold_for_restart_probability: f64,
+    /// Per fsync (partition log, metadata log, vote): it fails (EIO).
+    pub fsync_failure_probability: f64,
 }
 
 /// Named fault mixes; `Swarm` draws everything from the seed.
@@ -93,10 +111,17 @@ pub enum Scenario {
     /// Power loss with `ack_after_fsync` off: acknowledged writes may be lost (reported as
     /// expected for this mode), replicas never diverge.
     PowerLossNoFsync,
+    /// Messages that outlive their context: duplicated, held across a crash and delivered to
+    /// the restarted node, in flight across a new (often one-way) partition, under fast
+    /// crashes and restarts.
+    StaleMessages,
+    /// fsyncs fail often: each failure halts its broker, which loses what the failed sync
+    /// covered (or keeps a torn prefix of it).
+    FsyncFailure,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 11] = [
+    pub const ALL: [Scenario; 13] = [
         Scenario::Swarm,
         Scenario::Kip101,
         Scenario::DoubleCrash,
@@ -108,6 +133,8 @@ impl Scenario {
         Scenario::IsrExpansionRace,
         Scenario::AcksMatrix,
         Scenario::PowerLossNoFsync,
+        Scenario::StaleMessages,
+        Scenario::FsyncFailure,
     ];
 
     pub fn name(self) -> &'static str {
@@ -123,6 +150,8 @@ impl Scenario {
             Scenario::IsrExpansionRace => "isr-expansion-race",
             Scenario::AcksMatrix => "acks-matrix",
             Scenario::PowerLossNoFsync => "power-loss-no-fsync",
+            Scenario::StaleMessages => "stale-messages",
+            Scenario::FsyncFailure => "fsync-failure",
         }
     }
 
@@ -177,6 +206,12 @@ impl Options {
             consumers: rng.gen_range(1..3),
             produce_interval_ms: (rng.gen_range(1..10), rng.gen_range(10..200)),
             records_per_batch_max: rng.gen_range(1..4),
+            one_way_probability: 0.0,
+            duplicate_probability: 0.0,
+            duplicate_delay_ms_max: 0,
+            inflight_delivery_probability: 1.0,
+            hold_for_restart_probability: 0.0,
+            fsync_failure_probability: 0.0,
         };
         match scenario {
             Scenario::Swarm => {}
@@ -274,6 +309,41 @@ impl Options {
                 o.crash_probability = rng.gen_range(0.0..0.1);
                 o.torn_writes = true;
             }
+            Scenario::StaleMessages => {
+                o.fault_interval_ms = rng.gen_range(200..800);
+                o.crash_probability = rng.gen_range(0.1..0.3);
+                o.restart_delay_ms = (0, rng.gen_range(200..3_000));
+                o.partition_probability = rng.gen_range(0.1..0.3);
+                o.heal_probability = rng.gen_range(0.2..0.6);
+                o.power_loss_probability = 0.0;
+            }
+            Scenario::FsyncFailure => {
+                o.torn_writes = rng.gen_bool(0.7);
+                o.disk_latency_ms = (1, 30);
+            }
+        }
+        // The faults added after the rest: drawn last, so every earlier option keeps its value.
+        o.one_way_probability = chance(rng, 0.5, 0.2, 1.0);
+        o.duplicate_probability = chance(rng, 0.4, 0.001, 0.05);
+        o.duplicate_delay_ms_max = rng.gen_range(0..3_000);
+        o.inflight_delivery_probability = rng.gen_range(0.0..=1.0);
+        o.hold_for_restart_probability = chance(rng, 0.4, 0.05, 0.5);
+        o.fsync_failure_probability = chance(rng, 0.3, 0.0002, 0.003);
+        match scenario {
+            // The leader is cut off both ways from the quorum, and nothing crashes.
+            Scenario::ZombieLeader => {
+                o.one_way_probability = 0.0;
+                o.fsync_failure_probability = 0.0;
+            }
+            // Only the follower stalls and the aimed crash of the last replica.
+            Scenario::LastReplicaStanding => o.fsync_failure_probability = 0.0,
+            Scenario::StaleMessages => {
+                o.one_way_probability = rng.gen_range(0.3..1.0);
+                o.duplicate_probability = rng.gen_range(0.01..0.1);
+                o.hold_for_restart_probability = rng.gen_range(0.3..1.0);
+            }
+            Scenario::FsyncFailure => o.fsync_failure_probability = rng.gen_range(0.002..0.02),
+            _ => {}
         }
         o
     }
@@ -290,7 +360,8 @@ impl Options {
             "scenario={} safety_ms={} crash={:.3} power_loss={:.3} torn={} pause={:.3}/{}ms \
              partition={:.3} heal={:.2} clog={:.3} target_leader={} loss={:.3} delay={:?}ms \
              disk={:?}ms skew<={}ms drift<={}ppm ofle={} min_isr={} acks={} fsync={} stall={:.3}/{}ms \
-             crash_on_expansion={:.2} crash_last={:.2} crash_over_lagging={:.2} producers={} consumers={}",
+             crash_on_expansion={:.2} crash_last={:.2} crash_over_lagging={:.2} producers={} consumers={} \
+             one_way={:.2} duplicate={:.3}/{}ms inflight_delivery={:.2} hold_for_restart={:.2} fsync_failure={:.4}",
             self.scenario.name(),
             self.safety_ms,
             self.crash_probability,
@@ -318,6 +389,12 @@ impl Options {
             self.crash_leader_over_lagging_follower,
             self.producers,
             self.consumers,
+            self.one_way_probability,
+            self.duplicate_probability,
+            self.duplicate_delay_ms_max,
+            self.inflight_delivery_probability,
+            self.hold_for_restart_probability,
+            self.fsync_failure_probability,
         )
     }
 }

@@ -76,6 +76,93 @@ pub struct Report {
     /// Trace hash every 1,024 events: what the madsim determinism check compares.
     pub checkpoints: Vec<u64>,
     pub failure: Option<Failure>,
+    pub counts: FaultCounts,
+}
+
+/// How often each fault fired in a run (and a few workload events the checker relies on), so
+/// a report shows that a fault does happen, not only that it is switched on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FaultCounts {
+    pub crashes: usize,
+    pub power_losses: usize,
+    pub pauses: usize,
+    /// Partitions started, and of those one-way ones.
+    pub partitions: usize,
+    pub one_way_partitions: usize,
+    pub clogs: usize,
+    pub stalls: usize,
+    pub messages_lost: usize,
+    pub duplicates: usize,
+    /// Messages sent before a partition cut their link and reaching the end of it after:
+    /// delivered anyway, or lost.
+    pub in_flight_delivered: usize,
+    pub in_flight_lost: usize,
+    /// Messages that reached a crashed node and were held until it restarted.
+    pub held_for_restart: usize,
+    /// Messages sent to an earlier incarnation of a node, delivered to a later one.
+    pub stale_deliveries: usize,
+    /// Of those, answers to an earlier incarnation's replica fetches and epoch queries, which
+    /// the node drops.
+    pub stale_answers: usize,
+    pub fsync_failures: usize,
+    /// Produces answered with a definite failure (never written: see `definitely_not_written`).
+    pub definite_failures: usize,
+    /// Consumer polls that returned records, and random seeks.
+    pub polls: usize,
+    pub seeks: usize,
+}
+
+impl FaultCounts {
+    pub fn add(&mut self, o: &FaultCounts) {
+        self.crashes += o.crashes;
+        self.power_losses += o.power_losses;
+        self.pauses += o.pauses;
+        self.partitions += o.partitions;
+        self.one_way_partitions += o.one_way_partitions;
+        self.clogs += o.clogs;
+        self.stalls += o.stalls;
+        self.messages_lost += o.messages_lost;
+        self.duplicates += o.duplicates;
+        self.in_flight_delivered += o.in_flight_delivered;
+        self.in_flight_lost += o.in_flight_lost;
+        self.held_for_restart += o.held_for_restart;
+        self.stale_deliveries += o.stale_deliveries;
+        self.stale_answers += o.stale_answers;
+        self.fsync_failures += o.fsync_failures;
+        self.definite_failures += o.definite_failures;
+        self.polls += o.polls;
+        self.seeks += o.seeks;
+    }
+}
+
+impl std::fmt::Display for FaultCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "crashes {} power-losses {} pauses {} partitions {} (one-way {}) clogs {} stalls {} lost {} \
+             duplicated {} in-flight-across-partition {} delivered / {} lost held-for-restart {} \
+             stale-deliveries {} (stale answers dropped {}) fsync-failures {} \
+             definite-failures {} polls {} seeks {}",
+            self.crashes,
+            self.power_losses,
+            self.pauses,
+            self.partitions,
+            self.one_way_partitions,
+            self.clogs,
+            self.stalls,
+            self.messages_lost,
+            self.duplicates,
+            self.in_flight_delivered,
+            self.in_flight_lost,
+            self.held_for_restart,
+            self.stale_deliveries,
+            self.stale_answers,
+            self.fsync_failures,
+            self.definite_failures,
+            self.polls,
+            self.seeks
+        )
+    }
 }
 
 impl Report {
@@ -95,7 +182,8 @@ pub fn seed_options(seed: u64, scenario: Scenario) -> Options {
 
 #[derive(Debug)]
 enum Event {
-    Deliver { from: NodeId, to: NodeId, sent: i64, payload: Payload },
+    /// `to_incarnation`: the receiver's incarnation when the message was sent (0 for clients).
+    Deliver { from: NodeId, to: NodeId, sent: i64, to_incarnation: u64, payload: Payload },
     Timer { node: usize },
     Disk { node: usize, incarnation: u64, op: DiskOp },
     Restart { node: usize },
@@ -146,6 +234,8 @@ struct Client {
     inflight: Option<(i32, i64, Vec<u64>)>,
     next_corr: i32,
     position: i64,
+    /// The highest high watermark a fetch answer reported: the range of random seeks.
+    high_watermark_seen: i64,
     done: bool,
 }
 
@@ -184,8 +274,17 @@ pub struct Sim {
     rng_disk: ChaCha8Rng,
     rng_fault: ChaCha8Rng,
     rng_work: ChaCha8Rng,
-    /// Cut links (unordered pairs of endpoints).
+    /// Cut links, directed: `(from, to)` means `from`'s messages do not reach `to`.
     cut: BTreeSet<(NodeId, NodeId)>,
+    /// Per directed link, the latest cut: (start, end once healed). A message sent at or
+    /// before a start and arriving after it crossed the partition.
+    cut_history: BTreeMap<(NodeId, NodeId), (i64, Option<i64>)>,
+    /// When each crashed node restarts (for messages held until then).
+    restart_at: Vec<Option<i64>>,
+    /// Per node: (incarnation, its durable log end) at the first failed fsync of that
+    /// incarnation; nothing past that offset may count as durable while it lives.
+    sync_failed: Vec<Option<(u64, i64)>>,
+    counts: FaultCounts,
     /// Links with extra delay.
     clogged: BTreeMap<(NodeId, NodeId), i64>,
     faults_on: bool,
@@ -207,6 +306,8 @@ pub struct Sim {
     /// `ODRADEK_SIM_DEBUG` set: print the cluster state every 2 simulated seconds.
     debug: bool,
     debug_node: Option<i32>,
+    /// `ODRADEK_SIM_DEBUG_FROM` (ms, default 62,000): where that node's messages start printing.
+    debug_from: i64,
     /// Every batch ever written, by (base offset, leader epoch): one leader writes one batch
     /// at an offset in its epoch, so a second, different one is divergence (or corruption
     /// that recovery let through).
@@ -283,6 +384,10 @@ impl Sim {
             rng_fault: derive(seed, 4),
             rng_work: derive(seed, 5),
             cut: BTreeSet::new(),
+            cut_history: BTreeMap::new(),
+            restart_at: vec![None; NODES as usize],
+            sync_failed: vec![None; NODES as usize],
+            counts: FaultCounts::default(),
             clogged: BTreeMap::new(),
             faults_on: true,
             trace: TraceHash(0xcbf2_9ce4_8422_2325),
@@ -298,6 +403,7 @@ impl Sim {
             acked_stop: None,
             debug: std::env::var_os("ODRADEK_SIM_DEBUG").is_some(),
             debug_node: std::env::var("ODRADEK_SIM_DEBUG_NODE").ok().and_then(|v| v.parse().ok()),
+            debug_from: std::env::var("ODRADEK_SIM_DEBUG_FROM").ok().and_then(|v| v.parse().ok()).unwrap_or(62_000),
             written: BTreeMap::new(),
             committed_end: 0,
             latest_image: None,
@@ -349,6 +455,9 @@ impl Sim {
             }
         }
         let high_watermark = self.leader().map_or(-1, |i| self.replica_hw(i));
+        for n in &self.nodes {
+            self.counts.stale_answers += n.stale_answers;
+        }
         Report {
             seed: self.seed,
             trace_hash: self.trace.0,
@@ -360,6 +469,7 @@ impl Sim {
             expected_losses: self.expected_losses,
             checkpoints: std::mem::take(&mut self.checkpoints),
             failure: self.failure.clone(),
+            counts: self.counts,
             options: self.options,
         }
     }
@@ -471,6 +581,7 @@ impl Sim {
                     }
                 }
                 Output::Violation(message) => self.fail(message),
+                Output::Halt => self.crash(i),
                 Output::AckedAll { end, high_watermark } => {
                     if end > high_watermark {
                         self.fail(format!(
@@ -499,22 +610,51 @@ impl Sim {
 
     fn dispatch(&mut self, event: Event) {
         match event {
-            Event::Deliver { from, to, sent, payload } => {
+            Event::Deliver { from, to, sent, to_incarnation, payload } => {
                 self.trace.add(((from.0 as u64) << 32) | to.0 as u64);
                 if self.lost_in_flight.get(&from).is_some_and(|&at| sent <= at) {
                     return;
                 }
-                if self.debug_node.is_some_and(|n| (n == to.0 || n == from.0) && self.now > 62_000) && !matches!(payload, Payload::Raft(_)) {
+                // Sent before a partition cut this link: what was past the cut arrives, what
+                // was still in the sender's buffers dies with the connection.
+                if let Some(&(start, end)) = self.cut_history.get(&(from, to)) {
+                    if start >= sent && end.is_none_or(|e| e > start) {
+                        if self.rng_net.gen_bool(self.options.inflight_delivery_probability) {
+                            self.counts.in_flight_delivered += 1;
+                            self.trace.add(0x1f11 + sent as u64);
+                        } else {
+                            self.counts.in_flight_lost += 1;
+                            self.trace.add(0x1f10 + sent as u64);
+                            return;
+                        }
+                    }
+                }
+                if self.debug_node.is_some_and(|n| (n == to.0 || n == from.0) && self.now > self.debug_from) && !matches!(payload, Payload::Raft(_)) {
                     eprintln!("t={} {from}->{to} {:?}", self.now, payload);
                 }
                 if let Some(i) = self.node_index(to) {
                     if let Some(until) = self.nodes[i].paused_until {
                         // A paused process leaves messages in its socket buffers.
-                        self.schedule(until, Event::Deliver { from, to, sent, payload });
+                        self.schedule(until, Event::Deliver { from, to, sent, to_incarnation, payload });
                         return;
                     }
                     if !self.nodes[i].is_up() {
+                        let p = self.options.hold_for_restart_probability;
+                        if let (true, Some(restart)) = (self.faults_on && p > 0.0, self.restart_at[i]) {
+                            if self.rng_net.gen_bool(p) {
+                                // Queued somewhere until the node is back: whatever it answers
+                                // or asks was meant for the previous incarnation.
+                                let at = restart.max(self.now) + self.rng_net.gen_range(1..=200);
+                                self.counts.held_for_restart += 1;
+                                self.trace.add(0x401d + at as u64);
+                                self.schedule(at, Event::Deliver { from, to, sent, to_incarnation, payload });
+                            }
+                        }
                         return;
+                    }
+                    if self.nodes[i].incarnation != to_incarnation {
+                        self.counts.stale_deliveries += 1;
+                        self.trace.add(0x57a1e + i as u64);
                     }
                     let now = self.nodes[i].clock.local(self.now);
                     let mut out = Vec::new();
@@ -551,13 +691,28 @@ impl Sim {
                         return;
                     }
                 }
-                let now = self.nodes[i].clock.local(self.now);
+                let p = self.options.fsync_failure_probability;
                 let mut out = Vec::new();
-                self.nodes[i].complete_disk(now, op, &mut out);
+                if self.faults_on && p > 0.0 && self.rng_disk.gen_bool(p) {
+                    self.counts.fsync_failures += 1;
+                    self.faults += 1;
+                    self.trace.add(0xf5f1 + i as u64);
+                    // Recorded here, not by the driver: the check must hold whatever the
+                    // driver does with the error.
+                    let incarnation = self.nodes[i].incarnation;
+                    if matches!(op, DiskOp::LogSync { .. }) && self.sync_failed[i].is_none_or(|(seen, _)| seen != incarnation) {
+                        self.sync_failed[i] = Some((incarnation, self.nodes[i].disk.log_durable));
+                    }
+                    self.nodes[i].fail_disk(op, &mut out);
+                } else {
+                    let now = self.nodes[i].clock.local(self.now);
+                    self.nodes[i].complete_disk(now, op, &mut out);
+                }
                 self.outputs(i, out);
             }
             Event::Restart { node: i } => {
                 if !self.nodes[i].is_up() {
+                    self.restart_at[i] = None;
                     self.trace.add(0x5e57_a270 + i as u64);
                     self.start_node(i);
                 }
@@ -597,11 +752,41 @@ impl Sim {
         }
     }
 
+    /// Cuts `from`'s messages to `to` (one direction).
+    fn cut_one_way(&mut self, from: NodeId, to: NodeId) {
+        if self.cut.insert((from, to)) {
+            self.cut_history.insert((from, to), (self.now, None));
+        }
+    }
+
+    fn cut_both_ways(&mut self, a: NodeId, b: NodeId) {
+        self.cut_one_way(a, b);
+        self.cut_one_way(b, a);
+    }
+
+    fn heal_cuts(&mut self) {
+        for link in std::mem::take(&mut self.cut) {
+            if let Some((_, end)) = self.cut_history.get_mut(&link) {
+                *end = Some(self.now);
+            }
+        }
+    }
+
+    /// Cuts node `i` off from the other nodes (clients still reach it).
+    fn isolate(&mut self, i: usize) {
+        let id = self.nodes[i].id;
+        let others: Vec<NodeId> = self.nodes.iter().map(|n| n.id).filter(|&o| o != id).collect();
+        for other in others {
+            self.cut_both_ways(id, other);
+        }
+    }
+
     fn send(&mut self, from: NodeId, to: NodeId, payload: Payload) {
-        if self.cut.contains(&Sim::link(from, to)) {
+        if self.cut.contains(&(from, to)) {
             return;
         }
         if self.faults_on && self.options.loss_probability > 0.0 && self.rng_net.gen_bool(self.options.loss_probability) {
+            self.counts.messages_lost += 1;
             return;
         }
         let (lo, hi) = self.options.delay_ms;
@@ -609,7 +794,18 @@ impl Sim {
         if let Some(extra) = self.clogged.get(&Sim::link(from, to)) {
             delay += extra;
         }
-        self.schedule(self.now + delay, Event::Deliver { from, to, sent: self.now, payload });
+        let to_incarnation = self.node_index(to).map_or(0, |i| self.nodes[i].incarnation);
+        // Clients' requests are not duplicated: a producer that does not retry sends each
+        // value once, and TCP never repeats a request on its own.
+        let p = self.options.duplicate_probability;
+        if self.faults_on && p > 0.0 && self.node_index(from).is_some() && self.rng_net.gen_bool(p) {
+            let again = self.now + delay + self.rng_net.gen_range(0..=self.options.duplicate_delay_ms_max);
+            self.counts.duplicates += 1;
+            self.faults += 1;
+            self.trace.add(0xd0b + again as u64);
+            self.schedule(again, Event::Deliver { from, to, sent: self.now, to_incarnation, payload: payload.clone() });
+        }
+        self.schedule(self.now + delay, Event::Deliver { from, to, sent: self.now, to_incarnation, payload });
     }
 
     // ---- faults ----
@@ -649,6 +845,7 @@ impl Sim {
             self.crash(i);
         }
         if o.power_loss_probability > 0.0 && self.rng_fault.gen_bool(o.power_loss_probability) {
+            self.counts.power_losses += 1;
             for i in 0..self.nodes.len() {
                 self.crash(i);
             }
@@ -659,6 +856,7 @@ impl Sim {
                 let until = self.now + self.rng_fault.gen_range(1..=o.pause_ms_max);
                 self.nodes[i].paused_until = Some(until);
                 self.faults += 1;
+                self.counts.pauses += 1;
                 self.trace.add(0x9a05e + i as u64);
                 self.schedule(until, Event::Resume { node: i });
             }
@@ -667,22 +865,37 @@ impl Sim {
             let i = self.target();
             let id = self.nodes[i].id;
             self.faults += 1;
+            self.counts.partitions += 1;
             self.trace.add(0xc07 + i as u64);
-            if o.scenario == Scenario::ZombieLeader || self.rng_fault.gen_bool(0.5) {
-                // Cut the node off from the other nodes; clients still reach it.
-                for other in &self.nodes {
-                    if other.id != id {
-                        self.cut.insert(Sim::link(id, other.id));
+            let isolate = o.scenario == Scenario::ZombieLeader || self.rng_fault.gen_bool(0.5);
+            let j = if isolate { None } else { Some((i + self.rng_fault.gen_range(1..self.nodes.len())) % self.nodes.len()) };
+            if o.one_way_probability > 0.0 && self.rng_fault.gen_bool(o.one_way_probability) {
+                // One direction only: the node (or link end) still hears, or still speaks.
+                self.counts.one_way_partitions += 1;
+                let outbound = self.rng_fault.gen_bool(0.5);
+                self.trace.add(0x1a7 + u64::from(outbound));
+                let peers: Vec<NodeId> = match j {
+                    None => self.nodes.iter().map(|n| n.id).filter(|&p| p != id).collect(),
+                    Some(j) => vec![self.nodes[j].id],
+                };
+                for peer in peers {
+                    if outbound {
+                        self.cut_one_way(id, peer);
+                    } else {
+                        self.cut_one_way(peer, id);
                     }
                 }
             } else {
-                // One random link between nodes.
-                let j = (i + self.rng_fault.gen_range(1..self.nodes.len())) % self.nodes.len();
-                self.cut.insert(Sim::link(id, self.nodes[j].id));
+                match j {
+                    // Cut the node off from the other nodes; clients still reach it.
+                    None => self.isolate(i),
+                    // One random link between nodes.
+                    Some(j) => self.cut_both_ways(id, self.nodes[j].id),
+                }
             }
         }
         if !self.cut.is_empty() && self.rng_fault.gen_bool(o.heal_probability) {
-            self.cut.clear();
+            self.heal_cuts();
         }
         if o.clog_probability > 0.0 && self.rng_fault.gen_bool(o.clog_probability) {
             let i = self.rng_fault.gen_range(0..self.nodes.len());
@@ -690,6 +903,7 @@ impl Sim {
             let extra = self.rng_fault.gen_range(50..2_000);
             self.clogged.insert(Sim::link(self.nodes[i].id, self.nodes[j].id), extra);
             self.faults += 1;
+            self.counts.clogs += 1;
         }
         if !self.clogged.is_empty() && self.rng_fault.gen_bool(o.heal_probability) {
             self.clogged.clear();
@@ -708,6 +922,7 @@ impl Sim {
             for i in chosen {
                 self.nodes[i].log_stall_until = Some(until);
                 self.faults += 1;
+                self.counts.stalls += 1;
                 self.trace.add(0x57a11 + i as u64);
             }
         }
@@ -793,14 +1008,10 @@ impl Sim {
             if self.rng_fault.gen_bool(0.75) {
                 self.crash(l);
             } else {
-                let id = self.nodes[l].id;
                 self.faults += 1;
+                self.counts.partitions += 1;
                 self.trace.add(0xc07 + l as u64);
-                for other in &self.nodes {
-                    if other.id != id {
-                        self.cut.insert(Sim::link(id, other.id));
-                    }
-                }
+                self.isolate(l);
             }
         }
     }
@@ -816,19 +1027,16 @@ impl Sim {
                     let until = self.now + self.rng_fault.gen_range(1..=3_000);
                     self.nodes[i].paused_until = Some(until);
                     self.faults += 1;
+                    self.counts.pauses += 1;
                     self.trace.add(0x9a05e + i as u64);
                     self.schedule(until, Event::Resume { node: i });
                 }
             }
             _ => {
-                let id = self.nodes[i].id;
                 self.faults += 1;
+                self.counts.partitions += 1;
                 self.trace.add(0xc07 + i as u64);
-                for other in &self.nodes {
-                    if other.id != id {
-                        self.cut.insert(Sim::link(id, other.id));
-                    }
-                }
+                self.isolate(i);
             }
         }
     }
@@ -838,18 +1046,20 @@ impl Sim {
             return;
         }
         self.faults += 1;
+        self.counts.crashes += 1;
         self.trace.add(0xc4a54 + i as u64);
         self.nodes[i].crash();
         let torn = self.options.torn_writes;
         self.nodes[i].disk.crash(torn, &mut self.rng_disk);
         let (lo, hi) = self.options.restart_delay_ms;
         let at = self.now + self.rng_fault.gen_range(lo..=hi.max(lo));
+        self.restart_at[i] = Some(at);
         self.schedule(at, Event::Restart { node: i });
     }
 
     fn heal(&mut self) {
         self.faults_on = false;
-        self.cut.clear();
+        self.heal_cuts();
         self.clogged.clear();
         for i in 0..self.nodes.len() {
             self.nodes[i].log_stall_until = None;
@@ -999,6 +1209,15 @@ impl Sim {
                 }
             }
             ClientKind::Consumer => {
+                // Now and then read from a random offset below what is known committed (a
+                // consumer that seeks, or a new one starting from a committed position), so
+                // reads start inside batches and at offsets a sequential reader passed long ago.
+                if self.rng_work.gen_bool(0.05) {
+                    let client = &mut self.clients[c];
+                    client.position = self.rng_work.gen_range(0..=client.high_watermark_seen.max(0));
+                    self.counts.seeks += 1;
+                    self.history.push(Op::Seek { process: from.0 as u32 });
+                }
                 let body = KafkaFetch::default()
                     .with_replica_id(BrokerId(-1))
                     .with_max_wait_ms(0)
@@ -1051,10 +1270,11 @@ impl Sim {
                     Ok(base_offset) => SendOutcome::Ok { base_offset },
                     Err(e) => {
                         self.clients[c].leader = None;
-                        match e {
-                            // Refused before any append: definitely not written.
-                            ErrorCode::NotEnoughReplicas => SendOutcome::Fail(format!("{e:?}")),
-                            _ => SendOutcome::Info(format!("{e:?}")),
+                        if definitely_not_written(e) {
+                            self.counts.definite_failures += 1;
+                            SendOutcome::Fail(format!("{e:?}"))
+                        } else {
+                            SendOutcome::Info(format!("{e:?}"))
                         }
                     }
                 };
@@ -1063,13 +1283,16 @@ impl Sim {
             Payload::FetchRecords { corr: got, result } if got == corr => {
                 self.clients[c].inflight = None;
                 match result {
-                    Ok((_, bytes)) => {
+                    Ok((high_watermark, bytes)) => {
+                        let client = &mut self.clients[c];
+                        client.high_watermark_seen = client.high_watermark_seen.max(high_watermark.0);
                         // A batch may start before the position: skip what precedes it.
-                        let position = self.clients[c].position;
+                        let position = client.position;
                         let records: Vec<(i64, u64)> = decode_values(&bytes).into_iter().filter(|&(o, _)| o >= position).collect();
                         if let Some(&(last, _)) = records.last() {
-                            self.clients[c].position = last + 1;
-                            self.history.push(Op::Poll { process, records });
+                            client.position = last + 1;
+                            self.counts.polls += 1;
+                            self.history.push(Op::Poll { process, records, high_watermark: high_watermark.0 });
                         }
                     }
                     Err(e) => {
@@ -1181,6 +1404,16 @@ impl Sim {
                 }
                 leaders.push((i, epoch, hw, isr));
             }
+            // After a failed fsync nothing this incarnation wrote past its durable end then may
+            // count: not as its own durable offset, so neither in its HW nor in a leader's.
+            if let Some((incarnation, durable)) = self.sync_failed[i] {
+                if incarnation == node.incarnation && r.durable_offset().0 > durable {
+                    violations.push(format!(
+                        "node {id}: counts data up to {} as durable after an fsync failed with only {durable} durable",
+                        r.durable_offset()
+                    ));
+                }
+            }
             w.high_watermark = hw;
             w.leader_epoch = epoch;
             if w.log_cuts != node.disk.log_cuts {
@@ -1289,7 +1522,7 @@ fn r_min_isr(node: &Node) -> usize {
 
 impl Client {
     fn new(id: NodeId, kind: ClientKind) -> Client {
-        Client { id, kind, leader: None, inflight: None, next_corr: 0, position: 0, done: false }
+        Client { id, kind, leader: None, inflight: None, next_corr: 0, position: 0, high_watermark_seen: 0, done: false }
     }
 }
 
@@ -1306,6 +1539,28 @@ fn encode_request<R: Encodable>(api_key: ApiKey, version: i16, corr: i32, body: 
     let size = (buf.len() - 4) as i32;
     buf[0..4].copy_from_slice(&size.to_be_bytes());
     buf.freeze()
+}
+
+/// Produce errors that Kafka returns only before appending anything: the write is definitely
+/// absent (Jepsen's `:fail`). Every other error leaves it unknown (`:info`): a timeout,
+/// NOT_ENOUGH_REPLICAS_AFTER_APPEND and NOT_LEADER_OR_FOLLOWER (a waiting produce whose leader
+/// stepped down, or a refusal before any append: the client cannot tell which) may all follow
+/// an append that later commits, and so may KAFKA_STORAGE_ERROR (the append may have reached
+/// the page cache before its log dir failed).
+fn definitely_not_written(error: ErrorCode) -> bool {
+    matches!(
+        error,
+        // acks=all with the ISR below min.insync.replicas, checked before the append.
+        ErrorCode::NotEnoughReplicas
+            // Request validation, before the append.
+            | ErrorCode::InvalidRequiredAcks
+            | ErrorCode::CorruptMessage
+            | ErrorCode::InvalidRecord
+            | ErrorCode::MessageTooLarge
+            | ErrorCode::RecordListTooLarge
+            | ErrorCode::UnsupportedForMessageFormat
+            | ErrorCode::UnknownTopicOrPartition
+    )
 }
 
 /// `(offset, value)` of every record in whole batches.

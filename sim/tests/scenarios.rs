@@ -125,3 +125,16 @@ fn acks_matrix_cells_cover_every_combination() {
         .collect();
     assert_eq!(cells.len(), 9);
 }
+
+/// Duplicated messages, messages held across a crash and answered to the restarted node,
+/// messages in flight across new (often one-way) partitions.
+#[test]
+fn stale_and_duplicated_messages_change_nothing_committed() {
+    run_scenario(Scenario::StaleMessages);
+}
+
+/// Frequent fsync failures: each halts its broker, which loses what the sync covered.
+#[test]
+fn failed_fsyncs_lose_no_acknowledged_write() {
+    run_scenario(Scenario::FsyncFailure);
+}
