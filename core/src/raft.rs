@@ -833,6 +833,10 @@ impl Raft {
 
     fn emit_apply(&mut self) {
         if self.commit > self.applied {
+            // Whoever routes requests hears of a new term before its entries: a deposed leader
+            // whose first word of the new term is an Append that also commits would otherwise
+            // apply entries of that term while its controller still acts for the old one.
+            self.report_leader();
             let entries = self.log[self.applied.0 as usize..self.commit.0 as usize].to_vec();
             self.applied = self.commit;
             self.actions.push_back(Action::Apply { entries });

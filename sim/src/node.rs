@@ -421,13 +421,6 @@ impl Node {
                         out.push(Output::Send { to, payload: Payload::Raft(message.encode()) });
                     }
                     raft::Action::Apply { entries } => {
-                        // Raft queues a term change's `Leader` after the `Apply` of the same
-                        // input (a deposed leader whose first word of the new term is an
-                        // Append that also commits): the controller must hear of the new term
-                        // before it sees entries of that term, or, still active for its old
-                        // term, it holds a pending view behind the committed image (its
-                        // invariant trips). The later `Leader` repeats this and changes nothing.
-                        p.controller.handle_leader(now, p.raft.term(), p.raft.leader());
                         for entry in entries {
                             out.push(Output::Applied { index: entry.index, term: entry.term, data: entry.data.clone() });
                             p.controller.handle_committed(now, &entry);
