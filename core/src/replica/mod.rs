@@ -943,10 +943,17 @@ impl Replica {
                 ErrorCode::UnknownTopicOrPartition
                 | ErrorCode::UnknownTopicId
                 | ErrorCode::FencedLeaderEpoch
-                | ErrorCode::InvalidUpdateVersion
                 | ErrorCode::InvalidRequest
                 | ErrorCode::NewLeaderElected,
             ) => {}
+            // The controller checked the proposal against a change of its own it had not yet
+            // committed (often this very proposal, sent again after a timeout). That change
+            // may still commit, and then metadata arrives and settles it, or be lost with
+            // the controller's leadership, and then no metadata ever comes: stay pending (the
+            // maximal ISR still holds the HW) and send the same proposal again after the
+            // backoff, which a controller without that change accepts. Kafka's `Partition`
+            // only waits here, and its ISR can stay short for good.
+            Err(ErrorCode::InvalidUpdateVersion) => pending.retry_at_ms = Some(now_ms + retry_backoff_ms),
             Err(_) => pending.retry_at_ms = Some(now_ms + retry_backoff_ms),
         }
     }

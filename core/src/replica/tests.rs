@@ -1427,11 +1427,21 @@ fn follower_joins_isr_only_from_the_start_of_the_leader_epoch() {
     let Some(Action::SendAlterPartition { request_id, .. }) = r.poll_action() else {
         panic!()
     };
-    // Stale partition epoch: stay pending until metadata arrives; the HW keeps counting node 2.
+    // Checked against an uncommitted change: stay pending (the HW keeps counting node 2) and
+    // propose the same again after the backoff, in case that change was lost with the
+    // controller's leadership and no metadata will ever come (zombie-leader seed 5724).
     r.handle_alter_partition_response(200, request_id, Err(ErrorCode::InvalidUpdateVersion));
+    assert_eq!(r.maximal_isr(), vec![n(1), n(2), n(3)]);
     r.handle_timeout(10_000);
-    assert!(!std::iter::from_fn(|| r.poll_action())
-        .any(|a| matches!(a, Action::SendAlterPartition { .. })));
+    let resent: Vec<Action> = std::iter::from_fn(|| r.poll_action()).collect();
+    let proposals: Vec<_> = resent
+        .iter()
+        .filter_map(|a| match a {
+            Action::SendAlterPartition { request, .. } => Some(request.new_isr.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(proposals, vec![vec![n(1), n(2), n(3)]]);
     assert_eq!(r.maximal_isr(), vec![n(1), n(2), n(3)]);
     let committed = LeaderAndIsr {
         leader_epoch: LeaderEpoch(1),
