@@ -181,12 +181,9 @@ async fn metadata(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -> 
 /// produce right after creating a topic (as most tools do) should not meet that window.
 async fn wait_until_served(shard: &Rc<Shard>, topics: Vec<String>) {
     for _ in 0..100 {
-        if topics.iter().all(|n| shard.image.borrow().topic_by_name(n).is_some()) {
-            let names = topics.clone();
-            let served = shard.on_every_shard(move |s| async move { s.leads_what_image_says(&names) }).await;
-            if served.iter().all(|ok| *ok) {
-                return;
-            }
+        let in_image = topics.iter().all(|n| shard.image.borrow().topic_by_name(n).is_some());
+        if in_image && crate::cluster::Broker::every_core_serves(shard.clone(), topics.clone()).await {
+            return;
         }
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
