@@ -9,16 +9,17 @@ use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, CreateTopicsRequest,
     CreateTopicsResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
-    MetadataResponse, RequestHeader, ResponseHeader, TopicName,
+    MetadataResponse, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use odradek_core::wire;
 
 /// Frames larger than this are refused: a fetch answer is bounded by `fetch.max.bytes`.
 pub const MAX_RESPONSE_BYTES: usize = 256 << 20;
@@ -69,22 +70,8 @@ pub fn encode_request<M: Encodable>(
     correlation_id: i32,
     body: &M,
 ) -> Result<Bytes> {
-    let header = RequestHeader::default()
-        .with_request_api_key(api_key as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(correlation_id)
-        .with_client_id(Some(StrBytes::from_static_str(CLIENT_ID)));
-    let size = header
-        .compute_size(api_key.request_header_version(version))
-        .and_then(|h| Ok(h + body.compute_size(version)?))
-        .map_err(|e| ClientError::Encode { what: "request", reason: e.to_string() })?;
-    let mut buf = BytesMut::with_capacity(4 + size);
-    buf.put_i32(size as i32);
-    header
-        .encode(&mut buf, api_key.request_header_version(version))
-        .and_then(|()| body.encode(&mut buf, version))
-        .map_err(|e| ClientError::Encode { what: "request", reason: e.to_string() })?;
-    Ok(buf.freeze())
+    wire::encode_request(api_key, version, correlation_id, CLIENT_ID, body)
+        .map_err(|e| ClientError::Encode { what: "request", reason: e.to_string() })
 }
 
 /// Reads one size-prefixed frame.
@@ -102,24 +89,15 @@ pub fn read_frame(stream: &mut impl Read) -> Result<Bytes> {
 
 /// Splits the response header off a frame, checks the correlation id, decodes the body.
 pub fn decode_response<M: Decodable>(
-    mut frame: Bytes,
+    frame: Bytes,
     api_key: ApiKey,
     version: i16,
     expected_correlation: i32,
 ) -> Result<M> {
-    // ApiVersions answers with header v0 whatever its version (KIP-511).
-    let header_version =
-        if api_key == ApiKey::ApiVersions { 0 } else { api_key.response_header_version(version) };
-    let header = ResponseHeader::decode(&mut frame, header_version)
-        .map_err(|e| ClientError::Decode { what: "response header", reason: e.to_string() })?;
-    if header.correlation_id != expected_correlation {
-        return Err(ClientError::Correlation {
-            expected: expected_correlation,
-            got: header.correlation_id,
-        });
-    }
-    M::decode(&mut frame, version)
-        .map_err(|e| ClientError::Decode { what: api_name(api_key), reason: e.to_string() })
+    wire::decode_response(frame, api_key, version, expected_correlation).map_err(|e| match e {
+        wire::ResponseError::Correlation { expected, got } => ClientError::Correlation { expected, got },
+        wire::ResponseError::Malformed { reason, .. } => ClientError::Decode { what: api_name(api_key), reason },
+    })
 }
 
 fn api_name(api_key: ApiKey) -> &'static str {

@@ -7,8 +7,8 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
-use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, RequestHeader};
-use kafka_protocol::protocol::{Decodable, Encodable};
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use crate::error::ErrorCode;
 
@@ -156,6 +156,62 @@ pub fn encode_response<M: Encodable>(
     Ok(buf.freeze())
 }
 
+/// A framed request, as every client of the wire sends it (the admin CLI, the bench, the
+/// replica fetcher, the simulator's clients): size prefix, request header of the version the
+/// API and its version call for, body. Fails when the body sets a field the version lacks.
+pub fn encode_request<M: Encodable>(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    client_id: &'static str,
+    body: &M,
+) -> Result<Bytes, RequestError> {
+    let header = RequestHeader::default()
+        .with_request_api_key(api_key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str(client_id)));
+    let header_version = api_key.request_header_version(version);
+    let encode_error = |e: anyhow::Error| RequestError::Encode { api_key, version, reason: e.to_string() };
+    let size = header
+        .compute_size(header_version)
+        .and_then(|h| Ok(h + body.compute_size(version)?))
+        .map_err(encode_error)?;
+    let prefix = i32::try_from(size)
+        .map_err(|_| RequestError::Encode { api_key, version, reason: format!("a {size}-byte request") })?;
+    let mut buf = BytesMut::with_capacity(4 + size);
+    buf.put_i32(prefix);
+    header.encode(&mut buf, header_version).and_then(|()| body.encode(&mut buf, version)).map_err(encode_error)?;
+    Ok(buf.freeze())
+}
+
+/// Why a response frame could not be taken by a client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResponseError {
+    #[error("response for correlation id {got}, expected {expected}")]
+    Correlation { expected: i32, got: i32 },
+    #[error("malformed {api_key:?} v{version} response: {reason}")]
+    Malformed { api_key: ApiKey, version: i16, reason: String },
+}
+
+/// Decodes a response frame (without its size prefix) to the request sent with
+/// `correlation_id`: header of the version the API calls for, then the body.
+pub fn decode_response<M: Decodable>(
+    mut frame: Bytes,
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+) -> Result<M, ResponseError> {
+    let malformed = |e: anyhow::Error| ResponseError::Malformed { api_key, version, reason: e.to_string() };
+    // ApiVersions answers with header v0 whatever its version (KIP-511).
+    let header_version = if api_key == ApiKey::ApiVersions { 0 } else { api_key.response_header_version(version) };
+    let header = ResponseHeader::decode(&mut frame, header_version).map_err(malformed)?;
+    if header.correlation_id != correlation_id {
+        return Err(ResponseError::Correlation { expected: correlation_id, got: header.correlation_id });
+    }
+    M::decode(&mut frame, version).map_err(malformed)
+}
+
 /// The ApiVersions answer: every supported API and its range. Only fields clients read are
 /// set; default-valued tagged fields stay out (librdkafka 2.0 rejects them).
 pub fn api_versions_response(error: Option<ErrorCode>) -> ApiVersionsResponse {
@@ -211,18 +267,12 @@ pub fn regroup<N, R, P, T>(
 mod tests {
     use super::*;
     use kafka_protocol::messages::{MetadataRequest, MetadataResponse, ProduceRequest};
-    use kafka_protocol::protocol::StrBytes;
 
     fn frame(api_key: ApiKey, version: i16, body: &impl Encodable) -> Bytes {
-        let header = RequestHeader::default()
-            .with_request_api_key(api_key as i16)
-            .with_request_api_version(version)
-            .with_correlation_id(42)
-            .with_client_id(Some(StrBytes::from_static_str("test")));
-        let mut buf = BytesMut::new();
-        header.encode(&mut buf, api_key.request_header_version(version)).unwrap();
-        body.encode(&mut buf, version).unwrap();
-        buf.freeze()
+        let mut framed = BytesMut::from(&encode_request(api_key, version, 42, "test", body).unwrap()[..]);
+        let frame = split_frame(&mut framed).unwrap();
+        assert!(framed.is_empty(), "the size prefix covers the whole request");
+        frame
     }
 
     #[test]
@@ -300,6 +350,26 @@ mod tests {
             assert_eq!(MetadataResponse::decode(&mut body, version).unwrap(), response);
             assert!(body.is_empty());
         }
+    }
+
+    #[test]
+    fn a_client_decodes_what_the_broker_encodes() {
+        let response = MetadataResponse::default().with_controller_id(3.into());
+        for version in [1, 12] {
+            let mut framed = BytesMut::from(&encode_response(ApiKey::Metadata, version, 9, &response).unwrap()[..]);
+            let frame = split_frame(&mut framed).unwrap();
+            let decoded: MetadataResponse = decode_response(frame.clone(), ApiKey::Metadata, version, 9).unwrap();
+            assert_eq!(decoded, response);
+            assert_eq!(
+                decode_response::<MetadataResponse>(frame, ApiKey::Metadata, version, 8).unwrap_err(),
+                ResponseError::Correlation { expected: 8, got: 9 }
+            );
+        }
+        let truncated = Bytes::from_static(&[0, 0]);
+        assert!(matches!(
+            decode_response::<MetadataResponse>(truncated, ApiKey::Metadata, 1, 0),
+            Err(ResponseError::Malformed { .. })
+        ));
     }
 
     #[test]

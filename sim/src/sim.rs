@@ -8,11 +8,11 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, FetchRequest as KafkaFetch, ProduceRequest, RequestHeader, TopicName,
+    ApiKey, BrokerId, FetchRequest as KafkaFetch, ProduceRequest, TopicName,
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use kafka_protocol::records::RecordBatchDecoder;
@@ -20,7 +20,7 @@ use odradek_core::batch::scan_headers;
 use odradek_core::controller::{CreatableTopic, CreateTopicsRequest, Response};
 use odradek_core::ids::{LeaderEpoch, NodeId, Offset};
 use odradek_core::replica::{FetchAnswer, FetchRequest, ReplicaConfig, Role};
-use odradek_core::ErrorCode;
+use odradek_core::{wire, ErrorCode};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -1527,18 +1527,7 @@ impl Client {
 }
 
 fn encode_request<R: Encodable>(api_key: ApiKey, version: i16, corr: i32, body: &R) -> Bytes {
-    let header = RequestHeader::default()
-        .with_request_api_key(api_key as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(corr)
-        .with_client_id(Some(StrBytes::from_static_str("odradek-sim")));
-    let mut buf = BytesMut::new();
-    buf.put_i32(0);
-    header.encode(&mut buf, api_key.request_header_version(version)).expect("header encodes");
-    body.encode(&mut buf, version).expect("body encodes");
-    let size = (buf.len() - 4) as i32;
-    buf[0..4].copy_from_slice(&size.to_be_bytes());
-    buf.freeze()
+    wire::encode_request(api_key, version, corr, "odradek-sim", body).expect("the simulator's requests encode")
 }
 
 /// Produce errors that Kafka returns only before appending anything: the write is definitely

@@ -10,9 +10,9 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader};
-use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
+use kafka_protocol::protocol::{Encodable, Request};
 use odradek_core::wire;
 
 use super::messages::{self, AnswerError, ClusterMetadata};
@@ -119,17 +119,14 @@ impl Connection {
             reason,
         })?;
         self.stream.write_all(&frame).map_err(|e| self.network_error(api_key, version, e))?;
-        let mut body = self.receive(api_key, version)?;
-        let malformed = |reason: String| AdminError::Malformed { addr: self.addr.clone(), api_key, version, reason };
-        let header = ResponseHeader::decode(&mut body, response_header_version(api_key, version))
-            .map_err(|e| malformed(format!("response header: {e}")))?;
-        if header.correlation_id != correlation_id {
-            return Err(malformed(format!(
-                "correlation id {} answers request {correlation_id}",
-                header.correlation_id
-            )));
-        }
-        R::Response::decode(&mut body, version).map_err(|e| malformed(e.to_string()))
+        let body = self.receive(api_key, version)?;
+        wire::decode_response(body, api_key, version, correlation_id).map_err(|e| {
+            let reason = match e {
+                wire::ResponseError::Correlation { expected, got } => format!("correlation id {got} answers request {expected}"),
+                wire::ResponseError::Malformed { reason, .. } => reason,
+            };
+            AdminError::Malformed { addr: self.addr.clone(), api_key, version, reason }
+        })
     }
 
     /// Reads one size-prefixed frame, whole within the timeout (a broker trickling bytes does
@@ -181,34 +178,13 @@ fn api_key_of<R: Request>() -> ApiKey {
     ApiKey::try_from(R::KEY).unwrap_or_else(|()| panic!("kafka-protocol request with unknown key {}", R::KEY))
 }
 
-/// ApiVersions answers with header v0 whatever its version (KIP-511).
-fn response_header_version(api_key: ApiKey, version: i16) -> i16 {
-    if api_key == ApiKey::ApiVersions {
-        0
-    } else {
-        api_key.response_header_version(version)
-    }
-}
-
-/// A request frame: size prefix, request header, body.
 fn encode_request<R: Encodable>(
     api_key: ApiKey,
     version: i16,
     correlation_id: i32,
     request: &R,
 ) -> Result<Bytes, String> {
-    let header = RequestHeader::default()
-        .with_request_api_key(api_key as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(correlation_id)
-        .with_client_id(Some(StrBytes::from_static_str(CLIENT_ID)));
-    let mut buf = BytesMut::with_capacity(128);
-    buf.put_i32(0);
-    header.encode(&mut buf, api_key.request_header_version(version)).map_err(|e| e.to_string())?;
-    request.encode(&mut buf, version).map_err(|e| e.to_string())?;
-    let size = i32::try_from(buf.len() - 4).map_err(|_| format!("a {}-byte request", buf.len()))?;
-    buf[0..4].copy_from_slice(&size.to_be_bytes());
-    Ok(buf.freeze())
+    wire::encode_request(api_key, version, correlation_id, CLIENT_ID, request).map_err(|e| e.to_string())
 }
 
 /// The brokers of one cluster, reached from a bootstrap list, with a connection per address.
@@ -338,8 +314,9 @@ impl Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Buf;
-    use kafka_protocol::messages::OffsetFetchRequest;
+    use bytes::BufMut;
+    use kafka_protocol::messages::{OffsetFetchRequest, RequestHeader};
+    use kafka_protocol::protocol::Decodable;
 
     // The frame a broker reads: prefix, header at the version the API needs, body.
     #[test]
@@ -366,11 +343,12 @@ mod tests {
         let frame = encode_request(ApiKey::ApiVersions, 0, 1, &ApiVersionsRequest::default()).unwrap();
         // prefix, key, version, correlation id, client id (i16 length + bytes), empty body
         assert_eq!(frame.len(), 4 + 2 + 2 + 4 + 2 + CLIENT_ID.len());
-        assert_eq!(response_header_version(ApiKey::ApiVersions, 3), 0);
-        assert_eq!(response_header_version(ApiKey::ListGroups, 3), 1);
-        assert_eq!(response_header_version(ApiKey::ListGroups, 2), 0);
-        let mut body = Bytes::from_static(&[0, 0, 0, 1]);
-        assert_eq!(ResponseHeader::decode(&mut body, 0).unwrap().correlation_id, 1);
-        assert!(!body.has_remaining());
+        // A v3 answer: correlation id, then the body at once (no header tagged fields).
+        let answer = ApiVersionsResponse::default().with_error_code(35);
+        let mut frame = BytesMut::new();
+        frame.put_i32(1);
+        answer.encode(&mut frame, 3).unwrap();
+        let decoded: ApiVersionsResponse = wire::decode_response(frame.freeze(), ApiKey::ApiVersions, 3, 1).unwrap();
+        assert_eq!(decoded, answer);
     }
 }
