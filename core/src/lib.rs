@@ -9,6 +9,7 @@ pub mod compact;
 pub mod controller;
 pub mod controller_rpc;
 pub mod error;
+pub mod fetcher;
 pub mod group;
 pub mod ids;
 pub mod log;

@@ -9,12 +9,13 @@ use futures_lite::FutureExt;
 use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult};
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::FetchableTopicResponse;
 use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
 use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Encodable, StrBytes};
+use odradek_core::fetcher;
 use odradek_core::controller::Response as ControllerResponse;
 use odradek_core::controller_rpc::ControllerRequest;
 use odradek_core::error::code;
@@ -457,44 +458,25 @@ async fn fetch(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> FetchR
     let max_bytes = if request.max_bytes <= 0 { usize::MAX } else { request.max_bytes as usize };
     let shape: Vec<(TopicName, Vec<i32>)> =
         request.topics.iter().map(|t| (t.topic.clone(), t.partitions.iter().map(|p| p.partition).collect())).collect();
-    // Fetch v15+ moved the follower's id into replica_state; odradek advertises up to v12.
-    let replica_id = request.replica_id.0;
-    let max_wait_ms = request.max_wait_ms;
-    let parts: Vec<(String, i32, i64, usize, i32, i32, i64)> = request
+    let parts: Vec<FetchPart> = request
         .topics
         .iter()
         .flat_map(|t| {
-            t.partitions.iter().map(|p| {
-                (
-                    t.topic.0.to_string(),
-                    p.partition,
-                    p.fetch_offset,
-                    p.partition_max_bytes.max(0) as usize,
-                    p.current_leader_epoch,
-                    if version >= 12 { p.last_fetched_epoch } else { -1 },
-                    p.log_start_offset,
-                )
+            t.partitions.iter().map(|p| FetchPart {
+                topic: t.topic.0.to_string(),
+                partition: p.partition,
+                request: fetcher::partition_request(&request, version, p),
             })
         })
         .collect();
     let results = loop {
         let mut listeners: Vec<event_listener::EventListener> =
-            parts.iter().map(|(topic, partition, ..)| shard.watch(topic, *partition)).collect();
-        let items = parts.iter().map(|(topic, partition, offset, max, current_leader_epoch, last_fetched_epoch, log_start)| {
-            let part = FetchPart {
-                topic: topic.clone(),
-                partition: *partition,
-                offset: *offset,
-                max_bytes: *max,
-                replica_id,
-                current_leader_epoch: *current_leader_epoch,
-                last_fetched_epoch: *last_fetched_epoch,
-                log_start_offset: *log_start,
-                max_wait_ms,
-            };
-            (shard.owner(topic, *partition), part)
+            parts.iter().map(|part| shard.watch(&part.topic, part.partition)).collect();
+        let items = parts.iter().map(|part| {
+            let part = FetchPart { topic: part.topic.clone(), partition: part.partition, request: part.request.clone() };
+            (shard.owner(&part.topic, part.partition), part)
         });
-let results = shard.scatter(items.collect(), Shard::fetch_partition).await;
+        let results = shard.scatter(items.collect(), Shard::fetch_partition).await;
         let bytes: usize = results.iter().map(|r| r.records.len()).sum();
         let errors = results.iter().any(|r| r.error.is_some() || r.diverging_epoch.is_some());
         let now = Instant::now();
@@ -522,24 +504,13 @@ let results = shard.scatter(items.collect(), Shard::fetch_partition).await;
         |index, r| {
             // Response max_bytes: keep whole partitions while they fit, and always the first
             // non-empty one, so a consumer makes progress (KIP-74).
-            let records = if r.records.len() <= budget || budget == max_bytes {
+            let mut r = r;
+            if r.records.len() <= budget || budget == max_bytes {
                 budget = budget.saturating_sub(r.records.len());
-                r.records
             } else {
-                Bytes::new()
-            };
-            let diverging = r.diverging_epoch.map_or_else(
-                fetch_response::EpochEndOffset::default,
-                |(epoch, end_offset)| fetch_response::EpochEndOffset::default().with_epoch(epoch).with_end_offset(end_offset),
-            );
-            PartitionData::default()
-                .with_diverging_epoch(diverging)
-                .with_partition_index(index)
-                .with_error_code(code(r.error))
-                .with_high_watermark(r.high_watermark)
-                .with_last_stable_offset(r.high_watermark)
-                .with_log_start_offset(if version >= 5 { r.log_start_offset } else { -1 })
-                .with_records(Some(records))
+                r.records = Bytes::new();
+            }
+            fetcher::partition_data(index, version, r)
         },
         |name, partitions| FetchableTopicResponse::default().with_topic(name).with_partitions(partitions),
     );

@@ -4,6 +4,7 @@ mod admin;
 mod clock;
 mod cluster;
 mod config;
+mod fetcher;
 mod group_state;
 mod groups;
 mod handlers;

@@ -1,7 +1,7 @@
 //! The driver of one partition replica (`core::replica::Replica`) on the core that owns the
 //! partition: it performs the replica's actions on the partition's `PartitionStore` in queue
-//! order, reports completions in order, sends follower fetches to the leader with the Kafka
-//! Fetch API (v12: replica id, current leader epoch, last fetched epoch), forwards
+//! order, reports completions in order, hands follower fetches to its core's replica fetchers
+//! (`crate::fetcher`, one connection per source broker), forwards
 //! AlterPartition to the active controller through core 0, and answers produce requests when
 //! the replica says so. All replication decisions are the replica's (runbook on its type).
 
@@ -11,15 +11,11 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use futures_channel::oneshot;
 use futures_lite::future::BoxedLocal;
-use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
-use glommio::net::TcpStream;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::{ApiKey, FetchRequest as WireFetchRequest, FetchResponse as WireFetchResponse, RequestHeader, ResponseHeader};
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use odradek_core::controller::{self, TopicId};
+use odradek_core::fetcher::TopicPartition;
 use odradek_core::ids::{LeaderEpoch, NodeId, Offset};
 use odradek_core::replica::{
     Action, Completion, EpochCache, EpochEndOffset, FetchAnswer, FetchRequest, FetchResponse, LeaderAndIsr,
@@ -40,9 +36,6 @@ const HIGH_WATERMARK_CHECKPOINT: &str = "high-watermark-checkpoint";
 /// The replica's log start (Kafka's `log-start-offset-checkpoint`, one number here): after a
 /// restart the log must not serve offsets below a start that retention or the leader set.
 const LOG_START_CHECKPOINT: &str = "log-start-offset-checkpoint";
-/// Fetch v12: the first version with `last_fetched_epoch` and `diverging_epoch` (KIP-320/595),
-/// still addressing topics by name.
-const FOLLOWER_FETCH_VERSION: i16 = 12;
 
 /// What a replica's driver needs from the core it runs on (the core's `Shard` provides it).
 pub trait Host {
@@ -52,8 +45,8 @@ pub trait Host {
     fn group_commit(&self) -> &Rc<GroupCommit>;
     /// Wakes the long-polling fetches reading this partition, on every core.
     fn announce_data(self: Rc<Self>, topic: &str, partition: i32);
-    /// Where broker `node` serves Kafka clients, from the metadata image.
-    fn broker_address(&self, node: NodeId) -> Option<SocketAddr>;
+    /// A follower's fetch, for the replica fetcher of its core and source broker.
+    fn send_fetch(self: Rc<Self>, leader: NodeId, partition: TopicPartition, fetch_id: u64, request: FetchRequest);
     /// An AlterPartition for this broker, sent to the active controller; its answer and the
     /// partition's replicas in the image, `None` when no controller answered.
     fn alter_partition(self: Rc<Self>, request: AlterPartitionCall) -> BoxedLocal<Option<(controller::Response, Vec<NodeId>)>>;
@@ -75,9 +68,6 @@ pub struct ReplicatedPartition {
     waiters: RefCell<BTreeMap<u64, oneshot::Sender<Result<ProduceAck, ErrorCode>>>>,
     next_id: Cell<u64>,
     kick: event_listener::Event,
-    /// The connection to the leader this follower fetches from.
-    leader_connection: RefCell<Option<(NodeId, TcpStream)>>,
-    correlation: Cell<i32>,
     stopped: Cell<bool>,
     /// Controlled shutdown: new produces are refused before they reach the log.
     draining: Cell<bool>,
@@ -144,13 +134,17 @@ impl ReplicatedPartition {
             waiters: RefCell::default(),
             next_id: Cell::new(1),
             kick: event_listener::Event::new(),
-            leader_connection: RefCell::new(None),
-            correlation: Cell::new(1),
             stopped: Cell::new(false),
             draining: Cell::new(false),
         });
         glommio::spawn_local(this.clone().drive(host.clone())).detach();
         Ok(this)
+    }
+
+    /// The answer to this follower's fetch, from its core's replica fetchers.
+    pub fn deliver_fetch(&self, fetch_id: u64, response: FetchResponse) {
+        self.replica.borrow_mut().handle_fetch_response(now_ms(), fetch_id, response);
+        self.after_input();
     }
 
     pub fn stop(&self) {
@@ -221,28 +215,25 @@ impl ReplicatedPartition {
     }
 
     /// One partition of a Fetch (a follower's or a consumer's), answered from the replica.
-    pub async fn fetch(&self, request: FetchRequest) -> (Result<Bytes, ErrorCode>, Option<EpochEndOffset>, i64, i64) {
+    pub async fn fetch(&self, request: FetchRequest) -> FetchResponse {
         let answer = self.replica.borrow_mut().handle_fetch(now_ms(), &request);
         self.after_input();
-        match answer {
-            FetchAnswer::Read { read_to, high_watermark, log_start_offset, .. } => {
-                let records = if read_to > request.fetch_offset {
-                    let max = if request.max_bytes <= 0 { usize::MAX } else { request.max_bytes as usize };
-                    self.store.read_upto(request.fetch_offset.0, max, read_to.0).await.map_err(|e| {
+        // An error carries the log start: a follower that fell behind it starts over there.
+        let log_start = self.replica.borrow().log_start_offset();
+        let records = match answer.read_to() {
+            Some(read_to) if read_to > request.fetch_offset => {
+                let max = if request.max_bytes <= 0 { usize::MAX } else { request.max_bytes as usize };
+                match self.store.read_upto(request.fetch_offset.0, max, read_to.0).await {
+                    Ok(records) => records,
+                    Err(e) => {
                         warn!(topic = %self.topic, partition = self.partition, error = %e, "read failed");
-                        ErrorCode::KafkaStorageError
-                    })
-                } else {
-                    Ok(Bytes::new())
-                };
-                (records, None, high_watermark.0, log_start_offset.0)
+                        return FetchAnswer::Error(ErrorCode::KafkaStorageError).into_response(Bytes::new(), log_start);
+                    }
+                }
             }
-            FetchAnswer::Diverging { diverging_epoch, high_watermark, log_start_offset } => {
-                (Ok(Bytes::new()), Some(diverging_epoch), high_watermark.0, log_start_offset.0)
-            }
-            // The log start lets a follower that fell behind it start over there.
-            FetchAnswer::Error(e) => (Err(e), None, -1, self.replica.borrow().log_start_offset().0),
-        }
+            _ => Bytes::new(),
+        };
+        answer.into_response(records, log_start)
     }
 
     /// Controlled shutdown, before leadership moves: refuse new produces and return how many
@@ -384,14 +375,7 @@ impl ReplicatedPartition {
                 }
             }
             Action::SendFetch { to, fetch_id, request } => {
-                let this = self.clone();
-                let host = host.clone();
-                glommio::spawn_local(async move {
-                    let response = this.fetch_from_leader(&*host, to, request).await;
-                    this.replica.borrow_mut().handle_fetch_response(now_ms(), fetch_id, response);
-                    this.after_input();
-                })
-                .detach();
+                host.clone().send_fetch(to, TopicPartition::new(self.topic.clone(), self.partition), fetch_id, request);
             }
             Action::SendOffsetForLeaderEpoch { request_id, .. } => {
                 // Not used: followers truncate from Fetch v12's diverging_epoch
@@ -442,127 +426,6 @@ impl ReplicatedPartition {
             _ => Err(ErrorCode::RequestTimedOut),
         }
     }
-
-    /// One follower fetch over the connection to `leader` (opened on demand, dropped on any
-    /// error). The answer is untrusted: the replica checks every field.
-    async fn fetch_from_leader(&self, host: &dyn Host, leader: NodeId, request: FetchRequest) -> FetchResponse {
-        let failed = |error| FetchResponse {
-            error: Some(error),
-            high_watermark: Offset(-1),
-            log_start_offset: Offset(-1),
-            diverging_epoch: None,
-            records: Bytes::new(),
-        };
-        let Some(addr) = host.broker_address(leader) else {
-            glommio::timer::sleep(Duration::from_millis(200)).await;
-            return failed(ErrorCode::LeaderNotAvailable);
-        };
-        let connection = self.leader_connection.borrow_mut().take();
-        let mut stream = match connection {
-            Some((node, stream)) if node == leader => stream,
-            _ => match TcpStream::connect(addr).await {
-                Ok(s) => {
-                    let _ = s.set_nodelay(true);
-                    s
-                }
-                Err(_) => {
-                    glommio::timer::sleep(Duration::from_millis(200)).await;
-                    return failed(ErrorCode::NetworkException);
-                }
-            },
-        };
-        let correlation_id = self.correlation.get();
-        self.correlation.set(correlation_id.wrapping_add(1));
-        let wire = WireFetchRequest::default()
-            .with_replica_id(request.replica_id.0.into())
-            .with_max_wait_ms(request.max_wait_ms)
-            .with_min_bytes(1)
-            .with_max_bytes(request.max_bytes)
-            .with_session_epoch(-1)
-            .with_topics(vec![FetchTopic::default().with_topic(StrBytes::from_string(self.topic.clone()).into()).with_partitions(vec![
-                FetchPartition::default()
-                    .with_partition(self.partition)
-                    .with_current_leader_epoch(request.current_leader_epoch.0)
-                    .with_fetch_offset(request.fetch_offset.0)
-                    .with_last_fetched_epoch(request.last_fetched_epoch.0)
-                    .with_log_start_offset(request.log_start_offset.0)
-                    .with_partition_max_bytes(request.max_bytes),
-            ])]);
-        let timeout_ms = u64::try_from(request.max_wait_ms).unwrap_or(0) + 10_000;
-        let call = call_fetch(&mut stream, correlation_id, &wire);
-        let timeout = async {
-            glommio::timer::sleep(Duration::from_millis(timeout_ms)).await;
-            Err("timed out".to_owned())
-        };
-        let response = match call.or(timeout).await {
-            Ok(r) => r,
-            Err(e) => {
-                debug!(%leader, error = %e, "follower fetch failed");
-                return failed(ErrorCode::NetworkException);
-            }
-        };
-        *self.leader_connection.borrow_mut() = Some((leader, stream));
-        if response.error_code != 0 {
-            return failed(ErrorCode::try_from_code(response.error_code).unwrap_or(ErrorCode::UnknownServerError));
-        }
-        let Some(p) = response
-            .responses
-            .into_iter()
-            .filter(|t| t.topic.0.as_str() == self.topic)
-            .flat_map(|t| t.partitions)
-            .find(|p| p.partition_index == self.partition)
-        else {
-            return failed(ErrorCode::UnknownServerError);
-        };
-        if p.error_code != 0 {
-            let mut answer = failed(ErrorCode::try_from_code(p.error_code).unwrap_or(ErrorCode::UnknownServerError));
-            answer.log_start_offset = Offset(p.log_start_offset);
-            return answer;
-        }
-        let diverging = (p.diverging_epoch.epoch >= 0 && p.diverging_epoch.end_offset >= 0).then_some(EpochEndOffset {
-            epoch: LeaderEpoch(p.diverging_epoch.epoch),
-            end_offset: Offset(p.diverging_epoch.end_offset),
-        });
-        FetchResponse {
-            error: None,
-            high_watermark: Offset(p.high_watermark),
-            log_start_offset: Offset(p.log_start_offset),
-            diverging_epoch: diverging,
-            records: p.records.unwrap_or_default(),
-        }
-    }
-}
-
-async fn call_fetch(stream: &mut TcpStream, correlation_id: i32, request: &WireFetchRequest) -> Result<WireFetchResponse, String> {
-    let version = FOLLOWER_FETCH_VERSION;
-    let header = RequestHeader::default()
-        .with_request_api_key(ApiKey::Fetch as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(correlation_id)
-        .with_client_id(Some(StrBytes::from_static_str("odradek-replica-fetcher")));
-    let mut buf = BytesMut::with_capacity(256);
-    buf.put_i32(0);
-    header.encode(&mut buf, ApiKey::Fetch.request_header_version(version)).map_err(|e| e.to_string())?;
-    request.encode(&mut buf, version).map_err(|e| e.to_string())?;
-    let size = (buf.len() - 4) as i32;
-    buf[0..4].copy_from_slice(&size.to_be_bytes());
-    stream.write_all(&buf).await.map_err(|e| e.to_string())?;
-    let mut prefix = [0u8; 4];
-    stream.read_exact(&mut prefix).await.map_err(|e| e.to_string())?;
-    let size = i32::from_be_bytes(prefix);
-    if !(0..=256 << 20).contains(&size) {
-        return Err(format!("response size {size}"));
-    }
-    let mut body = vec![0u8; size as usize];
-    stream.read_exact(&mut body).await.map_err(|e| e.to_string())?;
-    let mut body = Bytes::from(body);
-    let header = ResponseHeader::decode(&mut body, ApiKey::Fetch.response_header_version(version)).map_err(|e| e.to_string())?;
-    if header.correlation_id != correlation_id {
-        return Err(format!("correlation id {} for {correlation_id}", header.correlation_id));
-    }
-    let response = WireFetchResponse::decode(&mut body, version).map_err(|e| e.to_string())?;
-    let _ = body.remaining();
-    Ok(response)
 }
 
 /// A topic deleted and created again under the same name while this node was down leaves

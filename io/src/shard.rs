@@ -16,21 +16,28 @@ use futures_lite::future::BoxedLocal;
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
 use glommio::sync::Semaphore;
 use odradek_core::compact;
+use odradek_core::fetcher::{self, Delivery, TopicPartition};
 use odradek_core::shard::{merge_in_order, shard_for, split_by_shard, ShardId};
 use odradek_core::controller::{MetadataImage, Response as ControllerResponse};
 use odradek_core::controller_rpc::ControllerRequest;
 use odradek_core::ids::{LeaderEpoch, NodeId, Offset};
+use odradek_core::replica::{FetchAnswer, FetchResponse};
 use odradek_core::topic::{TopicConfig, TopicMeta, TopicTable};
 use odradek_core::ErrorCode;
 use tracing::{info, warn};
 
 use crate::clock::wall_ms;
+use crate::fetcher::FetcherDriver;
 use crate::group_state::Groups;
 pub use crate::shared::Shared;
 use odradek_core::group::OFFSETS_TOPIC;
 use odradek_core::group::GroupCoordinator;
 use crate::replication::{self, AlterPartitionCall, ReplicatedPartition};
 use crate::storage::{join_all, GroupCommit, PartitionStore};
+
+/// A replica fetch unanswered this long past its `max_wait_ms` has failed (the connection is
+/// dropped and every partition it carried fetches again).
+const FETCH_REQUEST_TIMEOUT_MS: i64 = 10_000;
 
 /// Work sent to another core: runs there with that core's [`Shard`] and yields its answer.
 pub type Job = Box<dyn FnOnce(Rc<Shard>) -> Pin<Box<dyn Future<Output = Box<dyn Any + Send>>>> + Send>;
@@ -80,6 +87,9 @@ pub struct Shard {
     image_lock: Semaphore,
     /// The partition replicas this core owns.
     replicas: RefCell<BTreeMap<(String, i32), Rc<ReplicatedPartition>>>,
+    /// This core's replica fetchers: one request at a time per source broker, carrying every
+    /// partition this core follows there.
+    fetchers: Rc<FetcherDriver>,
 }
 
 /// One partition's part of a produce request.
@@ -102,23 +112,7 @@ pub struct ProduceResult {
 pub struct FetchPart {
     pub topic: String,
     pub partition: i32,
-    pub offset: i64,
-    pub max_bytes: usize,
-    /// The follower's node id, -1 for consumers.
-    pub replica_id: i32,
-    pub current_leader_epoch: i32,
-    pub last_fetched_epoch: i32,
-    pub log_start_offset: i64,
-    pub max_wait_ms: i32,
-}
-
-pub struct FetchResult {
-    pub error: Option<ErrorCode>,
-    pub high_watermark: i64,
-    pub log_start_offset: i64,
-    pub records: Bytes,
-    /// Fetch v12+: the follower's log diverges; it must truncate to this epoch's end.
-    pub diverging_epoch: Option<(i32, i64)>,
+    pub request: odradek_core::replica::FetchRequest,
 }
 
 pub struct ListOffsetsPart {
@@ -156,6 +150,7 @@ impl Shard {
         peers: Vec<Option<ConnectedSender<PeerMessage>>>,
     ) -> Rc<Shard> {
         let fsync = shared.config.fsync;
+        let node_id = NodeId(shared.config.node_id);
         let group_config = shared.config.group.clone();
         // Member ids must differ across restarts; the seed is the only randomness they use.
         let seed = uuid::Uuid::new_v4().as_u64_pair().0;
@@ -176,6 +171,7 @@ impl Shard {
             image_index: Cell::new(0),
             image_lock: Semaphore::new(1),
             replicas: RefCell::default(),
+            fetchers: FetcherDriver::new(node_id, fetcher::DEFAULT_RESPONSE_MAX_BYTES, FETCH_REQUEST_TIMEOUT_MS),
         })
     }
 
@@ -321,6 +317,7 @@ impl Shard {
             let removed = self.replicas.borrow_mut().remove(&key);
             if let Some(rp) = removed {
                 rp.stop();
+                self.fetchers.remove(&TopicPartition::new(key.0.clone(), key.1));
                 info!(topic = %key.0, partition = key.1, "removing partition replica");
                 if let Err(e) = rp.store.delete() {
                     warn!(topic = %key.0, partition = key.1, error = %e, "could not remove partition directory");
@@ -492,31 +489,12 @@ impl Shard {
         }
     }
 
-    pub async fn fetch_partition(self: Rc<Self>, part: FetchPart) -> FetchResult {
-        let failed = |error| FetchResult { error: Some(error), high_watermark: -1, log_start_offset: -1, records: Bytes::new(), diverging_epoch: None };
+    pub async fn fetch_partition(self: Rc<Self>, part: FetchPart) -> FetchResponse {
         let Some(rp) = self.replica(&part.topic, part.partition) else {
-            return failed(self.missing_partition_error(&part.topic, part.partition));
+            let error = self.missing_partition_error(&part.topic, part.partition);
+            return FetchAnswer::Error(error).into_response(Bytes::new(), Offset(-1));
         };
-        let request = odradek_core::replica::FetchRequest {
-            replica_id: NodeId(part.replica_id),
-            current_leader_epoch: LeaderEpoch(part.current_leader_epoch),
-            fetch_offset: Offset(part.offset),
-            last_fetched_epoch: LeaderEpoch(part.last_fetched_epoch),
-            log_start_offset: Offset(part.log_start_offset),
-            max_wait_ms: part.max_wait_ms,
-            max_bytes: i32::try_from(part.max_bytes).unwrap_or(i32::MAX),
-        };
-        let (records, diverging, high_watermark, log_start_offset) = rp.fetch(request).await;
-        match records {
-            Ok(records) => FetchResult {
-                error: None,
-                high_watermark,
-                log_start_offset,
-                records,
-                diverging_epoch: diverging.map(|d| (d.epoch.0, d.end_offset.0)),
-            },
-            Err(e) => FetchResult { log_start_offset, ..failed(e) },
-        }
+        rp.fetch(part.request).await
     }
 
     pub async fn list_offsets_partition(self: Rc<Self>, part: ListOffsetsPart) -> ListOffsetsResult {
@@ -636,8 +614,9 @@ impl replication::Host for Shard {
         Shard::announce_data(&self, Some((topic.to_owned(), partition)));
     }
 
-    fn broker_address(&self, node: NodeId) -> Option<std::net::SocketAddr> {
-        replication::endpoint_address(&self.image.borrow(), node)
+    fn send_fetch(self: Rc<Self>, leader: NodeId, partition: TopicPartition, fetch_id: u64, request: odradek_core::replica::FetchRequest) {
+        let fetchers = self.fetchers.clone();
+        fetchers.enqueue(self, leader, partition, fetch_id, request);
     }
 
     /// Sent from core 0, which holds this broker's registration and the controller link.
@@ -662,6 +641,18 @@ impl replication::Host for Shard {
             })
             .await
         })
+    }
+}
+
+impl crate::fetcher::Host for Shard {
+    fn broker_address(&self, node: NodeId) -> Option<std::net::SocketAddr> {
+        replication::endpoint_address(&self.image.borrow(), node)
+    }
+
+    fn deliver(&self, delivery: Delivery) {
+        if let Some(rp) = self.replica(&delivery.partition.topic, delivery.partition.partition) {
+            rp.deliver_fetch(delivery.fetch_id, delivery.response);
+        }
     }
 }
 

@@ -5,15 +5,17 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, FetchRequest as KafkaFetch, ProduceRequest};
+use kafka_protocol::messages::fetch_response::FetchableTopicResponse;
+use kafka_protocol::messages::{ApiKey, FetchRequest as KafkaFetch, FetchResponse as KafkaFetchResponse, ProduceRequest};
 use odradek_core::controller::{
     self, AlterPartitionRequest, BrokerHeartbeatRequest, BrokerRegistrationRequest, Controller,
     ControllerConfig, CreateTopicsRequest, Response,
 };
 use odradek_core::ids::{BrokerEpoch, LeaderEpoch, NodeId, Offset, PartitionEpoch};
+use odradek_core::fetcher::{self, Delivery, Fetchers, TopicPartition, FOLLOWER_FETCH_VERSION};
 use odradek_core::raft::{self, Raft, RaftConfig};
 use odradek_core::replica::{
-    self, Completion, EpochEndOffset, FetchAnswer, FetchRequest, FetchResponse, Replica,
+    self, Completion, EpochEndOffset, FetchAnswer, FetchRequest, Replica,
     ReplicaConfig,
 };
 use odradek_core::{wire, ErrorCode};
@@ -29,8 +31,10 @@ pub enum Payload {
     Raft(Bytes),
     CtrlRequest { rpc_id: u64, request: CtrlRequest },
     CtrlResponse { rpc_id: u64, response: Response },
-    Fetch { fetch_id: u64, request: FetchRequest },
-    FetchResponse { fetch_id: u64, response: FetchResponse },
+    /// A follower's Fetch v12 frame from its replica fetcher (`core::fetcher`), and the
+    /// leader's answer frame. The wire id carries the sender's incarnation.
+    ReplicaFetch { wire_id: u64, frame: Bytes },
+    ReplicaFetchAnswer { wire_id: u64, frame: Bytes },
     EpochQuery { request_id: u64, current: LeaderEpoch, epoch: LeaderEpoch },
     EpochAnswer { request_id: u64, result: Result<EpochEndOffset, ErrorCode> },
     /// A Kafka request frame (size prefix, header, body) from a client.
@@ -79,10 +83,13 @@ enum Rpc {
     Alter { request_id: u64 },
 }
 
+/// A follower's fetch the leader holds until data arrives or its `max_wait_ms` passes.
 struct Parked {
     from: NodeId,
-    fetch_id: u64,
-    request: FetchRequest,
+    wire_id: u64,
+    version: i16,
+    correlation_id: i32,
+    request: KafkaFetch,
     deadline_ms: i64,
 }
 
@@ -98,6 +105,8 @@ pub struct Process {
     pub raft: Raft,
     pub controller: Controller,
     pub replica: Option<Replica>,
+    /// The replica fetchers: one request at a time per source broker.
+    fetchers: Fetchers,
     /// The partition state last handed to the replica.
     replica_seen: Option<(LeaderEpoch, PartitionEpoch)>,
     incarnation_id: [u8; 16],
@@ -186,6 +195,7 @@ impl Node {
             raft,
             controller,
             replica: None,
+            fetchers: Fetchers::new(self.id, fetcher::DEFAULT_RESPONSE_MAX_BYTES, self.replica_config.replica_fetch_response_timeout_ms),
             replica_seen: None,
             incarnation_id,
             broker_epoch: None,
@@ -222,6 +232,9 @@ impl Node {
         if let Some(t) = p.replica.as_ref().and_then(|r| r.poll_timeout()) {
             wake = wake.min(t);
         }
+        if let Some(t) = p.fetchers.poll_timeout() {
+            wake = wake.min(t);
+        }
         for park in &p.parked {
             wake = wake.min(park.deadline_ms);
         }
@@ -238,6 +251,8 @@ impl Node {
         if let Some(r) = p.replica.as_mut() {
             r.handle_timeout(now);
         }
+        let timed_out = p.fetchers.handle_timeout(now);
+        deliver(p, now, timed_out);
         // Controller RPCs without an answer: a transport failure.
         let expired: Vec<u64> =
             p.rpcs.iter().filter(|(_, (_, deadline))| *deadline <= now).map(|(&id, _)| id).collect();
@@ -274,23 +289,33 @@ impl Node {
                     on_ctrl_response(self.id, p, now, rpc, response);
                 }
             }
-            Payload::Fetch { fetch_id, request } => {
-                let answer = match p.replica.as_mut() {
-                    Some(r) => r.handle_fetch(now, &request),
-                    None => FetchAnswer::Error(ErrorCode::NotLeaderOrFollower),
+            Payload::ReplicaFetch { wire_id, frame } => {
+                let mut buf = BytesMut::from(&frame[..]);
+                let request = wire::split_frame(&mut buf)
+                    .ok_or_else(|| "partial frame".to_owned())
+                    .and_then(|f| wire::parse_request(f).map_err(|e| e.to_string()))
+                    .and_then(|r| r.decode::<KafkaFetch>().map(|body| (r.version(), r.correlation_id(), body)).map_err(|e| e.to_string()));
+                let (version, correlation_id, request) = match request {
+                    Ok(parsed) => parsed,
+                    Err(e) => panic!("node {}: undecodable replica fetch from {from}: {e}", self.id),
                 };
-                let empty = matches!(answer, FetchAnswer::Read { read_to, .. } if read_to == request.fetch_offset);
-                if empty && request.max_wait_ms > 0 {
-                    let deadline_ms = now + i64::from(request.max_wait_ms);
-                    p.parked.push(Parked { from, fetch_id, request, deadline_ms });
-                } else {
-                    let response = fetch_response(&self.disk, &request, answer);
-                    out.push(Output::Send { to: from, payload: Payload::FetchResponse { fetch_id, response } });
+                let deadline_ms = now + i64::from(request.max_wait_ms);
+                let park = Parked { from, wire_id, version, correlation_id, request, deadline_ms };
+                if let Some(park) = answer_or_park(&self.disk, p.replica.as_mut(), now, park, out) {
+                    p.parked.push(park);
                 }
             }
-            Payload::FetchResponse { fetch_id, response } => {
-                if let (Some(fetch_id), Some(r)) = (own_answer(self.incarnation, fetch_id, &mut self.stale_answers), p.replica.as_mut()) {
-                    r.handle_fetch_response(now, fetch_id, response);
+            Payload::ReplicaFetchAnswer { wire_id, frame } => {
+                if let Some(request_id) = own_answer(self.incarnation, wire_id, &mut self.stale_answers) {
+                    let mut buf = BytesMut::from(&frame[..]);
+                    let answer = wire::split_frame(&mut buf)
+                        .ok_or(ErrorCode::CorruptMessage)
+                        .and_then(|f| {
+                            wire::decode_response(f, ApiKey::Fetch, FOLLOWER_FETCH_VERSION, request_id as i32)
+                                .map_err(|_| ErrorCode::CorruptMessage)
+                        });
+                    let deliveries = p.fetchers.handle_response(from, request_id, answer);
+                    deliver(p, now, deliveries);
                 }
             }
             Payload::EpochQuery { request_id, current, epoch } => {
@@ -532,17 +557,13 @@ impl Node {
             if let Some(r) = p.replica.as_mut() {
                 // Rule 8: re-run parked fetches; answer those with data, errors or expired.
                 let parked = std::mem::take(&mut p.parked);
+                let waiting = parked.len();
                 for park in parked {
-                    let answer = r.handle_fetch(now, &park.request);
-                    let empty = matches!(answer, FetchAnswer::Read { read_to, .. } if read_to == park.request.fetch_offset);
-                    if empty && park.deadline_ms > now {
+                    if let Some(park) = answer_or_park(&self.disk, Some(&mut *r), now, park, out) {
                         p.parked.push(park);
-                    } else {
-                        let response = fetch_response(&self.disk, &park.request, answer);
-                        progressed = true;
-                        out.push(Output::Send { to: park.from, payload: Payload::FetchResponse { fetch_id: park.fetch_id, response } });
                     }
                 }
+                progressed |= p.parked.len() != waiting;
                 while let Some(action) = r.poll_action() {
                     progressed = true;
                     match action {
@@ -575,8 +596,7 @@ impl Node {
                             self.disk.log_start = self.disk.log_start.max(start_offset.0);
                         }
                         replica::Action::SendFetch { to, fetch_id, request } => {
-                            let fetch_id = (self.incarnation << INCARNATION_SHIFT) | fetch_id;
-                            out.push(Output::Send { to, payload: Payload::Fetch { fetch_id, request } });
+                            p.fetchers.enqueue(to, TopicPartition::new(TOPIC, 0), fetch_id, request);
                         }
                         replica::Action::SendOffsetForLeaderEpoch { to, request_id, current_leader_epoch, leader_epoch } => {
                             let request_id = (self.incarnation << INCARNATION_SHIFT) | request_id;
@@ -619,6 +639,13 @@ impl Node {
                         }
                     }
                 }
+            }
+            while let Some(request) = p.fetchers.poll_request(now) {
+                progressed = true;
+                let frame = wire::encode_request(ApiKey::Fetch, FOLLOWER_FETCH_VERSION, request.request_id as i32, fetcher::CLIENT_ID, &request.request)
+                    .expect("a follower fetch encodes");
+                let wire_id = (self.incarnation << INCARNATION_SHIFT) | request.request_id;
+                out.push(Output::Send { to: request.leader, payload: Payload::ReplicaFetch { wire_id, frame } });
             }
             if !progressed {
                 return;
@@ -756,7 +783,48 @@ pub fn partition_state(c: &Controller) -> Option<controller::PartitionState> {
     topic.partitions.first().cloned()
 }
 
-fn fetch_response(disk: &Disk, request: &FetchRequest, answer: FetchAnswer) -> FetchResponse {
-    let records = answer.read_to().map_or_else(Bytes::new, |to| disk.read(request.fetch_offset.0, to.0));
-    answer.into_response(records, Offset(disk.log_start))
+/// Answers a follower's fetch from the replica, through the same leader-side conversion the
+/// broker uses (`core::fetcher`), or hands it back to be parked: nothing to send yet, no error,
+/// and its `max_wait_ms` not over.
+fn answer_or_park(disk: &Disk, mut replica: Option<&mut Replica>, now: i64, park: Parked, out: &mut Vec<Output>) -> Option<Parked> {
+    let mut answers = Vec::new();
+    let mut any_data_or_error = false;
+    for topic in &park.request.topics {
+        for part in &topic.partitions {
+            let request = fetcher::partition_request(&park.request, park.version, part);
+            let answer = match replica.as_deref_mut() {
+                Some(r) if topic.topic.0.as_str() == TOPIC && part.partition == 0 => r.handle_fetch(now, &request),
+                Some(_) => FetchAnswer::Error(ErrorCode::UnknownTopicOrPartition),
+                None => FetchAnswer::Error(ErrorCode::NotLeaderOrFollower),
+            };
+            let empty = matches!(answer, FetchAnswer::Read { read_to, .. } if read_to == request.fetch_offset);
+            any_data_or_error |= !empty;
+            let records = answer.read_to().map_or_else(Bytes::new, |to| disk.read(request.fetch_offset.0, to.0));
+            answers.push((topic.topic.clone(), part.partition, answer.into_response(records, Offset(disk.log_start))));
+        }
+    }
+    if !any_data_or_error && park.deadline_ms > now {
+        return Some(park);
+    }
+    let mut responses: Vec<FetchableTopicResponse> = Vec::new();
+    for (name, index, response) in answers {
+        let data = fetcher::partition_data(index, park.version, response);
+        match responses.last_mut() {
+            Some(t) if t.topic == name => t.partitions.push(data),
+            _ => responses.push(FetchableTopicResponse::default().with_topic(name).with_partitions(vec![data])),
+        }
+    }
+    let body = KafkaFetchResponse::default().with_responses(responses);
+    let frame = wire::encode_response(ApiKey::Fetch, park.version, park.correlation_id, &body).expect("a fetch answer encodes");
+    out.push(Output::Send { to: park.from, payload: Payload::ReplicaFetchAnswer { wire_id: park.wire_id, frame } });
+    None
+}
+
+/// The fetchers' answers, each to its replica.
+fn deliver(p: &mut Process, now: i64, deliveries: Vec<Delivery>) {
+    for d in deliveries {
+        if let Some(r) = p.replica.as_mut() {
+            r.handle_fetch_response(now, d.fetch_id, d.response);
+        }
+    }
 }

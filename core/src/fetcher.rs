@@ -1,0 +1,452 @@
+//! The follower side of replication between brokers, as Kafka's `ReplicaFetcherThread`: one
+//! fetcher per source broker gathers the next fetch of every partition this broker follows
+//! there into one multi-partition Fetch (v12: follower id, current leader epoch, last fetched
+//! epoch), keeps at most one such request in flight per source broker, and hands each
+//! partition of the answer back to its [`Replica`](crate::replica::Replica).
+//!
+//! Sans-IO: the driver sends [`Fetchers::poll_request`]'s requests on one connection per source
+//! broker and feeds answers (or the transport failure) to [`Fetchers::handle_response`]. The
+//! replicas keep every replication rule; the fetcher only batches and routes, and treats the
+//! answer as untrusted (a partition the answer leaves out is a failed fetch for its replica,
+//! which must get exactly one answer per fetch).
+//!
+//! The leader's side of the same exchange is [`partition_request`] and [`partition_data`]: a
+//! Fetch partition in, a replica's answer out, shared by every broker that answers fetches.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::fetch_response::{self, PartitionData};
+use kafka_protocol::messages::{FetchRequest as WireFetchRequest, FetchResponse as WireFetchResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::error::ErrorCode;
+use crate::ids::{LeaderEpoch, NodeId, Offset};
+use crate::replica::{EpochEndOffset, FetchRequest, FetchResponse};
+
+/// The Fetch version followers send: the first with `last_fetched_epoch` and
+/// `diverging_epoch` (KIP-320/595) that still names topics (v13 moved to topic ids).
+pub const FOLLOWER_FETCH_VERSION: i16 = 12;
+pub const CLIENT_ID: &str = "odradek-replica-fetcher";
+/// `replica.fetch.response.max.bytes`.
+pub const DEFAULT_RESPONSE_MAX_BYTES: i32 = 10 * 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TopicPartition {
+    pub topic: String,
+    pub partition: i32,
+}
+
+impl TopicPartition {
+    pub fn new(topic: impl Into<String>, partition: i32) -> Self {
+        TopicPartition { topic: topic.into(), partition }
+    }
+}
+
+/// A multi-partition fetch for the driver to send to `leader`.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub leader: NodeId,
+    /// Names the request in [`Fetchers::handle_response`]; the driver may use its low bits as
+    /// the Kafka correlation id.
+    pub request_id: u64,
+    pub request: WireFetchRequest,
+    /// When the exchange counts as failed if no answer came (the driver's `now_ms` clock).
+    pub deadline_ms: i64,
+}
+
+/// One partition of the answer, for its replica's `handle_fetch_response`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub partition: TopicPartition,
+    pub fetch_id: u64,
+    pub response: FetchResponse,
+}
+
+#[derive(Debug, Default)]
+struct Session {
+    /// Each partition's next fetch (its replica's fetch id and request), for the next request.
+    queued: BTreeMap<TopicPartition, (u64, FetchRequest)>,
+    in_flight: Option<InFlight>,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    request_id: u64,
+    deadline_ms: i64,
+    parts: Vec<(TopicPartition, u64)>,
+}
+
+/// The fetchers of one broker (of one core, in the thread-per-core broker), keyed by source
+/// broker.
+#[derive(Debug)]
+pub struct Fetchers {
+    local: NodeId,
+    response_max_bytes: i32,
+    /// How long past its `max_wait_ms` a request may go unanswered (`replica.socket.timeout.ms`);
+    /// a lost request or answer must not stall its source broker's partitions for good.
+    request_timeout_ms: i64,
+    sessions: BTreeMap<NodeId, Session>,
+    next_request_id: u64,
+}
+
+impl Fetchers {
+    pub fn new(local: NodeId, response_max_bytes: i32, request_timeout_ms: i64) -> Self {
+        Fetchers { local, response_max_bytes, request_timeout_ms, sessions: BTreeMap::new(), next_request_id: 0 }
+    }
+
+    /// A replica's `SendFetch`: it joins its leader's next request. A partition queued for
+    /// another leader moves (its leader changed before that request went out).
+    pub fn enqueue(&mut self, leader: NodeId, partition: TopicPartition, fetch_id: u64, request: FetchRequest) {
+        self.remove(&partition);
+        self.sessions.entry(leader).or_default().queued.insert(partition, (fetch_id, request));
+    }
+
+    /// Forgets a partition's queued fetch (the replica stopped, or leads now). A fetch already
+    /// in flight is still answered; the replica ignores answers to fetches it no longer waits for.
+    pub fn remove(&mut self, partition: &TopicPartition) {
+        for session in self.sessions.values_mut() {
+            session.queued.remove(partition);
+        }
+    }
+
+    /// The next request to send: for a source broker with queued partitions and none in flight.
+    pub fn poll_request(&mut self, now_ms: i64) -> Option<Outgoing> {
+        let (&leader, session) =
+            self.sessions.iter_mut().find(|(_, s)| s.in_flight.is_none() && !s.queued.is_empty())?;
+        let request_id = self.next_request_id;
+        self.next_request_id += 1;
+        let queued = std::mem::take(&mut session.queued);
+        let max_wait_ms = queued.values().map(|(_, r)| r.max_wait_ms).min().unwrap_or(0);
+        let mut topics: Vec<FetchTopic> = Vec::new();
+        let mut parts = Vec::with_capacity(queued.len());
+        for (tp, (fetch_id, r)) in queued {
+            let partition = FetchPartition::default()
+                .with_partition(tp.partition)
+                .with_current_leader_epoch(r.current_leader_epoch.0)
+                .with_fetch_offset(r.fetch_offset.0)
+                .with_last_fetched_epoch(r.last_fetched_epoch.0)
+                .with_log_start_offset(r.log_start_offset.0)
+                .with_partition_max_bytes(r.max_bytes);
+            // Queued in (topic, partition) order: a topic's partitions are adjacent.
+            match topics.last_mut() {
+                Some(t) if t.topic.0.as_str() == tp.topic => t.partitions.push(partition),
+                _ => topics.push(
+                    FetchTopic::default()
+                        .with_topic(StrBytes::from_string(tp.topic.clone()).into())
+                        .with_partitions(vec![partition]),
+                ),
+            }
+            parts.push((tp, fetch_id));
+        }
+        let deadline_ms = now_ms + i64::from(max_wait_ms.max(0)) + self.request_timeout_ms;
+        session.in_flight = Some(InFlight { request_id, deadline_ms, parts });
+        let request = WireFetchRequest::default()
+            .with_replica_id(self.local.0.into())
+            .with_max_wait_ms(max_wait_ms)
+            .with_min_bytes(1)
+            .with_max_bytes(self.response_max_bytes)
+            .with_session_id(0)
+            .with_session_epoch(-1)
+            .with_topics(topics);
+        Some(Outgoing { leader, request_id, request, deadline_ms })
+    }
+
+    /// The answer to `request_id` from `leader` (`Err`: no answer came, the connection failed
+    /// or timed out) → one answer for each partition it asked for. An answer to a request that
+    /// is not in flight (a stale one) yields nothing.
+    pub fn handle_response(
+        &mut self,
+        leader: NodeId,
+        request_id: u64,
+        answer: Result<WireFetchResponse, ErrorCode>,
+    ) -> Vec<Delivery> {
+        let Some(session) = self.sessions.get_mut(&leader) else { return Vec::new() };
+        if session.in_flight.as_ref().is_none_or(|f| f.request_id != request_id) {
+            return Vec::new();
+        }
+        let parts = session.in_flight.take().expect("checked above").parts;
+        let mut answered: BTreeMap<(String, i32), PartitionData> = BTreeMap::new();
+        let whole_error = match answer {
+            Err(e) => Some(e),
+            Ok(r) if r.error_code != 0 => Some(code(r.error_code)),
+            Ok(r) => {
+                for topic in r.responses {
+                    let name = topic.topic.0.to_string();
+                    for p in topic.partitions {
+                        answered.entry((name.clone(), p.partition_index)).or_insert(p);
+                    }
+                }
+                None
+            }
+        };
+        parts
+            .into_iter()
+            .map(|(partition, fetch_id)| {
+                let response = match (whole_error, answered.remove(&(partition.topic.clone(), partition.partition))) {
+                    (Some(e), _) => failed(e, Offset(-1)),
+                    (None, None) => failed(ErrorCode::UnknownServerError, Offset(-1)),
+                    (None, Some(p)) => partition_response(p),
+                };
+                Delivery { partition, fetch_id, response }
+            })
+            .collect()
+    }
+
+    /// When [`Fetchers::handle_timeout`] should next run, if ever.
+    pub fn poll_timeout(&self) -> Option<i64> {
+        self.sessions.values().filter_map(|s| s.in_flight.as_ref().map(|f| f.deadline_ms)).min()
+    }
+
+    /// Requests past their deadline fail, each partition with REQUEST_TIMED_OUT; a late answer
+    /// to one is then stale.
+    pub fn handle_timeout(&mut self, now_ms: i64) -> Vec<Delivery> {
+        let expired: Vec<(NodeId, u64)> = self
+            .sessions
+            .iter()
+            .filter_map(|(&leader, s)| s.in_flight.as_ref().filter(|f| f.deadline_ms <= now_ms).map(|f| (leader, f.request_id)))
+            .collect();
+        expired
+            .into_iter()
+            .flat_map(|(leader, id)| self.handle_response(leader, id, Err(ErrorCode::RequestTimedOut)))
+            .collect()
+    }
+
+    /// Whether any source broker has a request to send or in flight.
+    pub fn is_idle(&self) -> bool {
+        self.sessions.values().all(|s| s.queued.is_empty() && s.in_flight.is_none())
+    }
+}
+
+fn code(error_code: i16) -> ErrorCode {
+    ErrorCode::try_from_code(error_code).unwrap_or(ErrorCode::UnknownServerError)
+}
+
+fn failed(error: ErrorCode, log_start_offset: Offset) -> FetchResponse {
+    FetchResponse {
+        error: Some(error),
+        high_watermark: Offset(-1),
+        log_start_offset,
+        diverging_epoch: None,
+        records: Bytes::new(),
+    }
+}
+
+/// One partition of a Fetch answer, as its replica takes it.
+fn partition_response(p: PartitionData) -> FetchResponse {
+    if p.error_code != 0 {
+        // The log start lets a follower that fell behind it start over there.
+        return failed(code(p.error_code), Offset(p.log_start_offset));
+    }
+    let diverging = (p.diverging_epoch.epoch >= 0 && p.diverging_epoch.end_offset >= 0).then_some(EpochEndOffset {
+        epoch: LeaderEpoch(p.diverging_epoch.epoch),
+        end_offset: Offset(p.diverging_epoch.end_offset),
+    });
+    FetchResponse {
+        error: None,
+        high_watermark: Offset(p.high_watermark),
+        log_start_offset: Offset(p.log_start_offset),
+        diverging_epoch: diverging,
+        records: p.records.unwrap_or_default(),
+    }
+}
+
+/// The leader's side: one partition of a decoded Fetch of `version`, as a replica's request.
+pub fn partition_request(request: &WireFetchRequest, version: i16, partition: &FetchPartition) -> FetchRequest {
+    FetchRequest {
+        // Fetch v15+ moved the follower's id into replica_state; odradek serves up to v12.
+        replica_id: NodeId(request.replica_id.0),
+        current_leader_epoch: LeaderEpoch(if version >= 9 { partition.current_leader_epoch } else { -1 }),
+        fetch_offset: Offset(partition.fetch_offset),
+        last_fetched_epoch: LeaderEpoch(if version >= 12 { partition.last_fetched_epoch } else { -1 }),
+        log_start_offset: Offset(partition.log_start_offset),
+        max_wait_ms: request.max_wait_ms,
+        max_bytes: partition.partition_max_bytes.max(0),
+    }
+}
+
+/// The leader's side: a replica's answer (with the records read for it) as one partition of
+/// a Fetch response of `version`.
+pub fn partition_data(index: i32, version: i16, answer: FetchResponse) -> PartitionData {
+    let diverging = answer.diverging_epoch.map_or_else(fetch_response::EpochEndOffset::default, |d| {
+        fetch_response::EpochEndOffset::default().with_epoch(d.epoch.0).with_end_offset(d.end_offset.0)
+    });
+    PartitionData::default()
+        .with_partition_index(index)
+        .with_error_code(answer.error.map_or(0, |e| e.code()))
+        .with_high_watermark(answer.high_watermark.0)
+        // No transactions yet: everything below the high watermark is stable.
+        .with_last_stable_offset(answer.high_watermark.0)
+        .with_log_start_offset(if version >= 5 { answer.log_start_offset.0 } else { -1 })
+        .with_diverging_epoch(diverging)
+        .with_records(Some(answer.records))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::fetch_response::FetchableTopicResponse;
+
+    fn request(offset: i64, last_epoch: i32) -> FetchRequest {
+        FetchRequest {
+            replica_id: NodeId(2),
+            current_leader_epoch: LeaderEpoch(4),
+            fetch_offset: Offset(offset),
+            last_fetched_epoch: LeaderEpoch(last_epoch),
+            log_start_offset: Offset(0),
+            max_wait_ms: 500,
+            max_bytes: 1 << 20,
+        }
+    }
+
+    fn answer(parts: &[(&str, i32, FetchResponse)]) -> WireFetchResponse {
+        let mut topics: Vec<FetchableTopicResponse> = Vec::new();
+        for (topic, index, r) in parts {
+            let data = partition_data(*index, FOLLOWER_FETCH_VERSION, r.clone());
+            match topics.last_mut() {
+                Some(t) if t.topic.0.as_str() == *topic => t.partitions.push(data),
+                _ => topics.push(
+                    FetchableTopicResponse::default()
+                        .with_topic(StrBytes::from_string(topic.to_string()).into())
+                        .with_partitions(vec![data]),
+                ),
+            }
+        }
+        WireFetchResponse::default().with_responses(topics)
+    }
+
+    fn read(hw: i64, records: &'static [u8]) -> FetchResponse {
+        FetchResponse {
+            error: None,
+            high_watermark: Offset(hw),
+            log_start_offset: Offset(0),
+            diverging_epoch: None,
+            records: Bytes::from_static(records),
+        }
+    }
+
+    #[test]
+    fn one_request_per_leader_carries_every_queued_partition() {
+        let mut f = Fetchers::new(NodeId(2), DEFAULT_RESPONSE_MAX_BYTES, 30_000);
+        f.enqueue(NodeId(1), TopicPartition::new("b", 0), 10, request(5, 3));
+        f.enqueue(NodeId(1), TopicPartition::new("a", 1), 11, request(7, 4));
+        f.enqueue(NodeId(1), TopicPartition::new("a", 0), 12, request(9, 4));
+        f.enqueue(NodeId(3), TopicPartition::new("c", 0), 13, request(0, -1));
+        let first = f.poll_request(0).unwrap();
+        let second = f.poll_request(0).unwrap();
+        assert!(f.poll_request(0).is_none(), "one request in flight per leader");
+        assert_eq!((first.leader, second.leader), (NodeId(1), NodeId(3)));
+        let r = &first.request;
+        assert_eq!(r.replica_id.0, 2);
+        let shape: Vec<(String, Vec<(i32, i64, i32, i32)>)> = r
+            .topics
+            .iter()
+            .map(|t| {
+                let parts = t
+                    .partitions
+                    .iter()
+                    .map(|p| (p.partition, p.fetch_offset, p.last_fetched_epoch, p.current_leader_epoch))
+                    .collect();
+                (t.topic.0.to_string(), parts)
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            vec![("a".into(), vec![(0, 9, 4, 4), (1, 7, 4, 4)]), ("b".into(), vec![(0, 5, 3, 4)])]
+        );
+        // The encoded request is a valid Fetch v12.
+        crate::wire::encode_request(kafka_protocol::messages::ApiKey::Fetch, FOLLOWER_FETCH_VERSION, 0, CLIENT_ID, r)
+            .unwrap();
+    }
+
+    #[test]
+    fn every_partition_asked_for_gets_exactly_one_answer() {
+        let mut f = Fetchers::new(NodeId(2), DEFAULT_RESPONSE_MAX_BYTES, 30_000);
+        for (p, id) in [(0, 20), (1, 21), (2, 22)] {
+            f.enqueue(NodeId(1), TopicPartition::new("t", p), id, request(0, -1));
+        }
+        let out = f.poll_request(0).unwrap();
+        let diverging = FetchResponse {
+            diverging_epoch: Some(EpochEndOffset { epoch: LeaderEpoch(3), end_offset: Offset(40) }),
+            ..read(50, b"")
+        };
+        let not_leader = FetchResponse { error: Some(ErrorCode::NotLeaderOrFollower), ..read(-1, b"") };
+        // Partition 1 is left out of the answer, and a partition never asked for is in it.
+        let wire = answer(&[("t", 0, diverging.clone()), ("t", 2, not_leader), ("t", 9, read(1, b"x"))]);
+        let deliveries = f.handle_response(NodeId(1), out.request_id, Ok(wire));
+        let got: Vec<(i32, u64, Option<ErrorCode>, Option<EpochEndOffset>)> = deliveries
+            .iter()
+            .map(|d| (d.partition.partition, d.fetch_id, d.response.error, d.response.diverging_epoch))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (0, 20, None, diverging.diverging_epoch),
+                (1, 21, Some(ErrorCode::UnknownServerError), None),
+                (2, 22, Some(ErrorCode::NotLeaderOrFollower), None),
+            ]
+        );
+        assert!(f.is_idle());
+        assert!(f.handle_response(NodeId(1), out.request_id, Err(ErrorCode::NetworkException)).is_empty(), "stale");
+    }
+
+    #[test]
+    fn a_failed_exchange_fails_every_partition_and_frees_the_session() {
+        let mut f = Fetchers::new(NodeId(2), DEFAULT_RESPONSE_MAX_BYTES, 30_000);
+        f.enqueue(NodeId(1), TopicPartition::new("t", 0), 1, request(0, -1));
+        let out = f.poll_request(0).unwrap();
+        // Queued while the first is in flight: waits for it.
+        f.enqueue(NodeId(1), TopicPartition::new("t", 1), 2, request(0, -1));
+        assert!(f.poll_request(0).is_none());
+        let d = f.handle_response(NodeId(1), out.request_id, Err(ErrorCode::NetworkException));
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].response.error, Some(ErrorCode::NetworkException));
+        let next = f.poll_request(0).unwrap();
+        assert_eq!(next.request.topics[0].partitions[0].partition, 1);
+    }
+
+    #[test]
+    fn an_unanswered_request_times_out_and_its_late_answer_is_stale() {
+        let mut f = Fetchers::new(NodeId(2), DEFAULT_RESPONSE_MAX_BYTES, 1_000);
+        f.enqueue(NodeId(1), TopicPartition::new("t", 0), 7, request(0, -1));
+        let out = f.poll_request(100).unwrap();
+        assert_eq!(out.deadline_ms, 100 + 500 + 1_000);
+        assert_eq!(f.poll_timeout(), Some(out.deadline_ms));
+        assert!(f.handle_timeout(out.deadline_ms - 1).is_empty());
+        let d = f.handle_timeout(out.deadline_ms);
+        assert_eq!((d.len(), d[0].fetch_id, d[0].response.error), (1, 7, Some(ErrorCode::RequestTimedOut)));
+        assert_eq!(f.poll_timeout(), None);
+        assert!(f.handle_response(NodeId(1), out.request_id, Ok(answer(&[("t", 0, read(1, b""))]))).is_empty());
+    }
+
+    #[test]
+    fn a_partition_moves_with_its_leader() {
+        let mut f = Fetchers::new(NodeId(2), DEFAULT_RESPONSE_MAX_BYTES, 30_000);
+        f.enqueue(NodeId(1), TopicPartition::new("t", 0), 1, request(0, -1));
+        f.enqueue(NodeId(3), TopicPartition::new("t", 0), 2, request(0, -1));
+        let out = f.poll_request(0).unwrap();
+        assert_eq!(out.leader, NodeId(3));
+        assert!(f.poll_request(0).is_none());
+        f.enqueue(NodeId(1), TopicPartition::new("u", 0), 3, request(0, -1));
+        f.remove(&TopicPartition::new("u", 0));
+        assert!(f.poll_request(0).is_none());
+    }
+
+    #[test]
+    fn leader_side_round_trips_a_replica_answer() {
+        let answer = FetchResponse {
+            error: None,
+            high_watermark: Offset(12),
+            log_start_offset: Offset(3),
+            diverging_epoch: Some(EpochEndOffset { epoch: LeaderEpoch(2), end_offset: Offset(8) }),
+            records: Bytes::from_static(b"batch"),
+        };
+        assert_eq!(partition_response(partition_data(0, 12, answer.clone())), answer);
+        let wire = WireFetchRequest::default().with_replica_id(5.into()).with_max_wait_ms(100);
+        let p = FetchPartition::default().with_fetch_offset(4).with_last_fetched_epoch(2).with_current_leader_epoch(3);
+        let r = partition_request(&wire, 12, &p);
+        assert_eq!((r.replica_id, r.fetch_offset, r.last_fetched_epoch, r.current_leader_epoch), (NodeId(5), Offset(4), LeaderEpoch(2), LeaderEpoch(3)));
+        assert_eq!(partition_request(&wire, 11, &p).last_fetched_epoch, LeaderEpoch(-1));
+    }
+}
