@@ -42,6 +42,7 @@ use tracing::{debug, info, warn};
 use odradek_core::group::OFFSETS_TOPIC;
 use crate::clock::now_ms;
 use crate::shared::Shared;
+use crate::storage::log_dir_failed;
 
 /// Largest frame accepted on the controller listener (a Raft Append carries at most 1 MiB of
 /// entries plus their headers).
@@ -261,19 +262,19 @@ impl Node {
                     raft::Action::PersistVote { term, voted_for } => {
                         if let Err(e) = self.log.borrow().persist_vote(HardState { term, voted_for }) {
                             // Without a durable vote the node must not go on voting.
-                            panic!("cannot persist the quorum vote: {e}");
+                            log_dir_failed("persisting the quorum vote", &self.log.borrow().dir, &e);
                         }
                         self.raft.borrow_mut().handle_completion(now, raft::Completion::VotePersisted { term, voted_for });
                     }
                     raft::Action::Truncate { from } => {
                         if let Err(e) = self.log.borrow_mut().truncate(from) {
-                            panic!("cannot truncate the metadata log: {e}");
+                            log_dir_failed("truncating the metadata log", &self.log.borrow().dir, &e);
                         }
                     }
                     raft::Action::Append { entries } => {
                         let Some(last) = entries.last().map(|e| (e.index, e.term)) else { continue };
                         if let Err(e) = self.log.borrow_mut().append(&entries) {
-                            panic!("cannot append to the metadata log: {e}");
+                            log_dir_failed("appending to the metadata log", &self.log.borrow().dir, &e);
                         }
                         let (through, term) = last;
                         self.raft.borrow_mut().handle_completion(now, raft::Completion::Persisted { through, term });

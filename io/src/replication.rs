@@ -27,7 +27,7 @@ use tracing::{debug, info, warn};
 
 use crate::clock::{now_ms, wall_ms};
 use crate::config::ServerConfig;
-use crate::storage::{write_file, GroupCommit, PartitionStore};
+use crate::storage::{log_dir_failed, write_file, GroupCommit, PartitionStore};
 
 const EPOCH_CHECKPOINT: &str = "leader-epoch-checkpoint";
 /// Kafka's name for the file tying a partition directory to its topic id.
@@ -321,11 +321,7 @@ impl ReplicatedPartition {
     }
 
     async fn perform(self: &Rc<Self>, host: &Rc<dyn Host>, action: Action) {
-        let fail = |what: &str, e: std::io::Error| -> ! {
-            // The replica's view of the log would no longer match the disk; a restart recovers
-            // from the files (release builds abort on panic).
-            panic!("{}-{}: {what} failed: {e}", self.topic, self.partition)
-        };
+        let fail = |what: &str, e: std::io::Error| -> ! { log_dir_failed(what, self.store.dir(), &e) };
         match action {
             Action::Append { base_offset, end_offset, records } => {
                 if let Err(e) = self.store.append_assigned(wall_ms(), base_offset.0, records).await {

@@ -13,9 +13,29 @@ use glommio::sync::Semaphore;
 use odradek_core::batch;
 use odradek_core::log::{recover_chunk, Log, LogConfig, ReadStart, Segment};
 use odradek_core::records;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 mod clean;
+
+/// Exit status of a broker that stopped because its data directory failed.
+pub const LOG_DIR_FAILED_EXIT: i32 = 3;
+
+/// A write, truncation or fsync in the data directory failed. odradek has one log directory,
+/// and Kafka halts a broker whose every log directory failed. Going on is not an option: the
+/// state machines' view of the log would no longer match the disk, and after a failed fsync
+/// the kernel may drop the dirty pages, so a later fsync could succeed without them and count
+/// them durable. Nothing the failed operation covered has been acknowledged (acks wait for
+/// the completion that now never comes), so clients see their connections close, not an
+/// acknowledgement; the next start recovers from what the files hold.
+pub fn log_dir_failed(what: &str, path: &Path, e: &io::Error) -> ! {
+    error!(
+        path = %path.display(),
+        error = %e,
+        "{what} failed in the data directory; the log directory is offline and the broker stops \
+         (exit status {LOG_DIR_FAILED_EXIT}); free the disk or fix it, then start again"
+    );
+    std::process::exit(LOG_DIR_FAILED_EXIT)
+}
 
 const RECOVERY_CHUNK_BYTES: usize = 8 << 20;
 const TIMESTAMP_SCAN_CHUNK_BYTES: u64 = 1 << 20;
