@@ -151,6 +151,15 @@ impl MetadataImage {
         let index = usize::try_from(partition).ok()?;
         self.topics.get(topic_id)?.partitions.get(index)
     }
+    /// Whether the broker incarnation that registered with `broker_epoch` is registered and
+    /// unfenced here: only then may a broker act on the partition state an image holds.
+    /// Its registration moved the previous incarnation's leaderships away, so a restarted
+    /// broker never resumes leading an epoch whose unsynced tail it lost (KRaft brokers
+    /// publish metadata only once caught up past their own registration). The io broker and
+    /// the simulator both gate on this.
+    pub fn serves(&self, broker_id: NodeId, broker_epoch: BrokerEpoch) -> bool {
+        self.brokers.get(&broker_id).is_some_and(|b| b.broker_epoch == broker_epoch && !b.fenced)
+    }
     /// A registered, unfenced broker: one that may lead and be in an ISR.
     pub fn is_alive(&self, broker_id: NodeId) -> bool {
         self.brokers.get(&broker_id).is_some_and(|b| !b.fenced)

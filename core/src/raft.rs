@@ -872,9 +872,11 @@ impl Raft {
         if !self.is_voter() || self.role == Role::Leader {
             return;
         }
-        if self.config.voters.len() == 1 {
+        if self.config.voters.len() == 1 && self.hard_durable == self.hard {
             // The only voter: no other leader can exist or split the vote, so waiting out a
-            // timeout would only delay a standalone node's start.
+            // timeout would only delay a standalone node's start. Not while its own vote is
+            // still being persisted: a new term then would only overtake that vote, again and
+            // again, on a driver whose writes complete later (the broker's do).
             self.timers[Timer::Election as usize] = Some(now_ms);
             return;
         }
@@ -1498,6 +1500,29 @@ mod tests {
         assert_eq!(index, Index(2));
         sim.run_until(100, |s| s.applied(1) == vec![data("a")]);
         assert_eq!(sim.raft_mut(1).propose(0, data("b")).map(|_| ()), Ok(()));
+    }
+
+    // A standalone node whose vote persists asynchronously: one term, not a new term on every
+    // timer tick while the vote is on its way to disk.
+    #[test]
+    fn single_voter_with_slow_disk_elects_in_its_first_term() {
+        let config = RaftConfig::new(NodeId(1), vec![NodeId(1)], vec![]);
+        let mut raft = Raft::restore(config, 7, 0, HardState::default(), Vec::new()).unwrap();
+        let mut votes = Vec::new();
+        // The driver's timer fires again and again while the vote is still being written.
+        for now in 0..50 {
+            if let Some(due) = raft.poll_timeout().filter(|&due| due <= now) {
+                raft.handle_timeout(due);
+            }
+            while let Some(action) = raft.poll_action() {
+                if let Action::PersistVote { term, voted_for } = action {
+                    votes.push(HardState { term, voted_for });
+                }
+            }
+        }
+        assert_eq!(votes.len(), 1, "elections overtook their own vote: {votes:?}");
+        raft.handle_completion(50, Completion::VotePersisted { term: votes[0].term, voted_for: votes[0].voted_for });
+        assert_eq!((raft.role(), raft.term()), (Role::Leader, votes[0].term));
     }
 
     // Guards election safety (at most one leader per term), state machine safety and leader

@@ -14,11 +14,9 @@
 //! listener (the deviation from Kafka's RPCs is described in `core/src/controller_rpc.rs`).
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{Read, Write};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -28,6 +26,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures_channel::{mpsc, oneshot};
 use futures_lite::future::BoxedLocal;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt, StreamExt};
+use glommio::io::BufferedFile;
 use glommio::net::{TcpListener, TcpStream};
 use odradek_core::controller::{
     BrokerHeartbeatRequest, BrokerRegistrationRequest, Controller, ControllerConfig, ControllerError, CreatableTopic,
@@ -42,7 +41,7 @@ use tracing::{debug, info, warn};
 use odradek_core::group::OFFSETS_TOPIC;
 use crate::clock::now_ms;
 use crate::shared::Shared;
-use crate::storage::log_dir_failed;
+use crate::storage::{log_dir_failed, write_file};
 
 /// Largest frame accepted on the controller listener (a Raft Append carries at most 1 MiB of
 /// entries plus their headers).
@@ -71,7 +70,10 @@ pub struct Node {
     broker: Rc<dyn Broker>,
     raft: RefCell<Raft>,
     controller: RefCell<Controller>,
-    log: RefCell<RaftLog>,
+    /// Raft's disk actions, in order, for `log_writer`: the reactor never blocks on the
+    /// metadata log's writes and fsyncs.
+    log_ops: RefCell<VecDeque<LogOp>>,
+    log_kick: event_listener::Event,
     /// Quorum addresses of every other voter and observer.
     peers: BTreeMap<NodeId, SocketAddr>,
     outbound: RefCell<BTreeMap<NodeId, mpsc::Sender<Bytes>>>,
@@ -86,6 +88,8 @@ pub struct Node {
     /// This broker's current registration epoch (for AlterPartition).
     pub broker_epoch: Cell<Option<BrokerEpoch>>,
     published: Cell<u64>,
+    /// This incarnation was registered and unfenced in the image once: images are published.
+    serving: Cell<bool>,
     /// Controlled shutdown has begun: the broker loop sends no more ordinary heartbeats (one
     /// arriving after the shutdown request would unfence this broker again).
     shutting_down: Cell<bool>,
@@ -102,12 +106,38 @@ enum Waiter {
 /// The Raft log and hard state files under `<data>/__cluster_metadata/`.
 struct RaftLog {
     dir: PathBuf,
-    file: File,
-    entries: Vec<Entry>,
+    /// The records Raft restored from, handed over once at start.
+    restored: Vec<Entry>,
+    /// Byte length of each entry's record, in index order (truncation needs them).
+    record_lens: Vec<u64>,
+    /// End of the valid records: where the next append goes.
+    len: u64,
+    /// Opened on first use: start-up runs before the executor serves anything.
+    file: Option<Rc<BufferedFile>>,
+}
+
+/// One of Raft's disk actions, queued in the order Raft emitted it for the log writer task.
+enum LogOp {
+    Vote(HardState),
+    Truncate(Index),
+    Append(Vec<Entry>),
+}
+
+fn encode_records(entries: &[Entry]) -> (Vec<u8>, Vec<u64>) {
+    let mut buf = Vec::new();
+    let mut lens = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let bytes = entry.encode();
+        buf.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        buf.extend_from_slice(&bytes);
+        lens.push(4 + bytes.len() as u64);
+    }
+    (buf, lens)
 }
 
 impl RaftLog {
     /// Loads the log; a torn last record (a crash mid-append, never acknowledged) is cut off.
+    /// Runs once at start-up, before the node serves, so it reads with plain blocking calls.
     fn open(dir: PathBuf) -> Result<(RaftLog, HardState), String> {
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let hard = match std::fs::read(dir.join("hard-state")) {
@@ -116,11 +146,13 @@ impl RaftLog {
             Err(e) => return Err(format!("hard-state: {e}")),
         };
         let path = dir.join("raft.log");
-        let mut bytes = Vec::new();
-        if let Ok(mut f) = File::open(&path) {
-            f.read_to_end(&mut bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-        }
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
         let mut entries = Vec::new();
+        let mut record_lens = Vec::new();
         let mut at = 0usize;
         while at + 4 <= bytes.len() {
             let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
@@ -131,48 +163,57 @@ impl RaftLog {
                 Ok(entry) if entry.index.0 == entries.len() as u64 + 1 => entries.push(entry),
                 _ => break,
             }
+            record_lens.push(4 + len as u64);
             at += 4 + len;
         }
         if at < bytes.len() {
             warn!(valid = at, len = bytes.len(), "metadata log has a torn tail; truncating it");
+            let file = std::fs::OpenOptions::new().write(true).open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            file.set_len(at as u64).map_err(|e| format!("{}: {e}", path.display()))?;
+            file.sync_all().map_err(|e| format!("{}: {e}", path.display()))?;
         }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        file.set_len(at as u64).map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok((RaftLog { dir, file, entries }, hard))
+        Ok((RaftLog { dir, restored: entries, record_lens, len: at as u64, file: None }, hard))
     }
 
-    fn persist_vote(&self, hard: HardState) -> std::io::Result<()> {
-        let path = self.dir.join("hard-state");
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, hard.encode())?;
-        File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        File::open(&self.dir)?.sync_all()
+    async fn file(&mut self) -> std::io::Result<Rc<BufferedFile>> {
+        if let Some(file) = &self.file {
+            return Ok(file.clone());
+        }
+        let path = self.dir.join("raft.log");
+        let file = Rc::new(glommio::io::OpenOptions::new().read(true).write(true).create(true).buffered_open(&path).await?);
+        self.file = Some(file.clone());
+        Ok(file)
     }
 
-    fn append(&mut self, entries: &[Entry]) -> std::io::Result<()> {
-        let mut buf = Vec::new();
-        for entry in entries {
-            let bytes = entry.encode();
-            buf.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-            buf.extend_from_slice(&bytes);
+    async fn persist_vote(dir: &Path, hard: HardState) -> std::io::Result<()> {
+        write_file(&dir.join("hard-state"), hard.encode().to_vec()).await
+    }
+
+    /// Writes records at the end (not yet durable: [`RaftLog::sync`] makes them so).
+    async fn write(&mut self, buf: Vec<u8>, lens: Vec<u64>) -> std::io::Result<()> {
+        let file = self.file().await?;
+        let want = buf.len();
+        let written = file.write_at(buf, self.len).await?;
+        if written != want {
+            return Err(std::io::Error::other(format!("short write: {written} of {want} bytes")));
         }
-        self.file.write_all(&buf)?;
-        self.file.sync_data()?;
-        self.entries.extend_from_slice(entries);
+        self.len += want as u64;
+        self.record_lens.extend(lens);
         Ok(())
     }
 
-    /// Rare (a follower's conflicting uncommitted suffix): rewrites the file.
-    fn truncate(&mut self, from: Index) -> std::io::Result<()> {
-        self.entries.truncate(from.0.saturating_sub(1) as usize);
-        let len: u64 = self.entries.iter().map(|e| 4 + e.encode().len() as u64).sum();
-        self.file.set_len(len)?;
-        self.file.sync_data()
+    async fn sync(&mut self) -> std::io::Result<()> {
+        Ok(self.file().await?.fdatasync().await?)
+    }
+
+    /// Rare (a follower's conflicting uncommitted suffix): cuts the file back.
+    async fn truncate(&mut self, from: Index) -> std::io::Result<()> {
+        let keep = (from.0.saturating_sub(1) as usize).min(self.record_lens.len());
+        self.record_lens.truncate(keep);
+        self.len = self.record_lens.iter().sum();
+        let file = self.file().await?;
+        file.truncate(self.len).await?;
+        Ok(file.fdatasync().await?)
     }
 }
 
@@ -194,9 +235,10 @@ impl Node {
         let mut raft_config = RaftConfig::new(id, voters, observers);
         raft_config.election_timeout_ms = config.quorum_election_timeout_ms;
         raft_config.heartbeat_interval_ms = (config.quorum_election_timeout_ms / 5).max(10);
-        let (log, hard) = RaftLog::open(config.data_dir.join("__cluster_metadata"))?;
+        let (mut log, hard) = RaftLog::open(config.data_dir.join("__cluster_metadata"))?;
         let seed = uuid::Uuid::new_v4().as_u64_pair().0;
-        let raft = Raft::restore(raft_config, seed, now_ms(), hard, log.entries.clone()).map_err(|e| e.to_string())?;
+        let restored = std::mem::take(&mut log.restored);
+        let raft = Raft::restore(raft_config, seed, now_ms(), hard, restored).map_err(|e| e.to_string())?;
         let mut controller_config = ControllerConfig::new(id);
         controller_config.broker_session_timeout_ms = config.broker_session_timeout_ms;
         controller_config.default_replication_factor = config.default_replication_factor;
@@ -208,7 +250,8 @@ impl Node {
             broker,
             raft: RefCell::new(raft),
             controller: RefCell::new(controller),
-            log: RefCell::new(log),
+            log_ops: RefCell::default(),
+            log_kick: event_listener::Event::new(),
             peers,
             outbound: RefCell::default(),
             next_request_id: Cell::new(1),
@@ -217,6 +260,7 @@ impl Node {
             wake: event_listener::Event::new(),
             broker_epoch: Cell::new(None),
             published: Cell::new(0),
+            serving: Cell::new(false),
             shutting_down: Cell::new(false),
             heartbeat_in_flight: Cell::new(false),
             legacy: RefCell::new(legacy),
@@ -234,6 +278,7 @@ impl Node {
             glommio::spawn_local(node.clone().accept_loop(listener)).detach();
         }
         glommio::spawn_local(node.clone().timer_loop()).detach();
+        glommio::spawn_local(node.clone().log_writer(log)).detach();
         if config.roles.broker {
             glommio::spawn_local(node.clone().broker_loop()).detach();
         }
@@ -248,6 +293,62 @@ impl Node {
 
     // ---- pumping the state machines ----
 
+    fn queue_log_op(&self, op: LogOp) {
+        self.log_ops.borrow_mut().push_back(op);
+        self.log_kick.notify(1);
+    }
+
+    /// Performs Raft's disk actions in the order it emitted them (its runbook, rule 2), and
+    /// reports each completion once durable. Appends queued together share one write and one
+    /// fdatasync; a vote is written atomically to `hard-state`. Any failure takes the node down
+    /// (`log_dir_failed`): Raft must not vote or acknowledge what it could not persist.
+    async fn log_writer(self: Rc<Self>, mut log: RaftLog) {
+        let dir = log.dir.clone();
+        loop {
+            let listener = self.log_kick.listen();
+            let ops: Vec<LogOp> = self.log_ops.borrow_mut().drain(..).collect();
+            if ops.is_empty() {
+                listener.await;
+                continue;
+            }
+            let mut ops = ops.into_iter().peekable();
+            while let Some(op) = ops.next() {
+                let completion = match op {
+                    LogOp::Vote(hard) => {
+                        if let Err(e) = RaftLog::persist_vote(&dir, hard).await {
+                            log_dir_failed("persisting the quorum vote", &dir, &e);
+                        }
+                        raft::Completion::VotePersisted { term: hard.term, voted_for: hard.voted_for }
+                    }
+                    LogOp::Truncate(from) => {
+                        if let Err(e) = log.truncate(from).await {
+                            log_dir_failed("truncating the metadata log", &dir, &e);
+                        }
+                        continue;
+                    }
+                    LogOp::Append(mut entries) => {
+                        while let Some(LogOp::Append(more)) = ops.peek_mut() {
+                            entries.append(more);
+                            ops.next();
+                        }
+                        let Some(last) = entries.last().map(|e| (e.index, e.term)) else { continue };
+                        let (buf, lens) = encode_records(&entries);
+                        let result = match log.write(buf, lens).await {
+                            Ok(()) => log.sync().await,
+                            Err(e) => Err(e),
+                        };
+                        if let Err(e) = result {
+                            log_dir_failed("appending to the metadata log", &dir, &e);
+                        }
+                        raft::Completion::Persisted { through: last.0, term: last.1 }
+                    }
+                };
+                self.raft.borrow_mut().handle_completion(now_ms(), completion);
+                self.pump();
+            }
+        }
+    }
+
     /// Drains Raft's and the controller's actions until both are quiet (the runbooks).
     fn pump(self: &Rc<Self>) {
         let mut applied = false;
@@ -259,26 +360,10 @@ impl Node {
                 progress = true;
                 let now = now_ms();
                 match action {
-                    raft::Action::PersistVote { term, voted_for } => {
-                        if let Err(e) = self.log.borrow().persist_vote(HardState { term, voted_for }) {
-                            // Without a durable vote the node must not go on voting.
-                            log_dir_failed("persisting the quorum vote", &self.log.borrow().dir, &e);
-                        }
-                        self.raft.borrow_mut().handle_completion(now, raft::Completion::VotePersisted { term, voted_for });
-                    }
-                    raft::Action::Truncate { from } => {
-                        if let Err(e) = self.log.borrow_mut().truncate(from) {
-                            log_dir_failed("truncating the metadata log", &self.log.borrow().dir, &e);
-                        }
-                    }
-                    raft::Action::Append { entries } => {
-                        let Some(last) = entries.last().map(|e| (e.index, e.term)) else { continue };
-                        if let Err(e) = self.log.borrow_mut().append(&entries) {
-                            log_dir_failed("appending to the metadata log", &self.log.borrow().dir, &e);
-                        }
-                        let (through, term) = last;
-                        self.raft.borrow_mut().handle_completion(now, raft::Completion::Persisted { through, term });
-                    }
+                    // Performed by `log_writer`, which reports the completions.
+                    raft::Action::PersistVote { term, voted_for } => self.queue_log_op(LogOp::Vote(HardState { term, voted_for })),
+                    raft::Action::Truncate { from } => self.queue_log_op(LogOp::Truncate(from)),
+                    raft::Action::Append { entries } => self.queue_log_op(LogOp::Append(entries)),
                     raft::Action::Send { to, message } => {
                         let frame = Frame::Raft { from: self.id, message }.encode();
                         if let Some(tx) = self.outbound.borrow_mut().get_mut(&to) {
@@ -337,8 +422,18 @@ impl Node {
         }
     }
 
-    /// Pushes the image to every core; each keeps only the newest it has seen.
+    /// Pushes the image to every core; each keeps only the newest it has seen. A broker
+    /// publishes nothing until this incarnation is registered and unfenced in its image
+    /// (`MetadataImage::serves`, the rule the simulator runs): before that, the image may
+    /// still make it the leader of an epoch whose unsynced tail this process lost.
     fn publish(self: &Rc<Self>) {
+        if self.broker.shared().config.roles.broker && !self.serving.get() {
+            let serving = self.broker_epoch.get().is_some_and(|epoch| self.controller.borrow().image().serves(self.id, epoch));
+            if !serving {
+                return;
+            }
+            self.serving.set(true);
+        }
         let applied = self.controller.borrow().applied_index().0;
         if applied <= self.published.get() {
             return;
@@ -597,6 +692,8 @@ impl Node {
             };
             info!(broker_epoch = %epoch, "registered with the controller");
             self.broker_epoch.set(Some(epoch));
+            // The image may already hold the registration.
+            self.publish();
             let mut fenced = true;
             loop {
                 // Heartbeat fast until unfenced: that needs the registration record applied here.
@@ -829,32 +926,47 @@ mod tests {
         Entry { index: Index(index), term: Term(term), data: Bytes::from(vec![index as u8; index as usize]) }
     }
 
+    fn on_executor(test: impl FnOnce() -> BoxedLocal<()> + Send + 'static) {
+        glommio::LocalExecutorBuilder::default().spawn(move || test()).unwrap().join().unwrap();
+    }
+
+    async fn append(log: &mut RaftLog, entries: &[Entry]) {
+        let (buf, lens) = encode_records(entries);
+        log.write(buf, lens).await.unwrap();
+        log.sync().await.unwrap();
+    }
+
     #[test]
     fn raft_log_survives_reopen_truncation_and_a_torn_tail() {
-        let dir = std::env::temp_dir().join(format!("odradek-raftlog-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let (mut log, hard) = RaftLog::open(dir.clone()).unwrap();
-        assert_eq!(hard, HardState::default());
-        log.append(&[entry(1, 1), entry(2, 1), entry(3, 2)]).unwrap();
-        log.persist_vote(HardState { term: Term(2), voted_for: Some(NodeId(3)) }).unwrap();
-        log.truncate(Index(3)).unwrap();
-        log.append(&[entry(3, 3)]).unwrap();
-        drop(log);
-        let (log, hard) = RaftLog::open(dir.clone()).unwrap();
-        assert_eq!(log.entries, vec![entry(1, 1), entry(2, 1), entry(3, 3)]);
-        assert_eq!(hard, HardState { term: Term(2), voted_for: Some(NodeId(3)) });
-        drop(log);
-        // A crash mid-append leaves a partial record: it was never acknowledged, so it goes.
-        let path = dir.join("raft.log");
-        let mut bytes = std::fs::read(&path).unwrap();
-        bytes.extend_from_slice(&[40, 0, 0, 0, 1, 2]);
-        std::fs::write(&path, &bytes).unwrap();
-        let (mut log, _) = RaftLog::open(dir.clone()).unwrap();
-        assert_eq!(log.entries.len(), 3);
-        log.append(&[entry(4, 3)]).unwrap();
-        drop(log);
-        let (log, _) = RaftLog::open(dir.clone()).unwrap();
-        assert_eq!(log.entries.last(), Some(&entry(4, 3)));
-        std::fs::remove_dir_all(dir).unwrap();
+        on_executor(|| {
+            Box::pin(async {
+                let dir = std::env::temp_dir().join(format!("odradek-raftlog-{}", std::process::id()));
+                let _ = std::fs::remove_dir_all(&dir);
+                let (mut log, hard) = RaftLog::open(dir.clone()).unwrap();
+                assert_eq!(hard, HardState::default());
+                append(&mut log, &[entry(1, 1), entry(2, 1), entry(3, 2)]).await;
+                RaftLog::persist_vote(&dir, HardState { term: Term(2), voted_for: Some(NodeId(3)) }).await.unwrap();
+                log.truncate(Index(3)).await.unwrap();
+                append(&mut log, &[entry(3, 3)]).await;
+                drop(log);
+                let (log, hard) = RaftLog::open(dir.clone()).unwrap();
+                assert_eq!(log.restored, vec![entry(1, 1), entry(2, 1), entry(3, 3)]);
+                assert_eq!(hard, HardState { term: Term(2), voted_for: Some(NodeId(3)) });
+                drop(log);
+                // A crash mid-append leaves a partial record: it was never acknowledged, so it goes.
+                let path = dir.join("raft.log");
+                let mut bytes = std::fs::read(&path).unwrap();
+                bytes.extend_from_slice(&[40, 0, 0, 0, 1, 2]);
+                std::fs::write(&path, &bytes).unwrap();
+                let (mut log, _) = RaftLog::open(dir.clone()).unwrap();
+                assert_eq!(log.restored.len(), 3);
+                append(&mut log, &[entry(4, 3)]).await;
+                drop(log);
+                let (log, _) = RaftLog::open(dir.clone()).unwrap();
+                assert_eq!(log.restored.last(), Some(&entry(4, 3)));
+                assert_eq!(log.len, std::fs::metadata(&path).unwrap().len());
+                std::fs::remove_dir_all(dir).unwrap();
+            })
+        });
     }
 }

@@ -17,6 +17,7 @@ use futures_lite::future::BoxedLocal;
 use odradek_core::controller::{self, TopicId};
 use odradek_core::fetcher::TopicPartition;
 use odradek_core::ids::{LeaderEpoch, NodeId, Offset};
+use odradek_core::replica::driver::PartitionDriver;
 use odradek_core::replica::{
     Action, Completion, EpochCache, EpochEndOffset, FetchAnswer, FetchRequest, FetchResponse, LeaderAndIsr,
     PersistedState, ProduceAck, Replica, ReplicaConfig,
@@ -27,7 +28,7 @@ use tracing::{debug, info, warn};
 
 use crate::clock::{now_ms, wall_ms};
 use crate::config::ServerConfig;
-use crate::storage::{log_dir_failed, write_file, GroupCommit, PartitionStore};
+use crate::storage::{log_dir_failed, off_reactor, write_file, GroupCommit, PartitionStore};
 
 const EPOCH_CHECKPOINT: &str = "leader-epoch-checkpoint";
 /// Kafka's name for the file tying a partition directory to its topic id.
@@ -64,7 +65,7 @@ pub struct ReplicatedPartition {
     pub partition: i32,
     pub topic_id: TopicId,
     pub store: Rc<PartitionStore>,
-    replica: RefCell<Replica>,
+    driver: RefCell<PartitionDriver>,
     waiters: RefCell<BTreeMap<u64, oneshot::Sender<Result<ProduceAck, ErrorCode>>>>,
     next_id: Cell<u64>,
     kick: event_listener::Event,
@@ -78,19 +79,18 @@ impl ReplicatedPartition {
     pub async fn open(host: &Rc<dyn Host>, topic: &str, partition: i32, topic_id: TopicId, min_isr: usize) -> std::io::Result<Rc<Self>> {
         let config = host.topic_log_config(topic);
         let data_dir = &host.config().data_dir;
-        let stamp = discard_stale_directory(&data_dir.join(format!("{topic}-{partition}")), topic_id)?;
+        let dir = data_dir.join(format!("{topic}-{partition}"));
+        let stamp = off_reactor(move || discard_stale_directory(&dir, topic_id)).await?;
         let store = Rc::new(PartitionStore::open(data_dir, topic, partition, config.clone()).await?);
         if let Some(stamp) = stamp {
             write_file(&store.dir().join(PARTITION_METADATA), stamp).await?;
         }
-        let recorded_start = std::fs::read_to_string(store.dir().join(LOG_START_CHECKPOINT))
-            .ok()
-            .and_then(|t| t.trim().parse::<i64>().ok())
-            .unwrap_or(0);
+        let recorded_start = read_number(store.dir().join(LOG_START_CHECKPOINT)).await.unwrap_or(0);
         if recorded_start > store.log_start_offset() {
             store.advance_log_start(recorded_start).await?;
         }
-        let mut epoch_cache = match std::fs::read(store.dir().join(EPOCH_CHECKPOINT)) {
+        let epoch_path = store.dir().join(EPOCH_CHECKPOINT);
+        let mut epoch_cache = match off_reactor(move || std::fs::read(epoch_path)).await {
             Ok(bytes) => EpochCache::decode(&bytes).map_err(|e| std::io::Error::other(format!("{EPOCH_CHECKPOINT}: {e:?}")))?,
             Err(_) => EpochCache::new(),
         };
@@ -101,10 +101,7 @@ impl ReplicatedPartition {
             info!(%topic, partition, entries = ?epoch_cache.entries(), "leader epoch cache rebuilt from the log");
             write_file(&store.dir().join(EPOCH_CHECKPOINT), epoch_cache.encode()).await?;
         }
-        let high_watermark = std::fs::read_to_string(store.dir().join(HIGH_WATERMARK_CHECKPOINT))
-            .ok()
-            .and_then(|t| t.trim().parse().ok())
-            .unwrap_or(0);
+        let high_watermark = read_number(store.dir().join(HIGH_WATERMARK_CHECKPOINT)).await.unwrap_or(0);
         let end = Offset(store.log_end_offset());
         let persisted = PersistedState {
             log_start_offset: Offset(store.log_start_offset()),
@@ -130,7 +127,7 @@ impl ReplicatedPartition {
             partition,
             topic_id,
             store,
-            replica: RefCell::new(replica),
+            driver: RefCell::new(PartitionDriver::new(replica)),
             waiters: RefCell::default(),
             next_id: Cell::new(1),
             kick: event_listener::Event::new(),
@@ -143,7 +140,7 @@ impl ReplicatedPartition {
 
     /// The answer to this follower's fetch, from its core's replica fetchers.
     pub fn deliver_fetch(&self, fetch_id: u64, response: FetchResponse) {
-        self.replica.borrow_mut().handle_fetch_response(now_ms(), fetch_id, response);
+        self.driver.borrow_mut().replica_mut().handle_fetch_response(now_ms(), fetch_id, response);
         self.after_input();
     }
 
@@ -153,23 +150,23 @@ impl ReplicatedPartition {
     }
 
     pub fn leader_epoch(&self) -> LeaderEpoch {
-        self.replica.borrow().leader_epoch()
+        self.driver.borrow().replica().leader_epoch()
     }
 
     pub fn is_leader(&self) -> bool {
-        self.replica.borrow().role() == odradek_core::replica::Role::Leader
+        self.driver.borrow().replica().role() == odradek_core::replica::Role::Leader
     }
 
     pub fn high_watermark(&self) -> i64 {
-        self.replica.borrow().high_watermark().0
+        self.driver.borrow().replica().high_watermark().0
     }
 
     /// The controller's decision for this partition, from the metadata image.
     pub fn apply_state(&self, state: &controller::PartitionState) {
-        let me = self.replica.borrow().local();
+        let me = self.driver.borrow().replica().local();
         let now = now_ms();
         let result = if state.leader == me {
-            self.replica.borrow_mut().become_leader(
+            self.driver.borrow_mut().replica_mut().become_leader(
                 now,
                 LeaderAndIsr {
                     leader_epoch: state.leader_epoch,
@@ -179,7 +176,7 @@ impl ReplicatedPartition {
                 },
             )
         } else if state.leader != NodeId::NONE {
-            self.replica.borrow_mut().become_follower(now, state.leader, state.leader_epoch, state.partition_epoch)
+            self.driver.borrow_mut().replica_mut().become_follower(now, state.leader, state.leader_epoch, state.partition_epoch)
         } else {
             Ok(())
         };
@@ -206,7 +203,7 @@ impl ReplicatedPartition {
             // acks=0 is answered only on failure, and its connection gets no response anyway.
             self.waiters.borrow_mut().insert(id, tx);
         }
-        self.replica.borrow_mut().handle_produce(now_ms(), id, records, acks, timeout_ms);
+        self.driver.borrow_mut().replica_mut().handle_produce(now_ms(), id, records, acks, timeout_ms);
         self.after_input();
         if acks == 0 {
             return Ok(ProduceAck { base_offset: Offset(-1), log_append_time_ms: None, log_start_offset: Offset(-1) });
@@ -216,10 +213,10 @@ impl ReplicatedPartition {
 
     /// One partition of a Fetch (a follower's or a consumer's), answered from the replica.
     pub async fn fetch(&self, request: FetchRequest) -> FetchResponse {
-        let answer = self.replica.borrow_mut().handle_fetch(now_ms(), &request);
+        let answer = self.driver.borrow_mut().replica_mut().handle_fetch(now_ms(), &request);
         self.after_input();
         // An error carries the log start: a follower that fell behind it starts over there.
-        let log_start = self.replica.borrow().log_start_offset();
+        let log_start = self.driver.borrow().replica().log_start_offset();
         let records = match answer.read_to() {
             Some(read_to) if read_to > request.fetch_offset => {
                 let max = if request.max_bytes <= 0 { usize::MAX } else { request.max_bytes as usize };
@@ -248,62 +245,41 @@ impl ReplicatedPartition {
 
     /// OffsetForLeaderEpoch for this partition, answered by the leader's epoch cache.
     pub fn offset_for_leader_epoch(&self, current: LeaderEpoch, requested: LeaderEpoch) -> Result<EpochEndOffset, ErrorCode> {
-        self.replica.borrow().handle_offset_for_leader_epoch(current, requested)
+        self.driver.borrow().replica().handle_offset_for_leader_epoch(current, requested)
     }
 
     /// Retention (`retention.ms`, `retention.bytes`) on this replica's own log, never above
     /// its high watermark; the replica's log start follows.
-    pub fn apply_retention(&self, wall_ms: i64) {
-        let high_watermark = self.replica.borrow().high_watermark().0;
-        if let Some(start) = self.store.apply_retention(wall_ms, high_watermark) {
-            self.replica.borrow_mut().handle_log_start_advanced(now_ms(), Offset(start));
+    pub async fn apply_retention(&self, wall_ms: i64) {
+        let high_watermark = self.driver.borrow().replica().high_watermark().0;
+        if let Some(start) = self.store.apply_retention(wall_ms, high_watermark).await {
+            self.driver.borrow_mut().replica_mut().handle_log_start_advanced(now_ms(), Offset(start));
             self.after_input();
         }
     }
 
-    /// Performs the replica's actions in queue order and runs its timer, until stopped.
+    /// Performs the replica's actions in the driver's order and runs its timer, until stopped.
     async fn drive(self: Rc<Self>, host: Rc<dyn Host>) {
-        let mut last_visible = (self.store.high_watermark(), self.store.log_end_offset());
         while !self.stopped.get() {
             let listener = self.kick.listen();
-            let mut carried = None;
+            // The order and the group-commit rule are core's (`PartitionDriver`).
             loop {
-                let action = carried.take().or_else(|| self.replica.borrow_mut().poll_action());
+                let action = self.driver.borrow_mut().poll_action();
                 let Some(action) = action else { break };
-                if matches!(action, Action::Sync { .. }) {
-                    // Appends queued behind a sync are written first and join its round, so
-                    // one fdatasync covers them all (rule 2: `Synced` may be reported whenever
-                    // data became durable; it covers no truncation, which ends the run).
-                    loop {
-                        let next = self.replica.borrow_mut().poll_action();
-                        match next {
-                            Some(append @ Action::Append { .. }) => self.perform(&host, append).await,
-                            Some(Action::Sync { .. }) => {}
-                            other => {
-                                carried = other;
-                                break;
-                            }
-                        }
-                    }
-                }
                 self.perform(&host, action).await;
             }
-            let (hw, written) = {
-                let r = self.replica.borrow();
-                (r.high_watermark().0, r.written_offset().0)
-            };
-            self.store.set_high_watermark(hw);
-            if (hw, written) != last_visible {
-                last_visible = (hw, written);
+            let visible = self.driver.borrow_mut().poll_visible();
+            if let Some((high_watermark, _)) = visible {
+                self.store.set_high_watermark(high_watermark.0);
                 // Wakes long-polling fetches: consumers wait for the HW, followers for data.
                 host.clone().announce_data(&self.topic, self.partition);
             }
-            let due = self.replica.borrow().poll_timeout();
+            let due = self.driver.borrow().replica().poll_timeout();
             let now = now_ms();
             match due {
                 Some(due) if due <= now => {
-                    self.replica.borrow_mut().handle_timeout(now);
-                    if self.replica.borrow().poll_timeout().is_some_and(|d| d <= now) {
+                    self.driver.borrow_mut().replica_mut().handle_timeout(now);
+                    if self.driver.borrow().replica().poll_timeout().is_some_and(|d| d <= now) {
                         // Never spin without yielding: other tasks share this core.
                         glommio::timer::sleep(Duration::from_millis(1)).await;
                     }
@@ -311,8 +287,8 @@ impl ReplicatedPartition {
                 }
                 due => crate::clock::wait_until(listener, due, now).await,
             }
-            if self.replica.borrow().poll_timeout().is_some_and(|d| d <= now_ms()) {
-                self.replica.borrow_mut().handle_timeout(now_ms());
+            if self.driver.borrow().replica().poll_timeout().is_some_and(|d| d <= now_ms()) {
+                self.driver.borrow_mut().replica_mut().handle_timeout(now_ms());
             }
         }
         for (_, waiter) in std::mem::take(&mut *self.waiters.borrow_mut()) {
@@ -327,19 +303,19 @@ impl ReplicatedPartition {
                 if let Err(e) = self.store.append_assigned(wall_ms(), base_offset.0, records).await {
                     fail("append", e);
                 }
-                self.replica.borrow_mut().handle_completion(now_ms(), Completion::Appended { end_offset });
+                self.driver.borrow_mut().finish(now_ms(), Some(Completion::Appended { end_offset }));
             }
             Action::Truncate { to } => {
                 if let Err(e) = self.store.truncate_to(to.0).await {
                     fail("truncate", e);
                 }
-                self.replica.borrow_mut().handle_completion(now_ms(), Completion::Truncated { to });
+                self.driver.borrow_mut().finish(now_ms(), Some(Completion::Truncated { to }));
             }
             Action::ResetLog { start_offset } => {
                 if let Err(e) = self.store.reset_to(start_offset.0).await {
                     fail("reset", e);
                 }
-                self.replica.borrow_mut().handle_completion(now_ms(), Completion::Truncated { to: start_offset });
+                self.driver.borrow_mut().finish(now_ms(), Some(Completion::Truncated { to: start_offset }));
             }
             Action::Sync { .. } => {
                 // One group-commit round covers every partition of this core asking now,
@@ -348,18 +324,20 @@ impl ReplicatedPartition {
                     Ok(end) => end,
                     Err(e) => fail("fsync", e),
                 };
-                self.replica.borrow_mut().handle_completion(now_ms(), Completion::Synced { through: Offset(through) });
+                self.driver.borrow_mut().finish(now_ms(), Some(Completion::Synced { through: Offset(through) }));
             }
             Action::PersistEpochCache { cache } => {
                 if let Err(e) = write_file(&self.store.dir().join(EPOCH_CHECKPOINT), cache.encode()).await {
                     fail("writing the leader epoch checkpoint", e);
                 }
+                self.driver.borrow_mut().finish(now_ms(), None);
             }
             Action::PersistHighWatermark { high_watermark } => {
                 let path = self.store.dir().join(HIGH_WATERMARK_CHECKPOINT);
                 if let Err(e) = write_file(&path, format!("{}\n", high_watermark.0).into_bytes()).await {
                     warn!(topic = %self.topic, partition = self.partition, error = %e, "high watermark checkpoint failed");
                 }
+                self.driver.borrow_mut().finish(now_ms(), None);
             }
             Action::AdvanceLogStart { start_offset } => {
                 if let Err(e) = self.store.advance_log_start(start_offset.0).await {
@@ -369,6 +347,7 @@ impl ReplicatedPartition {
                 if let Err(e) = write_file(&path, format!("{}\n", start_offset.0).into_bytes()).await {
                     warn!(topic = %self.topic, partition = self.partition, error = %e, "log start checkpoint failed");
                 }
+                self.driver.borrow_mut().finish(now_ms(), None);
             }
             Action::SendFetch { to, fetch_id, request } => {
                 host.clone().send_fetch(to, TopicPartition::new(self.topic.clone(), self.partition), fetch_id, request);
@@ -376,7 +355,7 @@ impl ReplicatedPartition {
             Action::SendOffsetForLeaderEpoch { request_id, .. } => {
                 // Not used: followers truncate from Fetch v12's diverging_epoch
                 // (`truncate_with_offset_for_leader_epoch` is off).
-                self.replica.borrow_mut().handle_offset_for_leader_epoch_response(
+                self.driver.borrow_mut().replica_mut().handle_offset_for_leader_epoch_response(
                     now_ms(),
                     request_id,
                     Err(ErrorCode::UnsupportedVersion),
@@ -387,7 +366,7 @@ impl ReplicatedPartition {
                 let host = host.clone();
                 glommio::spawn_local(async move {
                     let result = this.alter_partition(host, request).await;
-                    this.replica.borrow_mut().handle_alter_partition_response(now_ms(), request_id, result);
+                    this.driver.borrow_mut().replica_mut().handle_alter_partition_response(now_ms(), request_id, result);
                     this.after_input();
                 })
                 .detach();
@@ -422,6 +401,11 @@ impl ReplicatedPartition {
             _ => Err(ErrorCode::RequestTimedOut),
         }
     }
+}
+
+/// A checkpoint holding one number; `None` when missing or unreadable (recovery does without).
+async fn read_number(path: std::path::PathBuf) -> Option<i64> {
+    off_reactor(move || std::fs::read_to_string(path).ok()?.trim().parse().ok()).await
 }
 
 /// A topic deleted and created again under the same name while this node was down leaves

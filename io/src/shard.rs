@@ -319,7 +319,7 @@ impl Shard {
                 rp.stop();
                 self.fetchers.remove(&TopicPartition::new(key.0.clone(), key.1));
                 info!(topic = %key.0, partition = key.1, "removing partition replica");
-                if let Err(e) = rp.store.delete() {
+                if let Err(e) = rp.store.delete().await {
                     warn!(topic = %key.0, partition = key.1, error = %e, "could not remove partition directory");
                 }
             }
@@ -562,7 +562,7 @@ impl Shard {
             // Every replica, leader or follower, applies retention to its own log.
             let replicas: Vec<_> = self.replicas.borrow().values().cloned().collect();
             for rp in replicas {
-                rp.apply_retention(wall_ms());
+                rp.apply_retention(wall_ms()).await;
             }
         }
     }

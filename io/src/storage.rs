@@ -40,6 +40,12 @@ pub fn log_dir_failed(what: &str, path: &Path, e: &io::Error) -> ! {
 const RECOVERY_CHUNK_BYTES: usize = 8 << 20;
 const TIMESTAMP_SCAN_CHUNK_BYTES: u64 = 1 << 20;
 
+/// Runs file-system calls that io_uring does not cover (directory listings, small whole-file
+/// reads, recursive removal) on glommio's blocking thread pool, so the reactor keeps serving.
+pub async fn off_reactor<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    glommio::executor().spawn_blocking(f).await
+}
+
 /// Segment files are read and appended through the same handle.
 async fn open_segment(path: &Path) -> io::Result<BufferedFile> {
     let file = glommio::io::OpenOptions::new().read(true).write(true).create(true).buffered_open(path).await?;
@@ -79,14 +85,19 @@ impl PartitionStore {
         config: LogConfig,
     ) -> io::Result<PartitionStore> {
         let dir = data_dir.join(format!("{topic}-{partition}"));
-        std::fs::create_dir_all(&dir)?;
+        let created = dir.clone();
+        off_reactor(move || std::fs::create_dir_all(created)).await?;
         clean::finish_interrupted_swaps(&dir, topic, partition, config.index_interval_bytes).await?;
-        let mut bases: Vec<i64> = std::fs::read_dir(&dir)?
-            .filter_map(|entry| {
-                let name = entry.ok()?.file_name().into_string().ok()?;
-                name.strip_suffix(".log")?.parse().ok()
-            })
-            .collect();
+        let listed = dir.clone();
+        let mut bases: Vec<i64> = off_reactor(move || -> io::Result<Vec<i64>> {
+            Ok(std::fs::read_dir(listed)?
+                .filter_map(|entry| {
+                    let name = entry.ok()?.file_name().into_string().ok()?;
+                    name.strip_suffix(".log")?.parse().ok()
+                })
+                .collect())
+        })
+        .await?;
         bases.sort_unstable();
         let mut segments: Vec<Segment> = Vec::new();
         let mut files = BTreeMap::new();
@@ -95,7 +106,7 @@ impl PartitionStore {
             let expected_base = segments.last().map_or(base, |s| s.next_offset);
             if base < expected_base {
                 warn!(%topic, partition, base, expected_base, "segment overlaps the one before; removing it");
-                remove_segment_files(&dir, base);
+                remove_segment_files(&dir, base).await;
                 continue;
             }
             if let Some(previous) = segments.last_mut() {
@@ -107,7 +118,7 @@ impl PartitionStore {
             let size = file.file_size().await?;
             let next_base = bases.get(i + 1).copied();
             let from_index = match next_base {
-                Some(next) => load_sealed(&dir, base, size, next),
+                Some(next) => load_sealed(&dir, base, size, next).await,
                 None => None,
             };
             let segment = match from_index {
@@ -120,7 +131,7 @@ impl PartitionStore {
             if truncated {
                 for &later in &bases[i + 1..] {
                     warn!(%topic, partition, later, "removing segment after a truncated one");
-                    remove_segment_files(&dir, later);
+                    remove_segment_files(&dir, later).await;
                 }
                 break;
             }
@@ -204,7 +215,7 @@ impl PartitionStore {
         let keep = segments.partition_point(|s| s.base_offset <= to).max(1);
         for later in &segments[keep..] {
             self.files.borrow_mut().remove(&later.base_offset);
-            remove_segment_files(&self.dir, later.base_offset);
+            remove_segment_files(&self.dir, later.base_offset).await;
         }
         let target = &segments[keep - 1];
         let file = self.files.borrow()[&target.base_offset].clone();
@@ -222,9 +233,8 @@ impl PartitionStore {
         file.truncate(position).await?;
         file.fdatasync().await?;
         // The kept segment is the active one again: its index files would be stale.
-        for extension in ["index", "timeindex"] {
-            let _ = std::fs::remove_file(segment_path(&self.dir, target.base_offset, extension));
-        }
+        let stale: Vec<PathBuf> = ["index", "timeindex"].iter().map(|e| segment_path(&self.dir, target.base_offset, e)).collect();
+        off_reactor(move || stale.into_iter().for_each(|path| drop(std::fs::remove_file(path)))).await;
         let interval = self.log.borrow().config.index_interval_bytes;
         let rebuilt = recover_file(&file, target.base_offset, position, interval, &self.topic, self.partition).await?;
         let mut kept: Vec<Segment> = segments[..keep - 1].to_vec();
@@ -246,7 +256,7 @@ impl PartitionStore {
         let bases: Vec<i64> = self.files.borrow().keys().copied().collect();
         self.files.borrow_mut().clear();
         for base in bases {
-            remove_segment_files(&self.dir, base);
+            remove_segment_files(&self.dir, base).await;
         }
         let file = open_segment(&segment_path(&self.dir, start_offset, "log")).await?;
         file.truncate(0).await?;
@@ -456,10 +466,10 @@ impl PartitionStore {
     /// Applies retention: deletes the segments `retention.ms` / `retention.bytes` expire that
     /// end at or below `limit` (a replica's high watermark: retention never removes what is
     /// not yet committed). Returns the new log start when segments went.
-    pub fn apply_retention(&self, now_ms: i64, limit: i64) -> Option<i64> {
+    pub async fn apply_retention(&self, now_ms: i64, limit: i64) -> Option<i64> {
         // Not while an append or a roll is under way: a roll seals a segment in memory before
         // writing its index files, and must not find that segment deleted meanwhile. The
-        // permit is released at the end of this synchronous function.
+        // permit is held until the files are gone.
         if self.cleaning.get() {
             return None;
         }
@@ -474,7 +484,7 @@ impl PartitionStore {
         };
         for base in removed {
             self.files.borrow_mut().remove(&base);
-            remove_segment_files(&self.dir, base);
+            remove_segment_files(&self.dir, base).await;
         }
         info!(topic = %self.topic, partition = self.partition, log_start_offset = self.log_start_offset(), "retention deleted segments");
         Some(self.log_start_offset())
@@ -496,7 +506,7 @@ impl PartitionStore {
         let removed = self.log.borrow_mut().advance_log_start(offset);
         for base in &removed {
             self.files.borrow_mut().remove(base);
-            remove_segment_files(&self.dir, *base);
+            remove_segment_files(&self.dir, *base).await;
         }
         if !removed.is_empty() {
             info!(topic = %self.topic, partition = self.partition, log_start_offset = self.log_start_offset(), "deleted segments below the log start");
@@ -505,9 +515,10 @@ impl PartitionStore {
     }
 
     /// Removes the partition's directory (topic deletion).
-    pub fn delete(&self) -> io::Result<()> {
+    pub async fn delete(&self) -> io::Result<()> {
         self.files.borrow_mut().clear();
-        std::fs::remove_dir_all(&self.dir)
+        let dir = self.dir.clone();
+        off_reactor(move || std::fs::remove_dir_all(dir)).await
     }
 }
 
@@ -521,9 +532,10 @@ pub enum ReadError {
     Corrupt(String),
 }
 
-fn load_sealed(dir: &Path, base: i64, size: u64, next_base: i64) -> Option<Segment> {
-    let offset_index = std::fs::read(segment_path(dir, base, "index")).ok()?;
-    let time_index = std::fs::read(segment_path(dir, base, "timeindex")).ok()?;
+async fn load_sealed(dir: &Path, base: i64, size: u64, next_base: i64) -> Option<Segment> {
+    let (offset_path, time_path) = (segment_path(dir, base, "index"), segment_path(dir, base, "timeindex"));
+    let (offset_index, time_index) =
+        off_reactor(move || Some((std::fs::read(offset_path).ok()?, std::fs::read(time_path).ok()?))).await?;
     Segment::from_indexes(base, size, next_base, &offset_index, &time_index)
 }
 
@@ -561,15 +573,18 @@ async fn recover_file(
     Ok(segment)
 }
 
-fn remove_segment_files(dir: &Path, base: i64) {
-    for extension in ["log", "index", "timeindex"] {
-        let path = segment_path(dir, base, extension);
-        if let Err(e) = std::fs::remove_file(&path) {
-            if e.kind() != io::ErrorKind::NotFound {
-                warn!(path = %path.display(), error = %e, "could not remove segment file");
+async fn remove_segment_files(dir: &Path, base: i64) {
+    let paths: Vec<PathBuf> = ["log", "index", "timeindex"].iter().map(|e| segment_path(dir, base, e)).collect();
+    off_reactor(move || {
+        for path in paths {
+            if let Err(e) = std::fs::remove_file(&path) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    warn!(path = %path.display(), error = %e, "could not remove segment file");
+                }
             }
         }
-    }
+    })
+    .await;
 }
 
 /// Writes a whole small file durably: to a temporary name, fsync, rename over the target.

@@ -14,6 +14,7 @@ use odradek_core::controller::{
 use odradek_core::ids::{BrokerEpoch, LeaderEpoch, NodeId, Offset, PartitionEpoch};
 use odradek_core::fetcher::{self, Delivery, Fetchers, TopicPartition, FOLLOWER_FETCH_VERSION};
 use odradek_core::raft::{self, Raft, RaftConfig};
+use odradek_core::replica::driver::PartitionDriver;
 use odradek_core::replica::{
     self, Completion, EpochEndOffset, FetchAnswer, FetchRequest, Replica,
     ReplicaConfig,
@@ -60,6 +61,9 @@ pub enum DiskOp {
     Vote { term: odradek_core::ids::Term, voted_for: Option<NodeId> },
     RaftSync { through: raft::Index, term: odradek_core::ids::Term },
     LogSync { id: u64 },
+    /// The partition log's write ending at `end` (in the page cache from the start; its
+    /// completion, `Appended`, comes later, so appends are in flight as in the broker).
+    LogAppend { end: Offset },
 }
 
 /// What a pump produced for the simulator to schedule.
@@ -104,7 +108,8 @@ struct ProduceWaiter {
 pub struct Process {
     pub raft: Raft,
     pub controller: Controller,
-    pub replica: Option<Replica>,
+    /// The partition's replica, in the driver that orders its actions as the broker does.
+    pub partition: Option<PartitionDriver>,
     /// The replica fetchers: one request at a time per source broker.
     fetchers: Fetchers,
     /// The partition state last handed to the replica.
@@ -155,6 +160,16 @@ pub const RPC_TIMEOUT_MS: i64 = 2_000;
 pub const HEARTBEAT_INTERVAL_MS: i64 = 500;
 pub const SESSION_TIMEOUT_MS: i64 = 3_000;
 
+impl Process {
+    pub fn replica(&self) -> Option<&Replica> {
+        self.partition.as_ref().map(PartitionDriver::replica)
+    }
+
+    pub fn replica_mut(&mut self) -> Option<&mut Replica> {
+        self.partition.as_mut().map(PartitionDriver::replica_mut)
+    }
+}
+
 impl Node {
     pub fn new(id: NodeId, voters: Vec<NodeId>, clock: Clock, replica_config: ReplicaConfig) -> Node {
         Node {
@@ -194,7 +209,7 @@ impl Node {
         self.process = Some(Process {
             raft,
             controller,
-            replica: None,
+            partition: None,
             fetchers: Fetchers::new(self.id, fetcher::DEFAULT_RESPONSE_MAX_BYTES, self.replica_config.replica_fetch_response_timeout_ms),
             replica_seen: None,
             incarnation_id,
@@ -229,7 +244,7 @@ impl Node {
         for t in [p.raft.poll_timeout(), p.controller.poll_timeout()].into_iter().flatten() {
             wake = wake.min(t);
         }
-        if let Some(t) = p.replica.as_ref().and_then(|r| r.poll_timeout()) {
+        if let Some(t) = p.replica().and_then(|r| r.poll_timeout()) {
             wake = wake.min(t);
         }
         if let Some(t) = p.fetchers.poll_timeout() {
@@ -248,7 +263,7 @@ impl Node {
         let Some(p) = self.process.as_mut() else { return };
         p.raft.handle_timeout(now);
         p.controller.handle_timeout(now);
-        if let Some(r) = p.replica.as_mut() {
+        if let Some(r) = p.replica_mut() {
             r.handle_timeout(now);
         }
         let timed_out = p.fetchers.handle_timeout(now);
@@ -301,7 +316,7 @@ impl Node {
                 };
                 let deadline_ms = now + i64::from(request.max_wait_ms);
                 let park = Parked { from, wire_id, version, correlation_id, request, deadline_ms };
-                if let Some(park) = answer_or_park(&self.disk, p.replica.as_mut(), now, park, out) {
+                if let Some(park) = answer_or_park(&self.disk, p.replica_mut(), now, park, out) {
                     p.parked.push(park);
                 }
             }
@@ -319,14 +334,14 @@ impl Node {
                 }
             }
             Payload::EpochQuery { request_id, current, epoch } => {
-                let result = match p.replica.as_ref() {
+                let result = match p.replica() {
                     Some(r) => r.handle_offset_for_leader_epoch(current, epoch),
                     None => Err(ErrorCode::NotLeaderOrFollower),
                 };
                 out.push(Output::Send { to: from, payload: Payload::EpochAnswer { request_id, result } });
             }
             Payload::EpochAnswer { request_id, result } => {
-                if let (Some(request_id), Some(r)) = (own_answer(self.incarnation, request_id, &mut self.stale_answers), p.replica.as_mut()) {
+                if let (Some(request_id), Some(r)) = (own_answer(self.incarnation, request_id, &mut self.stale_answers), p.replica_mut()) {
                     r.handle_offset_for_leader_epoch_response(now, request_id, result);
                 }
             }
@@ -361,7 +376,7 @@ impl Node {
                 let count: i64 = odradek_core::batch::scan_headers(&records)
                     .map(|(_, h)| i64::from(h.record_count))
                     .sum();
-                match p.replica.as_mut() {
+                match p.partition.as_mut().map(PartitionDriver::replica_mut) {
                     Some(r) => {
                         let id = p.next_produce;
                         p.next_produce += 1;
@@ -399,7 +414,7 @@ impl Node {
                     max_wait_ms: body.max_wait_ms,
                     max_bytes: part.partition_max_bytes,
                 };
-                let result = match p.replica.as_mut() {
+                let result = match p.replica_mut() {
                     Some(r) => match r.handle_fetch(now, &fetch) {
                         FetchAnswer::Read { read_to, high_watermark, .. } => {
                             Ok((high_watermark, self.disk.read_for_consumer(fetch.fetch_offset.0, read_to.0)))
@@ -506,14 +521,12 @@ impl Node {
             // epoch whose unsynced tail it lost (KRaft brokers publish metadata only after
             // catching up past their own registration).
             if !p.serving {
-                p.serving = p.broker_epoch.is_some_and(|epoch| {
-                    p.controller.image().brokers().get(&id).is_some_and(|b| b.broker_epoch == epoch && !b.fenced)
-                });
+                p.serving = p.broker_epoch.is_some_and(|epoch| p.controller.image().serves(id, epoch));
             }
             if !p.serving {
             } else if let Some((topic_id, state)) = partition_state(&p.controller).map(|s| (topic_id(&p.controller), s)) {
                 if state.replicas.contains(&id) {
-                    if p.replica.is_none() {
+                    if p.partition.is_none() {
                         let mut config = self.replica_config.clone();
                         if let Some(min) = p
                             .controller
@@ -524,12 +537,12 @@ impl Node {
                         {
                             config.min_insync_replicas = min.parse().expect("numeric min.insync.replicas");
                         }
-                        p.replica = Some(Replica::new(id, config, self.disk.persisted_state()));
+                        p.partition = Some(PartitionDriver::new(Replica::new(id, config, self.disk.persisted_state())));
                     }
                     let seen = (state.leader_epoch, state.partition_epoch);
                     if p.replica_seen != Some(seen) {
                         p.replica_seen = Some(seen);
-                        let r = p.replica.as_mut().expect("created above");
+                        let r = p.replica_mut().expect("created above");
                         if state.leader == id {
                             let _ = r.become_leader(
                                 now,
@@ -549,51 +562,57 @@ impl Node {
             }
             while let Some(request_id) = p.deferred_alter_errors.pop_front() {
                 progressed = true;
-                if let Some(r) = p.replica.as_mut() {
+                if let Some(r) = p.replica_mut() {
                     r.handle_alter_partition_response(now, request_id, Err(ErrorCode::RequestTimedOut));
                 }
             }
             let ctrl_target = controller_target(p, &voters);
-            if let Some(r) = p.replica.as_mut() {
+            if let Some(d) = p.partition.as_mut() {
                 // Rule 8: re-run parked fetches; answer those with data, errors or expired.
                 let parked = std::mem::take(&mut p.parked);
                 let waiting = parked.len();
                 for park in parked {
-                    if let Some(park) = answer_or_park(&self.disk, Some(&mut *r), now, park, out) {
+                    if let Some(park) = answer_or_park(&self.disk, Some(d.replica_mut()), now, park, out) {
                         p.parked.push(park);
                     }
                 }
                 progressed |= p.parked.len() != waiting;
-                while let Some(action) = r.poll_action() {
+                // The broker's order (`PartitionDriver`): one disk action at a time, appends
+                // queued behind a sync first and covered by it.
+                while let Some(action) = d.poll_action() {
                     progressed = true;
                     match action {
                         replica::Action::Append { base_offset, end_offset, records } => {
                             self.disk.append(base_offset, end_offset, &records);
-                            r.handle_completion(now, Completion::Appended { end_offset });
+                            out.push(Output::Disk(DiskOp::LogAppend { end: end_offset }));
                         }
                         replica::Action::Truncate { to } => {
                             self.disk.truncate(to.0);
-                            r.handle_completion(now, Completion::Truncated { to });
+                            d.finish(now, Some(Completion::Truncated { to }));
                         }
                         replica::Action::ResetLog { start_offset } => {
                             self.disk.reset_log(start_offset.0);
-                            r.handle_completion(now, Completion::Truncated { to: start_offset });
+                            d.finish(now, Some(Completion::Truncated { to: start_offset }));
                         }
-                        replica::Action::Sync { through } => {
+                        replica::Action::Sync { .. } => {
+                            // As the broker's group commit: the round covers all written so far.
                             let sync_id = p.next_rpc;
                             p.next_rpc += 1;
-                            self.disk.pending_log_syncs.push((sync_id, through.0));
+                            self.disk.pending_log_syncs.push((sync_id, self.disk.log_end()));
                             out.push(Output::Disk(DiskOp::LogSync { id: sync_id }));
                         }
                         replica::Action::PersistEpochCache { cache } => {
                             self.disk.epoch_checkpoint = Some(cache.encode());
+                            d.finish(now, None);
                         }
                         replica::Action::PersistHighWatermark { high_watermark } => {
                             self.disk.hw_checkpoint = high_watermark.0;
+                            d.finish(now, None);
                         }
                         replica::Action::AdvanceLogStart { start_offset } => {
                             // The simulated disk never deletes: only the start moves.
                             self.disk.log_start = self.disk.log_start.max(start_offset.0);
+                            d.finish(now, None);
                         }
                         replica::Action::SendFetch { to, fetch_id, request } => {
                             p.fetchers.enqueue(to, TopicPartition::new(TOPIC, 0), fetch_id, request);
@@ -630,7 +649,7 @@ impl Node {
                                 if let (Ok(ack), -1) = (&result, w.acks) {
                                     out.push(Output::AckedAll {
                                         end: ack.base_offset.plus(w.records),
-                                        high_watermark: r.high_watermark(),
+                                        high_watermark: d.replica().high_watermark(),
                                     });
                                 }
                                 let result = result.map(|ack| ack.base_offset.0);
@@ -684,10 +703,15 @@ impl Node {
                     p.raft.handle_completion(now, raft::Completion::Persisted { through, term });
                 }
             }
+            DiskOp::LogAppend { end } => {
+                if let Some(d) = p.partition.as_mut().filter(|d| d.is_busy()) {
+                    d.finish(now, Some(Completion::Appended { end_offset: end }));
+                }
+            }
             DiskOp::LogSync { id } => {
                 if let Some(through) = self.disk.complete_log_sync(id) {
-                    if let Some(r) = p.replica.as_mut() {
-                        r.handle_completion(now, Completion::Synced { through: Offset(through) });
+                    if let Some(d) = p.partition.as_mut() {
+                        d.finish(now, Some(Completion::Synced { through: Offset(through) }));
                     }
                 }
             }
@@ -731,7 +755,7 @@ fn on_ctrl_response(id: NodeId, p: &mut Process, now: i64, rpc: Rpc, response: R
                 }
                 (None, None) => Err(ErrorCode::UnknownServerError),
             };
-            if let Some(r) = p.replica.as_mut() {
+            if let Some(r) = p.replica_mut() {
                 r.handle_alter_partition_response(now, request_id, result);
             }
         }
@@ -823,7 +847,7 @@ fn answer_or_park(disk: &Disk, mut replica: Option<&mut Replica>, now: i64, park
 /// The fetchers' answers, each to its replica.
 fn deliver(p: &mut Process, now: i64, deliveries: Vec<Delivery>) {
     for d in deliveries {
-        if let Some(r) = p.replica.as_mut() {
+        if let Some(r) = p.replica_mut() {
             r.handle_fetch_response(now, d.fetch_id, d.response);
         }
     }

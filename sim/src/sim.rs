@@ -814,7 +814,7 @@ impl Sim {
         // The leader of the highest epoch among live replicas.
         (0..self.nodes.len())
             .filter_map(|i| {
-                let r = self.nodes[i].process.as_ref()?.replica.as_ref()?;
+                let r = self.nodes[i].process.as_ref()?.replica()?;
                 (r.role() == Role::Leader).then_some((r.leader_epoch(), i))
             })
             .max()
@@ -825,7 +825,7 @@ impl Sim {
         self.nodes[i]
             .process
             .as_ref()
-            .and_then(|p| p.replica.as_ref())
+            .and_then(|p| p.replica())
             .map_or(-1, |r| r.high_watermark().0)
     }
 
@@ -928,7 +928,7 @@ impl Sim {
         }
         if o.crash_last_replica > 0.0 {
             if let Some(l) = self.leader() {
-                let alone = self.nodes[l].process.as_ref().and_then(|p| p.replica.as_ref()).is_some_and(|r| r.isr().len() == 1);
+                let alone = self.nodes[l].process.as_ref().and_then(|p| p.replica()).is_some_and(|r| r.isr().len() == 1);
                 if alone && self.rng_fault.gen_bool(o.crash_last_replica) {
                     self.crash(l);
                 }
@@ -951,7 +951,7 @@ impl Sim {
             return;
         }
         let Some(l) = self.leader() else { return };
-        let Some(r) = self.nodes[l].process.as_ref().and_then(|p| p.replica.as_ref()) else { return };
+        let Some(r) = self.nodes[l].process.as_ref().and_then(|p| p.replica()) else { return };
         if r.maximal_isr().len() <= r.isr().len() {
             return;
         }
@@ -974,7 +974,7 @@ impl Sim {
     /// everything committed. Strikes once per (leader epoch, partition epoch).
     fn aim_epoch_start_window(&mut self) {
         let Some(l) = self.leader() else { return };
-        let replica = |i: usize| self.nodes[i].process.as_ref().and_then(|p| p.replica.as_ref());
+        let replica = |i: usize| self.nodes[i].process.as_ref().and_then(|p| p.replica());
         let Some(r) = replica(l) else { return };
         let key = (r.leader_epoch().0, r.partition_epoch().0);
         if self.struck_window == Some(key) || self.nodes[l].paused_until.is_some() {
@@ -1077,7 +1077,7 @@ impl Sim {
     /// every high watermark at that end, and new writes acknowledged since healing.
     fn converged(&self, acked_before: usize) -> bool {
         let Some(l) = self.leader() else { return false };
-        let Some(leader) = self.nodes[l].process.as_ref().and_then(|p| p.replica.as_ref()) else {
+        let Some(leader) = self.nodes[l].process.as_ref().and_then(|p| p.replica()) else {
             return false;
         };
         let end = leader.log_end_offset();
@@ -1086,7 +1086,7 @@ impl Sim {
         }
         let all = self.nodes.iter().all(|n| {
             n.paused_until.is_none()
-                && n.process.as_ref().and_then(|p| p.replica.as_ref()).is_some_and(|r| {
+                && n.process.as_ref().and_then(|p| p.replica()).is_some_and(|r| {
                     r.log_end_offset() == end && r.high_watermark() == end && r.leader_epoch() == leader.leader_epoch()
                 })
         });
@@ -1100,7 +1100,7 @@ impl Sim {
                 None => "down".to_string(),
                 Some(p) => {
                     let raft = format!("raft {:?} term {} leader {:?}", p.raft.role(), p.raft.term(), p.raft.leader());
-                    let replica = p.replica.as_ref().map_or("no replica".to_string(), |r| {
+                    let replica = p.replica().map_or("no replica".to_string(), |r| {
                         format!(
                             "{:?} epoch {} leo {} hw {} isr {:?}",
                             r.role(),
@@ -1315,7 +1315,7 @@ impl Sim {
         let Some(l) = self.leader() else { return };
         let node = &mut self.nodes[l];
         let now = node.clock.local(self.now);
-        let Some(r) = node.process.as_mut().and_then(|p| p.replica.as_mut()) else { return };
+        let Some(r) = node.process.as_mut().and_then(|p| p.replica_mut()) else { return };
         let request = FetchRequest {
             replica_id: NodeId::NONE,
             current_leader_epoch: r.leader_epoch(),
@@ -1370,7 +1370,7 @@ impl Sim {
         for i in 0..self.nodes.len() {
             let node = &self.nodes[i];
             let id = node.id;
-            let Some(r) = node.process.as_ref().and_then(|p| p.replica.as_ref()) else { continue };
+            let Some(r) = node.process.as_ref().and_then(|p| p.replica()) else { continue };
             let hw = r.high_watermark().0;
             let epoch = r.leader_epoch().0;
             self.trace.add(hw as u64 ^ ((epoch as u64) << 40) ^ ((r.log_end_offset().0 as u64) << 20));
@@ -1425,7 +1425,7 @@ impl Sim {
         // below its leader's HW, equals the batches first seen committed at those offsets.
         let mut targets: BTreeMap<usize, (i64, String)> = BTreeMap::new();
         for i in 0..self.nodes.len() {
-            if let Some(r) = self.nodes[i].process.as_ref().and_then(|p| p.replica.as_ref()) {
+            if let Some(r) = self.nodes[i].process.as_ref().and_then(|p| p.replica()) {
                 targets.insert(i, (r.high_watermark().0, format!("its high watermark {}", r.high_watermark())));
             }
         }
@@ -1451,7 +1451,7 @@ impl Sim {
         // Every member of the controller's committed ISR could be elected next: each must hold
         // (durably) everything any replica ever counted as committed (KIP-101's epoch start
         // rule and KIP-497's maximal ISR exist for this).
-        for r in self.nodes.iter().filter_map(|n| n.process.as_ref()?.replica.as_ref()) {
+        for r in self.nodes.iter().filter_map(|n| n.process.as_ref()?.replica()) {
             self.committed_end = self.committed_end.max(r.high_watermark().0);
         }
         if durable {

@@ -6,6 +6,7 @@
 //! [`Action::Append`]; reads are answered as offset ranges ([`FetchAnswer`]) that the driver
 //! serves from its log. See [`Replica`] for the driver's runbook and the rules it relies on.
 
+pub mod driver;
 pub mod epoch_cache;
 #[cfg(test)]
 mod tests;

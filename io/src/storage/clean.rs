@@ -181,7 +181,7 @@ impl PartitionStore {
             removed
         };
         for gone in removed {
-            remove_segment_files(&self.dir, gone);
+            remove_segment_files(&self.dir, gone).await;
         }
         for extension in ["index", "timeindex"] {
             remove_if_present(&segment_path(&self.dir, base, extension))?;
@@ -294,7 +294,7 @@ pub(super) async fn finish_interrupted_swaps(
         let scanned = recover_file(&file, base, size, index_interval_bytes, topic, partition).await?;
         file.close().await?;
         for &old in logs.iter().filter(|&&old| old > base && old < scanned.next_offset) {
-            remove_segment_files(dir, old);
+            remove_segment_files(dir, old).await;
         }
         for extension in ["index", "timeindex"] {
             remove_if_present(&segment_path(dir, base, extension))?;

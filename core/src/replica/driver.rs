@@ -1,0 +1,203 @@
+//! The order in which a driver performs a [`Replica`]'s actions, once for every driver (the
+//! broker's partition task in `io/src/replication.rs` and the simulator's nodes):
+//!
+//! - **One disk action at a time, in queue order.** An `Append`, `Truncate`, `ResetLog`,
+//!   `Sync`, `PersistEpochCache`, `PersistHighWatermark` or `AdvanceLogStart` is handed out
+//!   only when the one before it has finished ([`PartitionDriver::finish`]); every action
+//!   behind a disk action waits for it too, sends included, so nothing is sent that the log
+//!   does not yet reflect.
+//! - **Group commit.** Appends queued behind a `Sync` are handed out before it and join its
+//!   round, so one fsync covers them all. The driver reports `Synced` through what was written
+//!   when the fsync started, which may be past the `Sync`'s own `through` (rule 2 of the
+//!   replica's runbook allows it); a truncation ends the run, since a sync must never be
+//!   reported for data a truncation removed.
+//! - **Wake-ups.** [`PartitionDriver::poll_visible`] tells when the high watermark or the
+//!   written end moved, so long polls waiting on the partition are woken (consumers wait for
+//!   the high watermark, followers for data).
+
+use std::collections::VecDeque;
+
+use super::{Action, Completion, Replica};
+use crate::ids::Offset;
+
+pub struct PartitionDriver {
+    replica: Replica,
+    /// Actions taken from the replica and not yet handed out, in the order to hand them out.
+    queue: VecDeque<Action>,
+    /// A disk action is out and not finished.
+    busy: bool,
+    /// `(high watermark, written end)` when last reported by `poll_visible`.
+    visible: (Offset, Offset),
+}
+
+fn is_disk(action: &Action) -> bool {
+    matches!(
+        action,
+        Action::Append { .. }
+            | Action::Truncate { .. }
+            | Action::ResetLog { .. }
+            | Action::Sync { .. }
+            | Action::PersistEpochCache { .. }
+            | Action::PersistHighWatermark { .. }
+            | Action::AdvanceLogStart { .. }
+    )
+}
+
+impl PartitionDriver {
+    pub fn new(replica: Replica) -> Self {
+        let visible = (replica.high_watermark(), replica.written_offset());
+        PartitionDriver { replica, queue: VecDeque::new(), busy: false, visible }
+    }
+
+    pub fn replica(&self) -> &Replica {
+        &self.replica
+    }
+
+    /// Inputs go to the replica itself; its actions come out through [`Self::poll_action`].
+    pub fn replica_mut(&mut self) -> &mut Replica {
+        &mut self.replica
+    }
+
+    /// Whether a disk action is out.
+    pub fn is_busy(&self) -> bool {
+        self.busy
+    }
+
+    /// The next action to perform, if one may be performed now. After a disk action, call
+    /// [`Self::finish`] once it is done; the rest may be performed at once.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        if self.busy {
+            return None;
+        }
+        if self.queue.is_empty() {
+            let action = self.replica.poll_action()?;
+            if let Action::Sync { .. } = action {
+                self.gather_round(action);
+            } else {
+                self.queue.push_back(action);
+            }
+        }
+        let action = self.queue.pop_front()?;
+        self.busy = is_disk(&action);
+        Some(action)
+    }
+
+    /// A `Sync` at the head of the queue: the appends already queued behind it go first and
+    /// the sync covers them (later syncs in the run are the same sync).
+    fn gather_round(&mut self, sync: Action) {
+        let mut sync = sync;
+        loop {
+            match self.replica.poll_action() {
+                Some(append @ Action::Append { .. }) => self.queue.push_back(append),
+                Some(Action::Sync { through }) => {
+                    if let Action::Sync { through: first } = &mut sync {
+                        *first = (*first).max(through);
+                    }
+                }
+                other => {
+                    self.queue.push_back(sync);
+                    self.queue.extend(other);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The disk action handed out last is done: `completion` is its completion for the
+    /// replica (`None` for the actions that have none: the checkpoints and `AdvanceLogStart`).
+    pub fn finish(&mut self, now_ms: i64, completion: Option<Completion>) {
+        assert!(self.busy, "finish without a disk action out");
+        self.busy = false;
+        if let Some(completion) = completion {
+            self.replica.handle_completion(now_ms, completion);
+        }
+    }
+
+    /// `(high watermark, written end)` if either moved since the last call.
+    pub fn poll_visible(&mut self) -> Option<(Offset, Offset)> {
+        let now = (self.replica.high_watermark(), self.replica.written_offset());
+        if now == self.visible {
+            return None;
+        }
+        self.visible = now;
+        Some(now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::tests::encode_batch;
+    use crate::ids::{LeaderEpoch, NodeId, PartitionEpoch};
+    use crate::replica::{EpochCache, LeaderAndIsr, PersistedState, ReplicaConfig};
+    use bytes::Bytes;
+    use kafka_protocol::records::Compression;
+
+    fn leader() -> PartitionDriver {
+        let persisted = PersistedState {
+            log_start_offset: Offset(0),
+            log_end_offset: Offset(0),
+            durable_offset: Offset(0),
+            epoch_cache: EpochCache::new(),
+            high_watermark: Offset(0),
+        };
+        let config = ReplicaConfig { ack_after_fsync: true, ..ReplicaConfig::default() };
+        let mut r = Replica::new(NodeId(1), config, persisted);
+        r.become_leader(
+            0,
+            LeaderAndIsr {
+                leader_epoch: LeaderEpoch(0),
+                partition_epoch: PartitionEpoch(0),
+                isr: vec![NodeId(1)],
+                replicas: vec![NodeId(1)],
+            },
+        )
+        .unwrap();
+        let mut d = PartitionDriver::new(r);
+        // The epoch checkpoint of the new epoch.
+        while let Some(a) = d.poll_action() {
+            if is_disk(&a) {
+                d.finish(0, None);
+            }
+        }
+        d
+    }
+
+    fn batch(id: i64) -> Bytes {
+        Bytes::from(encode_batch(1, id, Compression::None))
+    }
+
+    #[test]
+    fn appends_behind_a_sync_join_its_round_and_nothing_overtakes_a_disk_action() {
+        let mut d = leader();
+        d.replica_mut().handle_produce(1, 1, batch(1), -1, 30_000);
+        let first = d.poll_action().unwrap();
+        let Action::Append { end_offset, .. } = first else { panic!("{first:?}") };
+        assert!(d.poll_action().is_none(), "one disk action at a time");
+        d.replica_mut().handle_produce(1, 2, batch(2), -1, 30_000);
+        d.replica_mut().handle_produce(1, 3, batch(3), -1, 30_000);
+        d.finish(1, Some(Completion::Appended { end_offset }));
+        let mut order = Vec::new();
+        let mut written = end_offset;
+        while let Some(a) = d.poll_action() {
+            match a {
+                Action::Append { end_offset, .. } => {
+                    order.push("append");
+                    written = end_offset;
+                    d.finish(1, Some(Completion::Appended { end_offset }));
+                }
+                Action::Sync { .. } => {
+                    order.push("sync");
+                    d.finish(1, Some(Completion::Synced { through: written }));
+                }
+                Action::ReplyProduce { .. } => order.push("reply"),
+                a if is_disk(&a) => d.finish(1, None),
+                _ => {}
+            }
+        }
+        assert_eq!(order, ["append", "append", "sync", "reply", "reply", "reply"]);
+        assert_eq!(d.replica().high_watermark(), Offset(3));
+        assert_eq!(d.poll_visible(), Some((Offset(3), Offset(3))));
+        assert_eq!(d.poll_visible(), None);
+    }
+}
