@@ -31,6 +31,12 @@ pub const FOLLOWER_FETCH_VERSION: i16 = 12;
 pub const CLIENT_ID: &str = "odradek-replica-fetcher";
 /// `replica.fetch.response.max.bytes`.
 pub const DEFAULT_RESPONSE_MAX_BYTES: i32 = 10 * 1024 * 1024;
+/// How long a source broker's next request waits for the partitions its last answer fed to
+/// queue their next fetch (each appends and, with fsync on, syncs first). Kafka's fetcher
+/// thread appends before it builds the next request, so every partition rides every round;
+/// here the replicas append on their own, and a request sent before they are back would
+/// leave them behind it for up to its `max_wait_ms`.
+pub const ROUND_GRACE_MS: i64 = 100;
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TopicPartition {
@@ -69,6 +75,15 @@ struct Session {
     /// Each partition's next fetch (its replica's fetch id and request), for the next request.
     queued: BTreeMap<TopicPartition, (u64, FetchRequest)>,
     in_flight: Option<InFlight>,
+    /// Partitions the last answer fed, not yet queued again, and until when to wait for them.
+    awaited: BTreeMap<TopicPartition, ()>,
+    awaited_until: i64,
+}
+
+impl Session {
+    fn ready(&self, now_ms: i64) -> bool {
+        self.in_flight.is_none() && !self.queued.is_empty() && (self.awaited.is_empty() || now_ms >= self.awaited_until)
+    }
 }
 
 #[derive(Debug)]
@@ -100,6 +115,9 @@ impl Fetchers {
     /// another leader moves (its leader changed before that request went out).
     pub fn enqueue(&mut self, leader: NodeId, partition: TopicPartition, fetch_id: u64, request: FetchRequest) {
         self.remove(&partition);
+        for session in self.sessions.values_mut() {
+            session.awaited.remove(&partition);
+        }
         self.sessions.entry(leader).or_default().queued.insert(partition, (fetch_id, request));
     }
 
@@ -108,13 +126,15 @@ impl Fetchers {
     pub fn remove(&mut self, partition: &TopicPartition) {
         for session in self.sessions.values_mut() {
             session.queued.remove(partition);
+            session.awaited.remove(partition);
         }
     }
 
-    /// The next request to send: for a source broker with queued partitions and none in flight.
+    /// The next request to send: for a source broker with queued partitions, none in flight,
+    /// and every partition its last answer fed queued again (or [`ROUND_GRACE_MS`] passed).
     pub fn poll_request(&mut self, now_ms: i64) -> Option<Outgoing> {
-        let (&leader, session) =
-            self.sessions.iter_mut().find(|(_, s)| s.in_flight.is_none() && !s.queued.is_empty())?;
+        let (&leader, session) = self.sessions.iter_mut().find(|(_, s)| s.ready(now_ms))?;
+        session.awaited.clear();
         let request_id = self.next_request_id;
         self.next_request_id += 1;
         let queued = std::mem::take(&mut session.queued);
@@ -155,9 +175,11 @@ impl Fetchers {
 
     /// The answer to `request_id` from `leader` (`Err`: no answer came, the connection failed
     /// or timed out) → one answer for each partition it asked for. An answer to a request that
-    /// is not in flight (a stale one) yields nothing.
+    /// is not in flight (a stale one) yields nothing. The partitions answered without an error
+    /// are expected back for the next request; one that failed backs off instead.
     pub fn handle_response(
         &mut self,
+        now_ms: i64,
         leader: NodeId,
         request_id: u64,
         answer: Result<WireFetchResponse, ErrorCode>,
@@ -181,7 +203,7 @@ impl Fetchers {
                 None
             }
         };
-        parts
+        let deliveries: Vec<Delivery> = parts
             .into_iter()
             .map(|(partition, fetch_id)| {
                 let response = match (whole_error, answered.remove(&(partition.topic.clone(), partition.partition))) {
@@ -191,12 +213,23 @@ impl Fetchers {
                 };
                 Delivery { partition, fetch_id, response }
             })
-            .collect()
+            .collect();
+        let session = self.sessions.get_mut(&leader).expect("found above");
+        session.awaited = deliveries.iter().filter(|d| d.response.error.is_none()).map(|d| (d.partition.clone(), ())).collect();
+        session.awaited_until = now_ms + ROUND_GRACE_MS;
+        deliveries
     }
 
-    /// When [`Fetchers::handle_timeout`] should next run, if ever.
+    /// When [`Fetchers::handle_timeout`] should next run (a request's deadline), or
+    /// [`Fetchers::poll_request`] may have something new (a round's grace ends), if ever.
     pub fn poll_timeout(&self) -> Option<i64> {
-        self.sessions.values().filter_map(|s| s.in_flight.as_ref().map(|f| f.deadline_ms)).min()
+        let deadlines = self.sessions.values().filter_map(|s| s.in_flight.as_ref().map(|f| f.deadline_ms));
+        let rounds = self
+            .sessions
+            .values()
+            .filter(|s| s.in_flight.is_none() && !s.queued.is_empty() && !s.awaited.is_empty())
+            .map(|s| s.awaited_until);
+        deadlines.chain(rounds).min()
     }
 
     /// Requests past their deadline fail, each partition with REQUEST_TIMED_OUT; a late answer
@@ -209,7 +242,7 @@ impl Fetchers {
             .collect();
         expired
             .into_iter()
-            .flat_map(|(leader, id)| self.handle_response(leader, id, Err(ErrorCode::RequestTimedOut)))
+            .flat_map(|(leader, id)| self.handle_response(now_ms, leader, id, Err(ErrorCode::RequestTimedOut)))
             .collect()
     }
 
@@ -374,7 +407,7 @@ mod tests {
         let not_leader = FetchResponse { error: Some(ErrorCode::NotLeaderOrFollower), ..read(-1, b"") };
         // Partition 1 is left out of the answer, and a partition never asked for is in it.
         let wire = answer(&[("t", 0, diverging.clone()), ("t", 2, not_leader), ("t", 9, read(1, b"x"))]);
-        let deliveries = f.handle_response(NodeId(1), out.request_id, Ok(wire));
+        let deliveries = f.handle_response(0, NodeId(1), out.request_id, Ok(wire));
         let got: Vec<(i32, u64, Option<ErrorCode>, Option<EpochEndOffset>)> = deliveries
             .iter()
             .map(|d| (d.partition.partition, d.fetch_id, d.response.error, d.response.diverging_epoch))
@@ -388,7 +421,7 @@ mod tests {
             ]
         );
         assert!(f.is_idle());
-        assert!(f.handle_response(NodeId(1), out.request_id, Err(ErrorCode::NetworkException)).is_empty(), "stale");
+        assert!(f.handle_response(0, NodeId(1), out.request_id, Err(ErrorCode::NetworkException)).is_empty(), "stale");
     }
 
     #[test]
@@ -399,7 +432,7 @@ mod tests {
         // Queued while the first is in flight: waits for it.
         f.enqueue(NodeId(1), TopicPartition::new("t", 1), 2, request(0, -1));
         assert!(f.poll_request(0).is_none());
-        let d = f.handle_response(NodeId(1), out.request_id, Err(ErrorCode::NetworkException));
+        let d = f.handle_response(0, NodeId(1), out.request_id, Err(ErrorCode::NetworkException));
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].response.error, Some(ErrorCode::NetworkException));
         let next = f.poll_request(0).unwrap();
@@ -417,7 +450,32 @@ mod tests {
         let d = f.handle_timeout(out.deadline_ms);
         assert_eq!((d.len(), d[0].fetch_id, d[0].response.error), (1, 7, Some(ErrorCode::RequestTimedOut)));
         assert_eq!(f.poll_timeout(), None);
-        assert!(f.handle_response(NodeId(1), out.request_id, Ok(answer(&[("t", 0, read(1, b""))]))).is_empty());
+        assert!(f.handle_response(0, NodeId(1), out.request_id, Ok(answer(&[("t", 0, read(1, b""))]))).is_empty());
+    }
+
+    #[test]
+    fn the_next_round_waits_for_the_partitions_the_last_answer_fed() {
+        let mut f = Fetchers::new(NodeId(2), DEFAULT_RESPONSE_MAX_BYTES, 30_000);
+        for p in 0..3 {
+            f.enqueue(NodeId(1), TopicPartition::new("t", p), p as u64, request(0, -1));
+        }
+        let out = f.poll_request(0).unwrap();
+        let not_leader = FetchResponse { error: Some(ErrorCode::NotLeaderOrFollower), ..read(-1, b"") };
+        let wire = answer(&[("t", 0, read(1, b"x")), ("t", 1, read(1, b"")), ("t", 2, not_leader)]);
+        assert_eq!(f.handle_response(10, NodeId(1), out.request_id, Ok(wire)).len(), 3);
+        // Partition 1 is back at once; partition 0 still appends; 2 backs off (not awaited).
+        f.enqueue(NodeId(1), TopicPartition::new("t", 1), 11, request(0, -1));
+        assert!(f.poll_request(20).is_none(), "partition 0 is not back yet");
+        assert_eq!(f.poll_timeout(), Some(10 + ROUND_GRACE_MS));
+        f.enqueue(NodeId(1), TopicPartition::new("t", 0), 10, request(1, -1));
+        let next = f.poll_request(20).unwrap();
+        assert_eq!(next.request.topics[0].partitions.len(), 2);
+        // A partition that never comes back holds a round up for the grace only.
+        let wire = answer(&[("t", 0, read(2, b"")), ("t", 1, read(2, b""))]);
+        f.handle_response(30, NodeId(1), next.request_id, Ok(wire));
+        f.enqueue(NodeId(1), TopicPartition::new("t", 1), 12, request(0, -1));
+        assert!(f.poll_request(30 + ROUND_GRACE_MS - 1).is_none());
+        assert!(f.poll_request(30 + ROUND_GRACE_MS).is_some());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! `sim/`) do the IO and feed results back.
 
 pub mod batch;
+pub mod broker;
 pub mod compact;
 pub mod controller;
 pub mod controller_rpc;

@@ -65,21 +65,23 @@ impl FetcherDriver {
     async fn run(self: Rc<Self>, host: Rc<dyn Host>) {
         loop {
             let listener = self.kick.listen();
-            // The replicas an answer just reached queue their next fetches when they next run:
-            // let them, so they join this round rather than wait for the next.
-            futures_lite::future::yield_now().await;
+            let expired = self.fetchers.borrow_mut().handle_timeout(now_ms());
+            for delivery in expired {
+                host.deliver(delivery);
+            }
             loop {
                 let next = self.fetchers.borrow_mut().poll_request(now_ms());
                 let Some(out) = next else { break };
                 glommio::spawn_local(self.clone().exchange(host.clone(), out)).detach();
             }
-            listener.await;
+            let due = self.fetchers.borrow().poll_timeout();
+            crate::clock::wait_until(listener, due, now_ms()).await;
         }
     }
 
     async fn exchange(self: Rc<Self>, host: Rc<dyn Host>, out: Outgoing) {
         let answer = self.call(&*host, &out).await;
-        let deliveries = self.fetchers.borrow_mut().handle_response(out.leader, out.request_id, answer);
+        let deliveries = self.fetchers.borrow_mut().handle_response(now_ms(), out.leader, out.request_id, answer);
         for delivery in deliveries {
             host.deliver(delivery);
         }

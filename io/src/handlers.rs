@@ -11,16 +11,13 @@ use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult};
 use kafka_protocol::messages::fetch_response::FetchableTopicResponse;
 use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
-use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::TopicProduceResponse;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Encodable, StrBytes};
-use odradek_core::fetcher;
+use odradek_core::{broker, fetcher};
 use odradek_core::controller::Response as ControllerResponse;
 use odradek_core::controller_rpc::ControllerRequest;
 use odradek_core::error::code;
-use odradek_core::ids::NodeId;
-use kafka_protocol::messages::BrokerId as KafkaBrokerId;
 use odradek_core::topic::{validate_topic_name, TopicConfig};
 use odradek_core::wire::{self, regroup, Request, RequestError};
 use odradek_core::ErrorCode;
@@ -128,52 +125,8 @@ async fn metadata(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -> 
         }
     }
     let image = shard.image.borrow().clone();
-    let node = |id: NodeId| -> KafkaBrokerId { id.0.into() };
-    let describe = |name: &str| -> MetadataResponseTopic {
-        match image.topic_by_name(name) {
-            Some(topic) => MetadataResponseTopic::default()
-                .with_name(Some(s(name).into()))
-                .with_is_internal(version >= 1 && name == OFFSETS_TOPIC)
-                .with_topic_id(if version >= 10 { uuid::Uuid::from_bytes(topic.id) } else { uuid::Uuid::nil() })
-                .with_partitions(
-                    topic
-                        .partitions
-                        .iter()
-                        .enumerate()
-                        .map(|(p, state)| {
-                            let leaderless = state.leader == NodeId::NONE;
-                            MetadataResponsePartition::default()
-                                .with_error_code(if leaderless { ErrorCode::LeaderNotAvailable.code() } else { 0 })
-                                .with_partition_index(p as i32)
-                                .with_leader_id(node(state.leader))
-                                .with_leader_epoch(if version >= 7 { state.leader_epoch.0 } else { -1 })
-                                .with_replica_nodes(state.replicas.iter().map(|r| node(*r)).collect())
-                                .with_isr_nodes(state.isr.iter().map(|r| node(*r)).collect())
-                        })
-                        .collect(),
-                ),
-            None => unknown_topic(name),
-        }
-    };
-    let topic_responses = match &requested {
-        None => image.topics().values().map(|t| describe(&t.name)).collect(),
-        Some(names) => names.iter().map(|n| describe(n)).collect(),
-    };
-    let brokers = image
-        .brokers()
-        .values()
-        .filter(|b| !b.fenced)
-        .filter_map(|b| {
-            let e = b.endpoints.first()?;
-            Some(MetadataResponseBroker::default().with_node_id(node(b.broker_id)).with_host(s(e.host.clone())).with_port(i32::from(e.port)))
-        })
-        .collect();
     let controller_id = shard.shared.controller_id.load(std::sync::atomic::Ordering::Relaxed);
-    MetadataResponse::default()
-        .with_brokers(brokers)
-        .with_cluster_id((version >= 2).then(|| s(shard.shared.cluster_id.clone())))
-        .with_controller_id(if version >= 1 { controller_id.into() } else { (-1).into() })
-        .with_topics(topic_responses)
+    broker::metadata_response(&image, requested.as_deref(), version, &shard.shared.cluster_id, controller_id)
 }
 
 /// Waits (briefly) until new topics are served: in this core's metadata image, and every
@@ -399,13 +352,7 @@ fn broker_configs(shard: &Shard) -> Vec<(String, String, bool)> {
 
 async fn produce(shard: &Rc<Shard>, request: ProduceRequest, version: i16) -> ProduceResponse {
     let acks = request.acks;
-    let refuse = if !matches!(acks, -1..=1) {
-        Some(ErrorCode::InvalidRequiredAcks)
-    } else if request.transactional_id.is_some() {
-        Some(ErrorCode::TransactionalIdAuthorizationFailed)
-    } else {
-        None
-    };
+    let refuse = broker::produce_refusal(&request);
     let mut shape: Vec<(TopicName, Vec<i32>)> = Vec::new();
     let mut items = Vec::new();
     for topic in request.topic_data {
@@ -425,20 +372,14 @@ async fn produce(shard: &Rc<Shard>, request: ProduceRequest, version: i16) -> Pr
     let results = match refuse {
         Some(error) => {
             warn!(acks, ?error, "refused produce");
-            (0..items.len()).map(|_| PartitionProduceResponse::default().with_error_code(error.code()).with_base_offset(-1)).collect()
+            (0..items.len()).map(|_| broker::produce_partition(Err(error), version)).collect()
         }
         None => shard
             .scatter(items, Shard::produce_partition)
             .await
             .into_iter()
-                .map(|r| {
-                    PartitionProduceResponse::default()
-                        .with_error_code(code(r.error))
-                        .with_base_offset(r.base_offset)
-                        .with_log_start_offset(if version >= 5 { r.log_start_offset } else { -1 })
-                        .with_log_append_time_ms(r.log_append_time_ms)
-                })
-                .collect::<Vec<_>>(),
+            .map(|r| broker::produce_partition(r, version))
+            .collect::<Vec<_>>(),
     };
     let responses = regroup(shape, results, |index, r| r.with_index(index), |name, partitions| {
         TopicProduceResponse::default().with_name(name).with_partition_responses(partitions)
@@ -587,12 +528,3 @@ async fn offset_for_leader_epoch(shard: &Rc<Shard>, request: OffsetForLeaderEpoc
     OffsetForLeaderEpochResponse::default().with_topics(topics)
 }
 
-/// A Metadata answer for a topic that does not exist: INVALID_TOPIC_EXCEPTION for a name Kafka
-/// would refuse, UNKNOWN_TOPIC_OR_PARTITION otherwise.
-fn unknown_topic(name: &str) -> MetadataResponseTopic {
-    let error = match validate_topic_name(name) {
-        Ok(()) => ErrorCode::UnknownTopicOrPartition,
-        Err(e) => e.code,
-    };
-    MetadataResponseTopic::default().with_name(Some(s(name).into())).with_error_code(error.code())
-}

@@ -21,7 +21,7 @@ use odradek_core::shard::{merge_in_order, shard_for, split_by_shard, ShardId};
 use odradek_core::controller::{MetadataImage, Response as ControllerResponse};
 use odradek_core::controller_rpc::ControllerRequest;
 use odradek_core::ids::{LeaderEpoch, NodeId, Offset};
-use odradek_core::replica::{FetchAnswer, FetchResponse};
+use odradek_core::replica::{FetchAnswer, FetchResponse, ProduceAck};
 use odradek_core::topic::{TopicConfig, TopicMeta, TopicTable};
 use odradek_core::ErrorCode;
 use tracing::{info, warn};
@@ -101,13 +101,6 @@ pub struct ProducePart {
     pub timeout_ms: i32,
 }
 
-pub struct ProduceResult {
-    pub error: Option<ErrorCode>,
-    pub base_offset: i64,
-    pub log_start_offset: i64,
-    /// -1 unless the topic uses `LogAppendTime`.
-    pub log_append_time_ms: i64,
-}
 
 pub struct FetchPart {
     pub topic: String,
@@ -467,26 +460,17 @@ impl Shard {
     // ---- partition work, run on the owning core ----
 
     /// One partition of a produce, answered by its replica.
-    pub async fn produce_partition(self: Rc<Self>, part: ProducePart) -> ProduceResult {
-        let failed = |error| ProduceResult { error: Some(error), base_offset: -1, log_start_offset: -1, log_append_time_ms: -1 };
+    pub async fn produce_partition(self: Rc<Self>, part: ProducePart) -> Result<ProduceAck, ErrorCode> {
         let Some(rp) = self.replica(&part.topic, part.partition) else {
-            return failed(self.missing_partition_error(&part.topic, part.partition));
+            return Err(self.missing_partition_error(&part.topic, part.partition));
         };
         let records = part.records.unwrap_or_default();
         if rp.store.config().compact {
             if let Some(error) = keyless_records_error(&records, &part.topic, part.partition) {
-                return failed(error);
+                return Err(error);
             }
         }
-        match rp.produce(records, part.acks, part.timeout_ms).await {
-            Ok(ack) => ProduceResult {
-                error: None,
-                base_offset: ack.base_offset.0,
-                log_start_offset: ack.log_start_offset.0,
-                log_append_time_ms: ack.log_append_time_ms.unwrap_or(-1),
-            },
-            Err(e) => failed(e),
-        }
+        rp.produce(records, part.acks, part.timeout_ms).await
     }
 
     pub async fn fetch_partition(self: Rc<Self>, part: FetchPart) -> FetchResponse {

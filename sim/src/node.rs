@@ -6,7 +6,12 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::fetch_response::FetchableTopicResponse;
-use kafka_protocol::messages::{ApiKey, FetchRequest as KafkaFetch, FetchResponse as KafkaFetchResponse, ProduceRequest};
+use kafka_protocol::messages::produce_response::TopicProduceResponse;
+use kafka_protocol::messages::{
+    ApiKey, FetchRequest as KafkaFetch, FetchResponse as KafkaFetchResponse, MetadataRequest, ProduceRequest, ProduceResponse,
+    TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
 use odradek_core::controller::{
     self, AlterPartitionRequest, BrokerHeartbeatRequest, BrokerRegistrationRequest, Controller,
     ControllerConfig, CreateTopicsRequest, Response,
@@ -19,7 +24,7 @@ use odradek_core::replica::{
     self, Completion, EpochEndOffset, FetchAnswer, FetchRequest, Replica,
     ReplicaConfig,
 };
-use odradek_core::{wire, ErrorCode};
+use odradek_core::{broker, wire, ErrorCode};
 
 use crate::disk::{Clock, Disk};
 
@@ -40,11 +45,8 @@ pub enum Payload {
     EpochAnswer { request_id: u64, result: Result<EpochEndOffset, ErrorCode> },
     /// A Kafka request frame (size prefix, header, body) from a client.
     Kafka { frame: Bytes },
-    /// Which node leads the partition, per the receiver's metadata image.
-    MetadataRequest { corr: i32 },
-    MetadataResponse { corr: i32, leader: NodeId, leader_epoch: LeaderEpoch },
-    ProduceResponse { corr: i32, result: Result<i64, ErrorCode> },
-    FetchRecords { corr: i32, result: Result<(Offset, Bytes), ErrorCode> },
+    /// A node's Kafka response frame to a client (size prefix, header, body).
+    KafkaResponse { frame: Bytes },
 }
 
 #[derive(Debug, Clone)]
@@ -100,6 +102,7 @@ struct Parked {
 struct ProduceWaiter {
     client: NodeId,
     corr: i32,
+    version: i16,
     records: i64,
     acks: i16,
 }
@@ -329,7 +332,7 @@ impl Node {
                             wire::decode_response(f, ApiKey::Fetch, FOLLOWER_FETCH_VERSION, request_id as i32)
                                 .map_err(|_| ErrorCode::CorruptMessage)
                         });
-                    let deliveries = p.fetchers.handle_response(from, request_id, answer);
+                    let deliveries = p.fetchers.handle_response(now, from, request_id, answer);
                     deliver(p, now, deliveries);
                 }
             }
@@ -345,19 +348,15 @@ impl Node {
                     r.handle_offset_for_leader_epoch_response(now, request_id, result);
                 }
             }
-            Payload::MetadataRequest { corr } => {
-                let (leader, leader_epoch) = partition_state(&p.controller)
-                    .map_or((NodeId::NONE, LeaderEpoch::NONE), |s| (s.leader, s.leader_epoch));
-                out.push(Output::Send { to: from, payload: Payload::MetadataResponse { corr, leader, leader_epoch } });
-            }
             Payload::Kafka { frame } => self.on_kafka_request(now, from, frame, out),
-            Payload::MetadataResponse { .. } | Payload::ProduceResponse { .. } | Payload::FetchRecords { .. } => {}
+            Payload::KafkaResponse { .. } => {}
         }
         self.pump(now, out);
     }
 
     /// A client's Kafka request: framing and header through `core::wire`, body through the
-    /// `kafka-protocol` codec, then the replica.
+    /// `kafka-protocol` codec, then the replica; the answer is a Kafka response frame built by
+    /// the functions the broker's handlers use (`core::broker`, `core::fetcher`).
     fn on_kafka_request(&mut self, now: i64, from: NodeId, frame: Bytes, out: &mut Vec<Output>) {
         let Some(p) = self.process.as_mut() else { return };
         let mut buf = BytesMut::from(&frame[..]);
@@ -366,9 +365,23 @@ impl Node {
         };
         let request = wire::parse_request(frame).expect("clients send valid requests");
         let corr = request.correlation_id();
+        let version = request.version();
         match request.api_key {
+            ApiKey::Metadata => {
+                let body: MetadataRequest = request.decode().expect("valid metadata request");
+                let names: Option<Vec<String>> =
+                    body.topics.map(|topics| topics.iter().filter_map(|t| t.name.as_ref().map(|n| n.0.to_string())).collect());
+                let controller_id = p.raft.leader().map_or(-1, |l| l.0);
+                let answer = broker::metadata_response(p.controller.image(), names.as_deref(), version, "odradek-sim", controller_id);
+                let frame = wire::encode_response(ApiKey::Metadata, version, corr, &answer).expect("a metadata answer encodes");
+                out.push(Output::Send { to: from, payload: Payload::KafkaResponse { frame } });
+            }
             ApiKey::Produce => {
                 let body: ProduceRequest = request.decode().expect("valid produce");
+                if let Some(error) = broker::produce_refusal(&body) {
+                    out.push(Output::Send { to: from, payload: produce_answer(corr, version, Err(error)) });
+                    return;
+                }
                 let topic = &body.topic_data[0];
                 assert_eq!(&*topic.name.0, TOPIC);
                 let partition = &topic.partition_data[0];
@@ -380,7 +393,7 @@ impl Node {
                     Some(r) => {
                         let id = p.next_produce;
                         p.next_produce += 1;
-                        p.produces.insert(id, ProduceWaiter { client: from, corr, records: count, acks: body.acks });
+                        p.produces.insert(id, ProduceWaiter { client: from, corr, version, records: count, acks: body.acks });
                         // Rule 7: acks=all is refused, before any append, while the committed
                         // ISR is below min.insync.replicas.
                         let isr = r.isr();
@@ -396,10 +409,7 @@ impl Node {
                             )));
                         }
                     }
-                    None => out.push(Output::Send {
-                        to: from,
-                        payload: Payload::ProduceResponse { corr, result: Err(ErrorCode::NotLeaderOrFollower) },
-                    }),
+                    None => out.push(Output::Send { to: from, payload: produce_answer(corr, version, Err(ErrorCode::NotLeaderOrFollower)) }),
                 }
             }
             ApiKey::Fetch => {
@@ -414,17 +424,18 @@ impl Node {
                     max_wait_ms: body.max_wait_ms,
                     max_bytes: part.partition_max_bytes,
                 };
-                let result = match p.replica_mut() {
-                    Some(r) => match r.handle_fetch(now, &fetch) {
-                        FetchAnswer::Read { read_to, high_watermark, .. } => {
-                            Ok((high_watermark, self.disk.read_for_consumer(fetch.fetch_offset.0, read_to.0)))
-                        }
-                        FetchAnswer::Diverging { .. } => Err(ErrorCode::InvalidRequest),
-                        FetchAnswer::Error(e) => Err(e),
-                    },
-                    None => Err(ErrorCode::NotLeaderOrFollower),
+                let answer = match p.replica_mut() {
+                    Some(r) => r.handle_fetch(now, &fetch),
+                    None => FetchAnswer::Error(ErrorCode::NotLeaderOrFollower),
                 };
-                out.push(Output::Send { to: from, payload: Payload::FetchRecords { corr, result } });
+                // A consumer is served from the batch holding its offset, as Kafka does.
+                let records = answer.read_to().map_or_else(Bytes::new, |to| self.disk.read_for_consumer(fetch.fetch_offset.0, to.0));
+                let data = fetcher::partition_data(0, version, answer.into_response(records, Offset(self.disk.log_start)));
+                let body = KafkaFetchResponse::default().with_responses(vec![FetchableTopicResponse::default()
+                    .with_topic(TopicName(StrBytes::from_static_str(TOPIC)))
+                    .with_partitions(vec![data])]);
+                let frame = wire::encode_response(ApiKey::Fetch, version, corr, &body).expect("a fetch answer encodes");
+                out.push(Output::Send { to: from, payload: Payload::KafkaResponse { frame } });
             }
             other => panic!("client sent {other:?}"),
         }
@@ -652,8 +663,7 @@ impl Node {
                                         high_watermark: d.replica().high_watermark(),
                                     });
                                 }
-                                let result = result.map(|ack| ack.base_offset.0);
-                                out.push(Output::Send { to: w.client, payload: Payload::ProduceResponse { corr: w.corr, result } });
+                                out.push(Output::Send { to: w.client, payload: produce_answer(w.corr, w.version, result) });
                             }
                         }
                     }
@@ -842,6 +852,16 @@ fn answer_or_park(disk: &Disk, mut replica: Option<&mut Replica>, now: i64, park
     let frame = wire::encode_response(ApiKey::Fetch, park.version, park.correlation_id, &body).expect("a fetch answer encodes");
     out.push(Output::Send { to: park.from, payload: Payload::ReplicaFetchAnswer { wire_id: park.wire_id, frame } });
     None
+}
+
+/// A Produce answer for the one partition, as the broker's handler builds it.
+fn produce_answer(corr: i32, version: i16, result: Result<replica::ProduceAck, ErrorCode>) -> Payload {
+    let partition = broker::produce_partition(result, version).with_index(0);
+    let body = ProduceResponse::default().with_responses(vec![TopicProduceResponse::default()
+        .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
+        .with_partition_responses(vec![partition])]);
+    let frame = wire::encode_response(ApiKey::Produce, version, corr, &body).expect("a produce answer encodes");
+    Payload::KafkaResponse { frame }
 }
 
 /// The fetchers' answers, each to its replica.

@@ -8,11 +8,13 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, FetchRequest as KafkaFetch, ProduceRequest, TopicName,
+    ApiKey, BrokerId, FetchRequest as KafkaFetch, FetchResponse as KafkaFetchResponse, MetadataRequest, MetadataResponse,
+    ProduceRequest, ProduceResponse as KafkaProduceResponse, TopicName,
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use kafka_protocol::records::RecordBatchDecoder;
@@ -232,6 +234,8 @@ struct Client {
     leader: Option<(NodeId, LeaderEpoch)>,
     /// Outstanding request: (corr, sent at, values for a produce).
     inflight: Option<(i32, i64, Vec<u64>)>,
+    /// The API of the outstanding Kafka request, to decode its answer.
+    inflight_api: ApiKey,
     next_corr: i32,
     position: i64,
     /// The highest high watermark a fetch answer reported: the range of random seeks.
@@ -1173,8 +1177,13 @@ impl Sim {
                 self.send(from, to, Payload::CtrlRequest { rpc_id: corr as u64, request });
                 return;
             }
+            let body = MetadataRequest::default()
+                .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(TopicName(StrBytes::from_static_str(node::TOPIC))))]))
+                .with_allow_auto_topic_creation(false);
+            let frame = encode_request(ApiKey::Metadata, 12, corr, &body);
             self.clients[c].inflight = Some((corr, self.now, Vec::new()));
-            self.send(from, to, Payload::MetadataRequest { corr });
+            self.clients[c].inflight_api = ApiKey::Metadata;
+            self.send(from, to, Payload::Kafka { frame });
             return;
         };
         match self.clients[c].kind {
@@ -1199,6 +1208,7 @@ impl Sim {
                         .with_name(TopicName(StrBytes::from_static_str(node::TOPIC)))
                         .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(batch))])]);
                 let frame = encode_request(ApiKey::Produce, 9, corr, &body);
+                self.clients[c].inflight_api = ApiKey::Produce;
                 self.send(from, leader, Payload::Kafka { frame });
                 if acks == 0 {
                     // No answer will come: the outcome is unknown from the start.
@@ -1234,6 +1244,7 @@ impl Sim {
                             .with_partition_max_bytes(64 << 10)])]);
                 let frame = encode_request(ApiKey::Fetch, 12, corr, &body);
                 self.clients[c].inflight = Some((corr, self.now, Vec::new()));
+                self.clients[c].inflight_api = ApiKey::Fetch;
                 self.send(from, leader, Payload::Kafka { frame });
             }
             ClientKind::Admin => {}
@@ -1241,34 +1252,58 @@ impl Sim {
     }
 
     fn client_receive(&mut self, c: usize, _from: NodeId, payload: Payload) {
-        if let Payload::ProduceResponse { result: Err(_), .. } = &payload {
-            if self.options.acks == 0 {
-                // acks=0 hears back only about errors: find the leader again.
-                self.clients[c].leader = None;
+        let process = self.clients[c].id.0 as u32;
+        let frame = match payload {
+            Payload::CtrlResponse { rpc_id, response: Response::CreateTopics(results) } => {
+                if self.clients[c].inflight.as_ref().is_some_and(|(corr, ..)| rpc_id == *corr as u64) {
+                    self.clients[c].inflight = None;
+                    let r = &results[0];
+                    if r.error.as_ref().is_none_or(|e| e.code() == ErrorCode::TopicAlreadyExists) {
+                        self.clients[c].done = true;
+                    }
+                }
                 return;
             }
-        }
-        let Some((corr, _, values)) = self.clients[c].inflight.clone() else { return };
-        let process = self.clients[c].id.0 as u32;
-        match payload {
-            Payload::CtrlResponse { rpc_id, response: Response::CreateTopics(results) } if rpc_id == corr as u64 => {
-                self.clients[c].inflight = None;
-                let r = &results[0];
-                if r.error.as_ref().is_none_or(|e| e.code() == ErrorCode::TopicAlreadyExists) {
-                    self.clients[c].done = true;
+            Payload::KafkaResponse { frame } => frame,
+            _ => return,
+        };
+        let mut buf = BytesMut::from(&frame[..]);
+        let frame = wire::split_frame(&mut buf).expect("nodes send whole frames");
+        let answered = i32::from_be_bytes(frame[..4].try_into().expect("a correlation id"));
+        let Some((corr, _, values)) = self.clients[c].inflight.clone().filter(|(corr, ..)| *corr == answered) else {
+            if self.options.acks == 0 && self.clients[c].kind == ClientKind::Producer {
+                // acks=0 hears back only about errors (Kafka closes the connection): find
+                // the leader again.
+                self.clients[c].leader = None;
+            }
+            // Otherwise a duplicate, or an answer to a request given up on.
+            return;
+        };
+        let api = self.clients[c].inflight_api;
+        let version = match api {
+            ApiKey::Produce => 9,
+            _ => 12,
+        };
+        self.clients[c].inflight = None;
+        match api {
+            ApiKey::Metadata => {
+                let answer: MetadataResponse = wire::decode_response(frame, api, version, corr).expect("a metadata answer decodes");
+                let partition = answer
+                    .topics
+                    .iter()
+                    .filter(|t| t.error_code == 0 && t.name.as_ref().is_some_and(|n| n.0.as_str() == node::TOPIC))
+                    .flat_map(|t| &t.partitions)
+                    .find(|p| p.partition_index == 0 && p.error_code == 0 && p.leader_id.0 >= 0);
+                if let Some(p) = partition {
+                    self.clients[c].leader = Some((NodeId(p.leader_id.0), LeaderEpoch(p.leader_epoch)));
                 }
             }
-            Payload::MetadataResponse { corr: got, leader, leader_epoch } if got == corr => {
-                self.clients[c].inflight = None;
-                if leader != NodeId::NONE {
-                    self.clients[c].leader = Some((leader, leader_epoch));
-                }
-            }
-            Payload::ProduceResponse { corr: got, result } if got == corr => {
-                self.clients[c].inflight = None;
-                let outcome = match result {
-                    Ok(base_offset) => SendOutcome::Ok { base_offset },
-                    Err(e) => {
+            ApiKey::Produce => {
+                let answer: KafkaProduceResponse = wire::decode_response(frame, api, version, corr).expect("a produce answer decodes");
+                let p = &answer.responses[0].partition_responses[0];
+                let outcome = match ErrorCode::try_from_code(p.error_code) {
+                    None => SendOutcome::Ok { base_offset: p.base_offset },
+                    Some(e) => {
                         self.clients[c].leader = None;
                         if definitely_not_written(e) {
                             self.counts.definite_failures += 1;
@@ -1280,22 +1315,25 @@ impl Sim {
                 };
                 self.history.push(Op::Send { process, values, outcome });
             }
-            Payload::FetchRecords { corr: got, result } if got == corr => {
-                self.clients[c].inflight = None;
-                match result {
-                    Ok((high_watermark, bytes)) => {
+            ApiKey::Fetch => {
+                let answer: KafkaFetchResponse = wire::decode_response(frame, api, version, corr).expect("a fetch answer decodes");
+                let p = &answer.responses[0].partitions[0];
+                match ErrorCode::try_from_code(p.error_code) {
+                    None => {
+                        let high_watermark = p.high_watermark;
+                        let bytes = p.records.clone().unwrap_or_default();
                         let client = &mut self.clients[c];
-                        client.high_watermark_seen = client.high_watermark_seen.max(high_watermark.0);
+                        client.high_watermark_seen = client.high_watermark_seen.max(high_watermark);
                         // A batch may start before the position: skip what precedes it.
                         let position = client.position;
                         let records: Vec<(i64, u64)> = decode_values(&bytes).into_iter().filter(|&(o, _)| o >= position).collect();
                         if let Some(&(last, _)) = records.last() {
                             client.position = last + 1;
                             self.counts.polls += 1;
-                            self.history.push(Op::Poll { process, records, high_watermark: high_watermark.0 });
+                            self.history.push(Op::Poll { process, records, high_watermark });
                         }
                     }
-                    Err(e) => {
+                    Some(e) => {
                         self.clients[c].leader = None;
                         if e == ErrorCode::OffsetOutOfRange {
                             // The log was cut below our position (a mode that may lose
@@ -1306,7 +1344,7 @@ impl Sim {
                     }
                 }
             }
-            _ => {}
+            other => unreachable!("clients send no {other:?}"),
         }
     }
 
@@ -1522,7 +1560,17 @@ fn r_min_isr(node: &Node) -> usize {
 
 impl Client {
     fn new(id: NodeId, kind: ClientKind) -> Client {
-        Client { id, kind, leader: None, inflight: None, next_corr: 0, position: 0, high_watermark_seen: 0, done: false }
+        Client {
+            id,
+            kind,
+            leader: None,
+            inflight: None,
+            inflight_api: ApiKey::Metadata,
+            next_corr: 0,
+            position: 0,
+            high_watermark_seen: 0,
+            done: false,
+        }
     }
 }
 

@@ -1,0 +1,151 @@
+//! The parts of answering clients that need no IO, shared by the broker's handlers (`io/`)
+//! and the simulator's nodes, so both give clients the same Kafka responses: Metadata from
+//! the committed image, the refusals a Produce gets before any partition sees it, and a
+//! partition's Produce answer. (A Fetch partition's answer is `fetcher::partition_data`.)
+
+use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::produce_response::PartitionProduceResponse;
+use kafka_protocol::messages::{BrokerId, MetadataResponse, ProduceRequest};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::controller::MetadataImage;
+use crate::error::ErrorCode;
+use crate::group::OFFSETS_TOPIC;
+use crate::ids::NodeId;
+use crate::replica::ProduceAck;
+use crate::topic::validate_topic_name;
+
+fn s(text: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(text.into())
+}
+
+fn broker_id(id: NodeId) -> BrokerId {
+    id.0.into()
+}
+
+/// A Metadata answer of `version` from `image`: every unfenced broker with its first
+/// endpoint, and the requested topics (`None`: all) with each partition's committed leader,
+/// leader epoch (v7+), replicas and ISR. A partition without a leader has
+/// LEADER_NOT_AVAILABLE; an unknown topic UNKNOWN_TOPIC_OR_PARTITION, or the name's
+/// validation error.
+pub fn metadata_response(
+    image: &MetadataImage,
+    requested: Option<&[String]>,
+    version: i16,
+    cluster_id: &str,
+    controller_id: i32,
+) -> MetadataResponse {
+    let topics = match requested {
+        None => image.topics().values().map(|t| describe_topic(image, &t.name, version)).collect(),
+        Some(names) => names.iter().map(|n| describe_topic(image, n, version)).collect(),
+    };
+    let brokers = image
+        .brokers()
+        .values()
+        .filter(|b| !b.fenced)
+        .filter_map(|b| {
+            let e = b.endpoints.first()?;
+            Some(
+                MetadataResponseBroker::default()
+                    .with_node_id(broker_id(b.broker_id))
+                    .with_host(s(e.host.clone()))
+                    .with_port(i32::from(e.port)),
+            )
+        })
+        .collect();
+    MetadataResponse::default()
+        .with_brokers(brokers)
+        .with_cluster_id((version >= 2).then(|| s(cluster_id)))
+        .with_controller_id(if version >= 1 { controller_id.into() } else { (-1).into() })
+        .with_topics(topics)
+}
+
+fn describe_topic(image: &MetadataImage, name: &str, version: i16) -> MetadataResponseTopic {
+    let Some(topic) = image.topic_by_name(name) else { return unknown_topic(name) };
+    let partitions = topic
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(p, state)| {
+            let leaderless = state.leader == NodeId::NONE;
+            MetadataResponsePartition::default()
+                .with_error_code(if leaderless { ErrorCode::LeaderNotAvailable.code() } else { 0 })
+                .with_partition_index(p as i32)
+                .with_leader_id(broker_id(state.leader))
+                .with_leader_epoch(if version >= 7 { state.leader_epoch.0 } else { -1 })
+                .with_replica_nodes(state.replicas.iter().map(|r| broker_id(*r)).collect())
+                .with_isr_nodes(state.isr.iter().map(|r| broker_id(*r)).collect())
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(s(name).into()))
+        .with_is_internal(version >= 1 && name == OFFSETS_TOPIC)
+        .with_topic_id(uuid::Uuid::from_bytes(if version >= 10 { topic.id } else { [0; 16] }))
+        .with_partitions(partitions)
+}
+
+/// A topic the image does not hold: UNKNOWN_TOPIC_OR_PARTITION, or why its name is invalid.
+pub fn unknown_topic(name: &str) -> MetadataResponseTopic {
+    let error = match validate_topic_name(name) {
+        Ok(()) => ErrorCode::UnknownTopicOrPartition,
+        Err(e) => e.code,
+    };
+    MetadataResponseTopic::default().with_name(Some(s(name).into())).with_error_code(error.code())
+}
+
+/// Why a whole Produce is refused before any partition sees it: `acks` other than -1, 0 or
+/// 1 (INVALID_REQUIRED_ACKS), or a transactional produce (no transactions yet).
+pub fn produce_refusal(request: &ProduceRequest) -> Option<ErrorCode> {
+    if !matches!(request.acks, -1..=1) {
+        Some(ErrorCode::InvalidRequiredAcks)
+    } else if request.transactional_id.is_some() {
+        Some(ErrorCode::TransactionalIdAuthorizationFailed)
+    } else {
+        None
+    }
+}
+
+/// One partition's Produce answer of `version` (the index is set by the caller).
+pub fn produce_partition(result: Result<ProduceAck, ErrorCode>, version: i16) -> PartitionProduceResponse {
+    match result {
+        Ok(ack) => PartitionProduceResponse::default()
+            .with_base_offset(ack.base_offset.0)
+            .with_log_start_offset(if version >= 5 { ack.log_start_offset.0 } else { -1 })
+            .with_log_append_time_ms(ack.log_append_time_ms.unwrap_or(-1)),
+        Err(e) => PartitionProduceResponse::default()
+            .with_error_code(e.code())
+            .with_base_offset(-1)
+            .with_log_start_offset(-1)
+            .with_log_append_time_ms(-1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::Offset;
+
+    #[test]
+    fn unknown_and_invalid_topics_get_their_error() {
+        let image = MetadataImage::default();
+        let names = ["missing".to_string(), "bad/name".to_string()];
+        let r = metadata_response(&image, Some(&names), 12, "c", 1);
+        let codes: Vec<i16> = r.topics.iter().map(|t| t.error_code).collect();
+        assert_eq!(codes[0], ErrorCode::UnknownTopicOrPartition.code());
+        assert_eq!(codes[1], ErrorCode::InvalidTopicException.code());
+        assert_eq!(r.controller_id.0, 1);
+        assert_eq!(metadata_response(&image, None, 0, "c", 1).controller_id.0, -1);
+    }
+
+    #[test]
+    fn produce_answers_and_refusals() {
+        let ack = ProduceAck { base_offset: Offset(7), log_append_time_ms: None, log_start_offset: Offset(2) };
+        let ok = produce_partition(Ok(ack), 9);
+        assert_eq!((ok.error_code, ok.base_offset, ok.log_start_offset, ok.log_append_time_ms), (0, 7, 2, -1));
+        assert_eq!(produce_partition(Ok(ack), 4).log_start_offset, -1);
+        let failed = produce_partition(Err(ErrorCode::NotLeaderOrFollower), 9);
+        assert_eq!((failed.error_code, failed.base_offset), (ErrorCode::NotLeaderOrFollower.code(), -1));
+        assert_eq!(produce_refusal(&ProduceRequest::default().with_acks(2)), Some(ErrorCode::InvalidRequiredAcks));
+        assert_eq!(produce_refusal(&ProduceRequest::default().with_acks(-1)), None);
+    }
+}
