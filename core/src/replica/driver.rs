@@ -129,20 +129,13 @@ mod tests {
     use super::*;
     use crate::batch::tests::encode_batch;
     use crate::ids::{LeaderEpoch, NodeId, PartitionEpoch};
-    use crate::replica::{EpochCache, LeaderAndIsr, PersistedState, ReplicaConfig};
+    use crate::replica::{LeaderAndIsr, PersistedState, ReplicaConfig};
     use bytes::Bytes;
     use kafka_protocol::records::Compression;
 
     fn leader() -> PartitionDriver {
-        let persisted = PersistedState {
-            log_start_offset: Offset(0),
-            log_end_offset: Offset(0),
-            durable_offset: Offset(0),
-            epoch_cache: EpochCache::new(),
-            high_watermark: Offset(0),
-        };
         let config = ReplicaConfig { ack_after_fsync: true, ..ReplicaConfig::default() };
-        let mut r = Replica::new(NodeId(1), config, persisted);
+        let mut r = Replica::new(NodeId(1), config, PersistedState::default());
         r.become_leader(
             0,
             LeaderAndIsr {

@@ -79,7 +79,8 @@ impl Default for ReplicaConfig {
 }
 
 /// What the driver recovered from disk for this partition before constructing the replica.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `Default` is a new, empty log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PersistedState {
     pub log_start_offset: Offset,
     /// End of the recovered log (after the tail rescan dropped any invalid batch).

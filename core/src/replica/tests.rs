@@ -1080,14 +1080,7 @@ fn high_watermark_stuck_while_isr_below_min_isr() {
 // ---- smaller unit checks ----
 
 fn lone_leader(config: ReplicaConfig) -> Replica {
-    let persisted = PersistedState {
-        log_start_offset: Offset(0),
-        log_end_offset: Offset(0),
-        durable_offset: Offset(0),
-        epoch_cache: EpochCache::new(),
-        high_watermark: Offset(0),
-    };
-    let mut r = Replica::new(n(1), config, persisted);
+    let mut r = Replica::new(n(1), config, PersistedState::default());
     let state = LeaderAndIsr {
         leader_epoch: LeaderEpoch(3),
         partition_epoch: PartitionEpoch(1),
