@@ -18,7 +18,7 @@ use odradek_core::compact::{self, Cleaned, OffsetMap};
 use odradek_core::log::Segment;
 use tracing::{info, warn};
 
-use super::{open_segment, recover_file, remove_segment_files, segment_path, sync_dir, write_file, PartitionStore};
+use super::{off_reactor, open_segment, recover_file, remove_segment_files, segment_path, sync_dir, write_file, PartitionStore};
 
 const CLEAN_CHUNK_BYTES: u64 = 4 << 20;
 const WRITE_BUFFER_BYTES: usize = 1 << 20;
@@ -149,12 +149,12 @@ impl PartitionStore {
         assert_eq!(written, cleaned.size, "the cleaned segment's layout matches its file");
         if !changed {
             file.close().await?;
-            std::fs::remove_file(&cleaned_path)?;
+            remove_if_present(&cleaned_path).await?;
             return Ok(None);
         }
         file.fdatasync().await?;
         let swap_path = self.dir.join(format!("{base:020}.log.swap"));
-        std::fs::rename(&cleaned_path, &swap_path)?;
+        rename(&cleaned_path, &swap_path).await?;
         sync_dir(&self.dir).await?;
 
         cleaned.next_offset = run.last().expect("a run has segments").next_offset;
@@ -184,9 +184,9 @@ impl PartitionStore {
             remove_segment_files(&self.dir, gone).await;
         }
         for extension in ["index", "timeindex"] {
-            remove_if_present(&segment_path(&self.dir, base, extension))?;
+            remove_if_present(&segment_path(&self.dir, base, extension)).await?;
         }
-        std::fs::rename(&swap_path, segment_path(&self.dir, base, "log"))?;
+        rename(&swap_path, &segment_path(&self.dir, base, "log")).await?;
         sync_dir(&self.dir).await?;
         write_file(&segment_path(&self.dir, base, "index"), offset_index).await?;
         write_file(&segment_path(&self.dir, base, "timeindex"), time_index).await?;
@@ -255,11 +255,18 @@ async fn flush(file: &BufferedFile, at: u64, out: &mut Vec<u8>) -> io::Result<u6
     Ok(len as u64)
 }
 
-fn remove_if_present(path: &Path) -> io::Result<()> {
-    match std::fs::remove_file(path) {
+async fn remove_if_present(path: &Path) -> io::Result<()> {
+    let path = path.to_owned();
+    off_reactor(move || match std::fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
-    }
+    })
+    .await
+}
+
+async fn rename(from: &Path, to: &Path) -> io::Result<()> {
+    let (from, to) = (from.to_owned(), to.to_owned());
+    off_reactor(move || std::fs::rename(from, to)).await
 }
 
 /// Startup half of the swap protocol, before the segments are listed: a `.cleaned` file was
@@ -275,15 +282,19 @@ pub(super) async fn finish_interrupted_swaps(
 ) -> io::Result<()> {
     let mut swaps = Vec::new();
     let mut logs = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let name = entry?.file_name().into_string().unwrap_or_default();
+    let listed = dir.to_owned();
+    let names: Vec<String> = off_reactor(move || -> io::Result<Vec<String>> {
+        std::fs::read_dir(listed)?.map(|entry| Ok(entry?.file_name().into_string().unwrap_or_default())).collect()
+    })
+    .await?;
+    for name in names {
         if let Some(base) = name.strip_suffix(".log.swap").and_then(|b| b.parse::<i64>().ok()) {
             swaps.push(base);
         } else if let Some(base) = name.strip_suffix(".log").and_then(|b| b.parse::<i64>().ok()) {
             logs.push(base);
         } else if name.ends_with(".log.cleaned") {
             warn!(%topic, partition, file = %name, "discarding an uncommitted cleaned segment");
-            std::fs::remove_file(dir.join(&name))?;
+            remove_if_present(&dir.join(&name)).await?;
         }
     }
     swaps.sort_unstable();
@@ -297,9 +308,9 @@ pub(super) async fn finish_interrupted_swaps(
             remove_segment_files(dir, old).await;
         }
         for extension in ["index", "timeindex"] {
-            remove_if_present(&segment_path(dir, base, extension))?;
+            remove_if_present(&segment_path(dir, base, extension)).await?;
         }
-        std::fs::rename(&swap_path, segment_path(dir, base, "log"))?;
+        rename(&swap_path, &segment_path(dir, base, "log")).await?;
         sync_dir(dir).await?;
         warn!(%topic, partition, base, "finished a cleaned-segment swap interrupted by a crash");
     }
