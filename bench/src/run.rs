@@ -166,7 +166,7 @@ pub fn run(workload: &Workload, options: &RunOptions) -> Result<RunResult, Strin
     let cluster = wait_for_leaders(&mut admin, &topics, workload.partitions_per_topic as i32)?;
 
     let clock = Clock::new();
-    let mut threads = start_threads(workload, &cluster, &topics, clock, &mut admin)?;
+    let mut threads = start_threads(workload, &cluster, &topics, clock)?;
     if workload.backlog_bytes() == 0 {
         threads.consumer_control.go.store(true, Ordering::Release);
     }
@@ -263,6 +263,35 @@ struct Totals {
     consumed_per_subscription: BTreeMap<String, u64>,
 }
 
+/// Each partition's end offset, asked of its leader: on a cluster the bootstrap node leads
+/// only some of them.
+fn end_offsets(cluster: &Cluster, topic: &str, partitions: &[i32]) -> Result<BTreeMap<i32, i64>, String> {
+    let mut by_leader: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for &p in partitions {
+        let (_, addr) = cluster.leader(topic, p).ok_or_else(|| format!("{topic}-{p} has no leader"))?;
+        by_leader.entry(addr).or_default().push(p);
+    }
+    let mut ends = BTreeMap::new();
+    for (addr, parts) in by_leader {
+        let mut connection = Connection::connect(addr).map_err(|e| format!("{addr}: {e}"))?;
+        // A leader named in the metadata may take a moment to serve a new partition (it
+        // answers NOT_LEADER_OR_FOLLOWER meanwhile); clients retry, and so does this.
+        let mut attempts = 0;
+        let found = loop {
+            match connection.list_offsets(topic, &parts, -1) {
+                Ok(found) => break found,
+                Err(_) if attempts < 50 => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        };
+        ends.extend(found);
+    }
+    Ok(ends)
+}
+
 fn wait_for_leaders(admin: &mut Connection, topics: &[String], partitions: i32) -> Result<Cluster, String> {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -283,7 +312,6 @@ fn start_threads(
     cluster: &Cluster,
     topics: &[String],
     clock: Clock,
-    admin: &mut Connection,
 ) -> Result<Threads, String> {
     let payload = Arc::new(payload(workload)?);
     let partitions: Vec<i32> = (0..workload.partitions_per_topic as i32).collect();
@@ -297,7 +325,7 @@ fn start_threads(
     };
     for topic in topics {
         // Consumers start at the current end so they read exactly what this run produces.
-        let ends = admin.list_offsets(topic, &partitions, -1).map_err(|e| e.to_string())?;
+        let ends = end_offsets(cluster, topic, &partitions)?;
         for s in 0..workload.subscriptions_per_topic {
             let consumers = workload.consumer_per_subscription.max(1);
             for c in 0..consumers {
