@@ -1116,7 +1116,8 @@ impl Sim {
                     });
                     let image = node::partition_state(&p.controller)
                         .map_or("no partition".to_string(), |s| format!("image leader {} epoch {} isr {:?}", s.leader, s.leader_epoch, s.isr));
-                    format!("{raft}; {replica}; {image}")
+                    let busy = if p.partition.as_ref().is_some_and(|d| d.is_busy()) { "; a disk action out" } else { "" };
+                    format!("{raft}; {replica}; {image}{busy}")
                 }
             };
             s.push_str(&format!("[node {}: {state}] ", n.id));

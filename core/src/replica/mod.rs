@@ -78,6 +78,10 @@ impl Default for ReplicaConfig {
     }
 }
 
+/// An AlterPartition refused because our view (or the controller's) is stale is sent again
+/// after this many retry backoffs, unless new metadata settles it first.
+const STALE_VIEW_RETRY_FACTOR: i64 = 10;
+
 /// What the driver recovered from disk for this partition before constructing the replica.
 /// `Default` is a new, empty log.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -940,14 +944,18 @@ impl Replica {
                 leader.pending_isr = None;
             }
             // Our view is stale or the controller does not know the partition: stay pending
-            // (the maximal ISR keeps the HW safe) until new metadata arrives.
+            // (the maximal ISR keeps the HW safe); new metadata settles it. Or the answer is
+            // stale: a deposed controller that has not yet heard of its successor answers from
+            // its old image, and then no metadata ever comes. So the same proposal goes again
+            // after a longer backoff; a controller that knows better accepts it, and new
+            // metadata stops the retries.
             Err(
                 ErrorCode::UnknownTopicOrPartition
                 | ErrorCode::UnknownTopicId
                 | ErrorCode::FencedLeaderEpoch
                 | ErrorCode::InvalidRequest
                 | ErrorCode::NewLeaderElected,
-            ) => {}
+            ) => pending.retry_at_ms = Some(now_ms + STALE_VIEW_RETRY_FACTOR * retry_backoff_ms),
             // The controller checked the proposal against a change of its own it had not yet
             // committed (often this very proposal, sent again after a timeout). That change
             // may still commit, and then metadata arrives and settles it, or be lost with

@@ -1436,13 +1436,29 @@ fn follower_joins_isr_only_from_the_start_of_the_leader_epoch() {
         .collect();
     assert_eq!(proposals, vec![vec![n(1), n(2), n(3)]]);
     assert_eq!(r.maximal_isr(), vec![n(1), n(2), n(3)]);
+    // A stale view, ours or a deposed controller's: stay pending, and propose again after
+    // the longer backoff if no metadata settled it (swarm seed 7033).
+    let Some(request_id) = resent.iter().find_map(|a| match a {
+        Action::SendAlterPartition { request_id, .. } => Some(*request_id),
+        _ => None,
+    }) else {
+        panic!()
+    };
+    r.handle_alter_partition_response(10_000, request_id, Err(ErrorCode::FencedLeaderEpoch));
+    r.handle_timeout(10_000 + 100);
+    assert_eq!(r.poll_action(), None, "not after the ordinary backoff");
+    r.handle_timeout(10_000 + 1_000);
+    let Some(Action::SendAlterPartition { request, .. }) = r.poll_action() else {
+        panic!("proposed again")
+    };
+    assert_eq!(request.new_isr, vec![n(1), n(2), n(3)]);
     let committed = LeaderAndIsr {
         leader_epoch: LeaderEpoch(1),
         partition_epoch: PartitionEpoch(6),
         isr: vec![n(1), n(2), n(3)],
         replicas: vec![n(1), n(2), n(3)],
     };
-    r.become_leader(10_001, committed).unwrap();
+    r.become_leader(11_001, committed).unwrap();
     assert_eq!(r.isr(), vec![n(1), n(2), n(3)]);
     assert_eq!(r.partition_epoch(), PartitionEpoch(6));
 }
