@@ -13,7 +13,7 @@
 //! The leader's side of the same exchange is [`partition_request`] and [`partition_data`]: a
 //! Fetch partition in, a replica's answer out, shared by every broker that answers fetches.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
@@ -76,7 +76,7 @@ struct Session {
     queued: BTreeMap<TopicPartition, (u64, FetchRequest)>,
     in_flight: Option<InFlight>,
     /// Partitions the last answer fed, not yet queued again, and until when to wait for them.
-    awaited: BTreeMap<TopicPartition, ()>,
+    awaited: BTreeSet<TopicPartition>,
     awaited_until: i64,
 }
 
@@ -114,10 +114,8 @@ impl Fetchers {
     /// A replica's `SendFetch`: it joins its leader's next request. A partition queued for
     /// another leader moves (its leader changed before that request went out).
     pub fn enqueue(&mut self, leader: NodeId, partition: TopicPartition, fetch_id: u64, request: FetchRequest) {
+        // Also no longer awaited: it is back.
         self.remove(&partition);
-        for session in self.sessions.values_mut() {
-            session.awaited.remove(&partition);
-        }
         self.sessions.entry(leader).or_default().queued.insert(partition, (fetch_id, request));
     }
 
@@ -215,7 +213,7 @@ impl Fetchers {
             })
             .collect();
         let session = self.sessions.get_mut(&leader).expect("found above");
-        session.awaited = deliveries.iter().filter(|d| d.response.error.is_none()).map(|d| (d.partition.clone(), ())).collect();
+        session.awaited = deliveries.iter().filter(|d| d.response.error.is_none()).map(|d| d.partition.clone()).collect();
         session.awaited_until = now_ms + ROUND_GRACE_MS;
         deliveries
     }
