@@ -1,8 +1,9 @@
-//! One core's replica fetchers: `core::fetcher::Fetchers` performed over one TCP connection
-//! per source broker. Batching, routing and every replication rule are core's; this module
-//! only moves the requests and answers and times them out.
+//! The transport of one core's replica fetchers (`core::fetcher::Fetchers`, inside
+//! `core::broker::Shard`): one TCP connection per source broker. Batching, routing and every
+//! replication rule are core's; this module only moves the requests and answers and times
+//! them out.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -11,9 +12,8 @@ use std::time::Duration;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use glommio::net::TcpStream;
 use kafka_protocol::messages::{ApiKey, FetchResponse};
-use odradek_core::fetcher::{Delivery, Fetchers, Outgoing, TopicPartition, CLIENT_ID, FOLLOWER_FETCH_VERSION};
+use odradek_core::fetcher::{Outgoing, CLIENT_ID, FOLLOWER_FETCH_VERSION};
 use odradek_core::ids::NodeId;
-use odradek_core::replica::FetchRequest;
 use odradek_core::{wire, ErrorCode};
 use tracing::debug;
 
@@ -24,72 +24,34 @@ const MAX_RESPONSE_BYTES: i32 = 256 << 20;
 /// After a failed connect, before the failure is reported (the replicas back off as well).
 const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
 
-/// What the fetchers need from the core they run on.
+/// What the transport needs from the core it runs on.
 pub trait Host {
     /// Where broker `node` serves Kafka clients, from the metadata image.
     fn broker_address(&self, node: NodeId) -> Option<SocketAddr>;
-    /// One partition's answer, for its replica.
-    fn deliver(&self, delivery: Delivery);
+    /// The answer to a request from [`FetcherDriver::send`], or the transport's failure.
+    fn fetch_answered(self: Rc<Self>, leader: NodeId, request_id: u64, answer: Result<FetchResponse, ErrorCode>);
 }
 
+#[derive(Default)]
 pub struct FetcherDriver {
-    fetchers: RefCell<Fetchers>,
-    kick: event_listener::Event,
     connections: RefCell<BTreeMap<NodeId, TcpStream>>,
-    running: Cell<bool>,
 }
 
 impl FetcherDriver {
-    pub fn new(local: NodeId, response_max_bytes: i32, request_timeout_ms: i64) -> Rc<Self> {
-        Rc::new(FetcherDriver {
-            fetchers: RefCell::new(Fetchers::new(local, response_max_bytes, request_timeout_ms)),
-            kick: event_listener::Event::new(),
-            connections: RefCell::default(),
-            running: Cell::new(false),
+    /// Sends one of the fetchers' requests (`core::broker::Output::Fetch`); its answer goes to
+    /// [`Host::fetch_answered`]. The fetchers keep one request in flight per source broker, so
+    /// each connection carries one request at a time.
+    pub fn send<H: Host + 'static>(self: &Rc<Self>, host: Rc<H>, out: Outgoing) {
+        let this = self.clone();
+        glommio::spawn_local(async move {
+            let answer = this.call(&*host, &out).await;
+            host.fetch_answered(out.leader, out.request_id, answer);
         })
-    }
-
-    /// A replica's next fetch, for its leader's next request.
-    pub fn enqueue(self: &Rc<Self>, host: Rc<dyn Host>, leader: NodeId, partition: TopicPartition, fetch_id: u64, request: FetchRequest) {
-        self.fetchers.borrow_mut().enqueue(leader, partition, fetch_id, request);
-        if !self.running.replace(true) {
-            glommio::spawn_local(self.clone().run(host)).detach();
-        }
-        self.kick.notify(usize::MAX);
-    }
-
-    pub fn remove(&self, partition: &TopicPartition) {
-        self.fetchers.borrow_mut().remove(partition);
-    }
-
-    async fn run(self: Rc<Self>, host: Rc<dyn Host>) {
-        loop {
-            let listener = self.kick.listen();
-            let expired = self.fetchers.borrow_mut().handle_timeout(now_ms());
-            for delivery in expired {
-                host.deliver(delivery);
-            }
-            loop {
-                let next = self.fetchers.borrow_mut().poll_request(now_ms());
-                let Some(out) = next else { break };
-                glommio::spawn_local(self.clone().exchange(host.clone(), out)).detach();
-            }
-            let due = self.fetchers.borrow().poll_timeout();
-            crate::clock::wait_until(listener, due, now_ms()).await;
-        }
-    }
-
-    async fn exchange(self: Rc<Self>, host: Rc<dyn Host>, out: Outgoing) {
-        let answer = self.call(&*host, &out).await;
-        let deliveries = self.fetchers.borrow_mut().handle_response(now_ms(), out.leader, out.request_id, answer);
-        for delivery in deliveries {
-            host.deliver(delivery);
-        }
-        self.kick.notify(usize::MAX);
+        .detach();
     }
 
     /// One request over the connection to its leader (opened on demand, dropped on any error).
-    async fn call(&self, host: &dyn Host, out: &Outgoing) -> Result<FetchResponse, ErrorCode> {
+    async fn call<H: Host>(&self, host: &H, out: &Outgoing) -> Result<FetchResponse, ErrorCode> {
         let leader = out.leader;
         let Some(addr) = host.broker_address(leader) else {
             glommio::timer::sleep(RECONNECT_PAUSE).await;

@@ -21,6 +21,7 @@ use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use odradek_core::batch;
+use odradek_core::fetcher::TopicPartition;
 use odradek_core::controller::Response as ControllerResponse;
 use odradek_core::controller_rpc::ControllerRequest;
 use odradek_core::error::code;
@@ -97,14 +98,11 @@ impl Shard {
 
     /// Group records are appended to the leader's replica with acks=all, so a commit is
     /// acknowledged only once the ISR holds it (Kafka writes them the same way).
-    async fn persist_group_records(&self, partition: i32, records: Vec<GroupRecord>) -> bool {
-        let Some(replica) = self.replica(OFFSETS_TOPIC, partition) else {
-            warn!(partition, "no local {OFFSETS_TOPIC} replica for group records");
-            return false;
-        };
+    async fn persist_group_records(self: &Rc<Self>, partition: i32, records: Vec<GroupRecord>) -> bool {
+        let tp = TopicPartition::new(OFFSETS_TOPIC, partition);
         let encoded: Vec<(Bytes, Option<Bytes>)> = records.iter().map(GroupRecord::encode).collect();
         let batch = records::encode_batch(&encoded, now_ms());
-        match replica.produce(batch, -1, COMMIT_TIMEOUT_MS).await {
+        match self.produce_local(&tp, batch, -1, COMMIT_TIMEOUT_MS).await {
             Ok(_) => true,
             Err(e) => {
                 warn!(partition, error = ?e, "replicating group records failed");
@@ -209,8 +207,7 @@ impl Shard {
 
     async fn load_led_partition(self: Rc<Self>, partition: i32, epoch: LeaderEpoch) {
         let wanted = || self.groups.leading.borrow().get(&partition) == Some(&epoch);
-        let Some(replica) = self.replica(OFFSETS_TOPIC, partition) else { return };
-        let store = replica.store.clone();
+        let Some(store) = self.store(OFFSETS_TOPIC, partition) else { return };
         let started = std::time::Instant::now();
         match self.replay_partition(partition, &store, || store.log_end_offset(), wanted).await {
             Ok(records) if wanted() => {

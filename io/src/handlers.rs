@@ -2,10 +2,9 @@
 //! there, merge the answers back in the client's order, encode the response.
 
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use futures_lite::FutureExt;
 use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult};
@@ -14,6 +13,7 @@ use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionRespon
 use kafka_protocol::messages::produce_response::TopicProduceResponse;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Encodable, StrBytes};
+use odradek_core::fetcher::TopicPartition;
 use odradek_core::{broker, fetcher};
 use odradek_core::controller::Response as ControllerResponse;
 use odradek_core::controller_rpc::ControllerRequest;
@@ -23,6 +23,7 @@ use odradek_core::wire::{self, regroup, Request, RequestError};
 use odradek_core::ErrorCode;
 use tracing::{debug, warn};
 
+use crate::clock::now_ms;
 use crate::groups::{self, OFFSETS_TOPIC};
 use crate::shard::{EpochEndPart, FetchPart, ListOffsetsPart, ProducePart, Shard};
 
@@ -393,10 +394,9 @@ async fn fetch(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> FetchR
         // invented; it falls back to full fetches on this error.
         return FetchResponse::default().with_error_code(ErrorCode::FetchSessionIdNotFound.code());
     }
-    let deadline = Instant::now() + Duration::from_millis(request.max_wait_ms.max(0) as u64);
+    let deadline_ms = now_ms() + i64::from(request.max_wait_ms.max(0));
     // Kafka answers at once when min_bytes is 0, and otherwise waits for at least one byte.
     let min_bytes = request.min_bytes.max(0) as usize;
-    let max_bytes = if request.max_bytes <= 0 { usize::MAX } else { request.max_bytes as usize };
     let shape: Vec<(TopicName, Vec<i32>)> =
         request.topics.iter().map(|t| (t.topic.clone(), t.partitions.iter().map(|p| p.partition).collect())).collect();
     let parts: Vec<FetchPart> = request
@@ -410,49 +410,27 @@ async fn fetch(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> FetchR
             })
         })
         .collect();
-    let results = loop {
-        let mut listeners: Vec<event_listener::EventListener> =
-            parts.iter().map(|part| shard.watch(&part.topic, part.partition)).collect();
+    let watched: Vec<TopicPartition> = parts.iter().map(|p| TopicPartition::new(p.topic.clone(), p.partition)).collect();
+    let mut results = loop {
+        // Parked before reading, so news between the read and the wait is not missed.
+        let (wait, woken) = shard.park(watched.clone(), deadline_ms);
         let items = parts.iter().map(|part| {
-            let part = FetchPart { topic: part.topic.clone(), partition: part.partition, request: part.request.clone() };
+            let part = FetchPart { topic: part.topic.clone(), partition: part.partition, request: part.request };
             (shard.owner(&part.topic, part.partition), part)
         });
         let results = shard.scatter(items.collect(), Shard::fetch_partition).await;
-        let bytes: usize = results.iter().map(|r| r.records.len()).sum();
-        let errors = results.iter().any(|r| r.error.is_some() || r.diverging_epoch.is_some());
-        let now = Instant::now();
-        if bytes >= min_bytes || errors || now >= deadline {
+        if broker::fetch_complete(&results, min_bytes, now_ms(), deadline_ms) {
+            shard.unpark(wait);
             break results;
         }
-        // Wake on news of one of these partitions, or at the deadline, then read again.
-        let news = futures_lite::future::poll_fn(|cx| {
-            for listener in &mut listeners {
-                if std::pin::Pin::new(listener).poll(cx).is_ready() {
-                    return std::task::Poll::Ready(());
-                }
-            }
-            std::task::Poll::Pending
-        });
-        let timeout = async {
-            glommio::timer::sleep(deadline - now).await;
-        };
-        news.or(timeout).await;
+        // News of one of these partitions, or the deadline, then read again.
+        let _ = woken.await;
     };
-    let mut budget = max_bytes;
+    broker::fit_fetch_budget(&mut results, request.max_bytes);
     let responses = regroup(
         shape,
         results,
-        |index, r| {
-            // Response max_bytes: keep whole partitions while they fit, and always the first
-            // non-empty one, so a consumer makes progress (KIP-74).
-            let mut r = r;
-            if r.records.len() <= budget || budget == max_bytes {
-                budget = budget.saturating_sub(r.records.len());
-            } else {
-                r.records = Bytes::new();
-            }
-            fetcher::partition_data(index, version, r)
-        },
+        |index, r| fetcher::partition_data(index, version, r),
         |name, partitions| FetchableTopicResponse::default().with_topic(name).with_partitions(partitions),
     );
     FetchResponse::default().with_responses(responses)

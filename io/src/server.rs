@@ -130,6 +130,7 @@ async fn run_shard(
         glommio::spawn_local(shard.clone().serve_peer(receiver)).detach();
     }
     shard.start_group_timers();
+    glommio::spawn_local(shard.clone().timer_loop()).detach();
     glommio::spawn_local(shard.clone().retention_loop()).detach();
     if shard.shared.config.cleaner_enable {
         glommio::spawn_local(shard.clone().cleaner_loop()).detach();

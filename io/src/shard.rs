@@ -15,24 +15,26 @@ use bytes::Bytes;
 use futures_lite::future::BoxedLocal;
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
 use glommio::sync::Semaphore;
+use odradek_core::broker::{self, Output};
 use odradek_core::compact;
-use odradek_core::fetcher::{self, Delivery, TopicPartition};
+use odradek_core::fetcher::{self, TopicPartition};
 use odradek_core::shard::{merge_in_order, shard_for, split_by_shard, ShardId};
 use odradek_core::controller::{MetadataImage, Response as ControllerResponse};
 use odradek_core::controller_rpc::ControllerRequest;
 use odradek_core::ids::{LeaderEpoch, NodeId, Offset};
 use odradek_core::replica::{FetchAnswer, FetchResponse, ProduceAck};
+use futures_channel::oneshot;
 use odradek_core::topic::{TopicConfig, TopicMeta, TopicTable};
 use odradek_core::ErrorCode;
 use tracing::{info, warn};
 
-use crate::clock::wall_ms;
+use crate::clock::{now_ms, wall_ms};
 use crate::fetcher::FetcherDriver;
 use crate::group_state::Groups;
 pub use crate::shared::Shared;
 use odradek_core::group::OFFSETS_TOPIC;
 use odradek_core::group::GroupCoordinator;
-use crate::replication::{self, AlterPartitionCall, ReplicatedPartition};
+use crate::replication;
 use crate::storage::{join_all, GroupCommit, PartitionStore};
 
 /// A replica fetch unanswered this long past its `max_wait_ms` has failed (the connection is
@@ -54,7 +56,7 @@ pub enum PeerMessage {
     Answer { id: u64, answer: Box<dyn Any + Send> },
     /// A partition's high watermark or written end moved on the sending core (`None`: any
     /// partition's may have).
-    DataArrived(Option<(String, i32)>),
+    DataArrived(Option<TopicPartition>),
 }
 
 pub struct Shard {
@@ -66,14 +68,6 @@ pub struct Shard {
     /// Jobs sent to other cores, waiting for their answers.
     awaiting: RefCell<BTreeMap<u64, futures_channel::oneshot::Sender<Box<dyn Any + Send>>>>,
     next_job_id: Cell<u64>,
-    /// The fetch purgatory, keyed by partition (Kafka's `DelayedFetch` keys): each event fires
-    /// when that partition's high watermark or written end moves, here or on its owner core
-    /// ([`PeerMessage::DataArrived`]), and wakes only the long polls reading it. Holds the
-    /// partitions of known topics; the rest share `other_data`.
-    watchers: RefCell<BTreeMap<(String, i32), event_listener::Event>>,
-    /// Long polls on partitions this core's topic table does not know (they wait out their
-    /// `max_wait_ms` or a wake-up of everything).
-    other_data: event_listener::Event,
     /// Per peer: a wake-up of everything is waiting for room in its channel, so notices of
     /// single partitions to it would add nothing.
     notice_pending: Vec<Cell<bool>>,
@@ -85,10 +79,22 @@ pub struct Shard {
     image_index: Cell<u64>,
     /// Serializes image application (it opens partitions, which awaits).
     image_lock: Semaphore,
-    /// The partition replicas this core owns.
-    replicas: RefCell<BTreeMap<(String, i32), Rc<ReplicatedPartition>>>,
-    /// This core's replica fetchers: one request at a time per source broker, carrying every
-    /// partition this core follows there.
+    /// This core's data plane: its partition replicas, replica fetchers, waiting produces and
+    /// fetch purgatory (`core::broker::Shard`); this type performs its outputs.
+    machine: RefCell<broker::Shard>,
+    /// The store of every partition the machine holds.
+    stores: RefCell<BTreeMap<TopicPartition, Rc<PartitionStore>>>,
+    /// Produces waiting for the machine's answer, by token.
+    produce_waiters: RefCell<BTreeMap<u64, oneshot::Sender<Result<ProduceAck, ErrorCode>>>>,
+    /// Long polls parked in the machine's purgatory, by wait id.
+    fetch_waits: RefCell<BTreeMap<u64, oneshot::Sender<()>>>,
+    next_token: Cell<u64>,
+    /// An output loop is running (outputs that call back in leave the rest to it).
+    pumping: Cell<bool>,
+    /// Wakes the timer task when the machine's next timer moved earlier than it sleeps for.
+    timer_kick: event_listener::Event,
+    timer_armed: Cell<Option<i64>>,
+    /// The transport of the machine's replica fetchers: one connection per source broker.
     fetchers: Rc<FetcherDriver>,
 }
 
@@ -156,28 +162,33 @@ impl Shard {
             peers,
             awaiting: RefCell::default(),
             next_job_id: Cell::new(0),
-            watchers: RefCell::default(),
-            other_data: event_listener::Event::new(),
             groups: Groups::new(GroupCoordinator::new(group_config, seed ^ id.0 as u64)),
             node: RefCell::new(None),
             image: RefCell::new(Arc::new(MetadataImage::default())),
             image_index: Cell::new(0),
             image_lock: Semaphore::new(1),
-            replicas: RefCell::default(),
-            fetchers: FetcherDriver::new(node_id, fetcher::DEFAULT_RESPONSE_MAX_BYTES, FETCH_REQUEST_TIMEOUT_MS),
+            machine: RefCell::new(broker::Shard::new(node_id, fetcher::DEFAULT_RESPONSE_MAX_BYTES, FETCH_REQUEST_TIMEOUT_MS)),
+            stores: RefCell::default(),
+            produce_waiters: RefCell::default(),
+            fetch_waits: RefCell::default(),
+            next_token: Cell::new(0),
+            pumping: Cell::new(false),
+            timer_kick: event_listener::Event::new(),
+            timer_armed: Cell::new(None),
+            fetchers: Rc::new(FetcherDriver::default()),
         })
     }
 
-    /// Wakes the long polls reading `partition` (`None`: every long poll) here and on every
-    /// other core.
-    pub(crate) fn announce_data(self: &Rc<Self>, partition: Option<(String, i32)>) {
-        self.wake(partition.as_ref());
+    /// Tells every other core's purgatory that `partition` (`None`: any partition) has news;
+    /// this core's own machine woke its long polls already.
+    fn announce_to_peers(self: &Rc<Self>, partition: Option<&TopicPartition>) {
         for (peer, sender) in self.peers.iter().enumerate() {
             let Some(sender) = sender else { continue };
             if self.notice_pending[peer].get() {
                 continue;
             }
-            if sender.try_send(PeerMessage::DataArrived(partition.clone())).is_err() {
+            let notice = partition.cloned();
+            if sender.try_send(PeerMessage::DataArrived(notice)).is_err() {
                 // The channel is full: the peer is busy with our messages and gets one wake-up
                 // of everything once it has room; a long poll there waits at most that long.
                 self.notice_pending[peer].set(true);
@@ -194,35 +205,129 @@ impl Shard {
         }
     }
 
-    fn wake(&self, partition: Option<&(String, i32)>) {
-        let watchers = self.watchers.borrow();
-        match partition {
-            Some(key) => {
-                if let Some(event) = watchers.get(key) {
-                    event.notify(usize::MAX);
+    /// Performs the machine's outputs until it has none. Re-entrant calls (an output whose
+    /// performance feeds the machine again) leave the work to the loop already running.
+    pub(crate) fn pump(self: &Rc<Self>) {
+        if self.pumping.replace(true) {
+            return;
+        }
+        loop {
+            let output = self.machine.borrow_mut().poll_output(now_ms());
+            let Some(output) = output else { break };
+            self.perform(output);
+        }
+        self.pumping.set(false);
+        let due = self.machine.borrow().poll_timeout();
+        if due.is_some_and(|due| self.timer_armed.get().is_none_or(|armed| due < armed)) {
+            self.timer_kick.notify(1);
+        }
+    }
+
+    fn perform(self: &Rc<Self>, output: Output) {
+        match output {
+            Output::Disk { partition, generation, action } => {
+                let Some(store) = self.stores.borrow().get(&partition).cloned() else { return };
+                let this = self.clone();
+                glommio::spawn_local(async move {
+                    let completion = replication::perform(&store, &this.commit, action).await;
+                    this.machine.borrow_mut().finish(now_ms(), &partition, generation, completion);
+                    this.pump();
+                })
+                .detach();
+            }
+            Output::Fetch(outgoing) => self.fetchers.send(self.clone(), outgoing),
+            Output::EpochQuery { partition, generation, request_id, .. } => {
+                // Not used: followers truncate from Fetch v12's diverging_epoch
+                // (`truncate_with_offset_for_leader_epoch` is off in the broker).
+                self.machine.borrow_mut().handle_epoch_answer(
+                    now_ms(),
+                    &partition,
+                    generation,
+                    request_id,
+                    Err(ErrorCode::UnsupportedVersion),
+                );
+            }
+            Output::AlterPartition { partition, generation, topic_id, request_id, request } => {
+                let this = self.clone();
+                glommio::spawn_local(async move {
+                    let answer = this.alter_partition(topic_id, partition.partition, request).await;
+                    let result = replication::alter_partition_result(answer);
+                    this.machine.borrow_mut().handle_alter_partition_response(now_ms(), &partition, generation, request_id, result);
+                    this.pump();
+                })
+                .detach();
+            }
+            Output::Produced { token, result } => {
+                if let Some(waiter) = self.produce_waiters.borrow_mut().remove(&token) {
+                    let _ = waiter.send(result);
                 }
             }
-            None => {
-                watchers.values().for_each(|event| {
-                    event.notify(usize::MAX);
-                });
-                self.other_data.notify(usize::MAX);
+            Output::Visible { partition, high_watermark } => {
+                if let Some(store) = self.stores.borrow().get(&partition) {
+                    store.set_high_watermark(high_watermark.0);
+                }
+                self.announce_to_peers(Some(&partition));
+            }
+            Output::Woken { wait } => {
+                if let Some(waiter) = self.fetch_waits.borrow_mut().remove(&wait) {
+                    let _ = waiter.send(());
+                }
             }
         }
     }
 
-    /// A long poll's wait for news of `partition` (register before reading, so no change
-    /// between the read and the wait is missed).
-    pub fn watch(&self, topic: &str, partition: i32) -> event_listener::EventListener {
-        let known = self.topics.borrow().get(topic).is_some_and(|t| (0..t.partitions).contains(&partition));
-        if !known {
-            return self.other_data.listen();
+    /// Runs the machine's timers (replica lag and produce deadlines, fetch rounds and
+    /// timeouts, long-poll deadlines) on the monotonic clock.
+    pub async fn timer_loop(self: Rc<Self>) {
+        loop {
+            let listener = self.timer_kick.listen();
+            let due = self.machine.borrow().poll_timeout();
+            self.timer_armed.set(due);
+            let now = now_ms();
+            if due.is_some_and(|due| due <= now) {
+                self.machine.borrow_mut().handle_timeout(now);
+                self.pump();
+                if self.machine.borrow().poll_timeout().is_some_and(|due| due <= now) {
+                    // Never spin without yielding: other tasks share this core.
+                    glommio::timer::sleep(Duration::from_millis(1)).await;
+                }
+                continue;
+            }
+            crate::clock::wait_until(listener, due, now).await;
         }
-        self.watchers.borrow_mut().entry((topic.to_owned(), partition)).or_default().listen()
     }
 
-    pub fn replica(&self, topic: &str, partition: i32) -> Option<Rc<ReplicatedPartition>> {
-        self.replicas.borrow().get(&(topic.to_owned(), partition)).cloned()
+    /// Parks a long poll on `partitions` until news of one of them or `deadline_ms`; park
+    /// before reading, so news between the read and the wait is not missed.
+    pub fn park(self: &Rc<Self>, partitions: Vec<TopicPartition>, deadline_ms: i64) -> (u64, oneshot::Receiver<()>) {
+        let wait = self.token();
+        let (tx, rx) = oneshot::channel();
+        self.fetch_waits.borrow_mut().insert(wait, tx);
+        self.machine.borrow_mut().park(wait, partitions, deadline_ms);
+        self.pump();
+        (wait, rx)
+    }
+
+    pub fn unpark(&self, wait: u64) {
+        self.fetch_waits.borrow_mut().remove(&wait);
+        self.machine.borrow_mut().unpark(wait);
+    }
+
+    fn token(&self) -> u64 {
+        let token = self.next_token.get();
+        self.next_token.set(token + 1);
+        token
+    }
+
+    pub fn store(&self, topic: &str, partition: i32) -> Option<Rc<PartitionStore>> {
+        self.stores.borrow().get(&TopicPartition::new(topic, partition)).cloned()
+    }
+
+    /// Whether this core's replica of the partition leads, and in which epoch.
+    pub fn leadership(&self, topic: &str, partition: i32) -> Option<LeaderEpoch> {
+        let machine = self.machine.borrow();
+        let replica = machine.replica(&TopicPartition::new(topic, partition))?;
+        (replica.role() == odradek_core::replica::Role::Leader).then(|| replica.leader_epoch())
     }
 
     /// Controlled shutdown: whether this core still leads a partition, by its metadata image
@@ -233,8 +338,9 @@ impl Shard {
         let me = NodeId(self.shared.config.node_id);
         let image = self.image.borrow();
         let by_image = image.topics().values().any(|t| t.partitions.iter().any(|p| p.leader == me));
-        let by_replica = self.replicas.borrow().values().any(|rp| {
-            rp.is_leader() && image.partition(&rp.topic_id, rp.partition).is_some_and(|p| p.leader != NodeId::NONE)
+        let by_replica = self.machine.borrow().partitions().any(|(tp, topic_id, replica)| {
+            replica.role() == odradek_core::replica::Role::Leader
+                && image.partition(&topic_id, tp.partition).is_some_and(|p| p.leader != NodeId::NONE)
         });
         by_image || by_replica
     }
@@ -250,16 +356,16 @@ impl Shard {
                     let p = p as i32;
                     state.leader != me
                         || self.owner(name, p) != self.id
-                        || self.replica(name, p).is_some_and(|rp| rp.is_leader() && rp.leader_epoch() >= state.leader_epoch)
+                        || self.leadership(name, p).is_some_and(|epoch| epoch >= state.leader_epoch)
                 })
             })
         })
     }
 
     /// Controlled shutdown: stops this core's replicas from taking produces; returns how many
-    /// produces are still waiting for an answer (`ReplicatedPartition::drain`).
+    /// produces are still waiting for an answer (`core::broker::Shard::drain`).
     pub fn drain_produces(&self) -> usize {
-        self.replicas.borrow().values().map(|rp| rp.drain()).sum()
+        self.machine.borrow_mut().drain()
     }
 
     /// Applies a metadata image: rebuilds this core's topic table, opens
@@ -292,65 +398,70 @@ impl Shard {
             for (p, state) in topic.partitions.iter().enumerate() {
                 let p = p as i32;
                 if self.owner(&topic.name, p) == self.id && state.replicas.contains(&me) {
-                    wanted.push((topic.name.clone(), p, topic.id, state.clone()));
+                    wanted.push((TopicPartition::new(topic.name.clone(), p), topic.id, state.clone()));
                 }
             }
         }
-        let stale: Vec<(String, i32)> = self
-            .replicas
+        let stale: Vec<TopicPartition> = self
+            .machine
             .borrow()
-            .iter()
-            .filter(|(key, rp)| !wanted.iter().any(|(t, p, id, _)| (t, *p) == (&key.0, key.1) && *id == rp.topic_id))
-            .map(|(key, _)| key.clone())
+            .partitions()
+            .filter(|(tp, topic_id, _)| !wanted.iter().any(|(w, id, _)| w == *tp && id == topic_id))
+            .map(|(tp, _, _)| tp.clone())
             .collect();
-        for key in stale {
-            if key.0 == OFFSETS_TOPIC {
-                self.offsets_leadership(key.1, None);
+        for tp in stale {
+            if tp.topic == OFFSETS_TOPIC {
+                self.offsets_leadership(tp.partition, None);
             }
-            let removed = self.replicas.borrow_mut().remove(&key);
-            if let Some(rp) = removed {
-                rp.stop();
-                self.fetchers.remove(&TopicPartition::new(key.0.clone(), key.1));
-                info!(topic = %key.0, partition = key.1, "removing partition replica");
-                if let Err(e) = rp.store.delete().await {
-                    warn!(topic = %key.0, partition = key.1, error = %e, "could not remove partition directory");
+            self.machine.borrow_mut().remove(&tp);
+            self.pump();
+            let removed = self.stores.borrow_mut().remove(&tp);
+            if let Some(store) = removed {
+                info!(topic = %tp.topic, partition = tp.partition, "removing partition replica");
+                if let Err(e) = store.delete().await {
+                    warn!(topic = %tp.topic, partition = tp.partition, error = %e, "could not remove partition directory");
                 }
             }
         }
-        for (topic, p, topic_id, state) in wanted {
-            let existing = self.replica(&topic, p);
-            let rp = match existing {
-                Some(rp) => rp,
-                None => {
-                    let min_isr = self
-                        .topics
-                        .borrow()
-                        .get(&topic)
+        for (tp, topic_id, state) in wanted {
+            if !self.machine.borrow().contains(&tp) {
+                let (log_config, min_isr) = {
+                    let topics = self.topics.borrow();
+                    let meta = topics.get(&tp.topic);
+                    let log_config = meta.map_or_else(|| self.shared.config.log.clone(), |t| t.config.log.clone());
+                    let min_isr = meta
                         .and_then(|t| t.config.overrides.get("min.insync.replicas").and_then(|v| v.parse().ok()))
                         .unwrap_or(self.shared.config.min_insync_replicas);
-                    let host: Rc<dyn replication::Host> = self.clone();
-                    match ReplicatedPartition::open(&host, &topic, p, topic_id, min_isr).await {
-                        Ok(rp) => {
-                            info!(%topic, partition = p, log_end_offset = rp.store.log_end_offset(), "opened partition replica");
-                            self.replicas.borrow_mut().insert((topic.clone(), p), rp.clone());
-                            rp
-                        }
-                        Err(e) => {
-                            warn!(%topic, partition = p, error = %e, "could not open partition replica");
-                            continue;
-                        }
+                    (log_config, min_isr)
+                };
+                match replication::open(&self.shared.config, log_config, &tp.topic, tp.partition, topic_id, min_isr).await {
+                    Ok(opened) => {
+                        info!(topic = %tp.topic, partition = tp.partition, log_end_offset = opened.store.log_end_offset(), "opened partition replica");
+                        let mut machine = self.machine.borrow_mut();
+                        machine.open(tp.clone(), topic_id, opened.config, opened.persisted);
+                        let high_watermark = machine.replica(&tp).expect("just opened").high_watermark();
+                        opened.store.set_high_watermark(high_watermark.0);
+                        self.stores.borrow_mut().insert(tp.clone(), opened.store);
+                    }
+                    Err(e) => {
+                        warn!(topic = %tp.topic, partition = tp.partition, error = %e, "could not open partition replica");
+                        continue;
                     }
                 }
-            };
-            rp.apply_state(&state);
-            if topic == OFFSETS_TOPIC {
-                self.offsets_leadership(p, rp.is_leader().then(|| rp.leader_epoch()));
+            }
+            let applied = self.machine.borrow_mut().apply_state(now_ms(), &tp, &state);
+            if let Err(e) = applied {
+                tracing::debug!(topic = %tp.topic, partition = tp.partition, error = ?e, "partition decision not applied");
+            }
+            self.pump();
+            if tp.topic == OFFSETS_TOPIC {
+                self.offsets_leadership(tp.partition, self.leadership(&tp.topic, tp.partition));
             }
         }
-        // Partitions of deleted topics leave the purgatory; leaderships may have moved, so
-        // every long poll reads again.
-        self.watchers.borrow_mut().retain(|(topic, _), _| image.topic_by_name(topic).is_some());
-        self.announce_data(None);
+        // Leaderships may have moved, so every long poll reads again.
+        self.machine.borrow_mut().notify(None);
+        self.pump();
+        self.announce_to_peers(None);
     }
 
     pub fn owner(&self, topic: &str, partition: i32) -> ShardId {
@@ -426,7 +537,10 @@ impl Shard {
                         let _ = tx.send(answer);
                     }
                 }
-                PeerMessage::DataArrived(partition) => self.wake(partition.as_ref()),
+                PeerMessage::DataArrived(partition) => {
+                    self.machine.borrow_mut().notify(partition.as_ref());
+                    self.pump();
+                }
             }
         }
     }
@@ -461,37 +575,87 @@ impl Shard {
 
     /// One partition of a produce, answered by its replica.
     pub async fn produce_partition(self: Rc<Self>, part: ProducePart) -> Result<ProduceAck, ErrorCode> {
-        let Some(rp) = self.replica(&part.topic, part.partition) else {
-            return Err(self.missing_partition_error(&part.topic, part.partition));
+        let tp = TopicPartition::new(part.topic, part.partition);
+        let Some(store) = self.stores.borrow().get(&tp).cloned() else {
+            return Err(self.missing_partition_error(&tp.topic, tp.partition));
         };
         let records = part.records.unwrap_or_default();
-        if rp.store.config().compact {
-            if let Some(error) = keyless_records_error(&records, &part.topic, part.partition) {
+        if store.config().compact {
+            if let Some(error) = keyless_records_error(&records, &tp.topic, tp.partition) {
                 return Err(error);
             }
         }
-        rp.produce(records, part.acks, part.timeout_ms).await
+        self.produce_local(&tp, records, part.acks, part.timeout_ms).await
     }
 
+    /// A produce to a partition this core owns; waits for the replica's answer (none for
+    /// acks=0).
+    pub async fn produce_local(
+        self: &Rc<Self>,
+        tp: &TopicPartition,
+        records: Bytes,
+        acks: i16,
+        timeout_ms: i32,
+    ) -> Result<ProduceAck, ErrorCode> {
+        let token = self.token();
+        let (tx, rx) = oneshot::channel();
+        if acks != 0 {
+            // acks=0 is answered only on failure, and its connection gets no response anyway.
+            self.produce_waiters.borrow_mut().insert(token, tx);
+        }
+        let started = self.machine.borrow_mut().produce(now_ms(), tp, records, acks, timeout_ms, token);
+        if let Err(error) = started {
+            self.produce_waiters.borrow_mut().remove(&token);
+            return Err(error);
+        }
+        self.pump();
+        if acks == 0 {
+            return Ok(ProduceAck { base_offset: Offset(-1), log_append_time_ms: None, log_start_offset: Offset(-1) });
+        }
+        rx.await.unwrap_or(Err(ErrorCode::NotLeaderOrFollower))
+    }
+
+    /// One partition of a Fetch (a follower's or a consumer's), answered from the replica.
     pub async fn fetch_partition(self: Rc<Self>, part: FetchPart) -> FetchResponse {
-        let Some(rp) = self.replica(&part.topic, part.partition) else {
-            let error = self.missing_partition_error(&part.topic, part.partition);
+        let tp = TopicPartition::new(part.topic, part.partition);
+        let answer = self.machine.borrow_mut().fetch(now_ms(), &tp, &part.request);
+        let store = self.stores.borrow().get(&tp).cloned();
+        let (Some((answer, log_start)), Some(store)) = (answer, store) else {
+            let error = self.missing_partition_error(&tp.topic, tp.partition);
             return FetchAnswer::Error(error).into_response(Bytes::new(), Offset(-1));
         };
-        rp.fetch(part.request).await
+        self.pump();
+        let request = part.request;
+        // An error carries the log start: a follower that fell behind it starts over there.
+        let records = match answer.read_to() {
+            Some(read_to) if read_to > request.fetch_offset => {
+                let max = if request.max_bytes <= 0 { usize::MAX } else { request.max_bytes as usize };
+                match store.read_upto(request.fetch_offset.0, max, read_to.0).await {
+                    Ok(records) => records,
+                    Err(e) => {
+                        warn!(topic = %tp.topic, partition = tp.partition, error = %e, "read failed");
+                        return FetchAnswer::Error(ErrorCode::KafkaStorageError).into_response(Bytes::new(), log_start);
+                    }
+                }
+            }
+            _ => Bytes::new(),
+        };
+        answer.into_response(records, log_start)
     }
 
     pub async fn list_offsets_partition(self: Rc<Self>, part: ListOffsetsPart) -> ListOffsetsResult {
         let answer = |error, offset, timestamp| ListOffsetsResult { error, offset, timestamp, leader_epoch: -1 };
-        let Some(rp) = self.replica(&part.topic, part.partition).filter(|rp| rp.is_leader()) else {
+        let tp = TopicPartition::new(part.topic.clone(), part.partition);
+        let leading = self.leadership(&tp.topic, tp.partition).zip(self.stores.borrow().get(&tp).cloned());
+        let Some((epoch, store)) = leading else {
             return answer(Some(self.missing_partition_error(&part.topic, part.partition)), -1, -1);
         };
-        let epoch = rp.leader_epoch().0;
+        let high_watermark = self.machine.borrow().replica(&tp).map_or(-1, |r| r.high_watermark().0);
         let mut result = match part.timestamp {
-            -1 => answer(None, rp.high_watermark(), -1),
-            _ => Box::pin(self.clone().list_offsets_store(rp.store.clone(), part)).await,
+            -1 => answer(None, high_watermark, -1),
+            _ => Box::pin(self.clone().list_offsets_store(store, part)).await,
         };
-        result.leader_epoch = epoch;
+        result.leader_epoch = epoch.0;
         result
     }
 
@@ -501,10 +665,9 @@ impl Shard {
     pub async fn offset_for_leader_epoch_partition(self: Rc<Self>, part: EpochEndPart) -> EpochEndResult {
         let current = LeaderEpoch(part.current_leader_epoch);
         let requested = LeaderEpoch(part.leader_epoch);
-        let answer = match self.replica(&part.topic, part.partition) {
-            Some(rp) => rp.offset_for_leader_epoch(current, requested),
-            None => Err(self.missing_partition_error(&part.topic, part.partition)),
-        };
+        let tp = TopicPartition::new(part.topic.clone(), part.partition);
+        let answer = self.machine.borrow().offset_for_leader_epoch(&tp, current, requested);
+        let answer = answer.unwrap_or_else(|| Err(self.missing_partition_error(&part.topic, part.partition)));
         match answer {
             Ok(end) => EpochEndResult { error: None, leader_epoch: end.epoch.0, end_offset: end.end_offset.0 },
             Err(error) => EpochEndResult { error: Some(error), leader_epoch: -1, end_offset: -1 },
@@ -543,10 +706,15 @@ impl Shard {
         let interval = Duration::from_millis(self.shared.config.retention_check_interval_ms);
         loop {
             glommio::timer::sleep(interval).await;
-            // Every replica, leader or follower, applies retention to its own log.
-            let replicas: Vec<_> = self.replicas.borrow().values().cloned().collect();
-            for rp in replicas {
-                rp.apply_retention(wall_ms()).await;
+            // Every replica, leader or follower, applies retention to its own log, never above
+            // its high watermark; the replica's log start follows.
+            let stores: Vec<_> = self.stores.borrow().iter().map(|(tp, s)| (tp.clone(), s.clone())).collect();
+            for (tp, store) in stores {
+                let Some(high_watermark) = self.machine.borrow().replica(&tp).map(|r| r.high_watermark().0) else { continue };
+                if let Some(start) = store.apply_retention(wall_ms(), high_watermark).await {
+                    self.machine.borrow_mut().handle_log_start_advanced(now_ms(), &tp, Offset(start));
+                    self.pump();
+                }
             }
         }
     }
@@ -561,14 +729,7 @@ impl Shard {
             glommio::timer::sleep(interval).await;
             // Replicated partitions too: each replica compacts its own log below its high
             // watermark (the store's visible end), as every Kafka replica runs its own cleaner.
-            let stores: Vec<_> = self
-                .replicas
-                .borrow()
-                .values()
-                .map(|rp| &rp.store)
-                .filter(|s| s.config().compact)
-                .cloned()
-                .collect();
+            let stores: Vec<_> = self.stores.borrow().values().filter(|s| s.config().compact).cloned().collect();
             for store in stores {
                 if let Err(e) = store.clean(wall_ms(), map_limit_bytes).await {
                     // The swap protocol leaves the old segments in place on any failure.
@@ -581,50 +742,33 @@ impl Shard {
 
 }
 
-impl replication::Host for Shard {
-    fn config(&self) -> &crate::config::ServerConfig {
-        &self.shared.config
-    }
-
-    fn topic_log_config(&self, topic: &str) -> odradek_core::log::LogConfig {
-        self.topics.borrow().get(topic).map_or_else(|| self.shared.config.log.clone(), |t| t.config.log.clone())
-    }
-
-    fn group_commit(&self) -> &Rc<GroupCommit> {
-        &self.commit
-    }
-
-    fn announce_data(self: Rc<Self>, topic: &str, partition: i32) {
-        Shard::announce_data(&self, Some((topic.to_owned(), partition)));
-    }
-
-    fn send_fetch(self: Rc<Self>, leader: NodeId, partition: TopicPartition, fetch_id: u64, request: odradek_core::replica::FetchRequest) {
-        let fetchers = self.fetchers.clone();
-        fetchers.enqueue(self, leader, partition, fetch_id, request);
-    }
-
-    /// Sent from core 0, which holds this broker's registration and the controller link.
-    fn alter_partition(self: Rc<Self>, call: AlterPartitionCall) -> BoxedLocal<Option<(ControllerResponse, Vec<NodeId>)>> {
-        Box::pin(async move {
-            self.on_shard(ShardId(0), move |core0| async move {
-                let node = core0.node.borrow().clone()?;
-                let broker_epoch = node.broker_epoch.get()?;
-                let AlterPartitionCall { topic_id, partition, request } = call;
-                let wire = ControllerRequest::AlterPartition(odradek_core::controller::AlterPartitionRequest {
-                    broker_id: node.id,
-                    broker_epoch,
-                    topic_id,
-                    partition,
-                    leader_epoch: request.leader_epoch,
-                    partition_epoch: request.partition_epoch,
-                    new_isr: request.new_isr,
-                });
-                let response = node.controller_request(wire, Duration::from_secs(5)).await?;
-                let replicas = node.image().partition(&topic_id, partition).map(|p| p.replicas.clone()).unwrap_or_default();
-                Some((response, replicas))
-            })
-            .await
+impl Shard {
+    /// An AlterPartition for this broker, sent to the active controller from core 0 (which
+    /// holds this broker's registration and the controller link); its answer and the
+    /// partition's replicas in the image, `None` when no controller answered.
+    async fn alter_partition(
+        self: &Rc<Self>,
+        topic_id: odradek_core::controller::TopicId,
+        partition: i32,
+        request: odradek_core::replica::AlterPartitionRequest,
+    ) -> Option<(ControllerResponse, Vec<NodeId>)> {
+        self.on_shard(ShardId(0), move |core0| async move {
+            let node = core0.node.borrow().clone()?;
+            let broker_epoch = node.broker_epoch.get()?;
+            let wire = ControllerRequest::AlterPartition(odradek_core::controller::AlterPartitionRequest {
+                broker_id: node.id,
+                broker_epoch,
+                topic_id,
+                partition,
+                leader_epoch: request.leader_epoch,
+                partition_epoch: request.partition_epoch,
+                new_isr: request.new_isr,
+            });
+            let response = node.controller_request(wire, Duration::from_secs(5)).await?;
+            let replicas = node.image().partition(&topic_id, partition).map(|p| p.replicas.clone()).unwrap_or_default();
+            Some((response, replicas))
         })
+        .await
     }
 }
 
@@ -633,10 +777,9 @@ impl crate::fetcher::Host for Shard {
         replication::endpoint_address(&self.image.borrow(), node)
     }
 
-    fn deliver(&self, delivery: Delivery) {
-        if let Some(rp) = self.replica(&delivery.partition.topic, delivery.partition.partition) {
-            rp.deliver_fetch(delivery.fetch_id, delivery.response);
-        }
+    fn fetch_answered(self: Rc<Self>, leader: NodeId, request_id: u64, answer: Result<kafka_protocol::messages::FetchResponse, ErrorCode>) {
+        self.machine.borrow_mut().handle_fetch_response(now_ms(), leader, request_id, answer);
+        self.pump();
     }
 }
 

@@ -8,11 +8,15 @@ use kafka_protocol::messages::produce_response::PartitionProduceResponse;
 use kafka_protocol::messages::{BrokerId, MetadataResponse, ProduceRequest};
 use kafka_protocol::protocol::StrBytes;
 
+mod shard;
+
+pub use shard::{Output, Shard};
+
 use crate::controller::MetadataImage;
 use crate::error::ErrorCode;
 use crate::group::OFFSETS_TOPIC;
 use crate::ids::NodeId;
-use crate::replica::ProduceAck;
+use crate::replica::{FetchResponse, ProduceAck};
 use crate::topic::validate_topic_name;
 
 fn s(text: impl Into<String>) -> StrBytes {
@@ -117,6 +121,30 @@ pub fn produce_partition(result: Result<ProduceAck, ErrorCode>, version: i16) ->
             .with_base_offset(-1)
             .with_log_start_offset(-1)
             .with_log_append_time_ms(-1),
+    }
+}
+
+/// Whether a Fetch's long poll is over, given each partition's answer so far: Kafka answers
+/// once `min_bytes` are ready (at once for 0), on any partition's error or divergence, and at
+/// the request's `max_wait_ms` (`deadline_ms`).
+pub fn fetch_complete(answers: &[FetchResponse], min_bytes: usize, now_ms: i64, deadline_ms: i64) -> bool {
+    let bytes: usize = answers.iter().map(|a| a.records.len()).sum();
+    let errors = answers.iter().any(|a| a.error.is_some() || a.diverging_epoch.is_some());
+    bytes >= min_bytes || errors || now_ms >= deadline_ms
+}
+
+/// Applies a Fetch's response `max_bytes` (KIP-74) to the answers, in request order: whole
+/// partitions are kept while they fit, and always the first non-empty one, so a consumer makes
+/// progress; the records of the rest are dropped (those partitions come back empty).
+pub fn fit_fetch_budget(answers: &mut [FetchResponse], max_bytes: i32) {
+    let max = if max_bytes <= 0 { usize::MAX } else { max_bytes as usize };
+    let mut budget = max;
+    for answer in answers {
+        if answer.records.len() <= budget || budget == max {
+            budget = budget.saturating_sub(answer.records.len());
+        } else {
+            answer.records = bytes::Bytes::new();
+        }
     }
 }
 

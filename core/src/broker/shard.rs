@@ -1,0 +1,672 @@
+//! One core's data plane as a state machine: the partition replicas the core owns (each in
+//! its [`PartitionDriver`]), its replica fetchers ([`Fetchers`], one request at a time per
+//! source broker), the produce requests waiting for their answers, and the fetch purgatory
+//! of the long polls served on this core. The broker's cores (`io/src/shard.rs`) and the
+//! simulator's nodes drive the same `Shard`; neither holds a replication rule of its own.
+//!
+//! Inputs: partitions opened from their recovered state, the controller's decisions,
+//! produces and fetches, disk completions, fetch answers, AlterPartition answers, news of
+//! partitions on other cores, and time (`now_ms`, monotonic). Outputs ([`Output`]), drained
+//! with [`Shard::poll_output`]: disk actions, fetches to send, AlterPartition and
+//! OffsetForLeaderEpoch calls, produce answers, visibility changes and woken long polls.
+//!
+//! Every disk action and every call names the partition's generation: a partition removed
+//! and opened again (a topic deleted and re-created) must not take the old one's answers.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::Bytes;
+use kafka_protocol::messages::FetchResponse as WireFetchResponse;
+
+use crate::controller::{PartitionState, TopicId};
+use crate::error::ErrorCode;
+use crate::fetcher::{Delivery, Fetchers, Outgoing, TopicPartition};
+use crate::ids::{LeaderEpoch, NodeId, Offset, PartitionEpoch};
+use crate::replica::driver::PartitionDriver;
+use crate::replica::{
+    Action, AlterPartitionRequest, Completion, EpochEndOffset, FetchAnswer, FetchRequest, LeaderAndIsr, PersistedState,
+    ProduceAck, Replica, ReplicaConfig,
+};
+
+/// What the driver performs for the shard.
+#[derive(Debug)]
+pub enum Output {
+    /// One of the partition's disk actions (`Append`, `Truncate`, `ResetLog`, `Sync`,
+    /// `PersistEpochCache`, `PersistHighWatermark`, `AdvanceLogStart`); report it done with
+    /// [`Shard::finish`]. The partition hands out nothing else until then.
+    Disk { partition: TopicPartition, generation: u64, action: Action },
+    /// A multi-partition follower fetch; answer with [`Shard::handle_fetch_response`].
+    Fetch(Outgoing),
+    /// A follower asks its leader where an epoch ends; answer with
+    /// [`Shard::handle_epoch_answer`].
+    EpochQuery {
+        partition: TopicPartition,
+        generation: u64,
+        to: NodeId,
+        request_id: u64,
+        current_leader_epoch: LeaderEpoch,
+        leader_epoch: LeaderEpoch,
+    },
+    /// A leader proposes an ISR to the active controller; every one needs exactly one
+    /// [`Shard::handle_alter_partition_response`] (a transport failure too).
+    AlterPartition {
+        partition: TopicPartition,
+        generation: u64,
+        topic_id: TopicId,
+        request_id: u64,
+        request: AlterPartitionRequest,
+    },
+    /// The answer to the produce the driver tagged `token`.
+    Produced { token: u64, result: Result<ProduceAck, ErrorCode> },
+    /// The partition's high watermark or written end moved: consumers may read up to
+    /// `high_watermark` now, and long polls on other cores reading it should hear of it.
+    Visible { partition: TopicPartition, high_watermark: Offset },
+    /// The long poll parked as `wait` should read again: news of one of its partitions, or its
+    /// deadline passed.
+    Woken { wait: u64 },
+}
+
+struct Partition {
+    topic_id: TopicId,
+    generation: u64,
+    driver: PartitionDriver,
+    /// Controlled shutdown: new produces are refused before they reach the log.
+    draining: bool,
+    /// The controller decision last handed to the replica.
+    applied: Option<(LeaderEpoch, PartitionEpoch)>,
+    /// The replica's timer, as entered in `Shard::timers`.
+    due: Option<i64>,
+}
+
+struct Waiter {
+    partition: TopicPartition,
+    token: u64,
+}
+
+pub struct Shard {
+    local: NodeId,
+    partitions: BTreeMap<TopicPartition, Partition>,
+    fetchers: Fetchers,
+    /// Produce request id (the replicas' request ids, unique across this shard) → who waits.
+    produces: BTreeMap<u64, Waiter>,
+    next_produce: u64,
+    next_generation: u64,
+    /// Partitions given input since their actions were last drained.
+    dirty: BTreeSet<TopicPartition>,
+    /// Every replica's next timer.
+    timers: BTreeSet<(i64, TopicPartition)>,
+    purgatory: Purgatory,
+    outputs: VecDeque<Output>,
+}
+
+impl Shard {
+    /// `response_max_bytes` and `request_timeout_ms` are the fetchers' (see [`Fetchers::new`]).
+    pub fn new(local: NodeId, response_max_bytes: i32, request_timeout_ms: i64) -> Self {
+        Shard {
+            local,
+            partitions: BTreeMap::new(),
+            fetchers: Fetchers::new(local, response_max_bytes, request_timeout_ms),
+            produces: BTreeMap::new(),
+            next_produce: 0,
+            next_generation: 0,
+            dirty: BTreeSet::new(),
+            timers: BTreeSet::new(),
+            purgatory: Purgatory::default(),
+            outputs: VecDeque::new(),
+        }
+    }
+
+    pub fn local(&self) -> NodeId {
+        self.local
+    }
+
+    // ---- partitions ----
+
+    /// A partition replica this core now owns, from the state its driver recovered from disk.
+    /// It takes no role until [`Self::apply_state`]. Replaces a partition of the same name.
+    pub fn open(&mut self, partition: TopicPartition, topic_id: TopicId, config: ReplicaConfig, persisted: PersistedState) {
+        self.remove(&partition);
+        self.next_generation += 1;
+        let replica = Replica::new(self.local, config, persisted);
+        let entry = Partition {
+            topic_id,
+            generation: self.next_generation,
+            driver: PartitionDriver::new(replica),
+            draining: false,
+            applied: None,
+            due: None,
+        };
+        self.partitions.insert(partition.clone(), entry);
+        self.touch(partition);
+    }
+
+    /// The partition is no longer this core's (deleted, or reassigned away): its waiting
+    /// produces are answered NOT_LEADER_OR_FOLLOWER, its long polls read again, and answers
+    /// still due to it are dropped.
+    pub fn remove(&mut self, partition: &TopicPartition) -> bool {
+        let Some(entry) = self.partitions.remove(partition) else { return false };
+        if let Some(due) = entry.due {
+            self.timers.remove(&(due, partition.clone()));
+        }
+        self.dirty.remove(partition);
+        self.fetchers.remove(partition);
+        let answered: Vec<u64> =
+            self.produces.iter().filter(|(_, w)| &w.partition == partition).map(|(&id, _)| id).collect();
+        for id in answered {
+            let waiter = self.produces.remove(&id).expect("listed");
+            self.outputs.push_back(Output::Produced { token: waiter.token, result: Err(ErrorCode::NotLeaderOrFollower) });
+        }
+        self.wake_partition(partition);
+        true
+    }
+
+    pub fn contains(&self, partition: &TopicPartition) -> bool {
+        self.partitions.contains_key(partition)
+    }
+
+    pub fn replica(&self, partition: &TopicPartition) -> Option<&Replica> {
+        self.partitions.get(partition).map(|p| p.driver.replica())
+    }
+
+    pub fn topic_id(&self, partition: &TopicPartition) -> Option<TopicId> {
+        self.partitions.get(partition).map(|p| p.topic_id)
+    }
+
+    /// Every partition this core owns, with its topic id and replica.
+    pub fn partitions(&self) -> impl Iterator<Item = (&TopicPartition, TopicId, &Replica)> {
+        self.partitions.iter().map(|(tp, p)| (tp, p.topic_id, p.driver.replica()))
+    }
+
+    /// The controller's decision for the partition, from the metadata image. A decision the
+    /// replica already has is not handed to it again; a new one answers the long polls
+    /// reading the partition (a lost leadership is an error for them).
+    pub fn apply_state(&mut self, now_ms: i64, partition: &TopicPartition, state: &PartitionState) -> Result<(), ErrorCode> {
+        let local = self.local;
+        let Some(entry) = self.partitions.get_mut(partition) else { return Err(ErrorCode::UnknownTopicOrPartition) };
+        let seen = (state.leader_epoch, state.partition_epoch);
+        if entry.applied == Some(seen) {
+            return Ok(());
+        }
+        entry.applied = Some(seen);
+        let replica = entry.driver.replica_mut();
+        let result = if state.leader == local {
+            replica.become_leader(
+                now_ms,
+                LeaderAndIsr {
+                    leader_epoch: state.leader_epoch,
+                    partition_epoch: state.partition_epoch,
+                    isr: state.isr.clone(),
+                    replicas: state.replicas.clone(),
+                },
+            )
+        } else if state.leader != NodeId::NONE {
+            replica.become_follower(now_ms, state.leader, state.leader_epoch, state.partition_epoch)
+        } else {
+            Ok(())
+        };
+        self.touch(partition.clone());
+        self.wake_partition(partition);
+        result
+    }
+
+    /// Controlled shutdown: every partition refuses new produces; -> how many produces still
+    /// wait for their answer. A produce still waiting for the high watermark when leadership
+    /// moves is answered NOT_LEADER_OR_FOLLOWER although the new leader may commit its records,
+    /// and clients resend on that error, so a producer without idempotence would write them
+    /// twice: draining first avoids that.
+    pub fn drain(&mut self) -> usize {
+        for entry in self.partitions.values_mut() {
+            entry.draining = true;
+        }
+        self.produces.len()
+    }
+
+    // ---- client requests ----
+
+    /// A produce for an owned partition, answered later as [`Output::Produced`] with `token`
+    /// (acks=0 only when refused, and then nobody listens). Refused at once, before the log
+    /// sees it, while draining.
+    pub fn produce(
+        &mut self,
+        now_ms: i64,
+        partition: &TopicPartition,
+        records: Bytes,
+        acks: i16,
+        timeout_ms: i32,
+        token: u64,
+    ) -> Result<(), ErrorCode> {
+        let Some(entry) = self.partitions.get_mut(partition) else { return Err(ErrorCode::NotLeaderOrFollower) };
+        if entry.draining {
+            return Err(ErrorCode::NotLeaderOrFollower);
+        }
+        let id = self.next_produce;
+        self.next_produce += 1;
+        if acks != 0 {
+            self.produces.insert(id, Waiter { partition: partition.clone(), token });
+        }
+        entry.driver.replica_mut().handle_produce(now_ms, id, records, acks, timeout_ms);
+        self.touch(partition.clone());
+        Ok(())
+    }
+
+    /// One partition of a Fetch (a follower's or a consumer's): the replica's answer and the
+    /// log start an error answer carries. `None` when this core does not hold the partition.
+    pub fn fetch(&mut self, now_ms: i64, partition: &TopicPartition, request: &FetchRequest) -> Option<(FetchAnswer, Offset)> {
+        let entry = self.partitions.get_mut(partition)?;
+        let answer = entry.driver.replica_mut().handle_fetch(now_ms, request);
+        let log_start = entry.driver.replica().log_start_offset();
+        self.touch(partition.clone());
+        Some((answer, log_start))
+    }
+
+    /// OffsetForLeaderEpoch for an owned partition, answered by the leader's epoch cache.
+    pub fn offset_for_leader_epoch(
+        &self,
+        partition: &TopicPartition,
+        current: LeaderEpoch,
+        requested: LeaderEpoch,
+    ) -> Option<Result<EpochEndOffset, ErrorCode>> {
+        Some(self.replica(partition)?.handle_offset_for_leader_epoch(current, requested))
+    }
+
+    // ---- completions and answers ----
+
+    /// The partition's disk action handed out last is done (`completion` as
+    /// [`PartitionDriver::finish`] takes it). Ignored for a partition no longer open in that
+    /// generation.
+    pub fn finish(&mut self, now_ms: i64, partition: &TopicPartition, generation: u64, completion: Option<Completion>) {
+        let Some(entry) = self.partitions.get_mut(partition).filter(|p| p.generation == generation) else { return };
+        entry.driver.finish(now_ms, completion);
+        self.touch(partition.clone());
+    }
+
+    /// Retention moved the partition's log start (never above its high watermark).
+    pub fn handle_log_start_advanced(&mut self, now_ms: i64, partition: &TopicPartition, start: Offset) {
+        let Some(entry) = self.partitions.get_mut(partition) else { return };
+        entry.driver.replica_mut().handle_log_start_advanced(now_ms, start);
+        self.touch(partition.clone());
+    }
+
+    /// The answer (or the transport's failure) to an [`Output::Fetch`].
+    pub fn handle_fetch_response(
+        &mut self,
+        now_ms: i64,
+        leader: NodeId,
+        request_id: u64,
+        answer: Result<WireFetchResponse, ErrorCode>,
+    ) {
+        let deliveries = self.fetchers.handle_response(now_ms, leader, request_id, answer);
+        self.deliver(now_ms, deliveries);
+    }
+
+    pub fn handle_alter_partition_response(
+        &mut self,
+        now_ms: i64,
+        partition: &TopicPartition,
+        generation: u64,
+        request_id: u64,
+        result: Result<LeaderAndIsr, ErrorCode>,
+    ) {
+        let Some(entry) = self.partitions.get_mut(partition).filter(|p| p.generation == generation) else { return };
+        entry.driver.replica_mut().handle_alter_partition_response(now_ms, request_id, result);
+        self.touch(partition.clone());
+    }
+
+    pub fn handle_epoch_answer(
+        &mut self,
+        now_ms: i64,
+        partition: &TopicPartition,
+        generation: u64,
+        request_id: u64,
+        result: Result<EpochEndOffset, ErrorCode>,
+    ) {
+        let Some(entry) = self.partitions.get_mut(partition).filter(|p| p.generation == generation) else { return };
+        entry.driver.replica_mut().handle_offset_for_leader_epoch_response(now_ms, request_id, result);
+        self.touch(partition.clone());
+    }
+
+    fn deliver(&mut self, now_ms: i64, deliveries: Vec<Delivery>) {
+        for delivery in deliveries {
+            if let Some(entry) = self.partitions.get_mut(&delivery.partition) {
+                entry.driver.replica_mut().handle_fetch_response(now_ms, delivery.fetch_id, delivery.response);
+                self.touch(delivery.partition);
+            }
+        }
+    }
+
+    // ---- the fetch purgatory ----
+
+    /// Parks a long poll until news of one of `partitions` or `deadline_ms` (then
+    /// [`Output::Woken`] with `wait`, once). Park before reading, so that news arriving between
+    /// the read and the wait is not missed.
+    pub fn park(&mut self, wait: u64, partitions: Vec<TopicPartition>, deadline_ms: i64) {
+        self.purgatory.park(wait, partitions, deadline_ms);
+    }
+
+    /// The long poll answered without waiting (or gave up): it leaves the purgatory.
+    pub fn unpark(&mut self, wait: u64) {
+        self.purgatory.cancel(wait);
+    }
+
+    /// News of a partition owned by another core (`None`: of every partition).
+    pub fn notify(&mut self, partition: Option<&TopicPartition>) {
+        match partition {
+            Some(tp) => self.wake_partition(tp),
+            None => {
+                self.purgatory.wake_all();
+                self.drain_woken();
+            }
+        }
+    }
+
+    fn wake_partition(&mut self, partition: &TopicPartition) {
+        self.purgatory.wake(partition);
+        self.drain_woken();
+    }
+
+    fn drain_woken(&mut self) {
+        while let Some(wait) = self.purgatory.woken.pop_front() {
+            self.outputs.push_back(Output::Woken { wait });
+        }
+    }
+
+    // ---- time and output ----
+
+    /// When [`Self::handle_timeout`] is next due.
+    pub fn poll_timeout(&self) -> Option<i64> {
+        [self.timers.first().map(|(due, _)| *due), self.fetchers.poll_timeout(), self.purgatory.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    pub fn handle_timeout(&mut self, now_ms: i64) {
+        while let Some((due, partition)) = self.timers.first().cloned() {
+            if due > now_ms {
+                break;
+            }
+            self.timers.pop_first();
+            let entry = self.partitions.get_mut(&partition).expect("timers name open partitions");
+            entry.due = None;
+            entry.driver.replica_mut().handle_timeout(now_ms);
+            self.touch(partition);
+        }
+        let expired = self.fetchers.handle_timeout(now_ms);
+        self.deliver(now_ms, expired);
+        self.purgatory.expire(now_ms);
+        self.drain_woken();
+    }
+
+    /// The next output to perform. `now_ms` times the fetchers' rounds.
+    pub fn poll_output(&mut self, now_ms: i64) -> Option<Output> {
+        loop {
+            if let Some(output) = self.outputs.pop_front() {
+                return Some(output);
+            }
+            if let Some(partition) = self.dirty.pop_first() {
+                self.drain_partition(partition);
+                continue;
+            }
+            let outgoing = self.fetchers.poll_request(now_ms)?;
+            return Some(Output::Fetch(outgoing));
+        }
+    }
+
+    fn touch(&mut self, partition: TopicPartition) {
+        self.dirty.insert(partition);
+    }
+
+    /// Takes the partition's actions that may run now, in its driver's order; sends go to
+    /// the fetchers, replies to their waiters, the rest out.
+    fn drain_partition(&mut self, partition: TopicPartition) {
+        let Some(entry) = self.partitions.get_mut(&partition) else { return };
+        let generation = entry.generation;
+        while let Some(action) = entry.driver.poll_action() {
+            match action {
+                Action::SendFetch { to, fetch_id, request } => {
+                    self.fetchers.enqueue(to, partition.clone(), fetch_id, request);
+                }
+                Action::SendOffsetForLeaderEpoch { to, request_id, current_leader_epoch, leader_epoch } => {
+                    self.outputs.push_back(Output::EpochQuery {
+                        partition: partition.clone(),
+                        generation,
+                        to,
+                        request_id,
+                        current_leader_epoch,
+                        leader_epoch,
+                    });
+                }
+                Action::SendAlterPartition { request_id, request } => {
+                    self.outputs.push_back(Output::AlterPartition {
+                        partition: partition.clone(),
+                        generation,
+                        topic_id: entry.topic_id,
+                        request_id,
+                        request,
+                    });
+                }
+                Action::ReplyProduce { request_id, result } => {
+                    if let Some(waiter) = self.produces.remove(&request_id) {
+                        self.outputs.push_back(Output::Produced { token: waiter.token, result });
+                    }
+                }
+                disk => self.outputs.push_back(Output::Disk { partition: partition.clone(), generation, action: disk }),
+            }
+        }
+        let visible = entry.driver.poll_visible();
+        let due = entry.driver.replica().poll_timeout();
+        if due != entry.due {
+            if let Some(old) = entry.due {
+                self.timers.remove(&(old, partition.clone()));
+            }
+            if let Some(new) = due {
+                self.timers.insert((new, partition.clone()));
+            }
+            entry.due = due;
+        }
+        if let Some((high_watermark, _)) = visible {
+            // Long polls reading the partition: a follower waits for data, a consumer for the
+            // high watermark.
+            self.outputs.push_back(Output::Visible { partition: partition.clone(), high_watermark });
+            self.wake_partition(&partition);
+        }
+    }
+}
+
+/// The fetch purgatory (Kafka's `DelayedFetch`, keyed by partition): each parked long poll
+/// waits for news of one of its partitions or its deadline, and news of a partition wakes only
+/// the long polls reading it.
+#[derive(Debug, Default)]
+struct Purgatory {
+    waits: BTreeMap<u64, (Vec<TopicPartition>, i64)>,
+    watchers: BTreeMap<TopicPartition, BTreeSet<u64>>,
+    deadlines: BTreeSet<(i64, u64)>,
+    woken: VecDeque<u64>,
+}
+
+impl Purgatory {
+    fn park(&mut self, wait: u64, partitions: Vec<TopicPartition>, deadline_ms: i64) {
+        self.cancel(wait);
+        for tp in &partitions {
+            self.watchers.entry(tp.clone()).or_default().insert(wait);
+        }
+        self.deadlines.insert((deadline_ms, wait));
+        self.waits.insert(wait, (partitions, deadline_ms));
+    }
+
+    /// Takes `wait` out; -> whether it was parked.
+    fn cancel(&mut self, wait: u64) -> bool {
+        let Some((partitions, deadline)) = self.waits.remove(&wait) else { return false };
+        self.deadlines.remove(&(deadline, wait));
+        for tp in partitions {
+            if let Some(set) = self.watchers.get_mut(&tp) {
+                set.remove(&wait);
+                if set.is_empty() {
+                    self.watchers.remove(&tp);
+                }
+            }
+        }
+        true
+    }
+
+    fn wake(&mut self, partition: &TopicPartition) {
+        let Some(waits) = self.watchers.get(partition) else { return };
+        let waits: Vec<u64> = waits.iter().copied().collect();
+        for wait in waits {
+            if self.cancel(wait) {
+                self.woken.push_back(wait);
+            }
+        }
+    }
+
+    fn wake_all(&mut self) {
+        let waits: Vec<u64> = self.waits.keys().copied().collect();
+        for wait in waits {
+            self.cancel(wait);
+            self.woken.push_back(wait);
+        }
+    }
+
+    fn expire(&mut self, now_ms: i64) {
+        while let Some(&(deadline, wait)) = self.deadlines.first() {
+            if deadline > now_ms {
+                break;
+            }
+            self.cancel(wait);
+            self.woken.push_back(wait);
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<i64> {
+        self.deadlines.first().map(|(deadline, _)| *deadline)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::tests::encode_batch;
+    use kafka_protocol::records::Compression;
+
+    fn tp(p: i32) -> TopicPartition {
+        TopicPartition::new("t", p)
+    }
+
+    fn leader_state() -> PartitionState {
+        PartitionState {
+            replicas: vec![NodeId(1)],
+            isr: vec![NodeId(1)],
+            leader: NodeId(1),
+            leader_epoch: LeaderEpoch(0),
+            partition_epoch: PartitionEpoch(0),
+        }
+    }
+
+    fn shard_leading(partitions: i32) -> Shard {
+        let mut shard = Shard::new(NodeId(1), 1 << 20, 10_000);
+        for p in 0..partitions {
+            shard.open(tp(p), [0; 16], ReplicaConfig::default(), PersistedState::default());
+            shard.apply_state(0, &tp(p), &leader_state()).unwrap();
+        }
+        perform_all(&mut shard, 0);
+        shard
+    }
+
+    /// Performs every disk action at once, as a disk that never fails; -> the other outputs.
+    fn perform_all(shard: &mut Shard, now: i64) -> Vec<Output> {
+        let mut others = Vec::new();
+        let mut written: BTreeMap<TopicPartition, Offset> = BTreeMap::new();
+        while let Some(output) = shard.poll_output(now) {
+            match output {
+                Output::Disk { partition, generation, action } => {
+                    let completion = match action {
+                        Action::Append { end_offset, .. } => {
+                            written.insert(partition.clone(), end_offset);
+                            Some(Completion::Appended { end_offset })
+                        }
+                        Action::Sync { through } => {
+                            Some(Completion::Synced { through: written.get(&partition).copied().unwrap_or(through).max(through) })
+                        }
+                        Action::Truncate { to } => Some(Completion::Truncated { to }),
+                        Action::ResetLog { start_offset } => Some(Completion::Truncated { to: start_offset }),
+                        _ => None,
+                    };
+                    shard.finish(now, &partition, generation, completion);
+                }
+                other => others.push(other),
+            }
+        }
+        others
+    }
+
+    #[test]
+    fn a_produce_is_answered_with_its_token_once_appended_and_synced() {
+        let mut shard = shard_leading(2);
+        let records = Bytes::from(encode_batch(3, 0, Compression::None));
+        shard.produce(1, &tp(1), records, -1, 30_000, 77).unwrap();
+        let outputs = perform_all(&mut shard, 1);
+        let produced: Vec<_> = outputs.iter().filter_map(|o| match o {
+            Output::Produced { token, result } => Some((*token, result.clone())),
+            _ => None,
+        }).collect();
+        assert_eq!(produced.len(), 1);
+        assert_eq!(produced[0].0, 77);
+        assert_eq!(produced[0].1.as_ref().unwrap().base_offset, Offset(0));
+        assert!(outputs.iter().any(|o| matches!(o, Output::Visible { partition, high_watermark } if *partition == tp(1) && *high_watermark == Offset(3))));
+        assert_eq!(shard.replica(&tp(0)).unwrap().high_watermark(), Offset(0));
+    }
+
+    #[test]
+    fn news_of_a_partition_wakes_only_the_long_polls_reading_it() {
+        let mut shard = shard_leading(2);
+        shard.park(10, vec![tp(0)], 1_000);
+        shard.park(11, vec![tp(1)], 1_000);
+        shard.park(12, vec![tp(0), tp(1)], 1_000);
+        let records = Bytes::from(encode_batch(1, 0, Compression::None));
+        shard.produce(1, &tp(1), records, 1, 30_000, 1).unwrap();
+        let woken: BTreeSet<u64> = perform_all(&mut shard, 1)
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Woken { wait } => Some(wait),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(woken, BTreeSet::from([11, 12]));
+        // The one left waits for its deadline.
+        assert_eq!(shard.poll_timeout(), Some(1_000));
+        shard.handle_timeout(1_000);
+        let woken: Vec<_> = perform_all(&mut shard, 1_000).into_iter().filter(|o| matches!(o, Output::Woken { .. })).collect();
+        assert!(matches!(woken[..], [Output::Woken { wait: 10 }]), "{woken:?}");
+    }
+
+    #[test]
+    fn a_removed_partition_answers_its_produces_and_ignores_its_old_disk_actions() {
+        let mut shard = shard_leading(1);
+        let records = Bytes::from(encode_batch(1, 0, Compression::None));
+        shard.produce(1, &tp(0), records, -1, 30_000, 5).unwrap();
+        let Some(Output::Disk { generation, action: Action::Append { end_offset, .. }, .. }) = shard.poll_output(1) else {
+            panic!("the append first")
+        };
+        assert!(shard.remove(&tp(0)));
+        let answer = shard.poll_output(1);
+        assert!(
+            matches!(answer, Some(Output::Produced { token: 5, result: Err(ErrorCode::NotLeaderOrFollower) })),
+            "{answer:?}"
+        );
+        shard.open(tp(0), [1; 16], ReplicaConfig::default(), PersistedState::default());
+        // The old generation's append finishing must not reach the new replica's driver.
+        shard.finish(2, &tp(0), generation, Some(Completion::Appended { end_offset }));
+        assert_eq!(shard.replica(&tp(0)).unwrap().log_end_offset(), Offset(0));
+        assert!(perform_all(&mut shard, 2).iter().all(|o| !matches!(o, Output::Produced { .. })));
+    }
+
+    #[test]
+    fn draining_refuses_produces_before_the_log_sees_them() {
+        let mut shard = shard_leading(1);
+        assert_eq!(shard.drain(), 0);
+        let records = Bytes::from(encode_batch(1, 0, Compression::None));
+        assert_eq!(shard.produce(1, &tp(0), records, -1, 30_000, 1), Err(ErrorCode::NotLeaderOrFollower));
+        assert!(perform_all(&mut shard, 1).is_empty());
+        assert_eq!(shard.replica(&tp(0)).unwrap().log_end_offset(), Offset(0));
+    }
+}
