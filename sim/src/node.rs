@@ -16,14 +16,10 @@ use odradek_core::controller::{
     self, AlterPartitionRequest, BrokerHeartbeatRequest, BrokerRegistrationRequest, Controller,
     ControllerConfig, CreateTopicsRequest, Response,
 };
-use odradek_core::ids::{BrokerEpoch, LeaderEpoch, NodeId, Offset, PartitionEpoch};
-use odradek_core::fetcher::{self, Delivery, Fetchers, TopicPartition, FOLLOWER_FETCH_VERSION};
+use odradek_core::ids::{BrokerEpoch, LeaderEpoch, NodeId, Offset};
+use odradek_core::fetcher::{self, TopicPartition, FOLLOWER_FETCH_VERSION};
 use odradek_core::raft::{self, Raft, RaftConfig};
-use odradek_core::replica::driver::PartitionDriver;
-use odradek_core::replica::{
-    self, Completion, EpochEndOffset, FetchAnswer, FetchRequest, Replica,
-    ReplicaConfig,
-};
+use odradek_core::replica::{self, Completion, EpochEndOffset, FetchAnswer, FetchRequest, Replica, ReplicaConfig};
 use odradek_core::{broker, wire, ErrorCode};
 
 use crate::disk::{Clock, Disk};
@@ -62,10 +58,10 @@ pub enum CtrlRequest {
 pub enum DiskOp {
     Vote { term: odradek_core::ids::Term, voted_for: Option<NodeId> },
     RaftSync { through: raft::Index, term: odradek_core::ids::Term },
-    LogSync { id: u64 },
+    LogSync { id: u64, generation: u64 },
     /// The partition log's write ending at `end` (in the page cache from the start; its
     /// completion, `Appended`, comes later, so appends are in flight as in the broker).
-    LogAppend { end: Offset },
+    LogAppend { end: Offset, generation: u64 },
 }
 
 /// What a pump produced for the simulator to schedule.
@@ -86,7 +82,7 @@ pub enum Output {
 enum Rpc {
     Register,
     Heartbeat,
-    Alter { request_id: u64 },
+    Alter { request_id: u64, generation: u64 },
 }
 
 /// A follower's fetch the leader holds until data arrives or its `max_wait_ms` passes.
@@ -97,6 +93,10 @@ struct Parked {
     correlation_id: i32,
     request: KafkaFetch,
     deadline_ms: i64,
+}
+
+fn tp() -> TopicPartition {
+    TopicPartition::new(TOPIC, 0)
 }
 
 struct ProduceWaiter {
@@ -111,12 +111,9 @@ struct ProduceWaiter {
 pub struct Process {
     pub raft: Raft,
     pub controller: Controller,
-    /// The partition's replica, in the driver that orders its actions as the broker does.
-    pub partition: Option<PartitionDriver>,
-    /// The replica fetchers: one request at a time per source broker.
-    fetchers: Fetchers,
-    /// The partition state last handed to the replica.
-    replica_seen: Option<(LeaderEpoch, PartitionEpoch)>,
+    /// The broker's data plane, the state machine each of the broker's cores runs: the
+    /// partition's replica, the replica fetchers, waiting produces, the fetch purgatory.
+    pub shard: broker::Shard,
     incarnation_id: [u8; 16],
     broker_epoch: Option<BrokerEpoch>,
     next_heartbeat_ms: i64,
@@ -125,12 +122,16 @@ pub struct Process {
     /// Controller request id → (requester, its rpc id).
     ctrl_requests: BTreeMap<u64, (NodeId, u64)>,
     next_ctrl_request: u64,
-    parked: Vec<Parked>,
+    /// Follower fetches in the shard's purgatory, by wait id.
+    parked: BTreeMap<u64, Parked>,
+    next_wait: u64,
     produces: BTreeMap<u64, ProduceWaiter>,
     next_produce: u64,
+    /// Epoch query wire id → the partition generation that asked.
+    epoch_queries: BTreeMap<u64, u64>,
     /// Replica inputs produced while draining its actions (AlterPartition without a
-    /// controller to send to).
-    deferred_alter_errors: VecDeque<u64>,
+    /// controller to send to): request id and generation.
+    deferred_alter_errors: VecDeque<(u64, u64)>,
     controller_hint: usize,
     /// Registered and unfenced once in this incarnation: partition state is applied.
     serving: bool,
@@ -165,11 +166,16 @@ pub const SESSION_TIMEOUT_MS: i64 = 3_000;
 
 impl Process {
     pub fn replica(&self) -> Option<&Replica> {
-        self.partition.as_ref().map(PartitionDriver::replica)
+        self.shard.replica(&tp())
     }
 
-    pub fn replica_mut(&mut self) -> Option<&mut Replica> {
-        self.partition.as_mut().map(PartitionDriver::replica_mut)
+    pub fn disk_busy(&self) -> bool {
+        self.shard.disk_busy(&tp())
+    }
+
+    /// A client read through the shard's fetch path (no purgatory: it does not wait).
+    pub fn fetch(&mut self, now_ms: i64, request: &FetchRequest) -> Option<(FetchAnswer, Offset)> {
+        self.shard.fetch(now_ms, &tp(), request)
     }
 }
 
@@ -212,9 +218,7 @@ impl Node {
         self.process = Some(Process {
             raft,
             controller,
-            partition: None,
-            fetchers: Fetchers::new(self.id, fetcher::DEFAULT_RESPONSE_MAX_BYTES, self.replica_config.replica_fetch_response_timeout_ms),
-            replica_seen: None,
+            shard: broker::Shard::new(self.id, fetcher::DEFAULT_RESPONSE_MAX_BYTES, self.replica_config.replica_fetch_response_timeout_ms),
             incarnation_id,
             broker_epoch: None,
             next_heartbeat_ms: local_ms,
@@ -224,9 +228,11 @@ impl Node {
             next_rpc: self.incarnation << 32,
             ctrl_requests: BTreeMap::new(),
             next_ctrl_request: 0,
-            parked: Vec::new(),
+            parked: BTreeMap::new(),
+            next_wait: 0,
             produces: BTreeMap::new(),
             next_produce: 0,
+            epoch_queries: BTreeMap::new(),
             deferred_alter_errors: VecDeque::new(),
             controller_hint: 0,
             serving: false,
@@ -247,14 +253,8 @@ impl Node {
         for t in [p.raft.poll_timeout(), p.controller.poll_timeout()].into_iter().flatten() {
             wake = wake.min(t);
         }
-        if let Some(t) = p.replica().and_then(|r| r.poll_timeout()) {
+        if let Some(t) = p.shard.poll_timeout() {
             wake = wake.min(t);
-        }
-        if let Some(t) = p.fetchers.poll_timeout() {
-            wake = wake.min(t);
-        }
-        for park in &p.parked {
-            wake = wake.min(park.deadline_ms);
         }
         for (_, deadline) in p.rpcs.values() {
             wake = wake.min(*deadline);
@@ -266,19 +266,15 @@ impl Node {
         let Some(p) = self.process.as_mut() else { return };
         p.raft.handle_timeout(now);
         p.controller.handle_timeout(now);
-        if let Some(r) = p.replica_mut() {
-            r.handle_timeout(now);
-        }
-        let timed_out = p.fetchers.handle_timeout(now);
-        deliver(p, now, timed_out);
+        p.shard.handle_timeout(now);
         // Controller RPCs without an answer: a transport failure.
         let expired: Vec<u64> =
             p.rpcs.iter().filter(|(_, (_, deadline))| *deadline <= now).map(|(&id, _)| id).collect();
         for id in expired {
             let (rpc, _) = p.rpcs.remove(&id).expect("listed");
             p.controller_hint += 1;
-            if let Rpc::Alter { request_id } = rpc {
-                p.deferred_alter_errors.push_back(request_id);
+            if let Rpc::Alter { request_id, generation } = rpc {
+                p.deferred_alter_errors.push_back((request_id, generation));
             }
         }
         self.pump(now, out);
@@ -319,9 +315,7 @@ impl Node {
                 };
                 let deadline_ms = now + i64::from(request.max_wait_ms);
                 let park = Parked { from, wire_id, version, correlation_id, request, deadline_ms };
-                if let Some(park) = answer_or_park(&self.disk, p.replica_mut(), now, park, out) {
-                    p.parked.push(park);
-                }
+                serve_follower_fetch(&self.disk, p, now, park, out);
             }
             Payload::ReplicaFetchAnswer { wire_id, frame } => {
                 if let Some(request_id) = own_answer(self.incarnation, wire_id, &mut self.stale_answers) {
@@ -332,20 +326,18 @@ impl Node {
                             wire::decode_response(f, ApiKey::Fetch, FOLLOWER_FETCH_VERSION, request_id as i32)
                                 .map_err(|_| ErrorCode::CorruptMessage)
                         });
-                    let deliveries = p.fetchers.handle_response(now, from, request_id, answer);
-                    deliver(p, now, deliveries);
+                    p.shard.handle_fetch_response(now, from, request_id, answer);
                 }
             }
             Payload::EpochQuery { request_id, current, epoch } => {
-                let result = match p.replica() {
-                    Some(r) => r.handle_offset_for_leader_epoch(current, epoch),
-                    None => Err(ErrorCode::NotLeaderOrFollower),
-                };
+                let result =
+                    p.shard.offset_for_leader_epoch(&tp(), current, epoch).unwrap_or(Err(ErrorCode::NotLeaderOrFollower));
                 out.push(Output::Send { to: from, payload: Payload::EpochAnswer { request_id, result } });
             }
             Payload::EpochAnswer { request_id, result } => {
-                if let (Some(request_id), Some(r)) = (own_answer(self.incarnation, request_id, &mut self.stale_answers), p.replica_mut()) {
-                    r.handle_offset_for_leader_epoch_response(now, request_id, result);
+                let generation = p.epoch_queries.remove(&request_id);
+                if let (Some(request_id), Some(generation)) = (own_answer(self.incarnation, request_id, &mut self.stale_answers), generation) {
+                    p.shard.handle_epoch_answer(now, &tp(), generation, request_id, result);
                 }
             }
             Payload::Kafka { frame } => self.on_kafka_request(now, from, frame, out),
@@ -389,7 +381,7 @@ impl Node {
                 let count: i64 = odradek_core::batch::scan_headers(&records)
                     .map(|(_, h)| i64::from(h.record_count))
                     .sum();
-                match p.partition.as_mut().map(PartitionDriver::replica_mut) {
+                match p.shard.replica(&tp()) {
                     Some(r) => {
                         let id = p.next_produce;
                         p.next_produce += 1;
@@ -401,8 +393,13 @@ impl Node {
                             && r.role() == replica::Role::Leader
                             && isr.len() < p_min_isr(&p.controller).unwrap_or(self.replica_config.min_insync_replicas);
                         let end_before = r.log_end_offset();
-                        r.handle_produce(now, id, records, body.acks, body.timeout_ms);
-                        if below_min && r.log_end_offset() != end_before {
+                        if let Err(error) = p.shard.produce(now, &tp(), records, body.acks, body.timeout_ms, id) {
+                            p.produces.remove(&id);
+                            out.push(Output::Send { to: from, payload: produce_answer(corr, version, Err(error)) });
+                            return;
+                        }
+                        let end_after = p.replica().map_or(end_before, |r| r.log_end_offset());
+                        if below_min && end_after != end_before {
                             out.push(Output::Violation(format!(
                                 "node {}: acks=all produce appended at {end_before} with ISR {isr:?} below min.insync.replicas",
                                 self.id
@@ -424,13 +421,13 @@ impl Node {
                     max_wait_ms: body.max_wait_ms,
                     max_bytes: part.partition_max_bytes,
                 };
-                let answer = match p.replica_mut() {
-                    Some(r) => r.handle_fetch(now, &fetch),
-                    None => FetchAnswer::Error(ErrorCode::NotLeaderOrFollower),
-                };
+                let (answer, log_start) = p
+                    .shard
+                    .fetch(now, &tp(), &fetch)
+                    .unwrap_or((FetchAnswer::Error(ErrorCode::NotLeaderOrFollower), Offset(self.disk.log_start)));
                 // A consumer is served from the batch holding its offset, as Kafka does.
                 let records = answer.read_to().map_or_else(Bytes::new, |to| self.disk.read_for_consumer(fetch.fetch_offset.0, to.0));
-                let data = fetcher::partition_data(0, version, answer.into_response(records, Offset(self.disk.log_start)));
+                let data = fetcher::partition_data(0, version, answer.into_response(records, log_start));
                 let body = KafkaFetchResponse::default().with_responses(vec![FetchableTopicResponse::default()
                     .with_topic(TopicName(StrBytes::from_static_str(TOPIC)))
                     .with_partitions(vec![data])]);
@@ -534,147 +531,127 @@ impl Node {
             if !p.serving {
                 p.serving = p.broker_epoch.is_some_and(|epoch| p.controller.image().serves(id, epoch));
             }
-            if !p.serving {
-            } else if let Some((topic_id, state)) = partition_state(&p.controller).map(|s| (topic_id(&p.controller), s)) {
-                if state.replicas.contains(&id) {
-                    if p.partition.is_none() {
-                        let mut config = self.replica_config.clone();
-                        if let Some(min) = p
-                            .controller
-                            .image()
-                            .topics()
-                            .get(&topic_id)
-                            .and_then(|t| t.configs.get("min.insync.replicas"))
-                        {
-                            config.min_insync_replicas = min.parse().expect("numeric min.insync.replicas");
+            if p.serving {
+                if let Some((topic_id, state)) = partition_state(&p.controller).map(|s| (topic_id(&p.controller), s)) {
+                    if state.replicas.contains(&id) {
+                        if !p.shard.contains(&tp()) {
+                            let mut config = self.replica_config.clone();
+                            if let Some(min) = p
+                                .controller
+                                .image()
+                                .topics()
+                                .get(&topic_id)
+                                .and_then(|t| t.configs.get("min.insync.replicas"))
+                            {
+                                config.min_insync_replicas = min.parse().expect("numeric min.insync.replicas");
+                            }
+                            p.shard.open(tp(), topic_id, config, self.disk.persisted_state());
                         }
-                        p.partition = Some(PartitionDriver::new(Replica::new(id, config, self.disk.persisted_state())));
-                    }
-                    let seen = (state.leader_epoch, state.partition_epoch);
-                    if p.replica_seen != Some(seen) {
-                        p.replica_seen = Some(seen);
-                        let r = p.replica_mut().expect("created above");
-                        if state.leader == id {
-                            let _ = r.become_leader(
-                                now,
-                                replica::LeaderAndIsr {
-                                    leader_epoch: state.leader_epoch,
-                                    partition_epoch: state.partition_epoch,
-                                    isr: state.isr.clone(),
-                                    replicas: state.replicas.clone(),
-                                },
-                            );
-                        } else if state.leader != NodeId::NONE {
-                            let _ = r.become_follower(now, state.leader, state.leader_epoch, state.partition_epoch);
-                        }
-                        progressed = true;
+                        // The shard hands the replica only decisions it does not have yet.
+                        let _ = p.shard.apply_state(now, &tp(), &state);
                     }
                 }
             }
-            while let Some(request_id) = p.deferred_alter_errors.pop_front() {
+            while let Some((request_id, generation)) = p.deferred_alter_errors.pop_front() {
                 progressed = true;
-                if let Some(r) = p.replica_mut() {
-                    r.handle_alter_partition_response(now, request_id, Err(ErrorCode::RequestTimedOut));
-                }
+                p.shard.handle_alter_partition_response(now, &tp(), generation, request_id, Err(ErrorCode::RequestTimedOut));
             }
             let ctrl_target = controller_target(p, &voters);
-            if let Some(d) = p.partition.as_mut() {
-                // Rule 8: re-run parked fetches; answer those with data, errors or expired.
-                let parked = std::mem::take(&mut p.parked);
-                let waiting = parked.len();
-                for park in parked {
-                    if let Some(park) = answer_or_park(&self.disk, Some(d.replica_mut()), now, park, out) {
-                        p.parked.push(park);
-                    }
-                }
-                progressed |= p.parked.len() != waiting;
-                // The broker's order (`PartitionDriver`): one disk action at a time, appends
-                // queued behind a sync first and covered by it.
-                while let Some(action) = d.poll_action() {
-                    progressed = true;
-                    match action {
+            // The broker's order (`core::broker::Shard`, its `PartitionDriver`s): one disk action
+            // at a time per partition, appends queued behind a sync first and covered by it.
+            while let Some(output) = p.shard.poll_output(now) {
+                progressed = true;
+                match output {
+                    broker::Output::Disk { generation, action, .. } => match action {
                         replica::Action::Append { base_offset, end_offset, records } => {
                             self.disk.append(base_offset, end_offset, &records);
-                            out.push(Output::Disk(DiskOp::LogAppend { end: end_offset }));
+                            out.push(Output::Disk(DiskOp::LogAppend { end: end_offset, generation }));
                         }
                         replica::Action::Truncate { to } => {
                             self.disk.truncate(to.0);
-                            d.finish(now, Some(Completion::Truncated { to }));
+                            p.shard.finish(now, &tp(), generation, Some(Completion::Truncated { to }));
                         }
                         replica::Action::ResetLog { start_offset } => {
                             self.disk.reset_log(start_offset.0);
-                            d.finish(now, Some(Completion::Truncated { to: start_offset }));
+                            p.shard.finish(now, &tp(), generation, Some(Completion::Truncated { to: start_offset }));
                         }
                         replica::Action::Sync { .. } => {
                             // As the broker's group commit: the round covers all written so far.
                             let sync_id = p.next_rpc;
                             p.next_rpc += 1;
                             self.disk.pending_log_syncs.push((sync_id, self.disk.log_end()));
-                            out.push(Output::Disk(DiskOp::LogSync { id: sync_id }));
+                            out.push(Output::Disk(DiskOp::LogSync { id: sync_id, generation }));
                         }
                         replica::Action::PersistEpochCache { cache } => {
                             self.disk.epoch_checkpoint = Some(cache.encode());
-                            d.finish(now, None);
+                            p.shard.finish(now, &tp(), generation, None);
                         }
                         replica::Action::PersistHighWatermark { high_watermark } => {
                             self.disk.hw_checkpoint = high_watermark.0;
-                            d.finish(now, None);
+                            p.shard.finish(now, &tp(), generation, None);
                         }
                         replica::Action::AdvanceLogStart { start_offset } => {
                             // The simulated disk never deletes: only the start moves.
                             self.disk.log_start = self.disk.log_start.max(start_offset.0);
-                            d.finish(now, None);
+                            p.shard.finish(now, &tp(), generation, None);
                         }
-                        replica::Action::SendFetch { to, fetch_id, request } => {
-                            p.fetchers.enqueue(to, TopicPartition::new(TOPIC, 0), fetch_id, request);
-                        }
-                        replica::Action::SendOffsetForLeaderEpoch { to, request_id, current_leader_epoch, leader_epoch } => {
-                            let request_id = (self.incarnation << INCARNATION_SHIFT) | request_id;
-                            out.push(Output::Send {
-                                to,
-                                payload: Payload::EpochQuery { request_id, current: current_leader_epoch, epoch: leader_epoch },
+                        other => unreachable!("not a disk action: {other:?}"),
+                    },
+                    broker::Output::Fetch(request) => {
+                        let frame = wire::encode_request(
+                            ApiKey::Fetch,
+                            FOLLOWER_FETCH_VERSION,
+                            request.request_id as i32,
+                            fetcher::CLIENT_ID,
+                            &request.request,
+                        )
+                        .expect("a follower fetch encodes");
+                        let wire_id = (self.incarnation << INCARNATION_SHIFT) | request.request_id;
+                        out.push(Output::Send { to: request.leader, payload: Payload::ReplicaFetch { wire_id, frame } });
+                    }
+                    broker::Output::EpochQuery { generation, to, request_id, current_leader_epoch, leader_epoch, .. } => {
+                        let request_id = (self.incarnation << INCARNATION_SHIFT) | request_id;
+                        p.epoch_queries.insert(request_id, generation);
+                        out.push(Output::Send {
+                            to,
+                            payload: Payload::EpochQuery { request_id, current: current_leader_epoch, epoch: leader_epoch },
+                        });
+                    }
+                    broker::Output::AlterPartition { generation, topic_id, request_id, request, .. } => match p.broker_epoch {
+                        Some(broker_epoch) => {
+                            let rpc_id = p.next_rpc;
+                            p.next_rpc += 1;
+                            p.rpcs.insert(rpc_id, (Rpc::Alter { request_id, generation }, now + RPC_TIMEOUT_MS));
+                            let request = CtrlRequest::Alter(AlterPartitionRequest {
+                                broker_id: id,
+                                broker_epoch,
+                                topic_id,
+                                partition: 0,
+                                leader_epoch: request.leader_epoch,
+                                partition_epoch: request.partition_epoch,
+                                new_isr: request.new_isr,
                             });
+                            out.push(Output::Send { to: ctrl_target, payload: Payload::CtrlRequest { rpc_id, request } });
                         }
-                        replica::Action::SendAlterPartition { request_id, request } => {
-                            match (p.broker_epoch, topic_id_opt(&p.controller)) {
-                                (Some(broker_epoch), Some(topic_id)) => {
-                                    let rpc_id = p.next_rpc;
-                                    p.next_rpc += 1;
-                                    p.rpcs.insert(rpc_id, (Rpc::Alter { request_id }, now + RPC_TIMEOUT_MS));
-                                    let request = CtrlRequest::Alter(AlterPartitionRequest {
-                                        broker_id: id,
-                                        broker_epoch,
-                                        topic_id,
-                                        partition: 0,
-                                        leader_epoch: request.leader_epoch,
-                                        partition_epoch: request.partition_epoch,
-                                        new_isr: request.new_isr,
-                                    });
-                                    out.push(Output::Send { to: ctrl_target, payload: Payload::CtrlRequest { rpc_id, request } });
-                                }
-                                _ => p.deferred_alter_errors.push_back(request_id),
+                        None => p.deferred_alter_errors.push_back((request_id, generation)),
+                    },
+                    broker::Output::Produced { token, result } => {
+                        if let Some(w) = p.produces.remove(&token) {
+                            if let (Ok(ack), -1) = (&result, w.acks) {
+                                let high_watermark = p.replica().map_or(Offset(-1), |r| r.high_watermark());
+                                out.push(Output::AckedAll { end: ack.base_offset.plus(w.records), high_watermark });
                             }
+                            out.push(Output::Send { to: w.client, payload: produce_answer(w.corr, w.version, result) });
                         }
-                        replica::Action::ReplyProduce { request_id, result } => {
-                            if let Some(w) = p.produces.remove(&request_id) {
-                                if let (Ok(ack), -1) = (&result, w.acks) {
-                                    out.push(Output::AckedAll {
-                                        end: ack.base_offset.plus(w.records),
-                                        high_watermark: d.replica().high_watermark(),
-                                    });
-                                }
-                                out.push(Output::Send { to: w.client, payload: produce_answer(w.corr, w.version, result) });
-                            }
+                    }
+                    // One shard per node: no other core's long polls to tell.
+                    broker::Output::Visible { .. } => {}
+                    broker::Output::Woken { wait } => {
+                        if let Some(park) = p.parked.remove(&wait) {
+                            serve_follower_fetch(&self.disk, p, now, park, out);
                         }
                     }
                 }
-            }
-            while let Some(request) = p.fetchers.poll_request(now) {
-                progressed = true;
-                let frame = wire::encode_request(ApiKey::Fetch, FOLLOWER_FETCH_VERSION, request.request_id as i32, fetcher::CLIENT_ID, &request.request)
-                    .expect("a follower fetch encodes");
-                let wire_id = (self.incarnation << INCARNATION_SHIFT) | request.request_id;
-                out.push(Output::Send { to: request.leader, payload: Payload::ReplicaFetch { wire_id, frame } });
             }
             if !progressed {
                 return;
@@ -694,7 +671,7 @@ impl Node {
         if self.process.is_none() {
             return;
         }
-        if let DiskOp::LogSync { id } = op {
+        if let DiskOp::LogSync { id, .. } = op {
             self.disk.pending_log_syncs.retain(|&(i, _)| i != id);
         }
         out.push(Output::Halt);
@@ -713,16 +690,12 @@ impl Node {
                     p.raft.handle_completion(now, raft::Completion::Persisted { through, term });
                 }
             }
-            DiskOp::LogAppend { end } => {
-                if let Some(d) = p.partition.as_mut().filter(|d| d.is_busy()) {
-                    d.finish(now, Some(Completion::Appended { end_offset: end }));
-                }
+            DiskOp::LogAppend { end, generation } => {
+                p.shard.finish(now, &tp(), generation, Some(Completion::Appended { end_offset: end }));
             }
-            DiskOp::LogSync { id } => {
+            DiskOp::LogSync { id, generation } => {
                 if let Some(through) = self.disk.complete_log_sync(id) {
-                    if let Some(d) = p.partition.as_mut() {
-                        d.finish(now, Some(Completion::Synced { through: Offset(through) }));
-                    }
+                    p.shard.finish(now, &tp(), generation, Some(Completion::Synced { through: Offset(through) }));
                 }
             }
         }
@@ -746,7 +719,7 @@ fn on_ctrl_response(id: NodeId, p: &mut Process, now: i64, rpc: Rpc, response: R
             }
             Some(_) => p.controller_hint += 1,
         },
-        (Rpc::Alter { request_id }, Response::AlterPartition(r)) => {
+        (Rpc::Alter { request_id, generation }, Response::AlterPartition(r)) => {
             let result = match (r.error, r.state) {
                 (None, Some(state)) => {
                     let replicas = partition_state(&p.controller).map(|s| s.replicas).unwrap_or_default();
@@ -765,9 +738,7 @@ fn on_ctrl_response(id: NodeId, p: &mut Process, now: i64, rpc: Rpc, response: R
                 }
                 (None, None) => Err(ErrorCode::UnknownServerError),
             };
-            if let Some(r) = p.replica_mut() {
-                r.handle_alter_partition_response(now, request_id, result);
-            }
+            p.shard.handle_alter_partition_response(now, &tp(), generation, request_id, result);
         }
         (rpc, response) => {
             let kind = match rpc {
@@ -817,29 +788,40 @@ pub fn partition_state(c: &Controller) -> Option<controller::PartitionState> {
     topic.partitions.first().cloned()
 }
 
-/// Answers a follower's fetch from the replica, through the same leader-side conversion the
-/// broker uses (`core::fetcher`), or hands it back to be parked: nothing to send yet, no error,
-/// and its `max_wait_ms` not over.
-fn answer_or_park(disk: &Disk, mut replica: Option<&mut Replica>, now: i64, park: Parked, out: &mut Vec<Output>) -> Option<Parked> {
+/// Answers a follower's fetch from the shard, through the same leader-side conversion and
+/// long-poll rule the broker uses (`core::fetcher`, `core::broker::fetch_complete`), or parks
+/// it in the shard's purgatory: parked before reading, as the broker's Fetch handler does.
+fn serve_follower_fetch(disk: &Disk, p: &mut Process, now: i64, park: Parked, out: &mut Vec<Output>) {
+    let wait = p.next_wait;
+    p.next_wait += 1;
+    let watched: Vec<TopicPartition> = park
+        .request
+        .topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(move |part| TopicPartition::new(t.topic.0.to_string(), part.partition)))
+        .collect();
+    p.shard.park(wait, watched, park.deadline_ms);
     let mut answers = Vec::new();
-    let mut any_data_or_error = false;
     for topic in &park.request.topics {
         for part in &topic.partitions {
             let request = fetcher::partition_request(&park.request, park.version, part);
-            let answer = match replica.as_deref_mut() {
-                Some(r) if topic.topic.0.as_str() == TOPIC && part.partition == 0 => r.handle_fetch(now, &request),
-                Some(_) => FetchAnswer::Error(ErrorCode::UnknownTopicOrPartition),
-                None => FetchAnswer::Error(ErrorCode::NotLeaderOrFollower),
+            let partition = TopicPartition::new(topic.topic.0.to_string(), part.partition);
+            let (answer, log_start) = match p.shard.fetch(now, &partition, &request) {
+                Some(answered) => answered,
+                None if partition == tp() => (FetchAnswer::Error(ErrorCode::NotLeaderOrFollower), Offset(disk.log_start)),
+                None => (FetchAnswer::Error(ErrorCode::UnknownTopicOrPartition), Offset(disk.log_start)),
             };
-            let empty = matches!(answer, FetchAnswer::Read { read_to, .. } if read_to == request.fetch_offset);
-            any_data_or_error |= !empty;
             let records = answer.read_to().map_or_else(Bytes::new, |to| disk.read(request.fetch_offset.0, to.0));
-            answers.push((topic.topic.clone(), part.partition, answer.into_response(records, Offset(disk.log_start))));
+            answers.push((topic.topic.clone(), part.partition, answer.into_response(records, log_start)));
         }
     }
-    if !any_data_or_error && park.deadline_ms > now {
-        return Some(park);
+    let responses: Vec<replica::FetchResponse> = answers.iter().map(|(_, _, r)| r.clone()).collect();
+    let min_bytes = park.request.min_bytes.max(0) as usize;
+    if !broker::fetch_complete(&responses, min_bytes, now, park.deadline_ms) {
+        p.parked.insert(wait, park);
+        return;
     }
+    p.shard.unpark(wait);
     let mut responses: Vec<FetchableTopicResponse> = Vec::new();
     for (name, index, response) in answers {
         let data = fetcher::partition_data(index, park.version, response);
@@ -851,7 +833,6 @@ fn answer_or_park(disk: &Disk, mut replica: Option<&mut Replica>, now: i64, park
     let body = KafkaFetchResponse::default().with_responses(responses);
     let frame = wire::encode_response(ApiKey::Fetch, park.version, park.correlation_id, &body).expect("a fetch answer encodes");
     out.push(Output::Send { to: park.from, payload: Payload::ReplicaFetchAnswer { wire_id: park.wire_id, frame } });
-    None
 }
 
 /// A Produce answer for the one partition, as the broker's handler builds it.
@@ -862,13 +843,4 @@ fn produce_answer(corr: i32, version: i16, result: Result<replica::ProduceAck, E
         .with_partition_responses(vec![partition])]);
     let frame = wire::encode_response(ApiKey::Produce, version, corr, &body).expect("a produce answer encodes");
     Payload::KafkaResponse { frame }
-}
-
-/// The fetchers' answers, each to its replica.
-fn deliver(p: &mut Process, now: i64, deliveries: Vec<Delivery>) {
-    for d in deliveries {
-        if let Some(r) = p.replica_mut() {
-            r.handle_fetch_response(now, d.fetch_id, d.response);
-        }
-    }
 }

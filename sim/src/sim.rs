@@ -1116,7 +1116,7 @@ impl Sim {
                     });
                     let image = node::partition_state(&p.controller)
                         .map_or("no partition".to_string(), |s| format!("image leader {} epoch {} isr {:?}", s.leader, s.leader_epoch, s.isr));
-                    let busy = if p.partition.as_ref().is_some_and(|d| d.is_busy()) { "; a disk action out" } else { "" };
+                    let busy = if p.disk_busy() { "; a disk action out" } else { "" };
                     format!("{raft}; {replica}; {image}{busy}")
                 }
             };
@@ -1354,7 +1354,8 @@ impl Sim {
         let Some(l) = self.leader() else { return };
         let node = &mut self.nodes[l];
         let now = node.clock.local(self.now);
-        let Some(r) = node.process.as_mut().and_then(|p| p.replica_mut()) else { return };
+        let Some(p) = node.process.as_mut() else { return };
+        let Some(r) = p.replica() else { return };
         let request = FetchRequest {
             replica_id: NodeId::NONE,
             current_leader_epoch: r.leader_epoch(),
@@ -1364,7 +1365,7 @@ impl Sim {
             max_wait_ms: 0,
             max_bytes: i32::MAX,
         };
-        let FetchAnswer::Read { read_to, .. } = r.handle_fetch(now, &request) else {
+        let Some((FetchAnswer::Read { read_to, .. }, _)) = p.fetch(now, &request) else {
             self.fail("final read refused by the leader".into());
             return;
         };

@@ -168,6 +168,11 @@ impl Shard {
         self.partitions.get(partition).map(|p| p.driver.replica())
     }
 
+    /// Whether one of the partition's disk actions is out.
+    pub fn disk_busy(&self, partition: &TopicPartition) -> bool {
+        self.partitions.get(partition).is_some_and(|p| p.driver.is_busy())
+    }
+
     pub fn topic_id(&self, partition: &TopicPartition) -> Option<TopicId> {
         self.partitions.get(partition).map(|p| p.topic_id)
     }
