@@ -19,7 +19,7 @@ use odradek_core::controller::{
 use odradek_core::ids::{BrokerEpoch, LeaderEpoch, NodeId, Offset};
 use odradek_core::fetcher::{self, TopicPartition, FOLLOWER_FETCH_VERSION};
 use odradek_core::raft::{self, Raft, RaftConfig};
-use odradek_core::replica::{self, Completion, EpochEndOffset, FetchAnswer, FetchRequest, Replica, ReplicaConfig};
+use odradek_core::replica::{self, Completion, EpochEndOffset, FetchAnswer, FetchRequest, Replica, ReplicaConfig, Role};
 use odradek_core::{broker, wire, ErrorCode};
 
 use crate::disk::{Clock, Disk};
@@ -171,6 +171,38 @@ impl Process {
 
     pub fn disk_busy(&self) -> bool {
         self.shard.disk_busy(&tp())
+    }
+
+    /// Kafka's Fetch contract for a long poll: it waits only while none of its partitions has
+    /// anything to answer (data past its fetch offset, or an error such as a lost
+    /// leadership). -> each parked follower fetch that should have been answered by now.
+    pub fn long_polls_held_with_answers(&self) -> Vec<String> {
+        let mut held = Vec::new();
+        for (wait, park) in &self.parked {
+            for topic in &park.request.topics {
+                for part in &topic.partitions {
+                    let request = fetcher::partition_request(&park.request, park.version, part);
+                    let partition = TopicPartition::new(topic.topic.0.to_string(), part.partition);
+                    let reason = match self.shard.replica(&partition) {
+                        None => Some("the partition is not here".to_string()),
+                        Some(r) if r.role() != Role::Leader || r.leader_epoch() != request.current_leader_epoch => {
+                            Some(format!("the replica is {:?} in epoch {}", r.role(), r.leader_epoch().0))
+                        }
+                        Some(r) if r.written_offset() > request.fetch_offset => {
+                            Some(format!("the leader has written up to {}", r.written_offset().0))
+                        }
+                        Some(_) => None,
+                    };
+                    if let Some(reason) = reason {
+                        held.push(format!(
+                            "long poll {wait} from node {} (epoch {}, offset {}) still parked although {reason}",
+                            park.from, request.current_leader_epoch.0, request.fetch_offset.0
+                        ));
+                    }
+                }
+            }
+        }
+        held
     }
 
     /// A client read through the shard's fetch path (no purgatory: it does not wait).

@@ -1406,6 +1406,11 @@ impl Sim {
                 }
             }
         }
+        for node in &self.nodes {
+            if let Some(p) = &node.process {
+                violations.extend(p.long_polls_held_with_answers().into_iter().map(|v| format!("node {}: {v}", node.id)));
+            }
+        }
         let mut leaders: Vec<(usize, i32, i64, Vec<NodeId>)> = Vec::new();
         for i in 0..self.nodes.len() {
             let node = &self.nodes[i];
