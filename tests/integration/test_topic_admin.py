@@ -155,9 +155,14 @@ def offsets(broker, topic, partitions, timestamp):
     return {p: (error_code, offset) for (_, p), (error_code, _, offset) in got.items()}
 
 
-def assert_absent(broker, topic):
+def assert_absent(broker, topic, timeout=10.0):
     assert topic not in all_topics(broker), f"topic {topic} is listed in Metadata"
-    assert not partition_dirs(broker, topic), f"topic {topic} has partition directories {partition_dirs(broker, topic)}"
+    # As in Kafka, a deleted partition's files go once the core that owns it applies the
+    # deletion, which may be after DeleteTopics has answered and Metadata has dropped the topic.
+    deadline = time.monotonic() + timeout
+    while partition_dirs(broker, topic) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not partition_dirs(broker, topic), f"topic {topic} has partition directories {partition_dirs(broker, topic)} after {timeout}s"
 
 
 # ---- CreateTopics validation ----
