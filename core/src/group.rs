@@ -224,6 +224,22 @@ pub enum Response {
     OffsetDelete(Option<ErrorCode>, Vec<(String, i32, Option<ErrorCode>)>),
 }
 
+/// A request to the coordinator, as [`GroupCoordinator::handle`] takes it.
+#[derive(Debug, Clone)]
+pub enum Call {
+    Join(JoinRequest),
+    Sync(SyncRequest),
+    Heartbeat(HeartbeatRequest),
+    Leave(LeaveRequest),
+    Commit(OffsetCommitRequest),
+    /// The group, and its partitions wanted (`None`: all).
+    Fetch(String, Option<Vec<(String, i32)>>),
+    Describe(Vec<String>),
+    List,
+    Delete(Vec<String>),
+    OffsetDelete(String, Vec<(String, i32)>),
+}
+
 /// A record of the `__consumer_offsets` log. `None` values are tombstones.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GroupRecord {
@@ -422,6 +438,22 @@ impl GroupCoordinator {
             pending_commits: BTreeMap::new(),
             member_seed: seed,
             member_counter: 0,
+        }
+    }
+
+    /// Takes one request; its answer comes as [`Action::Reply`] with `id`.
+    pub fn handle(&mut self, now_ms: i64, id: RequestId, call: Call) {
+        match call {
+            Call::Join(r) => self.handle_join(now_ms, id, r),
+            Call::Sync(r) => self.handle_sync(now_ms, id, r),
+            Call::Heartbeat(r) => self.handle_heartbeat(now_ms, id, r),
+            Call::Leave(r) => self.handle_leave(now_ms, id, r),
+            Call::Commit(r) => self.handle_offset_commit(now_ms, id, r),
+            Call::Fetch(g, p) => self.handle_offset_fetch(id, &g, p),
+            Call::Describe(g) => self.handle_describe(id, g),
+            Call::List => self.handle_list(id),
+            Call::Delete(g) => self.handle_delete(id, g),
+            Call::OffsetDelete(g, p) => self.handle_offset_delete(id, &g, p),
         }
     }
 

@@ -5,7 +5,6 @@ mod clock;
 mod cluster;
 mod config;
 mod fetcher;
-mod group_state;
 mod groups;
 mod handlers;
 mod meta;

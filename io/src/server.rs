@@ -129,7 +129,6 @@ async fn run_shard(
     for receiver in receivers {
         glommio::spawn_local(shard.clone().serve_peer(receiver)).detach();
     }
-    shard.start_group_timers();
     glommio::spawn_local(shard.clone().timer_loop()).detach();
     glommio::spawn_local(shard.clone().retention_loop()).detach();
     if shard.shared.config.cleaner_enable {

@@ -3,7 +3,7 @@
 //! Core 0 also runs the node's member of the metadata quorum (`cluster::Node`).
 
 use std::any::Any;
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, RefCell, RefMut};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -15,6 +15,7 @@ use bytes::Bytes;
 use futures_lite::future::BoxedLocal;
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
 use glommio::sync::Semaphore;
+use odradek_core::broker::groups::GroupResponse;
 use odradek_core::broker::{self, Output};
 use odradek_core::compact;
 use odradek_core::fetcher::{self, TopicPartition};
@@ -30,9 +31,7 @@ use tracing::{info, warn};
 
 use crate::clock::{now_ms, wall_ms};
 use crate::fetcher::FetcherDriver;
-use crate::group_state::Groups;
 pub use crate::shared::Shared;
-use odradek_core::group::OFFSETS_TOPIC;
 use odradek_core::group::GroupCoordinator;
 use crate::replication;
 use crate::storage::{join_all, GroupCommit, PartitionStore};
@@ -71,7 +70,10 @@ pub struct Shard {
     /// Per peer: a wake-up of everything is waiting for room in its channel, so notices of
     /// single partitions to it would add nothing.
     notice_pending: Vec<Cell<bool>>,
-    pub groups: Groups,
+    /// Group requests waiting for the machine's answer, by id.
+    group_waiters: RefCell<BTreeMap<u64, oneshot::Sender<GroupResponse>>>,
+    /// A request to create `__consumer_offsets` is on its way to the controller.
+    pub creating_offsets_topic: Cell<bool>,
     /// Core 0 only: the metadata quorum member and the broker's link to the active controller.
     pub node: RefCell<Option<Rc<crate::cluster::Node>>>,
     /// The latest metadata image this core applied, and its log index.
@@ -162,12 +164,18 @@ impl Shard {
             peers,
             awaiting: RefCell::default(),
             next_job_id: Cell::new(0),
-            groups: Groups::new(GroupCoordinator::new(group_config, seed ^ id.0 as u64)),
+            group_waiters: RefCell::default(),
+            creating_offsets_topic: Cell::new(false),
             node: RefCell::new(None),
             image: RefCell::new(Arc::new(MetadataImage::default())),
             image_index: Cell::new(0),
             image_lock: Semaphore::new(1),
-            machine: RefCell::new(broker::Shard::new(node_id, fetcher::DEFAULT_RESPONSE_MAX_BYTES, FETCH_REQUEST_TIMEOUT_MS)),
+            machine: RefCell::new(broker::Shard::new(
+                node_id,
+                fetcher::DEFAULT_RESPONSE_MAX_BYTES,
+                FETCH_REQUEST_TIMEOUT_MS,
+                GroupCoordinator::new(group_config, seed ^ id.0 as u64),
+            )),
             stores: RefCell::default(),
             produce_waiters: RefCell::default(),
             fetch_waits: RefCell::default(),
@@ -273,6 +281,24 @@ impl Shard {
                     let _ = waiter.send(());
                 }
             }
+            Output::GroupReply { id, response } => {
+                if let Some(waiter) = self.group_waiters.borrow_mut().remove(&id) {
+                    let _ = waiter.send(response);
+                }
+            }
+            Output::ReadGroups { partition, generation, from, upto, max_bytes } => {
+                let Some(store) = self.stores.borrow().get(&partition).cloned() else { return };
+                let this = self.clone();
+                glommio::spawn_local(async move {
+                    let read = store
+                        .read_upto(from.0, max_bytes, upto.0)
+                        .await
+                        .map_err(|e| format!("{}-{} at {}: {e}", partition.topic, partition.partition, from.0));
+                    this.machine.borrow_mut().handle_groups_read(now_ms(), &partition, generation, read);
+                    this.pump();
+                })
+                .detach();
+            }
         }
     }
 
@@ -313,14 +339,22 @@ impl Shard {
         self.machine.borrow_mut().unpark(wait);
     }
 
+    /// An id for a group request, and where its answer will come.
+    pub(crate) fn await_group_reply(&self) -> (u64, oneshot::Receiver<GroupResponse>) {
+        let id = self.token();
+        let (tx, rx) = oneshot::channel();
+        self.group_waiters.borrow_mut().insert(id, tx);
+        (id, rx)
+    }
+
+    pub(crate) fn machine(&self) -> RefMut<'_, broker::Shard> {
+        self.machine.borrow_mut()
+    }
+
     fn token(&self) -> u64 {
         let token = self.next_token.get();
         self.next_token.set(token + 1);
         token
-    }
-
-    pub fn store(&self, topic: &str, partition: i32) -> Option<Rc<PartitionStore>> {
-        self.stores.borrow().get(&TopicPartition::new(topic, partition)).cloned()
     }
 
     /// Whether this core's replica of the partition leads, and in which epoch.
@@ -410,9 +444,6 @@ impl Shard {
             .map(|(tp, _, _)| tp.clone())
             .collect();
         for tp in stale {
-            if tp.topic == OFFSETS_TOPIC {
-                self.offsets_leadership(tp.partition, None);
-            }
             self.machine.borrow_mut().remove(&tp);
             self.pump();
             let removed = self.stores.borrow_mut().remove(&tp);
@@ -454,9 +485,6 @@ impl Shard {
                 tracing::debug!(topic = %tp.topic, partition = tp.partition, error = ?e, "partition decision not applied");
             }
             self.pump();
-            if tp.topic == OFFSETS_TOPIC {
-                self.offsets_leadership(tp.partition, self.leadership(&tp.topic, tp.partition));
-            }
         }
         // Leaderships may have moved, so every long poll reads again.
         self.machine.borrow_mut().notify(None);

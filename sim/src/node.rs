@@ -21,6 +21,7 @@ use odradek_core::fetcher::{self, TopicPartition, FOLLOWER_FETCH_VERSION};
 use odradek_core::raft::{self, Raft, RaftConfig};
 use odradek_core::replica::{self, Completion, EpochEndOffset, FetchAnswer, FetchRequest, Replica, ReplicaConfig, Role};
 use odradek_core::{broker, wire, ErrorCode};
+use odradek_core::group::{GroupConfig, GroupCoordinator};
 
 use crate::disk::{Clock, Disk};
 
@@ -250,7 +251,12 @@ impl Node {
         self.process = Some(Process {
             raft,
             controller,
-            shard: broker::Shard::new(self.id, fetcher::DEFAULT_RESPONSE_MAX_BYTES, self.replica_config.replica_fetch_response_timeout_ms),
+            shard: broker::Shard::new(
+                self.id,
+                fetcher::DEFAULT_RESPONSE_MAX_BYTES,
+                self.replica_config.replica_fetch_response_timeout_ms,
+                GroupCoordinator::new(GroupConfig::default(), seed ^ 0x9c),
+            ),
             incarnation_id,
             broker_epoch: None,
             next_heartbeat_ms: local_ms,
@@ -682,6 +688,14 @@ impl Node {
                         if let Some(park) = p.parked.remove(&wait) {
                             serve_follower_fetch(&self.disk, p, now, park, out);
                         }
+                    }
+                    // The simulated cluster has no `__consumer_offsets` and its clients send no
+                    // group requests, so its coordinators neither load nor answer.
+                    broker::Output::GroupReply { id: request, .. } => {
+                        out.push(Output::Violation(format!("node {id}: a group answer ({request}) nobody asked for")));
+                    }
+                    broker::Output::ReadGroups { partition, .. } => {
+                        out.push(Output::Violation(format!("node {id}: a group load of {partition:?}, which the simulation has not")));
                     }
                 }
             }

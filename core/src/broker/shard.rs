@@ -12,21 +12,39 @@
 //!
 //! Every disk action and every call names the partition's generation: a partition removed
 //! and opened again (a topic deleted and re-created) must not take the old one's answers.
+//!
+//! The shard also runs the core's group coordinator: the groups of the `__consumer_offsets`
+//! partitions it leads. A new leadership replays the partition ([`Output::ReadGroups`]), a lost
+//! one drops its groups, group records are produced to the partition with acks=all, and the
+//! group APIs are answered as whole Kafka responses ([`Output::GroupReply`]).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
 use kafka_protocol::messages::FetchResponse as WireFetchResponse;
 
+use tracing::{info, warn};
+
+use super::groups::{self, GroupRequest, GroupResponse, Reply};
+use crate::batch;
 use crate::controller::{PartitionState, TopicId};
 use crate::error::ErrorCode;
 use crate::fetcher::{Delivery, Fetchers, Outgoing, TopicPartition};
+use crate::group::{self, GroupCoordinator, GroupRecord, OFFSETS_TOPIC};
+use crate::records;
 use crate::ids::{LeaderEpoch, NodeId, Offset, PartitionEpoch};
 use crate::replica::driver::PartitionDriver;
 use crate::replica::{
     Action, AlterPartitionRequest, Completion, EpochEndOffset, FetchAnswer, FetchRequest, LeaderAndIsr, PersistedState,
-    ProduceAck, Replica, ReplicaConfig,
+    ProduceAck, Replica, ReplicaConfig, Role,
 };
+
+/// How long a replicated group write waits for the ISR (Kafka's `offsets.commit.timeout.ms`).
+const GROUP_COMMIT_TIMEOUT_MS: i32 = 5_000;
+/// How often the coordinator's sessions and rebalances are checked while it owns groups.
+const GROUP_TICK_MS: i64 = 100;
+/// The most a replay of `__consumer_offsets` reads at a time.
+const GROUP_LOAD_READ_BYTES: usize = 8 << 20;
 
 /// What the driver performs for the shard.
 #[derive(Debug)]
@@ -64,6 +82,12 @@ pub enum Output {
     /// The long poll parked as `wait` should read again: news of one of its partitions, or its
     /// deadline passed.
     Woken { wait: u64 },
+    /// The answer to the group request the driver handed in as `id`
+    /// ([`Shard::group_request`]): the whole Kafka response.
+    GroupReply { id: u64, response: GroupResponse },
+    /// Read `partition` (a `__consumer_offsets` partition whose groups load) from `from`, at
+    /// most `max_bytes`, below `upto`; answer with [`Shard::handle_groups_read`].
+    ReadGroups { partition: TopicPartition, generation: u64, from: Offset, upto: Offset, max_bytes: usize },
 }
 
 struct Partition {
@@ -80,7 +104,24 @@ struct Partition {
 
 struct Waiter {
     partition: TopicPartition,
-    token: u64,
+    answer: Answer,
+}
+
+/// Who hears a produce's answer.
+#[derive(Debug, Clone, Copy)]
+enum Answer {
+    /// The driver, as [`Output::Produced`] with this token.
+    Driver(u64),
+    /// The group coordinator, whose records these are (its persist token).
+    Group(u64),
+}
+
+/// A replay of one `__consumer_offsets` partition in progress.
+struct GroupLoad {
+    epoch: LeaderEpoch,
+    generation: u64,
+    upto: Offset,
+    records: usize,
 }
 
 pub struct Shard {
@@ -97,11 +138,22 @@ pub struct Shard {
     timers: BTreeSet<(i64, TopicPartition)>,
     purgatory: Purgatory,
     outputs: VecDeque<Output>,
+    groups: GroupCoordinator,
+    /// Group requests waiting for the coordinator, with what their answers need.
+    group_replies: BTreeMap<u64, Reply>,
+    /// Per `__consumer_offsets` partition this core leads, the leader epoch its groups were
+    /// loaded (or are loading) for.
+    group_leading: BTreeMap<i32, LeaderEpoch>,
+    group_loads: BTreeMap<i32, GroupLoad>,
+    /// Group writes that ended (persist token, durable), for the coordinator.
+    group_persisted: Vec<(u64, bool)>,
+    /// The coordinator's next tick, while it owns any partition.
+    group_tick: Option<i64>,
 }
 
 impl Shard {
     /// `response_max_bytes` and `request_timeout_ms` are the fetchers' (see [`Fetchers::new`]).
-    pub fn new(local: NodeId, response_max_bytes: i32, request_timeout_ms: i64) -> Self {
+    pub fn new(local: NodeId, response_max_bytes: i32, request_timeout_ms: i64, groups: GroupCoordinator) -> Self {
         Shard {
             local,
             partitions: BTreeMap::new(),
@@ -113,6 +165,12 @@ impl Shard {
             timers: BTreeSet::new(),
             purgatory: Purgatory::default(),
             outputs: VecDeque::new(),
+            groups,
+            group_replies: BTreeMap::new(),
+            group_leading: BTreeMap::new(),
+            group_loads: BTreeMap::new(),
+            group_persisted: Vec::new(),
+            group_tick: None,
         }
     }
 
@@ -154,9 +212,12 @@ impl Shard {
             self.produces.iter().filter(|(_, w)| &w.partition == partition).map(|(&id, _)| id).collect();
         for id in answered {
             let waiter = self.produces.remove(&id).expect("listed");
-            self.outputs.push_back(Output::Produced { token: waiter.token, result: Err(ErrorCode::NotLeaderOrFollower) });
+            self.answer_produce(waiter.answer, Err(ErrorCode::NotLeaderOrFollower));
         }
         self.wake_partition(partition);
+        if partition.topic == OFFSETS_TOPIC {
+            self.group_leadership(0, partition);
+        }
         true
     }
 
@@ -211,6 +272,9 @@ impl Shard {
         };
         self.touch(partition.clone());
         self.wake_partition(partition);
+        if partition.topic == OFFSETS_TOPIC {
+            self.group_leadership(now_ms, partition);
+        }
         result
     }
 
@@ -240,6 +304,18 @@ impl Shard {
         timeout_ms: i32,
         token: u64,
     ) -> Result<(), ErrorCode> {
+        self.start_produce(now_ms, partition, records, acks, timeout_ms, Answer::Driver(token))
+    }
+
+    fn start_produce(
+        &mut self,
+        now_ms: i64,
+        partition: &TopicPartition,
+        records: Bytes,
+        acks: i16,
+        timeout_ms: i32,
+        answer: Answer,
+    ) -> Result<(), ErrorCode> {
         let Some(entry) = self.partitions.get_mut(partition) else { return Err(ErrorCode::NotLeaderOrFollower) };
         if entry.draining {
             return Err(ErrorCode::NotLeaderOrFollower);
@@ -247,7 +323,7 @@ impl Shard {
         let id = self.next_produce;
         self.next_produce += 1;
         if acks != 0 {
-            self.produces.insert(id, Waiter { partition: partition.clone(), token });
+            self.produces.insert(id, Waiter { partition: partition.clone(), answer });
         }
         entry.driver.replica_mut().handle_produce(now_ms, id, records, acks, timeout_ms);
         self.touch(partition.clone());
@@ -339,6 +415,153 @@ impl Shard {
         }
     }
 
+    // ---- groups ----
+
+    /// A group request for this core's coordinator, answered later as [`Output::GroupReply`]
+    /// with `id` (unique among the driver's requests still waiting).
+    pub fn group_request(&mut self, now_ms: i64, id: u64, request: GroupRequest) {
+        self.group_replies.insert(id, request.reply);
+        self.groups.handle(now_ms, id, request.call);
+        self.drain_groups(now_ms);
+    }
+
+    /// The metadata image makes this node the leader of `__consumer_offsets-{partition}` at
+    /// `epoch`, and this core will own it: until its replica leads and its groups load, their
+    /// requests get COORDINATOR_LOAD_IN_PROGRESS (which clients retry) rather than
+    /// NOT_COORDINATOR, since FindCoordinator already names this node.
+    pub fn expect_group_leadership(&mut self, partition: i32, epoch: LeaderEpoch) {
+        if self.group_leading.get(&partition) != Some(&epoch) {
+            self.groups.begin_load(partition);
+        }
+    }
+
+    /// Follows the leadership of a `__consumer_offsets` replica: a new one replays the
+    /// partition to its log end (a leader never truncates its own log, so all of it becomes
+    /// committed or this node loses leadership first); a lost one drops the partition's groups.
+    fn group_leadership(&mut self, now_ms: i64, partition: &TopicPartition) {
+        let p = partition.partition;
+        let entry = self.partitions.get(partition);
+        let leading = entry
+            .map(|e| e.driver.replica())
+            .filter(|r| r.role() == Role::Leader)
+            .map(|r| r.leader_epoch());
+        let previous = self.group_leading.get(&p).copied();
+        if previous == leading {
+            return;
+        }
+        self.group_loads.remove(&p);
+        match (leading, entry) {
+            (Some(epoch), Some(entry)) => {
+                self.group_leading.insert(p, epoch);
+                self.groups.begin_load(p);
+                self.group_tick.get_or_insert(now_ms + GROUP_TICK_MS);
+                let replica = entry.driver.replica();
+                let (from, upto) = (replica.log_start_offset(), replica.log_end_offset());
+                let generation = entry.generation;
+                self.group_loads.insert(p, GroupLoad { epoch, generation, upto, records: 0 });
+                if from < upto {
+                    self.outputs.push_back(Output::ReadGroups {
+                        partition: partition.clone(),
+                        generation,
+                        from,
+                        upto,
+                        max_bytes: GROUP_LOAD_READ_BYTES,
+                    });
+                } else {
+                    self.finish_group_load(p);
+                }
+            }
+            _ => {
+                let expected = self.groups.owned_partitions().contains(&p);
+                self.group_leading.remove(&p);
+                if previous.is_some() || expected {
+                    self.groups.unload(p);
+                    info!(partition = p, "no longer coordinating the groups of {OFFSETS_TOPIC}-{p}");
+                }
+            }
+        }
+        self.drain_groups(now_ms);
+    }
+
+    /// A chunk of a replay ([`Output::ReadGroups`]) read, or why it could not be. A failed
+    /// read leaves the partition loading: clients retry, and go elsewhere once leadership
+    /// moves, as Kafka's do.
+    pub fn handle_groups_read(&mut self, now_ms: i64, partition: &TopicPartition, generation: u64, read: Result<Bytes, String>) {
+        let p = partition.partition;
+        let Some(load) = self.group_loads.get(&p).filter(|l| l.generation == generation) else { return };
+        let upto = load.upto;
+        let decoded = read.and_then(|chunk| {
+            let next = batch::scan_headers(&chunk).last().map(|(_, h)| Offset(h.next_offset()));
+            Ok((next, records::decode_key_values(&chunk)?))
+        });
+        let (next, pairs) = match decoded {
+            Ok(decoded) => decoded,
+            Err(error) => {
+                warn!(partition = p, %error, "loading group state failed");
+                self.group_loads.remove(&p);
+                return;
+            }
+        };
+        let mut loaded = 0;
+        for (key, value) in pairs {
+            match GroupRecord::decode(key, value) {
+                Ok(record) => self.groups.load(now_ms, record),
+                Err(error) => warn!(partition = p, %error, "skipping an unreadable group record"),
+            }
+            loaded += 1;
+        }
+        self.group_loads.get_mut(&p).expect("checked").records += loaded;
+        match next {
+            Some(next) if next < upto => self.outputs.push_back(Output::ReadGroups {
+                partition: partition.clone(),
+                generation,
+                from: next,
+                upto,
+                max_bytes: GROUP_LOAD_READ_BYTES,
+            }),
+            _ => self.finish_group_load(p),
+        }
+        self.drain_groups(now_ms);
+    }
+
+    fn finish_group_load(&mut self, p: i32) {
+        let Some(load) = self.group_loads.remove(&p) else { return };
+        self.groups.finish_load(p);
+        info!(partition = p, epoch = %load.epoch, records = load.records, "loaded the groups of {OFFSETS_TOPIC}-{p}");
+    }
+
+    /// The coordinator's actions: answers out as Kafka responses, records to its partition.
+    fn drain_groups(&mut self, now_ms: i64) {
+        while let Some(action) = self.groups.poll_action() {
+            match action {
+                group::Action::Reply(id, response) => {
+                    if let Some(reply) = self.group_replies.remove(&id) {
+                        self.outputs.push_back(Output::GroupReply { id, response: groups::answer(reply, response) });
+                    }
+                }
+                group::Action::Persist { token, partition, records } => {
+                    // acks=all: an offset commit is acknowledged only once the ISR holds it, as
+                    // Kafka writes group records.
+                    let tp = TopicPartition::new(OFFSETS_TOPIC, partition);
+                    let encoded: Vec<(Bytes, Option<Bytes>)> = records.iter().map(GroupRecord::encode).collect();
+                    let batch = records::encode_batch(&encoded, now_ms);
+                    let started = self.start_produce(now_ms, &tp, batch, -1, GROUP_COMMIT_TIMEOUT_MS, Answer::Group(token));
+                    if let Err(error) = started {
+                        warn!(partition, ?error, "replicating group records failed");
+                        self.groups.handle_persisted(token, false);
+                    }
+                }
+            }
+        }
+    }
+
+    fn answer_produce(&mut self, answer: Answer, result: Result<ProduceAck, ErrorCode>) {
+        match answer {
+            Answer::Driver(token) => self.outputs.push_back(Output::Produced { token, result }),
+            Answer::Group(token) => self.group_persisted.push((token, result.is_ok())),
+        }
+    }
+
     // ---- the fetch purgatory ----
 
     /// Parks a long poll until news of one of `partitions` or `deadline_ms` (then
@@ -379,7 +602,7 @@ impl Shard {
 
     /// When [`Self::handle_timeout`] is next due.
     pub fn poll_timeout(&self) -> Option<i64> {
-        [self.timers.first().map(|(due, _)| *due), self.fetchers.poll_timeout(), self.purgatory.poll_timeout()]
+        [self.timers.first().map(|(due, _)| *due), self.fetchers.poll_timeout(), self.purgatory.poll_timeout(), self.group_tick]
             .into_iter()
             .flatten()
             .min()
@@ -400,6 +623,11 @@ impl Shard {
         self.deliver(now_ms, expired);
         self.purgatory.expire(now_ms);
         self.drain_woken();
+        if self.group_tick.is_some_and(|due| due <= now_ms) {
+            self.groups.handle_timeout(now_ms);
+            self.group_tick = (!self.groups.owned_partitions().is_empty()).then_some(now_ms + GROUP_TICK_MS);
+            self.drain_groups(now_ms);
+        }
     }
 
     /// The next output to perform. `now_ms` times the fetchers' rounds.
@@ -407,6 +635,13 @@ impl Shard {
         loop {
             if let Some(output) = self.outputs.pop_front() {
                 return Some(output);
+            }
+            if !self.group_persisted.is_empty() {
+                for (token, durable) in std::mem::take(&mut self.group_persisted) {
+                    self.groups.handle_persisted(token, durable);
+                }
+                self.drain_groups(now_ms);
+                continue;
             }
             if let Some(partition) = self.dirty.pop_first() {
                 self.drain_partition(partition);
@@ -452,7 +687,13 @@ impl Shard {
                 }
                 Action::ReplyProduce { request_id, result } => {
                     if let Some(waiter) = self.produces.remove(&request_id) {
-                        self.outputs.push_back(Output::Produced { token: waiter.token, result });
+                        if let (Answer::Group(_), Err(error)) = (waiter.answer, &result) {
+                            warn!(partition = partition.partition, ?error, "replicating group records failed");
+                        }
+                        match waiter.answer {
+                            Answer::Driver(token) => self.outputs.push_back(Output::Produced { token, result }),
+                            Answer::Group(token) => self.group_persisted.push((token, result.is_ok())),
+                        }
                     }
                 }
                 disk => self.outputs.push_back(Output::Disk { partition: partition.clone(), generation, action: disk }),
@@ -551,6 +792,10 @@ impl Purgatory {
 mod tests {
     use super::*;
     use crate::batch::tests::encode_batch;
+    use crate::group::GroupConfig;
+    use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+    use kafka_protocol::messages::{OffsetCommitRequest, OffsetFetchRequest};
+    use kafka_protocol::protocol::StrBytes;
     use kafka_protocol::records::Compression;
 
     fn tp(p: i32) -> TopicPartition {
@@ -568,7 +813,7 @@ mod tests {
     }
 
     fn shard_leading(partitions: i32) -> Shard {
-        let mut shard = Shard::new(NodeId(1), 1 << 20, 10_000);
+        let mut shard = Shard::new(NodeId(1), 1 << 20, 10_000, coordinator());
         for p in 0..partitions {
             shard.open(tp(p), [0; 16], ReplicaConfig::default(), PersistedState::default());
             shard.apply_state(0, &tp(p), &leader_state()).unwrap();
@@ -577,15 +822,25 @@ mod tests {
         shard
     }
 
+    fn coordinator() -> GroupCoordinator {
+        GroupCoordinator::new(GroupConfig { offsets_topic_partitions: 1, ..GroupConfig::default() }, 7)
+    }
+
     /// Performs every disk action at once, as a disk that never fails; -> the other outputs.
     fn perform_all(shard: &mut Shard, now: i64) -> Vec<Output> {
+        perform_all_into(shard, now, &mut BTreeMap::new())
+    }
+
+    /// [`perform_all`], keeping what each partition appended in `logs`.
+    fn perform_all_into(shard: &mut Shard, now: i64, logs: &mut BTreeMap<TopicPartition, Vec<Bytes>>) -> Vec<Output> {
         let mut others = Vec::new();
         let mut written: BTreeMap<TopicPartition, Offset> = BTreeMap::new();
         while let Some(output) = shard.poll_output(now) {
             match output {
                 Output::Disk { partition, generation, action } => {
                     let completion = match action {
-                        Action::Append { end_offset, .. } => {
+                        Action::Append { end_offset, records, .. } => {
+                            logs.entry(partition.clone()).or_default().push(records);
                             written.insert(partition.clone(), end_offset);
                             Some(Completion::Appended { end_offset })
                         }
@@ -673,5 +928,116 @@ mod tests {
         assert_eq!(shard.produce(1, &tp(0), records, -1, 30_000, 1), Err(ErrorCode::NotLeaderOrFollower));
         assert!(perform_all(&mut shard, 1).is_empty());
         assert_eq!(shard.replica(&tp(0)).unwrap().log_end_offset(), Offset(0));
+    }
+
+    fn offsets() -> TopicPartition {
+        TopicPartition::new(OFFSETS_TOPIC, 0)
+    }
+
+    fn commit(offset: i64) -> GroupRequest {
+        let partition = OffsetCommitRequestPartition::default().with_partition_index(0).with_committed_offset(offset);
+        let topic = OffsetCommitRequestTopic::default().with_name(StrBytes::from_static_str("t").into()).with_partitions(vec![partition]);
+        let request = OffsetCommitRequest::default()
+            .with_group_id(StrBytes::from_static_str("g").into())
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![topic]);
+        let mut routed = groups::offset_commit(request, 1);
+        assert_eq!(routed.parts.len(), 1);
+        routed.parts.pop().unwrap().1
+    }
+
+    fn committed(shard: &mut Shard, now: i64, id: u64) -> GroupResponse {
+        let request = OffsetFetchRequest::default().with_group_id(StrBytes::from_static_str("g").into()).with_topics(None);
+        shard.group_request(now, id, groups::offset_fetch(request, 5, 1).parts.pop().unwrap().1);
+        let replies = group_replies(perform_all(shard, now));
+        assert_eq!(replies.len(), 1, "{replies:?}");
+        replies.into_iter().next().unwrap().1
+    }
+
+    fn group_replies(outputs: Vec<Output>) -> Vec<(u64, GroupResponse)> {
+        outputs
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::GroupReply { id, response } => Some((id, response)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn commit_error(response: &GroupResponse) -> i16 {
+        let GroupResponse::OffsetCommit(r) = response else { panic!("{response:?}") };
+        r.topics[0].partitions[0].error_code
+    }
+
+    fn committed_offset(response: &GroupResponse) -> Option<i64> {
+        let GroupResponse::OffsetFetch(r) = response else { panic!("{response:?}") };
+        assert_eq!(r.error_code, 0, "{r:?}");
+        r.topics.first().map(|t| t.partitions[0].committed_offset)
+    }
+
+    fn shard_leading_offsets(persisted: PersistedState) -> Shard {
+        let mut shard = Shard::new(NodeId(1), 1 << 20, 10_000, coordinator());
+        shard.open(offsets(), [9; 16], ReplicaConfig::default(), persisted);
+        shard.apply_state(0, &offsets(), &leader_state()).unwrap();
+        shard
+    }
+
+    #[test]
+    fn an_offset_commit_is_answered_once_its_records_are_replicated_and_replays_on_a_new_leader() {
+        let mut logs = BTreeMap::new();
+        let mut shard = shard_leading_offsets(PersistedState::default());
+        perform_all_into(&mut shard, 0, &mut logs);
+        shard.group_request(1, 40, commit(123));
+        // The answer waits for the write: nothing before its disk actions ran.
+        let Some(Output::Disk { action: Action::Append { .. }, .. }) = shard.poll_output(1) else { panic!("the append first") };
+        shard.remove(&offsets());
+        let refused = group_replies(perform_all(&mut shard, 1));
+        assert!(matches!(&refused[..], [(40, r)] if commit_error(r) != 0), "a commit whose write was lost must fail: {refused:?}");
+
+        let mut shard = shard_leading_offsets(PersistedState::default());
+        perform_all_into(&mut shard, 0, &mut logs);
+        shard.group_request(2, 41, commit(123));
+        let replies = group_replies(perform_all_into(&mut shard, 2, &mut logs));
+        assert!(matches!(&replies[..], [(41, r)] if commit_error(r) == 0), "{replies:?}");
+        assert_eq!(committed_offset(&committed(&mut shard, 3, 42)), Some(123));
+        let written = logs.get(&offsets()).expect("group records appended").clone();
+
+        // A new leader of the partition replays what was written before it serves the group.
+        let end = shard.replica(&offsets()).unwrap().log_end_offset();
+        let mut successor = Shard::new(NodeId(1), 1 << 20, 10_000, coordinator());
+        let persisted = PersistedState { log_end_offset: end, ..PersistedState::default() };
+        successor.open(offsets(), [9; 16], ReplicaConfig::default(), persisted);
+        successor.apply_state(10, &offsets(), &leader_state()).unwrap();
+        let mut reads = Vec::new();
+        for output in perform_all(&mut successor, 10) {
+            if let Output::ReadGroups { partition, generation, from, upto, .. } = output {
+                reads.push((partition, generation, from, upto));
+            }
+        }
+        let [(partition, generation, from, upto)] = &reads[..] else { panic!("one read of the log: {reads:?}") };
+        assert_eq!((*from, *upto), (Offset(0), end));
+        // Until the read is in, the group is loading.
+        let GroupResponse::OffsetFetch(loading) = committed(&mut successor, 11, 1) else { unreachable!() };
+        assert_eq!(loading.error_code, ErrorCode::CoordinatorLoadInProgress.code());
+        let chunk: Vec<u8> = written.iter().flat_map(|b| b.iter().copied()).collect();
+        successor.handle_groups_read(12, partition, *generation, Ok(Bytes::from(chunk)));
+        assert_eq!(committed_offset(&committed(&mut successor, 12, 2)), Some(123));
+    }
+
+    #[test]
+    fn a_stale_group_read_is_ignored_and_a_lost_leadership_drops_the_groups() {
+        let mut logs = BTreeMap::new();
+        let mut shard = shard_leading_offsets(PersistedState::default());
+        perform_all_into(&mut shard, 0, &mut logs);
+        shard.group_request(1, 1, commit(5));
+        perform_all_into(&mut shard, 1, &mut logs);
+        let follower = PartitionState { leader: NodeId(2), leader_epoch: LeaderEpoch(1), ..leader_state() };
+        shard.apply_state(2, &offsets(), &follower).unwrap();
+        let GroupResponse::OffsetFetch(moved) = committed(&mut shard, 3, 2) else { unreachable!() };
+        assert_eq!(moved.error_code, ErrorCode::NotCoordinator.code());
+        // A read for a generation since removed changes nothing.
+        shard.handle_groups_read(4, &offsets(), 999, Ok(Bytes::new()));
+        let GroupResponse::OffsetFetch(still) = committed(&mut shard, 4, 3) else { unreachable!() };
+        assert_eq!(still.error_code, ErrorCode::NotCoordinator.code());
     }
 }
