@@ -2,7 +2,6 @@
 //! table (from the metadata image), its group commit, and the channels to every other core.
 //! Core 0 also runs the node's member of the metadata quorum (`cluster::Node`).
 
-use std::any::Any;
 use std::cell::{Cell, RefCell, RefMut};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -40,8 +39,13 @@ use crate::storage::{join_all, GroupCommit, PartitionStore};
 /// dropped and every partition it carried fetches again).
 const FETCH_REQUEST_TIMEOUT_MS: i64 = 10_000;
 
-/// Work sent to another core: runs there with that core's [`Shard`] and yields its answer.
-pub type Job = Box<dyn FnOnce(Rc<Shard>) -> Pin<Box<dyn Future<Output = Box<dyn Any + Send>>>> + Send>;
+/// Work sent to another core: runs there with that core's [`Shard`] and yields the delivery
+/// of its answer, which the asking core runs.
+pub type Job = Box<dyn FnOnce(Rc<Shard>) -> Pin<Box<dyn Future<Output = Delivery>>> + Send>;
+
+/// A job's answer on its way back: run on the asking core, it hands the answer to the task
+/// waiting there, typed, through that core's own oneshot.
+pub type Delivery = Box<dyn FnOnce() + Send>;
 
 /// What cores send each other over their shared channels.
 ///
@@ -51,8 +55,8 @@ pub type Job = Box<dyn FnOnce(Rc<Shard>) -> Pin<Box<dyn Future<Output = Box<dyn 
 /// the task's reference count (observed as a double free under load), so no future on one
 /// core may ever be woken by another core's thread.
 pub enum PeerMessage {
-    Job { id: u64, from: ShardId, job: Job },
-    Answer { id: u64, answer: Box<dyn Any + Send> },
+    Job { from: ShardId, job: Job },
+    Answer(Delivery),
     /// A partition's high watermark or written end moved on the sending core (`None`: any
     /// partition's may have).
     DataArrived(Option<TopicPartition>),
@@ -64,9 +68,6 @@ pub struct Shard {
     pub topics: RefCell<TopicTable>,
     pub commit: Rc<GroupCommit>,
     peers: Vec<Option<ConnectedSender<PeerMessage>>>,
-    /// Jobs sent to other cores, waiting for their answers.
-    awaiting: RefCell<BTreeMap<u64, futures_channel::oneshot::Sender<Box<dyn Any + Send>>>>,
-    next_job_id: Cell<u64>,
     /// Per peer: a wake-up of everything is waiting for room in its channel, so notices of
     /// single partitions to it would add nothing.
     notice_pending: Vec<Cell<bool>>,
@@ -162,8 +163,6 @@ impl Shard {
             commit: GroupCommit::new(fsync),
             notice_pending: peers.iter().map(|_| Cell::new(false)).collect(),
             peers,
-            awaiting: RefCell::default(),
-            next_job_id: Cell::new(0),
             group_waiters: RefCell::default(),
             creating_offsets_topic: Cell::new(false),
             node: RefCell::new(None),
@@ -506,17 +505,23 @@ impl Shard {
         if target == self.id {
             return job(self.clone()).await;
         }
-        let id = self.next_job_id.get();
-        self.next_job_id.set(id + 1);
-        let (tx, rx) = futures_channel::oneshot::channel();
-        self.awaiting.borrow_mut().insert(id, tx);
-        let boxed: Job = Box::new(move |shard| Box::pin(async move { Box::new(job(shard).await) as Box<dyn Any + Send> }));
+        let (tx, rx) = futures_channel::oneshot::channel::<R>();
+        // The sender travels to the target and back inside the delivery, and is used (or
+        // dropped) only when the delivery runs here, so the waiting task is woken on its own
+        // core's thread.
+        let boxed: Job = Box::new(move |shard| {
+            Box::pin(async move {
+                let answer = job(shard).await;
+                Box::new(move || {
+                    let _ = tx.send(answer);
+                }) as Delivery
+            })
+        });
         let sender = self.peers[target.0].as_ref().expect("a channel to every other core");
-        if sender.send(PeerMessage::Job { id, from: self.id, job: boxed }).await.is_err() {
+        if sender.send(PeerMessage::Job { from: self.id, job: boxed }).await.is_err() {
             panic!("core {} stopped serving", target.0);
         }
-        let answer = rx.await.unwrap_or_else(|_| panic!("core {} dropped a request", target.0));
-        *answer.downcast::<R>().expect("an answer of the job's own type")
+        rx.await.unwrap_or_else(|_| panic!("core {} dropped a request", target.0))
     }
 
     /// Sends a request to the active controller through core 0; `None` when none answered.
@@ -549,22 +554,20 @@ impl Shard {
     pub async fn serve_peer(self: Rc<Self>, receiver: ConnectedReceiver<PeerMessage>) {
         while let Some(message) = receiver.recv().await {
             match message {
-                PeerMessage::Job { id, from, job } => {
+                PeerMessage::Job { from, job } => {
                     let this = self.clone();
                     glommio::spawn_local(async move {
                         let answer = job(this.clone()).await;
                         let sender = this.peers[from.0].as_ref().expect("a channel to every other core");
-                        if sender.send(PeerMessage::Answer { id, answer }).await.is_err() {
+                        if let Err(unsent) = sender.send(PeerMessage::Answer(answer)).await {
+                            // Dropping it here would wake the asking task from this thread.
+                            std::mem::forget(unsent);
                             warn!(core = this.id.0, to = from.0, "a core stopped listening for answers");
                         }
                     })
                     .detach();
                 }
-                PeerMessage::Answer { id, answer } => {
-                    if let Some(tx) = self.awaiting.borrow_mut().remove(&id) {
-                        let _ = tx.send(answer);
-                    }
-                }
+                PeerMessage::Answer(deliver) => deliver(),
                 PeerMessage::DataArrived(partition) => {
                     self.machine.borrow_mut().notify(partition.as_ref());
                     self.pump();
