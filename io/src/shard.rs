@@ -57,9 +57,9 @@ pub type Delivery = Box<dyn FnOnce() + Send>;
 pub enum PeerMessage {
     Job { from: ShardId, job: Job },
     Answer(Delivery),
-    /// A partition's high watermark or written end moved on the sending core (`None`: any
+    /// Partitions whose high watermark or written end moved on the sending core (`None`: any
     /// partition's may have).
-    DataArrived(Option<TopicPartition>),
+    DataArrived(Option<Vec<TopicPartition>>),
 }
 
 pub struct Shard {
@@ -94,6 +94,8 @@ pub struct Shard {
     next_token: Cell<u64>,
     /// An output loop is running (outputs that call back in leave the rest to it).
     pumping: Cell<bool>,
+    /// Partitions made visible during this pump, for the other cores.
+    news: RefCell<Vec<TopicPartition>>,
     /// Wakes the timer task when the machine's next timer moved earlier than it sleeps for.
     timer_kick: event_listener::Event,
     timer_armed: Cell<Option<i64>>,
@@ -180,21 +182,22 @@ impl Shard {
             fetch_waits: RefCell::default(),
             next_token: Cell::new(0),
             pumping: Cell::new(false),
+            news: RefCell::default(),
             timer_kick: event_listener::Event::new(),
             timer_armed: Cell::new(None),
             fetchers: Rc::new(FetcherDriver::default()),
         })
     }
 
-    /// Tells every other core's purgatory that `partition` (`None`: any partition) has news;
-    /// this core's own machine woke its long polls already.
-    fn announce_to_peers(self: &Rc<Self>, partition: Option<&TopicPartition>) {
+    /// Tells every other core's purgatory that `partitions` (`None`: any partition) have
+    /// news; this core's own machine woke its long polls already.
+    fn announce_to_peers(self: &Rc<Self>, partitions: Option<Vec<TopicPartition>>) {
         for (peer, sender) in self.peers.iter().enumerate() {
             let Some(sender) = sender else { continue };
             if self.notice_pending[peer].get() {
                 continue;
             }
-            let notice = partition.cloned();
+            let notice = partitions.clone();
             if sender.try_send(PeerMessage::DataArrived(notice)).is_err() {
                 // The channel is full: the peer is busy with our messages and gets one wake-up
                 // of everything once it has room; a long poll there waits at most that long.
@@ -224,6 +227,12 @@ impl Shard {
             self.perform(output);
         }
         self.pumping.set(false);
+        // One notice per peer for everything this pump made visible: a group-commit round
+        // moves many partitions at once, and every message may wake the peer's reactor.
+        let news = std::mem::take(&mut *self.news.borrow_mut());
+        if !news.is_empty() {
+            self.announce_to_peers(Some(news));
+        }
         let due = self.machine.borrow().poll_timeout();
         if due.is_some_and(|due| self.timer_armed.get().is_none_or(|armed| due < armed)) {
             self.timer_kick.notify(1);
@@ -273,7 +282,7 @@ impl Shard {
                 if let Some(store) = self.stores.borrow().get(&partition) {
                     store.set_high_watermark(high_watermark.0);
                 }
-                self.announce_to_peers(Some(&partition));
+                self.news.borrow_mut().push(partition);
             }
             Output::Woken { wait } => {
                 if let Some(waiter) = self.fetch_waits.borrow_mut().remove(&wait) {
@@ -568,8 +577,14 @@ impl Shard {
                     .detach();
                 }
                 PeerMessage::Answer(deliver) => deliver(),
-                PeerMessage::DataArrived(partition) => {
-                    self.machine.borrow_mut().notify(partition.as_ref());
+                PeerMessage::DataArrived(partitions) => {
+                    {
+                        let mut machine = self.machine.borrow_mut();
+                        match partitions {
+                            Some(partitions) => partitions.iter().for_each(|tp| machine.notify(Some(tp))),
+                            None => machine.notify(None),
+                        }
+                    }
                     self.pump();
                 }
             }

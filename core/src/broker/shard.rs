@@ -76,8 +76,9 @@ pub enum Output {
     },
     /// The answer to the produce the driver tagged `token`.
     Produced { token: u64, result: Result<ProduceAck, ErrorCode> },
-    /// The partition's high watermark or written end moved: consumers may read up to
-    /// `high_watermark` now, and long polls on other cores reading it should hear of it.
+    /// News for long polls on other cores reading the partition: its high watermark moved
+    /// (consumers may read up to `high_watermark` now), or the written end of a leader with
+    /// followers did (their fetches wait for it). This core's own long polls have heard.
     Visible { partition: TopicPartition, high_watermark: Offset },
     /// The long poll parked as `wait` should read again: news of one of its partitions, or its
     /// deadline passed.
@@ -100,6 +101,8 @@ struct Partition {
     applied: Option<(LeaderEpoch, PartitionEpoch)>,
     /// The replica's timer, as entered in `Shard::timers`.
     due: Option<i64>,
+    /// The high watermark last reported as [`Output::Visible`].
+    announced: Offset,
 }
 
 struct Waiter {
@@ -193,6 +196,7 @@ impl Shard {
             draining: false,
             applied: None,
             due: None,
+            announced: Offset(-1),
         };
         self.partitions.insert(partition.clone(), entry);
         self.touch(partition);
@@ -712,8 +716,11 @@ impl Shard {
         }
         if let Some((high_watermark, _)) = visible {
             // Long polls reading the partition: a follower waits for data, a consumer for the
-            // high watermark.
-            self.outputs.push_back(Output::Visible { partition: partition.clone(), high_watermark });
+            // high watermark. Other cores hear only of what their long polls may wait for.
+            if high_watermark != entry.announced || entry.driver.replica().has_followers() {
+                entry.announced = high_watermark;
+                self.outputs.push_back(Output::Visible { partition: partition.clone(), high_watermark });
+            }
             self.wake_partition(&partition);
         }
     }

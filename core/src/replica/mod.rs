@@ -564,6 +564,12 @@ impl Replica {
         }
     }
 
+    /// Whether this replica leads and other replicas fetch from it (whose long polls wait
+    /// for its written end, not only its high watermark).
+    pub fn has_followers(&self) -> bool {
+        matches!(&self.role, RoleState::Leader(l) if !l.followers.is_empty())
+    }
+
     /// Committed ISR plus a pending proposal (KIP-497's "maximal ISR"); leader only.
     pub fn maximal_isr(&self) -> Vec<NodeId> {
         match &self.role {
