@@ -716,12 +716,13 @@ impl Shard {
         }
         if let Some((high_watermark, _)) = visible {
             // Long polls reading the partition: a follower waits for data, a consumer for the
-            // high watermark. Other cores hear only of what their long polls may wait for.
+            // high watermark. Only news a long poll may wait for wakes one, here or on another
+            // core: a consumer woken by a written end it may not read yet reads for nothing.
             if high_watermark != entry.announced || entry.driver.replica().has_followers() {
                 entry.announced = high_watermark;
                 self.outputs.push_back(Output::Visible { partition: partition.clone(), high_watermark });
+                self.wake_partition(&partition);
             }
-            self.wake_partition(&partition);
         }
     }
 }
