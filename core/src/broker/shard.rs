@@ -216,11 +216,11 @@ impl Shard {
             self.produces.iter().filter(|(_, w)| &w.partition == partition).map(|(&id, _)| id).collect();
         for id in answered {
             let waiter = self.produces.remove(&id).expect("listed");
-            self.answer_produce(waiter.answer, Err(ErrorCode::NotLeaderOrFollower));
+            answer_produce(&mut self.outputs, &mut self.group_persisted, waiter.answer, Err(ErrorCode::NotLeaderOrFollower));
         }
         self.wake_partition(partition);
         if partition.topic == OFFSETS_TOPIC {
-            self.group_leadership(0, partition);
+            self.group_leadership(partition);
         }
         true
     }
@@ -277,7 +277,7 @@ impl Shard {
         self.touch(partition.clone());
         self.wake_partition(partition);
         if partition.topic == OFFSETS_TOPIC {
-            self.group_leadership(now_ms, partition);
+            self.group_leadership(partition);
         }
         result
     }
@@ -426,7 +426,6 @@ impl Shard {
     pub fn group_request(&mut self, now_ms: i64, id: u64, request: GroupRequest) {
         self.group_replies.insert(id, request.reply);
         self.groups.handle(now_ms, id, request.call);
-        self.drain_groups(now_ms);
     }
 
     /// The metadata image makes this node the leader of `__consumer_offsets-{partition}` at
@@ -442,7 +441,7 @@ impl Shard {
     /// Follows the leadership of a `__consumer_offsets` replica: a new one replays the
     /// partition to its log end (a leader never truncates its own log, so all of it becomes
     /// committed or this node loses leadership first); a lost one drops the partition's groups.
-    fn group_leadership(&mut self, now_ms: i64, partition: &TopicPartition) {
+    fn group_leadership(&mut self, partition: &TopicPartition) {
         let p = partition.partition;
         let entry = self.partitions.get(partition);
         let leading = entry
@@ -458,7 +457,8 @@ impl Shard {
             (Some(epoch), Some(entry)) => {
                 self.group_leading.insert(p, epoch);
                 self.groups.begin_load(p);
-                self.group_tick.get_or_insert(now_ms + GROUP_TICK_MS);
+                // Due at once (a spurious tick changes nothing); later ones every GROUP_TICK_MS.
+                self.group_tick.get_or_insert(i64::MIN);
                 let replica = entry.driver.replica();
                 let (from, upto) = (replica.log_start_offset(), replica.log_end_offset());
                 let generation = entry.generation;
@@ -484,7 +484,6 @@ impl Shard {
                 }
             }
         }
-        self.drain_groups(now_ms);
     }
 
     /// A chunk of a replay ([`Output::ReadGroups`]) read, or why it could not be. A failed
@@ -525,7 +524,6 @@ impl Shard {
             }),
             _ => self.finish_group_load(p),
         }
-        self.drain_groups(now_ms);
     }
 
     fn finish_group_load(&mut self, p: i32) {
@@ -535,8 +533,11 @@ impl Shard {
     }
 
     /// The coordinator's actions: answers out as Kafka responses, records to its partition.
-    fn drain_groups(&mut self, now_ms: i64) {
+    /// -> whether there were any.
+    fn drain_groups(&mut self, now_ms: i64) -> bool {
+        let mut any = false;
         while let Some(action) = self.groups.poll_action() {
+            any = true;
             match action {
                 group::Action::Reply(id, response) => {
                     if let Some(reply) = self.group_replies.remove(&id) {
@@ -557,13 +558,7 @@ impl Shard {
                 }
             }
         }
-    }
-
-    fn answer_produce(&mut self, answer: Answer, result: Result<ProduceAck, ErrorCode>) {
-        match answer {
-            Answer::Driver(token) => self.outputs.push_back(Output::Produced { token, result }),
-            Answer::Group(token) => self.group_persisted.push((token, result.is_ok())),
-        }
+        any
     }
 
     // ---- the fetch purgatory ----
@@ -630,7 +625,6 @@ impl Shard {
         if self.group_tick.is_some_and(|due| due <= now_ms) {
             self.groups.handle_timeout(now_ms);
             self.group_tick = (!self.groups.owned_partitions().is_empty()).then_some(now_ms + GROUP_TICK_MS);
-            self.drain_groups(now_ms);
         }
     }
 
@@ -640,11 +634,10 @@ impl Shard {
             if let Some(output) = self.outputs.pop_front() {
                 return Some(output);
             }
-            if !self.group_persisted.is_empty() {
-                for (token, durable) in std::mem::take(&mut self.group_persisted) {
-                    self.groups.handle_persisted(token, durable);
-                }
-                self.drain_groups(now_ms);
+            for (token, durable) in std::mem::take(&mut self.group_persisted) {
+                self.groups.handle_persisted(token, durable);
+            }
+            if self.drain_groups(now_ms) {
                 continue;
             }
             if let Some(partition) = self.dirty.pop_first() {
@@ -691,13 +684,7 @@ impl Shard {
                 }
                 Action::ReplyProduce { request_id, result } => {
                     if let Some(waiter) = self.produces.remove(&request_id) {
-                        if let (Answer::Group(_), Err(error)) = (waiter.answer, &result) {
-                            warn!(partition = partition.partition, ?error, "replicating group records failed");
-                        }
-                        match waiter.answer {
-                            Answer::Driver(token) => self.outputs.push_back(Output::Produced { token, result }),
-                            Answer::Group(token) => self.group_persisted.push((token, result.is_ok())),
-                        }
+                        answer_produce(&mut self.outputs, &mut self.group_persisted, waiter.answer, result);
                     }
                 }
                 disk => self.outputs.push_back(Output::Disk { partition: partition.clone(), generation, action: disk }),
@@ -723,6 +710,20 @@ impl Shard {
                 self.outputs.push_back(Output::Visible { partition: partition.clone(), high_watermark });
                 self.wake_partition(&partition);
             }
+        }
+    }
+}
+
+/// Hands a produce's answer to whoever waits for it: the driver, or (at the shard's next
+/// output) the group coordinator whose records it wrote.
+fn answer_produce(outputs: &mut VecDeque<Output>, group_persisted: &mut Vec<(u64, bool)>, answer: Answer, result: Result<ProduceAck, ErrorCode>) {
+    match answer {
+        Answer::Driver(token) => outputs.push_back(Output::Produced { token, result }),
+        Answer::Group(token) => {
+            if let Err(error) = &result {
+                warn!(?error, "replicating group records failed");
+            }
+            group_persisted.push((token, result.is_ok()));
         }
     }
 }
