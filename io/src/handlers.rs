@@ -64,35 +64,12 @@ pub async fn handle(shard: &Rc<Shard>, request: Request, peer: &str) -> Result<O
         | ApiKey::ListGroups
         | ApiKey::DeleteGroups
         | ApiKey::OffsetDelete => {
-            let routed = route_group_request(shard, &request, peer)?;
+            let partitions = shard.shared.config.group.offsets_topic_partitions;
+            let routed = broker::groups::route(&request, peer, partitions)?;
             groups::answer(shard, routed).await.encode(version, request.correlation_id()).map(Some)
         }
         other => Err(RequestError::UnsupportedVersion { api_key: other, version }),
     }
-}
-
-/// A group API request split into its coordinators' calls (`core::broker::groups`).
-fn route_group_request(shard: &Rc<Shard>, request: &Request, peer: &str) -> Result<broker::groups::Routed, RequestError> {
-    use broker::groups as g;
-    let version = request.version();
-    let partitions = shard.shared.config.group.offsets_topic_partitions;
-    Ok(match request.api_key {
-        ApiKey::JoinGroup => {
-            let client_id = request.header.client_id.as_deref().unwrap_or_default().to_owned();
-            let host = format!("/{}", peer.rsplit_once(':').map_or(peer, |(host, _)| host));
-            g::join_group(request.decode()?, version, client_id, host, partitions)
-        }
-        ApiKey::SyncGroup => g::sync_group(request.decode()?, version, partitions),
-        ApiKey::Heartbeat => g::heartbeat(request.decode()?, partitions),
-        ApiKey::LeaveGroup => g::leave_group(request.decode()?, version, partitions),
-        ApiKey::OffsetCommit => g::offset_commit(request.decode()?, partitions),
-        ApiKey::OffsetFetch => g::offset_fetch(request.decode()?, version, partitions),
-        ApiKey::DescribeGroups => g::describe_groups(request.decode()?, version, partitions),
-        ApiKey::ListGroups => g::list_groups(request.decode()?, version),
-        ApiKey::DeleteGroups => g::delete_groups(request.decode()?, partitions),
-        ApiKey::OffsetDelete => g::offset_delete(request.decode()?, partitions),
-        other => return Err(RequestError::UnsupportedVersion { api_key: other, version }),
-    })
 }
 
 /// Object-safe framing, so `handle` can answer every API through one closure.

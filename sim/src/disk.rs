@@ -3,8 +3,11 @@
 //! last surviving log write may be cut short, as after a power loss mid-write. Recovery then
 //! runs core's own log recovery over the bytes.
 
+use std::collections::BTreeMap;
+
 use bytes::{Bytes, BytesMut};
 use odradek_core::batch;
+use odradek_core::fetcher::TopicPartition;
 use odradek_core::ids::{LeaderEpoch, Offset, Term};
 use odradek_core::log::recover_segment;
 use odradek_core::raft::{Entry, HardState, Index};
@@ -21,15 +24,9 @@ pub struct StoredBatch {
     pub bytes: Bytes,
 }
 
+/// One partition's log as the disk holds it.
 #[derive(Debug, Default)]
-pub struct Disk {
-    // ---- the metadata log and the vote (Raft) ----
-    pub raft_log: Vec<Entry>,
-    /// Entries `..raft_durable` are synced.
-    pub raft_durable: usize,
-    pub hard_written: HardState,
-    pub hard_durable: HardState,
-    // ---- the partition (present once the partition exists on this node) ----
+pub struct PartitionLog {
     pub log_start: i64,
     pub batches: Vec<StoredBatch>,
     /// Data below this offset is synced.
@@ -47,7 +44,73 @@ pub struct Disk {
     pub fresh: Vec<StoredBatch>,
 }
 
+#[derive(Debug, Default)]
+pub struct Disk {
+    // ---- the metadata log and the vote (Raft) ----
+    pub raft_log: Vec<Entry>,
+    /// Entries `..raft_durable` are synced.
+    pub raft_durable: usize,
+    pub hard_written: HardState,
+    pub hard_durable: HardState,
+    /// The partition logs, each present once its partition exists on this node.
+    pub logs: BTreeMap<TopicPartition, PartitionLog>,
+}
+
 impl Disk {
+    /// The log of `partition`, created empty on first use (a new replica's directory).
+    pub fn log_mut(&mut self, partition: &TopicPartition) -> &mut PartitionLog {
+        if !self.logs.contains_key(partition) {
+            self.logs.insert(partition.clone(), PartitionLog::default());
+        }
+        self.logs.get_mut(partition).expect("inserted")
+    }
+
+    /// The log of `partition`; an empty one if it has none yet.
+    pub fn log(&self, partition: &TopicPartition) -> &PartitionLog {
+        static EMPTY: PartitionLog = PartitionLog {
+            log_start: 0,
+            batches: Vec::new(),
+            log_durable: 0,
+            pending_log_syncs: Vec::new(),
+            epoch_checkpoint: None,
+            hw_checkpoint: 0,
+            log_cuts: 0,
+            fresh: Vec::new(),
+        };
+        self.logs.get(partition).unwrap_or(&EMPTY)
+    }
+
+    /// A Raft sync through `through` (with that entry's `term`) finished.
+    pub fn complete_raft_sync(&mut self, through: Index, term: Term) -> bool {
+        let i = through.0 as usize;
+        let matches = i >= 1 && self.raft_log.get(i - 1).is_some_and(|e| e.term == term);
+        if matches {
+            self.raft_durable = self.raft_durable.max(i);
+        }
+        matches
+    }
+
+    /// Power loss. Synced data stays; with `torn`, a random prefix of the unsynced writes
+    /// survives and the last surviving batch of each log may be cut short.
+    pub fn crash(&mut self, torn: bool, rng: &mut ChaCha8Rng) {
+        // Raft log: unsynced entries are lost, or a prefix of them survives.
+        let mut keep = self.raft_durable;
+        if torn && self.raft_log.len() > keep {
+            keep += rng.gen_range(0..=self.raft_log.len() - keep);
+        }
+        self.raft_log.truncate(keep);
+        self.raft_durable = keep;
+        if torn && rng.gen_bool(0.5) {
+            self.hard_durable = self.hard_written;
+        }
+        self.hard_written = self.hard_durable;
+        for log in self.logs.values_mut() {
+            log.crash(torn, rng);
+        }
+    }
+}
+
+impl PartitionLog {
     pub fn log_end(&self) -> i64 {
         self.batches.last().map_or(self.log_start, |b| b.end)
     }
@@ -120,31 +183,10 @@ impl Disk {
         Some(self.log_durable)
     }
 
-    /// A Raft sync through `through` (with that entry's `term`) finished.
-    pub fn complete_raft_sync(&mut self, through: Index, term: Term) -> bool {
-        let i = through.0 as usize;
-        let matches = i >= 1 && self.raft_log.get(i - 1).is_some_and(|e| e.term == term);
-        if matches {
-            self.raft_durable = self.raft_durable.max(i);
-        }
-        matches
-    }
-
-    /// Power loss. Synced data stays; with `torn`, a random prefix of the unsynced writes
-    /// survives and the last surviving log batch may be cut short.
-    pub fn crash(&mut self, torn: bool, rng: &mut ChaCha8Rng) {
+    /// Power loss for this log: synced batches stay; with `torn`, some unsynced ones too and
+    /// perhaps a torn write after them, which recovery must find the end of.
+    fn crash(&mut self, torn: bool, rng: &mut ChaCha8Rng) {
         self.pending_log_syncs.clear();
-        // Raft log: unsynced entries are lost, or a prefix of them survives.
-        let mut keep = self.raft_durable;
-        if torn && self.raft_log.len() > keep {
-            keep += rng.gen_range(0..=self.raft_log.len() - keep);
-        }
-        self.raft_log.truncate(keep);
-        self.raft_durable = keep;
-        if torn && rng.gen_bool(0.5) {
-            self.hard_durable = self.hard_written;
-        }
-        self.hard_written = self.hard_durable;
         // Partition log: keep synced batches, then maybe some unsynced ones, then maybe what
         // the next write left behind: cut short (with garbage past the cut), or whole in
         // length with a sector in its records that never reached the platter (a torn page).

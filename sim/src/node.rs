@@ -8,20 +8,21 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::fetch_response::FetchableTopicResponse;
 use kafka_protocol::messages::produce_response::TopicProduceResponse;
 use kafka_protocol::messages::{
-    ApiKey, FetchRequest as KafkaFetch, FetchResponse as KafkaFetchResponse, MetadataRequest, ProduceRequest, ProduceResponse,
+    ApiKey, FetchRequest as KafkaFetch, FindCoordinatorRequest, FetchResponse as KafkaFetchResponse, MetadataRequest, ProduceRequest, ProduceResponse,
     TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use odradek_core::controller::{
     self, AlterPartitionRequest, BrokerHeartbeatRequest, BrokerRegistrationRequest, Controller,
-    ControllerConfig, CreateTopicsRequest, Response,
+    ControllerConfig, CreatableTopic, CreateTopicsRequest, Response,
 };
 use odradek_core::ids::{BrokerEpoch, LeaderEpoch, NodeId, Offset};
 use odradek_core::fetcher::{self, TopicPartition, FOLLOWER_FETCH_VERSION};
 use odradek_core::raft::{self, Raft, RaftConfig};
 use odradek_core::replica::{self, Completion, EpochEndOffset, FetchAnswer, FetchRequest, Replica, ReplicaConfig, Role};
 use odradek_core::{broker, wire, ErrorCode};
-use odradek_core::group::{GroupConfig, GroupCoordinator};
+use odradek_core::broker::groups::{GroupResponse, Merge};
+use odradek_core::group::{GroupConfig, GroupCoordinator, OFFSETS_TOPIC};
 
 use crate::disk::{Clock, Disk};
 
@@ -38,7 +39,7 @@ pub enum Payload {
     /// leader's answer frame. The wire id carries the sender's incarnation.
     ReplicaFetch { wire_id: u64, frame: Bytes },
     ReplicaFetchAnswer { wire_id: u64, frame: Bytes },
-    EpochQuery { request_id: u64, current: LeaderEpoch, epoch: LeaderEpoch },
+    EpochQuery { request_id: u64, partition: TopicPartition, current: LeaderEpoch, epoch: LeaderEpoch },
     EpochAnswer { request_id: u64, result: Result<EpochEndOffset, ErrorCode> },
     /// A Kafka request frame (size prefix, header, body) from a client.
     Kafka { frame: Bytes },
@@ -55,14 +56,14 @@ pub enum CtrlRequest {
 }
 
 /// A disk operation whose completion is scheduled by the simulator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DiskOp {
     Vote { term: odradek_core::ids::Term, voted_for: Option<NodeId> },
     RaftSync { through: raft::Index, term: odradek_core::ids::Term },
-    LogSync { id: u64, generation: u64 },
-    /// The partition log's write ending at `end` (in the page cache from the start; its
+    LogSync { id: u64, partition: TopicPartition, generation: u64 },
+    /// A partition log's write ending at `end` (in the page cache from the start; its
     /// completion, `Appended`, comes later, so appends are in flight as in the broker).
-    LogAppend { end: Offset, generation: u64 },
+    LogAppend { partition: TopicPartition, end: Offset, generation: u64 },
 }
 
 /// What a pump produced for the simulator to schedule.
@@ -83,7 +84,19 @@ pub enum Output {
 enum Rpc {
     Register,
     Heartbeat,
-    Alter { request_id: u64, generation: u64 },
+    Alter { partition: TopicPartition, request_id: u64, generation: u64 },
+    /// `__consumer_offsets`, asked for by a FindCoordinator that found none.
+    CreateOffsets,
+}
+
+/// A client's group request, split into coordinator calls (`core::broker::groups`), whose
+/// answers merge into one Kafka response.
+struct GroupCall {
+    client: NodeId,
+    corr: i32,
+    version: i16,
+    merge: Merge,
+    answers: Vec<Option<GroupResponse>>,
 }
 
 /// A follower's fetch the leader holds until data arrives or its `max_wait_ms` passes.
@@ -96,9 +109,13 @@ struct Parked {
     deadline_ms: i64,
 }
 
-fn tp() -> TopicPartition {
+/// The partition the producers, consumers and the history checker use.
+pub fn tp() -> TopicPartition {
     TopicPartition::new(TOPIC, 0)
 }
+
+/// `offsets.topic.num.partitions` in the simulated cluster.
+pub const OFFSETS_PARTITIONS: i32 = 2;
 
 struct ProduceWaiter {
     client: NodeId,
@@ -128,11 +145,17 @@ pub struct Process {
     next_wait: u64,
     produces: BTreeMap<u64, ProduceWaiter>,
     next_produce: u64,
-    /// Epoch query wire id → the partition generation that asked.
-    epoch_queries: BTreeMap<u64, u64>,
+    /// Epoch query wire id → the partition, its generation and its replica's request id.
+    epoch_queries: BTreeMap<u64, (TopicPartition, u64, u64)>,
+    next_query: u64,
     /// Replica inputs produced while draining its actions (AlterPartition without a
     /// controller to send to): request id and generation.
-    deferred_alter_errors: VecDeque<(u64, u64)>,
+    deferred_alter_errors: VecDeque<(TopicPartition, u64, u64)>,
+    /// Group requests waiting for their parts' answers, by the id of their first part.
+    group_calls: BTreeMap<u64, GroupCall>,
+    /// Part id → (its call, its place in the call).
+    group_parts: BTreeMap<u64, (u64, usize)>,
+    next_group_part: u64,
     controller_hint: usize,
     /// Registered and unfenced once in this incarnation: partition state is applied.
     serving: bool,
@@ -255,7 +278,7 @@ impl Node {
                 self.id,
                 fetcher::DEFAULT_RESPONSE_MAX_BYTES,
                 self.replica_config.replica_fetch_response_timeout_ms,
-                GroupCoordinator::new(GroupConfig::default(), seed ^ 0x9c),
+                GroupCoordinator::new(GroupConfig { offsets_topic_partitions: OFFSETS_PARTITIONS, ..GroupConfig::default() }, seed ^ 0x9c),
             ),
             incarnation_id,
             broker_epoch: None,
@@ -271,7 +294,11 @@ impl Node {
             produces: BTreeMap::new(),
             next_produce: 0,
             epoch_queries: BTreeMap::new(),
+            next_query: 0,
             deferred_alter_errors: VecDeque::new(),
+            group_calls: BTreeMap::new(),
+            group_parts: BTreeMap::new(),
+            next_group_part: 0,
             controller_hint: 0,
             serving: false,
         });
@@ -297,7 +324,8 @@ impl Node {
         for (_, deadline) in p.rpcs.values() {
             wake = wake.min(*deadline);
         }
-        Some(wake)
+        // A timer already due (the shard says "now" with `i64::MIN`) fires at once.
+        Some(wake.max(0))
     }
 
     pub fn handle_timeout(&mut self, now: i64, out: &mut Vec<Output>) {
@@ -311,8 +339,8 @@ impl Node {
         for id in expired {
             let (rpc, _) = p.rpcs.remove(&id).expect("listed");
             p.controller_hint += 1;
-            if let Rpc::Alter { request_id, generation } = rpc {
-                p.deferred_alter_errors.push_back((request_id, generation));
+            if let Rpc::Alter { partition, request_id, generation } = rpc {
+                p.deferred_alter_errors.push_back((partition, request_id, generation));
             }
         }
         self.pump(now, out);
@@ -367,15 +395,15 @@ impl Node {
                     p.shard.handle_fetch_response(now, from, request_id, answer);
                 }
             }
-            Payload::EpochQuery { request_id, current, epoch } => {
+            Payload::EpochQuery { request_id, partition, current, epoch } => {
                 let result =
-                    p.shard.offset_for_leader_epoch(&tp(), current, epoch).unwrap_or(Err(ErrorCode::NotLeaderOrFollower));
+                    p.shard.offset_for_leader_epoch(&partition, current, epoch).unwrap_or(Err(ErrorCode::NotLeaderOrFollower));
                 out.push(Output::Send { to: from, payload: Payload::EpochAnswer { request_id, result } });
             }
             Payload::EpochAnswer { request_id, result } => {
-                let generation = p.epoch_queries.remove(&request_id);
-                if let (Some(request_id), Some(generation)) = (own_answer(self.incarnation, request_id, &mut self.stale_answers), generation) {
-                    p.shard.handle_epoch_answer(now, &tp(), generation, request_id, result);
+                let asked = p.epoch_queries.remove(&request_id);
+                if let (Some(_), Some((partition, generation, request_id))) = (own_answer(self.incarnation, request_id, &mut self.stale_answers), asked) {
+                    p.shard.handle_epoch_answer(now, &partition, generation, request_id, result);
                 }
             }
             Payload::Kafka { frame } => self.on_kafka_request(now, from, frame, out),
@@ -462,15 +490,53 @@ impl Node {
                 let (answer, log_start) = p
                     .shard
                     .fetch(now, &tp(), &fetch)
-                    .unwrap_or((FetchAnswer::Error(ErrorCode::NotLeaderOrFollower), Offset(self.disk.log_start)));
+                    .unwrap_or((FetchAnswer::Error(ErrorCode::NotLeaderOrFollower), Offset(self.disk.log(&tp()).log_start)));
                 // A consumer is served from the batch holding its offset, as Kafka does.
-                let records = answer.read_to().map_or_else(Bytes::new, |to| self.disk.read_for_consumer(fetch.fetch_offset.0, to.0));
+                let log = self.disk.log(&tp());
+                let records = answer.read_to().map_or_else(Bytes::new, |to| log.read_for_consumer(fetch.fetch_offset.0, to.0));
                 let data = fetcher::partition_data(0, version, answer.into_response(records, log_start));
                 let body = KafkaFetchResponse::default().with_responses(vec![FetchableTopicResponse::default()
                     .with_topic(TopicName(StrBytes::from_static_str(TOPIC)))
                     .with_partitions(vec![data])]);
                 let frame = wire::encode_response(ApiKey::Fetch, version, corr, &body).expect("a fetch answer encodes");
                 out.push(Output::Send { to: from, payload: Payload::KafkaResponse { frame } });
+            }
+            ApiKey::FindCoordinator => {
+                let body: FindCoordinatorRequest = request.decode().expect("valid find coordinator");
+                let (answer, create) = broker::groups::find_coordinator(p.controller.image(), &body, version, OFFSETS_PARTITIONS);
+                if create && !p.rpcs.values().any(|(r, _)| matches!(r, Rpc::CreateOffsets)) {
+                    let rpc_id = p.next_rpc;
+                    p.next_rpc += 1;
+                    p.rpcs.insert(rpc_id, (Rpc::CreateOffsets, now + RPC_TIMEOUT_MS));
+                    let request = CtrlRequest::CreateTopics(CreateTopicsRequest { topics: vec![offsets_topic()], validate_only: false });
+                    let to = controller_target(p, &self.voters);
+                    out.push(Output::Send { to, payload: Payload::CtrlRequest { rpc_id, request } });
+                }
+                let frame = wire::encode_response(ApiKey::FindCoordinator, version, corr, &answer).expect("a coordinator answer encodes");
+                out.push(Output::Send { to: from, payload: Payload::KafkaResponse { frame } });
+            }
+            ApiKey::JoinGroup
+            | ApiKey::SyncGroup
+            | ApiKey::Heartbeat
+            | ApiKey::LeaveGroup
+            | ApiKey::OffsetCommit
+            | ApiKey::OffsetFetch
+            | ApiKey::DescribeGroups
+            | ApiKey::ListGroups
+            | ApiKey::DeleteGroups
+            | ApiKey::OffsetDelete => {
+                let peer = format!("client-{}:1", from.0);
+                let routed = broker::groups::route(&request, &peer, OFFSETS_PARTITIONS).expect("a valid group request");
+                // One core per node: every part runs on this node's one shard.
+                let call_id = p.next_group_part;
+                let parts = routed.parts.len();
+                p.group_calls.insert(call_id, GroupCall { client: from, corr, version, merge: routed.merge, answers: vec![None; parts] });
+                for (place, (_, part)) in routed.parts.into_iter().enumerate() {
+                    let part_id = p.next_group_part;
+                    p.next_group_part += 1;
+                    p.group_parts.insert(part_id, (call_id, place));
+                    p.shard.group_request(now, part_id, part);
+                }
             }
             other => panic!("client sent {other:?}"),
         }
@@ -537,7 +603,8 @@ impl Node {
                 let request = CtrlRequest::Register(BrokerRegistrationRequest {
                     broker_id: id,
                     incarnation_id: p.incarnation_id,
-                    endpoints: Vec::new(),
+                    // Where FindCoordinator sends clients (the simulated network routes by id).
+                    endpoints: vec![controller::Endpoint { name: "PLAINTEXT".into(), host: format!("node-{}", id.0), port: 9092 }],
                 });
                 let to = controller_target(p, &voters);
                 out.push(Output::Send { to, payload: Payload::CtrlRequest { rpc_id, request } });
@@ -570,29 +637,33 @@ impl Node {
                 p.serving = p.broker_epoch.is_some_and(|epoch| p.controller.image().serves(id, epoch));
             }
             if p.serving {
-                if let Some((topic_id, state)) = partition_state(&p.controller).map(|s| (topic_id(&p.controller), s)) {
-                    if state.replicas.contains(&id) {
-                        if !p.shard.contains(&tp()) {
-                            let mut config = self.replica_config.clone();
-                            if let Some(min) = p
-                                .controller
-                                .image()
-                                .topics()
-                                .get(&topic_id)
-                                .and_then(|t| t.configs.get("min.insync.replicas"))
-                            {
-                                config.min_insync_replicas = min.parse().expect("numeric min.insync.replicas");
-                            }
-                            p.shard.open(tp(), topic_id, config, self.disk.persisted_state());
-                        }
-                        // The shard hands the replica only decisions it does not have yet.
-                        let _ = p.shard.apply_state(now, &tp(), &state);
+                let mut states = Vec::new();
+                for (&topic_id, topic) in p.controller.image().topics() {
+                    for (index, state) in topic.partitions.iter().enumerate().filter(|(_, s)| s.replicas.contains(&id)) {
+                        let min_isr = topic.configs.get("min.insync.replicas").map(|m| m.parse().expect("numeric min.insync.replicas"));
+                        states.push((TopicPartition::new(topic.name.clone(), index as i32), topic_id, min_isr, state.clone()));
                     }
                 }
+                for (partition, topic_id, min_isr, state) in states {
+                    if !p.shard.contains(&partition) {
+                        let mut config = self.replica_config.clone();
+                        if let Some(min) = min_isr {
+                            config.min_insync_replicas = min;
+                        }
+                        let persisted = self.disk.log(&partition).persisted_state();
+                        p.shard.open(partition.clone(), topic_id, config, persisted);
+                    }
+                    if partition.topic == OFFSETS_TOPIC && state.leader == id {
+                        // As the broker does in the step that publishes the image.
+                        p.shard.expect_group_leadership(partition.partition, state.leader_epoch);
+                    }
+                    // The shard hands the replica only decisions it does not have yet.
+                    let _ = p.shard.apply_state(now, &partition, &state);
+                }
             }
-            while let Some((request_id, generation)) = p.deferred_alter_errors.pop_front() {
+            while let Some((partition, request_id, generation)) = p.deferred_alter_errors.pop_front() {
                 progressed = true;
-                p.shard.handle_alter_partition_response(now, &tp(), generation, request_id, Err(ErrorCode::RequestTimedOut));
+                p.shard.handle_alter_partition_response(now, &partition, generation, request_id, Err(ErrorCode::RequestTimedOut));
             }
             let ctrl_target = controller_target(p, &voters);
             // The broker's order (`core::broker::Shard`, its `PartitionDriver`s): one disk action
@@ -600,41 +671,49 @@ impl Node {
             while let Some(output) = p.shard.poll_output(now) {
                 progressed = true;
                 match output {
-                    broker::Output::Disk { generation, action, .. } => match action {
-                        replica::Action::Append { base_offset, end_offset, records } => {
-                            self.disk.append(base_offset, end_offset, &records);
-                            out.push(Output::Disk(DiskOp::LogAppend { end: end_offset, generation }));
+                    broker::Output::Disk { partition, generation, action } => {
+                        let log = self.disk.log_mut(&partition);
+                        let done = match action {
+                            replica::Action::Append { base_offset, end_offset, records } => {
+                                log.append(base_offset, end_offset, &records);
+                                out.push(Output::Disk(DiskOp::LogAppend { partition: partition.clone(), end: end_offset, generation }));
+                                None
+                            }
+                            replica::Action::Truncate { to } => {
+                                log.truncate(to.0);
+                                Some(Some(Completion::Truncated { to }))
+                            }
+                            replica::Action::ResetLog { start_offset } => {
+                                log.reset_log(start_offset.0);
+                                Some(Some(Completion::Truncated { to: start_offset }))
+                            }
+                            replica::Action::Sync { .. } => {
+                                // As the broker's group commit: the round covers all written so far.
+                                let sync_id = p.next_rpc;
+                                p.next_rpc += 1;
+                                log.pending_log_syncs.push((sync_id, log.log_end()));
+                                out.push(Output::Disk(DiskOp::LogSync { id: sync_id, partition: partition.clone(), generation }));
+                                None
+                            }
+                            replica::Action::PersistEpochCache { cache } => {
+                                log.epoch_checkpoint = Some(cache.encode());
+                                Some(None)
+                            }
+                            replica::Action::PersistHighWatermark { high_watermark } => {
+                                log.hw_checkpoint = high_watermark.0;
+                                Some(None)
+                            }
+                            replica::Action::AdvanceLogStart { start_offset } => {
+                                // The simulated disk never deletes: only the start moves.
+                                log.log_start = log.log_start.max(start_offset.0);
+                                Some(None)
+                            }
+                            other => unreachable!("not a disk action: {other:?}"),
+                        };
+                        if let Some(completion) = done {
+                            p.shard.finish(now, &partition, generation, completion);
                         }
-                        replica::Action::Truncate { to } => {
-                            self.disk.truncate(to.0);
-                            p.shard.finish(now, &tp(), generation, Some(Completion::Truncated { to }));
-                        }
-                        replica::Action::ResetLog { start_offset } => {
-                            self.disk.reset_log(start_offset.0);
-                            p.shard.finish(now, &tp(), generation, Some(Completion::Truncated { to: start_offset }));
-                        }
-                        replica::Action::Sync { .. } => {
-                            // As the broker's group commit: the round covers all written so far.
-                            let sync_id = p.next_rpc;
-                            p.next_rpc += 1;
-                            self.disk.pending_log_syncs.push((sync_id, self.disk.log_end()));
-                            out.push(Output::Disk(DiskOp::LogSync { id: sync_id, generation }));
-                        }
-                        replica::Action::PersistEpochCache { cache } => {
-                            self.disk.epoch_checkpoint = Some(cache.encode());
-                            p.shard.finish(now, &tp(), generation, None);
-                        }
-                        replica::Action::PersistHighWatermark { high_watermark } => {
-                            self.disk.hw_checkpoint = high_watermark.0;
-                            p.shard.finish(now, &tp(), generation, None);
-                        }
-                        replica::Action::AdvanceLogStart { start_offset } => {
-                            // The simulated disk never deletes: only the start moves.
-                            self.disk.log_start = self.disk.log_start.max(start_offset.0);
-                            p.shard.finish(now, &tp(), generation, None);
-                        }
-                        other => unreachable!("not a disk action: {other:?}"),
-                    },
+                    }
                     broker::Output::Fetch(request) => {
                         let frame = wire::encode_request(
                             ApiKey::Fetch,
@@ -647,31 +726,35 @@ impl Node {
                         let wire_id = (self.incarnation << INCARNATION_SHIFT) | request.request_id;
                         out.push(Output::Send { to: request.leader, payload: Payload::ReplicaFetch { wire_id, frame } });
                     }
-                    broker::Output::EpochQuery { generation, to, request_id, current_leader_epoch, leader_epoch, .. } => {
-                        let request_id = (self.incarnation << INCARNATION_SHIFT) | request_id;
-                        p.epoch_queries.insert(request_id, generation);
+                    broker::Output::EpochQuery { partition, generation, to, request_id, current_leader_epoch, leader_epoch } => {
+                        // Each replica numbers its queries from 0: the wire id is the node's.
+                        let query = p.next_query;
+                        p.next_query += 1;
+                        let wire_id = (self.incarnation << INCARNATION_SHIFT) | query;
+                        p.epoch_queries.insert(wire_id, (partition.clone(), generation, request_id));
                         out.push(Output::Send {
                             to,
-                            payload: Payload::EpochQuery { request_id, current: current_leader_epoch, epoch: leader_epoch },
+                            payload: Payload::EpochQuery { request_id: wire_id, partition, current: current_leader_epoch, epoch: leader_epoch },
                         });
                     }
-                    broker::Output::AlterPartition { generation, topic_id, request_id, request, .. } => match p.broker_epoch {
+                    broker::Output::AlterPartition { partition, generation, topic_id, request_id, request } => match p.broker_epoch {
                         Some(broker_epoch) => {
                             let rpc_id = p.next_rpc;
                             p.next_rpc += 1;
-                            p.rpcs.insert(rpc_id, (Rpc::Alter { request_id, generation }, now + RPC_TIMEOUT_MS));
+                            let index = partition.partition;
+                            p.rpcs.insert(rpc_id, (Rpc::Alter { partition, request_id, generation }, now + RPC_TIMEOUT_MS));
                             let request = CtrlRequest::Alter(AlterPartitionRequest {
                                 broker_id: id,
                                 broker_epoch,
                                 topic_id,
-                                partition: 0,
+                                partition: index,
                                 leader_epoch: request.leader_epoch,
                                 partition_epoch: request.partition_epoch,
                                 new_isr: request.new_isr,
                             });
                             out.push(Output::Send { to: ctrl_target, payload: Payload::CtrlRequest { rpc_id, request } });
                         }
-                        None => p.deferred_alter_errors.push_back((request_id, generation)),
+                        None => p.deferred_alter_errors.push_back((partition, request_id, generation)),
                     },
                     broker::Output::Produced { token, result } => {
                         if let Some(w) = p.produces.remove(&token) {
@@ -689,13 +772,35 @@ impl Node {
                             serve_follower_fetch(&self.disk, p, now, park, out);
                         }
                     }
-                    // The simulated cluster has no `__consumer_offsets` and its clients send no
-                    // group requests, so its coordinators neither load nor answer.
-                    broker::Output::GroupReply { id: request, .. } => {
-                        out.push(Output::Violation(format!("node {id}: a group answer ({request}) nobody asked for")));
+                    broker::Output::GroupReply { id: part, response } => {
+                        let Some((call_id, place)) = p.group_parts.remove(&part) else {
+                            out.push(Output::Violation(format!("node {id}: a group answer ({part}) nobody asked for")));
+                            continue;
+                        };
+                        let call = p.group_calls.get_mut(&call_id).expect("a part's call waits");
+                        call.answers[place] = Some(response);
+                        if call.answers.iter().all(Option::is_some) {
+                            let call = p.group_calls.remove(&call_id).expect("present");
+                            let answers = call.answers.into_iter().map(|a| a.expect("all in")).collect();
+                            let frame = call.merge.merge(answers).encode(call.version, call.corr).expect("a group answer encodes");
+                            out.push(Output::Send { to: call.client, payload: Payload::KafkaResponse { frame } });
+                        }
                     }
-                    broker::Output::ReadGroups { partition, .. } => {
-                        out.push(Output::Violation(format!("node {id}: a group load of {partition:?}, which the simulation has not")));
+                    broker::Output::ReadGroups { partition, generation, from, upto, max_bytes } => {
+                        // Whole batches, as the broker's read of the partition's segments.
+                        let log = self.disk.log(&partition);
+                        let mut read = log.read(from.0, upto.0);
+                        if read.len() > max_bytes {
+                            let mut cut = 0;
+                            for (position, header) in odradek_core::batch::scan_headers(&read) {
+                                if position + header.total_len() > max_bytes && cut > 0 {
+                                    break;
+                                }
+                                cut = position + header.total_len();
+                            }
+                            read.truncate(cut);
+                        }
+                        p.shard.handle_groups_read(now, &partition, generation, Ok(read));
                     }
                 }
             }
@@ -717,8 +822,8 @@ impl Node {
         if self.process.is_none() {
             return;
         }
-        if let DiskOp::LogSync { id, .. } = op {
-            self.disk.pending_log_syncs.retain(|&(i, _)| i != id);
+        if let DiskOp::LogSync { id, partition, .. } = op {
+            self.disk.log_mut(&partition).pending_log_syncs.retain(|&(i, _)| i != id);
         }
         out.push(Output::Halt);
     }
@@ -736,12 +841,12 @@ impl Node {
                     p.raft.handle_completion(now, raft::Completion::Persisted { through, term });
                 }
             }
-            DiskOp::LogAppend { end, generation } => {
-                p.shard.finish(now, &tp(), generation, Some(Completion::Appended { end_offset: end }));
+            DiskOp::LogAppend { partition, end, generation } => {
+                p.shard.finish(now, &partition, generation, Some(Completion::Appended { end_offset: end }));
             }
-            DiskOp::LogSync { id, generation } => {
-                if let Some(through) = self.disk.complete_log_sync(id) {
-                    p.shard.finish(now, &tp(), generation, Some(Completion::Synced { through: Offset(through) }));
+            DiskOp::LogSync { id, partition, generation } => {
+                if let Some(through) = self.disk.log_mut(&partition).complete_log_sync(id) {
+                    p.shard.finish(now, &partition, generation, Some(Completion::Synced { through: Offset(through) }));
                 }
             }
         }
@@ -765,10 +870,16 @@ fn on_ctrl_response(id: NodeId, p: &mut Process, now: i64, rpc: Rpc, response: R
             }
             Some(_) => p.controller_hint += 1,
         },
-        (Rpc::Alter { request_id, generation }, Response::AlterPartition(r)) => {
+        (Rpc::Alter { partition, request_id, generation }, Response::AlterPartition(r)) => {
             let result = match (r.error, r.state) {
                 (None, Some(state)) => {
-                    let replicas = partition_state(&p.controller).map(|s| s.replicas).unwrap_or_default();
+                    let replicas = p
+                        .controller
+                        .image()
+                        .topic_by_name(&partition.topic)
+                        .and_then(|t| t.partitions.get(partition.partition as usize))
+                        .map(|s| s.replicas.clone())
+                        .unwrap_or_default();
                     Ok(replica::LeaderAndIsr {
                         leader_epoch: state.leader_epoch,
                         partition_epoch: state.partition_epoch,
@@ -784,13 +895,20 @@ fn on_ctrl_response(id: NodeId, p: &mut Process, now: i64, rpc: Rpc, response: R
                 }
                 (None, None) => Err(ErrorCode::UnknownServerError),
             };
-            p.shard.handle_alter_partition_response(now, &tp(), generation, request_id, result);
+            p.shard.handle_alter_partition_response(now, &partition, generation, request_id, result);
+        }
+        // Failed creations are retried on the next FindCoordinator that finds no topic.
+        (Rpc::CreateOffsets, Response::CreateTopics(results)) => {
+            if results.iter().any(|r| r.error.as_ref().is_some_and(|e| e.code() == ErrorCode::NotController)) {
+                p.controller_hint += 1;
+            }
         }
         (rpc, response) => {
             let kind = match rpc {
                 Rpc::Register => "register",
                 Rpc::Heartbeat => "heartbeat",
                 Rpc::Alter { .. } => "alter",
+                Rpc::CreateOffsets => "create topics",
             };
             panic!("node {id}: {kind} answered with {response:?}");
         }
@@ -815,6 +933,16 @@ fn controller_target(p: &Process, voters: &[NodeId]) -> NodeId {
     }
 }
 
+/// `__consumer_offsets` as the broker creates it (`ServerConfig::offsets_topic`).
+fn offsets_topic() -> CreatableTopic {
+    CreatableTopic {
+        name: OFFSETS_TOPIC.to_owned(),
+        num_partitions: OFFSETS_PARTITIONS,
+        replication_factor: 3,
+        configs: [("cleanup.policy".to_owned(), "compact".to_owned())].into_iter().collect(),
+    }
+}
+
 /// The topic's `min.insync.replicas` in this node's metadata image, if set.
 fn p_min_isr(c: &Controller) -> Option<usize> {
     let topic = c.image().topic_by_name(TOPIC)?;
@@ -823,10 +951,6 @@ fn p_min_isr(c: &Controller) -> Option<usize> {
 
 pub fn topic_id_opt(c: &Controller) -> Option<controller::TopicId> {
     c.image().topic_by_name(TOPIC).map(|t| t.id)
-}
-
-fn topic_id(c: &Controller) -> controller::TopicId {
-    topic_id_opt(c).expect("topic exists")
 }
 
 pub fn partition_state(c: &Controller) -> Option<controller::PartitionState> {
@@ -852,12 +976,13 @@ fn serve_follower_fetch(disk: &Disk, p: &mut Process, now: i64, park: Parked, ou
         for part in &topic.partitions {
             let request = fetcher::partition_request(&park.request, park.version, part);
             let partition = TopicPartition::new(topic.topic.0.to_string(), part.partition);
+            let log = disk.log(&partition);
             let (answer, log_start) = match p.shard.fetch(now, &partition, &request) {
                 Some(answered) => answered,
-                None if partition == tp() => (FetchAnswer::Error(ErrorCode::NotLeaderOrFollower), Offset(disk.log_start)),
-                None => (FetchAnswer::Error(ErrorCode::UnknownTopicOrPartition), Offset(disk.log_start)),
+                None if disk.logs.contains_key(&partition) => (FetchAnswer::Error(ErrorCode::NotLeaderOrFollower), Offset(log.log_start)),
+                None => (FetchAnswer::Error(ErrorCode::UnknownTopicOrPartition), Offset(log.log_start)),
             };
-            let records = answer.read_to().map_or_else(Bytes::new, |to| disk.read(request.fetch_offset.0, to.0));
+            let records = answer.read_to().map_or_else(Bytes::new, |to| log.read(request.fetch_offset.0, to.0));
             answers.push((topic.topic.clone(), part.partition, answer.into_response(records, log_start)));
         }
     }

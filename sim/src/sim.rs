@@ -13,14 +13,18 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, FetchRequest as KafkaFetch, FetchResponse as KafkaFetchResponse, MetadataRequest, MetadataResponse,
-    ProduceRequest, ProduceResponse as KafkaProduceResponse, TopicName,
+    ApiKey, BrokerId, FetchRequest as KafkaFetch, FetchResponse as KafkaFetchResponse, FindCoordinatorRequest,
+    FindCoordinatorResponse, GroupId, MetadataRequest, MetadataResponse, OffsetCommitRequest, OffsetCommitResponse,
+    OffsetFetchRequest, OffsetFetchResponse, ProduceRequest, ProduceResponse as KafkaProduceResponse, TopicName,
 };
+use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use kafka_protocol::records::RecordBatchDecoder;
 use odradek_core::batch::scan_headers;
 use odradek_core::controller::{CreatableTopic, CreateTopicsRequest, Response};
 use odradek_core::ids::{LeaderEpoch, NodeId, Offset};
+use odradek_core::fetcher::TopicPartition;
 use odradek_core::replica::{FetchAnswer, FetchRequest, ReplicaConfig, Role};
 use odradek_core::{wire, ErrorCode};
 use rand::{Rng, SeedableRng};
@@ -112,6 +116,12 @@ pub struct FaultCounts {
     /// Consumer polls that returned records, and random seeks.
     pub polls: usize,
     pub seeks: usize,
+    /// Offset commits acknowledged, and acknowledged ones a later fetch did not find (only
+    /// where acknowledged writes may be lost by design: acks before fsync).
+    pub commits: usize,
+    pub commits_lost: usize,
+    /// Offset fetches a deposed coordinator answered from its stale cache.
+    pub stale_offset_reads: usize,
 }
 
 impl FaultCounts {
@@ -134,6 +144,9 @@ impl FaultCounts {
         self.definite_failures += o.definite_failures;
         self.polls += o.polls;
         self.seeks += o.seeks;
+        self.commits += o.commits;
+        self.commits_lost += o.commits_lost;
+        self.stale_offset_reads += o.stale_offset_reads;
     }
 }
 
@@ -144,7 +157,7 @@ impl std::fmt::Display for FaultCounts {
             "crashes {} power-losses {} pauses {} partitions {} (one-way {}) clogs {} stalls {} lost {} \
              duplicated {} in-flight-across-partition {} delivered / {} lost held-for-restart {} \
              stale-deliveries {} (stale answers dropped {}) fsync-failures {} \
-             definite-failures {} polls {} seeks {}",
+             definite-failures {} polls {} seeks {} commits {} (lost by design {}) stale-offset-reads {}",
             self.crashes,
             self.power_losses,
             self.pauses,
@@ -162,7 +175,10 @@ impl std::fmt::Display for FaultCounts {
             self.fsync_failures,
             self.definite_failures,
             self.polls,
-            self.seeks
+            self.seeks,
+            self.commits,
+            self.commits_lost,
+            self.stale_offset_reads
         )
     }
 }
@@ -226,6 +242,32 @@ enum ClientKind {
     Producer,
     Consumer,
     Admin,
+    /// Commits ever larger offsets for its own group through the group APIs (a consumer
+    /// that `assign`s and commits) and fetches them back: every acknowledged commit must
+    /// survive coordinator failover, crashes and lost unsynced writes.
+    Committer,
+}
+
+/// What a committer knows of its group's committed offset.
+#[derive(Debug, Default)]
+struct Commits {
+    group: String,
+    coordinator: Option<NodeId>,
+    /// The next offset to commit; commits only grow.
+    next: i64,
+    /// The highest commit acknowledged, or -1.
+    acked: i64,
+    /// Commits never answered: they may still be on the wire and land after later ones.
+    unanswered: BTreeSet<i64>,
+    fetch_next: bool,
+    /// The highest acknowledged commit when the outstanding fetch was sent.
+    floor: i64,
+    /// After healing: a commit sent since was acknowledged, and a fetch sent after that
+    /// found it.
+    acked_since_heal: bool,
+    verified_since_heal: bool,
+    /// Per answered request: whether the current coordinator answered it.
+    answered_by_current: BTreeMap<i32, bool>,
 }
 
 struct Client {
@@ -241,6 +283,7 @@ struct Client {
     /// The highest high watermark a fetch answer reported: the range of random seeks.
     high_watermark_seen: i64,
     done: bool,
+    commits: Commits,
 }
 
 /// FNV-1a, stable across platforms and Rust versions.
@@ -315,7 +358,7 @@ pub struct Sim {
     /// Every batch ever written, by (base offset, leader epoch): one leader writes one batch
     /// at an offset in its epoch, so a second, different one is divergence (or corruption
     /// that recovery let through).
-    written: BTreeMap<(i64, i32), (i64, Bytes, String)>,
+    written: BTreeMap<(TopicPartition, i64, i32), (i64, Bytes, String)>,
     /// The highest high watermark any replica ever reported: everything below is committed.
     committed_end: i64,
     /// The partition state in the newest metadata image applied anywhere, by applied index.
@@ -374,6 +417,24 @@ impl Sim {
         }
         for i in 0..options.consumers {
             clients.push(Client::new(NodeId(CLIENT_BASE + 50 + i as i32), ClientKind::Consumer));
+        }
+        // One group per `__consumer_offsets` partition, so every partition has a coordinator
+        // at work.
+        let mut groups: Vec<String> = Vec::new();
+        for k in 0.. {
+            let group = format!("g{k}");
+            let partition = odradek_core::group::partition_for(&group, node::OFFSETS_PARTITIONS);
+            if !groups.iter().any(|g| odradek_core::group::partition_for(g, node::OFFSETS_PARTITIONS) == partition) {
+                groups.push(group);
+            }
+            if groups.len() == node::OFFSETS_PARTITIONS as usize {
+                break;
+            }
+        }
+        for (i, group) in groups.into_iter().enumerate() {
+            let mut client = Client::new(NodeId(CLIENT_BASE + 80 + i as i32), ClientKind::Committer);
+            client.commits.group = group;
+            clients.push(client);
         }
         Sim {
             seed,
@@ -499,15 +560,16 @@ impl Sim {
     /// lose, replicas never keep diverging prefixes.
     fn check_replicas_identical(&mut self) {
         let Some(l) = self.leader() else { return };
-        let leader = &self.nodes[l].disk;
+        let leader = self.nodes[l].disk.log(&node::tp());
         let reference = leader.read(leader.log_start, leader.log_end());
         for n in &self.nodes {
-            if n.disk.read(n.disk.log_start, n.disk.log_end()) != reference {
+            let log = n.disk.log(&node::tp());
+            if log.read(log.log_start, log.log_end()) != reference {
                 let message = format!(
                     "after convergence node {} holds a different log from the leader {} (ends {} and {})",
                     n.id,
                     self.nodes[l].id,
-                    n.disk.log_end(),
+                    log.log_end(),
                     leader.log_end()
                 );
                 self.fail(message);
@@ -565,7 +627,12 @@ impl Sim {
         let from = self.nodes[i].id;
         for o in out {
             match o {
-                Output::Send { to, payload } => self.send(from, to, payload),
+                Output::Send { to, payload } => {
+                    if let Payload::KafkaResponse { frame } = &payload {
+                        self.note_coordinator_answer(i, to, frame);
+                    }
+                    self.send(from, to, payload)
+                }
                 Output::Disk(op) => {
                     let (lo, hi) = self.options.disk_latency_ms;
                     let at = self.now + self.rng_disk.gen_range(lo..=hi);
@@ -596,6 +663,29 @@ impl Sim {
             }
         }
         self.arm_timer(i);
+    }
+
+    /// Whether node `i`, answering committer `to`, is its group's coordinator in the newest
+    /// committed metadata: a deposed coordinator that has not heard yet may answer from its
+    /// stale cache (so may Kafka's), the current one must not.
+    fn note_coordinator_answer(&mut self, i: usize, to: NodeId, frame: &Bytes) {
+        let Some(c) = self.clients.iter().position(|c| c.id == to && c.kind == ClientKind::Committer) else { return };
+        let Some(corr) = frame.get(4..8).map(|b| i32::from_be_bytes(b.try_into().expect("4 bytes"))) else { return };
+        let partition = odradek_core::group::partition_for(&self.clients[c].commits.group, node::OFFSETS_PARTITIONS);
+        let newest = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.process.as_ref())
+            .max_by_key(|p| p.controller.applied_index())
+            .and_then(|p| p.controller.image().topic_by_name(odradek_core::group::OFFSETS_TOPIC)?.partitions.get(partition as usize).cloned());
+        let offsets = TopicPartition::new(odradek_core::group::OFFSETS_TOPIC, partition);
+        let current = newest.is_some_and(|state| {
+            state.leader == self.nodes[i].id
+                && self.nodes[i].process.as_ref().and_then(|p| p.shard.replica(&offsets)).is_some_and(|r| {
+                    r.role() == Role::Leader && r.leader_epoch() == state.leader_epoch
+                })
+        });
+        self.clients[c].commits.answered_by_current.insert(corr, current);
     }
 
     fn arm_timer(&mut self, i: usize) {
@@ -688,7 +778,7 @@ impl Sim {
                     self.schedule(until, Event::Disk { node: i, incarnation, op });
                     return;
                 }
-                if let (DiskOp::LogSync { .. }, Some(until)) = (op, self.nodes[i].log_stall_until) {
+                if let (DiskOp::LogSync { .. }, Some(until)) = (&op, self.nodes[i].log_stall_until) {
                     if until > self.now {
                         // A stalled log dir: the sync hangs until the stall ends.
                         self.schedule(until, Event::Disk { node: i, incarnation, op });
@@ -705,7 +795,7 @@ impl Sim {
                     // driver does with the error.
                     let incarnation = self.nodes[i].incarnation;
                     if matches!(op, DiskOp::LogSync { .. }) && self.sync_failed[i].is_none_or(|(seen, _)| seen != incarnation) {
-                        self.sync_failed[i] = Some((incarnation, self.nodes[i].disk.log_durable));
+                        self.sync_failed[i] = Some((incarnation, self.nodes[i].disk.log(&node::tp()).log_durable));
                     }
                     self.nodes[i].fail_disk(op, &mut out);
                 } else {
@@ -724,8 +814,8 @@ impl Sim {
             Event::Strike { node: i } => self.strike(i),
             Event::Writeback => {
                 // The kernel's dirty page writeback: what was written becomes durable.
-                for n in &mut self.nodes {
-                    n.disk.log_durable = n.disk.log_end();
+                for log in self.nodes.iter_mut().flat_map(|n| n.disk.logs.values_mut()) {
+                    log.log_durable = log.log_end();
                 }
                 self.schedule(self.now + self.options.writeback_ms, Event::Writeback);
             }
@@ -1094,7 +1184,9 @@ impl Sim {
                     r.log_end_offset() == end && r.high_watermark() == end && r.leader_epoch() == leader.leader_epoch()
                 })
         });
-        all && self.progress() >= acked_before + LIVENESS_WRITES && self.clients.iter().all(|c| c.inflight.is_none() || c.kind != ClientKind::Producer)
+        all && self.progress() >= acked_before + LIVENESS_WRITES
+            && self.clients.iter().all(|c| c.inflight.is_none() || c.kind != ClientKind::Producer)
+            && self.clients.iter().filter(|c| c.kind == ClientKind::Committer).all(|c| c.commits.verified_since_heal)
     }
 
     fn describe(&self) -> String {
@@ -1122,6 +1214,13 @@ impl Sim {
             };
             s.push_str(&format!("[node {}: {state}] ", n.id));
         }
+        for c in self.clients.iter().filter(|c| c.kind == ClientKind::Committer) {
+            let k = &c.commits;
+            s.push_str(&format!(
+                "[committer {} group {}: coordinator {:?}, acked {}, next {}, acked since healing {}, found since {}] ",
+                c.id, k.group, k.coordinator, k.acked, k.next, k.acked_since_heal, k.verified_since_heal
+            ));
+        }
         s
     }
 
@@ -1137,10 +1236,18 @@ impl Sim {
             if now - sent >= CLIENT_TIMEOUT_MS {
                 self.clients[c].inflight = None;
                 self.clients[c].leader = None;
+                let client = &mut self.clients[c];
+                if client.kind == ClientKind::Committer {
+                    client.commits.coordinator = None;
+                    if client.inflight_api == ApiKey::OffsetCommit {
+                        client.commits.unanswered.insert(values[0] as i64);
+                    }
+                }
                 if self.clients[c].kind == ClientKind::Producer {
                     let process = self.clients[c].id.0 as u32;
                     self.history.push(Op::Send { process, values, outcome: SendOutcome::Info("timeout".into()) });
                 }
+
             }
         }
         if self.clients[c].inflight.is_none() {
@@ -1150,6 +1257,7 @@ impl Sim {
             ClientKind::Producer => self.options.produce_interval_ms,
             ClientKind::Consumer => (10, 100),
             ClientKind::Admin => (200, 200),
+            ClientKind::Committer => (20, 200),
         };
         let at = now + self.rng_work.gen_range(lo..=hi);
         self.schedule(at, Event::Client { client: c });
@@ -1159,6 +1267,10 @@ impl Sim {
         let corr = self.clients[c].next_corr;
         self.clients[c].next_corr += 1;
         let from = self.clients[c].id;
+        if self.clients[c].kind == ClientKind::Committer {
+            self.committer_request(c, corr);
+            return;
+        }
         let Some((leader, leader_epoch)) = self.clients[c].leader else {
             // Ask a random node for the leader.
             let to = NodeId(self.rng_work.gen_range(1..=NODES));
@@ -1181,7 +1293,7 @@ impl Sim {
             let body = MetadataRequest::default()
                 .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(TopicName(StrBytes::from_static_str(node::TOPIC))))]))
                 .with_allow_auto_topic_creation(false);
-            let frame = encode_request(ApiKey::Metadata, 12, corr, &body);
+            let frame = encode_request(ApiKey::Metadata, client_version(ApiKey::Metadata), corr, &body);
             self.clients[c].inflight = Some((corr, self.now, Vec::new()));
             self.clients[c].inflight_api = ApiKey::Metadata;
             self.send(from, to, Payload::Kafka { frame });
@@ -1208,7 +1320,7 @@ impl Sim {
                     .with_topic_data(vec![TopicProduceData::default()
                         .with_name(TopicName(StrBytes::from_static_str(node::TOPIC)))
                         .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(batch))])]);
-                let frame = encode_request(ApiKey::Produce, 9, corr, &body);
+                let frame = encode_request(ApiKey::Produce, client_version(ApiKey::Produce), corr, &body);
                 self.clients[c].inflight_api = ApiKey::Produce;
                 self.send(from, leader, Payload::Kafka { frame });
                 if acks == 0 {
@@ -1243,12 +1355,123 @@ impl Sim {
                             .with_last_fetched_epoch(-1)
                             .with_log_start_offset(-1)
                             .with_partition_max_bytes(64 << 10)])]);
-                let frame = encode_request(ApiKey::Fetch, 12, corr, &body);
+                let frame = encode_request(ApiKey::Fetch, client_version(ApiKey::Fetch), corr, &body);
                 self.clients[c].inflight = Some((corr, self.now, Vec::new()));
                 self.clients[c].inflight_api = ApiKey::Fetch;
                 self.send(from, leader, Payload::Kafka { frame });
             }
-            ClientKind::Admin => {}
+            ClientKind::Admin | ClientKind::Committer => {}
+        }
+    }
+
+    /// A committer's next request: find the coordinator, then commit the next offset and
+    /// fetch it back, in turn.
+    fn committer_request(&mut self, c: usize, corr: i32) {
+        let client = &mut self.clients[c];
+        let from = client.id;
+        let commits = &mut client.commits;
+        let group = GroupId(StrBytes::from_string(commits.group.clone()));
+        let topic = || TopicName(StrBytes::from_static_str(node::TOPIC));
+        let (api, body, to, values): (ApiKey, Bytes, NodeId, Vec<u64>) = match commits.coordinator {
+            None => {
+                let body = FindCoordinatorRequest::default().with_key(StrBytes::from_string(commits.group.clone())).with_key_type(0);
+                let to = NodeId(self.rng_work.gen_range(1..=NODES));
+                (ApiKey::FindCoordinator, encode_request(ApiKey::FindCoordinator, client_version(ApiKey::FindCoordinator), corr, &body), to, Vec::new())
+            }
+            Some(coordinator) if commits.fetch_next => {
+                commits.floor = commits.acked;
+                let body = OffsetFetchRequest::default().with_group_id(group).with_topics(Some(vec![
+                    OffsetFetchRequestTopic::default().with_name(topic()).with_partition_indexes(vec![0]),
+                ]));
+                (ApiKey::OffsetFetch, encode_request(ApiKey::OffsetFetch, client_version(ApiKey::OffsetFetch), corr, &body), coordinator, Vec::new())
+            }
+            Some(coordinator) => {
+                let offset = commits.next;
+                commits.next += 1;
+                // A simple commit (no member, generation -1), as an `assign`ing consumer's.
+                let body = OffsetCommitRequest::default()
+                    .with_group_id(group)
+                    .with_generation_id_or_member_epoch(-1)
+                    .with_member_id(StrBytes::from_static_str(""))
+                    .with_topics(vec![OffsetCommitRequestTopic::default().with_name(topic()).with_partitions(vec![
+                        OffsetCommitRequestPartition::default().with_partition_index(0).with_committed_offset(offset),
+                    ])]);
+                (ApiKey::OffsetCommit, encode_request(ApiKey::OffsetCommit, client_version(ApiKey::OffsetCommit), corr, &body), coordinator, vec![offset as u64])
+            }
+        };
+        client.inflight = Some((corr, self.now, values));
+        client.inflight_api = api;
+        self.send(from, to, Payload::Kafka { frame: body });
+    }
+
+    /// A committer's answer. A fetched offset must be at least every commit acknowledged
+    /// before the fetch was sent, unless it is a commit that was never answered (it may have
+    /// landed late), and never one that was not asked for.
+    fn committer_receive(&mut self, c: usize, frame: Bytes, api: ApiKey, corr: i32, values: Vec<u64>) {
+        let version = client_version(api);
+        let may_lose = !self.options.ack_after_fsync;
+        let healed = self.acked_stop.is_some();
+        let id = self.clients[c].id;
+        let commits = &mut self.clients[c].commits;
+        let current = commits.answered_by_current.remove(&corr).unwrap_or(false);
+        // Requests are answered in order: what is left below is for requests given up on.
+        commits.answered_by_current.retain(|&k, _| k > corr);
+        match api {
+            ApiKey::FindCoordinator => {
+                let answer: FindCoordinatorResponse = wire::decode_response(frame, api, version, corr).expect("a coordinator answer decodes");
+                if answer.error_code == 0 && answer.node_id.0 >= 0 {
+                    commits.coordinator = Some(NodeId(answer.node_id.0));
+                }
+            }
+            ApiKey::OffsetCommit => {
+                let answer: OffsetCommitResponse = wire::decode_response(frame, api, version, corr).expect("a commit answer decodes");
+                let code = answer.topics.first().and_then(|t| t.partitions.first()).map_or(-1, |p| p.error_code);
+                let offset = values[0] as i64;
+                if code == 0 {
+                    commits.acked = commits.acked.max(offset);
+                    commits.fetch_next = true;
+                    self.counts.commits += 1;
+                    if healed {
+                        commits.acked_since_heal = true;
+                    }
+                } else {
+                    commits.coordinator = None;
+                }
+            }
+            ApiKey::OffsetFetch => {
+                let answer: OffsetFetchResponse = wire::decode_response(frame, api, version, corr).expect("an offset fetch answer decodes");
+                let partition = answer.topics.first().and_then(|t| t.partitions.first());
+                let Some(p) = partition.filter(|p| answer.error_code == 0 && p.error_code == 0) else {
+                    commits.coordinator = None;
+                    return;
+                };
+                commits.fetch_next = false;
+                let v = p.committed_offset;
+                let floor = commits.floor;
+                let lost = if v >= floor {
+                    None
+                } else if v >= 0 && commits.unanswered.contains(&v) {
+                    None
+                } else if !current {
+                    self.counts.stale_offset_reads += 1;
+                    None
+                } else {
+                    Some(format!("committer {id} (group {}): an offset fetch returned {v}, below the acknowledged commit {floor}", commits.group))
+                };
+                if v >= commits.next {
+                    let message = format!("committer {id} (group {}): an offset fetch returned {v}, never committed (next is {})", commits.group, commits.next);
+                    self.fail(message);
+                } else if let Some(message) = lost {
+                    if may_lose {
+                        self.counts.commits_lost += 1;
+                    } else {
+                        self.fail(message);
+                    }
+                } else if commits.acked_since_heal && v >= floor {
+                    commits.verified_since_heal = true;
+                }
+            }
+            other => unreachable!("committers send no {other:?}"),
         }
     }
 
@@ -1281,11 +1504,12 @@ impl Sim {
             return;
         };
         let api = self.clients[c].inflight_api;
-        let version = match api {
-            ApiKey::Produce => 9,
-            _ => 12,
-        };
+        let version = client_version(api);
         self.clients[c].inflight = None;
+        if self.clients[c].kind == ClientKind::Committer {
+            self.committer_receive(c, frame, api, corr, values);
+            return;
+        }
         match api {
             ApiKey::Metadata => {
                 let answer: MetadataResponse = wire::decode_response(frame, api, version, corr).expect("a metadata answer decodes");
@@ -1369,7 +1593,7 @@ impl Sim {
             self.fail("final read refused by the leader".into());
             return;
         };
-        let bytes = node.disk.read(request.fetch_offset.0, read_to.0);
+        let bytes = node.disk.log(&node::tp()).read(request.fetch_offset.0, read_to.0);
         let records = decode_values(&bytes);
         self.history.push(Op::FinalRead { records });
     }
@@ -1389,19 +1613,25 @@ impl Sim {
         // data away, so only the checks that hold in every mode run.
         let durable = self.options.ack_after_fsync;
         for i in 0..self.nodes.len() {
-            let fresh = std::mem::take(&mut self.nodes[i].disk.fresh);
-            for b in fresh {
-                match self.written.get(&(b.base, b.epoch)) {
+            let fresh: Vec<_> = self.nodes[i]
+                .disk
+                .logs
+                .iter_mut()
+                .flat_map(|(partition, log)| std::mem::take(&mut log.fresh).into_iter().map(move |b| (partition.clone(), b)))
+                .collect();
+            for (partition, b) in fresh {
+                let key = (partition, b.base, b.epoch);
+                match self.written.get(&key) {
                     Some((end, bytes, source)) if *end != b.end || *bytes != b.bytes => {
                         violations.push(format!(
-                            "node {}: batch {}..{} of leader epoch {} differs from the batch {}..{end} first written at that offset in that epoch ({source})",
-                            self.nodes[i].id, b.base, b.end, b.epoch, b.base
+                            "node {}: batch {}..{} of leader epoch {} of {:?} differs from the batch {}..{end} first written at that offset in that epoch ({source})",
+                            self.nodes[i].id, b.base, b.end, b.epoch, key.0, b.base
                         ));
                     }
                     Some(_) => {}
                     None => {
                         let source = format!("node {} at t={}ms", self.nodes[i].id, self.now);
-                        self.written.insert((b.base, b.epoch), (b.end, b.bytes, source));
+                        self.written.insert(key, (b.end, b.bytes, source));
                     }
                 }
             }
@@ -1421,7 +1651,7 @@ impl Sim {
             self.trace.add(hw as u64 ^ ((epoch as u64) << 40) ^ ((r.log_end_offset().0 as u64) << 20));
             let w = self.watch.entry(i).or_default();
             if w.incarnation != node.incarnation {
-                *w = Watch { incarnation: node.incarnation, high_watermark: hw, leader_epoch: epoch, verified_to: 0, log_cuts: node.disk.log_cuts };
+                *w = Watch { incarnation: node.incarnation, high_watermark: hw, leader_epoch: epoch, verified_to: 0, log_cuts: node.disk.log(&node::tp()).log_cuts };
             }
             if hw < w.high_watermark && durable {
                 violations.push(format!("node {id}: high watermark moved back from {} to {hw}", w.high_watermark));
@@ -1461,9 +1691,10 @@ impl Sim {
             }
             w.high_watermark = hw;
             w.leader_epoch = epoch;
-            if w.log_cuts != node.disk.log_cuts {
-                w.log_cuts = node.disk.log_cuts;
-                w.verified_to = w.verified_to.min(node.disk.log_end());
+            let log = node.disk.log(&node::tp());
+            if w.log_cuts != log.log_cuts {
+                w.log_cuts = log.log_cuts;
+                w.verified_to = w.verified_to.min(log.log_end());
             }
         }
         // Committed prefixes: each replica's log below its own HW, and each ISR member's log
@@ -1480,7 +1711,7 @@ impl Sim {
                 if m == *l {
                     continue;
                 }
-                let disk = &self.nodes[m].disk;
+                let disk = self.nodes[m].disk.log(&node::tp());
                 if disk.log_durable < *hw && durable {
                     violations.push(format!(
                         "ISR member {member} of leader {} (epoch {epoch}) holds durable data only below {}, under the high watermark {hw}",
@@ -1512,7 +1743,7 @@ impl Sim {
             if let Some((_, state)) = &self.latest_image {
                 for member in &state.isr {
                     let Some(m) = self.node_index(*member) else { continue };
-                    let disk = &self.nodes[m].disk;
+                    let disk = self.nodes[m].disk.log(&node::tp());
                     if disk.log_durable < self.committed_end {
                         violations.push(format!(
                             "node {member} is in the committed ISR {:?} (leader {}, epoch {}, partition epoch {}) but holds durable data only below {}, under the committed offset {}",
@@ -1526,7 +1757,7 @@ impl Sim {
             targets.clear();
         }
         for (i, (target, why)) in targets {
-            let disk = &self.nodes[i].disk;
+            let disk = self.nodes[i].disk.log(&node::tp());
             let Some(w) = self.watch.get_mut(&i) else { continue };
             let upto = target.min(disk.log_end());
             if w.verified_to >= upto {
@@ -1577,7 +1808,19 @@ impl Client {
             position: 0,
             high_watermark_seen: 0,
             done: false,
+            commits: Commits { acked: -1, floor: -1, ..Commits::default() },
         }
+    }
+}
+
+/// The version the simulated clients speak of each API.
+fn client_version(api: ApiKey) -> i16 {
+    match api {
+        ApiKey::Produce => 9,
+        ApiKey::FindCoordinator => 3,
+        ApiKey::OffsetCommit => 8,
+        ApiKey::OffsetFetch => 7,
+        _ => 12,
     }
 }
 

@@ -21,7 +21,7 @@ use kafka_protocol::protocol::StrBytes;
 use crate::controller::MetadataImage;
 use crate::error::{code, ErrorCode};
 use crate::group::{self, Call, GroupState, Response, OFFSETS_TOPIC};
-use crate::wire::{encode_response, regroup, RequestError};
+use crate::wire::{encode_response, regroup, Request, RequestError};
 
 /// A group API's Kafka response, as the shard builds it whole.
 #[derive(Debug, Clone, PartialEq)]
@@ -125,6 +125,30 @@ fn shape_of<'a, P: Iterator<Item = i32>>(topics: impl Iterator<Item = (&'a Topic
 }
 
 // ---- requests ----
+
+/// A decoded group API request (JoinGroup … OffsetDelete, not FindCoordinator) split into
+/// its coordinators' calls. `peer` is the client's `host:port`, which JoinGroup reports as
+/// the member's host; `partitions` is `offsets.topic.num.partitions`, which places every group.
+pub fn route(request: &Request, peer: &str, partitions: i32) -> Result<Routed, RequestError> {
+    let version = request.version();
+    Ok(match request.api_key {
+        ApiKey::JoinGroup => {
+            let client_id = request.header.client_id.as_deref().unwrap_or_default().to_owned();
+            let host = format!("/{}", peer.rsplit_once(':').map_or(peer, |(host, _)| host));
+            join_group(request.decode()?, version, client_id, host, partitions)
+        }
+        ApiKey::SyncGroup => sync_group(request.decode()?, version, partitions),
+        ApiKey::Heartbeat => heartbeat(request.decode()?, partitions),
+        ApiKey::LeaveGroup => leave_group(request.decode()?, version, partitions),
+        ApiKey::OffsetCommit => offset_commit(request.decode()?, partitions),
+        ApiKey::OffsetFetch => offset_fetch(request.decode()?, version, partitions),
+        ApiKey::DescribeGroups => describe_groups(request.decode()?, version, partitions),
+        ApiKey::ListGroups => list_groups(request.decode()?, version),
+        ApiKey::DeleteGroups => delete_groups(request.decode()?, partitions),
+        ApiKey::OffsetDelete => offset_delete(request.decode()?, partitions),
+        other => return Err(RequestError::UnsupportedVersion { api_key: other, version }),
+    })
+}
 
 /// `partitions` is `offsets.topic.num.partitions`, which places every group.
 pub fn join_group(request: JoinGroupRequest, version: i16, client_id: String, client_host: String, partitions: i32) -> Routed {
