@@ -5,8 +5,6 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
-use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult};
 use kafka_protocol::messages::fetch_response::FetchableTopicResponse;
 use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
@@ -14,14 +12,15 @@ use kafka_protocol::messages::produce_response::TopicProduceResponse;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use odradek_core::fetcher::TopicPartition;
-use odradek_core::{broker, fetcher};
+use odradek_core::broker::{self, admin};
+use odradek_core::fetcher;
 use odradek_core::controller::Response as ControllerResponse;
 use odradek_core::controller_rpc::ControllerRequest;
 use odradek_core::error::code;
-use odradek_core::topic::{validate_topic_name, TopicConfig};
+use odradek_core::topic::validate_topic_name;
 use odradek_core::wire::{self, regroup, Request, RequestError};
 use odradek_core::ErrorCode;
-use tracing::{debug, warn};
+use tracing::warn;
 
 use crate::clock::now_ms;
 use crate::groups::{self, OFFSETS_TOPIC};
@@ -145,134 +144,32 @@ async fn wait_until_served(shard: &Rc<Shard>, topics: Vec<String>) {
 }
 
 /// CreateTopics: forwarded to the active controller, which validates, places replicas and
-/// commits the topic to the metadata log.
+/// commits the topic to the metadata log; answered once every core serves the new topics.
 async fn create_topics(shard: &Rc<Shard>, request: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
-    let topics: Vec<odradek_core::controller::CreatableTopic> = request
-        .topics
-        .iter()
-        .map(|t| odradek_core::controller::CreatableTopic {
-            name: t.name.0.to_string(),
-            num_partitions: t.num_partitions,
-            replication_factor: t.replication_factor,
-            configs: t.configs.iter().map(|c| (c.name.to_string(), c.value.as_deref().unwrap_or_default().to_owned())).collect(),
-        })
-        .collect();
-    let names: Vec<String> = topics.iter().map(|t| t.name.clone()).collect();
-    let unassignable = request.topics.iter().any(|t| !t.assignments.is_empty());
-    let forwarded = odradek_core::controller::CreateTopicsRequest { topics, validate_only: request.validate_only };
-    let answer = if unassignable { None } else { shard.controller_request(ControllerRequest::CreateTopics(forwarded)).await };
-    let results: Vec<CreatableTopicResult> = match answer {
-        Some(ControllerResponse::CreateTopics(results)) => results
-            .into_iter()
-            .map(|r| match r.error {
-                Some(e) => failed_topic(CreatableTopicResult::default().with_name(s(r.name).into()), e.code(), e.to_string()),
-                None => {
-                    let mut result = CreatableTopicResult::default().with_name(s(r.name.clone()).into());
-                    if version >= 5 {
-                        let configs = request.topics.iter().find(|t| t.name.0.as_str() == r.name).map(|t| {
-                            t.configs.iter().map(|c| (c.name.to_string(), c.value.as_deref().unwrap_or_default().to_owned())).collect()
-                        });
-                        let described = TopicConfig::new(&shard.shared.config.log, configs.unwrap_or_default())
-                            .map(|c| describe_topic_configs(&c))
-                            .unwrap_or_default();
-                        result = result
-                            .with_num_partitions(r.num_partitions)
-                            .with_replication_factor(r.replication_factor)
-                            .with_configs(Some(described));
-                    }
-                    if version >= 7 {
-                        result = result.with_topic_id(uuid::Uuid::from_bytes(r.topic_id));
-                    }
-                    result
-                }
-            })
-            .collect(),
-        _ => names
-            .iter()
-            .map(|n| {
-                let (error, message) = if unassignable {
-                    (ErrorCode::InvalidReplicaAssignment, "manual replica assignment is not supported yet")
-                } else {
-                    (ErrorCode::RequestTimedOut, "no active controller answered")
-                };
-                failed_topic(CreatableTopicResult::default().with_name(s(n.clone()).into()), error, message.into())
-            })
-            .collect(),
+    let answer = match admin::create_topics_request(&request) {
+        Some(forwarded) => match shard.controller_request(ControllerRequest::CreateTopics(forwarded)).await {
+            Some(ControllerResponse::CreateTopics(results)) => Some(results),
+            _ => None,
+        },
+        None => None,
     };
+    let response = admin::create_topics_response(&request, version, answer, &shard.shared.config.log);
     if !request.validate_only {
-        let created: Vec<String> = results.iter().filter(|r| r.error_code == 0).map(|r| r.name.0.to_string()).collect();
+        let created: Vec<String> = response.topics.iter().filter(|r| r.error_code == 0).map(|r| r.name.0.to_string()).collect();
         wait_until_served(shard, created).await;
     }
-    CreateTopicsResponse::default().with_topics(results)
+    response
 }
 
 async fn delete_topics(shard: &Rc<Shard>, request: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
-    let names: Vec<Option<String>> = if version >= 6 {
-        request
-            .topics
-            .into_iter()
-            .map(|t| {
-                t.name.map(|n| n.0.to_string()).or_else(|| {
-                    shard.image.borrow().topics().values().find(|i| i.id == *t.topic_id.as_bytes()).map(|i| i.name.clone())
-                })
-            })
-            .collect()
-    } else {
-        request.topic_names.into_iter().map(|n| Some(n.0.to_string())).collect()
+    let names = admin::delete_topics_names(&shard.image.borrow(), request, version);
+    let answer = match shard.controller_request(ControllerRequest::DeleteTopics(admin::deletable(&names))).await {
+        Some(ControllerResponse::DeleteTopics(results)) => Some(results),
+        _ => None,
     };
-    // Groups live in the internal topic: it cannot be deleted.
-    let known: Vec<String> = names.iter().flatten().filter(|n| n.as_str() != OFFSETS_TOPIC).cloned().collect();
-    let answer = shard.controller_request(ControllerRequest::DeleteTopics(known)).await;
-    let results = match answer {
-        Some(ControllerResponse::DeleteTopics(results)) => results,
-        _ => Vec::new(),
-    };
-    let responses = names
-        .into_iter()
-        .map(|name| match name {
-            None => DeletableTopicResult::default().with_error_code(ErrorCode::UnknownTopicId.code()),
-            Some(name) => {
-                let found = results.iter().find(|r| r.name == name);
-                let error = match found {
-                    _ if name == OFFSETS_TOPIC => Some(ErrorCode::InvalidTopicException),
-                    Some(r) => r.error.as_ref().map(|e| e.code()),
-                    None => Some(ErrorCode::RequestTimedOut),
-                };
-                DeletableTopicResult::default()
-                    .with_name(Some(s(name).into()))
-                    .with_topic_id(if version >= 6 { found.map_or(uuid::Uuid::nil(), |r| uuid::Uuid::from_bytes(r.topic_id)) } else { uuid::Uuid::nil() })
-                    .with_error_code(code(error))
-            }
-        })
-        .collect();
-    DeleteTopicsResponse::default().with_responses(responses)
+    admin::delete_topics_response(names, version, answer)
 }
 
-fn failed_topic(result: CreatableTopicResult, error: ErrorCode, message: String) -> CreatableTopicResult {
-    debug!(topic = %result.name.0.as_str(), %message, "create topic refused");
-    CreatableTopicResult::default()
-        .with_name(result.name)
-        .with_error_code(error.code())
-        .with_error_message(Some(s(message)))
-}
-
-fn describe_topic_configs(config: &TopicConfig) -> Vec<CreatableTopicConfigs> {
-    config
-        .describe()
-        .into_iter()
-        .map(|(name, value, is_override)| {
-            CreatableTopicConfigs::default()
-                .with_name(s(name))
-                .with_value(Some(s(value)))
-                .with_config_source(config_source(is_override))
-        })
-        .collect()
-}
-
-/// Kafka's ConfigSource: 1 = DYNAMIC_TOPIC_CONFIG, 5 = DEFAULT_CONFIG.
-fn config_source(is_override: bool) -> i8 {
-    if is_override { 1 } else { 5 }
-}
 
 fn describe_configs(shard: &Rc<Shard>, request: DescribeConfigsRequest) -> DescribeConfigsResponse {
     const TOPIC: i8 = 2;
@@ -315,7 +212,7 @@ fn describe_configs(shard: &Rc<Shard>, request: DescribeConfigsRequest) -> Descr
                         .with_name(s(k))
                         .with_value(Some(s(v)))
                         .with_read_only(resource.resource_type == BROKER)
-                        .with_config_source(if resource.resource_type == BROKER { 4 } else { config_source(is_override) })
+                        .with_config_source(if resource.resource_type == BROKER { 4 } else { admin::config_source(is_override) })
                 })
                 .collect();
             result

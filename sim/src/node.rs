@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::fetch_response::FetchableTopicResponse;
 use kafka_protocol::messages::produce_response::TopicProduceResponse;
 use kafka_protocol::messages::{
-    ApiKey, FetchRequest as KafkaFetch, FindCoordinatorRequest, FetchResponse as KafkaFetchResponse, MetadataRequest, ProduceRequest, ProduceResponse,
+    ApiKey, CreateTopicsRequest as KafkaCreateTopics, FetchRequest as KafkaFetch, FindCoordinatorRequest, FetchResponse as KafkaFetchResponse, MetadataRequest, ProduceRequest, ProduceResponse,
     TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
@@ -22,6 +22,7 @@ use odradek_core::raft::{self, Raft, RaftConfig};
 use odradek_core::replica::{self, Completion, EpochEndOffset, FetchAnswer, FetchRequest, Replica, ReplicaConfig, Role};
 use odradek_core::{broker, wire, ErrorCode};
 use odradek_core::broker::groups::{GroupResponse, Merge};
+use odradek_core::log::LogConfig;
 use odradek_core::group::{GroupConfig, GroupCoordinator, OFFSETS_TOPIC};
 
 use crate::disk::{Clock, Disk};
@@ -87,6 +88,8 @@ enum Rpc {
     Alter { partition: TopicPartition, request_id: u64, generation: u64 },
     /// `__consumer_offsets`, asked for by a FindCoordinator that found none.
     CreateOffsets,
+    /// A client's CreateTopics, forwarded.
+    CreateTopics { client: NodeId, corr: i32, version: i16, request: KafkaCreateTopics },
 }
 
 /// A client's group request, split into coordinator calls (`core::broker::groups`), whose
@@ -339,8 +342,10 @@ impl Node {
         for id in expired {
             let (rpc, _) = p.rpcs.remove(&id).expect("listed");
             p.controller_hint += 1;
-            if let Rpc::Alter { partition, request_id, generation } = rpc {
-                p.deferred_alter_errors.push_back((partition, request_id, generation));
+            match rpc {
+                Rpc::Alter { partition, request_id, generation } => p.deferred_alter_errors.push_back((partition, request_id, generation)),
+                Rpc::CreateTopics { client, corr, version, request } => out.push(create_topics_answer(client, corr, version, &request, None)),
+                _ => {}
             }
         }
         self.pump(now, out);
@@ -366,7 +371,7 @@ impl Node {
             }
             Payload::CtrlResponse { rpc_id, response } => {
                 if let Some((rpc, _)) = p.rpcs.remove(&rpc_id) {
-                    on_ctrl_response(self.id, p, now, rpc, response);
+                    on_ctrl_response(self.id, p, now, rpc, response, out);
                 }
             }
             Payload::ReplicaFetch { wire_id, frame } => {
@@ -500,6 +505,24 @@ impl Node {
                     .with_partitions(vec![data])]);
                 let frame = wire::encode_response(ApiKey::Fetch, version, corr, &body).expect("a fetch answer encodes");
                 out.push(Output::Send { to: from, payload: Payload::KafkaResponse { frame } });
+            }
+            ApiKey::CreateTopics => {
+                let body: KafkaCreateTopics = request.decode().expect("valid create topics");
+                match broker::admin::create_topics_request(&body) {
+                    Some(forwarded) => {
+                        let rpc_id = p.next_rpc;
+                        p.next_rpc += 1;
+                        let to = controller_target(p, &self.voters);
+                        let rpc = Rpc::CreateTopics { client: from, corr, version, request: body };
+                        p.rpcs.insert(rpc_id, (rpc, now + RPC_TIMEOUT_MS));
+                        out.push(Output::Send { to, payload: Payload::CtrlRequest { rpc_id, request: CtrlRequest::CreateTopics(forwarded) } });
+                    }
+                    None => {
+                        let answer = broker::admin::create_topics_response(&body, version, None, &LogConfig::default());
+                        let frame = wire::encode_response(ApiKey::CreateTopics, version, corr, &answer).expect("a create topics answer encodes");
+                        out.push(Output::Send { to: from, payload: Payload::KafkaResponse { frame } });
+                    }
+                }
             }
             ApiKey::FindCoordinator => {
                 let body: FindCoordinatorRequest = request.decode().expect("valid find coordinator");
@@ -854,7 +877,7 @@ impl Node {
     }
 }
 
-fn on_ctrl_response(id: NodeId, p: &mut Process, now: i64, rpc: Rpc, response: Response) {
+fn on_ctrl_response(id: NodeId, p: &mut Process, now: i64, rpc: Rpc, response: Response, out: &mut Vec<Output>) {
     match (rpc, response) {
         (Rpc::Register, Response::RegisterBroker(r)) => match r.error {
             None => {
@@ -903,12 +926,18 @@ fn on_ctrl_response(id: NodeId, p: &mut Process, now: i64, rpc: Rpc, response: R
                 p.controller_hint += 1;
             }
         }
+        (Rpc::CreateTopics { client, corr, version, request }, Response::CreateTopics(results)) => {
+            if results.iter().any(|r| r.error.as_ref().is_some_and(|e| e.code() == ErrorCode::NotController)) {
+                p.controller_hint += 1;
+            }
+            out.push(create_topics_answer(client, corr, version, &request, Some(results)));
+        }
         (rpc, response) => {
             let kind = match rpc {
                 Rpc::Register => "register",
                 Rpc::Heartbeat => "heartbeat",
                 Rpc::Alter { .. } => "alter",
-                Rpc::CreateOffsets => "create topics",
+                Rpc::CreateOffsets | Rpc::CreateTopics { .. } => "create topics",
             };
             panic!("node {id}: {kind} answered with {response:?}");
         }
@@ -931,6 +960,15 @@ fn controller_target(p: &Process, voters: &[NodeId]) -> NodeId {
         Some(leader) if p.controller_hint % 3 != 2 => leader,
         _ => voters[p.controller_hint % voters.len()],
     }
+}
+
+/// The Kafka answer to a client's CreateTopics from the controller's results (`None`: no
+/// controller answered), built as the broker's handler builds it. Unlike the broker, the node
+/// does not wait until the new topic is served: its one shard hears of it with the image.
+fn create_topics_answer(client: NodeId, corr: i32, version: i16, request: &KafkaCreateTopics, results: Option<Vec<controller::CreateTopicResult>>) -> Output {
+    let answer = broker::admin::create_topics_response(request, version, results, &LogConfig::default());
+    let frame = wire::encode_response(ApiKey::CreateTopics, version, corr, &answer).expect("a create topics answer encodes");
+    Output::Send { to: client, payload: Payload::KafkaResponse { frame } }
 }
 
 /// `__consumer_offsets` as the broker creates it (`ServerConfig::offsets_topic`).

@@ -19,10 +19,11 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic as KafkaCreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::{CreateTopicsRequest as KafkaCreateTopicsRequest, CreateTopicsResponse as KafkaCreateTopicsResponse};
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use kafka_protocol::records::RecordBatchDecoder;
 use odradek_core::batch::scan_headers;
-use odradek_core::controller::{CreatableTopic, CreateTopicsRequest, Response};
 use odradek_core::ids::{LeaderEpoch, NodeId, Offset};
 use odradek_core::fetcher::TopicPartition;
 use odradek_core::replica::{FetchAnswer, FetchRequest, ReplicaConfig, Role};
@@ -32,7 +33,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::checker::{self, Anomaly, Op, SendOutcome};
 use crate::disk::Clock;
-use crate::node::{self, CtrlRequest, DiskOp, Node, Output, Payload};
+use crate::node::{self, DiskOp, Node, Output, Payload};
 use crate::options::{Options, Scenario};
 
 pub const NODES: i32 = 3;
@@ -1275,19 +1276,19 @@ impl Sim {
             // Ask a random node for the leader.
             let to = NodeId(self.rng_work.gen_range(1..=NODES));
             if self.clients[c].kind == ClientKind::Admin {
-                let request = CtrlRequest::CreateTopics(CreateTopicsRequest {
-                    topics: vec![CreatableTopic {
-                        name: node::TOPIC.into(),
-                        num_partitions: 1,
-                        replication_factor: NODES as i16,
-                        configs: [("min.insync.replicas".to_string(), self.options.min_insync_replicas.to_string())]
-                            .into_iter()
-                            .collect(),
-                    }],
-                    validate_only: false,
-                });
+                // Through any node, as an admin client's CreateTopics goes to any broker.
+                let topic = KafkaCreatableTopic::default()
+                    .with_name(TopicName(StrBytes::from_static_str(node::TOPIC)))
+                    .with_num_partitions(1)
+                    .with_replication_factor(NODES as i16)
+                    .with_configs(vec![CreatableTopicConfig::default()
+                        .with_name(StrBytes::from_static_str("min.insync.replicas"))
+                        .with_value(Some(StrBytes::from_string(self.options.min_insync_replicas.to_string())))]);
+                let body = KafkaCreateTopicsRequest::default().with_topics(vec![topic]).with_timeout_ms(5_000);
+                let frame = encode_request(ApiKey::CreateTopics, client_version(ApiKey::CreateTopics), corr, &body);
                 self.clients[c].inflight = Some((corr, self.now, Vec::new()));
-                self.send(from, to, Payload::CtrlRequest { rpc_id: corr as u64, request });
+                self.clients[c].inflight_api = ApiKey::CreateTopics;
+                self.send(from, to, Payload::Kafka { frame });
                 return;
             }
             let body = MetadataRequest::default()
@@ -1478,16 +1479,6 @@ impl Sim {
     fn client_receive(&mut self, c: usize, _from: NodeId, payload: Payload) {
         let process = self.clients[c].id.0 as u32;
         let frame = match payload {
-            Payload::CtrlResponse { rpc_id, response: Response::CreateTopics(results) } => {
-                if self.clients[c].inflight.as_ref().is_some_and(|(corr, ..)| rpc_id == *corr as u64) {
-                    self.clients[c].inflight = None;
-                    let r = &results[0];
-                    if r.error.as_ref().is_none_or(|e| e.code() == ErrorCode::TopicAlreadyExists) {
-                        self.clients[c].done = true;
-                    }
-                }
-                return;
-            }
             Payload::KafkaResponse { frame } => frame,
             _ => return,
         };
@@ -1511,6 +1502,13 @@ impl Sim {
             return;
         }
         match api {
+            ApiKey::CreateTopics => {
+                let answer: KafkaCreateTopicsResponse = wire::decode_response(frame, api, version, corr).expect("a create topics answer decodes");
+                let code = answer.topics.first().map_or(-1, |t| t.error_code);
+                if code == 0 || code == ErrorCode::TopicAlreadyExists.code() {
+                    self.clients[c].done = true;
+                }
+            }
             ApiKey::Metadata => {
                 let answer: MetadataResponse = wire::decode_response(frame, api, version, corr).expect("a metadata answer decodes");
                 let partition = answer
@@ -1820,6 +1818,7 @@ fn client_version(api: ApiKey) -> i16 {
         ApiKey::FindCoordinator => 3,
         ApiKey::OffsetCommit => 8,
         ApiKey::OffsetFetch => 7,
+        ApiKey::CreateTopics => 7,
         _ => 12,
     }
 }

@@ -8,6 +8,7 @@ use kafka_protocol::messages::produce_response::PartitionProduceResponse;
 use kafka_protocol::messages::{BrokerId, MetadataResponse, ProduceRequest};
 use kafka_protocol::protocol::StrBytes;
 
+pub mod admin;
 pub mod groups;
 mod shard;
 
