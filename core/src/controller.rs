@@ -704,8 +704,10 @@ struct Active {
     /// restarted broker would keep a node that restarted with its controller (a node alone,
     /// or a combined node whose quorum moved) out for a whole session timeout.
     heard_from: BTreeSet<NodeId>,
-    /// One slot per proposal in flight, oldest first: the reply to send when it commits.
-    inflight: VecDeque<Option<(RequestId, Response)>>,
+    /// One slot per proposal in flight, oldest first: the replies to send when it commits
+    /// (its own, and those of requests that proposed nothing but were decided on the pending
+    /// view it is part of).
+    inflight: VecDeque<Vec<(RequestId, Response)>>,
 }
 
 /// The metadata state machine of one quorum member; see the module docs for the wiring.
@@ -802,7 +804,7 @@ impl Controller {
                 let active = self.active.as_mut().expect("own entry means active");
                 let slot = active.inflight.pop_front();
                 assert!(slot.is_some(), "entry {} of our term {} that we did not propose", entry.index, entry.term);
-                if let Some(Some((id, response))) = slot {
+                for (id, response) in slot.into_iter().flatten() {
                     self.actions.push_back(Action::Reply(id, response));
                 }
             }
@@ -1079,20 +1081,27 @@ impl Controller {
     /// Applies `records` to the pending image and proposes them as one entry; `reply` leaves
     /// when that entry commits (at once if there is nothing to write).
     fn propose(&mut self, records: Vec<MetadataRecord>, reply: Option<(RequestId, Response)>) {
+        let active = self.active.as_mut().expect("only the active controller proposes");
         if records.is_empty() {
-            if let Some((id, response)) = reply {
-                self.actions.push_back(Action::Reply(id, response));
+            // Decided on the pending view, which may hold what is not committed yet (a
+            // CreateTopics answered TOPIC_ALREADY_EXISTS for a topic whose creation is still
+            // in flight): the answer waits for everything proposed so far, and a lost
+            // leadership turns it into NOT_CONTROLLER, as Kafka's QuorumController defers
+            // a write that produced no records to the log's current end.
+            match (reply, active.inflight.back_mut()) {
+                (Some(reply), Some(last)) => last.push(reply),
+                (Some((id, response)), None) => self.actions.push_back(Action::Reply(id, response)),
+                (None, _) => {}
             }
             return;
         }
-        let active = self.active.as_mut().expect("only the active controller proposes");
         for record in &records {
             if let Err(error) = active.pending.apply(record) {
                 panic!("controller built a record its own image refuses: {error}: {record:?}");
             }
         }
         self.actions.push_back(Action::Propose(encode_records(&records)));
-        active.inflight.push_back(reply);
+        active.inflight.push_back(reply.into_iter().collect());
     }
 
     fn pending(&self) -> &MetadataImage {
