@@ -707,7 +707,23 @@ struct Active {
     /// One slot per proposal in flight, oldest first: the replies to send when it commits
     /// (its own, and those of requests that proposed nothing but were decided on the pending
     /// view it is part of).
-    inflight: VecDeque<Vec<(RequestId, Response)>>,
+    inflight: VecDeque<Slot>,
+}
+
+/// The replies waiting for one proposal to commit.
+#[derive(Debug, Default)]
+struct Slot {
+    /// The proposal's own request.
+    own: Option<(RequestId, Response)>,
+    /// Requests that proposed nothing but were decided on a pending view holding this
+    /// proposal: if it is lost, their answer is NOT_CONTROLLER whatever they said.
+    deferred: Vec<(RequestId, Response)>,
+}
+
+impl Slot {
+    fn replies(self) -> impl Iterator<Item = (RequestId, Response)> {
+        self.own.into_iter().chain(self.deferred)
+    }
 }
 
 /// The metadata state machine of one quorum member; see the module docs for the wiring.
@@ -804,7 +820,7 @@ impl Controller {
                 let active = self.active.as_mut().expect("own entry means active");
                 let slot = active.inflight.pop_front();
                 assert!(slot.is_some(), "entry {} of our term {} that we did not propose", entry.index, entry.term);
-                for (id, response) in slot.into_iter().flatten() {
+                for (id, response) in slot.into_iter().flat_map(Slot::replies) {
                     self.actions.push_back(Action::Reply(id, response));
                 }
             }
@@ -1089,7 +1105,7 @@ impl Controller {
             // leadership turns it into NOT_CONTROLLER, as Kafka's QuorumController defers
             // a write that produced no records to the log's current end.
             match (reply, active.inflight.back_mut()) {
-                (Some(reply), Some(last)) => last.push(reply),
+                (Some(reply), Some(last)) => last.deferred.push(reply),
                 (Some((id, response)), None) => self.actions.push_back(Action::Reply(id, response)),
                 (None, _) => {}
             }
@@ -1101,7 +1117,7 @@ impl Controller {
             }
         }
         self.actions.push_back(Action::Propose(encode_records(&records)));
-        active.inflight.push_back(reply.into_iter().collect());
+        active.inflight.push_back(Slot { own: reply, deferred: Vec::new() });
     }
 
     fn pending(&self) -> &MetadataImage {
@@ -1111,8 +1127,13 @@ impl Controller {
     fn resign(&mut self) {
         let active = self.active.take().expect("resign while active");
         tracing::info!(term = %active.term, waiting = active.inflight.len(), "controller resigns");
-        for (id, response) in active.inflight.into_iter().flatten() {
-            self.actions.push_back(Action::Reply(id, not_controller(response)));
+        for slot in active.inflight {
+            if let Some((id, response)) = slot.own {
+                self.actions.push_back(Action::Reply(id, not_controller(response, true)));
+            }
+            for (id, response) in slot.deferred {
+                self.actions.push_back(Action::Reply(id, not_controller(response, false)));
+            }
         }
     }
 
@@ -1229,7 +1250,9 @@ fn leader_and_isr(p: &PartitionState) -> LeaderAndIsr {
     LeaderAndIsr { leader: p.leader, leader_epoch: p.leader_epoch, partition_epoch: p.partition_epoch, isr: p.isr.clone() }
 }
 
-fn not_controller(response: Response) -> Response {
+/// `response` turned into NOT_CONTROLLER; with `keep_errors`, per-topic errors found by
+/// validation stay (those topics were never proposed).
+fn not_controller(response: Response, keep_errors: bool) -> Response {
     let e = Some(ControllerError::NotController);
     match response {
         Response::RegisterBroker(_) => {
@@ -1242,10 +1265,10 @@ fn not_controller(response: Response) -> Response {
             should_shutdown: false,
         }),
         Response::CreateTopics(results) => Response::CreateTopics(
-            results.into_iter().map(|r| CreateTopicResult { error: r.error.or(e.clone()), ..r }).collect(),
+            results.into_iter().map(|r| CreateTopicResult { error: r.error.filter(|_| keep_errors).or(e.clone()), ..r }).collect(),
         ),
         Response::DeleteTopics(results) => Response::DeleteTopics(
-            results.into_iter().map(|r| DeleteTopicResult { error: r.error.or(e.clone()), ..r }).collect(),
+            results.into_iter().map(|r| DeleteTopicResult { error: r.error.filter(|_| keep_errors).or(e.clone()), ..r }).collect(),
         ),
         Response::AlterPartition(_) => Response::AlterPartition(AlterPartitionResponse { error: e, state: None }),
     }
@@ -1940,6 +1963,45 @@ mod tests {
         assert_eq!(second(&mut c, 9), None, "nobody heartbeated to the new controller");
         assert_eq!(c.heartbeat(1).is_fenced, false);
         assert_eq!(second(&mut c, 10), Some(ControllerError::DuplicateBrokerRegistration));
+    }
+
+    // Guards answers decided on uncommitted state: a second CreateTopics of a topic whose
+    // creation is still in flight is answered TOPIC_ALREADY_EXISTS only once that creation
+    // commits, and NOT_CONTROLLER if the controller loses leadership first (the creation may
+    // then be lost, and "already exists" would be a lie). Found by simulator seed 2352
+    // (fsync-failure), whose topic was never created.
+    #[test]
+    fn an_answer_decided_on_uncommitted_state_waits_for_it_to_commit() {
+        let mut c = Cluster::new(&[100, 101, 102], &[]);
+        c.start_brokers(&[1, 2, 3]);
+        let topic = |name: &str| CreateTopicsRequest {
+            topics: vec![CreatableTopic { name: name.into(), num_partitions: 1, replication_factor: 3, configs: BTreeMap::new() }],
+            validate_only: false,
+        };
+        let active = c.active().unwrap();
+        let now_ms = c.now_ms;
+        let ctl = &mut c.nodes.get_mut(&active).unwrap().controller;
+        ctl.handle_create_topics(now_ms, 900, topic("t"));
+        ctl.handle_create_topics(now_ms, 901, topic("t"));
+        // The active controller's own actions, no message delivered: nothing has committed.
+        c.pump(active);
+        assert!(!c.replies.contains_key(&901), "answered from the pending view: {:?}", c.replies.get(&901));
+        c.settle();
+        let code = |r: Option<Response>| match r {
+            Some(Response::CreateTopics(results)) => results[0].error.as_ref().map(|e| e.code()),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(code(c.replies.remove(&900)), None);
+        assert_eq!(code(c.replies.remove(&901)), Some(ErrorCode::TopicAlreadyExists));
+        // Leadership lost before the creation commits: the second answer is NOT_CONTROLLER.
+        let now_ms = c.now_ms;
+        let ctl = &mut c.nodes.get_mut(&active).unwrap().controller;
+        ctl.handle_create_topics(now_ms, 902, topic("u"));
+        ctl.handle_create_topics(now_ms, 903, topic("u"));
+        c.pump(active);
+        c.nodes.get_mut(&active).unwrap().controller.handle_leader(now_ms, Term(999), None);
+        c.pump(active);
+        assert_eq!(code(c.replies.remove(&903)), Some(ErrorCode::NotController));
     }
 
     // Guards the standby path: a controller that is not active refuses with NOT_CONTROLLER

@@ -14,6 +14,7 @@ pub mod fetcher;
 pub mod group;
 pub mod ids;
 pub mod log;
+pub mod quorum;
 pub mod raft;
 pub mod replica;
 pub mod records;

@@ -1,12 +1,12 @@
 //! The driver of the controller quorum and the metadata log, on core 0 of every clustered node.
 //!
-//! It owns one `raft::Raft` (a voter on controller nodes, an observer on broker-only ones) and
-//! one `controller::Controller` beside it (on an observer it never becomes active and serves as
-//! the replayed `MetadataImage`). It pumps their actions as the runbooks in `core/src/raft.rs`
-//! and `core/src/controller.rs` say: the Raft log and hard state are written and fsynced before
-//! their completions are reported, messages go out on the controller listener, committed
-//! entries go to the controller, proposals go back to Raft. After entries are applied the new
-//! image is pushed to every core, which drives its partition replicas from it
+//! It owns one `core::quorum::Quorum`: a `raft::Raft` (a voter on controller nodes, an observer
+//! on broker-only ones) and the `controller::Controller` over it (on an observer it never
+//! becomes active and serves as the replayed `MetadataImage`), joined by the rules the
+//! simulator runs too. It performs the quorum's outputs as `core/src/quorum.rs` says: the Raft
+//! log and hard state are written and fsynced before their completions are reported, messages
+//! go out on the controller listener, answers go to their requesters. After entries are
+//! applied the new image is pushed to every core, which drives its partition replicas from it
 //! (`crate::replication`).
 //!
 //! Brokers reach the active controller through [`Node::controller_request`]: locally when this
@@ -34,6 +34,7 @@ use odradek_core::controller::{
 };
 use odradek_core::controller_rpc::{ControllerRequest, Frame};
 use odradek_core::ids::{BrokerEpoch, NodeId};
+use odradek_core::quorum::{self, Quorum};
 use odradek_core::raft::{self, Entry, HardState, Index, Raft, RaftConfig};
 use odradek_core::topic::TopicTable;
 use tracing::{debug, info, warn};
@@ -68,8 +69,8 @@ pub trait Broker {
 pub struct Node {
     pub id: NodeId,
     broker: Rc<dyn Broker>,
-    raft: RefCell<Raft>,
-    controller: RefCell<Controller>,
+    /// Raft and the controller, joined by `core::quorum`'s rules.
+    quorum: RefCell<Quorum>,
     /// Raft's disk actions, in order, for `log_writer`: the reactor never blocks on the
     /// metadata log's writes and fsyncs.
     log_ops: RefCell<VecDeque<LogOp>>,
@@ -248,8 +249,7 @@ impl Node {
         let node = Rc::new(Node {
             id,
             broker,
-            raft: RefCell::new(raft),
-            controller: RefCell::new(controller),
+            quorum: RefCell::new(Quorum::new(raft, controller)),
             log_ops: RefCell::default(),
             log_kick: event_listener::Event::new(),
             peers,
@@ -288,7 +288,7 @@ impl Node {
     }
 
     pub fn image(&self) -> MetadataImage {
-        self.controller.borrow().image().clone()
+        self.quorum.borrow().controller().image().clone()
     }
 
     // ---- pumping the state machines ----
@@ -343,65 +343,39 @@ impl Node {
                         raft::Completion::Persisted { through: last.0, term: last.1 }
                     }
                 };
-                self.raft.borrow_mut().handle_completion(now_ms(), completion);
+                self.quorum.borrow_mut().handle_completion(now_ms(), completion);
                 self.pump();
             }
         }
     }
 
-    /// Drains Raft's and the controller's actions until both are quiet (the runbooks).
+    /// Performs the quorum member's outputs until it is quiet (`core::quorum`'s runbook).
     fn pump(self: &Rc<Self>) {
         let mut applied = false;
         loop {
-            let mut progress = false;
-            loop {
-                let action = self.raft.borrow_mut().poll_action();
-                let Some(action) = action else { break };
-                progress = true;
-                let now = now_ms();
-                match action {
-                    // Performed by `log_writer`, which reports the completions.
-                    raft::Action::PersistVote { term, voted_for } => self.queue_log_op(LogOp::Vote(HardState { term, voted_for })),
-                    raft::Action::Truncate { from } => self.queue_log_op(LogOp::Truncate(from)),
-                    raft::Action::Append { entries } => self.queue_log_op(LogOp::Append(entries)),
-                    raft::Action::Send { to, message } => {
-                        let frame = Frame::Raft { from: self.id, message }.encode();
-                        if let Some(tx) = self.outbound.borrow_mut().get_mut(&to) {
-                            // A full queue drops the message: Raft tolerates loss.
-                            let _ = tx.try_send(frame);
-                        }
-                    }
-                    raft::Action::Apply { entries } => {
-                        for entry in &entries {
-                            self.controller.borrow_mut().handle_committed(now, entry);
-                        }
-                        applied = true;
-                    }
-                    raft::Action::Leader { term, leader } => {
-                        info!(%term, ?leader, "metadata quorum leader");
-                        self.broker.shared().controller_id.store(leader.map_or(-1, |l| l.0), Ordering::Relaxed);
-                        // Requests waiting on a former leader will not be answered: dropping
-                        // their senders makes them retry with the new one at once.
-                        self.remote.borrow_mut().clear();
-                        self.controller.borrow_mut().handle_leader(now, term, leader);
+            let output = self.quorum.borrow_mut().poll_output(now_ms());
+            let Some(output) = output else { break };
+            match output {
+                // Performed by `log_writer`, which reports the completions.
+                quorum::Output::PersistVote { term, voted_for } => self.queue_log_op(LogOp::Vote(HardState { term, voted_for })),
+                quorum::Output::Truncate { from } => self.queue_log_op(LogOp::Truncate(from)),
+                quorum::Output::Append { entries } => self.queue_log_op(LogOp::Append(entries)),
+                quorum::Output::Send { to, message } => {
+                    let frame = Frame::Raft { from: self.id, message }.encode();
+                    if let Some(tx) = self.outbound.borrow_mut().get_mut(&to) {
+                        // A full queue drops the message: Raft tolerates loss.
+                        let _ = tx.try_send(frame);
                     }
                 }
-            }
-            loop {
-                let action = self.controller.borrow_mut().poll_action();
-                let Some(action) = action else { break };
-                progress = true;
-                match action {
-                    odradek_core::controller::Action::Propose(bytes) => {
-                        if let Err(e) = self.raft.borrow_mut().propose(now_ms(), bytes) {
-                            debug!(error = %e, "proposal dropped");
-                        }
-                    }
-                    odradek_core::controller::Action::Reply(id, response) => self.reply(id, response),
+                quorum::Output::Applied { .. } => applied = true,
+                quorum::Output::Leader { term, leader } => {
+                    info!(%term, ?leader, "metadata quorum leader");
+                    self.broker.shared().controller_id.store(leader.map_or(-1, |l| l.0), Ordering::Relaxed);
+                    // Requests waiting on a former leader will not be answered: dropping
+                    // their senders makes them retry with the new one at once.
+                    self.remote.borrow_mut().clear();
                 }
-            }
-            if !progress {
-                break;
+                quorum::Output::Reply { id, response } => self.reply(id, response),
             }
         }
         if applied {
@@ -428,13 +402,13 @@ impl Node {
     /// still make it the leader of an epoch whose unsynced tail this process lost.
     fn publish(self: &Rc<Self>) {
         if self.broker.shared().config.roles.broker && !self.serving.get() {
-            let serving = self.broker_epoch.get().is_some_and(|epoch| self.controller.borrow().image().serves(self.id, epoch));
+            let serving = self.broker_epoch.get().is_some_and(|epoch| self.quorum.borrow().controller().image().serves(self.id, epoch));
             if !serving {
                 return;
             }
             self.serving.set(true);
         }
-        let applied = self.controller.borrow().applied_index().0;
+        let applied = self.quorum.borrow().controller().applied_index().0;
         if applied <= self.published.get() {
             return;
         }
@@ -447,15 +421,12 @@ impl Node {
         loop {
             let listener = self.wake.listen();
             let due = {
-                let r = self.raft.borrow().poll_timeout();
-                let c = self.controller.borrow().poll_timeout();
-                [r, c].into_iter().flatten().min()
+                self.quorum.borrow().poll_timeout()
             };
             let now = now_ms();
             match due {
                 Some(due) if due <= now => {
-                    self.raft.borrow_mut().handle_timeout(now);
-                    self.controller.borrow_mut().handle_timeout(now);
+                    self.quorum.borrow_mut().handle_timeout(now);
                     self.pump();
                     // Never spin without yielding: the client listener shares this core.
                     glommio::timer::sleep(Duration::from_millis(1)).await;
@@ -585,7 +556,7 @@ impl Node {
                 if !self.peers.contains_key(&from) {
                     return;
                 }
-                self.raft.borrow_mut().handle_message(now_ms(), from, message);
+                self.quorum.borrow_mut().handle_message(now_ms(), from, message);
                 self.pump();
             }
             Frame::Request { id, request } => {
@@ -609,17 +580,7 @@ impl Node {
     }
 
     fn submit(self: &Rc<Self>, id: u64, request: ControllerRequest) {
-        let now = now_ms();
-        {
-            let mut c = self.controller.borrow_mut();
-            match request {
-                ControllerRequest::RegisterBroker(r) => c.handle_register_broker(now, id, r),
-                ControllerRequest::Heartbeat(r) => c.handle_heartbeat(now, id, r),
-                ControllerRequest::CreateTopics(r) => c.handle_create_topics(now, id, r),
-                ControllerRequest::DeleteTopics(r) => c.handle_delete_topics(now, id, r),
-                ControllerRequest::AlterPartition(r) => c.handle_alter_partition(now, id, r),
-            }
-        }
+        self.quorum.borrow_mut().request(now_ms(), id, request);
         self.pump();
     }
 
@@ -632,7 +593,7 @@ impl Node {
             if std::time::Instant::now() >= until {
                 return None;
             }
-            let leader = self.raft.borrow().leader();
+            let leader = self.quorum.borrow().raft().leader();
             let (tx, rx) = oneshot::channel();
             let id = self.next_id();
             match leader {
@@ -704,7 +665,7 @@ impl Node {
                 let heartbeat = ControllerRequest::Heartbeat(BrokerHeartbeatRequest {
                     broker_id: self.id,
                     broker_epoch: epoch,
-                    current_metadata_offset: self.controller.borrow().applied_index(),
+                    current_metadata_offset: self.quorum.borrow().controller().applied_index(),
                     want_fence: false,
                     want_shutdown: false,
                 });
@@ -796,7 +757,7 @@ impl Node {
                 let request = ControllerRequest::Heartbeat(BrokerHeartbeatRequest {
                     broker_id: self.id,
                     broker_epoch,
-                    current_metadata_offset: self.controller.borrow().applied_index(),
+                    current_metadata_offset: self.quorum.borrow().controller().applied_index(),
                     want_fence: false,
                     want_shutdown: true,
                 });
@@ -890,7 +851,7 @@ impl Node {
     /// Waits until this node's own image shows it unfenced and every core has that image.
     async fn wait_until_applied_unfenced(&self) {
         for _ in 0..200 {
-            let unfenced = self.controller.borrow().image().brokers().get(&self.id).is_some_and(|b| !b.fenced);
+            let unfenced = self.quorum.borrow().controller().image().brokers().get(&self.id).is_some_and(|b| !b.fenced);
             if unfenced && self.broker.applied_image().brokers().get(&self.id).is_some_and(|b| !b.fenced) {
                 return;
             }

@@ -18,6 +18,8 @@ use odradek_core::controller::{
 };
 use odradek_core::ids::{BrokerEpoch, LeaderEpoch, NodeId, Offset};
 use odradek_core::fetcher::{self, TopicPartition, FOLLOWER_FETCH_VERSION};
+use odradek_core::controller_rpc::ControllerRequest;
+use odradek_core::quorum::{self, Quorum};
 use odradek_core::raft::{self, Raft, RaftConfig};
 use odradek_core::replica::{self, Completion, EpochEndOffset, FetchAnswer, FetchRequest, Replica, ReplicaConfig, Role};
 use odradek_core::{broker, wire, ErrorCode};
@@ -34,7 +36,7 @@ pub const TOPIC: &str = "t";
 pub enum Payload {
     /// A Raft message in core's own encoding (decoded by the receiver).
     Raft(Bytes),
-    CtrlRequest { rpc_id: u64, request: CtrlRequest },
+    CtrlRequest { rpc_id: u64, request: ControllerRequest },
     CtrlResponse { rpc_id: u64, response: Response },
     /// A follower's Fetch v12 frame from its replica fetcher (`core::fetcher`), and the
     /// leader's answer frame. The wire id carries the sender's incarnation.
@@ -48,13 +50,6 @@ pub enum Payload {
     KafkaResponse { frame: Bytes },
 }
 
-#[derive(Debug, Clone)]
-pub enum CtrlRequest {
-    Register(BrokerRegistrationRequest),
-    Heartbeat(BrokerHeartbeatRequest),
-    Alter(AlterPartitionRequest),
-    CreateTopics(CreateTopicsRequest),
-}
 
 /// A disk operation whose completion is scheduled by the simulator.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,8 +125,8 @@ struct ProduceWaiter {
 
 /// The process state lost on a crash; the disk and clock survive.
 pub struct Process {
-    pub raft: Raft,
-    pub controller: Controller,
+    /// The metadata quorum member: Raft and the controller, joined as the broker joins them.
+    pub quorum: Quorum,
     /// The broker's data plane, the state machine each of the broker's cores runs: the
     /// partition's replica, the replica fetchers, waiting produces, the fetch purgatory.
     pub shard: broker::Shard,
@@ -275,8 +270,7 @@ impl Node {
         incarnation_id[..8].copy_from_slice(&seed.to_le_bytes());
         incarnation_id[8..].copy_from_slice(&self.incarnation.to_le_bytes());
         self.process = Some(Process {
-            raft,
-            controller,
+            quorum: Quorum::new(raft, controller),
             shard: broker::Shard::new(
                 self.id,
                 fetcher::DEFAULT_RESPONSE_MAX_BYTES,
@@ -318,7 +312,7 @@ impl Node {
         let p = self.process.as_ref()?;
         let registering = p.rpcs.values().any(|(r, _)| matches!(r, Rpc::Register));
         let mut wake = if registering { i64::MAX } else { p.next_heartbeat_ms };
-        for t in [p.raft.poll_timeout(), p.controller.poll_timeout()].into_iter().flatten() {
+        if let Some(t) = p.quorum.poll_timeout() {
             wake = wake.min(t);
         }
         if let Some(t) = p.shard.poll_timeout() {
@@ -333,8 +327,7 @@ impl Node {
 
     pub fn handle_timeout(&mut self, now: i64, out: &mut Vec<Output>) {
         let Some(p) = self.process.as_mut() else { return };
-        p.raft.handle_timeout(now);
-        p.controller.handle_timeout(now);
+        p.quorum.handle_timeout(now);
         p.shard.handle_timeout(now);
         // Controller RPCs without an answer: a transport failure.
         let expired: Vec<u64> =
@@ -355,19 +348,14 @@ impl Node {
         let Some(p) = self.process.as_mut() else { return };
         match payload {
             Payload::Raft(bytes) => match raft::Message::decode(&bytes) {
-                Ok(message) => p.raft.handle_message(now, from, message),
+                Ok(message) => p.quorum.handle_message(now, from, message),
                 Err(e) => panic!("node {}: undecodable Raft message from {from}: {e}", self.id),
             },
             Payload::CtrlRequest { rpc_id, request } => {
                 let id = p.next_ctrl_request;
                 p.next_ctrl_request += 1;
                 p.ctrl_requests.insert(id, (from, rpc_id));
-                match request {
-                    CtrlRequest::Register(r) => p.controller.handle_register_broker(now, id, r),
-                    CtrlRequest::Heartbeat(r) => p.controller.handle_heartbeat(now, id, r),
-                    CtrlRequest::Alter(r) => p.controller.handle_alter_partition(now, id, r),
-                    CtrlRequest::CreateTopics(r) => p.controller.handle_create_topics(now, id, r),
-                }
+                p.quorum.request(now, id, request);
             }
             Payload::CtrlResponse { rpc_id, response } => {
                 if let Some((rpc, _)) = p.rpcs.remove(&rpc_id) {
@@ -434,8 +422,8 @@ impl Node {
                 let body: MetadataRequest = request.decode().expect("valid metadata request");
                 let names: Option<Vec<String>> =
                     body.topics.map(|topics| topics.iter().filter_map(|t| t.name.as_ref().map(|n| n.0.to_string())).collect());
-                let controller_id = p.raft.leader().map_or(-1, |l| l.0);
-                let answer = broker::metadata_response(p.controller.image(), names.as_deref(), version, "odradek-sim", controller_id);
+                let controller_id = p.quorum.raft().leader().map_or(-1, |l| l.0);
+                let answer = broker::metadata_response(p.quorum.controller().image(), names.as_deref(), version, "odradek-sim", controller_id);
                 let frame = wire::encode_response(ApiKey::Metadata, version, corr, &answer).expect("a metadata answer encodes");
                 out.push(Output::Send { to: from, payload: Payload::KafkaResponse { frame } });
             }
@@ -462,7 +450,7 @@ impl Node {
                         let isr = r.isr();
                         let below_min = body.acks == -1
                             && r.role() == replica::Role::Leader
-                            && isr.len() < p_min_isr(&p.controller).unwrap_or(self.replica_config.min_insync_replicas);
+                            && isr.len() < p_min_isr(p.quorum.controller()).unwrap_or(self.replica_config.min_insync_replicas);
                         let end_before = r.log_end_offset();
                         if let Err(error) = p.shard.produce(now, &tp(), records, body.acks, body.timeout_ms, id) {
                             p.produces.remove(&id);
@@ -515,7 +503,7 @@ impl Node {
                         let to = controller_target(p, &self.voters);
                         let rpc = Rpc::CreateTopics { client: from, corr, version, request: body };
                         p.rpcs.insert(rpc_id, (rpc, now + RPC_TIMEOUT_MS));
-                        out.push(Output::Send { to, payload: Payload::CtrlRequest { rpc_id, request: CtrlRequest::CreateTopics(forwarded) } });
+                        out.push(Output::Send { to, payload: Payload::CtrlRequest { rpc_id, request: ControllerRequest::CreateTopics(forwarded) } });
                     }
                     None => {
                         let answer = broker::admin::create_topics_response(&body, version, None, &LogConfig::default());
@@ -526,12 +514,12 @@ impl Node {
             }
             ApiKey::FindCoordinator => {
                 let body: FindCoordinatorRequest = request.decode().expect("valid find coordinator");
-                let (answer, create) = broker::groups::find_coordinator(p.controller.image(), &body, version, OFFSETS_PARTITIONS);
+                let (answer, create) = broker::groups::find_coordinator(p.quorum.controller().image(), &body, version, OFFSETS_PARTITIONS);
                 if create && !p.rpcs.values().any(|(r, _)| matches!(r, Rpc::CreateOffsets)) {
                     let rpc_id = p.next_rpc;
                     p.next_rpc += 1;
                     p.rpcs.insert(rpc_id, (Rpc::CreateOffsets, now + RPC_TIMEOUT_MS));
-                    let request = CtrlRequest::CreateTopics(CreateTopicsRequest { topics: vec![offsets_topic()], validate_only: false });
+                    let request = ControllerRequest::CreateTopics(CreateTopicsRequest { topics: vec![offsets_topic()], validate_only: false });
                     let to = controller_target(p, &self.voters);
                     out.push(Output::Send { to, payload: Payload::CtrlRequest { rpc_id, request } });
                 }
@@ -573,44 +561,35 @@ impl Node {
         for _ in 0..10_000 {
             let Some(p) = self.process.as_mut() else { return };
             let mut progressed = false;
-            while let Some(action) = p.raft.poll_action() {
+            while let Some(output) = p.quorum.poll_output(now) {
                 progressed = true;
-                match action {
-                    raft::Action::PersistVote { term, voted_for } => {
+                match output {
+                    quorum::Output::PersistVote { term, voted_for } => {
                         self.disk.hard_written = raft::HardState { term, voted_for };
                         out.push(Output::Disk(DiskOp::Vote { term, voted_for }));
                     }
-                    raft::Action::Truncate { from } => {
+                    quorum::Output::Truncate { from } => {
                         let keep = (from.0 as usize).saturating_sub(1);
                         self.disk.raft_log.truncate(keep);
                         self.disk.raft_durable = self.disk.raft_durable.min(keep);
                     }
-                    raft::Action::Append { entries } => {
+                    quorum::Output::Append { entries } => {
                         let last = entries.last().expect("non-empty append");
                         let (through, term) = (last.index, last.term);
                         assert_eq!(entries[0].index.0 as usize, self.disk.raft_log.len() + 1);
                         self.disk.raft_log.extend(entries);
                         out.push(Output::Disk(DiskOp::RaftSync { through, term }));
                     }
-                    raft::Action::Send { to, message } => {
+                    quorum::Output::Send { to, message } => {
                         out.push(Output::Send { to, payload: Payload::Raft(message.encode()) });
                     }
-                    raft::Action::Apply { entries } => {
+                    quorum::Output::Applied { entries } => {
                         for entry in entries {
-                            out.push(Output::Applied { index: entry.index, term: entry.term, data: entry.data.clone() });
-                            p.controller.handle_committed(now, &entry);
+                            out.push(Output::Applied { index: entry.index, term: entry.term, data: entry.data });
                         }
                     }
-                    raft::Action::Leader { term, leader } => p.controller.handle_leader(now, term, leader),
-                }
-            }
-            while let Some(action) = p.controller.poll_action() {
-                progressed = true;
-                match action {
-                    controller::Action::Propose(bytes) => {
-                        let _ = p.raft.propose(now, bytes);
-                    }
-                    controller::Action::Reply(request_id, response) => {
+                    quorum::Output::Leader { .. } => {}
+                    quorum::Output::Reply { id: request_id, response } => {
                         if let Some((to, rpc_id)) = p.ctrl_requests.remove(&request_id) {
                             out.push(Output::Send { to, payload: Payload::CtrlResponse { rpc_id, response } });
                         }
@@ -623,7 +602,7 @@ impl Node {
                 p.next_rpc += 1;
                 p.rpcs.insert(rpc_id, (Rpc::Register, now + RPC_TIMEOUT_MS));
                 p.next_heartbeat_ms = now + HEARTBEAT_INTERVAL_MS;
-                let request = CtrlRequest::Register(BrokerRegistrationRequest {
+                let request = ControllerRequest::RegisterBroker(BrokerRegistrationRequest {
                     broker_id: id,
                     incarnation_id: p.incarnation_id,
                     // Where FindCoordinator sends clients (the simulated network routes by id).
@@ -639,10 +618,10 @@ impl Node {
                     p.next_rpc += 1;
                     p.rpcs.insert(rpc_id, (Rpc::Heartbeat, now + RPC_TIMEOUT_MS));
                     p.next_heartbeat_ms = now + HEARTBEAT_INTERVAL_MS;
-                    let request = CtrlRequest::Heartbeat(BrokerHeartbeatRequest {
+                    let request = ControllerRequest::Heartbeat(BrokerHeartbeatRequest {
                         broker_id: id,
                         broker_epoch,
-                        current_metadata_offset: p.controller.applied_index(),
+                        current_metadata_offset: p.quorum.controller().applied_index(),
                         want_fence: false,
                         want_shutdown: false,
                     });
@@ -657,11 +636,11 @@ impl Node {
             // epoch whose unsynced tail it lost (KRaft brokers publish metadata only after
             // catching up past their own registration).
             if !p.serving {
-                p.serving = p.broker_epoch.is_some_and(|epoch| p.controller.image().serves(id, epoch));
+                p.serving = p.broker_epoch.is_some_and(|epoch| p.quorum.controller().image().serves(id, epoch));
             }
             if p.serving {
                 let mut states = Vec::new();
-                for (&topic_id, topic) in p.controller.image().topics() {
+                for (&topic_id, topic) in p.quorum.controller().image().topics() {
                     for (index, state) in topic.partitions.iter().enumerate().filter(|(_, s)| s.replicas.contains(&id)) {
                         let min_isr = topic.configs.get("min.insync.replicas").map(|m| m.parse().expect("numeric min.insync.replicas"));
                         states.push((TopicPartition::new(topic.name.clone(), index as i32), topic_id, min_isr, state.clone()));
@@ -766,7 +745,7 @@ impl Node {
                             p.next_rpc += 1;
                             let index = partition.partition;
                             p.rpcs.insert(rpc_id, (Rpc::Alter { partition, request_id, generation }, now + RPC_TIMEOUT_MS));
-                            let request = CtrlRequest::Alter(AlterPartitionRequest {
+                            let request = ControllerRequest::AlterPartition(AlterPartitionRequest {
                                 broker_id: id,
                                 broker_epoch,
                                 topic_id,
@@ -857,11 +836,11 @@ impl Node {
         match op {
             DiskOp::Vote { term, voted_for } => {
                 self.disk.hard_durable = raft::HardState { term, voted_for };
-                p.raft.handle_completion(now, raft::Completion::VotePersisted { term, voted_for });
+                p.quorum.handle_completion(now, raft::Completion::VotePersisted { term, voted_for });
             }
             DiskOp::RaftSync { through, term } => {
                 if self.disk.complete_raft_sync(through, term) {
-                    p.raft.handle_completion(now, raft::Completion::Persisted { through, term });
+                    p.quorum.handle_completion(now, raft::Completion::Persisted { through, term });
                 }
             }
             DiskOp::LogAppend { partition, end, generation } => {
@@ -897,7 +876,8 @@ fn on_ctrl_response(id: NodeId, p: &mut Process, now: i64, rpc: Rpc, response: R
             let result = match (r.error, r.state) {
                 (None, Some(state)) => {
                     let replicas = p
-                        .controller
+                        .quorum
+                        .controller()
                         .image()
                         .topic_by_name(&partition.topic)
                         .and_then(|t| t.partitions.get(partition.partition as usize))
@@ -956,7 +936,7 @@ fn own_answer(incarnation: u64, wire_id: u64, stale: &mut usize) -> Option<u64> 
 
 /// The known Raft leader, or else the voters in turn.
 fn controller_target(p: &Process, voters: &[NodeId]) -> NodeId {
-    match p.raft.leader() {
+    match p.quorum.raft().leader() {
         Some(leader) if p.controller_hint % 3 != 2 => leader,
         _ => voters[p.controller_hint % voters.len()],
     }

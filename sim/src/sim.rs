@@ -677,8 +677,8 @@ impl Sim {
             .nodes
             .iter()
             .filter_map(|n| n.process.as_ref())
-            .max_by_key(|p| p.controller.applied_index())
-            .and_then(|p| p.controller.image().topic_by_name(odradek_core::group::OFFSETS_TOPIC)?.partitions.get(partition as usize).cloned());
+            .max_by_key(|p| p.quorum.controller().applied_index())
+            .and_then(|p| p.quorum.controller().image().topic_by_name(odradek_core::group::OFFSETS_TOPIC)?.partitions.get(partition as usize).cloned());
         let offsets = TopicPartition::new(odradek_core::group::OFFSETS_TOPIC, partition);
         let current = newest.is_some_and(|state| {
             state.leader == self.nodes[i].id
@@ -1196,7 +1196,7 @@ impl Sim {
             let state = match n.process.as_ref() {
                 None => "down".to_string(),
                 Some(p) => {
-                    let raft = format!("raft {:?} term {} leader {:?}", p.raft.role(), p.raft.term(), p.raft.leader());
+                    let raft = format!("raft {:?} term {} leader {:?}", p.quorum.raft().role(), p.quorum.raft().term(), p.quorum.raft().leader());
                     let replica = p.replica().map_or("no replica".to_string(), |r| {
                         format!(
                             "{:?} epoch {} leo {} hw {} isr {:?}",
@@ -1207,7 +1207,7 @@ impl Sim {
                             r.isr()
                         )
                     });
-                    let image = node::partition_state(&p.controller)
+                    let image = node::partition_state(p.quorum.controller())
                         .map_or("no partition".to_string(), |s| format!("image leader {} epoch {} isr {:?}", s.leader, s.leader_epoch, s.isr));
                     let busy = if p.disk_busy() { "; a disk action out" } else { "" };
                     format!("{raft}; {replica}; {image}{busy}")
@@ -1731,9 +1731,9 @@ impl Sim {
         if durable {
             // The newest committed image anywhere (a restarted node replays older ones).
             for p in self.nodes.iter().filter_map(|n| n.process.as_ref()) {
-                let index = p.controller.applied_index().0;
+                let index = p.quorum.controller().applied_index().0;
                 if self.latest_image.as_ref().is_none_or(|(i, _)| index > *i) {
-                    if let Some(state) = node::partition_state(&p.controller) {
+                    if let Some(state) = node::partition_state(p.quorum.controller()) {
                         self.latest_image = Some((index, state));
                     }
                 }
@@ -1789,7 +1789,7 @@ impl Sim {
 fn r_min_isr(node: &Node) -> usize {
     node.process
         .as_ref()
-        .and_then(|p| node::topic_id_opt(&p.controller).and_then(|t| p.controller.image().topics().get(&t).cloned()))
+        .and_then(|p| node::topic_id_opt(p.quorum.controller()).and_then(|t| p.quorum.controller().image().topics().get(&t).cloned()))
         .and_then(|t| t.configs.get("min.insync.replicas").and_then(|v| v.parse().ok()))
         .unwrap_or(1)
 }
