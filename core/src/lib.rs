@@ -13,6 +13,7 @@ pub mod error;
 pub mod fetcher;
 pub mod group;
 pub mod ids;
+pub mod lifecycle;
 pub mod log;
 pub mod quorum;
 pub mod raft;

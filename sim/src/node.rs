@@ -13,12 +13,13 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use odradek_core::controller::{
-    self, AlterPartitionRequest, BrokerHeartbeatRequest, BrokerRegistrationRequest, Controller,
+    self, AlterPartitionRequest, Controller,
     ControllerConfig, CreatableTopic, CreateTopicsRequest, Response,
 };
-use odradek_core::ids::{BrokerEpoch, LeaderEpoch, NodeId, Offset};
+use odradek_core::ids::{LeaderEpoch, NodeId, Offset};
 use odradek_core::fetcher::{self, TopicPartition, FOLLOWER_FETCH_VERSION};
 use odradek_core::controller_rpc::ControllerRequest;
+use odradek_core::lifecycle::BrokerLifecycle;
 use odradek_core::quorum::{self, Quorum};
 use odradek_core::raft::{self, Raft, RaftConfig};
 use odradek_core::replica::{self, Completion, EpochEndOffset, FetchAnswer, FetchRequest, Replica, ReplicaConfig, Role};
@@ -78,8 +79,8 @@ pub enum Output {
 }
 
 enum Rpc {
-    Register,
-    Heartbeat,
+    /// A registration or heartbeat of the broker's lifecycle, by its id there.
+    Lifecycle { id: u64 },
     Alter { partition: TopicPartition, request_id: u64, generation: u64 },
     /// `__consumer_offsets`, asked for by a FindCoordinator that found none.
     CreateOffsets,
@@ -130,9 +131,8 @@ pub struct Process {
     /// The broker's data plane, the state machine each of the broker's cores runs: the
     /// partition's replica, the replica fetchers, waiting produces, the fetch purgatory.
     pub shard: broker::Shard,
-    incarnation_id: [u8; 16],
-    broker_epoch: Option<BrokerEpoch>,
-    next_heartbeat_ms: i64,
+    /// Registration, heartbeats and the serving gate, as the broker runs them.
+    lifecycle: BrokerLifecycle,
     rpcs: BTreeMap<u64, (Rpc, i64)>,
     next_rpc: u64,
     /// Controller request id → (requester, its rpc id).
@@ -155,8 +155,6 @@ pub struct Process {
     group_parts: BTreeMap<u64, (u64, usize)>,
     next_group_part: u64,
     controller_hint: usize,
-    /// Registered and unfenced once in this incarnation: partition state is applied.
-    serving: bool,
 }
 
 pub struct Node {
@@ -277,9 +275,14 @@ impl Node {
                 self.replica_config.replica_fetch_response_timeout_ms,
                 GroupCoordinator::new(GroupConfig { offsets_topic_partitions: OFFSETS_PARTITIONS, ..GroupConfig::default() }, seed ^ 0x9c),
             ),
-            incarnation_id,
-            broker_epoch: None,
-            next_heartbeat_ms: local_ms,
+            // Where FindCoordinator sends clients (the simulated network routes by id).
+            lifecycle: BrokerLifecycle::new(
+                self.id,
+                incarnation_id,
+                vec![controller::Endpoint { name: "PLAINTEXT".into(), host: format!("node-{}", self.id.0), port: 9092 }],
+                HEARTBEAT_INTERVAL_MS,
+                local_ms,
+            ),
             rpcs: BTreeMap::new(),
             // Unique across restarts, so a late answer to an earlier incarnation is not taken
             // for an answer to this one.
@@ -297,7 +300,6 @@ impl Node {
             group_parts: BTreeMap::new(),
             next_group_part: 0,
             controller_hint: 0,
-            serving: false,
         });
         self.pump(local_ms, out);
     }
@@ -310,8 +312,7 @@ impl Node {
     /// The wake-up time (local) of every timer of this process.
     pub fn next_wake(&self) -> Option<i64> {
         let p = self.process.as_ref()?;
-        let registering = p.rpcs.values().any(|(r, _)| matches!(r, Rpc::Register));
-        let mut wake = if registering { i64::MAX } else { p.next_heartbeat_ms };
+        let mut wake = p.lifecycle.poll_timeout().unwrap_or(i64::MAX);
         if let Some(t) = p.quorum.poll_timeout() {
             wake = wake.min(t);
         }
@@ -338,6 +339,9 @@ impl Node {
             match rpc {
                 Rpc::Alter { partition, request_id, generation } => p.deferred_alter_errors.push_back((partition, request_id, generation)),
                 Rpc::CreateTopics { client, corr, version, request } => out.push(create_topics_answer(client, corr, version, &request, None)),
+                Rpc::Lifecycle { id } => {
+                    p.lifecycle.handle_response(now, id, None);
+                }
                 _ => {}
             }
         }
@@ -597,48 +601,17 @@ impl Node {
                 }
             }
             // Broker: registration and heartbeats to the active controller.
-            if p.broker_epoch.is_none() && !p.rpcs.values().any(|(r, _)| matches!(r, Rpc::Register)) && now >= p.next_heartbeat_ms {
+            if let Some((lifecycle_id, request)) = p.lifecycle.poll_request(now, p.quorum.controller().applied_index()) {
                 let rpc_id = p.next_rpc;
                 p.next_rpc += 1;
-                p.rpcs.insert(rpc_id, (Rpc::Register, now + RPC_TIMEOUT_MS));
-                p.next_heartbeat_ms = now + HEARTBEAT_INTERVAL_MS;
-                let request = ControllerRequest::RegisterBroker(BrokerRegistrationRequest {
-                    broker_id: id,
-                    incarnation_id: p.incarnation_id,
-                    // Where FindCoordinator sends clients (the simulated network routes by id).
-                    endpoints: vec![controller::Endpoint { name: "PLAINTEXT".into(), host: format!("node-{}", id.0), port: 9092 }],
-                });
+                p.rpcs.insert(rpc_id, (Rpc::Lifecycle { id: lifecycle_id }, now + RPC_TIMEOUT_MS));
                 let to = controller_target(p, &voters);
                 out.push(Output::Send { to, payload: Payload::CtrlRequest { rpc_id, request } });
                 progressed = true;
             }
-            if let Some(broker_epoch) = p.broker_epoch {
-                if now >= p.next_heartbeat_ms {
-                    let rpc_id = p.next_rpc;
-                    p.next_rpc += 1;
-                    p.rpcs.insert(rpc_id, (Rpc::Heartbeat, now + RPC_TIMEOUT_MS));
-                    p.next_heartbeat_ms = now + HEARTBEAT_INTERVAL_MS;
-                    let request = ControllerRequest::Heartbeat(BrokerHeartbeatRequest {
-                        broker_id: id,
-                        broker_epoch,
-                        current_metadata_offset: p.quorum.controller().applied_index(),
-                        want_fence: false,
-                        want_shutdown: false,
-                    });
-                    let to = controller_target(p, &voters);
-                    out.push(Output::Send { to, payload: Payload::CtrlRequest { rpc_id, request } });
-                    progressed = true;
-                }
-            }
             // The partition state from the committed image, to the replica, once this
-            // incarnation is registered and unfenced: its registration moved the previous
-            // incarnation's leaderships away, so a restarted broker never resumes leading an
-            // epoch whose unsynced tail it lost (KRaft brokers publish metadata only after
-            // catching up past their own registration).
-            if !p.serving {
-                p.serving = p.broker_epoch.is_some_and(|epoch| p.quorum.controller().image().serves(id, epoch));
-            }
-            if p.serving {
+            // incarnation is registered and unfenced (`BrokerLifecycle::serves`).
+            if p.lifecycle.serves(p.quorum.controller().image()) {
                 let mut states = Vec::new();
                 for (&topic_id, topic) in p.quorum.controller().image().topics() {
                     for (index, state) in topic.partitions.iter().enumerate().filter(|(_, s)| s.replicas.contains(&id)) {
@@ -739,7 +712,7 @@ impl Node {
                             payload: Payload::EpochQuery { request_id: wire_id, partition, current: current_leader_epoch, epoch: leader_epoch },
                         });
                     }
-                    broker::Output::AlterPartition { partition, generation, topic_id, request_id, request } => match p.broker_epoch {
+                    broker::Output::AlterPartition { partition, generation, topic_id, request_id, request } => match p.lifecycle.broker_epoch() {
                         Some(broker_epoch) => {
                             let rpc_id = p.next_rpc;
                             p.next_rpc += 1;
@@ -858,20 +831,20 @@ impl Node {
 
 fn on_ctrl_response(id: NodeId, p: &mut Process, now: i64, rpc: Rpc, response: Response, out: &mut Vec<Output>) {
     match (rpc, response) {
-        (Rpc::Register, Response::RegisterBroker(r)) => match r.error {
-            None => {
-                p.broker_epoch = Some(r.broker_epoch);
-                p.next_heartbeat_ms = now;
+        (Rpc::Lifecycle { id: lifecycle_id }, response @ (Response::RegisterBroker(_) | Response::Heartbeat(_))) => {
+            // Asked a controller that is not (or no longer) active: try the next one.
+            let refused = match &response {
+                Response::RegisterBroker(r) => r.error.is_some(),
+                Response::Heartbeat(r) => r.error.as_ref().is_some_and(|e| {
+                    !matches!(e.code(), ErrorCode::StaleBrokerEpoch | ErrorCode::BrokerIdNotRegistered)
+                }),
+                _ => false,
+            };
+            if refused {
+                p.controller_hint += 1;
             }
-            Some(_) => p.controller_hint += 1,
-        },
-        (Rpc::Heartbeat, Response::Heartbeat(r)) => match r.error.as_ref().map(|e| e.code()) {
-            None => {}
-            Some(ErrorCode::StaleBrokerEpoch | ErrorCode::BrokerIdNotRegistered) => {
-                p.broker_epoch = None;
-            }
-            Some(_) => p.controller_hint += 1,
-        },
+            p.lifecycle.handle_response(now, lifecycle_id, Some(response));
+        }
         (Rpc::Alter { partition, request_id, generation }, Response::AlterPartition(r)) => {
             let result = match (r.error, r.state) {
                 (None, Some(state)) => {
@@ -914,8 +887,7 @@ fn on_ctrl_response(id: NodeId, p: &mut Process, now: i64, rpc: Rpc, response: R
         }
         (rpc, response) => {
             let kind = match rpc {
-                Rpc::Register => "register",
-                Rpc::Heartbeat => "heartbeat",
+                Rpc::Lifecycle { .. } => "register or heartbeat",
                 Rpc::Alter { .. } => "alter",
                 Rpc::CreateOffsets | Rpc::CreateTopics { .. } => "create topics",
             };

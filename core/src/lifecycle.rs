@@ -1,0 +1,209 @@
+//! A broker's life with the active controller (KIP-631): register its incarnation, heartbeat
+//! fast until unfenced and then at the heartbeat interval, register again when the controller
+//! no longer knows the registration, and serve partition state only once this incarnation is
+//! registered and unfenced in the committed image. The broker's core 0 and the simulated
+//! nodes both run it; they carry its requests to the active controller and hand back the
+//! answers (or `None` when none came).
+
+use crate::controller::{BrokerHeartbeatRequest, BrokerRegistrationRequest, ControllerError, Endpoint, MetadataImage, Response};
+use crate::controller_rpc::ControllerRequest;
+use crate::ids::{BrokerEpoch, NodeId};
+use crate::raft::Index;
+
+/// Heartbeats while fenced: unfencing needs the registration applied, which takes a round.
+pub const FENCED_HEARTBEAT_MS: i64 = 100;
+/// After a refused or unanswered registration.
+pub const REGISTER_RETRY_MS: i64 = 200;
+
+/// What changed with an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    Registered(BrokerEpoch),
+    /// The controller unfenced this registration (the first time for it).
+    Unfenced,
+    /// The controller no longer knows the registration: registering again.
+    Lost,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Register,
+    Heartbeat,
+}
+
+pub struct BrokerLifecycle {
+    broker_id: NodeId,
+    incarnation_id: [u8; 16],
+    endpoints: Vec<Endpoint>,
+    heartbeat_interval_ms: i64,
+    epoch: Option<BrokerEpoch>,
+    fenced: bool,
+    in_flight: Option<(u64, Kind)>,
+    next_ms: i64,
+    next_id: u64,
+    /// Registered and unfenced in an applied image once in this incarnation.
+    serving: bool,
+}
+
+impl BrokerLifecycle {
+    pub fn new(broker_id: NodeId, incarnation_id: [u8; 16], endpoints: Vec<Endpoint>, heartbeat_interval_ms: i64, now_ms: i64) -> Self {
+        BrokerLifecycle {
+            broker_id,
+            incarnation_id,
+            endpoints,
+            heartbeat_interval_ms,
+            epoch: None,
+            fenced: true,
+            in_flight: None,
+            next_ms: now_ms,
+            next_id: 0,
+            serving: false,
+        }
+    }
+
+    pub fn broker_epoch(&self) -> Option<BrokerEpoch> {
+        self.epoch
+    }
+
+    pub fn is_fenced(&self) -> bool {
+        self.fenced
+    }
+
+    /// Whether partition state from `image` may be acted on: once this incarnation's
+    /// registration is in it, unfenced, it stays so for the process's life. Before, the image
+    /// may still make this broker the leader of an epoch whose unsynced tail it lost (KRaft
+    /// brokers publish metadata only after catching up past their own registration).
+    pub fn serves(&mut self, image: &MetadataImage) -> bool {
+        if !self.serving {
+            self.serving = self.epoch.is_some_and(|epoch| image.serves(self.broker_id, epoch));
+        }
+        self.serving
+    }
+
+    /// When [`BrokerLifecycle::poll_request`] has something to send (none while a request is
+    /// out: its answer or failure comes first).
+    pub fn poll_timeout(&self) -> Option<i64> {
+        self.in_flight.is_none().then_some(self.next_ms)
+    }
+
+    /// The request to send to the active controller now, if any; `applied` is the metadata
+    /// index this broker has applied, which the controller unfences against.
+    pub fn poll_request(&mut self, now_ms: i64, applied: Index) -> Option<(u64, ControllerRequest)> {
+        if self.in_flight.is_some() || now_ms < self.next_ms {
+            return None;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let (kind, request) = match self.epoch {
+            None => (
+                Kind::Register,
+                ControllerRequest::RegisterBroker(BrokerRegistrationRequest {
+                    broker_id: self.broker_id,
+                    incarnation_id: self.incarnation_id,
+                    endpoints: self.endpoints.clone(),
+                }),
+            ),
+            Some(broker_epoch) => (
+                Kind::Heartbeat,
+                ControllerRequest::Heartbeat(BrokerHeartbeatRequest {
+                    broker_id: self.broker_id,
+                    broker_epoch,
+                    current_metadata_offset: applied,
+                    want_fence: false,
+                    want_shutdown: false,
+                }),
+            ),
+        };
+        self.in_flight = Some((id, kind));
+        Some((id, request))
+    }
+
+    /// The answer to request `id`, or `None` when it failed (no controller, a timeout, a lost
+    /// connection). An answer to anything but the request out is ignored.
+    pub fn handle_response(&mut self, now_ms: i64, id: u64, answer: Option<Response>) -> Option<Event> {
+        let Some((out, kind)) = self.in_flight else { return None };
+        if out != id {
+            return None;
+        }
+        self.in_flight = None;
+        match (kind, answer) {
+            (Kind::Register, Some(Response::RegisterBroker(r))) if r.error.is_none() => {
+                self.epoch = Some(r.broker_epoch);
+                self.fenced = true;
+                self.next_ms = now_ms;
+                Some(Event::Registered(r.broker_epoch))
+            }
+            (Kind::Register, _) => {
+                self.next_ms = now_ms + REGISTER_RETRY_MS;
+                None
+            }
+            (Kind::Heartbeat, Some(Response::Heartbeat(r))) => match r.error {
+                None => {
+                    let unfenced = self.fenced && !r.is_fenced;
+                    self.fenced = r.is_fenced;
+                    self.next_ms = now_ms + self.interval();
+                    unfenced.then_some(Event::Unfenced)
+                }
+                Some(ControllerError::StaleBrokerEpoch | ControllerError::BrokerIdNotRegistered) => {
+                    self.epoch = None;
+                    self.fenced = true;
+                    self.next_ms = now_ms;
+                    Some(Event::Lost)
+                }
+                Some(_) => {
+                    self.next_ms = now_ms + self.interval();
+                    None
+                }
+            },
+            (Kind::Heartbeat, _) => {
+                self.next_ms = now_ms + self.interval();
+                None
+            }
+        }
+    }
+
+    fn interval(&self) -> i64 {
+        if self.fenced {
+            FENCED_HEARTBEAT_MS
+        } else {
+            self.heartbeat_interval_ms
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::{BrokerHeartbeatResponse, BrokerRegistrationResponse};
+
+    fn heartbeat(error: Option<ControllerError>, is_fenced: bool) -> Option<Response> {
+        Some(Response::Heartbeat(BrokerHeartbeatResponse { error, is_caught_up: true, is_fenced, should_shutdown: false }))
+    }
+
+    // Guards the lifecycle both executors share: register, heartbeat fast while fenced, slow
+    // once unfenced, one request out at a time, and register again when the registration is
+    // lost; a failed registration is retried after a pause.
+    #[test]
+    fn a_broker_registers_heartbeats_and_registers_again_when_forgotten() {
+        let mut b = BrokerLifecycle::new(NodeId(1), [1; 16], Vec::new(), 2_000, 0);
+        let (id, request) = b.poll_request(0, Index(0)).expect("a registration");
+        assert!(matches!(request, ControllerRequest::RegisterBroker(_)));
+        assert!(b.poll_request(0, Index(0)).is_none(), "one request out at a time");
+        assert_eq!(b.handle_response(5, id, None), None);
+        assert_eq!(b.poll_timeout(), Some(5 + REGISTER_RETRY_MS));
+        let (id, _) = b.poll_request(5 + REGISTER_RETRY_MS, Index(0)).unwrap();
+        let registered = Response::RegisterBroker(BrokerRegistrationResponse { error: None, broker_epoch: BrokerEpoch(7) });
+        assert_eq!(b.handle_response(210, id, Some(registered)), Some(Event::Registered(BrokerEpoch(7))));
+        let (id, request) = b.poll_request(210, Index(3)).unwrap();
+        assert!(matches!(request, ControllerRequest::Heartbeat(h) if h.broker_epoch == BrokerEpoch(7) && h.current_metadata_offset == Index(3)));
+        assert_eq!(b.handle_response(220, id, heartbeat(None, true)), None);
+        assert_eq!(b.poll_timeout(), Some(220 + FENCED_HEARTBEAT_MS));
+        let (id, _) = b.poll_request(320, Index(4)).unwrap();
+        assert_eq!(b.handle_response(330, id, heartbeat(None, false)), Some(Event::Unfenced));
+        assert_eq!(b.poll_timeout(), Some(2_330));
+        let (id, _) = b.poll_request(2_330, Index(4)).unwrap();
+        assert_eq!(b.handle_response(2_340, id, heartbeat(Some(ControllerError::StaleBrokerEpoch), true)), Some(Event::Lost));
+        assert_eq!(b.broker_epoch(), None);
+        assert!(matches!(b.poll_request(2_340, Index(4)), Some((_, ControllerRequest::RegisterBroker(_)))));
+    }
+}
