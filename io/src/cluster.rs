@@ -29,11 +29,12 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt, StreamExt};
 use glommio::io::BufferedFile;
 use glommio::net::{TcpListener, TcpStream};
 use odradek_core::controller::{
-    BrokerHeartbeatRequest, BrokerRegistrationRequest, Controller, ControllerConfig, ControllerError, CreatableTopic,
+    BrokerHeartbeatRequest, Controller, ControllerConfig, ControllerError, CreatableTopic,
     CreateTopicsRequest, Endpoint, MetadataImage, Response,
 };
 use odradek_core::controller_rpc::{ControllerRequest, Frame};
 use odradek_core::ids::{BrokerEpoch, NodeId};
+use odradek_core::lifecycle::{self, BrokerLifecycle};
 use odradek_core::quorum::{self, Quorum};
 use odradek_core::raft::{self, Entry, HardState, Index, Raft, RaftConfig};
 use odradek_core::topic::TopicTable;
@@ -89,8 +90,9 @@ pub struct Node {
     /// This broker's current registration epoch (for AlterPartition).
     pub broker_epoch: Cell<Option<BrokerEpoch>>,
     published: Cell<u64>,
-    /// This incarnation was registered and unfenced in the image once: images are published.
-    serving: Cell<bool>,
+    /// Registration, heartbeats and the serving gate (`core::lifecycle`, which the simulator
+    /// runs too): images are published once this incarnation is registered and unfenced.
+    lifecycle: RefCell<BrokerLifecycle>,
     /// Controlled shutdown has begun: the broker loop sends no more ordinary heartbeats (one
     /// arriving after the shutdown request would unfence this broker again).
     shutting_down: Cell<bool>,
@@ -260,7 +262,13 @@ impl Node {
             wake: event_listener::Event::new(),
             broker_epoch: Cell::new(None),
             published: Cell::new(0),
-            serving: Cell::new(false),
+            lifecycle: RefCell::new(BrokerLifecycle::new(
+                id,
+                *uuid::Uuid::new_v4().as_bytes(),
+                vec![Endpoint { name: "PLAINTEXT".into(), host: config.advertised.0.clone(), port: config.advertised.1 }],
+                config.broker_heartbeat_interval_ms.min(config.broker_session_timeout_ms as u64 / 3).max(50) as i64,
+                now_ms(),
+            )),
             shutting_down: Cell::new(false),
             heartbeat_in_flight: Cell::new(false),
             legacy: RefCell::new(legacy),
@@ -401,12 +409,11 @@ impl Node {
     /// (`MetadataImage::serves`, the rule the simulator runs): before that, the image may
     /// still make it the leader of an epoch whose unsynced tail this process lost.
     fn publish(self: &Rc<Self>) {
-        if self.broker.shared().config.roles.broker && !self.serving.get() {
-            let serving = self.broker_epoch.get().is_some_and(|epoch| self.quorum.borrow().controller().image().serves(self.id, epoch));
-            if !serving {
+        if self.broker.shared().config.roles.broker {
+            let quorum = self.quorum.borrow();
+            if !self.lifecycle.borrow_mut().serves(quorum.controller().image()) {
                 return;
             }
-            self.serving.set(true);
         }
         let applied = self.quorum.borrow().controller().applied_index().0;
         if applied <= self.published.get() {
@@ -633,74 +640,51 @@ impl Node {
 
     async fn broker_loop(self: Rc<Self>) {
         let config = self.broker.shared().config.clone();
-        let incarnation_id = *uuid::Uuid::new_v4().as_bytes();
-        let endpoints =
-            vec![Endpoint { name: "PLAINTEXT".into(), host: config.advertised.0.clone(), port: config.advertised.1 }];
         let interval = Duration::from_millis(config.broker_heartbeat_interval_ms.min(config.broker_session_timeout_ms as u64 / 3).max(50));
         loop {
-            let registration = ControllerRequest::RegisterBroker(BrokerRegistrationRequest {
-                broker_id: self.id,
-                incarnation_id,
-                endpoints: endpoints.clone(),
-            });
-            let epoch = match self.controller_request(registration, REQUEST_TIMEOUT).await {
-                Some(Response::RegisterBroker(r)) if r.error.is_none() => r.broker_epoch,
-                other => {
-                    debug!(?other, "broker registration not accepted yet");
-                    glommio::timer::sleep(Duration::from_millis(200)).await;
-                    continue;
-                }
-            };
-            info!(broker_epoch = %epoch, "registered with the controller");
-            self.broker_epoch.set(Some(epoch));
-            // The image may already hold the registration.
-            self.publish();
-            let mut fenced = true;
-            loop {
-                // Heartbeat fast until unfenced: that needs the registration record applied here.
-                glommio::timer::sleep(if fenced { Duration::from_millis(100) } else { interval }).await;
-                if self.shutting_down.get() {
-                    return;
-                }
-                let heartbeat = ControllerRequest::Heartbeat(BrokerHeartbeatRequest {
-                    broker_id: self.id,
-                    broker_epoch: epoch,
-                    current_metadata_offset: self.quorum.borrow().controller().applied_index(),
-                    want_fence: false,
-                    want_shutdown: false,
-                });
-                // A heartbeat stuck on a dead controller must not outlive the session.
-                self.heartbeat_in_flight.set(true);
-                let answer = self.controller_request(heartbeat, interval).await;
-                self.heartbeat_in_flight.set(false);
-                match answer {
-                    Some(Response::Heartbeat(r)) => match r.error {
-                        None => {
-                            if fenced && !r.is_fenced {
-                                info!("unfenced by the controller");
-                                self.wait_until_applied_unfenced().await;
-                                let legacy = self.legacy.borrow_mut().take();
-                                if let Some(legacy) = legacy {
-                                    self.migrate(legacy).await;
-                                }
-                                if config.standalone() {
-                                    self.create_offsets_topic().await;
-                                }
-                                let shared = self.broker.shared();
-                                shared.ready.store(true, Ordering::Release);
-                            }
-                            fenced = r.is_fenced;
-                        }
-                        Some(ControllerError::StaleBrokerEpoch | ControllerError::BrokerIdNotRegistered) => {
-                            warn!("the controller no longer knows this registration; registering again");
-                            break;
-                        }
-                        Some(e) => debug!(error = %e, "heartbeat refused"),
-                    },
-                    _ => debug!("heartbeat unanswered"),
-                }
+            if self.shutting_down.get() {
+                return;
             }
-            self.broker_epoch.set(None);
+            let now = now_ms();
+            let applied = self.quorum.borrow().controller().applied_index();
+            let next = self.lifecycle.borrow_mut().poll_request(now, applied);
+            let Some((id, request)) = next else {
+                let due = self.lifecycle.borrow().poll_timeout().unwrap_or(now + 100);
+                glommio::timer::sleep(Duration::from_millis((due - now).clamp(1, 1_000) as u64)).await;
+                continue;
+            };
+            // A heartbeat stuck on a dead controller must not outlive the session.
+            let heartbeat = matches!(request, ControllerRequest::Heartbeat(_));
+            self.heartbeat_in_flight.set(heartbeat);
+            let answer = self.controller_request(request, if heartbeat { interval } else { REQUEST_TIMEOUT }).await;
+            self.heartbeat_in_flight.set(false);
+            let event = self.lifecycle.borrow_mut().handle_response(now_ms(), id, answer);
+            match event {
+                Some(lifecycle::Event::Registered(epoch)) => {
+                    info!(broker_epoch = %epoch, "registered with the controller");
+                    self.broker_epoch.set(Some(epoch));
+                    // The image may already hold the registration.
+                    self.publish();
+                }
+                Some(lifecycle::Event::Unfenced) => {
+                    info!("unfenced by the controller");
+                    self.wait_until_applied_unfenced().await;
+                    let legacy = self.legacy.borrow_mut().take();
+                    if let Some(legacy) = legacy {
+                        self.migrate(legacy).await;
+                    }
+                    if config.standalone() {
+                        self.create_offsets_topic().await;
+                    }
+                    let shared = self.broker.shared();
+                    shared.ready.store(true, Ordering::Release);
+                }
+                Some(lifecycle::Event::Lost) => {
+                    warn!("the controller no longer knows this registration; registering again");
+                    self.broker_epoch.set(None);
+                }
+                None => {}
+            }
         }
     }
 }
