@@ -53,16 +53,7 @@ pub async fn handle(shard: &Rc<Shard>, request: Request, peer: &str) -> Result<O
         ApiKey::DeleteTopics => respond(&delete_topics(shard, request.decode()?, version).await),
         ApiKey::DescribeConfigs => respond(&describe_configs(shard, request.decode()?)),
         ApiKey::FindCoordinator => respond(&groups::find_coordinator(shard, request.decode()?, version)),
-        ApiKey::JoinGroup
-        | ApiKey::SyncGroup
-        | ApiKey::Heartbeat
-        | ApiKey::LeaveGroup
-        | ApiKey::OffsetCommit
-        | ApiKey::OffsetFetch
-        | ApiKey::DescribeGroups
-        | ApiKey::ListGroups
-        | ApiKey::DeleteGroups
-        | ApiKey::OffsetDelete => {
+        key if broker::groups::is_group_api(key) => {
             let partitions = shard.shared.config.group.offsets_topic_partitions;
             let routed = broker::groups::route(&request, peer, partitions)?;
             groups::answer(shard, routed).await.encode(version, request.correlation_id()).map(Some)

@@ -530,16 +530,7 @@ impl Node {
                 let frame = wire::encode_response(ApiKey::FindCoordinator, version, corr, &answer).expect("a coordinator answer encodes");
                 out.push(Output::Send { to: from, payload: Payload::KafkaResponse { frame } });
             }
-            ApiKey::JoinGroup
-            | ApiKey::SyncGroup
-            | ApiKey::Heartbeat
-            | ApiKey::LeaveGroup
-            | ApiKey::OffsetCommit
-            | ApiKey::OffsetFetch
-            | ApiKey::DescribeGroups
-            | ApiKey::ListGroups
-            | ApiKey::DeleteGroups
-            | ApiKey::OffsetDelete => {
+            key if broker::groups::is_group_api(key) => {
                 let peer = format!("client-{}:1", from.0);
                 let routed = broker::groups::route(&request, &peer, OFFSETS_PARTITIONS).expect("a valid group request");
                 // One core per node: every part runs on this node's one shard.

@@ -126,6 +126,23 @@ fn shape_of<'a, P: Iterator<Item = i32>>(topics: impl Iterator<Item = (&'a Topic
 
 // ---- requests ----
 
+/// Whether [`route`] takes requests of `api_key`: the APIs a group coordinator answers.
+pub fn is_group_api(api_key: ApiKey) -> bool {
+    matches!(
+        api_key,
+        ApiKey::JoinGroup
+            | ApiKey::SyncGroup
+            | ApiKey::Heartbeat
+            | ApiKey::LeaveGroup
+            | ApiKey::OffsetCommit
+            | ApiKey::OffsetFetch
+            | ApiKey::DescribeGroups
+            | ApiKey::ListGroups
+            | ApiKey::DeleteGroups
+            | ApiKey::OffsetDelete
+    )
+}
+
 /// A decoded group API request (JoinGroup … OffsetDelete, not FindCoordinator) split into
 /// its coordinators' calls. `peer` is the client's `host:port`, which JoinGroup reports as
 /// the member's host; `partitions` is `offsets.topic.num.partitions`, which places every group.
