@@ -3,10 +3,10 @@
 # core, one at a time, and runs seeds until the simulator catches it. Prints one verdict per
 # mutation: CAUGHT (the first failing seed and the checker's or the panic's message), MISSED,
 # or BROKEN (the patch does not apply or build). Restores core after each patch.
-# Usage: scripts/sim-mutations.sh [seeds per scenario, default 30] [patch ...]
+# Usage: scripts/sim-mutations.sh [seeds per scenario, default 80] [patch ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-seeds="${1:-30}"
+seeds="${1:-80}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}/sim-mutations"
 if ! git diff --quiet -- core; then
   echo "core/ has uncommitted changes; commit or stash them first" >&2
