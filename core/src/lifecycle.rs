@@ -65,6 +65,11 @@ impl BrokerLifecycle {
         self.epoch
     }
 
+    /// The interval between heartbeats once unfenced.
+    pub fn heartbeat_interval_ms(&self) -> i64 {
+        self.heartbeat_interval_ms
+    }
+
     pub fn is_fenced(&self) -> bool {
         self.fenced
     }

@@ -87,8 +87,6 @@ pub struct Node {
     remote: RefCell<BTreeMap<u64, oneshot::Sender<Response>>>,
     /// Wakes the timer task when an input may have moved the next deadline.
     wake: event_listener::Event,
-    /// This broker's current registration epoch (for AlterPartition).
-    pub broker_epoch: Cell<Option<BrokerEpoch>>,
     published: Cell<u64>,
     /// Registration, heartbeats and the serving gate (`core::lifecycle`, which the simulator
     /// runs too): images are published once this incarnation is registered and unfenced.
@@ -260,7 +258,6 @@ impl Node {
             waiting: RefCell::default(),
             remote: RefCell::default(),
             wake: event_listener::Event::new(),
-            broker_epoch: Cell::new(None),
             published: Cell::new(0),
             lifecycle: RefCell::new(BrokerLifecycle::new(
                 id,
@@ -293,6 +290,11 @@ impl Node {
         glommio::spawn_local(node.clone().shutdown_watch()).detach();
         node.pump();
         Ok(node)
+    }
+
+    /// This broker's current registration epoch (for AlterPartition).
+    pub fn broker_epoch(&self) -> Option<BrokerEpoch> {
+        self.lifecycle.borrow().broker_epoch()
     }
 
     pub fn image(&self) -> MetadataImage {
@@ -640,7 +642,7 @@ impl Node {
 
     async fn broker_loop(self: Rc<Self>) {
         let config = self.broker.shared().config.clone();
-        let interval = Duration::from_millis(config.broker_heartbeat_interval_ms.min(config.broker_session_timeout_ms as u64 / 3).max(50));
+        let interval = Duration::from_millis(self.lifecycle.borrow().heartbeat_interval_ms() as u64);
         loop {
             if self.shutting_down.get() {
                 return;
@@ -662,7 +664,6 @@ impl Node {
             match event {
                 Some(lifecycle::Event::Registered(epoch)) => {
                     info!(broker_epoch = %epoch, "registered with the controller");
-                    self.broker_epoch.set(Some(epoch));
                     // The image may already hold the registration.
                     self.publish();
                 }
@@ -681,7 +682,6 @@ impl Node {
                 }
                 Some(lifecycle::Event::Lost) => {
                     warn!("the controller no longer knows this registration; registering again");
-                    self.broker_epoch.set(None);
                 }
                 None => {}
             }
@@ -734,7 +734,7 @@ impl Node {
         let mut acknowledged = false;
         while !out_of_time() {
             if !acknowledged {
-                let Some(broker_epoch) = self.broker_epoch.get() else {
+                let Some(broker_epoch) = self.broker_epoch() else {
                     info!("controlled shutdown: not registered, nothing to move");
                     return;
                 };

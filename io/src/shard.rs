@@ -800,7 +800,7 @@ impl Shard {
     ) -> Option<(ControllerResponse, Vec<NodeId>)> {
         self.on_shard(ShardId(0), move |core0| async move {
             let node = core0.node.borrow().clone()?;
-            let broker_epoch = node.broker_epoch.get()?;
+            let broker_epoch = node.broker_epoch()?;
             let wire = ControllerRequest::AlterPartition(odradek_core::controller::AlterPartitionRequest {
                 broker_id: node.id,
                 broker_epoch,

@@ -45,11 +45,15 @@ fn requested_configs(topic: &kafka_protocol::messages::create_topics_request::Cr
     topic.configs.iter().map(|c| (c.name.to_string(), c.value.as_deref().unwrap_or_default().to_owned())).collect()
 }
 
+fn asks_for_assignments(request: &CreateTopicsRequest) -> bool {
+    request.topics.iter().any(|t| !t.assignments.is_empty())
+}
+
 /// The controller's CreateTopics for `request`, or `None` when it asks for manual replica
 /// assignments, which odradek does not support (every topic then fails with
 /// INVALID_REPLICA_ASSIGNMENT, see [`create_topics_response`]).
 pub fn create_topics_request(request: &CreateTopicsRequest) -> Option<controller::CreateTopicsRequest> {
-    if request.topics.iter().any(|t| !t.assignments.is_empty()) {
+    if asks_for_assignments(request) {
         return None;
     }
     let topics = request
@@ -98,7 +102,7 @@ pub fn create_topics_response(
             })
             .collect(),
         None => {
-            let unassignable = create_topics_request(request).is_none();
+            let unassignable = asks_for_assignments(request);
             request
                 .topics
                 .iter()
