@@ -8,9 +8,7 @@ use std::rc::Rc;
 use kafka_protocol::messages::{FindCoordinatorRequest, FindCoordinatorResponse};
 use odradek_core::broker::groups::{self, GroupRequest, GroupResponse, Routed, Target};
 use odradek_core::controller::Response as ControllerResponse;
-use odradek_core::controller::MetadataImage;
 use odradek_core::controller_rpc::ControllerRequest;
-use odradek_core::ids::NodeId;
 use tracing::warn;
 
 use crate::clock::now_ms;
@@ -26,21 +24,6 @@ impl Shard {
         self.machine().group_request(now_ms(), id, request);
         self.pump();
         answer.await.expect("the coordinator answers every request")
-    }
-
-    /// FindCoordinator names this node as soon as `image` is published, before its replicas
-    /// act on it: the partitions it now leads answer COORDINATOR_LOAD_IN_PROGRESS (which
-    /// clients retry) rather than NOT_COORDINATOR until they load. Called in the same step
-    /// that publishes the image.
-    pub fn expect_offsets_leadership(&self, image: &MetadataImage) {
-        let Some(topic) = image.topic_by_name(OFFSETS_TOPIC) else { return };
-        let me = NodeId(self.shared.config.node_id);
-        for (p, state) in topic.partitions.iter().enumerate() {
-            let p = p as i32;
-            if state.leader == me && self.owner(OFFSETS_TOPIC, p) == self.id {
-                self.machine().expect_group_leadership(p, state.leader_epoch);
-            }
-        }
     }
 
     /// Asks the controller, once at a time, to create `__consumer_offsets` with Kafka's

@@ -420,8 +420,6 @@ impl Shard {
         }
         self.image_index.set(index);
         *self.image.borrow_mut() = image.clone();
-        self.expect_offsets_leadership(&image);
-        let me = NodeId(self.shared.config.node_id);
         let defaults = self.shared.config.log.clone();
         {
             let mut topics = self.topics.borrow_mut();
@@ -435,26 +433,10 @@ impl Shard {
                 );
             }
         }
-        let mut wanted = Vec::new();
-        for topic in image.topics().values() {
-            for (p, state) in topic.partitions.iter().enumerate() {
-                let p = p as i32;
-                if self.owner(&topic.name, p) == self.id && state.replicas.contains(&me) {
-                    wanted.push((TopicPartition::new(topic.name.clone(), p), topic.id, state.clone()));
-                }
-            }
-        }
-        let stale: Vec<TopicPartition> = self
-            .machine
-            .borrow()
-            .partitions()
-            .filter(|(tp, topic_id, _)| !wanted.iter().any(|(w, id, _)| w == *tp && id == topic_id))
-            .map(|(tp, _, _)| tp.clone())
-            .collect();
-        for tp in stale {
-            self.machine.borrow_mut().remove(&tp);
-            self.pump();
-            let removed = self.stores.borrow_mut().remove(&tp);
+        let plan = self.machine.borrow_mut().plan_image(&image, |tp| self.owner(&tp.topic, tp.partition) == self.id);
+        self.pump();
+        for tp in &plan.remove {
+            let removed = self.stores.borrow_mut().remove(tp);
             if let Some(store) = removed {
                 info!(topic = %tp.topic, partition = tp.partition, "removing partition replica");
                 if let Err(e) = store.delete().await {
@@ -462,40 +444,23 @@ impl Shard {
                 }
             }
         }
-        for (tp, topic_id, state) in wanted {
-            if !self.machine.borrow().contains(&tp) {
-                let (log_config, min_isr) = {
-                    let topics = self.topics.borrow();
-                    let meta = topics.get(&tp.topic);
-                    let log_config = meta.map_or_else(|| self.shared.config.log.clone(), |t| t.config.log.clone());
-                    let min_isr = meta
-                        .and_then(|t| t.config.overrides.get("min.insync.replicas").and_then(|v| v.parse().ok()))
-                        .unwrap_or(self.shared.config.min_insync_replicas);
-                    (log_config, min_isr)
-                };
-                match replication::open(&self.shared.config, log_config, &tp.topic, tp.partition, topic_id, min_isr).await {
-                    Ok(opened) => {
-                        info!(topic = %tp.topic, partition = tp.partition, log_end_offset = opened.store.log_end_offset(), "opened partition replica");
-                        let mut machine = self.machine.borrow_mut();
-                        machine.open(tp.clone(), topic_id, opened.config, opened.persisted);
-                        let high_watermark = machine.replica(&tp).expect("just opened").high_watermark();
-                        opened.store.set_high_watermark(high_watermark.0);
-                        self.stores.borrow_mut().insert(tp.clone(), opened.store);
-                    }
-                    Err(e) => {
-                        warn!(topic = %tp.topic, partition = tp.partition, error = %e, "could not open partition replica");
-                        continue;
-                    }
+        for opening in &plan.open {
+            let tp = &opening.partition;
+            let log_config = self.topics.borrow().get(&tp.topic).map_or_else(|| defaults.clone(), |t| t.config.log.clone());
+            let min_isr = opening.min_insync_replicas.unwrap_or(self.shared.config.min_insync_replicas);
+            match replication::open(&self.shared.config, log_config, &tp.topic, tp.partition, opening.topic_id, min_isr).await {
+                Ok(opened) => {
+                    info!(topic = %tp.topic, partition = tp.partition, log_end_offset = opened.store.log_end_offset(), "opened partition replica");
+                    let mut machine = self.machine.borrow_mut();
+                    machine.open(tp.clone(), opening.topic_id, opened.config, opened.persisted);
+                    let high_watermark = machine.replica(tp).expect("just opened").high_watermark();
+                    opened.store.set_high_watermark(high_watermark.0);
+                    self.stores.borrow_mut().insert(tp.clone(), opened.store);
                 }
+                Err(e) => warn!(topic = %tp.topic, partition = tp.partition, error = %e, "could not open partition replica"),
             }
-            let applied = self.machine.borrow_mut().apply_state(now_ms(), &tp, &state);
-            if let Err(e) = applied {
-                tracing::debug!(topic = %tp.topic, partition = tp.partition, error = ?e, "partition decision not applied");
-            }
-            self.pump();
         }
-        // Leaderships may have moved, so every long poll reads again.
-        self.machine.borrow_mut().notify(None);
+        self.machine.borrow_mut().apply_image(now_ms(), plan);
         self.pump();
         self.announce_to_peers(None);
     }

@@ -155,6 +155,8 @@ pub struct Process {
     group_parts: BTreeMap<u64, (u64, usize)>,
     next_group_part: u64,
     controller_hint: usize,
+    /// The metadata image (its log index) last handed to the shard.
+    image_applied: Option<raft::Index>,
 }
 
 pub struct Node {
@@ -298,6 +300,7 @@ impl Node {
             deferred_alter_errors: VecDeque::new(),
             group_calls: BTreeMap::new(),
             group_parts: BTreeMap::new(),
+            image_applied: None,
             next_group_part: 0,
             controller_hint: 0,
         });
@@ -602,30 +605,21 @@ impl Node {
             }
             // The partition state from the committed image, to the replica, once this
             // incarnation is registered and unfenced (`BrokerLifecycle::serves`).
-            if p.lifecycle.serves(p.quorum.controller().image()) {
-                let mut states = Vec::new();
-                for (&topic_id, topic) in p.quorum.controller().image().topics() {
-                    for (index, state) in topic.partitions.iter().enumerate().filter(|(_, s)| s.replicas.contains(&id)) {
-                        let min_isr = topic.configs.get("min.insync.replicas").map(|m| m.parse().expect("numeric min.insync.replicas"));
-                        states.push((TopicPartition::new(topic.name.clone(), index as i32), topic_id, min_isr, state.clone()));
+            let index = p.quorum.controller().applied_index();
+            if p.image_applied != Some(index) && p.lifecycle.serves(p.quorum.controller().image()) {
+                p.image_applied = Some(index);
+                progressed = true;
+                // The node's one core owns every partition.
+                let plan = p.shard.plan_image(p.quorum.controller().image(), |_| true);
+                for opening in &plan.open {
+                    let mut config = self.replica_config.clone();
+                    if let Some(min) = opening.min_insync_replicas {
+                        config.min_insync_replicas = min;
                     }
+                    let persisted = self.disk.log(&opening.partition).persisted_state();
+                    p.shard.open(opening.partition.clone(), opening.topic_id, config, persisted);
                 }
-                for (partition, topic_id, min_isr, state) in states {
-                    if !p.shard.contains(&partition) {
-                        let mut config = self.replica_config.clone();
-                        if let Some(min) = min_isr {
-                            config.min_insync_replicas = min;
-                        }
-                        let persisted = self.disk.log(&partition).persisted_state();
-                        p.shard.open(partition.clone(), topic_id, config, persisted);
-                    }
-                    if partition.topic == OFFSETS_TOPIC && state.leader == id {
-                        // As the broker does in the step that publishes the image.
-                        p.shard.expect_group_leadership(partition.partition, state.leader_epoch);
-                    }
-                    // The shard hands the replica only decisions it does not have yet.
-                    let _ = p.shard.apply_state(now, &partition, &state);
-                }
+                p.shard.apply_image(now, plan);
             }
             while let Some((partition, request_id, generation)) = p.deferred_alter_errors.pop_front() {
                 progressed = true;

@@ -12,7 +12,7 @@ pub mod admin;
 pub mod groups;
 mod shard;
 
-pub use shard::{Output, Shard};
+pub use shard::{ImagePlan, Opening, Output, Shard};
 
 use crate::controller::MetadataImage;
 use crate::error::ErrorCode;

@@ -27,7 +27,7 @@ use tracing::{info, warn};
 
 use super::groups::{self, GroupRequest, GroupResponse, Reply};
 use crate::batch;
-use crate::controller::{PartitionState, TopicId};
+use crate::controller::{MetadataImage, PartitionState, TopicId};
 use crate::error::ErrorCode;
 use crate::fetcher::{Delivery, Fetchers, Outgoing, TopicPartition};
 use crate::group::{self, GroupCoordinator, GroupRecord, OFFSETS_TOPIC};
@@ -89,6 +89,24 @@ pub enum Output {
     /// Read `partition` (a `__consumer_offsets` partition whose groups load) from `from`, at
     /// most `max_bytes`, below `upto`; answer with [`Shard::handle_groups_read`].
     ReadGroups { partition: TopicPartition, generation: u64, from: Offset, upto: Offset, max_bytes: usize },
+}
+
+/// What a metadata image asks of one core ([`Shard::plan_image`]).
+#[derive(Debug)]
+pub struct ImagePlan {
+    /// Replicas the shard has removed: the driver deletes their logs.
+    pub remove: Vec<TopicPartition>,
+    /// Replicas to recover from disk and [`Shard::open`] before [`Shard::apply_image`].
+    pub open: Vec<Opening>,
+    states: Vec<(TopicPartition, PartitionState)>,
+}
+
+/// A partition replica to open, with the topic's own `min.insync.replicas` if it sets one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opening {
+    pub partition: TopicPartition,
+    pub topic_id: TopicId,
+    pub min_insync_replicas: Option<usize>,
 }
 
 struct Partition {
@@ -223,6 +241,55 @@ impl Shard {
             self.group_leadership(partition);
         }
         true
+    }
+
+    /// What a committed metadata image asks of this core, for the partitions `owns` gives it
+    /// (the driver's placement of partitions on cores): the replicas it holds that the image no
+    /// longer gives this node are removed here (deleted topics, a topic re-created under a new
+    /// id, reassignments away) and listed for the driver to delete their logs; the ones to open
+    /// are listed for the driver to recover and [`Self::open`]; then [`Self::apply_image`] hands
+    /// every owned replica its decision. The broker's cores and the simulated nodes both follow
+    /// this, so which partitions a node serves is decided once.
+    pub fn plan_image(&mut self, image: &MetadataImage, owns: impl Fn(&TopicPartition) -> bool) -> ImagePlan {
+        let local = self.local;
+        let mut states = Vec::new();
+        let mut open = Vec::new();
+        for (&topic_id, topic) in image.topics() {
+            for (index, state) in topic.partitions.iter().enumerate() {
+                let partition = TopicPartition::new(topic.name.clone(), index as i32);
+                if !state.replicas.contains(&local) || !owns(&partition) {
+                    continue;
+                }
+                if partition.topic == OFFSETS_TOPIC && state.leader == local {
+                    self.expect_group_leadership(partition.partition, state.leader_epoch);
+                }
+                if self.partitions.get(&partition).is_none_or(|p| p.topic_id != topic_id) {
+                    let min_insync_replicas = topic.configs.get("min.insync.replicas").and_then(|v| v.parse().ok());
+                    open.push(Opening { partition: partition.clone(), topic_id, min_insync_replicas });
+                }
+                states.push((partition, state.clone()));
+            }
+        }
+        let wanted: BTreeSet<&TopicPartition> = states.iter().map(|(tp, _)| tp).collect();
+        let reopened: BTreeSet<&TopicPartition> = open.iter().map(|o| &o.partition).collect();
+        let remove: Vec<TopicPartition> =
+            self.partitions.keys().filter(|tp| !wanted.contains(tp) || reopened.contains(tp)).cloned().collect();
+        for partition in &remove {
+            self.remove(partition);
+        }
+        ImagePlan { remove, open, states }
+    }
+
+    /// Hands every partition of `plan` that is open its decision (see [`Self::apply_state`];
+    /// one the driver could not open is skipped), then has every long poll read again, since
+    /// leaderships may have moved.
+    pub fn apply_image(&mut self, now_ms: i64, plan: ImagePlan) {
+        for (partition, state) in &plan.states {
+            if let Err(error) = self.apply_state(now_ms, partition, state) {
+                tracing::debug!(topic = %partition.topic, partition = partition.partition, ?error, "partition decision not applied");
+            }
+        }
+        self.notify(None);
     }
 
     pub fn contains(&self, partition: &TopicPartition) -> bool {
@@ -801,6 +868,7 @@ impl Purgatory {
 mod tests {
     use super::*;
     use crate::batch::tests::encode_batch;
+    use crate::controller::MetadataRecord;
     use crate::group::GroupConfig;
     use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
     use kafka_protocol::messages::{OffsetCommitRequest, OffsetFetchRequest};
@@ -866,6 +934,74 @@ mod tests {
             }
         }
         others
+    }
+
+    fn image(records: &[MetadataRecord]) -> MetadataImage {
+        let mut image = MetadataImage::default();
+        for record in records {
+            image.apply(record).unwrap();
+        }
+        image
+    }
+
+    fn topic_records(name: &str, id: u8, partitions: i32, replicas: &[NodeId]) -> Vec<MetadataRecord> {
+        let topic_id = [id; 16];
+        let mut configs = BTreeMap::new();
+        configs.insert("min.insync.replicas".to_string(), "2".to_string());
+        let mut records = vec![MetadataRecord::Topic { name: name.into(), topic_id, configs }];
+        for partition in 0..partitions {
+            records.push(MetadataRecord::Partition {
+                topic_id,
+                partition,
+                replicas: replicas.to_vec(),
+                isr: replicas.to_vec(),
+                leader: replicas[0],
+                leader_epoch: LeaderEpoch(0),
+                partition_epoch: PartitionEpoch(0),
+            });
+        }
+        records
+    }
+
+    fn open_plan(shard: &mut Shard, plan: ImagePlan) {
+        for opening in &plan.open {
+            let config = ReplicaConfig { min_insync_replicas: opening.min_insync_replicas.unwrap_or(1), ..ReplicaConfig::default() };
+            shard.open(opening.partition.clone(), opening.topic_id, config, PersistedState::default());
+        }
+        shard.apply_image(0, plan);
+        perform_all(shard, 0);
+    }
+
+    #[test]
+    fn an_image_opens_the_owned_local_replicas_and_removes_those_it_no_longer_gives() {
+        let mut shard = Shard::new(NodeId(1), 1 << 20, 10_000, coordinator());
+        let mut records = topic_records("a", 1, 3, &[NodeId(1)]);
+        records.extend(topic_records("elsewhere", 2, 1, &[NodeId(2)]));
+        let first = image(&records);
+        let plan = shard.plan_image(&first, |tp| tp.partition != 2);
+        assert!(plan.remove.is_empty());
+        let opened: Vec<_> = plan.open.iter().map(|o| (o.partition.clone(), o.topic_id, o.min_insync_replicas)).collect();
+        assert_eq!(opened, vec![(TopicPartition::new("a", 0), [1; 16], Some(2)), (TopicPartition::new("a", 1), [1; 16], Some(2))]);
+        open_plan(&mut shard, plan);
+        assert_eq!(shard.replica(&TopicPartition::new("a", 0)).unwrap().role(), Role::Leader);
+        assert!(!shard.contains(&TopicPartition::new("a", 2)));
+        assert!(!shard.contains(&TopicPartition::new("elsewhere", 0)));
+
+        // The same image again asks for nothing new.
+        let again = shard.plan_image(&first, |tp| tp.partition != 2);
+        assert!(again.remove.is_empty() && again.open.is_empty());
+        shard.apply_image(0, again);
+
+        // "a" deleted and re-created under a new id with one partition: both old replicas go,
+        // partition 0 is opened afresh under the new id.
+        let recreated = image(&topic_records("a", 9, 1, &[NodeId(1)]));
+        let plan = shard.plan_image(&recreated, |tp| tp.partition != 2);
+        assert_eq!(plan.remove, vec![TopicPartition::new("a", 0), TopicPartition::new("a", 1)]);
+        assert_eq!(plan.open.iter().map(|o| (o.partition.clone(), o.topic_id)).collect::<Vec<_>>(), vec![(TopicPartition::new("a", 0), [9; 16])]);
+        assert!(!shard.contains(&TopicPartition::new("a", 0)));
+        open_plan(&mut shard, plan);
+        assert_eq!(shard.topic_id(&TopicPartition::new("a", 0)), Some([9; 16]));
+        assert!(!shard.contains(&TopicPartition::new("a", 1)));
     }
 
     #[test]

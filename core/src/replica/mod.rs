@@ -1791,13 +1791,16 @@ impl Replica {
                 "{}",
                 ctx()
             );
-            assert_eq!(
-                self.epoch_cache.latest(),
-                Some(EpochEntry {
-                    epoch: self.leader_epoch,
-                    start_offset: leader.epoch_start_offset
-                }),
-                "leader epoch not the latest cache entry: {}",
+            // A leader re-elected at the epoch its recovered log already ends with (a restart
+            // the controller saw no leader change for) keeps the cache's earlier start, as
+            // Kafka's `LeaderEpochFileCache.assign` does, while its epoch start offset is its log
+            // end then, which is what a follower must reach to join the ISR.
+            let latest = self.epoch_cache.latest();
+            assert!(
+                latest.is_some_and(|e| e.epoch == self.leader_epoch && e.start_offset <= leader.epoch_start_offset),
+                "leader epoch {} (from {}) not the latest cache entry {latest:?}: {}",
+                self.leader_epoch,
+                leader.epoch_start_offset,
                 ctx()
             );
             assert!(

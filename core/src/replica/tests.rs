@@ -1283,6 +1283,31 @@ fn stale_controller_decisions_are_refused() {
 }
 
 #[test]
+fn a_restarted_leader_re_elected_at_its_logs_epoch_keeps_the_epochs_start() {
+    let mut cache = EpochCache::new();
+    cache.assign(LeaderEpoch(0), Offset(0));
+    let persisted = PersistedState {
+        log_start_offset: Offset(0),
+        log_end_offset: Offset(5),
+        durable_offset: Offset(5),
+        epoch_cache: cache,
+        high_watermark: Offset(5),
+    };
+    let mut r = Replica::new(n(1), test_config(1), persisted);
+    let state = LeaderAndIsr {
+        leader_epoch: LeaderEpoch(0),
+        partition_epoch: PartitionEpoch(0),
+        isr: vec![n(1)],
+        replicas: vec![n(1)],
+    };
+    r.become_leader(0, state).unwrap();
+    assert_eq!(r.role(), Role::Leader);
+    let end = r.handle_offset_for_leader_epoch(LeaderEpoch(0), LeaderEpoch(0)).unwrap();
+    assert_eq!((end.epoch, end.end_offset), (LeaderEpoch(0), Offset(5)));
+    assert_eq!(r.epoch_cache().latest(), Some(EpochEntry { epoch: LeaderEpoch(0), start_offset: Offset(0) }));
+}
+
+#[test]
 fn follower_rejects_fetched_batches_that_do_not_follow_its_log() {
     let mut epoch_cache = EpochCache::new();
     epoch_cache.assign(LeaderEpoch(1), Offset(0));
