@@ -1,11 +1,18 @@
 //! The order in which a driver performs a [`Replica`]'s actions, once for every driver (the
 //! broker's partition task in `io/src/replication.rs` and the simulator's nodes):
 //!
-//! - **One disk action at a time, in queue order.** An `Append`, `Truncate`, `ResetLog`,
-//!   `Sync`, `PersistEpochCache`, `PersistHighWatermark` or `AdvanceLogStart` is handed out
-//!   only when the one before it has finished ([`PartitionDriver::finish`]); every action
-//!   behind a disk action waits for it too, sends included, so nothing is sent that the log
-//!   does not yet reflect.
+//! - **One disk action at a time, in queue order**, with one exception below. An `Append`,
+//!   `Truncate`, `ResetLog`, `Sync`, `PersistEpochCache`, `PersistHighWatermark` or
+//!   `AdvanceLogStart` is handed out only when the one before it has finished
+//!   ([`PartitionDriver::finish`]); every action behind a disk action waits for it too, sends
+//!   included, so nothing is sent that the log does not yet reflect.
+//! - **Appends overlap a sync.** While a `Sync` is out, the next `Append` may be handed out
+//!   (one at a time), so data produced during an fsync is written by the time it ends and
+//!   the partition's next sync joins the very next group-commit round, as every other
+//!   partition's does; an fsync takes far longer than a buffered write, and without this each
+//!   partition's writes landed a round late. A `Sync` goes out only with nothing else out, so
+//!   it covers every append finished before it; the one that overlapped stays behind and is
+//!   covered by the `Sync` queued after it.
 //! - **Group commit.** Appends queued behind a `Sync` are handed out before it and join its
 //!   round, so one fsync covers them all. The driver reports `Synced` through what was written
 //!   when the fsync started, which may be past the `Sync`'s own `through` (rule 2 of the
@@ -24,8 +31,10 @@ pub struct PartitionDriver {
     replica: Replica,
     /// Actions taken from the replica and not yet handed out, in the order to hand them out.
     queue: VecDeque<Action>,
-    /// A disk action is out and not finished.
+    /// A disk action other than a `Sync` is out and not finished.
     busy: bool,
+    /// A `Sync` is out and not finished (an `Append` may be out beside it).
+    syncing: bool,
     /// `(high watermark, written end)` when last reported by `poll_visible`.
     visible: (Offset, Offset),
 }
@@ -46,7 +55,7 @@ fn is_disk(action: &Action) -> bool {
 impl PartitionDriver {
     pub fn new(replica: Replica) -> Self {
         let visible = (replica.high_watermark(), replica.written_offset());
-        PartitionDriver { replica, queue: VecDeque::new(), busy: false, visible }
+        PartitionDriver { replica, queue: VecDeque::new(), busy: false, syncing: false, visible }
     }
 
     pub fn replica(&self) -> &Replica {
@@ -60,7 +69,7 @@ impl PartitionDriver {
 
     /// Whether a disk action is out.
     pub fn is_busy(&self) -> bool {
-        self.busy
+        self.busy || self.syncing
     }
 
     /// The next action to perform, if one may be performed now. After a disk action, call
@@ -77,8 +86,14 @@ impl PartitionDriver {
                 self.queue.push_back(action);
             }
         }
+        if self.syncing && !matches!(self.queue.front(), Some(Action::Append { .. })) {
+            return None;
+        }
         let action = self.queue.pop_front()?;
-        self.busy = is_disk(&action);
+        match action {
+            Action::Sync { .. } => self.syncing = true,
+            _ => self.busy = is_disk(&action),
+        }
         Some(action)
     }
 
@@ -103,11 +118,17 @@ impl PartitionDriver {
         }
     }
 
-    /// The disk action handed out last is done: `completion` is its completion for the
-    /// replica (`None` for the actions that have none: the checkpoints and `AdvanceLogStart`).
+    /// A disk action handed out is done: `completion` is its completion for the replica
+    /// (`None` for the actions that have none: the checkpoints and `AdvanceLogStart`). Only a
+    /// `Sync` and an `Append` are ever out together, and their completions tell them apart.
     pub fn finish(&mut self, now_ms: i64, completion: Option<Completion>) {
-        assert!(self.busy, "finish without a disk action out");
-        self.busy = false;
+        if let Some(Completion::Synced { .. }) = completion {
+            assert!(self.syncing, "Synced without a sync out");
+            self.syncing = false;
+        } else {
+            assert!(self.busy, "finish without a disk action out");
+            self.busy = false;
+        }
         if let Some(completion) = completion {
             self.replica.handle_completion(now_ms, completion);
         }
@@ -192,5 +213,53 @@ mod tests {
         assert_eq!(d.replica().high_watermark(), Offset(3));
         assert_eq!(d.poll_visible(), Some((Offset(3), Offset(3))));
         assert_eq!(d.poll_visible(), None);
+    }
+
+    #[test]
+    fn an_append_overlaps_a_sync_and_the_next_sync_waits_for_both() {
+        let mut d = leader();
+        d.replica_mut().handle_produce(1, 1, batch(1), -1, 30_000);
+        let Some(Action::Append { end_offset: first, .. }) = d.poll_action() else { panic!() };
+        d.finish(1, Some(Completion::Appended { end_offset: first }));
+        let Some(Action::Sync { .. }) = d.poll_action() else { panic!() };
+
+        // Produced during the fsync: written at once, not synced by it.
+        d.replica_mut().handle_produce(1, 2, batch(2), -1, 30_000);
+        let Some(Action::Append { end_offset: second, .. }) = d.poll_action() else { panic!() };
+        assert!(d.poll_action().is_none(), "one append at a time, and no second sync");
+        d.finish(1, Some(Completion::Synced { through: first }));
+        assert!(d.poll_action().is_none(), "the next sync waits for the append");
+        assert_eq!(d.replica().high_watermark(), first);
+        d.finish(1, Some(Completion::Appended { end_offset: second }));
+        let mut replies = 0;
+        let mut synced = false;
+        while let Some(a) = d.poll_action() {
+            match a {
+                Action::Sync { through } => {
+                    assert_eq!(through, second);
+                    synced = true;
+                    d.finish(1, Some(Completion::Synced { through: second }));
+                }
+                Action::ReplyProduce { .. } => replies += 1,
+                a if is_disk(&a) => d.finish(1, None),
+                _ => {}
+            }
+        }
+        assert!(synced);
+        assert_eq!(replies, 2);
+        assert_eq!(d.replica().high_watermark(), second);
+    }
+
+    #[test]
+    fn only_an_append_may_overlap_a_sync() {
+        let mut d = leader();
+        d.replica_mut().handle_produce(1, 1, batch(1), -1, 30_000);
+        let Some(Action::Append { end_offset, .. }) = d.poll_action() else { panic!() };
+        d.finish(1, Some(Completion::Appended { end_offset }));
+        let Some(Action::Sync { .. }) = d.poll_action() else { panic!() };
+        // The produce's reply is behind the sync: nothing but an append passes it.
+        assert!(d.poll_action().is_none());
+        d.finish(1, Some(Completion::Synced { through: end_offset }));
+        assert!(matches!(d.poll_action(), Some(Action::ReplyProduce { .. })));
     }
 }
