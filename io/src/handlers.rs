@@ -6,25 +6,19 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult};
-use kafka_protocol::messages::fetch_response::FetchableTopicResponse;
-use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
-use kafka_protocol::messages::produce_response::TopicProduceResponse;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Encodable, StrBytes};
-use odradek_core::fetcher::TopicPartition;
+use odradek_core::broker::partitions::{EpochEndCall, FetchCall, ListOffsetsCall, ProduceCall};
 use odradek_core::broker::{self, admin};
-use odradek_core::fetcher;
 use odradek_core::controller::Response as ControllerResponse;
 use odradek_core::controller_rpc::ControllerRequest;
-use odradek_core::error::code;
 use odradek_core::topic::validate_topic_name;
-use odradek_core::wire::{self, regroup, Request, RequestError};
+use odradek_core::wire::{self, Request, RequestError};
 use odradek_core::ErrorCode;
-use tracing::warn;
 
 use crate::clock::now_ms;
 use crate::groups::{self, OFFSETS_TOPIC};
-use crate::shard::{EpochEndPart, FetchPart, ListOffsetsPart, ProducePart, Shard};
+use crate::shard::Shard;
 
 fn s(text: impl Into<String>) -> StrBytes {
     StrBytes::from_string(text.into())
@@ -240,157 +234,38 @@ fn broker_configs(shard: &Shard) -> Vec<(String, String, bool)> {
 // ---- Produce, Fetch, ListOffsets: partition work on the owning cores ----
 
 async fn produce(shard: &Rc<Shard>, request: ProduceRequest, version: i16) -> ProduceResponse {
-    let acks = request.acks;
-    let refuse = broker::produce_refusal(&request);
-    let mut shape: Vec<(TopicName, Vec<i32>)> = Vec::new();
-    let mut items = Vec::new();
-    for topic in request.topic_data {
-        let name = topic.name.0.to_string();
-        shape.push((topic.name.clone(), topic.partition_data.iter().map(|p| p.index).collect()));
-        for p in topic.partition_data {
-            let part = ProducePart {
-                topic: name.clone(),
-                partition: p.index,
-                records: p.records,
-                acks,
-                timeout_ms: request.timeout_ms,
-            };
-            items.push((shard.owner(&name, p.index), part));
-        }
-    }
-    let results = match refuse {
-        Some(error) => {
-            warn!(acks, ?error, "refused produce");
-            (0..items.len()).map(|_| broker::produce_partition(Err(error), version)).collect()
-        }
-        None => shard
-            .scatter(items, Shard::produce_partition)
-            .await
-            .into_iter()
-            .map(|r| broker::produce_partition(r, version))
-            .collect::<Vec<_>>(),
-    };
-    let responses = regroup(shape, results, |index, r| r.with_index(index), |name, partitions| {
-        TopicProduceResponse::default().with_name(name).with_partition_responses(partitions)
-    });
-    ProduceResponse::default().with_responses(responses)
+    let (call, parts) = ProduceCall::new(request, version, shard.shared.shard_count);
+    call.answer(shard.scatter(parts, Shard::produce_partition).await)
 }
 
 async fn fetch(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> FetchResponse {
-    if request.session_id != 0 {
-        // odradek creates no fetch sessions (KIP-227), so a client can only name one it
-        // invented; it falls back to full fetches on this error.
-        return FetchResponse::default().with_error_code(ErrorCode::FetchSessionIdNotFound.code());
-    }
-    let deadline_ms = now_ms() + i64::from(request.max_wait_ms.max(0));
-    // Kafka answers at once when min_bytes is 0, and otherwise waits for at least one byte.
-    let min_bytes = request.min_bytes.max(0) as usize;
-    let shape: Vec<(TopicName, Vec<i32>)> =
-        request.topics.iter().map(|t| (t.topic.clone(), t.partitions.iter().map(|p| p.partition).collect())).collect();
-    let parts: Vec<FetchPart> = request
-        .topics
-        .iter()
-        .flat_map(|t| {
-            t.partitions.iter().map(|p| FetchPart {
-                topic: t.topic.0.to_string(),
-                partition: p.partition,
-                request: fetcher::partition_request(&request, version, p),
-            })
-        })
-        .collect();
-    let watched: Vec<TopicPartition> = parts.iter().map(|p| TopicPartition::new(p.topic.clone(), p.partition)).collect();
-    let mut results = loop {
+    let call = match FetchCall::new(&request, version, now_ms()) {
+        Ok(call) => call,
+        Err(refused) => return refused,
+    };
+    let watched = call.watched();
+    loop {
         // Parked before reading, so news between the read and the wait is not missed.
-        let (wait, woken) = shard.park(watched.clone(), deadline_ms);
-        let items = parts.iter().map(|part| {
-            let part = FetchPart { topic: part.topic.clone(), partition: part.partition, request: part.request };
-            (shard.owner(&part.topic, part.partition), part)
-        });
-        let results = shard.scatter(items.collect(), Shard::fetch_partition).await;
-        if broker::fetch_complete(&results, min_bytes, now_ms(), deadline_ms) {
+        let (wait, woken) = shard.park(watched.clone(), call.deadline_ms());
+        let answers = call.merge(shard.scatter(call.parts(shard.shared.shard_count), Shard::fetch_partition).await);
+        if call.complete(&answers, now_ms()) {
             shard.unpark(wait);
-            break results;
+            return call.answer(answers);
         }
         // News of one of these partitions, or the deadline, then read again.
         let _ = woken.await;
-    };
-    broker::fit_fetch_budget(&mut results, request.max_bytes);
-    let responses = regroup(
-        shape,
-        results,
-        |index, r| fetcher::partition_data(index, version, r),
-        |name, partitions| FetchableTopicResponse::default().with_topic(name).with_partitions(partitions),
-    );
-    FetchResponse::default().with_responses(responses)
+    }
 }
 
 async fn list_offsets(shard: &Rc<Shard>, request: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
-    let shape: Vec<(TopicName, Vec<i32>)> =
-        request.topics.iter().map(|t| (t.name.clone(), t.partitions.iter().map(|p| p.partition_index).collect())).collect();
-    let items: Vec<_> = request
-        .topics
-        .iter()
-        .flat_map(|t| {
-            let name = t.name.0.to_string();
-            t.partitions.iter().map(move |p| {
-                let part = ListOffsetsPart { topic: name.clone(), partition: p.partition_index, timestamp: p.timestamp };
-                (part.topic.clone(), part)
-            })
-        })
-        .map(|(topic, part)| (shard.owner(&topic, part.partition), part))
-        .collect();
-    let results = shard.scatter(items, Shard::list_offsets_partition).await;
-    let topics = regroup(
-        shape,
-        results,
-        |index, r| {
-            ListOffsetsPartitionResponse::default()
-                .with_partition_index(index)
-                .with_error_code(code(r.error))
-                .with_offset(r.offset)
-                .with_timestamp(r.timestamp)
-                .with_leader_epoch(if r.offset >= 0 && version >= 4 { r.leader_epoch.max(0) } else { -1 })
-        },
-        |name, partitions| ListOffsetsTopicResponse::default().with_name(name).with_partitions(partitions),
-    );
-    ListOffsetsResponse::default().with_topics(topics)
+    let (call, parts) = ListOffsetsCall::new(&request, version, shard.shared.shard_count);
+    call.answer(shard.scatter(parts, Shard::list_offsets_partition).await)
 }
 
 /// OffsetForLeaderEpoch v2–4 (KIP-320): consumers validate their position after a leader
-/// change, and a follower could ask where its last epoch ends. Every partition is answered by
-/// its owning core. `replica_id` (v3+) is not needed: Kafka lets only its debugging id (-2)
-/// read a follower's cache, and odradek always answers from the leader.
+/// change. Every partition is answered by its owning core.
 async fn offset_for_leader_epoch(shard: &Rc<Shard>, request: OffsetForLeaderEpochRequest) -> OffsetForLeaderEpochResponse {
-    use kafka_protocol::messages::offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult};
-    let shape: Vec<(TopicName, Vec<i32>)> =
-        request.topics.iter().map(|t| (t.topic.clone(), t.partitions.iter().map(|p| p.partition).collect())).collect();
-    let items: Vec<_> = request
-        .topics
-        .iter()
-        .flat_map(|t| {
-            let name = t.topic.0.to_string();
-            t.partitions.iter().map(move |p| EpochEndPart {
-                topic: name.clone(),
-                partition: p.partition,
-                current_leader_epoch: p.current_leader_epoch,
-                leader_epoch: p.leader_epoch,
-            })
-        })
-        .map(|part| (shard.owner(&part.topic, part.partition), part))
-        .collect();
-    let results = shard.scatter(items, Shard::offset_for_leader_epoch_partition).await;
-    let topics = regroup(
-        shape,
-        results,
-        |index, r| {
-            EpochEndOffset::default()
-                .with_partition(index)
-                .with_error_code(code(r.error))
-                .with_leader_epoch(r.leader_epoch)
-                .with_end_offset(r.end_offset)
-        },
-        |name, partitions| OffsetForLeaderTopicResult::default().with_topic(name).with_partitions(partitions),
-    );
-    OffsetForLeaderEpochResponse::default().with_topics(topics)
+    let (call, parts) = EpochEndCall::new(&request, shard.shared.shard_count);
+    call.answer(shard.scatter(parts, Shard::offset_for_leader_epoch_partition).await)
 }
 

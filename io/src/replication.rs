@@ -81,6 +81,7 @@ pub async fn open(
         ack_after_fsync: config.fsync,
         max_message_bytes: log_config.max_message_bytes,
         log_append_time: log_config.log_append_time,
+        compacted: log_config.compact,
         ..ReplicaConfig::default()
     };
     Ok(Opened { store, config: replica_config, persisted })

@@ -16,13 +16,15 @@ use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
 use glommio::sync::Semaphore;
 use odradek_core::broker::groups::GroupResponse;
 use odradek_core::broker::{self, Output};
-use odradek_core::compact;
 use odradek_core::fetcher::{self, TopicPartition};
-use odradek_core::shard::{merge_in_order, shard_for, split_by_shard, ShardId};
+use odradek_core::broker::partitions::{
+    Answers, EpochEndPart, FetchPart, ListOffsetsPart, ListOffsetsResult, OffsetLookup, Parts, ProducePart,
+};
+use odradek_core::shard::{shard_for, ShardId};
 use odradek_core::controller::{MetadataImage, Response as ControllerResponse};
 use odradek_core::controller_rpc::ControllerRequest;
 use odradek_core::ids::{LeaderEpoch, NodeId, Offset};
-use odradek_core::replica::{FetchAnswer, FetchResponse, ProduceAck};
+use odradek_core::replica::{EpochEndOffset, FetchResponse, ProduceAck};
 use futures_channel::oneshot;
 use odradek_core::topic::{TopicConfig, TopicMeta, TopicTable};
 use odradek_core::ErrorCode;
@@ -101,50 +103,6 @@ pub struct Shard {
     timer_armed: Cell<Option<i64>>,
     /// The transport of the machine's replica fetchers: one connection per source broker.
     fetchers: Rc<FetcherDriver>,
-}
-
-/// One partition's part of a produce request.
-pub struct ProducePart {
-    pub topic: String,
-    pub partition: i32,
-    pub records: Option<Bytes>,
-    pub acks: i16,
-    pub timeout_ms: i32,
-}
-
-
-pub struct FetchPart {
-    pub topic: String,
-    pub partition: i32,
-    pub request: odradek_core::replica::FetchRequest,
-}
-
-pub struct ListOffsetsPart {
-    pub topic: String,
-    pub partition: i32,
-    pub timestamp: i64,
-}
-
-pub struct ListOffsetsResult {
-    pub error: Option<ErrorCode>,
-    pub offset: i64,
-    pub timestamp: i64,
-    /// The leader epoch (replicated partitions), -1 otherwise.
-    pub leader_epoch: i32,
-}
-
-/// One partition of an OffsetForLeaderEpoch request.
-pub struct EpochEndPart {
-    pub topic: String,
-    pub partition: i32,
-    pub current_leader_epoch: i32,
-    pub leader_epoch: i32,
-}
-
-pub struct EpochEndResult {
-    pub error: Option<ErrorCode>,
-    pub leader_epoch: i32,
-    pub end_offset: i64,
 }
 
 impl Shard {
@@ -556,17 +514,16 @@ impl Shard {
         }
     }
 
-    /// Runs `work` for every part on the core owning its partition, all concurrently, and
-    /// returns the results in the order of `parts` (the client's order).
-    pub async fn scatter<P, R, W, Fut>(self: &Rc<Self>, parts: Vec<(ShardId, P)>, work: W) -> Vec<R>
+    /// Runs `work` for every part on the core owning its partition, all concurrently; the
+    /// answers come back per core, for the call to merge into the client's order.
+    pub async fn scatter<P, R, W, Fut>(self: &Rc<Self>, parts: Parts<P>, work: W) -> Answers<R>
     where
         P: Send + 'static,
         R: Send + 'static,
         W: Fn(Rc<Shard>, P) -> Fut + Copy + Send + 'static,
         Fut: Future<Output = R> + 'static,
     {
-        let total = parts.len();
-        let groups = split_by_shard(parts).into_iter().map(|(target, group)| {
+        let groups = parts.into_iter().map(|(target, group)| {
             let this = self.clone();
             async move {
                 let on_owner = move |owner: Rc<Shard>| async move {
@@ -579,42 +536,21 @@ impl Shard {
                 this.on_shard(target, on_owner).await
             }
         });
-        merge_in_order(total, join_all(groups).await)
+        join_all(groups).await
     }
 
     // ---- partition work, run on the owning core ----
 
-    /// One partition of a produce, answered by its replica.
+    /// One partition of a produce, answered by its replica (none for acks=0, which is
+    /// answered only on failure: its connection gets no response anyway).
     pub async fn produce_partition(self: Rc<Self>, part: ProducePart) -> Result<ProduceAck, ErrorCode> {
-        let tp = TopicPartition::new(part.topic, part.partition);
-        let Some(store) = self.stores.borrow().get(&tp).cloned() else {
-            return Err(self.missing_partition_error(&tp.topic, tp.partition));
-        };
-        let records = part.records.unwrap_or_default();
-        if store.config().compact {
-            if let Some(error) = keyless_records_error(&records, &tp.topic, tp.partition) {
-                return Err(error);
-            }
-        }
-        self.produce_local(&tp, records, part.acks, part.timeout_ms).await
-    }
-
-    /// A produce to a partition this core owns; waits for the replica's answer (none for
-    /// acks=0).
-    pub async fn produce_local(
-        self: &Rc<Self>,
-        tp: &TopicPartition,
-        records: Bytes,
-        acks: i16,
-        timeout_ms: i32,
-    ) -> Result<ProduceAck, ErrorCode> {
+        let acks = part.acks;
         let token = self.token();
         let (tx, rx) = oneshot::channel();
         if acks != 0 {
-            // acks=0 is answered only on failure, and its connection gets no response anyway.
             self.produce_waiters.borrow_mut().insert(token, tx);
         }
-        let started = self.machine.borrow_mut().produce(now_ms(), tp, records, acks, timeout_ms, token);
+        let started = self.machine.borrow_mut().produce_part(now_ms(), part, token);
         if let Err(error) = started {
             self.produce_waiters.borrow_mut().remove(&token);
             return Err(error);
@@ -626,90 +562,45 @@ impl Shard {
         rx.await.unwrap_or(Err(ErrorCode::NotLeaderOrFollower))
     }
 
-    /// One partition of a Fetch (a follower's or a consumer's), answered from the replica.
+    /// One partition of a Fetch (a follower's or a consumer's): the replica's answer with the
+    /// range it allows read from the partition's store.
     pub async fn fetch_partition(self: Rc<Self>, part: FetchPart) -> FetchResponse {
-        let tp = TopicPartition::new(part.topic, part.partition);
-        let answer = self.machine.borrow_mut().fetch(now_ms(), &tp, &part.request);
-        let store = self.stores.borrow().get(&tp).cloned();
-        let (Some((answer, log_start)), Some(store)) = (answer, store) else {
-            let error = self.missing_partition_error(&tp.topic, tp.partition);
-            return FetchAnswer::Error(error).into_response(Bytes::new(), Offset(-1));
-        };
+        let read = self.machine.borrow_mut().fetch_part(now_ms(), &part);
         self.pump();
-        let request = part.request;
-        // An error carries the log start: a follower that fell behind it starts over there.
-        let records = match answer.read_to() {
-            Some(read_to) if read_to > request.fetch_offset => {
-                let max = if request.max_bytes <= 0 { usize::MAX } else { request.max_bytes as usize };
-                match store.read_upto(request.fetch_offset.0, max, read_to.0).await {
-                    Ok(records) => records,
-                    Err(e) => {
-                        warn!(topic = %tp.topic, partition = tp.partition, error = %e, "read failed");
-                        return FetchAnswer::Error(ErrorCode::KafkaStorageError).into_response(Bytes::new(), log_start);
-                    }
-                }
-            }
-            _ => Bytes::new(),
+        let Some(range) = read.range() else { return read.into_response(Ok(Bytes::new())) };
+        let tp = &part.partition;
+        let store = self.stores.borrow().get(tp).cloned();
+        let records = match store {
+            Some(store) => store.read_upto(range.from.0, range.max_bytes, range.upto.0).await.map_err(|e| {
+                warn!(topic = %tp.topic, partition = tp.partition, error = %e, "read failed");
+            }),
+            None => Err(warn!(topic = %tp.topic, partition = tp.partition, "read of a partition without a store")),
         };
-        answer.into_response(records, log_start)
+        read.into_response(records)
     }
 
+    /// One partition of a ListOffsets, answered by the leader's replica, or by a search of
+    /// its store's time index.
     pub async fn list_offsets_partition(self: Rc<Self>, part: ListOffsetsPart) -> ListOffsetsResult {
-        let answer = |error, offset, timestamp| ListOffsetsResult { error, offset, timestamp, leader_epoch: -1 };
-        let tp = TopicPartition::new(part.topic.clone(), part.partition);
-        let leading = self.leadership(&tp.topic, tp.partition).zip(self.stores.borrow().get(&tp).cloned());
-        let Some((epoch, store)) = leading else {
-            return answer(Some(self.missing_partition_error(&part.topic, part.partition)), -1, -1);
+        let lookup = self.machine.borrow().list_offsets(&part);
+        let (timestamp, leader_epoch) = match lookup {
+            OffsetLookup::Answered(result) => return result,
+            OffsetLookup::ByTimestamp { timestamp, leader_epoch } => (timestamp, leader_epoch),
         };
-        let high_watermark = self.machine.borrow().replica(&tp).map_or(-1, |r| r.high_watermark().0);
-        let mut result = match part.timestamp {
-            -1 => answer(None, high_watermark, -1),
-            _ => Box::pin(self.clone().list_offsets_store(store, part)).await,
+        let tp = &part.partition;
+        let store = self.stores.borrow().get(tp).cloned();
+        let found = match store {
+            Some(store) => store.offset_for_timestamp(timestamp).await.map_err(|e| {
+                warn!(topic = %tp.topic, partition = tp.partition, error = %e, "timestamp lookup failed");
+            }),
+            None => Err(()),
         };
-        result.leader_epoch = epoch.0;
-        result
+        ListOffsetsResult::found(found, leader_epoch)
     }
 
-    /// Where `leader_epoch` ends in this partition's log (OffsetForLeaderEpoch, KIP-101/320),
-    /// answered by the leader's `Replica` (followers and brokers without the partition get
-    /// NOT_LEADER_OR_FOLLOWER).
-    pub async fn offset_for_leader_epoch_partition(self: Rc<Self>, part: EpochEndPart) -> EpochEndResult {
-        let current = LeaderEpoch(part.current_leader_epoch);
-        let requested = LeaderEpoch(part.leader_epoch);
-        let tp = TopicPartition::new(part.topic.clone(), part.partition);
-        let answer = self.machine.borrow().offset_for_leader_epoch(&tp, current, requested);
-        let answer = answer.unwrap_or_else(|| Err(self.missing_partition_error(&part.topic, part.partition)));
-        match answer {
-            Ok(end) => EpochEndResult { error: None, leader_epoch: end.epoch.0, end_offset: end.end_offset.0 },
-            Err(error) => EpochEndResult { error: Some(error), leader_epoch: -1, end_offset: -1 },
-        }
-    }
-
-    /// NOT_LEADER_OR_FOLLOWER for a known partition this broker does not hold (clients
-    /// refresh their metadata), UNKNOWN_TOPIC_OR_PARTITION otherwise.
-    fn missing_partition_error(&self, topic: &str, partition: i32) -> ErrorCode {
-        if self.topics.borrow().get(topic).is_some_and(|t| (0..t.partitions).contains(&partition)) {
-            ErrorCode::NotLeaderOrFollower
-        } else {
-            ErrorCode::UnknownTopicOrPartition
-        }
-    }
-
-    async fn list_offsets_store(self: Rc<Self>, store: Rc<PartitionStore>, part: ListOffsetsPart) -> ListOffsetsResult {
-        let answer = |error, offset, timestamp| ListOffsetsResult { error, offset, timestamp, leader_epoch: -1 };
-        match part.timestamp {
-            -2 => answer(None, store.log_start_offset(), -1),
-            -1 => answer(None, store.high_watermark(), -1),
-            t if t < 0 => answer(Some(ErrorCode::UnsupportedVersion), -1, -1),
-            t => match store.offset_for_timestamp(t).await {
-                Ok(Some((offset, timestamp))) => answer(None, offset, timestamp),
-                Ok(None) => answer(None, -1, -1),
-                Err(e) => {
-                    warn!(topic = %part.topic, partition = part.partition, error = %e, "timestamp lookup failed");
-                    answer(Some(ErrorCode::KafkaStorageError), -1, -1)
-                }
-            },
-        }
+    /// Where an epoch ends in a partition's log (OffsetForLeaderEpoch, KIP-101/320).
+    pub async fn offset_for_leader_epoch_partition(self: Rc<Self>, part: EpochEndPart) -> Result<EpochEndOffset, ErrorCode> {
+        self.machine.borrow().epoch_end(&part)
     }
 
     /// Retention for this core's partitions, every `log.retention.check.interval.ms`.
@@ -822,21 +713,5 @@ impl crate::cluster::Broker for Shard {
             let served = self.on_every_shard(move |s| async move { s.leads_what_image_says(&topics) }).await;
             served.iter().all(|ok| *ok)
         })
-    }
-}
-
-/// Kafka's LogValidator: "Compacted topic cannot accept message without key" (INVALID_RECORD);
-/// records that do not decode are CORRUPT_MESSAGE.
-fn keyless_records_error(records: &Bytes, topic: &str, partition: i32) -> Option<ErrorCode> {
-    match compact::all_records_keyed(records) {
-        Ok(true) => None,
-        Ok(false) => {
-            warn!(%topic, partition, "rejected produce: a record without a key on a compacted topic");
-            Some(ErrorCode::InvalidRecord)
-        }
-        Err(e) => {
-            warn!(%topic, partition, error = %e, "rejected produce: undecodable records");
-            Some(ErrorCode::CorruptMessage)
-        }
     }
 }

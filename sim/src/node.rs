@@ -5,13 +5,9 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::fetch_response::FetchableTopicResponse;
-use kafka_protocol::messages::produce_response::TopicProduceResponse;
 use kafka_protocol::messages::{
-    ApiKey, CreateTopicsRequest as KafkaCreateTopics, FetchRequest as KafkaFetch, FindCoordinatorRequest, FetchResponse as KafkaFetchResponse, MetadataRequest, ProduceRequest, ProduceResponse,
-    TopicName,
+    ApiKey, CreateTopicsRequest as KafkaCreateTopics, FetchRequest as KafkaFetch, FindCoordinatorRequest, MetadataRequest, ProduceRequest,
 };
-use kafka_protocol::protocol::StrBytes;
 use odradek_core::controller::{
     self, AlterPartitionRequest, Controller,
     ControllerConfig, CreatableTopic, CreateTopicsRequest, Response,
@@ -25,6 +21,7 @@ use odradek_core::raft::{self, Raft, RaftConfig};
 use odradek_core::replica::{self, Completion, EpochEndOffset, FetchAnswer, FetchRequest, Replica, ReplicaConfig, Role};
 use odradek_core::{broker, wire, ErrorCode};
 use odradek_core::broker::groups::{GroupResponse, Merge};
+use odradek_core::broker::partitions::{FetchCall, FetchPart, ProduceCall};
 use odradek_core::log::LogConfig;
 use odradek_core::group::{GroupConfig, GroupCoordinator, OFFSETS_TOPIC};
 
@@ -98,14 +95,15 @@ struct GroupCall {
     answers: Vec<Option<GroupResponse>>,
 }
 
-/// A follower's fetch the leader holds until data arrives or its `max_wait_ms` passes.
+/// A Fetch, a follower's or a client's, that the node holds in its shard's purgatory until it
+/// has something to answer or its `max_wait_ms` passes, as the broker's Fetch handler does.
 struct Parked {
     from: NodeId,
-    wire_id: u64,
+    /// A follower's fetch is answered under its wire id, a client's as a Kafka response.
+    wire_id: Option<u64>,
     version: i16,
     correlation_id: i32,
-    request: KafkaFetch,
-    deadline_ms: i64,
+    call: FetchCall,
 }
 
 /// The partition the producers, consumers and the history checker use.
@@ -116,10 +114,22 @@ pub fn tp() -> TopicPartition {
 /// `offsets.topic.num.partitions` in the simulated cluster.
 pub const OFFSETS_PARTITIONS: i32 = 2;
 
+/// A client's Produce waiting for its partitions' answers (`core::broker::partitions`).
 struct ProduceWaiter {
     client: NodeId,
     corr: i32,
     version: i16,
+    call: ProduceCall,
+    answers: Vec<(usize, Result<replica::ProduceAck, ErrorCode>)>,
+    pending: usize,
+}
+
+/// One partition of a waiting Produce: its call, its place there, its partition and how many
+/// records it carries (for the acks=all check).
+struct ProducePending {
+    call: u64,
+    position: usize,
+    partition: TopicPartition,
     records: i64,
     acks: i16,
 }
@@ -142,6 +152,8 @@ pub struct Process {
     parked: BTreeMap<u64, Parked>,
     next_wait: u64,
     produces: BTreeMap<u64, ProduceWaiter>,
+    /// Produce token → the partition's part.
+    produce_parts: BTreeMap<u64, ProducePending>,
     next_produce: u64,
     /// Epoch query wire id → the partition, its generation and its replica's request id.
     epoch_queries: BTreeMap<u64, (TopicPartition, u64, u64)>,
@@ -201,26 +213,22 @@ impl Process {
     pub fn long_polls_held_with_answers(&self) -> Vec<String> {
         let mut held = Vec::new();
         for (wait, park) in &self.parked {
-            for topic in &park.request.topics {
-                for part in &topic.partitions {
-                    let request = fetcher::partition_request(&park.request, park.version, part);
-                    let partition = TopicPartition::new(topic.topic.0.to_string(), part.partition);
-                    let reason = match self.shard.replica(&partition) {
-                        None => Some("the partition is not here".to_string()),
-                        Some(r) if r.role() != Role::Leader || r.leader_epoch() != request.current_leader_epoch => {
-                            Some(format!("the replica is {:?} in epoch {}", r.role(), r.leader_epoch().0))
-                        }
-                        Some(r) if r.written_offset() > request.fetch_offset => {
-                            Some(format!("the leader has written up to {}", r.written_offset().0))
-                        }
-                        Some(_) => None,
-                    };
-                    if let Some(reason) = reason {
-                        held.push(format!(
-                            "long poll {wait} from node {} (epoch {}, offset {}) still parked although {reason}",
-                            park.from, request.current_leader_epoch.0, request.fetch_offset.0
-                        ));
+            for FetchPart { partition, request } in park.call.requests() {
+                let reason = match self.shard.replica(partition) {
+                    None => Some("the partition is not here".to_string()),
+                    Some(r) if r.role() != Role::Leader || r.leader_epoch() != request.current_leader_epoch => {
+                        Some(format!("the replica is {:?} in epoch {}", r.role(), r.leader_epoch().0))
                     }
+                    Some(r) if r.written_offset() > request.fetch_offset => {
+                        Some(format!("the leader has written up to {}", r.written_offset().0))
+                    }
+                    Some(_) => None,
+                };
+                if let Some(reason) = reason {
+                    held.push(format!(
+                        "long poll {wait} from node {} (epoch {}, offset {}) still parked although {reason}",
+                        park.from, request.current_leader_epoch.0, request.fetch_offset.0
+                    ));
                 }
             }
         }
@@ -294,6 +302,7 @@ impl Node {
             parked: BTreeMap::new(),
             next_wait: 0,
             produces: BTreeMap::new(),
+            produce_parts: BTreeMap::new(),
             next_produce: 0,
             epoch_queries: BTreeMap::new(),
             next_query: 0,
@@ -379,9 +388,10 @@ impl Node {
                     Ok(parsed) => parsed,
                     Err(e) => panic!("node {}: undecodable replica fetch from {from}: {e}", self.id),
                 };
-                let deadline_ms = now + i64::from(request.max_wait_ms);
-                let park = Parked { from, wire_id, version, correlation_id, request, deadline_ms };
-                serve_follower_fetch(&self.disk, p, now, park, out);
+                let call = FetchCall::new(&request, version, now)
+                    .unwrap_or_else(|_| panic!("node {}: a replica fetch from {from} named a fetch session", self.id));
+                let park = Parked { from, wire_id: Some(wire_id), version, correlation_id, call };
+                serve_fetch(&self.disk, p, now, park, out);
             }
             Payload::ReplicaFetchAnswer { wire_id, frame } => {
                 if let Some(request_id) = own_answer(self.incarnation, wire_id, &mut self.stale_answers) {
@@ -436,70 +446,59 @@ impl Node {
             }
             ApiKey::Produce => {
                 let body: ProduceRequest = request.decode().expect("valid produce");
-                if let Some(error) = broker::produce_refusal(&body) {
-                    out.push(Output::Send { to: from, payload: produce_answer(corr, version, Err(error)) });
-                    return;
-                }
-                let topic = &body.topic_data[0];
-                assert_eq!(&*topic.name.0, TOPIC);
-                let partition = &topic.partition_data[0];
-                let records = partition.records.clone().unwrap_or_default();
-                let count: i64 = odradek_core::batch::scan_headers(&records)
-                    .map(|(_, h)| i64::from(h.record_count))
-                    .sum();
-                match p.shard.replica(&tp()) {
-                    Some(r) => {
-                        let id = p.next_produce;
-                        p.next_produce += 1;
-                        p.produces.insert(id, ProduceWaiter { client: from, corr, version, records: count, acks: body.acks });
-                        // Rule 7: acks=all is refused, before any append, while the committed
-                        // ISR is below min.insync.replicas.
-                        let isr = r.isr();
-                        let below_min = body.acks == -1
-                            && r.role() == replica::Role::Leader
-                            && isr.len() < p_min_isr(p.quorum.controller()).unwrap_or(self.replica_config.min_insync_replicas);
-                        let end_before = r.log_end_offset();
-                        if let Err(error) = p.shard.produce(now, &tp(), records, body.acks, body.timeout_ms, id) {
-                            p.produces.remove(&id);
-                            out.push(Output::Send { to: from, payload: produce_answer(corr, version, Err(error)) });
-                            return;
-                        }
-                        let end_after = p.replica().map_or(end_before, |r| r.log_end_offset());
-                        if below_min && end_after != end_before {
+                let acks = body.acks;
+                let (call, parts) = ProduceCall::new(body, version, 1);
+                let call_id = p.next_produce;
+                let mut answers = Vec::new();
+                let mut pending = 0;
+                // One core per node: every part runs on this node's one shard.
+                for (position, part) in parts.into_values().flatten() {
+                    let partition = part.partition.clone();
+                    let records: i64 =
+                        odradek_core::batch::scan_headers(&part.records).map(|(_, h)| i64::from(h.record_count)).sum();
+                    // Rule 7: acks=all is refused, before any append, while the committed ISR
+                    // is below min.insync.replicas.
+                    let before = p.shard.replica(&partition).map(|r| {
+                        let min_isr = p_min_isr(p.quorum.controller()).unwrap_or(self.replica_config.min_insync_replicas);
+                        let below_min = acks == -1 && r.role() == replica::Role::Leader && r.isr().len() < min_isr;
+                        (below_min, r.isr(), r.log_end_offset())
+                    });
+                    let token = p.next_produce;
+                    p.next_produce += 1;
+                    if let Err(error) = p.shard.produce_part(now, part, token) {
+                        answers.push((position, Err(error)));
+                        continue;
+                    }
+                    if let Some((true, isr, end_before)) = before {
+                        if p.shard.replica(&partition).is_some_and(|r| r.log_end_offset() != end_before) {
                             out.push(Output::Violation(format!(
                                 "node {}: acks=all produce appended at {end_before} with ISR {isr:?} below min.insync.replicas",
                                 self.id
                             )));
                         }
                     }
-                    None => out.push(Output::Send { to: from, payload: produce_answer(corr, version, Err(ErrorCode::NotLeaderOrFollower)) }),
+                    if acks != 0 {
+                        p.produce_parts.insert(token, ProducePending { call: call_id, position, partition, records, acks });
+                        pending += 1;
+                    }
+                }
+                let waiter = ProduceWaiter { client: from, corr, version, call, answers, pending };
+                if pending > 0 {
+                    p.produces.insert(call_id, waiter);
+                } else if acks != 0 || !waiter.answers.is_empty() {
+                    // acks=0 hears back only about errors.
+                    out.push(Output::Send { to: from, payload: produce_answer(waiter) });
                 }
             }
             ApiKey::Fetch => {
                 let body: KafkaFetch = request.decode().expect("valid fetch");
-                let part = &body.topics[0].partitions[0];
-                let fetch = FetchRequest {
-                    replica_id: NodeId::NONE,
-                    current_leader_epoch: LeaderEpoch(part.current_leader_epoch),
-                    fetch_offset: Offset(part.fetch_offset),
-                    last_fetched_epoch: LeaderEpoch(part.last_fetched_epoch),
-                    log_start_offset: Offset(part.log_start_offset),
-                    max_wait_ms: body.max_wait_ms,
-                    max_bytes: part.partition_max_bytes,
-                };
-                let (answer, log_start) = p
-                    .shard
-                    .fetch(now, &tp(), &fetch)
-                    .unwrap_or((FetchAnswer::Error(ErrorCode::NotLeaderOrFollower), Offset(self.disk.log(&tp()).log_start)));
-                // A consumer is served from the batch holding its offset, as Kafka does.
-                let log = self.disk.log(&tp());
-                let records = answer.read_to().map_or_else(Bytes::new, |to| log.read_for_consumer(fetch.fetch_offset.0, to.0));
-                let data = fetcher::partition_data(0, version, answer.into_response(records, log_start));
-                let body = KafkaFetchResponse::default().with_responses(vec![FetchableTopicResponse::default()
-                    .with_topic(TopicName(StrBytes::from_static_str(TOPIC)))
-                    .with_partitions(vec![data])]);
-                let frame = wire::encode_response(ApiKey::Fetch, version, corr, &body).expect("a fetch answer encodes");
-                out.push(Output::Send { to: from, payload: Payload::KafkaResponse { frame } });
+                match FetchCall::new(&body, version, now) {
+                    Ok(call) => serve_fetch(&self.disk, p, now, Parked { from, wire_id: None, version, correlation_id: corr, call }, out),
+                    Err(refused) => {
+                        let frame = wire::encode_response(ApiKey::Fetch, version, corr, &refused).expect("a fetch answer encodes");
+                        out.push(Output::Send { to: from, payload: Payload::KafkaResponse { frame } });
+                    }
+                }
             }
             ApiKey::CreateTopics => {
                 let body: KafkaCreateTopics = request.decode().expect("valid create topics");
@@ -717,19 +716,24 @@ impl Node {
                         None => p.deferred_alter_errors.push_back((partition, request_id, generation)),
                     },
                     broker::Output::Produced { token, result } => {
-                        if let Some(w) = p.produces.remove(&token) {
-                            if let (Ok(ack), -1) = (&result, w.acks) {
-                                let high_watermark = p.replica().map_or(Offset(-1), |r| r.high_watermark());
-                                out.push(Output::AckedAll { end: ack.base_offset.plus(w.records), high_watermark });
-                            }
-                            out.push(Output::Send { to: w.client, payload: produce_answer(w.corr, w.version, result) });
+                        let Some(part) = p.produce_parts.remove(&token) else { continue };
+                        if let (Ok(ack), -1) = (&result, part.acks) {
+                            let high_watermark = p.shard.replica(&part.partition).map_or(Offset(-1), |r| r.high_watermark());
+                            out.push(Output::AckedAll { end: ack.base_offset.plus(part.records), high_watermark });
+                        }
+                        let waiter = p.produces.get_mut(&part.call).expect("a part's produce waits");
+                        waiter.answers.push((part.position, result));
+                        waiter.pending -= 1;
+                        if waiter.pending == 0 {
+                            let waiter = p.produces.remove(&part.call).expect("listed");
+                            out.push(Output::Send { to: waiter.client, payload: produce_answer(waiter) });
                         }
                     }
                     // One shard per node: no other core's long polls to tell.
                     broker::Output::Visible { .. } => {}
                     broker::Output::Woken { wait } => {
                         if let Some(park) = p.parked.remove(&wait) {
-                            serve_follower_fetch(&self.disk, p, now, park, out);
+                            serve_fetch(&self.disk, p, now, park, out);
                         }
                     }
                     broker::Output::GroupReply { id: part, response } => {
@@ -933,60 +937,48 @@ pub fn partition_state(c: &Controller) -> Option<controller::PartitionState> {
     topic.partitions.first().cloned()
 }
 
-/// Answers a follower's fetch from the shard, through the same leader-side conversion and
-/// long-poll rule the broker uses (`core::fetcher`, `core::broker::fetch_complete`), or parks
-/// it in the shard's purgatory: parked before reading, as the broker's Fetch handler does.
-fn serve_follower_fetch(disk: &Disk, p: &mut Process, now: i64, park: Parked, out: &mut Vec<Output>) {
+/// Reads a Fetch's partitions from the shard (`core::broker::partitions::FetchCall`, the
+/// broker's Fetch handler's path) and answers it, or parks it in the shard's purgatory:
+/// parked before reading, as the broker's handler does.
+fn serve_fetch(disk: &Disk, p: &mut Process, now: i64, park: Parked, out: &mut Vec<Output>) {
     let wait = p.next_wait;
     p.next_wait += 1;
-    let watched: Vec<TopicPartition> = park
-        .request
-        .topics
-        .iter()
-        .flat_map(|t| t.partitions.iter().map(move |part| TopicPartition::new(t.topic.0.to_string(), part.partition)))
+    p.shard.park(wait, park.call.watched(), park.call.deadline_ms());
+    // One core per node: every part runs on this node's one shard.
+    let answers = park
+        .call
+        .parts(1)
+        .into_values()
+        .map(|parts| {
+            parts
+                .into_iter()
+                .map(|(position, part)| {
+                    let read = p.shard.fetch_part(now, &part);
+                    let log = disk.log(&part.partition);
+                    let records = read.range().map_or_else(Bytes::new, |r| log.read_for_consumer(r.from.0, r.upto.0));
+                    (position, read.into_response(Ok(records)))
+                })
+                .collect()
+        })
         .collect();
-    p.shard.park(wait, watched, park.deadline_ms);
-    let mut answers = Vec::new();
-    for topic in &park.request.topics {
-        for part in &topic.partitions {
-            let request = fetcher::partition_request(&park.request, park.version, part);
-            let partition = TopicPartition::new(topic.topic.0.to_string(), part.partition);
-            let log = disk.log(&partition);
-            let (answer, log_start) = match p.shard.fetch(now, &partition, &request) {
-                Some(answered) => answered,
-                None if disk.logs.contains_key(&partition) => (FetchAnswer::Error(ErrorCode::NotLeaderOrFollower), Offset(log.log_start)),
-                None => (FetchAnswer::Error(ErrorCode::UnknownTopicOrPartition), Offset(log.log_start)),
-            };
-            let records = answer.read_to().map_or_else(Bytes::new, |to| log.read(request.fetch_offset.0, to.0));
-            answers.push((topic.topic.clone(), part.partition, answer.into_response(records, log_start)));
-        }
-    }
-    let responses: Vec<replica::FetchResponse> = answers.iter().map(|(_, _, r)| r.clone()).collect();
-    let min_bytes = park.request.min_bytes.max(0) as usize;
-    if !broker::fetch_complete(&responses, min_bytes, now, park.deadline_ms) {
+    let answers = park.call.merge(answers);
+    if !park.call.complete(&answers, now) {
         p.parked.insert(wait, park);
         return;
     }
     p.shard.unpark(wait);
-    let mut responses: Vec<FetchableTopicResponse> = Vec::new();
-    for (name, index, response) in answers {
-        let data = fetcher::partition_data(index, park.version, response);
-        match responses.last_mut() {
-            Some(t) if t.topic == name => t.partitions.push(data),
-            _ => responses.push(FetchableTopicResponse::default().with_topic(name).with_partitions(vec![data])),
-        }
-    }
-    let body = KafkaFetchResponse::default().with_responses(responses);
-    let frame = wire::encode_response(ApiKey::Fetch, park.version, park.correlation_id, &body).expect("a fetch answer encodes");
-    out.push(Output::Send { to: park.from, payload: Payload::ReplicaFetchAnswer { wire_id: park.wire_id, frame } });
+    let frame = wire::encode_response(ApiKey::Fetch, park.version, park.correlation_id, &park.call.answer(answers))
+        .expect("a fetch answer encodes");
+    let payload = match park.wire_id {
+        Some(wire_id) => Payload::ReplicaFetchAnswer { wire_id, frame },
+        None => Payload::KafkaResponse { frame },
+    };
+    out.push(Output::Send { to: park.from, payload });
 }
 
-/// A Produce answer for the one partition, as the broker's handler builds it.
-fn produce_answer(corr: i32, version: i16, result: Result<replica::ProduceAck, ErrorCode>) -> Payload {
-    let partition = broker::produce_partition(result, version).with_index(0);
-    let body = ProduceResponse::default().with_responses(vec![TopicProduceResponse::default()
-        .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
-        .with_partition_responses(vec![partition])]);
-    let frame = wire::encode_response(ApiKey::Produce, version, corr, &body).expect("a produce answer encodes");
+/// A Produce's whole answer, as the broker's handler builds it.
+fn produce_answer(waiter: ProduceWaiter) -> Payload {
+    let body = waiter.call.answer(vec![waiter.answers]);
+    let frame = wire::encode_response(ApiKey::Produce, waiter.version, waiter.corr, &body).expect("a produce answer encodes");
     Payload::KafkaResponse { frame }
 }

@@ -10,6 +10,7 @@ use kafka_protocol::protocol::StrBytes;
 
 pub mod admin;
 pub mod groups;
+pub mod partitions;
 mod shard;
 
 pub use shard::{ImagePlan, Opening, Output, Shard};

@@ -26,6 +26,7 @@ use kafka_protocol::messages::FetchResponse as WireFetchResponse;
 use tracing::{info, warn};
 
 use super::groups::{self, GroupRequest, GroupResponse, Reply};
+use super::partitions::{EpochEndPart, FetchPart, ListOffsetsPart, ListOffsetsResult, OffsetLookup, PartRead, ProducePart};
 use crate::batch;
 use crate::controller::{MetadataImage, PartitionState, TopicId};
 use crate::error::ErrorCode;
@@ -148,6 +149,9 @@ struct GroupLoad {
 pub struct Shard {
     local: NodeId,
     partitions: BTreeMap<TopicPartition, Partition>,
+    /// Every topic of the last image planned, with its partition count: a partition this core
+    /// does not hold is NOT_LEADER_OR_FOLLOWER if it exists, UNKNOWN_TOPIC_OR_PARTITION if not.
+    known: BTreeMap<String, i32>,
     fetchers: Fetchers,
     /// Produce request id (the replicas' request ids, unique across this shard) → who waits.
     produces: BTreeMap<u64, Waiter>,
@@ -178,6 +182,7 @@ impl Shard {
         Shard {
             local,
             partitions: BTreeMap::new(),
+            known: BTreeMap::new(),
             fetchers: Fetchers::new(local, response_max_bytes, request_timeout_ms),
             produces: BTreeMap::new(),
             next_produce: 0,
@@ -254,6 +259,7 @@ impl Shard {
         let local = self.local;
         let mut states = Vec::new();
         let mut open = Vec::new();
+        self.known = image.topics().values().map(|t| (t.name.clone(), t.partitions.len() as i32)).collect();
         for (&topic_id, topic) in image.topics() {
             for (index, state) in topic.partitions.iter().enumerate() {
                 let partition = TopicPartition::new(topic.name.clone(), index as i32);
@@ -419,6 +425,59 @@ impl Shard {
         requested: LeaderEpoch,
     ) -> Option<Result<EpochEndOffset, ErrorCode>> {
         Some(self.replica(partition)?.handle_offset_for_leader_epoch(current, requested))
+    }
+
+    /// NOT_LEADER_OR_FOLLOWER for a partition of the image this core does not hold (clients
+    /// refresh their metadata), UNKNOWN_TOPIC_OR_PARTITION for one the image lacks.
+    fn missing(&self, partition: &TopicPartition) -> ErrorCode {
+        match self.known.get(&partition.topic) {
+            Some(&count) if (0..count).contains(&partition.partition) => ErrorCode::NotLeaderOrFollower,
+            _ => ErrorCode::UnknownTopicOrPartition,
+        }
+    }
+
+    /// A Produce's partition ([`partitions::ProduceCall`]) on its owning core: as
+    /// [`Self::produce`], after the checks the partition's own settings ask for.
+    pub fn produce_part(&mut self, now_ms: i64, part: ProducePart, token: u64) -> Result<(), ErrorCode> {
+        let Some(entry) = self.partitions.get(&part.partition) else { return Err(self.missing(&part.partition)) };
+        if entry.driver.replica().config().compacted {
+            keyed_records(&part)?;
+        }
+        self.produce(now_ms, &part.partition, part.records, part.acks, part.timeout_ms, token)
+    }
+
+    /// A Fetch's partition ([`partitions::FetchCall`]) on its owning core: the replica's
+    /// answer, which the executor completes with the log range it names.
+    pub fn fetch_part(&mut self, now_ms: i64, part: &FetchPart) -> PartRead {
+        let (answer, log_start) = self
+            .fetch(now_ms, &part.partition, &part.request)
+            .unwrap_or_else(|| (FetchAnswer::Error(self.missing(&part.partition)), Offset(-1)));
+        PartRead { answer, log_start, fetch_offset: part.request.fetch_offset, max_bytes: part.request.max_bytes }
+    }
+
+    /// A ListOffsets partition on its owning core, answered by the leader: the latest offset
+    /// (-1) is the high watermark, the earliest (-2) the log start; a time is searched in the
+    /// log by the executor. Other negative times (KIP-734's max timestamp, -3) are not
+    /// supported.
+    pub fn list_offsets(&self, part: &ListOffsetsPart) -> OffsetLookup {
+        let leader = self.replica(&part.partition).filter(|r| r.role() == Role::Leader);
+        let Some(replica) = leader else {
+            return OffsetLookup::Answered(ListOffsetsResult::error(self.missing(&part.partition)));
+        };
+        let leader_epoch = replica.leader_epoch();
+        let at = |offset: Offset| ListOffsetsResult { error: None, offset: offset.0, timestamp: -1, leader_epoch };
+        match part.timestamp {
+            -1 => OffsetLookup::Answered(at(replica.high_watermark())),
+            -2 => OffsetLookup::Answered(at(replica.log_start_offset())),
+            t if t < 0 => OffsetLookup::Answered(ListOffsetsResult::error(ErrorCode::UnsupportedVersion)),
+            timestamp => OffsetLookup::ByTimestamp { timestamp, leader_epoch },
+        }
+    }
+
+    /// An OffsetForLeaderEpoch partition on its owning core ([`Self::offset_for_leader_epoch`]).
+    pub fn epoch_end(&self, part: &EpochEndPart) -> Result<EpochEndOffset, ErrorCode> {
+        self.offset_for_leader_epoch(&part.partition, part.current_leader_epoch, part.leader_epoch)
+            .unwrap_or_else(|| Err(self.missing(&part.partition)))
     }
 
     // ---- completions and answers ----
@@ -861,6 +920,23 @@ impl Purgatory {
 
     fn poll_timeout(&self) -> Option<i64> {
         self.deadlines.first().map(|(deadline, _)| *deadline)
+    }
+}
+
+/// Kafka's LogValidator on a compacted topic: "Compacted topic cannot accept message without
+/// key" (INVALID_RECORD); records that do not decode are CORRUPT_MESSAGE.
+fn keyed_records(part: &ProducePart) -> Result<(), ErrorCode> {
+    let (topic, partition) = (&part.partition.topic, part.partition.partition);
+    match crate::compact::all_records_keyed(&part.records) {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            warn!(%topic, partition, "rejected produce: a record without a key on a compacted topic");
+            Err(ErrorCode::InvalidRecord)
+        }
+        Err(e) => {
+            warn!(%topic, partition, error = %e, "rejected produce: undecodable records");
+            Err(ErrorCode::CorruptMessage)
+        }
     }
 }
 

@@ -57,6 +57,9 @@ pub struct ReplicaConfig {
     /// Fetch v12) instead of the fetch's `diverging_epoch` answers. Both paths share the
     /// truncation rule; this one serves leaders that do not send `diverging_epoch`.
     pub truncate_with_offset_for_leader_epoch: bool,
+    /// `cleanup.policy` includes `compact`: a produce with a record without a key is refused
+    /// (Kafka's LogValidator), since compaction could not keep or drop it by key.
+    pub compacted: bool,
 }
 
 impl Default for ReplicaConfig {
@@ -74,6 +77,7 @@ impl Default for ReplicaConfig {
             alter_partition_retry_backoff_ms: 100,
             high_watermark_checkpoint_interval_ms: 5_000,
             truncate_with_offset_for_leader_epoch: false,
+            compacted: false,
         }
     }
 }
@@ -546,6 +550,10 @@ impl Replica {
 
     pub fn durable_offset(&self) -> Offset {
         self.durable_offset
+    }
+
+    pub fn config(&self) -> &ReplicaConfig {
+        &self.config
     }
 
     pub fn high_watermark(&self) -> Offset {
