@@ -1,9 +1,11 @@
 //! A broker's life with the active controller (KIP-631): register its incarnation, heartbeat
 //! fast until unfenced and then at the heartbeat interval, register again when the controller
 //! no longer knows the registration, and serve partition state only once this incarnation is
-//! registered and unfenced in the committed image. The broker's core 0 and the simulated
-//! nodes both run it; they carry its requests to the active controller and hand back the
-//! answers (or `None` when none came).
+//! registered and unfenced in the committed image; and, asked to stop, KRaft's controlled
+//! shutdown: heartbeats with `want_shutdown` until the controller answers `should_shutdown`
+//! (it has moved this broker's leaderships and taken it out of every ISR). The broker's core 0
+//! and the simulated nodes both run it; they carry its requests to the active controller and
+//! hand back the answers (or `None` when none came).
 
 use crate::controller::{BrokerHeartbeatRequest, BrokerRegistrationRequest, ControllerError, Endpoint, MetadataImage, Response};
 use crate::controller_rpc::ControllerRequest;
@@ -14,6 +16,8 @@ use crate::raft::Index;
 pub const FENCED_HEARTBEAT_MS: i64 = 100;
 /// After a refused or unanswered registration.
 pub const REGISTER_RETRY_MS: i64 = 200;
+/// Between shutdown heartbeats the controller has not yet acknowledged.
+pub const SHUTDOWN_RETRY_MS: i64 = 50;
 
 /// What changed with an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +27,20 @@ pub enum Event {
     Unfenced,
     /// The controller no longer knows the registration: registering again.
     Lost,
+    /// Controlled shutdown: the controller has moved this broker's leaderships (or, for a
+    /// broker it no longer knows, there were none to move). No more requests follow.
+    ShutdownAcknowledged,
+}
+
+/// Where a controlled shutdown stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shutdown {
+    Running,
+    /// Asked to stop; shutdown heartbeats go out (after any request already out is answered:
+    /// an ordinary heartbeat answered after the shutdown request would unfence the broker
+    /// again).
+    Requested,
+    Acknowledged,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +61,7 @@ pub struct BrokerLifecycle {
     next_id: u64,
     /// Registered and unfenced in an applied image once in this incarnation.
     serving: bool,
+    shutdown: Shutdown,
 }
 
 impl BrokerLifecycle {
@@ -58,6 +77,7 @@ impl BrokerLifecycle {
             next_ms: now_ms,
             next_id: 0,
             serving: false,
+            shutdown: Shutdown::Running,
         }
     }
 
@@ -85,16 +105,30 @@ impl BrokerLifecycle {
         self.serving
     }
 
+    /// Controlled shutdown begins: from the next request on, heartbeats ask for it. A broker
+    /// not registered has no leadership to move.
+    pub fn begin_shutdown(&mut self, now_ms: i64) -> Shutdown {
+        if self.shutdown == Shutdown::Running {
+            self.shutdown = if self.epoch.is_some() { Shutdown::Requested } else { Shutdown::Acknowledged };
+            self.next_ms = now_ms;
+        }
+        self.shutdown
+    }
+
+    pub fn shutdown(&self) -> Shutdown {
+        self.shutdown
+    }
+
     /// When [`BrokerLifecycle::poll_request`] has something to send (none while a request is
     /// out: its answer or failure comes first).
     pub fn poll_timeout(&self) -> Option<i64> {
-        self.in_flight.is_none().then_some(self.next_ms)
+        (self.in_flight.is_none() && self.shutdown != Shutdown::Acknowledged).then_some(self.next_ms)
     }
 
     /// The request to send to the active controller now, if any; `applied` is the metadata
     /// index this broker has applied, which the controller unfences against.
     pub fn poll_request(&mut self, now_ms: i64, applied: Index) -> Option<(u64, ControllerRequest)> {
-        if self.in_flight.is_some() || now_ms < self.next_ms {
+        if self.in_flight.is_some() || now_ms < self.next_ms || self.shutdown == Shutdown::Acknowledged {
             return None;
         }
         let id = self.next_id;
@@ -115,7 +149,7 @@ impl BrokerLifecycle {
                     broker_epoch,
                     current_metadata_offset: applied,
                     want_fence: false,
-                    want_shutdown: false,
+                    want_shutdown: self.shutdown == Shutdown::Requested,
                 }),
             ),
         };
@@ -131,6 +165,9 @@ impl BrokerLifecycle {
             return None;
         }
         self.in_flight = None;
+        if self.shutdown == Shutdown::Requested {
+            return self.on_shutdown_response(now_ms, kind, answer);
+        }
         match (kind, answer) {
             (Kind::Register, Some(Response::RegisterBroker(r))) if r.error.is_none() => {
                 self.epoch = Some(r.broker_epoch);
@@ -165,6 +202,20 @@ impl BrokerLifecycle {
                 None
             }
         }
+    }
+
+    /// An answer while stopping: only a shutdown heartbeat's `should_shutdown` ends it (an
+    /// ordinary one still out when the shutdown began does not), or the controller no longer
+    /// knowing this broker (it leads nothing then).
+    fn on_shutdown_response(&mut self, now_ms: i64, kind: Kind, answer: Option<Response>) -> Option<Event> {
+        self.next_ms = now_ms + SHUTDOWN_RETRY_MS;
+        let Some(Response::Heartbeat(r)) = answer.filter(|_| kind == Kind::Heartbeat) else { return None };
+        let forgotten = matches!(r.error, Some(ControllerError::StaleBrokerEpoch | ControllerError::BrokerIdNotRegistered));
+        if forgotten || (r.error.is_none() && r.should_shutdown) {
+            self.shutdown = Shutdown::Acknowledged;
+            return Some(Event::ShutdownAcknowledged);
+        }
+        None
     }
 
     fn interval(&self) -> i64 {
@@ -210,5 +261,58 @@ mod tests {
         assert_eq!(b.handle_response(2_340, id, heartbeat(Some(ControllerError::StaleBrokerEpoch), true)), Some(Event::Lost));
         assert_eq!(b.broker_epoch(), None);
         assert!(matches!(b.poll_request(2_340, Index(4)), Some((_, ControllerRequest::RegisterBroker(_)))));
+    }
+
+    fn registered_unfenced() -> BrokerLifecycle {
+        let mut b = BrokerLifecycle::new(NodeId(1), [1; 16], Vec::new(), 2_000, 0);
+        let (id, _) = b.poll_request(0, Index(0)).unwrap();
+        let registered = Response::RegisterBroker(BrokerRegistrationResponse { error: None, broker_epoch: BrokerEpoch(7) });
+        b.handle_response(1, id, Some(registered));
+        let (id, _) = b.poll_request(1, Index(1)).unwrap();
+        assert_eq!(b.handle_response(2, id, heartbeat(None, false)), Some(Event::Unfenced));
+        b
+    }
+
+    fn want_shutdown(request: &ControllerRequest) -> bool {
+        matches!(request, ControllerRequest::Heartbeat(h) if h.want_shutdown)
+    }
+
+    // KRaft's controlled shutdown: an ordinary heartbeat still out when it begins is answered
+    // first and ends nothing (had the shutdown request gone before it, its answer would unfence
+    // the broker again); shutdown heartbeats repeat until `should_shutdown`, then nothing more
+    // is sent.
+    #[test]
+    fn controlled_shutdown_heartbeats_until_the_controller_moved_the_leaderships() {
+        let mut b = registered_unfenced();
+        let (ordinary, request) = b.poll_request(2_002, Index(2)).unwrap();
+        assert!(!want_shutdown(&request));
+        assert_eq!(b.begin_shutdown(2_010), Shutdown::Requested);
+        assert!(b.poll_request(2_010, Index(2)).is_none(), "the ordinary heartbeat is answered first");
+        let should = |should_shutdown| {
+            Some(Response::Heartbeat(BrokerHeartbeatResponse { error: None, is_caught_up: true, is_fenced: false, should_shutdown }))
+        };
+        assert_eq!(b.handle_response(2_020, ordinary, should(false)), None);
+        let (id, request) = b.poll_request(2_020, Index(2)).unwrap();
+        assert!(want_shutdown(&request));
+        assert_eq!(b.handle_response(2_030, id, None), None, "unanswered: asked again");
+        assert_eq!(b.poll_timeout(), Some(2_030 + SHUTDOWN_RETRY_MS));
+        let (id, request) = b.poll_request(2_080, Index(2)).unwrap();
+        assert!(want_shutdown(&request));
+        assert_eq!(b.handle_response(2_090, id, should(false)), None, "leaderships not moved yet");
+        let (id, _) = b.poll_request(2_140, Index(3)).unwrap();
+        assert_eq!(b.handle_response(2_150, id, should(true)), Some(Event::ShutdownAcknowledged));
+        assert_eq!(b.shutdown(), Shutdown::Acknowledged);
+        assert_eq!(b.poll_timeout(), None);
+        assert!(b.poll_request(9_999, Index(3)).is_none());
+    }
+
+    #[test]
+    fn a_broker_never_registered_or_forgotten_has_nothing_to_move() {
+        let mut b = BrokerLifecycle::new(NodeId(1), [1; 16], Vec::new(), 2_000, 0);
+        assert_eq!(b.begin_shutdown(0), Shutdown::Acknowledged);
+        let mut b = registered_unfenced();
+        b.begin_shutdown(3);
+        let (id, _) = b.poll_request(3, Index(1)).unwrap();
+        assert_eq!(b.handle_response(4, id, heartbeat(Some(ControllerError::StaleBrokerEpoch), true)), Some(Event::ShutdownAcknowledged));
     }
 }

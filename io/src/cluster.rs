@@ -29,12 +29,12 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt, StreamExt};
 use glommio::io::BufferedFile;
 use glommio::net::{TcpListener, TcpStream};
 use odradek_core::controller::{
-    BrokerHeartbeatRequest, Controller, ControllerConfig, ControllerError, CreatableTopic,
+    Controller, ControllerConfig, ControllerError, CreatableTopic,
     CreateTopicsRequest, Endpoint, MetadataImage, Response,
 };
 use odradek_core::controller_rpc::{ControllerRequest, Frame};
 use odradek_core::ids::{BrokerEpoch, NodeId};
-use odradek_core::lifecycle::{self, BrokerLifecycle};
+use odradek_core::lifecycle::{self, BrokerLifecycle, Shutdown};
 use odradek_core::quorum::{self, Quorum};
 use odradek_core::raft::{self, Entry, HardState, Index, Raft, RaftConfig};
 use odradek_core::topic::TopicTable;
@@ -91,10 +91,9 @@ pub struct Node {
     /// Registration, heartbeats and the serving gate (`core::lifecycle`, which the simulator
     /// runs too): images are published once this incarnation is registered and unfenced.
     lifecycle: RefCell<BrokerLifecycle>,
-    /// Controlled shutdown has begun: the broker loop sends no more ordinary heartbeats (one
-    /// arriving after the shutdown request would unfence this broker again).
-    shutting_down: Cell<bool>,
-    heartbeat_in_flight: Cell<bool>,
+    /// Wakes the broker loop when the lifecycle may have a request sooner than it sleeps for
+    /// (controlled shutdown began).
+    lifecycle_kick: event_listener::Event,
     /// A legacy topic table to re-create in the metadata log before serving (`meta`).
     legacy: RefCell<Option<TopicTable>>,
 }
@@ -266,8 +265,7 @@ impl Node {
                 config.broker_heartbeat_interval_ms.min(config.broker_session_timeout_ms as u64 / 3).max(50) as i64,
                 now_ms(),
             )),
-            shutting_down: Cell::new(false),
-            heartbeat_in_flight: Cell::new(false),
+            lifecycle_kick: event_listener::Event::new(),
             legacy: RefCell::new(legacy),
         });
         for (&peer, &addr) in &node.peers {
@@ -644,22 +642,18 @@ impl Node {
         let config = self.broker.shared().config.clone();
         let interval = Duration::from_millis(self.lifecycle.borrow().heartbeat_interval_ms() as u64);
         loop {
-            if self.shutting_down.get() {
-                return;
-            }
+            let listener = self.lifecycle_kick.listen();
             let now = now_ms();
             let applied = self.quorum.borrow().controller().applied_index();
             let next = self.lifecycle.borrow_mut().poll_request(now, applied);
             let Some((id, request)) = next else {
-                let due = self.lifecycle.borrow().poll_timeout().unwrap_or(now + 100);
-                glommio::timer::sleep(Duration::from_millis((due - now).clamp(1, 1_000) as u64)).await;
+                let due = self.lifecycle.borrow().poll_timeout().map_or(now + 1_000, |due| due.min(now + 1_000));
+                crate::clock::wait_until(listener, Some(due), now).await;
                 continue;
             };
             // A heartbeat stuck on a dead controller must not outlive the session.
             let heartbeat = matches!(request, ControllerRequest::Heartbeat(_));
-            self.heartbeat_in_flight.set(heartbeat);
             let answer = self.controller_request(request, if heartbeat { interval } else { REQUEST_TIMEOUT }).await;
-            self.heartbeat_in_flight.set(false);
             let event = self.lifecycle.borrow_mut().handle_response(now_ms(), id, answer);
             match event {
                 Some(lifecycle::Event::Registered(epoch)) => {
@@ -682,6 +676,9 @@ impl Node {
                 }
                 Some(lifecycle::Event::Lost) => {
                     warn!("the controller no longer knows this registration; registering again");
+                }
+                Some(lifecycle::Event::ShutdownAcknowledged) => {
+                    info!("controlled shutdown acknowledged: the controller moved this broker's leaderships");
                 }
                 None => {}
             }
@@ -714,47 +711,28 @@ impl Node {
         std::process::exit(0);
     }
 
-    /// KRaft's controlled shutdown: heartbeat with `want_shutdown` until the active controller
-    /// answers `should_shutdown` (it has committed new leaders for this broker's partitions and
-    /// taken it out of every ISR), then wait until every core's image and replicas show this
-    /// broker leading nothing, within [`CONTROLLED_SHUTDOWN_TIMEOUT`]. A partition whose only
-    /// ISR member is this broker goes leaderless (nobody else may lead it cleanly).
+    /// KRaft's controlled shutdown (`core::lifecycle`: heartbeats with `want_shutdown` until
+    /// the active controller answers `should_shutdown`, having committed new leaders for this
+    /// broker's partitions and taken it out of every ISR), then a wait until every core's
+    /// image and replicas show this broker leading nothing, within
+    /// [`CONTROLLED_SHUTDOWN_TIMEOUT`]. A partition whose only ISR member is this broker goes
+    /// leaderless (nobody else may lead it cleanly).
     async fn controlled_shutdown(self: &Rc<Self>) {
         info!("controlled shutdown: moving partition leaderships to other brokers");
-        self.shutting_down.set(true);
         let started = std::time::Instant::now();
-        let out_of_time = || started.elapsed() >= CONTROLLED_SHUTDOWN_TIMEOUT;
-        // An ordinary heartbeat answered after the shutdown request would undo it.
-        while self.heartbeat_in_flight.get() && !out_of_time() {
-            glommio::timer::sleep(Duration::from_millis(20)).await;
-        }
         // Let produces already appended finish here before the leaderships move (see
-        // `ReplicatedPartition::drain`); new ones go to the next leaders.
+        // `broker::Shard::drain`); new ones go to the next leaders.
         self.drain_produces(started).await;
-        let mut acknowledged = false;
-        while !out_of_time() {
-            if !acknowledged {
-                let Some(broker_epoch) = self.broker_epoch() else {
-                    info!("controlled shutdown: not registered, nothing to move");
-                    return;
-                };
-                let request = ControllerRequest::Heartbeat(BrokerHeartbeatRequest {
-                    broker_id: self.id,
-                    broker_epoch,
-                    current_metadata_offset: self.quorum.borrow().controller().applied_index(),
-                    want_fence: false,
-                    want_shutdown: true,
-                });
-                match self.controller_request(request, REQUEST_TIMEOUT).await {
-                    Some(Response::Heartbeat(r)) if r.error.is_none() && r.should_shutdown => acknowledged = true,
-                    other => debug!(?other, "controlled shutdown not acknowledged yet"),
-                }
-            }
-            if acknowledged {
-                if !self.broker.clone().any_core_leading().await {
-                    info!(elapsed_ms = started.elapsed().as_millis() as u64, "controlled shutdown complete: leading no partition");
-                    return;
-                }
+        if self.lifecycle.borrow_mut().begin_shutdown(now_ms()) == Shutdown::Acknowledged {
+            info!("controlled shutdown: not registered, nothing to move");
+            return;
+        }
+        self.lifecycle_kick.notify(1);
+        while started.elapsed() < CONTROLLED_SHUTDOWN_TIMEOUT {
+            let acknowledged = self.lifecycle.borrow().shutdown() == Shutdown::Acknowledged;
+            if acknowledged && !self.broker.clone().any_core_leading().await {
+                info!(elapsed_ms = started.elapsed().as_millis() as u64, "controlled shutdown complete: leading no partition");
+                return;
             }
             glommio::timer::sleep(Duration::from_millis(50)).await;
         }

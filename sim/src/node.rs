@@ -15,7 +15,7 @@ use odradek_core::controller::{
 use odradek_core::ids::{LeaderEpoch, NodeId, Offset};
 use odradek_core::fetcher::{self, TopicPartition, FOLLOWER_FETCH_VERSION};
 use odradek_core::controller_rpc::ControllerRequest;
-use odradek_core::lifecycle::BrokerLifecycle;
+use odradek_core::lifecycle::{self, BrokerLifecycle};
 use odradek_core::quorum::{self, Quorum};
 use odradek_core::raft::{self, Raft, RaftConfig};
 use odradek_core::replica::{self, Completion, EpochEndOffset, FetchAnswer, FetchRequest, Replica, ReplicaConfig, Role};
@@ -73,7 +73,22 @@ pub enum Output {
     Violation(String),
     /// The process stops itself (a failed fsync): the simulator crashes it.
     Halt,
+    /// A controlled shutdown ended (`timed_out`: before the controller moved every
+    /// leadership): the process exits.
+    Stopped { timed_out: bool },
 }
+
+/// A controlled shutdown under way: first the waiting produces drain, then the lifecycle
+/// asks the controller to move this broker's leaderships, as the broker's core 0 does.
+struct Stopping {
+    drain_until: i64,
+    deadline: i64,
+    asked: bool,
+}
+
+/// The broker's bounds on a controlled shutdown (`io/src/cluster.rs`).
+const CONTROLLED_SHUTDOWN_TIMEOUT_MS: i64 = 30_000;
+const PRODUCE_DRAIN_TIMEOUT_MS: i64 = 10_000;
 
 enum Rpc {
     /// A registration or heartbeat of the broker's lifecycle, by its id there.
@@ -169,6 +184,7 @@ pub struct Process {
     controller_hint: usize,
     /// The metadata image (its log index) last handed to the shard.
     image_applied: Option<raft::Index>,
+    stopping: Option<Stopping>,
 }
 
 pub struct Node {
@@ -310,6 +326,7 @@ impl Node {
             group_calls: BTreeMap::new(),
             group_parts: BTreeMap::new(),
             image_applied: None,
+            stopping: None,
             next_group_part: 0,
             controller_hint: 0,
         });
@@ -321,10 +338,28 @@ impl Node {
         self.paused_until = None;
     }
 
+    /// Controlled shutdown (a SIGTERM): new produces are refused at once; once the waiting
+    /// ones are answered (or after a bound) the lifecycle asks the controller to move this
+    /// broker's leaderships; the process exits ([`Output::Stopped`]) when it leads nothing
+    /// another broker could, or at the deadline.
+    pub fn begin_shutdown(&mut self, now: i64) -> bool {
+        let Some(p) = self.process.as_mut().filter(|p| p.stopping.is_none()) else { return false };
+        p.shard.drain();
+        p.stopping = Some(Stopping {
+            drain_until: now + PRODUCE_DRAIN_TIMEOUT_MS,
+            deadline: now + CONTROLLED_SHUTDOWN_TIMEOUT_MS,
+            asked: false,
+        });
+        true
+    }
+
     /// The wake-up time (local) of every timer of this process.
     pub fn next_wake(&self) -> Option<i64> {
         let p = self.process.as_ref()?;
         let mut wake = p.lifecycle.poll_timeout().unwrap_or(i64::MAX);
+        if let Some(stop) = &p.stopping {
+            wake = wake.min(if stop.asked { stop.deadline } else { stop.drain_until });
+        }
         if let Some(t) = p.quorum.poll_timeout() {
             wake = wake.min(t);
         }
@@ -765,6 +800,22 @@ impl Node {
                             read.truncate(cut);
                         }
                         p.shard.handle_groups_read(now, &partition, generation, Ok(read));
+                    }
+                }
+            }
+            if let Some(stop) = p.stopping.as_mut() {
+                if !stop.asked && (p.shard.drain() == 0 || now >= stop.drain_until) {
+                    stop.asked = true;
+                    p.lifecycle.begin_shutdown(now);
+                    progressed = true;
+                } else if stop.asked {
+                    let acknowledged = p.lifecycle.shutdown() == lifecycle::Shutdown::Acknowledged;
+                    // As the broker's `still_leading`: a partition left with this broker as its
+                    // only ISR member has nobody else to lead it.
+                    let leading = p.shard.partitions().any(|(_, _, r)| r.role() == Role::Leader && r.isr().len() > 1);
+                    if (acknowledged && !leading) || now >= stop.deadline {
+                        out.push(Output::Stopped { timed_out: !(acknowledged && !leading) });
+                        return;
                     }
                 }
             }

@@ -81,6 +81,10 @@ pub struct Options {
     pub hold_for_restart_probability: f64,
     /// Per fsync (partition log, metadata log, vote): it fails (EIO).
     pub fsync_failure_probability: f64,
+    /// Per fault tick: one node is asked to stop (SIGTERM) and goes through the broker's
+    /// controlled shutdown (drain produces, `want_shutdown` heartbeats until the controller
+    /// moved its leaderships, or a timeout), then exits and later starts again.
+    pub graceful_stop_probability: f64,
 }
 
 /// Named fault mixes; `Swarm` draws everything from the seed.
@@ -212,6 +216,7 @@ impl Options {
             inflight_delivery_probability: 1.0,
             hold_for_restart_probability: 0.0,
             fsync_failure_probability: 0.0,
+            graceful_stop_probability: 0.0,
         };
         match scenario {
             Scenario::Swarm => {}
@@ -345,6 +350,7 @@ impl Options {
             Scenario::FsyncFailure => o.fsync_failure_probability = rng.gen_range(0.002..0.02),
             _ => {}
         }
+        o.graceful_stop_probability = chance(rng, 0.4, 0.02, 0.2);
         o
     }
 
@@ -361,7 +367,8 @@ impl Options {
              partition={:.3} heal={:.2} clog={:.3} target_leader={} loss={:.3} delay={:?}ms \
              disk={:?}ms skew<={}ms drift<={}ppm ofle={} min_isr={} acks={} fsync={} stall={:.3}/{}ms \
              crash_on_expansion={:.2} crash_last={:.2} crash_over_lagging={:.2} producers={} consumers={} \
-             one_way={:.2} duplicate={:.3}/{}ms inflight_delivery={:.2} hold_for_restart={:.2} fsync_failure={:.4}",
+             one_way={:.2} duplicate={:.3}/{}ms inflight_delivery={:.2} hold_for_restart={:.2} fsync_failure={:.4} \
+             graceful_stop={:.3}",
             self.scenario.name(),
             self.safety_ms,
             self.crash_probability,
@@ -395,6 +402,7 @@ impl Options {
             self.inflight_delivery_probability,
             self.hold_for_restart_probability,
             self.fsync_failure_probability,
+            self.graceful_stop_probability,
         )
     }
 }

@@ -27,6 +27,7 @@ use odradek_core::batch::scan_headers;
 use odradek_core::ids::{LeaderEpoch, NodeId, Offset};
 use odradek_core::fetcher::TopicPartition;
 use odradek_core::replica::{FetchAnswer, FetchRequest, ReplicaConfig, Role};
+use odradek_core::controller::Response;
 use odradek_core::{wire, ErrorCode};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -123,6 +124,10 @@ pub struct FaultCounts {
     pub commits_lost: usize,
     /// Offset fetches a deposed coordinator answered from its stale cache.
     pub stale_offset_reads: usize,
+    /// Controlled shutdowns begun, and of those ended by the timeout rather than with every
+    /// leadership moved.
+    pub graceful_stops: usize,
+    pub graceful_stop_timeouts: usize,
 }
 
 impl FaultCounts {
@@ -148,6 +153,8 @@ impl FaultCounts {
         self.commits += o.commits;
         self.commits_lost += o.commits_lost;
         self.stale_offset_reads += o.stale_offset_reads;
+        self.graceful_stops += o.graceful_stops;
+        self.graceful_stop_timeouts += o.graceful_stop_timeouts;
     }
 }
 
@@ -158,7 +165,8 @@ impl std::fmt::Display for FaultCounts {
             "crashes {} power-losses {} pauses {} partitions {} (one-way {}) clogs {} stalls {} lost {} \
              duplicated {} in-flight-across-partition {} delivered / {} lost held-for-restart {} \
              stale-deliveries {} (stale answers dropped {}) fsync-failures {} \
-             definite-failures {} polls {} seeks {} commits {} (lost by design {}) stale-offset-reads {}",
+             definite-failures {} polls {} seeks {} commits {} (lost by design {}) stale-offset-reads {} \
+             graceful-stops {} (timed out {})",
             self.crashes,
             self.power_losses,
             self.pauses,
@@ -179,7 +187,9 @@ impl std::fmt::Display for FaultCounts {
             self.seeks,
             self.commits,
             self.commits_lost,
-            self.stale_offset_reads
+            self.stale_offset_reads,
+            self.graceful_stops,
+            self.graceful_stop_timeouts
         )
     }
 }
@@ -632,6 +642,11 @@ impl Sim {
                     if let Payload::KafkaResponse { frame } = &payload {
                         self.note_coordinator_answer(i, to, frame);
                     }
+                    if let Payload::CtrlResponse { response: Response::Heartbeat(r), .. } = &payload {
+                        if r.should_shutdown {
+                            self.check_shutdown_acknowledged(i, to);
+                        }
+                    }
                     self.send(from, to, payload)
                 }
                 Output::Disk(op) => {
@@ -654,6 +669,10 @@ impl Sim {
                 }
                 Output::Violation(message) => self.fail(message),
                 Output::Halt => self.crash(i),
+                Output::Stopped { timed_out } => {
+                    self.counts.graceful_stop_timeouts += usize::from(timed_out);
+                    self.stop(i);
+                }
                 Output::AckedAll { end, high_watermark } => {
                     if end > high_watermark {
                         self.fail(format!(
@@ -935,6 +954,18 @@ impl Sim {
 
     fn inject_faults(&mut self) {
         let o = self.options.clone();
+        if o.graceful_stop_probability > 0.0 && self.rng_fault.gen_bool(o.graceful_stop_probability) {
+            let i = self.target();
+            let now = self.nodes[i].clock.local(self.now);
+            if self.nodes[i].paused_until.is_none() && self.nodes[i].begin_shutdown(now) {
+                self.faults += 1;
+                self.counts.graceful_stops += 1;
+                self.trace.add(0x57_0990 + i as u64);
+                let mut out = Vec::new();
+                self.nodes[i].handle_timeout(now, &mut out);
+                self.outputs(i, out);
+            }
+        }
         if o.crash_probability > 0.0 && self.rng_fault.gen_bool(o.crash_probability) {
             let i = self.target();
             self.crash(i);
@@ -1150,6 +1181,41 @@ impl Sim {
         let at = self.now + self.rng_fault.gen_range(lo..=hi.max(lo));
         self.restart_at[i] = Some(at);
         self.schedule(at, Event::Restart { node: i });
+    }
+
+    /// The process exits after its controlled shutdown and starts again later. Its unsynced
+    /// writes are treated as a crash would (the exit may be followed by a power loss):
+    /// acknowledged data must not depend on them.
+    fn stop(&mut self, i: usize) {
+        if !self.nodes[i].is_up() {
+            return;
+        }
+        self.trace.add(0x5709 + i as u64);
+        self.nodes[i].crash();
+        self.nodes[i].disk.crash(false, &mut self.rng_disk);
+        let (lo, hi) = self.options.restart_delay_ms;
+        let at = self.now + self.rng_fault.gen_range(lo..=hi.max(lo));
+        self.restart_at[i] = Some(at);
+        self.schedule(at, Event::Restart { node: i });
+    }
+
+    /// A controller acknowledges a controlled shutdown (`should_shutdown`) only once its
+    /// committed image has moved every leadership another ISR member could take from the
+    /// broker and taken the broker out of every larger ISR (KIP-631).
+    fn check_shutdown_acknowledged(&mut self, i: usize, broker: NodeId) {
+        let Some(p) = self.nodes[i].process.as_ref() else { return };
+        let image = p.quorum.controller().image();
+        let held: Vec<String> = image
+            .topics()
+            .values()
+            .flat_map(|t| t.partitions.iter().enumerate().map(move |(index, s)| (t.name.clone(), index, s)))
+            .filter(|(_, _, s)| s.isr.len() > 1 && (s.leader == broker || s.isr.contains(&broker)))
+            .map(|(name, index, s)| format!("{name}-{index} (leader {}, ISR {:?})", s.leader, s.isr))
+            .collect();
+        if !held.is_empty() {
+            let from = self.nodes[i].id;
+            self.fail(format!("node {from} acknowledged the controlled shutdown of node {broker} while it still holds {held:?}"));
+        }
     }
 
     fn heal(&mut self) {
