@@ -47,6 +47,8 @@ pub enum Shutdown {
 enum Kind {
     Register,
     Heartbeat,
+    /// A heartbeat with `want_shutdown`.
+    Shutdown,
 }
 
 pub struct BrokerLifecycle {
@@ -143,7 +145,7 @@ impl BrokerLifecycle {
                 }),
             ),
             Some(broker_epoch) => (
-                Kind::Heartbeat,
+                if self.shutdown == Shutdown::Requested { Kind::Shutdown } else { Kind::Heartbeat },
                 ControllerRequest::Heartbeat(BrokerHeartbeatRequest {
                     broker_id: self.broker_id,
                     broker_epoch,
@@ -197,7 +199,7 @@ impl BrokerLifecycle {
                     None
                 }
             },
-            (Kind::Heartbeat, _) => {
+            (Kind::Heartbeat | Kind::Shutdown, _) => {
                 self.next_ms = now_ms + self.interval();
                 None
             }
@@ -208,8 +210,13 @@ impl BrokerLifecycle {
     /// ordinary one still out when the shutdown began does not), or the controller no longer
     /// knowing this broker (it leads nothing then).
     fn on_shutdown_response(&mut self, now_ms: i64, kind: Kind, answer: Option<Response>) -> Option<Event> {
+        if kind != Kind::Shutdown {
+            // The request out when the shutdown began: the shutdown heartbeat goes at once.
+            self.next_ms = now_ms;
+            return None;
+        }
         self.next_ms = now_ms + SHUTDOWN_RETRY_MS;
-        let Some(Response::Heartbeat(r)) = answer.filter(|_| kind == Kind::Heartbeat) else { return None };
+        let Some(Response::Heartbeat(r)) = answer else { return None };
         let forgotten = matches!(r.error, Some(ControllerError::StaleBrokerEpoch | ControllerError::BrokerIdNotRegistered));
         if forgotten || (r.error.is_none() && r.should_shutdown) {
             self.shutdown = Shutdown::Acknowledged;

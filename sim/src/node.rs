@@ -21,7 +21,9 @@ use odradek_core::raft::{self, Raft, RaftConfig};
 use odradek_core::replica::{self, Completion, EpochEndOffset, FetchAnswer, FetchRequest, Replica, ReplicaConfig, Role};
 use odradek_core::{broker, wire, ErrorCode};
 use odradek_core::broker::groups::{GroupResponse, Merge};
+use odradek_core::broker::groups::{GroupRequest, Target};
 use odradek_core::broker::partitions::{FetchCall, FetchPart, ProduceCall};
+use odradek_core::shard::shard_for;
 use odradek_core::log::LogConfig;
 use odradek_core::group::{GroupConfig, GroupCoordinator, OFFSETS_TOPIC};
 
@@ -76,6 +78,10 @@ pub enum Output {
     /// A controlled shutdown ended (`timed_out`: before the controller moved every
     /// leadership): the process exits.
     Stopped { timed_out: bool },
+    /// Notices between the node's cores are queued: deliver them later
+    /// ([`Node::deliver_core_mail`]), as the broker's cores hear of each other's partitions
+    /// over their channels.
+    CoreMail,
 }
 
 /// A controlled shutdown under way: first the waiting produces drain, then the lifecycle
@@ -113,6 +119,9 @@ struct GroupCall {
 /// A Fetch, a follower's or a client's, that the node holds in its shard's purgatory until it
 /// has something to answer or its `max_wait_ms` passes, as the broker's Fetch handler does.
 struct Parked {
+    /// The core whose connection took the request: it parks the fetch in its purgatory and
+    /// reads every part on the owning cores.
+    core: usize,
     from: NodeId,
     /// A follower's fetch is answered under its wire id, a client's as a Kafka response.
     wire_id: Option<u64>,
@@ -153,9 +162,13 @@ struct ProducePending {
 pub struct Process {
     /// The metadata quorum member: Raft and the controller, joined as the broker joins them.
     pub quorum: Quorum,
-    /// The broker's data plane, the state machine each of the broker's cores runs: the
-    /// partition's replica, the replica fetchers, waiting produces, the fetch purgatory.
-    pub shard: broker::Shard,
+    /// The broker's data plane, one state machine per core as the broker runs them: each
+    /// holds the replicas `shard_for` gives its core, its replica fetchers, its waiting
+    /// produces, its fetch purgatory and its group coordinator.
+    pub shards: Vec<broker::Shard>,
+    /// Notices for other cores (a partition's high watermark or written end moved there),
+    /// waiting for [`Node::deliver_core_mail`].
+    core_mail: VecDeque<(usize, TopicPartition)>,
     /// Registration, heartbeats and the serving gate, as the broker runs them.
     lifecycle: BrokerLifecycle,
     rpcs: BTreeMap<u64, (Rpc, i64)>,
@@ -199,6 +212,8 @@ pub struct Node {
     pub log_stall_until: Option<i64>,
     pub incarnation: u64,
     pub replica_config: ReplicaConfig,
+    /// Cores of the broker process: each runs its own `broker::Shard`.
+    pub cores: usize,
     /// Global time of the timer event this node has queued.
     pub timer_at: Option<i64>,
     /// Answers to an earlier incarnation's fetches and epoch queries, dropped.
@@ -209,18 +224,35 @@ pub struct Node {
 /// its requests from 0 in every incarnation, and only the incarnation that asked may take the
 /// answer (in `io` the answer comes back on the asking process's own TCP connection).
 const INCARNATION_SHIFT: u32 = 40;
+/// A replica fetch's wire id carries the asking core above these bits (each core's fetchers
+/// number their requests from 0).
+const CORE_SHIFT: u32 = 32;
 
 pub const RPC_TIMEOUT_MS: i64 = 2_000;
 pub const HEARTBEAT_INTERVAL_MS: i64 = 500;
 pub const SESSION_TIMEOUT_MS: i64 = 3_000;
 
 impl Process {
+    /// The core owning `partition` (`core::shard::shard_for`, the broker's table).
+    pub fn core_of(&self, partition: &TopicPartition) -> usize {
+        shard_for(&partition.topic, partition.partition, self.shards.len()).0
+    }
+
+    pub fn shard_of(&mut self, partition: &TopicPartition) -> &mut broker::Shard {
+        let core = self.core_of(partition);
+        &mut self.shards[core]
+    }
+
+    pub fn replica_of(&self, partition: &TopicPartition) -> Option<&Replica> {
+        self.shards[self.core_of(partition)].replica(partition)
+    }
+
     pub fn replica(&self) -> Option<&Replica> {
-        self.shard.replica(&tp())
+        self.replica_of(&tp())
     }
 
     pub fn disk_busy(&self) -> bool {
-        self.shard.disk_busy(&tp())
+        self.shards[self.core_of(&tp())].disk_busy(&tp())
     }
 
     /// Kafka's Fetch contract for a long poll: it waits only while none of its partitions has
@@ -230,7 +262,11 @@ impl Process {
         let mut held = Vec::new();
         for (wait, park) in &self.parked {
             for FetchPart { partition, request } in park.call.requests() {
-                let reason = match self.shard.replica(partition) {
+                if self.core_mail.iter().any(|(core, p)| *core == park.core && p == partition) {
+                    // News of it is on its way to the parking core.
+                    continue;
+                }
+                let reason = match self.replica_of(partition) {
                     None => Some("the partition is not here".to_string()),
                     Some(r) if r.role() != Role::Leader || r.leader_epoch() != request.current_leader_epoch => {
                         Some(format!("the replica is {:?} in epoch {}", r.role(), r.leader_epoch().0))
@@ -253,7 +289,8 @@ impl Process {
 
     /// A client read through the shard's fetch path (no purgatory: it does not wait).
     pub fn fetch(&mut self, now_ms: i64, request: &FetchRequest) -> Option<(FetchAnswer, Offset)> {
-        self.shard.fetch(now_ms, &tp(), request)
+        let core = self.core_of(&tp());
+        self.shards[core].fetch(now_ms, &tp(), request)
     }
 }
 
@@ -269,6 +306,7 @@ impl Node {
             log_stall_until: None,
             incarnation: 0,
             replica_config,
+            cores: 1,
             timer_at: None,
             stale_answers: 0,
         }
@@ -295,12 +333,18 @@ impl Node {
         incarnation_id[8..].copy_from_slice(&self.incarnation.to_le_bytes());
         self.process = Some(Process {
             quorum: Quorum::new(raft, controller),
-            shard: broker::Shard::new(
-                self.id,
-                fetcher::DEFAULT_RESPONSE_MAX_BYTES,
-                self.replica_config.replica_fetch_response_timeout_ms,
-                GroupCoordinator::new(GroupConfig { offsets_topic_partitions: OFFSETS_PARTITIONS, ..GroupConfig::default() }, seed ^ 0x9c),
-            ),
+            shards: (0..self.cores as u64)
+                .map(|core| {
+                    let groups = GroupConfig { offsets_topic_partitions: OFFSETS_PARTITIONS, ..GroupConfig::default() };
+                    broker::Shard::new(
+                        self.id,
+                        fetcher::DEFAULT_RESPONSE_MAX_BYTES,
+                        self.replica_config.replica_fetch_response_timeout_ms,
+                        GroupCoordinator::new(groups, seed ^ 0x9c ^ (core << 8)),
+                    )
+                })
+                .collect(),
+            core_mail: VecDeque::new(),
             // Where FindCoordinator sends clients (the simulated network routes by id).
             lifecycle: BrokerLifecycle::new(
                 self.id,
@@ -344,13 +388,25 @@ impl Node {
     /// another broker could, or at the deadline.
     pub fn begin_shutdown(&mut self, now: i64) -> bool {
         let Some(p) = self.process.as_mut().filter(|p| p.stopping.is_none()) else { return false };
-        p.shard.drain();
+        for shard in &mut p.shards {
+            shard.drain();
+        }
         p.stopping = Some(Stopping {
             drain_until: now + PRODUCE_DRAIN_TIMEOUT_MS,
             deadline: now + CONTROLLED_SHUTDOWN_TIMEOUT_MS,
             asked: false,
         });
         true
+    }
+
+    /// The notices the node's cores sent each other since the last delivery: each core's
+    /// long polls on those partitions read again.
+    pub fn deliver_core_mail(&mut self, now: i64, out: &mut Vec<Output>) {
+        let Some(p) = self.process.as_mut() else { return };
+        while let Some((core, partition)) = p.core_mail.pop_front() {
+            p.shards[core].notify(Some(&partition));
+        }
+        self.pump(now, out);
     }
 
     /// The wake-up time (local) of every timer of this process.
@@ -363,7 +419,7 @@ impl Node {
         if let Some(t) = p.quorum.poll_timeout() {
             wake = wake.min(t);
         }
-        if let Some(t) = p.shard.poll_timeout() {
+        for t in p.shards.iter().filter_map(broker::Shard::poll_timeout) {
             wake = wake.min(t);
         }
         for (_, deadline) in p.rpcs.values() {
@@ -376,7 +432,9 @@ impl Node {
     pub fn handle_timeout(&mut self, now: i64, out: &mut Vec<Output>) {
         let Some(p) = self.process.as_mut() else { return };
         p.quorum.handle_timeout(now);
-        p.shard.handle_timeout(now);
+        for shard in &mut p.shards {
+            shard.handle_timeout(now);
+        }
         // Controller RPCs without an answer: a transport failure.
         let expired: Vec<u64> =
             p.rpcs.iter().filter(|(_, (_, deadline))| *deadline <= now).map(|(&id, _)| id).collect();
@@ -425,11 +483,14 @@ impl Node {
                 };
                 let call = FetchCall::new(&request, version, now)
                     .unwrap_or_else(|_| panic!("node {}: a replica fetch from {from} named a fetch session", self.id));
-                let park = Parked { from, wire_id: Some(wire_id), version, correlation_id, call };
+                // The sending core's connection lands on one of this node's cores.
+                let core = (from.0 as usize + (wire_id >> CORE_SHIFT) as usize) % p.shards.len();
+                let park = Parked { core, from, wire_id: Some(wire_id), version, correlation_id, call };
                 serve_fetch(&self.disk, p, now, park, out);
             }
             Payload::ReplicaFetchAnswer { wire_id, frame } => {
-                if let Some(request_id) = own_answer(self.incarnation, wire_id, &mut self.stale_answers) {
+                if let Some(id) = own_answer(self.incarnation, wire_id, &mut self.stale_answers) {
+                    let (core, request_id) = ((id >> CORE_SHIFT) as usize, id & ((1 << CORE_SHIFT) - 1));
                     let mut buf = BytesMut::from(&frame[..]);
                     let answer = wire::split_frame(&mut buf)
                         .ok_or(ErrorCode::CorruptMessage)
@@ -437,18 +498,17 @@ impl Node {
                             wire::decode_response(f, ApiKey::Fetch, FOLLOWER_FETCH_VERSION, request_id as i32)
                                 .map_err(|_| ErrorCode::CorruptMessage)
                         });
-                    p.shard.handle_fetch_response(now, from, request_id, answer);
+                    p.shards[core].handle_fetch_response(now, from, request_id, answer);
                 }
             }
             Payload::EpochQuery { request_id, partition, current, epoch } => {
-                let result =
-                    p.shard.offset_for_leader_epoch(&partition, current, epoch).unwrap_or(Err(ErrorCode::NotLeaderOrFollower));
+                let result = p.shard_of(&partition).offset_for_leader_epoch(&partition, current, epoch).unwrap_or(Err(ErrorCode::NotLeaderOrFollower));
                 out.push(Output::Send { to: from, payload: Payload::EpochAnswer { request_id, result } });
             }
             Payload::EpochAnswer { request_id, result } => {
                 let asked = p.epoch_queries.remove(&request_id);
                 if let (Some(_), Some((partition, generation, request_id))) = (own_answer(self.incarnation, request_id, &mut self.stale_answers), asked) {
-                    p.shard.handle_epoch_answer(now, &partition, generation, request_id, result);
+                    p.shard_of(&partition).handle_epoch_answer(now, &partition, generation, request_id, result);
                 }
             }
             Payload::Kafka { frame } => self.on_kafka_request(now, from, frame, out),
@@ -482,30 +542,30 @@ impl Node {
             ApiKey::Produce => {
                 let body: ProduceRequest = request.decode().expect("valid produce");
                 let acks = body.acks;
-                let (call, parts) = ProduceCall::new(body, version, 1);
+                let (call, parts) = ProduceCall::new(body, version, p.shards.len());
                 let call_id = p.next_produce;
                 let mut answers = Vec::new();
                 let mut pending = 0;
-                // One core per node: every part runs on this node's one shard.
-                for (position, part) in parts.into_values().flatten() {
+                // Each part on its owning core (the broker's `scatter`; the hop is immediate).
+                for (core, position, part) in parts.into_iter().flat_map(|(c, parts)| parts.into_iter().map(move |(i, p)| (c.0, i, p))) {
                     let partition = part.partition.clone();
                     let records: i64 =
                         odradek_core::batch::scan_headers(&part.records).map(|(_, h)| i64::from(h.record_count)).sum();
                     // Rule 7: acks=all is refused, before any append, while the committed ISR
                     // is below min.insync.replicas.
-                    let before = p.shard.replica(&partition).map(|r| {
+                    let before = p.shards[core].replica(&partition).map(|r| {
                         let min_isr = p_min_isr(p.quorum.controller()).unwrap_or(self.replica_config.min_insync_replicas);
                         let below_min = acks == -1 && r.role() == replica::Role::Leader && r.isr().len() < min_isr;
                         (below_min, r.isr(), r.log_end_offset())
                     });
                     let token = p.next_produce;
                     p.next_produce += 1;
-                    if let Err(error) = p.shard.produce_part(now, part, token) {
+                    if let Err(error) = p.shards[core].produce_part(now, part, token) {
                         answers.push((position, Err(error)));
                         continue;
                     }
                     if let Some((true, isr, end_before)) = before {
-                        if p.shard.replica(&partition).is_some_and(|r| r.log_end_offset() != end_before) {
+                        if p.shards[core].replica(&partition).is_some_and(|r| r.log_end_offset() != end_before) {
                             out.push(Output::Violation(format!(
                                 "node {}: acks=all produce appended at {end_before} with ISR {isr:?} below min.insync.replicas",
                                 self.id
@@ -528,7 +588,11 @@ impl Node {
             ApiKey::Fetch => {
                 let body: KafkaFetch = request.decode().expect("valid fetch");
                 match FetchCall::new(&body, version, now) {
-                    Ok(call) => serve_fetch(&self.disk, p, now, Parked { from, wire_id: None, version, correlation_id: corr, call }, out),
+                    Ok(call) => {
+                        // The client's connection lands on one of the node's cores.
+                        let core = from.0 as usize % p.shards.len();
+                        serve_fetch(&self.disk, p, now, Parked { core, from, wire_id: None, version, correlation_id: corr, call }, out)
+                    }
                     Err(refused) => {
                         let frame = wire::encode_response(ApiKey::Fetch, version, corr, &refused).expect("a fetch answer encodes");
                         out.push(Output::Send { to: from, payload: Payload::KafkaResponse { frame } });
@@ -570,15 +634,24 @@ impl Node {
             key if broker::groups::is_group_api(key) => {
                 let peer = format!("client-{}:1", from.0);
                 let routed = broker::groups::route(&request, &peer, OFFSETS_PARTITIONS).expect("a valid group request");
-                // One core per node: every part runs on this node's one shard.
+                // Each part on the core owning its group's partition, or on every core, in the
+                // order the broker's `groups::answer` merges them.
+                let cores = p.shards.len();
+                let calls: Vec<(usize, GroupRequest)> = routed
+                    .parts
+                    .into_iter()
+                    .flat_map(|(target, part)| match target {
+                        Target::Group(partition) => vec![(shard_for(OFFSETS_TOPIC, partition, cores).0, part)],
+                        Target::EveryCore => (0..cores).map(|core| (core, part.clone())).collect(),
+                    })
+                    .collect();
                 let call_id = p.next_group_part;
-                let parts = routed.parts.len();
-                p.group_calls.insert(call_id, GroupCall { client: from, corr, version, merge: routed.merge, answers: vec![None; parts] });
-                for (place, (_, part)) in routed.parts.into_iter().enumerate() {
+                p.group_calls.insert(call_id, GroupCall { client: from, corr, version, merge: routed.merge, answers: vec![None; calls.len()] });
+                for (place, (core, part)) in calls.into_iter().enumerate() {
                     let part_id = p.next_group_part;
                     p.next_group_part += 1;
                     p.group_parts.insert(part_id, (call_id, place));
-                    p.shard.group_request(now, part_id, part);
+                    p.shards[core].group_request(now, part_id, part);
                 }
             }
             other => panic!("client sent {other:?}"),
@@ -643,168 +716,183 @@ impl Node {
             if p.image_applied != Some(index) && p.lifecycle.serves(p.quorum.controller().image()) {
                 p.image_applied = Some(index);
                 progressed = true;
-                // The node's one core owns every partition.
-                let plan = p.shard.plan_image(p.quorum.controller().image(), |_| true);
-                for opening in &plan.open {
-                    let mut config = self.replica_config.clone();
-                    if let Some(min) = opening.min_insync_replicas {
-                        config.min_insync_replicas = min;
+                // Each core plans the partitions `shard_for` gives it, as the broker's cores do.
+                let cores = p.shards.len();
+                for core in 0..cores {
+                    let owns = |tp: &TopicPartition| shard_for(&tp.topic, tp.partition, cores).0 == core;
+                    let plan = p.shards[core].plan_image(p.quorum.controller().image(), owns);
+                    for opening in &plan.open {
+                        let mut config = self.replica_config.clone();
+                        if let Some(min) = opening.min_insync_replicas {
+                            config.min_insync_replicas = min;
+                        }
+                        let persisted = self.disk.log(&opening.partition).persisted_state();
+                        p.shards[core].open(opening.partition.clone(), opening.topic_id, config, persisted);
                     }
-                    let persisted = self.disk.log(&opening.partition).persisted_state();
-                    p.shard.open(opening.partition.clone(), opening.topic_id, config, persisted);
+                    p.shards[core].apply_image(now, plan);
                 }
-                p.shard.apply_image(now, plan);
             }
             while let Some((partition, request_id, generation)) = p.deferred_alter_errors.pop_front() {
                 progressed = true;
-                p.shard.handle_alter_partition_response(now, &partition, generation, request_id, Err(ErrorCode::RequestTimedOut));
+                p.shard_of(&partition).handle_alter_partition_response(now, &partition, generation, request_id, Err(ErrorCode::RequestTimedOut));
             }
             let ctrl_target = controller_target(p, &voters);
             // The broker's order (`core::broker::Shard`, its `PartitionDriver`s): one disk action
             // at a time per partition, appends queued behind a sync first and covered by it.
-            while let Some(output) = p.shard.poll_output(now) {
-                progressed = true;
-                match output {
-                    broker::Output::Disk { partition, generation, action } => {
-                        let log = self.disk.log_mut(&partition);
-                        let done = match action {
-                            replica::Action::Append { base_offset, end_offset, records } => {
-                                log.append(base_offset, end_offset, &records);
-                                out.push(Output::Disk(DiskOp::LogAppend { partition: partition.clone(), end: end_offset, generation }));
-                                None
-                            }
-                            replica::Action::Truncate { to } => {
-                                log.truncate(to.0);
-                                Some(Some(Completion::Truncated { to }))
-                            }
-                            replica::Action::ResetLog { start_offset } => {
-                                log.reset_log(start_offset.0);
-                                Some(Some(Completion::Truncated { to: start_offset }))
-                            }
-                            replica::Action::Sync { .. } => {
-                                // As the broker's group commit: the round covers all written so far.
-                                let sync_id = p.next_rpc;
-                                p.next_rpc += 1;
-                                log.pending_log_syncs.push((sync_id, log.log_end()));
-                                out.push(Output::Disk(DiskOp::LogSync { id: sync_id, partition: partition.clone(), generation }));
-                                None
-                            }
-                            replica::Action::PersistEpochCache { cache } => {
-                                log.epoch_checkpoint = Some(cache.encode());
-                                Some(None)
-                            }
-                            replica::Action::PersistHighWatermark { high_watermark } => {
-                                log.hw_checkpoint = high_watermark.0;
-                                Some(None)
-                            }
-                            replica::Action::AdvanceLogStart { start_offset } => {
-                                // The simulated disk never deletes: only the start moves.
-                                log.log_start = log.log_start.max(start_offset.0);
-                                Some(None)
-                            }
-                            other => unreachable!("not a disk action: {other:?}"),
-                        };
-                        if let Some(completion) = done {
-                            p.shard.finish(now, &partition, generation, completion);
-                        }
-                    }
-                    broker::Output::Fetch(request) => {
-                        let frame = wire::encode_request(
-                            ApiKey::Fetch,
-                            FOLLOWER_FETCH_VERSION,
-                            request.request_id as i32,
-                            fetcher::CLIENT_ID,
-                            &request.request,
-                        )
-                        .expect("a follower fetch encodes");
-                        let wire_id = (self.incarnation << INCARNATION_SHIFT) | request.request_id;
-                        out.push(Output::Send { to: request.leader, payload: Payload::ReplicaFetch { wire_id, frame } });
-                    }
-                    broker::Output::EpochQuery { partition, generation, to, request_id, current_leader_epoch, leader_epoch } => {
-                        // Each replica numbers its queries from 0: the wire id is the node's.
-                        let query = p.next_query;
-                        p.next_query += 1;
-                        let wire_id = (self.incarnation << INCARNATION_SHIFT) | query;
-                        p.epoch_queries.insert(wire_id, (partition.clone(), generation, request_id));
-                        out.push(Output::Send {
-                            to,
-                            payload: Payload::EpochQuery { request_id: wire_id, partition, current: current_leader_epoch, epoch: leader_epoch },
-                        });
-                    }
-                    broker::Output::AlterPartition { partition, generation, topic_id, request_id, request } => match p.lifecycle.broker_epoch() {
-                        Some(broker_epoch) => {
-                            let rpc_id = p.next_rpc;
-                            p.next_rpc += 1;
-                            let index = partition.partition;
-                            p.rpcs.insert(rpc_id, (Rpc::Alter { partition, request_id, generation }, now + RPC_TIMEOUT_MS));
-                            let request = ControllerRequest::AlterPartition(AlterPartitionRequest {
-                                broker_id: id,
-                                broker_epoch,
-                                topic_id,
-                                partition: index,
-                                leader_epoch: request.leader_epoch,
-                                partition_epoch: request.partition_epoch,
-                                new_isr: request.new_isr,
-                            });
-                            out.push(Output::Send { to: ctrl_target, payload: Payload::CtrlRequest { rpc_id, request } });
-                        }
-                        None => p.deferred_alter_errors.push_back((partition, request_id, generation)),
-                    },
-                    broker::Output::Produced { token, result } => {
-                        let Some(part) = p.produce_parts.remove(&token) else { continue };
-                        if let (Ok(ack), -1) = (&result, part.acks) {
-                            let high_watermark = p.shard.replica(&part.partition).map_or(Offset(-1), |r| r.high_watermark());
-                            out.push(Output::AckedAll { end: ack.base_offset.plus(part.records), high_watermark });
-                        }
-                        let waiter = p.produces.get_mut(&part.call).expect("a part's produce waits");
-                        waiter.answers.push((part.position, result));
-                        waiter.pending -= 1;
-                        if waiter.pending == 0 {
-                            let waiter = p.produces.remove(&part.call).expect("listed");
-                            out.push(Output::Send { to: waiter.client, payload: produce_answer(waiter) });
-                        }
-                    }
-                    // One shard per node: no other core's long polls to tell.
-                    broker::Output::Visible { .. } => {}
-                    broker::Output::Woken { wait } => {
-                        if let Some(park) = p.parked.remove(&wait) {
-                            serve_fetch(&self.disk, p, now, park, out);
-                        }
-                    }
-                    broker::Output::GroupReply { id: part, response } => {
-                        let Some((call_id, place)) = p.group_parts.remove(&part) else {
-                            out.push(Output::Violation(format!("node {id}: a group answer ({part}) nobody asked for")));
-                            continue;
-                        };
-                        let call = p.group_calls.get_mut(&call_id).expect("a part's call waits");
-                        call.answers[place] = Some(response);
-                        if call.answers.iter().all(Option::is_some) {
-                            let call = p.group_calls.remove(&call_id).expect("present");
-                            let answers = call.answers.into_iter().map(|a| a.expect("all in")).collect();
-                            let frame = call.merge.merge(answers).encode(call.version, call.corr).expect("a group answer encodes");
-                            out.push(Output::Send { to: call.client, payload: Payload::KafkaResponse { frame } });
-                        }
-                    }
-                    broker::Output::ReadGroups { partition, generation, from, upto, max_bytes } => {
-                        // Whole batches, as the broker's read of the partition's segments.
-                        let log = self.disk.log(&partition);
-                        let mut read = log.read(from.0, upto.0);
-                        if read.len() > max_bytes {
-                            let mut cut = 0;
-                            for (position, header) in odradek_core::batch::scan_headers(&read) {
-                                if position + header.total_len() > max_bytes && cut > 0 {
-                                    break;
+            for core in 0..p.shards.len() {
+                while let Some(output) = p.shards[core].poll_output(now) {
+                    progressed = true;
+                    match output {
+                        broker::Output::Disk { partition, generation, action } => {
+                            let log = self.disk.log_mut(&partition);
+                            let done = match action {
+                                replica::Action::Append { base_offset, end_offset, records } => {
+                                    log.append(base_offset, end_offset, &records);
+                                    out.push(Output::Disk(DiskOp::LogAppend { partition: partition.clone(), end: end_offset, generation }));
+                                    None
                                 }
-                                cut = position + header.total_len();
+                                replica::Action::Truncate { to } => {
+                                    log.truncate(to.0);
+                                    Some(Some(Completion::Truncated { to }))
+                                }
+                                replica::Action::ResetLog { start_offset } => {
+                                    log.reset_log(start_offset.0);
+                                    Some(Some(Completion::Truncated { to: start_offset }))
+                                }
+                                replica::Action::Sync { .. } => {
+                                    // As the broker's group commit: the round covers all written so far.
+                                    let sync_id = p.next_rpc;
+                                    p.next_rpc += 1;
+                                    log.pending_log_syncs.push((sync_id, log.log_end()));
+                                    out.push(Output::Disk(DiskOp::LogSync { id: sync_id, partition: partition.clone(), generation }));
+                                    None
+                                }
+                                replica::Action::PersistEpochCache { cache } => {
+                                    log.epoch_checkpoint = Some(cache.encode());
+                                    Some(None)
+                                }
+                                replica::Action::PersistHighWatermark { high_watermark } => {
+                                    log.hw_checkpoint = high_watermark.0;
+                                    Some(None)
+                                }
+                                replica::Action::AdvanceLogStart { start_offset } => {
+                                    // The simulated disk never deletes: only the start moves.
+                                    log.log_start = log.log_start.max(start_offset.0);
+                                    Some(None)
+                                }
+                                other => unreachable!("not a disk action: {other:?}"),
+                            };
+                            if let Some(completion) = done {
+                                p.shards[core].finish(now, &partition, generation, completion);
                             }
-                            read.truncate(cut);
                         }
-                        p.shard.handle_groups_read(now, &partition, generation, Ok(read));
+                        broker::Output::Fetch(request) => {
+                            let frame = wire::encode_request(
+                                ApiKey::Fetch,
+                                FOLLOWER_FETCH_VERSION,
+                                request.request_id as i32,
+                                fetcher::CLIENT_ID,
+                                &request.request,
+                            )
+                            .expect("a follower fetch encodes");
+                            let wire_id = (self.incarnation << INCARNATION_SHIFT) | ((core as u64) << CORE_SHIFT) | request.request_id;
+                            out.push(Output::Send { to: request.leader, payload: Payload::ReplicaFetch { wire_id, frame } });
+                        }
+                        broker::Output::EpochQuery { partition, generation, to, request_id, current_leader_epoch, leader_epoch } => {
+                            // Each replica numbers its queries from 0: the wire id is the node's.
+                            let query = p.next_query;
+                            p.next_query += 1;
+                            let wire_id = (self.incarnation << INCARNATION_SHIFT) | query;
+                            p.epoch_queries.insert(wire_id, (partition.clone(), generation, request_id));
+                            out.push(Output::Send {
+                                to,
+                                payload: Payload::EpochQuery { request_id: wire_id, partition, current: current_leader_epoch, epoch: leader_epoch },
+                            });
+                        }
+                        broker::Output::AlterPartition { partition, generation, topic_id, request_id, request } => match p.lifecycle.broker_epoch() {
+                            Some(broker_epoch) => {
+                                let rpc_id = p.next_rpc;
+                                p.next_rpc += 1;
+                                let index = partition.partition;
+                                p.rpcs.insert(rpc_id, (Rpc::Alter { partition, request_id, generation }, now + RPC_TIMEOUT_MS));
+                                let request = ControllerRequest::AlterPartition(AlterPartitionRequest {
+                                    broker_id: id,
+                                    broker_epoch,
+                                    topic_id,
+                                    partition: index,
+                                    leader_epoch: request.leader_epoch,
+                                    partition_epoch: request.partition_epoch,
+                                    new_isr: request.new_isr,
+                                });
+                                out.push(Output::Send { to: ctrl_target, payload: Payload::CtrlRequest { rpc_id, request } });
+                            }
+                            None => p.deferred_alter_errors.push_back((partition, request_id, generation)),
+                        },
+                        broker::Output::Produced { token, result } => {
+                            let Some(part) = p.produce_parts.remove(&token) else { continue };
+                            if let (Ok(ack), -1) = (&result, part.acks) {
+                                let high_watermark = p.replica_of(&part.partition).map_or(Offset(-1), |r| r.high_watermark());
+                                out.push(Output::AckedAll { end: ack.base_offset.plus(part.records), high_watermark });
+                            }
+                            let waiter = p.produces.get_mut(&part.call).expect("a part's produce waits");
+                            waiter.answers.push((part.position, result));
+                            waiter.pending -= 1;
+                            if waiter.pending == 0 {
+                                let waiter = p.produces.remove(&part.call).expect("listed");
+                                out.push(Output::Send { to: waiter.client, payload: produce_answer(waiter) });
+                            }
+                        }
+                        // The other cores' long polls may wait for it: one notice each, delivered
+                        // later, as over the broker's channels.
+                        broker::Output::Visible { partition, .. } => {
+                            if p.core_mail.is_empty() && p.shards.len() > 1 {
+                                out.push(Output::CoreMail);
+                            }
+                            for other in (0..p.shards.len()).filter(|&c| c != core) {
+                                p.core_mail.push_back((other, partition.clone()));
+                            }
+                        }
+                        broker::Output::Woken { wait } => {
+                            if let Some(park) = p.parked.remove(&wait) {
+                                serve_fetch(&self.disk, p, now, park, out);
+                            }
+                        }
+                        broker::Output::GroupReply { id: part, response } => {
+                            let Some((call_id, place)) = p.group_parts.remove(&part) else {
+                                out.push(Output::Violation(format!("node {id}: a group answer ({part}) nobody asked for")));
+                                continue;
+                            };
+                            let call = p.group_calls.get_mut(&call_id).expect("a part's call waits");
+                            call.answers[place] = Some(response);
+                            if call.answers.iter().all(Option::is_some) {
+                                let call = p.group_calls.remove(&call_id).expect("present");
+                                let answers = call.answers.into_iter().map(|a| a.expect("all in")).collect();
+                                let frame = call.merge.merge(answers).encode(call.version, call.corr).expect("a group answer encodes");
+                                out.push(Output::Send { to: call.client, payload: Payload::KafkaResponse { frame } });
+                            }
+                        }
+                        broker::Output::ReadGroups { partition, generation, from, upto, max_bytes } => {
+                            // Whole batches, as the broker's read of the partition's segments.
+                            let log = self.disk.log(&partition);
+                            let mut read = log.read(from.0, upto.0);
+                            if read.len() > max_bytes {
+                                let mut cut = 0;
+                                for (position, header) in odradek_core::batch::scan_headers(&read) {
+                                    if position + header.total_len() > max_bytes && cut > 0 {
+                                        break;
+                                    }
+                                    cut = position + header.total_len();
+                                }
+                                read.truncate(cut);
+                            }
+                            p.shards[core].handle_groups_read(now, &partition, generation, Ok(read));
+                        }
                     }
                 }
             }
             if let Some(stop) = p.stopping.as_mut() {
-                if !stop.asked && (p.shard.drain() == 0 || now >= stop.drain_until) {
+                let waiting: usize = p.shards.iter_mut().map(broker::Shard::drain).sum();
+                if !stop.asked && (waiting == 0 || now >= stop.drain_until) {
                     stop.asked = true;
                     p.lifecycle.begin_shutdown(now);
                     progressed = true;
@@ -812,7 +900,7 @@ impl Node {
                     let acknowledged = p.lifecycle.shutdown() == lifecycle::Shutdown::Acknowledged;
                     // As the broker's `still_leading`: a partition left with this broker as its
                     // only ISR member has nobody else to lead it.
-                    let leading = p.shard.partitions().any(|(_, _, r)| r.role() == Role::Leader && r.isr().len() > 1);
+                    let leading = p.shards.iter().flat_map(broker::Shard::partitions).any(|(_, _, r)| r.role() == Role::Leader && r.isr().len() > 1);
                     if (acknowledged && !leading) || now >= stop.deadline {
                         out.push(Output::Stopped { timed_out: !(acknowledged && !leading) });
                         return;
@@ -857,11 +945,11 @@ impl Node {
                 }
             }
             DiskOp::LogAppend { partition, end, generation } => {
-                p.shard.finish(now, &partition, generation, Some(Completion::Appended { end_offset: end }));
+                p.shard_of(&partition).finish(now, &partition, generation, Some(Completion::Appended { end_offset: end }));
             }
             DiskOp::LogSync { id, partition, generation } => {
                 if let Some(through) = self.disk.log_mut(&partition).complete_log_sync(id) {
-                    p.shard.finish(now, &partition, generation, Some(Completion::Synced { through: Offset(through) }));
+                    p.shard_of(&partition).finish(now, &partition, generation, Some(Completion::Synced { through: Offset(through) }));
                 }
             }
         }
@@ -911,7 +999,7 @@ fn on_ctrl_response(id: NodeId, p: &mut Process, now: i64, rpc: Rpc, response: R
                 }
                 (None, None) => Err(ErrorCode::UnknownServerError),
             };
-            p.shard.handle_alter_partition_response(now, &partition, generation, request_id, result);
+            p.shard_of(&partition).handle_alter_partition_response(now, &partition, generation, request_id, result);
         }
         // Failed creations are retried on the next FindCoordinator that finds no topic.
         (Rpc::CreateOffsets, Response::CreateTopics(results)) => {
@@ -994,17 +1082,17 @@ pub fn partition_state(c: &Controller) -> Option<controller::PartitionState> {
 fn serve_fetch(disk: &Disk, p: &mut Process, now: i64, park: Parked, out: &mut Vec<Output>) {
     let wait = p.next_wait;
     p.next_wait += 1;
-    p.shard.park(wait, park.call.watched(), park.call.deadline_ms());
-    // One core per node: every part runs on this node's one shard.
+    p.shards[park.core].park(wait, park.call.watched(), park.call.deadline_ms());
+    // Each part read on its owning core (the broker's `scatter`; the hop is immediate).
     let answers = park
         .call
-        .parts(1)
-        .into_values()
-        .map(|parts| {
+        .parts(p.shards.len())
+        .into_iter()
+        .map(|(core, parts)| {
             parts
                 .into_iter()
                 .map(|(position, part)| {
-                    let read = p.shard.fetch_part(now, &part);
+                    let read = p.shards[core.0].fetch_part(now, &part);
                     let log = disk.log(&part.partition);
                     let records = read.range().map_or_else(Bytes::new, |r| log.read_for_consumer(r.from.0, r.upto.0));
                     (position, read.into_response(Ok(records)))
@@ -1017,7 +1105,7 @@ fn serve_fetch(disk: &Disk, p: &mut Process, now: i64, park: Parked, out: &mut V
         p.parked.insert(wait, park);
         return;
     }
-    p.shard.unpark(wait);
+    p.shards[park.core].unpark(wait);
     let frame = wire::encode_response(ApiKey::Fetch, park.version, park.correlation_id, &park.call.answer(answers))
         .expect("a fetch answer encodes");
     let payload = match park.wire_id {

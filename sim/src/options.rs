@@ -85,6 +85,9 @@ pub struct Options {
     /// controlled shutdown (drain produces, `want_shutdown` heartbeats until the controller
     /// moved its leaderships, or a timeout), then exits and later starts again.
     pub graceful_stop_probability: f64,
+    /// Cores per broker process: each runs its own `broker::Shard` with the partitions
+    /// `shard_for` gives it; requests split over them and notices cross between them.
+    pub cores: usize,
 }
 
 /// Named fault mixes; `Swarm` draws everything from the seed.
@@ -217,6 +220,7 @@ impl Options {
             hold_for_restart_probability: 0.0,
             fsync_failure_probability: 0.0,
             graceful_stop_probability: 0.0,
+            cores: 1,
         };
         match scenario {
             Scenario::Swarm => {}
@@ -351,6 +355,7 @@ impl Options {
             _ => {}
         }
         o.graceful_stop_probability = chance(rng, 0.4, 0.02, 0.2);
+        o.cores = if rng.gen_bool(0.5) { 2 } else { 1 };
         o
     }
 
@@ -368,7 +373,7 @@ impl Options {
              disk={:?}ms skew<={}ms drift<={}ppm ofle={} min_isr={} acks={} fsync={} stall={:.3}/{}ms \
              crash_on_expansion={:.2} crash_last={:.2} crash_over_lagging={:.2} producers={} consumers={} \
              one_way={:.2} duplicate={:.3}/{}ms inflight_delivery={:.2} hold_for_restart={:.2} fsync_failure={:.4} \
-             graceful_stop={:.3}",
+             graceful_stop={:.3} cores={}",
             self.scenario.name(),
             self.safety_ms,
             self.crash_probability,
@@ -403,6 +408,7 @@ impl Options {
             self.hold_for_restart_probability,
             self.fsync_failure_probability,
             self.graceful_stop_probability,
+            self.cores,
         )
     }
 }

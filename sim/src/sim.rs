@@ -128,6 +128,8 @@ pub struct FaultCounts {
     /// leadership moved.
     pub graceful_stops: usize,
     pub graceful_stop_timeouts: usize,
+    /// Deliveries of notices between a node's cores (runs with two cores per node).
+    pub core_mail: usize,
 }
 
 impl FaultCounts {
@@ -155,6 +157,7 @@ impl FaultCounts {
         self.stale_offset_reads += o.stale_offset_reads;
         self.graceful_stops += o.graceful_stops;
         self.graceful_stop_timeouts += o.graceful_stop_timeouts;
+        self.core_mail += o.core_mail;
     }
 }
 
@@ -166,7 +169,7 @@ impl std::fmt::Display for FaultCounts {
              duplicated {} in-flight-across-partition {} delivered / {} lost held-for-restart {} \
              stale-deliveries {} (stale answers dropped {}) fsync-failures {} \
              definite-failures {} polls {} seeks {} commits {} (lost by design {}) stale-offset-reads {} \
-             graceful-stops {} (timed out {})",
+             graceful-stops {} (timed out {}) core-mail {}",
             self.crashes,
             self.power_losses,
             self.pauses,
@@ -189,7 +192,8 @@ impl std::fmt::Display for FaultCounts {
             self.commits_lost,
             self.stale_offset_reads,
             self.graceful_stops,
-            self.graceful_stop_timeouts
+            self.graceful_stop_timeouts,
+            self.core_mail
         )
     }
 }
@@ -223,6 +227,8 @@ enum Event {
     Strike { node: usize },
     /// fsync off: the OS writes the page cache back.
     Writeback,
+    /// Notices between this incarnation's cores arrive.
+    CoreMail { node: usize, incarnation: u64 },
 }
 
 struct Scheduled {
@@ -331,6 +337,8 @@ pub struct Sim {
     rng_net: ChaCha8Rng,
     rng_disk: ChaCha8Rng,
     rng_fault: ChaCha8Rng,
+    /// When notices between a node's cores arrive.
+    rng_core: ChaCha8Rng,
     rng_work: ChaCha8Rng,
     /// Cut links, directed: `(from, to)` means `from`'s messages do not reach `to`.
     cut: BTreeSet<(NodeId, NodeId)>,
@@ -419,7 +427,9 @@ impl Sim {
                     skew_ms: rng_clock.gen_range(0..=options.clock_skew_ms_max),
                     drift_ppm: rng_clock.gen_range(-options.clock_drift_ppm_max..=options.clock_drift_ppm_max),
                 };
-                Node::new(id, voters.clone(), clock, replica_config.clone())
+                let mut node = Node::new(id, voters.clone(), clock, replica_config.clone());
+                node.cores = options.cores;
+                node
             })
             .collect();
         let mut clients = vec![Client::new(ADMIN, ClientKind::Admin)];
@@ -459,6 +469,7 @@ impl Sim {
             rng_disk: derive(seed, 3),
             rng_fault: derive(seed, 4),
             rng_work: derive(seed, 5),
+            rng_core: derive(seed, 7),
             cut: BTreeSet::new(),
             cut_history: BTreeMap::new(),
             restart_at: vec![None; NODES as usize],
@@ -669,6 +680,11 @@ impl Sim {
                 }
                 Output::Violation(message) => self.fail(message),
                 Output::Halt => self.crash(i),
+                Output::CoreMail => {
+                    let at = self.now + self.rng_core.gen_range(0..=2);
+                    let incarnation = self.nodes[i].incarnation;
+                    self.schedule(at, Event::CoreMail { node: i, incarnation });
+                }
                 Output::Stopped { timed_out } => {
                     self.counts.graceful_stop_timeouts += usize::from(timed_out);
                     self.stop(i);
@@ -701,7 +717,7 @@ impl Sim {
         let offsets = TopicPartition::new(odradek_core::group::OFFSETS_TOPIC, partition);
         let current = newest.is_some_and(|state| {
             state.leader == self.nodes[i].id
-                && self.nodes[i].process.as_ref().and_then(|p| p.shard.replica(&offsets)).is_some_and(|r| {
+                && self.nodes[i].process.as_ref().and_then(|p| p.replica_of(&offsets)).is_some_and(|r| {
                     r.role() == Role::Leader && r.leader_epoch() == state.leader_epoch
                 })
         });
@@ -846,6 +862,20 @@ impl Sim {
                 }
             }
             Event::Client { client } => self.client_tick(client),
+            Event::CoreMail { node: i, incarnation } => {
+                if self.nodes[i].incarnation != incarnation || !self.nodes[i].is_up() {
+                    return;
+                }
+                if let Some(until) = self.nodes[i].paused_until {
+                    self.schedule(until, Event::CoreMail { node: i, incarnation });
+                    return;
+                }
+                self.counts.core_mail += 1;
+                let now = self.nodes[i].clock.local(self.now);
+                let mut out = Vec::new();
+                self.nodes[i].deliver_core_mail(now, &mut out);
+                self.outputs(i, out);
+            }
             Event::FaultTick => {
                 if self.faults_on {
                     self.inject_faults();
