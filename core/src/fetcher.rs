@@ -14,6 +14,7 @@
 //! Fetch partition in, a replica's answer out, shared by every broker that answers fetches.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
@@ -38,14 +39,16 @@ pub const DEFAULT_RESPONSE_MAX_BYTES: i32 = 10 * 1024 * 1024;
 /// leave them behind it for up to its `max_wait_ms`.
 pub const ROUND_GRACE_MS: i64 = 100;
 
+/// A partition by topic name. The name is shared: a partition is named in every parked long
+/// poll, dirty set, timer and request part, and a clone must not copy the string.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TopicPartition {
-    pub topic: String,
+    pub topic: Arc<str>,
     pub partition: i32,
 }
 
 impl TopicPartition {
-    pub fn new(topic: impl Into<String>, partition: i32) -> Self {
+    pub fn new(topic: impl Into<Arc<str>>, partition: i32) -> Self {
         TopicPartition { topic: topic.into(), partition }
     }
 }
@@ -149,10 +152,10 @@ impl Fetchers {
                 .with_partition_max_bytes(r.max_bytes);
             // Queued in (topic, partition) order: a topic's partitions are adjacent.
             match topics.last_mut() {
-                Some(t) if t.topic.0.as_str() == tp.topic => t.partitions.push(partition),
+                Some(t) if t.topic.0.as_str() == &*tp.topic => t.partitions.push(partition),
                 _ => topics.push(
                     FetchTopic::default()
-                        .with_topic(StrBytes::from_string(tp.topic.clone()).into())
+                        .with_topic(StrBytes::from_string(tp.topic.to_string()).into())
                         .with_partitions(vec![partition]),
                 ),
             }
@@ -204,7 +207,7 @@ impl Fetchers {
         let deliveries: Vec<Delivery> = parts
             .into_iter()
             .map(|(partition, fetch_id)| {
-                let response = match (whole_error, answered.remove(&(partition.topic.clone(), partition.partition))) {
+                let response = match (whole_error, answered.remove(&(partition.topic.to_string(), partition.partition))) {
                     (Some(e), _) => failed(e, Offset(-1)),
                     (None, None) => failed(ErrorCode::UnknownServerError, Offset(-1)),
                     (None, Some(p)) => partition_response(p),

@@ -243,10 +243,9 @@ async fn fetch(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> FetchR
         Ok(call) => call,
         Err(refused) => return refused,
     };
-    let watched = call.watched();
     loop {
         // Parked before reading, so news between the read and the wait is not missed.
-        let (wait, woken) = shard.park(watched.clone(), call.deadline_ms());
+        let (wait, woken) = shard.park(call.watched(), call.deadline_ms());
         let answers = call.merge(shard.scatter(call.parts(shard.shared.shard_count), Shard::fetch_partition).await);
         if call.complete(&answers, now_ms()) {
             shard.unpark(wait);

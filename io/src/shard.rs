@@ -291,7 +291,7 @@ impl Shard {
 
     /// Parks a long poll on `partitions` until news of one of them or `deadline_ms`; park
     /// before reading, so news between the read and the wait is not missed.
-    pub fn park(self: &Rc<Self>, partitions: Vec<TopicPartition>, deadline_ms: i64) -> (u64, oneshot::Receiver<()>) {
+    pub fn park(self: &Rc<Self>, partitions: Arc<[TopicPartition]>, deadline_ms: i64) -> (u64, oneshot::Receiver<()>) {
         let wait = self.token();
         let (tx, rx) = oneshot::channel();
         self.fetch_waits.borrow_mut().insert(wait, tx);
@@ -404,7 +404,7 @@ impl Shard {
         }
         for opening in &plan.open {
             let tp = &opening.partition;
-            let log_config = self.topics.borrow().get(&tp.topic).map_or_else(|| defaults.clone(), |t| t.config.log.clone());
+            let log_config = self.topics.borrow().get(&*tp.topic).map_or_else(|| defaults.clone(), |t| t.config.log.clone());
             let min_isr = opening.min_insync_replicas.unwrap_or(self.shared.config.min_insync_replicas);
             match replication::open(&self.shared.config, log_config, &tp.topic, tp.partition, opening.topic_id, min_isr).await {
                 Ok(opened) => {
@@ -566,7 +566,10 @@ impl Shard {
     /// range it allows read from the partition's store.
     pub async fn fetch_partition(self: Rc<Self>, part: FetchPart) -> FetchResponse {
         let read = self.machine.borrow_mut().fetch_part(now_ms(), &part);
-        self.pump();
+        // Only a follower's fetch gives the replica something to do (`Shard::fetch`).
+        if part.request.replica_id != NodeId::NONE {
+            self.pump();
+        }
         let Some(range) = read.range() else { return read.into_response(Ok(Bytes::new())) };
         let tp = &part.partition;
         let store = self.stores.borrow().get(tp).cloned();

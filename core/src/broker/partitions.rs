@@ -11,6 +11,7 @@
 //! otherwise, not bad input).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_response::FetchableTopicResponse;
@@ -183,6 +184,7 @@ pub struct FetchCall {
     version: i16,
     shape: Shape,
     parts: Vec<FetchPart>,
+    watched: Arc<[TopicPartition]>,
     min_bytes: usize,
     max_bytes: i32,
     deadline_ms: i64,
@@ -207,9 +209,11 @@ impl FetchCall {
                 })
             })
             .collect();
+        let shape = Shape { topics };
         Ok(FetchCall {
             version,
-            shape: Shape { topics },
+            watched: shape.partitions().collect(),
+            shape,
             parts,
             // Kafka answers at once when min_bytes is 0, and otherwise waits for one byte.
             min_bytes: request.min_bytes.max(0) as usize,
@@ -223,9 +227,10 @@ impl FetchCall {
         self.parts.iter()
     }
 
-    /// The partitions a parked read waits on.
-    pub fn watched(&self) -> Vec<TopicPartition> {
-        self.shape.partitions().collect()
+    /// The partitions a parked read waits on (shared, since every read of a long poll parks
+    /// on them again).
+    pub fn watched(&self) -> Arc<[TopicPartition]> {
+        self.watched.clone()
     }
 
     pub fn deadline_ms(&self) -> i64 {
@@ -441,7 +446,7 @@ mod tests {
         let (call, parts) = ProduceCall::new(request, 9, 3);
         assert!(parts.len() > 1, "spread over several cores: {parts:?}");
         let answers = answer_reversed(parts, |p| {
-            let base = if p.partition.topic == "a" { 100 } else { 200 } + i64::from(p.partition.partition);
+            let base = if &*p.partition.topic == "a" { 100 } else { 200 } + i64::from(p.partition.partition);
             assert_eq!(p.records[0] as i32, p.partition.partition, "each part carries its own records");
             Ok(ProduceAck { base_offset: Offset(base), log_append_time_ms: None, log_start_offset: Offset(0) })
         });

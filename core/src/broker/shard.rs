@@ -19,6 +19,7 @@
 //! group APIs are answered as whole Kafka responses ([`Output::GroupReply`]).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use kafka_protocol::messages::FetchResponse as WireFetchResponse;
@@ -242,7 +243,7 @@ impl Shard {
             answer_produce(&mut self.outputs, &mut self.group_persisted, waiter.answer, Err(ErrorCode::NotLeaderOrFollower));
         }
         self.wake_partition(partition);
-        if partition.topic == OFFSETS_TOPIC {
+        if &*partition.topic == OFFSETS_TOPIC {
             self.group_leadership(partition);
         }
         true
@@ -266,7 +267,7 @@ impl Shard {
                 if !state.replicas.contains(&local) || !owns(&partition) {
                     continue;
                 }
-                if partition.topic == OFFSETS_TOPIC && state.leader == local {
+                if &*partition.topic == OFFSETS_TOPIC && state.leader == local {
                     self.expect_group_leadership(partition.partition, state.leader_epoch);
                 }
                 if self.partitions.get(&partition).is_none_or(|p| p.topic_id != topic_id) {
@@ -349,7 +350,7 @@ impl Shard {
         };
         self.touch(partition.clone());
         self.wake_partition(partition);
-        if partition.topic == OFFSETS_TOPIC {
+        if &*partition.topic == OFFSETS_TOPIC {
             self.group_leadership(partition);
         }
         result
@@ -413,7 +414,11 @@ impl Shard {
         let entry = self.partitions.get_mut(partition)?;
         let answer = entry.driver.replica_mut().handle_fetch(now_ms, request);
         let log_start = entry.driver.replica().log_start_offset();
-        self.touch(partition.clone());
+        // A consumer's fetch changes nothing in the replica (it only reads), so only a
+        // follower's may have given the partition something to do.
+        if request.replica_id != NodeId::NONE {
+            self.touch(partition.clone());
+        }
         Some((answer, log_start))
     }
 
@@ -430,7 +435,7 @@ impl Shard {
     /// NOT_LEADER_OR_FOLLOWER for a partition of the image this core does not hold (clients
     /// refresh their metadata), UNKNOWN_TOPIC_OR_PARTITION for one the image lacks.
     fn missing(&self, partition: &TopicPartition) -> ErrorCode {
-        match self.known.get(&partition.topic) {
+        match self.known.get(&*partition.topic) {
             Some(&count) if (0..count).contains(&partition.partition) => ErrorCode::NotLeaderOrFollower,
             _ => ErrorCode::UnknownTopicOrPartition,
         }
@@ -692,7 +697,7 @@ impl Shard {
     /// Parks a long poll until news of one of `partitions` or `deadline_ms` (then
     /// [`Output::Woken`] with `wait`, once). Park before reading, so that news arriving between
     /// the read and the wait is not missed.
-    pub fn park(&mut self, wait: u64, partitions: Vec<TopicPartition>, deadline_ms: i64) {
+    pub fn park(&mut self, wait: u64, partitions: Arc<[TopicPartition]>, deadline_ms: i64) {
         self.purgatory.park(wait, partitions, deadline_ms);
     }
 
@@ -859,17 +864,27 @@ fn answer_produce(outputs: &mut VecDeque<Output>, group_persisted: &mut Vec<(u64
 /// the long polls reading it.
 #[derive(Debug, Default)]
 struct Purgatory {
-    waits: BTreeMap<u64, (Vec<TopicPartition>, i64)>,
+    waits: BTreeMap<u64, (Arc<[TopicPartition]>, i64)>,
+    /// Partition → the long polls waiting on it. A partition's entry stays when its last wait
+    /// leaves (a consumer parks on the same partitions read after read); entries without
+    /// waits go when every long poll is woken (a new metadata image).
     watchers: BTreeMap<TopicPartition, BTreeSet<u64>>,
     deadlines: BTreeSet<(i64, u64)>,
     woken: VecDeque<u64>,
 }
 
 impl Purgatory {
-    fn park(&mut self, wait: u64, partitions: Vec<TopicPartition>, deadline_ms: i64) {
+    fn park(&mut self, wait: u64, partitions: Arc<[TopicPartition]>, deadline_ms: i64) {
         self.cancel(wait);
-        for tp in &partitions {
-            self.watchers.entry(tp.clone()).or_default().insert(wait);
+        for tp in partitions.iter() {
+            match self.watchers.get_mut(tp) {
+                Some(waits) => {
+                    waits.insert(wait);
+                }
+                None => {
+                    self.watchers.insert(tp.clone(), BTreeSet::from([wait]));
+                }
+            }
         }
         self.deadlines.insert((deadline_ms, wait));
         self.waits.insert(wait, (partitions, deadline_ms));
@@ -879,12 +894,9 @@ impl Purgatory {
     fn cancel(&mut self, wait: u64) -> bool {
         let Some((partitions, deadline)) = self.waits.remove(&wait) else { return false };
         self.deadlines.remove(&(deadline, wait));
-        for tp in partitions {
-            if let Some(set) = self.watchers.get_mut(&tp) {
+        for tp in partitions.iter() {
+            if let Some(set) = self.watchers.get_mut(tp) {
                 set.remove(&wait);
-                if set.is_empty() {
-                    self.watchers.remove(&tp);
-                }
             }
         }
         true
@@ -906,6 +918,7 @@ impl Purgatory {
             self.cancel(wait);
             self.woken.push_back(wait);
         }
+        self.watchers.clear();
     }
 
     fn expire(&mut self, now_ms: i64) {
@@ -1100,9 +1113,9 @@ mod tests {
     #[test]
     fn news_of_a_partition_wakes_only_the_long_polls_reading_it() {
         let mut shard = shard_leading(2);
-        shard.park(10, vec![tp(0)], 1_000);
-        shard.park(11, vec![tp(1)], 1_000);
-        shard.park(12, vec![tp(0), tp(1)], 1_000);
+        shard.park(10, Arc::from([tp(0)]), 1_000);
+        shard.park(11, Arc::from([tp(1)]), 1_000);
+        shard.park(12, Arc::from([tp(0), tp(1)]), 1_000);
         let records = Bytes::from(encode_batch(1, 0, Compression::None));
         shard.produce(1, &tp(1), records, 1, 30_000, 1).unwrap();
         let woken: BTreeSet<u64> = perform_all(&mut shard, 1)
