@@ -572,13 +572,11 @@ impl Shard {
         }
         let Some(range) = read.range() else { return read.into_response(Ok(Bytes::new())) };
         let tp = &part.partition;
-        let store = self.stores.borrow().get(tp).cloned();
-        let records = match store {
-            Some(store) => store.read_upto(range.from.0, range.max_bytes, range.upto.0).await.map_err(|e| {
-                warn!(topic = %tp.topic, partition = tp.partition, error = %e, "read failed");
-            }),
-            None => Err(warn!(topic = %tp.topic, partition = tp.partition, "read of a partition without a store")),
-        };
+        // The replica and its store are opened and removed together: a range means a store.
+        let Some(store) = self.stores.borrow().get(tp).cloned() else { return read.into_response(Err(())) };
+        let records = store.read_upto(range.from.0, range.max_bytes, range.upto.0).await.map_err(|e| {
+            warn!(topic = %tp.topic, partition = tp.partition, error = %e, "read failed");
+        });
         read.into_response(records)
     }
 

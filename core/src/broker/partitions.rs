@@ -29,7 +29,7 @@ use crate::error::{code, ErrorCode};
 use crate::fetcher::{self, TopicPartition};
 use crate::ids::{LeaderEpoch, Offset};
 use crate::replica::{EpochEndOffset, FetchRequest, FetchResponse, ProduceAck};
-use crate::shard::{merge_in_order, shard_for, ShardId};
+use crate::shard::{merge_in_order, shard_for, split_by_shard, ShardId};
 use crate::wire::regroup;
 
 /// A call's parts for each owning core, each tagged with its position in the request.
@@ -56,11 +56,27 @@ impl Shape {
 }
 
 fn split<P>(parts: impl IntoIterator<Item = (TopicPartition, P)>, cores: usize) -> Parts<P> {
-    let mut split: Parts<P> = BTreeMap::new();
-    for (position, (partition, part)) in parts.into_iter().enumerate() {
-        split.entry(shard_for(&partition.topic, partition.partition, cores)).or_default().push((position, part));
+    split_by_shard(parts.into_iter().map(|(tp, part)| (shard_for(&tp.topic, tp.partition, cores), part)))
+}
+
+/// A request's shape and its parts per owning core, from each topic's name and partitions:
+/// `index` names a partition, `part` makes its part.
+fn split_request<'a, Q: 'a, P>(
+    topics: impl Iterator<Item = (&'a TopicName, &'a [Q])>,
+    index: impl Fn(&Q) -> i32,
+    part: impl Fn(TopicPartition, &Q) -> P,
+    cores: usize,
+) -> (Shape, Parts<P>) {
+    let mut shape = Vec::new();
+    let mut parts = Vec::new();
+    for (name, partitions) in topics {
+        shape.push((name.clone(), partitions.iter().map(&index).collect()));
+        for q in partitions {
+            let partition = TopicPartition::new(name.0.to_string(), index(q));
+            parts.push((partition.clone(), part(partition, q)));
+        }
     }
-    split
+    (Shape { topics: shape }, split(parts, cores))
 }
 
 // ---- Produce ----
@@ -318,15 +334,13 @@ pub struct ListOffsetsCall {
 
 impl ListOffsetsCall {
     pub fn new(request: &ListOffsetsRequest, version: i16, cores: usize) -> (ListOffsetsCall, Parts<ListOffsetsPart>) {
-        let topics = request.topics.iter().map(|t| (t.name.clone(), t.partitions.iter().map(|p| p.partition_index).collect())).collect();
-        let parts = request.topics.iter().flat_map(|t| {
-            t.partitions.iter().map(|p| {
-                let partition = TopicPartition::new(t.name.0.to_string(), p.partition_index);
-                (partition.clone(), ListOffsetsPart { partition, timestamp: p.timestamp })
-            })
-        });
-        let parts = split(parts.collect::<Vec<_>>(), cores);
-        (ListOffsetsCall { version, shape: Shape { topics } }, parts)
+        let (shape, parts) = split_request(
+            request.topics.iter().map(|t| (&t.name, &t.partitions[..])),
+            |p| p.partition_index,
+            |partition, p| ListOffsetsPart { partition, timestamp: p.timestamp },
+            cores,
+        );
+        (ListOffsetsCall { version, shape }, parts)
     }
 
     pub fn answer(self, answers: Answers<ListOffsetsResult>) -> ListOffsetsResponse {
@@ -371,20 +385,17 @@ impl EpochEndCall {
     /// `replica_id` (v3+) is not needed: Kafka lets only its debugging id (-2) read a
     /// follower's cache, and odradek always answers from the leader.
     pub fn new(request: &OffsetForLeaderEpochRequest, cores: usize) -> (EpochEndCall, Parts<EpochEndPart>) {
-        let topics = request.topics.iter().map(|t| (t.topic.clone(), t.partitions.iter().map(|p| p.partition).collect())).collect();
-        let parts = request.topics.iter().flat_map(|t| {
-            t.partitions.iter().map(|p| {
-                let partition = TopicPartition::new(t.topic.0.to_string(), p.partition);
-                let part = EpochEndPart {
-                    partition: partition.clone(),
-                    current_leader_epoch: LeaderEpoch(p.current_leader_epoch),
-                    leader_epoch: LeaderEpoch(p.leader_epoch),
-                };
-                (partition, part)
-            })
-        });
-        let parts = split(parts.collect::<Vec<_>>(), cores);
-        (EpochEndCall { shape: Shape { topics } }, parts)
+        let (shape, parts) = split_request(
+            request.topics.iter().map(|t| (&t.topic, &t.partitions[..])),
+            |p| p.partition,
+            |partition, p| EpochEndPart {
+                partition,
+                current_leader_epoch: LeaderEpoch(p.current_leader_epoch),
+                leader_epoch: LeaderEpoch(p.leader_epoch),
+            },
+            cores,
+        );
+        (EpochEndCall { shape }, parts)
     }
 
     pub fn answer(self, answers: Answers<Result<EpochEndOffset, ErrorCode>>) -> OffsetForLeaderEpochResponse {
