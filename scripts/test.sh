@@ -41,6 +41,10 @@ echo "== python venv"
 venv=target/venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/integration/requirements.txt
+venv3=target/venv-kafka-python3
+[ -x "$venv3/bin/python" ] || python3 -m venv "$venv3"
+"$venv3/bin/pip" install --quiet --disable-pip-version-check -r tests/integration/requirements-kafka-python3.txt
+export ODRADEK_KAFKA_PYTHON3="$PWD/$venv3/bin/python"
 
 echo "== integration tests"
 "$venv/bin/python" -m pytest tests/integration "$@"

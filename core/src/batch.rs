@@ -70,6 +70,8 @@ pub struct BatchHeader {
     pub base_timestamp: i64,
     pub max_timestamp: i64,
     pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
     pub record_count: i32,
 }
 
@@ -101,6 +103,8 @@ impl BatchHeader {
             base_timestamp: be_i64(buf, 27),
             max_timestamp: be_i64(buf, 35),
             producer_id: be_i64(buf, 43),
+            producer_epoch: i16::from_be_bytes(buf[51..53].try_into().expect("2 bytes")),
+            base_sequence: be_i32(buf, 53),
             record_count: be_i32(buf, 57),
         })
     }
@@ -298,6 +302,31 @@ pub(crate) mod tests {
             &RecordEncodeOptions { version: 2, compression },
         )
         .expect("encode");
+        buf.to_vec()
+    }
+
+    /// A batch of an idempotent producer: `count` records from sequence `first_seq`.
+    pub(crate) fn encode_idempotent_batch(count: i32, producer_id: i64, epoch: i16, first_seq: i32) -> Vec<u8> {
+        let records: Vec<Record> = (0..count)
+            .map(|i| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id,
+                producer_epoch: epoch,
+                timestamp_type: TimestampType::Creation,
+                offset: i64::from(i),
+                sequence: first_seq + i,
+                timestamp: 1_000 + i64::from(i),
+                key: Some(format!("k{i}").into_bytes().into()),
+                value: Some(vec![b'v'; 20].into()),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None })
+            .expect("encode");
         buf.to_vec()
     }
 

@@ -78,7 +78,13 @@ pub enum MetadataRecord {
     /// and the leader epoch if the leader changes (`NodeId::NONE` is "no leader").
     PartitionChange { topic_id: TopicId, partition: i32, leader: Option<NodeId>, isr: Option<Vec<NodeId>> },
     RemoveTopic { topic_id: TopicId },
+    /// KRaft's ProducerIdsRecord: the controller handed the broker the block of producer ids
+    /// below `next_producer_id`; no id below it is handed out again.
+    ProducerIds { broker_id: NodeId, broker_epoch: BrokerEpoch, next_producer_id: i64 },
 }
+
+/// Producer ids go to brokers in blocks of this many (Kafka's `ProducerIdsBlock.PRODUCER_ID_BLOCK_SIZE`).
+pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
 
 /// Why a committed record could not be applied. The image is left unchanged; every replica of
 /// the log makes the same decision, so images stay equal.
@@ -135,6 +141,8 @@ pub struct MetadataImage {
     topic_ids: BTreeMap<String, TopicId>,
     /// The highest broker epoch ever handed out, so a new registration gets a higher one.
     broker_epoch_max: BrokerEpoch,
+    /// The first producer id no broker has been given.
+    next_producer_id: i64,
 }
 
 impl MetadataImage {
@@ -143,6 +151,9 @@ impl MetadataImage {
     }
     pub fn topics(&self) -> &BTreeMap<TopicId, TopicImage> {
         &self.topics
+    }
+    pub fn next_producer_id(&self) -> i64 {
+        self.next_producer_id
     }
     pub fn topic_by_name(&self, name: &str) -> Option<&TopicImage> {
         self.topic_ids.get(name).and_then(|id| self.topics.get(id))
@@ -247,6 +258,13 @@ impl MetadataImage {
                 let topic = self.topics.remove(topic_id).ok_or(ApplyError::UnknownTopic)?;
                 self.topic_ids.remove(&topic.name);
             }
+            MetadataRecord::ProducerIds { next_producer_id, .. } => {
+                // Ids only move forward, so none is ever handed out twice.
+                if *next_producer_id <= self.next_producer_id {
+                    return Err(ApplyError::InvalidState("producer ids moving back"));
+                }
+                self.next_producer_id = *next_producer_id;
+            }
         }
         Ok(())
     }
@@ -316,6 +334,7 @@ impl MetadataRecord {
             MetadataRecord::Partition { .. } => 4,
             MetadataRecord::PartitionChange { .. } => 5,
             MetadataRecord::RemoveTopic { .. } => 6,
+            MetadataRecord::ProducerIds { .. } => 7,
         };
         out.put_u8(tag);
         out.put_u8(RECORD_VERSION);
@@ -365,6 +384,11 @@ impl MetadataRecord {
                 }
             }
             MetadataRecord::RemoveTopic { topic_id } => out.put_slice(topic_id),
+            MetadataRecord::ProducerIds { broker_id, broker_epoch, next_producer_id } => {
+                out.put_i32_le(broker_id.0);
+                out.put_i64_le(broker_epoch.0);
+                out.put_i64_le(*next_producer_id);
+            }
         }
     }
 
@@ -416,6 +440,11 @@ impl MetadataRecord {
                 MetadataRecord::PartitionChange { topic_id, partition, leader: has_leader.then_some(leader), isr }
             }
             6 => MetadataRecord::RemoveTopic { topic_id: read_id(r)? },
+            7 => MetadataRecord::ProducerIds {
+                broker_id: NodeId(r.i32()?),
+                broker_epoch: BrokerEpoch(r.i64()?),
+                next_producer_id: r.i64()?,
+            },
             tag => return Err(DecodeError::Tag(tag)),
         })
     }
@@ -642,6 +671,21 @@ pub enum Response {
     CreateTopics(Vec<CreateTopicResult>),
     DeleteTopics(Vec<DeleteTopicResult>),
     AlterPartition(AlterPartitionResponse),
+    AllocateProducerIds(AllocateProducerIdsResponse),
+}
+
+/// A block of producer ids for a broker (KRaft's AllocateProducerIds).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AllocateProducerIdsRequest {
+    pub broker_id: NodeId,
+    pub broker_epoch: BrokerEpoch,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AllocateProducerIdsResponse {
+    pub error: Option<ControllerError>,
+    pub first_producer_id: i64,
+    pub count: i64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -1041,6 +1085,36 @@ impl Controller {
         self.check_invariants();
     }
 
+    /// Hands a registered broker the next block of producer ids, once the record of it is
+    /// committed (KRaft's `ProducerIdControlManager`): a new controller continues from the
+    /// committed `next_producer_id`, so no id is handed out twice, across failovers too.
+    pub fn handle_allocate_producer_ids(&mut self, _now_ms: i64, id: RequestId, req: AllocateProducerIdsRequest) {
+        let reply = |error, first_producer_id, count| {
+            Response::AllocateProducerIds(AllocateProducerIdsResponse { error, first_producer_id, count })
+        };
+        if !self.serving(id, reply(Some(ControllerError::NotController), -1, 0)) {
+            return;
+        }
+        let pending = self.pending();
+        let error = match pending.brokers.get(&req.broker_id) {
+            None => Some(ControllerError::BrokerIdNotRegistered),
+            Some(b) if b.broker_epoch != req.broker_epoch => Some(ControllerError::StaleBrokerEpoch),
+            Some(_) => None,
+        };
+        if error.is_some() {
+            self.actions.push_back(Action::Reply(id, reply(error, -1, 0)));
+            return;
+        }
+        let first = pending.next_producer_id;
+        let record = MetadataRecord::ProducerIds {
+            broker_id: req.broker_id,
+            broker_epoch: req.broker_epoch,
+            next_producer_id: first + PRODUCER_ID_BLOCK_SIZE,
+        };
+        self.propose(vec![record], Some((id, reply(None, first, PRODUCER_ID_BLOCK_SIZE))));
+        self.check_invariants();
+    }
+
     /// Validates a leader's ISR change in the order Kafka's `ReplicationControlManager` does
     /// (KIP-497, KIP-841) and commits it, bumping the partition epoch.
     pub fn handle_alter_partition(&mut self, _now_ms: i64, id: RequestId, req: AlterPartitionRequest) {
@@ -1271,6 +1345,9 @@ fn not_controller(response: Response, keep_errors: bool) -> Response {
             results.into_iter().map(|r| DeleteTopicResult { error: r.error.filter(|_| keep_errors).or(e.clone()), ..r }).collect(),
         ),
         Response::AlterPartition(_) => Response::AlterPartition(AlterPartitionResponse { error: e, state: None }),
+        Response::AllocateProducerIds(_) => {
+            Response::AllocateProducerIds(AllocateProducerIdsResponse { error: e, first_producer_id: -1, count: 0 })
+        }
     }
 }
 

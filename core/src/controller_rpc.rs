@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::controller::{
-    AlterPartitionRequest, AlterPartitionResponse, BrokerHeartbeatRequest, BrokerHeartbeatResponse,
+    AllocateProducerIdsRequest, AllocateProducerIdsResponse, AlterPartitionRequest, AlterPartitionResponse, BrokerHeartbeatRequest, BrokerHeartbeatResponse,
     BrokerRegistrationRequest, BrokerRegistrationResponse, CreatableTopic, CreateTopicResult, CreateTopicsRequest,
     ControllerError, DeleteTopicResult, Endpoint, LeaderAndIsr, Response,
 };
@@ -32,6 +32,7 @@ pub enum ControllerRequest {
     CreateTopics(CreateTopicsRequest),
     DeleteTopics(Vec<String>),
     AlterPartition(AlterPartitionRequest),
+    AllocateProducerIds(AllocateProducerIdsRequest),
 }
 
 /// One message on the controller listener.
@@ -158,6 +159,11 @@ fn encode_request(out: &mut BytesMut, request: &ControllerRequest) {
             out.put_i32_le(req.partition_epoch.0);
             put_nodes(out, &req.new_isr);
         }
+        ControllerRequest::AllocateProducerIds(req) => {
+            out.put_u8(5);
+            out.put_i32_le(req.broker_id.0);
+            out.put_i64_le(req.broker_epoch.0);
+        }
     }
 }
 
@@ -209,6 +215,10 @@ fn decode_request(r: &mut Reader) -> Result<ControllerRequest, DecodeError> {
             leader_epoch: LeaderEpoch(r.i32()?),
             partition_epoch: PartitionEpoch(r.i32()?),
             new_isr: read_nodes(r)?,
+        }),
+        5 => ControllerRequest::AllocateProducerIds(AllocateProducerIdsRequest {
+            broker_id: NodeId(r.i32()?),
+            broker_epoch: BrokerEpoch(r.i64()?),
         }),
         tag => return Err(DecodeError::Tag(tag)),
     })
@@ -300,6 +310,12 @@ fn encode_response(out: &mut BytesMut, response: &Response) {
                 put_nodes(out, &s.isr);
             }
         }
+        Response::AllocateProducerIds(r) => {
+            out.put_u8(5);
+            put_error(out, &r.error);
+            out.put_i64_le(r.first_producer_id);
+            out.put_i64_le(r.count);
+        }
     }
 }
 
@@ -348,6 +364,11 @@ fn decode_response(r: &mut Reader) -> Result<Response, DecodeError> {
             };
             Response::AlterPartition(AlterPartitionResponse { error, state })
         }
+        5 => Response::AllocateProducerIds(AllocateProducerIdsResponse {
+            error: read_error(r)?,
+            first_producer_id: r.i64()?,
+            count: r.i64()?,
+        }),
         tag => return Err(DecodeError::Tag(tag)),
     })
 }

@@ -15,6 +15,7 @@ pub mod group;
 pub mod ids;
 pub mod lifecycle;
 pub mod log;
+pub mod producer;
 pub mod quorum;
 pub mod raft;
 pub mod replica;

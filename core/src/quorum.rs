@@ -75,6 +75,7 @@ impl Quorum {
             ControllerRequest::CreateTopics(r) => c.handle_create_topics(now_ms, id, r),
             ControllerRequest::DeleteTopics(r) => c.handle_delete_topics(now_ms, id, r),
             ControllerRequest::AlterPartition(r) => c.handle_alter_partition(now_ms, id, r),
+            ControllerRequest::AllocateProducerIds(r) => c.handle_allocate_producer_ids(now_ms, id, r),
         }
     }
 

@@ -39,6 +39,25 @@ pub fn encode_batch(records: &[(Bytes, Option<Bytes>)], now_ms: i64) -> Bytes {
 /// One batch of records with offsets from 0 and timestamps `first_ms`, `first_ms + 1`, ...,
 /// as a producer would send it.
 pub fn encode_records(records: &[(Option<Bytes>, Option<Bytes>)], first_ms: i64, compression: Compression) -> Bytes {
+    encode_producer_records(records, first_ms, compression, None)
+}
+
+/// An idempotent producer's batch: `producer_id`, `epoch` and sequences from `first_seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sequenced {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub first_seq: i32,
+}
+
+/// As [`encode_records`], for an idempotent producer when `sequenced` is set.
+pub fn encode_producer_records(
+    records: &[(Option<Bytes>, Option<Bytes>)],
+    first_ms: i64,
+    compression: Compression,
+    sequenced: Option<Sequenced>,
+) -> Bytes {
+    let (producer_id, producer_epoch, first_seq) = sequenced.map_or((-1, -1, 0), |s| (s.producer_id, s.epoch, s.first_seq));
     let records: Vec<Record> = records
         .iter()
         .enumerate()
@@ -47,12 +66,12 @@ pub fn encode_records(records: &[(Option<Bytes>, Option<Bytes>)], first_ms: i64,
             control: false,
             delete_horizon: false,
             partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id,
+            producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
             // The encoder starts a new batch wherever offset - sequence changes.
-            sequence: i as i32,
+            sequence: first_seq.wrapping_add(i as i32),
             timestamp: first_ms + i as i64,
             key: key.clone(),
             value: value.clone(),

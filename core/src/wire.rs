@@ -19,7 +19,7 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 100 * 1024 * 1024;
 /// from these ranges (KAFKA-APIS.md). Ceilings are deliberate: Produce 12 and Fetch 13 bring
 /// transactions v2 and topic ids, and ListOffsets 7 the max-timestamp query, which odradek
 /// does not serve yet.
-pub const SUPPORTED_APIS: [(ApiKey, i16, i16); 20] = [
+pub const SUPPORTED_APIS: [(ApiKey, i16, i16); 21] = [
     (ApiKey::Produce, 3, 11),
     (ApiKey::Fetch, 4, 12),
     (ApiKey::ListOffsets, 1, 6),
@@ -39,6 +39,8 @@ pub const SUPPORTED_APIS: [(ApiKey, i16, i16); 20] = [
     (ApiKey::ListGroups, 0, 4),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    // v5 and later belong to transactions v2 (KIP-890) and two-phase commit (KIP-939).
+    (ApiKey::InitProducerId, 0, 4),
     // v0–1 predate current_leader_epoch (KIP-320) and kafka-protocol 0.18 has no codec for
     // them; clients that validate positions use v2+.
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
@@ -309,7 +311,7 @@ mod tests {
             RequestError::UnsupportedApiVersions { correlation_id: 42, version: 127 }
         );
 
-        let unsupported_api = frame(ApiKey::InitProducerId, 0, &MetadataRequest::default());
+        let unsupported_api = frame(ApiKey::AddPartitionsToTxn, 0, &MetadataRequest::default());
         assert!(matches!(parse_request(unsupported_api), Err(RequestError::UnsupportedVersion { .. })));
         assert!(matches!(parse_request(Bytes::from_static(&[0, 3, 0])), Err(RequestError::Malformed { .. })));
 

@@ -28,7 +28,9 @@ use futures_lite::future::BoxedLocal;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt, StreamExt};
 use glommio::io::BufferedFile;
 use glommio::net::{TcpListener, TcpStream};
+use odradek_core::broker::producer_ids::ProducerIdBlock;
 use odradek_core::controller::{
+    AllocateProducerIdsRequest,
     Controller, ControllerConfig, ControllerError, CreatableTopic,
     CreateTopicsRequest, Endpoint, MetadataImage, Response,
 };
@@ -38,6 +40,7 @@ use odradek_core::lifecycle::{self, BrokerLifecycle, Shutdown};
 use odradek_core::quorum::{self, Quorum};
 use odradek_core::raft::{self, Entry, HardState, Index, Raft, RaftConfig};
 use odradek_core::topic::TopicTable;
+use odradek_core::ErrorCode;
 use tracing::{debug, info, warn};
 
 use odradek_core::group::OFFSETS_TOPIC;
@@ -94,6 +97,8 @@ pub struct Node {
     /// Wakes the broker loop when the lifecycle may have a request sooner than it sleeps for
     /// (controlled shutdown began).
     lifecycle_kick: event_listener::Event,
+    /// This broker's block of producer ids (`core::broker::producer_ids`).
+    producer_ids: RefCell<ProducerIdBlock>,
     /// A legacy topic table to re-create in the metadata log before serving (`meta`).
     legacy: RefCell<Option<TopicTable>>,
 }
@@ -266,6 +271,7 @@ impl Node {
                 now_ms(),
             )),
             lifecycle_kick: event_listener::Event::new(),
+            producer_ids: RefCell::new(ProducerIdBlock::default()),
             legacy: RefCell::new(legacy),
         });
         for (&peer, &addr) in &node.peers {
@@ -291,6 +297,28 @@ impl Node {
     }
 
     /// This broker's current registration epoch (for AlterPartition).
+    /// The next producer id of this broker's block, with a new block from the controller when
+    /// it is used up. Unreachable controller: COORDINATOR_LOAD_IN_PROGRESS, which producers retry.
+    pub async fn next_producer_id(self: &Rc<Self>) -> Result<i64, ErrorCode> {
+        if let Some(id) = self.producer_ids.borrow_mut().take() {
+            return Ok(id);
+        }
+        let broker_epoch = self.broker_epoch().ok_or(ErrorCode::CoordinatorLoadInProgress)?;
+        let request = ControllerRequest::AllocateProducerIds(AllocateProducerIdsRequest { broker_id: self.id, broker_epoch });
+        match self.controller_request(request, Duration::from_secs(10)).await {
+            Some(Response::AllocateProducerIds(r)) if r.error.is_none() => {
+                info!(first = r.first_producer_id, count = r.count, "producer id block allocated");
+                let mut block = self.producer_ids.borrow_mut();
+                block.refill(r.first_producer_id, r.count);
+                block.take().ok_or(ErrorCode::CoordinatorLoadInProgress)
+            }
+            other => {
+                warn!(answer = ?other, "no producer id block from the controller");
+                Err(ErrorCode::CoordinatorLoadInProgress)
+            }
+        }
+    }
+
     pub fn broker_epoch(&self) -> Option<BrokerEpoch> {
         self.lifecycle.borrow().broker_epoch()
     }
@@ -830,6 +858,7 @@ fn not_controller(response: &Response) -> bool {
         Response::CreateTopics(r) => r.iter().any(|t| t.error == e),
         Response::DeleteTopics(r) => r.iter().any(|t| t.error == e),
         Response::AlterPartition(r) => r.error == e,
+        Response::AllocateProducerIds(r) => r.error == e,
     }
 }
 

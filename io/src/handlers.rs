@@ -9,9 +9,10 @@ use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourc
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use odradek_core::broker::partitions::{EpochEndCall, FetchCall, ListOffsetsCall, ProduceCall};
-use odradek_core::broker::{self, admin};
+use odradek_core::broker::{self, admin, producer_ids};
 use odradek_core::controller::Response as ControllerResponse;
 use odradek_core::controller_rpc::ControllerRequest;
+use odradek_core::shard::ShardId;
 use odradek_core::topic::validate_topic_name;
 use odradek_core::wire::{self, Request, RequestError};
 use odradek_core::ErrorCode;
@@ -47,6 +48,7 @@ pub async fn handle(shard: &Rc<Shard>, request: Request, peer: &str) -> Result<O
         ApiKey::DeleteTopics => respond(&delete_topics(shard, request.decode()?, version).await),
         ApiKey::DescribeConfigs => respond(&describe_configs(shard, request.decode()?)),
         ApiKey::FindCoordinator => respond(&groups::find_coordinator(shard, request.decode()?, version)),
+        ApiKey::InitProducerId => respond(&init_producer_id(shard, request.decode()?).await),
         key if broker::groups::is_group_api(key) => {
             let partitions = shard.shared.config.group.offsets_topic_partitions;
             let routed = broker::groups::route(&request, peer, partitions)?;
@@ -231,6 +233,23 @@ fn broker_configs(shard: &Shard) -> Vec<(String, String, bool)> {
     .collect()
 }
 
+// ---- Idempotent producers ----
+
+/// InitProducerId without a transactional id: a fresh producer id from this broker's block
+/// (core 0 holds it and asks the controller for the next one).
+async fn init_producer_id(shard: &Rc<Shard>, request: InitProducerIdRequest) -> InitProducerIdResponse {
+    if let Some(refused) = producer_ids::init_refusal(&request) {
+        return refused;
+    }
+    let id = shard
+        .on_shard(ShardId(0), |core0| async move {
+            let node = core0.node.borrow().clone().ok_or(ErrorCode::CoordinatorNotAvailable)?;
+            node.next_producer_id().await
+        })
+        .await;
+    producer_ids::init_answer(id)
+}
+
 // ---- Produce, Fetch, ListOffsets: partition work on the owning cores ----
 
 async fn produce(shard: &Rc<Shard>, request: ProduceRequest, version: i16) -> ProduceResponse {
@@ -239,14 +258,15 @@ async fn produce(shard: &Rc<Shard>, request: ProduceRequest, version: i16) -> Pr
 }
 
 async fn fetch(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> FetchResponse {
-    let call = match FetchCall::new(&request, version, now_ms()) {
+    let call = match FetchCall::new(&request, version, now_ms(), shard.shared.shard_count) {
         Ok(call) => call,
         Err(refused) => return refused,
     };
+    let wait = shard.fetch_wait();
     loop {
         // Parked before reading, so news between the read and the wait is not missed.
-        let (wait, woken) = shard.park(call.watched(), call.deadline_ms());
-        let answers = call.merge(shard.scatter(call.parts(shard.shared.shard_count), Shard::fetch_partition).await);
+        let woken = shard.park(wait, call.watched(), call.deadline_ms());
+        let answers = call.merge(shard.scatter_groups(call.groups(), Shard::fetch_partitions).await);
         if call.complete(&answers, now_ms()) {
             shard.unpark(wait);
             return call.answer(answers);

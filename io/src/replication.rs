@@ -9,11 +9,12 @@ use std::rc::Rc;
 use odradek_core::controller::{self, TopicId};
 use odradek_core::ids::{NodeId, Offset};
 use odradek_core::log::LogConfig;
+use odradek_core::producer::ProducerStates;
 use odradek_core::replica::{Action, Completion, EpochCache, LeaderAndIsr, PersistedState, ReplicaConfig};
 use odradek_core::ErrorCode;
 use tracing::{info, warn};
 
-use crate::clock::wall_ms;
+use crate::clock::{now_ms, wall_ms};
 use crate::config::ServerConfig;
 use crate::storage::{log_dir_failed, off_reactor, write_file, GroupCommit, PartitionStore};
 
@@ -61,7 +62,21 @@ pub async fn open(
     // Rule 6 of the Replica runbook: every recovered batch's epoch goes into the cache, in
     // case a crash came before the checkpoint caught up with the log (or it is missing).
     let scan_from = epoch_cache.recovery_scan_start(Offset(store.log_start_offset()));
-    if epoch_cache.assign_recovered(store.batch_epochs_from(scan_from.0).await?) {
+    // One walk over the log's batch headers: the idempotent producers' state is rebuilt from
+    // every batch (odradek keeps no producer snapshot files yet), the epochs from `scan_from`.
+    let mut epochs: Vec<(i32, i64)> = Vec::new();
+    let mut producers = ProducerStates::default();
+    let opened_ms = now_ms();
+    store
+        .for_each_header_from(store.log_start_offset(), |header| {
+            producers.replay(opened_ms, header);
+            let in_scan = header.next_offset() > scan_from.0;
+            if in_scan && epochs.last().is_none_or(|&(epoch, _)| epoch != header.partition_leader_epoch) {
+                epochs.push((header.partition_leader_epoch, header.base_offset));
+            }
+        })
+        .await?;
+    if epoch_cache.assign_recovered(epochs) {
         info!(%topic, partition, entries = ?epoch_cache.entries(), "leader epoch cache rebuilt from the log");
         write_file(&store.dir().join(EPOCH_CHECKPOINT), epoch_cache.encode()).await?;
     }
@@ -74,6 +89,7 @@ pub async fn open(
         durable_offset: end,
         epoch_cache,
         high_watermark: Offset(high_watermark),
+        producers,
     };
     let replica_config = ReplicaConfig {
         min_insync_replicas: min_isr,

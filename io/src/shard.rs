@@ -18,7 +18,7 @@ use odradek_core::broker::groups::GroupResponse;
 use odradek_core::broker::{self, Output};
 use odradek_core::fetcher::{self, TopicPartition};
 use odradek_core::broker::partitions::{
-    Answers, EpochEndPart, FetchPart, ListOffsetsPart, ListOffsetsResult, OffsetLookup, Parts, ProducePart,
+    Answers, EpochEndPart, FetchGroup, ListOffsetsPart, ListOffsetsResult, OffsetLookup, PartRead, Parts, ProducePart,
 };
 use odradek_core::shard::{shard_for, ShardId};
 use odradek_core::controller::{MetadataImage, Response as ControllerResponse};
@@ -291,13 +291,17 @@ impl Shard {
 
     /// Parks a long poll on `partitions` until news of one of them or `deadline_ms`; park
     /// before reading, so news between the read and the wait is not missed.
-    pub fn park(self: &Rc<Self>, partitions: Arc<[TopicPartition]>, deadline_ms: i64) -> (u64, oneshot::Receiver<()>) {
-        let wait = self.token();
+    /// An id for a long poll, which parks under it read after read until [`Self::unpark`].
+    pub fn fetch_wait(&self) -> u64 {
+        self.token()
+    }
+
+    pub fn park(self: &Rc<Self>, wait: u64, partitions: Arc<[TopicPartition]>, deadline_ms: i64) -> oneshot::Receiver<()> {
         let (tx, rx) = oneshot::channel();
         self.fetch_waits.borrow_mut().insert(wait, tx);
         self.machine.borrow_mut().park(wait, partitions, deadline_ms);
         self.pump();
-        (wait, rx)
+        rx
     }
 
     pub fn unpark(&self, wait: u64) {
@@ -539,6 +543,25 @@ impl Shard {
         join_all(groups).await
     }
 
+    /// Runs `work` on each share's owning core, with the whole share at once.
+    pub async fn scatter_groups<G, R, W, Fut>(self: &Rc<Self>, groups: &[(ShardId, G)], work: W) -> Answers<R>
+    where
+        G: Clone + Send + 'static,
+        R: Send + 'static,
+        W: Fn(Rc<Shard>, G) -> Fut + Copy + Send + 'static,
+        Fut: Future<Output = Vec<(usize, R)>> + 'static,
+    {
+        let calls = groups.iter().map(|&(target, ref group)| {
+            let (this, group) = (self.clone(), group.clone());
+            async move { this.on_shard(target, move |owner| work(owner, group)).await }
+        });
+        // A share on one core alone needs no task of its own.
+        if let [_] = groups {
+            return vec![calls.into_iter().next().expect("one share").await];
+        }
+        join_all(calls).await
+    }
+
     // ---- partition work, run on the owning core ----
 
     /// One partition of a produce, answered by its replica (none for acks=0, which is
@@ -562,22 +585,43 @@ impl Shard {
         rx.await.unwrap_or(Err(ErrorCode::NotLeaderOrFollower))
     }
 
-    /// One partition of a Fetch (a follower's or a consumer's): the replica's answer with the
-    /// range it allows read from the partition's store.
-    pub async fn fetch_partition(self: Rc<Self>, part: FetchPart) -> FetchResponse {
-        let read = self.machine.borrow_mut().fetch_part(now_ms(), &part);
+    /// One read of a Fetch's share on this core ([`FetchCall::groups`]): the replicas answer
+    /// together, and only the partitions with something to return read their logs.
+    pub async fn fetch_partitions(self: Rc<Self>, group: FetchGroup) -> Vec<(usize, FetchResponse)> {
+        let now = now_ms();
+        let reads: Vec<PartRead> = {
+            let mut machine = self.machine.borrow_mut();
+            group.iter().map(|(_, part)| machine.fetch_part(now, part)).collect()
+        };
         // Only a follower's fetch gives the replica something to do (`Shard::fetch`).
-        if part.request.replica_id != NodeId::NONE {
+        if group.iter().any(|(_, part)| part.request.replica_id != NodeId::NONE) {
             self.pump();
         }
-        let Some(range) = read.range() else { return read.into_response(Ok(Bytes::new())) };
-        let tp = &part.partition;
-        // The replica and its store are opened and removed together: a range means a store.
-        let Some(store) = self.stores.borrow().get(tp).cloned() else { return read.into_response(Err(())) };
-        let records = store.read_upto(range.from.0, range.max_bytes, range.upto.0).await.map_err(|e| {
-            warn!(topic = %tp.topic, partition = tp.partition, error = %e, "read failed");
-        });
-        read.into_response(records)
+        let mut answers = Vec::with_capacity(group.len());
+        let mut pending = Vec::new();
+        for ((position, part), read) in group.iter().zip(reads) {
+            match read.range() {
+                None => answers.push((*position, read.into_response(Ok(Bytes::new())))),
+                Some(range) => {
+                    // The replica and its store are opened and removed together: a range means a store.
+                    let store = self.stores.borrow().get(&part.partition).cloned();
+                    let (position, tp) = (*position, part.partition.clone());
+                    pending.push(async move {
+                        let Some(store) = store else { return (position, read.into_response(Err(()))) };
+                        let records = store.read_upto(range.from.0, range.max_bytes, range.upto.0).await.map_err(|e| {
+                            warn!(topic = %tp.topic, partition = tp.partition, error = %e, "read failed");
+                        });
+                        (position, read.into_response(records))
+                    });
+                }
+            }
+        }
+        match pending.len() {
+            0 => {}
+            1 => answers.push(pending.pop().expect("one read").await),
+            _ => answers.extend(join_all(pending).await),
+        }
+        answers
     }
 
     /// One partition of a ListOffsets, answered by the leader's replica, or by a search of

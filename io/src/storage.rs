@@ -10,7 +10,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 use glommio::io::BufferedFile;
 use glommio::sync::Semaphore;
-use odradek_core::batch;
+use odradek_core::batch::{self, BatchHeader};
 use odradek_core::log::{recover_chunk, Log, LogConfig, ReadStart, Segment};
 use odradek_core::records;
 use tracing::{error, info, warn};
@@ -440,27 +440,21 @@ impl PartitionStore {
         Ok(None)
     }
 
-    /// `(partition_leader_epoch, base_offset)` of each batch from the segment holding `from`
-    /// to the log end where the epoch changes (the first batch of every run of one epoch): the
-    /// recovery scan that rebuilds a missing or lagging `leader-epoch-checkpoint`.
-    pub async fn batch_epochs_from(&self, from: i64) -> io::Result<Vec<(i32, i64)>> {
+    /// Walks the header of every batch from the one holding `from` to the log end.
+    pub async fn for_each_header_from(&self, from: i64, mut each: impl FnMut(&BatchHeader)) -> io::Result<()> {
         let segments: Vec<Segment> =
             self.log.borrow().segments().iter().filter(|s| s.next_offset > from).cloned().collect();
-        let mut epochs: Vec<(i32, i64)> = Vec::new();
         for segment in &segments {
             let mut chunks = self.batch_chunks(segment)?;
             while let Some(chunk) = chunks.next().await? {
                 for (_, header) in batch::scan_headers(&chunk) {
-                    if header.base_offset < from && header.next_offset() <= from {
-                        continue;
-                    }
-                    if epochs.last().is_none_or(|&(epoch, _)| epoch != header.partition_leader_epoch) {
-                        epochs.push((header.partition_leader_epoch, header.base_offset));
+                    if header.next_offset() > from {
+                        each(&header);
                     }
                 }
             }
         }
-        Ok(epochs)
+        Ok(())
     }
 
     /// Applies retention: deletes the segments `retention.ms` / `retention.bytes` expire that

@@ -3,7 +3,9 @@
 //! from what producers were told and what consumers read.
 //!
 //! The history holds only completed operations (no invocations): every value is produced once
-//! (the simulated producers never retry, so a value at two offsets is a real duplicate).
+//! (a producer that is not idempotent never retries; an idempotent one sends a batch again,
+//! same sequence, until it is acknowledged, and the broker must answer a retry of a batch it
+//! wrote with its first offset), so a value at two offsets is a real duplicate.
 //!
 //! | anomaly | Jepsen name | meaning |
 //! |---|---|---|

@@ -11,6 +11,7 @@ use odradek_core::fetcher::TopicPartition;
 use odradek_core::ids::{LeaderEpoch, Offset, Term};
 use odradek_core::log::recover_segment;
 use odradek_core::raft::{Entry, HardState, Index};
+use odradek_core::producer::ProducerStates;
 use odradek_core::replica::{EpochCache, PersistedState};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -249,7 +250,7 @@ impl PartitionLog {
     }
 
     /// What the replica is built from after recovery (the io driver's rule 6).
-    pub fn persisted_state(&self) -> PersistedState {
+    pub fn persisted_state(&self, now_ms: i64) -> PersistedState {
         let mut cache = match &self.epoch_checkpoint {
             Some(bytes) => EpochCache::decode(bytes).expect("a checkpoint this disk wrote"),
             None => EpochCache::new(),
@@ -259,12 +260,19 @@ impl PartitionLog {
         for b in self.batches.iter().filter(|b| b.base >= from) {
             cache.assign(LeaderEpoch(b.epoch), Offset(b.base));
         }
+        // The broker rebuilds producer state by walking every batch header of the log.
+        let mut producers = ProducerStates::default();
+        for b in &self.batches {
+            let header = batch::BatchHeader::parse(&b.bytes).expect("a stored batch parses");
+            producers.replay(now_ms, &header);
+        }
         PersistedState {
             log_start_offset: Offset(self.log_start),
             log_end_offset: Offset(self.log_end()),
             durable_offset: Offset(self.log_durable),
             epoch_cache: cache,
             high_watermark: Offset(self.hw_checkpoint),
+            producers,
         }
     }
 }

@@ -6,10 +6,12 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
-    ApiKey, CreateTopicsRequest as KafkaCreateTopics, FetchRequest as KafkaFetch, FindCoordinatorRequest, MetadataRequest, ProduceRequest,
+    ApiKey, CreateTopicsRequest as KafkaCreateTopics, FetchRequest as KafkaFetch, FindCoordinatorRequest, InitProducerIdRequest,
+    MetadataRequest, ProduceRequest,
 };
+use odradek_core::broker::producer_ids::{self, ProducerIdBlock};
 use odradek_core::controller::{
-    self, AlterPartitionRequest, Controller,
+    self, AllocateProducerIdsRequest, AlterPartitionRequest, Controller,
     ControllerConfig, CreatableTopic, CreateTopicsRequest, Response,
 };
 use odradek_core::ids::{LeaderEpoch, NodeId, Offset};
@@ -104,6 +106,8 @@ enum Rpc {
     CreateOffsets,
     /// A client's CreateTopics, forwarded.
     CreateTopics { client: NodeId, corr: i32, version: i16, request: KafkaCreateTopics },
+    /// A block of producer ids for a client's InitProducerId.
+    ProducerIds { client: NodeId, corr: i32, version: i16 },
 }
 
 /// A client's group request, split into coordinator calls (`core::broker::groups`), whose
@@ -173,6 +177,8 @@ pub struct Process {
     lifecycle: BrokerLifecycle,
     rpcs: BTreeMap<u64, (Rpc, i64)>,
     next_rpc: u64,
+    /// This broker's producer ids (`core::broker::producer_ids`), as core 0 of the broker holds them.
+    producer_ids: ProducerIdBlock,
     /// Controller request id → (requester, its rpc id).
     ctrl_requests: BTreeMap<u64, (NodeId, u64)>,
     next_ctrl_request: u64,
@@ -354,6 +360,7 @@ impl Node {
                 local_ms,
             ),
             rpcs: BTreeMap::new(),
+            producer_ids: ProducerIdBlock::default(),
             // Unique across restarts, so a late answer to an earlier incarnation is not taken
             // for an answer to this one.
             next_rpc: self.incarnation << 32,
@@ -444,6 +451,9 @@ impl Node {
             match rpc {
                 Rpc::Alter { partition, request_id, generation } => p.deferred_alter_errors.push_back((partition, request_id, generation)),
                 Rpc::CreateTopics { client, corr, version, request } => out.push(create_topics_answer(client, corr, version, &request, None)),
+                Rpc::ProducerIds { client, corr, version } => {
+                    out.push(init_producer_id_answer(client, corr, version, Err(ErrorCode::CoordinatorLoadInProgress)))
+                }
                 Rpc::Lifecycle { id } => {
                     p.lifecycle.handle_response(now, id, None);
                 }
@@ -481,12 +491,12 @@ impl Node {
                     Ok(parsed) => parsed,
                     Err(e) => panic!("node {}: undecodable replica fetch from {from}: {e}", self.id),
                 };
-                let call = FetchCall::new(&request, version, now)
+                let call = FetchCall::new(&request, version, now, p.shards.len())
                     .unwrap_or_else(|_| panic!("node {}: a replica fetch from {from} named a fetch session", self.id));
                 // The sending core's connection lands on one of this node's cores.
                 let core = (from.0 as usize + (wire_id >> CORE_SHIFT) as usize) % p.shards.len();
                 let park = Parked { core, from, wire_id: Some(wire_id), version, correlation_id, call };
-                serve_fetch(&self.disk, p, now, park, out);
+                serve_fetch(&self.disk, p, now, None, park, out);
             }
             Payload::ReplicaFetchAnswer { wire_id, frame } => {
                 if let Some(id) = own_answer(self.incarnation, wire_id, &mut self.stale_answers) {
@@ -587,11 +597,11 @@ impl Node {
             }
             ApiKey::Fetch => {
                 let body: KafkaFetch = request.decode().expect("valid fetch");
-                match FetchCall::new(&body, version, now) {
+                match FetchCall::new(&body, version, now, p.shards.len()) {
                     Ok(call) => {
                         // The client's connection lands on one of the node's cores.
                         let core = from.0 as usize % p.shards.len();
-                        serve_fetch(&self.disk, p, now, Parked { core, from, wire_id: None, version, correlation_id: corr, call }, out)
+                        serve_fetch(&self.disk, p, now, None, Parked { core, from, wire_id: None, version, correlation_id: corr, call }, out)
                     }
                     Err(refused) => {
                         let frame = wire::encode_response(ApiKey::Fetch, version, corr, &refused).expect("a fetch answer encodes");
@@ -615,6 +625,25 @@ impl Node {
                         let frame = wire::encode_response(ApiKey::CreateTopics, version, corr, &answer).expect("a create topics answer encodes");
                         out.push(Output::Send { to: from, payload: Payload::KafkaResponse { frame } });
                     }
+                }
+            }
+            ApiKey::InitProducerId => {
+                let body: InitProducerIdRequest = request.decode().expect("valid init producer id");
+                if let Some(refused) = producer_ids::init_refusal(&body) {
+                    let frame = wire::encode_response(ApiKey::InitProducerId, version, corr, &refused).expect("encodes");
+                    out.push(Output::Send { to: from, payload: Payload::KafkaResponse { frame } });
+                } else if let Some(id) = p.producer_ids.take() {
+                    out.push(init_producer_id_answer(from, corr, version, Ok(id)));
+                } else if let Some(broker_epoch) = p.lifecycle.broker_epoch() {
+                    // As the broker's core 0 does: a new block from the active controller.
+                    let rpc_id = p.next_rpc;
+                    p.next_rpc += 1;
+                    p.rpcs.insert(rpc_id, (Rpc::ProducerIds { client: from, corr, version }, now + RPC_TIMEOUT_MS));
+                    let request = ControllerRequest::AllocateProducerIds(AllocateProducerIdsRequest { broker_id: self.id, broker_epoch });
+                    let to = controller_target(p, &self.voters);
+                    out.push(Output::Send { to, payload: Payload::CtrlRequest { rpc_id, request } });
+                } else {
+                    out.push(init_producer_id_answer(from, corr, version, Err(ErrorCode::CoordinatorLoadInProgress)));
                 }
             }
             ApiKey::FindCoordinator => {
@@ -726,7 +755,7 @@ impl Node {
                         if let Some(min) = opening.min_insync_replicas {
                             config.min_insync_replicas = min;
                         }
-                        let persisted = self.disk.log(&opening.partition).persisted_state();
+                        let persisted = self.disk.log(&opening.partition).persisted_state(now);
                         p.shards[core].open(opening.partition.clone(), opening.topic_id, config, persisted);
                     }
                     p.shards[core].apply_image(now, plan);
@@ -854,7 +883,7 @@ impl Node {
                         }
                         broker::Output::Woken { wait } => {
                             if let Some(park) = p.parked.remove(&wait) {
-                                serve_fetch(&self.disk, p, now, park, out);
+                                serve_fetch(&self.disk, p, now, Some(wait), park, out);
                             }
                         }
                         broker::Output::GroupReply { id: part, response } => {
@@ -1013,11 +1042,27 @@ fn on_ctrl_response(id: NodeId, p: &mut Process, now: i64, rpc: Rpc, response: R
             }
             out.push(create_topics_answer(client, corr, version, &request, Some(results)));
         }
+        (Rpc::ProducerIds { client, corr, version }, Response::AllocateProducerIds(r)) => {
+            let id = match r.error {
+                None => {
+                    p.producer_ids.refill(r.first_producer_id, r.count);
+                    p.producer_ids.take().ok_or(ErrorCode::CoordinatorLoadInProgress)
+                }
+                Some(e) => {
+                    if e.code() == ErrorCode::NotController {
+                        p.controller_hint += 1;
+                    }
+                    Err(ErrorCode::CoordinatorLoadInProgress)
+                }
+            };
+            out.push(init_producer_id_answer(client, corr, version, id));
+        }
         (rpc, response) => {
             let kind = match rpc {
                 Rpc::Lifecycle { .. } => "register or heartbeat",
                 Rpc::Alter { .. } => "alter",
                 Rpc::CreateOffsets | Rpc::CreateTopics { .. } => "create topics",
+                Rpc::ProducerIds { .. } => "allocate producer ids",
             };
             panic!("node {id}: {kind} answered with {response:?}");
         }
@@ -1040,6 +1085,11 @@ fn controller_target(p: &Process, voters: &[NodeId]) -> NodeId {
         Some(leader) if p.controller_hint % 3 != 2 => leader,
         _ => voters[p.controller_hint % voters.len()],
     }
+}
+
+fn init_producer_id_answer(client: NodeId, corr: i32, version: i16, id: Result<i64, ErrorCode>) -> Output {
+    let frame = wire::encode_response(ApiKey::InitProducerId, version, corr, &producer_ids::init_answer(id)).expect("encodes");
+    Output::Send { to: client, payload: Payload::KafkaResponse { frame } }
 }
 
 /// The Kafka answer to a client's CreateTopics from the controller's results (`None`: no
@@ -1079,23 +1129,26 @@ pub fn partition_state(c: &Controller) -> Option<controller::PartitionState> {
 /// Reads a Fetch's partitions from the shard (`core::broker::partitions::FetchCall`, the
 /// broker's Fetch handler's path) and answers it, or parks it in the shard's purgatory:
 /// parked before reading, as the broker's handler does.
-fn serve_fetch(disk: &Disk, p: &mut Process, now: i64, park: Parked, out: &mut Vec<Output>) {
-    let wait = p.next_wait;
-    p.next_wait += 1;
+fn serve_fetch(disk: &Disk, p: &mut Process, now: i64, wait: Option<u64>, park: Parked, out: &mut Vec<Output>) {
+    // A long poll parks under one id read after read, as the broker's handler does.
+    let wait = wait.unwrap_or_else(|| {
+        p.next_wait += 1;
+        p.next_wait - 1
+    });
     p.shards[park.core].park(wait, park.call.watched(), park.call.deadline_ms());
     // Each part read on its owning core (the broker's `scatter`; the hop is immediate).
     let answers = park
         .call
-        .parts(p.shards.len())
-        .into_iter()
+        .groups()
+        .iter()
         .map(|(core, parts)| {
             parts
-                .into_iter()
+                .iter()
                 .map(|(position, part)| {
-                    let read = p.shards[core.0].fetch_part(now, &part);
+                    let read = p.shards[core.0].fetch_part(now, part);
                     let log = disk.log(&part.partition);
                     let records = read.range().map_or_else(Bytes::new, |r| log.read_for_consumer(r.from.0, r.upto.0));
-                    (position, read.into_response(Ok(records)))
+                    (*position, read.into_response(Ok(records)))
                 })
                 .collect()
         })

@@ -88,6 +88,9 @@ pub struct Options {
     /// Cores per broker process: each runs its own `broker::Shard` with the partitions
     /// `shard_for` gives it; requests split over them and notices cross between them.
     pub cores: usize,
+    /// The producers are idempotent (InitProducerId, sequences, retries until acknowledged)
+    /// where acks=all; otherwise they never retry.
+    pub idempotent_producers: bool,
 }
 
 /// Named fault mixes; `Swarm` draws everything from the seed.
@@ -221,6 +224,7 @@ impl Options {
             fsync_failure_probability: 0.0,
             graceful_stop_probability: 0.0,
             cores: 1,
+            idempotent_producers: false,
         };
         match scenario {
             Scenario::Swarm => {}
@@ -356,6 +360,7 @@ impl Options {
         }
         o.graceful_stop_probability = chance(rng, 0.4, 0.02, 0.2);
         o.cores = if rng.gen_bool(0.5) { 2 } else { 1 };
+        o.idempotent_producers = rng.gen_bool(0.5);
         o
     }
 
@@ -373,7 +378,7 @@ impl Options {
              disk={:?}ms skew<={}ms drift<={}ppm ofle={} min_isr={} acks={} fsync={} stall={:.3}/{}ms \
              crash_on_expansion={:.2} crash_last={:.2} crash_over_lagging={:.2} producers={} consumers={} \
              one_way={:.2} duplicate={:.3}/{}ms inflight_delivery={:.2} hold_for_restart={:.2} fsync_failure={:.4} \
-             graceful_stop={:.3} cores={}",
+             graceful_stop={:.3} cores={} idempotent={}",
             self.scenario.name(),
             self.safety_ms,
             self.crash_probability,
@@ -409,6 +414,7 @@ impl Options {
             self.fsync_failure_probability,
             self.graceful_stop_probability,
             self.cores,
+            self.idempotent_producers,
         )
     }
 }

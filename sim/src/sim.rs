@@ -14,7 +14,7 @@ use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, BrokerId, FetchRequest as KafkaFetch, FetchResponse as KafkaFetchResponse, FindCoordinatorRequest,
-    FindCoordinatorResponse, GroupId, MetadataRequest, MetadataResponse, OffsetCommitRequest, OffsetCommitResponse,
+    FindCoordinatorResponse, GroupId, InitProducerIdRequest, InitProducerIdResponse, MetadataRequest, MetadataResponse, OffsetCommitRequest, OffsetCommitResponse,
     OffsetFetchRequest, OffsetFetchResponse, ProduceRequest, ProduceResponse as KafkaProduceResponse, TopicName,
 };
 use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
@@ -22,7 +22,8 @@ use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic as KafkaCreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::{CreateTopicsRequest as KafkaCreateTopicsRequest, CreateTopicsResponse as KafkaCreateTopicsResponse};
 use kafka_protocol::protocol::{Encodable, StrBytes};
-use kafka_protocol::records::RecordBatchDecoder;
+use kafka_protocol::records::{Compression, RecordBatchDecoder};
+use odradek_core::records::Sequenced;
 use odradek_core::batch::scan_headers;
 use odradek_core::ids::{LeaderEpoch, NodeId, Offset};
 use odradek_core::fetcher::TopicPartition;
@@ -130,6 +131,12 @@ pub struct FaultCounts {
     pub graceful_stop_timeouts: usize,
     /// Deliveries of notices between a node's cores (runs with two cores per node).
     pub core_mail: usize,
+    /// Idempotent producers: producer ids received, batches sent again after a timeout or a
+    /// retriable error, retried batches acknowledged, and restarts with a new id (KIP-360).
+    pub producer_ids: usize,
+    pub producer_retries: usize,
+    pub retries_acked: usize,
+    pub producer_resets: usize,
 }
 
 impl FaultCounts {
@@ -158,6 +165,10 @@ impl FaultCounts {
         self.graceful_stops += o.graceful_stops;
         self.graceful_stop_timeouts += o.graceful_stop_timeouts;
         self.core_mail += o.core_mail;
+        self.producer_ids += o.producer_ids;
+        self.producer_retries += o.producer_retries;
+        self.retries_acked += o.retries_acked;
+        self.producer_resets += o.producer_resets;
     }
 }
 
@@ -169,7 +180,7 @@ impl std::fmt::Display for FaultCounts {
              duplicated {} in-flight-across-partition {} delivered / {} lost held-for-restart {} \
              stale-deliveries {} (stale answers dropped {}) fsync-failures {} \
              definite-failures {} polls {} seeks {} commits {} (lost by design {}) stale-offset-reads {} \
-             graceful-stops {} (timed out {}) core-mail {}",
+             graceful-stops {} (timed out {}) core-mail {} producer-ids {} retries {} (acked {}) producer-resets {}",
             self.crashes,
             self.power_losses,
             self.pauses,
@@ -193,7 +204,11 @@ impl std::fmt::Display for FaultCounts {
             self.stale_offset_reads,
             self.graceful_stops,
             self.graceful_stop_timeouts,
-            self.core_mail
+            self.core_mail,
+            self.producer_ids,
+            self.producer_retries,
+            self.retries_acked,
+            self.producer_resets
         )
     }
 }
@@ -301,6 +316,23 @@ struct Client {
     high_watermark_seen: i64,
     done: bool,
     commits: Commits,
+    /// An idempotent producer's id, sequence and the batch it retries (`None`: a producer that
+    /// never retries).
+    idempotence: Option<Idempotence>,
+}
+
+/// An idempotent producer (enable.idempotence=true): InitProducerId first, then each batch
+/// carries the next sequence, and a batch without an answer (a timeout, a retriable error)
+/// is sent again, same values and sequence, until it is acknowledged. The broker must answer a
+/// retry of a written batch with its first offset: a value at two offsets is a duplicate.
+#[derive(Debug, Default)]
+struct Idempotence {
+    producer: Option<(i64, i16)>,
+    next_seq: i32,
+    /// The batch being sent until acknowledged: its first sequence and values.
+    retry: Option<(i32, Vec<u64>)>,
+    /// Sends of `retry` that got no answer or a retriable error.
+    attempts: u32,
 }
 
 /// FNV-1a, stable across platforms and Rust versions.
@@ -434,7 +466,12 @@ impl Sim {
             .collect();
         let mut clients = vec![Client::new(ADMIN, ClientKind::Admin)];
         for i in 0..options.producers {
-            clients.push(Client::new(NodeId(CLIENT_BASE + i as i32), ClientKind::Producer));
+            let mut producer = Client::new(NodeId(CLIENT_BASE + i as i32), ClientKind::Producer);
+            // Kafka's idempotence needs acks=all.
+            if options.idempotent_producers && options.acks == -1 {
+                producer.idempotence = Some(Idempotence::default());
+            }
+            clients.push(producer);
         }
         for i in 0..options.consumers {
             clients.push(Client::new(NodeId(CLIENT_BASE + 50 + i as i32), ClientKind::Consumer));
@@ -531,6 +568,12 @@ impl Sim {
             }
             if self.failure.is_none() {
                 self.check_replicas_identical();
+            }
+        }
+        // Batches an idempotent producer was still retrying when it stopped: unknown.
+        for client in &mut self.clients {
+            if let Some((_, values)) = client.idempotence.as_mut().and_then(|i| i.retry.take()) {
+                self.history.push(Op::Send { process: client.id.0 as u32, values, outcome: SendOutcome::Info("stopped".into()) });
             }
         }
         if self.failure.is_none() {
@@ -1340,9 +1383,18 @@ impl Sim {
                         client.commits.unanswered.insert(values[0] as i64);
                     }
                 }
+                // An idempotent producer sends the batch again (its `retry`); one that does not
+                // retry leaves the outcome unknown.
                 if self.clients[c].kind == ClientKind::Producer {
-                    let process = self.clients[c].id.0 as u32;
-                    self.history.push(Op::Send { process, values, outcome: SendOutcome::Info("timeout".into()) });
+                    if self.clients[c].idempotence.is_none() {
+                        let process = self.clients[c].id.0 as u32;
+                        self.history.push(Op::Send { process, values, outcome: SendOutcome::Info("timeout".into()) });
+                    } else if self.clients[c].inflight_api == ApiKey::Produce {
+                        self.counts.producer_retries += 1;
+                        if let Some(idem) = self.clients[c].idempotence.as_mut() {
+                            idem.attempts += 1;
+                        }
+                    }
                 }
 
             }
@@ -1402,14 +1454,43 @@ impl Sim {
                     self.clients[c].inflight = None;
                     return;
                 }
-                let n = self.rng_work.gen_range(1..=self.options.records_per_batch_max);
-                let values: Vec<u64> = (0..n).map(|k| self.next_value + u64::from(k)).collect();
-                self.next_value += u64::from(n);
-                let records: Vec<(Bytes, Option<Bytes>)> = values
+                if let Some(idem) = &self.clients[c].idempotence {
+                    if idem.producer.is_none() {
+                        // InitProducerId from any node, as a producer asks its bootstrap broker.
+                        let to = NodeId(self.rng_work.gen_range(1..=NODES));
+                        let body = InitProducerIdRequest::default().with_transactional_id(None).with_transaction_timeout_ms(60_000);
+                        let frame = encode_request(ApiKey::InitProducerId, client_version(ApiKey::InitProducerId), corr, &body);
+                        self.clients[c].inflight = Some((corr, self.now, Vec::new()));
+                        self.clients[c].inflight_api = ApiKey::InitProducerId;
+                        self.send(from, to, Payload::Kafka { frame });
+                        return;
+                    }
+                }
+                let (values, sequenced) = match &mut self.clients[c].idempotence {
+                    Some(Idempotence { producer: Some((producer_id, epoch)), next_seq, retry, .. }) => {
+                        let (first_seq, values) = retry.get_or_insert_with(|| {
+                            let n = self.rng_work.gen_range(1..=self.options.records_per_batch_max);
+                            let values: Vec<u64> = (0..n).map(|k| self.next_value + u64::from(k)).collect();
+                            self.next_value += u64::from(n);
+                            let first = *next_seq;
+                            *next_seq = next_seq.wrapping_add(n as i32);
+                            (first, values)
+                        });
+                        let sequenced = Sequenced { producer_id: *producer_id, epoch: *epoch, first_seq: *first_seq };
+                        (values.clone(), Some(sequenced))
+                    }
+                    _ => {
+                        let n = self.rng_work.gen_range(1..=self.options.records_per_batch_max);
+                        let values: Vec<u64> = (0..n).map(|k| self.next_value + u64::from(k)).collect();
+                        self.next_value += u64::from(n);
+                        (values, None)
+                    }
+                };
+                let records: Vec<(Option<Bytes>, Option<Bytes>)> = values
                     .iter()
-                    .map(|v| (Bytes::from(format!("p{}", from.0)), Some(Bytes::copy_from_slice(&v.to_be_bytes()))))
+                    .map(|v| (Some(Bytes::from(format!("p{}", from.0))), Some(Bytes::copy_from_slice(&v.to_be_bytes()))))
                     .collect();
-                let batch = odradek_core::records::encode_batch(&records, self.now);
+                let batch = odradek_core::records::encode_producer_records(&records, self.now, Compression::None, sequenced);
                 let acks = self.options.acks;
                 let body = ProduceRequest::default()
                     .with_acks(acks)
@@ -1615,6 +1696,44 @@ impl Sim {
                     .find(|p| p.partition_index == 0 && p.error_code == 0 && p.leader_id.0 >= 0);
                 if let Some(p) = partition {
                     self.clients[c].leader = Some((NodeId(p.leader_id.0), LeaderEpoch(p.leader_epoch)));
+                }
+            }
+            ApiKey::InitProducerId => {
+                let answer: InitProducerIdResponse = wire::decode_response(frame, api, version, corr).expect("an init producer id answer decodes");
+                if answer.error_code == 0 {
+                    let idem = self.clients[c].idempotence.as_mut().expect("only idempotent producers ask");
+                    idem.producer = Some((answer.producer_id.0, answer.producer_epoch));
+                    idem.next_seq = 0;
+                    self.counts.producer_ids += 1;
+                }
+            }
+            ApiKey::Produce if self.clients[c].idempotence.is_some() => {
+                let answer: KafkaProduceResponse = wire::decode_response(frame, api, version, corr).expect("a produce answer decodes");
+                let p = &answer.responses[0].partition_responses[0];
+                let idem = self.clients[c].idempotence.as_mut().expect("checked");
+                match ErrorCode::try_from_code(p.error_code) {
+                    None => {
+                        idem.retry = None;
+                        if std::mem::take(&mut idem.attempts) > 0 {
+                            self.counts.retries_acked += 1;
+                        }
+                        self.history.push(Op::Send { process, values, outcome: SendOutcome::Ok { base_offset: p.base_offset } });
+                    }
+                    // The producer id is no good here any more (its state expired or was lost
+                    // with an unclean election, or a newer epoch exists): as Kafka's client
+                    // does (KIP-360), start over with a new id; whether the batch was written
+                    // is unknown.
+                    Some(e @ (ErrorCode::OutOfOrderSequenceNumber | ErrorCode::InvalidProducerEpoch | ErrorCode::UnknownProducerId)) => {
+                        self.counts.producer_resets += 1;
+                        *idem = Idempotence::default();
+                        self.history.push(Op::Send { process, values, outcome: SendOutcome::Info(format!("{e:?}")) });
+                    }
+                    // Anything else is retried, same batch, same sequence.
+                    Some(_) => {
+                        self.counts.producer_retries += 1;
+                        idem.attempts += 1;
+                        self.clients[c].leader = None;
+                    }
                 }
             }
             ApiKey::Produce => {
@@ -1903,6 +2022,7 @@ impl Client {
             high_watermark_seen: 0,
             done: false,
             commits: Commits { acked: -1, floor: -1, ..Commits::default() },
+            idempotence: None,
         }
     }
 }
@@ -1915,6 +2035,7 @@ fn client_version(api: ApiKey) -> i16 {
         ApiKey::OffsetCommit => 8,
         ApiKey::OffsetFetch => 7,
         ApiKey::CreateTopics => 7,
+        ApiKey::InitProducerId => 4,
         _ => 12,
     }
 }

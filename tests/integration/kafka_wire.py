@@ -63,9 +63,10 @@ def compact_string(value: str) -> bytes:
     return bytes([len(raw) + 1]) + raw  # unsigned varint; short strings only
 
 
-def record_batch(messages, corrupt_crc=False):
+def record_batch(messages, corrupt_crc=False, producer_id=-1, producer_epoch=-1, base_sequence=-1, attributes=0):
     """Uncompressed record batch v2 of messages (anything with .key, .value,
-    .headers and .timestamp), optionally with a wrong CRC."""
+    .headers and .timestamp), optionally with a wrong CRC, an idempotent producer's id,
+    epoch and sequence, or other attributes (0x10 transactional, 0x20 control)."""
     base_timestamp = messages[0].timestamp
     body = b""
     for delta, m in enumerate(messages):
@@ -82,13 +83,13 @@ def record_batch(messages, corrupt_crc=False):
     after_crc = (
         struct.pack(
             ">hiqqqhii",
-            0,  # attributes: no compression, CreateTime, not transactional
+            attributes,  # 0: no compression, CreateTime, not transactional
             len(messages) - 1,  # last offset delta
             base_timestamp,
             max(m.timestamp for m in messages),
-            -1,  # producer id: not idempotent
-            -1,  # producer epoch
-            -1,  # base sequence
+            producer_id,  # -1: not idempotent
+            producer_epoch,
+            base_sequence,
             len(messages),
         )
         + body
@@ -109,6 +110,17 @@ def produce_v3_body(topic, partition, records_bytes, acks=-1, timeout_ms=10_000)
         + struct.pack(">i", len(records_bytes))
         + records_bytes
     )
+
+
+def init_producer_id_v0_body(transactional_id=None, transaction_timeout_ms=60_000):
+    return string(transactional_id) + struct.pack(">i", transaction_timeout_ms)
+
+
+def parse_init_producer_id_v0(body: bytes):
+    """-> (error_code, producer_id, producer_epoch)"""
+    reader = Reader(body)
+    reader.int32()  # throttle time
+    return reader.int16(), reader.int64(), reader.int16()
 
 
 def request_header(api_key, api_version, correlation_id, flexible=False):

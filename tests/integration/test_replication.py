@@ -58,19 +58,23 @@ def wait_for(describe, condition, timeout=40):
 
 
 class ContinuousProducer:
-    """Produces numbered messages with acks=all and no retries until stopped, recording each
-    acknowledged (value, offset) and each failure."""
+    """Produces numbered messages with acks=all until stopped, recording each acknowledged
+    (value, offset) and each failure: without retries, or as an idempotent producer, which
+    retries until its deliveries succeed."""
 
-    def __init__(self, bootstrap, topic, acks="all"):
+    def __init__(self, bootstrap, topic, acks="all", idempotent=False):
+        retries = {"enable.idempotence": True, "message.timeout.ms": 60_000} if idempotent else {
+            "enable.idempotence": False,
+            "retries": 0,
+            "message.timeout.ms": 10_000,
+        }
         self.producer = confluent_kafka.Producer(
             {
                 "bootstrap.servers": bootstrap,
                 "broker.address.family": "v4",
                 "acks": acks,
-                "enable.idempotence": False,
-                "retries": 0,
+                **retries,
                 "linger.ms": 5,
-                "message.timeout.ms": 10_000,
                 "request.timeout.ms": 5_000,
                 "topic.metadata.refresh.interval.ms": 500,
                 # Brokers are killed on purpose: their connection errors are expected noise.

@@ -11,6 +11,7 @@ use kafka_protocol::protocol::StrBytes;
 pub mod admin;
 pub mod groups;
 pub mod partitions;
+pub mod producer_ids;
 mod shard;
 
 pub use shard::{ImagePlan, Opening, Output, Shard};

@@ -51,7 +51,10 @@ impl Shape {
     }
 
     fn partitions(&self) -> impl Iterator<Item = TopicPartition> + '_ {
-        self.topics.iter().flat_map(|(name, indexes)| indexes.iter().map(|&i| TopicPartition::new(name.0.to_string(), i)))
+        self.topics.iter().flat_map(|(name, indexes)| {
+            let topic: Arc<str> = Arc::from(&*name.0);
+            indexes.iter().map(move |&i| TopicPartition { topic: topic.clone(), partition: i })
+        })
     }
 }
 
@@ -71,8 +74,10 @@ fn split_request<'a, Q: 'a, P>(
     let mut parts = Vec::new();
     for (name, partitions) in topics {
         shape.push((name.clone(), partitions.iter().map(&index).collect()));
+        // One copy of the name for all of a topic's partitions.
+        let topic: Arc<str> = Arc::from(&*name.0);
         for q in partitions {
-            let partition = TopicPartition::new(name.0.to_string(), index(q));
+            let partition = TopicPartition { topic: topic.clone(), partition: index(q) };
             parts.push((partition.clone(), part(partition, q)));
         }
     }
@@ -109,8 +114,9 @@ impl ProduceCall {
         let mut parts = Vec::new();
         for topic in request.topic_data {
             topics.push((topic.name.clone(), topic.partition_data.iter().map(|p| p.index).collect()));
+            let name: Arc<str> = Arc::from(&*topic.name.0);
             for p in topic.partition_data {
-                let partition = TopicPartition::new(topic.name.0.to_string(), p.index);
+                let partition = TopicPartition { topic: name.clone(), partition: p.index };
                 let records = p.records.unwrap_or_default();
                 parts.push((partition.clone(), ProducePart { partition, records, acks, timeout_ms }));
             }
@@ -191,15 +197,20 @@ impl PartRead {
     }
 }
 
+/// One core's share of a Fetch: its parts under their positions in the request. Shared, since
+/// every read of a long poll sends the same parts.
+pub type FetchGroup = Arc<[(usize, FetchPart)]>;
+
 /// A Fetch, a consumer's or a follower's, read as often as its long poll needs: each read
-/// sends [`Self::parts`] to the owning cores; [`Self::complete`] says whether the answers
+/// sends [`Self::groups`] to the owning cores; [`Self::complete`] says whether the answers
 /// end the poll; otherwise the executor parks the call's partitions ([`Self::watched`]) in
 /// the purgatory and reads again when woken.
 #[derive(Debug)]
 pub struct FetchCall {
     version: i16,
     shape: Shape,
-    parts: Vec<FetchPart>,
+    len: usize,
+    groups: Vec<(ShardId, FetchGroup)>,
     watched: Arc<[TopicPartition]>,
     min_bytes: usize,
     max_bytes: i32,
@@ -210,27 +221,22 @@ impl FetchCall {
     /// The call, or the whole request's error answer: odradek creates no fetch sessions
     /// (KIP-227), so a client can only name one it invented (it falls back to full fetches on
     /// FETCH_SESSION_ID_NOT_FOUND).
-    pub fn new(request: &WireFetchRequest, version: i16, now_ms: i64) -> Result<FetchCall, WireFetchResponse> {
+    pub fn new(request: &WireFetchRequest, version: i16, now_ms: i64, cores: usize) -> Result<FetchCall, WireFetchResponse> {
         if request.session_id != 0 {
             return Err(WireFetchResponse::default().with_error_code(ErrorCode::FetchSessionIdNotFound.code()));
         }
-        let topics = request.topics.iter().map(|t| (t.topic.clone(), t.partitions.iter().map(|p| p.partition).collect())).collect();
-        let parts = request
-            .topics
-            .iter()
-            .flat_map(|t| {
-                t.partitions.iter().map(|p| FetchPart {
-                    partition: TopicPartition::new(t.topic.0.to_string(), p.partition),
-                    request: fetcher::partition_request(request, version, p),
-                })
-            })
-            .collect();
-        let shape = Shape { topics };
+        let (shape, groups) = split_request(
+            request.topics.iter().map(|t| (&t.topic, &t.partitions[..])),
+            |p| p.partition,
+            |partition, p| FetchPart { partition, request: fetcher::partition_request(request, version, p) },
+            cores,
+        );
         Ok(FetchCall {
             version,
             watched: shape.partitions().collect(),
+            len: shape.len(),
             shape,
-            parts,
+            groups: groups.into_iter().map(|(core, group)| (core, group.into())).collect(),
             // Kafka answers at once when min_bytes is 0, and otherwise waits for one byte.
             min_bytes: request.min_bytes.max(0) as usize,
             max_bytes: request.max_bytes,
@@ -238,9 +244,9 @@ impl FetchCall {
         })
     }
 
-    /// Each partition's part, in the client's order.
+    /// Each partition's part (in the client's order within each core's share).
     pub fn requests(&self) -> impl Iterator<Item = &FetchPart> {
-        self.parts.iter()
+        self.groups.iter().flat_map(|(_, group)| group.iter().map(|(_, part)| part))
     }
 
     /// The partitions a parked read waits on (shared, since every read of a long poll parks
@@ -253,14 +259,14 @@ impl FetchCall {
         self.deadline_ms
     }
 
-    /// One read's parts for the owning cores.
-    pub fn parts(&self, cores: usize) -> Parts<FetchPart> {
-        split(self.parts.iter().map(|p| (p.partition.clone(), p.clone())), cores)
+    /// One read's parts, one share per owning core (split once, when the call was made).
+    pub fn groups(&self) -> &[(ShardId, FetchGroup)] {
+        &self.groups
     }
 
     /// One read's answers in the client's order.
     pub fn merge(&self, answers: Answers<FetchResponse>) -> Vec<FetchResponse> {
-        merge_in_order(self.parts.len(), answers)
+        merge_in_order(self.len, answers)
     }
 
     /// Whether these answers end the long poll ([`fetch_complete`]).
@@ -448,6 +454,10 @@ mod tests {
         parts.into_values().rev().map(|group| group.into_iter().map(|(pos, p)| (pos, f(&p))).collect()).collect()
     }
 
+    fn answer_groups_reversed<R>(call: &FetchCall, f: impl Fn(&FetchPart) -> R) -> Answers<R> {
+        call.groups().iter().rev().map(|(_, group)| group.iter().map(|(pos, p)| (*pos, f(p))).collect()).collect()
+    }
+
     // A request split over cores must come back in the client's order under its own topics,
     // with each partition's own answer: a merge that mixed them up would acknowledge one
     // partition's write with another's offset.
@@ -510,16 +520,16 @@ mod tests {
 
     #[test]
     fn a_fetch_waits_for_min_bytes_or_its_deadline_and_keeps_to_its_budget() {
-        let call = FetchCall::new(&fetch_request(50, 60), 12, 1_000).unwrap();
+        let call = FetchCall::new(&fetch_request(50, 60), 12, 1_000, 2).unwrap();
         assert_eq!(call.deadline_ms(), 1_500);
         assert_eq!(call.watched().len(), 4);
-        let parts = call.parts(2);
-        assert_eq!(parts.values().map(Vec::len).sum::<usize>(), 4);
-        assert!(parts.values().flatten().all(|(_, p)| p.request.fetch_offset == Offset(10)));
-        let answers = call.merge(answer_reversed(parts, |p| read(if p.partition.partition == 1 { 40 } else { 0 })));
+        assert_eq!(call.groups().len(), 2, "4 partitions over 2 cores");
+        assert_eq!(call.requests().count(), 4);
+        assert!(call.requests().all(|p| p.request.fetch_offset == Offset(10)));
+        let answers = call.merge(answer_groups_reversed(&call, |p| read(if p.partition.partition == 1 { 40 } else { 0 })));
         assert!(!call.complete(&answers, 1_000), "40 of 50 bytes");
         assert!(call.complete(&answers, 1_500), "the deadline");
-        let answers = call.merge(answer_reversed(call.parts(2), |p| read(if p.partition.partition >= 2 { 40 } else { 0 })));
+        let answers = call.merge(answer_groups_reversed(&call, |p| read(if p.partition.partition >= 2 { 40 } else { 0 })));
         assert!(call.complete(&answers, 1_000));
         let response = call.answer(answers);
         let sizes: Vec<usize> =
@@ -530,7 +540,7 @@ mod tests {
 
     #[test]
     fn a_fetch_naming_a_session_is_refused_whole() {
-        let refused = FetchCall::new(&fetch_request(1, 0).with_session_id(7), 12, 0).unwrap_err();
+        let refused = FetchCall::new(&fetch_request(1, 0).with_session_id(7), 12, 0, 1).unwrap_err();
         assert_eq!(refused.error_code, ErrorCode::FetchSessionIdNotFound.code());
     }
 

@@ -696,7 +696,8 @@ impl Shard {
 
     /// Parks a long poll until news of one of `partitions` or `deadline_ms` (then
     /// [`Output::Woken`] with `wait`, once). Park before reading, so that news arriving between
-    /// the read and the wait is not missed.
+    /// the read and the wait is not missed. A long poll parks again under the same `wait`
+    /// after each read that did not answer it, and leaves with [`Self::unpark`].
     pub fn park(&mut self, wait: u64, partitions: Arc<[TopicPartition]>, deadline_ms: i64) {
         self.purgatory.park(wait, partitions, deadline_ms);
     }
@@ -862,19 +863,38 @@ fn answer_produce(outputs: &mut VecDeque<Output>, group_persisted: &mut Vec<(u64
 /// The fetch purgatory (Kafka's `DelayedFetch`, keyed by partition): each parked long poll
 /// waits for news of one of its partitions or its deadline, and news of a partition wakes only
 /// the long polls reading it.
+///
+/// A long poll reads, parks, is woken and parks again under the same `wait` until it is
+/// answered: its registration under its partitions stays from its first park to
+/// [`Self::cancel`] (or its deadline), and a wake only disarms it, so each read after the
+/// first costs one lookup however many partitions it watches.
 #[derive(Debug, Default)]
 struct Purgatory {
-    waits: BTreeMap<u64, (Arc<[TopicPartition]>, i64)>,
-    /// Partition → the long polls waiting on it. A partition's entry stays when its last wait
-    /// leaves (a consumer parks on the same partitions read after read); entries without
+    waits: BTreeMap<u64, Wait>,
+    /// Partition → the long polls registered on it. A partition's entry stays when its last
+    /// wait leaves (a consumer's next long poll watches the same partitions); entries without
     /// waits go when every long poll is woken (a new metadata image).
     watchers: BTreeMap<TopicPartition, BTreeSet<u64>>,
     deadlines: BTreeSet<(i64, u64)>,
     woken: VecDeque<u64>,
 }
 
+#[derive(Debug)]
+struct Wait {
+    partitions: Arc<[TopicPartition]>,
+    deadline_ms: i64,
+    /// Parked, so the next news wakes it; a woken long poll is disarmed until it parks again.
+    armed: bool,
+}
+
 impl Purgatory {
     fn park(&mut self, wait: u64, partitions: Arc<[TopicPartition]>, deadline_ms: i64) {
+        if let Some(parked) = self.waits.get_mut(&wait) {
+            if Arc::ptr_eq(&parked.partitions, &partitions) && parked.deadline_ms == deadline_ms {
+                parked.armed = true;
+                return;
+            }
+        }
         self.cancel(wait);
         for tp in partitions.iter() {
             match self.watchers.get_mut(tp) {
@@ -887,27 +907,27 @@ impl Purgatory {
             }
         }
         self.deadlines.insert((deadline_ms, wait));
-        self.waits.insert(wait, (partitions, deadline_ms));
+        self.waits.insert(wait, Wait { partitions, deadline_ms, armed: true });
     }
 
-    /// Takes `wait` out; -> whether it was parked.
+    /// Takes `wait` out; -> whether it was parked (armed).
     fn cancel(&mut self, wait: u64) -> bool {
-        let Some((partitions, deadline)) = self.waits.remove(&wait) else { return false };
-        self.deadlines.remove(&(deadline, wait));
-        for tp in partitions.iter() {
+        let Some(gone) = self.waits.remove(&wait) else { return false };
+        self.deadlines.remove(&(gone.deadline_ms, wait));
+        for tp in gone.partitions.iter() {
             if let Some(set) = self.watchers.get_mut(tp) {
                 set.remove(&wait);
             }
         }
-        true
+        gone.armed
     }
 
     fn wake(&mut self, partition: &TopicPartition) {
-        let Some(waits) = self.watchers.get(partition) else { return };
-        let waits: Vec<u64> = waits.iter().copied().collect();
-        for wait in waits {
-            if self.cancel(wait) {
-                self.woken.push_back(wait);
+        let Some(registered) = self.watchers.get(partition) else { return };
+        for wait in registered {
+            if let Some(parked) = self.waits.get_mut(wait).filter(|w| w.armed) {
+                parked.armed = false;
+                self.woken.push_back(*wait);
             }
         }
     }
@@ -915,19 +935,22 @@ impl Purgatory {
     fn wake_all(&mut self) {
         let waits: Vec<u64> = self.waits.keys().copied().collect();
         for wait in waits {
-            self.cancel(wait);
-            self.woken.push_back(wait);
+            if self.cancel(wait) {
+                self.woken.push_back(wait);
+            }
         }
         self.watchers.clear();
     }
 
+    /// Long polls past their deadline leave; a parked one is woken to answer.
     fn expire(&mut self, now_ms: i64) {
         while let Some(&(deadline, wait)) = self.deadlines.first() {
             if deadline > now_ms {
                 break;
             }
-            self.cancel(wait);
-            self.woken.push_back(wait);
+            if self.cancel(wait) {
+                self.woken.push_back(wait);
+            }
         }
     }
 

@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use bytes::{Bytes, BytesMut};
 
 use crate::batch::{self, BatchError};
+use crate::producer::{BatchPlace, ProducerBatch, ProducerStates, Verdict};
 use crate::error::ErrorCode;
 use crate::ids::{LeaderEpoch, NodeId, Offset, PartitionEpoch};
 
@@ -60,6 +61,8 @@ pub struct ReplicaConfig {
     /// `cleanup.policy` includes `compact`: a produce with a record without a key is refused
     /// (Kafka's LogValidator), since compaction could not keep or drop it by key.
     pub compacted: bool,
+    /// `producer.id.expiration.ms`: a producer id with no batch for this long is forgotten.
+    pub producer_id_expiration_ms: i64,
 }
 
 impl Default for ReplicaConfig {
@@ -78,6 +81,7 @@ impl Default for ReplicaConfig {
             high_watermark_checkpoint_interval_ms: 5_000,
             truncate_with_offset_for_leader_epoch: false,
             compacted: false,
+            producer_id_expiration_ms: 86_400_000,
         }
     }
 }
@@ -85,6 +89,9 @@ impl Default for ReplicaConfig {
 /// An AlterPartition refused because our view (or the controller's) is stale is sent again
 /// after this many retry backoffs, unless new metadata settles it first.
 const STALE_VIEW_RETRY_FACTOR: i64 = 10;
+
+/// Kafka's `producer.id.expiration.check.interval.ms` default.
+const PRODUCER_SWEEP_INTERVAL_MS: i64 = 600_000;
 
 /// What the driver recovered from disk for this partition before constructing the replica.
 /// `Default` is a new, empty log.
@@ -101,6 +108,8 @@ pub struct PersistedState {
     pub epoch_cache: EpochCache,
     /// From `replication-offset-checkpoint`; clamped into the recovered log.
     pub high_watermark: Offset,
+    /// The idempotent producers' state, rebuilt from the recovered log's batches.
+    pub producers: ProducerStates,
 }
 
 /// The controller's decision for this partition, as carried by metadata records
@@ -387,6 +396,10 @@ pub struct Replica {
     high_watermark_persisted: Offset,
     high_watermark_checkpoint_due_ms: Option<i64>,
     epoch_cache: EpochCache,
+    /// Built from every batch written here, leader or follower (see [`crate::producer`]).
+    producers: ProducerStates,
+    /// When the leader next forgets expired producer ids.
+    producer_sweep_due_ms: i64,
     actions: VecDeque<Action>,
     next_message_id: u64,
 }
@@ -475,6 +488,7 @@ impl Replica {
             durable_offset,
             mut epoch_cache,
             high_watermark,
+            mut producers,
         } = persisted;
         assert!(
             0 <= log_start_offset.0 && log_start_offset <= durable_offset && durable_offset <= log_end_offset,
@@ -482,6 +496,7 @@ impl Replica {
         );
         // Kafka's recovery does the same: the cache may not name epochs past the log end.
         epoch_cache.truncate_from_end(log_end_offset);
+        producers.truncate(log_end_offset);
         let position = if config.ack_after_fsync {
             durable_offset
         } else {
@@ -506,6 +521,8 @@ impl Replica {
             high_watermark_persisted: high_watermark,
             high_watermark_checkpoint_due_ms: None,
             epoch_cache,
+            producers,
+            producer_sweep_due_ms: i64::MIN,
             actions: VecDeque::new(),
             next_message_id: 0,
         };
@@ -550,6 +567,11 @@ impl Replica {
 
     pub fn durable_offset(&self) -> Offset {
         self.durable_offset
+    }
+
+    /// The idempotent producers' state (see [`crate::producer`]).
+    pub fn producers(&self) -> &ProducerStates {
+        &self.producers
     }
 
     pub fn config(&self) -> &ReplicaConfig {
@@ -786,6 +808,20 @@ impl Replica {
         if acks == Acks::All && leader.isr.len() < self.config.min_insync_replicas {
             return Err(ErrorCode::NotEnoughReplicas);
         }
+        let producer = client_producer_batch(&validated.batches)?;
+        if let Some(producer) = &producer {
+            self.sweep_producers(now_ms);
+            if let Verdict::Duplicate(place) = self.producers.check(producer)? {
+                tracing::debug!(
+                    producer_id = producer.producer_id,
+                    first_seq = producer.first_seq,
+                    offset = place.first_offset.0,
+                    "a retried batch is answered with its first offsets"
+                );
+                self.await_duplicate(request_id, acks, place, timeout_ms, now_ms);
+                return Ok(());
+            }
+        }
         let mut buf = records
             .try_into_mut()
             .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
@@ -798,6 +834,10 @@ impl Replica {
             self.leader_epoch.0,
             log_append_time_ms,
         ));
+        if let Some(producer) = &producer {
+            let header = &validated.batches[0].1;
+            self.producers.record(now_ms, producer, Offset(header.base_offset), Offset(header.last_offset()));
+        }
         self.emit_append(base_offset, end_offset, buf.freeze());
         let pending = PendingProduce {
             request_id,
@@ -1036,6 +1076,7 @@ impl Replica {
             end_offset,
             byte_len,
             new_epochs,
+            producer_batches,
         }) = self.check_fetched_records(fetch_offset, leader_epoch, &response.records)
         else {
             tracing::debug!(
@@ -1052,6 +1093,9 @@ impl Replica {
             }
             if cache_changed {
                 self.persist_epoch_cache();
+            }
+            for (producer, first, last) in &producer_batches {
+                self.producers.record(now_ms, producer, *first, *last);
             }
             self.emit_append(fetch_offset, end_offset, response.records.slice(..byte_len));
         }
@@ -1421,6 +1465,40 @@ impl Replica {
         self.complete_produces(self.own_position(), |leader| &mut leader.awaiting_local);
     }
 
+    /// A retried batch already in the log at `place`: answered as its first write would be,
+    /// once what `acks` asks covers it (perhaps at once). The queues stay in offset order.
+    fn await_duplicate(&mut self, request_id: RequestId, acks: Acks, place: BatchPlace, timeout_ms: i32, now_ms: i64) {
+        let pending = PendingProduce {
+            request_id,
+            base_offset: place.first_offset,
+            end_offset: Offset(place.last_offset.0 + 1),
+            deadline_ms: (timeout_ms > 0).then(|| now_ms + i64::from(timeout_ms)),
+            log_append_time_ms: None,
+        };
+        let covered = match acks {
+            Acks::None => return,
+            Acks::Leader => self.own_position(),
+            Acks::All => self.high_watermark,
+        };
+        if pending.end_offset <= covered {
+            self.reply(request_id, Ok(pending.ack(self.log_start_offset)));
+            return;
+        }
+        let RoleState::Leader(leader) = &mut self.role else { unreachable!("checked by on_produce") };
+        let queue = if acks == Acks::All { &mut leader.awaiting_high_watermark } else { &mut leader.awaiting_local };
+        let at = queue.iter().position(|p| p.end_offset > pending.end_offset).unwrap_or(queue.len());
+        queue.insert(at, pending);
+    }
+
+    /// Forgets expired producer ids, at most every [`PRODUCER_SWEEP_INTERVAL_MS`] (Kafka's
+    /// `producer.id.expiration.check.interval.ms`).
+    fn sweep_producers(&mut self, now_ms: i64) {
+        if now_ms >= self.producer_sweep_due_ms {
+            self.producers.expire(now_ms, self.config.producer_id_expiration_ms);
+            self.producer_sweep_due_ms = now_ms.saturating_add(PRODUCER_SWEEP_INTERVAL_MS);
+        }
+    }
+
     /// Answers, in order, the produces of one waiting queue whose records end at or below
     /// `covered`.
     fn complete_produces(
@@ -1572,6 +1650,7 @@ impl Replica {
         self.durable_offset = self.durable_offset.min(to);
         self.sync_requested = self.sync_requested.min(to);
         self.truncate_in_flight = Some(to);
+        self.producers.truncate(to);
         self.actions.push_back(Action::Truncate { to });
         if self.epoch_cache.truncate_from_end(to) {
             self.persist_epoch_cache();
@@ -1586,6 +1665,7 @@ impl Replica {
         self.sync_requested = start_offset;
         self.high_watermark = start_offset;
         self.truncate_in_flight = Some(start_offset);
+        self.producers = ProducerStates::default();
         self.actions.push_back(Action::ResetLog { start_offset });
         self.epoch_cache = EpochCache::new();
         self.persist_epoch_cache();
@@ -1612,6 +1692,7 @@ impl Replica {
         let mut next = fetch_offset;
         let mut latest = self.epoch_cache.latest_epoch();
         let mut epochs = Vec::new();
+        let mut producer_batches = Vec::new();
         while position < records.len() {
             // Stored, not produced, batches: compaction leaves fewer records than offsets, and
             // offset gaps between batches.
@@ -1637,6 +1718,11 @@ impl Replica {
                 epochs.push((epoch, Offset(header.base_offset)));
                 latest = epoch;
             }
+            if !header.is_control() {
+                if let Some(producer) = ProducerBatch::of(&header) {
+                    producer_batches.push((producer, Offset(header.base_offset), Offset(header.last_offset())));
+                }
+            }
             next = Offset(header.next_offset());
             position += header.total_len();
         }
@@ -1644,6 +1730,7 @@ impl Replica {
             end_offset: next,
             byte_len: position,
             new_epochs: epochs,
+            producer_batches,
         })
     }
 
@@ -1720,6 +1807,7 @@ impl Replica {
             leader.epoch_start_offset = leader.epoch_start_offset.max(start_offset);
         }
         self.actions.push_back(Action::AdvanceLogStart { start_offset });
+        self.producers.advance_log_start(start_offset);
         if self.epoch_cache.truncate_from_start(start_offset) {
             self.persist_epoch_cache();
         }
@@ -1870,6 +1958,8 @@ struct FetchedPrefix {
     byte_len: usize,
     /// Each epoch new to this log, with the base offset of its first batch.
     new_epochs: Vec<(LeaderEpoch, Offset)>,
+    /// The idempotent producers' batches, with their first and last offsets.
+    producer_batches: Vec<(ProducerBatch, Offset, Offset)>,
 }
 
 impl LeaderState {
@@ -1898,6 +1988,35 @@ impl FollowerProgress {
     fn caught_up(&self, now_ms: i64, leader_end: Offset, lag_ms: i64) -> bool {
         self.position == Some(leader_end)
             || self.last_caught_up_ms.is_some_and(|t| now_ms - t <= lag_ms)
+    }
+}
+
+/// The producer of a client's records, checked as Kafka's `LogValidator` does: clients may not
+/// write control batches, an idempotent batch needs a sequence, and a produce that carries one
+/// sends it alone (Produce v3+ allows one batch per partition; odradek holds idempotent
+/// producers to it). Transactions are not supported yet, so a transactional batch is refused.
+fn client_producer_batch(batches: &[(usize, batch::BatchHeader)]) -> Result<Option<ProducerBatch>, ErrorCode> {
+    for (_, header) in batches {
+        if header.is_control() {
+            tracing::warn!("rejected produce: a client sent a control batch");
+            return Err(ErrorCode::InvalidRecord);
+        }
+        if header.producer_id >= 0 && header.base_sequence < 0 {
+            tracing::warn!(producer_id = header.producer_id, "rejected produce: an idempotent batch without a sequence");
+            return Err(ErrorCode::InvalidRecord);
+        }
+        if header.is_transactional() {
+            tracing::warn!(producer_id = header.producer_id, "rejected produce: transactions are not supported");
+            return Err(ErrorCode::InvalidTxnState);
+        }
+    }
+    match batches {
+        [(_, only)] => Ok(ProducerBatch::of(only)),
+        _ if batches.iter().all(|(_, h)| h.producer_id < 0) => Ok(None),
+        _ => {
+            tracing::warn!("rejected produce: an idempotent producer sent several batches for one partition");
+            Err(ErrorCode::InvalidRecord)
+        }
     }
 }
 

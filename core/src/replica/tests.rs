@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::records::Compression;
 
 use super::*;
-use crate::batch::tests::encode_batch;
+use crate::batch::tests::{encode_batch, encode_idempotent_batch};
 
 const STEPS_MAX: usize = 100_000;
 
@@ -238,6 +238,7 @@ impl Cluster {
             durable_offset: Offset(disk.end()),
             epoch_cache: cache,
             high_watermark: Offset(disk.hw_checkpoint),
+            producers: Default::default(),
         };
         node.replica = Some(Replica::new(id, config, persisted));
     }
@@ -630,6 +631,15 @@ impl Cluster {
         request_id
     }
 
+    fn produce_bytes(&mut self, id: NodeId, records: Bytes, acks: i16) -> RequestId {
+        self.next_request += 1;
+        let request_id = self.next_request;
+        let now = self.now_ms;
+        self.replica_mut(id).handle_produce(now, request_id, records, acks, 30_000);
+        self.perform(id);
+        request_id
+    }
+
     fn produce(&mut self, acks: i16) -> RequestId {
         let leader = self.controller.leader;
         self.produce_to(leader, acks)
@@ -789,6 +799,49 @@ fn acked_write_survives_follower_restart_with_stale_high_watermark_then_election
         c.replica(n(2)).high_watermark() >= Offset(2),
         "m2 is readable on the new leader"
     );
+}
+
+/// KIP-98 across a failover: the follower builds producer state from the batches it
+/// replicates, so when it leads, a producer's retry of a batch the old leader acknowledged is
+/// answered with the original offsets instead of being written twice.
+#[test]
+fn a_new_leader_answers_a_retry_of_a_batch_its_predecessor_acknowledged() {
+    let mut c = Cluster::new(2, test_config(1));
+    let batch = Bytes::from(encode_idempotent_batch(2, 7, 0, 0));
+    let first = c.produce_bytes(n(1), batch.clone(), -1);
+    c.settle();
+    c.advance(600);
+    assert_eq!(c.acked(first), Some(Offset(0)));
+    c.crash(n(1), 0);
+    c.elect(n(2));
+    c.advance(1_000);
+    let retry = c.produce_bytes(n(2), batch, -1);
+    c.settle();
+    c.advance(600);
+    assert_eq!(c.acked(retry), Some(Offset(0)), "the retry gets the first write's offset");
+    assert_eq!(c.replica(n(2)).log_end_offset(), Offset(2), "and is not written again");
+    let next = c.produce_bytes(n(2), Bytes::from(encode_idempotent_batch(1, 7, 0, 3)), -1);
+    c.settle();
+    assert!(
+        matches!(c.replies.get(&next), Some(Err(ErrorCode::OutOfOrderSequenceNumber))),
+        "sequence 2 is next: {:?}",
+        c.replies.get(&next)
+    );
+}
+
+/// A retry that arrives while its first write still waits for the ISR waits with it, and both
+/// are answered with the same offset.
+#[test]
+fn a_retry_of_a_pending_batch_waits_for_the_same_high_watermark() {
+    let mut r = lone_leader(test_config(1));
+    let batch = Bytes::from(encode_idempotent_batch(3, 9, 0, 0));
+    r.handle_produce(0, 1, batch.clone(), -1, 30_000);
+    r.handle_produce(0, 2, batch, -1, 30_000);
+    let actions: Vec<_> = std::iter::from_fn(|| r.poll_action()).collect();
+    let appends = actions.iter().filter(|a| matches!(a, Action::Append { .. })).count();
+    assert_eq!(appends, 1, "{actions:?}");
+    assert!(!actions.iter().any(|a| matches!(a, Action::ReplyProduce { .. })), "both wait for the follower: {actions:?}");
+    assert_eq!(r.producers().get(9).map(|p| p.batches.len()), Some(1));
 }
 
 /// KIP-101, second scenario: both replicas lose power with different unsynced tails (the
@@ -1275,6 +1328,7 @@ fn stale_controller_decisions_are_refused() {
         durable_offset: Offset(3),
         epoch_cache: cache,
         high_watermark: Offset(0),
+        producers: Default::default(),
     };
     let mut restarted = Replica::new(n(1), test_config(1), persisted);
     let result = restarted.become_follower(0, n(2), LeaderEpoch(4), PartitionEpoch(0));
@@ -1292,6 +1346,7 @@ fn a_restarted_leader_re_elected_at_its_logs_epoch_keeps_the_epochs_start() {
         durable_offset: Offset(5),
         epoch_cache: cache,
         high_watermark: Offset(5),
+        producers: Default::default(),
     };
     let mut r = Replica::new(n(1), test_config(1), persisted);
     let state = LeaderAndIsr {
@@ -1317,6 +1372,7 @@ fn follower_rejects_fetched_batches_that_do_not_follow_its_log() {
         durable_offset: Offset(4),
         epoch_cache,
         high_watermark: Offset(0),
+        producers: Default::default(),
     };
     let mut r = Replica::new(n(2), test_config(1), persisted);
     r.become_follower(0, n(1), LeaderEpoch(1), PartitionEpoch(0))
@@ -1383,6 +1439,7 @@ fn follower_joins_isr_only_from_the_start_of_the_leader_epoch() {
         durable_offset: Offset(10),
         epoch_cache: cache,
         high_watermark: Offset(0),
+        producers: Default::default(),
     };
     let mut r = Replica::new(n(1), test_config(1), persisted);
     let state = LeaderAndIsr {
