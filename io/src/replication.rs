@@ -62,14 +62,24 @@ pub async fn open(
     // Rule 6 of the Replica runbook: every recovered batch's epoch goes into the cache, in
     // case a crash came before the checkpoint caught up with the log (or it is missing).
     let scan_from = epoch_cache.recovery_scan_start(Offset(store.log_start_offset()));
-    // One walk over the log's batch headers: the idempotent producers' state is rebuilt from
-    // every batch (odradek keeps no producer snapshot files yet), the epochs from `scan_from`.
-    let mut epochs: Vec<(i32, i64)> = Vec::new();
-    let mut producers = ProducerStates::default();
+    // One walk over the log's batch headers: the idempotent producers' state from the newest
+    // producer snapshot (written at each segment roll) on, or from the whole log without one,
+    // and the epochs from `scan_from`.
     let opened_ms = now_ms();
+    let (replay_from, mut producers) = match store.load_producer_snapshot(opened_ms).await {
+        Some((base, state)) => {
+            info!(%topic, partition, base, producers = state.len(), "producer state from its snapshot, replaying the log after it");
+            (base, state)
+        }
+        None => (store.log_start_offset(), ProducerStates::default()),
+    };
+    producers.advance_log_start(Offset(store.log_start_offset()));
+    let mut epochs: Vec<(i32, i64)> = Vec::new();
     store
-        .for_each_header_from(store.log_start_offset(), |header| {
-            producers.replay(opened_ms, header);
+        .for_each_header_from(replay_from.min(scan_from.0), |header| {
+            if header.base_offset >= replay_from {
+                producers.replay(opened_ms, header);
+            }
             let in_scan = header.next_offset() > scan_from.0;
             if in_scan && epochs.last().is_none_or(|&(epoch, _)| epoch != header.partition_leader_epoch) {
                 epochs.push((header.partition_leader_epoch, header.base_offset));

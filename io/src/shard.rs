@@ -204,6 +204,17 @@ impl Shard {
                 let this = self.clone();
                 glommio::spawn_local(async move {
                     let completion = replication::perform(&store, &this.commit, action).await;
+                    // Before the partition's next disk action (which `finish` lets start), so a
+                    // truncation cannot overtake a snapshot of what it removes.
+                    if let Some(base) = store.take_rolled() {
+                        let snapshot = this.machine.borrow().replica(&partition).map(|r| r.producers().at(Offset(base)).encode_snapshot());
+                        if let Some(bytes) = snapshot {
+                            if let Err(e) = store.write_producer_snapshot(base, bytes).await {
+                                // Only costs a longer replay when the partition opens.
+                                warn!(topic = %partition.topic, partition = partition.partition, base, error = %e, "producer snapshot not written");
+                            }
+                        }
+                    }
                     this.machine.borrow_mut().finish(now_ms(), &partition, generation, completion);
                     this.pump();
                 })

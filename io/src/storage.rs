@@ -12,6 +12,7 @@ use glommio::io::BufferedFile;
 use glommio::sync::Semaphore;
 use odradek_core::batch::{self, BatchHeader};
 use odradek_core::log::{recover_chunk, Log, LogConfig, ReadStart, Segment};
+use odradek_core::producer::ProducerStates;
 use odradek_core::records;
 use tracing::{error, info, warn};
 
@@ -72,6 +73,9 @@ pub struct PartitionStore {
     first_dirty_offset: Cell<i64>,
     /// A cleaning pass is rewriting sealed segments: retention must not delete them meanwhile.
     cleaning: Cell<bool>,
+    /// The base of the segment the last append rolled to, until the driver takes it to write
+    /// the producer snapshot as of that offset.
+    rolled: Cell<Option<i64>>,
 }
 
 impl PartitionStore {
@@ -154,6 +158,7 @@ impl PartitionStore {
             append_permit: Semaphore::new(1),
             first_dirty_offset: Cell::new(first_dirty_offset),
             cleaning: Cell::new(false),
+            rolled: Cell::new(None),
         })
     }
 
@@ -296,7 +301,50 @@ impl PartitionStore {
         let file = open_segment(&segment_path(&self.dir, new_base, "log")).await?;
         self.files.borrow_mut().insert(new_base, Rc::new(file));
         info!(topic = %self.topic, partition = self.partition, old_base, new_base, "rolled segment");
+        self.rolled.set(Some(new_base));
         Ok(())
+    }
+
+    /// The base of the segment an append rolled to since the last call.
+    pub fn take_rolled(&self) -> Option<i64> {
+        self.rolled.take()
+    }
+
+    /// Writes `<base>.snapshot`: the idempotent producers' state of the log below `base`
+    /// (`ProducerStates::encode_snapshot`). Removed with the segment starting at `base`.
+    pub async fn write_producer_snapshot(&self, base: i64, bytes: Vec<u8>) -> io::Result<()> {
+        write_file(&segment_path(&self.dir, base, "snapshot"), bytes).await
+    }
+
+    /// The newest readable producer snapshot at or below the log end, with its base; snapshot
+    /// files past the log end (a crash before their truncation finished) are removed, and an
+    /// unreadable one is skipped for the next older.
+    pub async fn load_producer_snapshot(&self, now_ms: i64) -> Option<(i64, ProducerStates)> {
+        let dir = self.dir.clone();
+        let end = self.log_end_offset();
+        let bases = off_reactor(move || -> Vec<i64> {
+            let Ok(entries) = std::fs::read_dir(&dir) else { return Vec::new() };
+            let mut bases: Vec<i64> = entries
+                .filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().to_str()?.strip_suffix(".snapshot")?.parse().ok())
+                .collect();
+            bases.sort_unstable_by(|a, b| b.cmp(a));
+            for stale in bases.iter().filter(|&&base| base > end) {
+                drop(std::fs::remove_file(segment_path(&dir, *stale, "snapshot")));
+            }
+            bases.retain(|&base| base <= end);
+            bases
+        })
+        .await;
+        for base in bases {
+            let path = segment_path(&self.dir, base, "snapshot");
+            let read = off_reactor(move || std::fs::read(path)).await;
+            match read.map_err(|e| e.to_string()).and_then(|b| ProducerStates::decode_snapshot(&b, now_ms).map_err(|e| e.to_string())) {
+                Ok(state) => return Some((base, state)),
+                Err(e) => warn!(topic = %self.topic, partition = self.partition, base, error = %e, "producer snapshot unreadable; using an older one or the log"),
+            }
+        }
+        None
     }
 
     fn active_file(&self) -> (Rc<BufferedFile>, i64) {
@@ -568,7 +616,7 @@ async fn recover_file(
 }
 
 async fn remove_segment_files(dir: &Path, base: i64) {
-    let paths: Vec<PathBuf> = ["log", "index", "timeindex"].iter().map(|e| segment_path(dir, base, e)).collect();
+    let paths: Vec<PathBuf> = ["log", "index", "timeindex", "snapshot"].iter().map(|e| segment_path(dir, base, e)).collect();
     off_reactor(move || {
         for path in paths {
             if let Err(e) = std::fs::remove_file(&path) {

@@ -180,3 +180,30 @@ def test_an_idempotent_producer_across_a_leader_kill9_writes_every_record_once(c
         values = list(stored.values())
         assert len(values) == len(set(values)), f"node {broker.node_id} holds a record twice"
         assert values == sorted(values), f"node {broker.node_id} holds records out of send order"
+
+
+def test_producer_snapshots_written_at_rolls_restore_the_state_and_a_damaged_one_is_skipped(broker):
+    ConfluentClient(broker.bootstrap).create_topic("snap", 1, config={"segment.bytes": "1024"})
+    conn = wire.Connection(broker.host, broker.port)
+    _, pid, epoch = init_producer_id(conn)
+    # Each batch is ~1.4 KiB, so every append rolls a segment and writes a snapshot.
+    batches = [idempotent_batch(pid, epoch, 10 * i, 10, f"s{i}") for i in range(6)]
+    assert [raw_produce(conn, "snap", b) for b in batches] == [(wire.ERROR_NONE, 10 * i) for i in range(6)]
+    conn.close()
+    directory = broker.data_dir / "snap-0"
+    snapshots = sorted(directory.glob("*.snapshot"))
+    assert len(snapshots) >= 4, f"one snapshot per roll: {[p.name for p in snapshots]}"
+    broker.kill9()
+    # The newest snapshot is damaged: the broker falls back to the one before and replays more.
+    newest = snapshots[-1]
+    newest.write_bytes(newest.read_bytes()[:-1] + bytes([newest.read_bytes()[-1] ^ 1]))
+    broker.start()
+    conn = wire.Connection(broker.host, broker.port)
+    # The retry of the last batch but one: only the producer state restored from a snapshot
+    # and the replay after it knows it (it is still among the last five).
+    assert raw_produce(conn, "snap", batches[4]) == (wire.ERROR_NONE, 40)
+    assert raw_produce(conn, "snap", idempotent_batch(pid, epoch, 60, 1, "next")) == (wire.ERROR_NONE, 60)
+    conn.close()
+    log = broker.log_tail(400)
+    assert "producer snapshot unreadable" in log and "base=50" in log, "the damaged snapshot is reported"
+    assert "producer state from its snapshot" in log and "base=40" in log, "the one before it is used"
