@@ -100,6 +100,12 @@ impl ProducerStates {
         self.producers.len()
     }
 
+    /// Each producer the partition remembers: id, epoch and its last batch's last sequence
+    /// (DescribeProducers).
+    pub fn active(&self) -> impl Iterator<Item = (i64, i16, i32)> + '_ {
+        self.producers.iter().map(|(&id, entry)| (id, entry.epoch, entry.last_seq().unwrap_or(-1)))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.producers.is_empty()
     }

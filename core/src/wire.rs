@@ -19,7 +19,7 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 100 * 1024 * 1024;
 /// from these ranges (KAFKA-APIS.md). Ceilings are deliberate: Produce 12 and Fetch 13 bring
 /// transactions v2 and topic ids, and ListOffsets 7 the max-timestamp query, which odradek
 /// does not serve yet.
-pub const SUPPORTED_APIS: [(ApiKey, i16, i16); 21] = [
+pub const SUPPORTED_APIS: [(ApiKey, i16, i16); 22] = [
     (ApiKey::Produce, 3, 11),
     (ApiKey::Fetch, 4, 12),
     (ApiKey::ListOffsets, 1, 6),
@@ -41,6 +41,7 @@ pub const SUPPORTED_APIS: [(ApiKey, i16, i16); 21] = [
     (ApiKey::OffsetDelete, 0, 0),
     // v5 and later belong to transactions v2 (KIP-890) and two-phase commit (KIP-939).
     (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::DescribeProducers, 0, 0),
     // v0–1 predate current_leader_epoch (KIP-320) and kafka-protocol 0.18 has no codec for
     // them; clients that validate positions use v2+.
     (ApiKey::OffsetForLeaderEpoch, 2, 4),

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Encodable, StrBytes};
-use odradek_core::broker::partitions::{EpochEndCall, FetchCall, ListOffsetsCall, ProduceCall};
+use odradek_core::broker::partitions::{DescribeProducersCall, EpochEndCall, FetchCall, ListOffsetsCall, ProduceCall};
 use odradek_core::broker::{self, admin, producer_ids};
 use odradek_core::controller::Response as ControllerResponse;
 use odradek_core::controller_rpc::ControllerRequest;
@@ -49,6 +49,10 @@ pub async fn handle(shard: &Rc<Shard>, request: Request, peer: &str) -> Result<O
         ApiKey::DescribeConfigs => respond(&describe_configs(shard, request.decode()?)),
         ApiKey::FindCoordinator => respond(&groups::find_coordinator(shard, request.decode()?, version)),
         ApiKey::InitProducerId => respond(&init_producer_id(shard, request.decode()?).await),
+        ApiKey::DescribeProducers => {
+            let (call, parts) = DescribeProducersCall::new(&request.decode()?, shard.shared.shard_count);
+            respond(&call.answer(shard.scatter(parts, Shard::describe_producers_partition).await))
+        }
         key if broker::groups::is_group_api(key) => {
             let partitions = shard.shared.config.group.offsets_topic_partitions;
             let routed = broker::groups::route(&request, peer, partitions)?;

@@ -654,6 +654,11 @@ impl Shard {
         ListOffsetsResult::found(found, leader_epoch)
     }
 
+    /// A partition's idempotent producers, from its leader (DescribeProducers).
+    pub async fn describe_producers_partition(self: Rc<Self>, part: TopicPartition) -> Result<Vec<(i64, i16, i32)>, ErrorCode> {
+        self.machine.borrow().describe_producers(&part)
+    }
+
     /// Where an epoch ends in a partition's log (OffsetForLeaderEpoch, KIP-101/320).
     pub async fn offset_for_leader_epoch_partition(self: Rc<Self>, part: EpochEndPart) -> Result<EpochEndOffset, ErrorCode> {
         self.machine.borrow().epoch_end(&part)

@@ -112,6 +112,49 @@ def produce_v3_body(topic, partition, records_bytes, acks=-1, timeout_ms=10_000)
     )
 
 
+def uvarint(value: int) -> bytes:
+    out = b""
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out += bytes([byte | 0x80])
+        else:
+            return out + bytes([byte])
+
+
+def describe_producers_v0_body(partitions_by_topic):
+    """DescribeProducers v0 (flexible): {topic: [partition, ...]}."""
+    body = uvarint(len(partitions_by_topic) + 1)
+    for topic, partitions in partitions_by_topic.items():
+        body += compact_string(topic) + uvarint(len(partitions) + 1)
+        body += b"".join(struct.pack(">i", p) for p in partitions) + b"\x00"
+    return body + b"\x00"
+
+
+def parse_describe_producers_v0(body: bytes):
+    """-> {(topic, partition): (error_code, [(producer_id, epoch, last_sequence), ...])}"""
+    reader = Reader(body)
+    reader.pos += 1  # response header v1: no tagged fields
+    reader.int32()  # throttle time
+    result = {}
+    for _ in range(reader.uvarint() - 1):
+        topic = reader.compact_string()
+        for _ in range(reader.uvarint() - 1):
+            partition, error_code = reader.int32(), reader.int16()
+            reader.compact_string()  # error message
+            producers = []
+            for _ in range(reader.uvarint() - 1):
+                pid, epoch, last_seq = reader.int64(), reader.int32(), reader.int32()
+                reader.int64(), reader.int32(), reader.int64()  # last timestamp, coordinator epoch, txn start
+                reader.pos += 1  # tagged fields
+                producers.append((pid, epoch, last_seq))
+            reader.pos += 1
+            result[(topic, partition)] = (error_code, producers)
+        reader.pos += 1
+    return result
+
+
 def init_producer_id_v0_body(transactional_id=None, transaction_timeout_ms=60_000):
     return string(transactional_id) + struct.pack(">i", transaction_timeout_ms)
 
@@ -153,6 +196,24 @@ class Reader:
 
     def string(self):
         length = self.int16()
+        if length < 0:
+            return None
+        value = self.data[self.pos : self.pos + length].decode()
+        self.pos += length
+        return value
+
+    def uvarint(self):
+        value, shift = 0, 0
+        while True:
+            byte = self.data[self.pos]
+            self.pos += 1
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return value
+            shift += 7
+
+    def compact_string(self):
+        length = self.uvarint() - 1
         if length < 0:
             return None
         value = self.data[self.pos : self.pos + length].decode()

@@ -17,6 +17,7 @@ from log_checks import make_messages
 from test_replication import FAST, ContinuousProducer, create_topic, partition_state, stored_records, wait_for
 
 API_INIT_PRODUCER_ID = 22
+API_DESCRIBE_PRODUCERS = 61
 ERROR_OUT_OF_ORDER_SEQUENCE_NUMBER = 45
 ERROR_INVALID_PRODUCER_EPOCH = 47
 ERROR_INVALID_TXN_STATE = 48
@@ -84,6 +85,12 @@ def test_a_retried_batch_is_written_once_and_gaps_old_epochs_and_control_batches
         make_messages(1, now_ms(), tag="txn"), producer_id=pid, producer_epoch=epoch + 1, base_sequence=1, attributes=0x10
     )
     assert raw_produce(conn, "dedup", transactional)[0] == ERROR_INVALID_TXN_STATE
+    described = wire.parse_describe_producers_v0(
+        conn.request(API_DESCRIBE_PRODUCERS, 0, wire.describe_producers_v0_body({"dedup": [0, 7]}), flexible_header=True)
+    )
+    # The producer's epoch and last sequence; a partition that does not exist is reported so.
+    assert described[("dedup", 0)] == (wire.ERROR_NONE, [(pid, epoch + 1, 0)]), described
+    assert described[("dedup", 7)][0] == wire.ERROR_UNKNOWN_TOPIC_OR_PARTITION, described
     conn.close()
     stored = stored_records(broker, "dedup")
     assert sorted(stored) == list(range(6)), f"six records, each once: {stored}"

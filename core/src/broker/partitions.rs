@@ -17,8 +17,10 @@ use bytes::Bytes;
 use kafka_protocol::messages::fetch_response::FetchableTopicResponse;
 use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
 use kafka_protocol::messages::offset_for_leader_epoch_response::{EpochEndOffset as WireEpochEndOffset, OffsetForLeaderTopicResult};
+use kafka_protocol::messages::describe_producers_response::{PartitionResponse, ProducerState, TopicResponse};
 use kafka_protocol::messages::produce_response::TopicProduceResponse;
 use kafka_protocol::messages::{
+    DescribeProducersRequest, DescribeProducersResponse, ProducerId,
     FetchRequest as WireFetchRequest, FetchResponse as WireFetchResponse, ListOffsetsRequest, ListOffsetsResponse,
     OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, ProduceRequest, ProduceResponse, TopicName,
 };
@@ -423,6 +425,57 @@ impl EpochEndCall {
             |name, partitions| OffsetForLeaderTopicResult::default().with_topic(name).with_partitions(partitions),
         );
         OffsetForLeaderEpochResponse::default().with_topics(topics)
+    }
+}
+
+// ---- DescribeProducers ----
+
+/// DescribeProducers (KIP-664): each partition's idempotent producers, from its leader.
+#[derive(Debug)]
+pub struct DescribeProducersCall {
+    shape: Shape,
+}
+
+impl DescribeProducersCall {
+    pub fn new(request: &DescribeProducersRequest, cores: usize) -> (DescribeProducersCall, Parts<TopicPartition>) {
+        let (shape, parts) = split_request(
+            request.topics.iter().map(|t| (&t.name, &t.partition_indexes[..])),
+            |p| *p,
+            |partition, _| partition,
+            cores,
+        );
+        (DescribeProducersCall { shape }, parts)
+    }
+
+    /// Without transactions a producer has no coordinator epoch and no open transaction (-1);
+    /// odradek keeps no batch timestamps in its producer state, so `last_timestamp` is -1.
+    pub fn answer(self, answers: Answers<Result<Vec<(i64, i16, i32)>, ErrorCode>>) -> DescribeProducersResponse {
+        let results = merge_in_order(self.shape.len(), answers);
+        let topics = regroup(
+            self.shape.topics,
+            results,
+            |index, r| {
+                let (error, producers) = match r {
+                    Ok(producers) => (None, producers),
+                    Err(error) => (Some(error), Vec::new()),
+                };
+                let active = producers
+                    .into_iter()
+                    .map(|(id, epoch, last_sequence)| {
+                        ProducerState::default()
+                            .with_producer_id(ProducerId(id))
+                            .with_producer_epoch(i32::from(epoch))
+                            .with_last_sequence(last_sequence)
+                            .with_last_timestamp(-1)
+                            .with_coordinator_epoch(-1)
+                            .with_current_txn_start_offset(-1)
+                    })
+                    .collect();
+                PartitionResponse::default().with_partition_index(index).with_error_code(code(error)).with_active_producers(active)
+            },
+            |name, partitions| TopicResponse::default().with_name(name).with_partitions(partitions),
+        );
+        DescribeProducersResponse::default().with_topics(topics)
     }
 }
 

@@ -479,6 +479,15 @@ impl Shard {
         }
     }
 
+    /// A DescribeProducers partition on its owning core: the leader's producer state
+    /// (id, epoch, last sequence per producer).
+    pub fn describe_producers(&self, partition: &TopicPartition) -> Result<Vec<(i64, i16, i32)>, ErrorCode> {
+        match self.replica(partition).filter(|r| r.role() == Role::Leader) {
+            Some(replica) => Ok(replica.producers().active().collect()),
+            None => Err(self.missing(partition)),
+        }
+    }
+
     /// An OffsetForLeaderEpoch partition on its owning core ([`Self::offset_for_leader_epoch`]).
     pub fn epoch_end(&self, part: &EpochEndPart) -> Result<EpochEndOffset, ErrorCode> {
         self.offset_for_leader_epoch(&part.partition, part.current_leader_epoch, part.leader_epoch)
