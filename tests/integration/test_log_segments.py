@@ -34,7 +34,8 @@ SEGMENT_BYTES = 16_384
 RETENTION_BYTES = 65_536
 RETENTION_MS = 60_000
 CHECK_INTERVAL_MS = 200
-SEGMENT_NAME = re.compile(r"^(\d{20})\.(log|index|timeindex)$")
+# A segment's files; `.snapshot` is the idempotent producers' state below the segment's base.
+SEGMENT_NAME = re.compile(r"^(\d{20})\.(log|index|timeindex|snapshot)$")
 # Small batches, so that a 16 KiB segment holds several of them.
 SMALL_BATCHES = {"batch.size": 4096, "linger.ms": 5}
 
