@@ -14,7 +14,7 @@ if ! git diff --quiet -- core; then
 fi
 trap 'git checkout -q -- core' EXIT
 scenarios="swarm kip101 double-crash fast-leader-changes zombie-leader power-loss isr-churn
-  last-replica-standing isr-expansion-race acks-matrix power-loss-no-fsync stale-messages fsync-failure"
+  last-replica-standing isr-expansion-race acks-matrix power-loss-no-fsync stale-messages fsync-failure idempotent-failover"
 if [ "$#" -gt 1 ]; then
   shift
   patches=("$@")

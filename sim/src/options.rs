@@ -128,10 +128,14 @@ pub enum Scenario {
     /// fsyncs fail often: each failure halts its broker, which loses what the failed sync
     /// covered (or keeps a torn prefix of it).
     FsyncFailure,
+    /// Idempotent producers (always) retry through leader crashes, pauses and isolation: the
+    /// retry of a batch an old leader wrote, acknowledged or not, must get its first offset
+    /// from the new leader, never a second copy.
+    IdempotentFailover,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 13] = [
+    pub const ALL: [Scenario; 14] = [
         Scenario::Swarm,
         Scenario::Kip101,
         Scenario::DoubleCrash,
@@ -145,6 +149,7 @@ impl Scenario {
         Scenario::PowerLossNoFsync,
         Scenario::StaleMessages,
         Scenario::FsyncFailure,
+        Scenario::IdempotentFailover,
     ];
 
     pub fn name(self) -> &'static str {
@@ -162,6 +167,7 @@ impl Scenario {
             Scenario::PowerLossNoFsync => "power-loss-no-fsync",
             Scenario::StaleMessages => "stale-messages",
             Scenario::FsyncFailure => "fsync-failure",
+            Scenario::IdempotentFailover => "idempotent-failover",
         }
     }
 
@@ -334,6 +340,22 @@ impl Options {
                 o.torn_writes = rng.gen_bool(0.7);
                 o.disk_latency_ms = (1, 30);
             }
+            Scenario::IdempotentFailover => {
+                o.acks = -1;
+                o.target_leader = true;
+                o.fault_interval_ms = rng.gen_range(200..1_000);
+                o.crash_probability = rng.gen_range(0.1..0.3);
+                // Pauses outlast the producers' request timeout: they resend batches the
+                // paused leader may already have written.
+                o.pause_probability = rng.gen_range(0.1..0.3);
+                o.pause_ms_max = rng.gen_range(2_000..6_000);
+                o.partition_probability = rng.gen_range(0.1..0.3);
+                o.heal_probability = 0.5;
+                o.power_loss_probability = 0.0;
+                o.restart_delay_ms = (0, 1_000);
+                o.producers = rng.gen_range(2..4);
+                o.produce_interval_ms = (1, rng.gen_range(2..20));
+            }
         }
         // The faults added after the rest: drawn last, so every earlier option keeps its value.
         o.one_way_probability = chance(rng, 0.5, 0.2, 1.0);
@@ -360,7 +382,7 @@ impl Options {
         }
         o.graceful_stop_probability = chance(rng, 0.4, 0.02, 0.2);
         o.cores = if rng.gen_bool(0.5) { 2 } else { 1 };
-        o.idempotent_producers = rng.gen_bool(0.5);
+        o.idempotent_producers = rng.gen_bool(0.5) || scenario == Scenario::IdempotentFailover;
         o
     }
 
