@@ -307,27 +307,9 @@ pub(crate) mod tests {
 
     /// A batch of an idempotent producer: `count` records from sequence `first_seq`.
     pub(crate) fn encode_idempotent_batch(count: i32, producer_id: i64, epoch: i16, first_seq: i32) -> Vec<u8> {
-        let records: Vec<Record> = (0..count)
-            .map(|i| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id,
-                producer_epoch: epoch,
-                timestamp_type: TimestampType::Creation,
-                offset: i64::from(i),
-                sequence: first_seq + i,
-                timestamp: 1_000 + i64::from(i),
-                key: Some(format!("k{i}").into_bytes().into()),
-                value: Some(vec![b'v'; 20].into()),
-                headers: Default::default(),
-            })
-            .collect();
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None })
-            .expect("encode");
-        buf.to_vec()
+        let records: Vec<_> = (0..count).map(|i| (Some(format!("k{i}").into()), Some(vec![b'v'; 20].into()))).collect();
+        let sequenced = crate::records::Sequenced { producer_id, epoch, first_seq };
+        crate::records::encode_producer_records(&records, 1_000, Compression::None, Some(sequenced)).to_vec()
     }
 
     #[test]

@@ -300,13 +300,13 @@ impl Shard {
         }
     }
 
-    /// Parks a long poll on `partitions` until news of one of them or `deadline_ms`; park
-    /// before reading, so news between the read and the wait is not missed.
     /// An id for a long poll, which parks under it read after read until [`Self::unpark`].
     pub fn fetch_wait(&self) -> u64 {
         self.token()
     }
 
+    /// Parks a long poll on `partitions` until news of one of them or `deadline_ms`; park
+    /// before reading, so news between the read and the wait is not missed.
     pub fn park(self: &Rc<Self>, wait: u64, partitions: Arc<[TopicPartition]>, deadline_ms: i64) -> oneshot::Receiver<()> {
         let (tx, rx) = oneshot::channel();
         self.fetch_waits.borrow_mut().insert(wait, tx);

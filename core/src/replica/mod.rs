@@ -834,9 +834,9 @@ impl Replica {
             self.leader_epoch.0,
             log_append_time_ms,
         ));
-        if let Some(producer) = &producer {
-            let header = &validated.batches[0].1;
-            self.producers.record(now_ms, producer, Offset(header.base_offset), Offset(header.last_offset()));
+        if producer.is_some() {
+            // Its header now carries the assigned offsets.
+            self.producers.replay(now_ms, &validated.batches[0].1);
         }
         self.emit_append(base_offset, end_offset, buf.freeze());
         let pending = PendingProduce {
@@ -1076,7 +1076,7 @@ impl Replica {
             end_offset,
             byte_len,
             new_epochs,
-            producer_batches,
+            producer_headers,
         }) = self.check_fetched_records(fetch_offset, leader_epoch, &response.records)
         else {
             tracing::debug!(
@@ -1094,8 +1094,8 @@ impl Replica {
             if cache_changed {
                 self.persist_epoch_cache();
             }
-            for (producer, first, last) in &producer_batches {
-                self.producers.record(now_ms, producer, *first, *last);
+            for header in &producer_headers {
+                self.producers.replay(now_ms, header);
             }
             self.emit_append(fetch_offset, end_offset, response.records.slice(..byte_len));
         }
@@ -1692,7 +1692,7 @@ impl Replica {
         let mut next = fetch_offset;
         let mut latest = self.epoch_cache.latest_epoch();
         let mut epochs = Vec::new();
-        let mut producer_batches = Vec::new();
+        let mut producer_headers = Vec::new();
         while position < records.len() {
             // Stored, not produced, batches: compaction leaves fewer records than offsets, and
             // offset gaps between batches.
@@ -1718,10 +1718,8 @@ impl Replica {
                 epochs.push((epoch, Offset(header.base_offset)));
                 latest = epoch;
             }
-            if !header.is_control() {
-                if let Some(producer) = ProducerBatch::of(&header) {
-                    producer_batches.push((producer, Offset(header.base_offset), Offset(header.last_offset())));
-                }
+            if header.producer_id >= 0 {
+                producer_headers.push(header);
             }
             next = Offset(header.next_offset());
             position += header.total_len();
@@ -1730,7 +1728,7 @@ impl Replica {
             end_offset: next,
             byte_len: position,
             new_epochs: epochs,
-            producer_batches,
+            producer_headers,
         })
     }
 
@@ -1958,8 +1956,8 @@ struct FetchedPrefix {
     byte_len: usize,
     /// Each epoch new to this log, with the base offset of its first batch.
     new_epochs: Vec<(LeaderEpoch, Offset)>,
-    /// The idempotent producers' batches, with their first and last offsets.
-    producer_batches: Vec<(ProducerBatch, Offset, Offset)>,
+    /// The headers of the idempotent producers' batches, for their state once appended.
+    producer_headers: Vec<batch::BatchHeader>,
 }
 
 impl LeaderState {

@@ -842,6 +842,25 @@ fn a_retry_of_a_pending_batch_waits_for_the_same_high_watermark() {
     assert_eq!(appends, 1, "{actions:?}");
     assert!(!actions.iter().any(|a| matches!(a, Action::ReplyProduce { .. })), "both wait for the follower: {actions:?}");
     assert_eq!(r.producers().get(9).map(|p| p.batches.len()), Some(1));
+    r.handle_completion(1, Completion::Appended { end_offset: Offset(3) });
+    r.handle_completion(1, Completion::Synced { through: Offset(3) });
+    let fetch = FetchRequest {
+        replica_id: n(2),
+        current_leader_epoch: LeaderEpoch(3),
+        fetch_offset: Offset(3),
+        last_fetched_epoch: LeaderEpoch(3),
+        log_start_offset: Offset(0),
+        max_wait_ms: 0,
+        max_bytes: 1 << 20,
+    };
+    r.handle_fetch(2, &fetch);
+    let answered: Vec<_> = std::iter::from_fn(|| r.poll_action())
+        .filter_map(|a| match a {
+            Action::ReplyProduce { request_id, result } => Some((request_id, result.map(|ack| ack.base_offset))),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(answered, vec![(1, Ok(Offset(0))), (2, Ok(Offset(0)))], "both at the first write's offset");
 }
 
 /// KIP-101, second scenario: both replicas lose power with different unsynced tails (the
