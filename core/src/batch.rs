@@ -257,6 +257,58 @@ pub fn scan_headers(buf: &[u8]) -> impl Iterator<Item = (usize, BatchHeader)> + 
     })
 }
 
+/// A transaction marker: the one record of a control batch a transaction coordinator's
+/// WriteTxnMarkers has a partition leader write (Kafka's `EndTransactionMarker`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ControlMarker {
+    pub commit: bool,
+    pub coordinator_epoch: i32,
+}
+
+/// The marker of the control batch at the start of `batch` (whole batch bytes): `None` for a
+/// data batch, or a control batch whose record is not a commit or abort marker (Kafka writes
+/// control batches uncompressed with one record, key: version i16, type i16 (0 abort,
+/// 1 commit); value: version i16, coordinator epoch i32).
+pub fn control_marker(batch: &[u8]) -> Option<ControlMarker> {
+    let header = BatchHeader::parse(batch).ok()?;
+    if !header.is_control() || header.compression_codec() != 0 || header.record_count < 1 {
+        return None;
+    }
+    let end = header.total_len().min(batch.len());
+    let mut at = HEADER_LEN;
+    let varint = |at: &mut usize| -> Option<i64> {
+        let mut raw = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = *batch[..end].get(*at)?;
+            *at += 1;
+            raw |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Some((raw >> 1) as i64 ^ -((raw & 1) as i64));
+            }
+        }
+        None
+    };
+    let _length = varint(&mut at)?;
+    at += 1; // attributes
+    let _timestamp_delta = varint(&mut at)?;
+    let _offset_delta = varint(&mut at)?;
+    let key_len = usize::try_from(varint(&mut at)?).ok()?;
+    let key = batch[..end].get(at..at.checked_add(key_len)?)?;
+    at += key_len;
+    if key_len < 4 {
+        return None;
+    }
+    let kind = i16::from_be_bytes([key[2], key[3]]);
+    let value_len = usize::try_from(varint(&mut at)?).ok()?;
+    let value = batch[..end].get(at..at.checked_add(value_len)?)?;
+    let coordinator_epoch = if value_len >= 6 { i32::from_be_bytes(value[2..6].try_into().ok()?) } else { -1 };
+    match kind {
+        0 => Some(ControlMarker { commit: false, coordinator_epoch }),
+        1 => Some(ControlMarker { commit: true, coordinator_epoch }),
+        _ => None,
+    }
+}
+
 fn be_i32(buf: &[u8], at: usize) -> i32 {
     i32::from_be_bytes(buf[at..at + 4].try_into().expect("4 bytes"))
 }
@@ -308,7 +360,7 @@ pub(crate) mod tests {
     /// A batch of an idempotent producer: `count` records from sequence `first_seq`.
     pub(crate) fn encode_idempotent_batch(count: i32, producer_id: i64, epoch: i16, first_seq: i32) -> Vec<u8> {
         let records: Vec<_> = (0..count).map(|i| (Some(format!("k{i}").into()), Some(vec![b'v'; 20].into()))).collect();
-        let sequenced = crate::records::Sequenced { producer_id, epoch, first_seq };
+        let sequenced = crate::records::Sequenced { producer_id, epoch, first_seq, transactional: false };
         crate::records::encode_producer_records(&records, 1_000, Compression::None, Some(sequenced)).to_vec()
     }
 

@@ -261,6 +261,8 @@ fn failed(error: ErrorCode, log_start_offset: Offset) -> FetchResponse {
     FetchResponse {
         error: Some(error),
         high_watermark: Offset(-1),
+        last_stable_offset: Offset(-1),
+        aborted_transactions: None,
         log_start_offset,
         diverging_epoch: None,
         records: Bytes::new(),
@@ -280,6 +282,8 @@ fn partition_response(p: PartitionData) -> FetchResponse {
     FetchResponse {
         error: None,
         high_watermark: Offset(p.high_watermark),
+        last_stable_offset: Offset(p.last_stable_offset),
+        aborted_transactions: None,
         log_start_offset: Offset(p.log_start_offset),
         diverging_epoch: diverging,
         records: p.records.unwrap_or_default(),
@@ -297,6 +301,7 @@ pub fn partition_request(request: &WireFetchRequest, version: i16, partition: &F
         log_start_offset: Offset(partition.log_start_offset),
         max_wait_ms: request.max_wait_ms,
         max_bytes: partition.partition_max_bytes.max(0),
+        read_committed: version >= 4 && request.isolation_level == 1,
     }
 }
 
@@ -310,8 +315,16 @@ pub fn partition_data(index: i32, version: i16, answer: FetchResponse) -> Partit
         .with_partition_index(index)
         .with_error_code(answer.error.map_or(0, |e| e.code()))
         .with_high_watermark(answer.high_watermark.0)
-        // No transactions yet: everything below the high watermark is stable.
-        .with_last_stable_offset(answer.high_watermark.0)
+        .with_last_stable_offset(if version >= 4 { answer.last_stable_offset.0 } else { -1 })
+        .with_aborted_transactions(answer.aborted_transactions.filter(|_| version >= 4).map(|list| {
+            list.into_iter()
+                .map(|t| {
+                    fetch_response::AbortedTransaction::default()
+                        .with_producer_id(t.producer_id.into())
+                        .with_first_offset(t.first_offset.0)
+                })
+                .collect()
+        }))
         .with_log_start_offset(if version >= 5 { answer.log_start_offset.0 } else { -1 })
         .with_diverging_epoch(diverging)
         .with_records(Some(answer.records))
@@ -331,6 +344,7 @@ mod tests {
             log_start_offset: Offset(0),
             max_wait_ms: 500,
             max_bytes: 1 << 20,
+            read_committed: false,
         }
     }
 
@@ -354,6 +368,8 @@ mod tests {
         FetchResponse {
             error: None,
             high_watermark: Offset(hw),
+            last_stable_offset: Offset(-1),
+            aborted_transactions: None,
             log_start_offset: Offset(0),
             diverging_epoch: None,
             records: Bytes::from_static(records),
@@ -497,6 +513,8 @@ mod tests {
         let answer = FetchResponse {
             error: None,
             high_watermark: Offset(12),
+            last_stable_offset: Offset(-1),
+            aborted_transactions: None,
             log_start_offset: Offset(3),
             diverging_epoch: Some(EpochEndOffset { epoch: LeaderEpoch(2), end_offset: Offset(8) }),
             records: Bytes::from_static(b"batch"),

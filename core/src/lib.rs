@@ -22,6 +22,7 @@ pub mod replica;
 pub mod records;
 pub mod shard;
 pub mod topic;
+pub mod txn;
 pub mod wire;
 
 pub use error::ErrorCode;

@@ -48,6 +48,8 @@ pub struct Sequenced {
     pub producer_id: i64,
     pub epoch: i16,
     pub first_seq: i32,
+    /// Part of a transaction (the batch's transactional bit).
+    pub transactional: bool,
 }
 
 /// As [`encode_records`], for an idempotent producer when `sequenced` is set.
@@ -58,11 +60,12 @@ pub fn encode_producer_records(
     sequenced: Option<Sequenced>,
 ) -> Bytes {
     let (producer_id, producer_epoch, first_seq) = sequenced.map_or((-1, -1, 0), |s| (s.producer_id, s.epoch, s.first_seq));
+    let transactional = sequenced.is_some_and(|s| s.transactional);
     let records: Vec<Record> = records
         .iter()
         .enumerate()
         .map(|(i, (key, value))| Record {
-            transactional: false,
+            transactional,
             control: false,
             delete_horizon: false,
             partition_leader_epoch: -1,
@@ -81,6 +84,38 @@ pub fn encode_producer_records(
     let mut buf = BytesMut::new();
     RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression })
         .expect("the encoder supports every codec it is built with");
+    buf.freeze()
+}
+
+/// A transaction marker's control batch for `producer_id`/`epoch` at offset 0, stamped
+/// `now_ms`, as a partition leader writes it on WriteTxnMarkers (Kafka's
+/// `MemoryRecords.withEndTransactionMarker`).
+pub fn encode_marker(producer_id: i64, epoch: i16, marker: crate::batch::ControlMarker, now_ms: i64) -> Bytes {
+    let kind: i16 = if marker.commit { 1 } else { 0 };
+    let mut key = Vec::with_capacity(4);
+    key.extend_from_slice(&0i16.to_be_bytes());
+    key.extend_from_slice(&kind.to_be_bytes());
+    let mut value = Vec::with_capacity(6);
+    value.extend_from_slice(&0i16.to_be_bytes());
+    value.extend_from_slice(&marker.coordinator_epoch.to_be_bytes());
+    let record = Record {
+        transactional: true,
+        control: true,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id,
+        producer_epoch: epoch,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp: now_ms,
+        key: Some(Bytes::from(key)),
+        value: Some(Bytes::from(value)),
+        headers: Default::default(),
+    };
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, &[record], &RecordEncodeOptions { version: 2, compression: Compression::None })
+        .expect("an uncompressed batch always encodes");
     buf.freeze()
 }
 
@@ -120,6 +155,22 @@ mod tests {
         assert_eq!(first_at_or_after(&buf, 110).unwrap(), Some((10, 200)));
         assert_eq!(first_at_or_after(&buf, 209).unwrap(), Some((19, 209)));
         assert_eq!(first_at_or_after(&buf, 210).unwrap(), None);
+    }
+
+    #[test]
+    fn a_marker_reads_back_from_its_control_batch() {
+        let marker = crate::batch::ControlMarker { commit: true, coordinator_epoch: 7 };
+        let batch = encode_marker(42, 3, marker, 1_000);
+        let header = crate::batch::validate_batch(&batch).expect("a valid batch");
+        assert!(header.is_control() && header.is_transactional());
+        assert_eq!((header.producer_id, header.producer_epoch), (42, 3));
+        assert_eq!(crate::batch::control_marker(&batch), Some(marker));
+        let abort = encode_marker(42, 3, crate::batch::ControlMarker { commit: false, coordinator_epoch: 0 }, 1_000);
+        assert_eq!(crate::batch::control_marker(&abort).map(|m| m.commit), Some(false));
+        assert_eq!(crate::batch::control_marker(&encode_records(&[(None, Some(Bytes::from("v")))], 0, Compression::None)), None);
+        for cut in 0..batch.len() {
+            let _ = crate::batch::control_marker(&batch[..cut]);
+        }
     }
 
     #[test]

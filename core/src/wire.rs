@@ -19,7 +19,7 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 100 * 1024 * 1024;
 /// from these ranges (KAFKA-APIS.md). Ceilings are deliberate: Produce 12 and Fetch 13 bring
 /// transactions v2 and topic ids, and ListOffsets 7 the max-timestamp query, which odradek
 /// does not serve yet.
-pub const SUPPORTED_APIS: [(ApiKey, i16, i16); 22] = [
+pub const SUPPORTED_APIS: [(ApiKey, i16, i16); 29] = [
     (ApiKey::Produce, 3, 11),
     (ApiKey::Fetch, 4, 12),
     (ApiKey::ListOffsets, 1, 6),
@@ -42,6 +42,15 @@ pub const SUPPORTED_APIS: [(ApiKey, i16, i16); 22] = [
     // v5 and later belong to transactions v2 (KIP-890) and two-phase commit (KIP-939).
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::DescribeProducers, 0, 0),
+    // v4+ is the brokers' batched verification (KIP-890), which odradek's leaders do not use.
+    (ApiKey::AddPartitionsToTxn, 0, 3),
+    (ApiKey::AddOffsetsToTxn, 0, 3),
+    // v4 adds TRANSACTION_ABORTABLE and v5 the per-transaction epoch bump (KIP-890 part 2).
+    (ApiKey::EndTxn, 0, 3),
+    (ApiKey::WriteTxnMarkers, 1, 1),
+    (ApiKey::TxnOffsetCommit, 0, 3),
+    (ApiKey::DescribeTransactions, 0, 0),
+    (ApiKey::ListTransactions, 0, 0),
     // v0–1 predate current_leader_epoch (KIP-320) and kafka-protocol 0.18 has no codec for
     // them; clients that validate positions use v2+.
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
@@ -312,7 +321,7 @@ mod tests {
             RequestError::UnsupportedApiVersions { correlation_id: 42, version: 127 }
         );
 
-        let unsupported_api = frame(ApiKey::AddPartitionsToTxn, 0, &MetadataRequest::default());
+        let unsupported_api = frame(ApiKey::DeleteRecords, 0, &MetadataRequest::default());
         assert!(matches!(parse_request(unsupported_api), Err(RequestError::UnsupportedVersion { .. })));
         assert!(matches!(parse_request(Bytes::from_static(&[0, 3, 0])), Err(RequestError::Malformed { .. })));
 

@@ -22,6 +22,8 @@ pub struct ServerConfig {
     pub auto_create_topics: bool,
     pub log: LogConfig,
     pub group: GroupConfig,
+    /// The transaction coordinator's settings (`transaction.*`).
+    pub txn: odradek_core::txn::TxnConfig,
     pub retention_check_interval_ms: u64,
     pub max_request_bytes: usize,
     pub fsync: bool,
@@ -109,6 +111,24 @@ impl ServerConfig {
         }
     }
 
+    /// `__transaction_state` as Kafka creates it: compacted, `transaction.state.log.num.partitions`
+    /// partitions, as many replicas as `__consumer_offsets` (Kafka's
+    /// `transaction.state.log.replication.factor` has the same default), and Kafka's
+    /// `transaction.state.log.min.isr` of 2 where there are that many replicas.
+    pub fn transaction_state_topic(&self) -> odradek_core::controller::CreatableTopic {
+        let replicas = self.offsets_topic_replicas();
+        odradek_core::controller::CreatableTopic {
+            name: odradek_core::txn::TXN_TOPIC.to_owned(),
+            num_partitions: self.txn.partitions,
+            replication_factor: replicas,
+            configs: BTreeMap::from([
+                ("cleanup.policy".to_owned(), "compact".to_owned()),
+                ("segment.bytes".to_owned(), self.offsets_topic_segment_bytes.to_string()),
+                ("min.insync.replicas".to_owned(), replicas.min(2).to_string()),
+            ]),
+        }
+    }
+
     /// This node's quorum address (controller listener).
     pub fn quorum_address(&self) -> Option<SocketAddr> {
         self.controller_listen.or_else(|| {
@@ -130,6 +150,7 @@ impl Default for ServerConfig {
             auto_create_topics: true,
             log: LogConfig::default(),
             group: GroupConfig::default(),
+            txn: odradek_core::txn::TxnConfig::default(),
             retention_check_interval_ms: 300_000,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             fsync: true,
@@ -376,7 +397,16 @@ impl ServerConfig {
             "group.initial.rebalance.delay.ms" => self.group.initial_rebalance_delay_ms = num(value)?,
             "group.min.session.timeout.ms" => self.group.min_session_timeout_ms = num(value)?,
             "group.max.session.timeout.ms" => self.group.max_session_timeout_ms = num(value)?,
-            "offsets.topic.num.partitions" => self.group.offsets_topic_partitions = num(value)?,
+            "offsets.topic.num.partitions" => {
+                self.group.offsets_topic_partitions = num(value)?;
+                self.txn.offsets_topic_partitions = self.group.offsets_topic_partitions;
+            }
+            "transaction.state.log.num.partitions" => self.txn.partitions = positive(num(value)?)?,
+            "transaction.max.timeout.ms" => self.txn.max_timeout_ms = positive(num(value)?)?,
+            "transactional.id.expiration.ms" => self.txn.id_expiration_ms = positive(num(value)?)?,
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms" => {
+                self.txn.abort_check_interval_ms = positive(num(value)?)?
+            }
             "offsets.retention.minutes" => self.group.offsets_retention_ms = num::<i64>(value)? * 60_000,
             "offset.metadata.max.bytes" => self.group.offset_metadata_max_bytes = num(value)?,
             "process.roles" => {
@@ -520,6 +550,14 @@ pub fn parse_properties(text: &str) -> Result<BTreeMap<String, String>, String> 
         out.insert(key.trim().to_owned(), value.trim().to_owned());
     }
     Ok(out)
+}
+
+fn positive<T: PartialOrd + Default + std::fmt::Display>(value: T) -> Result<T, String> {
+    if value > T::default() {
+        Ok(value)
+    } else {
+        Err(format!("expected a positive number, got {value}"))
+    }
 }
 
 #[cfg(test)]

@@ -26,13 +26,17 @@ impl Shard {
         answer.await.expect("the coordinator answers every request")
     }
 
-    /// Asks the controller, once at a time, to create `__consumer_offsets` with Kafka's
-    /// settings for it: compacted, `offsets.topic.replication.factor` replicas.
-    fn create_offsets_topic(self: &Rc<Self>) {
-        if self.creating_offsets_topic.replace(true) {
+    /// Asks the controller, once at a time, to create an internal topic (`__consumer_offsets`,
+    /// `__transaction_state`) with Kafka's settings for it (see `ServerConfig`).
+    fn create_internal_topic(self: &Rc<Self>, name: &'static str) {
+        let (topic, creating) = if name == OFFSETS_TOPIC {
+            (self.shared.config.offsets_topic(), &self.creating_offsets_topic)
+        } else {
+            (self.shared.config.transaction_state_topic(), &self.creating_txn_topic)
+        };
+        if creating.replace(true) {
             return;
         }
-        let topic = self.shared.config.offsets_topic();
         let shard = self.clone();
         glommio::spawn_local(async move {
             let request = odradek_core::controller::CreateTopicsRequest { topics: vec![topic], validate_only: false };
@@ -40,23 +44,25 @@ impl Shard {
             match answer {
                 Some(ControllerResponse::CreateTopics(results)) => {
                     for r in results.into_iter().filter(|r| r.error.is_some()) {
-                        warn!(error = ?r.error, "creating {OFFSETS_TOPIC} failed; retrying on the next FindCoordinator");
+                        warn!(error = ?r.error, "creating {name} failed; retrying on the next FindCoordinator");
                     }
                 }
-                _ => warn!("no controller answered the creation of {OFFSETS_TOPIC}"),
+                _ => warn!("no controller answered the creation of {name}"),
             }
-            shard.creating_offsets_topic.set(false);
+            let creating = if name == OFFSETS_TOPIC { &shard.creating_offsets_topic } else { &shard.creating_txn_topic };
+            creating.set(false);
         })
         .detach();
     }
 }
 
 pub fn find_coordinator(shard: &Rc<Shard>, request: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
-    let partitions = shard.shared.config.group.offsets_topic_partitions;
+    let config = &shard.shared.config;
     let image = shard.image.borrow().clone();
-    let (response, create) = groups::find_coordinator(&image, &request, version, partitions);
-    if create {
-        shard.create_offsets_topic();
+    let (response, create) =
+        groups::find_coordinator(&image, &request, version, config.group.offsets_topic_partitions, config.txn.partitions);
+    if let Some(topic) = create {
+        shard.create_internal_topic(topic);
     }
     response
 }

@@ -20,6 +20,7 @@ use odradek_core::ErrorCode;
 use crate::clock::now_ms;
 use crate::groups::{self, OFFSETS_TOPIC};
 use crate::shard::Shard;
+use crate::txns;
 
 fn s(text: impl Into<String>) -> StrBytes {
     StrBytes::from_string(text.into())
@@ -48,7 +49,20 @@ pub async fn handle(shard: &Rc<Shard>, request: Request, peer: &str) -> Result<O
         ApiKey::DeleteTopics => respond(&delete_topics(shard, request.decode()?, version).await),
         ApiKey::DescribeConfigs => respond(&describe_configs(shard, request.decode()?)),
         ApiKey::FindCoordinator => respond(&groups::find_coordinator(shard, request.decode()?, version)),
-        ApiKey::InitProducerId => respond(&init_producer_id(shard, request.decode()?).await),
+        ApiKey::InitProducerId => {
+            let init: InitProducerIdRequest = request.decode()?;
+            if broker::txn::is_transactional_init(&init) {
+                let routed = broker::txn::route_init(&init, version, &shard.shared.config.txn);
+                return txns::answer(shard, routed).await.encode(version, request.correlation_id()).map(Some);
+            }
+            respond(&init_producer_id(shard, init).await)
+        }
+        ApiKey::WriteTxnMarkers => respond(&shard.write_txn_markers(request.decode()?).await),
+        key if broker::txn::is_txn_api(key) => {
+            let image = shard.image.borrow().clone();
+            let routed = broker::txn::route(&request, &image, &shard.shared.config.txn)?;
+            txns::answer(shard, routed).await.encode(version, request.correlation_id()).map(Some)
+        }
         ApiKey::DescribeProducers => {
             let (call, parts) = DescribeProducersCall::new(&request.decode()?, shard.shared.shard_count);
             respond(&call.answer(shard.scatter(parts, Shard::describe_producers_partition).await))

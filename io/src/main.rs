@@ -13,6 +13,7 @@ mod server;
 mod shard;
 mod shared;
 mod storage;
+mod txns;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;

@@ -76,9 +76,9 @@ pub async fn open(
     producers.advance_log_start(Offset(store.log_start_offset()));
     let mut epochs: Vec<(i32, i64)> = Vec::new();
     store
-        .for_each_header_from(replay_from.min(scan_from.0), |header| {
+        .for_each_header_from(replay_from.min(scan_from.0), |header, batch| {
             if header.base_offset >= replay_from {
-                producers.replay(opened_ms, header);
+                producers.replay(opened_ms, header, batch);
             }
             let in_scan = header.next_offset() > scan_from.0;
             if in_scan && epochs.last().is_none_or(|&(epoch, _)| epoch != header.partition_leader_epoch) {

@@ -75,6 +75,8 @@ pub struct Shard {
     notice_pending: Vec<Cell<bool>>,
     /// Group requests waiting for the machine's answer, by id.
     group_waiters: RefCell<BTreeMap<u64, oneshot::Sender<GroupResponse>>>,
+    pub(crate) txn_waiters: RefCell<BTreeMap<u64, oneshot::Sender<odradek_core::txn::Response>>>,
+    pub creating_txn_topic: Cell<bool>,
     /// A request to create `__consumer_offsets` is on its way to the controller.
     pub creating_offsets_topic: Cell<bool>,
     /// Core 0 only: the metadata quorum member and the broker's link to the active controller.
@@ -90,7 +92,7 @@ pub struct Shard {
     /// The store of every partition the machine holds.
     stores: RefCell<BTreeMap<TopicPartition, Rc<PartitionStore>>>,
     /// Produces waiting for the machine's answer, by token.
-    produce_waiters: RefCell<BTreeMap<u64, oneshot::Sender<Result<ProduceAck, ErrorCode>>>>,
+    pub(crate) produce_waiters: RefCell<BTreeMap<u64, oneshot::Sender<Result<ProduceAck, ErrorCode>>>>,
     /// Long polls parked in the machine's purgatory, by wait id.
     fetch_waits: RefCell<BTreeMap<u64, oneshot::Sender<()>>>,
     next_token: Cell<u64>,
@@ -114,6 +116,7 @@ impl Shard {
         let fsync = shared.config.fsync;
         let node_id = NodeId(shared.config.node_id);
         let group_config = shared.config.group.clone();
+        let txn_config = shared.config.txn.clone();
         // Member ids must differ across restarts; the seed is the only randomness they use.
         let seed = uuid::Uuid::new_v4().as_u64_pair().0;
         Rc::new(Shard {
@@ -124,6 +127,8 @@ impl Shard {
             notice_pending: peers.iter().map(|_| Cell::new(false)).collect(),
             peers,
             group_waiters: RefCell::default(),
+            txn_waiters: RefCell::default(),
+            creating_txn_topic: Cell::new(false),
             creating_offsets_topic: Cell::new(false),
             node: RefCell::new(None),
             image: RefCell::new(Arc::new(MetadataImage::default())),
@@ -134,6 +139,7 @@ impl Shard {
                 fetcher::DEFAULT_RESPONSE_MAX_BYTES,
                 FETCH_REQUEST_TIMEOUT_MS,
                 GroupCoordinator::new(group_config, seed ^ id.0 as u64),
+                odradek_core::txn::TxnCoordinator::new(txn_config),
             )),
             stores: RefCell::default(),
             produce_waiters: RefCell::default(),
@@ -263,7 +269,16 @@ impl Shard {
                     let _ = waiter.send(response);
                 }
             }
-            Output::ReadGroups { partition, generation, from, upto, max_bytes } => {
+            Output::TxnReply { id, response } => {
+                if let Some(waiter) = self.txn_waiters.borrow_mut().remove(&id) {
+                    let _ = waiter.send(response);
+                }
+            }
+            Output::NewProducerId { token } => self.fetch_producer_id(token),
+            Output::WriteMarkers { token, producer_id, producer_epoch, marker, partitions } => {
+                self.send_markers(token, producer_id, producer_epoch, marker, partitions);
+            }
+            Output::ReadCoordinatorLog { partition, generation, from, upto, max_bytes } => {
                 let Some(store) = self.stores.borrow().get(&partition).cloned() else { return };
                 let this = self.clone();
                 glommio::spawn_local(async move {
@@ -271,7 +286,7 @@ impl Shard {
                         .read_upto(from.0, max_bytes, upto.0)
                         .await
                         .map_err(|e| format!("{}-{} at {}: {e}", partition.topic, partition.partition, from.0));
-                    this.machine.borrow_mut().handle_groups_read(now_ms(), &partition, generation, read);
+                    this.machine.borrow_mut().handle_coordinator_read(now_ms(), &partition, generation, read);
                     this.pump();
                 })
                 .detach();
@@ -332,7 +347,7 @@ impl Shard {
         self.machine.borrow_mut()
     }
 
-    fn token(&self) -> u64 {
+    pub(crate) fn token(&self) -> u64 {
         let token = self.next_token.get();
         self.next_token.set(token + 1);
         token

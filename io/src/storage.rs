@@ -489,15 +489,15 @@ impl PartitionStore {
     }
 
     /// Walks the header of every batch from the one holding `from` to the log end.
-    pub async fn for_each_header_from(&self, from: i64, mut each: impl FnMut(&BatchHeader)) -> io::Result<()> {
+    pub async fn for_each_header_from(&self, from: i64, mut each: impl FnMut(&BatchHeader, &[u8])) -> io::Result<()> {
         let segments: Vec<Segment> =
             self.log.borrow().segments().iter().filter(|s| s.next_offset > from).cloned().collect();
         for segment in &segments {
             let mut chunks = self.batch_chunks(segment)?;
             while let Some(chunk) = chunks.next().await? {
-                for (_, header) in batch::scan_headers(&chunk) {
+                for (position, header) in batch::scan_headers(&chunk) {
                     if header.next_offset() > from {
-                        each(&header);
+                        each(&header, &chunk[position..position + header.total_len()]);
                     }
                 }
             }

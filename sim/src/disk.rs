@@ -264,7 +264,7 @@ impl PartitionLog {
         let mut producers = ProducerStates::default();
         for b in &self.batches {
             let header = batch::BatchHeader::parse(&b.bytes).expect("a stored batch parses");
-            producers.replay(now_ms, &header);
+            producers.replay(now_ms, &header, &b.bytes);
         }
         PersistedState {
             log_start_offset: Offset(self.log_start),

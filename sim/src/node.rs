@@ -347,6 +347,7 @@ impl Node {
                         fetcher::DEFAULT_RESPONSE_MAX_BYTES,
                         self.replica_config.replica_fetch_response_timeout_ms,
                         GroupCoordinator::new(groups, seed ^ 0x9c ^ (core << 8)),
+                        odradek_core::txn::TxnCoordinator::new(odradek_core::txn::TxnConfig::default()),
                     )
                 })
                 .collect(),
@@ -648,8 +649,9 @@ impl Node {
             }
             ApiKey::FindCoordinator => {
                 let body: FindCoordinatorRequest = request.decode().expect("valid find coordinator");
-                let (answer, create) = broker::groups::find_coordinator(p.quorum.controller().image(), &body, version, OFFSETS_PARTITIONS);
-                if create && !p.rpcs.values().any(|(r, _)| matches!(r, Rpc::CreateOffsets)) {
+                // The simulated clients use no transactions: no transaction state partitions.
+                let (answer, create) = broker::groups::find_coordinator(p.quorum.controller().image(), &body, version, OFFSETS_PARTITIONS, 0);
+                if create.is_some() && !p.rpcs.values().any(|(r, _)| matches!(r, Rpc::CreateOffsets)) {
                     let rpc_id = p.next_rpc;
                     p.next_rpc += 1;
                     p.rpcs.insert(rpc_id, (Rpc::CreateOffsets, now + RPC_TIMEOUT_MS));
@@ -900,7 +902,12 @@ impl Node {
                                 out.push(Output::Send { to: call.client, payload: Payload::KafkaResponse { frame } });
                             }
                         }
-                        broker::Output::ReadGroups { partition, generation, from, upto, max_bytes } => {
+                        // The simulated clients send no transaction requests, so no
+                        // transaction coordinator has anything to do.
+                        broker::Output::TxnReply { .. } | broker::Output::NewProducerId { .. } | broker::Output::WriteMarkers { .. } => {
+                            out.push(Output::Violation(format!("node {id}: transaction coordinator output without transactional clients")));
+                        }
+                        broker::Output::ReadCoordinatorLog { partition, generation, from, upto, max_bytes } => {
                             // Whole batches, as the broker's read of the partition's segments.
                             let log = self.disk.log(&partition);
                             let mut read = log.read(from.0, upto.0);
@@ -914,7 +921,7 @@ impl Node {
                                 }
                                 read.truncate(cut);
                             }
-                            p.shards[core].handle_groups_read(now, &partition, generation, Ok(read));
+                            p.shards[core].handle_coordinator_read(now, &partition, generation, Ok(read));
                         }
                     }
                 }

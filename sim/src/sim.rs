@@ -1476,7 +1476,7 @@ impl Sim {
                             *next_seq = next_seq.wrapping_add(n as i32);
                             (first, values)
                         });
-                        let sequenced = Sequenced { producer_id: *producer_id, epoch: *epoch, first_seq: *first_seq };
+                        let sequenced = Sequenced { producer_id: *producer_id, epoch: *epoch, first_seq: *first_seq, transactional: false };
                         (values.clone(), Some(sequenced))
                     }
                     _ => {
@@ -1801,6 +1801,7 @@ impl Sim {
             log_start_offset: Offset(-1),
             max_wait_ms: 0,
             max_bytes: i32::MAX,
+            read_committed: false,
         };
         let Some((FetchAnswer::Read { read_to, .. }, _)) = p.fetch(now, &request) else {
             self.fail("final read refused by the leader".into());

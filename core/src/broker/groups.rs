@@ -300,16 +300,28 @@ pub fn offset_delete(request: OffsetDeleteRequest, partitions: i32) -> Routed {
 }
 
 /// FindCoordinator from the committed image: the leader of the group's `__consumer_offsets`
-/// partition, or COORDINATOR_NOT_AVAILABLE (which clients retry) while there is none.
-/// Transactions are not coordinated. The flag says the topic does not exist yet: Kafka
-/// creates it on first use, and so should the caller.
-pub fn find_coordinator(image: &MetadataImage, request: &FindCoordinatorRequest, version: i16, partitions: i32) -> (FindCoordinatorResponse, bool) {
-    let missing = image.topic_by_name(OFFSETS_TOPIC).is_none();
+/// partition (key type 0) or the transactional id's `__transaction_state` partition (key type
+/// 1), or COORDINATOR_NOT_AVAILABLE (which clients retry) while there is none. The second
+/// value names the internal topic when it does not exist yet: Kafka creates it on first use,
+/// and so should the caller.
+pub fn find_coordinator(
+    image: &MetadataImage,
+    request: &FindCoordinatorRequest,
+    version: i16,
+    offsets_partitions: i32,
+    txn_partitions: i32,
+) -> (FindCoordinatorResponse, Option<&'static str>) {
+    let (topic_name, partitions) = match request.key_type {
+        0 => (OFFSETS_TOPIC, offsets_partitions),
+        1 => (crate::txn::TXN_TOPIC, txn_partitions),
+        _ => ("", 0),
+    };
+    let missing = (partitions > 0 && image.topic_by_name(topic_name).is_none()).then_some(topic_name);
     let locate = |key: &str| -> Result<(i32, String, i32), ErrorCode> {
-        if request.key_type != 0 {
-            return Err(ErrorCode::CoordinatorNotAvailable);
+        if partitions == 0 {
+            return Err(ErrorCode::InvalidRequest);
         }
-        let topic = image.topic_by_name(OFFSETS_TOPIC).ok_or(ErrorCode::CoordinatorNotAvailable)?;
+        let topic = image.topic_by_name(topic_name).ok_or(ErrorCode::CoordinatorNotAvailable)?;
         let partition = group::partition_for(key, partitions);
         let leader = topic.partitions.get(partition as usize).map(|p| p.leader).ok_or(ErrorCode::CoordinatorNotAvailable)?;
         let endpoint = image
@@ -332,13 +344,13 @@ pub fn find_coordinator(image: &MetadataImage, request: &FindCoordinatorRequest,
                 }
             })
             .collect();
-        return (FindCoordinatorResponse::default().with_coordinators(coordinators), missing && request.key_type == 0);
+        return (FindCoordinatorResponse::default().with_coordinators(coordinators), missing);
     }
     let response = match locate(&request.key) {
         Ok((node, host, port)) => FindCoordinatorResponse::default().with_node_id(node.into()).with_host(s(host)).with_port(port),
         Err(e) => FindCoordinatorResponse::default().with_error_code(e.code()).with_node_id((-1).into()).with_port(-1),
     };
-    (response, missing && request.key_type == 0)
+    (response, missing)
 }
 
 // ---- answers ----

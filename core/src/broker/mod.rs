@@ -12,6 +12,7 @@ pub mod admin;
 pub mod groups;
 pub mod partitions;
 pub mod producer_ids;
+pub mod txn;
 mod shard;
 
 pub use shard::{ImagePlan, Opening, Output, Shard};
@@ -102,12 +103,11 @@ pub fn unknown_topic(name: &str) -> MetadataResponseTopic {
 }
 
 /// Why a whole Produce is refused before any partition sees it: `acks` other than -1, 0 or
-/// 1 (INVALID_REQUIRED_ACKS), or a transactional produce (no transactions yet).
+/// 1 (INVALID_REQUIRED_ACKS), or a transactional produce that does not wait for the ISR
+/// (INVALID_REQUIRED_ACKS, as Kafka: a transaction's writes must be acks=all).
 pub fn produce_refusal(request: &ProduceRequest) -> Option<ErrorCode> {
-    if !matches!(request.acks, -1..=1) {
+    if !matches!(request.acks, -1..=1) || (request.transactional_id.is_some() && request.acks != -1) {
         Some(ErrorCode::InvalidRequiredAcks)
-    } else if request.transactional_id.is_some() {
-        Some(ErrorCode::TransactionalIdAuthorizationFailed)
     } else {
         None
     }

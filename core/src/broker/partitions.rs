@@ -168,6 +168,8 @@ pub struct PartRead {
     pub(super) log_start: Offset,
     pub(super) fetch_offset: Offset,
     pub(super) max_bytes: i32,
+    /// Under `read_committed`, the aborted transactions the read meets.
+    pub(super) aborted: Option<Vec<crate::producer::AbortedTxn>>,
 }
 
 /// A range of the partition's log the executor reads for a fetch: batches from `from` (the
@@ -193,7 +195,11 @@ impl PartRead {
     /// that fell behind it starts over there.
     pub fn into_response(self, read: Result<Bytes, ()>) -> FetchResponse {
         match read {
-            Ok(records) => self.answer.into_response(records, self.log_start),
+            Ok(records) => {
+                let mut response = self.answer.into_response(records, self.log_start);
+                response.aborted_transactions = self.aborted;
+                response
+            }
             Err(()) => crate::replica::FetchAnswer::Error(ErrorCode::KafkaStorageError).into_response(Bytes::new(), self.log_start),
         }
     }
@@ -299,6 +305,8 @@ pub struct ListOffsetsPart {
     pub partition: TopicPartition,
     /// -1 the latest offset, -2 the earliest, else the first offset at or after this time.
     pub timestamp: i64,
+    /// `isolation_level=read_committed` (v2+): the latest offset is the last stable offset.
+    pub read_committed: bool,
 }
 
 /// A partition's ListOffsets answer.
@@ -345,7 +353,7 @@ impl ListOffsetsCall {
         let (shape, parts) = split_request(
             request.topics.iter().map(|t| (&t.name, &t.partitions[..])),
             |p| p.partition_index,
-            |partition, p| ListOffsetsPart { partition, timestamp: p.timestamp },
+            |partition, p| ListOffsetsPart { partition, timestamp: p.timestamp, read_committed: version >= 2 && request.isolation_level == 1 },
             cores,
         );
         (ListOffsetsCall { version, shape }, parts)
@@ -565,6 +573,8 @@ mod tests {
         FetchResponse {
             error: None,
             high_watermark: Offset(20),
+            last_stable_offset: Offset(-1),
+            aborted_transactions: None,
             log_start_offset: Offset(0),
             diverging_epoch: None,
             records: Bytes::from(vec![0; records]),
@@ -609,6 +619,7 @@ mod tests {
             log_start: Offset(0),
             fetch_offset: Offset(5),
             max_bytes,
+            aborted: None,
         };
         assert_eq!(read(5, 10).range(), None, "nothing new");
         assert_eq!(read(9, 0).range(), Some(ReadRange { from: Offset(5), upto: Offset(9), max_bytes: usize::MAX }));

@@ -13,10 +13,14 @@
 //! Every disk action and every call names the partition's generation: a partition removed
 //! and opened again (a topic deleted and re-created) must not take the old one's answers.
 //!
-//! The shard also runs the core's group coordinator: the groups of the `__consumer_offsets`
-//! partitions it leads. A new leadership replays the partition ([`Output::ReadGroups`]), a lost
-//! one drops its groups, group records are produced to the partition with acks=all, and the
-//! group APIs are answered as whole Kafka responses ([`Output::GroupReply`]).
+//! The shard also runs the core's group and transaction coordinators: the groups of the
+//! `__consumer_offsets` partitions and the transactional ids of the `__transaction_state`
+//! partitions it leads. A new leadership replays the partition
+//! ([`Output::ReadCoordinatorLog`]), a lost one drops its state, coordinator records are
+//! produced to the partition with acks=all, and the group APIs are answered as whole Kafka
+//! responses ([`Output::GroupReply`]), the transaction calls as [`Output::TxnReply`]. The
+//! transaction coordinator's markers go out as [`Output::WriteMarkers`] for the driver to
+//! carry to the partitions' leaders.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -33,6 +37,7 @@ use crate::controller::{MetadataImage, PartitionState, TopicId};
 use crate::error::ErrorCode;
 use crate::fetcher::{Delivery, Fetchers, Outgoing, TopicPartition};
 use crate::group::{self, GroupCoordinator, GroupRecord, OFFSETS_TOPIC};
+use crate::txn::{self, TxnCoordinator, TxnRecord, TXN_TOPIC};
 use crate::records;
 use crate::ids::{LeaderEpoch, NodeId, Offset, PartitionEpoch};
 use crate::replica::driver::PartitionDriver;
@@ -88,9 +93,19 @@ pub enum Output {
     /// The answer to the group request the driver handed in as `id`
     /// ([`Shard::group_request`]): the whole Kafka response.
     GroupReply { id: u64, response: GroupResponse },
-    /// Read `partition` (a `__consumer_offsets` partition whose groups load) from `from`, at
-    /// most `max_bytes`, below `upto`; answer with [`Shard::handle_groups_read`].
-    ReadGroups { partition: TopicPartition, generation: u64, from: Offset, upto: Offset, max_bytes: usize },
+    /// Read `partition` (a `__consumer_offsets` or `__transaction_state` partition whose
+    /// coordinator state loads) from `from`, at most `max_bytes`, below `upto`; answer with
+    /// [`Shard::handle_coordinator_read`].
+    ReadCoordinatorLog { partition: TopicPartition, generation: u64, from: Offset, upto: Offset, max_bytes: usize },
+    /// The answer to the transaction coordinator call the driver handed in as `id`
+    /// ([`Shard::txn_request`]).
+    TxnReply { id: u64, response: txn::Response },
+    /// The transaction coordinator needs a fresh producer id (from the broker's block);
+    /// answer with [`Shard::handle_txn_producer_id`].
+    NewProducerId { token: u64 },
+    /// Write `marker` for the producer to each partition, on its leader (WriteTxnMarkers);
+    /// answer with [`Shard::handle_markers_written`], one result per partition.
+    WriteMarkers { token: u64, producer_id: i64, producer_epoch: i16, marker: crate::batch::ControlMarker, partitions: Vec<(String, i32)> },
 }
 
 /// What a metadata image asks of one core ([`Shard::plan_image`]).
@@ -137,10 +152,27 @@ enum Answer {
     Driver(u64),
     /// The group coordinator, whose records these are (its persist token).
     Group(u64),
+    /// The transaction coordinator, whose records these are (its persist token).
+    Txn(u64),
 }
 
-/// A replay of one `__consumer_offsets` partition in progress.
-struct GroupLoad {
+/// Which coordinator an internal topic's partitions feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Coordinator {
+    Groups,
+    Txns,
+}
+
+fn coordinator_of(topic: &str) -> Option<Coordinator> {
+    match topic {
+        OFFSETS_TOPIC => Some(Coordinator::Groups),
+        TXN_TOPIC => Some(Coordinator::Txns),
+        _ => None,
+    }
+}
+
+/// A replay of one coordinator partition in progress.
+struct CoordinatorLoad {
     epoch: LeaderEpoch,
     generation: u64,
     upto: Offset,
@@ -167,19 +199,22 @@ pub struct Shard {
     groups: GroupCoordinator,
     /// Group requests waiting for the coordinator, with what their answers need.
     group_replies: BTreeMap<u64, Reply>,
-    /// Per `__consumer_offsets` partition this core leads, the leader epoch its groups were
-    /// loaded (or are loading) for.
-    group_leading: BTreeMap<i32, LeaderEpoch>,
-    group_loads: BTreeMap<i32, GroupLoad>,
-    /// Group writes that ended (persist token, durable), for the coordinator.
-    group_persisted: Vec<(u64, bool)>,
-    /// The coordinator's next tick, while it owns any partition.
+    txns: TxnCoordinator,
+    /// Per coordinator partition (`__consumer_offsets`, `__transaction_state`) this core
+    /// leads, the leader epoch its state was loaded (or is loading) for.
+    coordinator_leading: BTreeMap<TopicPartition, LeaderEpoch>,
+    coordinator_loads: BTreeMap<TopicPartition, CoordinatorLoad>,
+    /// Loads with nothing to read, finished at the next output (which knows the time).
+    loads_done: Vec<TopicPartition>,
+    /// Coordinator writes that ended (whose, durable), for the coordinators.
+    coordinator_writes: Vec<(Answer, bool)>,
+    /// The group coordinator's next tick, while it owns any partition.
     group_tick: Option<i64>,
 }
 
 impl Shard {
     /// `response_max_bytes` and `request_timeout_ms` are the fetchers' (see [`Fetchers::new`]).
-    pub fn new(local: NodeId, response_max_bytes: i32, request_timeout_ms: i64, groups: GroupCoordinator) -> Self {
+    pub fn new(local: NodeId, response_max_bytes: i32, request_timeout_ms: i64, groups: GroupCoordinator, txns: TxnCoordinator) -> Self {
         Shard {
             local,
             partitions: BTreeMap::new(),
@@ -194,9 +229,11 @@ impl Shard {
             outputs: VecDeque::new(),
             groups,
             group_replies: BTreeMap::new(),
-            group_leading: BTreeMap::new(),
-            group_loads: BTreeMap::new(),
-            group_persisted: Vec::new(),
+            txns,
+            coordinator_leading: BTreeMap::new(),
+            coordinator_loads: BTreeMap::new(),
+            loads_done: Vec::new(),
+            coordinator_writes: Vec::new(),
             group_tick: None,
         }
     }
@@ -240,12 +277,10 @@ impl Shard {
             self.produces.iter().filter(|(_, w)| &w.partition == partition).map(|(&id, _)| id).collect();
         for id in answered {
             let waiter = self.produces.remove(&id).expect("listed");
-            answer_produce(&mut self.outputs, &mut self.group_persisted, waiter.answer, Err(ErrorCode::NotLeaderOrFollower));
+            answer_produce(&mut self.outputs, &mut self.coordinator_writes, waiter.answer, Err(ErrorCode::NotLeaderOrFollower));
         }
         self.wake_partition(partition);
-        if &*partition.topic == OFFSETS_TOPIC {
-            self.group_leadership(partition);
-        }
+        self.coordinator_leadership(partition);
         true
     }
 
@@ -267,8 +302,8 @@ impl Shard {
                 if !state.replicas.contains(&local) || !owns(&partition) {
                     continue;
                 }
-                if &*partition.topic == OFFSETS_TOPIC && state.leader == local {
-                    self.expect_group_leadership(partition.partition, state.leader_epoch);
+                if state.leader == local {
+                    self.expect_coordinator_leadership(&partition, state.leader_epoch);
                 }
                 if self.partitions.get(&partition).is_none_or(|p| p.topic_id != topic_id) {
                     let min_insync_replicas = topic.configs.get("min.insync.replicas").and_then(|v| v.parse().ok());
@@ -350,9 +385,7 @@ impl Shard {
         };
         self.touch(partition.clone());
         self.wake_partition(partition);
-        if &*partition.topic == OFFSETS_TOPIC {
-            self.group_leadership(partition);
-        }
+        self.coordinator_leadership(partition);
         result
     }
 
@@ -408,6 +441,32 @@ impl Shard {
         Ok(())
     }
 
+    /// WriteTxnMarkers for an owned partition: its leader writes the marker, answered later as
+    /// [`Output::Produced`] with `token` once the ISR holds it (see
+    /// [`Replica::handle_write_marker`]). Refused at once while draining.
+    #[allow(clippy::too_many_arguments)]
+    pub fn write_marker(
+        &mut self,
+        now_ms: i64,
+        partition: &TopicPartition,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: crate::batch::ControlMarker,
+        timeout_ms: i32,
+        token: u64,
+    ) -> Result<(), ErrorCode> {
+        let Some(entry) = self.partitions.get_mut(partition) else { return Err(ErrorCode::NotLeaderOrFollower) };
+        if entry.draining {
+            return Err(ErrorCode::NotLeaderOrFollower);
+        }
+        let id = self.next_produce;
+        self.next_produce += 1;
+        self.produces.insert(id, Waiter { partition: partition.clone(), answer: Answer::Driver(token) });
+        entry.driver.replica_mut().handle_write_marker(now_ms, id, producer_id, producer_epoch, marker, timeout_ms);
+        self.touch(partition.clone());
+        Ok(())
+    }
+
     /// One partition of a Fetch (a follower's or a consumer's): the replica's answer and the
     /// log start an error answer carries. `None` when this core does not hold the partition.
     pub fn fetch(&mut self, now_ms: i64, partition: &TopicPartition, request: &FetchRequest) -> Option<(FetchAnswer, Offset)> {
@@ -457,7 +516,14 @@ impl Shard {
         let (answer, log_start) = self
             .fetch(now_ms, &part.partition, &part.request)
             .unwrap_or_else(|| (FetchAnswer::Error(self.missing(&part.partition)), Offset(-1)));
-        PartRead { answer, log_start, fetch_offset: part.request.fetch_offset, max_bytes: part.request.max_bytes }
+        let aborted = match answer {
+            FetchAnswer::Read { read_to, .. } if part.request.read_committed => {
+                let replica = self.replica(&part.partition).map(|r| r.producers());
+                Some(replica.map_or_else(Vec::new, |p| p.aborted_between(part.request.fetch_offset, read_to)))
+            }
+            _ => None,
+        };
+        PartRead { answer, log_start, fetch_offset: part.request.fetch_offset, max_bytes: part.request.max_bytes, aborted }
     }
 
     /// A ListOffsets partition on its owning core, answered by the leader: the latest offset
@@ -472,6 +538,7 @@ impl Shard {
         let leader_epoch = replica.leader_epoch();
         let at = |offset: Offset| ListOffsetsResult { error: None, offset: offset.0, timestamp: -1, leader_epoch };
         match part.timestamp {
+            -1 if part.read_committed => OffsetLookup::Answered(at(replica.last_stable_offset())),
             -1 => OffsetLookup::Answered(at(replica.high_watermark())),
             -2 => OffsetLookup::Answered(at(replica.log_start_offset())),
             t if t < 0 => OffsetLookup::Answered(ListOffsetsResult::error(ErrorCode::UnsupportedVersion)),
@@ -568,43 +635,54 @@ impl Shard {
         self.groups.handle(now_ms, id, request.call);
     }
 
-    /// The metadata image makes this node the leader of `__consumer_offsets-{partition}` at
-    /// `epoch`, and this core will own it: until its replica leads and its groups load, their
-    /// requests get COORDINATOR_LOAD_IN_PROGRESS (which clients retry) rather than
-    /// NOT_COORDINATOR, since FindCoordinator already names this node.
-    pub fn expect_group_leadership(&mut self, partition: i32, epoch: LeaderEpoch) {
-        if self.group_leading.get(&partition) != Some(&epoch) {
-            self.groups.begin_load(partition);
+    /// The metadata image makes this node the leader of a coordinator partition
+    /// (`__consumer_offsets-N`, `__transaction_state-N`) at `epoch`, and this core will own it:
+    /// until its replica leads and its state loads, requests get COORDINATOR_LOAD_IN_PROGRESS
+    /// (which clients retry) rather than NOT_COORDINATOR, since FindCoordinator already names
+    /// this node.
+    fn expect_coordinator_leadership(&mut self, partition: &TopicPartition, epoch: LeaderEpoch) {
+        let Some(kind) = coordinator_of(&partition.topic) else { return };
+        if self.coordinator_leading.get(partition) != Some(&epoch) {
+            match kind {
+                Coordinator::Groups => self.groups.begin_load(partition.partition),
+                Coordinator::Txns => self.txns.begin_load(partition.partition, epoch.0),
+            }
         }
     }
 
-    /// Follows the leadership of a `__consumer_offsets` replica: a new one replays the
+    /// Follows the leadership of a coordinator partition's replica: a new one replays the
     /// partition to its log end (a leader never truncates its own log, so all of it becomes
-    /// committed or this node loses leadership first); a lost one drops the partition's groups.
-    fn group_leadership(&mut self, partition: &TopicPartition) {
+    /// committed or this node loses leadership first); a lost one drops the partition's state.
+    fn coordinator_leadership(&mut self, partition: &TopicPartition) {
+        let Some(kind) = coordinator_of(&partition.topic) else { return };
         let p = partition.partition;
         let entry = self.partitions.get(partition);
         let leading = entry
             .map(|e| e.driver.replica())
             .filter(|r| r.role() == Role::Leader)
             .map(|r| r.leader_epoch());
-        let previous = self.group_leading.get(&p).copied();
+        let previous = self.coordinator_leading.get(partition).copied();
         if previous == leading {
             return;
         }
-        self.group_loads.remove(&p);
+        self.coordinator_loads.remove(partition);
         match (leading, entry) {
             (Some(epoch), Some(entry)) => {
-                self.group_leading.insert(p, epoch);
-                self.groups.begin_load(p);
-                // Due at once (a spurious tick changes nothing); later ones every GROUP_TICK_MS.
-                self.group_tick.get_or_insert(i64::MIN);
+                self.coordinator_leading.insert(partition.clone(), epoch);
+                match kind {
+                    Coordinator::Groups => {
+                        self.groups.begin_load(p);
+                        // Due at once (a spurious tick changes nothing); later ones every GROUP_TICK_MS.
+                        self.group_tick.get_or_insert(i64::MIN);
+                    }
+                    Coordinator::Txns => self.txns.begin_load(p, epoch.0),
+                }
                 let replica = entry.driver.replica();
                 let (from, upto) = (replica.log_start_offset(), replica.log_end_offset());
                 let generation = entry.generation;
-                self.group_loads.insert(p, GroupLoad { epoch, generation, upto, records: 0 });
+                self.coordinator_loads.insert(partition.clone(), CoordinatorLoad { epoch, generation, upto, records: 0 });
                 if from < upto {
-                    self.outputs.push_back(Output::ReadGroups {
+                    self.outputs.push_back(Output::ReadCoordinatorLog {
                         partition: partition.clone(),
                         generation,
                         from,
@@ -612,26 +690,33 @@ impl Shard {
                         max_bytes: GROUP_LOAD_READ_BYTES,
                     });
                 } else {
-                    self.finish_group_load(p);
+                    self.loads_done.push(partition.clone());
                 }
             }
             _ => {
-                let expected = self.groups.owned_partitions().contains(&p);
-                self.group_leading.remove(&p);
+                let expected = match kind {
+                    Coordinator::Groups => self.groups.owned_partitions().contains(&p),
+                    Coordinator::Txns => self.txns.owned_partitions().contains(&p),
+                };
+                self.coordinator_leading.remove(partition);
                 if previous.is_some() || expected {
-                    self.groups.unload(p);
-                    info!(partition = p, "no longer coordinating the groups of {OFFSETS_TOPIC}-{p}");
+                    match kind {
+                        Coordinator::Groups => self.groups.unload(p),
+                        Coordinator::Txns => self.txns.unload(p),
+                    }
+                    info!(partition = p, "no longer coordinating for {}-{p}", partition.topic);
                 }
             }
         }
     }
 
-    /// A chunk of a replay ([`Output::ReadGroups`]) read, or why it could not be. A failed
-    /// read leaves the partition loading: clients retry, and go elsewhere once leadership
-    /// moves, as Kafka's do.
-    pub fn handle_groups_read(&mut self, now_ms: i64, partition: &TopicPartition, generation: u64, read: Result<Bytes, String>) {
+    /// A chunk of a replay ([`Output::ReadCoordinatorLog`]) read, or why it could not be. A
+    /// failed read leaves the partition loading: clients retry, and go elsewhere once
+    /// leadership moves, as Kafka's do.
+    pub fn handle_coordinator_read(&mut self, now_ms: i64, partition: &TopicPartition, generation: u64, read: Result<Bytes, String>) {
         let p = partition.partition;
-        let Some(load) = self.group_loads.get(&p).filter(|l| l.generation == generation) else { return };
+        let Some(kind) = coordinator_of(&partition.topic) else { return };
+        let Some(load) = self.coordinator_loads.get(partition).filter(|l| l.generation == generation) else { return };
         let upto = load.upto;
         let decoded = read.and_then(|chunk| {
             let next = batch::scan_headers(&chunk).last().map(|(_, h)| Offset(h.next_offset()));
@@ -640,36 +725,92 @@ impl Shard {
         let (next, pairs) = match decoded {
             Ok(decoded) => decoded,
             Err(error) => {
-                warn!(partition = p, %error, "loading group state failed");
-                self.group_loads.remove(&p);
+                warn!(topic = %partition.topic, partition = p, %error, "loading coordinator state failed");
+                self.coordinator_loads.remove(partition);
                 return;
             }
         };
         let mut loaded = 0;
         for (key, value) in pairs {
-            match GroupRecord::decode(key, value) {
-                Ok(record) => self.groups.load(now_ms, record),
-                Err(error) => warn!(partition = p, %error, "skipping an unreadable group record"),
+            match kind {
+                Coordinator::Groups => match GroupRecord::decode(key, value) {
+                    Ok(record) => self.groups.load(now_ms, record),
+                    Err(error) => warn!(partition = p, %error, "skipping an unreadable group record"),
+                },
+                Coordinator::Txns => match TxnRecord::decode(key, value) {
+                    Ok(record) => self.txns.load(now_ms, record),
+                    Err(error) => warn!(partition = p, %error, "skipping an unreadable transaction record"),
+                },
             }
             loaded += 1;
         }
-        self.group_loads.get_mut(&p).expect("checked").records += loaded;
+        self.coordinator_loads.get_mut(partition).expect("checked").records += loaded;
         match next {
-            Some(next) if next < upto => self.outputs.push_back(Output::ReadGroups {
+            Some(next) if next < upto => self.outputs.push_back(Output::ReadCoordinatorLog {
                 partition: partition.clone(),
                 generation,
                 from: next,
                 upto,
                 max_bytes: GROUP_LOAD_READ_BYTES,
             }),
-            _ => self.finish_group_load(p),
+            _ => self.finish_coordinator_load(now_ms, partition),
         }
     }
 
-    fn finish_group_load(&mut self, p: i32) {
-        let Some(load) = self.group_loads.remove(&p) else { return };
-        self.groups.finish_load(p);
-        info!(partition = p, epoch = %load.epoch, records = load.records, "loaded the groups of {OFFSETS_TOPIC}-{p}");
+    fn finish_coordinator_load(&mut self, now_ms: i64, partition: &TopicPartition) {
+        let Some(load) = self.coordinator_loads.remove(partition) else { return };
+        let p = partition.partition;
+        match coordinator_of(&partition.topic) {
+            Some(Coordinator::Groups) => self.groups.finish_load(p),
+            Some(Coordinator::Txns) => self.txns.finish_load(now_ms, p),
+            None => return,
+        }
+        info!(partition = p, epoch = %load.epoch, records = load.records, "loaded the coordinator state of {}-{p}", partition.topic);
+    }
+
+    // ---- transactions ----
+
+    /// A call for this core's transaction coordinator, answered later as
+    /// [`Output::TxnReply`] with `id` (unique among the driver's requests still waiting).
+    pub fn txn_request(&mut self, now_ms: i64, id: u64, call: txn::Call) {
+        self.txns.handle(now_ms, id, call);
+    }
+
+    /// The answer to [`Output::NewProducerId`].
+    pub fn handle_txn_producer_id(&mut self, now_ms: i64, token: u64, result: Result<i64, ErrorCode>) {
+        self.txns.handle_producer_id(now_ms, token, result);
+    }
+
+    /// The answer to [`Output::WriteMarkers`]: per partition, written (`None`) or why not.
+    pub fn handle_markers_written(&mut self, now_ms: i64, token: u64, results: Vec<((String, i32), Option<ErrorCode>)>) {
+        self.txns.handle_markers_written(now_ms, token, results);
+    }
+
+    /// The transaction coordinator's actions. -> whether there were any.
+    fn drain_txns(&mut self, now_ms: i64) -> bool {
+        let mut any = false;
+        while let Some(action) = self.txns.poll_action() {
+            any = true;
+            match action {
+                txn::Action::Reply(id, response) => self.outputs.push_back(Output::TxnReply { id, response }),
+                txn::Action::Persist { token, partition, records } => {
+                    let tp = TopicPartition::new(TXN_TOPIC, partition);
+                    let encoded: Vec<(Bytes, Option<Bytes>)> = records.iter().map(TxnRecord::encode).collect();
+                    let batch = records::encode_batch(&encoded, now_ms);
+                    let started = self.start_produce(now_ms, &tp, batch, -1, GROUP_COMMIT_TIMEOUT_MS, Answer::Txn(token));
+                    if let Err(error) = started {
+                        warn!(partition, ?error, "replicating transaction records failed");
+                        self.coordinator_writes.push((Answer::Txn(token), false));
+                    }
+                }
+                txn::Action::NewProducerId { token } => self.outputs.push_back(Output::NewProducerId { token }),
+                txn::Action::WriteMarkers { token, producer_id, producer_epoch, coordinator_epoch, commit, partitions } => {
+                    let marker = crate::batch::ControlMarker { commit, coordinator_epoch };
+                    self.outputs.push_back(Output::WriteMarkers { token, producer_id, producer_epoch, marker, partitions });
+                }
+            }
+        }
+        any
     }
 
     /// The coordinator's actions: answers out as Kafka responses, records to its partition.
@@ -693,7 +834,7 @@ impl Shard {
                     let started = self.start_produce(now_ms, &tp, batch, -1, GROUP_COMMIT_TIMEOUT_MS, Answer::Group(token));
                     if let Err(error) = started {
                         warn!(partition, ?error, "replicating group records failed");
-                        self.groups.handle_persisted(token, false);
+                        self.coordinator_writes.push((Answer::Group(token), false));
                     }
                 }
             }
@@ -742,7 +883,13 @@ impl Shard {
 
     /// When [`Self::handle_timeout`] is next due.
     pub fn poll_timeout(&self) -> Option<i64> {
-        [self.timers.first().map(|(due, _)| *due), self.fetchers.poll_timeout(), self.purgatory.poll_timeout(), self.group_tick]
+        [
+            self.timers.first().map(|(due, _)| *due),
+            self.fetchers.poll_timeout(),
+            self.purgatory.poll_timeout(),
+            self.group_tick,
+            self.txns.poll_timeout(),
+        ]
             .into_iter()
             .flatten()
             .min()
@@ -767,6 +914,9 @@ impl Shard {
             self.groups.handle_timeout(now_ms);
             self.group_tick = (!self.groups.owned_partitions().is_empty()).then_some(now_ms + GROUP_TICK_MS);
         }
+        if self.txns.poll_timeout().is_some_and(|due| due <= now_ms) {
+            self.txns.handle_timeout(now_ms);
+        }
     }
 
     /// The next output to perform. `now_ms` times the fetchers' rounds.
@@ -775,10 +925,17 @@ impl Shard {
             if let Some(output) = self.outputs.pop_front() {
                 return Some(output);
             }
-            for (token, durable) in std::mem::take(&mut self.group_persisted) {
-                self.groups.handle_persisted(token, durable);
+            for partition in std::mem::take(&mut self.loads_done) {
+                self.finish_coordinator_load(now_ms, &partition);
             }
-            if self.drain_groups(now_ms) {
+            for (whose, durable) in std::mem::take(&mut self.coordinator_writes) {
+                match whose {
+                    Answer::Group(token) => self.groups.handle_persisted(token, durable),
+                    Answer::Txn(token) => self.txns.handle_persisted(now_ms, token, durable),
+                    Answer::Driver(_) => {}
+                }
+            }
+            if self.drain_groups(now_ms) || self.drain_txns(now_ms) {
                 continue;
             }
             if let Some(partition) = self.dirty.pop_first() {
@@ -825,7 +982,7 @@ impl Shard {
                 }
                 Action::ReplyProduce { request_id, result } => {
                     if let Some(waiter) = self.produces.remove(&request_id) {
-                        answer_produce(&mut self.outputs, &mut self.group_persisted, waiter.answer, result);
+                        answer_produce(&mut self.outputs, &mut self.coordinator_writes, waiter.answer, result);
                     }
                 }
                 disk => self.outputs.push_back(Output::Disk { partition: partition.clone(), generation, action: disk }),
@@ -856,15 +1013,15 @@ impl Shard {
 }
 
 /// Hands a produce's answer to whoever waits for it: the driver, or (at the shard's next
-/// output) the group coordinator whose records it wrote.
-fn answer_produce(outputs: &mut VecDeque<Output>, group_persisted: &mut Vec<(u64, bool)>, answer: Answer, result: Result<ProduceAck, ErrorCode>) {
+/// output) the coordinator whose records it wrote.
+fn answer_produce(outputs: &mut VecDeque<Output>, coordinator_writes: &mut Vec<(Answer, bool)>, answer: Answer, result: Result<ProduceAck, ErrorCode>) {
     match answer {
         Answer::Driver(token) => outputs.push_back(Output::Produced { token, result }),
-        Answer::Group(token) => {
+        coordinator => {
             if let Err(error) = &result {
-                warn!(?error, "replicating group records failed");
+                warn!(?error, "replicating coordinator records failed");
             }
-            group_persisted.push((token, result.is_ok()));
+            coordinator_writes.push((coordinator, result.is_ok()));
         }
     }
 }
@@ -1011,7 +1168,7 @@ mod tests {
     }
 
     fn shard_leading(partitions: i32) -> Shard {
-        let mut shard = Shard::new(NodeId(1), 1 << 20, 10_000, coordinator());
+        let mut shard = Shard::new(NodeId(1), 1 << 20, 10_000, coordinator(), TxnCoordinator::new(Default::default()));
         for p in 0..partitions {
             shard.open(tp(p), [0; 16], ReplicaConfig::default(), PersistedState::default());
             shard.apply_state(0, &tp(p), &leader_state()).unwrap();
@@ -1095,7 +1252,7 @@ mod tests {
 
     #[test]
     fn an_image_opens_the_owned_local_replicas_and_removes_those_it_no_longer_gives() {
-        let mut shard = Shard::new(NodeId(1), 1 << 20, 10_000, coordinator());
+        let mut shard = Shard::new(NodeId(1), 1 << 20, 10_000, coordinator(), TxnCoordinator::new(Default::default()));
         let mut records = topic_records("a", 1, 3, &[NodeId(1)]);
         records.extend(topic_records("elsewhere", 2, 1, &[NodeId(2)]));
         let first = image(&records);
@@ -1242,7 +1399,7 @@ mod tests {
     }
 
     fn shard_leading_offsets(persisted: PersistedState) -> Shard {
-        let mut shard = Shard::new(NodeId(1), 1 << 20, 10_000, coordinator());
+        let mut shard = Shard::new(NodeId(1), 1 << 20, 10_000, coordinator(), TxnCoordinator::new(Default::default()));
         shard.open(offsets(), [9; 16], ReplicaConfig::default(), persisted);
         shard.apply_state(0, &offsets(), &leader_state()).unwrap();
         shard
@@ -1270,13 +1427,13 @@ mod tests {
 
         // A new leader of the partition replays what was written before it serves the group.
         let end = shard.replica(&offsets()).unwrap().log_end_offset();
-        let mut successor = Shard::new(NodeId(1), 1 << 20, 10_000, coordinator());
+        let mut successor = Shard::new(NodeId(1), 1 << 20, 10_000, coordinator(), TxnCoordinator::new(Default::default()));
         let persisted = PersistedState { log_end_offset: end, ..PersistedState::default() };
         successor.open(offsets(), [9; 16], ReplicaConfig::default(), persisted);
         successor.apply_state(10, &offsets(), &leader_state()).unwrap();
         let mut reads = Vec::new();
         for output in perform_all(&mut successor, 10) {
-            if let Output::ReadGroups { partition, generation, from, upto, .. } = output {
+            if let Output::ReadCoordinatorLog { partition, generation, from, upto, .. } = output {
                 reads.push((partition, generation, from, upto));
             }
         }
@@ -1286,7 +1443,7 @@ mod tests {
         let GroupResponse::OffsetFetch(loading) = committed(&mut successor, 11, 1) else { unreachable!() };
         assert_eq!(loading.error_code, ErrorCode::CoordinatorLoadInProgress.code());
         let chunk: Vec<u8> = written.iter().flat_map(|b| b.iter().copied()).collect();
-        successor.handle_groups_read(12, partition, *generation, Ok(Bytes::from(chunk)));
+        successor.handle_coordinator_read(12, partition, *generation, Ok(Bytes::from(chunk)));
         assert_eq!(committed_offset(&committed(&mut successor, 12, 2)), Some(123));
     }
 
@@ -1302,7 +1459,7 @@ mod tests {
         let GroupResponse::OffsetFetch(moved) = committed(&mut shard, 3, 2) else { unreachable!() };
         assert_eq!(moved.error_code, ErrorCode::NotCoordinator.code());
         // A read for a generation since removed changes nothing.
-        shard.handle_groups_read(4, &offsets(), 999, Ok(Bytes::new()));
+        shard.handle_coordinator_read(4, &offsets(), 999, Ok(Bytes::new()));
         let GroupResponse::OffsetFetch(still) = committed(&mut shard, 4, 3) else { unreachable!() };
         assert_eq!(still.error_code, ErrorCode::NotCoordinator.code());
     }

@@ -167,6 +167,8 @@ pub struct FetchRequest {
     pub log_start_offset: Offset,
     pub max_wait_ms: i32,
     pub max_bytes: i32,
+    /// A consumer's `isolation.level=read_committed`: it reads up to the last stable offset.
+    pub read_committed: bool,
 }
 
 /// The leader's answer to one partition of a fetch. Always for the whole partition: the
@@ -204,12 +206,20 @@ impl FetchAnswer {
     /// [`FetchAnswer::read_to`] (empty otherwise); an error carries `log_start_offset`.
     pub fn into_response(self, records: Bytes, log_start_offset: Offset) -> FetchResponse {
         match self {
-            FetchAnswer::Read { high_watermark, log_start_offset, .. } => {
-                FetchResponse { error: None, high_watermark, log_start_offset, diverging_epoch: None, records }
-            }
+            FetchAnswer::Read { high_watermark, last_stable_offset, log_start_offset, .. } => FetchResponse {
+                error: None,
+                high_watermark,
+                last_stable_offset,
+                aborted_transactions: None,
+                log_start_offset,
+                diverging_epoch: None,
+                records,
+            },
             FetchAnswer::Diverging { diverging_epoch, high_watermark, log_start_offset } => FetchResponse {
                 error: None,
                 high_watermark,
+                last_stable_offset: high_watermark,
+                aborted_transactions: None,
                 log_start_offset,
                 diverging_epoch: Some(diverging_epoch),
                 records: Bytes::new(),
@@ -217,6 +227,8 @@ impl FetchAnswer {
             FetchAnswer::Error(error) => FetchResponse {
                 error: Some(error),
                 high_watermark: Offset(-1),
+                last_stable_offset: Offset(-1),
+                aborted_transactions: None,
                 log_start_offset,
                 diverging_epoch: None,
                 records: Bytes::new(),
@@ -231,6 +243,10 @@ impl FetchAnswer {
 pub struct FetchResponse {
     pub error: Option<ErrorCode>,
     pub high_watermark: Offset,
+    /// For a consumer: the last stable offset, and under `read_committed` the aborted
+    /// transactions its records meet (`None` otherwise). A follower ignores both.
+    pub last_stable_offset: Offset,
+    pub aborted_transactions: Option<Vec<crate::producer::AbortedTxn>>,
     pub log_start_offset: Offset,
     pub diverging_epoch: Option<EpochEndOffset>,
     pub records: Bytes,
@@ -578,6 +594,12 @@ impl Replica {
         &self.config
     }
 
+    /// Below the high watermark and the first offset of any transaction under way
+    /// (`read_committed` consumers read up to it).
+    pub fn last_stable_offset(&self) -> Offset {
+        self.producers.first_unstable_offset().map_or(self.high_watermark, |first| first.min(self.high_watermark))
+    }
+
     pub fn high_watermark(&self) -> Offset {
         self.high_watermark
     }
@@ -836,7 +858,7 @@ impl Replica {
         ));
         if producer.is_some() {
             // Its header now carries the assigned offsets.
-            self.producers.replay(now_ms, &validated.batches[0].1);
+            self.producers.replay_marked(now_ms, &validated.batches[0].1, None);
         }
         self.emit_append(base_offset, end_offset, buf.freeze());
         let pending = PendingProduce {
@@ -854,6 +876,65 @@ impl Replica {
             Acks::Leader => leader.awaiting_local.push_back(pending),
             Acks::All => leader.awaiting_high_watermark.push_back(pending),
         }
+        Ok(())
+    }
+
+    /// WriteTxnMarkers for this partition: the leader writes the transaction coordinator's
+    /// commit or abort marker for `producer_id` as a control batch, replicated as acks=all
+    /// (Kafka appends markers with `requiredAcks=-1`); the answer comes as
+    /// [`Action::ReplyProduce`]. The producer's transaction here ends, which may move the last
+    /// stable offset. A marker for a producer with no transaction here is written all the
+    /// same (Kafka's too): markers are sent again after a coordinator failover.
+    pub fn handle_write_marker(
+        &mut self,
+        now_ms: i64,
+        request_id: RequestId,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: batch::ControlMarker,
+        timeout_ms: i32,
+    ) {
+        match self.on_write_marker(now_ms, request_id, producer_id, producer_epoch, marker, timeout_ms) {
+            Ok(()) => {}
+            Err(error) => self.reply(request_id, Err(error)),
+        }
+        self.after_input(now_ms);
+    }
+
+    fn on_write_marker(
+        &mut self,
+        now_ms: i64,
+        request_id: RequestId,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: batch::ControlMarker,
+        timeout_ms: i32,
+    ) -> Result<(), ErrorCode> {
+        let RoleState::Leader(leader) = &self.role else {
+            return Err(ErrorCode::NotLeaderOrFollower);
+        };
+        if leader.isr.len() < self.config.min_insync_replicas {
+            return Err(ErrorCode::NotEnoughReplicas);
+        }
+        self.producers.check_marker(producer_id, producer_epoch, marker)?;
+        let records = crate::records::encode_marker(producer_id, producer_epoch, marker, now_ms);
+        let mut validated = batch::validate_records(&records, usize::MAX).map_err(|e: BatchError| e.code())?;
+        let mut buf = BytesMut::from(&records[..]);
+        let base_offset = self.log_end_offset;
+        let end_offset = Offset(batch::assign_offsets(&mut buf, &mut validated, base_offset.0, self.leader_epoch.0, None));
+        self.producers.end_transaction(now_ms, producer_id, producer_epoch, marker, base_offset);
+        self.emit_append(base_offset, end_offset, buf.freeze());
+        let pending = PendingProduce {
+            request_id,
+            base_offset,
+            end_offset,
+            deadline_ms: (timeout_ms > 0).then(|| now_ms + i64::from(timeout_ms)),
+            log_append_time_ms: None,
+        };
+        let RoleState::Leader(leader) = &mut self.role else {
+            unreachable!("checked above")
+        };
+        leader.awaiting_high_watermark.push_back(pending);
         Ok(())
     }
 
@@ -901,16 +982,19 @@ impl Replica {
         if request.fetch_offset > self.log_end_offset {
             return FetchAnswer::Error(ErrorCode::OffsetOutOfRange);
         }
+        let last_stable_offset = self.last_stable_offset();
         let read_to = if from_follower {
             self.update_follower(now_ms, request.replica_id, request.fetch_offset);
             self.written_offset
+        } else if request.read_committed {
+            last_stable_offset
         } else {
             self.high_watermark
         };
         FetchAnswer::Read {
             read_to: read_to.max(request.fetch_offset),
             high_watermark: self.high_watermark,
-            last_stable_offset: self.high_watermark,
+            last_stable_offset,
             log_start_offset: self.log_start_offset,
         }
     }
@@ -1094,8 +1178,8 @@ impl Replica {
             if cache_changed {
                 self.persist_epoch_cache();
             }
-            for header in &producer_headers {
-                self.producers.replay(now_ms, header);
+            for (header, marker) in &producer_headers {
+                self.producers.replay_marked(now_ms, header, *marker);
             }
             self.emit_append(fetch_offset, end_offset, response.records.slice(..byte_len));
         }
@@ -1577,6 +1661,7 @@ impl Replica {
             log_start_offset: self.log_start_offset,
             max_wait_ms: self.config.replica_fetch_wait_max_ms,
             max_bytes: self.config.replica_fetch_max_bytes,
+            read_committed: false,
         };
         self.actions.push_back(Action::SendFetch {
             to: leader,
@@ -1719,7 +1804,8 @@ impl Replica {
                 latest = epoch;
             }
             if header.producer_id >= 0 {
-                producer_headers.push(header);
+                let marker = if header.is_control() { batch::control_marker(&records[position..]) } else { None };
+                producer_headers.push((header, marker));
             }
             next = Offset(header.next_offset());
             position += header.total_len();
@@ -1957,7 +2043,7 @@ struct FetchedPrefix {
     /// Each epoch new to this log, with the base offset of its first batch.
     new_epochs: Vec<(LeaderEpoch, Offset)>,
     /// The headers of the idempotent producers' batches, for their state once appended.
-    producer_headers: Vec<batch::BatchHeader>,
+    producer_headers: Vec<(batch::BatchHeader, Option<batch::ControlMarker>)>,
 }
 
 impl LeaderState {
@@ -1992,7 +2078,7 @@ impl FollowerProgress {
 /// The producer of a client's records, checked as Kafka's `LogValidator` does: clients may not
 /// write control batches, an idempotent batch needs a sequence, and a produce that carries one
 /// sends it alone (Produce v3+ allows one batch per partition; odradek holds idempotent
-/// producers to it). Transactions are not supported yet, so a transactional batch is refused.
+/// producers to it), and a transactional batch needs a producer id.
 fn client_producer_batch(batches: &[(usize, batch::BatchHeader)]) -> Result<Option<ProducerBatch>, ErrorCode> {
     for (_, header) in batches {
         if header.is_control() {
@@ -2003,9 +2089,9 @@ fn client_producer_batch(batches: &[(usize, batch::BatchHeader)]) -> Result<Opti
             tracing::warn!(producer_id = header.producer_id, "rejected produce: an idempotent batch without a sequence");
             return Err(ErrorCode::InvalidRecord);
         }
-        if header.is_transactional() {
-            tracing::warn!(producer_id = header.producer_id, "rejected produce: transactions are not supported");
-            return Err(ErrorCode::InvalidTxnState);
+        if header.is_transactional() && header.producer_id < 0 {
+            tracing::warn!("rejected produce: a transactional batch without a producer id");
+            return Err(ErrorCode::InvalidRecord);
         }
     }
     match batches {

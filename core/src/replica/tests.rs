@@ -852,6 +852,7 @@ fn a_retry_of_a_pending_batch_waits_for_the_same_high_watermark() {
         log_start_offset: Offset(0),
         max_wait_ms: 0,
         max_bytes: 1 << 20,
+        read_committed: false,
     };
     r.handle_fetch(2, &fetch);
     let answered: Vec<_> = std::iter::from_fn(|| r.poll_action())
@@ -995,6 +996,7 @@ fn zombie_leader_with_stale_epoch_cannot_commit_and_is_truncated() {
         log_start_offset: Offset(0),
         max_wait_ms: 0,
         max_bytes: 1 << 20,
+        read_committed: false,
     };
     let now = c.now_ms;
     assert_eq!(
@@ -1272,6 +1274,7 @@ fn acks_one_waits_for_fsync_and_acks_all_for_the_follower() {
         log_start_offset: Offset(0),
         max_wait_ms: 0,
         max_bytes: 1 << 20,
+        read_committed: false,
     };
     let answer = r.handle_fetch(3, &fetch);
     assert!(
@@ -1405,6 +1408,8 @@ fn follower_rejects_fetched_batches_that_do_not_follow_its_log() {
     let response = |records: Vec<u8>| FetchResponse {
         error: None,
         high_watermark: Offset(2),
+        last_stable_offset: Offset(-1),
+        aborted_transactions: None,
         log_start_offset: Offset(0),
         diverging_epoch: None,
         records: Bytes::from(records),
@@ -1478,6 +1483,7 @@ fn follower_joins_isr_only_from_the_start_of_the_leader_epoch() {
         log_start_offset: Offset(0),
         max_wait_ms: 0,
         max_bytes: 1 << 20,
+        read_committed: false,
     };
     assert!(matches!(
         r.handle_fetch(1, &fetch(5)),
@@ -1625,6 +1631,7 @@ fn retention_moves_the_log_start_on_leader_and_followers() {
         log_start_offset: Offset(-1),
         max_wait_ms: 0,
         max_bytes: 1 << 20,
+        read_committed: false,
     };
     assert_eq!(c.replica_mut(n(1)).handle_fetch(now, &consumer(2)), FetchAnswer::Error(ErrorCode::OffsetOutOfRange));
     assert!(matches!(
