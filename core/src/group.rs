@@ -185,6 +185,17 @@ pub struct OffsetFetchEntry {
     pub offset: i64,
     pub leader_epoch: i32,
     pub metadata: String,
+    /// KIP-447: the partition has offsets a transaction has committed but not yet ended, and
+    /// the client asked for stable offsets only (UNSTABLE_OFFSET_COMMIT, which it retries).
+    pub unstable: bool,
+}
+
+/// TxnOffsetCommit (KIP-98, KIP-447): offsets a transactional producer commits for a group
+/// as part of its transaction; they count only once its commit marker is written here.
+#[derive(Debug, Clone)]
+pub struct TxnOffsetCommitRequest {
+    pub producer_id: i64,
+    pub commit: OffsetCommitRequest,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,6 +226,8 @@ pub enum Response {
     Leave(LeaveResponse),
     /// Per `(topic, partition)` in request order.
     OffsetCommit(Vec<(String, i32, Option<ErrorCode>)>),
+    /// Per `(topic, partition)` in request order.
+    TxnOffsetCommit(Vec<(String, i32, Option<ErrorCode>)>),
     OffsetFetch(Result<Vec<OffsetFetchEntry>, ErrorCode>),
     Describe(Vec<DescribedGroup>),
     /// `(group_id, protocol_type, state)`.
@@ -232,8 +245,10 @@ pub enum Call {
     Heartbeat(HeartbeatRequest),
     Leave(LeaveRequest),
     Commit(OffsetCommitRequest),
-    /// The group, and its partitions wanted (`None`: all).
-    Fetch(String, Option<Vec<(String, i32)>>),
+    TxnCommit(TxnOffsetCommitRequest),
+    /// The group, its partitions wanted (`None`: all), and whether only stable offsets will do
+    /// (OffsetFetch v7's `require_stable`).
+    Fetch(String, Option<Vec<(String, i32)>>, bool),
     Describe(Vec<String>),
     List,
     Delete(Vec<String>),
@@ -244,6 +259,11 @@ pub enum Call {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GroupRecord {
     Offset { group_id: String, topic: String, partition: i32, value: Option<CommittedOffset> },
+    /// An offset a transaction committed, pending until the producer's marker: a commit marker
+    /// makes it the group's offset, an abort marker drops it. Its own key, so compaction keeps
+    /// it apart from the group's committed offset; a tombstone follows once the transaction
+    /// ended (and, for a commit, the plain offset record).
+    TxnOffset { producer_id: i64, group_id: String, topic: String, partition: i32, value: Option<CommittedOffset> },
     Group { group_id: String, value: Option<GroupValue> },
 }
 
@@ -415,12 +435,17 @@ pub struct GroupCoordinator {
     next_token: u64,
     /// Offset commits waiting for their records to be durable.
     pending_commits: BTreeMap<u64, PendingCommit>,
+    /// Per producer id, the offsets its open transaction committed: `(group, topic,
+    /// partition)` → offset.
+    txn_offsets: BTreeMap<i64, BTreeMap<(String, String, i32), CommittedOffset>>,
     member_seed: u64,
     member_counter: u64,
 }
 
 struct PendingCommit {
     request: RequestId,
+    /// A TxnOffsetCommit's producer: its offsets wait for the marker.
+    producer_id: Option<i64>,
     group_id: String,
     results: Vec<(String, i32, Option<ErrorCode>)>,
     offsets: Vec<((String, i32), CommittedOffset)>,
@@ -436,6 +461,7 @@ impl GroupCoordinator {
             actions: VecDeque::new(),
             next_token: 0,
             pending_commits: BTreeMap::new(),
+            txn_offsets: BTreeMap::new(),
             member_seed: seed,
             member_counter: 0,
         }
@@ -449,7 +475,8 @@ impl GroupCoordinator {
             Call::Heartbeat(r) => self.handle_heartbeat(now_ms, id, r),
             Call::Leave(r) => self.handle_leave(now_ms, id, r),
             Call::Commit(r) => self.handle_offset_commit(now_ms, id, r),
-            Call::Fetch(g, p) => self.handle_offset_fetch(id, &g, p),
+            Call::TxnCommit(r) => self.handle_txn_offset_commit(now_ms, id, r),
+            Call::Fetch(g, p, stable) => self.handle_offset_fetch(id, &g, p, stable),
             Call::Describe(g) => self.handle_describe(id, g),
             Call::List => self.handle_list(id),
             Call::Delete(g) => self.handle_delete(id, g),
@@ -483,6 +510,11 @@ impl GroupCoordinator {
     /// answered when their write ends.
     pub fn unload(&mut self, partition: i32) {
         self.partitions.remove(&partition);
+        let partitions = self.config.offsets_topic_partitions;
+        for pending in self.txn_offsets.values_mut() {
+            pending.retain(|(group_id, _, _), _| partition_for(group_id, partitions) != partition);
+        }
+        self.txn_offsets.retain(|_, pending| !pending.is_empty());
         let dropped: Vec<String> = self
             .groups
             .keys()
@@ -539,6 +571,23 @@ impl GroupCoordinator {
                     Some(v) => group.offsets.insert((topic, partition), v),
                     None => group.offsets.remove(&(topic, partition)),
                 };
+            }
+            GroupRecord::TxnOffset { producer_id, group_id, topic, partition, value } => {
+                self.groups.entry(group_id.clone()).or_insert_with(|| Group::new(now_ms));
+                let key = (group_id, topic, partition);
+                match value {
+                    Some(v) => {
+                        self.txn_offsets.entry(producer_id).or_default().insert(key, v);
+                    }
+                    None => {
+                        if let Some(pending) = self.txn_offsets.get_mut(&producer_id) {
+                            pending.remove(&key);
+                            if pending.is_empty() {
+                                self.txn_offsets.remove(&producer_id);
+                            }
+                        }
+                    }
+                }
             }
             GroupRecord::Group { group_id, value: Some(value) } => {
                 let group = self.groups.entry(group_id).or_insert_with(|| Group::new(now_ms));
@@ -1063,7 +1112,97 @@ impl GroupCoordinator {
             self.reply(id, Response::OffsetCommit(results));
         } else {
             let token = self.persist(&req.group_id, records);
-            self.pending_commits.insert(token, PendingCommit { request: id, group_id: req.group_id, results, offsets });
+            self.pending_commits.insert(token, PendingCommit { request: id, producer_id: None, group_id: req.group_id, results, offsets });
+        }
+        self.check_invariants();
+    }
+
+    /// TxnOffsetCommit: the offsets are written (as [`GroupRecord::TxnOffset`]) and held for
+    /// the producer until its transaction's marker reaches this partition
+    /// ([`Self::handle_txn_marker`]). A member's generation is checked as for OffsetCommit when
+    /// the client gives one (v3+, KIP-447); `generation_id` -1 skips it, as Kafka does.
+    pub fn handle_txn_offset_commit(&mut self, now_ms: i64, id: RequestId, req: TxnOffsetCommitRequest) {
+        let commit = req.commit;
+        let all = |error: Option<ErrorCode>| {
+            Response::TxnOffsetCommit(commit.offsets.iter().map(|(t, p, ..)| (t.clone(), *p, error)).collect())
+        };
+        if commit.group_id.is_empty() {
+            return self.reply(id, all(Some(ErrorCode::InvalidGroupId)));
+        }
+        if let Some(error) = self.not_serving(&commit.group_id) {
+            return self.reply(id, all(Some(error)));
+        }
+        if commit.generation_id >= 0 {
+            let check = match self.groups.get(&commit.group_id) {
+                None => Err(ErrorCode::IllegalGeneration),
+                Some(group) => validate_member(group, &commit.member_id, commit.group_instance_id.as_deref(), commit.generation_id),
+            };
+            if let Err(error) = check {
+                return self.reply(id, all(Some(error)));
+            }
+        }
+        self.groups.entry(commit.group_id.clone()).or_insert_with(|| Group::new(now_ms));
+        let mut results = Vec::new();
+        let mut offsets = Vec::new();
+        let mut records = Vec::new();
+        for (topic, partition, offset, leader_epoch, metadata) in commit.offsets {
+            let metadata = metadata.unwrap_or_default();
+            if metadata.len() > self.config.offset_metadata_max_bytes {
+                results.push((topic, partition, Some(ErrorCode::OffsetMetadataTooLarge)));
+                continue;
+            }
+            let value = CommittedOffset { offset, leader_epoch, metadata, commit_timestamp_ms: now_ms };
+            records.push(GroupRecord::TxnOffset {
+                producer_id: req.producer_id,
+                group_id: commit.group_id.clone(),
+                topic: topic.clone(),
+                partition,
+                value: Some(value.clone()),
+            });
+            offsets.push(((topic.clone(), partition), value));
+            results.push((topic, partition, None));
+        }
+        if records.is_empty() {
+            self.reply(id, Response::TxnOffsetCommit(results));
+        } else {
+            let token = self.persist(&commit.group_id, records);
+            let pending = PendingCommit { request: id, producer_id: Some(req.producer_id), group_id: commit.group_id, results, offsets };
+            self.pending_commits.insert(token, pending);
+        }
+        self.check_invariants();
+    }
+
+    /// A transaction marker for `producer_id` written to `__consumer_offsets` partition
+    /// `partition` (the coordinator's WriteTxnMarkers), or read back while the partition
+    /// loads (`loading`): the producer's offsets for the partition's groups become committed
+    /// (`commit`) or are dropped. Live, the outcome is written too: the committed offsets as
+    /// plain offset records, and tombstones for the pending ones, so compaction cannot bring
+    /// an ended transaction's offsets back.
+    pub fn handle_txn_marker(&mut self, now_ms: i64, partition: i32, producer_id: i64, commit: bool, loading: bool) {
+        let Some(pending) = self.txn_offsets.get_mut(&producer_id) else { return };
+        let partitions = self.config.offsets_topic_partitions;
+        let ended: Vec<((String, String, i32), CommittedOffset)> = pending
+            .extract_if(.., |(group_id, _, _), _| partition_for(group_id, partitions) == partition)
+            .collect();
+        if pending.is_empty() {
+            self.txn_offsets.remove(&producer_id);
+        }
+        let mut by_group: BTreeMap<String, Vec<GroupRecord>> = BTreeMap::new();
+        for ((group_id, topic, p), value) in ended {
+            let records = by_group.entry(group_id.clone()).or_default();
+            records.push(GroupRecord::TxnOffset { producer_id, group_id: group_id.clone(), topic: topic.clone(), partition: p, value: None });
+            if commit {
+                let group = self.groups.entry(group_id.clone()).or_insert_with(|| Group::new(now_ms));
+                group.offsets.insert((topic.clone(), p), value.clone());
+                records.push(GroupRecord::Offset { group_id, topic, partition: p, value: Some(value) });
+            }
+        }
+        if !loading {
+            for (group_id, records) in by_group {
+                // Nobody waits for these: a lost write leaves the TxnOffset record and the
+                // marker, which a reload reads to the same outcome.
+                self.persist(&group_id, records);
+            }
         }
         self.check_invariants();
     }
@@ -1076,29 +1215,51 @@ impl GroupCoordinator {
             // replays them if they were committed, and the client asks it again.
             commit.results.into_iter().map(|(t, p, _)| (t, p, Some(ErrorCode::NotCoordinator))).collect()
         } else if ok {
-            if let Some(group) = self.groups.get_mut(&commit.group_id) {
-                group.offsets.extend(commit.offsets);
+            match commit.producer_id {
+                Some(producer_id) => {
+                    let pending = self.txn_offsets.entry(producer_id).or_default();
+                    for ((topic, p), value) in commit.offsets {
+                        pending.insert((commit.group_id.clone(), topic, p), value);
+                    }
+                }
+                None => {
+                    if let Some(group) = self.groups.get_mut(&commit.group_id) {
+                        group.offsets.extend(commit.offsets);
+                    }
+                }
             }
             commit.results
         } else {
             commit.results.into_iter().map(|(t, p, _)| (t, p, Some(ErrorCode::CoordinatorNotAvailable))).collect()
         };
-        self.reply(commit.request, Response::OffsetCommit(results));
+        let response = if commit.producer_id.is_some() { Response::TxnOffsetCommit(results) } else { Response::OffsetCommit(results) };
+        self.reply(commit.request, response);
         self.check_invariants();
     }
 
+    /// Whether a transaction has offsets pending for the group's partition (KIP-447).
+    fn unstable(&self, group_id: &str, topic: &str, partition: i32) -> bool {
+        self.txn_offsets.values().any(|pending| pending.contains_key(&(group_id.to_owned(), topic.to_owned(), partition)))
+    }
+
     /// `partitions: None` asks for every committed partition (OffsetFetch v2+).
-    pub fn handle_offset_fetch(&mut self, id: RequestId, group_id: &str, partitions: Option<Vec<(String, i32)>>) {
+    /// `require_stable`: a partition with offsets of an open transaction is answered
+    /// UNSTABLE_OFFSET_COMMIT (KIP-447).
+    pub fn handle_offset_fetch(&mut self, id: RequestId, group_id: &str, partitions: Option<Vec<(String, i32)>>, require_stable: bool) {
         if let Some(error) = self.not_serving(group_id) {
             return self.reply(id, Response::OffsetFetch(Err(error)));
         }
         let group = self.groups.get(group_id);
-        let entry = |(topic, partition): (String, i32), committed: Option<&CommittedOffset>| OffsetFetchEntry {
-            topic,
-            partition,
-            offset: committed.map_or(-1, |c| c.offset),
-            leader_epoch: committed.map_or(-1, |c| c.leader_epoch),
-            metadata: committed.map(|c| c.metadata.clone()).unwrap_or_default(),
+        let entry = |(topic, partition): (String, i32), committed: Option<&CommittedOffset>| {
+            let unstable = require_stable && self.unstable(group_id, &topic, partition);
+            OffsetFetchEntry {
+                topic,
+                partition,
+                offset: committed.map_or(-1, |c| c.offset),
+                leader_epoch: committed.map_or(-1, |c| c.leader_epoch),
+                metadata: committed.map(|c| c.metadata.clone()).unwrap_or_default(),
+                unstable,
+            }
         };
         let entries = match partitions {
             Some(wanted) => wanted
@@ -1376,6 +1537,9 @@ fn current_join_response(group: &Group, member_id: &str, with_members: bool) -> 
 
 const OFFSET_KEY: i16 = 1;
 const GROUP_KEY: i16 = 2;
+/// odradek's own kind (Kafka keeps transactional offsets under the plain offset key, in
+/// transactional batches).
+const TXN_OFFSET_KEY: i16 = 0x70;
 /// Version 2 added the members of a Stable generation.
 const GROUP_VALUE_VERSION: i16 = 2;
 
@@ -1416,7 +1580,9 @@ fn group_record(group_id: &str, group: &Group) -> GroupRecord {
 impl GroupRecord {
     pub fn group_id(&self) -> &str {
         match self {
-            GroupRecord::Offset { group_id, .. } | GroupRecord::Group { group_id, .. } => group_id,
+            GroupRecord::Offset { group_id, .. } | GroupRecord::Group { group_id, .. } | GroupRecord::TxnOffset { group_id, .. } => {
+                group_id
+            }
         }
     }
 
@@ -1424,11 +1590,21 @@ impl GroupRecord {
         let mut key = BytesMut::new();
         let mut value = BytesMut::new();
         let has_value = match self {
-            GroupRecord::Offset { group_id, topic, partition, value: v } => {
-                key.put_i16(OFFSET_KEY);
+            GroupRecord::Offset { group_id, topic, partition, value: v }
+            | GroupRecord::TxnOffset { group_id, topic, partition, value: v, .. } => {
+                let kind = if let GroupRecord::TxnOffset { producer_id, .. } = self {
+                    key.put_i16(TXN_OFFSET_KEY);
+                    Some(*producer_id)
+                } else {
+                    key.put_i16(OFFSET_KEY);
+                    None
+                };
                 put_str(&mut key, group_id);
                 put_str(&mut key, topic);
                 key.put_i32(*partition);
+                if let Some(producer_id) = kind {
+                    key.put_i64(producer_id);
+                }
                 if let Some(v) = v {
                     value.put_i16(1);
                     value.put_i64(v.offset);
@@ -1473,9 +1649,10 @@ impl GroupRecord {
         let kind = get_i16(&mut key)?;
         let group_id = get_str(&mut key)?;
         match kind {
-            OFFSET_KEY => {
+            OFFSET_KEY | TXN_OFFSET_KEY => {
                 let topic = get_str(&mut key)?;
                 let partition = get_i32(&mut key)?;
+                let producer_id = if kind == TXN_OFFSET_KEY { Some(get_i64(&mut key)?) } else { None };
                 let value = match value {
                     None => None,
                     Some(mut v) => {
@@ -1488,7 +1665,10 @@ impl GroupRecord {
                         })
                     }
                 };
-                Ok(GroupRecord::Offset { group_id, topic, partition, value })
+                Ok(match producer_id {
+                    Some(producer_id) => GroupRecord::TxnOffset { producer_id, group_id, topic, partition, value },
+                    None => GroupRecord::Offset { group_id, topic, partition, value },
+                })
             }
             GROUP_KEY => {
                 let value = match value {
@@ -1807,11 +1987,11 @@ mod tests {
         let [Action::Persist { token, partition, records }] = &actions[..] else { panic!("{actions:?}") };
         assert_eq!(*partition, partition_for("g", 50));
         assert_eq!(records.len(), 1);
-        c.handle_offset_fetch(2, "g", None);
+        c.handle_offset_fetch(2, "g", None, false);
         assert!(matches!(&replies(&mut c)[&2], Response::OffsetFetch(Ok(e)) if e.is_empty()));
         c.handle_persisted(*token, true);
         assert_eq!(replies(&mut c)[&1], Response::OffsetCommit(vec![("t".into(), 0, None)]));
-        c.handle_offset_fetch(3, "g", Some(vec![("t".into(), 0), ("t".into(), 1)]));
+        c.handle_offset_fetch(3, "g", Some(vec![("t".into(), 0), ("t".into(), 1)]), false);
         match &replies(&mut c)[&3] {
             Response::OffsetFetch(Ok(e)) => {
                 assert_eq!((e[0].offset, e[0].metadata.as_str()), (42, "meta"));
@@ -1828,7 +2008,7 @@ mod tests {
         let Some(Action::Persist { token, .. }) = c.poll_action() else { panic!() };
         c.handle_persisted(token, false);
         assert_eq!(replies(&mut c)[&1], Response::OffsetCommit(vec![("t".into(), 0, Some(ErrorCode::CoordinatorNotAvailable))]));
-        c.handle_offset_fetch(2, "g", Some(vec![("t".into(), 0)]));
+        c.handle_offset_fetch(2, "g", Some(vec![("t".into(), 0)]), false);
         assert!(matches!(&replies(&mut c)[&2], Response::OffsetFetch(Ok(e)) if e[0].offset == -1));
     }
 
@@ -1927,11 +2107,67 @@ mod tests {
         }
         c.finish_load(partition);
         assert!(GroupRecord::decode(Bytes::from_static(&[0, 1, 0]), None).is_err());
-        c.handle_offset_fetch(1, "g", None);
+        c.handle_offset_fetch(1, "g", None, false);
         assert!(matches!(&replies(&mut c)[&1], Response::OffsetFetch(Ok(e)) if e.len() == 1 && e[0].offset == 9));
         let j = join("", &["range"]);
         c.handle_join(0, 2, JoinRequest { require_known_member_id: false, ..j });
         assert_eq!(join_response(&replies(&mut c)[&2]).generation_id, 8, "generations continue after a restart");
+    }
+
+    fn fetched(c: &mut GroupCoordinator, id: RequestId) -> (i64, bool) {
+        c.handle_offset_fetch(id, "g", Some(vec![("t".into(), 0)]), true);
+        match &replies(c)[&id] {
+            Response::OffsetFetch(Ok(e)) => (e[0].offset, e[0].unstable),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    // KIP-98/447: a transaction's offsets count only once its commit marker is written, and a
+    // reload reaches the same outcome from the records and markers in the log.
+    #[test]
+    fn transactional_offsets_wait_for_their_marker_and_replay_the_same_way() {
+        let mut c = coordinator();
+        let partition = partition_for("g", c.config.offsets_topic_partitions);
+        let mut log: Vec<Option<GroupRecord>> = Vec::new();
+        let mut txn_commit = |c: &mut GroupCoordinator, id, producer_id, offset| {
+            c.handle_txn_offset_commit(0, id, TxnOffsetCommitRequest { producer_id, commit: commit(("", -1), offset, "") });
+            let Some(Action::Persist { token, records, .. }) = c.poll_action() else { panic!("a persist") };
+            c.handle_persisted(token, true);
+            assert_eq!(replies(c)[&id], Response::TxnOffsetCommit(vec![("t".into(), 0, None)]));
+            records
+        };
+        log.extend(txn_commit(&mut c, 1, 7, 10).into_iter().map(Some));
+        assert_eq!(fetched(&mut c, 2), (-1, true), "pending: unstable, not committed");
+        c.handle_txn_marker(0, partition, 7, true, false);
+        log.push(None);
+        let settled = drain(&mut c);
+        assert!(matches!(&settled[..], [Action::Persist { records, .. }] if records.iter().any(|r| matches!(r, GroupRecord::Offset { value: Some(v), .. } if v.offset == 10))));
+        assert_eq!(fetched(&mut c, 3), (10, false));
+        log.extend(txn_commit(&mut c, 4, 8, 20).into_iter().map(Some));
+        c.handle_txn_marker(0, partition, 8, false, false);
+        log.push(None);
+        let _ = drain(&mut c);
+        assert_eq!(fetched(&mut c, 5), (10, false), "an aborted transaction's offsets are dropped");
+        log.extend(txn_commit(&mut c, 6, 9, 30).into_iter().map(Some));
+
+        let mut reloaded = coordinator();
+        reloaded.begin_load(partition);
+        let mut markers = [(7, true), (8, false)].into_iter();
+        for entry in log {
+            match entry {
+                Some(record) => reloaded.load(0, record),
+                None => {
+                    let (producer_id, commit) = markers.next().unwrap();
+                    reloaded.handle_txn_marker(0, partition, producer_id, commit, true);
+                }
+            }
+        }
+        reloaded.finish_load(partition);
+        assert!(drain(&mut reloaded).is_empty(), "a replay writes nothing");
+        assert_eq!(fetched(&mut reloaded, 1), (10, true), "producer 9's offsets are still pending");
+        reloaded.handle_txn_marker(0, partition, 9, true, false);
+        let _ = drain(&mut reloaded);
+        assert_eq!(fetched(&mut reloaded, 2), (30, false));
     }
 
     #[test]
@@ -2000,7 +2236,7 @@ mod tests {
         let mut c = GroupCoordinator::new(GroupConfig { initial_rebalance_delay_ms: 0, ..GroupConfig::default() }, 7);
         let partition = partition_for("g", c.config.offsets_topic_partitions);
         c.handle_join(0, 1, join("", &["range"]));
-        c.handle_offset_fetch(2, "g", None);
+        c.handle_offset_fetch(2, "g", None, false);
         c.handle_offset_commit(0, 3, commit(("", -1), 1, ""));
         c.handle_describe(4, vec!["g".into()]);
         let answers = replies(&mut c);
@@ -2013,7 +2249,7 @@ mod tests {
         c.handle_heartbeat(0, 5, HeartbeatRequest { group_id: "g".into(), generation_id: 1, member_id: "m".into(), group_instance_id: None });
         assert_eq!(replies(&mut c)[&5], Response::Heartbeat(Some(ErrorCode::CoordinatorLoadInProgress)));
         c.finish_load(partition);
-        c.handle_offset_fetch(6, "g", None);
+        c.handle_offset_fetch(6, "g", None, false);
         assert_eq!(replies(&mut c)[&6], Response::OffsetFetch(Ok(vec![])));
         assert_eq!(c.owned_partitions(), vec![partition]);
     }
@@ -2044,7 +2280,7 @@ mod tests {
         replay_into(&mut elsewhere, 3);
         assert_eq!(heartbeat(&mut elsewhere, 3, &leader, 1), None, "the generation resumes");
         assert_eq!(heartbeat(&mut elsewhere, 3, &follower, 1), None);
-        elsewhere.handle_offset_fetch(13, "g", None);
+        elsewhere.handle_offset_fetch(13, "g", None, false);
         assert!(matches!(&replies(&mut elsewhere)[&13], Response::OffsetFetch(Ok(e)) if e.len() == 1 && e[0].offset == 77));
     }
 

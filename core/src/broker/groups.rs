@@ -32,6 +32,7 @@ pub enum GroupResponse {
     LeaveGroup(LeaveGroupResponse),
     OffsetCommit(OffsetCommitResponse),
     OffsetFetch(OffsetFetchResponse),
+    TxnOffsetCommit(TxnOffsetCommitResponse),
     DescribeGroups(DescribeGroupsResponse),
     ListGroups(ListGroupsResponse),
     DeleteGroups(DeleteGroupsResponse),
@@ -49,6 +50,7 @@ impl GroupResponse {
             LeaveGroup(r) => encode_response(ApiKey::LeaveGroup, version, correlation_id, r),
             OffsetCommit(r) => encode_response(ApiKey::OffsetCommit, version, correlation_id, r),
             OffsetFetch(r) => encode_response(ApiKey::OffsetFetch, version, correlation_id, r),
+            TxnOffsetCommit(r) => encode_response(ApiKey::TxnOffsetCommit, version, correlation_id, r),
             DescribeGroups(r) => encode_response(ApiKey::DescribeGroups, version, correlation_id, r),
             ListGroups(r) => encode_response(ApiKey::ListGroups, version, correlation_id, r),
             DeleteGroups(r) => encode_response(ApiKey::DeleteGroups, version, correlation_id, r),
@@ -80,6 +82,7 @@ pub(crate) enum Reply {
     Heartbeat,
     Leave { version: i16 },
     Commit { shape: Vec<(TopicName, Vec<i32>)> },
+    TxnCommit { shape: Vec<(TopicName, Vec<i32>)> },
     Fetch { version: i16, wanted: Option<Vec<(String, i32)>> },
     Describe { version: i16, include_authorized_operations: bool },
     List { version: i16, states: Vec<String> },
@@ -140,6 +143,7 @@ pub fn is_group_api(api_key: ApiKey) -> bool {
             | ApiKey::ListGroups
             | ApiKey::DeleteGroups
             | ApiKey::OffsetDelete
+            | ApiKey::TxnOffsetCommit
     )
 }
 
@@ -163,6 +167,7 @@ pub fn route(request: &Request, peer: &str, partitions: i32) -> Result<Routed, R
         ApiKey::ListGroups => list_groups(request.decode()?, version),
         ApiKey::DeleteGroups => delete_groups(request.decode()?, partitions),
         ApiKey::OffsetDelete => offset_delete(request.decode()?, partitions),
+        ApiKey::TxnOffsetCommit => txn_offset_commit(request.decode()?, version, partitions),
         other => return Err(RequestError::UnsupportedVersion { api_key: other, version }),
     })
 }
@@ -244,12 +249,39 @@ pub fn offset_commit(request: OffsetCommitRequest, partitions: i32) -> Routed {
     one(&group_id, partitions, call, Reply::Commit { shape })
 }
 
+/// TxnOffsetCommit v0–3: a transaction's offsets for the group, pending until the
+/// transaction's marker (v3's member fields are checked when a generation is given).
+pub fn txn_offset_commit(request: TxnOffsetCommitRequest, version: i16, partitions: i32) -> Routed {
+    let group_id = request.group_id.0.to_string();
+    let offsets = request
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(move |p| {
+                (t.name.0.to_string(), p.partition_index, p.committed_offset, p.committed_leader_epoch, opt(&p.committed_metadata))
+            })
+        })
+        .collect();
+    let shape = shape_of(request.topics.iter().map(|t| (&t.name, t.partitions.iter().map(|p| p.partition_index))));
+    let call = Call::TxnCommit(group::TxnOffsetCommitRequest {
+        producer_id: request.producer_id.0,
+        commit: group::OffsetCommitRequest {
+            group_id: group_id.clone(),
+            generation_id: if version >= 3 { request.generation_id } else { -1 },
+            member_id: if version >= 3 { request.member_id.to_string() } else { String::new() },
+            group_instance_id: if version >= 3 { opt(&request.group_instance_id) } else { None },
+            offsets,
+        },
+    });
+    one(&group_id, partitions, call, Reply::TxnCommit { shape })
+}
+
 pub fn offset_fetch(request: OffsetFetchRequest, version: i16, partitions: i32) -> Routed {
     let group_id = request.group_id.0.to_string();
     let wanted: Option<Vec<(String, i32)>> = request.topics.as_ref().map(|topics| {
         topics.iter().flat_map(|t| t.partition_indexes.iter().map(move |&p| (t.name.0.to_string(), p))).collect()
     });
-    let call = Call::Fetch(group_id.clone(), wanted.clone());
+    let call = Call::Fetch(group_id.clone(), wanted.clone(), version >= 7 && request.require_stable);
     one(&group_id, partitions, call, Reply::Fetch { version, wanted })
 }
 
@@ -419,6 +451,7 @@ pub(crate) fn answer(reply: Reply, response: Response) -> GroupResponse {
             );
             GroupResponse::OffsetCommit(OffsetCommitResponse::default().with_topics(topics))
         }
+        (Reply::TxnCommit { shape }, Response::TxnOffsetCommit(results)) => GroupResponse::TxnOffsetCommit(txn_commit_response(shape, results)),
         (Reply::Fetch { version, wanted }, Response::OffsetFetch(result)) => {
             GroupResponse::OffsetFetch(offset_fetch_response(version, wanted, result))
         }
@@ -499,11 +532,14 @@ fn offset_fetch_response(
     result: Result<Vec<group::OffsetFetchEntry>, ErrorCode>,
 ) -> OffsetFetchResponse {
     let (error, entries) = match result {
-        Ok(entries) => (None, entries.into_iter().map(|e| (e, None)).collect()),
+        Ok(entries) => {
+            (None, entries.into_iter().map(|e| { let error = e.unstable.then_some(ErrorCode::UnstableOffsetCommit); (e, error) }).collect())
+        }
         Err(error) if version >= 2 => (Some(error), Vec::new()),
         Err(error) => {
             let failed = wanted.unwrap_or_default().into_iter().map(|(topic, partition)| {
-                (group::OffsetFetchEntry { topic, partition, offset: -1, leader_epoch: -1, metadata: String::new() }, Some(error))
+                let entry = group::OffsetFetchEntry { topic, partition, offset: -1, leader_epoch: -1, metadata: String::new(), unstable: false };
+                (entry, Some(error))
             });
             (Some(error), failed.collect::<Vec<_>>())
         }
@@ -529,6 +565,17 @@ fn offset_fetch_response(
     )
 }
 
+fn txn_commit_response(shape: Vec<(TopicName, Vec<i32>)>, results: Vec<(String, i32, Option<ErrorCode>)>) -> TxnOffsetCommitResponse {
+    use kafka_protocol::messages::txn_offset_commit_response::{TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic};
+    let topics = regroup(
+        shape,
+        results,
+        |index, (_, _, error)| TxnOffsetCommitResponsePartition::default().with_partition_index(index).with_error_code(code(error)),
+        |name, partitions| TxnOffsetCommitResponseTopic::default().with_name(name).with_partitions(partitions),
+    );
+    TxnOffsetCommitResponse::default().with_topics(topics)
+}
+
 /// The answer of a call that failed as a whole.
 fn failed(reply: Reply, error: ErrorCode) -> GroupResponse {
     let e = error.code();
@@ -550,6 +597,10 @@ fn failed(reply: Reply, error: ErrorCode) -> GroupResponse {
                 })
                 .collect();
             GroupResponse::OffsetCommit(OffsetCommitResponse::default().with_topics(topics))
+        }
+        Reply::TxnCommit { shape } => {
+            let results = shape.iter().flat_map(|(t, ps)| ps.iter().map(move |p| (t.0.to_string(), *p, Some(error)))).collect();
+            GroupResponse::TxnOffsetCommit(txn_commit_response(shape, results))
         }
         Reply::Fetch { version, wanted } => GroupResponse::OffsetFetch(offset_fetch_response(version, wanted, Err(error))),
         Reply::Describe { .. } => GroupResponse::DescribeGroups(DescribeGroupsResponse::default()),

@@ -154,6 +154,9 @@ enum Answer {
     Group(u64),
     /// The transaction coordinator, whose records these are (its persist token).
     Txn(u64),
+    /// The driver (as `Driver`), for a marker written to a `__consumer_offsets` partition:
+    /// once written, the group coordinator settles the producer's transactional offsets.
+    OffsetsMarker { token: u64, partition: i32, producer_id: i64, commit: bool },
 }
 
 /// Which coordinator an internal topic's partitions feed.
@@ -169,6 +172,13 @@ fn coordinator_of(topic: &str) -> Option<Coordinator> {
         TXN_TOPIC => Some(Coordinator::Txns),
         _ => None,
     }
+}
+
+/// One batch of a coordinator partition's replay.
+enum Loaded {
+    Records(Vec<(Bytes, Option<Bytes>)>),
+    /// A transaction marker: producer id, commit.
+    Marker(i64, bool),
 }
 
 /// A replay of one coordinator partition in progress.
@@ -461,7 +471,12 @@ impl Shard {
         }
         let id = self.next_produce;
         self.next_produce += 1;
-        self.produces.insert(id, Waiter { partition: partition.clone(), answer: Answer::Driver(token) });
+        let answer = if &*partition.topic == OFFSETS_TOPIC {
+            Answer::OffsetsMarker { token, partition: partition.partition, producer_id, commit: marker.commit }
+        } else {
+            Answer::Driver(token)
+        };
+        self.produces.insert(id, Waiter { partition: partition.clone(), answer });
         entry.driver.replica_mut().handle_write_marker(now_ms, id, producer_id, producer_epoch, marker, timeout_ms);
         self.touch(partition.clone());
         Ok(())
@@ -718,11 +733,24 @@ impl Shard {
         let Some(kind) = coordinator_of(&partition.topic) else { return };
         let Some(load) = self.coordinator_loads.get(partition).filter(|l| l.generation == generation) else { return };
         let upto = load.upto;
+        // Batch by batch, in log order: a transaction marker in `__consumer_offsets` settles
+        // the offsets its producer committed before it.
         let decoded = read.and_then(|chunk| {
+            let mut batches = Vec::new();
+            for (position, header) in batch::scan_headers(&chunk) {
+                let bytes = chunk.slice(position..position + header.total_len());
+                if header.is_control() {
+                    if let Some(marker) = batch::control_marker(&bytes) {
+                        batches.push(Loaded::Marker(header.producer_id, marker.commit));
+                    }
+                } else {
+                    batches.push(Loaded::Records(records::decode_key_values(&bytes)?));
+                }
+            }
             let next = batch::scan_headers(&chunk).last().map(|(_, h)| Offset(h.next_offset()));
-            Ok((next, records::decode_key_values(&chunk)?))
+            Ok((next, batches))
         });
-        let (next, pairs) = match decoded {
+        let (next, batches) = match decoded {
             Ok(decoded) => decoded,
             Err(error) => {
                 warn!(topic = %partition.topic, partition = p, %error, "loading coordinator state failed");
@@ -731,18 +759,29 @@ impl Shard {
             }
         };
         let mut loaded = 0;
-        for (key, value) in pairs {
-            match kind {
-                Coordinator::Groups => match GroupRecord::decode(key, value) {
-                    Ok(record) => self.groups.load(now_ms, record),
-                    Err(error) => warn!(partition = p, %error, "skipping an unreadable group record"),
-                },
-                Coordinator::Txns => match TxnRecord::decode(key, value) {
-                    Ok(record) => self.txns.load(now_ms, record),
-                    Err(error) => warn!(partition = p, %error, "skipping an unreadable transaction record"),
-                },
+        for loaded_batch in batches {
+            let records = match loaded_batch {
+                Loaded::Marker(producer_id, commit) => {
+                    if kind == Coordinator::Groups {
+                        self.groups.handle_txn_marker(now_ms, p, producer_id, commit, true);
+                    }
+                    continue;
+                }
+                Loaded::Records(records) => records,
+            };
+            for (key, value) in records {
+                match kind {
+                    Coordinator::Groups => match GroupRecord::decode(key, value) {
+                        Ok(record) => self.groups.load(now_ms, record),
+                        Err(error) => warn!(partition = p, %error, "skipping an unreadable group record"),
+                    },
+                    Coordinator::Txns => match TxnRecord::decode(key, value) {
+                        Ok(record) => self.txns.load(now_ms, record),
+                        Err(error) => warn!(partition = p, %error, "skipping an unreadable transaction record"),
+                    },
+                }
+                loaded += 1;
             }
-            loaded += 1;
         }
         self.coordinator_loads.get_mut(partition).expect("checked").records += loaded;
         match next {
@@ -932,6 +971,11 @@ impl Shard {
                 match whose {
                     Answer::Group(token) => self.groups.handle_persisted(token, durable),
                     Answer::Txn(token) => self.txns.handle_persisted(now_ms, token, durable),
+                    Answer::OffsetsMarker { partition, producer_id, commit, .. } => {
+                        if durable {
+                            self.groups.handle_txn_marker(now_ms, partition, producer_id, commit, false);
+                        }
+                    }
                     Answer::Driver(_) => {}
                 }
             }
@@ -1017,6 +1061,10 @@ impl Shard {
 fn answer_produce(outputs: &mut VecDeque<Output>, coordinator_writes: &mut Vec<(Answer, bool)>, answer: Answer, result: Result<ProduceAck, ErrorCode>) {
     match answer {
         Answer::Driver(token) => outputs.push_back(Output::Produced { token, result }),
+        Answer::OffsetsMarker { token, .. } => {
+            coordinator_writes.push((answer, result.is_ok()));
+            outputs.push_back(Output::Produced { token, result });
+        }
         coordinator => {
             if let Err(error) = &result {
                 warn!(?error, "replicating coordinator records failed");
