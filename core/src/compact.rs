@@ -14,6 +14,12 @@
 //! offset delta is what Kafka does for v2 batches; it keeps every segment's offset range, and
 //! a producer's last sequence, intact.
 //!
+//! Transactions: the records of aborted transactions (the partition's aborted list, given to
+//! the [`OffsetMap`]) neither count as the latest of their key nor survive a pass, as in
+//! Kafka's cleaner, so an aborted write never hides the committed value before it. The driver
+//! cleans only below the last stable offset, so no batch of an open transaction is cleaned.
+//! Markers stay (Kafka removes them once `delete.retention.ms` passes; odradek keeps them).
+//!
 //! Ordering rules for the driver:
 //! - add to the map every segment it will clean, in offset order, before cleaning any of them;
 //!   a segment not in the map must not be cleaned (its records could be the latest);
@@ -38,19 +44,35 @@ const RECORD_COUNT_AT: usize = 57;
 pub struct OffsetMap {
     // Only looked up, never iterated: its order cannot reach an output.
     latest: HashMap<Bytes, i64>,
+    /// The partition's aborted transactions.
+    aborted: Vec<crate::producer::AbortedTxn>,
     key_bytes: usize,
     limit_bytes: usize,
 }
 
 impl OffsetMap {
     pub fn new(limit_bytes: usize) -> OffsetMap {
-        OffsetMap { latest: HashMap::new(), key_bytes: 0, limit_bytes }
+        OffsetMap { latest: HashMap::new(), key_bytes: 0, limit_bytes, aborted: Vec::new() }
+    }
+
+    /// A map for a partition with these aborted transactions.
+    pub fn with_aborted(limit_bytes: usize, aborted: Vec<crate::producer::AbortedTxn>) -> OffsetMap {
+        OffsetMap { aborted, ..OffsetMap::new(limit_bytes) }
+    }
+
+    /// Whether the data batch with `header` belongs to an aborted transaction.
+    fn aborted(&self, header: &BatchHeader) -> bool {
+        header.is_transactional()
+            && !header.is_control()
+            && self.aborted.iter().any(|t| {
+                t.producer_id == header.producer_id && t.first_offset.0 <= header.base_offset && header.base_offset < t.last_offset.0
+            })
     }
 
     /// Records every keyed record of the whole batches in `buf`.
     pub fn add_batches(&mut self, buf: &Bytes) -> Result<(), String> {
         for (position, header) in scan_headers(buf) {
-            if header.is_control() {
+            if header.is_control() || self.aborted(&header) {
                 continue;
             }
             let batch = buf.slice(position..position + header.total_len());
@@ -105,6 +127,9 @@ pub fn clean_batch(batch: &Bytes, map: &OffsetMap, tombstone_horizon_ms: i64) ->
     let header = BatchHeader::parse(batch).map_err(|e| e.to_string())?;
     if header.is_control() {
         return Ok(Cleaned::Keep);
+    }
+    if map.aborted(&header) {
+        return Ok(Cleaned::Remove);
     }
     let section = records_section(batch, &header)?;
     let tombstones_expired = header.max_timestamp < tombstone_horizon_ms;
@@ -299,7 +324,8 @@ fn read_nullable(body: &mut Bytes) -> Result<Option<Bytes>, String> {
 mod tests {
     use super::*;
     use crate::batch::{assign_offsets, validate_records, validate_stored_batch};
-    use crate::records::{decode_key_values, encode_records};
+    use crate::ids::Offset;
+    use crate::records::{decode_key_values, encode_producer_records, encode_records, Sequenced};
     use kafka_protocol::records::Compression;
 
     /// A batch of `(key, value)` records at `base_offset`, as a producer would send it and the
@@ -369,6 +395,31 @@ mod tests {
         assert_eq!(clean_batch(&tombstone, &map, 5_000).unwrap(), Cleaned::Keep, "max timestamp 5001 is recent");
         let Cleaned::Rewrite(cleaned) = clean_batch(&tombstone, &map, 6_000).unwrap() else { panic!("expired") };
         assert_eq!(keys_values(&cleaned), vec![("j".into(), Some("1".into()))]);
+    }
+
+    #[test]
+    fn an_aborted_write_neither_hides_the_committed_value_nor_survives() {
+        let committed = batch(0, &[(Some("k"), Some("committed"))], Compression::None, 0);
+        let mut aborted = encode_producer_records(
+            &[(Some(Bytes::from("k")), Some(Bytes::from("aborted")))],
+            0,
+            Compression::None,
+            Some(Sequenced { producer_id: 7, epoch: 0, first_seq: 0, transactional: true }),
+        )
+        .to_vec();
+        let mut validated = validate_records(&aborted, 1 << 20).unwrap();
+        assign_offsets(&mut aborted, &mut validated, 1, 3, None);
+        let aborted = Bytes::from(aborted);
+        let txn = crate::producer::AbortedTxn { producer_id: 7, first_offset: Offset(1), last_offset: Offset(2) };
+        let mut map = OffsetMap::with_aborted(1 << 20, vec![txn]);
+        map.add_batches(&committed).unwrap();
+        map.add_batches(&aborted).unwrap();
+        assert_eq!(clean_batch(&committed, &map, 0).unwrap(), Cleaned::Keep);
+        assert_eq!(clean_batch(&aborted, &map, 0).unwrap(), Cleaned::Remove);
+        let mut unaware = OffsetMap::new(1 << 20);
+        unaware.add_batches(&committed).unwrap();
+        unaware.add_batches(&aborted).unwrap();
+        assert_eq!(clean_batch(&committed, &unaware, 0).unwrap(), Cleaned::Remove, "what the list prevents");
     }
 
     #[test]

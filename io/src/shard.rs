@@ -709,7 +709,14 @@ impl Shard {
             // watermark (the store's visible end), as every Kafka replica runs its own cleaner.
             let stores: Vec<_> = self.stores.borrow().values().filter(|s| s.config().compact).cloned().collect();
             for store in stores {
-                if let Err(e) = store.clean(wall_ms(), map_limit_bytes).await {
+                let partition = TopicPartition::new(store.topic.as_str(), store.partition);
+                let stable = self.machine.borrow().replica(&partition).map_or_else(crate::storage::Stable::none, |r| {
+                    crate::storage::Stable {
+                        last_stable_offset: r.last_stable_offset().0,
+                        aborted: r.producers().aborted_between(Offset(0), Offset(i64::MAX)),
+                    }
+                });
+                if let Err(e) = store.clean(wall_ms(), map_limit_bytes, stable).await {
                     // The swap protocol leaves the old segments in place on any failure.
                     warn!(topic = %store.topic, partition = store.partition, error = %e, "cleaning failed; will retry");
                 }

@@ -17,6 +17,7 @@ use odradek_core::records;
 use tracing::{error, info, warn};
 
 mod clean;
+pub use clean::Stable;
 
 /// Exit status of a broker that stopped because its data directory failed.
 pub const LOG_DIR_FAILED_EXIT: i32 = 3;

@@ -45,7 +45,10 @@ impl PartitionStore {
     /// One cleaning pass, if the topic is compacted and its dirty ratio reached
     /// `min.cleanable.dirty.ratio`. Appends and reads go on meanwhile; only the final swap of
     /// each run holds the append permit.
-    pub async fn clean(&self, now_ms: i64, map_limit_bytes: usize) -> io::Result<Option<CleanStats>> {
+    /// `stable` is the partition's transactions as its replica sees them: what lies at or past
+    /// the last stable offset may belong to an open transaction and is not cleaned; the
+    /// aborted transactions' records are removed.
+    pub async fn clean(&self, now_ms: i64, map_limit_bytes: usize, stable: Stable) -> io::Result<Option<CleanStats>> {
         let config = self.config();
         if !config.compact || self.cleaning.get() {
             return Ok(None);
@@ -53,7 +56,8 @@ impl PartitionStore {
         let segments: Vec<Segment> = self.log.borrow().segments().to_vec();
         // Only committed data is cleaned: on a replicated partition everything above the high
         // watermark may still be truncated away.
-        let committed = segments[..segments.len() - 1].iter().take_while(|s| s.next_offset <= self.high_watermark()).count();
+        let limit = self.high_watermark().min(stable.last_stable_offset);
+        let committed = segments[..segments.len() - 1].iter().take_while(|s| s.next_offset <= limit).count();
         let count = compact::cleanable_segments(&segments, now_ms, config.min_compaction_lag_ms).min(committed);
         let cleanable: u64 = segments[..count].iter().map(|s| s.size).sum();
         let dirty: u64 =
@@ -64,7 +68,7 @@ impl PartitionStore {
         self.cleaning.set(true);
         let _guard = CleaningGuard(self);
 
-        let mut map = OffsetMap::new(map_limit_bytes);
+        let mut map = OffsetMap::with_aborted(map_limit_bytes, stable.aborted);
         let mut mapped = 0;
         for segment in &segments[..count] {
             let mut chunks = self.batch_chunks(segment)?;
@@ -274,6 +278,19 @@ async fn rename(from: &Path, to: &Path) -> io::Result<()> {
 /// the run's first segment's name. Old segments past the swap's last batch are kept: cleaning
 /// only ever removed records that a later offset supersedes, so keeping them is just
 /// uncompacted data.
+/// What a cleaning pass needs of the partition's transactions.
+pub struct Stable {
+    pub last_stable_offset: i64,
+    pub aborted: Vec<odradek_core::producer::AbortedTxn>,
+}
+
+impl Stable {
+    /// No transactions: everything below the high watermark is stable.
+    pub fn none() -> Stable {
+        Stable { last_stable_offset: i64::MAX, aborted: Vec::new() }
+    }
+}
+
 pub(super) async fn finish_interrupted_swaps(
     dir: &Path,
     topic: &str,
@@ -385,7 +402,7 @@ mod tests {
             let dir = temp_dir("reopen");
             let store = PartitionStore::open(&dir, "t", 0, compacted()).await.unwrap();
             let latest = fill(&store, 30).await;
-            let stats = store.clean(10_000, 1 << 20).await.unwrap().expect("all dirty");
+            let stats = store.clean(10_000, 1 << 20, Stable::none()).await.unwrap().expect("all dirty");
             assert!(stats.bytes_after < stats.bytes_before / 3, "{stats:?}");
             let records = consume(&store).await;
             assert!(records.windows(2).all(|w| w[0].0 < w[1].0), "offsets increase");
@@ -398,7 +415,7 @@ mod tests {
             assert_eq!(store.log_end_offset(), end);
             assert_eq!(latest_of(&consume(&store).await), latest);
             let more = fill(&store, 5).await;
-            store.clean(10_000, 1 << 20).await.unwrap();
+            store.clean(10_000, 1 << 20, Stable::none()).await.unwrap();
             let records = consume(&store).await;
             assert_eq!(latest_of(&records), more);
             std::fs::remove_dir_all(dir).unwrap();
@@ -445,12 +462,12 @@ mod tests {
             let dir = temp_dir("unchanged");
             let store = PartitionStore::open(&dir, "t", 0, compacted()).await.unwrap();
             fill(&store, 30).await;
-            store.clean(10_000, 1 << 20).await.unwrap().expect("first pass");
+            store.clean(10_000, 1 << 20, Stable::none()).await.unwrap().expect("first pass");
             // Later passes merge the small cleaned segments until runs stop changing.
             let mut segments: Vec<Segment> = store.log.borrow().segments().to_vec();
             for _ in 0..5 {
                 store.first_dirty_offset.set(0);
-                store.clean(10_000, 1 << 20).await.unwrap().expect("forced pass");
+                store.clean(10_000, 1 << 20, Stable::none()).await.unwrap().expect("forced pass");
                 let now: Vec<Segment> = store.log.borrow().segments().to_vec();
                 if now == segments {
                     break;
@@ -469,11 +486,11 @@ mod tests {
             };
             let before = files(&dir);
             store.first_dirty_offset.set(0);
-            let again = store.clean(10_000, 1 << 20).await.unwrap().expect("forced pass");
+            let again = store.clean(10_000, 1 << 20, Stable::none()).await.unwrap().expect("forced pass");
             assert_eq!(again.bytes_before, again.bytes_after);
             assert_eq!(store.log.borrow().segments().to_vec(), segments);
             assert_eq!(files(&dir), before, "no file rewritten");
-            assert_eq!(store.clean(10_000, 1 << 20).await.unwrap(), None, "nothing dirty");
+            assert_eq!(store.clean(10_000, 1 << 20, Stable::none()).await.unwrap(), None, "nothing dirty");
             std::fs::remove_dir_all(dir).unwrap();
         });
     }
