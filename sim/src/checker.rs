@@ -27,6 +27,22 @@
 //! never for a timeout, NOT_ENOUGH_REPLICAS_AFTER_APPEND or NOT_LEADER_OR_FOLLOWER: those
 //! values may be read, and are `:info`.
 //!
+//! Transactions ([`Op::Txn`], [`Op::CommittedPoll`], [`Op::FinalCommitted`]) add what a
+//! `read_committed` reader must see: every value of a transaction whose commit was
+//! acknowledged, none of one whose abort was, all or none of one whose outcome is unknown,
+//! and never a value the final committed log does not hold:
+//!
+//! | anomaly | meaning |
+//! |---|---|
+//! | [`Anomaly::TxnLost`] | a value of an acknowledged commit missing from the final committed read |
+//! | [`Anomaly::TxnAbortedVisible`] | a value of an acknowledged abort visible under read_committed |
+//! | [`Anomaly::TxnPartial`] | a transaction partly visible in the final committed read (not atomic) |
+//! | [`Anomaly::UncommittedRead`] | a read_committed poll returned a value the final committed log does not hold (G1a/G1b) |
+//!
+//! Transactional values are never in [`Op::Send`]: a produce inside a transaction promises
+//! nothing by itself. They still count for offsets (inconsistent offsets, duplicates: a
+//! transactional producer's retry must be written once).
+//!
 //! Nothing here knows about the simulator: `jepsen/` can feed it histories from real clients.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -46,6 +62,17 @@ pub enum SendOutcome {
     Info(String),
 }
 
+/// How a transaction ended, as its producer was told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnOutcome {
+    /// EndTxn(commit) acknowledged.
+    Committed,
+    /// EndTxn(abort) acknowledged.
+    Aborted,
+    /// No acknowledged EndTxn (a timeout, the producer fenced, the coordinator's timeout).
+    Unknown,
+}
+
 /// One completed operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
@@ -58,6 +85,12 @@ pub enum Op {
     Seek { process: u32 },
     /// The read of the whole committed log after healing, from the log start.
     FinalRead { records: Vec<(i64, Value)> },
+    /// A transaction by `process` that wrote `values` (possibly none).
+    Txn { process: u32, values: Vec<Value>, outcome: TxnOutcome },
+    /// A `read_committed` poll: what the consumer kept after dropping aborted transactions.
+    CommittedPoll { process: u32, records: Vec<(i64, Value)> },
+    /// The final read as a `read_committed` consumer sees it (no transaction left open).
+    FinalCommitted { records: Vec<(i64, Value)> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +103,10 @@ pub enum Anomaly {
     PollSkip { process: u32, from: i64, to: i64, skipped: Vec<i64> },
     ReadAboveHighWatermark { process: u32, offset: i64, high_watermark: i64 },
     AbortedRead { value: Value, offset: i64, error: String },
+    TxnLost { value: Value },
+    TxnAbortedVisible { value: Value, offset: i64 },
+    TxnPartial { process: u32, visible: Vec<Value>, missing: Vec<Value> },
+    UncommittedRead { process: u32, value: Value, offset: i64 },
 }
 
 impl fmt::Display for Anomaly {
@@ -104,6 +141,20 @@ impl fmt::Display for Anomaly {
             Anomaly::AbortedRead { value, offset, error } => write!(
                 f,
                 "aborted-read: value {value} read at offset {offset}, though its produce failed with {error} (definitely not written)"
+            ),
+            Anomaly::TxnLost { value } => {
+                write!(f, "txn-lost: value {value} of an acknowledged commit is not in the final read_committed read")
+            }
+            Anomaly::TxnAbortedVisible { value, offset } => {
+                write!(f, "txn-aborted-visible: value {value} of an acknowledged abort read under read_committed at offset {offset}")
+            }
+            Anomaly::TxnPartial { process, visible, missing } => write!(
+                f,
+                "txn-partial: a transaction of producer {process} is partly committed: {visible:?} visible, {missing:?} not"
+            ),
+            Anomaly::UncommittedRead { process, value, offset } => write!(
+                f,
+                "uncommitted-read: read_committed consumer {process} read value {value} at offset {offset}, which the final committed log does not hold"
             ),
         }
     }
@@ -150,7 +201,7 @@ pub fn check_with(history: &[Op], may_lose: bool) -> Verdict {
         // several offsets, as long as the final log holds each value at most once and each
         // offset one of the values seen there.
         let expected = match &anomaly {
-            Anomaly::LostWrite { .. } | Anomaly::Unseen { .. } => true,
+            Anomaly::LostWrite { .. } | Anomaly::Unseen { .. } | Anomaly::TxnLost { .. } => true,
             Anomaly::InconsistentOffsets { offset, values } => final_read.get(offset).is_none_or(|v| values.contains(v)),
             Anomaly::Duplicate { value, .. } => copies.get(value).is_none_or(|&n| n <= 1),
             _ => false,
@@ -193,7 +244,12 @@ pub fn check(history: &[Op]) -> Vec<Anomaly> {
                     failed.insert(value, error);
                 }
             }
-            Op::Send { .. } | Op::Seek { .. } => {}
+            Op::Send { .. } | Op::Seek { .. } | Op::Txn { .. } => {}
+            Op::CommittedPoll { records, .. } | Op::FinalCommitted { records } => {
+                for &(offset, value) in records {
+                    observe(offset, value);
+                }
+            }
             Op::Poll { process, records, high_watermark } => {
                 for &(offset, value) in records {
                     observe(offset, value);
@@ -312,6 +368,72 @@ pub fn check(history: &[Op]) -> Vec<Anomaly> {
                 }
             }
             _ => {}
+        }
+    }
+    anomalies.extend(check_transactions(history));
+    anomalies
+}
+
+/// The transaction anomalies of a history (see the module's table). Without a final committed
+/// read only reads of acknowledged aborts are checked.
+fn check_transactions(history: &[Op]) -> Vec<Anomaly> {
+    let mut anomalies = Vec::new();
+    let final_committed: Option<BTreeMap<Value, i64>> = history
+        .iter()
+        .filter_map(|op| match op {
+            Op::FinalCommitted { records } => Some(records.iter().map(|&(o, v)| (v, o)).collect()),
+            _ => None,
+        })
+        .next_back();
+    let mut aborted: BTreeSet<Value> = BTreeSet::new();
+    let (mut lost, mut partial) = (0, 0);
+    for op in history {
+        let Op::Txn { process, values, outcome } = op else { continue };
+        match outcome {
+            TxnOutcome::Aborted => aborted.extend(values.iter().copied()),
+            TxnOutcome::Committed => {
+                let Some(visible) = &final_committed else { continue };
+                for value in values.iter().filter(|v| !visible.contains_key(v)) {
+                    if lost < REPORTS_PER_CLASS_MAX {
+                        anomalies.push(Anomaly::TxnLost { value: *value });
+                    }
+                    lost += 1;
+                }
+            }
+            TxnOutcome::Unknown => {
+                let Some(visible) = &final_committed else { continue };
+                let (seen, missing): (Vec<Value>, Vec<Value>) = values.iter().partition(|v| visible.contains_key(v));
+                if !seen.is_empty() && !missing.is_empty() {
+                    if partial < REPORTS_PER_CLASS_MAX {
+                        anomalies.push(Anomaly::TxnPartial { process: *process, visible: seen, missing });
+                    }
+                    partial += 1;
+                }
+            }
+        }
+    }
+    let mut aborted_reads = 0;
+    let mut uncommitted = 0;
+    for op in history {
+        let (process, records) = match op {
+            Op::CommittedPoll { process, records } => (Some(*process), records),
+            Op::FinalCommitted { records } => (None, records),
+            _ => continue,
+        };
+        for &(offset, value) in records {
+            if aborted.contains(&value) {
+                if aborted_reads < REPORTS_PER_CLASS_MAX {
+                    anomalies.push(Anomaly::TxnAbortedVisible { value, offset });
+                }
+                aborted_reads += 1;
+            } else if let (Some(process), Some(visible)) = (process, &final_committed) {
+                if !visible.contains_key(&value) {
+                    if uncommitted < REPORTS_PER_CLASS_MAX {
+                        anomalies.push(Anomaly::UncommittedRead { process, value, offset });
+                    }
+                    uncommitted += 1;
+                }
+            }
         }
     }
     anomalies
@@ -458,6 +580,33 @@ mod tests {
         ];
         assert!(!check_with(&rewritten, false).anomalies.is_empty());
         assert_eq!(check_with(&rewritten, true).anomalies, vec![]);
+    }
+
+    #[test]
+    fn transactions_are_atomic_and_aborted_values_stay_invisible_under_read_committed() {
+        let txn = |values: &[Value], outcome| Op::Txn { process: 3, values: values.to_vec(), outcome };
+        let valid = vec![
+            txn(&[10, 11], TxnOutcome::Committed),
+            txn(&[12], TxnOutcome::Aborted),
+            txn(&[13, 14], TxnOutcome::Unknown),
+            Op::CommittedPoll { process: 9, records: vec![(0, 10), (1, 11)] },
+            Op::FinalRead { records: vec![(0, 10), (1, 11), (3, 12), (5, 13), (6, 14)] },
+            Op::FinalCommitted { records: vec![(0, 10), (1, 11)] },
+        ];
+        assert_eq!(check(&valid), vec![]);
+        let broken = vec![
+            txn(&[10, 11], TxnOutcome::Committed),
+            txn(&[12], TxnOutcome::Aborted),
+            txn(&[13, 14], TxnOutcome::Unknown),
+            Op::CommittedPoll { process: 9, records: vec![(3, 12), (5, 13)] },
+            Op::FinalCommitted { records: vec![(0, 10), (5, 13)] },
+        ];
+        let found = check(&broken);
+        assert!(found.contains(&Anomaly::TxnLost { value: 11 }), "{found:?}");
+        assert!(found.contains(&Anomaly::TxnAbortedVisible { value: 12, offset: 3 }));
+        assert!(found.contains(&Anomaly::TxnPartial { process: 3, visible: vec![13], missing: vec![14] }));
+        let uncommitted = vec![Op::CommittedPoll { process: 9, records: vec![(7, 20)] }, Op::FinalCommitted { records: vec![] }];
+        assert_eq!(check(&uncommitted), vec![Anomaly::UncommittedRead { process: 9, value: 20, offset: 7 }]);
     }
 
     #[test]

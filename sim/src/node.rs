@@ -7,8 +7,10 @@ use std::collections::{BTreeMap, VecDeque};
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
     ApiKey, CreateTopicsRequest as KafkaCreateTopics, FetchRequest as KafkaFetch, FindCoordinatorRequest, InitProducerIdRequest,
-    MetadataRequest, ProduceRequest,
+    MetadataRequest, ProduceRequest, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
 };
+use odradek_core::broker::txn::{self as txn_api, Routed as TxnRouted, Target as TxnTarget, WriteMarkersCall};
+use odradek_core::txn::{self, TxnConfig, TXN_TOPIC};
 use odradek_core::broker::producer_ids::{self, ProducerIdBlock};
 use odradek_core::controller::{
     self, AllocateProducerIdsRequest, AlterPartitionRequest, Controller,
@@ -50,6 +52,9 @@ pub enum Payload {
     Kafka { frame: Bytes },
     /// A node's Kafka response frame to a client (size prefix, header, body).
     KafkaResponse { frame: Bytes },
+    /// A transaction coordinator's WriteTxnMarkers to a partition leader, and its answer.
+    Markers { rpc_id: u64, request: WriteTxnMarkersRequest },
+    MarkersAnswer { rpc_id: u64, response: WriteTxnMarkersResponse },
 }
 
 
@@ -75,6 +80,8 @@ pub enum Output {
     AckedAll { end: Offset, high_watermark: Offset },
     /// A driver-visible breach of a replica rule (the simulator fails the run).
     Violation(String),
+    /// A transaction coordinator sent a decision's markers (the simulator may crash it now).
+    MarkersSent,
     /// The process stops itself (a failed fsync): the simulator crashes it.
     Halt,
     /// A controlled shutdown ended (`timed_out`: before the controller moved every
@@ -108,6 +115,44 @@ enum Rpc {
     CreateTopics { client: NodeId, corr: i32, version: i16, request: KafkaCreateTopics },
     /// A block of producer ids for a client's InitProducerId.
     ProducerIds { client: NodeId, corr: i32, version: i16 },
+    /// `__transaction_state`, asked for by a FindCoordinator that found none.
+    CreateTxnState,
+    /// A block of producer ids for the transaction coordinator on `core`.
+    TxnProducerId { core: usize, token: u64 },
+    /// Markers sent to another node for the coordinator's round `agg`.
+    Markers { agg: u64, partitions: Vec<(String, i32)> },
+}
+
+/// A client's transaction request, split into coordinator calls (`core::broker::txn`).
+struct TxnCall {
+    client: NodeId,
+    corr: i32,
+    version: i16,
+    routed: TxnRouted,
+    answers: Vec<Option<txn::Response>>,
+}
+
+/// One coordinator's WriteMarkers output, spread over the leaders it names.
+struct MarkerRound {
+    core: usize,
+    token: u64,
+    results: Vec<((String, i32), Option<ErrorCode>)>,
+    pending: usize,
+}
+
+/// A WriteTxnMarkers this node runs on its cores, and who hears its answer.
+struct MarkerCall {
+    reply: MarkerReply,
+    call: WriteMarkersCall,
+    answers: Vec<(usize, Option<ErrorCode>)>,
+    pending: usize,
+}
+
+enum MarkerReply {
+    /// This node's coordinator round, for these partitions.
+    Local { round: u64, partitions: Vec<(String, i32)> },
+    /// Another node's coordinator.
+    Remote { to: NodeId, rpc_id: u64 },
 }
 
 /// A client's group request, split into coordinator calls (`core::broker::groups`), whose
@@ -141,6 +186,13 @@ pub fn tp() -> TopicPartition {
 
 /// `offsets.topic.num.partitions` in the simulated cluster.
 pub const OFFSETS_PARTITIONS: i32 = 2;
+pub const TXN_PARTITIONS: i32 = 2;
+
+/// The transaction coordinator's settings in the simulation: few partitions, and timed-out
+/// transactions found within a second.
+pub fn txn_config() -> TxnConfig {
+    TxnConfig { partitions: TXN_PARTITIONS, offsets_topic_partitions: OFFSETS_PARTITIONS, abort_check_interval_ms: 1_000, ..TxnConfig::default() }
+}
 
 /// A client's Produce waiting for its partitions' answers (`core::broker::partitions`).
 struct ProduceWaiter {
@@ -200,6 +252,14 @@ pub struct Process {
     /// Part id → (its call, its place in the call).
     group_parts: BTreeMap<u64, (u64, usize)>,
     next_group_part: u64,
+    txn_calls: BTreeMap<u64, TxnCall>,
+    /// Part id → (its call, its place in the call).
+    txn_parts: BTreeMap<u64, (u64, usize)>,
+    marker_rounds: BTreeMap<u64, MarkerRound>,
+    marker_calls: BTreeMap<u64, MarkerCall>,
+    /// Produce token of a marker → (its call, its position).
+    marker_parts: BTreeMap<u64, (u64, usize)>,
+    next_marker: u64,
     controller_hint: usize,
     /// The metadata image (its log index) last handed to the shard.
     image_applied: Option<raft::Index>,
@@ -347,7 +407,7 @@ impl Node {
                         fetcher::DEFAULT_RESPONSE_MAX_BYTES,
                         self.replica_config.replica_fetch_response_timeout_ms,
                         GroupCoordinator::new(groups, seed ^ 0x9c ^ (core << 8)),
-                        odradek_core::txn::TxnCoordinator::new(odradek_core::txn::TxnConfig::default()),
+                        odradek_core::txn::TxnCoordinator::new(txn_config()),
                     )
                 })
                 .collect(),
@@ -377,6 +437,12 @@ impl Node {
             deferred_alter_errors: VecDeque::new(),
             group_calls: BTreeMap::new(),
             group_parts: BTreeMap::new(),
+            txn_calls: BTreeMap::new(),
+            txn_parts: BTreeMap::new(),
+            marker_rounds: BTreeMap::new(),
+            marker_calls: BTreeMap::new(),
+            marker_parts: BTreeMap::new(),
+            next_marker: 0,
             image_applied: None,
             stopping: None,
             next_group_part: 0,
@@ -458,6 +524,13 @@ impl Node {
                 Rpc::Lifecycle { id } => {
                     p.lifecycle.handle_response(now, id, None);
                 }
+                Rpc::TxnProducerId { core, token } => {
+                    p.shards[core].handle_txn_producer_id(now, token, Err(ErrorCode::CoordinatorLoadInProgress));
+                }
+                Rpc::Markers { agg, partitions } => {
+                    let results = txn_api::markers_results(&partitions, Err(ErrorCode::NetworkException));
+                    marker_round_answered(p, now, agg, results);
+                }
                 _ => {}
             }
         }
@@ -524,6 +597,15 @@ impl Node {
             }
             Payload::Kafka { frame } => self.on_kafka_request(now, from, frame, out),
             Payload::KafkaResponse { .. } => {}
+            Payload::Markers { rpc_id, request } => {
+                start_marker_call(p, now, request, MarkerReply::Remote { to: from, rpc_id }, out);
+            }
+            Payload::MarkersAnswer { rpc_id, response } => {
+                if let Some((Rpc::Markers { agg, partitions }, _)) = p.rpcs.remove(&rpc_id) {
+                    let results = txn_api::markers_results(&partitions, Ok(&response));
+                    marker_round_answered(p, now, agg, results);
+                }
+            }
         }
         self.pump(now, out);
     }
@@ -628,6 +710,15 @@ impl Node {
                     }
                 }
             }
+            ApiKey::InitProducerId if txn_api::is_transactional_init(&request.decode::<InitProducerIdRequest>().expect("valid init producer id")) => {
+                let body: InitProducerIdRequest = request.decode().expect("valid init producer id");
+                let routed = txn_api::route_init(&body, version, &txn_config());
+                start_txn_call(p, now, from, corr, version, routed, out);
+            }
+            key if txn_api::is_txn_api(key) => {
+                let routed = txn_api::route(&request, p.quorum.controller().image(), &txn_config()).expect("a valid transaction request");
+                start_txn_call(p, now, from, corr, version, routed, out);
+            }
             ApiKey::InitProducerId => {
                 let body: InitProducerIdRequest = request.decode().expect("valid init producer id");
                 if let Some(refused) = producer_ids::init_refusal(&body) {
@@ -649,13 +740,18 @@ impl Node {
             }
             ApiKey::FindCoordinator => {
                 let body: FindCoordinatorRequest = request.decode().expect("valid find coordinator");
-                // The simulated clients use no transactions: no transaction state partitions.
-                let (answer, create) = broker::groups::find_coordinator(p.quorum.controller().image(), &body, version, OFFSETS_PARTITIONS, 0);
-                if create.is_some() && !p.rpcs.values().any(|(r, _)| matches!(r, Rpc::CreateOffsets)) {
+                let (answer, create) =
+                    broker::groups::find_coordinator(p.quorum.controller().image(), &body, version, OFFSETS_PARTITIONS, TXN_PARTITIONS);
+                let (rpc, topic) = match create {
+                    Some(TXN_TOPIC) => (Rpc::CreateTxnState, txn_state_topic()),
+                    _ => (Rpc::CreateOffsets, offsets_topic()),
+                };
+                let creating = |r: &Rpc| matches!((r, &rpc), (Rpc::CreateOffsets, Rpc::CreateOffsets) | (Rpc::CreateTxnState, Rpc::CreateTxnState));
+                if create.is_some() && !p.rpcs.values().any(|(r, _)| creating(r)) {
                     let rpc_id = p.next_rpc;
                     p.next_rpc += 1;
-                    p.rpcs.insert(rpc_id, (Rpc::CreateOffsets, now + RPC_TIMEOUT_MS));
-                    let request = ControllerRequest::CreateTopics(CreateTopicsRequest { topics: vec![offsets_topic()], validate_only: false });
+                    p.rpcs.insert(rpc_id, (rpc, now + RPC_TIMEOUT_MS));
+                    let request = ControllerRequest::CreateTopics(CreateTopicsRequest { topics: vec![topic], validate_only: false });
                     let to = controller_target(p, &self.voters);
                     out.push(Output::Send { to, payload: Payload::CtrlRequest { rpc_id, request } });
                 }
@@ -860,6 +956,15 @@ impl Node {
                             None => p.deferred_alter_errors.push_back((partition, request_id, generation)),
                         },
                         broker::Output::Produced { token, result } => {
+                            if let Some((call_id, position)) = p.marker_parts.remove(&token) {
+                                let call = p.marker_calls.get_mut(&call_id).expect("a marker's call waits");
+                                call.answers.push((position, result.err()));
+                                call.pending -= 1;
+                                if call.pending == 0 {
+                                    finish_marker_call(p, now, call_id, out);
+                                }
+                                continue;
+                            }
                             let Some(part) = p.produce_parts.remove(&token) else { continue };
                             if let (Ok(ack), -1) = (&result, part.acks) {
                                 let high_watermark = p.replica_of(&part.partition).map_or(Offset(-1), |r| r.high_watermark());
@@ -902,10 +1007,32 @@ impl Node {
                                 out.push(Output::Send { to: call.client, payload: Payload::KafkaResponse { frame } });
                             }
                         }
-                        // The simulated clients send no transaction requests, so no
-                        // transaction coordinator has anything to do.
-                        broker::Output::TxnReply { .. } | broker::Output::NewProducerId { .. } | broker::Output::WriteMarkers { .. } => {
-                            out.push(Output::Violation(format!("node {id}: transaction coordinator output without transactional clients")));
+                        broker::Output::TxnReply { id: part, response } => {
+                            let Some((call_id, place)) = p.txn_parts.remove(&part) else {
+                                out.push(Output::Violation(format!("node {id}: a transaction answer ({part}) nobody asked for")));
+                                continue;
+                            };
+                            if let Some(call) = p.txn_calls.get_mut(&call_id) {
+                                call.answers[place] = Some(response);
+                            }
+                            finish_txn_call(p, call_id, out);
+                        }
+                        broker::Output::NewProducerId { token } => {
+                            if let Some(producer_id) = p.producer_ids.take() {
+                                p.shards[core].handle_txn_producer_id(now, token, Ok(producer_id));
+                            } else if let Some(broker_epoch) = p.lifecycle.broker_epoch() {
+                                let rpc_id = p.next_rpc;
+                                p.next_rpc += 1;
+                                p.rpcs.insert(rpc_id, (Rpc::TxnProducerId { core, token }, now + RPC_TIMEOUT_MS));
+                                let request = ControllerRequest::AllocateProducerIds(AllocateProducerIdsRequest { broker_id: id, broker_epoch });
+                                out.push(Output::Send { to: ctrl_target, payload: Payload::CtrlRequest { rpc_id, request } });
+                            } else {
+                                p.shards[core].handle_txn_producer_id(now, token, Err(ErrorCode::CoordinatorLoadInProgress));
+                            }
+                        }
+                        broker::Output::WriteMarkers { token, producer_id, producer_epoch, marker, partitions } => {
+                            send_markers(p, id, now, core, token, producer_id, producer_epoch, marker, partitions, out);
+                            out.push(Output::MarkersSent);
                         }
                         broker::Output::ReadCoordinatorLog { partition, generation, from, upto, max_bytes } => {
                             // Whole batches, as the broker's read of the partition's segments.
@@ -1037,8 +1164,23 @@ fn on_ctrl_response(id: NodeId, p: &mut Process, now: i64, rpc: Rpc, response: R
             };
             p.shard_of(&partition).handle_alter_partition_response(now, &partition, generation, request_id, result);
         }
+        (Rpc::TxnProducerId { core, token }, Response::AllocateProducerIds(r)) => {
+            let id = match r.error {
+                None => {
+                    p.producer_ids.refill(r.first_producer_id, r.count);
+                    p.producer_ids.take().ok_or(ErrorCode::CoordinatorLoadInProgress)
+                }
+                Some(e) => {
+                    if e.code() == ErrorCode::NotController {
+                        p.controller_hint += 1;
+                    }
+                    Err(ErrorCode::CoordinatorLoadInProgress)
+                }
+            };
+            p.shards[core].handle_txn_producer_id(now, token, id);
+        }
         // Failed creations are retried on the next FindCoordinator that finds no topic.
-        (Rpc::CreateOffsets, Response::CreateTopics(results)) => {
+        (Rpc::CreateOffsets | Rpc::CreateTxnState, Response::CreateTopics(results)) => {
             if results.iter().any(|r| r.error.as_ref().is_some_and(|e| e.code() == ErrorCode::NotController)) {
                 p.controller_hint += 1;
             }
@@ -1068,8 +1210,9 @@ fn on_ctrl_response(id: NodeId, p: &mut Process, now: i64, rpc: Rpc, response: R
             let kind = match rpc {
                 Rpc::Lifecycle { .. } => "register or heartbeat",
                 Rpc::Alter { .. } => "alter",
-                Rpc::CreateOffsets | Rpc::CreateTopics { .. } => "create topics",
-                Rpc::ProducerIds { .. } => "allocate producer ids",
+                Rpc::CreateOffsets | Rpc::CreateTxnState | Rpc::CreateTopics { .. } => "create topics",
+                Rpc::ProducerIds { .. } | Rpc::TxnProducerId { .. } => "allocate producer ids",
+                Rpc::Markers { .. } => "write markers",
             };
             panic!("node {id}: {kind} answered with {response:?}");
         }
@@ -1106,6 +1249,144 @@ fn create_topics_answer(client: NodeId, corr: i32, version: i16, request: &Kafka
     let answer = broker::admin::create_topics_response(request, version, results, &LogConfig::default());
     let frame = wire::encode_response(ApiKey::CreateTopics, version, corr, &answer).expect("a create topics answer encodes");
     Output::Send { to: client, payload: Payload::KafkaResponse { frame } }
+}
+
+/// `__transaction_state` as the broker creates it (`ServerConfig::transaction_state_topic`).
+fn txn_state_topic() -> CreatableTopic {
+    CreatableTopic {
+        name: TXN_TOPIC.to_owned(),
+        num_partitions: TXN_PARTITIONS,
+        replication_factor: 3,
+        configs: [("cleanup.policy".to_owned(), "compact".to_owned()), ("min.insync.replicas".to_owned(), "2".to_owned())]
+            .into_iter()
+            .collect(),
+    }
+}
+
+/// A client's transaction request: each part on the core owning its id's
+/// `__transaction_state` partition (or every core), answered once all are in.
+fn start_txn_call(p: &mut Process, now: i64, client: NodeId, corr: i32, version: i16, mut routed: TxnRouted, out: &mut Vec<Output>) {
+    let cores = p.shards.len();
+    let calls: Vec<(usize, txn::Call)> = std::mem::take(&mut routed.parts)
+        .into_iter()
+        .flat_map(|(target, call)| match target {
+            TxnTarget::Partition(partition) => vec![(shard_for(TXN_TOPIC, partition, cores).0, call)],
+            TxnTarget::EveryCore => (0..cores).map(|core| (core, call.clone())).collect(),
+        })
+        .collect();
+    let call_id = p.next_group_part;
+    p.next_group_part += 1;
+    p.txn_calls.insert(call_id, TxnCall { client, corr, version, routed, answers: vec![None; calls.len()] });
+    for (place, (core, call)) in calls.into_iter().enumerate() {
+        let part_id = p.next_group_part;
+        p.next_group_part += 1;
+        p.txn_parts.insert(part_id, (call_id, place));
+        p.shards[core].txn_request(now, part_id, call);
+    }
+    finish_txn_call(p, call_id, out);
+}
+
+/// Answers the call once every part has (a call without parts at once).
+fn finish_txn_call(p: &mut Process, call_id: u64, out: &mut Vec<Output>) {
+    let Some(call) = p.txn_calls.get(&call_id) else { return };
+    if !call.answers.iter().all(Option::is_some) {
+        return;
+    }
+    let call = p.txn_calls.remove(&call_id).expect("present");
+    let answers = call.answers.into_iter().map(|a| a.expect("all in")).collect();
+    let frame = call.routed.answer(answers).encode(call.version, call.corr).expect("a transaction answer encodes");
+    out.push(Output::Send { to: call.client, payload: Payload::KafkaResponse { frame } });
+}
+
+/// A WriteTxnMarkers on this node: each partition's marker on its owning core.
+fn start_marker_call(p: &mut Process, now: i64, request: WriteTxnMarkersRequest, reply: MarkerReply, out: &mut Vec<Output>) {
+    let (call, parts) = WriteMarkersCall::new(&request, p.shards.len());
+    let call_id = p.next_marker;
+    p.next_marker += 1;
+    let mut answers = Vec::new();
+    let mut pending = 0;
+    for (core, parts) in parts {
+        for (position, part) in parts {
+            let token = p.next_produce;
+            p.next_produce += 1;
+            match p.shards[core.0].write_marker(now, &part.partition, part.producer_id, part.producer_epoch, part.marker, 5_000, token) {
+                Ok(()) => {
+                    p.marker_parts.insert(token, (call_id, position));
+                    pending += 1;
+                }
+                Err(error) => answers.push((position, Some(error))),
+            }
+        }
+    }
+    p.marker_calls.insert(call_id, MarkerCall { reply, call, answers, pending });
+    if pending == 0 {
+        finish_marker_call(p, now, call_id, out);
+    }
+}
+
+fn finish_marker_call(p: &mut Process, now: i64, call_id: u64, out: &mut Vec<Output>) {
+    let call = p.marker_calls.remove(&call_id).expect("a waiting marker call");
+    let response = call.call.answer(vec![call.answers]);
+    match call.reply {
+        MarkerReply::Local { round, partitions } => {
+            let results = txn_api::markers_results(&partitions, Ok(&response));
+            marker_round_answered(p, now, round, results);
+        }
+        MarkerReply::Remote { to, rpc_id } => out.push(Output::Send { to, payload: Payload::MarkersAnswer { rpc_id, response } }),
+    }
+}
+
+/// One leader's share of a coordinator's round answered; the coordinator hears once all are.
+fn marker_round_answered(p: &mut Process, now: i64, round: u64, results: Vec<((String, i32), Option<ErrorCode>)>) {
+    let Some(r) = p.marker_rounds.get_mut(&round) else { return };
+    r.results.extend(results);
+    r.pending -= 1;
+    if r.pending == 0 {
+        let r = p.marker_rounds.remove(&round).expect("present");
+        p.shards[r.core].handle_markers_written(now, r.token, r.results);
+    }
+}
+
+/// A coordinator's markers ([`broker::Output::WriteMarkers`]) to the leaders the image names.
+#[allow(clippy::too_many_arguments)]
+fn send_markers(
+    p: &mut Process,
+    me: NodeId,
+    now: i64,
+    core: usize,
+    token: u64,
+    producer_id: i64,
+    producer_epoch: i16,
+    marker: odradek_core::batch::ControlMarker,
+    partitions: Vec<(String, i32)>,
+    voters_out: &mut Vec<Output>,
+) {
+    let mut by_leader: BTreeMap<NodeId, Vec<(String, i32)>> = BTreeMap::new();
+    let mut results = Vec::new();
+    for (topic, partition) in partitions {
+        let image = p.quorum.controller().image();
+        match image.topic_by_name(&topic).and_then(|t| t.partitions.get(partition as usize)).map(|s| s.leader) {
+            None => results.push(((topic, partition), Some(ErrorCode::UnknownTopicOrPartition))),
+            Some(NodeId::NONE) => results.push(((topic, partition), Some(ErrorCode::LeaderNotAvailable))),
+            Some(leader) => by_leader.entry(leader).or_default().push((topic, partition)),
+        }
+    }
+    let round = p.next_marker;
+    p.next_marker += 1;
+    p.marker_rounds.insert(round, MarkerRound { core, token, results, pending: by_leader.len() + 1 });
+    for (leader, partitions) in by_leader {
+        let request = txn_api::markers_request(producer_id, producer_epoch, marker, &partitions);
+        if leader == me {
+            start_marker_call(p, now, request, MarkerReply::Local { round, partitions }, voters_out);
+        } else {
+            let rpc_id = p.next_rpc;
+            p.next_rpc += 1;
+            p.rpcs.insert(rpc_id, (Rpc::Markers { agg: round, partitions }, now + RPC_TIMEOUT_MS));
+            voters_out.push(Output::Send { to: leader, payload: Payload::Markers { rpc_id, request } });
+        }
+    }
+    // The round's own share: partitions that needed no leader.
+    marker_round_answered(p, now, round, Vec::new());
 }
 
 /// `__consumer_offsets` as the broker creates it (`ServerConfig::offsets_topic`).

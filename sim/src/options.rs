@@ -91,6 +91,15 @@ pub struct Options {
     /// The producers are idempotent (InitProducerId, sequences, retries until acknowledged)
     /// where acks=all; otherwise they never retry.
     pub idempotent_producers: bool,
+    /// Transactional producers (acks=all runs only), alongside the others; half the consumers
+    /// then read committed only.
+    pub transactional_producers: u32,
+    /// Per transaction: its producer goes silent past the transaction timeout with the
+    /// transaction open, then carries on (a zombie the coordinator must have fenced).
+    pub transactor_pause_probability: f64,
+    /// Crash a transaction coordinator as it sends a decision's markers (after PrepareCommit
+    /// or PrepareAbort is written, before the markers land).
+    pub crash_coordinator_on_markers: f64,
 }
 
 /// Named fault mixes; `Swarm` draws everything from the seed.
@@ -132,10 +141,16 @@ pub enum Scenario {
     /// retry of a batch an old leader wrote, acknowledged or not, must get its first offset
     /// from the new leader, never a second copy.
     IdempotentFailover,
+    /// Transactions under coordinator crashes between the decision and its markers, power
+    /// loss with transactions open, and partitions that outlast the transaction timeout.
+    Transactions,
+    /// Transactional producers that go silent past their transaction timeout mid-transaction
+    /// and come back (zombies), while leaders and coordinators are paused and isolated.
+    ZombieTransactions,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 14] = [
+    pub const ALL: [Scenario; 16] = [
         Scenario::Swarm,
         Scenario::Kip101,
         Scenario::DoubleCrash,
@@ -150,6 +165,8 @@ impl Scenario {
         Scenario::StaleMessages,
         Scenario::FsyncFailure,
         Scenario::IdempotentFailover,
+        Scenario::Transactions,
+        Scenario::ZombieTransactions,
     ];
 
     pub fn name(self) -> &'static str {
@@ -168,6 +185,8 @@ impl Scenario {
             Scenario::StaleMessages => "stale-messages",
             Scenario::FsyncFailure => "fsync-failure",
             Scenario::IdempotentFailover => "idempotent-failover",
+            Scenario::Transactions => "transactions",
+            Scenario::ZombieTransactions => "zombie-transactions",
         }
     }
 
@@ -231,6 +250,9 @@ impl Options {
             graceful_stop_probability: 0.0,
             cores: 1,
             idempotent_producers: false,
+            transactional_producers: 0,
+            transactor_pause_probability: 0.0,
+            crash_coordinator_on_markers: 0.0,
         };
         match scenario {
             Scenario::Swarm => {}
@@ -356,6 +378,26 @@ impl Options {
                 o.producers = rng.gen_range(2..4);
                 o.produce_interval_ms = (1, rng.gen_range(2..20));
             }
+            Scenario::Transactions => {
+                o.acks = -1;
+                o.fault_interval_ms = rng.gen_range(300..1_500);
+                o.crash_probability = rng.gen_range(0.05..0.2);
+                o.power_loss_probability = rng.gen_range(0.0..0.03);
+                o.partition_probability = rng.gen_range(0.05..0.2);
+                o.heal_probability = rng.gen_range(0.1..0.5);
+                o.restart_delay_ms = (0, 2_000);
+            }
+            Scenario::ZombieTransactions => {
+                o.acks = -1;
+                o.target_leader = true;
+                o.fault_interval_ms = rng.gen_range(300..1_500);
+                o.crash_probability = rng.gen_range(0.0..0.1);
+                o.pause_probability = rng.gen_range(0.05..0.2);
+                o.pause_ms_max = rng.gen_range(2_000..12_000);
+                o.partition_probability = rng.gen_range(0.05..0.2);
+                o.heal_probability = 0.5;
+                o.power_loss_probability = 0.0;
+            }
         }
         // The faults added after the rest: drawn last, so every earlier option keeps its value.
         o.one_way_probability = chance(rng, 0.5, 0.2, 1.0);
@@ -383,6 +425,10 @@ impl Options {
         o.graceful_stop_probability = chance(rng, 0.4, 0.02, 0.2);
         o.cores = if rng.gen_bool(0.5) { 2 } else { 1 };
         o.idempotent_producers = rng.gen_bool(0.5) || scenario == Scenario::IdempotentFailover;
+        let txn_scenario = matches!(scenario, Scenario::Transactions | Scenario::ZombieTransactions);
+        o.transactional_producers = if o.acks == -1 && (txn_scenario || rng.gen_bool(0.25)) { rng.gen_range(1..=2) } else { 0 };
+        o.transactor_pause_probability = if scenario == Scenario::ZombieTransactions { rng.gen_range(0.05..0.3) } else { 0.0 };
+        o.crash_coordinator_on_markers = if scenario == Scenario::Transactions { rng.gen_range(0.05..0.3) } else { 0.0 };
         o
     }
 
@@ -400,7 +446,7 @@ impl Options {
              disk={:?}ms skew<={}ms drift<={}ppm ofle={} min_isr={} acks={} fsync={} stall={:.3}/{}ms \
              crash_on_expansion={:.2} crash_last={:.2} crash_over_lagging={:.2} producers={} consumers={} \
              one_way={:.2} duplicate={:.3}/{}ms inflight_delivery={:.2} hold_for_restart={:.2} fsync_failure={:.4} \
-             graceful_stop={:.3} cores={} idempotent={}",
+             graceful_stop={:.3} cores={} idempotent={} transactional={} zombie={:.2} crash_on_markers={:.2}",
             self.scenario.name(),
             self.safety_ms,
             self.crash_probability,
@@ -437,6 +483,9 @@ impl Options {
             self.graceful_stop_probability,
             self.cores,
             self.idempotent_producers,
+            self.transactional_producers,
+            self.transactor_pause_probability,
+            self.crash_coordinator_on_markers,
         )
     }
 }

@@ -16,7 +16,9 @@ use kafka_protocol::messages::{
     ApiKey, BrokerId, FetchRequest as KafkaFetch, FetchResponse as KafkaFetchResponse, FindCoordinatorRequest,
     FindCoordinatorResponse, GroupId, InitProducerIdRequest, InitProducerIdResponse, MetadataRequest, MetadataResponse, OffsetCommitRequest, OffsetCommitResponse,
     OffsetFetchRequest, OffsetFetchResponse, ProduceRequest, ProduceResponse as KafkaProduceResponse, TopicName,
+    AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, EndTxnRequest, EndTxnResponse, ProducerId, TransactionalId,
 };
+use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
 use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic as KafkaCreatableTopic, CreatableTopicConfig};
@@ -33,7 +35,7 @@ use odradek_core::{wire, ErrorCode};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::checker::{self, Anomaly, Op, SendOutcome};
+use crate::checker::{self, Anomaly, Op, SendOutcome, TxnOutcome};
 use crate::disk::Clock;
 use crate::node::{self, DiskOp, Node, Output, Payload};
 use crate::options::{Options, Scenario};
@@ -42,6 +44,9 @@ pub const NODES: i32 = 3;
 const CLIENT_BASE: i32 = 100;
 const ADMIN: NodeId = NodeId(99);
 const CLIENT_TIMEOUT_MS: i64 = 5_000;
+/// `transaction.timeout.ms` of the transactional producers: the coordinator aborts a
+/// transaction left open this long.
+const TXN_TIMEOUT_MS: i32 = 10_000;
 /// Bound on events per run: a run that needs more is stuck in a loop.
 const EVENTS_MAX: u64 = 20_000_000;
 
@@ -137,6 +142,15 @@ pub struct FaultCounts {
     pub producer_retries: usize,
     pub retries_acked: usize,
     pub producer_resets: usize,
+    /// Transactions committed, aborted and of unknown outcome (as their producers were told),
+    /// zombie pauses of transactional producers, coordinator crashes aimed between the
+    /// decision and its markers, and read_committed polls that returned records.
+    pub txn_commits: usize,
+    pub txn_aborts: usize,
+    pub txn_unknown: usize,
+    pub zombie_pauses: usize,
+    pub coordinator_strikes: usize,
+    pub committed_polls: usize,
 }
 
 impl FaultCounts {
@@ -169,6 +183,12 @@ impl FaultCounts {
         self.producer_retries += o.producer_retries;
         self.retries_acked += o.retries_acked;
         self.producer_resets += o.producer_resets;
+        self.txn_commits += o.txn_commits;
+        self.txn_aborts += o.txn_aborts;
+        self.txn_unknown += o.txn_unknown;
+        self.zombie_pauses += o.zombie_pauses;
+        self.coordinator_strikes += o.coordinator_strikes;
+        self.committed_polls += o.committed_polls;
     }
 }
 
@@ -180,7 +200,8 @@ impl std::fmt::Display for FaultCounts {
              duplicated {} in-flight-across-partition {} delivered / {} lost held-for-restart {} \
              stale-deliveries {} (stale answers dropped {}) fsync-failures {} \
              definite-failures {} polls {} seeks {} commits {} (lost by design {}) stale-offset-reads {} \
-             graceful-stops {} (timed out {}) core-mail {} producer-ids {} retries {} (acked {}) producer-resets {}",
+             graceful-stops {} (timed out {}) core-mail {} producer-ids {} retries {} (acked {}) producer-resets {} \
+             txns committed {} aborted {} unknown {} zombie-pauses {} coordinator-strikes {} committed-polls {}",
             self.crashes,
             self.power_losses,
             self.pauses,
@@ -208,7 +229,13 @@ impl std::fmt::Display for FaultCounts {
             self.producer_ids,
             self.producer_retries,
             self.retries_acked,
-            self.producer_resets
+            self.producer_resets,
+            self.txn_commits,
+            self.txn_aborts,
+            self.txn_unknown,
+            self.zombie_pauses,
+            self.coordinator_strikes,
+            self.committed_polls
         )
     }
 }
@@ -278,6 +305,42 @@ enum ClientKind {
     /// that `assign`s and commits) and fetches them back: every acknowledged commit must
     /// survive coordinator failover, crashes and lost unsynced writes.
     Committer,
+    /// A transactional producer (see [`Transactor`]).
+    Transactor,
+}
+
+/// Where a transactional producer is in its loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TxnStage {
+    /// Between transactions: AddPartitionsToTxn starts the next.
+    Add,
+    Produce,
+    End,
+}
+
+/// A transactional producer, as Kafka's client runs one: FindCoordinator (key type 1),
+/// InitProducerId with its transactional id, then transactions of AddPartitionsToTxn, a few
+/// transactional batches (each sent again, same sequence, until acknowledged) and EndTxn,
+/// committing or aborting at random. An error that leaves the transaction's fate to the
+/// coordinator (fenced, its epoch or state refused) makes its outcome unknown; the producer
+/// then starts over with InitProducerId, which fences it and aborts what it left open.
+#[derive(Debug)]
+struct Transactor {
+    id: String,
+    coordinator: Option<NodeId>,
+    producer: Option<(i64, i16)>,
+    next_seq: i32,
+    stage: TxnStage,
+    /// Values of the transaction written so far (acknowledged batches).
+    values: Vec<u64>,
+    /// The batch being sent until acknowledged: its first sequence and values.
+    batch: Option<(i32, Vec<u64>)>,
+    batches_left: u32,
+    commit: bool,
+    /// A zombie pause: no request before then, whatever the transaction's state.
+    paused_until: i64,
+    /// Stopped between transactions at the end of the run.
+    stopped: bool,
 }
 
 /// What a committer knows of its group's committed offset.
@@ -319,6 +382,9 @@ struct Client {
     /// An idempotent producer's id, sequence and the batch it retries (`None`: a producer that
     /// never retries).
     idempotence: Option<Idempotence>,
+    txn: Option<Transactor>,
+    /// A consumer with `isolation.level=read_committed`.
+    read_committed: bool,
 }
 
 /// An idempotent producer (enable.idempotence=true): InitProducerId first, then each batch
@@ -474,7 +540,27 @@ impl Sim {
             clients.push(producer);
         }
         for i in 0..options.consumers {
-            clients.push(Client::new(NodeId(CLIENT_BASE + 50 + i as i32), ClientKind::Consumer));
+            let mut consumer = Client::new(NodeId(CLIENT_BASE + 50 + i as i32), ClientKind::Consumer);
+            // With transactions, every other consumer reads committed only.
+            consumer.read_committed = options.transactional_producers > 0 && i % 2 == 1;
+            clients.push(consumer);
+        }
+        for i in 0..options.transactional_producers {
+            let mut transactor = Client::new(NodeId(CLIENT_BASE + 70 + i as i32), ClientKind::Transactor);
+            transactor.txn = Some(Transactor {
+                id: format!("tx{i}"),
+                coordinator: None,
+                producer: None,
+                next_seq: 0,
+                stage: TxnStage::Add,
+                values: Vec::new(),
+                batch: None,
+                batches_left: 0,
+                commit: true,
+                paused_until: 0,
+                stopped: false,
+            });
+            clients.push(transactor);
         }
         // One group per `__consumer_offsets` partition, so every partition has a coordinator
         // at work.
@@ -690,8 +776,13 @@ impl Sim {
 
     fn outputs(&mut self, i: usize, out: Vec<Output>) {
         let from = self.nodes[i].id;
+        let mut strike = false;
         for o in out {
             match o {
+                Output::MarkersSent => {
+                    let p = self.options.crash_coordinator_on_markers;
+                    strike |= self.faults_on && p > 0.0 && self.rng_fault.gen_bool(p);
+                }
                 Output::Send { to, payload } => {
                     if let Payload::KafkaResponse { frame } = &payload {
                         self.note_coordinator_answer(i, to, frame);
@@ -740,6 +831,11 @@ impl Sim {
                     }
                 }
             }
+        }
+        if strike && self.nodes[i].process.is_some() {
+            // The coordinator dies with its decision written and its markers on their way.
+            self.counts.coordinator_strikes += 1;
+            self.crash(i);
         }
         self.arm_timer(i);
     }
@@ -1326,6 +1422,10 @@ impl Sim {
         });
         all && self.progress() >= acked_before + LIVENESS_WRITES
             && self.clients.iter().all(|c| c.inflight.is_none() || c.kind != ClientKind::Producer)
+            // Every transactional producer stopped between transactions, and the coordinators
+            // ended every transaction (the last stable offset caught up).
+            && self.clients.iter().filter_map(|c| c.txn.as_ref()).all(|t| t.stopped && t.stage == TxnStage::Add)
+            && leader.last_stable_offset() == leader.high_watermark()
             && self.clients.iter().filter(|c| c.kind == ClientKind::Committer).all(|c| c.commits.verified_since_heal)
     }
 
@@ -1377,6 +1477,12 @@ impl Sim {
                 self.clients[c].inflight = None;
                 self.clients[c].leader = None;
                 let client = &mut self.clients[c];
+                if let Some(t) = client.txn.as_mut() {
+                    // Coordinator requests go to a coordinator found again; a batch is resent.
+                    if client.inflight_api != ApiKey::Produce {
+                        t.coordinator = None;
+                    }
+                }
                 if client.kind == ClientKind::Committer {
                     client.commits.coordinator = None;
                     if client.inflight_api == ApiKey::OffsetCommit {
@@ -1407,6 +1513,7 @@ impl Sim {
             ClientKind::Consumer => (10, 100),
             ClientKind::Admin => (200, 200),
             ClientKind::Committer => (20, 200),
+            ClientKind::Transactor => (5, 50),
         };
         let at = now + self.rng_work.gen_range(lo..=hi);
         self.schedule(at, Event::Client { client: c });
@@ -1418,6 +1525,9 @@ impl Sim {
         let from = self.clients[c].id;
         if self.clients[c].kind == ClientKind::Committer {
             self.committer_request(c, corr);
+            return;
+        }
+        if self.clients[c].kind == ClientKind::Transactor && self.transactor_request(c, corr) {
             return;
         }
         let Some((leader, leader_epoch)) = self.clients[c].leader else {
@@ -1521,6 +1631,7 @@ impl Sim {
                 }
                 let body = KafkaFetch::default()
                     .with_replica_id(BrokerId(-1))
+                    .with_isolation_level(i8::from(self.clients[c].read_committed))
                     .with_max_wait_ms(0)
                     .with_min_bytes(1)
                     .with_max_bytes(1 << 20)
@@ -1538,7 +1649,235 @@ impl Sim {
                 self.clients[c].inflight_api = ApiKey::Fetch;
                 self.send(from, leader, Payload::Kafka { frame });
             }
+            ClientKind::Transactor => self.transactor_produce(c, corr, leader),
             ClientKind::Admin | ClientKind::Committer => {}
+        }
+    }
+
+    /// A transactional producer's next request to its coordinator; `false` when its next
+    /// request is a produce (sent by the caller once the partition's leader is known).
+    fn transactor_request(&mut self, c: usize, corr: i32) -> bool {
+        let now = self.now;
+        let stop = self.acked_stop.is_some_and(|stop| self.progress() >= stop);
+        let client = &mut self.clients[c];
+        let from = client.id;
+        let t = client.txn.as_mut().expect("a transactor");
+        if now < t.paused_until {
+            return true;
+        }
+        let id = || TransactionalId(StrBytes::from_string(t.id.clone()));
+        let (api, frame, to) = match (t.coordinator, t.producer, t.stage) {
+            (None, ..) => {
+                let body = FindCoordinatorRequest::default().with_key(StrBytes::from_string(t.id.clone())).with_key_type(1);
+                let to = NodeId(self.rng_work.gen_range(1..=NODES));
+                (ApiKey::FindCoordinator, encode_request(ApiKey::FindCoordinator, client_version(ApiKey::FindCoordinator), corr, &body), to)
+            }
+            (Some(coordinator), None, _) => {
+                let body = InitProducerIdRequest::default()
+                    .with_transactional_id(Some(id()))
+                    .with_transaction_timeout_ms(TXN_TIMEOUT_MS)
+                    .with_producer_id(ProducerId(-1))
+                    .with_producer_epoch(-1);
+                (ApiKey::InitProducerId, encode_request(ApiKey::InitProducerId, client_version(ApiKey::InitProducerId), corr, &body), coordinator)
+            }
+            (Some(coordinator), Some((producer_id, epoch)), TxnStage::Add) => {
+                if stop {
+                    t.stopped = true;
+                    return true;
+                }
+                t.stopped = false;
+                let body = AddPartitionsToTxnRequest::default()
+                    .with_v3_and_below_transactional_id(id())
+                    .with_v3_and_below_producer_id(ProducerId(producer_id))
+                    .with_v3_and_below_producer_epoch(epoch)
+                    .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
+                        .with_name(TopicName(StrBytes::from_static_str(node::TOPIC)))
+                        .with_partitions(vec![0])]);
+                (ApiKey::AddPartitionsToTxn, encode_request(ApiKey::AddPartitionsToTxn, client_version(ApiKey::AddPartitionsToTxn), corr, &body), coordinator)
+            }
+            (Some(_), Some(_), TxnStage::Produce) => return false,
+            (Some(coordinator), Some((producer_id, epoch)), TxnStage::End) => {
+                let body = EndTxnRequest::default()
+                    .with_transactional_id(id())
+                    .with_producer_id(ProducerId(producer_id))
+                    .with_producer_epoch(epoch)
+                    .with_committed(t.commit);
+                (ApiKey::EndTxn, encode_request(ApiKey::EndTxn, client_version(ApiKey::EndTxn), corr, &body), coordinator)
+            }
+        };
+        client.inflight = Some((corr, now, Vec::new()));
+        client.inflight_api = api;
+        self.send(from, to, Payload::Kafka { frame });
+        true
+    }
+
+    /// The transaction's next batch (or the one being resent), to the partition's leader.
+    fn transactor_produce(&mut self, c: usize, corr: i32, leader: NodeId) {
+        let now = self.now;
+        let from = self.clients[c].id;
+        let t = self.clients[c].txn.as_mut().expect("a transactor");
+        let (producer_id, epoch) = t.producer.expect("producing after InitProducerId");
+        let (first_seq, values) = t.batch.get_or_insert_with(|| {
+            let n = self.rng_work.gen_range(1..=self.options.records_per_batch_max);
+            let values: Vec<u64> = (0..n).map(|k| self.next_value + u64::from(k)).collect();
+            self.next_value += u64::from(n);
+            let first = t.next_seq;
+            t.next_seq = t.next_seq.wrapping_add(n as i32);
+            (first, values)
+        });
+        let sequenced = Sequenced { producer_id, epoch, first_seq: *first_seq, transactional: true };
+        let values = values.clone();
+        let records: Vec<(Option<Bytes>, Option<Bytes>)> = values
+            .iter()
+            .map(|v| (Some(Bytes::from(format!("p{}", from.0))), Some(Bytes::copy_from_slice(&v.to_be_bytes()))))
+            .collect();
+        let batch = odradek_core::records::encode_producer_records(&records, now, Compression::None, Some(sequenced));
+        let body = ProduceRequest::default()
+            .with_transactional_id(Some(TransactionalId(StrBytes::from_string(t.id.clone()))))
+            .with_acks(-1)
+            .with_timeout_ms(3_000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str(node::TOPIC)))
+                .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(batch))])]);
+        let frame = encode_request(ApiKey::Produce, client_version(ApiKey::Produce), corr, &body);
+        self.clients[c].inflight = Some((corr, now, values));
+        self.clients[c].inflight_api = ApiKey::Produce;
+        self.send(from, leader, Payload::Kafka { frame });
+    }
+
+    /// The transaction's fate is the coordinator's now: its outcome is unknown, and the
+    /// producer starts over with InitProducerId (which fences it and aborts what it left).
+    fn transactor_abandon(&mut self, c: usize, _why: ErrorCode) {
+        let process = self.clients[c].id.0 as u32;
+        let t = self.clients[c].txn.as_mut().expect("a transactor");
+        let mut values = std::mem::take(&mut t.values);
+        if let Some((_, batch)) = t.batch.take() {
+            values.extend(batch);
+        }
+        t.producer = None;
+        t.stage = TxnStage::Add;
+        self.counts.producer_resets += 1;
+        self.counts.txn_unknown += 1;
+        self.history.push(Op::Txn { process, values, outcome: TxnOutcome::Unknown });
+    }
+
+    fn transactor_receive(&mut self, c: usize, frame: Bytes, api: ApiKey, corr: i32, values: Vec<u64>) {
+        let version = client_version(api);
+        let process = self.clients[c].id.0 as u32;
+        // Errors that only ask for a retry, after finding the coordinator again for some.
+        let retry = |e: ErrorCode| {
+            matches!(e, ErrorCode::ConcurrentTransactions | ErrorCode::CoordinatorLoadInProgress)
+        };
+        let rediscover = |e: ErrorCode| matches!(e, ErrorCode::NotCoordinator | ErrorCode::CoordinatorNotAvailable);
+        let error = match api {
+            ApiKey::FindCoordinator => {
+                let answer: FindCoordinatorResponse = wire::decode_response(frame, api, version, corr).expect("a coordinator answer decodes");
+                if answer.error_code == 0 && answer.node_id.0 >= 0 {
+                    self.clients[c].txn.as_mut().expect("a transactor").coordinator = Some(NodeId(answer.node_id.0));
+                }
+                return;
+            }
+            ApiKey::InitProducerId => {
+                let answer: InitProducerIdResponse = wire::decode_response(frame, api, version, corr).expect("an init producer id answer decodes");
+                match ErrorCode::try_from_code(answer.error_code) {
+                    None => {
+                        let t = self.clients[c].txn.as_mut().expect("a transactor");
+                        t.producer = Some((answer.producer_id.0, answer.producer_epoch));
+                        t.next_seq = 0;
+                        t.stage = TxnStage::Add;
+                        self.counts.producer_ids += 1;
+                        return;
+                    }
+                    Some(e) => e,
+                }
+            }
+            ApiKey::AddPartitionsToTxn => {
+                let answer: AddPartitionsToTxnResponse = wire::decode_response(frame, api, version, corr).expect("an add partitions answer decodes");
+                let code = answer.results_by_topic_v3_and_below.iter().flat_map(|t| &t.results_by_partition).map(|p| p.partition_error_code).find(|&c| c != 0);
+                match code.and_then(ErrorCode::try_from_code) {
+                    None => {
+                        let batches = self.rng_work.gen_range(1..=3);
+                        let commit = self.rng_work.gen_bool(0.7);
+                        let t = self.clients[c].txn.as_mut().expect("a transactor");
+                        t.stage = TxnStage::Produce;
+                        t.batches_left = batches;
+                        t.commit = commit;
+                        if self.options.transactor_pause_probability > 0.0 && self.rng_work.gen_bool(self.options.transactor_pause_probability) {
+                            // A zombie: gone past the transaction timeout with its transaction
+                            // open; it comes back and carries on as if nothing happened.
+                            t.paused_until = self.now + i64::from(TXN_TIMEOUT_MS) + self.rng_work.gen_range(1_000..5_000);
+                            self.counts.zombie_pauses += 1;
+                        }
+                        return;
+                    }
+                    Some(e) => e,
+                }
+            }
+            ApiKey::Produce => {
+                let answer: KafkaProduceResponse = wire::decode_response(frame, api, version, corr).expect("a produce answer decodes");
+                let p = &answer.responses[0].partition_responses[0];
+                match ErrorCode::try_from_code(p.error_code) {
+                    None => {
+                        let t = self.clients[c].txn.as_mut().expect("a transactor");
+                        t.batch = None;
+                        t.values.extend(values);
+                        t.batches_left = t.batches_left.saturating_sub(1);
+                        if t.batches_left == 0 {
+                            t.stage = TxnStage::End;
+                        }
+                        return;
+                    }
+                    Some(
+                        ErrorCode::NotLeaderOrFollower
+                        | ErrorCode::NotEnoughReplicas
+                        | ErrorCode::NotEnoughReplicasAfterAppend
+                        | ErrorCode::RequestTimedOut
+                        | ErrorCode::UnknownTopicOrPartition
+                        | ErrorCode::LeaderNotAvailable
+                        | ErrorCode::KafkaStorageError,
+                    ) => {
+                        // Sent again, same sequence: written once whatever happened.
+                        self.clients[c].leader = None;
+                        self.counts.producer_retries += 1;
+                        return;
+                    }
+                    Some(e) => {
+                        self.transactor_abandon(c, e);
+                        return;
+                    }
+                }
+            }
+            ApiKey::EndTxn => {
+                let answer: EndTxnResponse = wire::decode_response(frame, api, version, corr).expect("an end txn answer decodes");
+                match ErrorCode::try_from_code(answer.error_code) {
+                    None => {
+                        let t = self.clients[c].txn.as_mut().expect("a transactor");
+                        let values = std::mem::take(&mut t.values);
+                        let outcome = if t.commit { TxnOutcome::Committed } else { TxnOutcome::Aborted };
+                        if t.commit {
+                            self.counts.txn_commits += 1;
+                        } else {
+                            self.counts.txn_aborts += 1;
+                        }
+                        t.stage = TxnStage::Add;
+                        self.history.push(Op::Txn { process, values, outcome });
+                        return;
+                    }
+                    Some(e) => e,
+                }
+            }
+            other => unreachable!("transactors send no {other:?}"),
+        };
+        let t = self.clients[c].txn.as_mut().expect("a transactor");
+        if rediscover(error) {
+            t.coordinator = None;
+        } else if !retry(error) {
+            if api == ApiKey::InitProducerId {
+                // Nothing open yet: ask again.
+                t.coordinator = None;
+            } else {
+                self.transactor_abandon(c, error);
+            }
         }
     }
 
@@ -1678,6 +2017,10 @@ impl Sim {
             self.committer_receive(c, frame, api, corr, values);
             return;
         }
+        if self.clients[c].kind == ClientKind::Transactor && api != ApiKey::Metadata {
+            self.transactor_receive(c, frame, api, corr, values);
+            return;
+        }
         match api {
             ApiKey::CreateTopics => {
                 let answer: KafkaCreateTopicsResponse = wire::decode_response(frame, api, version, corr).expect("a create topics answer decodes");
@@ -1760,6 +2103,23 @@ impl Sim {
                     None => {
                         let high_watermark = p.high_watermark;
                         let bytes = p.records.clone().unwrap_or_default();
+                        if self.clients[c].read_committed {
+                            let aborted: Vec<(i64, i64)> =
+                                p.aborted_transactions.iter().flatten().map(|t| (t.producer_id.0, t.first_offset)).collect();
+                            let (records, next) = committed_values(&bytes, &aborted);
+                            let client = &mut self.clients[c];
+                            client.high_watermark_seen = client.high_watermark_seen.max(high_watermark);
+                            let position = client.position;
+                            let records: Vec<(i64, u64)> = records.into_iter().filter(|&(o, _)| o >= position).collect();
+                            if let Some(next) = next.filter(|&n| n > position) {
+                                client.position = next;
+                            }
+                            if !records.is_empty() {
+                                self.counts.committed_polls += 1;
+                                self.history.push(Op::CommittedPoll { process, records });
+                            }
+                            return;
+                        }
                         let client = &mut self.clients[c];
                         client.high_watermark_seen = client.high_watermark_seen.max(high_watermark);
                         // A batch may start before the position: skip what precedes it.
@@ -1810,6 +2170,18 @@ impl Sim {
         let bytes = node.disk.log(&node::tp()).read(request.fetch_offset.0, read_to.0);
         let records = decode_values(&bytes);
         self.history.push(Op::FinalRead { records });
+        // As a read_committed consumer reads it: every transaction ended by now, so the last
+        // stable offset is the high watermark.
+        let Some(r) = p.replica() else { return };
+        let (stable, high_watermark) = (r.last_stable_offset(), r.high_watermark());
+        let aborted: Vec<(i64, i64)> =
+            r.producers().aborted_between(request.fetch_offset, read_to).iter().map(|t| (t.producer_id, t.first_offset.0)).collect();
+        if stable != high_watermark {
+            self.fail(format!("a transaction is still open after healing: last stable offset {stable} below the high watermark {high_watermark}"));
+            return;
+        }
+        let (records, _) = committed_values(&bytes, &aborted);
+        self.history.push(Op::FinalCommitted { records });
     }
 
     // ---- invariants ----
@@ -2024,6 +2396,8 @@ impl Client {
             done: false,
             commits: Commits { acked: -1, floor: -1, ..Commits::default() },
             idempotence: None,
+            txn: None,
+            read_committed: false,
         }
     }
 }
@@ -2037,6 +2411,7 @@ fn client_version(api: ApiKey) -> i16 {
         ApiKey::OffsetFetch => 7,
         ApiKey::CreateTopics => 7,
         ApiKey::InitProducerId => 4,
+        ApiKey::AddPartitionsToTxn | ApiKey::EndTxn => 3,
         _ => 12,
     }
 }
@@ -2071,6 +2446,10 @@ fn definitely_not_written(error: ErrorCode) -> bool {
 fn decode_values(bytes: &Bytes) -> Vec<(i64, u64)> {
     let mut out = Vec::new();
     for (position, header) in scan_headers(bytes) {
+        // Transaction markers hold no values.
+        if header.is_control() {
+            continue;
+        }
         let mut batch = bytes.slice(position..position + header.total_len());
         let set = RecordBatchDecoder::decode(&mut batch).expect("batches the replica served decode");
         for record in set.records {
@@ -2083,6 +2462,38 @@ fn decode_values(bytes: &Bytes) -> Vec<(i64, u64)> {
 }
 
 /// Runs one seed.
+/// What a `read_committed` consumer keeps of fetched batches (Kafka's consumer: a producer's
+/// data batches are dropped from the first offset of one of its `aborted` transactions, given
+/// as `(producer id, first offset)`, up to its abort marker), and the offset after the last
+/// batch, markers included.
+fn committed_values(bytes: &Bytes, aborted: &[(i64, i64)]) -> (Vec<(i64, u64)>, Option<i64>) {
+    let mut pending: Vec<(i64, i64)> = aborted.to_vec();
+    pending.sort_by_key(|&(_, first)| first);
+    let mut pending = pending.into_iter().peekable();
+    let mut aborting: BTreeSet<i64> = BTreeSet::new();
+    let mut out = Vec::new();
+    let mut next = None;
+    for (position, header) in scan_headers(bytes) {
+        next = Some(header.next_offset());
+        while let Some(&(producer_id, _)) = pending.peek().filter(|&&(_, first)| first <= header.last_offset()) {
+            aborting.insert(producer_id);
+            pending.next();
+        }
+        let batch = bytes.slice(position..position + header.total_len());
+        if header.is_control() {
+            if odradek_core::batch::control_marker(&batch).is_some_and(|m| !m.commit) {
+                aborting.remove(&header.producer_id);
+            }
+            continue;
+        }
+        if header.is_transactional() && aborting.contains(&header.producer_id) {
+            continue;
+        }
+        out.extend(decode_values(&batch));
+    }
+    (out, next)
+}
+
 pub fn run_seed(seed: u64, scenario: Scenario) -> Report {
     Sim::new(seed, scenario).run()
 }
