@@ -82,6 +82,11 @@ pub struct ProducerEntry {
     /// The producer's last ended transaction here: its first offset and its marker's. A
     /// truncation that removes the marker but not the data opens the transaction again.
     pub last_txn: Option<(Offset, Offset)>,
+    /// Where the producer's last marker is, with or without a transaction here: a marker
+    /// that fenced the producer (the coordinator's abort with a bumped epoch) keeps the
+    /// producer known, so its zombie's late batches are refused for their old epoch rather
+    /// than accepted as a new producer's and left open for ever.
+    pub last_marker: Option<Offset>,
 }
 
 impl ProducerEntry {
@@ -116,6 +121,10 @@ pub struct ProducerStates {
     ongoing: BTreeSet<(Offset, i64)>,
     /// In marker order.
     aborted: VecDeque<AbortedTxn>,
+    /// Ended transactions whose marker the high watermark may not cover yet, `(first offset,
+    /// marker offset)` in marker order: they stay unstable until it does (Kafka's
+    /// unreplicated transactions), or a consumer could read a commit a leader change undoes.
+    unreplicated: VecDeque<(Offset, Offset)>,
 }
 
 impl ProducerStates {
@@ -197,6 +206,7 @@ impl ProducerStates {
             current_txn_first_offset: None,
             coordinator_epoch: -1,
             last_txn: None,
+            last_marker: None,
         })
     }
 
@@ -225,8 +235,10 @@ impl ProducerStates {
         }
         entry.coordinator_epoch = entry.coordinator_epoch.max(marker.coordinator_epoch);
         entry.last_written_ms = entry.last_written_ms.max(now_ms);
+        entry.last_marker = Some(offset);
         if let Some(first_offset) = entry.current_txn_first_offset.take() {
             self.ongoing.remove(&(first_offset, producer_id));
+            self.unreplicated.push_back((first_offset, offset));
             entry.last_txn = Some((first_offset, offset));
             if !marker.commit {
                 self.aborted.push_back(AbortedTxn { producer_id, first_offset, last_offset: offset });
@@ -256,10 +268,23 @@ impl ProducerStates {
         }
     }
 
-    /// The first offset of the oldest transaction under way: `read_committed` readers stop
-    /// there (the last stable offset is the smaller of it and the high watermark).
-    pub fn first_unstable_offset(&self) -> Option<Offset> {
-        self.ongoing.first().map(|(offset, _)| *offset)
+    /// The first offset of the oldest transaction under way, or ended by a marker at or past
+    /// `high_watermark`: `read_committed` readers stop there (the last stable offset is the
+    /// smaller of it and the high watermark).
+    pub fn first_unstable_offset(&self, high_watermark: Offset) -> Option<Offset> {
+        let unreplicated = self.unreplicated.iter().filter(|(_, marker)| *marker >= high_watermark).map(|(first, _)| *first).min();
+        match (self.ongoing.first().map(|(offset, _)| *offset), unreplicated) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The high watermark reached `high_watermark`: ended transactions whose marker it covers
+    /// are stable.
+    pub fn replicated(&mut self, high_watermark: Offset) {
+        while self.unreplicated.front().is_some_and(|(_, marker)| *marker < high_watermark) {
+            self.unreplicated.pop_front();
+        }
     }
 
     /// The aborted transactions a read of `from..upto` meets (Kafka's `collectAbortedTxns`):
@@ -289,18 +314,22 @@ impl ProducerStates {
                 ongoing.remove(&(first, producer_id));
                 entry.current_txn_first_offset = None;
             }
-            if let Some((first, marker)) = entry.last_txn.filter(|(_, marker)| *marker >= to) {
+            if let Some((first, _)) = entry.last_txn.filter(|(_, marker)| *marker >= to) {
                 entry.last_txn = None;
-                let _ = marker;
                 if first < to {
                     entry.current_txn_first_offset = Some(first);
                     ongoing.insert((first, producer_id));
                 }
             }
-            !entry.batches.is_empty() || entry.current_txn_first_offset.is_some() || entry.last_txn.is_some()
+            // The epoch a truncated marker brought stays: the coordinator writes it again.
+            entry.last_marker = entry.last_marker.filter(|m| *m < to);
+            !entry.batches.is_empty() || entry.current_txn_first_offset.is_some() || entry.last_txn.is_some() || entry.last_marker.is_some()
         });
         while self.aborted.back().is_some_and(|t| t.last_offset >= to) {
             self.aborted.pop_back();
+        }
+        while self.unreplicated.back().is_some_and(|(_, marker)| *marker >= to) {
+            self.unreplicated.pop_back();
         }
     }
 
@@ -312,7 +341,7 @@ impl ProducerStates {
         self.producers.retain(|_, entry| {
             entry.current_txn_first_offset.is_some()
                 || entry.batches.back().is_some_and(|b| b.last_offset >= start)
-                || entry.last_txn.is_some_and(|(_, marker)| marker >= start)
+                || entry.last_marker.is_some_and(|marker| marker >= start)
         });
         while self.aborted.front().is_some_and(|t| t.last_offset < start) {
             self.aborted.pop_front();
@@ -366,7 +395,8 @@ impl ProducerStates {
             out.extend_from_slice(&entry.epoch.to_be_bytes());
             out.extend_from_slice(&entry.coordinator_epoch.to_be_bytes());
             let (last_first, last_marker) = entry.last_txn.unwrap_or((none, none));
-            for offset in [entry.current_txn_first_offset.unwrap_or(none), last_first, last_marker] {
+            let marker = entry.last_marker.unwrap_or(none);
+            for offset in [entry.current_txn_first_offset.unwrap_or(none), last_first, last_marker, marker] {
                 out.extend_from_slice(&offset.0.to_be_bytes());
             }
             out.push(entry.batches.len() as u8);
@@ -417,14 +447,15 @@ impl ProducerStates {
         for _ in 0..count {
             let producer_id = i64::from_be_bytes(take(8)?.try_into().expect("8 bytes"));
             let epoch = i16::from_be_bytes(take(2)?.try_into().expect("2 bytes"));
-            let (coordinator_epoch, current_txn_first_offset, last_txn) = if version >= 2 {
+            let (coordinator_epoch, current_txn_first_offset, last_txn, last_marker) = if version >= 2 {
                 let coordinator_epoch = i32::from_be_bytes(take(4)?.try_into().expect("4 bytes"));
                 let current = offset(take(8)?);
                 let last_first = offset(take(8)?);
+                let last_txn_marker = offset(take(8)?);
                 let last_marker = offset(take(8)?);
-                (coordinator_epoch, current, last_first.zip(last_marker))
+                (coordinator_epoch, current, last_first.zip(last_txn_marker), last_marker)
             } else {
-                (-1, None, None)
+                (-1, None, None, None)
             };
             if let Some(first) = current_txn_first_offset {
                 ongoing.insert((first, producer_id));
@@ -440,7 +471,7 @@ impl ProducerStates {
             }
             producers.insert(
                 producer_id,
-                ProducerEntry { epoch, batches, last_written_ms: now_ms, current_txn_first_offset, coordinator_epoch, last_txn },
+                ProducerEntry { epoch, batches, last_written_ms: now_ms, current_txn_first_offset, coordinator_epoch, last_txn, last_marker },
             );
         }
         let mut aborted = VecDeque::new();
@@ -453,7 +484,9 @@ impl ProducerStates {
                 aborted.push_back(AbortedTxn { producer_id, first_offset, last_offset });
             }
         }
-        Ok(ProducerStates { producers, ongoing, aborted })
+        // Markers the high watermark had not covered count as covered: a broker restarts from
+        // what it synced, and its replica replays the log after the snapshot anyway.
+        Ok(ProducerStates { producers, ongoing, aborted, unreplicated: VecDeque::new() })
     }
 }
 
@@ -558,18 +591,29 @@ mod tests {
         written(&mut states, txn(0, 0, 2), 10);
         written(&mut states, ProducerBatch { producer_id: 9, ..txn(0, 0, 1) }, 12);
         written(&mut states, txn(0, 2, 1), 13);
-        assert_eq!(states.first_unstable_offset(), Some(Offset(10)));
+        assert_eq!(states.first_unstable_offset(Offset(i64::MAX)), Some(Offset(10)));
         assert_eq!(states.check(&batch(0, 3, 1)), Err(ErrorCode::InvalidTxnState), "a plain write inside a transaction");
         states.end_transaction(1_000, 7, 0, marker(false, 1), Offset(14));
-        assert_eq!(states.first_unstable_offset(), Some(Offset(12)), "producer 9 is still open");
+        assert_eq!(states.first_unstable_offset(Offset(i64::MAX)), Some(Offset(12)), "producer 9 is still open");
         states.end_transaction(1_000, 9, 0, marker(true, 1), Offset(15));
-        assert_eq!(states.first_unstable_offset(), None);
+        assert_eq!(states.first_unstable_offset(Offset(i64::MAX)), None);
         let aborted = AbortedTxn { producer_id: 7, first_offset: Offset(10), last_offset: Offset(14) };
         assert_eq!(states.aborted_between(Offset(0), Offset(20)), vec![aborted]);
         assert_eq!(states.aborted_between(Offset(14), Offset(20)), vec![aborted], "its marker is in range");
         assert!(states.aborted_between(Offset(15), Offset(20)).is_empty());
         assert!(states.aborted_between(Offset(0), Offset(10)).is_empty(), "it starts at the upper bound");
         assert_eq!(states.check(&txn(0, 3, 1)), Ok(Verdict::Append), "the next transaction continues the sequence");
+    }
+
+    #[test]
+    fn an_ended_transaction_stays_unstable_until_the_high_watermark_covers_its_marker() {
+        let mut states = ProducerStates::default();
+        written(&mut states, txn(0, 0, 2), 4);
+        states.end_transaction(1_000, 7, 0, marker(true, 0), Offset(6));
+        assert_eq!(states.first_unstable_offset(Offset(6)), Some(Offset(4)), "the marker is not covered");
+        assert_eq!(states.first_unstable_offset(Offset(7)), None);
+        states.replicated(Offset(7));
+        assert_eq!(states.first_unstable_offset(Offset(0)), None, "forgotten once covered");
     }
 
     #[test]
@@ -591,10 +635,10 @@ mod tests {
         states.end_transaction(1_000, 7, 0, marker(false, 0), Offset(6));
         let mut reopened = states.clone();
         reopened.truncate(Offset(6));
-        assert_eq!(reopened.first_unstable_offset(), Some(Offset(4)));
+        assert_eq!(reopened.first_unstable_offset(Offset(i64::MAX)), Some(Offset(4)));
         assert!(reopened.aborted_between(Offset(0), Offset(10)).is_empty());
         reopened.truncate(Offset(4));
-        assert_eq!(reopened.first_unstable_offset(), None);
+        assert_eq!(reopened.first_unstable_offset(Offset(i64::MAX)), None);
         assert!(reopened.is_empty());
         let mut retained = states.clone();
         retained.advance_log_start(Offset(6));
@@ -604,14 +648,28 @@ mod tests {
     }
 
     #[test]
+    fn a_fencing_marker_keeps_the_producer_known_so_its_zombie_stays_fenced() {
+        let mut states = ProducerStates::default();
+        states.end_transaction(1_000, 7, 1, marker(false, 2), Offset(5));
+        states.truncate(Offset(10));
+        states.advance_log_start(Offset(5));
+        let decoded = ProducerStates::decode_snapshot(&states.encode_snapshot(), 1_000).unwrap();
+        assert_eq!(decoded.check(&txn(0, 0, 1)), Err(ErrorCode::InvalidProducerEpoch), "the zombie's epoch 0");
+        let mut gone = states.clone();
+        gone.advance_log_start(Offset(6));
+        assert!(gone.is_empty(), "its marker left the log");
+    }
+
+    #[test]
     fn a_snapshot_keeps_transactions_and_an_old_version_still_reads() {
         let mut states = ProducerStates::default();
         written(&mut states, txn(0, 0, 2), 0);
         states.end_transaction(1_000, 7, 0, marker(false, 3), Offset(2));
         written(&mut states, ProducerBatch { producer_id: 9, ..txn(1, 0, 1) }, 3);
+        states.replicated(Offset(i64::MAX));
         let decoded = ProducerStates::decode_snapshot(&states.encode_snapshot(), 1_000).unwrap();
         assert_eq!(decoded, states);
-        assert_eq!(decoded.first_unstable_offset(), Some(Offset(3)));
+        assert_eq!(decoded.first_unstable_offset(Offset(i64::MAX)), Some(Offset(3)));
         // Version 1: id 7, epoch 0, one batch of sequences 0..=1 at offsets 0..=1.
         let mut v1 = vec![1u8, 0, 0, 0, 1];
         v1.extend_from_slice(&7i64.to_be_bytes());
@@ -626,7 +684,7 @@ mod tests {
         v1.extend_from_slice(&crc.to_be_bytes());
         let old = ProducerStates::decode_snapshot(&v1, 1_000).unwrap();
         assert_eq!(old.get(7).unwrap().batches.len(), 1);
-        assert_eq!(old.first_unstable_offset(), None);
+        assert_eq!(old.first_unstable_offset(Offset(i64::MAX)), None);
     }
 
     #[test]

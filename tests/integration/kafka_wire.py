@@ -592,3 +592,224 @@ def offset_for_leader_epoch(conn, partitions, replica_id=-1):
     """OffsetForLeaderEpoch v3 over conn -> {(topic, partition): (error_code, leader_epoch, end_offset)}"""
     body = offset_for_leader_epoch_v3_body(partitions, replica_id)
     return parse_offset_for_leader_epoch_v3(conn.request(API_OFFSET_FOR_LEADER_EPOCH, 3, body))
+
+
+# ---- Transactions (KIP-98): isolation levels, the coordinator, DescribeTransactions and
+# ListTransactions (KIP-664) ----
+
+API_FIND_COORDINATOR = 10
+API_DESCRIBE_TRANSACTIONS = 65
+API_LIST_TRANSACTIONS = 66
+ERROR_TRANSACTIONAL_ID_NOT_FOUND = 105
+READ_UNCOMMITTED = 0
+READ_COMMITTED = 1
+COORDINATOR_GROUP = 0
+COORDINATOR_TRANSACTION = 1
+
+
+class IsolatedPartition(NamedTuple):
+    error_code: int
+    high_watermark: int
+    last_stable_offset: int
+    log_start_offset: int
+    aborted_transactions: list  # [(producer_id, first_offset)]; None when the broker sent null
+    records: bytes
+
+
+class DescribedTransaction(NamedTuple):
+    error_code: int
+    transactional_id: str
+    state: str
+    timeout_ms: int
+    start_time_ms: int
+    producer_id: int
+    producer_epoch: int
+    partitions: frozenset  # {(topic, partition)}
+
+
+def _compact_str(value: str) -> bytes:
+    raw = value.encode()
+    return uvarint(len(raw) + 1) + raw
+
+
+def _skip_tagged_fields(reader):
+    for _ in range(reader.uvarint()):
+        reader.uvarint()  # tag
+        reader.pos += reader.uvarint()  # size, then the field's bytes
+
+
+def list_offsets_v2_body(partitions, isolation_level):
+    """partitions: [(topic, partition, timestamp)]; -2 earliest, -1 latest (the high watermark,
+    or the last stable offset with isolation_level 1)."""
+    by_topic = {}
+    for topic, partition, timestamp in partitions:
+        by_topic.setdefault(topic, []).append((partition, timestamp))
+    body = struct.pack(">ibi", -1, isolation_level, len(by_topic))
+    for topic, parts in by_topic.items():
+        body += string(topic) + struct.pack(">i", len(parts))
+        for partition, timestamp in parts:
+            body += struct.pack(">iq", partition, timestamp)
+    return body
+
+
+def parse_list_offsets_v2(body: bytes):
+    """-> {(topic, partition): (error_code, timestamp, offset)}"""
+    reader = Reader(body)
+    reader.int32()  # throttle time
+    result = {}
+    for _ in range(reader.int32()):
+        topic = reader.string()
+        for _ in range(reader.int32()):
+            partition, error_code, timestamp, offset = reader.int32(), reader.int16(), reader.int64(), reader.int64()
+            result[(topic, partition)] = (error_code, timestamp, offset)
+    return result
+
+
+def list_offsets_isolated(conn, partitions, isolation_level):
+    """ListOffsets v2 over conn -> {(topic, partition): (error_code, timestamp, offset)}"""
+    body = list_offsets_v2_body(partitions, isolation_level)
+    return parse_list_offsets_v2(conn.request(API_LIST_OFFSETS, 2, body))
+
+
+def fetch_isolated_v5_body(partitions, isolation_level, max_wait_ms=0, min_bytes=0, max_bytes=50 << 20,
+                           partition_max_bytes=1 << 20):
+    """Fetch v5 with an isolation level; partitions: [(topic, partition, fetch_offset)]."""
+    by_topic = {}
+    for topic, partition, offset in partitions:
+        by_topic.setdefault(topic, []).append((partition, offset))
+    body = struct.pack(">iiiib", -1, max_wait_ms, min_bytes, max_bytes, isolation_level)
+    body += struct.pack(">i", len(by_topic))
+    for topic, parts in by_topic.items():
+        body += string(topic) + struct.pack(">i", len(parts))
+        for partition, offset in parts:
+            body += struct.pack(">iqqi", partition, offset, -1, partition_max_bytes)
+    return body
+
+
+def parse_fetch_isolated_v5(body: bytes):
+    """-> {(topic, partition): IsolatedPartition}"""
+    reader = Reader(body)
+    reader.int32()  # throttle time
+    result = {}
+    for _ in range(reader.int32()):
+        topic = reader.string()
+        for _ in range(reader.int32()):
+            partition, error_code, high_watermark = reader.int32(), reader.int16(), reader.int64()
+            last_stable_offset, log_start_offset = reader.int64(), reader.int64()
+            count = reader.int32()
+            aborted = None if count < 0 else [(reader.int64(), reader.int64()) for _ in range(count)]
+            length = reader.int32()
+            records = b""
+            if length > 0:
+                records = reader.data[reader.pos : reader.pos + length]
+                reader.pos += length
+            result[(topic, partition)] = IsolatedPartition(
+                error_code, high_watermark, last_stable_offset, log_start_offset, aborted, records
+            )
+    return result
+
+
+def fetch_isolated(conn, partitions, isolation_level, **options):
+    """Fetch v5 with an isolation level over conn -> {(topic, partition): IsolatedPartition}"""
+    body = fetch_isolated_v5_body(partitions, isolation_level, **options)
+    return parse_fetch_isolated_v5(conn.request(API_FETCH, 5, body))
+
+
+def batch_producer_ids(data: bytes):
+    """[(base_offset, producer_id, attributes)] of the record batches in data."""
+    return [
+        (batch.base_offset, struct.unpack_from(">q", data, batch.position + 43)[0], batch.attributes)
+        for batch in parse_batches(data)
+    ]
+
+
+def find_coordinator(conn, key, key_type):
+    """FindCoordinator v1 over conn -> (error_code, node_id, host, port)"""
+    body = string(key) + struct.pack(">b", key_type)
+    reader = Reader(conn.request(API_FIND_COORDINATOR, 1, body))
+    reader.int32()  # throttle time
+    error_code = reader.int16()
+    reader.string()  # error message
+    return error_code, reader.int32(), reader.string(), reader.int32()
+
+
+def describe_transactions_v0_body(transactional_ids):
+    body = uvarint(len(transactional_ids) + 1) + b"".join(_compact_str(t) for t in transactional_ids)
+    return body + b"\x00"
+
+
+def parse_describe_transactions_v0(body: bytes):
+    """-> {transactional_id: DescribedTransaction}"""
+    reader = Reader(body)
+    _skip_tagged_fields(reader)  # response header v1
+    reader.int32()  # throttle time
+    result = {}
+    for _ in range(reader.uvarint() - 1):
+        error_code, transactional_id, state = reader.int16(), reader.compact_string(), reader.compact_string()
+        timeout_ms, start_time_ms = reader.int32(), reader.int64()
+        producer_id, producer_epoch = reader.int64(), reader.int16()
+        partitions = set()
+        for _ in range(reader.uvarint() - 1):
+            topic = reader.compact_string()
+            for _ in range(reader.uvarint() - 1):
+                partitions.add((topic, reader.int32()))
+            _skip_tagged_fields(reader)
+        _skip_tagged_fields(reader)
+        result[transactional_id] = DescribedTransaction(
+            error_code, transactional_id, state, timeout_ms, start_time_ms, producer_id, producer_epoch,
+            frozenset(partitions),
+        )
+    return result
+
+
+def describe_transactions(conn, transactional_ids):
+    """DescribeTransactions v0 over conn (to the coordinator) -> {transactional_id: DescribedTransaction}"""
+    body = describe_transactions_v0_body(list(transactional_ids))
+    return parse_describe_transactions_v0(conn.request(API_DESCRIBE_TRANSACTIONS, 0, body, flexible_header=True))
+
+
+def list_transactions_v0_body(states=(), producer_ids=()):
+    body = uvarint(len(states) + 1) + b"".join(_compact_str(s) for s in states)
+    body += uvarint(len(producer_ids) + 1) + b"".join(struct.pack(">q", p) for p in producer_ids)
+    return body + b"\x00"
+
+
+def parse_list_transactions_v0(body: bytes):
+    """-> (error_code, [unknown state filters], {transactional_id: (producer_id, state)})"""
+    reader = Reader(body)
+    _skip_tagged_fields(reader)  # response header v1
+    reader.int32()  # throttle time
+    error_code = reader.int16()
+    unknown = [reader.compact_string() for _ in range(reader.uvarint() - 1)]
+    listed = {}
+    for _ in range(reader.uvarint() - 1):
+        transactional_id, producer_id, state = reader.compact_string(), reader.int64(), reader.compact_string()
+        _skip_tagged_fields(reader)
+        listed[transactional_id] = (producer_id, state)
+    _skip_tagged_fields(reader)
+    return error_code, unknown, listed
+
+
+def list_transactions(conn, states=(), producer_ids=()):
+    """ListTransactions v0 over conn (one broker's coordinators) -> see parse_list_transactions_v0"""
+    body = list_transactions_v0_body(list(states), list(producer_ids))
+    return parse_list_transactions_v0(conn.request(API_LIST_TRANSACTIONS, 0, body, flexible_header=True))
+
+
+CONTROL_ABORT = 0
+CONTROL_COMMIT = 1
+
+
+def control_markers(data: bytes):
+    """[(offset, marker type)] of the control batches in data: CONTROL_ABORT or CONTROL_COMMIT,
+    from each control record's key (version i16, type i16)."""
+    markers = []
+    for batch in parse_batches(data):
+        if not batch.attributes & 0x20:
+            continue
+        (count,) = struct.unpack_from(">i", data, batch.position + 57)
+        body = data[batch.position + 61 : batch.position + batch.total_len]
+        for record in _decode_records(body, count, batch.base_offset, batch.base_timestamp):
+            _version, marker_type = struct.unpack(">hh", record.key)
+            markers.append((record.offset, marker_type))
+    return markers

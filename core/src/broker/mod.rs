@@ -103,14 +103,23 @@ pub fn unknown_topic(name: &str) -> MetadataResponseTopic {
 }
 
 /// Why a whole Produce is refused before any partition sees it: `acks` other than -1, 0 or
-/// 1 (INVALID_REQUIRED_ACKS), or a transactional produce that does not wait for the ISR
-/// (INVALID_REQUIRED_ACKS, as Kafka: a transaction's writes must be acks=all).
+/// 1 (INVALID_REQUIRED_ACKS), a transactional produce that does not wait for the ISR
+/// (INVALID_REQUIRED_ACKS, as Kafka: a transaction's writes must be acks=all), or
+/// transactional batches without a transactional id (TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+/// as Kafka's `KafkaApis` answers: no coordinator could ever end what they open).
 pub fn produce_refusal(request: &ProduceRequest) -> Option<ErrorCode> {
     if !matches!(request.acks, -1..=1) || (request.transactional_id.is_some() && request.acks != -1) {
-        Some(ErrorCode::InvalidRequiredAcks)
-    } else {
-        None
+        return Some(ErrorCode::InvalidRequiredAcks);
     }
+    let transactional = || {
+        request.topic_data.iter().flat_map(|t| &t.partition_data).filter_map(|p| p.records.as_ref()).any(|records| {
+            crate::batch::scan_headers(records).any(|(_, h)| h.is_transactional())
+        })
+    };
+    if request.transactional_id.is_none() && transactional() {
+        return Some(ErrorCode::TransactionalIdAuthorizationFailed);
+    }
+    None
 }
 
 /// One partition's Produce answer of `version` (the index is set by the caller).

@@ -57,7 +57,8 @@ enum Reply {
     AddOffsets { version: i16 },
     End { version: i16 },
     Describe,
-    List,
+    /// The state filters that name no state.
+    List { unknown_states: Vec<String> },
 }
 
 /// A transaction API's Kafka response.
@@ -188,11 +189,11 @@ pub fn route(request: &Request, image: &MetadataImage, config: &TxnConfig) -> Re
         }
         ApiKey::ListTransactions => {
             let r: ListTransactionsRequest = request.decode()?;
-            let call = Call::List {
-                states: r.state_filters.iter().map(|s| s.to_string()).collect(),
-                producer_ids: r.producer_id_filters.iter().map(|p| p.0).collect(),
-            };
-            Ok(Routed { parts: vec![(Target::EveryCore, call)], reply: Reply::List })
+            let states: Vec<String> = r.state_filters.iter().map(|s| s.to_string()).collect();
+            let known = |name: &str| (0..8).filter_map(txn::TxnState::from_id).any(|s| s.name() == name);
+            let unknown_states = states.iter().filter(|s| !known(s)).cloned().collect();
+            let call = Call::List { states, producer_ids: r.producer_id_filters.iter().map(|p| p.0).collect() };
+            Ok(Routed { parts: vec![(Target::EveryCore, call)], reply: Reply::List { unknown_states } })
         }
         other => Err(RequestError::UnsupportedVersion { api_key: other, version }),
     }
@@ -284,7 +285,7 @@ impl Routed {
                     .collect();
                 TxnResponse::DescribeTransactions(DescribeTransactionsResponse::default().with_transaction_states(states))
             }
-            Reply::List => {
+            Reply::List { unknown_states } => {
                 let mut listed: Vec<txn::ListedTxn> = answers
                     .into_iter()
                     .flat_map(|a| match a {
@@ -302,7 +303,11 @@ impl Routed {
                             .with_transaction_state(s(l.state.name()))
                     })
                     .collect();
-                TxnResponse::ListTransactions(ListTransactionsResponse::default().with_transaction_states(states))
+                TxnResponse::ListTransactions(
+                    ListTransactionsResponse::default()
+                        .with_transaction_states(states)
+                        .with_unknown_state_filters(unknown_states.into_iter().map(s).collect()),
+                )
             }
         }
     }

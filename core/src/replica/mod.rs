@@ -597,7 +597,7 @@ impl Replica {
     /// Below the high watermark and the first offset of any transaction under way
     /// (`read_committed` consumers read up to it).
     pub fn last_stable_offset(&self) -> Offset {
-        self.producers.first_unstable_offset().map_or(self.high_watermark, |first| first.min(self.high_watermark))
+        self.producers.first_unstable_offset(self.high_watermark).map_or(self.high_watermark, |first| first.min(self.high_watermark))
     }
 
     pub fn high_watermark(&self) -> Offset {
@@ -1846,6 +1846,7 @@ impl Replica {
             "high watermark moving back"
         );
         self.high_watermark = high_watermark;
+        self.producers.replicated(high_watermark);
         if self.high_watermark_checkpoint_due_ms.is_none() {
             self.high_watermark_checkpoint_due_ms =
                 Some(now_ms + self.config.high_watermark_checkpoint_interval_ms);
