@@ -14,7 +14,8 @@ if ! git diff --quiet -- core; then
 fi
 trap 'git checkout -q -- core' EXIT
 scenarios="swarm kip101 double-crash fast-leader-changes zombie-leader power-loss isr-churn
-  last-replica-standing isr-expansion-race acks-matrix power-loss-no-fsync stale-messages fsync-failure idempotent-failover"
+  last-replica-standing isr-expansion-race acks-matrix power-loss-no-fsync stale-messages fsync-failure idempotent-failover
+  transactions zombie-transactions"
 if [ "$#" -gt 1 ]; then
   shift
   patches=("$@")
