@@ -46,6 +46,10 @@ venv3=target/venv-kafka-python3
 [ -x "$venv3/bin/python" ] || python3 -m venv "$venv3"
 "$venv3/bin/pip" install --quiet --disable-pip-version-check -r tests/integration/requirements-kafka-python3.txt
 export ODRADEK_KAFKA_PYTHON3="$PWD/$venv3/bin/python"
+venvqx=target/venv-quixstreams
+[ -x "$venvqx/bin/python" ] || python3 -m venv "$venvqx"
+"$venvqx/bin/pip" install --quiet --disable-pip-version-check -r tests/integration/requirements-quixstreams.txt
+export ODRADEK_QUIXSTREAMS_PYTHON="$PWD/$venvqx/bin/python"
 
 echo "== integration tests"
 "$venv/bin/python" -m pytest tests/integration "$@"
