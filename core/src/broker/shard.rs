@@ -187,6 +187,8 @@ struct CoordinatorLoad {
     generation: u64,
     upto: Offset,
     records: usize,
+    /// Everything below `upto` is read; the load ends once the high watermark covers it.
+    read: bool,
 }
 
 pub struct Shard {
@@ -695,7 +697,7 @@ impl Shard {
                 let replica = entry.driver.replica();
                 let (from, upto) = (replica.log_start_offset(), replica.log_end_offset());
                 let generation = entry.generation;
-                self.coordinator_loads.insert(partition.clone(), CoordinatorLoad { epoch, generation, upto, records: 0 });
+                self.coordinator_loads.insert(partition.clone(), CoordinatorLoad { epoch, generation, upto, records: 0, read: false });
                 if from < upto {
                     self.outputs.push_back(Output::ReadCoordinatorLog {
                         partition: partition.clone(),
@@ -705,7 +707,8 @@ impl Shard {
                         max_bytes: GROUP_LOAD_READ_BYTES,
                     });
                 } else {
-                    self.loads_done.push(partition.clone());
+                    self.coordinator_loads.get_mut(partition).expect("inserted").read = true;
+                    self.maybe_finish_coordinator_load(partition);
                 }
             }
             _ => {
@@ -792,7 +795,22 @@ impl Shard {
                 upto,
                 max_bytes: GROUP_LOAD_READ_BYTES,
             }),
-            _ => self.finish_coordinator_load(now_ms, partition),
+            _ => {
+                self.coordinator_loads.get_mut(partition).expect("checked").read = true;
+                self.maybe_finish_coordinator_load(partition);
+                let _ = now_ms;
+            }
+        }
+    }
+
+    /// A coordinator serves a partition's state only once all of it is committed: the records
+    /// it read past the high watermark (a previous leadership's tail) may still be lost with
+    /// a leader change, and an answer given from them would then be undone.
+    fn maybe_finish_coordinator_load(&mut self, partition: &TopicPartition) {
+        let Some(load) = self.coordinator_loads.get(partition).filter(|l| l.read) else { return };
+        let high_watermark = self.partitions.get(partition).map(|e| e.driver.replica().high_watermark());
+        if high_watermark.is_some_and(|hw| hw >= load.upto) && !self.loads_done.contains(partition) {
+            self.loads_done.push(partition.clone());
         }
     }
 
@@ -1033,6 +1051,10 @@ impl Shard {
             }
         }
         let visible = entry.driver.poll_visible();
+        if visible.is_some() && coordinator_of(&partition.topic).is_some() {
+            self.maybe_finish_coordinator_load(&partition);
+        }
+        let Some(entry) = self.partitions.get_mut(&partition) else { return };
         let due = entry.driver.replica().poll_timeout();
         if due != entry.due {
             if let Some(old) = entry.due {
@@ -1476,7 +1498,7 @@ mod tests {
         // A new leader of the partition replays what was written before it serves the group.
         let end = shard.replica(&offsets()).unwrap().log_end_offset();
         let mut successor = Shard::new(NodeId(1), 1 << 20, 10_000, coordinator(), TxnCoordinator::new(Default::default()));
-        let persisted = PersistedState { log_end_offset: end, ..PersistedState::default() };
+        let persisted = PersistedState { log_end_offset: end, durable_offset: end, ..PersistedState::default() };
         successor.open(offsets(), [9; 16], ReplicaConfig::default(), persisted);
         successor.apply_state(10, &offsets(), &leader_state()).unwrap();
         let mut reads = Vec::new();
@@ -1491,7 +1513,14 @@ mod tests {
         let GroupResponse::OffsetFetch(loading) = committed(&mut successor, 11, 1) else { unreachable!() };
         assert_eq!(loading.error_code, ErrorCode::CoordinatorLoadInProgress.code());
         let chunk: Vec<u8> = written.iter().flat_map(|b| b.iter().copied()).collect();
+        let hw_before = successor.replica(&offsets()).unwrap().high_watermark();
         successor.handle_coordinator_read(12, partition, *generation, Ok(Bytes::from(chunk)));
+        if hw_before < end {
+            // Read, but served only once the high watermark covers what was read.
+            assert_eq!(successor.replica(&offsets()).unwrap().high_watermark(), hw_before);
+        }
+        perform_all(&mut successor, 12);
+        assert_eq!(successor.replica(&offsets()).unwrap().high_watermark(), end);
         assert_eq!(committed_offset(&committed(&mut successor, 12, 2)), Some(123));
     }
 
