@@ -138,3 +138,26 @@ fn stale_and_duplicated_messages_change_nothing_committed() {
 fn failed_fsyncs_lose_no_acknowledged_write() {
     run_scenario(Scenario::FsyncFailure);
 }
+
+/// Idempotent producers resend through leader crashes, pauses and isolation: every batch once.
+#[test]
+fn idempotent_producers_write_every_batch_once_across_failovers() {
+    run_scenario(Scenario::IdempotentFailover);
+}
+
+/// Transactions under coordinator crashes between the decision and its markers, power loss
+/// and partitions: committed ones whole and visible, aborted ones never read committed.
+#[test]
+fn transactions_stay_atomic_across_coordinator_crashes() {
+    run_scenario(Scenario::Transactions);
+    let committed: usize = (0..seeds()).map(|seed| run_seed(seed, Scenario::Transactions).counts.txn_commits).sum();
+    assert!(committed > 0, "no transaction committed");
+}
+
+/// Transactional producers that go silent past their timeout and come back are fenced.
+#[test]
+fn zombie_transactional_producers_are_fenced() {
+    run_scenario(Scenario::ZombieTransactions);
+    let zombies: usize = (0..seeds()).map(|seed| run_seed(seed, Scenario::ZombieTransactions).counts.zombie_pauses).sum();
+    assert!(zombies > 0, "no zombie pause fired");
+}
