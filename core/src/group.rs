@@ -1089,6 +1089,13 @@ impl GroupCoordinator {
             return self.reply(id, all(Some(error)));
         }
         self.groups.entry(req.group_id.clone()).or_insert_with(|| Group::new(now_ms));
+        self.write_commit(now_ms, id, req, None);
+        self.check_invariants();
+    }
+
+    /// Writes a checked commit's offsets (a transaction's, pending for `producer_id`, when
+    /// given) and answers once they are durable; too large metadata is refused per partition.
+    fn write_commit(&mut self, now_ms: i64, id: RequestId, req: OffsetCommitRequest, producer_id: Option<i64>) {
         let mut results = Vec::new();
         let mut offsets = Vec::new();
         let mut records = Vec::new();
@@ -1099,22 +1106,21 @@ impl GroupCoordinator {
                 continue;
             }
             let value = CommittedOffset { offset, leader_epoch, metadata, commit_timestamp_ms: now_ms };
-            records.push(GroupRecord::Offset {
-                group_id: req.group_id.clone(),
-                topic: topic.clone(),
-                partition,
-                value: Some(value.clone()),
+            let (group_id, key, written) = (req.group_id.clone(), topic.clone(), Some(value.clone()));
+            records.push(match producer_id {
+                Some(producer_id) => GroupRecord::TxnOffset { producer_id, group_id, topic: key, partition, value: written },
+                None => GroupRecord::Offset { group_id, topic: key, partition, value: written },
             });
             offsets.push(((topic.clone(), partition), value));
             results.push((topic, partition, None));
         }
         if records.is_empty() {
-            self.reply(id, Response::OffsetCommit(results));
+            let response = if producer_id.is_some() { Response::TxnOffsetCommit(results) } else { Response::OffsetCommit(results) };
+            self.reply(id, response);
         } else {
             let token = self.persist(&req.group_id, records);
-            self.pending_commits.insert(token, PendingCommit { request: id, producer_id: None, group_id: req.group_id, results, offsets });
+            self.pending_commits.insert(token, PendingCommit { request: id, producer_id, group_id: req.group_id, results, offsets });
         }
-        self.check_invariants();
     }
 
     /// TxnOffsetCommit: the offsets are written (as [`GroupRecord::TxnOffset`]) and held for
@@ -1142,33 +1148,7 @@ impl GroupCoordinator {
             }
         }
         self.groups.entry(commit.group_id.clone()).or_insert_with(|| Group::new(now_ms));
-        let mut results = Vec::new();
-        let mut offsets = Vec::new();
-        let mut records = Vec::new();
-        for (topic, partition, offset, leader_epoch, metadata) in commit.offsets {
-            let metadata = metadata.unwrap_or_default();
-            if metadata.len() > self.config.offset_metadata_max_bytes {
-                results.push((topic, partition, Some(ErrorCode::OffsetMetadataTooLarge)));
-                continue;
-            }
-            let value = CommittedOffset { offset, leader_epoch, metadata, commit_timestamp_ms: now_ms };
-            records.push(GroupRecord::TxnOffset {
-                producer_id: req.producer_id,
-                group_id: commit.group_id.clone(),
-                topic: topic.clone(),
-                partition,
-                value: Some(value.clone()),
-            });
-            offsets.push(((topic.clone(), partition), value));
-            results.push((topic, partition, None));
-        }
-        if records.is_empty() {
-            self.reply(id, Response::TxnOffsetCommit(results));
-        } else {
-            let token = self.persist(&commit.group_id, records);
-            let pending = PendingCommit { request: id, producer_id: Some(req.producer_id), group_id: commit.group_id, results, offsets };
-            self.pending_commits.insert(token, pending);
-        }
+        self.write_commit(now_ms, id, commit, Some(req.producer_id));
         self.check_invariants();
     }
 

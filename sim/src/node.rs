@@ -1165,18 +1165,7 @@ fn on_ctrl_response(id: NodeId, p: &mut Process, now: i64, rpc: Rpc, response: R
             p.shard_of(&partition).handle_alter_partition_response(now, &partition, generation, request_id, result);
         }
         (Rpc::TxnProducerId { core, token }, Response::AllocateProducerIds(r)) => {
-            let id = match r.error {
-                None => {
-                    p.producer_ids.refill(r.first_producer_id, r.count);
-                    p.producer_ids.take().ok_or(ErrorCode::CoordinatorLoadInProgress)
-                }
-                Some(e) => {
-                    if e.code() == ErrorCode::NotController {
-                        p.controller_hint += 1;
-                    }
-                    Err(ErrorCode::CoordinatorLoadInProgress)
-                }
-            };
+            let id = refilled_producer_id(p, &r);
             p.shards[core].handle_txn_producer_id(now, token, id);
         }
         // Failed creations are retried on the next FindCoordinator that finds no topic.
@@ -1192,18 +1181,7 @@ fn on_ctrl_response(id: NodeId, p: &mut Process, now: i64, rpc: Rpc, response: R
             out.push(create_topics_answer(client, corr, version, &request, Some(results)));
         }
         (Rpc::ProducerIds { client, corr, version }, Response::AllocateProducerIds(r)) => {
-            let id = match r.error {
-                None => {
-                    p.producer_ids.refill(r.first_producer_id, r.count);
-                    p.producer_ids.take().ok_or(ErrorCode::CoordinatorLoadInProgress)
-                }
-                Some(e) => {
-                    if e.code() == ErrorCode::NotController {
-                        p.controller_hint += 1;
-                    }
-                    Err(ErrorCode::CoordinatorLoadInProgress)
-                }
-            };
+            let id = refilled_producer_id(p, &r);
             out.push(init_producer_id_answer(client, corr, version, id));
         }
         (rpc, response) => {
@@ -1234,6 +1212,22 @@ fn controller_target(p: &Process, voters: &[NodeId]) -> NodeId {
     match p.quorum.raft().leader() {
         Some(leader) if p.controller_hint % 3 != 2 => leader,
         _ => voters[p.controller_hint % voters.len()],
+    }
+}
+
+/// The next producer id from a block the controller allocated, as core 0 of the broker takes it.
+fn refilled_producer_id(p: &mut Process, r: &controller::AllocateProducerIdsResponse) -> Result<i64, ErrorCode> {
+    match &r.error {
+        None => {
+            p.producer_ids.refill(r.first_producer_id, r.count);
+            p.producer_ids.take().ok_or(ErrorCode::CoordinatorLoadInProgress)
+        }
+        Some(e) => {
+            if e.code() == ErrorCode::NotController {
+                p.controller_hint += 1;
+            }
+            Err(ErrorCode::CoordinatorLoadInProgress)
+        }
     }
 }
 

@@ -439,18 +439,26 @@ impl Shard {
         timeout_ms: i32,
         answer: Answer,
     ) -> Result<(), ErrorCode> {
-        let Some(entry) = self.partitions.get_mut(partition) else { return Err(ErrorCode::NotLeaderOrFollower) };
+        let id = self.admit(partition, (acks != 0).then_some(answer))?;
+        let entry = self.partitions.get_mut(partition).expect("admitted");
+        entry.driver.replica_mut().handle_produce(now_ms, id, records, acks, timeout_ms);
+        self.touch(partition.clone());
+        Ok(())
+    }
+
+    /// A write for an owned partition gets its request id, and `answer` (if anyone listens)
+    /// waits under it; refused while draining, before the log sees it.
+    fn admit(&mut self, partition: &TopicPartition, answer: Option<Answer>) -> Result<u64, ErrorCode> {
+        let Some(entry) = self.partitions.get(partition) else { return Err(ErrorCode::NotLeaderOrFollower) };
         if entry.draining {
             return Err(ErrorCode::NotLeaderOrFollower);
         }
         let id = self.next_produce;
         self.next_produce += 1;
-        if acks != 0 {
+        if let Some(answer) = answer {
             self.produces.insert(id, Waiter { partition: partition.clone(), answer });
         }
-        entry.driver.replica_mut().handle_produce(now_ms, id, records, acks, timeout_ms);
-        self.touch(partition.clone());
-        Ok(())
+        Ok(id)
     }
 
     /// WriteTxnMarkers for an owned partition: its leader writes the marker, answered later as
@@ -467,18 +475,13 @@ impl Shard {
         timeout_ms: i32,
         token: u64,
     ) -> Result<(), ErrorCode> {
-        let Some(entry) = self.partitions.get_mut(partition) else { return Err(ErrorCode::NotLeaderOrFollower) };
-        if entry.draining {
-            return Err(ErrorCode::NotLeaderOrFollower);
-        }
-        let id = self.next_produce;
-        self.next_produce += 1;
         let answer = if &*partition.topic == OFFSETS_TOPIC {
             Answer::OffsetsMarker { token, partition: partition.partition, producer_id, commit: marker.commit }
         } else {
             Answer::Driver(token)
         };
-        self.produces.insert(id, Waiter { partition: partition.clone(), answer });
+        let id = self.admit(partition, Some(answer))?;
+        let entry = self.partitions.get_mut(partition).expect("admitted");
         entry.driver.replica_mut().handle_write_marker(now_ms, id, producer_id, producer_epoch, marker, timeout_ms);
         self.touch(partition.clone());
         Ok(())

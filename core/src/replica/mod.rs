@@ -860,7 +860,6 @@ impl Replica {
             // Its header now carries the assigned offsets.
             self.producers.replay_marked(now_ms, &validated.batches[0].1, None);
         }
-        self.emit_append(base_offset, end_offset, buf.freeze());
         let pending = PendingProduce {
             request_id,
             base_offset,
@@ -868,15 +867,22 @@ impl Replica {
             deadline_ms: (timeout_ms > 0).then(|| now_ms + i64::from(timeout_ms)),
             log_append_time_ms,
         };
+        self.append_and_await(acks, pending, buf.freeze());
+        Ok(())
+    }
+
+    /// A leader's append of `records` at `pending`'s offsets, whose answer waits for what
+    /// `acks` asks (nothing, this replica's position, the high watermark).
+    fn append_and_await(&mut self, acks: Acks, pending: PendingProduce, records: Bytes) {
+        self.emit_append(pending.base_offset, pending.end_offset, records);
         let RoleState::Leader(leader) = &mut self.role else {
-            unreachable!("checked above")
+            unreachable!("only a leader appends for a request")
         };
         match acks {
             Acks::None => {}
             Acks::Leader => leader.awaiting_local.push_back(pending),
             Acks::All => leader.awaiting_high_watermark.push_back(pending),
         }
-        Ok(())
     }
 
     /// WriteTxnMarkers for this partition: the leader writes the transaction coordinator's
@@ -923,7 +929,6 @@ impl Replica {
         let base_offset = self.log_end_offset;
         let end_offset = Offset(batch::assign_offsets(&mut buf, &mut validated, base_offset.0, self.leader_epoch.0, None));
         self.producers.end_transaction(now_ms, producer_id, producer_epoch, marker, base_offset);
-        self.emit_append(base_offset, end_offset, buf.freeze());
         let pending = PendingProduce {
             request_id,
             base_offset,
@@ -931,10 +936,7 @@ impl Replica {
             deadline_ms: (timeout_ms > 0).then(|| now_ms + i64::from(timeout_ms)),
             log_append_time_ms: None,
         };
-        let RoleState::Leader(leader) = &mut self.role else {
-            unreachable!("checked above")
-        };
-        leader.awaiting_high_watermark.push_back(pending);
+        self.append_and_await(Acks::All, pending, buf.freeze());
         Ok(())
     }
 
