@@ -411,15 +411,23 @@ def test_retention_removes_old_segments_on_every_replica(cluster_factory):
     leader, *_ = partition_state(cluster, "retained")
 
     def sizes(n, node_bases):
-        return [(cluster.nodes[n].data_dir / "retained-0" / f"{b:020d}.log").stat().st_size for b in node_bases]
+        try:
+            return [(cluster.nodes[n].data_dir / "retained-0" / f"{b:020d}.log").stat().st_size for b in node_bases]
+        except FileNotFoundError:
+            # Retention removed a segment between the listing and the stat: look again.
+            return None
 
     def trimmed():
         # Each pass removes what lies below the replica's high watermark at that moment, so a
         # follower may need a pass or two more than the leader.
         bases = {n: segment_bases(b, "retained") for n, b in cluster.nodes.items()}
-        done = all(b and b[0] > 0 for b in bases.values())
+        if not all(b and b[0] > 0 for b in bases.values()):
+            return False
+        per_node = [sizes(n, b) for n, b in bases.items()]
+        if any(s is None for s in per_node):
+            return False
         # Retention keeps a segment only while the rest would not fill retention.bytes.
-        return done and all(sum(s := sizes(n, b)) - s[0] < 8192 for n, b in bases.items()) and bases
+        return all(sum(s) - s[0] < 8192 for s in per_node) and bases
 
     bases = wait_for("old segments removed on every replica, down to retention.bytes", trimmed)
     error, _, log_start = earliest(cluster.nodes[leader], "retained")
