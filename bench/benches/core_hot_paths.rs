@@ -8,7 +8,9 @@ use bytes::Bytes;
 use divan::counter::BytesCount;
 use divan::{black_box, Bencher};
 use odradek_core::batch::{assign_offsets, validate_records};
-use odradek_core::records::encode_batch;
+use kafka_protocol::records::Compression;
+use odradek_core::records::{encode_batch, encode_records};
+use odradek_core::validate::{validate_produce, ProduceRules};
 use odradek_core::shard::{merge_in_order, shard_for, split_by_shard};
 
 fn main() {
@@ -34,6 +36,29 @@ fn validate_records_crc32c(bencher: Bencher, (batches, value_len): (usize, usize
     bencher
         .counter(BytesCount::new(buf.len()))
         .bench(|| validate_records(black_box(&buf), 16 << 20).expect("valid"));
+}
+
+/// What a leader does with a producer's batch now: [`validate_records`]'s checks plus a walk of
+/// every record (Kafka's `LogValidator`), inflating a compressed batch first. The uncompressed
+/// cases set the walk against `validate_records_crc32c` above; the compressed ones show what
+/// inflating costs (Kafka inflates every compressed batch on produce too).
+#[divan::bench(args = [("none", 100), ("none", 1024), ("lz4", 1024), ("zstd", 1024), ("gzip", 1024)])]
+fn validate_produce_walk(bencher: Bencher, (codec, value_len): (&str, usize)) {
+    let compression = match codec {
+        "none" => Compression::None,
+        "lz4" => Compression::Lz4,
+        "zstd" => Compression::Zstd,
+        "gzip" => Compression::Gzip,
+        _ => unreachable!(),
+    };
+    let value = Bytes::from((0..value_len).map(|i| b"odradek streams "[i % 16]).collect::<Vec<u8>>());
+    let rs: Vec<(Option<Bytes>, Option<Bytes>)> =
+        (0..100).map(|i| (Some(Bytes::from(format!("key-{i}"))), Some(value.clone()))).collect();
+    let buf = encode_records(&rs, 1_700_000_000_000, compression);
+    let rules = ProduceRules::default();
+    bencher
+        .counter(BytesCount::new(buf.len()))
+        .bench(|| validate_produce(black_box(&buf), &rules, 1_700_000_000_000).expect("valid"));
 }
 
 /// CRC32C alone on a 128 KiB buffer, to set the validation cost against the hash's speed.

@@ -211,7 +211,8 @@ pub fn validate_records(
 ///
 /// Base offset and partition leader epoch lie outside the CRC, so the client's CRC stays valid.
 /// With `log_append_time_ms` set, the timestamp type bit and max timestamp are rewritten and the
-/// CRC recomputed (Kafka's `message.timestamp.type=LogAppendTime`). Returns the next offset.
+/// CRC recomputed (Kafka's `message.timestamp.type=LogAppendTime`), as is a max timestamp that
+/// differs from the header's (Kafka's `setMaxTimestamp`). Returns the next offset.
 pub fn assign_offsets(
     buf: &mut [u8],
     records: &mut ValidatedRecords,
@@ -230,7 +231,14 @@ pub fn assign_offsets(
             header.attributes |= ATTR_TIMESTAMP_TYPE;
             header.max_timestamp = now_ms;
             batch[21..23].copy_from_slice(&header.attributes.to_be_bytes());
-            batch[35..43].copy_from_slice(&now_ms.to_be_bytes());
+        }
+        // LogAppendTime, or a producer's max timestamp that its records do not bear out
+        // (validation puts the records' own in the header): rewritten under a new CRC.
+        if header.max_timestamp != be_i64(batch, 35) {
+            batch[35..43].copy_from_slice(&header.max_timestamp.to_be_bytes());
+            header.crc = crc32c::crc32c(&batch[CRC_START..]);
+            batch[17..21].copy_from_slice(&header.crc.to_be_bytes());
+        } else if log_append_time_ms.is_some() {
             header.crc = crc32c::crc32c(&batch[CRC_START..]);
             batch[17..21].copy_from_slice(&header.crc.to_be_bytes());
         }

@@ -28,7 +28,7 @@
 use std::collections::HashMap;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::compression::{Compressor, Decompressor, Gzip, Lz4, Snappy, Zstd};
+use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
 
 use crate::batch::{scan_headers, BatchHeader, HEADER_LEN};
 use crate::log::Segment;
@@ -192,36 +192,16 @@ pub fn group_by_size(segments: &[Segment], count: usize, segment_bytes: u64) -> 
     runs
 }
 
-/// Kafka refuses records without a key on a compacted topic ("Compacted topic cannot accept
-/// message without key"). Checks every record of the batches in `buf`.
-pub fn all_records_keyed(buf: &Bytes) -> Result<bool, String> {
-    for (position, header) in scan_headers(buf) {
-        if header.is_control() {
-            continue;
-        }
-        let batch = buf.slice(position..position + header.total_len());
-        for record in RawRecords::new(&header, &records_section(&batch, &header)?) {
-            if record?.key.is_none() {
-                return Ok(false);
-            }
-        }
-    }
-    Ok(true)
-}
-
-/// The batch's record bytes, decompressed.
+/// The batch's record bytes, decompressed (never more than
+/// [`crate::validate::STORED_INFLATE_LIMIT`]).
 fn records_section(batch: &Bytes, header: &BatchHeader) -> Result<Bytes, String> {
-    let mut body = batch.slice(HEADER_LEN..header.total_len());
-    let take = |buf: &mut Bytes| -> anyhow::Result<Bytes> { Ok(buf.copy_to_bytes(buf.remaining())) };
-    let out = match header.compression_codec() {
-        0 => Ok(body),
-        1 => Gzip::decompress(&mut body, take),
-        2 => Snappy::decompress(&mut body, take),
-        3 => Lz4::decompress(&mut body, take),
-        4 => Zstd::decompress(&mut body, take),
-        other => return Err(format!("unknown compression codec {other}")),
-    };
-    out.map_err(|e| format!("cannot decompress batch at offset {}: {e}", header.base_offset))
+    let body = batch.slice(HEADER_LEN..header.total_len());
+    if header.compression_codec() == 0 {
+        return Ok(body);
+    }
+    crate::validate::inflate(header.compression_codec(), &body, crate::validate::STORED_INFLATE_LIMIT)
+        .map(|inflated| Bytes::from(inflated.into_owned()))
+        .map_err(|e| format!("batch at offset {}: {e}", header.base_offset))
 }
 
 fn compress(codec: i16, records: Bytes, out: &mut BytesMut) -> Result<(), String> {
@@ -423,12 +403,10 @@ mod tests {
     }
 
     #[test]
-    fn records_without_keys_are_dropped_and_refused() {
+    fn records_without_keys_are_dropped() {
         let mixed = batch(0, &[(None, Some("x")), (Some("k"), Some("1"))], Compression::Lz4, 0);
         let mut map = OffsetMap::new(1 << 20);
         map.add_batches(&mixed).unwrap();
-        assert!(!all_records_keyed(&mixed).unwrap());
-        assert!(all_records_keyed(&batch(0, &[(Some("k"), None)], Compression::Gzip, 0)).unwrap());
         let Cleaned::Rewrite(cleaned) = clean_batch(&mixed, &map, 0).unwrap() else { panic!("keyless goes") };
         assert_eq!(keys_values(&cleaned), vec![("k".into(), Some("1".into()))]);
     }
@@ -443,7 +421,6 @@ mod tests {
             let bad = Bytes::from(bad);
             let _ = OffsetMap::new(1 << 20).add_batches(&bad);
             let _ = clean_batch(&bad, &OffsetMap::new(1 << 20), 0);
-            let _ = all_records_keyed(&bad);
         }
     }
 

@@ -2109,7 +2109,7 @@ mod tests {
         let mut c = coordinator();
         let partition = partition_for("g", c.config.offsets_topic_partitions);
         let mut log: Vec<Option<GroupRecord>> = Vec::new();
-        let mut txn_commit = |c: &mut GroupCoordinator, id, producer_id, offset| {
+        let txn_commit = |c: &mut GroupCoordinator, id, producer_id, offset| {
             c.handle_txn_offset_commit(0, id, TxnOffsetCommitRequest { producer_id, commit: commit(("", -1), offset, "") });
             let Some(Action::Persist { token, records, .. }) = c.poll_action() else { panic!("a persist") };
             c.handle_persisted(token, true);

@@ -23,6 +23,7 @@ pub mod records;
 pub mod shard;
 pub mod topic;
 pub mod txn;
+pub mod validate;
 pub mod wire;
 
 pub use error::ErrorCode;

@@ -27,6 +27,10 @@ pub struct LogConfig {
     pub index_interval_bytes: u64,
     pub max_message_bytes: usize,
     pub log_append_time: bool,
+    /// `message.timestamp.before.max.ms` / `after`: how far a CreateTime record's timestamp
+    /// may lie before or after the broker's clock.
+    pub timestamp_before_max_ms: i64,
+    pub timestamp_after_max_ms: i64,
     /// `cleanup.policy` contains `delete`: retention applies.
     pub delete: bool,
     /// `cleanup.policy` contains `compact`: the log cleaner keeps the latest record per key.
@@ -49,6 +53,8 @@ impl Default for LogConfig {
             index_interval_bytes: 4096,
             max_message_bytes: 1_048_588,
             log_append_time: false,
+            timestamp_before_max_ms: i64::MAX,
+            timestamp_after_max_ms: crate::validate::DEFAULT_TIMESTAMP_AFTER_MAX_MS,
             delete: true,
             compact: false,
             delete_retention_ms: 24 * 3600 * 1000,

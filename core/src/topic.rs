@@ -40,7 +40,7 @@ pub fn validate_topic_name(name: &str) -> Result<(), Invalid> {
 }
 
 /// The topic configs odradek understands, in the order DescribeConfigs lists them.
-pub const TOPIC_CONFIG_NAMES: [&str; 13] = [
+pub const TOPIC_CONFIG_NAMES: [&str; 15] = [
     "cleanup.policy",
     "delete.retention.ms",
     "min.compaction.lag.ms",
@@ -51,6 +51,8 @@ pub const TOPIC_CONFIG_NAMES: [&str; 13] = [
     "segment.ms",
     "max.message.bytes",
     "message.timestamp.type",
+    "message.timestamp.before.max.ms",
+    "message.timestamp.after.max.ms",
     "index.interval.bytes",
     "min.insync.replicas",
     "unclean.leader.election.enable",
@@ -122,6 +124,8 @@ impl TopicConfig {
             "segment.bytes" => log.segment_bytes = parse(name, value, 1024)?,
             "segment.ms" => log.segment_ms = parse(name, value, 1)?,
             "max.message.bytes" => log.max_message_bytes = parse(name, value, 0)?,
+            "message.timestamp.before.max.ms" => log.timestamp_before_max_ms = parse(name, value, 0)?,
+            "message.timestamp.after.max.ms" => log.timestamp_after_max_ms = parse(name, value, 0)?,
             "index.interval.bytes" => log.index_interval_bytes = parse(name, value, 0)?,
             "min.insync.replicas" => self.min_insync_replicas = parse(name, value, 1)?,
             "unclean.leader.election.enable" => {
@@ -176,6 +180,8 @@ impl TopicConfig {
                     "message.timestamp.type" => {
                         if log.log_append_time { "LogAppendTime" } else { "CreateTime" }.to_owned()
                     }
+                    "message.timestamp.before.max.ms" => log.timestamp_before_max_ms.to_string(),
+                    "message.timestamp.after.max.ms" => log.timestamp_after_max_ms.to_string(),
                     "index.interval.bytes" => log.index_interval_bytes.to_string(),
                     "min.insync.replicas" => self.min_insync_replicas.to_string(),
                     "unclean.leader.election.enable" => self.unclean_leader_election_enable.to_string(),

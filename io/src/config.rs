@@ -363,6 +363,8 @@ impl ServerConfig {
             "log.roll.hours" => self.log.segment_ms = num::<i64>(value)? * 3_600_000,
             "log.index.interval.bytes" => self.log.index_interval_bytes = num(value)?,
             "message.max.bytes" => self.log.max_message_bytes = num(value)?,
+            "log.message.timestamp.before.max.ms" => self.log.timestamp_before_max_ms = non_negative(num(value)?)?,
+            "log.message.timestamp.after.max.ms" => self.log.timestamp_after_max_ms = non_negative(num(value)?)?,
             "log.message.timestamp.type" => {
                 self.log.log_append_time = match value.trim() {
                     "CreateTime" => false,
@@ -526,6 +528,13 @@ fn parse_nodes(value: &str) -> Result<Vec<(i32, SocketAddr)>, String> {
         nodes.push((id, addr));
     }
     Ok(nodes)
+}
+
+fn non_negative(value: i64) -> Result<i64, String> {
+    if value < 0 {
+        return Err(format!("{value} is below the minimum 0"));
+    }
+    Ok(value)
 }
 
 fn parse_bool(value: &str) -> Result<bool, String> {

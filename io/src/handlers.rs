@@ -239,6 +239,8 @@ fn broker_configs(shard: &Shard) -> Vec<(String, String, bool)> {
         ("log.segment.bytes", c.log.segment_bytes.to_string()),
         ("log.roll.ms", c.log.segment_ms.to_string()),
         ("message.max.bytes", c.log.max_message_bytes.to_string()),
+        ("log.message.timestamp.before.max.ms", c.log.timestamp_before_max_ms.to_string()),
+        ("log.message.timestamp.after.max.ms", c.log.timestamp_after_max_ms.to_string()),
         ("socket.request.max.bytes", c.max_request_bytes.to_string()),
         ("log.retention.check.interval.ms", c.retention_check_interval_ms.to_string()),
         ("default.replication.factor", c.default_replication_factor.to_string()),

@@ -108,6 +108,8 @@ pub async fn open(
         max_message_bytes: log_config.max_message_bytes,
         log_append_time: log_config.log_append_time,
         compacted: log_config.compact,
+        timestamp_before_max_ms: log_config.timestamp_before_max_ms,
+        timestamp_after_max_ms: log_config.timestamp_after_max_ms,
         ..ReplicaConfig::default()
     };
     Ok(Opened { store, config: replica_config, persisted })

@@ -25,6 +25,7 @@ use odradek_core::controller::{MetadataImage, Response as ControllerResponse};
 use odradek_core::controller_rpc::ControllerRequest;
 use odradek_core::ids::{LeaderEpoch, NodeId, Offset};
 use odradek_core::replica::{EpochEndOffset, FetchResponse, ProduceAck};
+use odradek_core::validate::Refusal;
 use futures_channel::oneshot;
 use odradek_core::topic::{TopicConfig, TopicMeta, TopicTable};
 use odradek_core::ErrorCode;
@@ -592,7 +593,7 @@ impl Shard {
 
     /// One partition of a produce, answered by its replica (none for acks=0, which is
     /// answered only on failure: its connection gets no response anyway).
-    pub async fn produce_partition(self: Rc<Self>, part: ProducePart) -> Result<ProduceAck, ErrorCode> {
+    pub async fn produce_partition(self: Rc<Self>, part: ProducePart) -> Result<ProduceAck, Refusal> {
         let acks = part.acks;
         let token = self.token();
         let (tx, rx) = oneshot::channel();
@@ -608,7 +609,7 @@ impl Shard {
         if acks == 0 {
             return Ok(ProduceAck { base_offset: Offset(-1), log_append_time_ms: None, log_start_offset: Offset(-1) });
         }
-        rx.await.unwrap_or(Err(ErrorCode::NotLeaderOrFollower))
+        rx.await.unwrap_or(Err(ErrorCode::NotLeaderOrFollower)).map_err(Refusal::from)
     }
 
     /// One read of a Fetch's share on this core ([`FetchCall::groups`]): the replicas answer

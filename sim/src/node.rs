@@ -200,7 +200,7 @@ struct ProduceWaiter {
     corr: i32,
     version: i16,
     call: ProduceCall,
-    answers: Vec<(usize, Result<replica::ProduceAck, ErrorCode>)>,
+    answers: Vec<(usize, Result<replica::ProduceAck, odradek_core::validate::Refusal>)>,
     pending: usize,
 }
 
@@ -971,7 +971,7 @@ impl Node {
                                 out.push(Output::AckedAll { end: ack.base_offset.plus(part.records), high_watermark });
                             }
                             let waiter = p.produces.get_mut(&part.call).expect("a part's produce waits");
-                            waiter.answers.push((part.position, result));
+                            waiter.answers.push((part.position, result.map_err(Into::into)));
                             waiter.pending -= 1;
                             if waiter.pending == 0 {
                                 let waiter = p.produces.remove(&part.call).expect("listed");

@@ -202,3 +202,148 @@ def test_produce_to_missing_partition_is_rejected(broker, seeded, topic, partiti
     assert raw_produce(conn, topic, partition, batch)[0] == wire.ERROR_UNKNOWN_TOPIC_OR_PARTITION
     assert conn.api_versions_v0()[0] == wire.ERROR_NONE
     assert_still_healthy(broker, seeded)
+
+
+# ---- batches Kafka's LogValidator refuses ----
+
+ERROR_MESSAGE_TOO_LARGE = 10
+ERROR_INVALID_TIMESTAMP = 32
+ERROR_INVALID_RECORD = 87
+
+
+def crafted_batch(messages, *, count=None, last_offset_delta=None, deltas=None, attributes=0, magic=2, body=None):
+    """A record batch v2 as a client could craft it, with a valid CRC over whatever it claims:
+    `count` / `last_offset_delta` override the header, `deltas` the records' offset deltas,
+    `body` replaces the records section (for compressed batches, with the codec in
+    `attributes`)."""
+    base_timestamp = messages[0].timestamp if messages else now_ms()
+    if body is None:
+        body = b""
+        for i, m in enumerate(messages):
+            record = (
+                b"\x00"
+                + wire.varint(m.timestamp - base_timestamp)
+                + wire.varint(deltas[i] if deltas else i)
+                + wire._varbytes(m.key)
+                + wire._varbytes(m.value)
+                + wire.varint(len(m.headers))
+                + b"".join(wire._varbytes(k.encode()) + wire._varbytes(v) for k, v in m.headers)
+            )
+            body += wire.varint(len(record)) + record
+    n = len(messages)
+    after_crc = (
+        struct.pack(
+            ">hiqqqhii",
+            attributes,
+            n - 1 if last_offset_delta is None else last_offset_delta,
+            base_timestamp,
+            max((m.timestamp for m in messages), default=base_timestamp),
+            -1,
+            -1,
+            -1,
+            n if count is None else count,
+        )
+        + body
+    )
+    after_length = struct.pack(">ibI", -1, magic, wire.crc32c(after_crc)) + after_crc
+    return struct.pack(">qi", 0, len(after_length)) + after_length
+
+
+def produce_v8(conn, topic, partition, records_bytes):
+    """Produce v8 (record errors and an error message in the answer) ->
+    (error_code, base_offset, [(batch_index, message)], error_message)."""
+    body = wire.produce_v3_body(topic, partition, records_bytes)
+    reader = wire.Reader(conn.request(wire.API_PRODUCE, 8, body))
+    results = []
+    for _ in range(reader.int32()):
+        reader.string()
+        for _ in range(reader.int32()):
+            _partition, error_code, base_offset = reader.int32(), reader.int16(), reader.int64()
+            reader.int64(), reader.int64()  # log append time, log start offset
+            record_errors = [(reader.int32(), reader.string()) for _ in range(reader.int32())]
+            results.append((error_code, base_offset, record_errors, reader.string()))
+    assert len(results) == 1, results
+    return results[0]
+
+
+def _messages(count, tag, timestamp=None):
+    return make_messages(count, now_ms() if timestamp is None else timestamp, tag=tag)
+
+
+@pytest.mark.parametrize(
+    "batch, code",
+    [
+        pytest.param(
+            lambda: crafted_batch(_messages(1, "huge"), count=2**31 - 1, last_offset_delta=2**31 - 2),
+            ERROR_INVALID_RECORD,
+            id="one record claiming 2^31-1",
+        ),
+        pytest.param(lambda: crafted_batch(_messages(1, "three"), count=3, last_offset_delta=2), ERROR_INVALID_RECORD,
+                     id="claims 3 records, holds 1"),
+        pytest.param(lambda: crafted_batch(_messages(3, "fewer"), count=2, last_offset_delta=1), ERROR_INVALID_RECORD,
+                     id="claims 2 records, holds 3"),
+        pytest.param(lambda: crafted_batch(_messages(2, "ctl"), attributes=0x20), ERROR_INVALID_RECORD,
+                     id="control batch from a client"),
+        pytest.param(lambda: crafted_batch(_messages(3, "deltas"), deltas=[0, 2, 3]), ERROR_INVALID_RECORD,
+                     id="offset deltas with a gap"),
+        pytest.param(lambda: crafted_batch(_messages(2, "magic1"), magic=1), ERROR_INVALID_RECORD, id="magic 1"),
+        pytest.param(lambda: crafted_batch(_messages(1, "a")) + crafted_batch(_messages(1, "b")), ERROR_INVALID_RECORD,
+                     id="two batches"),
+        pytest.param(lambda: crafted_batch(_messages(2, "junk"), body=b"\x7f" * 40), ERROR_INVALID_RECORD,
+                     id="records section of junk"),
+        pytest.param(lambda: crafted_batch(_messages(2, "gzjunk"), attributes=1, body=b"\x1f\x8b" + b"\x00" * 30),
+                     wire.ERROR_CORRUPT_MESSAGE, id="gzip section that does not inflate"),
+    ],
+)
+def test_batches_kafka_refuses_are_refused(broker, seeded, batch, code):
+    conn = connect(broker)
+    error_code, base_offset, _, message = produce_v8(conn, TOPIC, 0, batch())
+    assert (error_code, base_offset) == (code, -1), message
+    assert message, "the refusal says why"
+    assert conn.api_versions_v0()[0] == wire.ERROR_NONE, "a per-partition error, not a broken connection"
+    assert_still_healthy(broker, seeded)  # nothing of the batch was stored: offsets stay dense
+
+
+def test_a_gzip_bomb_is_refused_without_inflating_it(broker, seeded):
+    import gzip
+
+    # 512 MiB of zeros in about half a MiB: what the batch would inflate to.
+    bomb = gzip.compress(b"\x00" * (512 << 20), compresslevel=9)
+    assert len(bomb) < 1 << 20
+    conn = connect(broker)
+    error_code, base_offset, _, message = produce_v8(conn, TOPIC, 0, crafted_batch(_messages(2, "bomb"), attributes=1, body=bomb))
+    assert (error_code, base_offset) == (ERROR_MESSAGE_TOO_LARGE, -1), message
+    status = open(f"/proc/{broker.proc.pid}/status").read()
+    peak_kib = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
+    assert peak_kib < 256 << 10, f"the broker's peak RSS reached {peak_kib} KiB"
+    assert_still_healthy(broker, seeded)
+
+
+def test_timestamps_out_of_range_get_record_errors(broker, seeded):
+    conn = connect(broker)
+    two_hours_ahead = now_ms() + 2 * 3_600_000
+    error_code, _, record_errors, message = produce_v8(conn, TOPIC, 1, crafted_batch(_messages(3, "future", two_hours_ahead)))
+    assert error_code == ERROR_INVALID_TIMESTAMP, message
+    assert [index for index, _ in record_errors] == [0, 1, 2]
+    assert all("out of range" in why for _, why in record_errors), record_errors
+    # Long past is fine by default (message.timestamp.before.max.ms is unbounded).
+    past = _messages(2, "past", now_ms() - 30 * 86_400_000)
+    error_code, base_offset, _, _ = produce_v8(conn, TOPIC, 1, crafted_batch(past))
+    end = end_offsets_of(seeded.acked)[1]
+    assert (error_code, base_offset) == (wire.ERROR_NONE, end)
+    for i, message in enumerate(past):
+        seeded.acked[1][end + i] = message
+    assert_still_healthy(broker, seeded)
+
+
+def test_keyless_records_on_a_compacted_topic_are_refused(broker, seeded):
+    ConfluentClient(broker.bootstrap).create_topic("compacted-keys", 1, {"cleanup.policy": "compact"})
+    conn = connect(broker)
+    messages = _messages(3, "keyed")
+    messages[1] = messages[1]._replace(key=None)
+    error_code, base_offset, record_errors, _ = produce_v8(conn, "compacted-keys", 0, crafted_batch(messages))
+    assert (error_code, base_offset) == (ERROR_INVALID_RECORD, -1)
+    assert record_errors == [(1, "Compacted topic cannot accept message without key")]
+    keyed = _messages(3, "keyed")
+    assert produce_v8(conn, "compacted-keys", 0, crafted_batch(keyed))[:2] == (wire.ERROR_NONE, 0)
+    assert_still_healthy(broker, seeded)

@@ -4,7 +4,7 @@
 //! partition's Produce answer. (A Fetch partition's answer is `fetcher::partition_data`.)
 
 use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
-use kafka_protocol::messages::produce_response::PartitionProduceResponse;
+use kafka_protocol::messages::produce_response::{BatchIndexAndErrorMessage, PartitionProduceResponse};
 use kafka_protocol::messages::{BrokerId, MetadataResponse, ProduceRequest};
 use kafka_protocol::protocol::StrBytes;
 
@@ -23,6 +23,7 @@ use crate::group::OFFSETS_TOPIC;
 use crate::ids::NodeId;
 use crate::replica::{FetchResponse, ProduceAck};
 use crate::topic::validate_topic_name;
+use crate::validate::Refusal;
 
 fn s(text: impl Into<String>) -> StrBytes {
     StrBytes::from_string(text.into())
@@ -122,18 +123,34 @@ pub fn produce_refusal(request: &ProduceRequest) -> Option<ErrorCode> {
     None
 }
 
-/// One partition's Produce answer of `version` (the index is set by the caller).
-pub fn produce_partition(result: Result<ProduceAck, ErrorCode>, version: i16) -> PartitionProduceResponse {
+/// One partition's Produce answer of `version` (the index is set by the caller). A refusal's
+/// message and record errors go out from v8, which has the fields.
+pub fn produce_partition(result: Result<ProduceAck, Refusal>, version: i16) -> PartitionProduceResponse {
     match result {
         Ok(ack) => PartitionProduceResponse::default()
             .with_base_offset(ack.base_offset.0)
             .with_log_start_offset(if version >= 5 { ack.log_start_offset.0 } else { -1 })
             .with_log_append_time_ms(ack.log_append_time_ms.unwrap_or(-1)),
-        Err(e) => PartitionProduceResponse::default()
-            .with_error_code(e.code())
-            .with_base_offset(-1)
-            .with_log_start_offset(-1)
-            .with_log_append_time_ms(-1),
+        Err(refusal) => {
+            let mut response = PartitionProduceResponse::default()
+                .with_error_code(refusal.code.code())
+                .with_base_offset(-1)
+                .with_log_start_offset(-1)
+                .with_log_append_time_ms(-1);
+            if version >= 8 {
+                response.error_message = refusal.message.map(StrBytes::from_string);
+                response.record_errors = refusal
+                    .record_errors
+                    .into_iter()
+                    .map(|e| {
+                        BatchIndexAndErrorMessage::default()
+                            .with_batch_index(e.batch_index)
+                            .with_batch_index_error_message(Some(StrBytes::from_string(e.message)))
+                    })
+                    .collect();
+            }
+            response
+        }
     }
 }
 
@@ -184,7 +201,7 @@ mod tests {
         let ok = produce_partition(Ok(ack), 9);
         assert_eq!((ok.error_code, ok.base_offset, ok.log_start_offset, ok.log_append_time_ms), (0, 7, 2, -1));
         assert_eq!(produce_partition(Ok(ack), 4).log_start_offset, -1);
-        let failed = produce_partition(Err(ErrorCode::NotLeaderOrFollower), 9);
+        let failed = produce_partition(Err(ErrorCode::NotLeaderOrFollower.into()), 9);
         assert_eq!((failed.error_code, failed.base_offset), (ErrorCode::NotLeaderOrFollower.code(), -1));
         assert_eq!(produce_refusal(&ProduceRequest::default().with_acks(2)), Some(ErrorCode::InvalidRequiredAcks));
         assert_eq!(produce_refusal(&ProduceRequest::default().with_acks(-1)), None);

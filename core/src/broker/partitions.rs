@@ -31,6 +31,7 @@ use crate::error::{code, ErrorCode};
 use crate::fetcher::{self, TopicPartition};
 use crate::ids::{LeaderEpoch, Offset};
 use crate::replica::{EpochEndOffset, FetchRequest, FetchResponse, ProduceAck};
+use crate::validate::Refusal;
 use crate::shard::{merge_in_order, shard_for, split_by_shard, ShardId};
 use crate::wire::regroup;
 
@@ -135,10 +136,10 @@ impl ProduceCall {
         self.acks
     }
 
-    pub fn answer(self, answers: Answers<Result<ProduceAck, ErrorCode>>) -> ProduceResponse {
+    pub fn answer(self, answers: Answers<Result<ProduceAck, Refusal>>) -> ProduceResponse {
         let total = self.shape.len();
         let results = match self.refused {
-            Some(error) => (0..total).map(|_| Err(error)).collect(),
+            Some(error) => (0..total).map(|_| Err(error.into())).collect(),
             None => merge_in_order(total, answers),
         };
         let version = self.version;
@@ -552,10 +553,28 @@ mod tests {
     }
 
     #[test]
+    fn a_refusal_carries_its_message_and_record_errors_from_v8() {
+        let refusal = Refusal {
+            code: ErrorCode::InvalidTimestamp,
+            message: Some("out of range".into()),
+            record_errors: vec![crate::validate::RecordError { batch_index: 2, message: "too new".into() }],
+        };
+        for (version, listed) in [(7, false), (8, true)] {
+            let (call, parts) = ProduceCall::new(produce_request(1, &[("a", &[0])]), version, 1);
+            let answers = answer_reversed(parts, |_| Err::<ProduceAck, Refusal>(refusal.clone()));
+            let response = call.answer(answers);
+            let p = &response.responses[0].partition_responses[0];
+            assert_eq!(p.error_code, ErrorCode::InvalidTimestamp.code());
+            assert_eq!(p.error_message.is_some(), listed, "v{version}");
+            assert_eq!(p.record_errors.iter().map(|e| e.batch_index).collect::<Vec<_>>(), if listed { vec![2] } else { vec![] });
+        }
+    }
+
+    #[test]
     #[should_panic(expected = "no result for position")]
     fn a_part_left_unanswered_is_a_routing_bug() {
         let (call, parts) = ProduceCall::new(produce_request(1, &[("a", &[0, 1, 2, 3])]), 9, 2);
-        let mut answers = answer_reversed(parts, |_| Err(ErrorCode::NotLeaderOrFollower));
+        let mut answers = answer_reversed(parts, |_| Err::<ProduceAck, Refusal>(ErrorCode::NotLeaderOrFollower.into()));
         answers.pop();
         let _ = call.answer(answers);
     }

@@ -35,6 +35,7 @@ use super::partitions::{EpochEndPart, FetchPart, ListOffsetsPart, ListOffsetsRes
 use crate::batch;
 use crate::controller::{MetadataImage, PartitionState, TopicId};
 use crate::error::ErrorCode;
+use crate::validate::Refusal;
 use crate::fetcher::{Delivery, Fetchers, Outgoing, TopicPartition};
 use crate::group::{self, GroupCoordinator, GroupRecord, OFFSETS_TOPIC};
 use crate::txn::{self, TxnCoordinator, TxnRecord, TXN_TOPIC};
@@ -426,7 +427,7 @@ impl Shard {
         acks: i16,
         timeout_ms: i32,
         token: u64,
-    ) -> Result<(), ErrorCode> {
+    ) -> Result<(), Refusal> {
         self.start_produce(now_ms, partition, records, acks, timeout_ms, Answer::Driver(token))
     }
 
@@ -438,10 +439,16 @@ impl Shard {
         acks: i16,
         timeout_ms: i32,
         answer: Answer,
-    ) -> Result<(), ErrorCode> {
+    ) -> Result<(), Refusal> {
         let id = self.admit(partition, (acks != 0).then_some(answer))?;
         let entry = self.partitions.get_mut(partition).expect("admitted");
-        entry.driver.replica_mut().handle_produce(now_ms, id, records, acks, timeout_ms);
+        let refused = entry.driver.replica_mut().handle_produce(now_ms, id, records, acks, timeout_ms);
+        if let Err(refusal) = refused {
+            self.produces.remove(&id);
+            let (topic, partition) = (&partition.topic, partition.partition);
+            warn!(%topic, partition, code = ?refusal.code, message = ?refusal.message, "refused produced records");
+            return Err(refusal);
+        }
         self.touch(partition.clone());
         Ok(())
     }
@@ -521,11 +528,10 @@ impl Shard {
     }
 
     /// A Produce's partition ([`partitions::ProduceCall`]) on its owning core: as
-    /// [`Self::produce`], after the checks the partition's own settings ask for.
-    pub fn produce_part(&mut self, now_ms: i64, part: ProducePart, token: u64) -> Result<(), ErrorCode> {
-        let Some(entry) = self.partitions.get(&part.partition) else { return Err(self.missing(&part.partition)) };
-        if entry.driver.replica().config().compacted {
-            keyed_records(&part)?;
+    /// [`Self::produce`], with UNKNOWN_TOPIC_OR_PARTITION for a partition the image lacks.
+    pub fn produce_part(&mut self, now_ms: i64, part: ProducePart, token: u64) -> Result<(), Refusal> {
+        if !self.partitions.contains_key(&part.partition) {
+            return Err(self.missing(&part.partition).into());
         }
         self.produce(now_ms, &part.partition, part.records, part.acks, part.timeout_ms, token)
     }
@@ -1198,23 +1204,6 @@ impl Purgatory {
     }
 }
 
-/// Kafka's LogValidator on a compacted topic: "Compacted topic cannot accept message without
-/// key" (INVALID_RECORD); records that do not decode are CORRUPT_MESSAGE.
-fn keyed_records(part: &ProducePart) -> Result<(), ErrorCode> {
-    let (topic, partition) = (&part.partition.topic, part.partition.partition);
-    match crate::compact::all_records_keyed(&part.records) {
-        Ok(true) => Ok(()),
-        Ok(false) => {
-            warn!(%topic, partition, "rejected produce: a record without a key on a compacted topic");
-            Err(ErrorCode::InvalidRecord)
-        }
-        Err(e) => {
-            warn!(%topic, partition, error = %e, "rejected produce: undecodable records");
-            Err(ErrorCode::CorruptMessage)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1421,7 +1410,7 @@ mod tests {
         let mut shard = shard_leading(1);
         assert_eq!(shard.drain(), 0);
         let records = Bytes::from(encode_batch(1, 0, Compression::None));
-        assert_eq!(shard.produce(1, &tp(0), records, -1, 30_000, 1), Err(ErrorCode::NotLeaderOrFollower));
+        assert_eq!(shard.produce(1, &tp(0), records, -1, 30_000, 1), Err(ErrorCode::NotLeaderOrFollower.into()));
         assert!(perform_all(&mut shard, 1).is_empty());
         assert_eq!(shard.replica(&tp(0)).unwrap().log_end_offset(), Offset(0));
     }

@@ -184,12 +184,12 @@ mod tests {
     #[test]
     fn appends_behind_a_sync_join_its_round_and_nothing_overtakes_a_disk_action() {
         let mut d = leader();
-        d.replica_mut().handle_produce(1, 1, batch(1), -1, 30_000);
+        d.replica_mut().handle_produce(1, 1, batch(1), -1, 30_000).expect("valid records");
         let first = d.poll_action().unwrap();
         let Action::Append { end_offset, .. } = first else { panic!("{first:?}") };
         assert!(d.poll_action().is_none(), "one disk action at a time");
-        d.replica_mut().handle_produce(1, 2, batch(2), -1, 30_000);
-        d.replica_mut().handle_produce(1, 3, batch(3), -1, 30_000);
+        d.replica_mut().handle_produce(1, 2, batch(2), -1, 30_000).expect("valid records");
+        d.replica_mut().handle_produce(1, 3, batch(3), -1, 30_000).expect("valid records");
         d.finish(1, Some(Completion::Appended { end_offset }));
         let mut order = Vec::new();
         let mut written = end_offset;
@@ -218,13 +218,13 @@ mod tests {
     #[test]
     fn an_append_overlaps_a_sync_and_the_next_sync_waits_for_both() {
         let mut d = leader();
-        d.replica_mut().handle_produce(1, 1, batch(1), -1, 30_000);
+        d.replica_mut().handle_produce(1, 1, batch(1), -1, 30_000).expect("valid records");
         let Some(Action::Append { end_offset: first, .. }) = d.poll_action() else { panic!() };
         d.finish(1, Some(Completion::Appended { end_offset: first }));
         let Some(Action::Sync { .. }) = d.poll_action() else { panic!() };
 
         // Produced during the fsync: written at once, not synced by it.
-        d.replica_mut().handle_produce(1, 2, batch(2), -1, 30_000);
+        d.replica_mut().handle_produce(1, 2, batch(2), -1, 30_000).expect("valid records");
         let Some(Action::Append { end_offset: second, .. }) = d.poll_action() else { panic!() };
         assert!(d.poll_action().is_none(), "one append at a time, and no second sync");
         d.finish(1, Some(Completion::Synced { through: first }));
@@ -253,7 +253,7 @@ mod tests {
     #[test]
     fn only_an_append_may_overlap_a_sync() {
         let mut d = leader();
-        d.replica_mut().handle_produce(1, 1, batch(1), -1, 30_000);
+        d.replica_mut().handle_produce(1, 1, batch(1), -1, 30_000).expect("valid records");
         let Some(Action::Append { end_offset, .. }) = d.poll_action() else { panic!() };
         d.finish(1, Some(Completion::Appended { end_offset }));
         let Some(Action::Sync { .. }) = d.poll_action() else { panic!() };

@@ -18,6 +18,7 @@ use bytes::{Bytes, BytesMut};
 use crate::batch::{self, BatchError};
 use crate::producer::{BatchPlace, ProducerBatch, ProducerStates, Verdict};
 use crate::error::ErrorCode;
+use crate::validate::{ProduceRules, Refusal};
 use crate::ids::{LeaderEpoch, NodeId, Offset, PartitionEpoch};
 
 pub use epoch_cache::{CheckpointError, EpochCache, EpochEndOffset, EpochEntry};
@@ -63,6 +64,23 @@ pub struct ReplicaConfig {
     pub compacted: bool,
     /// `producer.id.expiration.ms`: a producer id with no batch for this long is forgotten.
     pub producer_id_expiration_ms: i64,
+    /// `message.timestamp.before.max.ms`: how far in the past a CreateTime record may be.
+    pub timestamp_before_max_ms: i64,
+    /// `message.timestamp.after.max.ms`: how far in the future a CreateTime record may be.
+    pub timestamp_after_max_ms: i64,
+}
+
+impl ReplicaConfig {
+    /// What a producer's records are validated against (Kafka's `LogValidator` inputs).
+    pub fn produce_rules(&self) -> ProduceRules {
+        ProduceRules {
+            max_message_bytes: self.max_message_bytes,
+            compacted: self.compacted,
+            log_append_time: self.log_append_time,
+            timestamp_before_max_ms: self.timestamp_before_max_ms,
+            timestamp_after_max_ms: self.timestamp_after_max_ms,
+        }
+    }
 }
 
 impl Default for ReplicaConfig {
@@ -82,6 +100,8 @@ impl Default for ReplicaConfig {
             truncate_with_offset_for_leader_epoch: false,
             compacted: false,
             producer_id_expiration_ms: 86_400_000,
+            timestamp_before_max_ms: i64::MAX,
+            timestamp_after_max_ms: crate::validate::DEFAULT_TIMESTAMP_AFTER_MAX_MS,
         }
     }
 }
@@ -325,6 +345,19 @@ pub enum Action {
         request_id: RequestId,
         result: Result<ProduceAck, ErrorCode>,
     },
+}
+
+/// Why a produce was not appended: an error its reply carries, or records the validation
+/// refused (answered by the caller, with the refusal's detail).
+enum Rejected {
+    Code(ErrorCode),
+    Records(Refusal),
+}
+
+impl From<ErrorCode> for Rejected {
+    fn from(code: ErrorCode) -> Rejected {
+        Rejected::Code(code)
+    }
 }
 
 /// Which role the replica plays in its current leader epoch.
@@ -795,9 +828,11 @@ impl Replica {
 
     // ---- leader inputs ----
 
-    /// A produce request's record set for this partition. Validates the batches, assigns
-    /// offsets, stamps the leader epoch and emits the append; the answer comes as
-    /// [`Action::ReplyProduce`] (see rule 7).
+    /// A produce request's record set for this partition. Validates the records (Kafka's
+    /// `LogValidator`, [`crate::validate`]), assigns offsets, stamps the leader epoch and emits
+    /// the append; the answer comes as [`Action::ReplyProduce`] (see rule 7). Records the
+    /// validation refuses are answered here instead, with what the refusal says of them
+    /// (Produce v8+ carries it), and nothing else happens.
     pub fn handle_produce(
         &mut self,
         now_ms: i64,
@@ -805,12 +840,17 @@ impl Replica {
         records: Bytes,
         acks: i16,
         timeout_ms: i32,
-    ) {
-        match self.on_produce(now_ms, request_id, records, acks, timeout_ms) {
-            Ok(()) => {}
-            Err(error) => self.reply(request_id, Err(error)),
-        }
+    ) -> Result<(), Refusal> {
+        let refused = match self.on_produce(now_ms, request_id, records, acks, timeout_ms) {
+            Ok(()) => Ok(()),
+            Err(Rejected::Code(error)) => {
+                self.reply(request_id, Err(error));
+                Ok(())
+            }
+            Err(Rejected::Records(refusal)) => Err(refusal),
+        };
         self.after_input(now_ms);
+        refused
     }
 
     fn on_produce(
@@ -820,15 +860,15 @@ impl Replica {
         records: Bytes,
         acks: i16,
         timeout_ms: i32,
-    ) -> Result<(), ErrorCode> {
+    ) -> Result<(), Rejected> {
         let acks = Acks::from_wire(acks)?;
         let RoleState::Leader(leader) = &self.role else {
-            return Err(ErrorCode::NotLeaderOrFollower);
+            return Err(ErrorCode::NotLeaderOrFollower.into());
         };
-        let mut validated = batch::validate_records(&records, self.config.max_message_bytes)
-            .map_err(|e: BatchError| e.code())?;
+        let mut validated = crate::validate::validate_produce(&records, &self.config.produce_rules(), now_ms)
+            .map_err(Rejected::Records)?;
         if acks == Acks::All && leader.isr.len() < self.config.min_insync_replicas {
-            return Err(ErrorCode::NotEnoughReplicas);
+            return Err(ErrorCode::NotEnoughReplicas.into());
         }
         let producer = client_producer_batch(&validated.batches)?;
         if let Some(producer) = &producer {

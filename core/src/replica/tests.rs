@@ -626,7 +626,8 @@ impl Cluster {
         self.produced.insert(request_id, batch_id);
         let now = self.now_ms;
         self.replica_mut(id)
-            .handle_produce(now, request_id, records, acks, 30_000);
+            .handle_produce(now, request_id, records, acks, 30_000)
+            .expect("valid records");
         self.perform(id);
         request_id
     }
@@ -635,7 +636,7 @@ impl Cluster {
         self.next_request += 1;
         let request_id = self.next_request;
         let now = self.now_ms;
-        self.replica_mut(id).handle_produce(now, request_id, records, acks, 30_000);
+        self.replica_mut(id).handle_produce(now, request_id, records, acks, 30_000).expect("valid records");
         self.perform(id);
         request_id
     }
@@ -835,8 +836,8 @@ fn a_new_leader_answers_a_retry_of_a_batch_its_predecessor_acknowledged() {
 fn a_retry_of_a_pending_batch_waits_for_the_same_high_watermark() {
     let mut r = lone_leader(test_config(1));
     let batch = Bytes::from(encode_idempotent_batch(3, 9, 0, 0));
-    r.handle_produce(0, 1, batch.clone(), -1, 30_000);
-    r.handle_produce(0, 2, batch, -1, 30_000);
+    r.handle_produce(0, 1, batch.clone(), -1, 30_000).unwrap();
+    r.handle_produce(0, 2, batch, -1, 30_000).unwrap();
     let actions: Vec<_> = std::iter::from_fn(|| r.poll_action()).collect();
     let appends = actions.iter().filter(|a| matches!(a, Action::Append { .. })).count();
     assert_eq!(appends, 1, "{actions:?}");
@@ -1175,7 +1176,7 @@ fn produce_stamps_offsets_and_leader_epoch_and_rejects_bad_input() {
         Bytes::from(encode_batch(3, 0, Compression::None)),
         1,
         1000,
-    );
+    ).unwrap();
     let Some(Action::Append {
         base_offset,
         end_offset,
@@ -1192,33 +1193,13 @@ fn produce_stamps_offsets_and_leader_epoch_and_rejects_bad_input() {
     let mut corrupt = encode_batch(1, 0, Compression::None);
     let last = corrupt.len() - 1;
     corrupt[last] ^= 1;
-    r.handle_produce(0, 2, Bytes::from(corrupt), 1, 1000);
-    r.handle_produce(
-        0,
-        3,
-        Bytes::from(encode_batch(1, 0, Compression::None)),
-        2,
-        1000,
-    );
-    r.handle_produce(0, 4, Bytes::from_static(b"garbage"), -1, 1000);
+    let refused = r.handle_produce(0, 2, Bytes::from(corrupt), 1, 1000).unwrap_err();
+    assert_eq!(refused.code, ErrorCode::CorruptMessage);
+    r.handle_produce(0, 3, Bytes::from(encode_batch(1, 0, Compression::None)), 2, 1000).unwrap();
+    let refused = r.handle_produce(0, 4, Bytes::from_static(b"garbage"), -1, 1000).unwrap_err();
+    assert_eq!(refused.code, ErrorCode::CorruptMessage);
     let errors: Vec<_> = std::iter::from_fn(|| r.poll_action()).collect();
-    assert_eq!(
-        errors,
-        vec![
-            Action::ReplyProduce {
-                request_id: 2,
-                result: Err(ErrorCode::CorruptMessage)
-            },
-            Action::ReplyProduce {
-                request_id: 3,
-                result: Err(ErrorCode::InvalidRequiredAcks)
-            },
-            Action::ReplyProduce {
-                request_id: 4,
-                result: Err(ErrorCode::CorruptMessage)
-            },
-        ]
-    );
+    assert_eq!(errors, vec![Action::ReplyProduce { request_id: 3, result: Err(ErrorCode::InvalidRequiredAcks) }]);
 }
 
 #[test]
@@ -1230,14 +1211,14 @@ fn acks_one_waits_for_fsync_and_acks_all_for_the_follower() {
         Bytes::from(encode_batch(2, 0, Compression::None)),
         1,
         1000,
-    );
+    ).unwrap();
     r.handle_produce(
         0,
         2,
         Bytes::from(encode_batch(2, 0, Compression::None)),
         -1,
         1000,
-    );
+    ).unwrap();
     while r.poll_action().is_some() {}
     r.handle_completion(
         1,
