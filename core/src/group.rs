@@ -894,11 +894,17 @@ impl GroupCoordinator {
                 replies.push((id, response));
             }
         }
-        let record = group_record(group_id, group);
+        // As Kafka's `onCompleteJoin`, only a group left empty is stored here: a generation
+        // still completing is stored by its SyncGroup, so until then the log keeps the last
+        // Stable one, and a coordinator that takes over resumes it with its members (whose
+        // commits of that generation stay valid) instead of forgetting them.
+        let record = (group.state == GroupState::Empty).then(|| group_record(group_id, group));
         for (id, response) in replies {
             self.reply(id, Response::Join(response));
         }
-        self.persist(group_id, vec![record]);
+        if let Some(record) = record {
+            self.persist(group_id, vec![record]);
+        }
     }
 
     // ---- SyncGroup ----
@@ -2289,14 +2295,31 @@ mod tests {
     }
 
     #[test]
-    fn a_generation_still_completing_loads_empty_and_members_rejoin() {
+    fn a_generation_still_completing_is_not_stored_so_the_last_stable_one_loads() {
         let mut c = coordinator();
         let a = new_member(&mut c, 0, 1);
         c.handle_join(0, 2, join(&a, &["range"]));
         let mut c = restarted(&mut c, 10);
-        assert_eq!(heartbeat(&mut c, 20, &a, 1), Some(ErrorCode::UnknownMemberId));
-        c.handle_join(20, 3, JoinRequest { require_known_member_id: false, ..join("", &["range"]) });
-        assert_eq!(join_response(&replies(&mut c)[&3]).generation_id, 2, "the generation still moves on");
+        assert_eq!(heartbeat(&mut c, 20, &a, 1), Some(ErrorCode::UnknownMemberId), "nothing was stable yet");
+
+        // Stable at generation 1; a second member's join completes generation 2, then the
+        // coordinator moves before the SyncGroup.
+        PERSISTED.with(|p| p.borrow_mut().clear());
+        let mut c = coordinator();
+        let a = new_member(&mut c, 0, 1);
+        c.handle_join(0, 2, join(&a, &["range"]));
+        let _ = drain(&mut c);
+        c.handle_sync(0, 3, sync(&a, 1, vec![(a.clone(), "A".into())]));
+        let _ = drain(&mut c);
+        let b = new_member(&mut c, 1, 4);
+        c.handle_join(1, 5, join(&b, &["range"]));
+        c.handle_join(1, 6, join(&a, &["range"]));
+        let answers = replies(&mut c);
+        assert_eq!(join_response(&answers[&6]).generation_id, 2);
+        let mut c = restarted(&mut c, 10);
+        // The member of generation 1 is still known, and a commit of that generation is taken.
+        assert_eq!(heartbeat(&mut c, 20, &a, 1), None);
+        assert_eq!(heartbeat(&mut c, 20, &a, 2), Some(ErrorCode::IllegalGeneration));
     }
 
     // The stored generation must follow a static member's new id, or after a restart the
