@@ -2,7 +2,8 @@
 //! Names follow Kafka's broker configs so an operator's knowledge carries over.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 use std::path::PathBuf;
 
 use clap::Args;
@@ -26,6 +27,15 @@ pub struct ServerConfig {
     pub txn: odradek_core::txn::TxnConfig,
     pub retention_check_interval_ms: u64,
     pub max_request_bytes: usize,
+    /// `connections.max.idle.ms`: a client connection that has not delivered a whole request
+    /// this long after its last response (or its opening) is closed. Negative: never.
+    pub connections_max_idle_ms: i64,
+    /// `max.connections`: client connections the node holds at once, over all its cores.
+    pub max_connections: i32,
+    /// `max.connections.per.ip`: client connections one address may hold at once.
+    pub max_connections_per_ip: i32,
+    /// `max.connections.per.ip.overrides` (`host-or-ip:count,...`), by address.
+    pub max_connections_per_ip_overrides: BTreeMap<IpAddr, i32>,
     pub fsync: bool,
     pub spin_before_park_us: u64,
     /// `log.cleaner.enable`: run compaction for `cleanup.policy=compact` topics.
@@ -129,6 +139,13 @@ impl ServerConfig {
         }
     }
 
+    /// `connections.max.idle.ms` as a duration; `None` when idle connections stay open. Kafka
+    /// takes any long; beyond a year is taken as a year, which timers can add to `Instant`s.
+    pub fn connections_max_idle(&self) -> Option<Duration> {
+        const YEAR_MS: u64 = 365 * 24 * 3600 * 1000;
+        u64::try_from(self.connections_max_idle_ms).ok().map(|ms| Duration::from_millis(ms.min(YEAR_MS)))
+    }
+
     /// This node's quorum address (controller listener).
     pub fn quorum_address(&self) -> Option<SocketAddr> {
         self.controller_listen.or_else(|| {
@@ -153,6 +170,10 @@ impl Default for ServerConfig {
             txn: odradek_core::txn::TxnConfig::default(),
             retention_check_interval_ms: 300_000,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            connections_max_idle_ms: 600_000,
+            max_connections: i32::MAX,
+            max_connections_per_ip: i32::MAX,
+            max_connections_per_ip_overrides: BTreeMap::new(),
             fsync: true,
             spin_before_park_us: 0,
             cleaner_enable: true,
@@ -396,6 +417,10 @@ impl ServerConfig {
             "offsets.topic.segment.bytes" => self.offsets_topic_segment_bytes = num(value)?,
             "offsets.topic.replication.factor" => self.offsets_topic_replication_factor = num(value)?,
             "socket.request.max.bytes" => self.max_request_bytes = num(value)?,
+            "connections.max.idle.ms" => self.connections_max_idle_ms = num(value)?,
+            "max.connections" => self.max_connections = num(value)?,
+            "max.connections.per.ip" => self.max_connections_per_ip = num(value)?,
+            "max.connections.per.ip.overrides" => self.max_connections_per_ip_overrides = parse_ip_overrides(value)?,
             "group.initial.rebalance.delay.ms" => self.group.initial_rebalance_delay_ms = num(value)?,
             "group.min.session.timeout.ms" => self.group.min_session_timeout_ms = num(value)?,
             "group.max.session.timeout.ms" => self.group.max_session_timeout_ms = num(value)?,
@@ -470,6 +495,17 @@ impl ServerConfig {
         if self.max_request_bytes < 1024 {
             return Err("socket.request.max.bytes must be at least 1024".into());
         }
+        if self.connections_max_idle_ms == 0 {
+            // Kafka takes 0, and closes every connection before its first request can arrive.
+            return Err("connections.max.idle.ms must be positive, or negative to keep idle connections".into());
+        }
+        if self.max_connections < 0 || self.max_connections_per_ip < 0 {
+            return Err("max.connections and max.connections.per.ip must not be negative".into());
+        }
+        if self.max_connections_per_ip == 0 && self.max_connections_per_ip_overrides.is_empty() {
+            // Kafka's rule: 0 admits nobody unless some addresses are let in by name.
+            return Err("max.connections.per.ip can be 0 only if max.connections.per.ip.overrides is set".into());
+        }
         if !self.roles.broker && !self.roles.controller {
             return Err("process.roles must name broker, controller or both".into());
         }
@@ -535,6 +571,33 @@ fn non_negative(value: i64) -> Result<i64, String> {
         return Err(format!("{value} is below the minimum 0"));
     }
     Ok(value)
+}
+
+/// Kafka's `max.connections.per.ip.overrides` form: `hostName:100,127.0.0.1:200`. A host name
+/// counts for every address it resolves to at start; an IPv6 address may be bracketed.
+fn parse_ip_overrides(value: &str) -> Result<BTreeMap<IpAddr, i32>, String> {
+    let mut overrides = BTreeMap::new();
+    for item in value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (host, count) = item.rsplit_once(':').ok_or_else(|| format!("{item:?} is not host:count"))?;
+        let count: i32 = count
+            .trim()
+            .parse()
+            .ok()
+            .filter(|c| *c >= 0)
+            .ok_or_else(|| format!("{item:?}: {count:?} is not a connection count"))?;
+        let host = host.trim().trim_start_matches('[').trim_end_matches(']');
+        let addresses: Vec<IpAddr> = match host.parse::<IpAddr>() {
+            Ok(ip) => vec![ip],
+            Err(_) => std::net::ToSocketAddrs::to_socket_addrs(&(host, 0))
+                .map_err(|e| format!("{item:?}: {host:?} does not resolve: {e}"))?
+                .map(|a| a.ip())
+                .collect(),
+        };
+        for ip in addresses {
+            overrides.insert(ip.to_canonical(), count);
+        }
+    }
+    Ok(overrides)
 }
 
 fn parse_bool(value: &str) -> Result<bool, String> {
@@ -639,6 +702,34 @@ mod tests {
         assert_eq!(config.advertised, ("127.0.0.1".to_owned(), 9092));
         assert_eq!(config.data_dir, PathBuf::from("data"));
         assert!(config.fsync && config.auto_create_topics);
+    }
+
+    #[test]
+    fn connection_limits_take_kafkas_names_forms_and_rules() {
+        let mut config = ServerConfig::default();
+        assert_eq!(config.connections_max_idle(), Some(Duration::from_secs(600)));
+        assert_eq!((config.max_connections, config.max_connections_per_ip), (i32::MAX, i32::MAX));
+        config.set("connections.max.idle.ms", &i64::MAX.to_string()).unwrap();
+        assert!(config.connections_max_idle().is_some_and(|idle| std::time::Instant::now().checked_add(idle).is_some()));
+        config.set("connections.max.idle.ms", "-1").unwrap();
+        assert_eq!(config.connections_max_idle(), None);
+        config.set("max.connections.per.ip.overrides", "127.0.0.1:5, [::1]:7 ,::ffff:10.0.0.1:0,localhost:9").unwrap();
+        let overrides = &config.max_connections_per_ip_overrides;
+        assert_eq!(overrides.get(&"127.0.0.1".parse().unwrap()), Some(&9), "localhost comes later and wins");
+        assert_eq!(overrides.get(&"10.0.0.1".parse().unwrap()), Some(&0), "an IPv4-mapped address is its IPv4 one");
+        assert!(overrides.contains_key(&"::1".parse().unwrap()));
+        config.set("max.connections.per.ip", "0").unwrap();
+        config.validate().unwrap();
+        config.set("max.connections.per.ip.overrides", "").unwrap();
+        assert!(config.validate().unwrap_err().contains("max.connections.per.ip.overrides"));
+        for bad in ["127.0.0.1", "127.0.0.1:-1", "127.0.0.1:many"] {
+            assert!(config.set("max.connections.per.ip.overrides", bad).is_err(), "{bad}");
+        }
+        for (key, bad) in [("connections.max.idle.ms", "0"), ("max.connections", "-1"), ("max.connections.per.ip", "-5")] {
+            let mut config = ServerConfig::default();
+            config.set(key, bad).unwrap();
+            assert!(config.validate().unwrap_err().contains(key), "{key}={bad}");
+        }
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! Start-up and the network: one glommio executor pinned per core, each with its own listener
 //! on the same port (SO_REUSEPORT spreads connections), channels between every pair of cores.
 
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::shared_channel::{self, ConnectedReceiver, SharedReceiver, SharedSender};
 use glommio::net::{TcpListener, TcpStream};
@@ -23,6 +25,12 @@ use crate::meta;
 use crate::shard::{PeerMessage, Shard, Shared};
 
 const PEER_CHANNEL_CAPACITY: usize = 1024;
+/// The room a read gets while a request is small or its size not known yet, and about what
+/// a connection keeps between requests: most requests fit in one read.
+const READ_CHUNK_BYTES: usize = 16 << 10;
+/// Refused connections are logged at most this often per core, with a count of the others,
+/// so that a flood of connections does not become a flood of log lines.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Runs the broker until the process is killed.
 pub fn serve(mut config: ServerConfig) -> Result<(), String> {
@@ -79,10 +87,12 @@ pub fn serve(mut config: ServerConfig) -> Result<(), String> {
             }
         }
     }
+    let connections = Arc::new(Connections::new(&shared.config));
     let online = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut handles = Vec::new();
     for (id, (my_senders, my_receivers)) in senders.into_iter().zip(receivers).enumerate() {
         let shared = shared.clone();
+        let connections = connections.clone();
         // Core 0 runs the quorum, which migrates a legacy topic table into the metadata log.
         let legacy = if id == 0 { legacy.clone() } else { None };
         let placement = if cores <= online { Placement::Fixed(id) } else { Placement::Unbound };
@@ -106,7 +116,7 @@ pub fn serve(mut config: ServerConfig) -> Result<(), String> {
                     connected.push(receiver.await);
                 }
                 let shard = Shard::new(ShardId(id), shared, peers);
-                run_shard(shard, connected, legacy).await
+                run_shard(shard, connected, legacy, connections).await
             })
             .map_err(|e| format!("starting core {id}: {e}"))?;
         handles.push(handle);
@@ -125,6 +135,7 @@ async fn run_shard(
     shard: Rc<Shard>,
     receivers: Vec<ConnectedReceiver<PeerMessage>>,
     legacy: Option<TopicTable>,
+    connections: Arc<Connections>,
 ) -> Result<(), String> {
     for receiver in receivers {
         glommio::spawn_local(shard.clone().serve_peer(receiver)).detach();
@@ -149,10 +160,23 @@ async fn run_shard(
     let listen = shard.shared.config.listen;
     let listener = TcpListener::bind(listen).map_err(|e| format!("listening on {listen}: {e}"))?;
     info!(core = shard.id.0, %listen, "serving");
+    let mut refusals = RefusalLog::default();
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                glommio::spawn_local(serve_connection(shard.clone(), stream)).detach();
+                // A connection reset before it is looked at needs no serving.
+                let Ok(peer) = stream.peer_addr() else { continue };
+                match connections.admit(peer.ip()) {
+                    Ok(admitted) => {
+                        glommio::spawn_local(serve_connection(shard.clone(), stream, peer, admitted)).detach();
+                    }
+                    // Closed at once, as Kafka closes a connection beyond max.connections.per.ip.
+                    Err(refusal) => {
+                        if let Some(unlogged) = refusals.note(Instant::now()) {
+                            warn!(%peer, refused_since_last_line = unlogged, "refusing connection: {refusal}");
+                        }
+                    }
+                }
             }
             Err(e) => {
                 warn!(error = %e, "accept failed");
@@ -162,36 +186,67 @@ async fn run_shard(
     }
 }
 
-/// One client connection. Requests are handled one at a time, in order, as Kafka does, so
-/// responses need no reordering. Any error ends this connection only.
-async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
-    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "unknown".into());
-    let _ = stream.set_nodelay(true);
-    debug!(%peer, core = shard.id.0, "connection opened");
-    let reason = match connection_loop(&shard, &mut stream, &peer).await {
-        Ok(()) => {
-            debug!(%peer, "connection closed by client");
-            return;
-        }
-        Err(reason) => reason,
-    };
-    warn!(%peer, %reason, "closing connection");
+/// Why the broker ends a connection.
+#[derive(Debug)]
+enum Close {
+    /// No byte of a request within `connections.max.idle.ms` of the last response: Kafka closes
+    /// idle connections as routine, and clients reconnect when they need to.
+    Idle,
+    /// Bad input, a stalled request or response, or a failed read or write.
+    Error(String),
 }
 
-async fn connection_loop(shard: &Rc<Shard>, stream: &mut TcpStream, peer: &str) -> Result<(), String> {
+impl From<String> for Close {
+    fn from(reason: String) -> Self {
+        Close::Error(reason)
+    }
+}
+
+/// One client connection. Requests are handled one at a time, in order, as Kafka does, so
+/// responses need no reordering. Any error ends this connection only.
+async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream, peer: SocketAddr, admitted: Admitted) {
+    let peer = peer.to_string();
+    let _ = stream.set_nodelay(true);
+    debug!(%peer, core = shard.id.0, "connection opened");
+    match connection_loop(&shard, &mut stream, &peer).await {
+        Ok(()) => debug!(%peer, "connection closed by client"),
+        Err(Close::Idle) => debug!(%peer, "closing idle connection (connections.max.idle.ms)"),
+        Err(Close::Error(reason)) => warn!(%peer, %reason, "closing connection"),
+    }
+    // Its place is free once the socket is closed, not before.
+    drop(stream);
+    drop(admitted);
+}
+
+async fn connection_loop(shard: &Rc<Shard>, stream: &mut TcpStream, peer: &str) -> Result<(), Close> {
     let max = shard.shared.config.max_request_bytes;
-    let mut buf = BytesMut::with_capacity(64 << 10);
+    let idle = shard.shared.config.connections_max_idle();
+    // A response the client leaves untaken this long holds the connection as an unsent
+    // request would: Kafka counts reads and writes alike as activity.
+    if idle.is_some() {
+        stream.set_write_timeout(idle).map_err(|e| format!("write timeout: {e}"))?;
+    }
+    let mut reader = RequestReader::default();
     loop {
-        if !fill(stream, &mut buf, 4).await? {
-            return if buf.is_empty() { Ok(()) } else { Err("connection closed inside a size prefix".into()) };
+        // Kafka closes a connection with no read or write for connections.max.idle.ms. Counted
+        // from the last response rather than from the last byte, the same bound also closes a
+        // client trickling a request in a byte at a time (slow loris), whom every byte would
+        // keep alive; a request that takes the broker long to answer (a long-poll fetch) is
+        // not idle time.
+        let deadline = idle.map(|idle| Instant::now() + idle);
+        if !reader.fill(stream, 4, deadline).await? {
+            return if reader.received().is_empty() {
+                Ok(())
+            } else {
+                Err(Close::Error("connection closed inside a size prefix".into()))
+            };
         }
-        let prefix = wire::peek_prefix(&buf).expect("4 bytes buffered");
+        let prefix = wire::peek_prefix(reader.received()).expect("4 bytes buffered");
         let size = wire::frame_size(prefix, max).map_err(|e| e.to_string())?;
-        if !fill(stream, &mut buf, 4 + size).await? {
-            return Err(format!("connection closed inside a {size}-byte request"));
+        if !reader.fill(stream, 4 + size, deadline).await? {
+            return Err(Close::Error(format!("connection closed inside a {size}-byte request")));
         }
-        buf.advance(4);
-        let frame = buf.split_to(size).freeze();
+        let frame = reader.take_frame(size);
         let response = match wire::parse_request(frame) {
             Ok(request) => {
                 let api = request.api_key;
@@ -205,29 +260,393 @@ async fn connection_loop(shard: &Rc<Shard>, stream: &mut TcpStream, peer: &str) 
                         .map_err(|e| e.to_string())?,
                 )
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(Close::Error(e.to_string())),
         };
         if let Some(response) = response {
-            stream.write_all(&response).await.map_err(|e| format!("write failed: {e}"))?;
+            stream.write_all(&response).await.map_err(|e| match e.kind() {
+                std::io::ErrorKind::TimedOut => {
+                    format!("the client took none of a {}-byte response for connections.max.idle.ms", response.len())
+                }
+                _ => format!("write failed: {e}"),
+            })?;
         }
     }
 }
 
-/// Reads until `buf` holds `want` bytes. `Ok(false)` on a clean end of stream.
-async fn fill(stream: &mut TcpStream, buf: &mut BytesMut, want: usize) -> Result<bool, String> {
-    while buf.len() < want {
-        let old = buf.len();
-        let grow = (want - old).max(64 << 10);
-        buf.resize(old + grow, 0);
-        let n = stream.read(&mut buf[old..]).await.map_err(|e| {
-            buf.truncate(old);
-            format!("read failed: {e}")
-        })?;
-        buf.truncate(old + n);
-        if n == 0 {
-            return Ok(false);
-        }
-    }
-    Ok(true)
+/// A connection's incoming bytes. Its memory follows the bytes that have arrived, never the
+/// size a prefix announces: 4 bytes announce a `socket.request.max.bytes` frame, and a few
+/// hundred connections each announcing one would otherwise pin tens of GiB.
+#[derive(Default)]
+struct RequestReader {
+    /// `filled` bytes received, from the start of the current request, then room for the
+    /// next read. Reads need initialized memory; the room is zeroed once and kept across reads,
+    /// so a client sending a byte at a time costs a byte of zeroing per byte, not a chunk.
+    buf: BytesMut,
+    filled: usize,
 }
 
+impl RequestReader {
+    /// The bytes received of the current request (and of any after it).
+    fn received(&self) -> &[u8] {
+        &self.buf[..self.filled]
+    }
+
+    /// Reads until `want` bytes are received, or `deadline` passes. `Ok(false)`: the client
+    /// closed the connection first.
+    async fn fill(&mut self, stream: &mut TcpStream, want: usize, deadline: Option<Instant>) -> Result<bool, Close> {
+        while self.filled < want {
+            let missing = want - self.filled;
+            // Room to finish a small request in one read, or for a worthwhile read of a large one.
+            let enough = if missing <= READ_CHUNK_BYTES { missing } else { READ_CHUNK_BYTES / 2 };
+            if self.buf.len() - self.filled < enough {
+                self.buf.resize(self.filled + read_room(self.filled, want), 0);
+            }
+            if let Some(deadline) = deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(self.timed_out());
+                }
+                // Armed only while a read waits: a read that finds bytes costs no timer.
+                stream.set_read_timeout(Some(left)).map_err(|e| format!("read timeout: {e}"))?;
+            }
+            let n = match stream.read(&mut self.buf[self.filled..]).await {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Err(self.timed_out()),
+                Err(e) => return Err(Close::Error(format!("read failed: {e}"))),
+            };
+            if n == 0 {
+                return Ok(false);
+            }
+            self.filled += n;
+        }
+        Ok(true)
+    }
+
+    fn timed_out(&self) -> Close {
+        if self.filled == 0 {
+            Close::Idle
+        } else {
+            Close::Error(format!(
+                "a request stalled: {} bytes of it came within connections.max.idle.ms",
+                self.filled
+            ))
+        }
+    }
+
+    /// Takes the request of `size` bytes after its 4-byte prefix, all received.
+    fn take_frame(&mut self, size: usize) -> Bytes {
+        assert!(self.filled >= 4 + size, "taking a {size}-byte request of which {} bytes came", self.filled);
+        self.buf.advance(4);
+        let frame = self.buf.split_to(size).freeze();
+        self.filled -= 4 + size;
+        if size > READ_CHUNK_BYTES {
+            // The frame shares its allocation with what is left: the rest of a large
+            // request's buffer would stay pinned as long as the client stays connected. Keep
+            // only the bytes of the requests after it (less than a chunk: reads are sized not
+            // to run past a large request by more).
+            self.buf = BytesMut::from(self.received());
+        }
+        frame
+    }
+}
+
+/// The room the next read gets, `filled` bytes of `want` received: a chunk while the request
+/// is small or its size unknown (the chunk may take the next requests too), then at most as
+/// much again as has arrived. Memory doubles with the bytes received (amortised copying, few
+/// reads for a large produce) instead of following the size the client announced.
+fn read_room(filled: usize, want: usize) -> usize {
+    let missing = want - filled;
+    if missing <= READ_CHUNK_BYTES {
+        READ_CHUNK_BYTES
+    } else {
+        missing.min(filled.max(READ_CHUNK_BYTES))
+    }
+}
+
+/// The client connections the node holds, over every core's listener: `max.connections` and
+/// `max.connections.per.ip` bound a broker, and SO_REUSEPORT spreads one client's connections
+/// over the cores, so no core can count them alone. Connections are accepted far less often
+/// than requests arrive, so one lock serves.
+pub struct Connections {
+    max: usize,
+    max_per_ip: usize,
+    per_ip_overrides: BTreeMap<IpAddr, usize>,
+    open: Mutex<OpenConnections>,
+}
+
+#[derive(Default)]
+struct OpenConnections {
+    total: usize,
+    /// Looked up and counted, never iterated: its order reaches nothing.
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+/// Why a connection was refused.
+#[derive(Debug, PartialEq, Eq)]
+enum Refusal {
+    Node { max: usize },
+    Ip { max: usize },
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Node { max } => write!(f, "the broker already holds max.connections={max} connections"),
+            Refusal::Ip { max } => write!(f, "its address already holds max.connections.per.ip={max} connections"),
+        }
+    }
+}
+
+/// An admitted connection's place in the counts, given back when dropped.
+pub struct Admitted {
+    connections: Arc<Connections>,
+    ip: IpAddr,
+}
+
+impl Connections {
+    pub fn new(config: &ServerConfig) -> Self {
+        let count = |n: i32| usize::try_from(n).expect("validated: not negative");
+        Connections {
+            max: count(config.max_connections),
+            max_per_ip: count(config.max_connections_per_ip),
+            per_ip_overrides: config.max_connections_per_ip_overrides.iter().map(|(ip, n)| (*ip, count(*n))).collect(),
+            open: Mutex::new(OpenConnections::default()),
+        }
+    }
+
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admitted, Refusal> {
+        // A client reaching an IPv6 listener over IPv4 is the same client as over IPv4.
+        let ip = ip.to_canonical();
+        let max_from_ip = self.per_ip_overrides.get(&ip).copied().unwrap_or(self.max_per_ip);
+        let mut open = self.open();
+        if open.per_ip.get(&ip).copied().unwrap_or(0) >= max_from_ip {
+            return Err(Refusal::Ip { max: max_from_ip });
+        }
+        if open.total >= self.max {
+            return Err(Refusal::Node { max: self.max });
+        }
+        open.total += 1;
+        *open.per_ip.entry(ip).or_insert(0) += 1;
+        Ok(Admitted { connections: self.clone(), ip })
+    }
+
+    fn open(&self) -> MutexGuard<'_, OpenConnections> {
+        // The counts are whole after every update, so a panic elsewhere leaves them usable.
+        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut open = self.connections.open();
+        let from_ip = open.per_ip.get_mut(&self.ip);
+        let from_ip = from_ip.unwrap_or_else(|| panic!("an admitted connection from {} is not counted", self.ip));
+        *from_ip -= 1;
+        if *from_ip == 0 {
+            open.per_ip.remove(&self.ip);
+        }
+        assert!(open.total > 0, "an admitted connection from {} is not in the total", self.ip);
+        open.total -= 1;
+    }
+}
+
+/// When a core logs the connections it refuses: the first at once, then at most one line per
+/// `REFUSAL_LOG_INTERVAL`, which counts the refusals not logged since the line before.
+#[derive(Default)]
+struct RefusalLog {
+    last_line: Option<Instant>,
+    unlogged: u64,
+}
+
+impl RefusalLog {
+    /// A refusal at `now`: `Some(refusals not logged before it)` if it is to be logged.
+    fn note(&mut self, now: Instant) -> Option<u64> {
+        if self.last_line.is_some_and(|last| now.saturating_duration_since(last) < REFUSAL_LOG_INTERVAL) {
+            self.unlogged += 1;
+            return None;
+        }
+        self.last_line = Some(now);
+        Some(std::mem::take(&mut self.unlogged))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connections(max: i32, max_per_ip: i32, overrides: &[(&str, i32)]) -> Arc<Connections> {
+        let config = ServerConfig {
+            max_connections: max,
+            max_connections_per_ip: max_per_ip,
+            max_connections_per_ip_overrides: overrides.iter().map(|(ip, n)| (ip.parse().unwrap(), *n)).collect(),
+            ..ServerConfig::default()
+        };
+        Arc::new(Connections::new(&config))
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    // Guards against a connection flood: one address, or all of them, holding every file
+    // descriptor and buffer of the broker (Kafka's ConnectionQuotas).
+    #[test]
+    fn connections_beyond_a_limit_are_refused_until_one_closes() {
+        let limits = connections(3, 2, &[("10.0.0.9", 0), ("10.0.0.8", 3)]);
+        let a1 = limits.admit(ip("10.0.0.1")).unwrap();
+        let _a2 = limits.admit(ip("10.0.0.1")).unwrap();
+        assert_eq!(limits.admit(ip("10.0.0.1")).err(), Some(Refusal::Ip { max: 2 }));
+        assert_eq!(limits.admit(ip("10.0.0.9")).err(), Some(Refusal::Ip { max: 0 }), "an override of 0 bars an address");
+        // Through an IPv6 listener the same client is the same address.
+        assert_eq!(limits.admit(ip("::ffff:10.0.0.1")).err(), Some(Refusal::Ip { max: 2 }));
+        let _b1 = limits.admit(ip("10.0.0.2")).unwrap();
+        assert_eq!(limits.admit(ip("10.0.0.3")).err(), Some(Refusal::Node { max: 3 }));
+        drop(a1);
+        let _a3 = limits.admit(ip("10.0.0.1")).unwrap();
+        assert_eq!(limits.admit(ip("10.0.0.8")).err(), Some(Refusal::Node { max: 3 }));
+        assert_eq!(limits.open().total, 3);
+
+        let overridden = connections(i32::MAX, 1, &[("10.0.0.8", 3)]);
+        let held: Vec<_> = (0..3).map(|_| overridden.admit(ip("10.0.0.8")).unwrap()).collect();
+        assert_eq!(overridden.admit(ip("10.0.0.8")).err(), Some(Refusal::Ip { max: 3 }));
+        drop(held);
+        let open = overridden.open();
+        assert_eq!((open.total, open.per_ip.len()), (0, 0), "closed connections leave no trace");
+    }
+
+    // Guards against a 4-byte prefix announcing socket.request.max.bytes reserving that much:
+    // the room follows what arrived, so the buffer stays within twice that plus a chunk.
+    #[test]
+    fn read_room_follows_the_bytes_received_not_the_size_announced() {
+        const ANNOUNCED: usize = 4 + (100 << 20);
+        assert_eq!(read_room(0, 4), READ_CHUNK_BYTES);
+        assert_eq!(read_room(8, ANNOUNCED), READ_CHUNK_BYTES);
+        assert_eq!(read_room(4 + 100, 4 + 200), READ_CHUNK_BYTES, "a small request may bring the next ones along");
+        let mut filled = 8;
+        let mut reads = 0;
+        while filled < ANNOUNCED {
+            let room = read_room(filled, ANNOUNCED);
+            assert!(room <= filled.max(READ_CHUNK_BYTES) && filled + room <= ANNOUNCED.max(filled + READ_CHUNK_BYTES));
+            filled += room; // every read filling its room
+            reads += 1;
+        }
+        assert!(reads <= 14, "a 100 MiB request in {reads} reads");
+    }
+
+    /// Runs `test` on a glommio executor with the broker's end of a loopback connection whose
+    /// client end `client` drives from a thread of its own.
+    fn with_connection<F>(
+        client: impl FnOnce(std::net::TcpStream) + Send + 'static,
+        test: impl FnOnce(TcpStream) -> F + Send + 'static,
+    ) where
+        F: std::future::Future<Output = ()> + 'static,
+    {
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let listener = glommio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                let addr = listener.local_addr().unwrap();
+                let client = std::thread::spawn(move || client(std::net::TcpStream::connect(addr).unwrap()));
+                test(listener.accept().await.unwrap()).await;
+                client.join().unwrap();
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    fn frame(body: &[u8]) -> Vec<u8> {
+        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(body);
+        frame
+    }
+
+    // The issue this guards against: a 4-byte prefix announcing a 100 MiB frame zero-filled
+    // 100 MiB at once, so a few hundred such connections pinned tens of GiB.
+    #[test]
+    fn a_frame_announced_but_not_sent_costs_a_chunk() {
+        with_connection(
+            |mut client| {
+                use std::io::Write;
+                client.write_all(&(100u32 << 20).to_be_bytes()).unwrap();
+                client.write_all(b"not much more").unwrap();
+            },
+            |mut stream| async move {
+                let mut reader = RequestReader::default();
+                assert!(reader.fill(&mut stream, 4, None).await.unwrap());
+                assert!(!reader.fill(&mut stream, 4 + (100 << 20), None).await.unwrap(), "the client closed");
+                assert_eq!(reader.received().len(), 4 + 13);
+                assert!(reader.buf.capacity() <= READ_CHUNK_BYTES, "{} bytes reserved", reader.buf.capacity());
+            },
+        );
+    }
+
+    #[test]
+    fn pipelined_requests_small_and_large_come_out_whole_and_a_large_one_is_not_kept() {
+        let large: Vec<u8> = (0..(3 << 20) + 17).map(|i| (i % 251) as u8).collect();
+        let expected = large.clone();
+        with_connection(
+            move |mut client| {
+                use std::io::Write;
+                let mut bytes = frame(b"first");
+                bytes.extend(frame(&large));
+                bytes.extend(frame(b"third"));
+                // In pieces, as a network delivers them.
+                for piece in bytes.chunks(100_000) {
+                    client.write_all(piece).unwrap();
+                }
+            },
+            move |mut stream| async move {
+                let mut reader = RequestReader::default();
+                let mut frames = Vec::new();
+                while reader.fill(&mut stream, 4, None).await.unwrap() {
+                    let size = u32::from_be_bytes(reader.received()[..4].try_into().unwrap()) as usize;
+                    assert!(reader.fill(&mut stream, 4 + size, None).await.unwrap());
+                    frames.push(reader.take_frame(size));
+                    assert!(reader.buf.capacity() <= 2 * READ_CHUNK_BYTES, "{} bytes kept", reader.buf.capacity());
+                }
+                assert_eq!(frames.len(), 3);
+                assert_eq!((&frames[0][..], &frames[2][..]), (&b"first"[..], &b"third"[..]));
+                assert!(frames[1][..] == expected[..], "the large request arrived changed");
+            },
+        );
+    }
+
+    // A client silent after its last response is idle (Kafka's connections.max.idle.ms); one
+    // that sent part of a request and no more within the same bound has stalled: a slow-loris
+    // client is closed by that bound, however regularly its bytes come.
+    #[test]
+    fn a_deadline_closes_an_idle_connection_and_a_stalled_request() {
+        with_connection(
+            |mut client| {
+                use std::io::Write;
+                std::thread::sleep(Duration::from_millis(300));
+                client.write_all(&[0, 0]).unwrap();
+                // Open past both deadlines: the broker's end must give up first.
+                std::thread::sleep(Duration::from_millis(700));
+            },
+            |mut stream| async move {
+                let mut reader = RequestReader::default();
+                let deadline = Instant::now() + Duration::from_millis(100);
+                assert!(matches!(reader.fill(&mut stream, 4, Some(deadline)).await, Err(Close::Idle)));
+                let started = Instant::now();
+                let deadline = started + Duration::from_millis(400);
+                match reader.fill(&mut stream, 4, Some(deadline)).await {
+                    Err(Close::Error(reason)) => assert!(reason.contains("2 bytes"), "{reason}"),
+                    other => panic!("expected a stalled request, got {:?}", other.map_err(|e| format!("{e:?}"))),
+                }
+                assert!(started.elapsed() >= Duration::from_millis(350), "closed before its deadline");
+            },
+        );
+    }
+
+    #[test]
+    fn refusals_are_logged_at_most_once_a_second_with_a_count_of_the_rest() {
+        let start = Instant::now();
+        let mut log = RefusalLog::default();
+        assert_eq!(log.note(start), Some(0));
+        assert_eq!(log.note(start + Duration::from_millis(10)), None);
+        assert_eq!(log.note(start + Duration::from_millis(999)), None);
+        assert_eq!(log.note(start + Duration::from_millis(1000)), Some(2));
+        assert_eq!(log.note(start + Duration::from_millis(3000)), Some(0));
+    }
+}
