@@ -112,5 +112,8 @@ pub mod messages;
 pub mod protocol;
 pub mod records;
 
+#[cfg(test)]
+mod alloc_probe;
+
 pub use error::ResponseError;
 pub use indexmap;

@@ -514,7 +514,10 @@ impl RecordBatchDecoder {
         version: i8,
         records: &mut Vec<Record>,
     ) -> Result<()> {
-        records.reserve(batch_decode_info.record_count as usize);
+        // odradek: the count comes from the producer; reserve no more than the bytes left could
+        // hold (upstream #156 caps it at one record per byte, still ~100 times the bytes).
+        let record_count = batch_decode_info.record_count as usize;
+        records.reserve(record_count.min(buf.remaining() / std::mem::size_of::<Record>()));
         for _ in 0..batch_decode_info.record_count {
             records.push(Record::decode_new(buf, batch_decode_info, version)?);
         }
@@ -859,11 +862,17 @@ impl Record {
 
         // Timestamp delta
         let timestamp_delta: i64 = types::VarLong.decode(buf)?;
-        let timestamp = batch_decode_info.min_timestamp + timestamp_delta;
+        // odradek: both come from the producer; Kafka's `DefaultRecord.readFrom` adds them as
+        // Java longs, which wrap, where an overflow check would abort the broker.
+        let timestamp = batch_decode_info
+            .min_timestamp
+            .wrapping_add(timestamp_delta);
 
         // Offset delta
         let offset_delta: i32 = types::VarInt.decode(buf)?;
-        let offset = batch_decode_info.min_offset + offset_delta as i64;
+        let offset = batch_decode_info
+            .min_offset
+            .wrapping_add(offset_delta as i64);
         let sequence = batch_decode_info.base_sequence.wrapping_add(offset_delta);
 
         // Key
@@ -893,8 +902,16 @@ impl Record {
         }
         let num_headers = num_headers as usize;
 
-        // odradek: the count comes from client data; never reserve more than the bytes left.
-        let mut headers = IndexMap::with_capacity(num_headers.min(bytes::Buf::remaining(buf)));
+        // odradek: the count comes from the producer. Every header takes at least two bytes, and
+        // Kafka's `DefaultRecord.readFrom` refuses a count above the bytes left; what is reserved
+        // is bounded by those bytes too.
+        let remaining = bytes::Buf::remaining(buf);
+        if num_headers > remaining {
+            bail!("Record header count {num_headers} is larger than the {remaining} bytes left");
+        }
+        let mut headers = IndexMap::with_capacity(
+            num_headers.min(remaining / std::mem::size_of::<(StrBytes, Option<Bytes>)>()),
+        );
         for _ in 0..num_headers {
             // Key len
             let key_len: i32 = types::VarInt.decode(buf)?;
@@ -973,6 +990,95 @@ mod tests {
         )
         .unwrap();
         buf.freeze()
+    }
+
+    // odradek: what the producer announces (record count, header count, deltas) sizes nothing
+    // and overflows nothing.
+
+    fn put_varlong(out: &mut Vec<u8>, value: i64) {
+        let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
+        while zigzag >= 0x80 {
+            out.push(zigzag as u8 | 0x80);
+            zigzag >>= 7;
+        }
+        out.push(zigzag as u8);
+    }
+
+    /// One record with no key or value: the given deltas and header count varint, then `rest`.
+    fn raw_record(
+        timestamp_delta: i64,
+        offset_delta: i64,
+        header_count: i64,
+        rest: &[u8],
+    ) -> Vec<u8> {
+        let mut body = vec![0]; // attributes
+        put_varlong(&mut body, timestamp_delta);
+        put_varlong(&mut body, offset_delta);
+        put_varlong(&mut body, -1); // key
+        put_varlong(&mut body, -1); // value
+        put_varlong(&mut body, header_count);
+        body.extend_from_slice(rest);
+        let mut record = Vec::new();
+        put_varlong(&mut record, body.len() as i64);
+        record.extend_from_slice(&body);
+        record
+    }
+
+    fn info(min_offset: i64, min_timestamp: i64) -> BatchDecodeInfo {
+        BatchDecodeInfo {
+            record_count: 1,
+            timestamp_type: TimestampType::Creation,
+            min_offset,
+            min_timestamp,
+            base_sequence: 0,
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            compression: Compression::None,
+            version: 2,
+        }
+    }
+
+    #[test]
+    fn record_count_far_above_the_records_present_reserves_no_more_than_the_bytes_left() {
+        // Upstream reserved i32::MAX records (over 100 GiB) for this one-record batch and aborted.
+        let mut batch = make_batch(1).to_vec();
+        batch[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
+        let crc = crc32c(&batch[21..]);
+        batch[17..21].copy_from_slice(&crc.to_be_bytes());
+        let (decoded, largest) = crate::alloc_probe::largest_allocation(|| {
+            RecordBatchDecoder::decode(&mut Bytes::from(batch))
+        });
+        assert!(decoded.is_err(), "the second record is missing");
+        assert!(
+            largest < crate::alloc_probe::SMALL,
+            "allocated {largest} bytes"
+        );
+    }
+
+    #[test]
+    fn record_header_count_above_the_bytes_left_is_refused() {
+        let record = raw_record(0, 0, i64::from(i32::MAX), &[0; 8]);
+        let (decoded, largest) = crate::alloc_probe::largest_allocation(|| {
+            Record::decode_new(&mut Bytes::from(record), &info(0, 0), 2)
+        });
+        let error = decoded.expect_err("refused").to_string();
+        assert!(error.contains("header count"), "{error}");
+        assert!(
+            largest < crate::alloc_probe::SMALL,
+            "allocated {largest} bytes"
+        );
+    }
+
+    #[test]
+    fn timestamp_and_offset_deltas_wrap_as_in_kafka_instead_of_overflowing() {
+        let record = raw_record(1, 1, 0, &[]);
+        let decoded =
+            Record::decode_new(&mut Bytes::from(record), &info(i64::MAX, i64::MAX), 2).unwrap();
+        assert_eq!((decoded.offset, decoded.timestamp), (i64::MIN, i64::MIN));
     }
 
     #[test]

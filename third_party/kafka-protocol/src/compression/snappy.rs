@@ -18,6 +18,24 @@ const DEFAULT_BLOCK_SIZE: usize = 32 * 1024;
 
 const LENGTH_FIELD_LENGTH: usize = std::mem::size_of::<u32>();
 
+/// odradek: the uncompressed length a snappy block announces comes from the producer, and was
+/// allocated as announced: five bytes could ask for 4 GiB. No snappy element yields more than
+/// 64 bytes from 3 (a copy with a 2-byte offset), and the decoder fails unless the block
+/// decompresses to exactly the announced length, so a block announcing more than 22 times its
+/// own size is invalid and refused before allocating.
+const MAX_EXPANSION: usize = 22;
+
+fn bounded_decompress_len(block: &[u8]) -> Result<usize> {
+    let len = decompress_len(block).context("failed to read snappy header")?;
+    if len > block.len().saturating_mul(MAX_EXPANSION) {
+        anyhow::bail!(
+            "snappy block of {} bytes announces {len} uncompressed bytes",
+            block.len()
+        );
+    }
+    Ok(len)
+}
+
 impl<B: ByteBufMut> Compressor<B> for Snappy {
     type BufMut = BytesMut;
     fn compress<R, F>(compressed: &mut B, f: F) -> Result<R>
@@ -80,7 +98,7 @@ impl<B: ByteBuf> Decompressor<B> for Snappy {
             .is_none_or(|magic| *magic != MAGIC_HEADER[..])
         {
             let compressed = compressed.copy_to_bytes(compressed.remaining());
-            let actual_len = decompress_len(&compressed).context("failed to read snappy header")?;
+            let actual_len = bounded_decompress_len(&compressed)?;
             let mut tmp = BytesMut::zeroed(actual_len);
             Decoder::new()
                 .decompress(&compressed, &mut tmp)
@@ -102,7 +120,7 @@ impl<B: ByteBuf> Decompressor<B> for Snappy {
                 .try_get_bytes(compressed_block_size)
                 .context("not enough bytes for block")?;
 
-            let uncompressed_block_length = decompress_len(&compressed_block)
+            let uncompressed_block_length = bounded_decompress_len(&compressed_block)
                 .context("failed to get snappy uncompressed length")?;
             let uncompressed_block_start = uncompressed.len();
             uncompressed.resize(
@@ -311,5 +329,45 @@ mod tests {
         .expect("raw snappy decompression of ≥16 byte payload should succeed");
 
         assert_eq!(&decompressed[..], &original[..]);
+    }
+
+    // odradek: a block's announced length sizes nothing beyond what the block could hold.
+    fn decompress_announced(bytes: Vec<u8>) -> (anyhow::Result<usize>, usize) {
+        crate::alloc_probe::largest_allocation(|| {
+            Snappy::decompress(&mut Bytes::from(bytes), |buf| Ok(buf.remaining()))
+        })
+    }
+
+    #[test]
+    fn raw_block_announcing_more_than_it_could_hold_is_refused_before_allocating() {
+        // Upstream zeroed 4 GiB for these six bytes.
+        let (decompressed, largest) = decompress_announced(vec![0xff, 0xff, 0xff, 0xff, 0x0f, 0]);
+        assert!(decompressed.is_err());
+        assert!(
+            largest < crate::alloc_probe::SMALL,
+            "allocated {largest} bytes"
+        );
+    }
+
+    #[test]
+    fn framed_block_announcing_more_than_it_could_hold_is_refused_before_allocating() {
+        let mut bytes = super::MAGIC_HEADER.to_vec();
+        bytes.extend_from_slice(&6u32.to_be_bytes());
+        bytes.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f, 0]);
+        let (decompressed, largest) = decompress_announced(bytes);
+        assert!(decompressed.is_err());
+        assert!(
+            largest < crate::alloc_probe::SMALL,
+            "allocated {largest} bytes"
+        );
+    }
+
+    #[test]
+    fn highly_compressible_data_stays_within_the_expansion_bound() {
+        let original = vec![7u8; 1 << 20];
+        let compressed = snap::raw::Encoder::new().compress_vec(&original).unwrap();
+        assert!(original.len() <= compressed.len() * super::MAX_EXPANSION);
+        let (decompressed, _) = decompress_announced(compressed);
+        assert_eq!(decompressed.unwrap(), original.len());
     }
 }

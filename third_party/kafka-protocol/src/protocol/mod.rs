@@ -243,7 +243,12 @@ pub(crate) fn write_unknown_tagged_fields<B: ByteBufMut, R: RangeBounds<i32>>(
     range: R,
     unknown_tagged_fields: &BTreeMap<i32, Bytes>,
 ) -> Result<()> {
-    for (&k, v) in unknown_tagged_fields.range(range) {
+    // odradek: tags are unsigned varints kept as i32, so a tag of 2^31 or more decodes to a
+    // negative key. Every caller passes `n..` (the tags after its known ones), which left those
+    // keys out while the count written (and `compute_size`) included them: a decoded message
+    // re-encoded to bytes that no longer decode. They are the largest tags, so they go last.
+    let negative = unknown_tagged_fields.range(..0);
+    for (&k, v) in unknown_tagged_fields.range(range).chain(negative) {
         if v.len() > u32::MAX as usize {
             bail!("Tagged field is too long to encode ({} bytes)", v.len());
         }
@@ -267,4 +272,25 @@ pub(crate) fn compute_unknown_tagged_fields_size(
         total_size += v.len();
     }
     Ok(total_size)
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::{Bytes, BytesMut};
+
+    use super::{Decodable, Encodable};
+    use crate::messages::HeartbeatRequest;
+
+    // odradek: found by fuzzing the broker's request decoding (a decoded request must encode
+    // back to itself).
+    #[test]
+    fn unknown_tags_of_2_pow_31_and_above_encode_as_they_decoded() {
+        let message = HeartbeatRequest::default()
+            .with_unknown_tagged_field(-1, Bytes::from_static(b"x"))
+            .with_unknown_tagged_field(3, Bytes::from_static(b"y"));
+        let mut buf = BytesMut::new();
+        message.encode(&mut buf, 4).unwrap();
+        assert_eq!(buf.len(), message.compute_size(4).unwrap());
+        assert_eq!(HeartbeatRequest::decode(&mut buf.freeze(), 4).unwrap(), message);
+    }
 }

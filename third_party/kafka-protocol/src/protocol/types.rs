@@ -5,10 +5,36 @@
 //!
 //! It is unnecessary to interact directly with these types for most use cases.
 use super::{Decodable, Decoder, Encodable, Encoder, NewType, StrBytes};
-use crate::protocol::buf::{ByteBuf, ByteBufMut};
+use crate::protocol::buf::{ByteBuf, ByteBufMut, NotEnoughBytesError};
 use anyhow::{bail, Result};
 use std::convert::TryFrom;
 use std::string::String as StdString;
+
+// odradek: lengths and counts come off the network. Nothing is allocated for them before the
+// bytes they announce are known to be there, so a few bytes announcing gigabytes are an error,
+// not an aborted process.
+
+/// `len` bytes copied out of `buf`, refused before allocating when fewer are left.
+fn take_vec<B: ByteBuf>(buf: &mut B, len: usize) -> Result<Vec<u8>> {
+    if buf.remaining() < len {
+        return Err(NotEnoughBytesError.into());
+    }
+    let mut out = vec![0; len];
+    buf.try_copy_to_slice(&mut out)?;
+    Ok(out)
+}
+
+/// Elements to reserve for an array of `count` elements of `T` with `remaining` bytes left.
+/// Every element takes at least one byte on the wire, so a larger count is refused (Kafka's
+/// generated readers do the same: "Tried to allocate a collection of size ..."). The
+/// reservation is also bounded by the bytes left, not by the count: decoded elements are
+/// larger than their encoding, and the vector grows with the elements that actually decode.
+fn array_capacity<T>(count: usize, remaining: usize) -> Result<usize> {
+    if count > remaining {
+        bail!("Array of {count} elements is longer than the {remaining} bytes left");
+    }
+    Ok(count.min(remaining / std::mem::size_of::<T>().max(1)))
+}
 
 macro_rules! define_copy_impl {
     ($e:ident, $t:ty) => (
@@ -359,8 +385,7 @@ impl Decoder<Option<StdString>> for String {
         match Int16.decode(buf)? {
             -1 => Ok(None),
             n if n >= 0 => {
-                let mut strbuf = vec![0; n as usize];
-                buf.try_copy_to_slice(&mut strbuf)?;
+                let strbuf = take_vec(buf, n as usize)?;
                 Ok(Some(std::string::String::from_utf8(strbuf)?))
             }
             n => {
@@ -511,8 +536,7 @@ impl Decoder<Option<StdString>> for CompactString {
         match UnsignedVarInt.decode(buf)? {
             0 => Ok(None),
             n => {
-                let mut strbuf = vec![0; (n - 1) as usize];
-                buf.try_copy_to_slice(&mut strbuf)?;
+                let strbuf = take_vec(buf, (n - 1) as usize)?;
                 Ok(Some(std::string::String::from_utf8(strbuf)?))
             }
         }
@@ -654,11 +678,7 @@ impl Decoder<Option<Vec<u8>>> for Bytes {
     fn decode<B: ByteBuf>(&self, buf: &mut B) -> Result<Option<Vec<u8>>> {
         match Int32.decode(buf)? {
             -1 => Ok(None),
-            n if n >= 0 => {
-                let mut data = vec![0; n as usize];
-                buf.try_copy_to_slice(&mut data)?;
-                Ok(Some(data))
-            }
+            n if n >= 0 => Ok(Some(take_vec(buf, n as usize)?)),
             n => {
                 bail!("Data length is negative ({n})");
             }
@@ -803,11 +823,7 @@ impl Decoder<Option<Vec<u8>>> for CompactBytes {
     fn decode<B: ByteBuf>(&self, buf: &mut B) -> Result<Option<Vec<u8>>> {
         match UnsignedVarInt.decode(buf)? {
             0 => Ok(None),
-            n => {
-                let mut data = vec![0; (n - 1) as usize];
-                buf.try_copy_to_slice(&mut data)?;
-                Ok(Some(data))
-            }
+            n => Ok(Some(take_vec(buf, (n - 1) as usize)?)),
         }
     }
 }
@@ -985,8 +1001,8 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for Array<E> {
         match Int32.decode(buf)? {
             -1 => Ok(None),
             n if n >= 0 => {
-                // odradek: the count comes off the network; never reserve more than the bytes left.
-                let mut result = Vec::with_capacity((n as usize).min(buf.remaining()));
+                let mut result =
+                    Vec::with_capacity(array_capacity::<T>(n as usize, buf.remaining())?);
                 for _ in 0..n {
                     result.push(self.0.decode(buf)?);
                 }
@@ -1094,8 +1110,8 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for CompactArray<E> {
         match UnsignedVarInt.decode(buf)? {
             0 => Ok(None),
             n => {
-                // odradek: the count comes off the network; never reserve more than the bytes left.
-                let mut result = Vec::with_capacity(((n - 1) as usize).min(buf.remaining()));
+                let mut result =
+                    Vec::with_capacity(array_capacity::<T>((n - 1) as usize, buf.remaining())?);
                 for _ in 1..n {
                     result.push(self.0.decode(buf)?);
                 }
@@ -1196,5 +1212,78 @@ mod tests {
     fn smoke_compact_bytes_encoder_decoder() {
         test_encoder_decoder(CompactBytes, vec![1, 2, 3, 4], &[5, 1, 2, 3, 4]);
         test_encoder_decoder(CompactBytes, None::<Vec<u8>>, &[0]);
+    }
+
+    // odradek: a length or count announcing far more than the bytes present is an error, and
+    // nothing is allocated for it (upstream allocated 4 GiB for the 5-byte varint below).
+    use crate::alloc_probe::SMALL;
+
+    fn decode_all<V, E: Decoder<V>>(decoder: E, mut bytes: &[u8]) -> (Result<V>, usize) {
+        crate::alloc_probe::largest_allocation(|| decoder.decode(&mut bytes))
+    }
+
+    #[test]
+    fn compact_string_longer_than_the_bytes_left_is_refused_before_allocating() {
+        let (decoded, largest) = decode_all::<Option<StdString>, _>(
+            CompactString,
+            &[0xff, 0xff, 0xff, 0xff, 0x0f, b'a'],
+        );
+        assert!(decoded.is_err());
+        assert!(largest < SMALL, "allocated {largest} bytes");
+    }
+
+    #[test]
+    fn string_longer_than_the_bytes_left_is_refused_before_allocating() {
+        let (decoded, largest) = decode_all::<Option<StdString>, _>(String, &[0x7f, 0xff, b'a']);
+        assert!(decoded.is_err());
+        assert!(largest < SMALL, "allocated {largest} bytes");
+    }
+
+    #[test]
+    fn bytes_longer_than_the_bytes_left_are_refused_before_allocating() {
+        let (decoded, largest) =
+            decode_all::<Option<Vec<u8>>, _>(Bytes, &[0x7f, 0xff, 0xff, 0xff, 1]);
+        assert!(decoded.is_err());
+        assert!(largest < SMALL, "allocated {largest} bytes");
+        let (decoded, largest) =
+            decode_all::<Option<Vec<u8>>, _>(CompactBytes, &[0xff, 0xff, 0xff, 0xff, 0x0f, 1]);
+        assert!(decoded.is_err());
+        assert!(largest < SMALL, "allocated {largest} bytes");
+    }
+
+    #[test]
+    fn array_count_above_the_bytes_left_is_refused_before_allocating() {
+        let (decoded, largest) = decode_all::<Option<Vec<[u64; 8]>>, _>(
+            Array(Fixed64x8),
+            &[0x7f, 0xff, 0xff, 0xff, 0, 0],
+        );
+        assert!(decoded.is_err());
+        assert!(largest < SMALL, "allocated {largest} bytes");
+        let (decoded, largest) = decode_all::<Option<Vec<[u64; 8]>>, _>(
+            CompactArray(Fixed64x8),
+            &[0xff, 0xff, 0xff, 0xff, 0x0f, 0, 0],
+        );
+        assert!(decoded.is_err());
+        assert!(largest < SMALL, "allocated {largest} bytes");
+    }
+
+    #[test]
+    fn array_reservation_is_bounded_by_the_bytes_left_not_the_count() {
+        // 4096 one-byte elements announced and present, each 64 bytes decoded: what is reserved
+        // before decoding is at most the 4096 bytes left; the rest grows with real elements.
+        assert_eq!(array_capacity::<[u64; 8]>(4096, 4096).unwrap(), 64);
+        assert_eq!(array_capacity::<u8>(4096, 4096).unwrap(), 4096);
+        assert_eq!(array_capacity::<()>(3, 4096).unwrap(), 3);
+        assert!(array_capacity::<u8>(4097, 4096).is_err());
+    }
+
+    /// A one-byte wire element that decodes to 64 bytes, as small structs do.
+    struct Fixed64x8;
+
+    impl Decoder<[u64; 8]> for Fixed64x8 {
+        fn decode<B: ByteBuf>(&self, buf: &mut B) -> Result<[u64; 8]> {
+            let byte: i8 = Int8.decode(buf)?;
+            Ok([byte as u64; 8])
+        }
     }
 }
