@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWriteExt, FutureExt};
 use glommio::net::TcpStream;
 use kafka_protocol::messages::{ApiKey, FetchResponse};
 use odradek_core::fetcher::{Outgoing, CLIENT_ID, FOLLOWER_FETCH_VERSION};
@@ -20,7 +20,9 @@ use tracing::debug;
 use crate::clock::now_ms;
 
 /// Answers above this are refused: a fetch answer is bounded by `replica.fetch.response.max.bytes`.
-const MAX_RESPONSE_BYTES: i32 = 256 << 20;
+const MAX_RESPONSE_BYTES: usize = 256 << 20;
+/// What a response buffer starts at; it grows with the bytes that arrive.
+const RESPONSE_BUFFER_BYTES: usize = 64 << 10;
 /// After a failed connect, before the failure is reported (the replicas back off as well).
 const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
 
@@ -78,14 +80,7 @@ impl FetcherDriver {
             let frame = wire::encode_request(ApiKey::Fetch, FOLLOWER_FETCH_VERSION, correlation_id, CLIENT_ID, &out.request)
                 .map_err(|e| e.to_string())?;
             stream.write_all(&frame).await.map_err(|e| e.to_string())?;
-            let mut prefix = [0u8; 4];
-            stream.read_exact(&mut prefix).await.map_err(|e| e.to_string())?;
-            let size = i32::from_be_bytes(prefix);
-            if !(0..=MAX_RESPONSE_BYTES).contains(&size) {
-                return Err(format!("response size {size}"));
-            }
-            let mut body = vec![0u8; size as usize];
-            stream.read_exact(&mut body).await.map_err(|e| e.to_string())?;
+            let body = read_response(&mut stream, MAX_RESPONSE_BYTES).await?;
             wire::decode_response(body.into(), ApiKey::Fetch, FOLLOWER_FETCH_VERSION, correlation_id).map_err(|e| e.to_string())
         };
         let timeout = async {
@@ -102,6 +97,72 @@ impl FetcherDriver {
                 debug!(%leader, error = %e, "follower fetch failed");
                 Err(ErrorCode::NetworkException)
             }
+        }
+    }
+}
+
+/// Reads one size-prefixed response from a peer broker. The size comes off the network, so the
+/// buffer grows with the bytes that arrive rather than being allocated whole from the prefix:
+/// a peer announcing `max_bytes` and sending nothing more costs a read buffer, not `max_bytes`.
+pub(crate) async fn read_response(reader: &mut (impl AsyncRead + Unpin), max_bytes: usize) -> Result<Vec<u8>, String> {
+    let mut prefix = [0u8; 4];
+    reader.read_exact(&mut prefix).await.map_err(|e| e.to_string())?;
+    let size = wire::frame_size(prefix, max_bytes).map_err(|e| format!("response {e}"))?;
+    let mut body = Vec::with_capacity(size.min(RESPONSE_BUFFER_BYTES));
+    reader.take(size as u64).read_to_end(&mut body).await.map_err(|e| e.to_string())?;
+    if body.len() < size {
+        return Err(format!("connection closed after {} of a {size}-byte response", body.len()));
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use super::*;
+
+    /// A peer that sends `bytes` then closes, noting the largest buffer it was asked to fill.
+    struct Peer {
+        bytes: Vec<u8>,
+        at: usize,
+        largest_read: usize,
+    }
+
+    impl AsyncRead for Peer {
+        fn poll_read(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
+            self.largest_read = self.largest_read.max(buf.len());
+            let n = buf.len().min(self.bytes.len() - self.at);
+            buf[..n].copy_from_slice(&self.bytes[self.at..self.at + n]);
+            self.at += n;
+            Poll::Ready(Ok(n))
+        }
+    }
+
+    fn peer(size: i32, body: &[u8]) -> Peer {
+        let mut bytes = size.to_be_bytes().to_vec();
+        bytes.extend_from_slice(body);
+        Peer { bytes, at: 0, largest_read: 0 }
+    }
+
+    #[test]
+    fn a_response_announcing_the_maximum_and_closing_early_costs_no_more_than_a_read_buffer() {
+        // The whole announced size used to be allocated (and handed to read) up front.
+        let mut peer = peer(MAX_RESPONSE_BYTES as i32, b"only this");
+        let read = futures_lite::future::block_on(read_response(&mut peer, MAX_RESPONSE_BYTES));
+        assert!(read.unwrap_err().contains("closed after 9 of"));
+        assert!(peer.largest_read <= RESPONSE_BUFFER_BYTES, "asked to fill {} bytes", peer.largest_read);
+    }
+
+    #[test]
+    fn a_whole_response_is_read_and_an_oversized_or_negative_one_refused() {
+        let body = vec![7u8; 3 * RESPONSE_BUFFER_BYTES];
+        let read = futures_lite::future::block_on(read_response(&mut peer(body.len() as i32, &body), MAX_RESPONSE_BYTES));
+        assert_eq!(read.unwrap(), body);
+        for size in [-1, MAX_RESPONSE_BYTES as i32 + 1] {
+            let read = futures_lite::future::block_on(read_response(&mut peer(size, b""), MAX_RESPONSE_BYTES));
+            assert!(read.unwrap_err().contains("frame size"));
         }
     }
 }

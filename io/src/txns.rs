@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
+use futures_lite::{AsyncWriteExt, FutureExt};
 use glommio::net::TcpStream;
 use kafka_protocol::messages::{ApiKey, WriteTxnMarkersRequest, WriteTxnMarkersResponse};
 use odradek_core::batch::ControlMarker;
@@ -29,7 +29,7 @@ const MARKER_TIMEOUT_MS: i32 = 30_000;
 const MARKERS_VERSION: i16 = 1;
 const CLIENT_ID: &str = "odradek-txn-coordinator";
 /// Answers above this are refused: one marker per partition is a few bytes each.
-const MAX_RESPONSE_BYTES: i32 = 16 << 20;
+const MAX_RESPONSE_BYTES: usize = 16 << 20;
 
 impl Shard {
     /// Runs one coordinator call on this core and waits for its answer.
@@ -123,14 +123,7 @@ impl Shard {
             let _ = stream.set_nodelay(true);
             let frame = wire::encode_request(ApiKey::WriteTxnMarkers, MARKERS_VERSION, 1, CLIENT_ID, request).map_err(|e| e.to_string())?;
             stream.write_all(&frame).await.map_err(|e| e.to_string())?;
-            let mut prefix = [0u8; 4];
-            stream.read_exact(&mut prefix).await.map_err(|e| e.to_string())?;
-            let size = i32::from_be_bytes(prefix);
-            if !(0..=MAX_RESPONSE_BYTES).contains(&size) {
-                return Err(format!("response size {size}"));
-            }
-            let mut body = vec![0u8; size as usize];
-            stream.read_exact(&mut body).await.map_err(|e| e.to_string())?;
+            let body = crate::fetcher::read_response(&mut stream, MAX_RESPONSE_BYTES).await?;
             wire::decode_response(body.into(), ApiKey::WriteTxnMarkers, MARKERS_VERSION, 1).map_err(|e| e.to_string())
         };
         let timeout = async {
