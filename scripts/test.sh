@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs every odradek test: core and broker unit tests, then the integration suite against the
 # real broker binary with real Kafka clients (confluent-kafka/librdkafka, kafka-python, kcat).
-# Also runs seeded simulator runs (sim/, docs/testing.md).
-# Installs what it needs: Python packages into target/venv, Debian's kcat if it is missing.
+# Also runs seeded simulator runs (sim/, docs/testing.md) and each fuzz target briefly
+# (scripts/fuzz.sh; ODRADEK_FUZZ_SECONDS per target, 20 by default).
+# Installs what it needs: Python packages into target/venv, Debian's kcat if it is missing,
+# Debian's g++ (to build libFuzzer) if there is no C++ compiler.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +13,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 # --workspace includes sim/, which turns on core's invariants for every package's tests.
 echo "== unit tests (release profile, core's invariants on)"
 cargo nextest run --release --workspace
+# The vendored kafka-protocol is no workspace member; its tests cover the bounds odradek added.
+cargo nextest run --release -p kafka-protocol --lib
 
 echo "== simulator: a few dozen seeds per scenario under --cfg madsim (own target dir)"
 sim_target="$CARGO_TARGET_DIR/sim-madsim"
@@ -23,6 +27,9 @@ for scenario in swarm kip101 double-crash fast-leader-changes zombie-leader powe
 done
 echo "== simulator: madsim determinism check (each seed run twice, every trace checkpoint compared)"
 MADSIM_TEST_CHECK_DETERMINISM=1 "$sim_bin" swarm --seeds 22 --all-scenarios
+
+echo "== fuzzing: each libFuzzer target briefly (scripts/fuzz.sh, own target dir)"
+scripts/fuzz.sh all "${ODRADEK_FUZZ_SECONDS:-20}"
 
 # Without sim/ selected, core and the crates above it are rebuilt once more: the broker the
 # integration tests run is the one that ships, without the invariants.
