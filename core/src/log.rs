@@ -87,6 +87,8 @@ impl OffsetIndex {
         out
     }
 
+    /// `None` for an index that is not one: its segment is then rescanned. The base offset
+    /// comes from the file's name, so an entry may lie past `i64::MAX`.
     pub fn decode(base_offset: i64, bytes: &[u8]) -> Option<OffsetIndex> {
         if !bytes.len().is_multiple_of(8) {
             return None;
@@ -96,9 +98,9 @@ impl OffsetIndex {
             .map(|c| {
                 let rel = u32::from_be_bytes(c[0..4].try_into().expect("4 bytes"));
                 let pos = u32::from_be_bytes(c[4..8].try_into().expect("4 bytes"));
-                (base_offset + i64::from(rel), u64::from(pos))
+                Some((base_offset.checked_add(i64::from(rel))?, u64::from(pos)))
             })
-            .collect();
+            .collect::<Option<_>>()?;
         let sorted = entries.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1);
         sorted.then_some(OffsetIndex { entries })
     }
@@ -134,6 +136,7 @@ impl TimeIndex {
         out
     }
 
+    /// As [`OffsetIndex::decode`].
     pub fn decode(base_offset: i64, bytes: &[u8]) -> Option<TimeIndex> {
         if !bytes.len().is_multiple_of(12) {
             return None;
@@ -143,9 +146,9 @@ impl TimeIndex {
             .map(|c| {
                 let ts = i64::from_be_bytes(c[0..8].try_into().expect("8 bytes"));
                 let rel = u32::from_be_bytes(c[8..12].try_into().expect("4 bytes"));
-                (ts, base_offset + i64::from(rel))
+                Some((ts, base_offset.checked_add(i64::from(rel))?))
             })
-            .collect();
+            .collect::<Option<_>>()?;
         let sorted = entries.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1);
         sorted.then_some(TimeIndex { entries })
     }
@@ -470,6 +473,16 @@ pub fn recover_chunk(
             }
         }
         match batch::validate_stored_batch(rest) {
+            // The base offset lies outside the CRC: a corrupted one can put the batch's offsets
+            // past i64::MAX.
+            Ok(header) if header.base_offset.checked_add(i64::from(header.last_offset_delta) + 1).is_none() => {
+                stop_reason = Some(format!(
+                    "batch at byte {} has base offset {}, its offsets pass i64::MAX",
+                    start + position as u64,
+                    header.base_offset
+                ));
+                break;
+            }
             Ok(header) if header.base_offset >= segment.next_offset => {
                 segment.add_batch(start + position as u64, &header, index_interval_bytes);
                 position += header.total_len();
@@ -694,6 +707,30 @@ mod tests {
         assert_eq!(reloaded.max_timestamp, sealed.max_timestamp);
         assert_eq!(reloaded.offset_index, sealed.offset_index);
         assert!(Segment::from_indexes(0, 10, 5, &[1, 2, 3], &[]).is_none());
+    }
+
+    // Found by fuzzing recovery (fuzz/, target recovery): a corrupted base offset, outside
+    // the CRC, overflowed the offset arithmetic, and the release profile's overflow checks
+    // abort the broker at start-up.
+    #[test]
+    fn recovery_stops_at_a_batch_whose_offsets_pass_i64_max() {
+        let mut log = Log::new(LogConfig::default(), vec![], 0);
+        let mut file = Vec::new();
+        append(&mut log, &mut file, 0, 2, 3);
+        let batch_len = file.len() / 2;
+        file[batch_len..batch_len + 8].copy_from_slice(&(i64::MAX - 1).to_be_bytes());
+        let cut = recover_segment(0, &file, 4096);
+        assert_eq!(cut.valid_len, batch_len as u64);
+        assert!(cut.stop_reason.unwrap().contains("pass i64::MAX"));
+    }
+
+    // Found by fuzzing recovery: the base offset comes from the segment file's name.
+    #[test]
+    fn index_entries_past_i64_max_make_an_invalid_index_not_a_crash() {
+        assert_eq!(OffsetIndex::decode(i64::MAX - 1, &[0, 0, 0, 5, 0, 0, 0, 0]), None);
+        assert_eq!(TimeIndex::decode(i64::MAX, &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]), None);
+        assert!(Segment::from_indexes(i64::MAX - 1, 100, i64::MAX, &[0, 0, 0, 5, 0, 0, 0, 0], &[]).is_none());
+        assert!(OffsetIndex::decode(i64::MAX - 5, &[0, 0, 0, 5, 0, 0, 0, 0]).is_some());
     }
 
     #[test]
