@@ -42,6 +42,8 @@ pub enum BatchError {
     TooLarge { size: usize, max: usize },
     #[error("empty record set")]
     Empty,
+    #[error("base offset {base_offset} is negative or its range passes the largest offset")]
+    InvalidOffset { base_offset: i64 },
 }
 
 impl BatchError {
@@ -49,7 +51,8 @@ impl BatchError {
         match self {
             BatchError::Truncated { .. }
             | BatchError::InvalidLength { .. }
-            | BatchError::CrcMismatch { .. } => ErrorCode::CorruptMessage,
+            | BatchError::CrcMismatch { .. }
+            | BatchError::InvalidOffset { .. } => ErrorCode::CorruptMessage,
             BatchError::UnsupportedMagic(_) => ErrorCode::UnsupportedForMessageFormat,
             BatchError::InvalidRecordCount { .. } | BatchError::Empty => ErrorCode::InvalidRecord,
             BatchError::TooLarge { .. } => ErrorCode::MessageTooLarge,
@@ -163,6 +166,11 @@ pub fn validate_stored_batch(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     let actual = crc32c::crc32c(&buf[CRC_START..total]);
     if actual != header.crc {
         return Err(BatchError::CrcMismatch { expected: header.crc, actual });
+    }
+    // The base offset lies outside the CRC: one whose range would pass i64::MAX is corrupt,
+    // and every offset computed from the header below stays in range.
+    if header.base_offset < 0 || header.base_offset.checked_add(i64::from(header.last_offset_delta) + 1).is_none() {
+        return Err(BatchError::InvalidOffset { base_offset: header.base_offset });
     }
     if header.record_count < 0 || header.last_offset_delta < 0 || header.record_count > header.last_offset_delta.saturating_add(1) {
         return Err(BatchError::InvalidRecordCount {
@@ -409,6 +417,15 @@ pub(crate) mod tests {
         let err = validate_records(&buf, 10).unwrap_err();
         assert_eq!(err.code(), ErrorCode::MessageTooLarge);
         assert_eq!(validate_records(&[], 10).unwrap_err(), BatchError::Empty);
+    }
+
+    #[test]
+    fn a_base_offset_whose_range_passes_the_largest_offset_is_corrupt() {
+        let mut buf = encode_batch(2, 0, Compression::None);
+        buf[0..8].copy_from_slice(&(i64::MAX - 1).to_be_bytes());
+        assert_eq!(validate_stored_batch(&buf).unwrap_err(), BatchError::InvalidOffset { base_offset: i64::MAX - 1 });
+        buf[0..8].copy_from_slice(&(i64::MAX - 2).to_be_bytes());
+        assert_eq!(validate_stored_batch(&buf).unwrap().next_offset(), i64::MAX);
     }
 
     #[test]

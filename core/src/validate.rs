@@ -252,7 +252,7 @@ pub fn inflate(codec: i16, body: &[u8], limit: usize) -> Result<Cow<'_, [u8]>, I
             let mut decoder = zstd::stream::read::Decoder::with_buffer(body).map_err(corrupt)?;
             // The window is allocated up front from the frame header: no larger than the
             // output may be.
-            let window_log = usize::BITS - limit.max(1 << 10).leading_zeros();
+            let window_log = usize::BITS - 1 - limit.max(1 << 10).leading_zeros();
             decoder.window_log_max(window_log.min(31)).map_err(corrupt)?;
             read_bounded(decoder, limit)?
         }
@@ -273,6 +273,8 @@ fn read_bounded(reader: impl Read, limit: usize) -> Result<Vec<u8>, InflateError
     Ok(out)
 }
 
+const SNAPPY_MAX_EXPANSION: usize = 22;
+
 /// Kafka's snappy: xerial's framing (an 8-byte magic, two version ints, then blocks each
 /// with a 4-byte length), or one raw snappy block from clients that skip the framing.
 fn inflate_snappy(body: &[u8], limit: usize) -> Result<Vec<u8>, InflateError> {
@@ -281,6 +283,12 @@ fn inflate_snappy(body: &[u8], limit: usize) -> Result<Vec<u8>, InflateError> {
     let mut out = Vec::new();
     let block = |raw: &[u8], out: &mut Vec<u8>| -> Result<(), InflateError> {
         let len = snap::raw::decompress_len(raw).map_err(|e| InflateError::Corrupt(e.to_string()))?;
+        // No snappy element yields more than 64 bytes from 3, and a block must inflate to
+        // exactly what it announces: an announcement beyond that is a lie, refused before
+        // anything is allocated for it.
+        if len > raw.len().saturating_mul(SNAPPY_MAX_EXPANSION) {
+            return Err(InflateError::Corrupt(format!("a snappy block of {} bytes announces {len}", raw.len())));
+        }
         if len > limit - out.len() {
             return Err(InflateError::TooLarge { limit });
         }
@@ -518,6 +526,24 @@ mod tests {
             4 => zstd::stream::encode_all(data, 3).unwrap(),
             _ => unreachable!(),
         }
+    }
+
+    #[test]
+    fn a_snappy_block_announcing_more_than_it_can_hold_is_refused_before_allocating() {
+        // A raw block whose header announces 32 MiB over two bytes of data.
+        let mut lying = Vec::new();
+        let mut n = 32u64 << 20;
+        while n >= 0x80 {
+            lying.push((n as u8 & 0x7f) | 0x80);
+            n >>= 7;
+        }
+        lying.push(n as u8);
+        lying.extend([0x00, 0x00]);
+        assert!(matches!(inflate(2, &lying, 64 << 20), Err(InflateError::Corrupt(_))));
+        let mut framed = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01".to_vec();
+        framed.extend((lying.len() as u32).to_be_bytes());
+        framed.extend(&lying);
+        assert!(matches!(inflate(2, &framed, 64 << 20), Err(InflateError::Corrupt(_))));
     }
 
     #[test]

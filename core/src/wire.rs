@@ -246,8 +246,9 @@ pub fn peek_prefix(buf: &[u8]) -> Option<[u8; 4]> {
 
 /// Splits one size-prefixed frame off the front of `buf` (for clients and tests).
 pub fn split_frame(buf: &mut BytesMut) -> Option<Bytes> {
-    let size = i32::from_be_bytes(peek_prefix(buf)?) as usize;
-    if buf.len() < 4 + size {
+    // A negative prefix is no frame (callers that take frames from strangers check it first).
+    let size = usize::try_from(i32::from_be_bytes(peek_prefix(buf)?)).ok()?;
+    if buf.len() - 4 < size {
         return None;
     }
     buf.advance(4);
