@@ -5,7 +5,8 @@
 //! The event loop is the simulator's own (a discrete-event queue over simulated time); under
 //! `--cfg madsim` [`runner`] hosts each run in madsim's seeded runtime.
 
-pub mod checker;
+/// The history checker, shared with `jepsen/`.
+pub use odradek_checker as checker;
 pub mod disk;
 pub mod node;
 pub mod options;

@@ -14,6 +14,7 @@
 //! | [`Anomaly::LostWrite`] | `:lost-write` | an acknowledged value missing although reads went past its offset |
 //! | [`Anomaly::Unseen`] | `:unseen` | an acknowledged value never read, and the final read after healing did not reach it |
 //! | [`Anomaly::NonMonotonicPoll`] | `:nonmonotonic-poll` | a consumer's successive offsets did not increase |
+//! | [`Anomaly::NonMonotonicSend`] | `:nonmonotonic-send` | a producer sending one record at a time was acknowledged an offset not above its previous one |
 //! | [`Anomaly::PollSkip`] | `:poll-skip` | a consumer jumped over offsets that hold values |
 //! | [`Anomaly::ReadAboveHighWatermark`] | (none: Jepsen cannot see HWs) | a poll returned a record at or above the high watermark its answer reported |
 //! | [`Anomaly::AbortedRead`] | `:aborted-read` (G1a) | a value whose produce definitely failed was read |
@@ -43,7 +44,13 @@
 //! nothing by itself. They still count for offsets (inconsistent offsets, duplicates: a
 //! transactional producer's retry must be written once).
 //!
-//! Nothing here knows about the simulator: `jepsen/` can feed it histories from real clients.
+//! [`check`] and [`check_with`] take one partition's history (the simulator's);
+//! [`check_partitions`] takes a history of several partitions (`jepsen/`'s, from real
+//! clients) with what the run's settings promise ([`Options`]): whose acknowledged writes may
+//! be lost (acks=1 producers, fsync off, unclean election), whether duplicates are allowed
+//! (producers that are not idempotent retry), whether sends are sequential.
+//!
+//! Nothing here knows about the simulator or about real clients: std only.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -100,6 +107,7 @@ pub enum Anomaly {
     LostWrite { value: Value, offset: i64, max_read_offset: i64 },
     Unseen { value: Value, offset: i64, final_read_end: i64 },
     NonMonotonicPoll { process: u32, previous: i64, next: i64 },
+    NonMonotonicSend { process: u32, previous: i64, next: i64 },
     PollSkip { process: u32, from: i64, to: i64, skipped: Vec<i64> },
     ReadAboveHighWatermark { process: u32, offset: i64, high_watermark: i64 },
     AbortedRead { value: Value, offset: i64, error: String },
@@ -129,6 +137,10 @@ impl fmt::Display for Anomaly {
             Anomaly::NonMonotonicPoll { process, previous, next } => write!(
                 f,
                 "nonmonotonic-poll: consumer {process} read offset {next} after offset {previous}"
+            ),
+            Anomaly::NonMonotonicSend { process, previous, next } => write!(
+                f,
+                "nonmonotonic-send: producer {process} was acknowledged offset {next} after offset {previous}"
             ),
             Anomaly::PollSkip { process, from, to, skipped } => write!(
                 f,
@@ -177,53 +189,213 @@ pub struct Verdict {
 /// then reported in [`Verdict::expected_losses`]; everything else (a value twice in the final
 /// log, polls going backwards or skipping, reads above the high watermark) stays an anomaly.
 pub fn check_with(history: &[Op], may_lose: bool) -> Verdict {
-    let anomalies = check(history);
-    if !may_lose {
-        return Verdict { anomalies, expected_losses: 0 };
-    }
-    let final_read: BTreeMap<i64, Value> = history
-        .iter()
-        .filter_map(|op| match op {
-            Op::FinalRead { records } => Some(records.iter().copied()),
-            _ => None,
-        })
-        .flatten()
-        .collect();
-    let mut copies: BTreeMap<Value, usize> = BTreeMap::new();
-    for value in final_read.values() {
-        *copies.entry(*value).or_default() += 1;
-    }
-    // Offsets hold markers too: an offset one log held a marker at may hold a value in
-    // another after a loss, and a consumer that read the marker passed over it.
-    let transactions = history.iter().any(|op| matches!(op, Op::Txn { .. }));
+    let lossy = if may_lose { Lossy::Always } else { Lossy::Never };
+    let options = Options { lossy, ..Options::default() };
+    let context = Context::new(history, &options);
     let mut verdict = Verdict::default();
-    for anomaly in anomalies {
-        // A lost write may come back at a new offset: an idempotent producer retries a batch
-        // whose first write (and the producer state that knew it) was lost with every
-        // replica's unsynced data. So an offset may have held several values and a value
-        // several offsets, as long as the final log holds each value at most once and each
-        // offset one of the values seen there.
-        let expected = match &anomaly {
-            Anomaly::LostWrite { .. } | Anomaly::Unseen { .. } => true,
-            // A lost marker, coordinator record or committed batch breaks every promise a
-            // transaction made: what is lost is not known committed, aborted or whole.
-            Anomaly::TxnLost { .. } | Anomaly::TxnPartial { .. } | Anomaly::UncommittedRead { .. } | Anomaly::TxnAbortedVisible { .. } => true,
-            Anomaly::InconsistentOffsets { offset, values } => final_read.get(offset).is_none_or(|v| values.contains(v)),
-            Anomaly::Duplicate { value, .. } => copies.get(value).is_none_or(|&n| n <= 1),
-            Anomaly::PollSkip { .. } => transactions,
-            _ => false,
-        };
-        if expected {
-            verdict.expected_losses += 1;
-        } else {
-            verdict.anomalies.push(anomaly);
+    for anomaly in check(history) {
+        match context.classify(&anomaly) {
+            Class::Anomaly => verdict.anomalies.push(anomaly),
+            Class::ExpectedLoss | Class::Duplicate => verdict.expected_losses += 1,
         }
     }
     verdict
 }
 
-/// Checks a history; an empty result means it is valid.
+/// A partition of the topic under test.
+pub type Partition = u32;
+
+/// Whose acknowledged writes a run's settings allow to be lost.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Lossy {
+    /// Nobody's: acks=all, fsync on, no unclean election.
+    #[default]
+    Never,
+    /// Everybody's, transactions included: fsync off, or unclean leader election.
+    Always,
+    /// Those of these processes (producers with acks=0 or acks=1).
+    Processes(BTreeSet<u32>),
+}
+
+/// What a run's settings promise, for [`check_partitions`].
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub lossy: Lossy,
+    /// Producers that are not idempotent retry, so a value may be written twice: duplicates
+    /// are counted in [`Report::duplicates`], not reported as anomalies.
+    pub duplicates_allowed: bool,
+    /// Every process invokes a send only after its previous one completed, so its
+    /// acknowledged offsets in one partition must increase (Jepsen's `:nonmonotonic-send`).
+    pub sequential_sends: bool,
+}
+
+/// The verdict on a history of several partitions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Unexpected anomalies, with their partition (`None` for transaction anomalies, which
+    /// span partitions).
+    pub anomalies: Vec<(Option<Partition>, Anomaly)>,
+    /// Anomalies the settings allow: lost acknowledged writes of lossy producers and what
+    /// follows from them (an offset re-used, a retried value written again after its loss).
+    pub expected_losses: usize,
+    /// Values written twice where [`Options::duplicates_allowed`].
+    pub duplicates: usize,
+}
+
+/// Checks a history of several partitions. Offsets, polls and the final read are checked per
+/// partition; transactions, whose values span partitions, over the whole history (values are
+/// unique per run, so a transaction's values are found wherever they landed).
+pub fn check_partitions(history: &[(Partition, Op)], options: &Options) -> Report {
+    let mut by_partition: BTreeMap<Partition, Vec<Op>> = BTreeMap::new();
+    for (partition, op) in history {
+        if !matches!(op, Op::Txn { .. }) {
+            by_partition.entry(*partition).or_default().push(op.clone());
+        }
+    }
+    let mut report = Report::default();
+    let note = |report: &mut Report, class: Class, partition: Option<Partition>, anomaly: Anomaly| match class {
+        Class::Anomaly => report.anomalies.push((partition, anomaly)),
+        Class::ExpectedLoss => report.expected_losses += 1,
+        Class::Duplicate => report.duplicates += 1,
+    };
+    let transactions = history.iter().any(|(_, op)| matches!(op, Op::Txn { .. }));
+    for (&partition, ops) in &by_partition {
+        let mut context = Context::new(ops, options);
+        context.transactions = transactions;
+        let mut found = check_offsets(ops);
+        if options.sequential_sends {
+            found.extend(nonmonotonic_sends(ops));
+        }
+        for anomaly in found {
+            note(&mut report, context.classify(&anomaly), Some(partition), anomaly);
+        }
+    }
+    let all: Vec<Op> = history.iter().map(|(_, op)| op.clone()).collect();
+    let context = Context::new(&all, options);
+    for anomaly in check_transactions(&all) {
+        note(&mut report, context.classify(&anomaly), None, anomaly);
+    }
+    report
+}
+
+/// A process's acknowledged offsets going backwards in one partition.
+fn nonmonotonic_sends(history: &[Op]) -> Vec<Anomaly> {
+    let mut last: BTreeMap<u32, i64> = BTreeMap::new();
+    let mut found = Vec::new();
+    for op in history {
+        let Op::Send { process, values, outcome: SendOutcome::Ok { base_offset } } = op else { continue };
+        if let Some(&previous) = last.get(process) {
+            if *base_offset <= previous && found.len() < REPORTS_PER_CLASS_MAX {
+                found.push(Anomaly::NonMonotonicSend { process: *process, previous, next: *base_offset });
+            }
+        }
+        last.insert(*process, base_offset + values.len().max(1) as i64 - 1);
+    }
+    found
+}
+
+enum Class {
+    Anomaly,
+    ExpectedLoss,
+    Duplicate,
+}
+
+/// What classifying an anomaly as expected needs to know of one partition's history.
+struct Context<'a> {
+    options: &'a Options,
+    final_read: BTreeMap<i64, Value>,
+    copies: BTreeMap<Value, usize>,
+    sender: BTreeMap<Value, u32>,
+    transactions: bool,
+}
+
+impl<'a> Context<'a> {
+    fn new(history: &[Op], options: &'a Options) -> Self {
+        let final_read: BTreeMap<i64, Value> = history
+            .iter()
+            .filter_map(|op| match op {
+                Op::FinalRead { records } => Some(records.iter().copied()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        let mut copies: BTreeMap<Value, usize> = BTreeMap::new();
+        for value in final_read.values() {
+            *copies.entry(*value).or_default() += 1;
+        }
+        let sender = history
+            .iter()
+            .filter_map(|op| match op {
+                Op::Send { process, values, .. } | Op::Txn { process, values, .. } => {
+                    Some(values.iter().map(move |v| (*v, *process)))
+                }
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        // Offsets hold markers too: an offset one log held a marker at may hold a value in
+        // another after a loss, and a consumer that read the marker passed over it.
+        let transactions = history.iter().any(|op| matches!(op, Op::Txn { .. }));
+        Context { options, final_read, copies, sender, transactions }
+    }
+
+    fn may_lose(&self, value: &Value) -> bool {
+        match &self.options.lossy {
+            Lossy::Never => false,
+            Lossy::Always => true,
+            Lossy::Processes(processes) => self.sender.get(value).is_some_and(|p| processes.contains(p)),
+        }
+    }
+
+    fn classify(&self, anomaly: &Anomaly) -> Class {
+        let loss = |expected: bool| if expected { Class::ExpectedLoss } else { Class::Anomaly };
+        let always = self.options.lossy == Lossy::Always;
+        // A lost write may come back at a new offset: an idempotent producer retries a batch
+        // whose first write (and the producer state that knew it) was lost with every
+        // replica's unsynced data. So an offset may have held several values and a value
+        // several offsets, as long as the final log holds each value at most once and each
+        // offset one of the values seen there.
+        match anomaly {
+            Anomaly::LostWrite { value, .. } | Anomaly::Unseen { value, .. } => loss(self.may_lose(value)),
+            // A lost marker, coordinator record or committed batch breaks every promise a
+            // transaction made: what is lost is not known committed, aborted or whole.
+            Anomaly::TxnLost { .. }
+            | Anomaly::TxnPartial { .. }
+            | Anomaly::UncommittedRead { .. }
+            | Anomaly::TxnAbortedVisible { .. } => loss(always),
+            Anomaly::InconsistentOffsets { offset, values } => loss(match self.final_read.get(offset) {
+                None => values.iter().all(|v| self.may_lose(v)),
+                Some(kept) => values.contains(kept) && values.iter().all(|v| v == kept || self.may_lose(v)),
+            }),
+            Anomaly::Duplicate { value, .. } => {
+                if self.copies.get(value).is_none_or(|&n| n <= 1) && self.may_lose(value) {
+                    Class::ExpectedLoss
+                } else if self.options.duplicates_allowed {
+                    Class::Duplicate
+                } else {
+                    Class::Anomaly
+                }
+            }
+            Anomaly::PollSkip { .. } => loss(always && self.transactions),
+            Anomaly::NonMonotonicSend { process, .. } => loss(match &self.options.lossy {
+                Lossy::Never => false,
+                Lossy::Always => true,
+                Lossy::Processes(processes) => processes.contains(process),
+            }),
+            _ => Class::Anomaly,
+        }
+    }
+}
+
+/// Checks a history of one partition; an empty result means it is valid.
 pub fn check(history: &[Op]) -> Vec<Anomaly> {
+    let mut anomalies = check_offsets(history);
+    anomalies.extend(check_transactions(history));
+    anomalies
+}
+
+/// Everything but the transaction anomalies, for one partition.
+fn check_offsets(history: &[Op]) -> Vec<Anomaly> {
     // offset → values seen there; value → offsets it was seen at (acks and reads alike).
     let mut at_offset: BTreeMap<i64, BTreeSet<Value>> = BTreeMap::new();
     let mut offsets_of: BTreeMap<Value, BTreeSet<i64>> = BTreeMap::new();
@@ -377,7 +549,6 @@ pub fn check(history: &[Op]) -> Vec<Anomaly> {
             _ => {}
         }
     }
-    anomalies.extend(check_transactions(history));
     anomalies
 }
 
@@ -385,13 +556,14 @@ pub fn check(history: &[Op]) -> Vec<Anomaly> {
 /// read only reads of acknowledged aborts are checked.
 fn check_transactions(history: &[Op]) -> Vec<Anomaly> {
     let mut anomalies = Vec::new();
-    let final_committed: Option<BTreeMap<Value, i64>> = history
-        .iter()
-        .filter_map(|op| match op {
-            Op::FinalCommitted { records } => Some(records.iter().map(|&(o, v)| (v, o)).collect()),
-            _ => None,
-        })
-        .next_back();
+    // One final committed read per partition: values are unique, so their union is the
+    // committed log of the run.
+    let mut final_committed: Option<BTreeMap<Value, i64>> = None;
+    for op in history {
+        if let Op::FinalCommitted { records } = op {
+            final_committed.get_or_insert_default().extend(records.iter().map(|&(o, v)| (v, o)));
+        }
+    }
     let mut aborted: BTreeSet<Value> = BTreeSet::new();
     let (mut lost, mut partial) = (0, 0);
     for op in history {
@@ -627,5 +799,68 @@ mod tests {
             check(&history),
             vec![Anomaly::PollSkip { process: 9, from: 0, to: 2, skipped: vec![1] }]
         );
+    }
+
+    fn part(partition: Partition, op: Op) -> (Partition, Op) {
+        (partition, op)
+    }
+
+    #[test]
+    fn partitions_are_checked_apart_and_transactions_across_them() {
+        // The same offsets in two partitions hold different values: no anomaly.
+        let history = vec![
+            part(0, ok(1, &[10], 0)),
+            part(1, ok(2, &[20], 0)),
+            part(0, Op::FinalRead { records: vec![(0, 10)] }),
+            part(1, Op::FinalRead { records: vec![(0, 20)] }),
+        ];
+        assert_eq!(check_partitions(&history, &Options::default()), Report::default());
+        // A lost write is reported with its partition.
+        let lost = vec![part(1, ok(2, &[20], 0)), part(1, Op::FinalRead { records: vec![] })];
+        let report = check_partitions(&lost, &Options::default());
+        assert_eq!(report.anomalies, vec![(Some(1), Anomaly::Unseen { value: 20, offset: 0, final_read_end: 0 })]);
+        // A transaction over two partitions, committed in one only.
+        let txn = vec![
+            part(0, Op::Txn { process: 3, values: vec![10, 20], outcome: TxnOutcome::Unknown }),
+            part(0, Op::FinalCommitted { records: vec![(0, 10)] }),
+            part(1, Op::FinalCommitted { records: vec![] }),
+        ];
+        let report = check_partitions(&txn, &Options::default());
+        assert_eq!(
+            report.anomalies,
+            vec![(None, Anomaly::TxnPartial { process: 3, visible: vec![10], missing: vec![20] })]
+        );
+    }
+
+    #[test]
+    fn only_lossy_producers_may_lose_and_duplicates_count_apart_where_allowed() {
+        // Producer 1 (acks=1) lost value 11, producer 2 (acks=all) lost value 21.
+        let history = vec![
+            part(0, ok(1, &[10], 0)),
+            part(0, ok(1, &[11], 1)),
+            part(0, ok(2, &[21], 2)),
+            part(0, ok(2, &[22], 1)),
+            part(0, Op::FinalRead { records: vec![(0, 10), (1, 22)] }),
+        ];
+        let options = Options { lossy: Lossy::Processes([1].into()), ..Options::default() };
+        let report = check_partitions(&history, &options);
+        assert_eq!(report.expected_losses, 2, "{report:?}");
+        assert_eq!(report.anomalies, vec![(Some(0), Anomaly::Unseen { value: 21, offset: 2, final_read_end: 2 })]);
+        // A value written twice: a duplicate of a retrying producer, an anomaly of an idempotent one.
+        let twice = vec![part(0, ok(1, &[10], 0)), part(0, Op::FinalRead { records: vec![(0, 10), (1, 10)] })];
+        let allowed = Options { duplicates_allowed: true, ..Options::default() };
+        assert_eq!(check_partitions(&twice, &allowed), Report { duplicates: 1, ..Report::default() });
+        assert_eq!(check_partitions(&twice, &Options::default()).anomalies.len(), 1);
+    }
+
+    #[test]
+    fn detects_nonmonotonic_sends_of_sequential_producers() {
+        let history = vec![part(0, ok(1, &[10, 11], 4)), part(0, ok(1, &[12], 3)), part(1, ok(1, &[13], 0))];
+        let options = Options { sequential_sends: true, ..Options::default() };
+        assert_eq!(
+            check_partitions(&history, &options).anomalies,
+            vec![(Some(0), Anomaly::NonMonotonicSend { process: 1, previous: 5, next: 3 })]
+        );
+        assert_eq!(check_partitions(&history, &Options::default()).anomalies, vec![]);
     }
 }
