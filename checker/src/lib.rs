@@ -47,8 +47,8 @@
 //! [`check`] and [`check_with`] take one partition's history (the simulator's);
 //! [`check_partitions`] takes a history of several partitions (`jepsen/`'s, from real
 //! clients) with what the run's settings promise ([`Options`]): whose acknowledged writes may
-//! be lost (acks=1 producers, fsync off, unclean election), whether duplicates are allowed
-//! (producers that are not idempotent retry), whether sends are sequential.
+//! be lost (acks=1 producers, fsync off, unclean election), whose values may be written twice
+//! (producers that retry without idempotence), whether sends are sequential.
 //!
 //! Nothing here knows about the simulator or about real clients: std only.
 
@@ -221,9 +221,9 @@ pub enum Lossy {
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     pub lossy: Lossy,
-    /// Producers that are not idempotent retry, so a value may be written twice: duplicates
-    /// are counted in [`Report::duplicates`], not reported as anomalies.
-    pub duplicates_allowed: bool,
+    /// Producers that are not idempotent but retry, so a value of theirs may be written
+    /// twice: such duplicates are counted in [`Report::duplicates`], not reported as anomalies.
+    pub may_duplicate: BTreeSet<u32>,
     /// Every process invokes a send only after its previous one completed, so its
     /// acknowledged offsets in one partition must increase (Jepsen's `:nonmonotonic-send`).
     pub sequential_sends: bool,
@@ -238,7 +238,7 @@ pub struct Report {
     /// Anomalies the settings allow: lost acknowledged writes of lossy producers and what
     /// follows from them (an offset re-used, a retried value written again after its loss).
     pub expected_losses: usize,
-    /// Values written twice where [`Options::duplicates_allowed`].
+    /// Values written twice by producers in [`Options::may_duplicate`].
     pub duplicates: usize,
 }
 
@@ -370,7 +370,7 @@ impl<'a> Context<'a> {
             Anomaly::Duplicate { value, .. } => {
                 if self.copies.get(value).is_none_or(|&n| n <= 1) && self.may_lose(value) {
                     Class::ExpectedLoss
-                } else if self.options.duplicates_allowed {
+                } else if self.sender.get(value).is_some_and(|p| self.options.may_duplicate.contains(p)) {
                     Class::Duplicate
                 } else {
                     Class::Anomaly
@@ -848,7 +848,7 @@ mod tests {
         assert_eq!(report.anomalies, vec![(Some(0), Anomaly::Unseen { value: 21, offset: 2, final_read_end: 2 })]);
         // A value written twice: a duplicate of a retrying producer, an anomaly of an idempotent one.
         let twice = vec![part(0, ok(1, &[10], 0)), part(0, Op::FinalRead { records: vec![(0, 10), (1, 10)] })];
-        let allowed = Options { duplicates_allowed: true, ..Options::default() };
+        let allowed = Options { may_duplicate: [1].into(), ..Options::default() };
         assert_eq!(check_partitions(&twice, &allowed), Report { duplicates: 1, ..Report::default() });
         assert_eq!(check_partitions(&twice, &Options::default()).anomalies.len(), 1);
     }

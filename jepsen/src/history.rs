@@ -1,0 +1,140 @@
+//! The history file (`history.jsonl`, one event per line, as `worker.py` writes them) and its
+//! translation into the shared checker's operations.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+use odradek_checker::{Op, Partition, SendOutcome, TxnOutcome};
+use serde::{Deserialize, Serialize};
+
+pub const QUEUE_TOPIC: &str = "jepsen-queue";
+pub const TXN_TOPIC: &str = "jepsen-txn";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Event {
+    /// Wall-clock milliseconds (the clients' clock, never skewed).
+    pub time: u64,
+    pub process: u32,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub f: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<i64>,
+    /// poll and final: (partition, offset, value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records: Option<Vec<(u32, i64, u64)>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub committed: Option<bool>,
+    /// seek: the partitions re-positioned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<Vec<u32>>,
+    /// txn: (partition, value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<Vec<(u32, u64)>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+pub fn parse(text: &str) -> Result<Vec<Event>> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(i, line)| serde_json::from_str(line).with_context(|| format!("history line {}: {line}", i + 1)))
+        .collect()
+}
+
+/// The checker's partition of a topic's partition: the transactional topic's are apart.
+fn key(topic: Option<&str>, partition: u32) -> Partition {
+    if topic == Some(TXN_TOPIC) {
+        1_000 + partition
+    } else {
+        partition
+    }
+}
+
+/// The completed operations, in the order they completed, for the checker.
+pub fn to_ops(events: &[Event], partitions: u32) -> Vec<(Partition, Op)> {
+    let mut ops = Vec::new();
+    for e in events {
+        let topic = e.topic.as_deref();
+        match (e.f.as_str(), e.kind.as_str()) {
+            ("send", "ok" | "fail" | "info") => {
+                let (Some(partition), Some(value)) = (e.partition, e.value) else { continue };
+                let outcome = match (e.kind.as_str(), e.offset) {
+                    ("ok", Some(base_offset)) => SendOutcome::Ok { base_offset },
+                    ("fail", _) => SendOutcome::Fail(e.error.clone().unwrap_or_default()),
+                    _ => SendOutcome::Info(e.error.clone().unwrap_or_default()),
+                };
+                ops.push((key(topic, partition), Op::Send { process: e.process, values: vec![value], outcome }));
+            }
+            ("poll", "ok") => {
+                let mut by_partition: BTreeMap<u32, Vec<(i64, u64)>> = BTreeMap::new();
+                for &(p, offset, value) in e.records.iter().flatten() {
+                    by_partition.entry(p).or_default().push((offset, value));
+                }
+                for (p, records) in by_partition {
+                    let op = if e.committed == Some(true) {
+                        Op::CommittedPoll { process: e.process, records }
+                    } else {
+                        // librdkafka does not hand out the high watermark of the answer that
+                        // carried a record, so real-client histories do not check reads above it.
+                        Op::Poll { process: e.process, records, high_watermark: i64::MAX }
+                    };
+                    ops.push((key(topic, p), op));
+                }
+            }
+            ("seek", "ok") => {
+                for &p in e.partitions.iter().flatten() {
+                    ops.push((key(topic, p), Op::Seek { process: e.process }));
+                }
+            }
+            ("txn", "ok" | "info") => {
+                let outcome = match (e.kind.as_str(), e.outcome.as_deref()) {
+                    ("ok", Some("commit")) => TxnOutcome::Committed,
+                    ("ok", Some("abort")) => TxnOutcome::Aborted,
+                    _ => TxnOutcome::Unknown,
+                };
+                let values = e.values.iter().flatten().map(|&(_, v)| v).collect();
+                ops.push((key(topic, 0), Op::Txn { process: e.process, values, outcome }));
+            }
+            ("final", "ok") => {
+                let mut by_partition: BTreeMap<u32, Vec<(i64, u64)>> = (0..partitions).map(|p| (p, Vec::new())).collect();
+                for &(p, offset, value) in e.records.iter().flatten() {
+                    by_partition.entry(p).or_default().push((offset, value));
+                }
+                for (p, records) in by_partition {
+                    let op = if e.committed == Some(true) {
+                        Op::FinalCommitted { records }
+                    } else {
+                        Op::FinalRead { records }
+                    };
+                    ops.push((key(topic, p), op));
+                }
+            }
+            _ => {}
+        }
+    }
+    ops
+}
+
+/// A completed send with its latency: (completion time, latency ms, kind).
+pub fn send_latencies(events: &[Event]) -> Vec<(u64, u64, String)> {
+    let mut invoked: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut out = Vec::new();
+    for e in events.iter().filter(|e| e.f == "send" || e.f == "txn") {
+        if e.kind == "invoke" {
+            invoked.insert(e.process, e.time);
+        } else if let Some(start) = invoked.remove(&e.process) {
+            out.push((e.time, e.time.saturating_sub(start), e.kind.clone()));
+        }
+    }
+    out
+}
