@@ -211,6 +211,10 @@ def transactions(args):
             p.begin_transaction()
             for partition, value in values:
                 p.produce(topic, value=str(value).encode(), partition=partition)
+            # Without a flush an abort purges records librdkafka has not sent yet, so an
+            # aborted transaction would often write nothing.
+            if p.flush(15) > 0:
+                raise KafkaException(confluent_kafka.KafkaError(confluent_kafka.KafkaError._TIMED_OUT, "records still unsent after 15 s"))
             if outcome == "commit":
                 p.commit_transaction(15)
             else:

@@ -2,9 +2,11 @@
 # Runs every odradek test: core and broker unit tests, then the integration suite against the
 # real broker binary with real Kafka clients (confluent-kafka/librdkafka, kafka-python, kcat).
 # Also runs seeded simulator runs (sim/, docs/testing.md) and each fuzz target briefly
-# (scripts/fuzz.sh; ODRADEK_FUZZ_SECONDS per target, 20 by default).
+# (scripts/fuzz.sh; ODRADEK_FUZZ_SECONDS per target, 20 by default), and ends with a Jepsen-style
+# smoke run: a 3-node cluster in network namespaces under one fault of each kind
+# (scripts/jepsen.sh, docs/jepsen.md; needs root).
 # Installs what it needs: Python packages into target/venv, Debian's kcat if it is missing,
-# Debian's g++ (to build libFuzzer) if there is no C++ compiler.
+# Debian's g++ (to build libFuzzer) if there is no C++ compiler, Debian's faketime (clock faults).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -60,3 +62,6 @@ export ODRADEK_QUIXSTREAMS_PYTHON="$PWD/$venvqx/bin/python"
 
 echo "== integration tests"
 "$venv/bin/python" -m pytest tests/integration "$@"
+
+echo "== jepsen smoke run (scripts/jepsen.sh: 3 nodes, every fault kind once, about 3 minutes)"
+scripts/jepsen.sh --duration 110 --seed "${ODRADEK_JEPSEN_SEED:-1}" --out target/jepsen/smoke

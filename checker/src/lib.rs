@@ -377,6 +377,9 @@ impl<'a> Context<'a> {
                 }
             }
             Anomaly::PollSkip { .. } => loss(always && self.transactions),
+            // A log that lost its tail ends below a consumer's position: Kafka answers
+            // OFFSET_OUT_OF_RANGE and the consumer starts again from auto.offset.reset.
+            Anomaly::NonMonotonicPoll { .. } => loss(always),
             Anomaly::NonMonotonicSend { process, .. } => loss(match &self.options.lossy {
                 Lossy::Never => false,
                 Lossy::Always => true,

@@ -287,12 +287,12 @@ impl Cluster {
     }
 
     /// Nodes that exited on their own (a crash, not a fault): the run fails on any.
-    pub fn exited(&mut self) -> Vec<(u8, String)> {
+    pub fn exited(&mut self) -> Vec<(u8, std::process::ExitStatus)> {
         let mut exited = Vec::new();
         for node in &mut self.nodes {
             if let Some(child) = node.process.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
-                    exited.push((node.id, status.to_string()));
+                    exited.push((node.id, status));
                     node.process = None;
                 }
             }

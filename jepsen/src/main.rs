@@ -397,7 +397,8 @@ fn run_inside(
     let mut roles = Vec::new();
     let mut workers = Vec::new();
     let mut process = 0u32;
-    for (acks, idempotent) in [("all", true), ("all", false), ("1", true), ("1", false)] {
+    // Idempotence needs acks=all (librdkafka and the Java client refuse acks=1 with it).
+    for (acks, idempotent) in [("all", true), ("all", false), ("1", false), ("all", true)] {
         process += 1;
         let role = json!({"time": now_ms(), "process": process, "type": "ok", "f": "role",
             "error": format!("acks={acks}"), "outcome": if idempotent { "idempotent" } else { "retries" }});
@@ -430,7 +431,8 @@ fn run_inside(
     let mut plan = Plan::new(rand_chacha::ChaCha8Rng::seed_from_u64(args.seed), args.faults.clone(), args.nodes);
     let mut nemesis_log = File::create(dir.join("nemesis.jsonl"))?;
     let mut intervals = Vec::new();
-    let mut crashes = Vec::new();
+    let mut crashes: Vec<(u8, String)> = Vec::new();
+    let mut stopped_on_full_disk = 0;
     let mut faults_by_kind: std::collections::BTreeMap<Kind, usize> = Default::default();
     let sleep_until = |until: Instant| {
         while Instant::now() < until && !interrupted.load(Ordering::Relaxed) {
@@ -444,7 +446,7 @@ fn run_inside(
         if remaining < Duration::from_millis(fault.hold_ms + 1000) || interrupted.load(Ordering::Relaxed) {
             break;
         }
-        crashes.extend(cluster.exited());
+        crashes.extend(cluster.exited().into_iter().map(|(id, status)| (id, status.to_string())));
         let start = now_ms();
         match fault.kind {
             Kind::Kill => cluster.kill(fault.nodes[0]),
@@ -471,7 +473,20 @@ fn run_inside(
         sleep_until(Instant::now() + Duration::from_millis(fault.hold_ms));
         match fault.kind {
             Kind::Partition => net.heal()?,
-            Kind::Disk => cluster.free_disk()?,
+            Kind::Disk => {
+                cluster.free_disk()?;
+                // A broker whose fsync fails takes its log directory offline and stops with
+                // status 3, as Kafka does with its only log directory: that is the design,
+                // not a crash. It starts again on the freed disk.
+                for (id, status) in cluster.exited() {
+                    if status.code() == Some(3) {
+                        stopped_on_full_disk += 1;
+                        cluster.start(net, id)?;
+                    } else {
+                        crashes.push((id, status.to_string()));
+                    }
+                }
+            }
             Kind::Clock => cluster.set_clock(fault.nodes[0], 0)?,
             Kind::Pause => cluster.resume(fault.nodes[0]),
             Kind::Kill | Kind::Power => {
@@ -483,10 +498,15 @@ fn run_inside(
         let end = now_ms();
         *faults_by_kind.entry(fault.kind).or_default() += 1;
         writeln!(nemesis_log, "{}", json!({"start": start, "end": end, "fault": fault}))?;
-        println!("  {:>5.1} s  {} {:?} {:?} for {:.1} s", (start - workload_start) as f64 / 1000.0, fault.kind, fault.split.map(|s| format!("{s:?}")).unwrap_or_default(), fault.nodes, (end - start) as f64 / 1000.0);
+        let detail = match (fault.split, fault.clock_offset_s) {
+            (Some(split), _) => format!(" {split:?}"),
+            (_, Some(offset)) => format!(" {offset:+} s"),
+            _ => String::new(),
+        };
+        println!("  {:>5.1} s  {}{detail} on {:?} for {:.1} s", (start - workload_start) as f64 / 1000.0, fault.kind, fault.nodes, (end - start) as f64 / 1000.0);
         intervals.push(report::Interval { kind: fault.kind, start, end });
     }
-    crashes.extend(cluster.exited());
+    crashes.extend(cluster.exited().into_iter().map(|(id, status)| (id, status.to_string())));
     if interrupted.load(Ordering::Relaxed) {
         for mut w in workers {
             let _ = w.kill();
@@ -498,12 +518,23 @@ fn run_inside(
     net.heal()?;
     cluster.heal(net)?;
     let stop_by = Instant::now() + Duration::from_secs(60);
-    for mut w in workers {
+    let mut client_failures = Vec::new();
+    for (i, mut w) in workers.into_iter().enumerate() {
         while w.try_wait()?.is_none() && Instant::now() < stop_by {
             sleep(Duration::from_millis(100));
         }
-        let _ = w.kill();
-        let _ = w.wait();
+        match w.try_wait()? {
+            Some(status) if status.success() => {}
+            Some(status) => client_failures.push(format!("client {}: {status}", i + 1)),
+            None => {
+                let _ = w.kill();
+                let _ = w.wait();
+                client_failures.push(format!("client {}: still running a minute after the workload", i + 1));
+            }
+        }
+    }
+    if !client_failures.is_empty() {
+        bail!("clients failed, so the history is incomplete ({}): {}", clients_log.display(), client_failures.join("; "));
     }
     println!("  healed; waiting for every partition to have a leader, then the final reads");
     wait_for(Duration::from_secs(120), "every partition led after healing", || {
@@ -520,7 +551,7 @@ fn run_inside(
             bail!("the final read of {topic} failed (see {})", clients_log.display());
         }
     }
-    crashes.extend(cluster.exited());
+    crashes.extend(cluster.exited().into_iter().map(|(id, status)| (id, status.to_string())));
     drop(tx);
     let mut lines = writer.join().map_err(|_| anyhow::anyhow!("history writer panicked"))?;
     lines.sort_by_key(|l| serde_json::from_str::<Event>(l).map_or(0, |e| e.time));
@@ -534,6 +565,9 @@ fn run_inside(
     let mut md = String::new();
     let _ = writeln!(md, "# odradek-jepsen run\n\n{settings_line}\n");
     let _ = writeln!(md, "Faults injected: {}.\n", faults_by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", "));
+    if stopped_on_full_disk > 0 {
+        let _ = writeln!(md, "Brokers that stopped on a full disk (exit status 3, by design) and were started again: {stopped_on_full_disk}.\n");
+    }
     if !crashes.is_empty() {
         let _ = writeln!(md, "**Nodes that exited on their own:** {crashes:?} (see odradek-N.log).\n");
     }
