@@ -125,7 +125,14 @@ def producer(args):
         except (BufferError, KafkaException) as e:
             emit(process, "fail", "send", partition=partition, value=value, error=str(e))
             continue
-        p.flush(15)
+        try:
+            p.flush(15)
+        except KafkaException as e:
+            # A fatal error (e.g. OUT_OF_ORDER_SEQUENCE_NUMBER after a leader lost what it
+            # had acknowledged) ends this producer; the record's fate is unknown.
+            emit(process, "info", "send", partition=partition, value=value, error=str(e.args[0].name()))
+            p = Producer(config)
+            continue
         if "err" not in result:
             emit(process, "info", "send", partition=partition, value=value, error="no delivery report")
         elif result["err"] is None:

@@ -117,6 +117,27 @@ pub enum Anomaly {
     UncommittedRead { process: u32, value: Value, offset: i64 },
 }
 
+impl Anomaly {
+    /// The class's name, as Jepsen spells it where it has one.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Anomaly::InconsistentOffsets { .. } => "inconsistent-offsets",
+            Anomaly::Duplicate { .. } => "duplicate",
+            Anomaly::LostWrite { .. } => "lost-write",
+            Anomaly::Unseen { .. } => "unseen",
+            Anomaly::NonMonotonicPoll { .. } => "nonmonotonic-poll",
+            Anomaly::NonMonotonicSend { .. } => "nonmonotonic-send",
+            Anomaly::PollSkip { .. } => "poll-skip",
+            Anomaly::ReadAboveHighWatermark { .. } => "read-above-high-watermark",
+            Anomaly::AbortedRead { .. } => "aborted-read",
+            Anomaly::TxnLost { .. } => "txn-lost",
+            Anomaly::TxnAbortedVisible { .. } => "txn-aborted-visible",
+            Anomaly::TxnPartial { .. } => "txn-partial",
+            Anomaly::UncommittedRead { .. } => "uncommitted-read",
+        }
+    }
+}
+
 impl fmt::Display for Anomaly {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -233,13 +254,23 @@ pub struct Options {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Report {
     /// Unexpected anomalies, with their partition (`None` for transaction anomalies, which
-    /// span partitions).
+    /// span partitions): the first [`REPORTS_PER_CLASS_MAX`] of each class and partition.
     pub anomalies: Vec<(Option<Partition>, Anomaly)>,
-    /// Anomalies the settings allow: lost acknowledged writes of lossy producers and what
-    /// follows from them (an offset re-used, a retried value written again after its loss).
-    pub expected_losses: usize,
+    /// Every unexpected anomaly, counted.
+    pub unexpected: usize,
+    /// Anomalies the settings allow, by class: lost acknowledged writes of lossy producers
+    /// (`lost-write`, `unseen`) and what follows from them (an offset re-used, a retried
+    /// value written again after its loss, a consumer reset past a shortened log).
+    pub expected: BTreeMap<&'static str, usize>,
     /// Values written twice by producers in [`Options::may_duplicate`].
     pub duplicates: usize,
+}
+
+impl Report {
+    /// Acknowledged writes lost where the settings allow it.
+    pub fn expected_losses(&self) -> usize {
+        ["lost-write", "unseen"].iter().filter_map(|c| self.expected.get(c)).sum()
+    }
 }
 
 /// Checks a history of several partitions. Offsets, polls and the final read are checked per
@@ -253,18 +284,27 @@ pub fn check_partitions(history: &[(Partition, Op)], options: &Options) -> Repor
         }
     }
     let mut report = Report::default();
-    let note = |report: &mut Report, class: Class, partition: Option<Partition>, anomaly: Anomaly| match class {
-        Class::Anomaly => report.anomalies.push((partition, anomaly)),
-        Class::ExpectedLoss => report.expected_losses += 1,
+    // Everything is counted; the first few of each class and partition are kept to show.
+    let mut shown: BTreeMap<(Option<Partition>, &'static str), usize> = BTreeMap::new();
+    let mut note = |report: &mut Report, class: Class, partition: Option<Partition>, anomaly: Anomaly| match class {
+        Class::Anomaly => {
+            report.unexpected += 1;
+            let n = shown.entry((partition, anomaly.name())).or_default();
+            if *n < REPORTS_PER_CLASS_MAX {
+                *n += 1;
+                report.anomalies.push((partition, anomaly));
+            }
+        }
+        Class::ExpectedLoss => *report.expected.entry(anomaly.name()).or_default() += 1,
         Class::Duplicate => report.duplicates += 1,
     };
     let transactions = history.iter().any(|(_, op)| matches!(op, Op::Txn { .. }));
     for (&partition, ops) in &by_partition {
         let mut context = Context::new(ops, options);
         context.transactions = transactions;
-        let mut found = check_offsets(ops);
+        let mut found = check_offsets(ops, usize::MAX);
         if options.sequential_sends {
-            found.extend(nonmonotonic_sends(ops));
+            found.extend(nonmonotonic_sends(ops, usize::MAX));
         }
         for anomaly in found {
             note(&mut report, context.classify(&anomaly), Some(partition), anomaly);
@@ -272,20 +312,20 @@ pub fn check_partitions(history: &[(Partition, Op)], options: &Options) -> Repor
     }
     let all: Vec<Op> = history.iter().map(|(_, op)| op.clone()).collect();
     let context = Context::new(&all, options);
-    for anomaly in check_transactions(&all) {
+    for anomaly in check_transactions(&all, usize::MAX) {
         note(&mut report, context.classify(&anomaly), None, anomaly);
     }
     report
 }
 
 /// A process's acknowledged offsets going backwards in one partition.
-fn nonmonotonic_sends(history: &[Op]) -> Vec<Anomaly> {
+fn nonmonotonic_sends(history: &[Op], cap: usize) -> Vec<Anomaly> {
     let mut last: BTreeMap<u32, i64> = BTreeMap::new();
     let mut found = Vec::new();
     for op in history {
         let Op::Send { process, values, outcome: SendOutcome::Ok { base_offset } } = op else { continue };
         if let Some(&previous) = last.get(process) {
-            if *base_offset <= previous && found.len() < REPORTS_PER_CLASS_MAX {
+            if *base_offset <= previous && found.len() < cap {
                 found.push(Anomaly::NonMonotonicSend { process: *process, previous, next: *base_offset });
             }
         }
@@ -392,13 +432,13 @@ impl<'a> Context<'a> {
 
 /// Checks a history of one partition; an empty result means it is valid.
 pub fn check(history: &[Op]) -> Vec<Anomaly> {
-    let mut anomalies = check_offsets(history);
-    anomalies.extend(check_transactions(history));
+    let mut anomalies = check_offsets(history, REPORTS_PER_CLASS_MAX);
+    anomalies.extend(check_transactions(history, REPORTS_PER_CLASS_MAX));
     anomalies
 }
 
 /// Everything but the transaction anomalies, for one partition.
-fn check_offsets(history: &[Op]) -> Vec<Anomaly> {
+fn check_offsets(history: &[Op], cap: usize) -> Vec<Anomaly> {
     // offset → values seen there; value → offsets it was seen at (acks and reads alike).
     let mut at_offset: BTreeMap<i64, BTreeSet<Value>> = BTreeMap::new();
     let mut offsets_of: BTreeMap<Value, BTreeSet<i64>> = BTreeMap::new();
@@ -437,7 +477,7 @@ fn check_offsets(history: &[Op]) -> Vec<Anomaly> {
                     observe(offset, value);
                     read_values.insert(value);
                     max_read_offset = max_read_offset.max(offset);
-                    if offset >= *high_watermark && above_high_watermark.len() < REPORTS_PER_CLASS_MAX {
+                    if offset >= *high_watermark && above_high_watermark.len() < cap {
                         above_high_watermark.push(Anomaly::ReadAboveHighWatermark {
                             process: *process,
                             offset,
@@ -465,14 +505,14 @@ fn check_offsets(history: &[Op]) -> Vec<Anomaly> {
         offsets_of
             .iter()
             .filter_map(|(value, offsets)| Some((*value, *offsets.first()?, *failed.get(value)?)))
-            .take(REPORTS_PER_CLASS_MAX)
+            .take(cap)
             .map(|(value, offset, error)| Anomaly::AbortedRead { value, offset, error: error.to_string() }),
     );
     anomalies.extend(
         at_offset
             .iter()
             .filter(|(_, values)| values.len() > 1)
-            .take(REPORTS_PER_CLASS_MAX)
+            .take(cap)
             .map(|(&offset, values)| Anomaly::InconsistentOffsets {
                 offset,
                 values: values.iter().copied().collect(),
@@ -482,7 +522,7 @@ fn check_offsets(history: &[Op]) -> Vec<Anomaly> {
         offsets_of
             .iter()
             .filter(|(_, offsets)| offsets.len() > 1)
-            .take(REPORTS_PER_CLASS_MAX)
+            .take(cap)
             .map(|(&value, offsets)| Anomaly::Duplicate {
                 value,
                 offsets: offsets.iter().copied().collect(),
@@ -497,12 +537,12 @@ fn check_offsets(history: &[Op]) -> Vec<Anomaly> {
             continue;
         }
         if offset <= max_read_offset {
-            if lost < REPORTS_PER_CLASS_MAX {
+            if lost < cap {
                 anomalies.push(Anomaly::LostWrite { value, offset, max_read_offset });
             }
             lost += 1;
         } else if let Some(final_read_end) = final_read_end {
-            if unseen < REPORTS_PER_CLASS_MAX {
+            if unseen < cap {
                 anomalies.push(Anomaly::Unseen { value, offset, final_read_end });
             }
             unseen += 1;
@@ -522,7 +562,7 @@ fn check_offsets(history: &[Op]) -> Vec<Anomaly> {
                 for &(offset, _) in records {
                     if let Some(&previous) = last.get(process) {
                         if offset <= previous {
-                            if nonmonotonic < REPORTS_PER_CLASS_MAX {
+                            if nonmonotonic < cap {
                                 anomalies.push(Anomaly::NonMonotonicPoll {
                                     process: *process,
                                     previous,
@@ -534,7 +574,7 @@ fn check_offsets(history: &[Op]) -> Vec<Anomaly> {
                             let skipped: Vec<i64> =
                                 at_offset.range(previous + 1..offset).map(|(&o, _)| o).collect();
                             if !skipped.is_empty() {
-                                if skips < REPORTS_PER_CLASS_MAX {
+                                if skips < cap {
                                     anomalies.push(Anomaly::PollSkip {
                                         process: *process,
                                         from: previous,
@@ -557,7 +597,7 @@ fn check_offsets(history: &[Op]) -> Vec<Anomaly> {
 
 /// The transaction anomalies of a history (see the module's table). Without a final committed
 /// read only reads of acknowledged aborts are checked.
-fn check_transactions(history: &[Op]) -> Vec<Anomaly> {
+fn check_transactions(history: &[Op], cap: usize) -> Vec<Anomaly> {
     let mut anomalies = Vec::new();
     // One final committed read per partition: values are unique, so their union is the
     // committed log of the run.
@@ -576,7 +616,7 @@ fn check_transactions(history: &[Op]) -> Vec<Anomaly> {
             TxnOutcome::Committed => {
                 let Some(visible) = &final_committed else { continue };
                 for value in values.iter().filter(|v| !visible.contains_key(v)) {
-                    if lost < REPORTS_PER_CLASS_MAX {
+                    if lost < cap {
                         anomalies.push(Anomaly::TxnLost { value: *value });
                     }
                     lost += 1;
@@ -586,7 +626,7 @@ fn check_transactions(history: &[Op]) -> Vec<Anomaly> {
                 let Some(visible) = &final_committed else { continue };
                 let (seen, missing): (Vec<Value>, Vec<Value>) = values.iter().partition(|v| visible.contains_key(v));
                 if !seen.is_empty() && !missing.is_empty() {
-                    if partial < REPORTS_PER_CLASS_MAX {
+                    if partial < cap {
                         anomalies.push(Anomaly::TxnPartial { process: *process, visible: seen, missing });
                     }
                     partial += 1;
@@ -604,13 +644,13 @@ fn check_transactions(history: &[Op]) -> Vec<Anomaly> {
         };
         for &(offset, value) in records {
             if aborted.contains(&value) {
-                if aborted_reads < REPORTS_PER_CLASS_MAX {
+                if aborted_reads < cap {
                     anomalies.push(Anomaly::TxnAbortedVisible { value, offset });
                 }
                 aborted_reads += 1;
             } else if let (Some(process), Some(visible)) = (process, &final_committed) {
                 if !visible.contains_key(&value) {
-                    if uncommitted < REPORTS_PER_CLASS_MAX {
+                    if uncommitted < cap {
                         anomalies.push(Anomaly::UncommittedRead { process, value, offset });
                     }
                     uncommitted += 1;
@@ -847,8 +887,17 @@ mod tests {
         ];
         let options = Options { lossy: Lossy::Processes([1].into()), ..Options::default() };
         let report = check_partitions(&history, &options);
-        assert_eq!(report.expected_losses, 2, "{report:?}");
+        assert_eq!(report.expected_losses(), 1, "{report:?}");
+        assert_eq!(report.expected.get("inconsistent-offsets"), Some(&1), "{report:?}");
         assert_eq!(report.anomalies, vec![(Some(0), Anomaly::Unseen { value: 21, offset: 2, final_read_end: 2 })]);
+        // Counted past the reports' cap.
+        let many: Vec<(Partition, Op)> = (0..20)
+            .map(|i| part(0, ok(1, &[100 + i], i as i64)))
+            .chain([part(0, Op::FinalRead { records: vec![] })])
+            .collect();
+        assert_eq!(check_partitions(&many, &options).expected_losses(), 20);
+        let strict = check_partitions(&many, &Options::default());
+        assert_eq!((strict.unexpected, strict.anomalies.len()), (20, REPORTS_PER_CLASS_MAX));
         // A value written twice: a duplicate of a retrying producer, an anomaly of an idempotent one.
         let twice = vec![part(0, ok(1, &[10], 0)), part(0, Op::FinalRead { records: vec![(0, 10), (1, 10)] })];
         let allowed = Options { may_duplicate: [1].into(), ..Options::default() };

@@ -190,11 +190,15 @@ fn verdict(events: &[Event], promise: &Promise) -> (Report, String) {
         Lossy::Processes(p) => format!("the acks=1 producers {p:?}"),
     };
     let _ = writeln!(s, "Whose acknowledged writes the settings allow to lose: {lossy}.");
-    let _ = writeln!(s, "Expected losses: {}; duplicates of retrying producers: {}.", report.expected_losses, report.duplicates);
+    let _ = writeln!(s, "Acknowledged writes lost as the settings allow: {}; duplicates of retrying producers: {}.", report.expected_losses(), report.duplicates);
+    if !report.expected.is_empty() {
+        let classes: Vec<String> = report.expected.iter().map(|(c, n)| format!("{c} {n}")).collect();
+        let _ = writeln!(s, "Expected anomalies by class: {}.", classes.join(", "));
+    }
     if report.anomalies.is_empty() {
         let _ = writeln!(s, "\n**Verdict: valid.** No unexpected anomaly.");
     } else {
-        let _ = writeln!(s, "\n**Verdict: INVALID.** {} unexpected anomalies:\n", report.anomalies.len());
+        let _ = writeln!(s, "\n**Verdict: INVALID.** {} unexpected anomalies; the first of each kind:\n", report.unexpected);
         for (partition, anomaly) in &report.anomalies {
             let place = match partition {
                 Some(p) if *p >= 1000 => format!("{TXN_TOPIC}/{}", p - 1000),
@@ -574,6 +578,23 @@ fn run_inside(
     md.push_str(&summary);
     let _ = writeln!(md, "\n![throughput](throughput.svg)\n\n![latency](latency.svg)\n\nFiles: history.jsonl (every operation), nemesis.jsonl (every fault, start and end), odradek-N.log, clients.log.");
     fs::write(dir.join("report.md"), &md)?;
+    let count = |f: &str, kind: &str| events.iter().filter(|e| e.f == f && e.kind == kind).count();
+    let summary_json = json!({
+        "seed": args.seed,
+        "settings": settings_line,
+        "faults": faults_by_kind.iter().map(|(k, n)| (k.to_string(), *n)).collect::<std::collections::BTreeMap<_, _>>(),
+        "sends": {"ok": count("send", "ok"), "info": count("send", "info"), "fail": count("send", "fail")},
+        "txns": {"ok": count("txn", "ok"), "info": count("txn", "info")},
+        "unexpected": report.unexpected,
+        "anomalies": report.anomalies.iter().map(|(_, a)| a.name()).collect::<BTreeSet<_>>(),
+        "expected_losses": report.expected_losses(),
+        "expected": report.expected,
+        "duplicates": report.duplicates,
+        "crashes": crashes,
+        "stopped_on_full_disk": stopped_on_full_disk,
+        "valid": report.anomalies.is_empty() && crashes.is_empty(),
+    });
+    fs::write(dir.join("summary.json"), format!("{summary_json:#}\n"))?;
     print!("{summary}");
     println!("  report: {}", dir.join("report.md").display());
     Ok(report.anomalies.is_empty() && crashes.is_empty())
