@@ -21,6 +21,8 @@ const SMALL_DISK: &str = "256m";
 
 pub struct Settings {
     pub odradek: PathBuf,
+    /// This program, started as `lossyfs` for every node's filesystem.
+    pub harness: PathBuf,
     pub nodes: u8,
     pub replication_factor: i16,
     pub min_insync_replicas: usize,
@@ -116,7 +118,7 @@ impl Cluster {
         }
         let node = &mut self.nodes[id as usize - 1];
         let log = File::options().create(true).append(true).open(node.dir.join("lossyfs.log"))?;
-        let child = Command::new(std::env::current_exe()?)
+        let child = Command::new(&self.settings.harness)
             .arg("lossyfs")
             .arg(node.backing())
             .arg(node.dir.join("data"))

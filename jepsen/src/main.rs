@@ -304,7 +304,15 @@ fn run(args: RunArgs) -> Result<bool> {
     let dir = args.out.join(format!("{started}-seed{}", args.seed));
     fs::create_dir_all(&dir)?;
     let dir = dir.canonicalize()?;
-    let odradek = args.odradek.canonicalize()?;
+    // The run keeps its own copies of both binaries: a rebuild while it runs (another run's
+    // scripts/jepsen.sh) must neither change the broker between two restarts nor unlink the
+    // harness the filesystem processes are started from. They are removed at the end.
+    let bin_dir = dir.join("bin");
+    fs::create_dir_all(&bin_dir)?;
+    let odradek = bin_dir.join("odradek");
+    fs::copy(&args.odradek, &odradek).with_context(|| format!("copying {}", args.odradek.display()))?;
+    let harness = bin_dir.join("odradek-jepsen");
+    fs::copy(std::env::current_exe()?, &harness)?;
     // Not canonicalized: a venv's python is a symlink whose target does not know the venv.
     let python = std::path::absolute(&args.python)?;
     let script = dir.join("worker.py");
@@ -328,6 +336,7 @@ fn run(args: RunArgs) -> Result<bool> {
     let mut guard = Guard { net, cluster: None };
     let settings = Settings {
         odradek,
+        harness,
         nodes: args.nodes,
         replication_factor: args.replication_factor,
         min_insync_replicas: args.min_insync_replicas,
@@ -342,6 +351,7 @@ fn run(args: RunArgs) -> Result<bool> {
         cluster.teardown();
     }
     drop(guard);
+    let _ = fs::remove_dir_all(&bin_dir);
     outcome
 }
 

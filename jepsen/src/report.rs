@@ -62,9 +62,12 @@ pub fn plots(dir: &Path, start: u64, completions: &[(u64, u64, String)], faults:
         .map_err(err)?;
     chart.configure_mesh().x_desc("run time (s)").y_desc("operations/s").draw().map_err(err)?;
     draw_faults(&mut chart, faults, start, max_rate * 1.1)?;
+    let last_second = end as u64;
     for (kind, rates) in &per_second {
         let color = outcome_color(kind);
-        let points: Vec<(f64, f64)> = rates.iter().map(|(&s, &n)| (s as f64 + 0.5, n as f64)).collect();
+        // Seconds without a completion are zeros, not gaps to draw a line across.
+        let points: Vec<(f64, f64)> =
+            (0..=last_second).map(|s| (s as f64 + 0.5, rates.get(&s).copied().unwrap_or(0) as f64)).collect();
         chart
             .draw_series(LineSeries::new(points, color.stroke_width(2)))
             .map_err(err)?
@@ -106,10 +109,17 @@ fn draw_faults<DB: DrawingBackend, Y: Ranged<ValueType = f64>>(
     top: f64,
 ) -> Result<()> {
     let seconds = |t: u64| t.saturating_sub(start) as f64 / 1000.0;
-    chart
-        .draw_series(faults.iter().map(|f| {
-            Rectangle::new([(seconds(f.start), 1.0f64.min(top)), (seconds(f.end), top)], shade(f.kind).filled())
-        }))
-        .map_err(err)?;
+    let mut kinds: Vec<Kind> = faults.iter().map(|f| f.kind).collect();
+    kinds.sort();
+    kinds.dedup();
+    for kind in kinds {
+        chart
+            .draw_series(faults.iter().filter(|f| f.kind == kind).map(|f| {
+                Rectangle::new([(seconds(f.start), 1.0f64.min(top)), (seconds(f.end), top)], shade(f.kind).filled())
+            }))
+            .map_err(err)?
+            .label(kind.to_string())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 20, y + 5)], shade(kind).filled()));
+    }
     Ok(())
 }
