@@ -27,11 +27,12 @@
 
 use std::collections::HashMap;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
 
 use crate::batch::{scan_headers, BatchHeader, HEADER_LEN};
 use crate::log::Segment;
+use crate::validate::{RecordView, Records};
 
 const CRC_START: usize = 21;
 const RECORD_COUNT_AT: usize = 57;
@@ -76,9 +77,11 @@ impl OffsetMap {
                 continue;
             }
             let batch = buf.slice(position..position + header.total_len());
-            for record in RawRecords::new(&header, &records_section(&batch, &header)?) {
+            let section = records_section(&batch, &header)?;
+            for record in records(&header, &section) {
                 let record = record?;
                 let Some(key) = record.key else { continue };
+                let key = section.slice_ref(key);
                 let offset = header.base_offset + i64::from(record.offset_delta);
                 let size = key.len();
                 if let Some(previous) = self.latest.insert(key, offset) {
@@ -105,7 +108,7 @@ impl OffsetMap {
         self.latest.is_empty()
     }
 
-    fn keeps(&self, key: &Bytes, offset: i64) -> bool {
+    fn keeps(&self, key: &[u8], offset: i64) -> bool {
         self.latest.get(key).is_none_or(|&latest| latest <= offset)
     }
 }
@@ -135,16 +138,16 @@ pub fn clean_batch(batch: &Bytes, map: &OffsetMap, tombstone_horizon_ms: i64) ->
     let tombstones_expired = header.max_timestamp < tombstone_horizon_ms;
     let mut kept = BytesMut::new();
     let (mut count, mut total) = (0i32, 0i32);
-    for record in RawRecords::new(&header, &section) {
+    for record in records(&header, &section) {
         let record = record?;
         total += 1;
         let offset = header.base_offset + i64::from(record.offset_delta);
-        let keep = match &record.key {
+        let keep = match record.key {
             None => false,
-            Some(key) => map.keeps(key, offset) && !(record.is_tombstone && tombstones_expired),
+            Some(key) => map.keeps(key, offset) && !(record.value.is_none() && tombstones_expired),
         };
         if keep {
-            kept.put_slice(&record.raw);
+            kept.put_slice(record.raw);
             count += 1;
         }
     }
@@ -223,81 +226,10 @@ fn compress(codec: i16, records: Bytes, out: &mut BytesMut) -> Result<(), String
     done.map_err(|e| format!("cannot recompress batch: {e}"))
 }
 
-/// One record as it sits in a batch: its bytes (length prefix included) and what cleaning
-/// looks at.
-struct RawRecord {
-    raw: Bytes,
-    offset_delta: i32,
-    key: Option<Bytes>,
-    is_tombstone: bool,
-}
-
-/// Walks the records of a decompressed records section, at most `record_count` of them.
-struct RawRecords {
-    rest: Bytes,
-    remaining: i32,
-}
-
-impl RawRecords {
-    fn new(header: &BatchHeader, section: &Bytes) -> RawRecords {
-        RawRecords { rest: section.clone(), remaining: header.record_count.max(0) }
-    }
-
-    fn parse(&mut self) -> Result<RawRecord, String> {
-        let start = self.rest.clone();
-        let length = varint(&mut self.rest)?;
-        let length = usize::try_from(length).map_err(|_| format!("negative record length {length}"))?;
-        if length > self.rest.remaining() {
-            return Err(format!("record of {length} bytes overruns its batch"));
-        }
-        let prefix = start.len() - self.rest.len();
-        let raw = start.slice(..prefix + length);
-        let mut body = self.rest.split_to(length);
-        let _attributes = body.try_get_i8().map_err(|e| e.to_string())?;
-        let _timestamp_delta = varint(&mut body)?;
-        let offset_delta = i32::try_from(varint(&mut body)?).map_err(|e| e.to_string())?;
-        let key = read_nullable(&mut body)?;
-        let value_len = varint(&mut body)?;
-        Ok(RawRecord { raw, offset_delta, key, is_tombstone: value_len < 0 })
-    }
-}
-
-impl Iterator for RawRecords {
-    type Item = Result<RawRecord, String>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.remaining == 0 {
-            return None;
-        }
-        self.remaining -= 1;
-        let record = self.parse();
-        if record.is_err() {
-            self.remaining = 0;
-        }
-        Some(record)
-    }
-}
-
-/// A zig-zag varint or varlong (the record format's lengths and deltas), as `i64`.
-fn varint(buf: &mut Bytes) -> Result<i64, String> {
-    let mut raw = 0u64;
-    for shift in (0..64).step_by(7) {
-        let byte = buf.try_get_u8().map_err(|_| "record ends inside a varint".to_owned())?;
-        raw |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Ok((raw >> 1) as i64 ^ -((raw & 1) as i64));
-        }
-    }
-    Err("varint longer than 10 bytes".to_owned())
-}
-
-fn read_nullable(body: &mut Bytes) -> Result<Option<Bytes>, String> {
-    let len = varint(body)?;
-    let Ok(len) = usize::try_from(len) else { return Ok(None) };
-    if len > body.remaining() {
-        return Err(format!("key of {len} bytes overruns its record"));
-    }
-    Ok(Some(body.split_to(len)))
+/// The records of a stored batch's (inflated) records section, at most as many as its header
+/// counts (produce validation made the two agree).
+fn records<'a>(header: &BatchHeader, section: &'a Bytes) -> impl Iterator<Item = Result<RecordView<'a>, String>> {
+    Records::new(section).take(usize::try_from(header.record_count).unwrap_or(0))
 }
 
 #[cfg(test)]

@@ -137,6 +137,9 @@ pub fn validate_produce(buf: &[u8], rules: &ProduceRules, now_ms: i64) -> Result
             header.base_sequence, header.producer_id
         )));
     }
+    if header.is_transactional() && header.producer_id < 0 {
+        return Err(Refusal::invalid("A transactional record batch needs a producer id"));
+    }
     let body = &buf[HEADER_LEN..header.total_len()];
     let section = inflate(header.compression_codec(), body, inflate_limit(rules.max_message_bytes))
         .map_err(InflateError::refusal)?;
@@ -486,6 +489,17 @@ mod tests {
         let refusal = refused(&buf);
         assert_eq!(refusal.code, ErrorCode::InvalidRecord);
         assert!(refusal.message.unwrap().contains("control"));
+    }
+
+    #[test]
+    fn a_transactional_batch_without_a_producer_is_refused() {
+        // encode_batch writes producer id -1; bit 4 marks the batch transactional.
+        let mut buf = encode_batch(1, NOW, Compression::None);
+        let attributes = i16::from_be_bytes([buf[21], buf[22]]) | 0x10;
+        patch(&mut buf, 21, &attributes.to_be_bytes());
+        let refusal = refused(&buf);
+        assert_eq!(refusal.code, ErrorCode::InvalidRecord);
+        assert!(refusal.message.unwrap().contains("producer id"));
     }
 
     #[test]

@@ -870,7 +870,9 @@ impl Replica {
         if acks == Acks::All && leader.isr.len() < self.config.min_insync_replicas {
             return Err(ErrorCode::NotEnoughReplicas.into());
         }
-        let producer = client_producer_batch(&validated.batches)?;
+        // validate_produce left exactly one batch, neither a control batch nor an idempotent
+        // one without a sequence, nor a transactional one without a producer.
+        let producer = validated.batches.first().and_then(|(_, header)| ProducerBatch::of(header));
         if let Some(producer) = &producer {
             self.sweep_producers(now_ms);
             if let Verdict::Duplicate(place) = self.producers.check(producer)? {
@@ -2118,34 +2120,6 @@ impl FollowerProgress {
     }
 }
 
-/// The producer of a client's records, checked as Kafka's `LogValidator` does: clients may not
-/// write control batches, an idempotent batch needs a sequence, and a produce that carries one
-/// sends it alone (Produce v3+ allows one batch per partition; odradek holds idempotent
-/// producers to it), and a transactional batch needs a producer id.
-fn client_producer_batch(batches: &[(usize, batch::BatchHeader)]) -> Result<Option<ProducerBatch>, ErrorCode> {
-    for (_, header) in batches {
-        if header.is_control() {
-            tracing::warn!("rejected produce: a client sent a control batch");
-            return Err(ErrorCode::InvalidRecord);
-        }
-        if header.producer_id >= 0 && header.base_sequence < 0 {
-            tracing::warn!(producer_id = header.producer_id, "rejected produce: an idempotent batch without a sequence");
-            return Err(ErrorCode::InvalidRecord);
-        }
-        if header.is_transactional() && header.producer_id < 0 {
-            tracing::warn!("rejected produce: a transactional batch without a producer id");
-            return Err(ErrorCode::InvalidRecord);
-        }
-    }
-    match batches {
-        [(_, only)] => Ok(ProducerBatch::of(only)),
-        _ if batches.iter().all(|(_, h)| h.producer_id < 0) => Ok(None),
-        _ => {
-            tracing::warn!("rejected produce: an idempotent producer sent several batches for one partition");
-            Err(ErrorCode::InvalidRecord)
-        }
-    }
-}
 
 impl PendingProduce {
     fn ack(&self, log_start_offset: Offset) -> ProduceAck {
