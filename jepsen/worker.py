@@ -9,6 +9,10 @@ Every event: {"time": wall ms, "process": id, "type": "invoke"|"ok"|"fail"|"info
   seek      {"partitions": [...]}: the consumer was re-positioned (start, rebalance, restart)
   txn       {"values": [[partition, value], ...], "outcome": "commit"|"abort"}; type ok means
             the outcome was acknowledged, info that it is unknown
+  transform {"pairs": [[partition, input offset, input value, output value], ...]}: one consume-transform-
+            produce transaction; ok means its commit was acknowledged, info that its fate is
+            unknown
+  committed {"offsets": [[partition, offset], ...]}: the transform group's committed offsets
   final     {"records": [[partition, offset, value], ...], "committed": bool}
   admin     setup and metadata answers
 """
@@ -234,6 +238,81 @@ def transactions(args):
             p = None
 
 
+def transform(args):
+    """Consume-transform-produce, exactly once: reads the queue topic (read_committed), writes a
+    new value for each record read to the same partition of the output topic, and commits the
+    input offsets in the same transaction."""
+    process = args["process"]
+    source, sink = args["topics"]
+    group = f"jepsen-{args['run']}-transform"
+    consumer_config = {
+        **base_config(args),
+        "group.id": group,
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+        "isolation.level": "read_committed",
+        "session.timeout.ms": 10000,
+        "heartbeat.interval.ms": 1000,
+    }
+    producer_config = {
+        **base_config(args),
+        "transactional.id": f"jepsen-{args['run']}-transform-{process}",
+        "transaction.timeout.ms": 10000,
+        "message.timeout.ms": 10000,
+        "linger.ms": 5,
+    }
+    n = 0
+    c = p = None
+    while not stopped(args):
+        try:
+            if p is None:
+                p = Producer(producer_config)
+                p.init_transactions(15)
+            if c is None:
+                c = Consumer(consumer_config)
+                c.subscribe([source])
+        except KafkaException as e:
+            emit(process, "info", "admin", what="transform setup", error=str(e))
+            p = None
+            time.sleep(1)
+            continue
+        messages = [m for m in c.consume(num_messages=100, timeout=0.5) if m.error() is None]
+        if not messages:
+            continue
+        pairs = []
+        positions = {}
+        for m in messages:
+            n += 1
+            pairs.append([m.partition(), m.offset(), int(m.value()), process * VALUES_PER_PROCESS + n])
+            positions[m.partition()] = m.offset() + 1
+        emit(process, "invoke", "transform", pairs=pairs)
+        try:
+            p.begin_transaction()
+            for partition, _, _, out in pairs:
+                p.produce(sink, value=str(out).encode(), partition=partition)
+            offsets = [TopicPartition(source, partition, offset) for partition, offset in positions.items()]
+            p.send_offsets_to_transaction(offsets, c.consumer_group_metadata(), 15)
+            p.commit_transaction(15)
+            emit(process, "ok", "transform", pairs=pairs, outcome="commit")
+        except KafkaException as e:
+            emit(process, "info", "transform", pairs=pairs, error=str(e))
+            # Start again from the group's committed offsets, with a producer that fences
+            # this one (its transaction, if still open, is aborted).
+            p = None
+            c.close()
+            c = None
+    if c is not None:
+        c.close()
+
+
+def committed(args):
+    """The transform group's committed offsets, after healing."""
+    c = Consumer({**base_config(args), "group.id": f"jepsen-{args['run']}-transform"})
+    tps = c.committed([TopicPartition(args["topics"][0], p) for p in range(args["partitions"])], timeout=30)
+    emit(0, "ok", "committed", offsets=[[tp.partition, tp.offset] for tp in tps])
+    c.close()
+
+
 def final(args):
     """Reads every partition from its start to its end after healing, retrying until done."""
     topic = args["topics"][0]
@@ -290,6 +369,8 @@ def main():
         "consumer": consumer,
         "txn": transactions,
         "final": final,
+        "transform": transform,
+        "committed": committed,
     }[args["role"]](args)
 
 

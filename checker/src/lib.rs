@@ -40,6 +40,10 @@
 //! | [`Anomaly::TxnPartial`] | a transaction partly visible in the final committed read (not atomic) |
 //! | [`Anomaly::UncommittedRead`] | a read_committed poll returned a value the final committed log does not hold (G1a/G1b) |
 //!
+//! Consume-transform-produce ([`check_exactly_once`]) adds [`Anomaly::ProcessedTwice`] (an
+//! input record with two committed outputs) and [`Anomaly::Unprocessed`] (an input record
+//! below the group's committed offset with none).
+//!
 //! Transactional values are never in [`Op::Send`]: a produce inside a transaction promises
 //! nothing by itself. They still count for offsets (inconsistent offsets, duplicates: a
 //! transactional producer's retry must be written once).
@@ -115,6 +119,8 @@ pub enum Anomaly {
     TxnAbortedVisible { value: Value, offset: i64 },
     TxnPartial { process: u32, visible: Vec<Value>, missing: Vec<Value> },
     UncommittedRead { process: u32, value: Value, offset: i64 },
+    ProcessedTwice { offset: i64, input: Value, outputs: Vec<Value> },
+    Unprocessed { offset: i64, input: Value },
 }
 
 impl Anomaly {
@@ -134,6 +140,8 @@ impl Anomaly {
             Anomaly::TxnAbortedVisible { .. } => "txn-aborted-visible",
             Anomaly::TxnPartial { .. } => "txn-partial",
             Anomaly::UncommittedRead { .. } => "uncommitted-read",
+            Anomaly::ProcessedTwice { .. } => "processed-twice",
+            Anomaly::Unprocessed { .. } => "unprocessed",
         }
     }
 }
@@ -184,6 +192,14 @@ impl fmt::Display for Anomaly {
             Anomaly::TxnPartial { process, visible, missing } => write!(
                 f,
                 "txn-partial: a transaction of producer {process} is partly committed: {visible:?} visible, {missing:?} not"
+            ),
+            Anomaly::ProcessedTwice { offset, input, outputs } => write!(
+                f,
+                "processed-twice: input value {input} at offset {offset} has the committed outputs {outputs:?}"
+            ),
+            Anomaly::Unprocessed { offset, input } => write!(
+                f,
+                "unprocessed: input value {input} at offset {offset}, below the group's committed offset, has no committed output"
             ),
             Anomaly::UncommittedRead { process, value, offset } => write!(
                 f,
@@ -316,6 +332,43 @@ pub fn check_partitions(history: &[(Partition, Op)], options: &Options) -> Repor
         note(&mut report, context.classify(&anomaly), None, anomaly);
     }
     report
+}
+
+/// One record a consume-transform-produce transaction read, and the value it wrote for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Processed {
+    pub partition: Partition,
+    pub offset: i64,
+    pub input: Value,
+    pub output: Value,
+}
+
+/// Exactly-once processing: every input record below the group's committed offsets has exactly
+/// one output in the final `read_committed` read of the output topic (`committed_outputs`), and
+/// none has two. `must_process` are the input records (partition, offset, value) of the final
+/// read below the committed offsets. Inputs are told apart by offset and value: a retrying
+/// producer may write one value twice, and each copy is a record to process.
+pub fn check_exactly_once(
+    processed: &[Processed],
+    committed_outputs: &BTreeSet<Value>,
+    must_process: &BTreeSet<(Partition, i64, Value)>,
+) -> Vec<(Partition, Anomaly)> {
+    let mut outputs: BTreeMap<(Partition, i64, Value), Vec<Value>> = BTreeMap::new();
+    for p in processed.iter().filter(|p| committed_outputs.contains(&p.output)) {
+        outputs.entry((p.partition, p.offset, p.input)).or_default().push(p.output);
+    }
+    let mut found = Vec::new();
+    for (&(partition, offset, input), outs) in &outputs {
+        if outs.len() > 1 {
+            found.push((partition, Anomaly::ProcessedTwice { offset, input, outputs: outs.clone() }));
+        }
+    }
+    for &(partition, offset, input) in must_process {
+        if !outputs.contains_key(&(partition, offset, input)) {
+            found.push((partition, Anomaly::Unprocessed { offset, input }));
+        }
+    }
+    found
 }
 
 /// A process's acknowledged offsets going backwards in one partition.
@@ -903,6 +956,18 @@ mod tests {
         let allowed = Options { may_duplicate: [1].into(), ..Options::default() };
         assert_eq!(check_partitions(&twice, &allowed), Report { duplicates: 1, ..Report::default() });
         assert_eq!(check_partitions(&twice, &Options::default()).anomalies.len(), 1);
+    }
+
+    #[test]
+    fn exactly_once_processing_has_one_committed_output_per_input() {
+        let processed = |offset, input, output| Processed { partition: 0, offset, input, output };
+        let history = [processed(0, 10, 100), processed(1, 11, 101), processed(0, 10, 102), processed(1, 11, 103)];
+        let must: BTreeSet<(Partition, i64, Value)> = [(0, 0, 10), (0, 1, 11), (0, 2, 12)].into();
+        // The first attempt aborted (100, 101 not committed), the retry committed.
+        let found = check_exactly_once(&history, &[102, 103].into(), &must);
+        assert_eq!(found, vec![(0, Anomaly::Unprocessed { offset: 2, input: 12 })]);
+        let found = check_exactly_once(&history, &[100, 102, 103].into(), &[(0, 0, 10)].into());
+        assert_eq!(found, vec![(0, Anomaly::ProcessedTwice { offset: 0, input: 10, outputs: vec![100, 102] })]);
     }
 
     #[test]

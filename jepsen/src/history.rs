@@ -1,14 +1,16 @@
 //! The history file (`history.jsonl`, one event per line, as `worker.py` writes them) and its
 //! translation into the shared checker's operations.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{Context, Result};
-use odradek_checker::{Op, Partition, SendOutcome, TxnOutcome};
+use odradek_checker::{Op, Partition, Processed, SendOutcome, TxnOutcome};
 use serde::{Deserialize, Serialize};
 
 pub const QUEUE_TOPIC: &str = "jepsen-queue";
 pub const TXN_TOPIC: &str = "jepsen-txn";
+/// Where the consume-transform-produce transactions write what they read from the queue topic.
+pub const TRANSFORMED_TOPIC: &str = "jepsen-transformed";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
@@ -39,6 +41,12 @@ pub struct Event {
     pub values: Option<Vec<(u32, u64)>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<String>,
+    /// transform: (partition, input offset, input value, output value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pairs: Option<Vec<(u32, i64, u64, u64)>>,
+    /// committed: the transform group's committed offsets, (partition, offset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offsets: Option<Vec<(u32, i64)>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -52,11 +60,11 @@ pub fn parse(text: &str) -> Result<Vec<Event>> {
 }
 
 /// The checker's partition of a topic's partition: the transactional topic's are apart.
-fn key(topic: Option<&str>, partition: u32) -> Partition {
-    if topic == Some(TXN_TOPIC) {
-        1_000 + partition
-    } else {
-        partition
+pub fn key(topic: Option<&str>, partition: u32) -> Partition {
+    match topic {
+        Some(TXN_TOPIC) => 1_000 + partition,
+        Some(TRANSFORMED_TOPIC) => 2_000 + partition,
+        _ => partition,
     }
 }
 
@@ -105,6 +113,11 @@ pub fn to_ops(events: &[Event], partitions: u32) -> Vec<(Partition, Op)> {
                 let values = e.values.iter().flatten().map(|&(_, v)| v).collect();
                 ops.push((key(topic, 0), Op::Txn { process: e.process, values, outcome }));
             }
+            ("transform", "ok" | "info") => {
+                let outcome = if e.kind == "ok" { TxnOutcome::Committed } else { TxnOutcome::Unknown };
+                let values = e.pairs.iter().flatten().map(|&(_, _, _, out)| out).collect();
+                ops.push((key(Some(TRANSFORMED_TOPIC), 0), Op::Txn { process: e.process, values, outcome }));
+            }
             ("final", "ok") => {
                 let mut by_partition: BTreeMap<u32, Vec<(i64, u64)>> = (0..partitions).map(|p| (p, Vec::new())).collect();
                 for &(p, offset, value) in e.records.iter().flatten() {
@@ -129,7 +142,7 @@ pub fn to_ops(events: &[Event], partitions: u32) -> Vec<(Partition, Op)> {
 pub fn send_latencies(events: &[Event]) -> Vec<(u64, u64, String)> {
     let mut invoked: BTreeMap<u32, u64> = BTreeMap::new();
     let mut out = Vec::new();
-    for e in events.iter().filter(|e| e.f == "send" || e.f == "txn") {
+    for e in events.iter().filter(|e| matches!(e.f.as_str(), "send" | "txn" | "transform")) {
         if e.kind == "invoke" {
             invoked.insert(e.process, e.time);
         } else if let Some(start) = invoked.remove(&e.process) {
@@ -137,4 +150,29 @@ pub fn send_latencies(events: &[Event]) -> Vec<(u64, u64, String)> {
         }
     }
     out
+}
+
+/// What exactly-once processing is checked on: every record the transform transactions read
+/// with the value written for it; the output topic's final committed values; the input records
+/// of the queue topic's final read below the transform group's committed offsets.
+pub fn processing(events: &[Event]) -> Option<(Vec<Processed>, BTreeSet<u64>, BTreeSet<(Partition, i64, u64)>)> {
+    let committed: BTreeMap<u32, i64> = events.iter().filter(|e| e.f == "committed").flat_map(|e| e.offsets.iter().flatten().copied()).collect();
+    if committed.is_empty() {
+        return None;
+    }
+    let processed = events
+        .iter()
+        .filter(|e| e.f == "transform" && e.kind != "invoke")
+        .flat_map(|e| e.pairs.iter().flatten())
+        .map(|&(partition, offset, input, output)| Processed { partition, offset, input, output })
+        .collect();
+    fn finals<'a>(events: &'a [Event], topic: &'static str) -> impl Iterator<Item = &'a (u32, i64, u64)> {
+        events.iter().filter(move |e| e.f == "final" && e.topic.as_deref() == Some(topic)).flat_map(|e| e.records.iter().flatten())
+    }
+    let outputs = finals(events, TRANSFORMED_TOPIC).map(|&(_, _, v)| v).collect();
+    let must = finals(events, QUEUE_TOPIC)
+        .filter(|&&(p, offset, _)| committed.get(&p).is_some_and(|&c| offset < c))
+        .map(|&(p, offset, v)| (p, offset, v))
+        .collect();
+    Some((processed, outputs, must))
 }

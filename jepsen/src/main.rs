@@ -23,12 +23,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use odradek_checker::{check_partitions, Lossy, Options, Report};
+use odradek_checker::{check_exactly_once, check_partitions, Lossy, Options, Report};
 use rand::SeedableRng;
 use serde_json::json;
 
 use cluster::{wait_for, Cluster, Settings};
-use history::{Event, QUEUE_TOPIC, TXN_TOPIC};
+use history::{Event, QUEUE_TOPIC, TRANSFORMED_TOPIC, TXN_TOPIC};
 use nemesis::{Kind, Plan};
 use net::{Host, Net};
 
@@ -166,11 +166,27 @@ fn check_dir(dir: &Path, promise: &Promise) -> Result<bool> {
 fn verdict(events: &[Event], promise: &Promise) -> (Report, String) {
     let ops = history::to_ops(events, promise.partitions);
     let options = options(events, promise);
-    let report = check_partitions(&ops, &options);
+    let mut report = check_partitions(&ops, &options);
+    if let Some((processed, outputs, must)) = history::processing(events) {
+        let mut shown: std::collections::BTreeMap<&str, usize> = Default::default();
+        for (partition, anomaly) in check_exactly_once(&processed, &outputs, &must) {
+            // Lost input or output records take exactly-once with them.
+            if options.lossy == Lossy::Always {
+                *report.expected.entry(anomaly.name()).or_default() += 1;
+                continue;
+            }
+            report.unexpected += 1;
+            let n = shown.entry(anomaly.name()).or_default();
+            if *n < odradek_checker::REPORTS_PER_CLASS_MAX {
+                *n += 1;
+                report.anomalies.push((Some(partition), anomaly));
+            }
+        }
+    }
     let count = |f: &str, kind: &str| events.iter().filter(|e| e.f == f && e.kind == kind).count();
     let mut s = String::new();
     let _ = writeln!(s, "| operations | ok | info (unknown) | fail |\n|---|---|---|---|");
-    for f in ["send", "txn"] {
+    for f in ["send", "txn", "transform"] {
         let _ = writeln!(s, "| {f} | {} | {} | {} |", count(f, "ok"), count(f, "info"), count(f, "fail"));
     }
     let polled: usize = events
@@ -201,6 +217,7 @@ fn verdict(events: &[Event], promise: &Promise) -> (Report, String) {
         let _ = writeln!(s, "\n**Verdict: INVALID.** {} unexpected anomalies; the first of each kind:\n", report.unexpected);
         for (partition, anomaly) in &report.anomalies {
             let place = match partition {
+                Some(p) if *p >= 2000 => format!("{TRANSFORMED_TOPIC}/{}", p - 2000),
                 Some(p) if *p >= 1000 => format!("{TXN_TOPIC}/{}", p - 1000),
                 Some(p) => format!("{QUEUE_TOPIC}/{p}"),
                 None => "transactions".to_string(),
@@ -370,6 +387,7 @@ fn run_inside(
     let mut topics = vec![QUEUE_TOPIC];
     if args.transactions {
         topics.push(TXN_TOPIC);
+        topics.push(TRANSFORMED_TOPIC);
     }
     let common = json!({
         "bootstrap": cluster.bootstrap(),
@@ -437,6 +455,9 @@ fn run_inside(
         process += 1;
         workers.push(spawn_worker(net, python, script, with(json!({"role": "consumer", "process": process,
             "topics": [TXN_TOPIC], "assign": true, "committed": true, "seconds": args.duration})), tx.clone(), &clients_log)?);
+        process += 1;
+        workers.push(spawn_worker(net, python, script, with(json!({"role": "transform", "process": process,
+            "topics": [QUEUE_TOPIC, TRANSFORMED_TOPIC], "seconds": args.duration})), tx.clone(), &clients_log)?);
     }
 
     // The nemesis.
@@ -556,13 +577,18 @@ fn run_inside(
     })?;
     // Transactions left open end by the coordinator's timeout (transaction.timeout.ms 10 s).
     sleep(Duration::from_secs(15));
-    let finals = [(QUEUE_TOPIC, false), (TXN_TOPIC, true)];
-    for (topic, committed) in finals.into_iter().filter(|(t, _)| args.transactions || *t == QUEUE_TOPIC) {
-        let child = spawn_worker(net, python, script, with(json!({"role": "final", "topics": [topic],
-            "committed": committed, "timeout": 120})), tx.clone(), &clients_log)?;
+    let mut finals = vec![json!({"role": "final", "topics": [QUEUE_TOPIC], "committed": false, "timeout": 120})];
+    if args.transactions {
+        finals.push(json!({"role": "final", "topics": [TXN_TOPIC], "committed": true, "timeout": 120}));
+        finals.push(json!({"role": "final", "topics": [TRANSFORMED_TOPIC], "committed": true, "timeout": 120}));
+        finals.push(json!({"role": "committed", "topics": [QUEUE_TOPIC]}));
+    }
+    for last in finals {
+        let what = format!("{} of {}", last["role"], last["topics"][0]);
+        let child = spawn_worker(net, python, script, with(last), tx.clone(), &clients_log)?;
         let output = child.wait_with_output()?;
         if !output.status.success() {
-            bail!("the final read of {topic} failed (see {})", clients_log.display());
+            bail!("the {what} failed (see {})", clients_log.display());
         }
     }
     crashes.extend(cluster.exited().into_iter().map(|(id, status)| (id, status.to_string())));
@@ -595,6 +621,7 @@ fn run_inside(
         "faults": faults_by_kind.iter().map(|(k, n)| (k.to_string(), *n)).collect::<std::collections::BTreeMap<_, _>>(),
         "sends": {"ok": count("send", "ok"), "info": count("send", "info"), "fail": count("send", "fail")},
         "txns": {"ok": count("txn", "ok"), "info": count("txn", "info")},
+        "transforms": {"ok": count("transform", "ok"), "info": count("transform", "info")},
         "unexpected": report.unexpected,
         "anomalies": report.anomalies.iter().map(|(_, a)| a.name()).collect::<BTreeSet<_>>(),
         "expected_losses": report.expected_losses(),
