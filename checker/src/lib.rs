@@ -157,7 +157,7 @@ impl fmt::Display for Anomaly {
             }
             Anomaly::LostWrite { value, offset, max_read_offset } => write!(
                 f,
-                "lost-write: acknowledged value {value} at offset {offset} never read, though reads reached offset {max_read_offset}"
+                "lost-write: acknowledged value {value} at offset {offset} is missing, though reads reached offset {max_read_offset}"
             ),
             Anomaly::Unseen { value, offset, final_read_end } => write!(
                 f,
@@ -581,15 +581,28 @@ fn check_offsets(history: &[Op], cap: usize) -> Vec<Anomaly> {
                 offsets: offsets.iter().copied().collect(),
             }),
     );
+    let final_values: Option<BTreeSet<Value>> = final_read_end.map(|_| {
+        history
+            .iter()
+            .filter_map(|op| match op {
+                Op::FinalRead { records } => Some(records.iter().map(|&(_, v)| v)),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    });
     let mut by_offset: Vec<(i64, Value)> = acked.iter().map(|(&v, &o)| (o, v)).collect();
     by_offset.sort_unstable();
     let mut lost = 0;
     let mut unseen = 0;
     for (offset, value) in by_offset {
-        if read_values.contains(&value) {
+        // A value a consumer read is lost all the same if the final read, after healing, no
+        // longer holds it.
+        let read = read_values.contains(&value);
+        if read && final_values.as_ref().is_none_or(|f| f.contains(&value)) {
             continue;
         }
-        if offset <= max_read_offset {
+        if offset <= max_read_offset || read {
             if lost < cap {
                 anomalies.push(Anomaly::LostWrite { value, offset, max_read_offset });
             }
@@ -808,6 +821,13 @@ mod tests {
             check(&history),
             vec![Anomaly::Unseen { value: 11, offset: 1, final_read_end: 1 }]
         );
+    }
+
+    #[test]
+    fn a_value_read_then_missing_from_the_final_read_is_lost() {
+        let history = vec![ok(1, &[10], 0), poll(9, &[(0, 10)]), Op::FinalRead { records: vec![(0, 20)] }];
+        let found = check(&history);
+        assert!(found.contains(&Anomaly::LostWrite { value: 10, offset: 0, max_read_offset: 0 }), "{found:?}");
     }
 
     #[test]
