@@ -283,6 +283,21 @@ pub struct Report {
 }
 
 impl Report {
+    /// Counts an anomaly the settings do not allow; the first few of each class and
+    /// partition are kept to show.
+    pub fn add_unexpected(&mut self, partition: Option<Partition>, anomaly: Anomaly) {
+        self.unexpected += 1;
+        let shown = self.anomalies.iter().filter(|(p, a)| *p == partition && a.name() == anomaly.name()).count();
+        if shown < REPORTS_PER_CLASS_MAX {
+            self.anomalies.push((partition, anomaly));
+        }
+    }
+
+    /// Counts an anomaly the settings allow.
+    pub fn add_expected(&mut self, anomaly: &Anomaly) {
+        *self.expected.entry(anomaly.name()).or_default() += 1;
+    }
+
     /// Acknowledged writes lost where the settings allow it.
     pub fn expected_losses(&self) -> usize {
         ["lost-write", "unseen"].iter().filter_map(|c| self.expected.get(c)).sum()
@@ -300,18 +315,9 @@ pub fn check_partitions(history: &[(Partition, Op)], options: &Options) -> Repor
         }
     }
     let mut report = Report::default();
-    // Everything is counted; the first few of each class and partition are kept to show.
-    let mut shown: BTreeMap<(Option<Partition>, &'static str), usize> = BTreeMap::new();
-    let mut note = |report: &mut Report, class: Class, partition: Option<Partition>, anomaly: Anomaly| match class {
-        Class::Anomaly => {
-            report.unexpected += 1;
-            let n = shown.entry((partition, anomaly.name())).or_default();
-            if *n < REPORTS_PER_CLASS_MAX {
-                *n += 1;
-                report.anomalies.push((partition, anomaly));
-            }
-        }
-        Class::ExpectedLoss => *report.expected.entry(anomaly.name()).or_default() += 1,
+    let note = |report: &mut Report, class: Class, partition: Option<Partition>, anomaly: Anomaly| match class {
+        Class::Anomaly => report.add_unexpected(partition, anomaly),
+        Class::ExpectedLoss => report.add_expected(&anomaly),
         Class::Duplicate => report.duplicates += 1,
     };
     let transactions = history.iter().any(|(_, op)| matches!(op, Op::Txn { .. }));

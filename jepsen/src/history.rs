@@ -41,6 +41,12 @@ pub struct Event {
     pub values: Option<Vec<(u32, u64)>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<String>,
+    /// role: what a producer promises, "all" or "1".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acks: Option<String>,
+    /// role: whether the producer is idempotent (if not, it retries and may write twice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotent: Option<bool>,
     /// transform: (partition, input offset, input value, output value).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pairs: Option<Vec<(u32, i64, u64, u64)>>,

@@ -136,10 +136,10 @@ fn options(events: &[Event], promise: &Promise) -> Options {
     let mut lossy = BTreeSet::new();
     let mut may_duplicate = BTreeSet::new();
     for e in events.iter().filter(|e| e.f == "role") {
-        if e.error.as_deref() == Some("acks=1") {
+        if e.acks.as_deref() == Some("1") {
             lossy.insert(e.process);
         }
-        if e.outcome.as_deref() == Some("retries") {
+        if e.idempotent == Some(false) {
             may_duplicate.insert(e.process);
         }
     }
@@ -168,18 +168,12 @@ fn verdict(events: &[Event], promise: &Promise) -> (Report, String) {
     let options = options(events, promise);
     let mut report = check_partitions(&ops, &options);
     if let Some((processed, outputs, must)) = history::processing(events) {
-        let mut shown: std::collections::BTreeMap<&str, usize> = Default::default();
         for (partition, anomaly) in check_exactly_once(&processed, &outputs, &must) {
             // Lost input or output records take exactly-once with them.
             if options.lossy == Lossy::Always {
-                *report.expected.entry(anomaly.name()).or_default() += 1;
-                continue;
-            }
-            report.unexpected += 1;
-            let n = shown.entry(anomaly.name()).or_default();
-            if *n < odradek_checker::REPORTS_PER_CLASS_MAX {
-                *n += 1;
-                report.anomalies.push((Some(partition), anomaly));
+                report.add_expected(&anomaly);
+            } else {
+                report.add_unexpected(Some(partition), anomaly);
             }
         }
     }
@@ -433,7 +427,7 @@ fn run_inside(
     for (acks, idempotent) in [("all", true), ("all", false), ("1", false), ("all", true)] {
         process += 1;
         let role = json!({"time": now_ms(), "process": process, "type": "ok", "f": "role",
-            "error": format!("acks={acks}"), "outcome": if idempotent { "idempotent" } else { "retries" }});
+            "acks": acks, "idempotent": idempotent});
         roles.push(role.to_string());
         workers.push(spawn_worker(net, python, script, with(json!({"role": "producer", "process": process,
             "acks": acks, "idempotent": idempotent, "seconds": args.duration})), tx.clone(), &clients_log)?);
