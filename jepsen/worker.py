@@ -17,6 +17,7 @@ Every event: {"time": wall ms, "process": id, "type": "invoke"|"ok"|"fail"|"info
   admin     setup and metadata answers
 """
 
+import faulthandler
 import json
 import random
 import sys
@@ -362,6 +363,10 @@ def main():
     args = json.loads(sys.argv[1])
     args["deadline"] = time.monotonic() + args.get("seconds", 0)
     random.seed(args.get("seed", 0) * 1000 + args.get("process", 0))
+    if args.get("seconds"):
+        # odradek-jepsen kills a client still running a minute after the workload: say where
+        # it was stuck first (stderr goes to clients.log).
+        faulthandler.dump_traceback_later(args["seconds"] + 50, exit=False)
     {
         "setup": setup,
         "leaders": leaders,

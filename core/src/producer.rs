@@ -125,6 +125,12 @@ pub struct ProducerStates {
     /// marker offset)` in marker order: they stay unstable until it does (Kafka's
     /// unreplicated transactions), or a consumer could read a commit a leader change undoes.
     unreplicated: VecDeque<(Offset, Offset)>,
+    /// KIP-890's verification guards: a producer whose batch would start a transaction here
+    /// while the leader asks the coordinator whether the transaction holds this partition.
+    /// A marker, or the transaction starting, takes the guard away, so an answer that
+    /// arrives after the transaction ended cannot let its late batch in.
+    verifying: BTreeMap<i64, u64>,
+    next_guard: u64,
 }
 
 impl ProducerStates {
@@ -195,7 +201,30 @@ impl ProducerStates {
         if batch.transactional && entry.current_txn_first_offset.is_none() {
             entry.current_txn_first_offset = Some(first_offset);
             self.ongoing.insert((first_offset, batch.producer_id));
+            self.verifying.remove(&batch.producer_id);
         }
+    }
+
+    /// Whether `batch` would start its producer's transaction on this partition: the batch
+    /// the leader verifies with the coordinator first (KIP-890).
+    pub fn starts_transaction(&self, batch: &ProducerBatch) -> bool {
+        batch.transactional && self.current_txn_first_offset(batch.producer_id).is_none()
+    }
+
+    /// A guard for a verification of the producer's next transaction here; one already
+    /// held is shared (Kafka's `maybeStartTransactionVerification`).
+    pub fn begin_verification(&mut self, producer_id: i64) -> u64 {
+        let next = &mut self.next_guard;
+        *self.verifying.entry(producer_id).or_insert_with(|| {
+            *next += 1;
+            *next
+        })
+    }
+
+    /// Whether the guard a verification began with still stands: no marker for the
+    /// producer was written since.
+    pub fn verified(&self, producer_id: i64, guard: u64) -> bool {
+        self.verifying.get(&producer_id) == Some(&guard)
     }
 
     fn entry(producers: &mut BTreeMap<i64, ProducerEntry>, producer_id: i64, epoch: i16, now_ms: i64) -> &mut ProducerEntry {
@@ -236,6 +265,7 @@ impl ProducerStates {
         entry.coordinator_epoch = entry.coordinator_epoch.max(marker.coordinator_epoch);
         entry.last_written_ms = entry.last_written_ms.max(now_ms);
         entry.last_marker = Some(offset);
+        self.verifying.remove(&producer_id);
         if let Some(first_offset) = entry.current_txn_first_offset.take() {
             self.ongoing.remove(&(first_offset, producer_id));
             self.unreplicated.push_back((first_offset, offset));
@@ -486,7 +516,7 @@ impl ProducerStates {
         }
         // Markers the high watermark had not covered count as covered: a broker restarts from
         // what it synced, and its replica replays the log after the snapshot anyway.
-        Ok(ProducerStates { producers, ongoing, aborted, unreplicated: VecDeque::new() })
+        Ok(ProducerStates { producers, ongoing, aborted, unreplicated: VecDeque::new(), ..Default::default() })
     }
 }
 

@@ -43,7 +43,7 @@ pub const SUPPORTED_APIS: [(ApiKey, i16, i16); 29] = [
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::DescribeProducers, 0, 0),
     // v4+ is the brokers' batched verification (KIP-890), which odradek's leaders do not use.
-    (ApiKey::AddPartitionsToTxn, 0, 3),
+    (ApiKey::AddPartitionsToTxn, 0, 4),
     (ApiKey::AddOffsetsToTxn, 0, 3),
     // v4 adds TRANSACTION_ABORTABLE and v5 the per-transaction epoch bump (KIP-890 part 2).
     (ApiKey::EndTxn, 0, 3),

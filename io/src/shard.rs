@@ -279,6 +279,9 @@ impl Shard {
             Output::WriteMarkers { token, producer_id, producer_epoch, marker, partitions } => {
                 self.send_markers(token, producer_id, producer_epoch, marker, partitions);
             }
+            Output::VerifyTxn { token, transactional_id, producer_id, producer_epoch, partition } => {
+                self.verify_txn(token, transactional_id, producer_id, producer_epoch, partition);
+            }
             Output::ReadCoordinatorLog { partition, generation, from, upto, max_bytes } => {
                 let Some(store) = self.stores.borrow().get(&partition).cloned() else { return };
                 let this = self.clone();

@@ -1,7 +1,9 @@
 //! Transactions: carries each coordinator call to the core leading its transactional id's
 //! `__transaction_state` partition (where `core::broker::Shard` runs the coordinator), and the
 //! coordinator's markers to the partitions' leaders, this broker's cores or another broker's
-//! over a WriteTxnMarkers request. Every rule is core's (`core::txn`,
+//! over a WriteTxnMarkers request, and a partition leader's question whether a producer's
+//! transaction holds the partition (AddPartitionsToTxn v4, verify only) to the producer's
+//! coordinator. Every rule is core's (`core::txn`,
 //! `core::broker::txn`); this module moves requests and answers.
 
 use std::collections::BTreeMap;
@@ -10,7 +12,8 @@ use std::time::Duration;
 
 use futures_lite::{AsyncWriteExt, FutureExt};
 use glommio::net::TcpStream;
-use kafka_protocol::messages::{ApiKey, WriteTxnMarkersRequest, WriteTxnMarkersResponse};
+use kafka_protocol::messages::{AddPartitionsToTxnResponse, ApiKey, WriteTxnMarkersRequest, WriteTxnMarkersResponse};
+use kafka_protocol::protocol::{Decodable, Encodable};
 use odradek_core::batch::ControlMarker;
 use odradek_core::broker::txn::{self, MarkerPart, Routed, Target, TxnResponse, WriteMarkersCall};
 use odradek_core::ids::NodeId;
@@ -27,6 +30,11 @@ use crate::storage::join_all;
 const MARKER_TIMEOUT_MS: i32 = 30_000;
 /// The WriteTxnMarkers version the coordinator sends.
 const MARKERS_VERSION: i16 = 1;
+/// The AddPartitionsToTxn version a leader verifies with (the first with `verify_only`).
+const VERIFY_VERSION: i16 = 4;
+/// How long a leader waits for a coordinator's verification: the producer retries the
+/// NOT_ENOUGH_REPLICAS a timeout becomes.
+const VERIFY_TIMEOUT_MS: u64 = 10_000;
 const CLIENT_ID: &str = "odradek-txn-coordinator";
 /// Answers above this are refused: one marker per partition is a few bytes each.
 const MAX_RESPONSE_BYTES: usize = 16 << 20;
@@ -112,28 +120,69 @@ impl Shard {
         call.answer(self.scatter(parts, Shard::write_marker_partition).await)
     }
 
-    /// One WriteTxnMarkers exchange with another broker, on a connection of its own (markers
-    /// are a few per transaction, so none is kept).
+    /// One WriteTxnMarkers exchange with another broker.
     async fn remote_markers(&self, leader: NodeId, request: &WriteTxnMarkersRequest) -> Result<WriteTxnMarkersResponse, ErrorCode> {
-        let Some(addr) = crate::replication::endpoint_address(&self.image.borrow(), leader) else {
+        let timeout = Duration::from_millis(MARKER_TIMEOUT_MS as u64 + 5_000);
+        self.exchange(leader, ApiKey::WriteTxnMarkers, MARKERS_VERSION, request, timeout).await
+    }
+
+    /// One request to another broker and its answer, on a connection of its own (markers and
+    /// verifications are a few per transaction, so none is kept): a broker that cannot be
+    /// reached, or answers late, is NETWORK_EXCEPTION.
+    async fn exchange<Req: Encodable, Resp: Decodable>(
+        &self,
+        node: NodeId,
+        api_key: ApiKey,
+        version: i16,
+        request: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, ErrorCode> {
+        let Some(addr) = crate::replication::endpoint_address(&self.image.borrow(), node) else {
             return Err(ErrorCode::LeaderNotAvailable);
         };
         let exchange = async {
             let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
             let _ = stream.set_nodelay(true);
-            let frame = wire::encode_request(ApiKey::WriteTxnMarkers, MARKERS_VERSION, 1, CLIENT_ID, request).map_err(|e| e.to_string())?;
+            let frame = wire::encode_request(api_key, version, 1, CLIENT_ID, request).map_err(|e| e.to_string())?;
             stream.write_all(&frame).await.map_err(|e| e.to_string())?;
             let body = crate::fetcher::read_response(&mut stream, MAX_RESPONSE_BYTES).await?;
-            wire::decode_response(body.into(), ApiKey::WriteTxnMarkers, MARKERS_VERSION, 1).map_err(|e| e.to_string())
+            wire::decode_response(body.into(), api_key, version, 1).map_err(|e| e.to_string())
         };
         let timeout = async {
-            glommio::timer::sleep(Duration::from_millis(MARKER_TIMEOUT_MS as u64 + 5_000)).await;
+            glommio::timer::sleep(timeout).await;
             Err("timed out".to_owned())
         };
         exchange.or(timeout).await.map_err(|e| {
-            debug!(%leader, error = %e, "sending transaction markers failed");
+            debug!(%node, ?api_key, error = %e, "a request to another broker failed");
             ErrorCode::NetworkException
         })
+    }
+
+    /// Asks the coordinator of `transactional_id` whether the producer's transaction holds
+    /// `partition` ([`odradek_core::broker::Output::VerifyTxn`]): this broker's core leading
+    /// the id's `__transaction_state` partition, or another broker over AddPartitionsToTxn v4.
+    pub(crate) fn verify_txn(self: &Rc<Self>, token: u64, transactional_id: String, producer_id: i64, producer_epoch: i16, partition: (String, i32)) {
+        let this = self.clone();
+        glommio::spawn_local(async move {
+            let config = &this.shared.config.txn;
+            let request = txn::verify_request(&transactional_id, producer_id, producer_epoch, &partition);
+            let coordinator = txn::coordinator_node(&this.image.borrow(), &transactional_id, config);
+            let response = match coordinator {
+                Err(error) => Err(error),
+                Ok(node) if node == NodeId(this.shared.config.node_id) => match answer(&this, txn::route_batch(&request, config)).await {
+                    TxnResponse::AddPartitionsToTxn(response) => Ok(response),
+                    _ => Err(ErrorCode::UnknownServerError),
+                },
+                Ok(node) => {
+                    let timeout = Duration::from_millis(VERIFY_TIMEOUT_MS);
+                    this.exchange::<_, AddPartitionsToTxnResponse>(node, ApiKey::AddPartitionsToTxn, VERIFY_VERSION, &request, timeout).await
+                }
+            };
+            let result = txn::verify_result(&partition, response.as_ref().map_err(|e| *e));
+            this.machine().handle_txn_verified(now_ms(), token, result);
+            this.pump();
+        })
+        .detach();
     }
 
     /// A fresh producer id for the coordinator ([`odradek_core::broker::Output::NewProducerId`])

@@ -6,10 +6,11 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
+    AddPartitionsToTxnRequest, AddPartitionsToTxnResponse,
     ApiKey, CreateTopicsRequest as KafkaCreateTopics, FetchRequest as KafkaFetch, FindCoordinatorRequest, InitProducerIdRequest,
     MetadataRequest, ProduceRequest, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
 };
-use odradek_core::broker::txn::{self as txn_api, Routed as TxnRouted, Target as TxnTarget, WriteMarkersCall};
+use odradek_core::broker::txn::{self as txn_api, Routed as TxnRouted, Target as TxnTarget, TxnResponse, WriteMarkersCall};
 use odradek_core::txn::{self, TxnConfig, TXN_TOPIC};
 use odradek_core::broker::producer_ids::{self, ProducerIdBlock};
 use odradek_core::controller::{
@@ -55,6 +56,10 @@ pub enum Payload {
     /// A transaction coordinator's WriteTxnMarkers to a partition leader, and its answer.
     Markers { rpc_id: u64, request: WriteTxnMarkersRequest },
     MarkersAnswer { rpc_id: u64, response: WriteTxnMarkersResponse },
+    /// A partition leader's AddPartitionsToTxn v4 (verify only) to a coordinator, and its
+    /// answer.
+    Verify { rpc_id: u64, request: AddPartitionsToTxnRequest },
+    VerifyAnswer { rpc_id: u64, response: AddPartitionsToTxnResponse },
 }
 
 
@@ -121,15 +126,26 @@ enum Rpc {
     TxnProducerId { core: usize, token: u64 },
     /// Markers sent to another node for the coordinator's round `agg`.
     Markers { agg: u64, partitions: Vec<(String, i32)> },
+    /// A leader's verification of a transactional batch, asked of another node's coordinator
+    /// for the produce `token` on `core`.
+    Verify { core: usize, token: u64, partition: (String, i32) },
 }
 
 /// A client's transaction request, split into coordinator calls (`core::broker::txn`).
 struct TxnCall {
-    client: NodeId,
-    corr: i32,
-    version: i16,
+    reply: TxnReply,
     routed: TxnRouted,
     answers: Vec<Option<txn::Response>>,
+}
+
+/// Who hears a transaction call's answer.
+enum TxnReply {
+    /// A client's request.
+    Client { client: NodeId, corr: i32, version: i16 },
+    /// This node's leader verifying the produce `token` on `core` (KIP-890).
+    Verify { core: usize, token: u64, partition: (String, i32) },
+    /// Another node's leader verifying.
+    Remote { to: NodeId, rpc_id: u64 },
 }
 
 /// One coordinator's WriteMarkers output, spread over the leaders it names.
@@ -531,6 +547,10 @@ impl Node {
                     let results = txn_api::markers_results(&partitions, Err(ErrorCode::NetworkException));
                     marker_round_answered(p, now, agg, results);
                 }
+                Rpc::Verify { core, token, partition } => {
+                    let result = txn_api::verify_result(&partition, Err(ErrorCode::NetworkException));
+                    p.shards[core].handle_txn_verified(now, token, result);
+                }
                 _ => {}
             }
         }
@@ -604,6 +624,16 @@ impl Node {
                 if let Some((Rpc::Markers { agg, partitions }, _)) = p.rpcs.remove(&rpc_id) {
                     let results = txn_api::markers_results(&partitions, Ok(&response));
                     marker_round_answered(p, now, agg, results);
+                }
+            }
+            Payload::Verify { rpc_id, request } => {
+                let routed = txn_api::route_batch(&request, &txn_config());
+                start_txn_call(p, now, TxnReply::Remote { to: from, rpc_id }, routed, out);
+            }
+            Payload::VerifyAnswer { rpc_id, response } => {
+                if let Some((Rpc::Verify { core, token, partition }, _)) = p.rpcs.remove(&rpc_id) {
+                    let result = txn_api::verify_result(&partition, Ok(&response));
+                    p.shards[core].handle_txn_verified(now, token, result);
                 }
             }
         }
@@ -713,11 +743,11 @@ impl Node {
             ApiKey::InitProducerId if txn_api::is_transactional_init(&request.decode::<InitProducerIdRequest>().expect("valid init producer id")) => {
                 let body: InitProducerIdRequest = request.decode().expect("valid init producer id");
                 let routed = txn_api::route_init(&body, version, &txn_config());
-                start_txn_call(p, now, from, corr, version, routed, out);
+                start_txn_call(p, now, TxnReply::Client { client: from, corr, version }, routed, out);
             }
             key if txn_api::is_txn_api(key) => {
                 let routed = txn_api::route(&request, p.quorum.controller().image(), &txn_config()).expect("a valid transaction request");
-                start_txn_call(p, now, from, corr, version, routed, out);
+                start_txn_call(p, now, TxnReply::Client { client: from, corr, version }, routed, out);
             }
             ApiKey::InitProducerId => {
                 let body: InitProducerIdRequest = request.decode().expect("valid init producer id");
@@ -1015,7 +1045,7 @@ impl Node {
                             if let Some(call) = p.txn_calls.get_mut(&call_id) {
                                 call.answers[place] = Some(response);
                             }
-                            finish_txn_call(p, call_id, out);
+                            finish_txn_call(p, now, call_id, out);
                         }
                         broker::Output::NewProducerId { token } => {
                             if let Some(producer_id) = p.producer_ids.take() {
@@ -1033,6 +1063,25 @@ impl Node {
                         broker::Output::WriteMarkers { token, producer_id, producer_epoch, marker, partitions } => {
                             send_markers(p, id, now, core, token, producer_id, producer_epoch, marker, partitions, out);
                             out.push(Output::MarkersSent);
+                        }
+                        broker::Output::VerifyTxn { token, transactional_id, producer_id, producer_epoch, partition } => {
+                            let request = txn_api::verify_request(&transactional_id, producer_id, producer_epoch, &partition);
+                            match txn_api::coordinator_node(p.quorum.controller().image(), &transactional_id, &txn_config()) {
+                                Err(error) => {
+                                    let result = txn_api::verify_result(&partition, Err(error));
+                                    p.shards[core].handle_txn_verified(now, token, result);
+                                }
+                                Ok(node) if node == id => {
+                                    let routed = txn_api::route_batch(&request, &txn_config());
+                                    start_txn_call(p, now, TxnReply::Verify { core, token, partition }, routed, out);
+                                }
+                                Ok(node) => {
+                                    let rpc_id = p.next_rpc;
+                                    p.next_rpc += 1;
+                                    p.rpcs.insert(rpc_id, (Rpc::Verify { core, token, partition }, now + RPC_TIMEOUT_MS));
+                                    out.push(Output::Send { to: node, payload: Payload::Verify { rpc_id, request } });
+                                }
+                            }
                         }
                         broker::Output::ReadCoordinatorLog { partition, generation, from, upto, max_bytes } => {
                             // Whole batches, as the broker's read of the partition's segments.
@@ -1191,6 +1240,7 @@ fn on_ctrl_response(id: NodeId, p: &mut Process, now: i64, rpc: Rpc, response: R
                 Rpc::CreateOffsets | Rpc::CreateTxnState | Rpc::CreateTopics { .. } => "create topics",
                 Rpc::ProducerIds { .. } | Rpc::TxnProducerId { .. } => "allocate producer ids",
                 Rpc::Markers { .. } => "write markers",
+                Rpc::Verify { .. } => "verify a transaction",
             };
             panic!("node {id}: {kind} answered with {response:?}");
         }
@@ -1259,7 +1309,7 @@ fn txn_state_topic() -> CreatableTopic {
 
 /// A client's transaction request: each part on the core owning its id's
 /// `__transaction_state` partition (or every core), answered once all are in.
-fn start_txn_call(p: &mut Process, now: i64, client: NodeId, corr: i32, version: i16, mut routed: TxnRouted, out: &mut Vec<Output>) {
+fn start_txn_call(p: &mut Process, now: i64, reply: TxnReply, mut routed: TxnRouted, out: &mut Vec<Output>) {
     let cores = p.shards.len();
     let calls: Vec<(usize, txn::Call)> = std::mem::take(&mut routed.parts)
         .into_iter()
@@ -1270,26 +1320,42 @@ fn start_txn_call(p: &mut Process, now: i64, client: NodeId, corr: i32, version:
         .collect();
     let call_id = p.next_group_part;
     p.next_group_part += 1;
-    p.txn_calls.insert(call_id, TxnCall { client, corr, version, routed, answers: vec![None; calls.len()] });
+    p.txn_calls.insert(call_id, TxnCall { reply, routed, answers: vec![None; calls.len()] });
     for (place, (core, call)) in calls.into_iter().enumerate() {
         let part_id = p.next_group_part;
         p.next_group_part += 1;
         p.txn_parts.insert(part_id, (call_id, place));
         p.shards[core].txn_request(now, part_id, call);
     }
-    finish_txn_call(p, call_id, out);
+    finish_txn_call(p, now, call_id, out);
 }
 
 /// Answers the call once every part has (a call without parts at once).
-fn finish_txn_call(p: &mut Process, call_id: u64, out: &mut Vec<Output>) {
+fn finish_txn_call(p: &mut Process, now: i64, call_id: u64, out: &mut Vec<Output>) {
     let Some(call) = p.txn_calls.get(&call_id) else { return };
     if !call.answers.iter().all(Option::is_some) {
         return;
     }
     let call = p.txn_calls.remove(&call_id).expect("present");
     let answers = call.answers.into_iter().map(|a| a.expect("all in")).collect();
-    let frame = call.routed.answer(answers).encode(call.version, call.corr).expect("a transaction answer encodes");
-    out.push(Output::Send { to: call.client, payload: Payload::KafkaResponse { frame } });
+    let response = call.routed.answer(answers);
+    match call.reply {
+        TxnReply::Client { client, corr, version } => {
+            let frame = response.encode(version, corr).expect("a transaction answer encodes");
+            out.push(Output::Send { to: client, payload: Payload::KafkaResponse { frame } });
+        }
+        TxnReply::Verify { core, token, partition } => {
+            let result = match &response {
+                TxnResponse::AddPartitionsToTxn(r) => txn_api::verify_result(&partition, Ok(r)),
+                _ => Err(ErrorCode::UnknownServerError),
+            };
+            p.shards[core].handle_txn_verified(now, token, result);
+        }
+        TxnReply::Remote { to, rpc_id } => {
+            let TxnResponse::AddPartitionsToTxn(response) = response else { unreachable!("a verification is answered as one") };
+            out.push(Output::Send { to, payload: Payload::VerifyAnswer { rpc_id, response } });
+        }
+    }
 }
 
 /// A WriteTxnMarkers on this node: each partition's marker on its owning core.

@@ -100,6 +100,13 @@ pub struct Options {
     /// Crash a transaction coordinator as it sends a decision's markers (after PrepareCommit
     /// or PrepareAbort is written, before the markers land).
     pub crash_coordinator_on_markers: f64,
+    /// Per transactional batch sent: the network holds it past the producer's request
+    /// timeout, so it reaches the leader after the producer gave up on it.
+    pub late_produce_probability: f64,
+    /// A transactional producer whose batch timed out aborts its transaction at the same
+    /// epoch and starts the next one with a new epoch (librdkafka's way), instead of sending
+    /// the batch again.
+    pub transactor_abort_on_timeout: bool,
 }
 
 /// Named fault mixes; `Swarm` draws everything from the seed.
@@ -147,10 +154,14 @@ pub enum Scenario {
     /// Transactional producers that go silent past their transaction timeout mid-transaction
     /// and come back (zombies), while leaders and coordinators are paused and isolated.
     ZombieTransactions,
+    /// Transactional batches delivered after their producer timed out, aborted and began its
+    /// next transaction: the leader must not let such a late batch open a transaction the
+    /// producer's next marker would commit (KIP-890's verification).
+    LateTransactionalWrites,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 16] = [
+    pub const ALL: [Scenario; 17] = [
         Scenario::Swarm,
         Scenario::Kip101,
         Scenario::DoubleCrash,
@@ -167,6 +178,7 @@ impl Scenario {
         Scenario::IdempotentFailover,
         Scenario::Transactions,
         Scenario::ZombieTransactions,
+        Scenario::LateTransactionalWrites,
     ];
 
     pub fn name(self) -> &'static str {
@@ -187,6 +199,7 @@ impl Scenario {
             Scenario::IdempotentFailover => "idempotent-failover",
             Scenario::Transactions => "transactions",
             Scenario::ZombieTransactions => "zombie-transactions",
+            Scenario::LateTransactionalWrites => "late-transactional-writes",
         }
     }
 
@@ -253,6 +266,8 @@ impl Options {
             transactional_producers: 0,
             transactor_pause_probability: 0.0,
             crash_coordinator_on_markers: 0.0,
+            late_produce_probability: 0.0,
+            transactor_abort_on_timeout: false,
         };
         match scenario {
             Scenario::Swarm => {}
@@ -398,6 +413,12 @@ impl Options {
                 o.heal_probability = 0.5;
                 o.power_loss_probability = 0.0;
             }
+            Scenario::LateTransactionalWrites => {
+                o.acks = -1;
+                o.fault_interval_ms = rng.gen_range(300..1_500);
+                o.crash_probability = rng.gen_range(0.0..0.1);
+                o.partition_probability = rng.gen_range(0.0..0.1);
+            }
         }
         // The faults added after the rest: drawn last, so every earlier option keeps its value.
         o.one_way_probability = chance(rng, 0.5, 0.2, 1.0);
@@ -425,10 +446,14 @@ impl Options {
         o.graceful_stop_probability = chance(rng, 0.4, 0.02, 0.2);
         o.cores = if rng.gen_bool(0.5) { 2 } else { 1 };
         o.idempotent_producers = rng.gen_bool(0.5) || scenario == Scenario::IdempotentFailover;
-        let txn_scenario = matches!(scenario, Scenario::Transactions | Scenario::ZombieTransactions);
+        let txn_scenario = matches!(scenario, Scenario::Transactions | Scenario::ZombieTransactions | Scenario::LateTransactionalWrites);
         o.transactional_producers = if o.acks == -1 && (txn_scenario || rng.gen_bool(0.25)) { rng.gen_range(1..=2) } else { 0 };
         o.transactor_pause_probability = if scenario == Scenario::ZombieTransactions { rng.gen_range(0.05..0.3) } else { 0.0 };
         o.crash_coordinator_on_markers = if scenario == Scenario::Transactions { rng.gen_range(0.05..0.3) } else { 0.0 };
+        if scenario == Scenario::LateTransactionalWrites {
+            o.late_produce_probability = rng.gen_range(0.05..0.3);
+            o.transactor_abort_on_timeout = true;
+        }
         o
     }
 
@@ -446,7 +471,7 @@ impl Options {
              disk={:?}ms skew<={}ms drift<={}ppm ofle={} min_isr={} acks={} fsync={} stall={:.3}/{}ms \
              crash_on_expansion={:.2} crash_last={:.2} crash_over_lagging={:.2} producers={} consumers={} \
              one_way={:.2} duplicate={:.3}/{}ms inflight_delivery={:.2} hold_for_restart={:.2} fsync_failure={:.4} \
-             graceful_stop={:.3} cores={} idempotent={} transactional={} zombie={:.2} crash_on_markers={:.2}",
+             graceful_stop={:.3} cores={} idempotent={} transactional={} zombie={:.2} crash_on_markers={:.2} late_produce={:.2} abort_on_timeout={}",
             self.scenario.name(),
             self.safety_ms,
             self.crash_probability,
@@ -486,6 +511,8 @@ impl Options {
             self.transactional_producers,
             self.transactor_pause_probability,
             self.crash_coordinator_on_markers,
+            self.late_produce_probability,
+            self.transactor_abort_on_timeout,
         )
     }
 }

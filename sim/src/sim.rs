@@ -151,6 +151,10 @@ pub struct FaultCounts {
     pub zombie_pauses: usize,
     pub coordinator_strikes: usize,
     pub committed_polls: usize,
+    /// Transactional batches the network held past their producer's timeout, and
+    /// transactions their producer aborted after a batch timed out.
+    pub late_produces: usize,
+    pub timeout_aborts: usize,
 }
 
 impl FaultCounts {
@@ -189,6 +193,8 @@ impl FaultCounts {
         self.zombie_pauses += o.zombie_pauses;
         self.coordinator_strikes += o.coordinator_strikes;
         self.committed_polls += o.committed_polls;
+        self.late_produces += o.late_produces;
+        self.timeout_aborts += o.timeout_aborts;
     }
 }
 
@@ -201,7 +207,8 @@ impl std::fmt::Display for FaultCounts {
              stale-deliveries {} (stale answers dropped {}) fsync-failures {} \
              definite-failures {} polls {} seeks {} commits {} (lost by design {}) stale-offset-reads {} \
              graceful-stops {} (timed out {}) core-mail {} producer-ids {} retries {} (acked {}) producer-resets {} \
-             txns committed {} aborted {} unknown {} zombie-pauses {} coordinator-strikes {} committed-polls {}",
+             txns committed {} aborted {} unknown {} zombie-pauses {} coordinator-strikes {} committed-polls {} \
+             late-produces {} timeout-aborts {}",
             self.crashes,
             self.power_losses,
             self.pauses,
@@ -235,7 +242,9 @@ impl std::fmt::Display for FaultCounts {
             self.txn_unknown,
             self.zombie_pauses,
             self.coordinator_strikes,
-            self.committed_polls
+            self.committed_polls,
+            self.late_produces,
+            self.timeout_aborts
         )
     }
 }
@@ -341,6 +350,8 @@ struct Transactor {
     paused_until: i64,
     /// Stopped between transactions at the end of the run.
     stopped: bool,
+    /// Aborting after a batch timed out: once aborted, a new epoch (InitProducerId).
+    new_epoch_after_abort: bool,
 }
 
 /// What a committer knows of its group's committed offset.
@@ -558,6 +569,7 @@ impl Sim {
                 batches_left: 0,
                 commit: true,
                 paused_until: 0,
+                new_epoch_after_abort: false,
                 stopped: false,
             });
             clients.push(transactor);
@@ -1498,9 +1510,18 @@ impl Sim {
                 self.clients[c].leader = None;
                 let client = &mut self.clients[c];
                 if let Some(t) = client.txn.as_mut() {
-                    // Coordinator requests go to a coordinator found again; a batch is resent.
+                    // Coordinator requests go to a coordinator found again; a batch is resent,
+                    // or given up with its transaction.
                     if client.inflight_api != ApiKey::Produce {
                         t.coordinator = None;
+                    } else if self.options.transactor_abort_on_timeout {
+                        if let Some((_, batch)) = t.batch.take() {
+                            t.values.extend(batch);
+                        }
+                        t.commit = false;
+                        t.stage = TxnStage::End;
+                        t.new_epoch_after_abort = true;
+                        self.counts.timeout_aborts += 1;
                     }
                 }
                 if client.kind == ClientKind::Committer {
@@ -1762,7 +1783,25 @@ impl Sim {
         let frame = encode_request(ApiKey::Produce, client_version(ApiKey::Produce), corr, &body);
         self.clients[c].inflight = Some((corr, now, values));
         self.clients[c].inflight_api = ApiKey::Produce;
-        self.send(from, leader, Payload::Kafka { frame });
+        let late = self.options.late_produce_probability;
+        if self.faults_on && late > 0.0 && self.rng_net.gen_bool(late) {
+            let delay = CLIENT_TIMEOUT_MS + self.rng_net.gen_range(100..6_000);
+            self.counts.late_produces += 1;
+            self.send_late(from, leader, Payload::Kafka { frame }, delay);
+        } else {
+            self.send(from, leader, Payload::Kafka { frame });
+        }
+    }
+
+    /// A message the network holds for `delay` ms (unless cut now).
+    fn send_late(&mut self, from: NodeId, to: NodeId, payload: Payload, delay: i64) {
+        if self.cut.contains(&(from, to)) {
+            return;
+        }
+        let to_incarnation = self.node_index(to).map_or(0, |i| self.nodes[i].incarnation);
+        self.faults += 1;
+        self.trace.add(0x1a7e + (self.now + delay) as u64);
+        self.schedule(self.now + delay, Event::Deliver { from, to, sent: self.now, to_incarnation, payload });
     }
 
     /// The transaction's fate is the coordinator's now: its outcome is unknown, and the
@@ -1880,6 +1919,11 @@ impl Sim {
                             self.counts.txn_aborts += 1;
                         }
                         t.stage = TxnStage::Add;
+                        if std::mem::take(&mut t.new_epoch_after_abort) {
+                            // librdkafka bumps the epoch after an abort that had a request
+                            // time out (KIP-360): the next transaction runs under a new epoch.
+                            t.producer = None;
+                        }
                         self.history.push(Op::Txn { process, values, outcome });
                         return;
                     }

@@ -96,6 +96,9 @@ pub struct ProducePart {
     pub records: Bytes,
     pub acks: i16,
     pub timeout_ms: i32,
+    /// The request's transactional id (v3+), to verify a transactional batch with its
+    /// coordinator before it starts a transaction on the partition (KIP-890).
+    pub transactional_id: Option<String>,
 }
 
 /// A Produce on its way through the cores.
@@ -113,6 +116,7 @@ impl ProduceCall {
     pub fn new(request: ProduceRequest, version: i16, cores: usize) -> (ProduceCall, Parts<ProducePart>) {
         let refused = produce_refusal(&request);
         let (acks, timeout_ms) = (request.acks, request.timeout_ms);
+        let transactional_id = request.transactional_id.as_ref().map(|id| id.0.to_string()).filter(|id| !id.is_empty());
         let mut topics = Vec::with_capacity(request.topic_data.len());
         let mut parts = Vec::new();
         for topic in request.topic_data {
@@ -121,7 +125,7 @@ impl ProduceCall {
             for p in topic.partition_data {
                 let partition = TopicPartition { topic: name.clone(), partition: p.index };
                 let records = p.records.unwrap_or_default();
-                parts.push((partition.clone(), ProducePart { partition, records, acks, timeout_ms }));
+                parts.push((partition.clone(), ProducePart { partition, records, acks, timeout_ms, transactional_id: transactional_id.clone() }));
             }
         }
         if let Some(error) = refused {

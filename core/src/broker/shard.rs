@@ -28,7 +28,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use kafka_protocol::messages::FetchResponse as WireFetchResponse;
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::groups::{self, GroupRequest, GroupResponse, Reply};
 use super::partitions::{EpochEndPart, FetchPart, ListOffsetsPart, ListOffsetsResult, OffsetLookup, PartRead, ProducePart};
@@ -44,7 +44,7 @@ use crate::ids::{LeaderEpoch, NodeId, Offset, PartitionEpoch};
 use crate::replica::driver::PartitionDriver;
 use crate::replica::{
     Action, AlterPartitionRequest, Completion, EpochEndOffset, FetchAnswer, FetchRequest, LeaderAndIsr, PersistedState,
-    ProduceAck, Replica, ReplicaConfig, Role,
+    ProduceAck, Replica, ReplicaConfig, Role, Started, TxnVerification, Unverified,
 };
 
 /// How long a replicated group write waits for the ISR (Kafka's `offsets.commit.timeout.ms`).
@@ -107,6 +107,19 @@ pub enum Output {
     /// Write `marker` for the producer to each partition, on its leader (WriteTxnMarkers);
     /// answer with [`Shard::handle_markers_written`], one result per partition.
     WriteMarkers { token: u64, producer_id: i64, producer_epoch: i16, marker: crate::batch::ControlMarker, partitions: Vec<(String, i32)> },
+    /// Ask the transaction coordinator of `transactional_id` whether the producer's ongoing
+    /// transaction holds `partition` (AddPartitionsToTxn v4, verify only: KIP-890) before its
+    /// batch starts a transaction there; answer with [`Shard::handle_txn_verified`].
+    VerifyTxn { token: u64, transactional_id: String, producer_id: i64, producer_epoch: i16, partition: (String, i32) },
+}
+
+/// A produce waiting for its coordinator's verification ([`Output::VerifyTxn`]).
+struct Verifying {
+    partition: TopicPartition,
+    records: Bytes,
+    acks: i16,
+    timeout_ms: i32,
+    guard: u64,
 }
 
 /// What a metadata image asks of one core ([`Shard::plan_image`]).
@@ -202,6 +215,9 @@ pub struct Shard {
     /// Produce request id (the replicas' request ids, unique across this shard) → who waits.
     produces: BTreeMap<u64, Waiter>,
     next_produce: u64,
+    /// Produces whose transactional batch waits for its coordinator, by request id (the
+    /// [`Output::VerifyTxn`] token).
+    verifying: BTreeMap<u64, Verifying>,
     next_generation: u64,
     /// Partitions given input since their actions were last drained.
     dirty: BTreeSet<TopicPartition>,
@@ -235,6 +251,7 @@ impl Shard {
             fetchers: Fetchers::new(local, response_max_bytes, request_timeout_ms),
             produces: BTreeMap::new(),
             next_produce: 0,
+            verifying: BTreeMap::new(),
             next_generation: 0,
             dirty: BTreeSet::new(),
             timers: BTreeSet::new(),
@@ -428,9 +445,12 @@ impl Shard {
         timeout_ms: i32,
         token: u64,
     ) -> Result<(), Refusal> {
-        self.start_produce(now_ms, partition, records, acks, timeout_ms, Answer::Driver(token))
+        self.start_produce(now_ms, partition, records, acks, timeout_ms, None, Answer::Driver(token))
     }
 
+    /// A transactional batch that would start its producer's transaction on the partition
+    /// waits for [`Output::VerifyTxn`]'s answer when the request names its transactional id.
+    #[allow(clippy::too_many_arguments)]
     fn start_produce(
         &mut self,
         now_ms: i64,
@@ -438,19 +458,72 @@ impl Shard {
         records: Bytes,
         acks: i16,
         timeout_ms: i32,
+        transactional_id: Option<String>,
         answer: Answer,
     ) -> Result<(), Refusal> {
         let id = self.admit(partition, (acks != 0).then_some(answer))?;
         let entry = self.partitions.get_mut(partition).expect("admitted");
-        let refused = entry.driver.replica_mut().handle_produce(now_ms, id, records, acks, timeout_ms);
-        if let Err(refusal) = refused {
-            self.produces.remove(&id);
-            let (topic, partition) = (&partition.topic, partition.partition);
-            warn!(%topic, partition, code = ?refusal.code, message = ?refusal.message, "refused produced records");
-            return Err(refusal);
+        let verification = if transactional_id.is_some() { TxnVerification::Ask } else { TxnVerification::Skip };
+        let started = entry.driver.replica_mut().handle_txn_produce(now_ms, id, records, acks, timeout_ms, verification);
+        match started {
+            Err(refusal) => {
+                self.produces.remove(&id);
+                let (topic, partition) = (&partition.topic, partition.partition);
+                warn!(%topic, partition, code = ?refusal.code, message = ?refusal.message, "refused produced records");
+                return Err(refusal);
+            }
+            Ok(Started::Taken) => {}
+            Ok(Started::Verify(unverified)) => {
+                let Unverified { producer_id, producer_epoch, guard, records } = unverified;
+                self.verifying.insert(id, Verifying { partition: partition.clone(), records, acks, timeout_ms, guard });
+                self.outputs.push_back(Output::VerifyTxn {
+                    token: id,
+                    transactional_id: transactional_id.expect("asked only with an id"),
+                    producer_id,
+                    producer_epoch,
+                    partition: (partition.topic.to_string(), partition.partition),
+                });
+            }
         }
         self.touch(partition.clone());
         Ok(())
+    }
+
+    /// The coordinator's answer to [`Output::VerifyTxn`]: the produce goes on (its batch may
+    /// start the transaction unless a marker for the producer was written meanwhile) or is
+    /// answered with the error (see [`super::txn::verify_result`]).
+    pub fn handle_txn_verified(&mut self, now_ms: i64, token: u64, result: Result<(), ErrorCode>) {
+        let Some(v) = self.verifying.remove(&token) else { return };
+        let waiting = self.produces.contains_key(&token);
+        let error = match (&result, self.partitions.get(&v.partition)) {
+            (_, None) => Some(ErrorCode::NotLeaderOrFollower),
+            (_, Some(entry)) if entry.draining => Some(ErrorCode::NotLeaderOrFollower),
+            (Err(error), _) => Some(*error),
+            (Ok(()), Some(_)) => None,
+        };
+        if let Some(error) = error {
+            let (topic, partition) = (&v.partition.topic, v.partition.partition);
+            debug!(%topic, partition, ?error, "a transactional batch failed its coordinator's verification");
+            if let Some(waiter) = self.produces.remove(&token) {
+                answer_produce(&mut self.outputs, &mut self.coordinator_writes, waiter.answer, Err(error));
+            }
+            return;
+        }
+        if v.acks != 0 && !waiting {
+            // Answered already (the partition moved away and back): nobody waits for it.
+            return;
+        }
+        let entry = self.partitions.get_mut(&v.partition).expect("checked");
+        let verified = TxnVerification::Verified(v.guard);
+        let started = entry.driver.replica_mut().handle_txn_produce(now_ms, token, v.records, v.acks, v.timeout_ms, verified);
+        if let Err(refusal) = started {
+            // The records were checked before they were verified; they are refused only if the
+            // partition's rules changed meanwhile.
+            if let Some(waiter) = self.produces.remove(&token) {
+                answer_produce(&mut self.outputs, &mut self.coordinator_writes, waiter.answer, Err(refusal.code));
+            }
+        }
+        self.touch(v.partition);
     }
 
     /// A write for an owned partition gets its request id, and `answer` (if anyone listens)
@@ -533,7 +606,7 @@ impl Shard {
         if !self.partitions.contains_key(&part.partition) {
             return Err(self.missing(&part.partition).into());
         }
-        self.produce(now_ms, &part.partition, part.records, part.acks, part.timeout_ms, token)
+        self.start_produce(now_ms, &part.partition, part.records, part.acks, part.timeout_ms, part.transactional_id, Answer::Driver(token))
     }
 
     /// A Fetch's partition ([`partitions::FetchCall`]) on its owning core: the replica's
@@ -863,7 +936,7 @@ impl Shard {
                     let tp = TopicPartition::new(TXN_TOPIC, partition);
                     let encoded: Vec<(Bytes, Option<Bytes>)> = records.iter().map(TxnRecord::encode).collect();
                     let batch = records::encode_batch(&encoded, now_ms);
-                    let started = self.start_produce(now_ms, &tp, batch, -1, GROUP_COMMIT_TIMEOUT_MS, Answer::Txn(token));
+                    let started = self.start_produce(now_ms, &tp, batch, -1, GROUP_COMMIT_TIMEOUT_MS, None, Answer::Txn(token));
                     if let Err(error) = started {
                         warn!(partition, ?error, "replicating transaction records failed");
                         self.coordinator_writes.push((Answer::Txn(token), false));
@@ -897,7 +970,7 @@ impl Shard {
                     let tp = TopicPartition::new(OFFSETS_TOPIC, partition);
                     let encoded: Vec<(Bytes, Option<Bytes>)> = records.iter().map(GroupRecord::encode).collect();
                     let batch = records::encode_batch(&encoded, now_ms);
-                    let started = self.start_produce(now_ms, &tp, batch, -1, GROUP_COMMIT_TIMEOUT_MS, Answer::Group(token));
+                    let started = self.start_produce(now_ms, &tp, batch, -1, GROUP_COMMIT_TIMEOUT_MS, None, Answer::Group(token));
                     if let Err(error) = started {
                         warn!(partition, ?error, "replicating group records failed");
                         self.coordinator_writes.push((Answer::Group(token), false));
@@ -1359,6 +1432,82 @@ mod tests {
         assert_eq!(produced[0].1.as_ref().unwrap().base_offset, Offset(0));
         assert!(outputs.iter().any(|o| matches!(o, Output::Visible { partition, high_watermark } if *partition == tp(1) && *high_watermark == Offset(3))));
         assert_eq!(shard.replica(&tp(0)).unwrap().high_watermark(), Offset(0));
+    }
+
+    /// A transactional batch of producer 7 at epoch 0.
+    fn txn_part(first_seq: i32) -> ProducePart {
+        let sequenced = records::Sequenced { producer_id: 7, epoch: 0, first_seq, transactional: true };
+        let records = records::encode_producer_records(&[(None, Some(Bytes::from_static(b"v")))], 1, Compression::None, Some(sequenced));
+        ProducePart { partition: tp(0), records, acks: -1, timeout_ms: 30_000, transactional_id: Some("tx".to_owned()) }
+    }
+
+    fn produced(outputs: &[Output]) -> Vec<(u64, Result<Offset, ErrorCode>)> {
+        outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Produced { token, result } => Some((*token, result.as_ref().map(|a| a.base_offset).map_err(|e| *e))),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn verifications(outputs: &[Output]) -> Vec<u64> {
+        outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::VerifyTxn { token, transactional_id, producer_id: 7, producer_epoch: 0, partition } => {
+                    assert_eq!((transactional_id.as_str(), partition), ("tx", &("t".to_owned(), 0)));
+                    Some(*token)
+                }
+                Output::VerifyTxn { .. } => panic!("{o:?}"),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_that_would_start_a_transaction_waits_for_its_coordinator_and_a_marker_voids_the_answer() {
+        let mut shard = shard_leading(1);
+        let abort = batch::ControlMarker { commit: false, coordinator_epoch: 0 };
+
+        // The transaction's first batch here is verified first, its next one is not.
+        shard.produce_part(1, txn_part(0), 1).unwrap();
+        let outputs = perform_all(&mut shard, 1);
+        let [token] = verifications(&outputs)[..] else { panic!("{outputs:?}") };
+        assert!(produced(&outputs).is_empty(), "nothing written before the coordinator answers");
+        shard.handle_txn_verified(2, token, Ok(()));
+        assert_eq!(produced(&perform_all(&mut shard, 2)), vec![(1, Ok(Offset(0)))]);
+        shard.produce_part(3, txn_part(1), 2).unwrap();
+        let outputs = perform_all(&mut shard, 3);
+        assert!(verifications(&outputs).is_empty());
+        assert_eq!(produced(&outputs), vec![(2, Ok(Offset(1)))]);
+        shard.write_marker(4, &tp(0), 7, 0, abort, 30_000, 3).unwrap();
+        assert_eq!(produced(&perform_all(&mut shard, 4)), vec![(3, Ok(Offset(2)))]);
+
+        // A late batch of the aborted transaction: the coordinator refuses it.
+        shard.produce_part(5, txn_part(2), 4).unwrap();
+        let outputs = perform_all(&mut shard, 5);
+        let [token] = verifications(&outputs)[..] else { panic!("{outputs:?}") };
+        shard.handle_txn_verified(6, token, Err(ErrorCode::InvalidTxnState));
+        assert_eq!(produced(&perform_all(&mut shard, 6)), vec![(4, Err(ErrorCode::InvalidTxnState))]);
+
+        // The coordinator said yes, but a marker for the producer was written before the answer
+        // arrived: the batch would open a transaction after its own transaction's end.
+        shard.produce_part(7, txn_part(2), 5).unwrap();
+        let [token] = verifications(&perform_all(&mut shard, 7))[..] else { panic!() };
+        shard.write_marker(8, &tp(0), 7, 0, abort, 30_000, 6).unwrap();
+        assert_eq!(produced(&perform_all(&mut shard, 8)), vec![(6, Ok(Offset(3)))]);
+        shard.handle_txn_verified(9, token, Ok(()));
+        assert_eq!(produced(&perform_all(&mut shard, 9)), vec![(5, Err(ErrorCode::InvalidTxnState))]);
+        assert_eq!(shard.replica(&tp(0)).unwrap().log_end_offset(), Offset(4), "two batches and two markers");
+
+        // A produce without a transactional id has no coordinator to ask (the Produce path
+        // refuses transactional batches without one before they get here).
+        let part = ProducePart { transactional_id: None, ..txn_part(2) };
+        shard.produce_part(10, part, 7).unwrap();
+        let outputs = perform_all(&mut shard, 10);
+        assert!(verifications(&outputs).is_empty());
+        assert_eq!(produced(&outputs), vec![(7, Ok(Offset(4)))]);
     }
 
     #[test]

@@ -6,7 +6,10 @@
 //! the parts to their cores and encode what comes back.
 
 use bytes::Bytes;
-use kafka_protocol::messages::add_partitions_to_txn_response::{AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult};
+use kafka_protocol::messages::add_partitions_to_txn_request::{AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction};
+use kafka_protocol::messages::add_partitions_to_txn_response::{
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
+};
 use kafka_protocol::messages::describe_transactions_response::{self, TopicData};
 use kafka_protocol::messages::list_transactions_response;
 use kafka_protocol::messages::write_txn_markers_request::{WritableTxnMarker, WritableTxnMarkerTopic};
@@ -18,6 +21,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::batch::ControlMarker;
 use crate::controller::MetadataImage;
+use crate::ids::NodeId;
 use crate::error::{code, ErrorCode};
 use crate::fetcher::TopicPartition;
 use crate::shard::{merge_in_order, shard_for, ShardId};
@@ -29,6 +33,9 @@ use super::partitions::{Answers, Parts};
 fn s(text: impl Into<String>) -> StrBytes {
     StrBytes::from_string(text.into())
 }
+
+/// A request's topics and their partitions, in its order.
+type TopicShape = Vec<(String, Vec<i32>)>;
 
 /// Per partition, its error (`None`: done).
 type PartitionErrors = Vec<((String, i32), Option<ErrorCode>)>;
@@ -54,6 +61,8 @@ enum Reply {
     Init { version: i16 },
     /// `refused`: answered without the coordinator (a partition that does not exist).
     AddPartitions { version: i16, shape: Vec<(String, Vec<i32>)>, refused: Option<PartitionErrors> },
+    /// v4+, a broker's batch: per transaction (one part each), its id and shape.
+    AddPartitionsBatch { transactions: Vec<(String, TopicShape)> },
     AddOffsets { version: i16 },
     End { version: i16 },
     Describe,
@@ -129,8 +138,7 @@ pub fn route(request: &Request, image: &MetadataImage, config: &TxnConfig) -> Re
         ApiKey::AddPartitionsToTxn => {
             let r: AddPartitionsToTxnRequest = request.decode()?;
             if version >= 4 {
-                // Brokers' batched verification (KIP-890): odradek's leaders do not send it.
-                return Err(RequestError::UnsupportedVersion { api_key: ApiKey::AddPartitionsToTxn, version });
+                return Ok(route_batch(&r, config));
             }
             let id = r.v3_and_below_transactional_id.0.to_string();
             let shape: Vec<(String, Vec<i32>)> =
@@ -199,6 +207,90 @@ pub fn route(request: &Request, image: &MetadataImage, config: &TxnConfig) -> Re
     }
 }
 
+/// AddPartitionsToTxn v4+, which only brokers send (KIP-890): a batch of transactions, each
+/// its own coordinator call; partition leaders send `verify_only` ones
+/// ([`verify_request`]).
+pub fn route_batch(request: &AddPartitionsToTxnRequest, config: &TxnConfig) -> Routed {
+    let mut parts = Vec::new();
+    let mut transactions = Vec::new();
+    for t in &request.transactions {
+        let id = t.transactional_id.0.to_string();
+        let shape: TopicShape = t.topics.iter().map(|t| (t.name.0.to_string(), t.partitions.clone())).collect();
+        let partitions = shape.iter().flat_map(|(t, ps)| ps.iter().map(move |p| (t.clone(), *p))).collect();
+        let call = Call::AddPartitions {
+            transactional_id: id.clone(),
+            producer_id: t.producer_id.0,
+            producer_epoch: t.producer_epoch,
+            partitions,
+            verify_only: t.verify_only,
+        };
+        parts.push((target(&id, config), call));
+        transactions.push((id, shape));
+    }
+    Routed { parts, reply: Reply::AddPartitionsBatch { transactions } }
+}
+
+/// The broker leading the `__transaction_state` partition of `transactional_id`: its
+/// coordinator (COORDINATOR_NOT_AVAILABLE while it has no leader).
+pub fn coordinator_node(image: &MetadataImage, transactional_id: &str, config: &TxnConfig) -> Result<NodeId, ErrorCode> {
+    let partition = txn::partition_for(transactional_id, config.partitions);
+    let leader = image.topic_by_name(TXN_TOPIC).and_then(|t| t.partitions.get(partition as usize)).map(|p| p.leader);
+    match leader {
+        Some(leader) if leader != NodeId::NONE => Ok(leader),
+        _ => Err(ErrorCode::CoordinatorNotAvailable),
+    }
+}
+
+/// The question a partition leader asks a coordinator before a producer's batch starts a
+/// transaction on `partition` ([`super::shard::Output::VerifyTxn`]).
+pub fn verify_request(transactional_id: &str, producer_id: i64, producer_epoch: i16, partition: &(String, i32)) -> AddPartitionsToTxnRequest {
+    let topic = AddPartitionsToTxnTopic::default().with_name(TopicName(s(partition.0.clone()))).with_partitions(vec![partition.1]);
+    let transaction = AddPartitionsToTxnTransaction::default()
+        .with_transactional_id(TransactionalId(s(transactional_id)))
+        .with_producer_id(ProducerId(producer_id))
+        .with_producer_epoch(producer_epoch)
+        .with_verify_only(true)
+        .with_topics(vec![topic]);
+    AddPartitionsToTxnRequest::default().with_transactions(vec![transaction])
+}
+
+/// The coordinator's answer to [`verify_request`] as the produce takes it
+/// ([`super::Shard::handle_txn_verified`]), with the error a producer expects (Kafka's
+/// `AddPartitionsToTxnManager` and `ReplicaManager`): PRODUCER_FENCED becomes
+/// INVALID_PRODUCER_EPOCH; a coordinator that cannot answer now (moving, loading, in the
+/// middle of ending the transaction, unreachable) NOT_ENOUGH_REPLICAS, which every client
+/// retries; a partition outside the transaction INVALID_TXN_STATE.
+pub fn verify_result(partition: &(String, i32), response: Result<&AddPartitionsToTxnResponse, ErrorCode>) -> Result<(), ErrorCode> {
+    let error = match response {
+        Err(e) => Some(e),
+        Ok(r) if r.error_code != 0 => Some(ErrorCode::try_from_code(r.error_code).unwrap_or(ErrorCode::UnknownServerError)),
+        Ok(r) => r
+            .results_by_transaction
+            .iter()
+            .flat_map(|t| &t.topic_results)
+            .filter(|t| *t.name.0 == *partition.0)
+            .flat_map(|t| &t.results_by_partition)
+            .find(|p| p.partition_index == partition.1)
+            .map_or(Some(ErrorCode::UnknownServerError), |p| {
+                (p.partition_error_code != 0)
+                    .then(|| ErrorCode::try_from_code(p.partition_error_code).unwrap_or(ErrorCode::UnknownServerError))
+            }),
+    };
+    match error {
+        None => Ok(()),
+        Some(ErrorCode::ProducerFenced) => Err(ErrorCode::InvalidProducerEpoch),
+        Some(
+            ErrorCode::NotCoordinator
+            | ErrorCode::CoordinatorNotAvailable
+            | ErrorCode::CoordinatorLoadInProgress
+            | ErrorCode::ConcurrentTransactions
+            | ErrorCode::NetworkException
+            | ErrorCode::RequestTimedOut,
+        ) => Err(ErrorCode::NotEnoughReplicas),
+        Some(other) => Err(other),
+    }
+}
+
 impl Routed {
     /// The Kafka response from the parts' answers, in part order (every core's for
     /// [`Target::EveryCore`]).
@@ -242,6 +334,35 @@ impl Routed {
                     })
                     .collect();
                 TxnResponse::AddPartitionsToTxn(AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(topics))
+            }
+            Reply::AddPartitionsBatch { transactions } => {
+                let results = transactions
+                    .into_iter()
+                    .zip(answers.into_iter().map(Some).chain(std::iter::repeat(None)))
+                    .map(|((id, shape), answer)| {
+                        let results = match answer {
+                            Some(Response::AddPartitions(results)) => results,
+                            _ => Vec::new(),
+                        };
+                        let topic_results = shape
+                            .iter()
+                            .map(|(topic, partitions)| {
+                                let by_partition = partitions
+                                    .iter()
+                                    .map(|&p| {
+                                        let found = results.iter().find(|((t, q), _)| t == topic && *q == p).map(|(_, e)| *e);
+                                        AddPartitionsToTxnPartitionResult::default()
+                                            .with_partition_index(p)
+                                            .with_partition_error_code(code(found.unwrap_or(Some(ErrorCode::UnknownServerError))))
+                                    })
+                                    .collect();
+                                AddPartitionsToTxnTopicResult::default().with_name(TopicName(s(topic.clone()))).with_results_by_partition(by_partition)
+                            })
+                            .collect();
+                        AddPartitionsToTxnResult::default().with_transactional_id(TransactionalId(s(id))).with_topic_results(topic_results)
+                    })
+                    .collect();
+                TxnResponse::AddPartitionsToTxn(AddPartitionsToTxnResponse::default().with_results_by_transaction(results))
             }
             Reply::AddOffsets { version } => {
                 let error = match answers.into_iter().next() {
@@ -463,6 +584,43 @@ mod tests {
         assert_eq!(results[0].1, None);
         assert_eq!(results[2].1, Some(ErrorCode::NotLeaderOrFollower));
         assert_eq!(markers_results(&partitions, Err(ErrorCode::NetworkException))[1].1, Some(ErrorCode::NetworkException));
+    }
+
+    #[test]
+    fn a_leaders_verification_crosses_the_wire_at_v4_and_maps_to_what_producers_expect() {
+        let partition = ("a".to_owned(), 3);
+        let request = verify_request("tx", 7, 2, &partition);
+        let frame = crate::wire::encode_request(ApiKey::AddPartitionsToTxn, 4, 9, "test", &request).unwrap();
+        let parsed = crate::wire::parse_request(frame.slice(4..)).unwrap();
+        let config = TxnConfig::default();
+        let routed = route(&parsed, &MetadataImage::default(), &config).unwrap();
+        let expected = Call::AddPartitions {
+            transactional_id: "tx".to_owned(),
+            producer_id: 7,
+            producer_epoch: 2,
+            partitions: vec![partition.clone()],
+            verify_only: true,
+        };
+        assert_eq!(routed.parts, vec![(target("tx", &config), expected)]);
+
+        let answered = |error: Option<ErrorCode>| {
+            let routed = route_batch(&request, &config);
+            let TxnResponse::AddPartitionsToTxn(response) = routed.answer(vec![Response::AddPartitions(vec![(partition.clone(), error)])]) else {
+                panic!("an AddPartitionsToTxn answer")
+            };
+            let frame = TxnResponse::AddPartitionsToTxn(response).encode(4, 9).unwrap();
+            let decoded: AddPartitionsToTxnResponse = crate::wire::decode_response(frame.slice(4..), ApiKey::AddPartitionsToTxn, 4, 9).unwrap();
+            verify_result(&partition, Ok(&decoded))
+        };
+        assert_eq!(answered(None), Ok(()));
+        assert_eq!(answered(Some(ErrorCode::InvalidTxnState)), Err(ErrorCode::InvalidTxnState));
+        assert_eq!(answered(Some(ErrorCode::ProducerFenced)), Err(ErrorCode::InvalidProducerEpoch));
+        assert_eq!(answered(Some(ErrorCode::ConcurrentTransactions)), Err(ErrorCode::NotEnoughReplicas));
+        assert_eq!(answered(Some(ErrorCode::InvalidProducerIdMapping)), Err(ErrorCode::InvalidProducerIdMapping));
+        assert_eq!(verify_result(&partition, Err(ErrorCode::NetworkException)), Err(ErrorCode::NotEnoughReplicas));
+        // An answer that leaves the partition out verified nothing.
+        let empty = AddPartitionsToTxnResponse::default();
+        assert_eq!(verify_result(&partition, Ok(&empty)), Err(ErrorCode::UnknownServerError));
     }
 
     #[test]

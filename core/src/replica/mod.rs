@@ -352,6 +352,40 @@ pub enum Action {
 enum Rejected {
     Code(ErrorCode),
     Records(Refusal),
+    /// The batch would start a transaction here: the coordinator is asked first.
+    Unverified(Unverified),
+}
+
+/// Whether a produce's transactional batch is checked with its coordinator before it may
+/// start a transaction on the partition (KIP-890 part 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnVerification {
+    /// Not checked: a produce without a transactional id (Kafka's too), and the replica's
+    /// own tests.
+    Skip,
+    /// Checked if it starts a transaction: the replica answers [`Started::Verify`].
+    Ask,
+    /// The coordinator said the transaction holds the partition, when asked under this guard;
+    /// a marker written since voids it (INVALID_TXN_STATE).
+    Verified(u64),
+}
+
+/// What became of a produce the replica took.
+#[derive(Debug)]
+pub enum Started {
+    /// Written, refused or answered; the answer comes as [`Action::ReplyProduce`].
+    Taken,
+    /// Waiting for its coordinator: ask whether the producer's transaction holds the
+    /// partition, then hand the records back with [`TxnVerification::Verified`].
+    Verify(Unverified),
+}
+
+#[derive(Debug)]
+pub struct Unverified {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub guard: u64,
+    pub records: Bytes,
 }
 
 impl From<ErrorCode> for Rejected {
@@ -841,16 +875,33 @@ impl Replica {
         acks: i16,
         timeout_ms: i32,
     ) -> Result<(), Refusal> {
-        let refused = match self.on_produce(now_ms, request_id, records, acks, timeout_ms) {
-            Ok(()) => Ok(()),
+        self.handle_txn_produce(now_ms, request_id, records, acks, timeout_ms, TxnVerification::Skip).map(|_| ())
+    }
+
+    /// As [`Self::handle_produce`], with a transactional batch that would start its
+    /// producer's transaction here verified as `verification` says: a late batch (one the
+    /// producer gave up on, arriving after its transaction's marker) must not open a
+    /// transaction of its own that the producer's next marker would end.
+    pub fn handle_txn_produce(
+        &mut self,
+        now_ms: i64,
+        request_id: RequestId,
+        records: Bytes,
+        acks: i16,
+        timeout_ms: i32,
+        verification: TxnVerification,
+    ) -> Result<Started, Refusal> {
+        let started = match self.on_produce(now_ms, request_id, records, acks, timeout_ms, verification) {
+            Ok(()) => Ok(Started::Taken),
             Err(Rejected::Code(error)) => {
                 self.reply(request_id, Err(error));
-                Ok(())
+                Ok(Started::Taken)
             }
             Err(Rejected::Records(refusal)) => Err(refusal),
+            Err(Rejected::Unverified(unverified)) => Ok(Started::Verify(unverified)),
         };
         self.after_input(now_ms);
-        refused
+        started
     }
 
     fn on_produce(
@@ -860,6 +911,7 @@ impl Replica {
         records: Bytes,
         acks: i16,
         timeout_ms: i32,
+        verification: TxnVerification,
     ) -> Result<(), Rejected> {
         let acks = Acks::from_wire(acks)?;
         let RoleState::Leader(leader) = &self.role else {
@@ -884,6 +936,25 @@ impl Replica {
                 );
                 self.await_duplicate(request_id, acks, place, timeout_ms, now_ms);
                 return Ok(());
+            }
+            if self.producers.starts_transaction(producer) {
+                match verification {
+                    TxnVerification::Skip => {}
+                    TxnVerification::Ask => {
+                        let guard = self.producers.begin_verification(producer.producer_id);
+                        let (producer_id, producer_epoch) = (producer.producer_id, producer.epoch);
+                        return Err(Rejected::Unverified(Unverified { producer_id, producer_epoch, guard, records }));
+                    }
+                    TxnVerification::Verified(guard) if self.producers.verified(producer.producer_id, guard) => {}
+                    TxnVerification::Verified(_) => {
+                        tracing::info!(
+                            producer_id = producer.producer_id,
+                            epoch = producer.epoch,
+                            "a transactional batch verified before its transaction's marker was refused"
+                        );
+                        return Err(ErrorCode::InvalidTxnState.into());
+                    }
+                }
             }
         }
         let mut buf = records
