@@ -19,8 +19,10 @@ Every event: {"time": wall ms, "process": id, "type": "invoke"|"ok"|"fail"|"info
 
 import faulthandler
 import json
+import os
 import random
 import sys
+import threading
 import time
 
 import confluent_kafka
@@ -44,8 +46,25 @@ def base_config(args):
         "topic.metadata.refresh.interval.ms": 2000,
         "reconnect.backoff.max.ms": 1000,
         "socket.connection.setup.timeout.ms": 5000,
+        # A request to a paused or cut-off broker fails after this, not the default minute.
+        "socket.timeout.ms": 10000,
         "log_level": 3,
     }
+
+
+def retire(client):
+    """Destroys a librdkafka client on a thread of its own: a producer dropped mid-transaction
+    or a consumer leaving its group can block on a broker that does not answer, and the
+    worker must go on (and stop on time)."""
+    box = [client]
+
+    def drop():
+        close = getattr(box[0], "close", None)
+        if close is not None:
+            close()
+        box.clear()
+
+    threading.Thread(target=drop, daemon=True).start()
 
 
 def stopped(args):
@@ -136,6 +155,7 @@ def producer(args):
             # A fatal error (e.g. OUT_OF_ORDER_SEQUENCE_NUMBER after a leader lost what it
             # had acknowledged) ends this producer; the record's fate is unknown.
             emit(process, "info", "send", partition=partition, value=value, error=str(e.args[0].name()))
+            retire(p)
             p = Producer(config)
             continue
         if "err" not in result:
@@ -147,6 +167,7 @@ def producer(args):
             # request may have been appended), so every failure is indeterminate.
             emit(process, "info", "send", partition=partition, value=value, error=result["err"].name())
             if result["err"].fatal():
+                retire(p)
                 p = Producer(config)
 
 
@@ -188,7 +209,7 @@ def consumer(args):
                 records.append([m.partition(), m.offset(), int(m.value())])
         if records:
             emit(process, "ok", "poll", records=records, committed=committed)
-    c.close()
+    retire(c)
 
 
 def transactions(args):
@@ -210,6 +231,7 @@ def transactions(args):
                 p.init_transactions(15)
             except KafkaException as e:
                 emit(process, "info", "admin", what="init_transactions", error=str(e))
+                retire(p)
                 p = None
                 time.sleep(1)
                 continue
@@ -236,6 +258,7 @@ def transactions(args):
             emit(process, "info", "txn", values=values, outcome=outcome, error=str(e))
             # A new producer with the same transactional id fences this one and aborts
             # whatever it left open (or finds it already decided).
+            retire(p)
             p = None
 
 
@@ -274,6 +297,8 @@ def transform(args):
                 c.subscribe([source])
         except KafkaException as e:
             emit(process, "info", "admin", what="transform setup", error=str(e))
+            if p is not None:
+                retire(p)
             p = None
             time.sleep(1)
             continue
@@ -299,11 +324,9 @@ def transform(args):
             emit(process, "info", "transform", pairs=pairs, error=str(e))
             # Start again from the group's committed offsets, with a producer that fences
             # this one (its transaction, if still open, is aborted).
-            p = None
-            c.close()
-            c = None
-    if c is not None:
-        c.close()
+            retire(p)
+            retire(c)
+            p = c = None
 
 
 def committed(args):
@@ -377,6 +400,10 @@ def main():
         "transform": transform,
         "committed": committed,
     }[args["role"]](args)
+    sys.stdout.flush()
+    # What a role leaves to its clients' destructors (a consumer leaving its group, retired
+    # producers) is not part of the history: exit without waiting for brokers.
+    os._exit(0)
 
 
 if __name__ == "__main__":
