@@ -74,6 +74,27 @@ pub fn key(topic: Option<&str>, partition: u32) -> Partition {
     }
 }
 
+/// The history with every operation a client invoked and never completed (it was stopped: a
+/// client still running a minute after the workload is killed) completed at the end as
+/// `info`: its fate is unknown, as Jepsen takes a crashed client's last operation.
+pub fn close_dangling(events: &[Event]) -> Vec<Event> {
+    let mut open: BTreeMap<(u32, &str), &Event> = BTreeMap::new();
+    for e in events.iter().filter(|e| matches!(e.f.as_str(), "send" | "txn" | "transform")) {
+        if e.kind == "invoke" {
+            open.insert((e.process, e.f.as_str()), e);
+        } else {
+            open.remove(&(e.process, e.f.as_str()));
+        }
+    }
+    let mut closed = events.to_vec();
+    closed.extend(open.into_values().map(|e| Event {
+        kind: "info".to_owned(),
+        error: Some("no completion: the client was stopped".to_owned()),
+        ..e.clone()
+    }));
+    closed
+}
+
 /// The completed operations, in the order they completed, for the checker.
 pub fn to_ops(events: &[Event], partitions: u32) -> Vec<(Partition, Op)> {
     let mut ops = Vec::new();
@@ -181,4 +202,34 @@ pub fn processing(events: &[Event]) -> Option<(Vec<Processed>, BTreeSet<u64>, BT
         .map(|&(p, offset, v)| (p, offset, v))
         .collect();
     Some((processed, outputs, must))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_operation_never_completed_is_closed_as_indeterminate_and_completed_ones_stay() {
+        let history = [
+            r#"{"time":1,"process":1,"type":"invoke","f":"send","partition":0,"value":10}"#,
+            r#"{"time":2,"process":1,"type":"ok","f":"send","partition":0,"value":10,"offset":0}"#,
+            r#"{"time":3,"process":1,"type":"invoke","f":"send","partition":1,"value":11}"#,
+            r#"{"time":4,"process":2,"type":"invoke","f":"txn","values":[[0,20]],"outcome":"commit"}"#,
+            r#"{"time":5,"process":3,"type":"ok","f":"poll","records":[[1,0,11]]}"#,
+        ]
+        .join("\n");
+        let events = parse(&history).unwrap();
+        let closed = close_dangling(&events);
+        assert_eq!(closed.len(), events.len() + 2);
+        let added: Vec<(&str, &str, u32)> = closed[events.len()..].iter().map(|e| (e.f.as_str(), e.kind.as_str(), e.process)).collect();
+        assert_eq!(added, vec![("send", "info", 1), ("txn", "info", 2)]);
+        let sends: Vec<_> = to_ops(&closed, 2)
+            .into_iter()
+            .filter_map(|(p, op)| match op {
+                Op::Send { values, outcome, .. } => Some((p, values, matches!(outcome, SendOutcome::Info(_)))),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sends, vec![(0, vec![10], false), (1, vec![11], true)]);
+    }
 }
