@@ -2,24 +2,32 @@
 //! offsets. Produce and fetch are driven by `producer` and `consumer` over the same
 //! connections, split into a writer and a reader with `TcpStream::try_clone`.
 //!
+//! Requests go to the partition's leader as the last Metadata answer named it, as Kafka's
+//! clients send them. When an answer says the leader moved or is not serving the partition
+//! yet (`stale_metadata`), the client asks for metadata again and resends, backing off
+//! `RETRY_BACKOFF` between rounds (Kafka's `retry.backoff.ms`).
+//!
 //! Everything read off the socket is untrusted: a bad frame is an error, never a panic.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::create_topics_request::CreatableTopicConfig;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, CreateTopicsRequest,
     CreateTopicsResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
-    MetadataResponse, TopicName,
+    MetadataResponse, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use odradek_core::wire;
+
+use crate::tolerant;
 
 /// Frames larger than this are refused: a fetch answer is bounded by `fetch.max.bytes`.
 pub const MAX_RESPONSE_BYTES: usize = 256 << 20;
@@ -45,8 +53,45 @@ pub enum ClientError {
 
 pub type Result<T> = std::result::Result<T, ClientError>;
 
+/// Kafka error codes this client acts on.
+pub mod code {
+    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    pub const LEADER_NOT_AVAILABLE: i16 = 5;
+    pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+    pub const NOT_ENOUGH_REPLICAS: i16 = 19;
+    pub const TOPIC_ALREADY_EXISTS: i16 = 36;
+    pub const NOT_CONTROLLER: i16 = 41;
+    pub const FENCED_LEADER_EPOCH: i16 = 74;
+    pub const UNKNOWN_LEADER_EPOCH: i16 = 75;
+}
+
+/// Errors that say this client's picture of the partition is out of date (Kafka's
+/// `InvalidMetadataException` family): the request was not applied, so it is safe to ask
+/// for metadata again and resend it to the leader named then. A partition of a topic just
+/// created answers them until its leader has taken office.
+pub fn stale_metadata(error_code: i16) -> bool {
+    matches!(
+        error_code,
+        code::UNKNOWN_TOPIC_OR_PARTITION
+            | code::LEADER_NOT_AVAILABLE
+            | code::NOT_LEADER_OR_FOLLOWER
+            | code::FENCED_LEADER_EPOCH
+            | code::UNKNOWN_LEADER_EPOCH
+    )
+}
+
+/// Errors after which a produce may be resent as it is: nothing was appended. Kafka's
+/// producer also retries timeouts, but a timed-out batch may have been appended, and the
+/// bench's producer is not idempotent: a resend would be read twice.
+pub fn produce_retriable(error_code: i16) -> bool {
+    stale_metadata(error_code) || error_code == code::NOT_ENOUGH_REPLICAS
+}
+
+/// Kafka's `retry.backoff.ms` default: the least time between two metadata refreshes.
+pub const RETRY_BACKOFF: Duration = Duration::from_millis(100);
+
 /// The versions this client speaks, per API; the highest both sides serve is used.
-const OUR_VERSIONS: [(ApiKey, i16, i16); 5] = [
+pub const OUR_VERSIONS: [(ApiKey, i16, i16); 5] = [
     (ApiKey::Produce, 3, 9),
     (ApiKey::Fetch, 4, 12),
     (ApiKey::Metadata, 1, 12),
@@ -87,17 +132,23 @@ pub fn read_frame(stream: &mut impl Read) -> Result<Bytes> {
     Ok(Bytes::from(frame))
 }
 
-/// Splits the response header off a frame, checks the correlation id, decodes the body.
+/// Splits the response header off a frame, checks the correlation id, decodes the body,
+/// skipping tagged fields the decoder would refuse (see `tolerant`).
 pub fn decode_response<M: Decodable>(
-    frame: Bytes,
+    mut frame: Bytes,
     api_key: ApiKey,
     version: i16,
     expected_correlation: i32,
 ) -> Result<M> {
-    wire::decode_response(frame, api_key, version, expected_correlation).map_err(|e| match e {
-        wire::ResponseError::Correlation { expected, got } => ClientError::Correlation { expected, got },
-        wire::ResponseError::Malformed { reason, .. } => ClientError::Decode { what: api_name(api_key), reason },
-    })
+    let malformed = |reason: String| ClientError::Decode { what: api_name(api_key), reason };
+    // ApiVersions answers with header v0 whatever its version (KIP-511).
+    let header_version = if api_key == ApiKey::ApiVersions { 0 } else { api_key.response_header_version(version) };
+    let header = ResponseHeader::decode(&mut frame, header_version).map_err(|e| malformed(e.to_string()))?;
+    if header.correlation_id != expected_correlation {
+        return Err(ClientError::Correlation { expected: expected_correlation, got: header.correlation_id });
+    }
+    let mut body = tolerant::strip_tags(api_key, version, frame).map_err(malformed)?;
+    M::decode(&mut body, version).map_err(|e| malformed(e.to_string()))
 }
 
 fn api_name(api_key: ApiKey) -> &'static str {
@@ -120,6 +171,18 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// Connects to the first address of a bootstrap list that answers.
+    pub fn connect_any(bootstrap: &[String]) -> Result<Connection> {
+        let mut last = ClientError::Broker("empty bootstrap list".into());
+        for address in bootstrap {
+            match Connection::connect(address) {
+                Ok(c) => return Ok(c),
+                Err(e) => last = ClientError::Broker(format!("{address}: {e}")),
+            }
+        }
+        Err(last)
+    }
+
     pub fn connect(address: &str) -> Result<Connection> {
         let addr = address
             .to_socket_addrs()?
@@ -199,7 +262,7 @@ impl Connection {
             .iter()
             .map(|b| (b.node_id.0, format!("{}:{}", b.host.as_str(), b.port)))
             .collect();
-        let mut cluster = Cluster { brokers, topics: BTreeMap::new() };
+        let mut cluster = Cluster { brokers, controller_id: response.controller_id.0, topics: BTreeMap::new() };
         for topic in &response.topics {
             let Some(name) = &topic.name else { continue };
             let mut leaders = BTreeMap::new();
@@ -213,8 +276,17 @@ impl Connection {
         Ok(cluster)
     }
 
-    /// Creates topics; one that already exists with the same partition count is fine.
-    pub fn create_topics(&mut self, topics: &[String], partitions: i32) -> Result<()> {
+    /// Creates topics; one that already exists is fine. A replication factor of -1 takes the
+    /// broker's default; `configs` are topic configs such as `min.insync.replicas`.
+    /// Ok(false) when this broker is not the controller (a broker older than KIP-590 does not
+    /// forward): the caller sends it to the controller instead.
+    pub fn create_topics(
+        &mut self,
+        topics: &[String],
+        partitions: i32,
+        replication_factor: i16,
+        configs: &[(String, String)],
+    ) -> Result<bool> {
         let request = CreateTopicsRequest::default()
             .with_timeout_ms(30_000)
             .with_topics(
@@ -224,16 +296,28 @@ impl Connection {
                         CreatableTopic::default()
                             .with_name(topic_name(t))
                             .with_num_partitions(partitions)
-                            .with_replication_factor(-1)
+                            .with_replication_factor(replication_factor)
+                            .with_configs(
+                                configs
+                                    .iter()
+                                    .map(|(k, v)| {
+                                        CreatableTopicConfig::default()
+                                            .with_name(StrBytes::from_string(k.clone()))
+                                            .with_value(Some(StrBytes::from_string(v.clone())))
+                                    })
+                                    .collect(),
+                            )
                     })
                     .collect(),
             );
         let version = self.versions.create_topics;
         let response: CreateTopicsResponse =
             self.round_trip(ApiKey::CreateTopics, version, &request)?;
-        const TOPIC_ALREADY_EXISTS: i16 = 36;
+        if response.topics.iter().any(|t| t.error_code == code::NOT_CONTROLLER) {
+            return Ok(false);
+        }
         for t in &response.topics {
-            if t.error_code != 0 && t.error_code != TOPIC_ALREADY_EXISTS {
+            if t.error_code != 0 && t.error_code != code::TOPIC_ALREADY_EXISTS {
                 return Err(ClientError::Broker(format!(
                     "CreateTopics {}: error {} {}",
                     t.name.0.as_str(),
@@ -242,16 +326,17 @@ impl Connection {
                 )));
             }
         }
-        Ok(())
+        Ok(true)
     }
 
-    /// Log end offsets (timestamp -1) or log start offsets (-2) of partitions of one topic.
+    /// Log end offsets (timestamp -1) or log start offsets (-2) of partitions of one topic,
+    /// each an offset or the partition's error code.
     pub fn list_offsets(
         &mut self,
         topic: &str,
         partitions: &[i32],
         timestamp: i64,
-    ) -> Result<BTreeMap<i32, i64>> {
+    ) -> Result<BTreeMap<i32, std::result::Result<i64, i16>>> {
         let request = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![
             ListOffsetsTopic::default().with_name(topic_name(topic)).with_partitions(
                 partitions
@@ -270,13 +355,8 @@ impl Connection {
         let mut out = BTreeMap::new();
         for t in &response.topics {
             for p in &t.partitions {
-                if p.error_code != 0 {
-                    return Err(ClientError::Broker(format!(
-                        "ListOffsets {topic}-{}: error {}",
-                        p.partition_index, p.error_code
-                    )));
-                }
-                out.insert(p.partition_index, p.offset);
+                let answer = if p.error_code == 0 { Ok(p.offset) } else { Err(p.error_code) };
+                out.insert(p.partition_index, answer);
             }
         }
         Ok(out)
@@ -291,6 +371,7 @@ pub fn topic_name(name: &str) -> TopicName {
 #[derive(Debug, Clone)]
 pub struct Cluster {
     pub brokers: BTreeMap<i32, String>,
+    pub controller_id: i32,
     pub topics: BTreeMap<String, TopicMeta>,
 }
 
@@ -308,5 +389,171 @@ impl Cluster {
             return None;
         }
         self.brokers.get(&leader).map(|a| (leader, a.as_str()))
+    }
+
+    pub fn controller_address(&self) -> Option<&str> {
+        self.brokers.get(&self.controller_id).map(String::as_str)
+    }
+}
+
+/// A comma-separated bootstrap list, as Kafka's `bootstrap.servers`.
+pub fn bootstrap_list(spec: &str) -> Vec<String> {
+    spec.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+}
+
+/// The cluster as the last Metadata answer described it, refreshed on demand from any broker
+/// that answers: the one asked last, else the bootstrap list, else the brokers it named.
+pub struct Router {
+    bootstrap: Vec<String>,
+    topics: Vec<String>,
+    connection: Option<Connection>,
+    cluster: Cluster,
+    refreshed_at: Option<Instant>,
+}
+
+impl Router {
+    pub fn new(bootstrap: Vec<String>, topics: Vec<String>, cluster: Cluster) -> Router {
+        Router { bootstrap, topics, connection: None, cluster, refreshed_at: None }
+    }
+
+    pub fn connect(bootstrap: Vec<String>, topics: Vec<String>) -> Result<Router> {
+        let empty = Cluster { brokers: BTreeMap::new(), controller_id: -1, topics: BTreeMap::new() };
+        let mut router = Router::new(bootstrap, topics, empty);
+        router.refresh()?;
+        Ok(router)
+    }
+
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    /// Asks for metadata again, no sooner than `RETRY_BACKOFF` after the last time.
+    pub fn refresh(&mut self) -> Result<&Cluster> {
+        if let Some(at) = self.refreshed_at {
+            let since = at.elapsed();
+            if since < RETRY_BACKOFF {
+                std::thread::sleep(RETRY_BACKOFF - since);
+            }
+        }
+        self.refreshed_at = Some(Instant::now());
+        if let Some(conn) = &mut self.connection {
+            match conn.metadata(&self.topics) {
+                Ok(cluster) => {
+                    self.cluster = cluster;
+                    return Ok(&self.cluster);
+                }
+                Err(_) => self.connection = None,
+            }
+        }
+        let mut candidates = self.bootstrap.clone();
+        candidates.extend(self.cluster.brokers.values().cloned());
+        let mut last = ClientError::Broker("no broker to ask for metadata".into());
+        for address in candidates {
+            let attempt = Connection::connect(&address).and_then(|mut c| c.metadata(&self.topics).map(|m| (c, m)));
+            match attempt {
+                Ok((conn, cluster)) => {
+                    self.connection = Some(conn);
+                    self.cluster = cluster;
+                    return Ok(&self.cluster);
+                }
+                Err(e) => last = ClientError::Broker(format!("metadata from {address}: {e}")),
+            }
+        }
+        Err(last)
+    }
+
+    /// Refreshes until every partition of every topic has a leader, or the deadline.
+    pub fn wait_for_leaders(&mut self, partitions: i32, deadline: Instant) -> Result<&Cluster> {
+        loop {
+            let topics = &self.topics;
+            let ready = topics.iter().all(|t| (0..partitions).all(|p| self.cluster.leader(t, p).is_some()));
+            if ready {
+                return Ok(&self.cluster);
+            }
+            if Instant::now() > deadline {
+                return Err(ClientError::Broker(format!(
+                    "not every partition of {topics:?} has a leader after waiting"
+                )));
+            }
+            self.refresh()?;
+        }
+    }
+
+    /// Creates the router's topics, at the controller if the broker asked says it is not it.
+    pub fn create_topics(&mut self, partitions: i32, replication_factor: i16, configs: &[(String, String)]) -> Result<()> {
+        let topics = self.topics.clone();
+        let mut conn = Connection::connect_any(&self.bootstrap)?;
+        if conn.create_topics(&topics, partitions, replication_factor, configs)? {
+            return Ok(());
+        }
+        let controller = self.refresh()?.controller_address().map(str::to_owned);
+        let controller = controller.ok_or_else(|| ClientError::Broker("Metadata names no controller".into()))?;
+        if Connection::connect(&controller)?.create_topics(&topics, partitions, replication_factor, configs)? {
+            Ok(())
+        } else {
+            Err(ClientError::Broker(format!("{controller}, named controller, says it is not")))
+        }
+    }
+
+    /// Each partition's log end offset, asked of its leader; partitions whose leader moved or
+    /// is not serving yet are asked again after a refresh, until the deadline.
+    pub fn end_offsets(&mut self, topic: &str, partitions: &[i32], deadline: Instant) -> Result<BTreeMap<i32, i64>> {
+        let mut ends = BTreeMap::new();
+        let mut pending: Vec<i32> = partitions.to_vec();
+        let mut connections: BTreeMap<String, Connection> = BTreeMap::new();
+        let mut last_error = String::new();
+        loop {
+            let mut by_leader: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+            let mut unled = Vec::new();
+            for &p in &pending {
+                match self.cluster.leader(topic, p) {
+                    Some((_, address)) => by_leader.entry(address.to_owned()).or_default().push(p),
+                    None => unled.push(p),
+                }
+            }
+            pending = unled;
+            for (address, parts) in by_leader {
+                let answer = match connections.entry(address.clone()) {
+                    std::collections::btree_map::Entry::Occupied(c) => c.into_mut().list_offsets(topic, &parts, -1),
+                    std::collections::btree_map::Entry::Vacant(slot) => Connection::connect(&address)
+                        .and_then(|c| slot.insert(c).list_offsets(topic, &parts, -1)),
+                };
+                match answer {
+                    Ok(found) => {
+                        for &p in &parts {
+                            match found.get(&p) {
+                                Some(Ok(offset)) => {
+                                    ends.insert(p, *offset);
+                                }
+                                Some(Err(code)) if stale_metadata(*code) => {
+                                    last_error = format!("{topic}-{p}: error {code} from {address}");
+                                    pending.push(p);
+                                }
+                                Some(Err(code)) => {
+                                    return Err(ClientError::Broker(format!("ListOffsets {topic}-{p}: error {code}")));
+                                }
+                                None => return Err(ClientError::Broker(format!("ListOffsets left {topic}-{p} out"))),
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        // The broker went away or the stream is out of step: ask another.
+                        connections.remove(&address);
+                        last_error = format!("{address}: {e}");
+                        pending.extend(parts);
+                    }
+                }
+            }
+            if pending.is_empty() {
+                return Ok(ends);
+            }
+            if Instant::now() > deadline {
+                return Err(ClientError::Broker(format!(
+                    "ListOffsets {topic}: {} partitions without an answer ({last_error})",
+                    pending.len()
+                )));
+            }
+            self.refresh()?;
+        }
     }
 }

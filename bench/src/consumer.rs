@@ -1,7 +1,8 @@
 //! Consumers: each reads a fixed share of a topic's partitions (Kafka's `assign()`, not group
 //! membership, so the group coordinator's rebalances stay out of the measurement) with one
 //! fetch in flight per leader, checks every batch's CRC, and records end-to-end latency from
-//! the intended send time in each value.
+//! the intended send time in each value. A partition whose leader moved or is not serving
+//! it yet is fetched again from the leader the next Metadata answer names.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,7 +13,7 @@ use std::time::Duration;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse};
 
-use crate::client::{topic_name, Cluster, Connection};
+use crate::client::{stale_metadata, topic_name, Cluster, Connection, Router};
 use crate::clock::Clock;
 use crate::records::for_each_record;
 use crate::stats::{record_ns, Recorder};
@@ -37,6 +38,7 @@ pub struct ConsumerControl {
 pub fn spawn(
     spec: ConsumerSpec,
     cluster: Cluster,
+    bootstrap: Vec<String>,
     clock: Clock,
     control: Arc<ConsumerControl>,
     recorder: Arc<Recorder>,
@@ -44,7 +46,8 @@ pub fn spawn(
     std::thread::Builder::new()
         .name(format!("consumer-{}", spec.topic))
         .spawn(move || {
-            let result = run(&spec, &cluster, clock, &control, &recorder);
+            let mut router = Router::new(bootstrap, vec![spec.topic.clone()], cluster);
+            let result = run(&spec, &mut router, clock, &control, &recorder);
             if let Err(e) = &result {
                 recorder.with(|w| w.error(1, || format!("consumer {}: {e}", spec.topic)));
             }
@@ -53,18 +56,57 @@ pub fn spawn(
         .expect("spawning a consumer thread")
 }
 
+/// Partitions grouped by leader, one connection per leader, each partition with its next offset.
+type Assignment = BTreeMap<i32, (Connection, Vec<(i32, i64)>)>;
+
 fn run(
     spec: &ConsumerSpec,
-    cluster: &Cluster,
+    router: &mut Router,
     clock: Clock,
     control: &ConsumerControl,
     recorder: &Recorder,
 ) -> Result<(), String> {
-    // Partitions grouped by leader, one connection per leader.
-    let mut by_node: BTreeMap<i32, (Connection, Vec<(i32, i64)>)> = BTreeMap::new();
-    for (&p, &offset) in &spec.start_offsets {
-        let (node, address) =
-            cluster.leader(&spec.topic, p).ok_or_else(|| format!("{}-{p} has no leader", spec.topic))?;
+    let offsets: Vec<(i32, i64)> = spec.start_offsets.iter().map(|(&p, &o)| (p, o)).collect();
+    let mut by_node = Assignment::new();
+    let mut unled = assign(spec, router.cluster(), offsets, &mut by_node)?;
+    while !control.go.load(Ordering::Acquire) {
+        if control.stop.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    while !control.stop.load(Ordering::Acquire) {
+        let mut moved = std::mem::take(&mut unled);
+        for (conn, offsets) in by_node.values_mut() {
+            moved.extend(fetch_once(spec, conn, offsets, clock, recorder)?);
+        }
+        if !moved.is_empty() {
+            // Those partitions leave their connection; the rest keep fetching where they are.
+            let mut all: Vec<(i32, i64)> = Vec::new();
+            for (_, offsets) in by_node.values_mut() {
+                offsets.retain(|o| !moved.iter().any(|m| m.0 == o.0));
+            }
+            all.extend(moved);
+            router.refresh().map_err(|e| format!("metadata: {e}"))?;
+            unled = assign(spec, router.cluster(), all, &mut by_node)?;
+        }
+    }
+    Ok(())
+}
+
+/// Adds partitions to the connection of their leader; returns those without a leader yet.
+fn assign(
+    spec: &ConsumerSpec,
+    cluster: &Cluster,
+    offsets: Vec<(i32, i64)>,
+    by_node: &mut Assignment,
+) -> Result<Vec<(i32, i64)>, String> {
+    let mut unled = Vec::new();
+    for (p, offset) in offsets {
+        let Some((node, address)) = cluster.leader(&spec.topic, p) else {
+            unled.push((p, offset));
+            continue;
+        };
         if let std::collections::btree_map::Entry::Vacant(slot) = by_node.entry(node) {
             let conn = Connection::connect(address).map_err(|e| format!("connecting to {address}: {e}"))?;
             let wait = Duration::from_millis(spec.config.fetch_max_wait_ms.max(0) as u64 + 30_000);
@@ -73,27 +115,23 @@ fn run(
         }
         by_node.get_mut(&node).expect("inserted above").1.push((p, offset));
     }
-    while !control.go.load(Ordering::Acquire) {
-        if control.stop.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    while !control.stop.load(Ordering::Acquire) {
-        for (conn, offsets) in by_node.values_mut() {
-            fetch_once(spec, conn, offsets, clock, recorder)?;
-        }
-    }
-    Ok(())
+    by_node.retain(|_, (_, offsets)| !offsets.is_empty());
+    Ok(unled)
 }
 
+/// One fetch from one leader. Returns the partitions (with their next offsets) this leader
+/// no longer serves, to be fetched from the leader Metadata names next.
 fn fetch_once(
     spec: &ConsumerSpec,
     conn: &mut Connection,
     offsets: &mut [(i32, i64)],
     clock: Clock,
     recorder: &Recorder,
-) -> Result<(), String> {
+) -> Result<Vec<(i32, i64)>, String> {
+    let mut moved = Vec::new();
+    if offsets.is_empty() {
+        return Ok(moved);
+    }
     let c = &spec.config;
     let request = FetchRequest::default()
         .with_replica_id(BrokerId(-1))
@@ -125,7 +163,7 @@ fn fetch_once(
     if response.error_code != 0 {
         recorder.with(|w| w.error(0, || format!("fetch error code {}", response.error_code)));
         std::thread::sleep(Duration::from_millis(100));
-        return Ok(());
+        return Ok(moved);
     }
     let mut latencies = Vec::new();
     let mut consumed_msgs = 0u64;
@@ -137,6 +175,10 @@ fn fetch_once(
                 errors.push(format!("fetch answered unrequested partition {}", p.partition_index));
                 continue;
             };
+            if stale_metadata(p.error_code) {
+                moved.push(*slot);
+                continue;
+            }
             if p.error_code != 0 {
                 // Out of range means data this consumer expected is gone: count it, never skip.
                 let fatal = p.error_code == OFFSET_OUT_OF_RANGE;
@@ -168,6 +210,7 @@ fn fetch_once(
         for e in &errors {
             w.error(1, || e.clone());
         }
+        w.retries += moved.len() as u64;
     });
-    Ok(())
+    Ok(moved)
 }

@@ -2,9 +2,12 @@
 //!
 //! ```text
 //! odradek-bench run bench/workloads/1-topic-100-partitions-1kb.json --bootstrap 127.0.0.1:9092 \
-//!     --with-ceilings /data --out result.json
+//!     --with-ceilings /data --with-client-ceiling --out result.json
+//! odradek-bench run bench/workloads/smoke.json --client-only --out client.json
 //! odradek-bench ceiling --dir /data
 //! odradek-bench compare odradek.json other.json --out compare.svg
+//! odradek-bench compare --workload bench/workloads/smoke.json --broker odradek=127.0.0.1:9092 \
+//!     --broker other=127.0.0.1:9093 --out-dir cmp --out cmp/compare.svg
 //! odradek-bench plot result.json
 //! ```
 
@@ -17,7 +20,9 @@ mod plot;
 mod producer;
 mod records;
 mod run;
+mod nullsink;
 mod stats;
+mod tolerant;
 mod workload;
 
 use std::path::{Path, PathBuf};
@@ -36,50 +41,73 @@ struct Cli {
     command: Command,
 }
 
+/// What shapes a run, shared by `run` and `compare`.
+#[derive(clap::Args, Clone)]
+struct RunArgs {
+    /// Measure loopback and append+fdatasync ceilings first, on files in this directory
+    /// (use the broker's data directory's file system).
+    #[arg(long, value_name = "DIR")]
+    with_ceilings: Option<PathBuf>,
+    /// Length of each ceiling measurement, the client's alone included.
+    #[arg(long, default_value_t = 3.0)]
+    ceiling_seconds: f64,
+    /// Measure the client alone first: the workload's producers, closed loop, against an
+    /// in-process null sink; reported next to the broker's figures.
+    #[arg(long)]
+    with_client_ceiling: bool,
+    /// Override the workload's warm-up (seconds).
+    #[arg(long)]
+    warmup_seconds: Option<f64>,
+    /// Override the workload's measured duration (seconds).
+    #[arg(long)]
+    duration_seconds: Option<f64>,
+    /// Override the workload's producer rate (msgs/s; 0 searches the max).
+    #[arg(long)]
+    rate: Option<f64>,
+    #[arg(long, default_value_t = 1.0)]
+    interval_seconds: f64,
+    /// Length of each step of the max-rate search.
+    #[arg(long, default_value_t = 3.0)]
+    search_step_seconds: f64,
+    /// How long consumers may take to catch up after producers stop.
+    #[arg(long, default_value_t = 30.0)]
+    drain_timeout_seconds: f64,
+    /// Topic name prefix (default: bench-<unix time>, so every run gets fresh topics).
+    #[arg(long)]
+    topic_prefix: Option<String>,
+    /// Replication factor of the created topics (-1: the broker's default).
+    #[arg(long, default_value_t = -1)]
+    replication_factor: i16,
+    /// A config of the created topics, KEY=VALUE (repeatable), e.g. min.insync.replicas=2.
+    #[arg(long = "topic-config", value_name = "KEY=VALUE")]
+    topic_configs: Vec<String>,
+    #[arg(long)]
+    no_progress: bool,
+    #[arg(long)]
+    no_plots: bool,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run a workload against a broker and write a JSON result (plus SVG plots).
     Run {
         /// Workload file (OMB field names, JSON).
         workload: PathBuf,
+        /// Comma-separated bootstrap list; the rest of a cluster is found from Metadata.
         #[arg(long, default_value = "127.0.0.1:9092")]
         bootstrap: String,
-        /// Broker pid for CPU%; by default the process listening on the bootstrap port.
+        /// Broker pid for CPU%; by default the process listening on the first bootstrap port.
         #[arg(long)]
         broker_pid: Option<u32>,
-        /// Measure loopback and append+fdatasync ceilings first, on files in this directory
-        /// (use the broker's data directory's file system).
-        #[arg(long, value_name = "DIR")]
-        with_ceilings: Option<PathBuf>,
-        #[arg(long, default_value_t = 3.0)]
-        ceiling_seconds: f64,
+        /// Run against an in-process null sink instead of a broker (producers only): what the
+        /// client alone can do.
+        #[arg(long)]
+        client_only: bool,
         /// Result file; plots are written next to it.
         #[arg(long, default_value = "result.json")]
         out: PathBuf,
-        #[arg(long)]
-        no_plots: bool,
-        /// Override the workload's warm-up (seconds).
-        #[arg(long)]
-        warmup_seconds: Option<f64>,
-        /// Override the workload's measured duration (seconds).
-        #[arg(long)]
-        duration_seconds: Option<f64>,
-        /// Override the workload's producer rate (msgs/s; 0 searches the max).
-        #[arg(long)]
-        rate: Option<f64>,
-        #[arg(long, default_value_t = 1.0)]
-        interval_seconds: f64,
-        /// Length of each step of the max-rate search.
-        #[arg(long, default_value_t = 3.0)]
-        search_step_seconds: f64,
-        /// How long consumers may take to catch up after producers stop.
-        #[arg(long, default_value_t = 30.0)]
-        drain_timeout_seconds: f64,
-        /// Topic name prefix (default: bench-<unix time>, so every run gets fresh topics).
-        #[arg(long)]
-        topic_prefix: Option<String>,
-        #[arg(long)]
-        no_progress: bool,
+        #[command(flatten)]
+        args: RunArgs,
     },
     /// Measure this machine's loopback TCP throughput and append + fdatasync rate/latency.
     Ceiling {
@@ -90,12 +118,24 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Compare two results side by side, with a latency distribution chart.
+    /// Compare results side by side, with a latency distribution chart: result files given,
+    /// or a workload run against each `--broker` in turn.
     Compare {
-        a: PathBuf,
-        b: PathBuf,
+        /// Result files (two or more); none with --workload.
+        results: Vec<PathBuf>,
+        /// Run this workload against every --broker, one after the other, then compare.
+        #[arg(long, requires = "brokers")]
+        workload: Option<PathBuf>,
+        /// NAME=BOOTSTRAP (repeatable), e.g. odradek=127.0.0.1:9092.
+        #[arg(long = "broker", value_name = "NAME=BOOTSTRAP")]
+        brokers: Vec<String>,
+        /// Where each broker's result file, NAME.json, and the table, compare.md, go.
+        #[arg(long, default_value = ".")]
+        out_dir: PathBuf,
         #[arg(long, default_value = "compare.svg")]
         out: PathBuf,
+        #[command(flatten)]
+        args: RunArgs,
     },
     /// Draw the plots of a result file again.
     Plot { result: PathBuf },
@@ -113,70 +153,9 @@ fn main() -> ExitCode {
 
 fn main_result(cli: Cli) -> Result<(), String> {
     match cli.command {
-        Command::Run {
-            workload,
-            bootstrap,
-            broker_pid,
-            with_ceilings,
-            ceiling_seconds,
-            out,
-            no_plots,
-            warmup_seconds,
-            duration_seconds,
-            rate,
-            interval_seconds,
-            search_step_seconds,
-            drain_timeout_seconds,
-            topic_prefix,
-            no_progress,
-        } => {
-            let mut w = workload::Workload::load(&workload)?;
-            if warmup_seconds.is_some() {
-                w.warmup_duration_seconds = warmup_seconds;
-            }
-            if duration_seconds.is_some() {
-                w.test_duration_seconds = duration_seconds;
-            }
-            if let Some(r) = rate {
-                w.producer_rate = r;
-                if r != 0.0 {
-                    w.producer_rate_fraction_of_max = None;
-                }
-            }
-            w.validate()?;
-            if interval_seconds.is_nan() || interval_seconds <= 0.0 {
-                return Err("--interval-seconds must be positive".into());
-            }
-            let options = RunOptions {
-                bootstrap,
-                broker_pid,
-                with_ceilings,
-                ceiling_seconds,
-                interval_s: interval_seconds,
-                search_step_s: search_step_seconds,
-                drain_timeout_s: drain_timeout_seconds,
-                progress: !no_progress,
-                topic_prefix,
-            };
-            println!("workload {:?} against {}", w.name, options.bootstrap);
-            let result = run::run(&w, &options)?;
-            print_summary(&result);
-            write_json(&out, &result)?;
-            println!("result: {}", out.display());
-            if !no_plots {
-                for p in plot::plot_result(&result, &out)? {
-                    println!("plot: {p}");
-                }
-            }
-            // A run with errors measured something other than the workload: say so in the
-            // exit code too, not only in the result file.
-            if result.counts.errors > 0 || !result.counts.drained {
-                return Err(format!(
-                    "the run had {} errors (drained: {}); its figures do not describe the workload",
-                    result.counts.errors, result.counts.drained
-                ));
-            }
-            Ok(())
+        Command::Run { workload, bootstrap, broker_pid, client_only, out, args } => {
+            let result = run_once(&workload, bootstrap, broker_pid, client_only, &args, &out)?;
+            fail_on_errors(&result)
         }
         Command::Ceiling { dir, seconds, out } => {
             let c = ceiling::measure(&dir, seconds)?;
@@ -186,13 +165,47 @@ fn main_result(cli: Cli) -> Result<(), String> {
             }
             Ok(())
         }
-        Command::Compare { a, b, out } => {
-            let ra = read_result(&a)?;
-            let rb = read_result(&b)?;
-            let name = |p: &Path| p.file_stem().map_or("?".into(), |s| s.to_string_lossy().into_owned());
-            let (na, nb) = (name(&a), name(&b));
-            print_compare(&na, &ra, &nb, &rb);
-            plot::plot_compare((&na, &ra), (&nb, &rb), &out)?;
+        Command::Compare { results, workload, brokers, out_dir, out, args } => {
+            let mut named = Vec::new();
+            match workload {
+                Some(workload) => {
+                    if !results.is_empty() {
+                        return Err("compare takes result files or --workload, not both".into());
+                    }
+                    if brokers.len() < 2 {
+                        return Err("compare --workload needs two or more --broker NAME=BOOTSTRAP".into());
+                    }
+                    std::fs::create_dir_all(&out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
+                    // The same workload against each broker in turn, each on fresh topics.
+                    for spec in &brokers {
+                        let (name, bootstrap) =
+                            spec.split_once('=').ok_or_else(|| format!("--broker {spec}: expected NAME=BOOTSTRAP"))?;
+                        let path = out_dir.join(format!("{name}.json"));
+                        let result = run_once(&workload, bootstrap.to_owned(), None, false, &args, &path)?;
+                        if result.counts.errors > 0 || !result.counts.drained {
+                            println!("note: {name} had {} errors (drained: {})", result.counts.errors, result.counts.drained);
+                        }
+                        named.push((name.to_owned(), result));
+                    }
+                }
+                None => {
+                    if results.len() < 2 {
+                        return Err("compare needs two or more result files (or --workload and --broker)".into());
+                    }
+                    for path in &results {
+                        let name = path.file_stem().map_or("?".into(), |s| s.to_string_lossy().into_owned());
+                        named.push((name, read_result(path)?));
+                    }
+                }
+            }
+            let table = compare_table(&named);
+            print!("{table}");
+            if !brokers.is_empty() {
+                let path = out_dir.join("compare.md");
+                std::fs::write(&path, &table).map_err(|e| format!("{}: {e}", path.display()))?;
+                println!("table: {}", path.display());
+            }
+            plot::plot_compare(&named, &out)?;
             println!("plot: {}", out.display());
             Ok(())
         }
@@ -204,6 +217,82 @@ fn main_result(cli: Cli) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+/// Runs a workload once and writes its result (and plots) to `out`.
+fn run_once(
+    workload: &Path,
+    bootstrap: String,
+    broker_pid: Option<u32>,
+    client_only: bool,
+    args: &RunArgs,
+    out: &Path,
+) -> Result<RunResult, String> {
+    let mut w = workload::Workload::load(workload)?;
+    if args.warmup_seconds.is_some() {
+        w.warmup_duration_seconds = args.warmup_seconds;
+    }
+    if args.duration_seconds.is_some() {
+        w.test_duration_seconds = args.duration_seconds;
+    }
+    if let Some(r) = args.rate {
+        w.producer_rate = r;
+        if r != 0.0 {
+            w.producer_rate_fraction_of_max = None;
+        }
+    }
+    w.validate()?;
+    if args.interval_seconds.is_nan() || args.interval_seconds <= 0.0 {
+        return Err("--interval-seconds must be positive".into());
+    }
+    let topic_configs = args
+        .topic_configs
+        .iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| format!("--topic-config {kv}: expected KEY=VALUE"))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let options = RunOptions {
+        bootstrap,
+        broker_pid,
+        with_ceilings: args.with_ceilings.clone(),
+        ceiling_seconds: args.ceiling_seconds,
+        interval_s: args.interval_seconds,
+        search_step_s: args.search_step_seconds,
+        drain_timeout_s: args.drain_timeout_seconds,
+        progress: !args.no_progress,
+        topic_prefix: args.topic_prefix.clone(),
+        replication_factor: args.replication_factor,
+        topic_configs,
+        with_client_ceiling: args.with_client_ceiling,
+        client_only,
+    };
+    let target = if client_only { "a null sink (client only)" } else { options.bootstrap.as_str() };
+    println!("workload {:?} against {target}", w.name);
+    let result = run::run(&w, &options)?;
+    print_summary(&result);
+    write_json(out, &result)?;
+    println!("result: {}", out.display());
+    if !args.no_plots {
+        for p in plot::plot_result(&result, out)? {
+            println!("plot: {p}");
+        }
+    }
+    Ok(result)
+}
+
+/// A run with errors measured something other than the workload: say so in the exit code
+/// too, not only in the result file.
+fn fail_on_errors(result: &RunResult) -> Result<(), String> {
+    if result.counts.errors > 0 || !result.counts.drained {
+        return Err(format!(
+            "the run had {} errors (drained: {}); its figures do not describe the workload",
+            result.counts.errors, result.counts.drained
+        ));
+    }
+    Ok(())
 }
 
 fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), String> {
@@ -227,6 +316,12 @@ fn print_summary(r: &RunResult) {
     let o = &r.overall;
     println!();
     println!("== {} ({} s measured, load before {} / after {})", r.workload.name, o.measured_s, r.machine.load_average_before, r.machine.load_average_after);
+    for f in &r.rate.failed_confirmations {
+        println!(
+            "  the measured phase did not hold {:.0} msgs/s (acked {:.0}); stepped down",
+            f.target_msgs_per_s, f.acked_msgs_per_s
+        );
+    }
     if let Some(max) = r.rate.max_found_msgs_per_s {
         println!("  max sustainable rate found: {max:.0} msgs/s; measured at {:.0} msgs/s", r.rate.target_msgs_per_s);
     } else {
@@ -239,6 +334,14 @@ fn print_summary(r: &RunResult) {
     println!("{}", latency_line("end-to-end latency", &o.end_to_end));
     let pct = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.0}%"));
     println!("  CPU (100% = one core): broker {}, bench client {}", pct(o.broker_cpu_pct), pct(o.client_cpu_pct));
+    if let Some(c) = &r.client_ceiling {
+        println!(
+            "  client alone (null sink, closed loop): {:.0} msgs/s {:.1} MB/s; this run is {:.0}% of it",
+            c.publish_msgs_per_s,
+            c.publish_mb_per_s,
+            100.0 * o.publish_msgs_per_s / c.publish_msgs_per_s.max(1.0)
+        );
+    }
     if let Some(c) = &r.ceilings {
         println!(
             "  vs ceilings: publish {:.1} MB/s = {:.0}% of loopback {:.0} MB/s; e2e p99 = {:.2}x raw fdatasync p99 {} µs",
@@ -251,33 +354,54 @@ fn print_summary(r: &RunResult) {
     }
     let c = &r.counts;
     println!(
-        "  counts: sent {} acked {} errors {}; consumed per subscription {:?}; drained {}",
-        c.sent_msgs, c.acked_msgs, c.errors, c.consumed_per_subscription, c.drained
+        "  counts: sent {} acked {} errors {} resent to a new leader {}; consumed per subscription {:?}; drained {}",
+        c.sent_msgs, c.acked_msgs, c.errors, c.retries, c.consumed_per_subscription, c.drained
     );
     for e in r.errors.iter().take(8) {
         println!("  error: {e}");
     }
 }
 
-fn print_compare(na: &str, a: &RunResult, nb: &str, b: &RunResult) {
-    type Row = (&'static str, fn(&RunResult) -> f64);
-    let rows: [Row; 9] = [
-        ("publish msgs/s", |r| r.overall.publish_msgs_per_s),
-        ("publish MB/s", |r| r.overall.publish_mb_per_s),
-        ("publish p50 µs", |r| r.overall.publish_latency.p50_us as f64),
-        ("publish p99 µs", |r| r.overall.publish_latency.p99_us as f64),
-        ("publish p99.9 µs", |r| r.overall.publish_latency.p99_9_us as f64),
-        ("e2e p50 µs", |r| r.overall.end_to_end.p50_us as f64),
-        ("e2e p99 µs", |r| r.overall.end_to_end.p99_us as f64),
-        ("e2e p99.9 µs", |r| r.overall.end_to_end.p99_9_us as f64),
-        ("broker CPU %", |r| r.overall.broker_cpu_pct.unwrap_or(f64::NAN)),
+/// A Markdown table of the results, one column each, with each column's ratio to the first.
+fn compare_table(results: &[(String, RunResult)]) -> String {
+    type Row = (&'static str, fn(&RunResult) -> Option<f64>);
+    let rows: [Row; 12] = [
+        ("publish msgs/s", |r| Some(r.overall.publish_msgs_per_s)),
+        ("publish MB/s", |r| Some(r.overall.publish_mb_per_s)),
+        ("max rate found msgs/s", |r| r.rate.max_found_msgs_per_s),
+        ("publish p50 µs", |r| Some(r.overall.publish_latency.p50_us as f64)),
+        ("publish p99 µs", |r| Some(r.overall.publish_latency.p99_us as f64)),
+        ("publish p99.9 µs", |r| Some(r.overall.publish_latency.p99_9_us as f64)),
+        ("e2e p50 µs", |r| Some(r.overall.end_to_end.p50_us as f64)),
+        ("e2e p99 µs", |r| Some(r.overall.end_to_end.p99_us as f64)),
+        ("e2e p99.9 µs", |r| Some(r.overall.end_to_end.p99_9_us as f64)),
+        ("broker CPU %", |r| r.overall.broker_cpu_pct),
+        ("client CPU %", |r| r.overall.client_cpu_pct),
+        ("client alone msgs/s", |r| r.client_ceiling.as_ref().map(|c| c.publish_msgs_per_s)),
     ];
-    println!("{:<18} {:>14} {:>14} {:>8}", "", na, nb, "b/a");
+    let mut out = String::new();
+    let header: Vec<String> = results.iter().map(|(n, _)| n.clone()).collect();
+    let ratios: Vec<String> = results.iter().skip(1).map(|(n, _)| format!("{n}/{}", results[0].0)).collect();
+    out += &format!("| | {} | {} |\n", header.join(" | "), ratios.join(" | "));
+    out += &format!("|---|{}\n", "---:|".repeat(header.len() + ratios.len()));
+    let cell = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.1}"));
     for (label, f) in rows {
-        let (x, y) = (f(a), f(b));
-        println!("{label:<18} {x:>14.1} {y:>14.1} {:>8.2}", y / x);
+        let values: Vec<Option<f64>> = results.iter().map(|(_, r)| f(r)).collect();
+        if values.iter().all(Option::is_none) {
+            continue;
+        }
+        let first = values[0];
+        let ratio = |v: Option<f64>| match (v, first) {
+            (Some(v), Some(f)) if f != 0.0 => format!("{:.2}", v / f),
+            _ => "n/a".into(),
+        };
+        let cells: Vec<String> = values.iter().map(|&v| cell(v)).collect();
+        let ratio_cells: Vec<String> = values.iter().skip(1).map(|&v| ratio(v)).collect();
+        out += &format!("| {label} | {} | {} |\n", cells.join(" | "), ratio_cells.join(" | "));
     }
-    if a.workload.name != b.workload.name {
-        println!("note: different workloads ({:?} vs {:?})", a.workload.name, b.workload.name);
+    let workloads: std::collections::BTreeSet<&str> = results.iter().map(|(_, r)| r.workload.name.as_str()).collect();
+    if workloads.len() > 1 {
+        out += &format!("\nnote: different workloads: {workloads:?}\n");
     }
+    out
 }

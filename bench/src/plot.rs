@@ -1,5 +1,5 @@
 //! SVG plots of results: latency percentile distributions (HdrHistogram's view: the x axis
-//! stretches the tail, 1/(1-p)), throughput and p99 over time, and a comparison of two runs.
+//! stretches the tail, 1/(1-p)), throughput and p99 over time, and a comparison of several runs.
 
 use std::path::Path;
 
@@ -14,7 +14,14 @@ fn err(e: impl std::fmt::Display) -> String {
     format!("plot: {e}")
 }
 
-const COLORS: [RGBColor; 4] = [RGBColor(31, 119, 180), RGBColor(214, 39, 40), RGBColor(44, 160, 44), RGBColor(148, 103, 189)];
+const COLORS: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+    RGBColor(255, 127, 14),
+    RGBColor(140, 86, 75),
+];
 
 /// x coordinate of a percentile: 1/(1-p), so 90% is 10, 99% is 100, 99.9% is 1000.
 fn tail_x(p: f64) -> f64 {
@@ -159,15 +166,13 @@ pub fn plot_result(r: &RunResult, stem: &Path) -> Result<Vec<String>, String> {
     Ok(vec![latency.display().to_string(), timeline_path.display().to_string()])
 }
 
-pub fn plot_compare(a: (&str, &RunResult), b: (&str, &RunResult), out: &Path) -> PlotResult {
-    let series = vec![
-        (format!("{} publish", a.0), &a.1.overall.publish_latency),
-        (format!("{} publish", b.0), &b.1.overall.publish_latency),
-        (format!("{} end-to-end", a.0), &a.1.overall.end_to_end),
-        (format!("{} end-to-end", b.0), &b.1.overall.end_to_end),
-    ];
-    let series: Vec<_> = series.into_iter().filter(|(_, s)| s.count > 0).collect();
-    distribution(out, &format!("{} vs {}", a.0, b.0), &series)
+/// Publish and end-to-end latency distributions of several named results on one chart.
+pub fn plot_compare(results: &[(String, RunResult)], out: &Path) -> PlotResult {
+    let publish = results.iter().map(|(n, r)| (format!("{n} publish"), &r.overall.publish_latency));
+    let e2e = results.iter().map(|(n, r)| (format!("{n} end-to-end"), &r.overall.end_to_end));
+    let series: Vec<_> = publish.chain(e2e).filter(|(_, s)| s.count > 0).collect();
+    let names: Vec<&str> = results.iter().map(|(n, _)| n.as_str()).collect();
+    distribution(out, &names.join(" vs "), &series)
 }
 
 fn file_stem(p: &Path) -> String {

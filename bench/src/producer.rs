@@ -13,12 +13,17 @@
 //! in request order). At most `max.in.flight` requests are outstanding; while the window is
 //! full the writer keeps closing batches (as Kafka's accumulator does), so the next request
 //! carries every partition that became ready, and the reader wakes it on each answer.
+//!
+//! A batch the leader refused without appending (`produce_retriable`: it is not the leader,
+//! the partition is not ready, too few in-sync replicas) goes back to the writer, which asks
+//! for metadata again and sends it, first in its partition's queue, to the leader named then,
+//! until Kafka's default `delivery.timeout.ms` has passed since its first message was due.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -27,7 +32,9 @@ use bytes::Bytes;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
 
-use crate::client::{decode_response, encode_request, read_frame, topic_name, Cluster, Connection};
+use crate::client::{
+    decode_response, encode_request, produce_retriable, read_frame, topic_name, Cluster, Connection, Router,
+};
 use crate::clock::Clock;
 use crate::records::BatchBuilder;
 use crate::stats::{record_ns, Recorder};
@@ -38,6 +45,9 @@ use crate::workload::{Compression, KeyDistributor, TIMESTAMP_LEN};
 const BUFFER_MEMORY: usize = 32 << 20;
 /// Keys KEY_ROUND_ROBIN cycles through.
 const ROUND_ROBIN_KEYS: usize = 10_000;
+/// Kafka's `delivery.timeout.ms` default: a refused batch is resent until this long after its
+/// first message was due, then counted as failed.
+const DELIVERY_TIMEOUT_NS: u64 = 120_000_000_000;
 
 /// Set by the coordinator, read by one producer thread.
 pub struct Control {
@@ -82,11 +92,27 @@ pub struct ProducerSpec {
     pub seed: u64,
 }
 
+/// A closed batch.
+struct Batch {
+    bytes: Bytes,
+    /// The intended send time of each message.
+    intended: Vec<u64>,
+    value_bytes: u64,
+    /// Sent before and refused: its publish delay and sent count are already recorded.
+    resent: bool,
+}
+
 /// Bookkeeping of one request in flight, handed from writer to reader.
 struct InFlight {
     correlation: i32,
-    /// (partition, intended send times, value bytes) per batch.
-    batches: Vec<(i32, Vec<u64>, u64)>,
+    /// Per batch its partition and the batch, kept (a reference count) to send it again.
+    batches: Vec<(i32, Batch)>,
+}
+
+/// A batch the leader refused without appending it, on its way back to the writer.
+struct Refused {
+    partition: i32,
+    batch: Batch,
 }
 
 struct NodeLink {
@@ -103,13 +129,14 @@ struct PartitionState {
     partition: i32,
     node: i32,
     open: Option<BatchBuilder>,
-    /// Closed batches waiting to be sent: (bytes, intended times, value bytes).
-    ready: VecDeque<(Bytes, Vec<u64>, u64)>,
+    /// Closed batches waiting to be sent.
+    ready: VecDeque<Batch>,
 }
 
 pub fn spawn(
     spec: ProducerSpec,
     cluster: Cluster,
+    bootstrap: Vec<String>,
     clock: Clock,
     control: Arc<Control>,
     recorder: Arc<Recorder>,
@@ -117,7 +144,8 @@ pub fn spawn(
     std::thread::Builder::new()
         .name(format!("producer-{}", spec.topic))
         .spawn(move || {
-            let result = run(&spec, &cluster, clock, &control, &recorder);
+            let mut router = Router::new(bootstrap, vec![spec.topic.clone()], cluster);
+            let result = run(&spec, &mut router, clock, &control, &recorder);
             if let Err(e) = &result {
                 recorder.with(|w| w.error(1, || format!("producer {}: {e}", spec.topic)));
             }
@@ -126,25 +154,35 @@ pub fn spawn(
         .expect("spawning a producer thread")
 }
 
+/// The writer's side of every connection: links per leader node and the way refused
+/// batches come back from the readers.
+struct Links {
+    by_node: BTreeMap<i32, NodeLink>,
+    refused_tx: Sender<Refused>,
+    /// Bounded by what is in flight: only batches already sent come back.
+    refused_rx: Receiver<Refused>,
+}
+
+/// Node of partitions whose leader is not known: their batches wait for a refresh.
+const NO_LEADER: i32 = -1;
+
 fn run(
     spec: &ProducerSpec,
-    cluster: &Cluster,
+    router: &mut Router,
     clock: Clock,
     control: &Control,
     recorder: &Arc<Recorder>,
 ) -> Result<(), String> {
-    let mut links: BTreeMap<i32, NodeLink> = BTreeMap::new();
-    let mut parts = Vec::new();
-    for &p in &spec.partitions {
-        let (node, address) = cluster
-            .leader(&spec.topic, p)
-            .ok_or_else(|| format!("{}-{p} has no leader", spec.topic))?;
-        if let std::collections::btree_map::Entry::Vacant(slot) = links.entry(node) {
-            slot.insert(open_link(address, spec, clock, recorder.clone())?);
-        }
-        parts.push(PartitionState { partition: p, node, open: None, ready: VecDeque::new() });
-    }
-    let result = produce_loop(spec, clock, control, recorder, &mut links, &mut parts);
+    let (refused_tx, refused_rx) = channel();
+    let mut links = Links { by_node: BTreeMap::new(), refused_tx, refused_rx };
+    let mut parts: Vec<PartitionState> = spec
+        .partitions
+        .iter()
+        .map(|&partition| PartitionState { partition, node: NO_LEADER, open: None, ready: VecDeque::new() })
+        .collect();
+    route(spec, router.cluster(), clock, recorder, &mut links, &mut parts)?;
+    let result = produce_loop(spec, router, clock, control, recorder, &mut links, &mut parts);
+    let links = &mut links.by_node;
     // Closing the channels lets each reader finish the answers still in flight, then exit.
     for link in links.values_mut() {
         link.in_flight = None;
@@ -157,7 +195,40 @@ fn run(
     result
 }
 
-fn open_link(address: &str, spec: &ProducerSpec, clock: Clock, recorder: Arc<Recorder>) -> Result<NodeLink, String> {
+/// Points each partition at its leader in `cluster`, connecting to leaders not yet linked.
+/// True when every partition has a leader.
+fn route(
+    spec: &ProducerSpec,
+    cluster: &Cluster,
+    clock: Clock,
+    recorder: &Arc<Recorder>,
+    links: &mut Links,
+    parts: &mut [PartitionState],
+) -> Result<bool, String> {
+    let mut all_led = true;
+    for state in parts.iter_mut() {
+        let Some((node, address)) = cluster.leader(&spec.topic, state.partition) else {
+            state.node = NO_LEADER;
+            all_led = false;
+            continue;
+        };
+        let reader_gone = links.by_node.get(&node).is_some_and(|l| l.reader.as_ref().is_none_or(|r| r.is_finished()));
+        if reader_gone || !links.by_node.contains_key(&node) {
+            let link = open_link(address, spec, clock, recorder.clone(), links.refused_tx.clone())?;
+            links.by_node.insert(node, link);
+        }
+        state.node = node;
+    }
+    Ok(all_led)
+}
+
+fn open_link(
+    address: &str,
+    spec: &ProducerSpec,
+    clock: Clock,
+    recorder: Arc<Recorder>,
+    refused: Sender<Refused>,
+) -> Result<NodeLink, String> {
     let conn = Connection::connect(address).map_err(|e| format!("connecting to {address}: {e}"))?;
     let version = conn.versions.produce;
     let mut read_half = conn.stream.try_clone().map_err(|e| e.to_string())?;
@@ -188,11 +259,11 @@ fn open_link(address: &str, spec: &ProducerSpec, clock: Clock, recorder: Arc<Rec
                 let now = clock.now_ns();
                 match outcome {
                     Ok(response) => {
-                        account(&recorder, &request, &response, now);
+                        account(&recorder, request, &response, now, &refused);
                         done(());
                     }
                     Err(e) => {
-                        let lost: u64 = request.batches.iter().map(|b| b.1.len() as u64).sum();
+                        let lost: u64 = request.batches.iter().map(|b| b.1.intended.len() as u64).sum();
                         recorder.with(|w| w.error(lost, || format!("produce answer: {e}")));
                         // The stream is out of step now; drop what is left and stop reading.
                         let _ = read_half.shutdown(std::net::Shutdown::Both);
@@ -207,8 +278,8 @@ fn open_link(address: &str, spec: &ProducerSpec, clock: Clock, recorder: Arc<Rec
 }
 
 /// Records latencies of a produce answer, batch by batch: a partition-level error fails
-/// only that partition's messages.
-fn account(recorder: &Recorder, request: &InFlight, response: &ProduceResponse, now_ns: u64) {
+/// only that partition's messages, and a batch refused unappended goes back to the writer.
+fn account(recorder: &Recorder, request: InFlight, response: &ProduceResponse, now_ns: u64, refused: &Sender<Refused>) {
     let mut errors: BTreeMap<i32, i16> = BTreeMap::new();
     let mut answered = 0usize;
     for topic in &response.responses {
@@ -221,20 +292,30 @@ fn account(recorder: &Recorder, request: &InFlight, response: &ProduceResponse, 
     }
     recorder.with(|w| {
         if answered != request.batches.len() {
-            let lost: u64 = request.batches.iter().map(|b| b.1.len() as u64).sum();
+            let lost: u64 = request.batches.iter().map(|b| b.1.intended.len() as u64).sum();
             w.error(lost, || format!("produce answer covers {answered} of {} partitions", request.batches.len()));
             return;
         }
-        for (partition, intended, bytes) in &request.batches {
-            if let Some(code) = errors.get(partition) {
-                w.error(intended.len() as u64, || format!("produce to partition {partition}: error code {code}"));
-                continue;
+        for (partition, mut batch) in request.batches {
+            let Batch { intended, value_bytes: bytes, .. } = &batch;
+            match errors.get(&partition) {
+                Some(&code) if produce_retriable(code) && now_ns < intended[0].saturating_add(DELIVERY_TIMEOUT_NS) => {
+                    w.retries += 1;
+                    batch.resent = true;
+                    // The writer is gone only when the run is over: nothing to resend then.
+                    let _ = refused.send(Refused { partition, batch });
+                }
+                Some(code) => {
+                    w.error(intended.len() as u64, || format!("produce to partition {partition}: error code {code}"));
+                }
+                None => {
+                    for &t in intended {
+                        record_ns(&mut w.publish_latency, now_ns.saturating_sub(t));
+                    }
+                    w.acked_msgs += intended.len() as u64;
+                    w.acked_bytes += bytes;
+                }
             }
-            for &t in intended {
-                record_ns(&mut w.publish_latency, now_ns.saturating_sub(t));
-            }
-            w.acked_msgs += intended.len() as u64;
-            w.acked_bytes += bytes;
         }
     });
 }
@@ -351,10 +432,11 @@ pub fn due_count(epoch_ns: u64, now_ns: u64, rate: f64) -> u64 {
 
 fn produce_loop(
     spec: &ProducerSpec,
+    router: &mut Router,
     clock: Clock,
     control: &Control,
-    recorder: &Recorder,
-    links: &mut BTreeMap<i32, NodeLink>,
+    recorder: &Arc<Recorder>,
+    links: &mut Links,
     parts: &mut [PartitionState],
 ) -> Result<(), String> {
     let n = parts.len();
@@ -369,7 +451,19 @@ fn produce_loop(
     let record_max = BatchBuilder::record_size(Some(32), value.len());
     let wall_offset_ms = wall_clock_ms() - (clock.now_ns() / 1_000_000) as i64;
 
+    let mut stale = false;
     while !control.stop.load(Ordering::Acquire) {
+        // Refused batches go first in their partition's queue, to the leader named next.
+        while let Ok(Refused { partition, batch }) = links.refused_rx.try_recv() {
+            let state = parts.iter_mut().find(|s| s.partition == partition).expect("a partition of this producer");
+            buffered += batch.bytes.len();
+            state.ready.push_front(batch);
+            stale = true;
+        }
+        if stale {
+            let cluster = router.refresh().map_err(|e| format!("metadata: {e}"))?;
+            stale = !route(spec, cluster, clock, recorder, links, parts)?;
+        }
         let now = clock.now_ns();
         let (g, r) = control.rate();
         if g != generation {
@@ -406,7 +500,7 @@ fn produce_loop(
         // request can take them: like Kafka's accumulator, a lingered batch keeps filling
         // while the window is full, so requests grow instead of queueing up.
         let mut sent_any = false;
-        for (&node, link) in links.iter_mut() {
+        for (&node, link) in links.by_node.iter_mut() {
             if link.outstanding.load(Ordering::Acquire) >= spec.max_in_flight {
                 continue;
             }
@@ -424,9 +518,9 @@ fn produce_loop(
             }
             let mut batches = Vec::new();
             for state in parts.iter_mut().filter(|s| s.node == node) {
-                if let Some((bytes, intended, value_bytes)) = state.ready.pop_front() {
-                    buffered -= bytes.len();
-                    batches.push((state.partition, bytes, intended, value_bytes));
+                if let Some(batch) = state.ready.pop_front() {
+                    buffered -= batch.bytes.len();
+                    batches.push((state.partition, batch));
                 }
             }
             if batches.is_empty() {
@@ -446,7 +540,7 @@ fn produce_loop(
             now + 1_000_000
         };
         for s in parts.iter() {
-            let window_open = links.get(&s.node).is_some_and(|l| l.outstanding.load(Ordering::Acquire) < spec.max_in_flight);
+            let window_open = links.by_node.get(&s.node).is_some_and(|l| l.outstanding.load(Ordering::Acquire) < spec.max_in_flight);
             if let (Some(b), true) = (&s.open, window_open) {
                 wake = wake.min(b.intended_ns[0].saturating_add(spec.linger_ns));
             }
@@ -473,7 +567,7 @@ fn close(
     match batch.finish(spec.compression, timestamp_ms) {
         Ok(bytes) => {
             *buffered += bytes.len();
-            state.ready.push_back((bytes, intended, value_bytes));
+            state.ready.push_back(Batch { bytes, intended, value_bytes, resent: false });
             Ok(())
         }
         Err(e) => {
@@ -487,7 +581,7 @@ fn send(
     spec: &ProducerSpec,
     clock: Clock,
     link: &mut NodeLink,
-    batches: Vec<(i32, Bytes, Vec<u64>, u64)>,
+    batches: Vec<(i32, Batch)>,
     recorder: &Recorder,
 ) -> Result<(), String> {
     let correlation = link.next_correlation;
@@ -498,20 +592,18 @@ fn send(
         .with_topic_data(vec![TopicProduceData::default().with_name(topic_name(&spec.topic)).with_partition_data(
             batches
                 .iter()
-                .map(|(p, bytes, _, _)| PartitionProduceData::default().with_index(*p).with_records(Some(bytes.clone())))
+                .map(|(p, b)| PartitionProduceData::default().with_index(*p).with_records(Some(b.bytes.clone())))
                 .collect(),
         )]);
     let frame = encode_request(ApiKey::Produce, link.version, correlation, &request).map_err(|e| e.to_string())?;
-    let in_flight = InFlight {
-        correlation,
-        batches: batches.into_iter().map(|(p, _, intended, bytes)| (p, intended, bytes)).collect(),
-    };
-    let msgs: u64 = in_flight.batches.iter().map(|b| b.1.len() as u64).sum();
-    let bytes: u64 = in_flight.batches.iter().map(|b| b.2).sum();
+    let in_flight = InFlight { correlation, batches };
+    let first_sends = || in_flight.batches.iter().map(|(_, b)| b).filter(|b| !b.resent);
+    let msgs: u64 = first_sends().map(|b| b.intended.len() as u64).sum();
+    let bytes: u64 = first_sends().map(|b| b.value_bytes).sum();
     let sent_at = clock.now_ns();
     recorder.with(|w| {
-        for (_, intended, _) in &in_flight.batches {
-            for &t in intended {
+        for b in first_sends() {
+            for &t in &b.intended {
                 record_ns(&mut w.publish_delay, sent_at.saturating_sub(t));
             }
         }
@@ -519,8 +611,8 @@ fn send(
         w.sent_bytes += bytes;
         if spec.acks == 0 {
             // Nothing will answer: the write is all there is to measure.
-            for (_, intended, _) in &in_flight.batches {
-                for &t in intended {
+            for b in first_sends() {
+                for &t in &b.intended {
                     record_ns(&mut w.publish_latency, sent_at.saturating_sub(t));
                 }
             }

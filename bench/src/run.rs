@@ -11,10 +11,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::ceiling::{self, Ceilings};
-use crate::client::{Cluster, Connection};
+use crate::client::{bootstrap_list, Cluster, Router};
 use crate::clock::Clock;
 use crate::consumer::{self, ConsumerControl, ConsumerSpec};
 use crate::cpu::CpuMeter;
+use crate::nullsink::NullSink;
 use crate::producer::{self, Control, ProducerSpec};
 use crate::stats::{LatencySummary, Recorder, Window};
 use crate::workload::Workload;
@@ -29,6 +30,14 @@ pub struct RunOptions {
     pub drain_timeout_s: f64,
     pub progress: bool,
     pub topic_prefix: Option<String>,
+    /// -1: the broker's default.
+    pub replication_factor: i16,
+    /// Topic configs for the created topics, such as `min.insync.replicas`.
+    pub topic_configs: Vec<(String, String)>,
+    /// Measure the client alone against a null sink first (see `nullsink`).
+    pub with_client_ceiling: bool,
+    /// Run against a null sink instead of a broker.
+    pub client_only: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -39,6 +48,12 @@ pub struct RunResult {
     pub started_unix_s: u64,
     pub machine: Machine,
     pub ceilings: Option<Ceilings>,
+    /// The same producers against a null sink, closed loop: what the client alone can do.
+    #[serde(default)]
+    pub client_ceiling: Option<ClientCeiling>,
+    /// This run went to a null sink, not a broker.
+    #[serde(default)]
+    pub client_only: bool,
     pub rate: RateInfo,
     pub intervals: Vec<Interval>,
     pub overall: Overall,
@@ -61,6 +76,17 @@ pub struct RateInfo {
     /// Highest sustainable rate found by the search, when `producerRate` is 0.
     pub max_found_msgs_per_s: Option<f64>,
     pub search_steps: Vec<SearchStep>,
+    /// Measured phases at the rate found that did not hold it, each followed by a step down.
+    #[serde(default)]
+    pub failed_confirmations: Vec<SearchStep>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClientCeiling {
+    pub seconds: f64,
+    pub publish_msgs_per_s: f64,
+    pub publish_mb_per_s: f64,
+    pub client_cpu_pct: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -116,6 +142,9 @@ pub struct Counts {
     pub sent_msgs: u64,
     pub acked_msgs: u64,
     pub errors: u64,
+    /// Batches and fetches sent again to a new leader (see `Window::retries`).
+    #[serde(default)]
+    pub retries: u64,
     /// Messages each subscription read, per topic: equal to `acked_msgs` of that topic when
     /// nothing was lost or duplicated.
     pub acked_per_topic: BTreeMap<String, u64>,
@@ -154,25 +183,58 @@ pub fn run(workload: &Workload, options: &RunOptions) -> Result<RunResult, Strin
         }
         None => None,
     };
-    let broker_pid = options.broker_pid.or_else(|| {
-        let port = options.bootstrap.rsplit(':').next()?.parse().ok()?;
-        crate::cpu::pid_listening_on(port)
-    });
+    let client_ceiling = if options.with_client_ceiling && !options.client_only {
+        let c = client_ceiling(workload, options.ceiling_seconds)?;
+        println!(
+            "client alone (null sink, closed loop, {:.1} s): {:.0} msgs/s, {:.1} MB/s",
+            c.seconds, c.publish_msgs_per_s, c.publish_mb_per_s
+        );
+        Some(c)
+    } else {
+        None
+    };
+    let sink = if options.client_only { Some(NullSink::start(workload.partitions_per_topic as i32)?) } else { None };
+    let mut workload = workload.clone();
+    let bootstrap = match &sink {
+        Some(sink) => {
+            // Nothing reads from a null sink: producers only.
+            workload.subscriptions_per_topic = 0;
+            vec![sink.address().to_owned()]
+        }
+        None => bootstrap_list(&options.bootstrap),
+    };
+    let workload = &workload;
+    let broker_pid = if options.client_only {
+        None
+    } else {
+        options.broker_pid.or_else(|| {
+            let port = bootstrap.first()?.rsplit(':').next()?.parse().ok()?;
+            crate::cpu::pid_listening_on(port)
+        })
+    };
 
-    let mut admin = Connection::connect(&options.bootstrap).map_err(|e| format!("{}: {e}", options.bootstrap))?;
     let prefix = options.topic_prefix.clone().unwrap_or_else(|| format!("bench-{started_unix_s}"));
     let topics = workload.topic_names(&prefix);
-    admin.create_topics(&topics, workload.partitions_per_topic as i32).map_err(|e| e.to_string())?;
-    let cluster = wait_for_leaders(&mut admin, &topics, workload.partitions_per_topic as i32)?;
+    let partitions = workload.partitions_per_topic as i32;
+    let mut router = Router::connect(bootstrap.clone(), topics.clone()).map_err(|e| format!("{}: {e}", options.bootstrap))?;
+    router.create_topics(partitions, options.replication_factor, &options.topic_configs).map_err(|e| e.to_string())?;
+    let deadline = std::time::Instant::now() + TOPIC_READY_TIMEOUT;
+    router.wait_for_leaders(partitions, deadline).map_err(|e| e.to_string())?;
 
     let clock = Clock::new();
-    let mut threads = start_threads(workload, &cluster, &topics, clock)?;
+    let mut threads = start_threads(workload, &mut router, &bootstrap, &topics, clock)?;
     if workload.backlog_bytes() == 0 {
         threads.consumer_control.go.store(true, Ordering::Release);
     }
 
-    let mut rate = RateInfo { target_msgs_per_s: workload.producer_rate, max_found_msgs_per_s: None, search_steps: Vec::new() };
-    let outcome = measure(workload, options, &threads, clock, broker_pid, &mut rate);
+    let mut rate = RateInfo {
+        target_msgs_per_s: workload.producer_rate,
+        max_found_msgs_per_s: None,
+        search_steps: Vec::new(),
+        failed_confirmations: Vec::new(),
+    };
+    let mut totals = Totals::default();
+    let outcome = measure_at_holding_rate(workload, options, &threads, clock, broker_pid, &mut rate, &mut totals);
     // Stop producers first, let them finish their answers, then let consumers catch up.
     for c in &threads.producer_controls {
         c.stop.store(true, Ordering::Release);
@@ -185,23 +247,14 @@ pub fn run(workload: &Workload, options: &RunOptions) -> Result<RunResult, Strin
         }
     }
     threads.consumer_control.go.store(true, Ordering::Release);
-    let mut outcome = outcome;
-    let drained = match &mut outcome {
-        Ok((_, _, _, totals)) => {
-            let mut totals = std::mem::take(totals);
-            let d = drain(&threads, &mut totals, options.drain_timeout_s);
-            Some((d, totals))
-        }
-        Err(_) => None,
-    };
+    let drained = outcome.is_ok() && drain(&threads, &mut totals, options.drain_timeout_s);
     threads.consumer_control.stop.store(true, Ordering::Release);
     for c in std::mem::take(&mut threads.consumers) {
         if let Ok(Err(e)) = c.join() {
             errors.push(e);
         }
     }
-    let (intervals, (overall_window, measured_s), cpu, _) = outcome?;
-    let (drained, mut totals) = drained.expect("set when the outcome is Ok");
+    let (intervals, (overall_window, measured_s), cpu) = outcome?;
     collect(&threads, &mut totals);
     errors.extend(totals.error_samples.iter().cloned());
     let mut overall = Overall {
@@ -228,7 +281,7 @@ pub fn run(workload: &Workload, options: &RunOptions) -> Result<RunResult, Strin
     Ok(RunResult {
         format: 1,
         workload: workload.clone(),
-        bootstrap: options.bootstrap.clone(),
+        bootstrap: if options.client_only { "null-sink".into() } else { options.bootstrap.clone() },
         started_unix_s,
         machine: Machine {
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -237,6 +290,8 @@ pub fn run(workload: &Workload, options: &RunOptions) -> Result<RunResult, Strin
             broker_pid,
         },
         ceilings,
+        client_ceiling,
+        client_only: options.client_only,
         rate,
         intervals,
         overall,
@@ -244,6 +299,7 @@ pub fn run(workload: &Workload, options: &RunOptions) -> Result<RunResult, Strin
             sent_msgs: totals.sent_msgs,
             acked_msgs: totals.acked_msgs,
             errors: totals.errors,
+            retries: totals.retries,
             acked_per_topic: totals.acked_per_topic,
             consumed_per_subscription: totals.consumed_per_subscription,
             drained,
@@ -258,58 +314,19 @@ struct Totals {
     sent_msgs: u64,
     acked_msgs: u64,
     errors: u64,
+    retries: u64,
     error_samples: Vec<String>,
     acked_per_topic: BTreeMap<String, u64>,
     consumed_per_subscription: BTreeMap<String, u64>,
 }
 
-/// Each partition's end offset, asked of its leader: on a cluster the bootstrap node leads
-/// only some of them.
-fn end_offsets(cluster: &Cluster, topic: &str, partitions: &[i32]) -> Result<BTreeMap<i32, i64>, String> {
-    let mut by_leader: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
-    for &p in partitions {
-        let (_, addr) = cluster.leader(topic, p).ok_or_else(|| format!("{topic}-{p} has no leader"))?;
-        by_leader.entry(addr).or_default().push(p);
-    }
-    let mut ends = BTreeMap::new();
-    for (addr, parts) in by_leader {
-        let mut connection = Connection::connect(addr).map_err(|e| format!("{addr}: {e}"))?;
-        // A leader named in the metadata may take a moment to serve a new partition (it
-        // answers NOT_LEADER_OR_FOLLOWER meanwhile); clients retry, and so does this.
-        let mut attempts = 0;
-        let found = loop {
-            match connection.list_offsets(topic, &parts, -1) {
-                Ok(found) => break found,
-                Err(_) if attempts < 50 => {
-                    attempts += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(100));
-                }
-                Err(e) => return Err(e.to_string()),
-            }
-        };
-        ends.extend(found);
-    }
-    Ok(ends)
-}
-
-fn wait_for_leaders(admin: &mut Connection, topics: &[String], partitions: i32) -> Result<Cluster, String> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let cluster = admin.metadata(topics).map_err(|e| e.to_string())?;
-        let ready = topics.iter().all(|t| (0..partitions).all(|p| cluster.leader(t, p).is_some()));
-        if ready {
-            return Ok(cluster);
-        }
-        if std::time::Instant::now() > deadline {
-            return Err("topics have no leader for every partition after 30 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+/// How long a new topic may take until every partition's leader serves it.
+const TOPIC_READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn start_threads(
     workload: &Workload,
-    cluster: &Cluster,
+    router: &mut Router,
+    bootstrap: &[String],
     topics: &[String],
     clock: Clock,
 ) -> Result<Threads, String> {
@@ -325,7 +342,10 @@ fn start_threads(
     };
     for topic in topics {
         // Consumers start at the current end so they read exactly what this run produces.
-        let ends = end_offsets(cluster, topic, &partitions)?;
+        let deadline = std::time::Instant::now() + TOPIC_READY_TIMEOUT;
+        let ends = router.end_offsets(topic, &partitions, deadline).map_err(|e| e.to_string())?;
+        // The leaders that answered: producers and consumers start from this picture.
+        let cluster: &Cluster = router.cluster();
         for s in 0..workload.subscriptions_per_topic {
             let consumers = workload.consumer_per_subscription.max(1);
             for c in 0..consumers {
@@ -342,6 +362,7 @@ fn start_threads(
                 threads.consumers.push(consumer::spawn(
                     ConsumerSpec { topic: topic.clone(), start_offsets, config: workload.consumer_config.clone() },
                     cluster.clone(),
+                    bootstrap.to_vec(),
                     clock,
                     threads.consumer_control.clone(),
                     recorder,
@@ -367,7 +388,14 @@ fn start_threads(
                 request_timeout_ms: workload.producer_config.request_timeout_ms,
                 seed: 0x9e37_79b9_7f4a_7c15u64.wrapping_mul(u64::from(i) + 1) ^ topic.len() as u64,
             };
-            threads.producers.push(producer::spawn(spec, cluster.clone(), clock, control.clone(), recorder.clone()));
+            threads.producers.push(producer::spawn(
+                spec,
+                cluster.clone(),
+                bootstrap.to_vec(),
+                clock,
+                control.clone(),
+                recorder.clone(),
+            ));
             threads.producer_controls.push(control);
             threads.producer_recorders.push((topic.clone(), recorder));
         }
@@ -401,9 +429,68 @@ fn payload(workload: &Workload) -> Result<Vec<u8>, String> {
     Ok(value)
 }
 
-/// Intervals, the measured phase's merged window and its length in seconds, mean CPU%s, and
-/// whole-run totals.
-type Measured = (Vec<Interval>, (Window, f64), (Option<f64>, Option<f64>), Totals);
+/// Intervals, the measured phase's merged window and its length in seconds, and mean CPU%s.
+type Measured = (Vec<Interval>, (Window, f64), (Option<f64>, Option<f64>));
+
+/// Measured phases a searched rate gets to hold before the run settles for the last one.
+const CONFIRMATIONS_MAX: usize = 4;
+
+/// The measured phase at the workload's rate or, with `producerRate: 0`, at the rate the
+/// search found. A short search step can pass at a rate the broker holds only until its
+/// buffers fill, so the measured phase doubles as the confirmation: when it does not hold the
+/// rate (the same test as a search step), the rate steps down and the phase runs again.
+fn measure_at_holding_rate(
+    workload: &Workload,
+    options: &RunOptions,
+    threads: &Threads,
+    clock: Clock,
+    broker_pid: Option<u32>,
+    rate: &mut RateInfo,
+    totals: &mut Totals,
+) -> Result<Measured, String> {
+    if workload.producer_rate != 0.0 {
+        return measure(workload, options, threads, clock, broker_pid, rate.target_msgs_per_s, totals);
+    }
+    let fraction = workload.producer_rate_fraction_of_max.unwrap_or(1.0);
+    let mut max = search_max_rate(workload, options, threads, rate, totals);
+    loop {
+        rate.max_found_msgs_per_s = Some(max);
+        rate.target_msgs_per_s = max * fraction;
+        println!("max sustainable rate: {:.0} msgs/s; measuring at {:.0} msgs/s", max, rate.target_msgs_per_s);
+        let measured = measure(workload, options, threads, clock, broker_pid, rate.target_msgs_per_s, totals)?;
+        let (window, seconds) = &measured.1;
+        let step = judge(rate.target_msgs_per_s, window, *seconds);
+        if step.sustained || rate.failed_confirmations.len() >= CONFIRMATIONS_MAX {
+            return Ok(measured);
+        }
+        // Down to what was acknowledged, with room, but never below half in one step: an
+        // overloaded phase acknowledges less than the broker can take once it is not.
+        let next = (0.9 * step.target_msgs_per_s).min(0.95 * step.acked_msgs_per_s).max(0.5 * step.target_msgs_per_s);
+        println!(
+            "  the measured phase did not hold {:.0} msgs/s (acked {:.0} msgs/s, publish delay p99 {} µs); stepping down",
+            step.target_msgs_per_s, step.acked_msgs_per_s, step.publish_delay_p99_us
+        );
+        rate.failed_confirmations.push(step);
+        max = next / fraction;
+        idle(threads, totals);
+    }
+}
+
+/// A rate holds when nearly all of it was acknowledged, sends left on time (publish delay
+/// p99 under 50 ms: a queue in the client is not growing) and nothing failed.
+fn judge(target: f64, w: &Window, seconds: f64) -> SearchStep {
+    let acked = w.acked_msgs as f64 / seconds;
+    let delay_p99 = w.publish_delay.value_at_quantile(0.99);
+    let sustained = acked >= 0.95 * target && delay_p99 < 50_000 && w.errors == 0;
+    SearchStep { target_msgs_per_s: target, acked_msgs_per_s: acked, publish_delay_p99_us: delay_p99, sustained }
+}
+
+/// Pauses the producers until what an overloaded phase left buffered or in flight clears.
+fn idle(threads: &Threads, totals: &mut Totals) {
+    threads.set_total_rate(0.0);
+    std::thread::sleep(Duration::from_secs(1));
+    collect(threads, totals);
+}
 
 fn measure(
     workload: &Workload,
@@ -411,19 +498,10 @@ fn measure(
     threads: &Threads,
     clock: Clock,
     broker_pid: Option<u32>,
-    rate: &mut RateInfo,
+    target: f64,
+    totals: &mut Totals,
 ) -> Result<Measured, String> {
-    let mut totals = Totals::default();
-    if workload.producer_rate == 0.0 {
-        let max = search_max_rate(workload, options, threads, rate, &mut totals);
-        rate.max_found_msgs_per_s = Some(max);
-        rate.target_msgs_per_s = max * workload.producer_rate_fraction_of_max.unwrap_or(1.0);
-        println!(
-            "max sustainable rate: {:.0} msgs/s; measuring at {:.0} msgs/s",
-            max, rate.target_msgs_per_s
-        );
-    }
-    threads.set_total_rate(rate.target_msgs_per_s);
+    threads.set_total_rate(target);
     let warmup = workload.warmup();
     let duration = workload.duration();
     let backlog = workload.backlog_bytes();
@@ -457,7 +535,7 @@ fn measure(
         }
         tick += 1;
         let t = secs(clock.now_ns() - start);
-        let w = collect(threads, &mut totals);
+        let w = collect(threads, totals);
         produced_bytes += w.acked_bytes;
         if backlog > 0 && !threads.consumer_control.go.load(Ordering::Acquire) && t >= warmup && produced_bytes >= backlog {
             threads.consumer_control.go.store(true, Ordering::Release);
@@ -528,7 +606,7 @@ fn measure(
         bar.finish_and_clear();
     }
     let mean = |sum: f64, n: usize| (n > 0).then(|| sum / n as f64);
-    Ok((intervals, (overall, measured_s), (mean(cpu_sum.0, cpu_sum.1), mean(cpu_sum.2, cpu_sum.3)), totals))
+    Ok((intervals, (overall, measured_s), (mean(cpu_sum.0, cpu_sum.1), mean(cpu_sum.2, cpu_sum.3))))
 }
 
 /// Takes every thread's window, adding per-topic and per-subscription counts to `totals`.
@@ -549,6 +627,7 @@ fn collect(threads: &Threads, totals: &mut Totals) -> Window {
     totals.sent_msgs += all.sent_msgs;
     totals.acked_msgs += all.acked_msgs;
     totals.errors += all.errors;
+    totals.retries += all.retries;
     for e in &all.error_samples {
         if totals.error_samples.len() < 8 {
             totals.error_samples.push(e.clone());
@@ -558,9 +637,9 @@ fn collect(threads: &Threads, totals: &mut Totals) -> Window {
 }
 
 /// Stepped search for the highest rate the producers sustain: double while every step keeps
-/// up (acknowledged rate within 5% of the target, publish delay p99 under 50 ms), then
-/// bisect to within 5%. Each step starts from an idle client and settles for a third of its
-/// time before it is measured.
+/// up (`judge`), then bisect to within 5%. Each step starts from an idle client and settles
+/// for a third of its time before it is measured. The measured phase confirms the result
+/// (`measure_at_holding_rate`).
 fn search_max_rate(
     workload: &Workload,
     options: &RunOptions,
@@ -581,19 +660,18 @@ fn search_max_rate(
         let measured = options.search_step_s * 2.0 / 3.0;
         std::thread::sleep(Duration::from_secs_f64(measured));
         let w = collect(threads, totals);
-        let acked = w.acked_msgs as f64 / measured;
-        let delay_p99 = w.publish_delay.value_at_quantile(0.99);
-        let sustained = acked >= 0.95 * target && delay_p99 < 50_000 && w.errors == 0;
+        let step = judge(target, &w, measured);
+        let sustained = step.sustained;
         if options.progress {
             println!(
                 "  search: target {:.0} msgs/s -> acked {:.0} msgs/s, publish delay p99 {} µs: {}",
                 target,
-                acked,
-                delay_p99,
+                step.acked_msgs_per_s,
+                step.publish_delay_p99_us,
                 if sustained { "sustained" } else { "not sustained" }
             );
         }
-        rate.search_steps.push(SearchStep { target_msgs_per_s: target, acked_msgs_per_s: acked, publish_delay_p99_us: delay_p99, sustained });
+        rate.search_steps.push(step);
         if sustained {
             good = good.max(target);
         } else {
@@ -611,10 +689,47 @@ fn search_max_rate(
         };
     }
     // Let the backlog of the last failed step clear before the warm-up starts.
-    threads.set_total_rate(0.0);
-    std::thread::sleep(Duration::from_secs(1));
-    collect(threads, totals);
+    idle(threads, totals);
     good.max(1.0)
+}
+
+/// The workload's producers, closed loop (as fast as `max.in.flight` allows), against a null
+/// sink for `seconds` after half a second of warm-up.
+pub fn client_ceiling(workload: &Workload, seconds: f64) -> Result<ClientCeiling, String> {
+    let sink = NullSink::start(workload.partitions_per_topic as i32)?;
+    let mut w = workload.clone();
+    w.subscriptions_per_topic = 0;
+    let bootstrap = vec![sink.address().to_owned()];
+    let topics = w.topic_names("client-ceiling");
+    let mut router = Router::connect(bootstrap.clone(), topics.clone()).map_err(|e| format!("null sink: {e}"))?;
+    let mut threads = start_threads(&w, &mut router, &bootstrap, &topics, Clock::new())?;
+    let mut totals = Totals::default();
+    threads.set_total_rate(f64::INFINITY);
+    std::thread::sleep(Duration::from_millis(500));
+    collect(&threads, &mut totals);
+    let mut cpu = CpuMeter::new("self", 0.0);
+    let started = std::time::Instant::now();
+    std::thread::sleep(Duration::from_secs_f64(seconds));
+    let window = collect(&threads, &mut totals);
+    let elapsed = started.elapsed().as_secs_f64();
+    let client_cpu_pct = cpu.sample(elapsed);
+    for c in &threads.producer_controls {
+        c.stop.store(true, Ordering::Release);
+    }
+    for p in std::mem::take(&mut threads.producers) {
+        if let Ok(Err(e)) = p.join() {
+            return Err(format!("client ceiling: {e}"));
+        }
+    }
+    if window.errors > 0 {
+        return Err(format!("client ceiling: {:?}", window.error_samples));
+    }
+    Ok(ClientCeiling {
+        seconds: elapsed,
+        publish_msgs_per_s: window.acked_msgs as f64 / elapsed,
+        publish_mb_per_s: window.acked_bytes as f64 / elapsed / 1e6,
+        client_cpu_pct,
+    })
 }
 
 /// After producers stopped: waits until every subscription has read everything acknowledged

@@ -34,6 +34,9 @@ pub struct Window {
     pub consumed_msgs: u64,
     pub consumed_bytes: u64,
     pub errors: u64,
+    /// Batches or fetches sent again after an answer said the partition's leader moved or
+    /// was not ready (NOT_LEADER_OR_FOLLOWER and kin): what a real client retries silently.
+    pub retries: u64,
     /// The first few error messages, for the report.
     pub error_samples: Vec<String>,
 }
@@ -53,6 +56,7 @@ impl Default for Window {
             consumed_msgs: 0,
             consumed_bytes: 0,
             errors: 0,
+            retries: 0,
             error_samples: Vec::new(),
         }
     }
@@ -70,6 +74,7 @@ impl Window {
         self.consumed_msgs += other.consumed_msgs;
         self.consumed_bytes += other.consumed_bytes;
         self.errors += other.errors;
+        self.retries += other.retries;
         for e in &other.error_samples {
             if self.error_samples.len() < ERROR_SAMPLES_MAX {
                 self.error_samples.push(e.clone());
