@@ -82,13 +82,11 @@ fn run(
         }
         if !moved.is_empty() {
             // Those partitions leave their connection; the rest keep fetching where they are.
-            let mut all: Vec<(i32, i64)> = Vec::new();
             for (_, offsets) in by_node.values_mut() {
                 offsets.retain(|o| !moved.iter().any(|m| m.0 == o.0));
             }
-            all.extend(moved);
             router.refresh().map_err(|e| format!("metadata: {e}"))?;
-            unled = assign(spec, router.cluster(), all, &mut by_node)?;
+            unled = assign(spec, router.cluster(), moved, &mut by_node)?;
         }
     }
     Ok(())

@@ -190,7 +190,7 @@ mod tests {
     use super::*;
     use kafka_protocol::messages::fetch_response::{AbortedTransaction, FetchableTopicResponse, PartitionData};
     use kafka_protocol::messages::produce_response::{BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse};
-    use kafka_protocol::messages::{FetchResponse, ProduceResponse};
+    use kafka_protocol::messages::{FetchResponse, ProduceResponse, ProducerId};
     use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
     fn encode(m: &impl Encodable, version: i16) -> Bytes {
@@ -203,6 +203,16 @@ mod tests {
         [(n, Bytes::from_static(value))].into_iter().collect()
     }
 
+    /// The body with a top-level tag 0 (an empty `NodeEndpoints`) in its last, empty, tagged
+    /// section, as a broker writing it at every flexible version sends it. kafka-protocol's
+    /// encoder writes only tags past its known ones from `unknown_tagged_fields`.
+    fn with_top_level_tag_0(body: Bytes) -> Bytes {
+        assert_eq!(body.last(), Some(&0), "an empty tagged section ends the body");
+        let mut b = BytesMut::from(&body[..body.len() - 1]);
+        b.extend_from_slice(&[1, 0, 1, 1]); // one field: tag 0, 1 byte, an empty compact array
+        b.freeze()
+    }
+
     fn fetch_v12() -> FetchResponse {
         FetchResponse::default().with_session_id(7).with_responses(vec![FetchableTopicResponse::default()
             .with_topic(crate::client::topic_name("t"))
@@ -210,7 +220,7 @@ mod tests {
                 PartitionData::default()
                     .with_partition_index(3)
                     .with_high_watermark(10)
-                    .with_aborted_transactions(Some(vec![AbortedTransaction::default().with_producer_id(1)]))
+                    .with_aborted_transactions(Some(vec![AbortedTransaction::default().with_producer_id(ProducerId(1))]))
                     .with_records(Some(Bytes::from_static(b"0123456789"))),
                 PartitionData::default().with_partition_index(4).with_records(None),
             ])])
@@ -243,9 +253,8 @@ mod tests {
     #[test]
     fn fetch_v12_with_node_endpoints_tag_decodes_once_stripped() {
         let mut sent = fetch_v12();
-        sent.unknown_tagged_fields = tag(0, b"\x01");
         sent.responses[0].partitions[0].unknown_tagged_fields = tag(9, b"xyz");
-        let body = encode(&sent, 12);
+        let body = with_top_level_tag_0(encode(&sent, 12));
         let refused = FetchResponse::decode(&mut body.clone(), 12).expect_err("kafka-protocol refuses tag 0 at v12");
         assert!(refused.to_string().contains("Tag 0 is not valid"), "{refused}");
         let stripped = strip_tags(ApiKey::Fetch, 12, body).expect("the schema fits");
@@ -254,12 +263,12 @@ mod tests {
     }
 
     #[test]
-    fn produce_v9_with_current_leader_tag_decodes_once_stripped() {
+    fn produce_v9_with_node_endpoints_tag_decodes_once_stripped() {
         let mut sent = produce_v9();
-        sent.unknown_tagged_fields = tag(0, b"\x01");
-        sent.responses[0].partition_responses[0].unknown_tagged_fields = tag(0, b"\x00\x00\x00\x01\x00\x00\x00\x02\x00");
-        let body = encode(&sent, 9);
-        assert!(ProduceResponse::decode(&mut body.clone(), 9).is_err());
+        sent.responses[0].partition_responses[0].unknown_tagged_fields = tag(7, b"\x00\x01");
+        let body = with_top_level_tag_0(encode(&sent, 9));
+        let refused = ProduceResponse::decode(&mut body.clone(), 9).expect_err("kafka-protocol refuses tag 0 at v9");
+        assert!(refused.to_string().contains("Tag 0 is not valid"), "{refused}");
         let stripped = strip_tags(ApiKey::Produce, 9, body).expect("the schema fits");
         assert_eq!(ProduceResponse::decode(&mut stripped.clone(), 9).expect("decodes"), produce_v9());
     }
