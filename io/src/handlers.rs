@@ -26,6 +26,46 @@ fn s(text: impl Into<String>) -> StrBytes {
     StrBytes::from_string(text.into())
 }
 
+/// A request's answer still being worked on: `Ok(None)` means no response is sent.
+pub type Pending = futures_lite::future::BoxedLocal<Result<Option<Bytes>, RequestError>>;
+
+/// Starts one request of a connection whose requests are pipelined (`server`): a Produce is
+/// handed to its partitions' cores before this returns, so the next request of the
+/// connection cannot overtake it there, and answers once its records are durable and
+/// replicated as acks asks; a Fetch runs on its own, so a long poll or a produce's sync does
+/// not hold the requests behind it; every other request is handled here, in order.
+/// Answers still leave in request order (the connection writes them so).
+pub async fn start(shard: &Rc<Shard>, request: Request, peer: &str) -> Result<Pending, RequestError> {
+    let version = request.version();
+    let correlation_id = request.correlation_id();
+    match request.api_key {
+        ApiKey::Produce => {
+            let produce: ProduceRequest = request.decode()?;
+            let acks = produce.acks;
+            let (call, parts) = ProduceCall::new(produce, version, shard.shared.shard_count);
+            let answers = shard.start_produce(parts).await;
+            Ok(Box::pin(async move {
+                let response = call.answer(answers.await);
+                if acks == 0 {
+                    Ok(None)
+                } else {
+                    wire::encode_response(ApiKey::Produce, version, correlation_id, &response).map(Some)
+                }
+            }))
+        }
+        ApiKey::Fetch => {
+            let fetch: FetchRequest = request.decode()?;
+            let shard = shard.clone();
+            let task = glommio::spawn_local(async move { self::fetch(&shard, fetch, version).await });
+            Ok(Box::pin(async move { wire::encode_response(ApiKey::Fetch, version, correlation_id, &task.await).map(Some) }))
+        }
+        _ => {
+            let answer = handle(shard, request, peer).await?;
+            Ok(Box::pin(async move { Ok(answer) }))
+        }
+    }
+}
+
 /// Handles one request. `Ok(None)` means no response is sent (acks=0 produce).
 pub async fn handle(shard: &Rc<Shard>, request: Request, peer: &str) -> Result<Option<Bytes>, RequestError> {
     let version = request.version();

@@ -1,14 +1,17 @@
 //! Start-up and the network: one glommio executor pinned per core, each with its own listener
 //! on the same port (SO_REUSEPORT spreads connections), channels between every pair of cores.
 
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::channels::shared_channel::{self, ConnectedReceiver, SharedReceiver, SharedSender};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::{LocalExecutorBuilder, Placement};
@@ -202,39 +205,107 @@ impl From<String> for Close {
     }
 }
 
-/// One client connection. Requests are handled one at a time, in order, as Kafka does, so
-/// responses need no reordering. Any error ends this connection only.
-async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream, peer: SocketAddr, admitted: Admitted) {
+/// One client connection. Its requests are pipelined (`handlers::start`): the next request is
+/// read and started while earlier ones wait for their sync or replication, and the answers
+/// leave in request order, as Kafka promises per connection. Any error ends this connection
+/// only, after the answers of the requests before it.
+async fn serve_connection(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, admitted: Admitted) {
     let peer = peer.to_string();
     let _ = stream.set_nodelay(true);
     debug!(%peer, core = shard.id.0, "connection opened");
-    match connection_loop(&shard, &mut stream, &peer).await {
+    let socket = Socket(Rc::new(RefCell::new(stream)));
+    match connection_loop(&shard, &socket, &peer).await {
         Ok(()) => debug!(%peer, "connection closed by client"),
         Err(Close::Idle) => debug!(%peer, "closing idle connection (connections.max.idle.ms)"),
         Err(Close::Error(reason)) => warn!(%peer, %reason, "closing connection"),
     }
     // Its place is free once the socket is closed, not before.
-    drop(stream);
+    drop(socket);
     drop(admitted);
 }
 
-async fn connection_loop(shard: &Rc<Shard>, stream: &mut TcpStream, peer: &str) -> Result<(), Close> {
-    let max = shard.shared.config.max_request_bytes;
+/// The requests a connection may have started and not yet answered. librdkafka and the Java
+/// client keep at most 5 in flight per connection with idempotence (librdkafka up to a million
+/// without), so this bounds memory without holding back a real client.
+const PIPELINE_DEPTH: usize = 16;
+
+async fn connection_loop(shard: &Rc<Shard>, socket: &Socket, peer: &str) -> Result<(), Close> {
     let idle = shard.shared.config.connections_max_idle();
     // A response the client leaves untaken this long holds the connection as an unsent
     // request would: Kafka counts reads and writes alike as activity.
     if idle.is_some() {
-        stream.set_write_timeout(idle).map_err(|e| format!("write timeout: {e}"))?;
+        socket.0.borrow().set_write_timeout(idle).map_err(|e| format!("write timeout: {e}"))?;
     }
+    // Holds PIPELINE_DEPTH answers, and one more while the reader waits for room.
+    let (mut answers, mut pending) = futures_channel::mpsc::channel::<Answer>(PIPELINE_DEPTH - 1);
+    let activity = Activity::default();
+    let reading = async {
+        let read = read_requests(shard, socket, peer, idle, &activity, &mut answers).await;
+        // The answers of the requests read so far still go out, then the writer stops.
+        drop(answers);
+        read
+    };
+    // Owning the receiving end: once the writer stops, a request started after that finds
+    // no one to answer it and the reader stops too.
+    let activity = &activity;
+    let writing = async move {
+        let mut out = socket.clone();
+        while let Some(answer) = futures_lite::StreamExt::next(&mut pending).await {
+            let response = answer.await?;
+            if let Some(response) = response {
+                out.write_all(&response).await.map_err(|e| match e.kind() {
+                    std::io::ErrorKind::TimedOut => {
+                        format!("the client took none of a {}-byte response for connections.max.idle.ms", response.len())
+                    }
+                    _ => format!("write failed: {e}"),
+                })?;
+            }
+            activity.answered();
+        }
+        Ok::<(), Close>(())
+    };
+    // The writer failing ends the connection at once (the client is gone or takes nothing);
+    // the reader ending (the client closed, or bad input) lets the writer finish the answers
+    // owed for the requests before.
+    let mut reading = std::pin::pin!(reading);
+    let mut writing = std::pin::pin!(writing);
+    let first = futures_lite::future::or(async { Ok((&mut reading).await) }, async { Err((&mut writing).await) }).await;
+    match first {
+        Ok(read) => {
+            writing.await?;
+            read
+        }
+        Err(written) => {
+            written?;
+            // The writer ends without an error only once the reader closed its end.
+            reading.await
+        }
+    }
+}
+
+/// A started request's response (none for acks=0), or why the connection must close.
+type Answer = futures_lite::future::BoxedLocal<Result<Option<Bytes>, String>>;
+
+/// Reads the connection's requests and starts each in turn, handing its answer to the writer.
+async fn read_requests(
+    shard: &Rc<Shard>,
+    socket: &Socket,
+    peer: &str,
+    idle: Option<Duration>,
+    activity: &Activity,
+    answers: &mut futures_channel::mpsc::Sender<Answer>,
+) -> Result<(), Close> {
+    let max = shard.shared.config.max_request_bytes;
     let mut reader = RequestReader::default();
     loop {
         // Kafka closes a connection with no read or write for connections.max.idle.ms. Counted
-        // from the last response rather than from the last byte, the same bound also closes a
-        // client trickling a request in a byte at a time (slow loris), whom every byte would
-        // keep alive; a request that takes the broker long to answer (a long-poll fetch) is
-        // not idle time.
+        // from the last request or answer rather than from the last byte, the same bound also
+        // closes a client trickling a request in a byte at a time (slow loris), whom every
+        // byte would keep alive; a request that takes the broker long to answer (a long-poll
+        // fetch) is not idle time.
         let deadline = idle.map(|idle| Instant::now() + idle);
-        if !reader.fill(stream, 4, deadline).await? {
+        let extend = || idle.and_then(|idle| activity.extended(idle));
+        if !reader.fill(socket, 4, deadline, extend).await? {
             return if reader.received().is_empty() {
                 Ok(())
             } else {
@@ -243,33 +314,79 @@ async fn connection_loop(shard: &Rc<Shard>, stream: &mut TcpStream, peer: &str) 
         }
         let prefix = wire::peek_prefix(reader.received()).expect("4 bytes buffered");
         let size = wire::frame_size(prefix, max).map_err(|e| e.to_string())?;
-        if !reader.fill(stream, 4 + size, deadline).await? {
+        if !reader.fill(socket, 4 + size, deadline, extend).await? {
             return Err(Close::Error(format!("connection closed inside a {size}-byte request")));
         }
         let frame = reader.take_frame(size);
-        let response = match wire::parse_request(frame) {
+        let answer: Answer = match wire::parse_request(frame) {
             Ok(request) => {
                 let api = request.api_key;
-                handlers::handle(shard, request, peer).await.map_err(|e| format!("{api:?}: {e}"))?
+                let started = handlers::start(shard, request, peer).await.map_err(|e| format!("{api:?}: {e}"))?;
+                Box::pin(async move { started.await.map_err(|e| format!("{api:?}: {e}")) })
             }
             Err(RequestError::UnsupportedApiVersions { correlation_id, version }) => {
                 debug!(version, "ApiVersions version not supported; answering v0");
                 let body = wire::api_versions_response(Some(ErrorCode::UnsupportedVersion));
-                Some(
-                    wire::encode_response(kafka_protocol::messages::ApiKey::ApiVersions, 0, correlation_id, &body)
-                        .map_err(|e| e.to_string())?,
-                )
+                let response = wire::encode_response(kafka_protocol::messages::ApiKey::ApiVersions, 0, correlation_id, &body)
+                    .map_err(|e| e.to_string())?;
+                Box::pin(async move { Ok(Some(response)) })
             }
             Err(e) => return Err(Close::Error(e.to_string())),
         };
-        if let Some(response) = response {
-            stream.write_all(&response).await.map_err(|e| match e.kind() {
-                std::io::ErrorKind::TimedOut => {
-                    format!("the client took none of a {}-byte response for connections.max.idle.ms", response.len())
-                }
-                _ => format!("write failed: {e}"),
-            })?;
+        // Room for it, or the writer stopped (its error ends the connection).
+        if futures_lite::future::poll_fn(|cx| answers.poll_ready(cx)).await.is_err() || answers.try_send(answer).is_err() {
+            return Ok(());
         }
+        activity.outstanding.set(activity.outstanding.get() + 1);
+    }
+}
+
+/// A connection's answers, for its idle bound: the reader waits on for the next request while
+/// an answer is outstanding or was written less than `connections.max.idle.ms` ago.
+#[derive(Default)]
+struct Activity {
+    outstanding: Cell<usize>,
+    last_answer: Cell<Option<Instant>>,
+}
+
+impl Activity {
+    fn answered(&self) {
+        self.outstanding.set(self.outstanding.get().saturating_sub(1));
+        self.last_answer.set(Some(Instant::now()));
+    }
+
+    /// The next deadline of a read that reached its own, if the connection is not idle.
+    fn extended(&self, idle: Duration) -> Option<Instant> {
+        let now = Instant::now();
+        if self.outstanding.get() > 0 {
+            return Some(now + idle);
+        }
+        self.last_answer.get().map(|at| at + idle).filter(|at| *at > now)
+    }
+}
+
+/// The connection's socket, read by its request loop and written by its answer loop at once:
+/// both run on this core's thread, and each poll borrows the socket only for its call.
+#[derive(Clone)]
+struct Socket(Rc<RefCell<TcpStream>>);
+
+impl AsyncRead for Socket {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Socket {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_close(cx)
     }
 }
 
@@ -293,7 +410,15 @@ impl RequestReader {
 
     /// Reads until `want` bytes are received, or `deadline` passes. `Ok(false)`: the client
     /// closed the connection first.
-    async fn fill(&mut self, stream: &mut TcpStream, want: usize, deadline: Option<Instant>) -> Result<bool, Close> {
+    /// `extend` gives a later deadline when the connection is not idle after all (an answer
+    /// still outstanding, or written lately).
+    async fn fill(
+        &mut self,
+        socket: &Socket,
+        want: usize,
+        mut deadline: Option<Instant>,
+        extend: impl Fn() -> Option<Instant>,
+    ) -> Result<bool, Close> {
         while self.filled < want {
             let missing = want - self.filled;
             // Room to finish a small request in one read, or for a worthwhile read of a large one.
@@ -301,17 +426,21 @@ impl RequestReader {
             if self.buf.len() - self.filled < enough {
                 self.buf.resize(self.filled + read_room(self.filled, want), 0);
             }
-            if let Some(deadline) = deadline {
-                let left = deadline.saturating_duration_since(Instant::now());
+            if let Some(at) = deadline {
+                let left = at.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    return Err(self.timed_out());
+                    deadline = Some(extend().ok_or_else(|| self.timed_out())?);
+                    continue;
                 }
                 // Armed only while a read waits: a read that finds bytes costs no timer.
-                stream.set_read_timeout(Some(left)).map_err(|e| format!("read timeout: {e}"))?;
+                socket.0.borrow().set_read_timeout(Some(left)).map_err(|e| format!("read timeout: {e}"))?;
             }
-            let n = match stream.read(&mut self.buf[self.filled..]).await {
+            let n = match socket.clone().read(&mut self.buf[self.filled..]).await {
                 Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Err(self.timed_out()),
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    deadline = Some(extend().ok_or_else(|| self.timed_out())?);
+                    continue;
+                }
                 Err(e) => return Err(Close::Error(format!("read failed: {e}"))),
             };
             if n == 0 {
@@ -570,10 +699,11 @@ mod tests {
                 client.write_all(&(100u32 << 20).to_be_bytes()).unwrap();
                 client.write_all(b"not much more").unwrap();
             },
-            |mut stream| async move {
+            |stream| async move {
+                let socket = Socket(Rc::new(RefCell::new(stream)));
                 let mut reader = RequestReader::default();
-                assert!(reader.fill(&mut stream, 4, None).await.unwrap());
-                assert!(!reader.fill(&mut stream, 4 + (100 << 20), None).await.unwrap(), "the client closed");
+                assert!(reader.fill(&socket, 4, None, || None).await.unwrap());
+                assert!(!reader.fill(&socket, 4 + (100 << 20), None, || None).await.unwrap(), "the client closed");
                 assert_eq!(reader.received().len(), 4 + 13);
                 assert!(reader.buf.capacity() <= READ_CHUNK_BYTES, "{} bytes reserved", reader.buf.capacity());
             },
@@ -595,12 +725,13 @@ mod tests {
                     client.write_all(piece).unwrap();
                 }
             },
-            move |mut stream| async move {
+            move |stream| async move {
+                let socket = Socket(Rc::new(RefCell::new(stream)));
                 let mut reader = RequestReader::default();
                 let mut frames = Vec::new();
-                while reader.fill(&mut stream, 4, None).await.unwrap() {
+                while reader.fill(&socket, 4, None, || None).await.unwrap() {
                     let size = u32::from_be_bytes(reader.received()[..4].try_into().unwrap()) as usize;
-                    assert!(reader.fill(&mut stream, 4 + size, None).await.unwrap());
+                    assert!(reader.fill(&socket, 4 + size, None, || None).await.unwrap());
                     frames.push(reader.take_frame(size));
                     assert!(reader.buf.capacity() <= 2 * READ_CHUNK_BYTES, "{} bytes kept", reader.buf.capacity());
                 }
@@ -624,13 +755,14 @@ mod tests {
                 // Open past both deadlines: the broker's end must give up first.
                 std::thread::sleep(Duration::from_millis(700));
             },
-            |mut stream| async move {
+            |stream| async move {
+                let socket = Socket(Rc::new(RefCell::new(stream)));
                 let mut reader = RequestReader::default();
                 let deadline = Instant::now() + Duration::from_millis(100);
-                assert!(matches!(reader.fill(&mut stream, 4, Some(deadline)).await, Err(Close::Idle)));
+                assert!(matches!(reader.fill(&socket, 4, Some(deadline), || None).await, Err(Close::Idle)));
                 let started = Instant::now();
                 let deadline = started + Duration::from_millis(400);
-                match reader.fill(&mut stream, 4, Some(deadline)).await {
+                match reader.fill(&socket, 4, Some(deadline), || None).await {
                     Err(Close::Error(reason)) => assert!(reason.contains("2 bytes"), "{reason}"),
                     other => panic!("expected a stalled request, got {:?}", other.map_err(|e| format!("{e:?}"))),
                 }

@@ -471,6 +471,17 @@ impl Shard {
         if target == self.id {
             return job(self.clone()).await;
         }
+        self.send_job(target, job).await.await
+    }
+
+    /// Hands `job` to core `target`'s queue and returns once it is there (the other core runs
+    /// its jobs in the order they arrive); the returned future is the job's answer.
+    async fn send_job<R, F, Fut>(self: &Rc<Self>, target: ShardId, job: F) -> impl Future<Output = R> + 'static
+    where
+        R: Send + 'static,
+        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        Fut: Future<Output = R> + 'static,
+    {
         let (tx, rx) = futures_channel::oneshot::channel::<R>();
         // The sender travels to the target and back inside the delivery, and is used (or
         // dropped) only when the delivery runs here, so the waiting task is woken on its own
@@ -487,7 +498,7 @@ impl Shard {
         if sender.send(PeerMessage::Job { from: self.id, job: boxed }).await.is_err() {
             panic!("core {} stopped serving", target.0);
         }
-        rx.await.unwrap_or_else(|_| panic!("core {} dropped a request", target.0))
+        async move { rx.await.unwrap_or_else(|_| panic!("core {} dropped a request", target.0)) }
     }
 
     /// Sends a request to the active controller through core 0; `None` when none answered.
@@ -597,6 +608,12 @@ impl Shard {
     /// One partition of a produce, answered by its replica (none for acks=0, which is
     /// answered only on failure: its connection gets no response anyway).
     pub async fn produce_partition(self: Rc<Self>, part: ProducePart) -> Result<ProduceAck, Refusal> {
+        self.start_produce_partition(part).await
+    }
+
+    /// [`Self::produce_partition`] in two halves: the part is with its replica when this
+    /// returns, and the returned future is its answer.
+    fn start_produce_partition(self: &Rc<Self>, part: ProducePart) -> impl Future<Output = Result<ProduceAck, Refusal>> + 'static {
         let acks = part.acks;
         let token = self.token();
         let (tx, rx) = oneshot::channel();
@@ -604,15 +621,59 @@ impl Shard {
             self.produce_waiters.borrow_mut().insert(token, tx);
         }
         let started = self.machine.borrow_mut().produce_part(now_ms(), part, token);
-        if let Err(error) = started {
-            self.produce_waiters.borrow_mut().remove(&token);
-            return Err(error);
+        let early = match started {
+            Err(error) => {
+                self.produce_waiters.borrow_mut().remove(&token);
+                Some(Err(error))
+            }
+            Ok(()) => {
+                self.pump();
+                (acks == 0).then_some(Ok(ProduceAck { base_offset: Offset(-1), log_append_time_ms: None, log_start_offset: Offset(-1) }))
+            }
+        };
+        async move {
+            match early {
+                Some(answer) => answer,
+                None => rx.await.unwrap_or(Err(ErrorCode::NotLeaderOrFollower)).map_err(Refusal::from),
+            }
         }
-        self.pump();
-        if acks == 0 {
-            return Ok(ProduceAck { base_offset: Offset(-1), log_append_time_ms: None, log_start_offset: Offset(-1) });
+    }
+
+    /// A Produce's parts handed to their owning cores, one core after another: this core's are
+    /// with their replicas and another core's in its queue when this returns, so the produces a
+    /// connection starts one after another reach each replica in that order (an idempotent
+    /// producer's batches in flight keep their sequence order). The returned future answers.
+    pub async fn start_produce(self: &Rc<Self>, parts: Parts<ProducePart>) -> BoxedLocal<Answers<Result<ProduceAck, Refusal>>> {
+        let mut answers: Vec<BoxedLocal<Vec<(usize, Result<ProduceAck, Refusal>)>>> = Vec::with_capacity(parts.len());
+        for (target, group) in parts {
+            if target == self.id {
+                let started: Vec<_> = group.into_iter().map(|(position, part)| (position, self.start_produce_partition(part))).collect();
+                answers.push(Box::pin(async move {
+                    let mut out = Vec::with_capacity(started.len());
+                    for (position, answer) in started {
+                        out.push((position, answer.await));
+                    }
+                    out
+                }));
+            } else {
+                let job = move |owner: Rc<Shard>| async move {
+                    let started: Vec<_> = group.into_iter().map(|(position, part)| (position, owner.start_produce_partition(part))).collect();
+                    let mut out = Vec::with_capacity(started.len());
+                    for (position, answer) in started {
+                        out.push((position, answer.await));
+                    }
+                    out
+                };
+                answers.push(Box::pin(self.send_job(target, job).await));
+            }
         }
-        rx.await.unwrap_or(Err(ErrorCode::NotLeaderOrFollower)).map_err(Refusal::from)
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(answers.len());
+            for answer in answers {
+                out.push(answer.await);
+            }
+            out
+        })
     }
 
     /// One read of a Fetch's share on this core ([`FetchCall::groups`]): the replicas answer

@@ -308,3 +308,50 @@ def test_bad_connection_settings_stop_the_broker_at_start(tmp_path, settings, co
     )
     assert result.returncode != 0, f"started with {settings}"
     assert complaint in result.stderr, result.stderr
+
+
+# A connection's requests are pipelined: librdkafka and the Java client send up to 5 at once,
+# and the broker starts the next while earlier produces wait for their fsync. Answers still
+# leave in request order, an idempotent producer's batches reach each partition in the order
+# they were sent (or their sequences would be refused), and a long poll does not hold back
+# the produces sent after it on the same connection.
+def test_pipelined_requests_keep_their_order_and_a_long_poll_holds_back_no_produce(broker_factory):
+    broker = broker_factory(*CORES)
+    topic = "pipelined"
+    partitions = 4
+    ConfluentClient(broker.bootstrap).create_topic(topic, partitions)
+    conn = Conn(broker, timeout=30.0)
+    error, producer_id, epoch = wire.parse_init_producer_id_v0(conn.request(22, 0, wire.init_producer_id_v0_body()))
+    assert error == wire.ERROR_NONE
+
+    # Nothing in partition 0 yet: the fetch waits up to 20 s for a byte.
+    requests = [(wire.API_FETCH, 5, wire.fetch_v5_body([(topic, 0, 0)], max_wait_ms=20_000, min_bytes=1))]
+    sent = {p: [] for p in range(partitions)}
+    sequence = {p: 0 for p in range(partitions)}
+    for i in range(40):
+        p = i % partitions
+        messages = make_messages(3, int(time.time() * 1000), tag=f"pipe{i}")
+        batch = wire.record_batch(messages, producer_id=producer_id, producer_epoch=epoch, base_sequence=sequence[p])
+        sequence[p] += len(messages)
+        sent[p].extend(m.value for m in messages)
+        requests.append((wire.API_PRODUCE, 3, wire.produce_v3_body(topic, p, batch)))
+    first_id = conn.next_correlation_id
+    frames = (wire.frame(wire.request_header(key, version, first_id + i) + body) for i, (key, version, body) in enumerate(requests))
+    conn.send(b"".join(frames))
+    responses = [conn.read_frame() for _ in requests]
+
+    ids = [struct.unpack_from(">i", r)[0] for r in responses]
+    assert ids == [first_id + i for i in range(len(requests))], "answers out of request order"
+    fetched = wire.parse_fetch_v5(responses[0][4:])[(topic, 0)]
+    assert fetched.error_code == wire.ERROR_NONE
+    assert fetched.records, "the long poll came back empty: the produces behind it waited for it"
+    next_offset = {p: 0 for p in range(partitions)}
+    for i, response in enumerate(responses[1:]):
+        p = i % partitions
+        error_code, base_offset = wire.parse_produce_v3(response[4:])[(topic, p)]
+        assert (error_code, base_offset) == (wire.ERROR_NONE, next_offset[p]), f"produce {i} to partition {p}"
+        next_offset[p] += 3
+    for p in range(partitions):
+        got = wire.fetch(conn, [(topic, p, 0)], max_wait_ms=0, min_bytes=0)[(topic, p)]
+        values = [r.value for b in wire.parse_batches(got.records) for r in b.records]
+        assert values == sent[p], f"partition {p} holds its records out of the order they were sent"
