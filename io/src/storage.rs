@@ -291,7 +291,13 @@ impl PartitionStore {
             (base, self.files.borrow()[&base].clone())
         };
         old_file.fdatasync().await?;
-        let new_base = self.log.borrow_mut().roll();
+        // The next segment's file is open before the log makes it the active one: a group
+        // commit round may look up the active segment's file at any await from here on.
+        let new_base = self.log.borrow().log_end_offset();
+        let file = open_segment(&segment_path(&self.dir, new_base, "log")).await?;
+        self.files.borrow_mut().insert(new_base, Rc::new(file));
+        let rolled = self.log.borrow_mut().roll();
+        debug_assert_eq!(rolled, new_base, "appends wait for the roll (append permit)");
         let (offset_index, time_index) = {
             let log = self.log.borrow();
             let sealed = log.segments().iter().find(|s| s.base_offset == old_base).expect("sealed segment");
@@ -299,8 +305,6 @@ impl PartitionStore {
         };
         write_file(&segment_path(&self.dir, old_base, "index"), offset_index).await?;
         write_file(&segment_path(&self.dir, old_base, "timeindex"), time_index).await?;
-        let file = open_segment(&segment_path(&self.dir, new_base, "log")).await?;
-        self.files.borrow_mut().insert(new_base, Rc::new(file));
         info!(topic = %self.topic, partition = self.partition, old_base, new_base, "rolled segment");
         self.rolled.set(Some(new_base));
         Ok(())
@@ -767,6 +771,38 @@ mod tests {
 
     fn batch(i: usize) -> Bytes {
         encode_batch(&[(Bytes::from(format!("k{i}")), Some(Bytes::from(format!("value-{i:04}"))))], 1000)
+    }
+
+    /// A group commit round takes the active segment's file whenever it runs; one that runs
+    /// while an append rolls the segment found the new segment active before its file was
+    /// open, and the broker stopped (found by a bench run that rolled 1 GiB segments).
+    #[test]
+    fn a_group_commit_during_segment_rolls_finds_every_active_file() {
+        run(|| async {
+            let dir = std::env::temp_dir().join(format!("odradek-roll-sync-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let config = LogConfig { segment_bytes: 256, index_interval_bytes: 128, ..LogConfig::default() };
+            let store = Rc::new(PartitionStore::open(&dir, "t", 0, config).await.unwrap());
+            let commit = GroupCommit::new(true);
+            let syncing = {
+                let (store, commit) = (store.clone(), commit.clone());
+                glommio::spawn_local(async move {
+                    let mut rounds = 0;
+                    while store.log_end_offset() < 40 {
+                        commit.sync(&store).await.unwrap();
+                        rounds += 1;
+                    }
+                    rounds
+                })
+            };
+            for i in 0..40 {
+                test_support::append(&store, batch(i)).await;
+            }
+            assert!(syncing.await > 0);
+            assert!(store.log.borrow().segments().len() >= 10, "every few appends roll");
+            std::fs::remove_dir_all(dir).unwrap();
+        });
     }
 
     /// A follower truncating to where its log and the leader's agree (KIP-101): the cut may
