@@ -66,8 +66,8 @@ pub async fn start(shard: &Rc<Shard>, request: Request, peer: &str) -> Result<Pe
     }
 }
 
-/// Handles one request. `Ok(None)` means no response is sent (acks=0 produce).
-pub async fn handle(shard: &Rc<Shard>, request: Request, peer: &str) -> Result<Option<Bytes>, RequestError> {
+/// Handles one request other than Produce and Fetch ([`start`] runs those), in full.
+async fn handle(shard: &Rc<Shard>, request: Request, peer: &str) -> Result<Option<Bytes>, RequestError> {
     let version = request.version();
     let respond = |message: &dyn EncodeAny| message.encode_framed(request.api_key, version, request.correlation_id()).map(Some);
     match request.api_key {
@@ -76,13 +76,6 @@ pub async fn handle(shard: &Rc<Shard>, request: Request, peer: &str) -> Result<O
             respond(&wire::api_versions_response(None))
         }
         ApiKey::Metadata => respond(&metadata(shard, request.decode()?, version).await),
-        ApiKey::Produce => {
-            let produce: ProduceRequest = request.decode()?;
-            let acks = produce.acks;
-            let response = self::produce(shard, produce, version).await;
-            if acks == 0 { Ok(None) } else { respond(&response) }
-        }
-        ApiKey::Fetch => respond(&fetch(shard, request.decode()?, version).await),
         ApiKey::ListOffsets => respond(&list_offsets(shard, request.decode()?, version).await),
         ApiKey::OffsetForLeaderEpoch => respond(&offset_for_leader_epoch(shard, request.decode()?).await),
         ApiKey::CreateTopics => respond(&create_topics(shard, request.decode()?, version).await),
@@ -314,11 +307,6 @@ async fn init_producer_id(shard: &Rc<Shard>, request: InitProducerIdRequest) -> 
 }
 
 // ---- Produce, Fetch, ListOffsets: partition work on the owning cores ----
-
-async fn produce(shard: &Rc<Shard>, request: ProduceRequest, version: i16) -> ProduceResponse {
-    let (call, parts) = ProduceCall::new(request, version, shard.shared.shard_count);
-    call.answer(shard.scatter(parts, Shard::produce_partition).await)
-}
 
 async fn fetch(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> FetchResponse {
     let call = match FetchCall::new(&request, version, now_ms(), shard.shared.shard_count) {

@@ -50,6 +50,9 @@ pub type Job = Box<dyn FnOnce(Rc<Shard>) -> Pin<Box<dyn Future<Output = Delivery
 /// waiting there, typed, through that core's own oneshot.
 pub type Delivery = Box<dyn FnOnce() + Send>;
 
+/// One core's answers to its parts of a produce, with the parts' places in the request.
+type ProduceShare = Vec<(usize, Result<ProduceAck, Refusal>)>;
+
 /// What cores send each other over their shared channels.
 ///
 /// Every wake-up stays on the core that owns the waker: an answer travels back as a message
@@ -605,14 +608,9 @@ impl Shard {
 
     // ---- partition work, run on the owning core ----
 
-    /// One partition of a produce, answered by its replica (none for acks=0, which is
-    /// answered only on failure: its connection gets no response anyway).
-    pub async fn produce_partition(self: Rc<Self>, part: ProducePart) -> Result<ProduceAck, Refusal> {
-        self.start_produce_partition(part).await
-    }
-
-    /// [`Self::produce_partition`] in two halves: the part is with its replica when this
-    /// returns, and the returned future is its answer.
+    /// One partition of a produce, with its replica when this returns; the returned future is
+    /// its answer (none for acks=0, which is answered only on failure: its connection gets no
+    /// response anyway).
     fn start_produce_partition(self: &Rc<Self>, part: ProducePart) -> impl Future<Output = Result<ProduceAck, Refusal>> + 'static {
         let acks = part.acks;
         let token = self.token();
@@ -639,31 +637,31 @@ impl Shard {
         }
     }
 
+    /// A core's parts of a produce, with their replicas when this returns; the returned future
+    /// answers them in order.
+    fn start_produce_group(self: &Rc<Self>, group: Vec<(usize, ProducePart)>) -> impl Future<Output = ProduceShare> + 'static {
+        let started: Vec<_> = group.into_iter().map(|(position, part)| (position, self.start_produce_partition(part))).collect();
+        async move {
+            let mut out = Vec::with_capacity(started.len());
+            for (position, answer) in started {
+                out.push((position, answer.await));
+            }
+            out
+        }
+    }
+
     /// A Produce's parts handed to their owning cores, one core after another: this core's are
     /// with their replicas and another core's in its queue when this returns, so the produces a
     /// connection starts one after another reach each replica in that order (an idempotent
     /// producer's batches in flight keep their sequence order). The returned future answers.
     pub async fn start_produce(self: &Rc<Self>, parts: Parts<ProducePart>) -> BoxedLocal<Answers<Result<ProduceAck, Refusal>>> {
-        let mut answers: Vec<BoxedLocal<Vec<(usize, Result<ProduceAck, Refusal>)>>> = Vec::with_capacity(parts.len());
+        let mut answers: Vec<BoxedLocal<ProduceShare>> = Vec::with_capacity(parts.len());
         for (target, group) in parts {
             if target == self.id {
-                let started: Vec<_> = group.into_iter().map(|(position, part)| (position, self.start_produce_partition(part))).collect();
-                answers.push(Box::pin(async move {
-                    let mut out = Vec::with_capacity(started.len());
-                    for (position, answer) in started {
-                        out.push((position, answer.await));
-                    }
-                    out
-                }));
+                answers.push(Box::pin(self.start_produce_group(group)));
             } else {
-                let job = move |owner: Rc<Shard>| async move {
-                    let started: Vec<_> = group.into_iter().map(|(position, part)| (position, owner.start_produce_partition(part))).collect();
-                    let mut out = Vec::with_capacity(started.len());
-                    for (position, answer) in started {
-                        out.push((position, answer.await));
-                    }
-                    out
-                };
+                // The other core starts the group when it runs the job, in arrival order.
+                let job = move |owner: Rc<Shard>| async move { owner.start_produce_group(group).await };
                 answers.push(Box::pin(self.send_job(target, job).await));
             }
         }

@@ -769,6 +769,14 @@ mod tests {
         glommio::LocalExecutorBuilder::default().spawn(move || async move { test().await }).unwrap().join().unwrap();
     }
 
+    /// An empty directory of the test's own.
+    fn fresh_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("odradek-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
     fn batch(i: usize) -> Bytes {
         encode_batch(&[(Bytes::from(format!("k{i}")), Some(Bytes::from(format!("value-{i:04}"))))], 1000)
     }
@@ -779,9 +787,7 @@ mod tests {
     #[test]
     fn a_group_commit_during_segment_rolls_finds_every_active_file() {
         run(|| async {
-            let dir = std::env::temp_dir().join(format!("odradek-roll-sync-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
+            let dir = fresh_dir("roll-sync");
             let config = LogConfig { segment_bytes: 256, index_interval_bytes: 128, ..LogConfig::default() };
             let store = Rc::new(PartitionStore::open(&dir, "t", 0, config).await.unwrap());
             let commit = GroupCommit::new(true);
@@ -811,9 +817,7 @@ mod tests {
     #[test]
     fn truncation_into_a_sealed_segment_drops_later_segments_and_survives_reopening() {
         run(|| async {
-            let dir = std::env::temp_dir().join(format!("odradek-truncate-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
+            let dir = fresh_dir("truncate");
             let config = LogConfig { segment_bytes: 1024, index_interval_bytes: 128, ..LogConfig::default() };
             let store = PartitionStore::open(&dir, "t", 0, config.clone()).await.unwrap();
             for i in 0..60 {

@@ -60,7 +60,7 @@ pub struct Routed {
 enum Reply {
     Init { version: i16 },
     /// `refused`: answered without the coordinator (a partition that does not exist).
-    AddPartitions { version: i16, shape: Vec<(String, Vec<i32>)>, refused: Option<PartitionErrors> },
+    AddPartitions { version: i16, shape: TopicShape, refused: Option<PartitionErrors> },
     /// v4+, a broker's batch: per transaction (one part each), its id and shape.
     AddPartitionsBatch { transactions: Vec<(String, TopicShape)> },
     AddOffsets { version: i16 },
@@ -141,10 +141,8 @@ pub fn route(request: &Request, image: &MetadataImage, config: &TxnConfig) -> Re
                 return Ok(route_batch(&r, config));
             }
             let id = r.v3_and_below_transactional_id.0.to_string();
-            let shape: Vec<(String, Vec<i32>)> =
-                r.v3_and_below_topics.iter().map(|t| (t.name.0.to_string(), t.partitions.clone())).collect();
-            let partitions: Vec<(String, i32)> =
-                shape.iter().flat_map(|(t, ps)| ps.iter().map(move |p| (t.clone(), *p))).collect();
+            let shape: TopicShape = r.v3_and_below_topics.iter().map(|t| (t.name.0.to_string(), t.partitions.clone())).collect();
+            let partitions = partitions_of(&shape);
             let exists = |(topic, p): &(String, i32)| image.topic_by_name(topic).is_some_and(|t| *p >= 0 && (*p as usize) < t.partitions.len());
             let refused = (!partitions.iter().all(exists)).then(|| {
                 partitions
@@ -216,7 +214,7 @@ pub fn route_batch(request: &AddPartitionsToTxnRequest, config: &TxnConfig) -> R
     for t in &request.transactions {
         let id = t.transactional_id.0.to_string();
         let shape: TopicShape = t.topics.iter().map(|t| (t.name.0.to_string(), t.partitions.clone())).collect();
-        let partitions = shape.iter().flat_map(|(t, ps)| ps.iter().map(move |p| (t.clone(), *p))).collect();
+        let partitions = partitions_of(&shape);
         let call = Call::AddPartitions {
             transactional_id: id.clone(),
             producer_id: t.producer_id.0,
@@ -228,6 +226,25 @@ pub fn route_batch(request: &AddPartitionsToTxnRequest, config: &TxnConfig) -> R
         transactions.push((id, shape));
     }
     Routed { parts, reply: Reply::AddPartitionsBatch { transactions } }
+}
+
+/// A request's partitions, topic by topic, in its order.
+fn partitions_of(shape: &TopicShape) -> Vec<(String, i32)> {
+    shape.iter().flat_map(|(t, ps)| ps.iter().map(move |p| (t.clone(), *p))).collect()
+}
+
+/// An AddPartitionsToTxn answer's topics, in the request's order, each partition with its error.
+fn topic_results(shape: &TopicShape, error_of: impl Fn(&str, i32) -> Option<ErrorCode>) -> Vec<AddPartitionsToTxnTopicResult> {
+    shape
+        .iter()
+        .map(|(topic, partitions)| {
+            let results = partitions
+                .iter()
+                .map(|&p| AddPartitionsToTxnPartitionResult::default().with_partition_index(p).with_partition_error_code(code(error_of(topic, p))))
+                .collect();
+            AddPartitionsToTxnTopicResult::default().with_name(TopicName(s(topic.clone()))).with_results_by_partition(results)
+        })
+        .collect()
 }
 
 /// The broker leading the `__transaction_state` partition of `transactional_id`: its
@@ -319,20 +336,7 @@ impl Routed {
                     let found = results.iter().find(|((t, q), _)| t == topic && *q == p).map(|(_, e)| *e);
                     fenced_for(found.unwrap_or(Some(ErrorCode::UnknownServerError)), version, 2)
                 };
-                let topics = shape
-                    .iter()
-                    .map(|(topic, partitions)| {
-                        let results = partitions
-                            .iter()
-                            .map(|&p| {
-                                AddPartitionsToTxnPartitionResult::default()
-                                    .with_partition_index(p)
-                                    .with_partition_error_code(code(error_of(topic, p)))
-                            })
-                            .collect();
-                        AddPartitionsToTxnTopicResult::default().with_name(TopicName(s(topic.clone()))).with_results_by_partition(results)
-                    })
-                    .collect();
+                let topics = topic_results(&shape, error_of);
                 TxnResponse::AddPartitionsToTxn(AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(topics))
             }
             Reply::AddPartitionsBatch { transactions } => {
@@ -344,21 +348,10 @@ impl Routed {
                             Some(Response::AddPartitions(results)) => results,
                             _ => Vec::new(),
                         };
-                        let topic_results = shape
-                            .iter()
-                            .map(|(topic, partitions)| {
-                                let by_partition = partitions
-                                    .iter()
-                                    .map(|&p| {
-                                        let found = results.iter().find(|((t, q), _)| t == topic && *q == p).map(|(_, e)| *e);
-                                        AddPartitionsToTxnPartitionResult::default()
-                                            .with_partition_index(p)
-                                            .with_partition_error_code(code(found.unwrap_or(Some(ErrorCode::UnknownServerError))))
-                                    })
-                                    .collect();
-                                AddPartitionsToTxnTopicResult::default().with_name(TopicName(s(topic.clone()))).with_results_by_partition(by_partition)
-                            })
-                            .collect();
+                        let topic_results = topic_results(&shape, |topic, p| {
+                            let found = results.iter().find(|((t, q), _)| t == topic && *q == p).map(|(_, e)| *e);
+                            found.unwrap_or(Some(ErrorCode::UnknownServerError))
+                        });
                         AddPartitionsToTxnResult::default().with_transactional_id(TransactionalId(s(id))).with_topic_results(topic_results)
                     })
                     .collect();
