@@ -37,6 +37,8 @@ pub struct ServerConfig {
     /// `max.connections.per.ip.overrides` (`host-or-ip:count,...`), by address.
     pub max_connections_per_ip_overrides: BTreeMap<IpAddr, i32>,
     pub fsync: bool,
+    /// How segment files are written: direct IO unless `--buffered-writes`.
+    pub write_mode: crate::storage::WriteMode,
     pub spin_before_park_us: u64,
     /// `log.cleaner.enable`: run compaction for `cleanup.policy=compact` topics.
     pub cleaner_enable: bool,
@@ -175,6 +177,7 @@ impl Default for ServerConfig {
             max_connections_per_ip: i32::MAX,
             max_connections_per_ip_overrides: BTreeMap::new(),
             fsync: true,
+            write_mode: crate::storage::WriteMode::Direct,
             spin_before_park_us: 0,
             cleaner_enable: true,
             cleaner_backoff_ms: 15_000,
@@ -246,6 +249,9 @@ pub struct ServeArgs {
     /// Acknowledge writes without fsync: faster, but a power loss can lose acknowledged data
     #[arg(long)]
     pub no_fsync: bool,
+    /// Write segment files through the page cache instead of with direct IO (the default)
+    #[arg(long)]
+    pub buffered_writes: bool,
     /// Spin this long before an idle core parks; trades CPU for fsync wake-up latency
     #[arg(long)]
     pub spin_before_park_us: Option<u64>,
@@ -345,6 +351,9 @@ impl ServeArgs {
         }
         if self.no_fsync {
             config.fsync = false;
+        }
+        if self.buffered_writes {
+            config.write_mode = crate::storage::WriteMode::Buffered;
         }
         if let Some(us) = self.spin_before_park_us {
             config.spin_before_park_us = us;
@@ -654,6 +663,7 @@ mod tests {
             log_retention_check_interval_ms: None,
             max_request_bytes: None,
             no_fsync: false,
+            buffered_writes: false,
             spin_before_park_us: None,
             group_initial_rebalance_delay_ms: None,
             offsets_topic_num_partitions: None,

@@ -46,7 +46,7 @@ pub async fn open(
     let data_dir = &config.data_dir;
     let dir = data_dir.join(format!("{topic}-{partition}"));
     let stamp = off_reactor(move || discard_stale_directory(&dir, topic_id)).await?;
-    let store = Rc::new(PartitionStore::open(data_dir, topic, partition, log_config.clone()).await?);
+    let store = Rc::new(PartitionStore::open(data_dir, topic, partition, log_config.clone(), config.write_mode).await?);
     if let Some(stamp) = stamp {
         write_file(&store.dir().join(PARTITION_METADATA), stamp).await?;
     }

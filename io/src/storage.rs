@@ -1,5 +1,5 @@
-//! A partition's segment files on io_uring (glommio `BufferedFile`), driven by `core::log::Log`,
-//! and the per-core group commit that makes acknowledged data durable.
+//! A partition's segment files on io_uring (direct IO by default, `file::SegmentFile`), driven
+//! by `core::log::Log`, and the per-core group commit that makes acknowledged data durable.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -17,7 +17,9 @@ use odradek_core::records;
 use tracing::{error, info, warn};
 
 mod clean;
+mod file;
 pub use clean::Stable;
+pub use file::{SegmentFile, WriteMode};
 
 /// Exit status of a broker that stopped because its data directory failed.
 pub const LOG_DIR_FAILED_EXIT: i32 = 3;
@@ -49,9 +51,8 @@ pub async fn off_reactor<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'stat
 }
 
 /// Segment files are read and appended through the same handle.
-async fn open_segment(path: &Path) -> io::Result<BufferedFile> {
-    let file = glommio::io::OpenOptions::new().read(true).write(true).create(true).buffered_open(path).await?;
-    Ok(file)
+async fn open_segment(path: &Path, mode: WriteMode) -> io::Result<SegmentFile> {
+    SegmentFile::open(path, mode).await
 }
 
 fn segment_path(dir: &Path, base_offset: i64, extension: &str) -> PathBuf {
@@ -64,7 +65,8 @@ pub struct PartitionStore {
     pub partition: i32,
     dir: PathBuf,
     log: RefCell<Log>,
-    files: RefCell<BTreeMap<i64, Rc<BufferedFile>>>,
+    files: RefCell<BTreeMap<i64, Rc<SegmentFile>>>,
+    mode: WriteMode,
     /// Offsets below this are durable (fsynced, or written in no-fsync mode) and visible to
     /// consumers. On a single node this is the high watermark.
     high_watermark: Cell<i64>,
@@ -88,11 +90,12 @@ impl PartitionStore {
         topic: &str,
         partition: i32,
         config: LogConfig,
+        mode: WriteMode,
     ) -> io::Result<PartitionStore> {
         let dir = data_dir.join(format!("{topic}-{partition}"));
         let created = dir.clone();
         off_reactor(move || std::fs::create_dir_all(created)).await?;
-        clean::finish_interrupted_swaps(&dir, topic, partition, config.index_interval_bytes).await?;
+        clean::finish_interrupted_swaps(&dir, topic, partition, config.index_interval_bytes, mode).await?;
         let listed = dir.clone();
         let mut bases: Vec<i64> = off_reactor(move || -> io::Result<Vec<i64>> {
             Ok(std::fs::read_dir(listed)?
@@ -119,7 +122,7 @@ impl PartitionStore {
                 // the batches after it, but its offset range runs to the next segment.
                 previous.next_offset = base;
             }
-            let file = open_segment(&path).await?;
+            let file = open_segment(&path, mode).await?;
             let size = file.file_size().await?;
             let next_base = bases.get(i + 1).copied();
             let from_index = match next_base {
@@ -144,7 +147,7 @@ impl PartitionStore {
         let log = Log::new(config, segments, 0);
         if files.is_empty() {
             let base = log.active().base_offset;
-            let file = open_segment(&segment_path(&dir, base, "log")).await?;
+            let file = open_segment(&segment_path(&dir, base, "log"), mode).await?;
             files.insert(base, Rc::new(file));
         }
         let high_watermark = log.log_end_offset();
@@ -155,6 +158,7 @@ impl PartitionStore {
             dir,
             log: RefCell::new(log),
             files: RefCell::new(files),
+            mode,
             high_watermark: Cell::new(high_watermark),
             append_permit: Semaphore::new(1),
             first_dirty_offset: Cell::new(first_dirty_offset),
@@ -201,11 +205,7 @@ impl PartitionStore {
             let at = log.append_position();
             (at, self.files.borrow()[&at.segment_base].clone())
         };
-        let len = records.len();
-        let written = file.write_at(records.to_vec(), at.position).await?;
-        if written != len {
-            return Err(io::Error::new(io::ErrorKind::WriteZero, format!("short write: {written} of {len} bytes")));
-        }
+        file.append(at.position, &records).await?;
         self.log.borrow_mut().append(now_ms, at, &batches);
         Ok(())
     }
@@ -264,7 +264,7 @@ impl PartitionStore {
         for base in bases {
             remove_segment_files(&self.dir, base).await;
         }
-        let file = open_segment(&segment_path(&self.dir, start_offset, "log")).await?;
+        let file = open_segment(&segment_path(&self.dir, start_offset, "log"), self.mode).await?;
         file.truncate(0).await?;
         self.files.borrow_mut().insert(start_offset, Rc::new(file));
         let config = self.log.borrow().config.clone();
@@ -285,16 +285,17 @@ impl PartitionStore {
 
     /// Seals the active segment (fsync, index files) and opens the next one.
     async fn roll(&self) -> io::Result<()> {
-        let (old_base, old_file) = {
+        let (old_base, old_size, old_file) = {
             let log = self.log.borrow();
-            let base = log.active().base_offset;
-            (base, self.files.borrow()[&base].clone())
+            let active = log.active();
+            (active.base_offset, active.size, self.files.borrow()[&active.base_offset].clone())
         };
+        old_file.trim(old_size).await?;
         old_file.fdatasync().await?;
         // The next segment's file is open before the log makes it the active one: a group
         // commit round may look up the active segment's file at any await from here on.
         let new_base = self.log.borrow().log_end_offset();
-        let file = open_segment(&segment_path(&self.dir, new_base, "log")).await?;
+        let file = open_segment(&segment_path(&self.dir, new_base, "log"), self.mode).await?;
         self.files.borrow_mut().insert(new_base, Rc::new(file));
         let rolled = self.log.borrow_mut().roll();
         debug_assert_eq!(rolled, new_base, "appends wait for the roll (append permit)");
@@ -352,7 +353,7 @@ impl PartitionStore {
         None
     }
 
-    fn active_file(&self) -> (Rc<BufferedFile>, i64) {
+    fn active_file(&self) -> (Rc<SegmentFile>, i64) {
         let log = self.log.borrow();
         (self.files.borrow()[&log.active().base_offset].clone(), log.log_end_offset())
     }
@@ -587,7 +588,7 @@ async fn load_sealed(dir: &Path, base: i64, size: u64, next_base: i64) -> Option
 }
 
 async fn recover_file(
-    file: &BufferedFile,
+    file: &SegmentFile,
     base: i64,
     size: u64,
     index_interval_bytes: u64,
@@ -603,7 +604,11 @@ async fn recover_file(
         let chunk = file.read_at(at, len).await?;
         let step = recover_chunk(&mut segment, &chunk, index_interval_bytes, at_eof);
         if let Some(reason) = step.stop_reason {
-            warn!(%topic, partition, base, valid_len = segment.size, file_len = size, %reason, "truncating log tail after unclean shutdown");
+            if is_padding(file, segment.size, size).await? {
+                info!(%topic, partition, base, valid_len = segment.size, file_len = size, "trimming the zeros after the last batch");
+            } else {
+                warn!(%topic, partition, base, valid_len = segment.size, file_len = size, %reason, "truncating log tail after unclean shutdown");
+            }
             break;
         }
         if at_eof {
@@ -618,6 +623,15 @@ async fn recover_file(
         file.fdatasync().await?;
     }
     Ok(segment)
+}
+
+/// Whether the bytes from `from` to the end are a direct write's padding: zeros, shorter than
+/// one write unit.
+async fn is_padding(file: &SegmentFile, from: u64, size: u64) -> io::Result<bool> {
+    if size - from >= file.alignment() {
+        return Ok(false);
+    }
+    Ok(file.read_at(from, (size - from) as usize).await?.iter().all(|&b| b == 0))
 }
 
 async fn remove_segment_files(dir: &Path, base: i64) {
@@ -701,7 +715,7 @@ impl GroupCommit {
                 return;
             }
             let dirty = std::mem::take(&mut *self.dirty.borrow_mut());
-            let targets: Vec<((String, i32), Rc<BufferedFile>, i64)> = dirty
+            let targets: Vec<((String, i32), Rc<SegmentFile>, i64)> = dirty
                 .into_iter()
                 .map(|(key, p)| {
                     let (file, end) = p.active_file();
@@ -763,7 +777,7 @@ pub(crate) mod test_support {
 mod tests {
     use super::*;
     use odradek_core::batch::validate_records;
-    use odradek_core::records::encode_batch;
+    use odradek_core::records::{decode_key_values, encode_batch};
 
     fn run<F: std::future::Future<Output = ()> + 'static>(test: impl FnOnce() -> F + Send + 'static) {
         glommio::LocalExecutorBuilder::default().spawn(move || async move { test().await }).unwrap().join().unwrap();
@@ -787,9 +801,10 @@ mod tests {
     #[test]
     fn a_group_commit_during_segment_rolls_finds_every_active_file() {
         run(|| async {
-            let dir = fresh_dir("roll-sync");
+          for mode in [WriteMode::Direct, WriteMode::Buffered] {
+            let dir = fresh_dir(&format!("roll-sync-{mode:?}"));
             let config = LogConfig { segment_bytes: 256, index_interval_bytes: 128, ..LogConfig::default() };
-            let store = Rc::new(PartitionStore::open(&dir, "t", 0, config).await.unwrap());
+            let store = Rc::new(PartitionStore::open(&dir, "t", 0, config, mode).await.unwrap());
             let commit = GroupCommit::new(true);
             let syncing = {
                 let (store, commit) = (store.clone(), commit.clone());
@@ -808,6 +823,7 @@ mod tests {
             assert!(syncing.await > 0);
             assert!(store.log.borrow().segments().len() >= 10, "every few appends roll");
             std::fs::remove_dir_all(dir).unwrap();
+          }
         });
     }
 
@@ -817,9 +833,10 @@ mod tests {
     #[test]
     fn truncation_into_a_sealed_segment_drops_later_segments_and_survives_reopening() {
         run(|| async {
-            let dir = fresh_dir("truncate");
+          for mode in [WriteMode::Direct, WriteMode::Buffered] {
+            let dir = fresh_dir(&format!("truncate-{mode:?}"));
             let config = LogConfig { segment_bytes: 1024, index_interval_bytes: 128, ..LogConfig::default() };
-            let store = PartitionStore::open(&dir, "t", 0, config.clone()).await.unwrap();
+            let store = PartitionStore::open(&dir, "t", 0, config.clone(), mode).await.unwrap();
             for i in 0..60 {
                 test_support::append(&store, batch(i)).await;
             }
@@ -835,7 +852,7 @@ mod tests {
             store.append_assigned(1000, 17, Bytes::from(next)).await.unwrap();
             assert!(store.append_assigned(1000, 17, batch(1)).await.is_err(), "not at the log end");
             drop(store);
-            let store = PartitionStore::open(&dir, "t", 0, config).await.unwrap();
+            let store = PartitionStore::open(&dir, "t", 0, config.clone(), mode).await.unwrap();
             assert_eq!(store.log_end_offset(), 18);
             // A read stops at a segment's end: read on from there, as a consumer does.
             let mut offsets: Vec<i64> = Vec::new();
@@ -848,6 +865,61 @@ mod tests {
             assert_eq!(offsets, (0..18).collect::<Vec<i64>>());
             store.reset_to(40).await.unwrap();
             assert_eq!((store.log_start_offset(), store.log_end_offset()), (40, 40));
+            std::fs::remove_dir_all(dir).unwrap();
+          }
+        });
+    }
+
+    /// Direct writes rewrite the last partial block and pad to the next boundary: whatever
+    /// the batch sizes, every appended batch reads back while the log grows, a sealed segment's
+    /// file holds exactly its batches, and a reopened log (padding still on the active file,
+    /// as after a crash) holds every batch and nothing else.
+    #[test]
+    fn direct_appends_of_any_size_read_back_seal_exactly_and_recover_whole() {
+        run(|| async {
+            let dir = fresh_dir("direct");
+            let config = LogConfig { segment_bytes: 40_000, index_interval_bytes: 4096, ..LogConfig::default() };
+            let store = PartitionStore::open(&dir, "t", 0, config.clone(), WriteMode::Direct).await.unwrap();
+            // Sizes around and across block boundaries, deterministic.
+            let mut seed = 7u64;
+            let mut values = Vec::new();
+            for i in 0..120 {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let len = [1, 3, 500, 4000, 4096, 9000][(seed >> 33) as usize % 6] + (seed >> 50) as usize % 7;
+                let value = format!("{i:05}").repeat(len / 5 + 1);
+                test_support::append(&store, encode_batch(&[(Bytes::from(format!("k{i}")), Some(Bytes::from(value.clone())))], 1000)).await;
+                values.push(value);
+                let end = store.log_end_offset();
+                let last = store.read_upto(end - 1, 1 << 20, end).await.unwrap();
+                let (_, value) = &decode_key_values(&last).unwrap()[0];
+                assert_eq!(value.as_deref(), Some(values[i].as_bytes()), "batch {i} reads back at once");
+            }
+            let segments: Vec<Segment> = store.log.borrow().segments().to_vec();
+            assert!(segments.len() >= 3, "the appends rolled segments");
+            for sealed in &segments[..segments.len() - 1] {
+                let len = std::fs::metadata(segment_path(&store.dir, sealed.base_offset, "log")).unwrap().len();
+                assert_eq!(len, sealed.size, "sealed segment {} carries no padding", sealed.base_offset);
+            }
+            let active = segments.last().unwrap();
+            let on_disk = std::fs::metadata(segment_path(&store.dir, active.base_offset, "log")).unwrap().len();
+            assert!(on_disk >= active.size && on_disk - active.size < 4096, "active file {on_disk}, log {}", active.size);
+            drop(store);
+            let store = PartitionStore::open(&dir, "t", 0, config, WriteMode::Direct).await.unwrap();
+            assert_eq!(store.log_end_offset(), 120);
+            let mut offset = 0;
+            while offset < 120 {
+                let chunk = store.read_upto(offset, 1 << 20, 120).await.unwrap();
+                for (position, header) in batch::scan_headers(&chunk) {
+                    let one = chunk.slice(position..position + header.total_len());
+                    let (_, value) = &decode_key_values(&one).unwrap()[0];
+                    assert_eq!(value.as_deref(), Some(values[header.base_offset as usize].as_bytes()));
+                    assert_eq!(header.base_offset, offset, "every batch, in order");
+                    offset = header.next_offset();
+                }
+            }
+            // Appends go on after the recovered end.
+            test_support::append(&store, batch(500)).await;
+            assert_eq!(store.log_end_offset(), 121);
             std::fs::remove_dir_all(dir).unwrap();
         });
     }

@@ -489,6 +489,24 @@ def _decode_records(body, count, base_offset, base_timestamp):
     return records
 
 
+DIRECT_IO_BLOCK = 4096
+
+
+def without_padding(data: bytes) -> bytes:
+    """The active segment's file with direct IO ends with zeros up to the next device block
+    (docs/architecture.md): cut them, and nothing else. Sealed segments carry none."""
+    pos = 0
+    while pos + 12 <= len(data):
+        (batch_length,) = struct.unpack_from(">i", data, pos + 8)
+        if batch_length <= 0 or pos + 12 + batch_length > len(data):
+            break
+        pos += 12 + batch_length
+    rest = data[pos:]
+    if rest and len(rest) < DIRECT_IO_BLOCK and not any(rest):
+        return data[:pos]
+    return data
+
+
 def parse_batches(data: bytes):
     """Record batches v2 laid end to end (a segment file, a Fetch response's records).
     A trailing partial batch is left out, as a Fetch response may end with one."""

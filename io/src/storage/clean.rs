@@ -12,13 +12,12 @@ use std::path::Path;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use glommio::io::BufferedFile;
 use odradek_core::batch::{self, BatchHeader};
 use odradek_core::compact::{self, Cleaned, OffsetMap};
 use odradek_core::log::Segment;
 use tracing::{info, warn};
 
-use super::{off_reactor, open_segment, recover_file, remove_segment_files, segment_path, sync_dir, write_file, PartitionStore};
+use super::{off_reactor, open_segment, SegmentFile, WriteMode, recover_file, remove_segment_files, segment_path, sync_dir, write_file, PartitionStore};
 
 const CLEAN_CHUNK_BYTES: u64 = 4 << 20;
 const WRITE_BUFFER_BYTES: usize = 1 << 20;
@@ -113,13 +112,9 @@ impl PartitionStore {
         let base = run[0].base_offset;
         let interval = self.config().index_interval_bytes;
         let cleaned_path = self.dir.join(format!("{base:020}.log.cleaned"));
-        let file = glommio::io::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .buffered_open(&cleaned_path)
-            .await?;
+        // A leftover from an interrupted pass was removed at open; this pass starts it empty.
+        let file = open_segment(&cleaned_path, self.mode).await?;
+        file.truncate(0).await?;
         let mut cleaned = Segment::new(base);
         let mut out: Vec<u8> = Vec::with_capacity(WRITE_BUFFER_BYTES);
         let mut written = 0u64;
@@ -151,6 +146,7 @@ impl PartitionStore {
         }
         written += flush(&file, written, &mut out).await?;
         assert_eq!(written, cleaned.size, "the cleaned segment's layout matches its file");
+        file.trim(written).await?;
         if !changed {
             file.close().await?;
             remove_if_present(&cleaned_path).await?;
@@ -214,7 +210,7 @@ impl PartitionStore {
 
 /// Reads a segment as chunks of whole batches.
 pub(super) struct BatchChunks {
-    file: Rc<BufferedFile>,
+    file: Rc<SegmentFile>,
     size: u64,
     at: u64,
     chunk_len: u64,
@@ -246,17 +242,14 @@ impl BatchChunks {
     }
 }
 
-async fn flush(file: &BufferedFile, at: u64, out: &mut Vec<u8>) -> io::Result<u64> {
+async fn flush(file: &SegmentFile, at: u64, out: &mut Vec<u8>) -> io::Result<u64> {
     if out.is_empty() {
         return Ok(0);
     }
-    let buf = std::mem::replace(out, Vec::with_capacity(WRITE_BUFFER_BYTES));
-    let len = buf.len();
-    let written = file.write_at(buf, at).await?;
-    if written != len {
-        return Err(io::Error::new(io::ErrorKind::WriteZero, format!("short write: {written} of {len} bytes")));
-    }
-    Ok(len as u64)
+    file.append(at, out).await?;
+    let len = out.len() as u64;
+    out.clear();
+    Ok(len)
 }
 
 async fn remove_if_present(path: &Path) -> io::Result<()> {
@@ -296,6 +289,7 @@ pub(super) async fn finish_interrupted_swaps(
     topic: &str,
     partition: i32,
     index_interval_bytes: u64,
+    mode: WriteMode,
 ) -> io::Result<()> {
     let mut swaps = Vec::new();
     let mut logs = Vec::new();
@@ -317,7 +311,7 @@ pub(super) async fn finish_interrupted_swaps(
     swaps.sort_unstable();
     for base in swaps {
         let swap_path = dir.join(format!("{base:020}.log.swap"));
-        let file = open_segment(&swap_path).await?;
+        let file = open_segment(&swap_path, mode).await?;
         let size = file.file_size().await?;
         let scanned = recover_file(&file, base, size, index_interval_bytes, topic, partition).await?;
         file.close().await?;
@@ -400,7 +394,7 @@ mod tests {
     fn cleaning_keeps_every_latest_value_and_survives_reopening() {
         run(|| async {
             let dir = temp_dir("reopen");
-            let store = PartitionStore::open(&dir, "t", 0, compacted()).await.unwrap();
+            let store = PartitionStore::open(&dir, "t", 0, compacted(), WriteMode::Direct).await.unwrap();
             let latest = fill(&store, 30).await;
             let stats = store.clean(10_000, 1 << 20, Stable::none()).await.unwrap().expect("all dirty");
             assert!(stats.bytes_after < stats.bytes_before / 3, "{stats:?}");
@@ -411,7 +405,7 @@ mod tests {
             let end = store.log_end_offset();
             drop(store);
 
-            let store = PartitionStore::open(&dir, "t", 0, compacted()).await.unwrap();
+            let store = PartitionStore::open(&dir, "t", 0, compacted(), WriteMode::Direct).await.unwrap();
             assert_eq!(store.log_end_offset(), end);
             assert_eq!(latest_of(&consume(&store).await), latest);
             let more = fill(&store, 5).await;
@@ -428,7 +422,7 @@ mod tests {
     fn a_committed_swap_is_finished_at_startup() {
         run(|| async {
             let dir = temp_dir("swap");
-            let store = PartitionStore::open(&dir, "t", 0, compacted()).await.unwrap();
+            let store = PartitionStore::open(&dir, "t", 0, compacted(), WriteMode::Direct).await.unwrap();
             let latest = fill(&store, 30).await;
             let end = store.log_end_offset();
             let segments: Vec<Segment> = store.log.borrow().segments().to_vec();
@@ -443,7 +437,7 @@ mod tests {
             std::fs::write(dir.join(format!("{:020}.log.swap", first.base_offset)), &keep).unwrap();
             std::fs::write(dir.join(format!("{:020}.log.cleaned", segments[1].base_offset)), b"partial").unwrap();
 
-            let store = PartitionStore::open(dir.parent().unwrap(), "t", 0, compacted()).await.unwrap();
+            let store = PartitionStore::open(dir.parent().unwrap(), "t", 0, compacted(), WriteMode::Direct).await.unwrap();
             assert_eq!(store.log_end_offset(), end);
             let names: Vec<String> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
             assert!(!names.iter().any(|n| n.ends_with(".swap") || n.ends_with(".cleaned")), "{names:?}");
@@ -460,7 +454,7 @@ mod tests {
     fn an_unchanged_log_is_not_rewritten() {
         run(|| async {
             let dir = temp_dir("unchanged");
-            let store = PartitionStore::open(&dir, "t", 0, compacted()).await.unwrap();
+            let store = PartitionStore::open(&dir, "t", 0, compacted(), WriteMode::Direct).await.unwrap();
             fill(&store, 30).await;
             store.clean(10_000, 1 << 20, Stable::none()).await.unwrap().expect("first pass");
             // Later passes merge the small cleaned segments until runs stop changing.
