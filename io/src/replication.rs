@@ -122,7 +122,7 @@ pub async fn perform(store: &Rc<PartitionStore>, commit: &Rc<GroupCommit>, actio
     let fail = |what: &str, e: std::io::Error| -> ! { log_dir_failed(what, store.dir(), &e) };
     match action {
         Action::Append { base_offset, end_offset, records } => {
-            if let Err(e) = store.append_assigned(wall_ms(), base_offset.0, records).await {
+            if let Err(e) = store.append_assigned(wall_ms(), base_offset.0, &records).await {
                 fail("append", e);
             }
             Some(Completion::Appended { end_offset })

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use glommio::io::BufferedFile;
 use glommio::sync::Semaphore;
 use odradek_core::batch::{self, BatchHeader};
-use odradek_core::log::{recover_chunk, Log, LogConfig, ReadStart, Segment};
+use odradek_core::log::{recover_chunk, AppendAt, Log, LogConfig, ReadStart, Segment};
 use odradek_core::producer::ProducerStates;
 use odradek_core::records;
 use tracing::{error, info, warn};
@@ -184,29 +184,58 @@ impl PartitionStore {
     }
 
     /// Writes batches whose offsets and epochs a partition replica already assigned
-    /// (`replica::Action::Append`), at the log end, which must be `base_offset`. The data is
+    /// (`replica::Action::Append`, its parts one after the other), at the log end, which must
+    /// be `base_offset`. The parts go in as few writes as segment rolls allow: a part that
+    /// would not fit in the active segment rolls it first, as it would alone. The data is
     /// durable once [`GroupCommit::sync`] returns past it; what is visible is the replica's
     /// high watermark.
-    pub async fn append_assigned(&self, now_ms: i64, base_offset: i64, records: Bytes) -> io::Result<()> {
+    pub async fn append_assigned(&self, now_ms: i64, base_offset: i64, parts: &[Bytes]) -> io::Result<()> {
         let _permit = self.append_permit.acquire_permit(1).await.map_err(|e| io::Error::other(e.to_string()))?;
         if self.log_end_offset() != base_offset {
             return Err(io::Error::other(format!("append at {base_offset}, log ends at {}", self.log_end_offset())));
         }
-        let batches: Vec<_> = batch::scan_headers(&records).collect();
-        let covered: usize = batches.iter().map(|(_, h)| h.total_len()).sum();
-        if covered != records.len() {
-            return Err(io::Error::other("replica appended bytes that are not whole batches"));
+        let mut scanned = Vec::with_capacity(parts.len());
+        let mut next = base_offset;
+        for part in parts {
+            let batches: Vec<_> = batch::scan_headers(part).collect();
+            let covered: usize = batches.iter().map(|(_, h)| h.total_len()).sum();
+            if covered != part.len() {
+                return Err(io::Error::other("replica appended bytes that are not whole batches"));
+            }
+            for (_, header) in &batches {
+                if header.base_offset != next {
+                    return Err(io::Error::other(format!("appended batch at {}, expected {next}", header.base_offset)));
+                }
+                next = header.next_offset();
+            }
+            scanned.push(batches);
         }
-        if self.log.borrow().needs_roll(now_ms, records.len() as u64) {
-            self.roll().await?;
+        let mut from = 0;
+        while from < parts.len() {
+            if self.log.borrow().needs_roll(now_ms, parts[from].len() as u64) {
+                self.roll().await?;
+            }
+            let mut bytes = parts[from].len() as u64;
+            let mut to = from + 1;
+            while to < parts.len() && !self.log.borrow().needs_roll(now_ms, bytes + parts[to].len() as u64) {
+                bytes += parts[to].len() as u64;
+                to += 1;
+            }
+            let (at, file) = {
+                let log = self.log.borrow();
+                let at = log.append_position();
+                (at, self.files.borrow()[&at.segment_base].clone())
+            };
+            let slices: Vec<&[u8]> = parts[from..to].iter().map(|p| &p[..]).collect();
+            file.append(at.position, &slices).await?;
+            let mut log = self.log.borrow_mut();
+            let mut position = at.position;
+            for (part, batches) in parts[from..to].iter().zip(&scanned[from..to]) {
+                log.append(now_ms, AppendAt { segment_base: at.segment_base, position }, batches);
+                position += part.len() as u64;
+            }
+            from = to;
         }
-        let (at, file) = {
-            let log = self.log.borrow();
-            let at = log.append_position();
-            (at, self.files.borrow()[&at.segment_base].clone())
-        };
-        file.append(at.position, &records).await?;
-        self.log.borrow_mut().append(now_ms, at, &batches);
         Ok(())
     }
 
@@ -769,7 +798,7 @@ pub(crate) mod test_support {
         let mut validated = batch::validate_records(&buf, 1 << 20).unwrap();
         let base = store.log_end_offset();
         batch::assign_offsets(&mut buf, &mut validated, base, 0, None);
-        store.append_assigned(1000, base, Bytes::from(buf)).await.unwrap();
+        store.append_assigned(1000, base, &[Bytes::from(buf)]).await.unwrap();
     }
 }
 
@@ -849,8 +878,8 @@ mod tests {
             let mut next = batch(99).to_vec();
             let mut validated = validate_records(&next, 1 << 20).unwrap();
             batch::assign_offsets(&mut next, &mut validated, 17, 3, None);
-            store.append_assigned(1000, 17, Bytes::from(next)).await.unwrap();
-            assert!(store.append_assigned(1000, 17, batch(1)).await.is_err(), "not at the log end");
+            store.append_assigned(1000, 17, &[Bytes::from(next)]).await.unwrap();
+            assert!(store.append_assigned(1000, 17, &[batch(1)]).await.is_err(), "not at the log end");
             drop(store);
             let store = PartitionStore::open(&dir, "t", 0, config.clone(), mode).await.unwrap();
             assert_eq!(store.log_end_offset(), 18);

@@ -134,10 +134,11 @@ impl PartitionLog {
         self.read(from, to)
     }
 
-    pub fn append(&mut self, base_offset: Offset, end_offset: Offset, records: &Bytes) {
+    pub fn append(&mut self, base_offset: Offset, end_offset: Offset, parts: &[Bytes]) {
         assert_eq!(base_offset.0, self.log_end(), "append not at the log end");
         let mut next = base_offset.0;
-        for (position, header) in batch::scan_headers(records) {
+        let batches = parts.iter().flat_map(|records| batch::scan_headers(records).map(move |(p, h)| (records, p, h)));
+        for (records, position, header) in batches {
             assert_eq!(header.base_offset, next, "appended batches not contiguous");
             let stored = StoredBatch {
                 base: header.base_offset,

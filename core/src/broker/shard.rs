@@ -1330,7 +1330,7 @@ mod tests {
                 Output::Disk { partition, generation, action } => {
                     let completion = match action {
                         Action::Append { end_offset, records, .. } => {
-                            logs.entry(partition.clone()).or_default().push(records);
+                            logs.entry(partition.clone()).or_default().extend(records);
                             written.insert(partition.clone(), end_offset);
                             Some(Completion::Appended { end_offset })
                         }

@@ -18,6 +18,10 @@
 //!   when the fsync started, which may be past the `Sync`'s own `through` (rule 2 of the
 //!   replica's runbook allows it); a truncation ends the run, since a sync must never be
 //!   reported for data a truncation removed.
+//! - **One write for the appends in line.** When an `Append` is handed out, the appends
+//!   queued right behind it go with it as one `Append` of several parts (a device's cost is
+//!   per write, and under load a partition's appends queue while one is written); their
+//!   completions reach the replica one by one, in order, when it finishes.
 //! - **Wake-ups.** [`PartitionDriver::poll_visible`] tells when the high watermark or the
 //!   written end moved, so long polls waiting on the partition are woken (consumers wait for
 //!   the high watermark, followers for data).
@@ -37,6 +41,8 @@ pub struct PartitionDriver {
     syncing: bool,
     /// `(high watermark, written end)` when last reported by `poll_visible`.
     visible: (Offset, Offset),
+    /// The end offsets of the replica's appends in the `Append` that is out.
+    merged: Vec<Offset>,
 }
 
 fn is_disk(action: &Action) -> bool {
@@ -55,7 +61,7 @@ fn is_disk(action: &Action) -> bool {
 impl PartitionDriver {
     pub fn new(replica: Replica) -> Self {
         let visible = (replica.high_watermark(), replica.written_offset());
-        PartitionDriver { replica, queue: VecDeque::new(), busy: false, syncing: false, visible }
+        PartitionDriver { replica, queue: VecDeque::new(), busy: false, syncing: false, visible, merged: Vec::new() }
     }
 
     pub fn replica(&self) -> &Replica {
@@ -85,16 +91,49 @@ impl PartitionDriver {
             } else {
                 self.queue.push_back(action);
             }
+        } else if self.queue.len() == 1 && matches!(self.queue.front(), Some(Action::Sync { .. })) && !self.syncing {
+            // A sync taken from the replica while an append was out: the appends produced
+            // since join its round, as they would have had it been taken now.
+            let sync = self.queue.pop_front().expect("one action");
+            self.gather_round(sync);
         }
         if self.syncing && !matches!(self.queue.front(), Some(Action::Append { .. })) {
             return None;
         }
-        let action = self.queue.pop_front()?;
+        let action = match self.queue.pop_front()? {
+            append @ Action::Append { .. } => self.merge_appends(append),
+            other => other,
+        };
         match action {
             Action::Sync { .. } => self.syncing = true,
             _ => self.busy = is_disk(&action),
         }
         Some(action)
+    }
+
+    /// `first` and the appends queued right behind it, as one `Append`. When the queue runs
+    /// dry the replica's next actions are taken as `poll_action` would take them.
+    fn merge_appends(&mut self, first: Action) -> Action {
+        let Action::Append { base_offset, mut end_offset, mut records } = first else { unreachable!("an append") };
+        self.merged.clear();
+        self.merged.push(end_offset);
+        loop {
+            if self.queue.is_empty() {
+                match self.replica.poll_action() {
+                    None => break,
+                    Some(sync @ Action::Sync { .. }) => self.gather_round(sync),
+                    Some(other) => self.queue.push_back(other),
+                }
+            }
+            if !matches!(self.queue.front(), Some(Action::Append { .. })) {
+                break;
+            }
+            let Some(Action::Append { end_offset: end, records: parts, .. }) = self.queue.pop_front() else { unreachable!() };
+            end_offset = end;
+            records.extend(parts);
+            self.merged.push(end);
+        }
+        Action::Append { base_offset, end_offset, records }
     }
 
     /// A `Sync` at the head of the queue: the appends already queued behind it go first and
@@ -122,6 +161,16 @@ impl PartitionDriver {
     /// (`None` for the actions that have none: the checkpoints and `AdvanceLogStart`). Only a
     /// `Sync` and an `Append` are ever out together, and their completions tell them apart.
     pub fn finish(&mut self, now_ms: i64, completion: Option<Completion>) {
+        if let Some(Completion::Appended { end_offset }) = completion {
+            assert!(self.busy, "finish without a disk action out");
+            self.busy = false;
+            let merged = std::mem::take(&mut self.merged);
+            assert_eq!(merged.last(), Some(&end_offset), "the completion of the append that is out");
+            for end_offset in merged {
+                self.replica.handle_completion(now_ms, Completion::Appended { end_offset });
+            }
+            return;
+        }
         if let Some(Completion::Synced { .. }) = completion {
             assert!(self.syncing, "Synced without a sync out");
             self.syncing = false;
@@ -209,10 +258,68 @@ mod tests {
                 _ => {}
             }
         }
-        assert_eq!(order, ["append", "append", "sync", "reply", "reply", "reply"]);
+        // The two appends behind the first sync go out as one write, before the sync.
+        assert_eq!(order, ["append", "sync", "reply", "reply", "reply"]);
         assert_eq!(d.replica().high_watermark(), Offset(3));
         assert_eq!(d.poll_visible(), Some((Offset(3), Offset(3))));
         assert_eq!(d.poll_visible(), None);
+    }
+
+    #[test]
+    fn appends_waiting_in_line_go_out_as_one_write_and_complete_one_by_one() {
+        let config = ReplicaConfig { ack_after_fsync: false, ..ReplicaConfig::default() };
+        for fsync in [true, false] {
+            let mut d = leader();
+            if !fsync {
+                // The same leader without fsync: only appends are queued, no syncs between them.
+                *d.replica_mut() = {
+                    let mut r = Replica::new(NodeId(1), config.clone(), PersistedState::default());
+                    r.become_leader(
+                        0,
+                        LeaderAndIsr {
+                            leader_epoch: LeaderEpoch(0),
+                            partition_epoch: PartitionEpoch(0),
+                            isr: vec![NodeId(1)],
+                            replicas: vec![NodeId(1)],
+                        },
+                    )
+                    .unwrap();
+                    r
+                };
+                while let Some(a) = d.poll_action() {
+                    if is_disk(&a) {
+                        d.finish(0, None);
+                    }
+                }
+            }
+            d.replica_mut().handle_produce(1, 1, batch(1), -1, 30_000).expect("valid records");
+            let Some(Action::Append { end_offset, records, .. }) = d.poll_action() else { panic!() };
+            assert_eq!(records.len(), 1);
+            for id in 2..=4 {
+                d.replica_mut().handle_produce(1, id, batch(id as i64), -1, 30_000).expect("valid records");
+            }
+            d.finish(1, Some(Completion::Appended { end_offset }));
+            let mut writes = Vec::new();
+            let mut replies = 0;
+            while let Some(a) = d.poll_action() {
+                match a {
+                    Action::Append { base_offset, end_offset, records } => {
+                        let offsets: Vec<i64> =
+                            records.iter().flat_map(|r| crate::batch::scan_headers(r).map(|(_, h)| h.base_offset)).collect();
+                        writes.push((base_offset, end_offset, offsets));
+                        d.finish(1, Some(Completion::Appended { end_offset }));
+                    }
+                    Action::Sync { through } => d.finish(1, Some(Completion::Synced { through })),
+                    Action::ReplyProduce { .. } => replies += 1,
+                    a if is_disk(&a) => d.finish(1, None),
+                    _ => {}
+                }
+            }
+            assert_eq!(writes, [(Offset(1), Offset(4), vec![1, 2, 3])], "fsync {fsync}: three appends, one write, in order");
+            assert_eq!(replies, 4, "fsync {fsync}: every produce answered");
+            assert_eq!(d.replica().written_offset(), Offset(4));
+            assert_eq!(d.replica().high_watermark(), Offset(4));
+        }
     }
 
     #[test]

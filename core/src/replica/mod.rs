@@ -294,12 +294,13 @@ pub enum Completion {
 /// Output of the replica, drained with [`Replica::poll_action`] and performed in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Write these batches at the log end (`base_offset` is the current end). Then
-    /// [`Completion::Appended`].
+    /// Write these batches at the log end (`base_offset` is the current end), the parts one
+    /// after the other. Then [`Completion::Appended`]. A replica emits one part per append;
+    /// [`driver::PartitionDriver`] hands out appends waiting behind each other as one.
     Append {
         base_offset: Offset,
         end_offset: Offset,
-        records: Bytes,
+        records: Vec<Bytes>,
     },
     /// Drop every record at or after `to`. Then [`Completion::Truncated`].
     Truncate { to: Offset },
@@ -1977,7 +1978,7 @@ impl Replica {
         self.actions.push_back(Action::Append {
             base_offset,
             end_offset,
-            records,
+            records: vec![records],
         });
         self.appends_in_flight.push_back(end_offset);
         self.log_end_offset = end_offset;

@@ -286,16 +286,18 @@ impl Cluster {
                         "node {id}: append not at the log end"
                     );
                     let mut next = base_offset.0;
-                    for (position, header) in batch::scan_headers(&records) {
-                        assert_eq!(header.base_offset, next);
-                        node.disk.batches.push(StoredBatch {
-                            base: header.base_offset,
-                            end: header.next_offset(),
-                            epoch: header.partition_leader_epoch,
-                            id: header.base_timestamp,
-                            bytes: records.slice(position..position + header.total_len()),
-                        });
-                        next = header.next_offset();
+                    for part in &records {
+                        for (position, header) in batch::scan_headers(part) {
+                            assert_eq!(header.base_offset, next);
+                            node.disk.batches.push(StoredBatch {
+                                base: header.base_offset,
+                                end: header.next_offset(),
+                                epoch: header.partition_leader_epoch,
+                                id: header.base_timestamp,
+                                bytes: part.slice(position..position + header.total_len()),
+                            });
+                            next = header.next_offset();
+                        }
                     }
                     assert_eq!(next, end_offset.0);
                     replica.handle_completion(now, Completion::Appended { end_offset });
@@ -1186,7 +1188,7 @@ fn produce_stamps_offsets_and_leader_epoch_and_rejects_bad_input() {
         panic!()
     };
     assert_eq!((base_offset, end_offset), (Offset(0), Offset(3)));
-    let header = batch::validate_batch(&records).expect("CRC still valid");
+    let header = batch::validate_batch(&records[0]).expect("CRC still valid");
     assert_eq!(header.partition_leader_epoch, 3);
     assert_eq!(r.poll_action(), Some(Action::Sync { through: Offset(3) }));
 
@@ -1428,7 +1430,7 @@ fn follower_rejects_fetched_batches_that_do_not_follow_its_log() {
     else {
         panic!()
     };
-    assert_eq!((end_offset, records.len()), (Offset(8), whole));
+    assert_eq!((end_offset, records.iter().map(Bytes::len).sum::<usize>()), (Offset(8), whole));
 }
 
 /// A leader elected at log end 10 with a lagging HW of 0 (KIP-101 / Kafka's

@@ -246,7 +246,7 @@ async fn flush(file: &SegmentFile, at: u64, out: &mut Vec<u8>) -> io::Result<u64
     if out.is_empty() {
         return Ok(0);
     }
-    file.append(at, out).await?;
+    file.append(at, &[out]).await?;
     let len = out.len() as u64;
     out.clear();
     Ok(len)

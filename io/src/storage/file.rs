@@ -76,12 +76,13 @@ impl SegmentFile {
         Ok(SegmentFile { kind })
     }
 
-    /// Writes `bytes` at `position`, the log's logical end of this file.
-    pub async fn append(&self, position: u64, bytes: &[u8]) -> io::Result<()> {
+    /// Writes `parts`, one after the other, at `position`, the log's logical end of this file.
+    pub async fn append(&self, position: u64, parts: &[&[u8]]) -> io::Result<()> {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
         match &self.kind {
             Kind::Buffered(file) => {
-                let written = file.write_at(bytes.to_vec(), position).await?;
-                check_written(written, bytes.len())
+                let written = file.write_at(parts.concat(), position).await?;
+                check_written(written, total)
             }
             Kind::Direct { file, tail } => {
                 let known = tail.borrow_mut().take().filter(|t| t.end() == position);
@@ -105,14 +106,18 @@ impl SegmentFile {
                         Tail { block, bytes }
                     }
                 };
-                let len = current.bytes.len() + bytes.len();
+                let len = current.bytes.len() + total;
                 let padded = file.align_up(len as u64) as usize;
                 let mut buffer = file.alloc_dma_buffer(padded);
                 let out = buffer.as_bytes_mut();
                 out[..current.bytes.len()].copy_from_slice(&current.bytes);
-                out[current.bytes.len()..len].copy_from_slice(bytes);
+                let mut at = current.bytes.len();
+                for part in parts {
+                    out[at..at + part.len()].copy_from_slice(part);
+                    at += part.len();
+                }
                 out[len..].fill(0);
-                let end = position + bytes.len() as u64;
+                let end = position + total as u64;
                 let next_block = file.align_down(end);
                 let next = Tail { block: next_block, bytes: out[(next_block - current.block) as usize..len].to_vec() };
                 let written = file.write_at(buffer, current.block).await?;
