@@ -1,7 +1,9 @@
 //! This machine's physical limits, measured in the same run as a workload so results can be
 //! stated as a fraction of them: loopback TCP throughput (one writer thread, one reader
 //! thread, as a producer and a broker would be) and the latency and rate of a durable log
-//! append (a 4 KiB write + fdatasync), raw with O_DIRECT and through the page cache.
+//! append (a 4 KiB write + fdatasync), raw with O_DIRECT and through the page cache, and the
+//! disk's write throughput in a broker's pattern (several files, O_DIRECT writes of a
+//! produced batch's size, an fdatasync every few writes).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -21,6 +23,18 @@ pub struct Ceilings {
     pub direct_append_fdatasync: DiskSync,
     /// 4 KiB buffered appends + fdatasync: the path a broker on buffered files pays.
     pub buffered_append_fdatasync: DiskSync,
+    /// Absent from results written before it was measured.
+    #[serde(default)]
+    pub write_throughput: Option<WriteThroughput>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WriteThroughput {
+    pub files: usize,
+    pub write_bytes: usize,
+    pub writes_per_fdatasync: usize,
+    pub o_direct: bool,
+    pub mb_per_s: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -48,7 +62,72 @@ pub fn measure(dir: &Path, seconds: f64) -> Result<Ceilings, String> {
     let loopback = loopback(seconds, 256 << 10)?;
     let direct_append_fdatasync = append_fdatasync(dir, seconds, true)?;
     let buffered_append_fdatasync = append_fdatasync(dir, seconds, false)?;
-    Ok(Ceilings { loopback, direct_append_fdatasync, buffered_append_fdatasync })
+    let write_throughput = Some(write_throughput(dir, seconds, WRITE_FILES, WRITE_BYTES, WRITES_PER_SYNC)?);
+    Ok(Ceilings { loopback, direct_append_fdatasync, buffered_append_fdatasync, write_throughput })
+}
+
+/// One writer thread per file, as a broker's partitions on two cores write with io_uring.
+const WRITE_FILES: usize = 8;
+/// About one produced batch of a 1 KiB, linger 1 ms overload workload per partition.
+const WRITE_BYTES: usize = 64 << 10;
+const WRITES_PER_SYNC: usize = 4;
+
+/// Sequential O_DIRECT writes of `write_bytes` to `files` files at once, each file
+/// fdatasynced every `per_sync` writes: MB/s over all files. Falls back to buffered writes
+/// where O_DIRECT is refused.
+pub fn write_throughput(dir: &Path, seconds: f64, files: usize, write_bytes: usize, per_sync: usize) -> Result<WriteThroughput, String> {
+    let direct_ok = std::sync::atomic::AtomicBool::new(true);
+    let total: u64 = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..files)
+            .map(|i| {
+                let direct_ok = &direct_ok;
+                scope.spawn(move || -> Result<u64, String> {
+                    let path = dir.join(format!(".odradek-bench-throughput-{}-{i}", std::process::id()));
+                    let open = |direct: bool| {
+                        let mut o = OpenOptions::new();
+                        o.write(true).create(true).truncate(true);
+                        if direct {
+                            o.custom_flags(libc::O_DIRECT);
+                        }
+                        o.open(&path)
+                    };
+                    let raw = vec![0x5au8; write_bytes + APPEND];
+                    let shift = (APPEND - raw.as_ptr() as usize % APPEND) % APPEND;
+                    let buf = &raw[shift..shift + write_bytes];
+                    let mut file = open(true).map_err(|e| e.to_string())?;
+                    if file.write_all_at(buf, 0).is_err() {
+                        direct_ok.store(false, std::sync::atomic::Ordering::Relaxed);
+                        file = open(false).map_err(|e| e.to_string())?;
+                    }
+                    let (mut offset, mut written, mut writes) = (0u64, 0u64, 0usize);
+                    let end = Instant::now() + Duration::from_secs_f64(seconds);
+                    let result = (|| -> std::io::Result<()> {
+                        while Instant::now() < end {
+                            file.write_all_at(buf, offset)?;
+                            written += write_bytes as u64;
+                            writes += 1;
+                            if writes % per_sync == 0 {
+                                file.sync_data()?;
+                            }
+                            offset = (offset + write_bytes as u64) % FILE_MAX;
+                        }
+                        file.sync_data()
+                    })();
+                    let _ = std::fs::remove_file(&path);
+                    result.map_err(|e| format!("writes in {}: {e}", dir.display()))?;
+                    Ok(written)
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().map_err(|_| "writer panicked".to_owned())?).sum::<Result<u64, String>>()
+    })?;
+    Ok(WriteThroughput {
+        files,
+        write_bytes,
+        writes_per_fdatasync: per_sync,
+        o_direct: direct_ok.load(std::sync::atomic::Ordering::Relaxed),
+        mb_per_s: total as f64 / seconds / 1e6,
+    })
 }
 
 pub fn loopback(seconds: f64, write_size: usize) -> Result<Loopback, String> {
@@ -166,6 +245,16 @@ pub fn print(c: &Ceilings) {
             d.ops_per_s, d.latency.p50_us, d.latency.p99_us, d.latency.p99_9_us, d.latency.max_us
         );
     }
+    if let Some(w) = &c.write_throughput {
+        println!(
+            "  disk writes, {} files at once, {} KiB {} writes, fdatasync every {}: {:.0} MB/s",
+            w.files,
+            w.write_bytes / 1024,
+            if w.o_direct { "O_DIRECT" } else { "buffered" },
+            w.writes_per_fdatasync,
+            w.mb_per_s
+        );
+    }
 }
 
 #[cfg(test)]
@@ -181,5 +270,7 @@ mod tests {
         assert!(d.ops > 0);
         assert_eq!(d.latency.count, d.ops);
         assert!(d.o_direct || d.fallback_reason.is_some());
+        let w = write_throughput(&dir, 0.05, 2, 64 << 10, 2).unwrap();
+        assert!(w.mb_per_s > 0.0, "{w:?}");
     }
 }
