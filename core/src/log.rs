@@ -291,13 +291,20 @@ impl Log {
     /// Kafka rolls when the active segment would pass `segment.bytes`, or has been open for
     /// `segment.ms` since its first append. An empty segment never rolls.
     pub fn needs_roll(&self, now_ms: i64, incoming_bytes: u64) -> bool {
+        self.needs_roll_after(now_ms, 0, incoming_bytes)
+    }
+
+    /// [`Log::needs_roll`] once `written` more bytes are in the active segment: appends that
+    /// go to disk in one write are placed before any of them is recorded.
+    pub fn needs_roll_after(&self, now_ms: i64, written: u64, incoming_bytes: u64) -> bool {
         let active = self.active();
-        if active.size == 0 {
+        let size = active.size + written;
+        if size == 0 {
             return false;
         }
-        let too_big = active.size + incoming_bytes > self.config.segment_bytes;
+        let too_big = size + incoming_bytes > self.config.segment_bytes;
         let too_old = active.first_append_ms.is_some_and(|t| now_ms - t >= self.config.segment_ms);
-        too_big || too_old || active.size + incoming_bytes > u64::from(u32::MAX)
+        too_big || too_old || size + incoming_bytes > u64::from(u32::MAX)
     }
 
     /// Seals the active segment and opens a new one at the log end offset; returns its base.

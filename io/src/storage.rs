@@ -282,7 +282,7 @@ impl PartitionStore {
             }
             let mut bytes = parts[from].len() as u64;
             let mut to = from + 1;
-            while to < parts.len() && !self.log.borrow().needs_roll(now_ms, bytes + parts[to].len() as u64) {
+            while to < parts.len() && !self.log.borrow().needs_roll_after(now_ms, bytes, parts[to].len() as u64) {
                 bytes += parts[to].len() as u64;
                 to += 1;
             }
@@ -927,6 +927,38 @@ mod tests {
             assert_eq!((store.log_start_offset(), store.log_end_offset()), (40, 40));
             std::fs::remove_dir_all(dir).unwrap();
           }
+        });
+    }
+
+    /// Appends merged into one write still roll where each would have alone: no segment grows
+    /// past `segment.bytes` because its batches arrived together (a multi-part append once
+    /// filled a fresh segment with every part after a roll).
+    #[test]
+    fn a_multi_part_append_rolls_where_single_appends_would() {
+        run(|| async {
+            let dir = fresh_dir("multi-part");
+            let config = LogConfig { segment_bytes: 400, index_interval_bytes: 128, ..LogConfig::default() };
+            let store = PartitionStore::open(&dir, "t", 0, config.clone(), WriteMode::Direct).await.unwrap();
+            let mut parts = Vec::new();
+            for i in 0..30 {
+                let mut buf = batch(i).to_vec();
+                let mut validated = validate_records(&buf, 1 << 20).unwrap();
+                batch::assign_offsets(&mut buf, &mut validated, i as i64, 0, None);
+                parts.push(Bytes::from(buf));
+            }
+            let one = parts[0].len() as u64;
+            store.append_assigned(1000, 0, &parts).await.unwrap();
+            assert_eq!(store.log_end_offset(), 30);
+            let segments: Vec<Segment> = store.log.borrow().segments().to_vec();
+            let per_segment = 400 / one;
+            assert!(segments.len() as u64 >= 30 / per_segment, "{} segments of {one}-byte batches", segments.len());
+            for s in &segments {
+                assert!(s.size <= 400, "segment {} holds {} bytes", s.base_offset, s.size);
+            }
+            for s in &segments[..segments.len() - 1] {
+                assert!(s.size + one > 400, "segment {} rolled at {} bytes with room for another batch", s.base_offset, s.size);
+            }
+            std::fs::remove_dir_all(dir).unwrap();
         });
     }
 
