@@ -50,11 +50,6 @@ pub async fn off_reactor<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'stat
     glommio::executor().spawn_blocking(f).await
 }
 
-/// Segment files are read and appended through the same handle.
-async fn open_segment(path: &Path, mode: WriteMode) -> io::Result<SegmentFile> {
-    SegmentFile::open(path, mode).await
-}
-
 fn segment_path(dir: &Path, base_offset: i64, extension: &str) -> PathBuf {
     dir.join(format!("{base_offset:020}.{extension}"))
 }
@@ -186,7 +181,7 @@ impl PartitionStore {
                 // the batches after it, but its offset range runs to the next segment.
                 previous.next_offset = base;
             }
-            let file = open_segment(&path, mode).await?;
+            let file = SegmentFile::open(&path, mode).await?;
             let size = file.file_size().await?;
             let next_base = bases.get(i + 1).copied();
             let from_index = match next_base {
@@ -211,7 +206,7 @@ impl PartitionStore {
         let log = Log::new(config, segments, 0);
         if files.is_empty() {
             let base = log.active().base_offset;
-            let file = open_segment(&segment_path(&dir, base, "log"), mode).await?;
+            let file = SegmentFile::open(&segment_path(&dir, base, "log"), mode).await?;
             files.insert(base, Rc::new(file));
         }
         let high_watermark = log.log_end_offset();
@@ -348,7 +343,6 @@ impl PartitionStore {
         };
         *self.log.borrow_mut() = Log::new(config, kept, start);
         self.high_watermark.set(self.high_watermark.get().min(self.log_end_offset()));
-        self.recent.borrow_mut().clear();
         info!(topic = %self.topic, partition = self.partition, to, "truncated log");
         Ok(())
     }
@@ -362,7 +356,7 @@ impl PartitionStore {
         for base in bases {
             remove_segment_files(&self.dir, base).await;
         }
-        let file = open_segment(&segment_path(&self.dir, start_offset, "log"), self.mode).await?;
+        let file = SegmentFile::open(&segment_path(&self.dir, start_offset, "log"), self.mode).await?;
         file.truncate(0).await?;
         self.files.borrow_mut().insert(start_offset, Rc::new(file));
         let config = self.log.borrow().config.clone();
@@ -391,10 +385,10 @@ impl PartitionStore {
         };
         old_file.trim(old_size).await?;
         old_file.fdatasync().await?;
-        // The next segment's file is open before the log makes it the active one: a group
-        // commit round may look up the active segment's file at any await from here on.
+        // The next segment's file is open before the log makes it the active one: a sync may
+        // look up the active segment's file at any await from here on.
         let new_base = self.log.borrow().log_end_offset();
-        let file = open_segment(&segment_path(&self.dir, new_base, "log"), self.mode).await?;
+        let file = SegmentFile::open(&segment_path(&self.dir, new_base, "log"), self.mode).await?;
         self.files.borrow_mut().insert(new_base, Rc::new(file));
         let rolled = self.log.borrow_mut().roll();
         debug_assert_eq!(rolled, new_base, "appends wait for the roll (append permit)");
@@ -825,18 +819,22 @@ pub(crate) mod test_support {
 
     /// Appends a client's batch at the log end in epoch 0, as a leader replica assigns it.
     pub async fn append(store: &PartitionStore, records: Bytes) {
+        let base = store.log_end_offset();
+        store.append_assigned(1000, base, &[assigned(&records, base, 0)]).await.unwrap();
+    }
+
+    /// A client's batch with its offsets from `base` and leader epoch `epoch` assigned.
+    pub fn assigned(records: &[u8], base: i64, epoch: i32) -> Bytes {
         let mut buf = records.to_vec();
         let mut validated = batch::validate_records(&buf, 1 << 20).unwrap();
-        let base = store.log_end_offset();
-        batch::assign_offsets(&mut buf, &mut validated, base, 0, None);
-        store.append_assigned(1000, base, &[Bytes::from(buf)]).await.unwrap();
+        batch::assign_offsets(&mut buf, &mut validated, base, epoch, None);
+        Bytes::from(buf)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use odradek_core::batch::validate_records;
     use odradek_core::records::{decode_key_values, encode_batch};
 
     fn run<F: std::future::Future<Output = ()> + 'static>(test: impl FnOnce() -> F + Send + 'static) {
@@ -855,9 +853,9 @@ mod tests {
         encode_batch(&[(Bytes::from(format!("k{i}")), Some(Bytes::from(format!("value-{i:04}"))))], 1000)
     }
 
-    /// A group commit round takes the active segment's file whenever it runs; one that runs
-    /// while an append rolls the segment found the new segment active before its file was
-    /// open, and the broker stopped (found by a bench run that rolled 1 GiB segments).
+    /// A sync takes the active segment's file whenever it runs; one that ran while an append
+    /// rolled the segment found the new segment active before its file was open, and the
+    /// broker stopped (found by a bench run that rolled 1 GiB segments).
     #[test]
     fn a_group_commit_during_segment_rolls_finds_every_active_file() {
         run(|| async {
@@ -906,10 +904,7 @@ mod tests {
             assert_eq!(store.log_end_offset(), 17);
             assert_eq!(store.high_watermark(), 17);
             // Replicated appends continue at the cut.
-            let mut next = batch(99).to_vec();
-            let mut validated = validate_records(&next, 1 << 20).unwrap();
-            batch::assign_offsets(&mut next, &mut validated, 17, 3, None);
-            store.append_assigned(1000, 17, &[Bytes::from(next)]).await.unwrap();
+            store.append_assigned(1000, 17, &[test_support::assigned(&batch(99), 17, 3)]).await.unwrap();
             assert!(store.append_assigned(1000, 17, &[batch(1)]).await.is_err(), "not at the log end");
             drop(store);
             let store = PartitionStore::open(&dir, "t", 0, config.clone(), mode).await.unwrap();
@@ -939,13 +934,7 @@ mod tests {
             let dir = fresh_dir("multi-part");
             let config = LogConfig { segment_bytes: 400, index_interval_bytes: 128, ..LogConfig::default() };
             let store = PartitionStore::open(&dir, "t", 0, config.clone(), WriteMode::Direct).await.unwrap();
-            let mut parts = Vec::new();
-            for i in 0..30 {
-                let mut buf = batch(i).to_vec();
-                let mut validated = validate_records(&buf, 1 << 20).unwrap();
-                batch::assign_offsets(&mut buf, &mut validated, i as i64, 0, None);
-                parts.push(Bytes::from(buf));
-            }
+            let parts: Vec<Bytes> = (0..30).map(|i| test_support::assigned(&batch(i), i as i64, 0)).collect();
             let one = parts[0].len() as u64;
             store.append_assigned(1000, 0, &parts).await.unwrap();
             assert_eq!(store.log_end_offset(), 30);

@@ -204,7 +204,11 @@ mod tests {
     use kafka_protocol::records::Compression;
 
     fn leader() -> PartitionDriver {
-        let config = ReplicaConfig { ack_after_fsync: true, ..ReplicaConfig::default() };
+        leader_with(true)
+    }
+
+    fn leader_with(ack_after_fsync: bool) -> PartitionDriver {
+        let config = ReplicaConfig { ack_after_fsync, ..ReplicaConfig::default() };
         let mut r = Replica::new(NodeId(1), config, PersistedState::default());
         r.become_leader(
             0,
@@ -267,31 +271,9 @@ mod tests {
 
     #[test]
     fn appends_waiting_in_line_go_out_as_one_write_and_complete_one_by_one() {
-        let config = ReplicaConfig { ack_after_fsync: false, ..ReplicaConfig::default() };
+        // Without fsync only appends are queued, no syncs between them.
         for fsync in [true, false] {
-            let mut d = leader();
-            if !fsync {
-                // The same leader without fsync: only appends are queued, no syncs between them.
-                *d.replica_mut() = {
-                    let mut r = Replica::new(NodeId(1), config.clone(), PersistedState::default());
-                    r.become_leader(
-                        0,
-                        LeaderAndIsr {
-                            leader_epoch: LeaderEpoch(0),
-                            partition_epoch: PartitionEpoch(0),
-                            isr: vec![NodeId(1)],
-                            replicas: vec![NodeId(1)],
-                        },
-                    )
-                    .unwrap();
-                    r
-                };
-                while let Some(a) = d.poll_action() {
-                    if is_disk(&a) {
-                        d.finish(0, None);
-                    }
-                }
-            }
+            let mut d = leader_with(fsync);
             d.replica_mut().handle_produce(1, 1, batch(1), -1, 30_000).expect("valid records");
             let Some(Action::Append { end_offset, records, .. }) = d.poll_action() else { panic!() };
             assert_eq!(records.len(), 1);

@@ -17,7 +17,7 @@ use odradek_core::compact::{self, Cleaned, OffsetMap};
 use odradek_core::log::Segment;
 use tracing::{info, warn};
 
-use super::{off_reactor, open_segment, SegmentFile, WriteMode, recover_file, remove_segment_files, segment_path, sync_dir, write_file, PartitionStore};
+use super::{off_reactor, recover_file, remove_segment_files, segment_path, sync_dir, write_file, PartitionStore, SegmentFile, WriteMode};
 
 const CLEAN_CHUNK_BYTES: u64 = 4 << 20;
 const WRITE_BUFFER_BYTES: usize = 1 << 20;
@@ -113,7 +113,7 @@ impl PartitionStore {
         let interval = self.config().index_interval_bytes;
         let cleaned_path = self.dir.join(format!("{base:020}.log.cleaned"));
         // A leftover from an interrupted pass was removed at open; this pass starts it empty.
-        let file = open_segment(&cleaned_path, self.mode).await?;
+        let file = SegmentFile::open(&cleaned_path, self.mode).await?;
         file.truncate(0).await?;
         let mut cleaned = Segment::new(base);
         let mut out: Vec<u8> = Vec::with_capacity(WRITE_BUFFER_BYTES);
@@ -311,7 +311,7 @@ pub(super) async fn finish_interrupted_swaps(
     swaps.sort_unstable();
     for base in swaps {
         let swap_path = dir.join(format!("{base:020}.log.swap"));
-        let file = open_segment(&swap_path, mode).await?;
+        let file = SegmentFile::open(&swap_path, mode).await?;
         let size = file.file_size().await?;
         let scanned = recover_file(&file, base, size, index_interval_bytes, topic, partition).await?;
         file.close().await?;
