@@ -152,7 +152,11 @@ pub fn encode_response<M: Encodable>(
     // ApiVersions always answers with header v0, whatever its version (KIP-511).
     let header_version =
         if api_key == ApiKey::ApiVersions { 0 } else { api_key.response_header_version(version) };
-    let mut buf = BytesMut::with_capacity(64);
+    let encode_error = |e: anyhow::Error| RequestError::Encode { api_key, version, reason: e.to_string() };
+    // Sized before it is written: a buffer grown as a fetch answer's records are copied in
+    // copied them again at every doubling.
+    let body = message.compute_size(version).map_err(encode_error)?;
+    let mut buf = BytesMut::with_capacity(4 + 4 + 1 + body);
     buf.put_i32(0);
     buf.put_i32(correlation_id);
     if header_version >= 1 {

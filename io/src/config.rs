@@ -19,6 +19,8 @@ pub struct ServerConfig {
     pub advertised: (String, u16),
     pub data_dir: PathBuf,
     pub cores: usize,
+    /// Where the executors run (`cpuset`).
+    pub cpuset: CpuSet,
     pub num_partitions: i32,
     pub auto_create_topics: bool,
     pub log: LogConfig,
@@ -165,6 +167,7 @@ impl Default for ServerConfig {
             advertised: (listen.ip().to_string(), listen.port()),
             data_dir: PathBuf::from("data"),
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpuset: CpuSet::Auto,
             num_partitions: 1,
             auto_create_topics: true,
             log: LogConfig::default(),
@@ -216,9 +219,13 @@ pub struct ServeArgs {
     /// Directory for logs and metadata (log.dirs) [default: ./data]
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Cores to run on, one executor pinned per core [default: all]
+    /// Cores to run on, one executor pinned per core [default: all, or the --cpuset's]
     #[arg(long)]
     pub cores: Option<usize>,
+    /// CPUs the executors are pinned to, in core order ("2-3", "0,2"), or "none" to leave
+    /// them to the OS scheduler [default: core i on CPU i with a core on every CPU, else none]
+    #[arg(long)]
+    pub cpuset: Option<String>,
     /// Partitions of auto-created topics (num.partitions) [default: 1]
     #[arg(long)]
     pub num_partitions: Option<i32>,
@@ -307,19 +314,22 @@ impl ServeArgs {
     pub fn resolve(&self) -> Result<ServerConfig, String> {
         let mut config = ServerConfig::default();
         let mut advertised_set = false;
+        let mut cores_set = self.cores.is_some();
         if let Some(path) = &self.config {
             let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
             for (key, value) in parse_properties(&text)? {
                 advertised_set |= key == "advertised.listeners";
+                cores_set |= key == "cores";
                 config.set(&key, &value).map_err(|e| format!("{}: {key}: {e}", path.display()))?;
             }
         }
-        let flags: [(&str, Option<String>); 27] = [
+        let flags: [(&str, Option<String>); 28] = [
             ("node.id", self.node_id.map(|v| v.to_string())),
             ("listeners", self.listen.map(|v| v.to_string())),
             ("advertised.listeners", self.advertised_listener.clone()),
             ("log.dirs", self.data_dir.as_ref().map(|v| v.display().to_string())),
             ("cores", self.cores.map(|v| v.to_string())),
+            ("cpuset", self.cpuset.clone()),
             ("num.partitions", self.num_partitions.map(|v| v.to_string())),
             ("auto.create.topics.enable", self.no_auto_create_topics.then(|| "false".into())),
             ("log.retention.ms", self.log_retention_ms.map(|v| v.to_string())),
@@ -361,8 +371,64 @@ impl ServeArgs {
         if !advertised_set {
             config.advertised = (config.listen.ip().to_string(), config.listen.port());
         }
+        if let (CpuSet::Cpus(cpus), false) = (&config.cpuset, cores_set) {
+            config.cores = cpus.len();
+        }
         config.validate()?;
         Ok(config)
+    }
+}
+
+/// Where a node's executors run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CpuSet {
+    /// Core `i` pinned to CPU `i` when the node runs a core on every CPU, else not pinned.
+    Auto,
+    /// Not pinned: several brokers on one machine each pinning to CPUs 0.. would all share
+    /// CPU 0 while the others idle.
+    Unpinned,
+    /// Core `i` pinned to the `i`-th CPU named.
+    Cpus(Vec<usize>),
+}
+
+impl CpuSet {
+    /// `none`, or CPUs and ranges separated by commas (`0-3,6`), each CPU once.
+    pub fn parse(value: &str) -> Result<CpuSet, String> {
+        let value = value.trim();
+        if value == "none" {
+            return Ok(CpuSet::Unpinned);
+        }
+        let cpu = |s: &str| s.trim().parse::<usize>().map_err(|_| format!("{s:?} is not a CPU number"));
+        let mut cpus = Vec::new();
+        for part in value.split(',') {
+            match part.split_once('-') {
+                Some((first, last)) => {
+                    let (first, last) = (cpu(first)?, cpu(last)?);
+                    if first > last {
+                        return Err(format!("{part:?} is an empty range"));
+                    }
+                    cpus.extend(first..=last);
+                }
+                None => cpus.push(cpu(part)?),
+            }
+        }
+        let mut seen = cpus.clone();
+        seen.sort_unstable();
+        seen.dedup();
+        if seen.len() != cpus.len() {
+            return Err(format!("{value:?} names a CPU twice"));
+        }
+        Ok(CpuSet::Cpus(cpus))
+    }
+
+    /// The CPU core `core` is pinned to, if any, on a machine with `online` CPUs of which the
+    /// node runs `cores`.
+    pub fn cpu_for(&self, core: usize, cores: usize, online: usize) -> Option<usize> {
+        match self {
+            CpuSet::Auto => (cores == online).then_some(core),
+            CpuSet::Unpinned => None,
+            CpuSet::Cpus(cpus) => cpus.get(core).copied(),
+        }
     }
 }
 
@@ -382,6 +448,7 @@ impl ServerConfig {
             }
             "log.dirs" | "log.dir" => self.data_dir = PathBuf::from(value.trim()),
             "cores" => self.cores = num(value)?,
+            "cpuset" => self.cpuset = CpuSet::parse(value)?,
             "num.partitions" => self.num_partitions = num(value)?,
             "auto.create.topics.enable" => self.auto_create_topics = parse_bool(value)?,
             "log.retention.ms" => self.log.retention_ms = num(value)?,
@@ -473,6 +540,11 @@ impl ServerConfig {
     fn validate(&self) -> Result<(), String> {
         if self.cores == 0 {
             return Err("cores must be at least 1".into());
+        }
+        if let CpuSet::Cpus(cpus) = &self.cpuset {
+            if cpus.len() < self.cores {
+                return Err(format!("cpuset names {} CPUs, fewer than the {} cores", cpus.len(), self.cores));
+            }
         }
         if self.num_partitions < 1 {
             return Err("num.partitions must be at least 1".into());
@@ -653,6 +725,7 @@ mod tests {
             advertised_listener: None,
             data_dir: None,
             cores: None,
+            cpuset: None,
             num_partitions: None,
             no_auto_create_topics: false,
             log_retention_ms: None,
@@ -703,6 +776,27 @@ mod tests {
         let alone = args(None).resolve().unwrap();
         assert!(alone.standalone());
         assert_eq!((alone.voters(), alone.offsets_topic_replicas()), (vec![0], 1));
+    }
+
+    #[test]
+    fn a_cpuset_pins_cores_in_order_and_sets_their_number_unless_given() {
+        let mut a = args(None);
+        a.cpuset = Some("3,0-1".into());
+        let config = a.resolve().unwrap();
+        assert_eq!(config.cores, 3);
+        let pinned: Vec<_> = (0..3).map(|core| config.cpuset.cpu_for(core, 3, 4)).collect();
+        assert_eq!(pinned, [Some(3), Some(0), Some(1)]);
+        a.cores = Some(2);
+        assert_eq!(a.resolve().unwrap().cores, 2);
+        a.cores = Some(4);
+        assert!(a.resolve().unwrap_err().contains("fewer than the 4 cores"));
+        for bad in ["", "1,1", "2-1", "x", "0-"] {
+            a.cpuset = Some(bad.into());
+            assert!(a.resolve().unwrap_err().contains("--cpuset"), "{bad:?}");
+        }
+        let auto = CpuSet::Auto;
+        assert_eq!((auto.cpu_for(1, 2, 2), auto.cpu_for(0, 1, 2), auto.cpu_for(0, 3, 2)), (Some(1), None, None));
+        assert_eq!(CpuSet::parse(" none ").unwrap().cpu_for(0, 2, 2), None);
     }
 
     #[test]

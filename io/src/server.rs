@@ -98,7 +98,8 @@ pub fn serve(mut config: ServerConfig) -> Result<(), String> {
         let connections = connections.clone();
         // Core 0 runs the quorum, which migrates a legacy topic table into the metadata log.
         let legacy = if id == 0 { legacy.clone() } else { None };
-        let placement = if cores <= online { Placement::Fixed(id) } else { Placement::Unbound };
+        let cpu = shared.config.cpuset.cpu_for(id, cores, online);
+        let placement = cpu.map_or(Placement::Unbound, Placement::Fixed);
         let spin = Duration::from_micros(shared.config.spin_before_park_us);
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("odradek-{id}"))
@@ -121,7 +122,10 @@ pub fn serve(mut config: ServerConfig) -> Result<(), String> {
                 let shard = Shard::new(ShardId(id), shared, peers);
                 run_shard(shard, connected, legacy, connections).await
             })
-            .map_err(|e| format!("starting core {id}: {e}"))?;
+            .map_err(|e| match cpu {
+                Some(cpu) => format!("starting core {id} on CPU {cpu}: {e}"),
+                None => format!("starting core {id}: {e}"),
+            })?;
         handles.push(handle);
     }
     for handle in handles {
