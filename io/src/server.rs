@@ -69,6 +69,7 @@ pub fn serve(mut config: ServerConfig) -> Result<(), String> {
         controller_id: std::sync::atomic::AtomicI32::new(-1),
         ready: std::sync::atomic::AtomicBool::new(false),
         shutdown_requested: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        parked_long_polls: (0..cores).map(|_| std::sync::atomic::AtomicUsize::new(0)).collect(),
     });
     // A broker hands its leaderships over before it exits (controlled shutdown); a second
     // signal exits at once with status 1.

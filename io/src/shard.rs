@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -162,7 +163,10 @@ impl Shard {
     fn announce_to_peers(self: &Rc<Self>, partitions: Option<Vec<TopicPartition>>) {
         for (peer, sender) in self.peers.iter().enumerate() {
             let Some(sender) = sender else { continue };
-            if self.notice_pending[peer].get() {
+            // A long poll parks (and counts) before it asks for its reads, and this core
+            // serves a read after the pump that made the news visible: one parked after this
+            // load reads the news itself.
+            if self.notice_pending[peer].get() || self.shared.parked_long_polls[peer].load(Ordering::SeqCst) == 0 {
                 continue;
             }
             let notice = partitions.clone();
@@ -333,6 +337,7 @@ impl Shard {
         let (tx, rx) = oneshot::channel();
         self.fetch_waits.borrow_mut().insert(wait, tx);
         self.machine.borrow_mut().park(wait, partitions, deadline_ms);
+        self.count_long_polls();
         self.pump();
         rx
     }
@@ -340,6 +345,12 @@ impl Shard {
     pub fn unpark(&self, wait: u64) {
         self.fetch_waits.borrow_mut().remove(&wait);
         self.machine.borrow_mut().unpark(wait);
+        self.count_long_polls();
+    }
+
+    fn count_long_polls(&self) {
+        let parked = self.machine.borrow().parked_long_polls();
+        self.shared.parked_long_polls[self.id.0].store(parked, Ordering::SeqCst);
     }
 
     /// An id for a group request, and where its answer will come.

@@ -996,6 +996,11 @@ impl Shard {
         self.purgatory.cancel(wait);
     }
 
+    /// Long polls between [`Self::park`] and [`Self::unpark`], woken or not.
+    pub fn parked_long_polls(&self) -> usize {
+        self.purgatory.waits.len()
+    }
+
     /// News of a partition owned by another core (`None`: of every partition).
     pub fn notify(&mut self, partition: Option<&TopicPartition>) {
         match partition {
