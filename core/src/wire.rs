@@ -66,6 +66,8 @@ pub fn supported_versions(api_key: ApiKey) -> Option<(i16, i16)> {
 pub enum RequestError {
     #[error("frame size {size} is outside 0..={max}")]
     FrameSize { size: i64, max: usize },
+    #[error("a TLS handshake on a PLAINTEXT listener (the client is set to security.protocol SSL or SASL_SSL)")]
+    TlsOnPlaintext,
     #[error("unknown API key {0}")]
     UnknownApiKey(i16),
     #[error("{api_key:?} v{version} is not supported")]
@@ -82,6 +84,11 @@ pub enum RequestError {
 pub fn frame_size(prefix: [u8; 4], max_request_bytes: usize) -> Result<usize, RequestError> {
     let size = i32::from_be_bytes(prefix);
     if size < 0 || size as usize > max_request_bytes {
+        // A TLS record header (handshake, version 3.x) read as a size is ~369 MB: name it,
+        // since "frame size 369295616" tells a user nothing.
+        if prefix[..2] == [0x16, 0x03] {
+            return Err(RequestError::TlsOnPlaintext);
+        }
         return Err(RequestError::FrameSize { size: i64::from(size), max: max_request_bytes });
     }
     Ok(size as usize)
@@ -352,6 +359,9 @@ mod tests {
         assert_eq!(frame_size(10i32.to_be_bytes(), 100), Ok(10));
         assert!(frame_size((-1i32).to_be_bytes(), 100).is_err());
         assert!(frame_size(101i32.to_be_bytes(), 100).is_err());
+        // The first bytes of a TLS 1.2/1.3 ClientHello.
+        assert_eq!(frame_size([0x16, 0x03, 0x01, 0x02], 100 << 20), Err(RequestError::TlsOnPlaintext));
+        assert!(matches!(frame_size([0x16, 0x03, 0x01, 0x02], usize::MAX), Ok(_)), "a size the limit allows is a size");
     }
 
     #[test]

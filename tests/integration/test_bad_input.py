@@ -90,6 +90,23 @@ def test_bad_length_prefix_closes_connection(broker, seeded, length):
     assert_still_healthy(broker, seeded)
 
 
+def test_a_tls_client_on_the_plaintext_listener_is_closed_and_told_why(broker, seeded):
+    import socket
+    import ssl
+
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection((broker.host, broker.port), timeout=10) as raw:
+        with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+            context.wrap_socket(raw, server_hostname="localhost")
+    deadline = time.monotonic() + 10
+    while "TLS handshake on a PLAINTEXT listener" not in broker.log.read_text(errors="replace"):
+        assert time.monotonic() < deadline, f"no log line naming the TLS handshake:\n{broker.log_tail()}"
+        time.sleep(0.05)
+    assert_still_healthy(broker, seeded)
+
+
 @pytest.mark.parametrize("api_key", [1000, 32767, -1])
 def test_unknown_api_key_closes_connection(broker, seeded, api_key):
     conn = connect(broker)
