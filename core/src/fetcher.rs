@@ -38,6 +38,10 @@ pub const DEFAULT_RESPONSE_MAX_BYTES: i32 = 10 * 1024 * 1024;
 /// here the replicas append on their own, and a request sent before they are back would
 /// leave them behind it for up to its `max_wait_ms`.
 pub const ROUND_GRACE_MS: i64 = 100;
+/// odradek's own tagged field of a follower's fetch partition (Fetch v12+ is flexible; Kafka
+/// defines tags 0 and 1 there and ignores unknown ones): the follower's durable end, 8 bytes
+/// big-endian, when it fetches ahead of its fsync (`replica` rule 3).
+pub const DURABLE_OFFSET_TAG: i32 = 0x4F44;
 
 /// A partition by topic name. The name is shared: a partition is named in every parked long
 /// poll, dirty set, timer and request part, and a clone must not copy the string.
@@ -149,7 +153,13 @@ impl Fetchers {
                 .with_fetch_offset(r.fetch_offset.0)
                 .with_last_fetched_epoch(r.last_fetched_epoch.0)
                 .with_log_start_offset(r.log_start_offset.0)
-                .with_partition_max_bytes(r.max_bytes);
+                .with_partition_max_bytes(r.max_bytes)
+                .with_unknown_tagged_fields(
+                    r.durable_offset
+                        .map(|durable| (DURABLE_OFFSET_TAG, Bytes::copy_from_slice(&durable.0.to_be_bytes())))
+                        .into_iter()
+                        .collect(),
+                );
             // Queued in (topic, partition) order: a topic's partitions are adjacent.
             match topics.last_mut() {
                 Some(t) if t.topic.0.as_str() == &*tp.topic => t.partitions.push(partition),
@@ -302,6 +312,11 @@ pub fn partition_request(request: &WireFetchRequest, version: i16, partition: &F
         max_wait_ms: request.max_wait_ms,
         max_bytes: partition.partition_max_bytes.max(0),
         read_committed: version >= 4 && request.isolation_level == 1,
+        durable_offset: (request.replica_id.0 >= 0)
+            .then(|| partition.unknown_tagged_fields.get(&DURABLE_OFFSET_TAG))
+            .flatten()
+            .and_then(|bytes| <[u8; 8]>::try_from(&bytes[..]).ok())
+            .map(|bytes| Offset(i64::from_be_bytes(bytes))),
     }
 }
 
@@ -345,6 +360,7 @@ mod tests {
             max_wait_ms: 500,
             max_bytes: 1 << 20,
             read_committed: false,
+            durable_offset: None,
         }
     }
 
@@ -374,6 +390,26 @@ mod tests {
             diverging_epoch: None,
             records: Bytes::from_static(records),
         }
+    }
+
+    #[test]
+    fn a_followers_durable_offset_crosses_the_wire_and_counts_only_from_a_follower() {
+        use kafka_protocol::protocol::{Decodable, Encodable};
+        let mut f = Fetchers::new(NodeId(2), DEFAULT_RESPONSE_MAX_BYTES, 30_000);
+        let mut ahead = request(9, 4);
+        ahead.durable_offset = Some(Offset(6));
+        f.enqueue(NodeId(1), TopicPartition::new("a", 0), 10, ahead);
+        f.enqueue(NodeId(1), TopicPartition::new("a", 1), 11, request(7, 4));
+        let sent = f.poll_request(0).unwrap().request;
+        let mut bytes = bytes::BytesMut::new();
+        sent.encode(&mut bytes, FOLLOWER_FETCH_VERSION).unwrap();
+        let received = WireFetchRequest::decode(&mut bytes.freeze(), FOLLOWER_FETCH_VERSION).unwrap();
+        let parts = &received.topics[0].partitions;
+        let durable: Vec<_> =
+            parts.iter().map(|p| partition_request(&received, FOLLOWER_FETCH_VERSION, p).durable_offset).collect();
+        assert_eq!(durable, [Some(Offset(6)), None]);
+        let consumer = received.clone().with_replica_id((-1).into());
+        assert_eq!(partition_request(&consumer, FOLLOWER_FETCH_VERSION, &parts[0]).durable_offset, None);
     }
 
     #[test]

@@ -2248,6 +2248,7 @@ impl Sim {
             max_wait_ms: 0,
             max_bytes: i32::MAX,
             read_committed: false,
+            durable_offset: None,
         };
         let Some((FetchAnswer::Read { read_to, .. }, _)) = p.fetch(now, &request) else {
             self.fail("final read refused by the leader".into());

@@ -189,6 +189,9 @@ pub struct FetchRequest {
     pub max_bytes: i32,
     /// A consumer's `isolation.level=read_committed`: it reads up to the last stable offset.
     pub read_committed: bool,
+    /// An odradek follower fetching before its last append is durable (rule 3): its durable
+    /// end, below `fetch_offset`. Its position is this, not `fetch_offset`.
+    pub durable_offset: Option<Offset>,
 }
 
 /// The leader's answer to one partition of a fetch. Always for the whole partition: the
@@ -423,10 +426,14 @@ pub enum Role {
 ///    `Truncated` per `Truncate`/`ResetLog`, `Synced` whenever data became durable. A
 ///    `Synced` must not cover data that a later `Truncate` removed.
 /// 3. **Durability rule** (`ack_after_fsync`, default on). The leader's own position is its
-///    durable offset; acks=1 is answered once the records are durable there. A follower sends
-///    its next fetch only once everything it appended is durable, so the `fetch_offset` it
-///    reports is its durable log end: a follower's position never covers data it could lose in
-///    a crash. With the switch off, written data counts (Kafka's page-cache semantics).
+///    durable offset; acks=1 is answered once the records are durable there. A follower's
+///    position is its durable log end: it never covers data the follower could lose in a
+///    crash. While its last fetch brought records, a follower fetches again as soon as they are
+///    written, its fsync running meanwhile: the request's `fetch_offset` is its written end,
+///    `durable_offset` says how much of it is durable, and `max_wait_ms` is 0 so the leader
+///    hears of the fsync at the next answer rather than after a long poll. Otherwise (an empty
+///    answer) it waits for its fsync, and its `fetch_offset` is its durable end. With the
+///    switch off, written data counts (Kafka's page-cache semantics).
 /// 4. **High watermark** = min over the maximal ISR (committed ISR ∪ a pending AlterPartition's
 ///    proposal, KIP-497) and over caught-up ISR-eligible followers, of: the leader's own
 ///    position, each follower's position. A follower's position is the `fetch_offset` of its
@@ -541,6 +548,8 @@ struct FollowerState {
     /// OffsetForLeaderEpoch mode: the truncation round for this epoch is complete.
     epoch_checked: bool,
     backoff_until_ms: Option<i64>,
+    /// The last answer brought records: the next fetch need not wait for their fsync.
+    streaming: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -856,6 +865,7 @@ impl Replica {
             leader_high_watermark: self.high_watermark,
             epoch_checked: !self.config.truncate_with_offset_for_leader_epoch,
             backoff_until_ms: None,
+            streaming: false,
         });
         self.maybe_send_fetch(now_ms);
         Ok(())
@@ -1100,7 +1110,7 @@ impl Replica {
         }
         let last_stable_offset = self.last_stable_offset();
         let read_to = if from_follower {
-            self.update_follower(now_ms, request.replica_id, request.fetch_offset);
+            self.update_follower(now_ms, request.replica_id, request.fetch_offset, request.durable_offset);
             self.written_offset
         } else if request.read_committed {
             last_stable_offset
@@ -1251,6 +1261,7 @@ impl Replica {
             return;
         }
         follower.exchange = Exchange::Idle;
+        follower.streaming = false;
         if crate::INVARIANTS {
             assert_eq!(
                 fetch_offset, self.log_end_offset,
@@ -1302,6 +1313,7 @@ impl Replica {
         let RoleState::Follower(follower) = &mut self.role else {
             unreachable!("follower")
         };
+        follower.streaming = end_offset > fetch_offset;
         follower.leader_high_watermark = response.high_watermark;
         self.update_follower_high_watermark(now_ms);
         // Kafka's follower raises its log start to the leader's (retention, DeleteRecords), but
@@ -1477,7 +1489,8 @@ impl Replica {
 
     /// Kafka's `Replica.updateFetchState`: a fetch at or past the leader's end means caught
     /// up now; one at or past the leader's end at the previous fetch means caught up then.
-    fn update_follower(&mut self, now_ms: i64, replica_id: NodeId, fetch_offset: Offset) {
+    /// `durable_offset`: rule 3's, when the follower fetched ahead of its fsync.
+    fn update_follower(&mut self, now_ms: i64, replica_id: NodeId, fetch_offset: Offset, durable_offset: Option<Offset>) {
         let leader_end = self.written_offset;
         let RoleState::Leader(leader) = &mut self.role else {
             return;
@@ -1499,7 +1512,7 @@ impl Replica {
         }
         progress.last_fetch_leader_end = Some(leader_end);
         progress.last_fetch_ms = now_ms;
-        progress.position = Some(fetch_offset);
+        progress.position = Some(durable_offset.map_or(fetch_offset, |durable| durable.min(fetch_offset)));
         self.maybe_expand_isr(replica_id);
         self.maybe_advance_high_watermark(now_ms);
     }
@@ -1737,17 +1750,21 @@ impl Replica {
         {
             return;
         }
+        let streaming = follower.streaming;
         if self.truncate_in_flight.is_some() || !self.appends_in_flight.is_empty() {
             return;
         }
-        if self.config.ack_after_fsync && self.durable_offset < self.log_end_offset {
+        let unsynced = self.config.ack_after_fsync && self.durable_offset < self.log_end_offset;
+        if unsynced {
             if self.sync_requested < self.log_end_offset {
                 self.sync_requested = self.log_end_offset;
                 self.actions.push_back(Action::Sync {
                     through: self.log_end_offset,
                 });
             }
-            return;
+            if !streaming {
+                return;
+            }
         }
         let leader = follower.leader;
         let last_fetched_epoch = self.epoch_cache.latest_epoch();
@@ -1775,9 +1792,10 @@ impl Replica {
             fetch_offset: self.log_end_offset,
             last_fetched_epoch,
             log_start_offset: self.log_start_offset,
-            max_wait_ms: self.config.replica_fetch_wait_max_ms,
+            max_wait_ms: if unsynced { 0 } else { self.config.replica_fetch_wait_max_ms },
             max_bytes: self.config.replica_fetch_max_bytes,
             read_committed: false,
+            durable_offset: unsynced.then_some(self.durable_offset),
         };
         self.actions.push_back(Action::SendFetch {
             to: leader,

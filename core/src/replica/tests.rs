@@ -856,6 +856,7 @@ fn a_retry_of_a_pending_batch_waits_for_the_same_high_watermark() {
         max_wait_ms: 0,
         max_bytes: 1 << 20,
         read_committed: false,
+        durable_offset: None,
     };
     r.handle_fetch(2, &fetch);
     let answered: Vec<_> = std::iter::from_fn(|| r.poll_action())
@@ -1000,6 +1001,7 @@ fn zombie_leader_with_stale_epoch_cannot_commit_and_is_truncated() {
         max_wait_ms: 0,
         max_bytes: 1 << 20,
         read_committed: false,
+        durable_offset: None,
     };
     let now = c.now_ms;
     assert_eq!(
@@ -1258,6 +1260,7 @@ fn acks_one_waits_for_fsync_and_acks_all_for_the_follower() {
         max_wait_ms: 0,
         max_bytes: 1 << 20,
         read_committed: false,
+        durable_offset: None,
     };
     let answer = r.handle_fetch(3, &fetch);
     assert!(
@@ -1433,6 +1436,98 @@ fn follower_rejects_fetched_batches_that_do_not_follow_its_log() {
     assert_eq!((end_offset, records.iter().map(Bytes::len).sum::<usize>()), (Offset(8), whole));
 }
 
+/// Rule 3 on the follower: while answers bring records it fetches again as soon as they are
+/// written, saying how much is durable and asking not to be held; an empty answer makes it
+/// wait for its fsync, and the fetch after that reports the durable end and may be held.
+#[test]
+fn a_follower_fetches_ahead_of_its_fsync_only_while_records_come() {
+    let persisted = PersistedState {
+        log_start_offset: Offset(0),
+        log_end_offset: Offset(0),
+        durable_offset: Offset(0),
+        epoch_cache: EpochCache::new(),
+        high_watermark: Offset(0),
+        producers: Default::default(),
+    };
+    let config = test_config(1);
+    let long_poll = config.replica_fetch_wait_max_ms;
+    let mut r = Replica::new(n(2), config, persisted);
+    r.become_follower(0, n(1), LeaderEpoch(1), PartitionEpoch(0)).unwrap();
+    let Some(Action::SendFetch { fetch_id, request, .. }) = r.poll_action() else { panic!() };
+    assert_eq!((request.durable_offset, request.max_wait_ms), (None, long_poll));
+    let response = |records: Vec<u8>| FetchResponse {
+        error: None,
+        high_watermark: Offset(0),
+        last_stable_offset: Offset(-1),
+        aborted_transactions: None,
+        log_start_offset: Offset(0),
+        diverging_epoch: None,
+        records: Bytes::from(records),
+    };
+    let mut buf = encode_batch(2, 0, Compression::None);
+    let mut validated = batch::validate_records(&buf, 1 << 20).unwrap();
+    batch::assign_offsets(&mut buf, &mut validated, 0, 1, None);
+    r.handle_fetch_response(1, fetch_id, response(buf));
+    let actions: Vec<_> = std::iter::from_fn(|| r.poll_action()).collect();
+    assert!(
+        matches!(actions[..], [.., Action::Append { end_offset: Offset(2), .. }, Action::Sync { through: Offset(2) }]),
+        "no fetch while the append is in flight: {actions:?}"
+    );
+    r.handle_completion(2, Completion::Appended { end_offset: Offset(2) });
+    let Some(Action::SendFetch { fetch_id, request, .. }) = r.poll_action() else {
+        panic!("the next fetch goes out before the fsync completes")
+    };
+    assert_eq!(
+        (request.fetch_offset, request.durable_offset, request.max_wait_ms),
+        (Offset(2), Some(Offset(0)), 0)
+    );
+    r.handle_fetch_response(3, fetch_id, response(Vec::new()));
+    assert_eq!(r.poll_action(), None, "an empty answer: the next fetch waits for the fsync");
+    r.handle_completion(4, Completion::Synced { through: Offset(2) });
+    let Some(Action::SendFetch { request, .. }) = r.poll_action() else { panic!() };
+    assert_eq!(
+        (request.fetch_offset, request.durable_offset, request.max_wait_ms),
+        (Offset(2), None, long_poll)
+    );
+}
+
+/// Rule 3 on the leader: a follower that fetched ahead of its fsync counts only its durable
+/// end toward the high watermark, so acks=all waits for the follower's fsync too.
+#[test]
+fn a_follower_counts_only_what_it_says_is_durable() {
+    let mut r = lone_leader(test_config(1));
+    r.handle_produce(0, 1, Bytes::from(encode_batch(2, 0, Compression::None)), -1, 1000).unwrap();
+    r.handle_produce(0, 2, Bytes::from(encode_batch(2, 0, Compression::None)), -1, 1000).unwrap();
+    while r.poll_action().is_some() {}
+    r.handle_completion(1, Completion::Appended { end_offset: Offset(2) });
+    r.handle_completion(1, Completion::Appended { end_offset: Offset(4) });
+    r.handle_completion(2, Completion::Synced { through: Offset(4) });
+    assert_eq!(r.poll_action(), None);
+    let fetch = |durable_offset| FetchRequest {
+        replica_id: n(2),
+        current_leader_epoch: LeaderEpoch(3),
+        fetch_offset: Offset(4),
+        last_fetched_epoch: LeaderEpoch(3),
+        log_start_offset: Offset(0),
+        max_wait_ms: 0,
+        max_bytes: 1 << 20,
+        read_committed: false,
+        durable_offset,
+    };
+    r.handle_fetch(3, &fetch(Some(Offset(2))));
+    assert_eq!(r.high_watermark(), Offset(2), "written on the follower is not enough");
+    let replies: Vec<_> = std::iter::from_fn(|| r.poll_action())
+        .filter_map(|a| match a {
+            Action::ReplyProduce { request_id, .. } => Some(request_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(replies, [1]);
+    r.handle_fetch(4, &fetch(None));
+    assert_eq!(r.high_watermark(), Offset(4));
+    assert!(std::iter::from_fn(|| r.poll_action()).any(|a| matches!(a, Action::ReplyProduce { request_id: 2, .. })));
+}
+
 /// A leader elected at log end 10 with a lagging HW of 0 (KIP-101 / Kafka's
 /// `isFollowerInSync`): a follower at the HW but short of the epoch start must not join the
 /// ISR, or it could be elected without records the previous leader committed.
@@ -1467,6 +1562,7 @@ fn follower_joins_isr_only_from_the_start_of_the_leader_epoch() {
         max_wait_ms: 0,
         max_bytes: 1 << 20,
         read_committed: false,
+        durable_offset: None,
     };
     assert!(matches!(
         r.handle_fetch(1, &fetch(5)),
@@ -1615,6 +1711,7 @@ fn retention_moves_the_log_start_on_leader_and_followers() {
         max_wait_ms: 0,
         max_bytes: 1 << 20,
         read_committed: false,
+        durable_offset: None,
     };
     assert_eq!(c.replica_mut(n(1)).handle_fetch(now, &consumer(2)), FetchAnswer::Error(ErrorCode::OffsetOutOfRange));
     assert!(matches!(
