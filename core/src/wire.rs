@@ -169,11 +169,7 @@ pub fn encode_response<M: Encodable>(
     if header_version >= 1 {
         buf.put_u8(0); // no tagged fields
     }
-    message.encode(&mut buf, version).map_err(|e| RequestError::Encode {
-        api_key,
-        version,
-        reason: e.to_string(),
-    })?;
+    message.encode(&mut buf, version).map_err(encode_error)?;
     let size = (buf.len() - 4) as i32;
     buf[0..4].copy_from_slice(&size.to_be_bytes());
     Ok(buf.freeze())

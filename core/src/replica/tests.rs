@@ -847,17 +847,7 @@ fn a_retry_of_a_pending_batch_waits_for_the_same_high_watermark() {
     assert_eq!(r.producers().get(9).map(|p| p.batches.len()), Some(1));
     r.handle_completion(1, Completion::Appended { end_offset: Offset(3) });
     r.handle_completion(1, Completion::Synced { through: Offset(3) });
-    let fetch = FetchRequest {
-        replica_id: n(2),
-        current_leader_epoch: LeaderEpoch(3),
-        fetch_offset: Offset(3),
-        last_fetched_epoch: LeaderEpoch(3),
-        log_start_offset: Offset(0),
-        max_wait_ms: 0,
-        max_bytes: 1 << 20,
-        read_committed: false,
-        durable_offset: None,
-    };
+    let fetch = follower_fetch(Offset(3));
     r.handle_fetch(2, &fetch);
     let answered: Vec<_> = std::iter::from_fn(|| r.poll_action())
         .filter_map(|a| match a {
@@ -1158,6 +1148,21 @@ fn high_watermark_stuck_while_isr_below_min_isr() {
 
 // ---- smaller unit checks ----
 
+/// Follower 2's fetch at `fetch_offset`, in epoch 3 (`lone_leader`'s), not held.
+fn follower_fetch(fetch_offset: Offset) -> FetchRequest {
+    FetchRequest {
+        replica_id: n(2),
+        current_leader_epoch: LeaderEpoch(3),
+        fetch_offset,
+        last_fetched_epoch: LeaderEpoch(3),
+        log_start_offset: Offset(0),
+        max_wait_ms: 0,
+        max_bytes: 1 << 20,
+        read_committed: false,
+        durable_offset: None,
+    }
+}
+
 fn lone_leader(config: ReplicaConfig) -> Replica {
     let mut r = Replica::new(n(1), config, PersistedState::default());
     let state = LeaderAndIsr {
@@ -1251,17 +1256,7 @@ fn acks_one_waits_for_fsync_and_acks_all_for_the_follower() {
     ));
     assert_eq!(r.poll_action(), None, "acks=all waits for follower 2");
     assert_eq!(r.high_watermark(), Offset(0));
-    let fetch = FetchRequest {
-        replica_id: n(2),
-        current_leader_epoch: LeaderEpoch(3),
-        fetch_offset: Offset(4),
-        last_fetched_epoch: LeaderEpoch(3),
-        log_start_offset: Offset(0),
-        max_wait_ms: 0,
-        max_bytes: 1 << 20,
-        read_committed: false,
-        durable_offset: None,
-    };
+    let fetch = follower_fetch(Offset(4));
     let answer = r.handle_fetch(3, &fetch);
     assert!(
         matches!(
@@ -1503,17 +1498,7 @@ fn a_follower_counts_only_what_it_says_is_durable() {
     r.handle_completion(1, Completion::Appended { end_offset: Offset(4) });
     r.handle_completion(2, Completion::Synced { through: Offset(4) });
     assert_eq!(r.poll_action(), None);
-    let fetch = |durable_offset| FetchRequest {
-        replica_id: n(2),
-        current_leader_epoch: LeaderEpoch(3),
-        fetch_offset: Offset(4),
-        last_fetched_epoch: LeaderEpoch(3),
-        log_start_offset: Offset(0),
-        max_wait_ms: 0,
-        max_bytes: 1 << 20,
-        read_committed: false,
-        durable_offset,
-    };
+    let fetch = |durable_offset| FetchRequest { durable_offset, ..follower_fetch(Offset(4)) };
     r.handle_fetch(3, &fetch(Some(Offset(2))));
     assert_eq!(r.high_watermark(), Offset(2), "written on the follower is not enough");
     let replies: Vec<_> = std::iter::from_fn(|| r.poll_action())
