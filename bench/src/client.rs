@@ -1,6 +1,6 @@
 //! A small blocking Kafka client: framing, version negotiation, metadata, topic creation,
 //! offsets. Produce and fetch are driven by `producer` and `consumer` over the same
-//! connections, split into a writer and a reader with `TcpStream::try_clone`.
+//! connections, plain or TLS (`transport`), split into a writer and a reader.
 //!
 //! Requests go to the partition's leader as the last Metadata answer named it, as Kafka's
 //! clients send them. When an answer says the leader moved or is not serving the partition
@@ -11,7 +11,6 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -28,6 +27,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use odradek_core::wire;
 
 use crate::tolerant;
+use crate::transport::{Link, Security};
 
 /// Frames larger than this are refused: a fetch answer is bounded by `fetch.max.bytes`.
 pub const MAX_RESPONSE_BYTES: usize = 256 << 20;
@@ -163,19 +163,19 @@ fn api_name(api_key: ApiKey) -> &'static str {
     }
 }
 
-/// A connection for one request at a time. Producers and consumers take its stream apart.
+/// A connection for one request at a time. Producers take its link apart.
 pub struct Connection {
-    pub stream: TcpStream,
+    pub link: Link,
     pub versions: Versions,
     next_correlation: i32,
 }
 
 impl Connection {
     /// Connects to the first address of a bootstrap list that answers.
-    pub fn connect_any(bootstrap: &[String]) -> Result<Connection> {
+    pub fn connect_any(bootstrap: &Bootstrap) -> Result<Connection> {
         let mut last = ClientError::Broker("empty bootstrap list".into());
-        for address in bootstrap {
-            match Connection::connect(address) {
+        for address in &bootstrap.servers {
+            match Connection::connect(address, &bootstrap.security) {
                 Ok(c) => return Ok(c),
                 Err(e) => last = ClientError::Broker(format!("{address}: {e}")),
             }
@@ -183,16 +183,9 @@ impl Connection {
         Err(last)
     }
 
-    pub fn connect(address: &str) -> Result<Connection> {
-        let addr = address
-            .to_socket_addrs()?
-            .next()
-            .ok_or_else(|| ClientError::Broker(format!("{address} resolves to nothing")))?;
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
-        // Batching is the client's job; Nagle would add a delay to every small request.
-        stream.set_nodelay(true)?;
+    pub fn connect(address: &str, security: &Security) -> Result<Connection> {
         let mut conn = Connection {
-            stream,
+            link: Link::connect(address, security)?,
             versions: Versions { produce: 0, fetch: 0, metadata: 0, list_offsets: 0, create_topics: 0 },
             next_correlation: 1,
         };
@@ -214,8 +207,8 @@ impl Connection {
     ) -> Result<Resp> {
         let correlation = self.next_correlation();
         let frame = encode_request(api_key, version, correlation, request)?;
-        self.stream.write_all(&frame)?;
-        let response = read_frame(&mut self.stream)?;
+        self.link.write_all(&frame)?;
+        let response = read_frame(&mut self.link)?;
         decode_response(response, api_key, version, correlation)
     }
 
@@ -401,10 +394,18 @@ pub fn bootstrap_list(spec: &str) -> Vec<String> {
     spec.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
 }
 
+/// Where a cluster is and how to speak to each of its brokers: Kafka's `bootstrap.servers`
+/// and `security.protocol`. The brokers Metadata names are reached the same way.
+#[derive(Clone)]
+pub struct Bootstrap {
+    pub servers: Vec<String>,
+    pub security: Security,
+}
+
 /// The cluster as the last Metadata answer described it, refreshed on demand from any broker
 /// that answers: the one asked last, else the bootstrap list, else the brokers it named.
 pub struct Router {
-    bootstrap: Vec<String>,
+    bootstrap: Bootstrap,
     topics: Vec<String>,
     connection: Option<Connection>,
     cluster: Cluster,
@@ -412,11 +413,11 @@ pub struct Router {
 }
 
 impl Router {
-    pub fn new(bootstrap: Vec<String>, topics: Vec<String>, cluster: Cluster) -> Router {
+    pub fn new(bootstrap: Bootstrap, topics: Vec<String>, cluster: Cluster) -> Router {
         Router { bootstrap, topics, connection: None, cluster, refreshed_at: None }
     }
 
-    pub fn connect(bootstrap: Vec<String>, topics: Vec<String>) -> Result<Router> {
+    pub fn connect(bootstrap: Bootstrap, topics: Vec<String>) -> Result<Router> {
         let empty = Cluster { brokers: BTreeMap::new(), controller_id: -1, topics: BTreeMap::new() };
         let mut router = Router::new(bootstrap, topics, empty);
         router.refresh()?;
@@ -425,6 +426,10 @@ impl Router {
 
     pub fn cluster(&self) -> &Cluster {
         &self.cluster
+    }
+
+    pub fn security(&self) -> &Security {
+        &self.bootstrap.security
     }
 
     /// Asks for metadata again, no sooner than `RETRY_BACKOFF` after the last time.
@@ -445,11 +450,11 @@ impl Router {
                 Err(_) => self.connection = None,
             }
         }
-        let mut candidates = self.bootstrap.clone();
+        let mut candidates = self.bootstrap.servers.clone();
         candidates.extend(self.cluster.brokers.values().cloned());
         let mut last = ClientError::Broker("no broker to ask for metadata".into());
         for address in candidates {
-            let attempt = Connection::connect(&address).and_then(|mut c| c.metadata(&self.topics).map(|m| (c, m)));
+            let attempt = Connection::connect(&address, self.security()).and_then(|mut c| c.metadata(&self.topics).map(|m| (c, m)));
             match attempt {
                 Ok((conn, cluster)) => {
                     self.connection = Some(conn);
@@ -488,7 +493,7 @@ impl Router {
         }
         let controller = self.refresh()?.controller_address().map(str::to_owned);
         let controller = controller.ok_or_else(|| ClientError::Broker("Metadata names no controller".into()))?;
-        if Connection::connect(&controller)?.create_topics(&topics, partitions, replication_factor, configs)? {
+        if Connection::connect(&controller, self.security())?.create_topics(&topics, partitions, replication_factor, configs)? {
             Ok(())
         } else {
             Err(ClientError::Broker(format!("{controller}, named controller, says it is not")))
@@ -515,7 +520,7 @@ impl Router {
             for (address, parts) in by_leader {
                 let answer = match connections.entry(address.clone()) {
                     std::collections::btree_map::Entry::Occupied(c) => c.into_mut().list_offsets(topic, &parts, -1),
-                    std::collections::btree_map::Entry::Vacant(slot) => Connection::connect(&address)
+                    std::collections::btree_map::Entry::Vacant(slot) => Connection::connect(&address, &self.bootstrap.security)
                         .and_then(|c| slot.insert(c).list_offsets(topic, &parts, -1)),
                 };
                 match answer {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse};
 
-use crate::client::{stale_metadata, topic_name, Cluster, Connection, Router};
+use crate::client::{stale_metadata, topic_name, Bootstrap, Cluster, Connection, Router};
 use crate::clock::Clock;
 use crate::records::for_each_record;
 use crate::stats::{record_ns, Recorder};
@@ -38,7 +38,7 @@ pub struct ConsumerControl {
 pub fn spawn(
     spec: ConsumerSpec,
     cluster: Cluster,
-    bootstrap: Vec<String>,
+    bootstrap: Bootstrap,
     clock: Clock,
     control: Arc<ConsumerControl>,
     recorder: Arc<Recorder>,
@@ -68,7 +68,7 @@ fn run(
 ) -> Result<(), String> {
     let offsets: Vec<(i32, i64)> = spec.start_offsets.iter().map(|(&p, &o)| (p, o)).collect();
     let mut by_node = Assignment::new();
-    let mut unled = assign(spec, router.cluster(), offsets, &mut by_node)?;
+    let mut unled = assign(spec, router, offsets, &mut by_node)?;
     while !control.go.load(Ordering::Acquire) {
         if control.stop.load(Ordering::Acquire) {
             return Ok(());
@@ -86,7 +86,7 @@ fn run(
                 offsets.retain(|o| !moved.iter().any(|m| m.0 == o.0));
             }
             router.refresh().map_err(|e| format!("metadata: {e}"))?;
-            unled = assign(spec, router.cluster(), moved, &mut by_node)?;
+            unled = assign(spec, router, moved, &mut by_node)?;
         }
     }
     Ok(())
@@ -95,20 +95,21 @@ fn run(
 /// Adds partitions to the connection of their leader; returns those without a leader yet.
 fn assign(
     spec: &ConsumerSpec,
-    cluster: &Cluster,
+    router: &Router,
     offsets: Vec<(i32, i64)>,
     by_node: &mut Assignment,
 ) -> Result<Vec<(i32, i64)>, String> {
     let mut unled = Vec::new();
     for (p, offset) in offsets {
-        let Some((node, address)) = cluster.leader(&spec.topic, p) else {
+        let Some((node, address)) = router.cluster().leader(&spec.topic, p) else {
             unled.push((p, offset));
             continue;
         };
         if let std::collections::btree_map::Entry::Vacant(slot) = by_node.entry(node) {
-            let conn = Connection::connect(address).map_err(|e| format!("connecting to {address}: {e}"))?;
+            let conn =
+                Connection::connect(address, router.security()).map_err(|e| format!("connecting to {address}: {e}"))?;
             let wait = Duration::from_millis(spec.config.fetch_max_wait_ms.max(0) as u64 + 30_000);
-            conn.stream.set_read_timeout(Some(wait)).map_err(|e| e.to_string())?;
+            conn.link.set_read_timeout(Some(wait)).map_err(|e| e.to_string())?;
             slot.insert((conn, Vec::new()));
         }
         by_node.get_mut(&node).expect("inserted above").1.push((p, offset));

@@ -9,6 +9,7 @@
 //! odradek-bench compare --workload bench/workloads/smoke.json --broker odradek=127.0.0.1:9092 \
 //!     --broker other=127.0.0.1:9093 --out-dir cmp --out cmp/compare.svg
 //! odradek-bench plot result.json
+//! odradek-bench run WORKLOAD --bootstrap 127.0.0.1:9093 --security-protocol SSL --ssl-ca ca.pem
 //! ```
 
 mod ceiling;
@@ -23,6 +24,7 @@ mod run;
 mod nullsink;
 mod stats;
 mod tolerant;
+mod transport;
 mod workload;
 
 use std::path::{Path, PathBuf};
@@ -32,6 +34,7 @@ use clap::{Parser, Subcommand};
 
 use crate::run::{RunOptions, RunResult};
 use crate::stats::LatencySummary;
+use crate::transport::{Security, SecurityProtocol};
 
 #[derive(Parser)]
 #[command(name = "odradek-bench", version, about = "Kafka-protocol benchmark: OMB-style workloads, \
@@ -81,6 +84,20 @@ struct RunArgs {
     /// A config of the created topics, KEY=VALUE (repeatable), e.g. min.insync.replicas=2.
     #[arg(long = "topic-config", value_name = "KEY=VALUE")]
     topic_configs: Vec<String>,
+    /// How to reach the brokers (Kafka's security.protocol): PLAINTEXT, or SSL (TLS) with
+    /// --ssl-ca. The null sink of --client-only and --with-client-ceiling is PLAINTEXT only.
+    #[arg(long, value_enum, ignore_case = true, default_value_t = SecurityProtocol::Plaintext)]
+    security_protocol: SecurityProtocol,
+    /// PEM certificates of the CAs a broker's certificate must chain to; the certificate must
+    /// name the host or IP the broker is reached at (bootstrap or Metadata address).
+    #[arg(long, value_name = "FILE")]
+    ssl_ca: Option<PathBuf>,
+    /// PEM client certificate chain, for brokers with ssl.client.auth=required (mTLS).
+    #[arg(long, value_name = "FILE", requires = "ssl_key")]
+    ssl_cert: Option<PathBuf>,
+    /// PEM private key of --ssl-cert (unencrypted; may be the same file).
+    #[arg(long, value_name = "FILE", requires = "ssl_cert")]
+    ssl_key: Option<PathBuf>,
     #[arg(long)]
     no_progress: bool,
     #[arg(long)]
@@ -254,8 +271,18 @@ fn run_once(
                 .ok_or_else(|| format!("--topic-config {kv}: expected KEY=VALUE"))
         })
         .collect::<Result<Vec<_>, String>>()?;
+    let security = Security::new(
+        args.security_protocol,
+        args.ssl_ca.as_deref(),
+        args.ssl_cert.as_deref(),
+        args.ssl_key.as_deref(),
+    )?;
+    if client_only && security.protocol() != SecurityProtocol::Plaintext {
+        return Err("--client-only runs against a null sink, which speaks PLAINTEXT only".into());
+    }
     let options = RunOptions {
         bootstrap,
+        security,
         broker_pid,
         with_ceilings: args.with_ceilings.clone(),
         ceiling_seconds: args.ceiling_seconds,
@@ -269,8 +296,15 @@ fn run_once(
         with_client_ceiling: args.with_client_ceiling,
         client_only,
     };
-    let target = if client_only { "a null sink (client only)" } else { options.bootstrap.as_str() };
+    let target = if client_only {
+        "a null sink (client only)".to_owned()
+    } else {
+        format!("{} over {}", options.bootstrap, options.security.protocol())
+    };
     println!("workload {:?} against {target}", w.name);
+    if args.with_client_ceiling && options.security.protocol() != SecurityProtocol::Plaintext {
+        println!("note: the client ceiling is measured over PLAINTEXT (the null sink has no TLS)");
+    }
     let result = run::run(&w, &options)?;
     print_summary(&result);
     write_json(out, &result)?;
@@ -408,5 +442,34 @@ fn compare_table(results: &[(String, RunResult)]) -> String {
     if workloads.len() > 1 {
         out += &format!("\nnote: different workloads: {workloads:?}\n");
     }
+    if results.iter().any(|(_, r)| r.security_protocol != results[0].1.security_protocol) {
+        let protocols: Vec<String> = results.iter().map(|(n, r)| format!("{n} {}", r.security_protocol)).collect();
+        out += &format!("\nsecurity protocols: {}\n", protocols.join(", "));
+    }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(extra: &[&str]) -> Result<RunArgs, clap::Error> {
+        let argv = ["odradek-bench", "run", "w.json"].iter().chain(extra);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Run { args, .. } => Ok(args),
+            _ => unreachable!("parsed a run"),
+        }
+    }
+
+    #[test]
+    fn security_options_take_kafkas_names() {
+        assert_eq!(run_args(&[]).unwrap().security_protocol, SecurityProtocol::Plaintext);
+        let args = run_args(&["--security-protocol", "ssl", "--ssl-ca", "ca.pem"]).unwrap();
+        assert_eq!(args.security_protocol, SecurityProtocol::Ssl);
+        assert_eq!(args.ssl_ca, Some(PathBuf::from("ca.pem")));
+        assert!(run_args(&["--security-protocol", "SASL_SSL"]).is_err());
+        // A certificate without its key (or the reverse) is refused before anything connects.
+        assert!(run_args(&["--security-protocol", "SSL", "--ssl-ca", "ca.pem", "--ssl-cert", "c.pem"]).is_err());
+        assert!(run_args(&["--security-protocol", "SSL", "--ssl-ca", "ca.pem", "--ssl-key", "k.pem"]).is_err());
+    }
 }

@@ -7,8 +7,8 @@
 //! gap between the intended time and the moment the request hits the socket is reported as
 //! the publish delay; a growing publish delay means the rate is not sustainable.
 //!
-//! Per connection a writer (this thread) and a reader thread share the socket through
-//! `TcpStream::try_clone`. The writer hands each request's bookkeeping to the reader over a
+//! Per connection a writer (this thread) and a reader thread share the socket, each with its
+//! half of the `Link` (plain or TLS). The writer hands each request's bookkeeping to the reader over a
 //! channel before writing it, so the reader always knows what an answer is for (Kafka answers
 //! in request order). At most `max.in.flight` requests are outstanding; while the window is
 //! full the writer keeps closing batches (as Kafka's accumulator does), so the next request
@@ -21,7 +21,6 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 use std::sync::Arc;
@@ -33,11 +32,13 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
 
 use crate::client::{
-    decode_response, encode_request, produce_retriable, read_frame, topic_name, Cluster, Connection, Router,
+    decode_response, encode_request, produce_retriable, read_frame, topic_name, Bootstrap, Cluster, Connection,
+    Router,
 };
 use crate::clock::Clock;
 use crate::records::BatchBuilder;
 use crate::stats::{record_ns, Recorder};
+use crate::transport::{LinkWriter, Security};
 use crate::workload::{Compression, KeyDistributor, TIMESTAMP_LEN};
 
 /// Bytes of closed batches a producer holds before it stops taking due messages (Kafka's
@@ -116,7 +117,7 @@ struct Refused {
 }
 
 struct NodeLink {
-    stream: TcpStream,
+    writer: LinkWriter,
     version: i16,
     next_correlation: i32,
     in_flight: Option<SyncSender<InFlight>>,
@@ -136,7 +137,7 @@ struct PartitionState {
 pub fn spawn(
     spec: ProducerSpec,
     cluster: Cluster,
-    bootstrap: Vec<String>,
+    bootstrap: Bootstrap,
     clock: Clock,
     control: Arc<Control>,
     recorder: Arc<Recorder>,
@@ -158,6 +159,7 @@ pub fn spawn(
 /// batches come back from the readers.
 struct Links {
     by_node: BTreeMap<i32, NodeLink>,
+    security: Security,
     refused_tx: Sender<Refused>,
     /// Bounded by what is in flight: only batches already sent come back.
     refused_rx: Receiver<Refused>,
@@ -174,7 +176,7 @@ fn run(
     recorder: &Arc<Recorder>,
 ) -> Result<(), String> {
     let (refused_tx, refused_rx) = channel();
-    let mut links = Links { by_node: BTreeMap::new(), refused_tx, refused_rx };
+    let mut links = Links { by_node: BTreeMap::new(), security: router.security().clone(), refused_tx, refused_rx };
     let mut parts: Vec<PartitionState> = spec
         .partitions
         .iter()
@@ -214,7 +216,7 @@ fn route(
         };
         let reader_gone = links.by_node.get(&node).is_some_and(|l| l.reader.as_ref().is_none_or(|r| r.is_finished()));
         if reader_gone || !links.by_node.contains_key(&node) {
-            let link = open_link(address, spec, clock, recorder.clone(), links.refused_tx.clone())?;
+            let link = open_link(address, &links.security, spec, clock, recorder.clone(), links.refused_tx.clone())?;
             links.by_node.insert(node, link);
         }
         state.node = node;
@@ -224,14 +226,15 @@ fn route(
 
 fn open_link(
     address: &str,
+    security: &Security,
     spec: &ProducerSpec,
     clock: Clock,
     recorder: Arc<Recorder>,
     refused: Sender<Refused>,
 ) -> Result<NodeLink, String> {
-    let conn = Connection::connect(address).map_err(|e| format!("connecting to {address}: {e}"))?;
+    let conn = Connection::connect(address, security).map_err(|e| format!("connecting to {address}: {e}"))?;
     let version = conn.versions.produce;
-    let mut read_half = conn.stream.try_clone().map_err(|e| e.to_string())?;
+    let (mut read_half, writer_half) = conn.link.split().map_err(|e| e.to_string())?;
     // A broker that stops answering must not hang the run: give up well after the timeout.
     let timeout = Duration::from_millis(spec.request_timeout_ms.max(1000) as u64 * 2);
     read_half.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
@@ -266,7 +269,7 @@ fn open_link(
                         let lost: u64 = request.batches.iter().map(|b| b.1.intended.len() as u64).sum();
                         recorder.with(|w| w.error(lost, || format!("produce answer: {e}")));
                         // The stream is out of step now; drop what is left and stop reading.
-                        let _ = read_half.shutdown(std::net::Shutdown::Both);
+                        let _ = read_half.shutdown();
                         writer.unpark();
                         return;
                     }
@@ -274,7 +277,7 @@ fn open_link(
             }
         })
         .map_err(|e| e.to_string())?;
-    Ok(NodeLink { stream: conn.stream, version, next_correlation: 1, in_flight: Some(tx), outstanding, reader: Some(reader) })
+    Ok(NodeLink { writer: writer_half, version, next_correlation: 1, in_flight: Some(tx), outstanding, reader: Some(reader) })
 }
 
 /// Records latencies of a produce answer, batch by batch: a partition-level error fails
@@ -623,7 +626,7 @@ fn send(
     let tx = link.in_flight.as_ref().ok_or("connection closed")?;
     link.outstanding.fetch_add(1, Ordering::AcqRel);
     tx.send(in_flight).map_err(|_| "the connection's reader stopped (see errors)".to_string())?;
-    link.stream.write_all(&frame).map_err(|e| format!("writing a produce request: {e}"))?;
+    link.writer.write_all(&frame).map_err(|e| format!("writing a produce request: {e}"))?;
     Ok(())
 }
 

@@ -11,17 +11,20 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::ceiling::{self, Ceilings};
-use crate::client::{bootstrap_list, Cluster, Router};
+use crate::client::{bootstrap_list, Bootstrap, Cluster, Router};
 use crate::clock::Clock;
 use crate::consumer::{self, ConsumerControl, ConsumerSpec};
 use crate::cpu::CpuMeter;
 use crate::nullsink::NullSink;
 use crate::producer::{self, Control, ProducerSpec};
 use crate::stats::{LatencySummary, Recorder, Window};
+use crate::transport::{Security, SecurityProtocol};
 use crate::workload::Workload;
 
 pub struct RunOptions {
     pub bootstrap: String,
+    /// How to reach the brokers; a null sink is always reached over PLAINTEXT.
+    pub security: Security,
     pub broker_pid: Option<u32>,
     pub with_ceilings: Option<PathBuf>,
     pub ceiling_seconds: f64,
@@ -45,6 +48,9 @@ pub struct RunResult {
     pub format: u32,
     pub workload: Workload,
     pub bootstrap: String,
+    /// How the brokers were reached: the same broker costs more over SSL.
+    #[serde(default)]
+    pub security_protocol: SecurityProtocol,
     pub started_unix_s: u64,
     pub machine: Machine,
     pub ceilings: Option<Ceilings>,
@@ -199,16 +205,16 @@ pub fn run(workload: &Workload, options: &RunOptions) -> Result<RunResult, Strin
         Some(sink) => {
             // Nothing reads from a null sink: producers only.
             workload.subscriptions_per_topic = 0;
-            vec![sink.address().to_owned()]
+            Bootstrap { servers: vec![sink.address().to_owned()], security: Security::Plaintext }
         }
-        None => bootstrap_list(&options.bootstrap),
+        None => Bootstrap { servers: bootstrap_list(&options.bootstrap), security: options.security.clone() },
     };
     let workload = &workload;
     let broker_pid = if options.client_only {
         None
     } else {
         options.broker_pid.or_else(|| {
-            let port = bootstrap.first()?.rsplit(':').next()?.parse().ok()?;
+            let port = bootstrap.servers.first()?.rsplit(':').next()?.parse().ok()?;
             crate::cpu::pid_listening_on(port)
         })
     };
@@ -282,6 +288,7 @@ pub fn run(workload: &Workload, options: &RunOptions) -> Result<RunResult, Strin
         format: 1,
         workload: workload.clone(),
         bootstrap: if options.client_only { "null-sink".into() } else { options.bootstrap.clone() },
+        security_protocol: bootstrap.security.protocol(),
         started_unix_s,
         machine: Machine {
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -326,7 +333,7 @@ const TOPIC_READY_TIMEOUT: Duration = Duration::from_secs(30);
 fn start_threads(
     workload: &Workload,
     router: &mut Router,
-    bootstrap: &[String],
+    bootstrap: &Bootstrap,
     topics: &[String],
     clock: Clock,
 ) -> Result<Threads, String> {
@@ -362,7 +369,7 @@ fn start_threads(
                 threads.consumers.push(consumer::spawn(
                     ConsumerSpec { topic: topic.clone(), start_offsets, config: workload.consumer_config.clone() },
                     cluster.clone(),
-                    bootstrap.to_vec(),
+                    bootstrap.clone(),
                     clock,
                     threads.consumer_control.clone(),
                     recorder,
@@ -391,7 +398,7 @@ fn start_threads(
             threads.producers.push(producer::spawn(
                 spec,
                 cluster.clone(),
-                bootstrap.to_vec(),
+                bootstrap.clone(),
                 clock,
                 control.clone(),
                 recorder.clone(),
@@ -699,7 +706,7 @@ pub fn client_ceiling(workload: &Workload, seconds: f64) -> Result<ClientCeiling
     let sink = NullSink::start(workload.partitions_per_topic as i32)?;
     let mut w = workload.clone();
     w.subscriptions_per_topic = 0;
-    let bootstrap = vec![sink.address().to_owned()];
+    let bootstrap = Bootstrap { servers: vec![sink.address().to_owned()], security: Security::Plaintext };
     let topics = w.topic_names("client-ceiling");
     let mut router = Router::connect(bootstrap.clone(), topics.clone()).map_err(|e| format!("null sink: {e}"))?;
     let mut threads = start_threads(&w, &mut router, &bootstrap, &topics, Clock::new())?;

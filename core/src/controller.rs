@@ -33,11 +33,13 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::acl::{AclBinding, AclBindingFilter, Acls, Operation, PatternType, Permission, ResourceType};
 use crate::error::ErrorCode;
 use crate::ids::{BrokerEpoch, LeaderEpoch, NodeId, PartitionEpoch, Term};
 use crate::log::LogConfig;
 use crate::raft::codec::{self, Reader};
 use crate::raft::{DecodeError, Entry, Index};
+use crate::sasl::{Mechanism, ScramCredential, MAX_SCRAM_ITERATIONS, MIN_SCRAM_ITERATIONS};
 use crate::topic::{validate_topic_name, TopicConfig};
 
 pub type RequestId = u64;
@@ -81,6 +83,17 @@ pub enum MetadataRecord {
     /// KRaft's ProducerIdsRecord: the controller handed the broker the block of producer ids
     /// below `next_producer_id`; no id below it is handed out again.
     ProducerIds { broker_id: NodeId, broker_epoch: BrokerEpoch, next_producer_id: i64 },
+    /// KRaft's UserScramCredentialRecord (KIP-554): one user's credential for one SCRAM
+    /// mechanism, replacing any earlier one. It holds what the SCRAM exchange needs (salt,
+    /// StoredKey, ServerKey, iterations), from which the password cannot be recovered.
+    UserScramCredential { name: String, mechanism: Mechanism, credential: ScramCredential },
+    /// KRaft's RemoveUserScramCredentialRecord.
+    RemoveUserScramCredential { name: String, mechanism: Mechanism },
+    /// KRaft's AccessControlEntryRecord (KIP-631): one ACL. Kafka keys ACLs by a random id;
+    /// a binding is its own key here, since no two equal bindings are ever stored.
+    AccessControlEntry { acl: AclBinding },
+    /// KRaft's RemoveAccessControlEntryRecord.
+    RemoveAccessControlEntry { acl: AclBinding },
 }
 
 /// Producer ids go to brokers in blocks of this many (Kafka's `ProducerIdsBlock.PRODUCER_ID_BLOCK_SIZE`).
@@ -102,6 +115,16 @@ pub enum ApplyError {
     Partition(i32),
     #[error("invalid partition state: {0}")]
     InvalidState(&'static str),
+    #[error("user {user:?} has no {} credential", mechanism.name())]
+    UnknownScramCredential { user: String, mechanism: Mechanism },
+    #[error("invalid SCRAM credential: {0}")]
+    InvalidScramCredential(&'static str),
+    #[error("ACL {0} already exists")]
+    DuplicateAcl(AclBinding),
+    #[error("ACL {0} does not exist")]
+    UnknownAcl(AclBinding),
+    #[error("invalid ACL: {0}")]
+    InvalidAcl(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,6 +134,14 @@ pub struct BrokerRegistration {
     pub incarnation_id: [u8; 16],
     pub endpoints: Vec<Endpoint>,
     pub fenced: bool,
+}
+
+impl BrokerRegistration {
+    /// Where the broker serves a listener. A broker without the listener a client came in on
+    /// is left out of that client's answers, as Kafka does.
+    pub fn endpoint(&self, listener: &str) -> Option<&Endpoint> {
+        self.endpoints.iter().find(|e| e.name == listener)
+    }
 }
 
 /// What a replica needs to know about its partition (Kafka's LeaderAndIsr partition state).
@@ -143,6 +174,10 @@ pub struct MetadataImage {
     broker_epoch_max: BrokerEpoch,
     /// The first producer id no broker has been given.
     next_producer_id: i64,
+    /// SCRAM credentials by user and mechanism; a BTreeMap so describing every user lists
+    /// them in one order on every node.
+    scram: BTreeMap<(String, Mechanism), ScramCredential>,
+    acls: Acls,
 }
 
 impl MetadataImage {
@@ -177,6 +212,22 @@ impl MetadataImage {
     }
     pub fn partition_count(&self) -> usize {
         self.topics.values().map(|t| t.partitions.len()).sum()
+    }
+    /// The credential a SCRAM exchange checks `user` against.
+    pub fn scram_credential(&self, mechanism: Mechanism, user: &str) -> Option<&ScramCredential> {
+        self.scram.get(&(user.to_owned(), mechanism))
+    }
+    /// Every SCRAM credential, by user name, then mechanism (SHA-256 before SHA-512).
+    pub fn scram_credentials(&self) -> impl Iterator<Item = (&str, Mechanism, &ScramCredential)> {
+        self.scram.iter().map(|((user, mechanism), credential)| (user.as_str(), *mechanism, credential))
+    }
+    /// `user`'s SCRAM credentials, by mechanism.
+    pub fn scram_credentials_of<'a>(&'a self, user: &'a str) -> impl Iterator<Item = (Mechanism, &'a ScramCredential)> + 'a {
+        self.scram.range((user.to_owned(), Mechanism::Plain)..).take_while(move |((u, _), _)| u == user).map(|((_, m), c)| (*m, c))
+    }
+    /// The cluster's ACLs, which the authorizer decides with and DescribeAcls lists.
+    pub fn acls(&self) -> &Acls {
+        &self.acls
     }
 
     /// Applies one committed record, or leaves the image unchanged and says why.
@@ -265,6 +316,36 @@ impl MetadataImage {
                 }
                 self.next_producer_id = *next_producer_id;
             }
+            MetadataRecord::UserScramCredential { name, mechanism, credential } => {
+                // Refused rather than stored: the SCRAM server would offer the client these.
+                if !mechanism.is_scram() {
+                    return Err(ApplyError::InvalidScramCredential("not a SCRAM mechanism"));
+                }
+                if credential.iterations < 1 {
+                    return Err(ApplyError::InvalidScramCredential("iterations below 1"));
+                }
+                self.scram.insert((name.clone(), *mechanism), credential.clone());
+            }
+            MetadataRecord::RemoveUserScramCredential { name, mechanism } => {
+                // Kafka's ScramControlManager.replay throws on a credential it does not hold.
+                if self.scram.remove(&(name.clone(), *mechanism)).is_none() {
+                    return Err(ApplyError::UnknownScramCredential { user: name.clone(), mechanism: *mechanism });
+                }
+            }
+            MetadataRecord::AccessControlEntry { acl } => {
+                // Refused rather than stored: Kafka's authorizer fails on such an ACL whenever a
+                // request reaches it (see `AclBinding::validate`).
+                acl.validate().map_err(ApplyError::InvalidAcl)?;
+                if !self.acls.add(acl.clone()) {
+                    return Err(ApplyError::DuplicateAcl(acl.clone()));
+                }
+            }
+            MetadataRecord::RemoveAccessControlEntry { acl } => {
+                // Kafka's AclControlManager.replay throws on an ACL it does not hold.
+                if !self.acls.remove(acl) {
+                    return Err(ApplyError::UnknownAcl(acl.clone()));
+                }
+            }
         }
         Ok(())
     }
@@ -285,6 +366,13 @@ impl MetadataImage {
         for (id, broker) in &self.brokers {
             assert_eq!(*id, broker.broker_id);
             assert!(broker.broker_epoch <= self.broker_epoch_max);
+        }
+        for ((user, mechanism), credential) in &self.scram {
+            assert!(mechanism.is_scram() && credential.iterations >= 1, "SCRAM credential of {user:?}: {mechanism:?}");
+        }
+        self.acls.check_invariants();
+        for acl in self.acls.iter() {
+            assert_eq!(acl.validate(), Ok(()), "stored ACL {acl}");
         }
     }
 }
@@ -335,6 +423,10 @@ impl MetadataRecord {
             MetadataRecord::PartitionChange { .. } => 5,
             MetadataRecord::RemoveTopic { .. } => 6,
             MetadataRecord::ProducerIds { .. } => 7,
+            MetadataRecord::UserScramCredential { .. } => 8,
+            MetadataRecord::RemoveUserScramCredential { .. } => 9,
+            MetadataRecord::AccessControlEntry { .. } => 10,
+            MetadataRecord::RemoveAccessControlEntry { .. } => 11,
         };
         out.put_u8(tag);
         out.put_u8(RECORD_VERSION);
@@ -389,6 +481,19 @@ impl MetadataRecord {
                 out.put_i64_le(broker_epoch.0);
                 out.put_i64_le(*next_producer_id);
             }
+            MetadataRecord::UserScramCredential { name, mechanism, credential } => {
+                codec::put_string(out, name);
+                out.put_u8(scram_type(*mechanism));
+                codec::put_bytes(out, &credential.salt);
+                codec::put_bytes(out, &credential.stored_key);
+                codec::put_bytes(out, &credential.server_key);
+                out.put_i32_le(credential.iterations);
+            }
+            MetadataRecord::RemoveUserScramCredential { name, mechanism } => {
+                codec::put_string(out, name);
+                out.put_u8(scram_type(*mechanism));
+            }
+            MetadataRecord::AccessControlEntry { acl } | MetadataRecord::RemoveAccessControlEntry { acl } => put_acl(out, acl),
         }
     }
 
@@ -445,9 +550,55 @@ impl MetadataRecord {
                 broker_epoch: BrokerEpoch(r.i64()?),
                 next_producer_id: r.i64()?,
             },
+            8 => MetadataRecord::UserScramCredential {
+                name: r.string()?,
+                mechanism: read_scram_mechanism(r)?,
+                credential: ScramCredential {
+                    salt: r.bytes()?.to_vec(),
+                    stored_key: r.bytes()?.to_vec(),
+                    server_key: r.bytes()?.to_vec(),
+                    iterations: r.i32()?,
+                },
+            },
+            9 => MetadataRecord::RemoveUserScramCredential { name: r.string()?, mechanism: read_scram_mechanism(r)? },
+            10 => MetadataRecord::AccessControlEntry { acl: read_acl(r)? },
+            11 => MetadataRecord::RemoveAccessControlEntry { acl: read_acl(r)? },
             tag => return Err(DecodeError::Tag(tag)),
         })
     }
+}
+
+/// Kafka's ScramMechanism byte (1 = SHA-256, 2 = SHA-512), as the records carry it.
+fn scram_type(mechanism: Mechanism) -> u8 {
+    let t = mechanism.scram_type().unwrap_or_else(|| panic!("{mechanism:?} credential in a metadata record"));
+    t as u8
+}
+
+fn read_scram_mechanism(r: &mut Reader) -> Result<Mechanism, DecodeError> {
+    Mechanism::from_scram_type(r.u8()? as i8).ok_or(DecodeError::Invalid("unknown SCRAM mechanism"))
+}
+
+/// An ACL binding with Kafka's wire codes for its enums; shared with the controller RPC.
+pub fn put_acl(out: &mut BytesMut, acl: &AclBinding) {
+    out.put_u8(acl.resource_type.code() as u8);
+    codec::put_string(out, &acl.resource_name);
+    out.put_u8(acl.pattern_type.code() as u8);
+    codec::put_string(out, &acl.principal);
+    codec::put_string(out, &acl.host);
+    out.put_u8(acl.operation.code() as u8);
+    out.put_u8(acl.permission.code() as u8);
+}
+
+/// Decodes what [`put_acl`] wrote. Codes a binding cannot hold (ANY, MATCH, UNKNOWN) are errors.
+pub fn read_acl(r: &mut Reader) -> Result<AclBinding, DecodeError> {
+    let resource_type = ResourceType::from_code(r.u8()? as i8).ok_or(DecodeError::Invalid("unknown ACL resource type"))?;
+    let resource_name = r.string()?;
+    let pattern_type = PatternType::from_code(r.u8()? as i8).ok_or(DecodeError::Invalid("unknown ACL pattern type"))?;
+    let principal = r.string()?;
+    let host = r.string()?;
+    let operation = Operation::from_code(r.u8()? as i8).ok_or(DecodeError::Invalid("unknown ACL operation"))?;
+    let permission = Permission::from_code(r.u8()? as i8).ok_or(DecodeError::Invalid("unknown ACL permission"))?;
+    Ok(AclBinding { resource_type, resource_name, pattern_type, principal, host, operation, permission })
 }
 
 /// Encodes the records of one metadata-log entry.
@@ -545,6 +696,18 @@ pub enum ControllerError {
     IneligibleReplica,
     #[error("{0}")]
     InvalidRequest(&'static str),
+    #[error("{0}")]
+    UnsupportedSaslMechanism(String),
+    #[error("{0}")]
+    UnacceptableCredential(String),
+    #[error("{0}")]
+    DuplicateResource(String),
+    #[error("{0}")]
+    ResourceNotFound(String),
+    /// A CreateAcls binding that `AclBinding::validate` refuses; INVALID_REQUEST with its
+    /// message, as Kafka answers it.
+    #[error("{0}")]
+    InvalidAcl(String),
 }
 
 impl ControllerError {
@@ -567,6 +730,11 @@ impl ControllerError {
             ControllerError::InvalidUpdateVersion => ErrorCode::InvalidUpdateVersion,
             ControllerError::IneligibleReplica => ErrorCode::IneligibleReplica,
             ControllerError::InvalidRequest(_) => ErrorCode::InvalidRequest,
+            ControllerError::UnsupportedSaslMechanism(_) => ErrorCode::UnsupportedSaslMechanism,
+            ControllerError::UnacceptableCredential(_) => ErrorCode::UnacceptableCredential,
+            ControllerError::DuplicateResource(_) => ErrorCode::DuplicateResource,
+            ControllerError::ResourceNotFound(_) => ErrorCode::ResourceNotFound,
+            ControllerError::InvalidAcl(_) => ErrorCode::InvalidRequest,
         }
     }
 }
@@ -672,6 +840,11 @@ pub enum Response {
     DeleteTopics(Vec<DeleteTopicResult>),
     AlterPartition(AlterPartitionResponse),
     AllocateProducerIds(AllocateProducerIdsResponse),
+    AlterUserScramCredentials(Vec<AlterUserScramCredentialResult>),
+    /// One result per binding of the request, in its order.
+    CreateAcls(Vec<AclCreateResult>),
+    /// One result per filter of the request, in its order.
+    DeleteAcls(Vec<AclDeleteResult>),
 }
 
 /// A block of producer ids for a broker (KRaft's AllocateProducerIds).
@@ -686,6 +859,53 @@ pub struct AllocateProducerIdsResponse {
     pub error: Option<ControllerError>,
     pub first_producer_id: i64,
     pub count: i64,
+}
+
+/// KIP-554's ScramCredentialDeletion. The mechanism stays Kafka's byte so that the controller
+/// answers an unknown one as Kafka's does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScramCredentialDeletion {
+    pub name: String,
+    pub mechanism: i8,
+}
+
+/// KIP-554's ScramCredentialUpsertion with the client's salted password already turned into
+/// the stored credential by the broker that took the request: the salted password is enough
+/// to log in as the user, so it goes no further than that broker, not into the controller
+/// RPC nor into the metadata log. For an unknown mechanism the keys are empty (the
+/// controller refuses it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScramCredentialUpsertion {
+    pub name: String,
+    pub mechanism: i8,
+    pub credential: ScramCredential,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlterUserScramCredentialsRequest {
+    pub deletions: Vec<ScramCredentialDeletion>,
+    pub upsertions: Vec<ScramCredentialUpsertion>,
+}
+
+/// The outcome for one user: every alteration of the user in the request, or none, applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlterUserScramCredentialResult {
+    pub user: String,
+    pub error: Option<ControllerError>,
+}
+
+/// One CreateAcls binding's outcome (Kafka's `AclCreateResult`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AclCreateResult {
+    pub error: Option<ControllerError>,
+}
+
+/// One DeleteAcls filter's outcome (Kafka's `AclDeleteResult`): the bindings it removed, which
+/// include those another filter of the same request also matched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AclDeleteResult {
+    pub error: Option<ControllerError>,
+    pub deleted: Vec<AclBinding>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -1115,6 +1335,152 @@ impl Controller {
         self.check_invariants();
     }
 
+    /// Kafka's `ScramControlManager.alterCredentials` (KIP-554). A user is altered at most once
+    /// per request: naming one twice, by deletions or upsertions and whatever the mechanisms,
+    /// fails that user with DUPLICATE_RESOURCE (and drops its first alteration too). Otherwise
+    /// each alteration is validated alone; the accepted ones commit together in one entry, and
+    /// the answer has one result per user, in the order the users first appear.
+    pub fn handle_alter_user_scram_credentials(&mut self, _now_ms: i64, id: RequestId, req: AlterUserScramCredentialsRequest) {
+        let mut users: Vec<&str> = Vec::new();
+        let mut seen = BTreeSet::new();
+        for name in req.deletions.iter().map(|d| d.name.as_str()).chain(req.upsertions.iter().map(|u| u.name.as_str())) {
+            if seen.insert(name) {
+                users.push(name);
+            }
+        }
+        let answer = |errors: &BTreeMap<&str, ControllerError>| {
+            let result = |user: &&str| AlterUserScramCredentialResult { user: (*user).to_owned(), error: errors.get(user).cloned() };
+            Response::AlterUserScramCredentials(users.iter().map(result).collect())
+        };
+        let refused: BTreeMap<&str, ControllerError> = users.iter().map(|u| (*u, ControllerError::NotController)).collect();
+        if !self.serving(id, answer(&refused)) {
+            return;
+        }
+        let pending = self.pending();
+        let duplicate = || ControllerError::DuplicateResource("A user credential cannot be altered twice in the same request".into());
+        let mut errors: BTreeMap<&str, ControllerError> = BTreeMap::new();
+        let mut deletions: BTreeMap<&str, Mechanism> = BTreeMap::new();
+        let mut upsertions: BTreeMap<&str, (Mechanism, &ScramCredential)> = BTreeMap::new();
+        for deletion in &req.deletions {
+            let name = deletion.name.as_str();
+            if errors.contains_key(name) {
+                continue;
+            }
+            if deletions.remove(name).is_some() {
+                errors.insert(name, duplicate());
+                continue;
+            }
+            match validate_scram_deletion(pending, deletion) {
+                Ok(mechanism) => {
+                    deletions.insert(name, mechanism);
+                }
+                Err(error) => {
+                    errors.insert(name, error);
+                }
+            }
+        }
+        for upsertion in &req.upsertions {
+            let name = upsertion.name.as_str();
+            if errors.contains_key(name) {
+                continue;
+            }
+            if deletions.remove(name).is_some() || upsertions.remove(name).is_some() {
+                errors.insert(name, duplicate());
+                continue;
+            }
+            match validate_scram_upsertion(upsertion) {
+                Ok(mechanism) => {
+                    upsertions.insert(name, (mechanism, &upsertion.credential));
+                }
+                Err(error) => {
+                    errors.insert(name, error);
+                }
+            }
+        }
+        let mut records: Vec<MetadataRecord> = deletions
+            .iter()
+            .map(|(name, mechanism)| MetadataRecord::RemoveUserScramCredential { name: (*name).to_owned(), mechanism: *mechanism })
+            .collect();
+        records.extend(upsertions.iter().map(|(name, (mechanism, credential))| MetadataRecord::UserScramCredential {
+            name: (*name).to_owned(),
+            mechanism: *mechanism,
+            credential: (*credential).clone(),
+        }));
+        if encode_records(&records).len() > self.config.max_entry_bytes {
+            let too_big = ControllerError::PolicyViolation("the credentials exceed one metadata-log entry".into());
+            for name in deletions.keys().chain(upsertions.keys()) {
+                errors.insert(name, too_big.clone());
+            }
+            records.clear();
+        }
+        let response = answer(&errors);
+        self.propose(records, Some((id, response)));
+        self.check_invariants();
+    }
+
+    /// Kafka's `AclControlManager.createAcls`: each binding is validated alone, and the new ones
+    /// commit together in one entry. A binding already stored, or named twice, is answered OK
+    /// and written once: Kafka's CreateAcls of an existing ACL succeeds too.
+    pub fn handle_create_acls(&mut self, _now_ms: i64, id: RequestId, acls: Vec<AclBinding>) {
+        let answer = |error: Option<ControllerError>| AclCreateResult { error };
+        let refusal = Response::CreateAcls(acls.iter().map(|_| answer(Some(ControllerError::NotController))).collect());
+        if !self.serving(id, refusal) {
+            return;
+        }
+        let pending = self.pending();
+        let mut new: BTreeSet<&AclBinding> = BTreeSet::new();
+        let mut records = Vec::new();
+        let mut results: Vec<AclCreateResult> = Vec::with_capacity(acls.len());
+        for acl in &acls {
+            if let Err(message) = acl.validate() {
+                results.push(answer(Some(ControllerError::InvalidAcl(message))));
+                continue;
+            }
+            let stored = pending.acls.matching(&AclBindingFilter::exact(acl)).next().is_some();
+            if !stored && new.insert(acl) {
+                records.push(MetadataRecord::AccessControlEntry { acl: acl.clone() });
+            }
+            results.push(answer(None));
+        }
+        if encode_records(&records).len() > self.config.max_entry_bytes {
+            let too_big = ControllerError::PolicyViolation("the ACLs exceed one metadata-log entry".into());
+            for result in results.iter_mut().filter(|r| r.error.is_none()) {
+                result.error = Some(too_big.clone());
+            }
+            records.clear();
+        }
+        self.propose(records, Some((id, Response::CreateAcls(results))));
+        self.check_invariants();
+    }
+
+    /// Kafka's `AclControlManager.deleteAcls`: every filter is matched against the ACLs as
+    /// they were before the request, so a binding two filters match is listed under both and
+    /// removed once; all removals commit together in one entry.
+    pub fn handle_delete_acls(&mut self, _now_ms: i64, id: RequestId, filters: Vec<AclBindingFilter>) {
+        let failed = |error: &ControllerError| AclDeleteResult { error: Some(error.clone()), deleted: Vec::new() };
+        let refusal = Response::DeleteAcls(filters.iter().map(|_| failed(&ControllerError::NotController)).collect());
+        if !self.serving(id, refusal) {
+            return;
+        }
+        let pending = self.pending();
+        let mut doomed: BTreeSet<&AclBinding> = BTreeSet::new();
+        let mut results: Vec<AclDeleteResult> = Vec::with_capacity(filters.len());
+        for filter in &filters {
+            let deleted: Vec<&AclBinding> = pending.acls.matching(filter).collect();
+            doomed.extend(deleted.iter().copied());
+            results.push(AclDeleteResult { error: None, deleted: deleted.into_iter().cloned().collect() });
+        }
+        let mut records: Vec<MetadataRecord> =
+            doomed.into_iter().map(|acl| MetadataRecord::RemoveAccessControlEntry { acl: acl.clone() }).collect();
+        if encode_records(&records).len() > self.config.max_entry_bytes {
+            let too_big = ControllerError::PolicyViolation("the ACLs to delete exceed one metadata-log entry".into());
+            results = filters.iter().map(|_| failed(&too_big)).collect();
+            records.clear();
+        }
+        self.propose(records, Some((id, Response::DeleteAcls(results))));
+        self.check_invariants();
+    }
+
     /// Validates a leader's ISR change in the order Kafka's `ReplicationControlManager` does
     /// (KIP-497, KIP-841) and commits it, bumping the partition epoch.
     pub fn handle_alter_partition(&mut self, _now_ms: i64, id: RequestId, req: AlterPartitionRequest) {
@@ -1348,7 +1714,48 @@ fn not_controller(response: Response, keep_errors: bool) -> Response {
         Response::AllocateProducerIds(_) => {
             Response::AllocateProducerIds(AllocateProducerIdsResponse { error: e, first_producer_id: -1, count: 0 })
         }
+        Response::AlterUserScramCredentials(results) => Response::AlterUserScramCredentials(
+            results
+                .into_iter()
+                .map(|r| AlterUserScramCredentialResult { error: r.error.filter(|_| keep_errors).or(e.clone()), ..r })
+                .collect(),
+        ),
+        Response::CreateAcls(results) => Response::CreateAcls(
+            results.into_iter().map(|r| AclCreateResult { error: r.error.filter(|_| keep_errors).or(e.clone()) }).collect(),
+        ),
+        // The removals were lost with the leadership: nothing a filter listed was deleted.
+        Response::DeleteAcls(results) => {
+            Response::DeleteAcls(results.into_iter().map(|_| AclDeleteResult { error: e.clone(), deleted: Vec::new() }).collect())
+        }
     }
+}
+
+/// Kafka's `validateScramUsernameAndMechanism`: the name first, then the mechanism.
+fn validate_scram_user(name: &str, mechanism: i8) -> Result<Mechanism, ControllerError> {
+    if name.is_empty() {
+        return Err(ControllerError::UnacceptableCredential("Username must not be empty".into()));
+    }
+    Mechanism::from_scram_type(mechanism).ok_or_else(|| ControllerError::UnsupportedSaslMechanism("Unknown SCRAM mechanism".into()))
+}
+
+fn validate_scram_deletion(image: &MetadataImage, deletion: &ScramCredentialDeletion) -> Result<Mechanism, ControllerError> {
+    let mechanism = validate_scram_user(&deletion.name, deletion.mechanism)?;
+    if image.scram_credential(mechanism, &deletion.name).is_none() {
+        return Err(ControllerError::ResourceNotFound("Attempt to delete a user credential that does not exist".into()));
+    }
+    Ok(mechanism)
+}
+
+fn validate_scram_upsertion(upsertion: &ScramCredentialUpsertion) -> Result<Mechanism, ControllerError> {
+    let mechanism = validate_scram_user(&upsertion.name, upsertion.mechanism)?;
+    let iterations = upsertion.credential.iterations;
+    if iterations < MIN_SCRAM_ITERATIONS {
+        return Err(ControllerError::UnacceptableCredential("Too few iterations".into()));
+    }
+    if iterations > MAX_SCRAM_ITERATIONS {
+        return Err(ControllerError::UnacceptableCredential("Too many iterations".into()));
+    }
+    Ok(mechanism)
 }
 
 /// Kafka's leader election (`PartitionChangeBuilder.electLeader`): keep the current leader if
@@ -2408,6 +2815,428 @@ mod tests {
             MetadataRecord::PartitionChange { topic_id: [1; 16], partition: 0, leader: None, isr: None },
             MetadataRecord::FenceBroker { broker_id: NodeId(1), broker_epoch: BrokerEpoch(1) },
             topic,
+        ];
+        for record in bad {
+            assert!(image.apply(&record).is_err(), "{record:?}");
+            assert_eq!(image, before);
+        }
+    }
+
+    // ---- SCRAM credentials (KIP-554) ----
+
+    const SHA256: i8 = 1;
+    const SHA512: i8 = 2;
+
+    fn scram_credential(tag: u8, iterations: i32) -> ScramCredential {
+        ScramCredential { salt: vec![tag; 16], stored_key: vec![tag; 32], server_key: vec![tag ^ 0xff; 32], iterations }
+    }
+
+    fn upsert(name: &str, mechanism: i8, tag: u8, iterations: i32) -> ScramCredentialUpsertion {
+        ScramCredentialUpsertion { name: name.into(), mechanism, credential: scram_credential(tag, iterations) }
+    }
+
+    fn delete(name: &str, mechanism: i8) -> ScramCredentialDeletion {
+        ScramCredentialDeletion { name: name.into(), mechanism }
+    }
+
+    impl Cluster {
+        /// Each user's result, in the order of the answer.
+        fn alter_scram(
+            &mut self,
+            deletions: Vec<ScramCredentialDeletion>,
+            upsertions: Vec<ScramCredentialUpsertion>,
+        ) -> Vec<(String, Option<ErrorCode>, String)> {
+            let req = AlterUserScramCredentialsRequest { deletions, upsertions };
+            match self.request(|c, now, id| c.handle_alter_user_scram_credentials(now, id, req)) {
+                Response::AlterUserScramCredentials(results) => results
+                    .into_iter()
+                    .map(|r| (r.user, r.error.as_ref().map(|e| e.code()), r.error.map(|e| e.to_string()).unwrap_or_default()))
+                    .collect(),
+                other => panic!("{other:?}"),
+            }
+        }
+
+        fn scram_of(&self, user: &str) -> Vec<(Mechanism, i32)> {
+            self.image().scram_credentials_of(user).map(|(m, c)| (m, c.iterations)).collect()
+        }
+    }
+
+    fn ok(user: &str) -> (String, Option<ErrorCode>, String) {
+        (user.into(), None, String::new())
+    }
+
+    fn failed(user: &str, code: ErrorCode, message: &str) -> (String, Option<ErrorCode>, String) {
+        (user.into(), Some(code), message.into())
+    }
+
+    // Guards KIP-554's storage: credentials reach every member's image only through committed
+    // metadata records, replace one another per (user, mechanism), are removed by deletion, and
+    // survive a change of active controller (replayed from the log like every record).
+    #[test]
+    fn scram_credentials_upsert_replace_and_delete_through_the_metadata_log() {
+        let mut c = Cluster::new(&[100, 101, 102], &[7]);
+        let results = c.alter_scram(vec![], vec![upsert("alice", SHA256, 1, 4096), upsert("bob", SHA512, 2, 8192)]);
+        assert_eq!(results, vec![ok("alice"), ok("bob")]);
+        assert_eq!(c.image().scram_credential(Mechanism::ScramSha256, "alice"), Some(&scram_credential(1, 4096)));
+        assert_eq!(c.image().scram_credential(Mechanism::ScramSha512, "alice"), None);
+        assert_eq!(c.scram_of("bob"), vec![(Mechanism::ScramSha512, 8192)]);
+        // A second mechanism for alice, then a replacement of her first.
+        assert_eq!(c.alter_scram(vec![], vec![upsert("alice", SHA512, 3, 10_000)]), vec![ok("alice")]);
+        assert_eq!(c.alter_scram(vec![], vec![upsert("alice", SHA256, 4, 16_384)]), vec![ok("alice")]);
+        assert_eq!(c.scram_of("alice"), vec![(Mechanism::ScramSha256, 16_384), (Mechanism::ScramSha512, 10_000)]);
+        assert_eq!(c.alter_scram(vec![delete("bob", SHA512)], vec![]), vec![ok("bob")]);
+        assert_eq!(c.scram_of("bob"), vec![]);
+        let listed: Vec<(&str, Mechanism, i32)> = c.image().scram_credentials().map(|(u, m, cr)| (u, m, cr.iterations)).collect();
+        assert_eq!(listed, vec![("alice", Mechanism::ScramSha256, 16_384), ("alice", Mechanism::ScramSha512, 10_000)]);
+
+        let to = c.now_ms + 500;
+        c.advance_to(to);
+        let reference = c.image().clone();
+        for (id, node) in &c.nodes {
+            assert_eq!(node.controller.image(), &reference, "node {id} diverged");
+        }
+        let old = c.active().unwrap();
+        c.nodes.get_mut(&old).unwrap().up = false;
+        c.run_until(|c| c.active().is_some_and(|a| a != old));
+        assert_eq!(c.scram_of("alice"), vec![(Mechanism::ScramSha256, 16_384), (Mechanism::ScramSha512, 10_000)]);
+        // The new controller's pending view holds them too: deleting one works at once.
+        assert_eq!(c.alter_scram(vec![delete("alice", SHA512)], vec![]), vec![ok("alice")]);
+        assert_eq!(c.scram_of("alice"), vec![(Mechanism::ScramSha256, 16_384)]);
+    }
+
+    // Guards Kafka's ScramControlManager validation: codes and messages per user, a user named
+    // twice failing whole with DUPLICATE_RESOURCE (whatever the mechanisms), and the other
+    // users of the request unaffected.
+    #[test]
+    fn scram_alterations_are_validated_per_user_as_kafka_does() {
+        use ErrorCode::{DuplicateResource, ResourceNotFound, UnacceptableCredential, UnsupportedSaslMechanism};
+        let mut c = Cluster::new(&[100], &[]);
+        let set = vec![upsert("keep", SHA256, 1, 4096), upsert("twice-deleted", SHA256, 1, 4096)];
+        assert_eq!(c.alter_scram(vec![], set), vec![ok("keep"), ok("twice-deleted")]);
+        let set = vec![upsert("twice-deleted", SHA512, 1, 4096)];
+        assert_eq!(c.alter_scram(vec![], set), vec![ok("twice-deleted")]);
+        let duplicate = "A user credential cannot be altered twice in the same request";
+        let results = c.alter_scram(
+            vec![
+                delete("nobody", SHA256),
+                delete("keep", SHA512),
+                delete("", SHA256),
+                delete("twice-deleted", SHA256),
+                delete("twice-deleted", SHA512),
+                delete("keep-and-set", SHA256),
+                delete("odd", 3),
+            ],
+            vec![
+                upsert("few", SHA256, 2, 4095),
+                upsert("many", SHA512, 2, 16_385),
+                upsert("lowest", SHA256, 2, 4096),
+                upsert("highest", SHA512, 2, 16_384),
+                upsert("both", SHA256, 2, 4096),
+                upsert("both", SHA512, 2, 4096),
+                upsert("keep-and-set", SHA256, 2, 4096),
+                upsert("", 9, 2, 1),
+                upsert("plain", 0, 2, 4096),
+            ],
+        );
+        assert_eq!(
+            results,
+            vec![
+                failed("nobody", ResourceNotFound, "Attempt to delete a user credential that does not exist"),
+                failed("keep", ResourceNotFound, "Attempt to delete a user credential that does not exist"),
+                failed("", UnacceptableCredential, "Username must not be empty"),
+                failed("twice-deleted", DuplicateResource, duplicate),
+                failed("keep-and-set", ResourceNotFound, "Attempt to delete a user credential that does not exist"),
+                failed("odd", UnsupportedSaslMechanism, "Unknown SCRAM mechanism"),
+                failed("few", UnacceptableCredential, "Too few iterations"),
+                failed("many", UnacceptableCredential, "Too many iterations"),
+                ok("lowest"),
+                ok("highest"),
+                failed("both", DuplicateResource, duplicate),
+                failed("plain", UnsupportedSaslMechanism, "Unknown SCRAM mechanism"),
+            ]
+        );
+        // Only the valid users were written; "both" lost its first (valid) upsertion too, and
+        // "twice-deleted" kept both credentials.
+        let users: Vec<&str> = c.image().scram_credentials().map(|(u, _, _)| u).collect();
+        assert_eq!(users, vec!["highest", "keep", "lowest", "twice-deleted", "twice-deleted"]);
+        // A user whose first alteration already failed keeps that error, not DUPLICATE_RESOURCE
+        // (Kafka skips users with an error).
+        let results = c.alter_scram(vec![delete("nobody", SHA256), delete("nobody", SHA512)], vec![]);
+        assert_eq!(results, vec![failed("nobody", ResourceNotFound, "Attempt to delete a user credential that does not exist")]);
+
+        // A user deleted and set in one request is a duplicate: its credential stays.
+        let results = c.alter_scram(vec![delete("keep", SHA256)], vec![upsert("keep", SHA512, 5, 4096)]);
+        assert_eq!(results, vec![failed("keep", DuplicateResource, duplicate)]);
+        assert_eq!(c.scram_of("keep"), vec![(Mechanism::ScramSha256, 4096)]);
+        // A third mention keeps the duplicate error; the user appears once in the answer.
+        let results = c.alter_scram(
+            vec![delete("keep", SHA256), delete("keep", SHA256)],
+            vec![upsert("keep", SHA256, 6, 4096)],
+        );
+        assert_eq!(results, vec![failed("keep", DuplicateResource, duplicate)]);
+        assert_eq!(c.image().scram_credential(Mechanism::ScramSha256, "keep"), Some(&scram_credential(1, 4096)));
+    }
+
+    // Guards the forwarding contract: only the active controller alters credentials; a standby
+    // answers NOT_CONTROLLER for every user so the broker retries elsewhere.
+    #[test]
+    fn standby_controller_refuses_scram_alterations_with_not_controller() {
+        let mut c = Cluster::new(&[100, 101, 102], &[]);
+        let standby = *c.nodes.keys().find(|id| Some(**id) != c.active()).unwrap();
+        let req = AlterUserScramCredentialsRequest { deletions: vec![delete("a", SHA256)], upsertions: vec![upsert("b", SHA256, 1, 4096)] };
+        let ctl = &mut c.nodes.get_mut(&standby).unwrap().controller;
+        ctl.handle_alter_user_scram_credentials(0, 5, req);
+        let Some(Action::Reply(5, Response::AlterUserScramCredentials(results))) = ctl.poll_action() else { panic!() };
+        let users: Vec<(&str, Option<ErrorCode>)> = results.iter().map(|r| (r.user.as_str(), r.error.as_ref().map(|e| e.code()))).collect();
+        assert_eq!(users, vec![("a", Some(ErrorCode::NotController)), ("b", Some(ErrorCode::NotController))]);
+    }
+
+    // Guards the metadata log's format: SCRAM records round-trip beside the older records
+    // (whose tags and encodings are unchanged), an unknown mechanism byte is a decode error,
+    // and replay refuses what Kafka's replay would throw on, leaving the image unchanged.
+    #[test]
+    fn scram_records_round_trip_and_bad_ones_are_refused() {
+        let records = vec![
+            MetadataRecord::ProducerIds { broker_id: NodeId(1), broker_epoch: BrokerEpoch(2), next_producer_id: 1000 },
+            MetadataRecord::UserScramCredential { name: "alice".into(), mechanism: Mechanism::ScramSha256, credential: scram_credential(1, 4096) },
+            MetadataRecord::UserScramCredential { name: "bob".into(), mechanism: Mechanism::ScramSha512, credential: scram_credential(2, 16_384) },
+            MetadataRecord::RemoveUserScramCredential { name: "alice".into(), mechanism: Mechanism::ScramSha256 },
+        ];
+        let bytes = encode_records(&records);
+        assert_eq!(decode_records(&bytes), Ok(records.clone()));
+        for cut in 0..bytes.len() {
+            assert!(decode_records(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        // An entry written before SCRAM records existed still decodes to the same records.
+        let old = encode_records(&records[..1]);
+        assert_eq!(&old[..], &[0, 1, 0, 0, 0, 7, 0, 1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 232, 3, 0, 0, 0, 0, 0, 0]);
+        let remove = encode_records(&records[3..]);
+        let mechanism_at = remove.len() - 1;
+        assert_eq!(remove[mechanism_at], 1);
+        for bad in [0u8, 3, 255] {
+            let mut mutated = remove.to_vec();
+            mutated[mechanism_at] = bad;
+            assert_eq!(decode_records(&mutated), Err(DecodeError::Invalid("unknown SCRAM mechanism")));
+        }
+
+        let mut image = MetadataImage::default();
+        for record in &records {
+            image.apply(record).unwrap();
+        }
+        image.check_invariants();
+        assert_eq!(image.scram_credential(Mechanism::ScramSha256, "alice"), None);
+        assert_eq!(image.scram_credential(Mechanism::ScramSha512, "bob"), Some(&scram_credential(2, 16_384)));
+        let before = image.clone();
+        let bad = [
+            MetadataRecord::RemoveUserScramCredential { name: "alice".into(), mechanism: Mechanism::ScramSha256 },
+            MetadataRecord::RemoveUserScramCredential { name: "bob".into(), mechanism: Mechanism::ScramSha256 },
+            MetadataRecord::UserScramCredential { name: "carol".into(), mechanism: Mechanism::Plain, credential: scram_credential(3, 4096) },
+            MetadataRecord::UserScramCredential { name: "carol".into(), mechanism: Mechanism::ScramSha256, credential: scram_credential(3, 0) },
+        ];
+        for record in bad {
+            assert!(image.apply(&record).is_err(), "{record:?}");
+            assert_eq!(image, before);
+        }
+    }
+
+    // ---- ACLs (KIP-140 APIs, KRaft's AclControlManager) ----
+
+    use crate::acl::PatternFilter;
+
+    fn binding(
+        resource_type: ResourceType,
+        name: &str,
+        pattern_type: PatternType,
+        principal: &str,
+        operation: Operation,
+        permission: Permission,
+    ) -> AclBinding {
+        AclBinding {
+            resource_type,
+            resource_name: name.into(),
+            pattern_type,
+            principal: principal.into(),
+            host: "*".into(),
+            operation,
+            permission,
+        }
+    }
+
+    fn topic_acl(name: &str, pattern_type: PatternType, principal: &str, operation: Operation) -> AclBinding {
+        binding(ResourceType::Topic, name, pattern_type, principal, operation, Permission::Allow)
+    }
+
+    impl Cluster {
+        /// Each binding's error code and message, in request order.
+        fn create_acls(&mut self, acls: Vec<AclBinding>) -> Vec<Option<(ErrorCode, String)>> {
+            match self.request(|c, now, id| c.handle_create_acls(now, id, acls)) {
+                Response::CreateAcls(results) => results.into_iter().map(|r| r.error.map(|e| (e.code(), e.to_string()))).collect(),
+                other => panic!("{other:?}"),
+            }
+        }
+
+        /// Each filter's deleted bindings, in request order.
+        fn delete_acls(&mut self, filters: Vec<AclBindingFilter>) -> Vec<Vec<AclBinding>> {
+            match self.request(|c, now, id| c.handle_delete_acls(now, id, filters)) {
+                Response::DeleteAcls(results) => results
+                    .into_iter()
+                    .map(|r| {
+                        assert_eq!(r.error, None);
+                        r.deleted
+                    })
+                    .collect(),
+                other => panic!("{other:?}"),
+            }
+        }
+
+        fn acls(&self) -> Vec<AclBinding> {
+            self.image().acls().iter().cloned().collect()
+        }
+    }
+
+    // Guards KIP-140 on KRaft: ACLs reach every member's image only through committed records,
+    // an ACL created twice is stored (and written) once, DescribeAcls' filters select from the
+    // image, DeleteAcls lists a binding under every filter that matched it, and the ACLs survive
+    // a change of active controller.
+    #[test]
+    fn acls_are_created_described_and_deleted_by_filter_through_the_metadata_log() {
+        use Operation::{Read, Write};
+        use PatternType::{Literal, Prefixed};
+        let mut c = Cluster::new(&[100, 101, 102], &[]);
+        let orders = topic_acl("orders", Literal, "User:alice", Read);
+        let pay = topic_acl("pay", Prefixed, "User:alice", Write);
+        let group = binding(ResourceType::Group, "g1", Literal, "User:bob", Read, Permission::Deny);
+        let results = c.create_acls(vec![orders.clone(), pay.clone(), group.clone(), orders.clone()]);
+        assert_eq!(results, vec![None; 4]);
+        assert_eq!(c.acls(), vec![orders.clone(), pay.clone(), group.clone()]);
+
+        let applied = c.controller().applied_index();
+        assert_eq!(c.create_acls(vec![pay.clone()]), vec![None]);
+        assert_eq!(c.controller().applied_index(), applied, "an existing ACL is not written again");
+
+        let match_payments = AclBindingFilter {
+            resource_type: Some(ResourceType::Topic),
+            resource_name: Some("payments".into()),
+            pattern: PatternFilter::Match,
+            ..AclBindingFilter::any()
+        };
+        assert_eq!(c.image().acls().matching(&match_payments).collect::<Vec<_>>(), vec![&pay]);
+        let alice = AclBindingFilter { principal: Some("User:alice".into()), ..AclBindingFilter::any() };
+        assert_eq!(c.image().acls().matching(&alice).count(), 2);
+
+        let literal_topics =
+            AclBindingFilter { resource_type: Some(ResourceType::Topic), pattern: PatternFilter::Literal, ..AclBindingFilter::any() };
+        let nobody = AclBindingFilter { principal: Some("User:nobody".into()), ..AclBindingFilter::any() };
+        let deleted = c.delete_acls(vec![literal_topics, alice.clone(), nobody]);
+        assert_eq!(deleted, vec![vec![orders.clone()], vec![orders.clone(), pay.clone()], vec![]]);
+        assert_eq!(c.acls(), vec![group.clone()]);
+        let applied = c.controller().applied_index();
+        assert_eq!(c.delete_acls(vec![alice]), vec![vec![]]);
+        assert_eq!(c.controller().applied_index(), applied, "a delete that matched nothing writes nothing");
+
+        let to = c.now_ms + 500;
+        c.advance_to(to);
+        let reference = c.image().clone();
+        for (id, node) in &c.nodes {
+            assert_eq!(node.controller.image(), &reference, "node {id} diverged");
+        }
+        let old = c.active().unwrap();
+        c.nodes.get_mut(&old).unwrap().up = false;
+        c.run_until(|c| c.active().is_some_and(|a| a != old));
+        assert_eq!(c.acls(), vec![group.clone()]);
+        assert_eq!(c.delete_acls(vec![AclBindingFilter::any()]), vec![vec![group]]);
+        assert!(c.image().acls().is_empty());
+    }
+
+    // Guards AclControlManager.validateNewAcl: a bad binding fails alone with INVALID_REQUEST and
+    // its message, and the request's good bindings are still created.
+    #[test]
+    fn invalid_acl_bindings_are_refused_one_by_one() {
+        let mut c = Cluster::new(&[100], &[]);
+        let good = topic_acl("orders", PatternType::Literal, "User:alice", Operation::Read);
+        let cluster = |name: &str| {
+            binding(ResourceType::Cluster, name, PatternType::Literal, "User:alice", Operation::Alter, Permission::Allow)
+        };
+        let results = c.create_acls(vec![
+            cluster("my-cluster"),
+            good.clone(),
+            topic_acl("", PatternType::Literal, "User:alice", Operation::Read),
+            topic_acl("orders", PatternType::Literal, "alice", Operation::Read),
+            cluster(crate::acl::CLUSTER_NAME),
+        ]);
+        let invalid = |m: &str| Some((ErrorCode::InvalidRequest, m.to_string()));
+        assert_eq!(
+            results,
+            vec![
+                invalid("The only valid name for the CLUSTER resource is kafka-cluster"),
+                None,
+                invalid("Invalid empty resource name"),
+                invalid("expected a string in format principalType:principalName but got alice"),
+                None,
+            ]
+        );
+        assert_eq!(c.acls(), vec![good, cluster(crate::acl::CLUSTER_NAME)]);
+        let applied = c.controller().applied_index();
+        assert_eq!(c.create_acls(vec![cluster("other")]), vec![invalid("The only valid name for the CLUSTER resource is kafka-cluster")]);
+        assert_eq!(c.controller().applied_index(), applied);
+    }
+
+    #[test]
+    fn standby_controller_refuses_acl_requests_with_not_controller() {
+        let mut c = Cluster::new(&[100, 101, 102], &[]);
+        let standby = *c.nodes.keys().find(|id| Some(**id) != c.active()).unwrap();
+        let ctl = &mut c.nodes.get_mut(&standby).unwrap().controller;
+        let acl = topic_acl("t", PatternType::Literal, "User:a", Operation::Read);
+        ctl.handle_create_acls(0, 5, vec![acl.clone(), acl]);
+        let Some(Action::Reply(5, Response::CreateAcls(results))) = ctl.poll_action() else { panic!() };
+        assert_eq!(results, vec![AclCreateResult { error: Some(ControllerError::NotController) }; 2]);
+        ctl.handle_delete_acls(0, 6, vec![AclBindingFilter::any()]);
+        let Some(Action::Reply(6, Response::DeleteAcls(results))) = ctl.poll_action() else { panic!() };
+        assert_eq!(results, vec![AclDeleteResult { error: Some(ControllerError::NotController), deleted: vec![] }]);
+    }
+
+    // Guards the metadata log's format: ACL records round-trip beside the older records, codes
+    // a binding cannot hold are decode errors, and replay refuses a duplicate, a removal of an
+    // absent ACL and an invalid binding, leaving the image unchanged.
+    #[test]
+    fn acl_records_round_trip_and_bad_ones_are_refused() {
+        let pay = topic_acl("pay", PatternType::Prefixed, "User:alice", Operation::Write);
+        let all = binding(ResourceType::TransactionalId, "*", PatternType::Literal, "User:*", Operation::All, Permission::Deny);
+        let records = vec![
+            MetadataRecord::RemoveUserScramCredential { name: "alice".into(), mechanism: Mechanism::ScramSha256 },
+            MetadataRecord::AccessControlEntry { acl: pay.clone() },
+            MetadataRecord::AccessControlEntry { acl: all.clone() },
+            MetadataRecord::RemoveAccessControlEntry { acl: pay.clone() },
+        ];
+        let bytes = encode_records(&records);
+        assert_eq!(decode_records(&bytes), Ok(records.clone()));
+        for cut in 0..bytes.len() {
+            assert!(decode_records(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let entry = encode_records(&records[1..2]);
+        // [batch version][count u32][tag 10][record version][resource type]...
+        assert_eq!(&entry[..8], &[0, 1, 0, 0, 0, 10, 0, ResourceType::Topic.code() as u8]);
+        let permission_at = entry.len() - 1;
+        assert_eq!(entry[permission_at], Permission::Allow.code() as u8);
+        for (at, bad, why) in [(7, 1u8, "unknown ACL resource type"), (permission_at, 1, "unknown ACL permission"), (permission_at - 1, 15, "unknown ACL operation")] {
+            let mut mutated = entry.to_vec();
+            mutated[at] = bad;
+            assert_eq!(decode_records(&mutated), Err(DecodeError::Invalid(why)));
+        }
+
+        let mut image = MetadataImage::default();
+        for record in &records[1..] {
+            image.apply(record).unwrap();
+        }
+        image.check_invariants();
+        assert_eq!(image.acls().iter().collect::<Vec<_>>(), vec![&all]);
+        let before = image.clone();
+        let bad = [
+            MetadataRecord::AccessControlEntry { acl: all.clone() },
+            MetadataRecord::RemoveAccessControlEntry { acl: pay.clone() },
+            MetadataRecord::AccessControlEntry {
+                acl: binding(ResourceType::Cluster, "c", PatternType::Literal, "User:a", Operation::Alter, Permission::Allow),
+            },
         ];
         for record in bad {
             assert!(image.apply(&record).is_err(), "{record:?}");

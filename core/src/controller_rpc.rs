@@ -1,6 +1,6 @@
 //! The bytes nodes exchange on the controller listener: Raft messages between quorum members,
 //! and brokers' requests to the active controller (registration, heartbeats, AlterPartition,
-//! forwarded CreateTopics/DeleteTopics) with their answers.
+//! forwarded CreateTopics/DeleteTopics/AlterUserScramCredentials) with their answers.
 //!
 //! Kafka has its own RPCs for these (Vote, BeginQuorumEpoch, Fetch on the metadata topic,
 //! BrokerRegistration, BrokerHeartbeat, AlterPartition, forwarding via Envelope). odradek's
@@ -15,9 +15,13 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::controller::{
     AllocateProducerIdsRequest, AllocateProducerIdsResponse, AlterPartitionRequest, AlterPartitionResponse, BrokerHeartbeatRequest, BrokerHeartbeatResponse,
-    BrokerRegistrationRequest, BrokerRegistrationResponse, CreatableTopic, CreateTopicResult, CreateTopicsRequest,
-    ControllerError, DeleteTopicResult, Endpoint, LeaderAndIsr, Response,
+    AlterUserScramCredentialResult, AlterUserScramCredentialsRequest, BrokerRegistrationRequest, BrokerRegistrationResponse, CreatableTopic,
+    CreateTopicResult, CreateTopicsRequest, ControllerError, DeleteTopicResult, Endpoint, LeaderAndIsr, Response, ScramCredentialDeletion,
+    ScramCredentialUpsertion,
 };
+use crate::acl::{AclBinding, AclBindingFilter, Operation, PatternFilter, Permission, ResourceType};
+use crate::controller::{put_acl, read_acl, AclCreateResult, AclDeleteResult};
+use crate::sasl::ScramCredential;
 use crate::ids::{BrokerEpoch, LeaderEpoch, NodeId, PartitionEpoch};
 use crate::raft::codec::{self, Reader};
 use crate::raft::{DecodeError, Index, Message};
@@ -33,6 +37,9 @@ pub enum ControllerRequest {
     DeleteTopics(Vec<String>),
     AlterPartition(AlterPartitionRequest),
     AllocateProducerIds(AllocateProducerIdsRequest),
+    AlterUserScramCredentials(AlterUserScramCredentialsRequest),
+    CreateAcls(Vec<AclBinding>),
+    DeleteAcls(Vec<AclBindingFilter>),
 }
 
 /// One message on the controller listener.
@@ -164,7 +171,102 @@ fn encode_request(out: &mut BytesMut, request: &ControllerRequest) {
             out.put_i32_le(req.broker_id.0);
             out.put_i64_le(req.broker_epoch.0);
         }
+        ControllerRequest::AlterUserScramCredentials(req) => {
+            out.put_u8(6);
+            codec::put_count(out, req.deletions.len());
+            for d in &req.deletions {
+                codec::put_string(out, &d.name);
+                out.put_u8(d.mechanism as u8);
+            }
+            codec::put_count(out, req.upsertions.len());
+            for u in &req.upsertions {
+                codec::put_string(out, &u.name);
+                out.put_u8(u.mechanism as u8);
+                codec::put_bytes(out, &u.credential.salt);
+                codec::put_bytes(out, &u.credential.stored_key);
+                codec::put_bytes(out, &u.credential.server_key);
+                out.put_i32_le(u.credential.iterations);
+            }
+        }
+        ControllerRequest::CreateAcls(acls) => {
+            out.put_u8(7);
+            codec::put_count(out, acls.len());
+            for acl in acls {
+                put_acl(out, acl);
+            }
+        }
+        ControllerRequest::DeleteAcls(filters) => {
+            out.put_u8(8);
+            codec::put_count(out, filters.len());
+            for f in filters {
+                put_acl_filter(out, f);
+            }
+        }
     }
+}
+
+/// A filter with Kafka's wire codes; ANY (1) stands for an absent enum, and an absent string
+/// is flagged, so that a filter for the empty name stays one.
+fn put_acl_filter(out: &mut BytesMut, f: &AclBindingFilter) {
+    let put_optional = |out: &mut BytesMut, s: &Option<String>| {
+        out.put_u8(u8::from(s.is_some()));
+        codec::put_string(out, s.as_deref().unwrap_or(""));
+    };
+    out.put_u8(f.resource_type.map_or(1, ResourceType::code) as u8);
+    put_optional(out, &f.resource_name);
+    out.put_u8(f.pattern.code() as u8);
+    put_optional(out, &f.principal);
+    put_optional(out, &f.host);
+    out.put_u8(f.operation.map_or(1, Operation::code) as u8);
+    out.put_u8(f.permission.map_or(1, Permission::code) as u8);
+}
+
+fn read_acl_filter(r: &mut Reader) -> Result<AclBindingFilter, DecodeError> {
+    fn optional(r: &mut Reader) -> Result<Option<String>, DecodeError> {
+        let present = r.bool()?;
+        let s = r.string()?;
+        Ok(present.then_some(s))
+    }
+    let invalid = DecodeError::Invalid("invalid ACL filter");
+    let resource_type = match r.u8()? as i8 {
+        1 => None,
+        code => Some(ResourceType::from_code(code).ok_or(invalid.clone())?),
+    };
+    let resource_name = optional(r)?;
+    let pattern = PatternFilter::from_code(r.u8()? as i8).ok_or(invalid.clone())?;
+    let principal = optional(r)?;
+    let host = optional(r)?;
+    let operation = match r.u8()? as i8 {
+        1 => None,
+        code => Some(Operation::from_code(code).ok_or(invalid.clone())?),
+    };
+    let permission = match r.u8()? as i8 {
+        1 => None,
+        code => Some(Permission::from_code(code).ok_or(invalid)?),
+    };
+    Ok(AclBindingFilter { resource_type, resource_name, pattern, principal, host, operation, permission })
+}
+
+/// A CreateAcls/DeleteAcls error keeps its message when it is a refused binding's
+/// INVALID_REQUEST, which [`read_error`] cannot tell from the static InvalidRequest.
+fn put_acl_error(out: &mut BytesMut, error: &Option<ControllerError>) {
+    match error {
+        Some(ControllerError::InvalidAcl(message)) => {
+            out.put_u8(1);
+            codec::put_string(out, message);
+        }
+        other => {
+            out.put_u8(0);
+            put_error(out, other);
+        }
+    }
+}
+
+fn read_acl_error(r: &mut Reader) -> Result<Option<ControllerError>, DecodeError> {
+    if r.bool()? {
+        return Ok(Some(ControllerError::InvalidAcl(r.string()?)));
+    }
+    read_error(r)
 }
 
 fn decode_request(r: &mut Reader) -> Result<ControllerRequest, DecodeError> {
@@ -220,6 +322,36 @@ fn decode_request(r: &mut Reader) -> Result<ControllerRequest, DecodeError> {
             broker_id: NodeId(r.i32()?),
             broker_epoch: BrokerEpoch(r.i64()?),
         }),
+        6 => {
+            let n = r.count(3)?;
+            let mut deletions = Vec::with_capacity(n);
+            for _ in 0..n {
+                deletions.push(ScramCredentialDeletion { name: r.string()?, mechanism: r.u8()? as i8 });
+            }
+            let n = r.count(19)?;
+            let mut upsertions = Vec::with_capacity(n);
+            for _ in 0..n {
+                upsertions.push(ScramCredentialUpsertion {
+                    name: r.string()?,
+                    mechanism: r.u8()? as i8,
+                    credential: ScramCredential {
+                        salt: r.bytes()?.to_vec(),
+                        stored_key: r.bytes()?.to_vec(),
+                        server_key: r.bytes()?.to_vec(),
+                        iterations: r.i32()?,
+                    },
+                });
+            }
+            ControllerRequest::AlterUserScramCredentials(AlterUserScramCredentialsRequest { deletions, upsertions })
+        }
+        7 => {
+            let n = r.count(7)?;
+            ControllerRequest::CreateAcls((0..n).map(|_| read_acl(r)).collect::<Result<_, _>>()?)
+        }
+        8 => {
+            let n = r.count(10)?;
+            ControllerRequest::DeleteAcls((0..n).map(|_| read_acl_filter(r)).collect::<Result<_, _>>()?)
+        }
         tag => return Err(DecodeError::Tag(tag)),
     })
 }
@@ -260,6 +392,10 @@ fn read_error(r: &mut Reader) -> Result<Option<ControllerError>, DecodeError> {
         crate::ErrorCode::IneligibleReplica => ControllerError::IneligibleReplica,
         // The static message of the sender is not recoverable; the code is what matters.
         crate::ErrorCode::InvalidRequest => ControllerError::InvalidRequest("invalid request (remote)"),
+        crate::ErrorCode::UnsupportedSaslMechanism => ControllerError::UnsupportedSaslMechanism(message),
+        crate::ErrorCode::UnacceptableCredential => ControllerError::UnacceptableCredential(message),
+        crate::ErrorCode::DuplicateResource => ControllerError::DuplicateResource(message),
+        crate::ErrorCode::ResourceNotFound => ControllerError::ResourceNotFound(message),
         _ => return Err(DecodeError::Invalid("error code not a controller error")),
     };
     Ok(Some(error))
@@ -316,6 +452,32 @@ fn encode_response(out: &mut BytesMut, response: &Response) {
             out.put_i64_le(r.first_producer_id);
             out.put_i64_le(r.count);
         }
+        Response::AlterUserScramCredentials(results) => {
+            out.put_u8(6);
+            codec::put_count(out, results.len());
+            for result in results {
+                codec::put_string(out, &result.user);
+                put_error(out, &result.error);
+            }
+        }
+        Response::CreateAcls(results) => {
+            out.put_u8(7);
+            codec::put_count(out, results.len());
+            for result in results {
+                put_acl_error(out, &result.error);
+            }
+        }
+        Response::DeleteAcls(results) => {
+            out.put_u8(8);
+            codec::put_count(out, results.len());
+            for result in results {
+                put_acl_error(out, &result.error);
+                codec::put_count(out, result.deleted.len());
+                for acl in &result.deleted {
+                    put_acl(out, acl);
+                }
+            }
+        }
     }
 }
 
@@ -369,6 +531,30 @@ fn decode_response(r: &mut Reader) -> Result<Response, DecodeError> {
             first_producer_id: r.i64()?,
             count: r.i64()?,
         }),
+        6 => {
+            let n = r.count(4)?;
+            let mut results = Vec::with_capacity(n);
+            for _ in 0..n {
+                results.push(AlterUserScramCredentialResult { user: r.string()?, error: read_error(r)? });
+            }
+            Response::AlterUserScramCredentials(results)
+        }
+        7 => {
+            let n = r.count(3)?;
+            let results = (0..n).map(|_| Ok(AclCreateResult { error: read_acl_error(r)? })).collect::<Result<_, DecodeError>>()?;
+            Response::CreateAcls(results)
+        }
+        8 => {
+            let n = r.count(7)?;
+            let mut results = Vec::with_capacity(n);
+            for _ in 0..n {
+                let error = read_acl_error(r)?;
+                let m = r.count(7)?;
+                let deleted = (0..m).map(|_| read_acl(r)).collect::<Result<_, _>>()?;
+                results.push(AclDeleteResult { error, deleted });
+            }
+            Response::DeleteAcls(results)
+        }
         tag => return Err(DecodeError::Tag(tag)),
     })
 }
@@ -434,9 +620,97 @@ mod tests {
                     new_isr: vec![NodeId(1), NodeId(2)],
                 }),
             },
+            Frame::Request {
+                id: 12,
+                request: ControllerRequest::AlterUserScramCredentials(AlterUserScramCredentialsRequest {
+                    deletions: vec![ScramCredentialDeletion { name: "bob".into(), mechanism: 1 }],
+                    upsertions: vec![ScramCredentialUpsertion {
+                        name: "alice".into(),
+                        mechanism: -3,
+                        credential: ScramCredential {
+                            salt: b"salt".to_vec(),
+                            stored_key: vec![1; 32],
+                            server_key: vec![2; 32],
+                            iterations: 4096,
+                        },
+                    }],
+                }),
+            },
+            Frame::Request {
+                id: 13,
+                request: ControllerRequest::CreateAcls(vec![AclBinding {
+                    resource_type: ResourceType::Topic,
+                    resource_name: "pay".into(),
+                    pattern_type: crate::acl::PatternType::Prefixed,
+                    principal: "User:alice".into(),
+                    host: "*".into(),
+                    operation: Operation::Write,
+                    permission: Permission::Allow,
+                }]),
+            },
+            Frame::Request {
+                id: 14,
+                request: ControllerRequest::DeleteAcls(vec![
+                    AclBindingFilter::any(),
+                    AclBindingFilter {
+                        resource_type: Some(ResourceType::Group),
+                        resource_name: Some(String::new()),
+                        pattern: PatternFilter::Match,
+                        principal: None,
+                        host: Some("10.0.0.1".into()),
+                        operation: Some(Operation::Read),
+                        permission: Some(Permission::Deny),
+                    },
+                ]),
+            },
+            Frame::Response {
+                id: 13,
+                response: Response::CreateAcls(vec![
+                    AclCreateResult { error: None },
+                    AclCreateResult { error: Some(ControllerError::InvalidAcl("Invalid empty resource name".into())) },
+                    AclCreateResult { error: Some(ControllerError::NotController) },
+                ]),
+            },
+            Frame::Response {
+                id: 14,
+                response: Response::DeleteAcls(vec![
+                    AclDeleteResult { error: None, deleted: vec![AclBinding {
+                    resource_type: ResourceType::Topic,
+                    resource_name: "pay".into(),
+                    pattern_type: crate::acl::PatternType::Prefixed,
+                    principal: "User:alice".into(),
+                    host: "*".into(),
+                    operation: Operation::Write,
+                    permission: Permission::Allow,
+                }] },
+                    AclDeleteResult { error: Some(ControllerError::PolicyViolation("too big".into())), deleted: vec![] },
+                ]),
+            },
             Frame::Response {
                 id: 7,
                 response: Response::RegisterBroker(BrokerRegistrationResponse { error: None, broker_epoch: BrokerEpoch(3) }),
+            },
+            Frame::Response {
+                id: 12,
+                response: Response::AlterUserScramCredentials(vec![
+                    AlterUserScramCredentialResult { user: "bob".into(), error: None },
+                    AlterUserScramCredentialResult {
+                        user: "alice".into(),
+                        error: Some(ControllerError::UnacceptableCredential("Too few iterations".into())),
+                    },
+                    AlterUserScramCredentialResult {
+                        user: "carol".into(),
+                        error: Some(ControllerError::DuplicateResource("twice".into())),
+                    },
+                    AlterUserScramCredentialResult {
+                        user: "dave".into(),
+                        error: Some(ControllerError::ResourceNotFound("missing".into())),
+                    },
+                    AlterUserScramCredentialResult {
+                        user: "erin".into(),
+                        error: Some(ControllerError::UnsupportedSaslMechanism("Unknown SCRAM mechanism".into())),
+                    },
+                ]),
             },
             Frame::Response {
                 id: 8,

@@ -4,6 +4,7 @@
 //! order reach an output. Time comes in as `now_ms` arguments; the drivers (`io/`, and later
 //! `sim/`) do the IO and feed results back.
 
+pub mod acl;
 pub mod batch;
 pub mod broker;
 pub mod compact;
@@ -15,10 +16,12 @@ pub mod group;
 pub mod ids;
 pub mod lifecycle;
 pub mod log;
+pub mod principal;
 pub mod producer;
 pub mod quorum;
 pub mod raft;
 pub mod replica;
+pub mod sasl;
 pub mod records;
 pub mod shard;
 pub mod topic;

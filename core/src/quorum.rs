@@ -76,6 +76,9 @@ impl Quorum {
             ControllerRequest::DeleteTopics(r) => c.handle_delete_topics(now_ms, id, r),
             ControllerRequest::AlterPartition(r) => c.handle_alter_partition(now_ms, id, r),
             ControllerRequest::AllocateProducerIds(r) => c.handle_allocate_producer_ids(now_ms, id, r),
+            ControllerRequest::AlterUserScramCredentials(r) => c.handle_alter_user_scram_credentials(now_ms, id, r),
+            ControllerRequest::CreateAcls(r) => c.handle_create_acls(now_ms, id, r),
+            ControllerRequest::DeleteAcls(r) => c.handle_delete_acls(now_ms, id, r),
         }
     }
 

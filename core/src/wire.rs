@@ -19,7 +19,7 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 100 * 1024 * 1024;
 /// from these ranges (KAFKA-APIS.md). Ceilings are deliberate: Produce 12 and Fetch 13 bring
 /// transactions v2 and topic ids, and ListOffsets 7 the max-timestamp query, which odradek
 /// does not serve yet.
-pub const SUPPORTED_APIS: [(ApiKey, i16, i16); 29] = [
+pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 11),
     (ApiKey::Fetch, 4, 12),
     (ApiKey::ListOffsets, 1, 6),
@@ -54,6 +54,17 @@ pub const SUPPORTED_APIS: [(ApiKey, i16, i16); 29] = [
     // v0–1 predate current_leader_epoch (KIP-320) and kafka-protocol 0.18 has no codec for
     // them; clients that validate positions use v2+.
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
+    // After a v0 handshake the tokens come bare, not in SaslAuthenticate; librdkafka takes v0
+    // in the range as the sign that the broker speaks SASL at all.
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
+    // KIP-554; v0 is the only version.
+    (ApiKey::DescribeUserScramCredentials, 0, 0),
+    (ApiKey::AlterUserScramCredentials, 0, 0),
+    // KIP-140. Kafka 4.0 dropped v0 (KIP-896) and kafka-protocol 0.18 has no codec for it.
+    (ApiKey::DescribeAcls, 1, 3),
+    (ApiKey::CreateAcls, 1, 3),
+    (ApiKey::DeleteAcls, 1, 3),
 ];
 
 pub fn supported_versions(api_key: ApiKey) -> Option<(i16, i16)> {
@@ -297,7 +308,7 @@ mod tests {
 
     #[test]
     fn advertised_ranges_are_within_what_the_codec_decodes() {
-        for (key, min, max) in SUPPORTED_APIS {
+        for &(key, min, max) in SUPPORTED_APIS {
             let codec = key.valid_versions();
             assert!(min <= max && codec.min <= min && max <= codec.max, "{key:?}");
         }

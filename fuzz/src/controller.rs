@@ -15,6 +15,7 @@ use odradek_core::controller::{self, AlterPartitionRequest, ControllerError, Cre
 use odradek_core::controller_rpc::{ControllerRequest, Frame};
 use odradek_core::ids::{BrokerEpoch, LeaderEpoch, NodeId, PartitionEpoch, Term};
 use odradek_core::raft::{Entry, HardState, Index, Message};
+use odradek_core::sasl::{Mechanism, ScramCredential};
 
 pub fn run(data: &[u8]) {
     let ([which], bytes) = crate::params::<1>(data);
@@ -55,6 +56,7 @@ pub fn run(data: &[u8]) {
 
 pub fn seeds() -> Vec<Vec<u8>> {
     let topic_id = [9; 16];
+    let scram = ScramCredential { salt: vec![1; 16], stored_key: vec![2; 32], server_key: vec![3; 32], iterations: 4096 };
     let records = vec![
         MetadataRecord::RegisterBroker { broker_id: NodeId(1), broker_epoch: BrokerEpoch(1), incarnation_id: [1; 16], endpoints: vec![Endpoint { name: "PLAINTEXT".into(), host: "127.0.0.1".into(), port: 9092 }] },
         MetadataRecord::UnfenceBroker { broker_id: NodeId(1), broker_epoch: BrokerEpoch(1) },
@@ -64,6 +66,8 @@ pub fn seeds() -> Vec<Vec<u8>> {
         MetadataRecord::ProducerIds { broker_id: NodeId(1), broker_epoch: BrokerEpoch(1), next_producer_id: 1000 },
         MetadataRecord::FenceBroker { broker_id: NodeId(1), broker_epoch: BrokerEpoch(1) },
         MetadataRecord::RemoveTopic { topic_id },
+        MetadataRecord::UserScramCredential { name: "alice".into(), mechanism: Mechanism::ScramSha256, credential: scram.clone() },
+        MetadataRecord::RemoveUserScramCredential { name: "alice".into(), mechanism: Mechanism::ScramSha256 },
     ];
     let metadata = controller::encode_records(&records);
     let entry = Entry { index: Index(5), term: Term(3), data: metadata.clone() };
@@ -79,6 +83,13 @@ pub fn seeds() -> Vec<Vec<u8>> {
         Frame::Request { id: 1, request: ControllerRequest::CreateTopics(CreateTopicsRequest { topics: vec![CreatableTopic { name: "orders".into(), num_partitions: 3, replication_factor: 1, configs: BTreeMap::new() }], validate_only: false }) },
         Frame::Request { id: 2, request: ControllerRequest::AlterPartition(AlterPartitionRequest { broker_id: NodeId(1), broker_epoch: BrokerEpoch(1), topic_id, partition: 0, leader_epoch: LeaderEpoch(0), partition_epoch: PartitionEpoch(0), new_isr: vec![NodeId(1), NodeId(2)] }) },
         Frame::Request { id: 3, request: ControllerRequest::DeleteTopics(vec!["orders".into()]) },
+        Frame::Request {
+            id: 4,
+            request: ControllerRequest::AlterUserScramCredentials(controller::AlterUserScramCredentialsRequest {
+                deletions: vec![controller::ScramCredentialDeletion { name: "bob".into(), mechanism: 2 }],
+                upsertions: vec![controller::ScramCredentialUpsertion { name: "alice".into(), mechanism: 1, credential: scram.clone() }],
+            }),
+        },
         Frame::Response { id: 1, response: Response::CreateTopics(vec![CreateTopicResult { name: "orders".into(), error: Some(ControllerError::InvalidTopic("bad name".into())), topic_id, num_partitions: 3, replication_factor: 1 }]) },
     ];
     let with = |which: u8, bytes: &[u8]| [&[which][..], bytes].concat();

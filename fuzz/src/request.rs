@@ -74,6 +74,22 @@ pub fn decode(request: &Request) -> Result<(), RequestError> {
         ApiKey::DescribeConfigs => round_trip::<DescribeConfigsRequest>(request).map(drop)?,
         ApiKey::FindCoordinator => round_trip::<FindCoordinatorRequest>(request).map(drop)?,
         ApiKey::WriteTxnMarkers => round_trip::<WriteTxnMarkersRequest>(request).map(drop)?,
+        ApiKey::SaslHandshake => round_trip::<SaslHandshakeRequest>(request).map(drop)?,
+        ApiKey::SaslAuthenticate => round_trip::<SaslAuthenticateRequest>(request).map(drop)?,
+        ApiKey::AlterUserScramCredentials => round_trip::<AlterUserScramCredentialsRequest>(request).map(drop)?,
+        ApiKey::DescribeUserScramCredentials => round_trip::<DescribeUserScramCredentialsRequest>(request).map(drop)?,
+        ApiKey::CreateAcls => {
+            let create: CreateAclsRequest = round_trip(request)?;
+            let _ = odradek_core::broker::acls::create_acls_bindings(&create);
+        }
+        ApiKey::DescribeAcls => {
+            let describe: DescribeAclsRequest = round_trip(request)?;
+            let _ = odradek_core::broker::acls::describe_acls(&Default::default(), &describe);
+        }
+        ApiKey::DeleteAcls => {
+            let delete: DeleteAclsRequest = round_trip(request)?;
+            let _ = odradek_core::broker::acls::delete_acls_filters(&delete);
+        }
         ApiKey::InitProducerId => {
             let init: InitProducerIdRequest = round_trip(request)?;
             if txn::is_transactional_init(&init) {
@@ -165,6 +181,10 @@ fn default_request(api_key: ApiKey, version: i16) -> Option<Vec<u8>> {
         AddOffsetsToTxn => AddOffsetsToTxnRequest, EndTxn => EndTxnRequest, WriteTxnMarkers => WriteTxnMarkersRequest,
         TxnOffsetCommit => TxnOffsetCommitRequest, DescribeTransactions => DescribeTransactionsRequest,
         ListTransactions => ListTransactionsRequest, OffsetForLeaderEpoch => OffsetForLeaderEpochRequest,
+        SaslHandshake => SaslHandshakeRequest, SaslAuthenticate => SaslAuthenticateRequest,
+        AlterUserScramCredentials => AlterUserScramCredentialsRequest,
+        DescribeUserScramCredentials => DescribeUserScramCredentialsRequest,
+        CreateAcls => CreateAclsRequest, DescribeAcls => DescribeAclsRequest, DeleteAcls => DeleteAclsRequest,
     }
 }
 

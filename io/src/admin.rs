@@ -14,8 +14,10 @@
 //! - `reset-offsets`: only while the group is Empty or Dead, as Kafka's tool insists; targets
 //!   come from ListOffsets and are committed with a standalone OffsetCommit.
 
+pub mod acls;
 mod client;
 mod messages;
+pub mod users;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;

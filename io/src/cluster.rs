@@ -266,7 +266,11 @@ impl Node {
             lifecycle: RefCell::new(BrokerLifecycle::new(
                 id,
                 *uuid::Uuid::new_v4().as_bytes(),
-                vec![Endpoint { name: "PLAINTEXT".into(), host: config.advertised.0.clone(), port: config.advertised.1 }],
+                config
+                    .listeners
+                    .iter()
+                    .map(|l| Endpoint { name: l.name.clone(), host: l.advertised.0.clone(), port: l.advertised.1 })
+                    .collect(),
                 config.broker_heartbeat_interval_ms.min(config.broker_session_timeout_ms as u64 / 3).max(50) as i64,
                 now_ms(),
             )),
@@ -277,14 +281,16 @@ impl Node {
         for (&peer, &addr) in &node.peers {
             let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
             node.outbound.borrow_mut().insert(peer, tx);
-            glommio::spawn_local(node.clone().outbound_loop(peer, addr, rx)).detach();
+            let tls = shared.peer_tls.controller_client.clone();
+            glommio::spawn_local(node.clone().outbound_loop(peer, addr, tls, rx)).detach();
         }
         // A standalone node is the whole quorum: nothing would ever connect to a listener.
         if !config.standalone() || config.controller_listen.is_some() {
             let listen = config.quorum_address().ok_or("no controller listener address")?;
             let listener = TcpListener::bind(listen).map_err(|e| format!("controller listener {listen}: {e}"))?;
-            info!(%listen, node = %id, "controller listener up");
-            glommio::spawn_local(node.clone().accept_loop(listener)).detach();
+            let tls = shared.peer_tls.controller_server.clone();
+            info!(%listen, node = %id, tls = tls.is_some(), "controller listener up");
+            glommio::spawn_local(node.clone().accept_loop(listener, tls)).detach();
         }
         glommio::spawn_local(node.clone().timer_loop()).detach();
         glommio::spawn_local(node.clone().log_writer(log)).detach();
@@ -476,18 +482,32 @@ impl Node {
 
     /// One connection to `peer`, re-dialled after any failure; frames that cannot be sent are
     /// dropped (Raft resends, requests time out and retry).
-    async fn outbound_loop(self: Rc<Self>, peer: NodeId, addr: SocketAddr, mut rx: mpsc::Receiver<Bytes>) {
+    async fn outbound_loop(
+        self: Rc<Self>,
+        peer: NodeId,
+        addr: SocketAddr,
+        tls: Option<futures_rustls::TlsConnector>,
+        mut rx: mpsc::Receiver<Bytes>,
+    ) {
+        let mut last_error = None;
         loop {
-            let stream = match TcpStream::connect(addr).await {
+            let stream = match crate::tls::connect(addr, tls.as_ref()).await {
                 Ok(s) => s,
-                Err(_) => {
+                Err(e) => {
+                    // A TLS failure (rustls reports them as invalid data) repeats on every
+                    // attempt: said once, not every 100 ms. A peer not up yet is routine.
+                    let error = e.to_string();
+                    if e.kind() == std::io::ErrorKind::InvalidData && last_error.as_ref() != Some(&error) {
+                        warn!(%peer, %addr, "cannot reach the quorum peer's controller listener: {error}");
+                    }
+                    last_error = Some(error);
                     // Drop what queued up meanwhile rather than deliver stale votes later.
                     while rx.try_recv().is_ok() {}
                     glommio::timer::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             };
-            let _ = stream.set_nodelay(true);
+            last_error = None;
             debug!(%peer, %addr, "connected to quorum peer");
             let (reader, mut writer) = futures_lite::io::split(stream);
             let this = self.clone();
@@ -509,7 +529,8 @@ impl Node {
                         let mut out = Vec::with_capacity(frame.len() + 4);
                         out.extend_from_slice(&(frame.len() as u32).to_be_bytes());
                         out.extend_from_slice(&frame);
-                        if writer.write_all(&out).await.is_err() {
+                        // TLS holds a record back until flushed; a plain socket flushes at no cost.
+                        if writer.write_all(&out).await.is_err() || writer.flush().await.is_err() {
                             break;
                         }
                     }
@@ -521,37 +542,52 @@ impl Node {
         }
     }
 
-    async fn accept_loop(self: Rc<Self>, listener: TcpListener) {
+    async fn accept_loop(self: Rc<Self>, listener: TcpListener, tls: Option<futures_rustls::TlsAcceptor>) {
         loop {
             match listener.accept().await {
                 Ok(stream) => {
                     let _ = stream.set_nodelay(true);
-                    let (reader, mut writer) = futures_lite::io::split(stream);
-                    let (tx, mut rx) = mpsc::channel::<Bytes>(OUTBOUND_QUEUE);
-                    glommio::spawn_local(async move {
-                        while let Some(frame) = rx.next().await {
-                            let mut out = Vec::with_capacity(frame.len() + 4);
-                            out.extend_from_slice(&(frame.len() as u32).to_be_bytes());
-                            out.extend_from_slice(&frame);
-                            if writer.write_all(&out).await.is_err() {
-                                return;
-                            }
-                        }
-                    })
-                    .detach();
                     let this = self.clone();
-                    glommio::spawn_local(async move {
-                        if let Err(e) = this.read_frames(reader, Some(tx)).await {
-                            debug!(error = %e, "quorum connection closed");
-                        }
-                    })
-                    .detach();
+                    let tls = tls.clone();
+                    glommio::spawn_local(async move { this.serve_controller_connection(stream, tls).await }).detach();
                 }
                 Err(e) => {
                     warn!(error = %e, "controller listener accept failed");
                     glommio::timer::sleep(Duration::from_millis(10)).await;
                 }
             }
+        }
+    }
+
+    /// One connection on the controller listener, after its TLS handshake if it has one: only a
+    /// peer with a certificate of the controller listener's CAs gets to send quorum traffic.
+    async fn serve_controller_connection(self: Rc<Self>, stream: TcpStream, tls: Option<futures_rustls::TlsAcceptor>) {
+        let peer = stream.peer_addr().map_or_else(|_| "?".to_owned(), |a| a.to_string());
+        let stream = match tls {
+            None => crate::tls::Stream::Plain(stream),
+            Some(acceptor) => match crate::tls::accept(&acceptor, stream, crate::server::TLS_HANDSHAKE_TIMEOUT).await {
+                Ok(stream) => stream,
+                Err(e) => {
+                    warn!(%peer, "closing controller connection: TLS handshake failed: {e}");
+                    return;
+                }
+            },
+        };
+        let (reader, mut writer) = futures_lite::io::split(stream);
+        let (tx, mut rx) = mpsc::channel::<Bytes>(OUTBOUND_QUEUE);
+        glommio::spawn_local(async move {
+            while let Some(frame) = rx.next().await {
+                let mut out = Vec::with_capacity(frame.len() + 4);
+                out.extend_from_slice(&(frame.len() as u32).to_be_bytes());
+                out.extend_from_slice(&frame);
+                if writer.write_all(&out).await.is_err() || writer.flush().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .detach();
+        if let Err(e) = self.read_frames(reader, Some(tx)).await {
+            debug!(%peer, error = %e, "quorum connection closed");
         }
     }
 
@@ -859,6 +895,9 @@ fn not_controller(response: &Response) -> bool {
         Response::DeleteTopics(r) => r.iter().any(|t| t.error == e),
         Response::AlterPartition(r) => r.error == e,
         Response::AllocateProducerIds(r) => r.error == e,
+        Response::AlterUserScramCredentials(r) => r.iter().any(|u| u.error == e),
+        Response::CreateAcls(r) => r.iter().any(|a| a.error == e),
+        Response::DeleteAcls(r) => r.iter().any(|f| f.error == e),
     }
 }
 

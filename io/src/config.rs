@@ -11,12 +11,24 @@ use odradek_core::group::GroupConfig;
 use odradek_core::log::LogConfig;
 use odradek_core::wire::DEFAULT_MAX_REQUEST_BYTES;
 
+use crate::listeners::{Listener, ListenerSettings, NotApplied, Resolved};
+
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub node_id: i32,
-    pub listen: SocketAddr,
-    /// Host and port clients are told to connect to (Metadata).
-    pub advertised: (String, u16),
+    /// `listeners` and their security, as set.
+    pub listener_settings: ListenerSettings,
+    /// The client listeners, resolved from `listener_settings` once every setting is in.
+    pub listeners: Vec<Listener>,
+    /// Security settings read but not acted on, logged once at start.
+    pub not_applied: NotApplied,
+    /// The listener of `controller.listener.names`, when the controller listener is given that way.
+    pub controller_listener: Option<Listener>,
+    /// ACLs are enforced when `authorizer.class.name` names an authorizer; `super.users` and
+    /// `allow.everyone.if.no.acl.found` shape the decisions (docs/security.md).
+    pub authorizer: Option<odradek_core::acl::AuthorizerConfig>,
+    /// `super.users` and `allow.everyone.if.no.acl.found` as set, applied if there is an authorizer.
+    pub authorizer_settings: odradek_core::acl::AuthorizerConfig,
     pub data_dir: PathBuf,
     pub cores: usize,
     /// Where the executors run (`cpuset`).
@@ -160,11 +172,16 @@ impl ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        let listen: SocketAddr = "127.0.0.1:9092".parse().expect("valid address");
+        let listener_settings = ListenerSettings::default_listener();
+        let Resolved { listeners, controller, not_applied } = listener_settings.resolve().expect("the default listener resolves");
         ServerConfig {
             node_id: 0,
-            listen,
-            advertised: (listen.ip().to_string(), listen.port()),
+            listener_settings,
+            listeners,
+            not_applied,
+            controller_listener: controller,
+            authorizer: None,
+            authorizer_settings: Default::default(),
             data_dir: PathBuf::from("data"),
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             cpuset: CpuSet::Auto,
@@ -210,10 +227,12 @@ pub struct ServeArgs {
     /// Node id (node.id)
     #[arg(long)]
     pub node_id: Option<i32>,
-    /// Address to listen on for Kafka clients (listeners) [default: 127.0.0.1:9092]
+    /// Addresses to listen on for Kafka clients, host:port or NAME://host:port,... (listeners)
+    /// [default: 127.0.0.1:9092]
     #[arg(long)]
-    pub listen: Option<SocketAddr>,
-    /// host:port clients are told to use (advertised.listeners) [default: the listen address]
+    pub listen: Option<String>,
+    /// host:port or NAME://host:port,... clients are told to use (advertised.listeners)
+    /// [default: each listener's own address]
     #[arg(long)]
     pub advertised_listener: Option<String>,
     /// Directory for logs and metadata (log.dirs) [default: ./data]
@@ -313,19 +332,17 @@ pub struct ServeArgs {
 impl ServeArgs {
     pub fn resolve(&self) -> Result<ServerConfig, String> {
         let mut config = ServerConfig::default();
-        let mut advertised_set = false;
         let mut cores_set = self.cores.is_some();
         if let Some(path) = &self.config {
             let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
             for (key, value) in parse_properties(&text)? {
-                advertised_set |= key == "advertised.listeners";
                 cores_set |= key == "cores";
                 config.set(&key, &value).map_err(|e| format!("{}: {key}: {e}", path.display()))?;
             }
         }
         let flags: [(&str, Option<String>); 28] = [
             ("node.id", self.node_id.map(|v| v.to_string())),
-            ("listeners", self.listen.map(|v| v.to_string())),
+            ("listeners", self.listen.clone()),
             ("advertised.listeners", self.advertised_listener.clone()),
             ("log.dirs", self.data_dir.as_ref().map(|v| v.display().to_string())),
             ("cores", self.cores.map(|v| v.to_string())),
@@ -355,7 +372,6 @@ impl ServeArgs {
         ];
         for (key, value) in flags {
             if let Some(value) = value {
-                advertised_set |= key == "advertised.listeners";
                 config.set(key, &value).map_err(|e| format!("--{}: {e}", key.replace('.', "-")))?;
             }
         }
@@ -368,8 +384,17 @@ impl ServeArgs {
         if let Some(us) = self.spin_before_park_us {
             config.spin_before_park_us = us;
         }
-        if !advertised_set {
-            config.advertised = (config.listen.ip().to_string(), config.listen.port());
+        let resolved = config.listener_settings.resolve()?;
+        (config.listeners, config.not_applied) = (resolved.listeners, resolved.not_applied);
+        if let Some(controller) = &resolved.controller {
+            if config.controller_listen.is_some_and(|addr| addr != controller.addr) {
+                return Err(format!("controller.listener and controller.listener.names' {} name different addresses", controller.name));
+            }
+            config.controller_listen = Some(controller.addr);
+        }
+        config.controller_listener = resolved.controller;
+        if config.authorizer.is_some() {
+            config.authorizer = Some(config.authorizer_settings.clone());
         }
         if let (CpuSet::Cpus(cpus), false) = (&config.cpuset, cores_set) {
             config.cores = cpus.len();
@@ -440,12 +465,19 @@ impl ServerConfig {
         }
         match key {
             "node.id" | "broker.id" => self.node_id = num(value)?,
-            "listeners" => self.listen = parse_listener(value)?,
-            "advertised.listeners" => {
-                let addr = value.trim().trim_start_matches("PLAINTEXT://");
-                let (host, port) = addr.rsplit_once(':').ok_or("expected host:port")?;
-                self.advertised = (host.to_owned(), num(port)?);
+            _ if self.listener_settings.set(key, value)? => {}
+            "authorizer.class.name" => {
+                self.authorizer = match value.trim() {
+                    "" => None,
+                    // Kafka's two ACL authorizers (KRaft's and ZooKeeper's) behave alike here.
+                    "org.apache.kafka.metadata.authorizer.StandardAuthorizer" | "kafka.security.authorizer.AclAuthorizer" => {
+                        Some(Default::default())
+                    }
+                    other => return Err(format!("{other} is not supported: odradek has Kafka's StandardAuthorizer (org.apache.kafka.metadata.authorizer.StandardAuthorizer)")),
+                }
             }
+            "super.users" => self.authorizer_settings.super_users = odradek_core::acl::AuthorizerConfig::parse_super_users(value)?,
+            "allow.everyone.if.no.acl.found" => self.authorizer_settings.allow_everyone_if_no_acl_found = parse_bool(value)?,
             "log.dirs" | "log.dir" => self.data_dir = PathBuf::from(value.trim()),
             "cores" => self.cores = num(value)?,
             "cpuset" => self.cpuset = CpuSet::parse(value)?,
@@ -538,6 +570,17 @@ impl ServerConfig {
     }
 
     fn validate(&self) -> Result<(), String> {
+        let inter_broker = self.listener_settings.inter_broker_listener();
+        if let Some(l) = self.listeners.iter().find(|l| l.name == inter_broker && l.protocol.sasl()) {
+            // Brokers fetch from each other and send transaction markers over it, with a
+            // client that speaks TLS but not SASL yet.
+            return Err(format!(
+                "the inter-broker listener {} is {}: inter-broker traffic runs over PLAINTEXT or SSL only for now; \
+                 add one of those and name it in inter.broker.listener.name",
+                l.name,
+                l.protocol.name()
+            ));
+        }
         if self.cores == 0 {
             return Err("cores must be at least 1".into());
         }
@@ -802,8 +845,8 @@ mod tests {
     #[test]
     fn defaults_are_a_local_dev_node() {
         let config = args(None).resolve().unwrap();
-        assert_eq!(config.listen.to_string(), "127.0.0.1:9092");
-        assert_eq!(config.advertised, ("127.0.0.1".to_owned(), 9092));
+        assert_eq!(config.listeners[0].addr.to_string(), "127.0.0.1:9092");
+        assert_eq!(config.listeners[0].advertised, ("127.0.0.1".to_owned(), 9092));
         assert_eq!(config.data_dir, PathBuf::from("data"));
         assert!(config.fsync && config.auto_create_topics);
     }
@@ -845,7 +888,7 @@ mod tests {
         let mut a = args(Some(file.clone()));
         a.num_partitions = Some(5);
         let config = a.resolve().unwrap();
-        assert_eq!((config.listen.port(), config.advertised.1), (9500, 9500));
+        assert_eq!((config.listeners[0].addr.port(), config.listeners[0].advertised.1), (9500, 9500));
         assert_eq!(config.num_partitions, 5);
         assert_eq!(config.log.retention_ms, 3_600_000);
 

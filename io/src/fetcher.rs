@@ -10,7 +10,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWriteExt, FutureExt};
-use glommio::net::TcpStream;
+use crate::tls::Stream;
 use kafka_protocol::messages::{ApiKey, FetchResponse};
 use odradek_core::fetcher::{Outgoing, CLIENT_ID, FOLLOWER_FETCH_VERSION};
 use odradek_core::ids::NodeId;
@@ -31,13 +31,15 @@ const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
 pub trait Host {
     /// Where broker `node` serves Kafka clients, from the metadata image.
     fn broker_address(&self, node: NodeId) -> Option<SocketAddr>;
+    /// TLS to the inter-broker listener, if it is an SSL one.
+    fn inter_broker_tls(&self) -> Option<&futures_rustls::TlsConnector>;
     /// The answer to a request from [`FetcherDriver::send`], or the transport's failure.
     fn fetch_answered(self: Rc<Self>, leader: NodeId, request_id: u64, answer: Result<FetchResponse, ErrorCode>);
 }
 
 #[derive(Default)]
 pub struct FetcherDriver {
-    connections: RefCell<BTreeMap<NodeId, TcpStream>>,
+    connections: RefCell<BTreeMap<NodeId, Stream>>,
 }
 
 impl FetcherDriver {
@@ -63,11 +65,8 @@ impl FetcherDriver {
         let existing = self.connections.borrow_mut().remove(&leader);
         let mut stream = match existing {
             Some(stream) => stream,
-            None => match TcpStream::connect(addr).await {
-                Ok(s) => {
-                    let _ = s.set_nodelay(true);
-                    s
-                }
+            None => match crate::tls::connect(addr, host.inter_broker_tls()).await {
+                Ok(s) => s,
                 Err(e) => {
                     debug!(%leader, %addr, error = %e, "replica fetcher could not connect");
                     glommio::timer::sleep(RECONNECT_PAUSE).await;
@@ -81,6 +80,7 @@ impl FetcherDriver {
             let frame = wire::encode_request(ApiKey::Fetch, FOLLOWER_FETCH_VERSION, correlation_id, CLIENT_ID, &out.request)
                 .map_err(|e| e.to_string())?;
             stream.write_all(&frame).await.map_err(|e| e.to_string())?;
+            stream.flush().await.map_err(|e| e.to_string())?;
             let body = read_response(&mut stream, MAX_RESPONSE_BYTES).await?;
             wire::decode_response(body.into(), ApiKey::Fetch, FOLLOWER_FETCH_VERSION, correlation_id).map_err(|e| e.to_string())
         };

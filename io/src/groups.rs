@@ -56,11 +56,11 @@ impl Shard {
     }
 }
 
-pub fn find_coordinator(shard: &Rc<Shard>, request: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
+pub fn find_coordinator(shard: &Rc<Shard>, request: FindCoordinatorRequest, version: i16, listener: &str) -> FindCoordinatorResponse {
     let config = &shard.shared.config;
     let image = shard.image.borrow().clone();
     let (response, create) =
-        groups::find_coordinator(&image, &request, version, config.group.offsets_topic_partitions, config.txn.partitions);
+        groups::find_coordinator(&image, &request, version, config.group.offsets_topic_partitions, config.txn.partitions, listener);
     if let Some(topic) = create {
         shard.create_internal_topic(topic);
     }

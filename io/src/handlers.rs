@@ -9,7 +9,7 @@ use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourc
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use odradek_core::broker::partitions::{DescribeProducersCall, EpochEndCall, FetchCall, ListOffsetsCall, ProduceCall};
-use odradek_core::broker::{self, admin, producer_ids};
+use odradek_core::broker::{self, admin, authz, producer_ids};
 use odradek_core::controller::Response as ControllerResponse;
 use odradek_core::controller_rpc::ControllerRequest;
 use odradek_core::shard::ShardId;
@@ -19,6 +19,7 @@ use odradek_core::ErrorCode;
 
 use crate::clock::now_ms;
 use crate::groups::{self, OFFSETS_TOPIC};
+use crate::session::Session;
 use crate::shard::Shard;
 use crate::txns;
 
@@ -35,17 +36,24 @@ pub type Pending = futures_lite::future::BoxedLocal<Result<Option<Bytes>, Reques
 /// replicated as acks asks; a Fetch runs on its own, so a long poll or a produce's sync does
 /// not hold the requests behind it; every other request is handled here, in order.
 /// Answers still leave in request order (the connection writes them so).
-pub async fn start(shard: &Rc<Shard>, request: Request, peer: &str) -> Result<Pending, RequestError> {
+pub async fn start(shard: &Rc<Shard>, request: Request, session: &Session) -> Result<Pending, RequestError> {
     let version = request.version();
     let correlation_id = request.correlation_id();
     match request.api_key {
         ApiKey::Produce => {
-            let produce: ProduceRequest = request.decode()?;
+            let mut produce: ProduceRequest = request.decode()?;
             let acks = produce.acks;
+            let refused = session.with_access(shard, |access| authz::produce(&mut produce, access));
+            let (refused, error) = match refused {
+                None => (Vec::new(), ErrorCode::TopicAuthorizationFailed),
+                Some(Ok(topics)) => (topics, ErrorCode::TopicAuthorizationFailed),
+                Some(Err(error)) => (std::mem::take(&mut produce.topic_data), error),
+            };
             let (call, parts) = ProduceCall::new(produce, version, shard.shared.shard_count);
             let answers = shard.start_produce(parts).await;
             Ok(Box::pin(async move {
-                let response = call.answer(answers.await);
+                let mut response = call.answer(answers.await);
+                authz::refuse_produce(&mut response, &refused, error);
                 if acks == 0 {
                     Ok(None)
                 } else {
@@ -54,20 +62,35 @@ pub async fn start(shard: &Rc<Shard>, request: Request, peer: &str) -> Result<Pe
             }))
         }
         ApiKey::Fetch => {
-            let fetch: FetchRequest = request.decode()?;
+            let mut fetch: FetchRequest = request.decode()?;
+            let refused = match session.with_access(shard, |access| authz::fetch(&mut fetch, access)) {
+                None => Vec::new(),
+                Some(Ok(topics)) => topics,
+                Some(Err(error)) => {
+                    let response = FetchResponse::default().with_error_code(error.code());
+                    return Ok(Box::pin(async move { wire::encode_response(ApiKey::Fetch, version, correlation_id, &response).map(Some) }));
+                }
+            };
+            // Nothing left to read: the refusals need no long poll.
+            let nothing_left = !refused.is_empty() && fetch.topics.is_empty();
             let shard = shard.clone();
-            let task = glommio::spawn_local(async move { self::fetch(&shard, fetch, version).await });
+            let task = glommio::spawn_local(async move {
+                let mut response = if nothing_left { FetchResponse::default() } else { self::fetch(&shard, fetch, version).await };
+                authz::refuse_fetch(&mut response, &refused, ErrorCode::TopicAuthorizationFailed);
+                response
+            });
             Ok(Box::pin(async move { wire::encode_response(ApiKey::Fetch, version, correlation_id, &task.await).map(Some) }))
         }
         _ => {
-            let answer = handle(shard, request, peer).await?;
+            let answer = handle(shard, request, session).await?;
             Ok(Box::pin(async move { Ok(answer) }))
         }
     }
 }
 
 /// Handles one request other than Produce and Fetch ([`start`] runs those), in full.
-async fn handle(shard: &Rc<Shard>, request: Request, peer: &str) -> Result<Option<Bytes>, RequestError> {
+async fn handle(shard: &Rc<Shard>, request: Request, session: &Session) -> Result<Option<Bytes>, RequestError> {
+    let (peer, listener) = (session.peer.as_str(), session.listener.name.as_str());
     let version = request.version();
     let respond = |message: &dyn EncodeAny| message.encode_framed(request.api_key, version, request.correlation_id()).map(Some);
     match request.api_key {
@@ -75,13 +98,19 @@ async fn handle(shard: &Rc<Shard>, request: Request, peer: &str) -> Result<Optio
             let _: ApiVersionsRequest = request.decode()?;
             respond(&wire::api_versions_response(None))
         }
-        ApiKey::Metadata => respond(&metadata(shard, request.decode()?, version).await),
+        ApiKey::Metadata => respond(&metadata(shard, request.decode()?, version, session).await),
         ApiKey::ListOffsets => respond(&list_offsets(shard, request.decode()?, version).await),
         ApiKey::OffsetForLeaderEpoch => respond(&offset_for_leader_epoch(shard, request.decode()?).await),
-        ApiKey::CreateTopics => respond(&create_topics(shard, request.decode()?, version).await),
+        ApiKey::CreateTopics => {
+            let mut create: CreateTopicsRequest = request.decode()?;
+            let refused = session.with_access(shard, |access| authz::create_topics(&mut create, access)).unwrap_or_default();
+            let mut response = create_topics(shard, create, version).await;
+            authz::refuse_create_topics(&mut response, refused);
+            respond(&response)
+        }
         ApiKey::DeleteTopics => respond(&delete_topics(shard, request.decode()?, version).await),
         ApiKey::DescribeConfigs => respond(&describe_configs(shard, request.decode()?)),
-        ApiKey::FindCoordinator => respond(&groups::find_coordinator(shard, request.decode()?, version)),
+        ApiKey::FindCoordinator => respond(&groups::find_coordinator(shard, request.decode()?, version, listener)),
         ApiKey::InitProducerId => {
             let init: InitProducerIdRequest = request.decode()?;
             if broker::txn::is_transactional_init(&init) {
@@ -100,6 +129,13 @@ async fn handle(shard: &Rc<Shard>, request: Request, peer: &str) -> Result<Optio
             let (call, parts) = DescribeProducersCall::new(&request.decode()?, shard.shared.shard_count);
             respond(&call.answer(shard.scatter(parts, Shard::describe_producers_partition).await))
         }
+        ApiKey::AlterUserScramCredentials => respond(&alter_user_scram_credentials(shard, request.decode()?).await),
+        ApiKey::DescribeUserScramCredentials => {
+            respond(&admin::describe_user_scram_credentials(&shard.image.borrow(), &request.decode()?))
+        }
+        ApiKey::CreateAcls => respond(&create_acls(shard, request.decode()?).await),
+        ApiKey::DescribeAcls => respond(&describe_acls(shard, &request.decode()?)),
+        ApiKey::DeleteAcls => respond(&delete_acls(shard, request.decode()?).await),
         key if broker::groups::is_group_api(key) => {
             let partitions = shard.shared.config.group.offsets_topic_partitions;
             let routed = broker::groups::route(&request, peer, partitions)?;
@@ -138,13 +174,15 @@ fn requested_topics(config: &crate::config::ServerConfig, request: MetadataReque
 /// Metadata from this node's metadata image: every unfenced broker, the active controller,
 /// and per partition the leader, leader epoch, replicas and ISR the controller committed,
 /// `__consumer_offsets` included.
-async fn metadata(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -> MetadataResponse {
+async fn metadata(shard: &Rc<Shard>, request: MetadataRequest, version: i16, session: &Session) -> MetadataResponse {
     let config = &shard.shared.config;
     let (requested, auto_create) = requested_topics(config, request, version);
     if let (Some(names), true) = (&requested, auto_create) {
         let missing: Vec<String> = names
             .iter()
             .filter(|n| shard.image.borrow().topic_by_name(n).is_none() && n.as_str() != OFFSETS_TOPIC && validate_topic_name(n).is_ok())
+            // Auto-creation needs CREATE, as an explicit CreateTopics does.
+            .filter(|n| session.with_access(shard, |access| access.may_create_topic(n)).unwrap_or(true))
             .cloned()
             .collect();
         if !missing.is_empty() {
@@ -164,7 +202,10 @@ async fn metadata(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -> 
     }
     let image = shard.image.borrow().clone();
     let controller_id = shard.shared.controller_id.load(std::sync::atomic::Ordering::Relaxed);
-    broker::metadata_response(&image, requested.as_deref(), version, &shard.shared.cluster_id, controller_id)
+    let mut response =
+        broker::metadata_response(&image, requested.as_deref(), version, &shard.shared.cluster_id, controller_id, &session.listener.name);
+    session.with_access(shard, |access| authz::filter_metadata(&mut response, requested.is_none(), access));
+    response
 }
 
 /// Waits (briefly) until new topics are served: in this core's metadata image, and every
@@ -339,3 +380,101 @@ async fn offset_for_leader_epoch(shard: &Rc<Shard>, request: OffsetForLeaderEpoc
     call.answer(shard.scatter(parts, Shard::offset_for_leader_epoch_partition).await)
 }
 
+// ---- SCRAM credentials (KIP-554) ----
+
+/// AlterUserScramCredentials: forwarded to the active controller, which commits the accepted
+/// credentials to the metadata log. Answered once this core's image shows them (briefly
+/// waited for), so a DescribeUserScramCredentials to this broker right after sees them.
+async fn alter_user_scram_credentials(shard: &Rc<Shard>, request: AlterUserScramCredentialsRequest) -> AlterUserScramCredentialsResponse {
+    let answer = match admin::alter_user_scram_credentials_request(&request) {
+        Ok(forwarded) => {
+            let answer = match shard.controller_request(ControllerRequest::AlterUserScramCredentials(forwarded.clone())).await {
+                Some(ControllerResponse::AlterUserScramCredentials(results)) => Some(results),
+                _ => None,
+            };
+            if let Some(results) = &answer {
+                for _ in 0..100 {
+                    if admin::scram_alterations_applied(&shard.image.borrow(), &forwarded, results) {
+                        break;
+                    }
+                    glommio::timer::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            answer
+        }
+        Err(refused) => Some(refused),
+    };
+    admin::alter_user_scram_credentials_response(&request, answer)
+}
+
+// ---- ACLs (KIP-140) ----
+
+/// Kafka refuses the ACL APIs with SECURITY_DISABLED on a broker without an authorizer: the
+/// ACLs would be stored but never enforced.
+fn authorizer_configured(shard: &Shard) -> bool {
+    shard.shared.config.authorizer.is_some()
+}
+
+/// Waits (briefly) until this core's image shows what the controller committed, so that a
+/// DescribeAcls to this broker right after a CreateAcls or DeleteAcls sees it.
+async fn wait_for_acls(shard: &Rc<Shard>, created: &[&odradek_core::acl::AclBinding], deleted: &[&odradek_core::acl::AclBinding]) {
+    for _ in 0..100 {
+        if broker::acls::acl_changes_applied(shard.image.borrow().acls(), created, deleted) {
+            return;
+        }
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// CreateAcls: each binding checked here, the valid ones forwarded to the active controller,
+/// which commits the new ones to the metadata log.
+async fn create_acls(shard: &Rc<Shard>, request: CreateAclsRequest) -> CreateAclsResponse {
+    if !authorizer_configured(shard) {
+        return broker::acls::create_acls_refused(&request, ErrorCode::SecurityDisabled, broker::acls::NO_AUTHORIZER);
+    }
+    let bindings = broker::acls::create_acls_bindings(&request);
+    let valid: Vec<_> = bindings.iter().filter_map(|b| b.as_ref().ok().cloned()).collect();
+    let answer = if valid.is_empty() {
+        Some(Vec::new())
+    } else {
+        match shard.controller_request(ControllerRequest::CreateAcls(valid)).await {
+            Some(ControllerResponse::CreateAcls(results)) => Some(results),
+            _ => None,
+        }
+    };
+    if let Some(results) = &answer {
+        wait_for_acls(shard, &broker::acls::created_bindings(&bindings, results), &[]).await;
+    }
+    broker::acls::create_acls_response(&bindings, answer)
+}
+
+/// DescribeAcls, from this node's metadata image.
+fn describe_acls(shard: &Rc<Shard>, request: &DescribeAclsRequest) -> DescribeAclsResponse {
+    if !authorizer_configured(shard) {
+        return broker::acls::describe_acls_refused(ErrorCode::SecurityDisabled, broker::acls::NO_AUTHORIZER);
+    }
+    broker::acls::describe_acls(shard.image.borrow().acls(), request)
+}
+
+/// DeleteAcls: each filter checked here, the valid ones forwarded to the active controller,
+/// which removes every binding they match in one metadata-log entry.
+async fn delete_acls(shard: &Rc<Shard>, request: DeleteAclsRequest) -> DeleteAclsResponse {
+    if !authorizer_configured(shard) {
+        return broker::acls::delete_acls_refused(&request, ErrorCode::SecurityDisabled, broker::acls::NO_AUTHORIZER);
+    }
+    let filters = broker::acls::delete_acls_filters(&request);
+    let valid: Vec<_> = filters.iter().filter_map(|f| f.as_ref().ok().cloned()).collect();
+    let answer = if valid.is_empty() {
+        Some(Vec::new())
+    } else {
+        match shard.controller_request(ControllerRequest::DeleteAcls(valid)).await {
+            Some(ControllerResponse::DeleteAcls(results)) => Some(results),
+            _ => None,
+        }
+    };
+    if let Some(results) = &answer {
+        let deleted: Vec<_> = results.iter().flat_map(|r| &r.deleted).collect();
+        wait_for_acls(shard, &[], &deleted).await;
+    }
+    broker::acls::delete_acls_response(&filters, answer)
+}

@@ -7,12 +7,15 @@ mod config;
 mod fetcher;
 mod groups;
 mod handlers;
+mod listeners;
 mod meta;
 mod replication;
 mod server;
 mod shard;
+mod session;
 mod shared;
 mod storage;
+mod tls;
 mod txns;
 
 use clap::{Parser, Subcommand};
@@ -32,6 +35,11 @@ enum Command {
     /// Consumer groups: list, describe (members, offsets, lag), reset offsets. A client of a
     /// running broker, like kafka-consumer-groups.sh.
     Group(admin::GroupArgs),
+    /// SCRAM users: add or replace a credential, list them, remove one. A client of a running
+    /// broker, like kafka-configs.sh --entity-type users.
+    Users(admin::users::UsersArgs),
+    /// ACLs: add, list, remove. A client of a running broker, like kafka-acls.sh.
+    Acls(admin::acls::AclsArgs),
 }
 
 fn main() {
@@ -44,6 +52,8 @@ fn main() {
         Command::Serve(args) => args.resolve().and_then(server::serve),
         // An admin command reports its own failure: one plain line on stderr, no log prefix.
         Command::Group(args) => std::process::exit(admin::run(args)),
+        Command::Users(args) => std::process::exit(admin::users::run(args)),
+        Command::Acls(args) => std::process::exit(admin::acls::run(args)),
     };
     if let Err(e) = result {
         tracing::error!("{e}");

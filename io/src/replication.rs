@@ -215,9 +215,9 @@ fn discard_stale_directory(dir: &std::path::Path, topic_id: TopicId) -> std::io:
     }
 }
 
-/// Where a broker serves clients, from its registration in the image.
-pub fn endpoint_address(image: &controller::MetadataImage, broker: NodeId) -> Option<SocketAddr> {
+/// Where a broker serves the inter-broker listener, from its registration in the image.
+pub fn endpoint_address(image: &controller::MetadataImage, broker: NodeId, listener: &str) -> Option<SocketAddr> {
     let registration = image.brokers().get(&broker)?;
-    let endpoint = registration.endpoints.first()?;
+    let endpoint = registration.endpoint(listener)?;
     std::net::ToSocketAddrs::to_socket_addrs(&(endpoint.host.as_str(), endpoint.port)).ok()?.next()
 }

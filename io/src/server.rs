@@ -22,6 +22,9 @@ use odradek_core::ErrorCode;
 use tracing::{debug, info, warn};
 
 use crate::config::ServerConfig;
+use crate::listeners::Listener;
+use crate::session::{SaslOutcome, Session};
+use crate::tls::Stream;
 use odradek_core::group::OFFSETS_TOPIC;
 use crate::handlers;
 use crate::meta;
@@ -58,11 +61,23 @@ pub fn serve(mut config: ServerConfig) -> Result<(), String> {
         config.group.offsets_topic_partitions = offsets_partitions;
     }
     let cores = config.cores;
+    let listeners: Vec<String> = config.listeners.iter().map(|l| format!("{}://{} ({})", l.name, l.addr, l.protocol.name())).collect();
+    for (setting, why) in &config.not_applied {
+        warn!(setting, "{why}");
+    }
+    let peer_tls = crate::tls::PeerTls::new(&config)?;
+    // A listener whose certificate or key cannot be read stops the broker here, not at the first client.
+    let tls: Vec<Option<futures_rustls::TlsAcceptor>> = config
+        .listeners
+        .iter()
+        .map(|l| l.ssl.as_ref().map(|ssl| crate::tls::acceptor(&l.name, ssl)).transpose())
+        .collect::<Result<_, _>>()?;
     info!(
-        listen = %config.listen, data_dir = %data_dir.display(), cores, fsync = config.fsync,
+        listeners = %listeners.join(", "), data_dir = %data_dir.display(), cores, fsync = config.fsync,
         voters = ?config.voters(), %cluster_id, "starting odradek"
     );
     let shared = Arc::new(Shared {
+        peer_tls,
         config,
         shard_count: cores,
         cluster_id,
@@ -92,11 +107,13 @@ pub fn serve(mut config: ServerConfig) -> Result<(), String> {
         }
     }
     let connections = Arc::new(Connections::new(&shared.config));
+    let tls = Arc::new(tls);
     let online = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut handles = Vec::new();
     for (id, (my_senders, my_receivers)) in senders.into_iter().zip(receivers).enumerate() {
         let shared = shared.clone();
         let connections = connections.clone();
+        let tls = tls.clone();
         // Core 0 runs the quorum, which migrates a legacy topic table into the metadata log.
         let legacy = if id == 0 { legacy.clone() } else { None };
         let cpu = shared.config.cpuset.cpu_for(id, cores, online);
@@ -121,7 +138,7 @@ pub fn serve(mut config: ServerConfig) -> Result<(), String> {
                     connected.push(receiver.await);
                 }
                 let shard = Shard::new(ShardId(id), shared, peers);
-                run_shard(shard, connected, legacy, connections).await
+                run_shard(shard, connected, legacy, connections, tls).await
             })
             .map_err(|e| match cpu {
                 Some(cpu) => format!("starting core {id} on CPU {cpu}: {e}"),
@@ -144,6 +161,7 @@ async fn run_shard(
     receivers: Vec<ConnectedReceiver<PeerMessage>>,
     legacy: Option<TopicTable>,
     connections: Arc<Connections>,
+    tls: Arc<Vec<Option<futures_rustls::TlsAcceptor>>>,
 ) -> Result<(), String> {
     for receiver in receivers {
         glommio::spawn_local(shard.clone().serve_peer(receiver)).detach();
@@ -165,9 +183,26 @@ async fn run_shard(
     while !shard.shared.ready.load(std::sync::atomic::Ordering::Acquire) {
         glommio::timer::sleep(Duration::from_millis(20)).await;
     }
-    let listen = shard.shared.config.listen;
-    let listener = TcpListener::bind(listen).map_err(|e| format!("listening on {listen}: {e}"))?;
-    info!(core = shard.id.0, %listen, "serving");
+    let mut accepting = Vec::new();
+    for (listener, tls) in shard.shared.config.listeners.iter().zip(tls.iter()) {
+        let bound = TcpListener::bind(listener.addr).map_err(|e| format!("listener {} on {}: {e}", listener.name, listener.addr))?;
+        info!(core = shard.id.0, listener = %listener.name, addr = %listener.addr, protocol = listener.protocol.name(), "serving");
+        let accept = accept_loop(shard.clone(), bound, Rc::new(listener.clone()), tls.clone(), connections.clone());
+        accepting.push(glommio::spawn_local(accept));
+    }
+    for task in accepting {
+        task.await;
+    }
+    Ok(())
+}
+
+async fn accept_loop(
+    shard: Rc<Shard>,
+    listener: TcpListener,
+    spec: Rc<Listener>,
+    tls: Option<futures_rustls::TlsAcceptor>,
+    connections: Arc<Connections>,
+) {
     let mut refusals = RefusalLog::default();
     loop {
         match listener.accept().await {
@@ -176,7 +211,8 @@ async fn run_shard(
                 let Ok(peer) = stream.peer_addr() else { continue };
                 match connections.admit(peer.ip()) {
                     Ok(admitted) => {
-                        glommio::spawn_local(serve_connection(shard.clone(), stream, peer, admitted)).detach();
+                        let connection = serve_connection(shard.clone(), stream, peer, spec.clone(), tls.clone(), admitted);
+                        glommio::spawn_local(connection).detach();
                     }
                     // Closed at once, as Kafka closes a connection beyond max.connections.per.ip.
                     Err(refusal) => {
@@ -187,7 +223,7 @@ async fn run_shard(
                 }
             }
             Err(e) => {
-                warn!(error = %e, "accept failed");
+                warn!(listener = %spec.name, error = %e, "accept failed");
                 glommio::timer::sleep(Duration::from_millis(10)).await;
             }
         }
@@ -214,12 +250,40 @@ impl From<String> for Close {
 /// read and started while earlier ones wait for their sync or replication, and the answers
 /// leave in request order, as Kafka promises per connection. Any error ends this connection
 /// only, after the answers of the requests before it.
-async fn serve_connection(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, admitted: Admitted) {
+async fn serve_connection(
+    shard: Rc<Shard>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: Rc<Listener>,
+    tls: Option<futures_rustls::TlsAcceptor>,
+    admitted: Admitted,
+) {
     let peer = peer.to_string();
     let _ = stream.set_nodelay(true);
-    debug!(%peer, core = shard.id.0, "connection opened");
+    debug!(%peer, core = shard.id.0, listener = %listener.name, "connection opened");
+    let stream = match tls {
+        None => Stream::Plain(stream),
+        Some(acceptor) => match handshake(&shard, acceptor, stream).await {
+            Ok(stream) => stream,
+            Err(reason) => {
+                warn!(%peer, listener = %listener.name, "closing connection: TLS handshake failed: {reason}");
+                return;
+            }
+        },
+    };
+    let subject = match stream.peer_subject() {
+        None => None,
+        Some(Ok(subject)) => Some(subject),
+        Some(Err(e)) => {
+            warn!(%peer, listener = %listener.name, "closing connection: its certificate's subject cannot be read: {e}");
+            return;
+        }
+    };
+    let session = Session::new(peer, listener, subject);
+    let peer = &session.peer;
+    debug!(%peer, principal = %session.principal(), "connection secured");
     let socket = Socket(Rc::new(RefCell::new(stream)));
-    match connection_loop(&shard, &socket, &peer).await {
+    match connection_loop(&shard, &socket, &session).await {
         Ok(()) => debug!(%peer, "connection closed by client"),
         Err(Close::Idle) => debug!(%peer, "closing idle connection (connections.max.idle.ms)"),
         Err(Close::Error(reason)) => warn!(%peer, %reason, "closing connection"),
@@ -234,18 +298,27 @@ async fn serve_connection(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr,
 /// without), so this bounds memory without holding back a real client.
 const PIPELINE_DEPTH: usize = 16;
 
-async fn connection_loop(shard: &Rc<Shard>, socket: &Socket, peer: &str) -> Result<(), Close> {
+/// The TLS handshake, bounded like a request: a client that stalls in it holds a connection.
+async fn handshake(shard: &Shard, acceptor: futures_rustls::TlsAcceptor, stream: TcpStream) -> Result<Stream, String> {
+    let bound = shard.shared.config.connections_max_idle().unwrap_or(TLS_HANDSHAKE_TIMEOUT).min(TLS_HANDSHAKE_TIMEOUT);
+    crate::tls::accept(&acceptor, stream, bound).await
+}
+
+/// The longest a TLS handshake may take (or `connections.max.idle.ms`, if shorter).
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn connection_loop(shard: &Rc<Shard>, socket: &Socket, session: &Session) -> Result<(), Close> {
     let idle = shard.shared.config.connections_max_idle();
     // A response the client leaves untaken this long holds the connection as an unsent
     // request would: Kafka counts reads and writes alike as activity.
     if idle.is_some() {
-        socket.0.borrow().set_write_timeout(idle).map_err(|e| format!("write timeout: {e}"))?;
+        socket.0.borrow().tcp().set_write_timeout(idle).map_err(|e| format!("write timeout: {e}"))?;
     }
     // Holds PIPELINE_DEPTH answers, and one more while the reader waits for room.
     let (mut answers, mut pending) = futures_channel::mpsc::channel::<Answer>(PIPELINE_DEPTH - 1);
     let activity = Activity::default();
     let reading = async {
-        let read = read_requests(shard, socket, peer, idle, &activity, &mut answers).await;
+        let read = read_requests(shard, socket, session, idle, &activity, &mut answers).await;
         // The answers of the requests read so far still go out, then the writer stops.
         drop(answers);
         read
@@ -258,7 +331,12 @@ async fn connection_loop(shard: &Rc<Shard>, socket: &Socket, peer: &str) -> Resu
         while let Some(answer) = futures_lite::StreamExt::next(&mut pending).await {
             let response = answer.await?;
             if let Some(response) = response {
-                out.write_all(&response).await.map_err(|e| match e.kind() {
+                let written = async {
+                    out.write_all(&response).await?;
+                    // TLS may hold the last record back until flushed; plain sockets flush at no cost.
+                    out.flush().await
+                };
+                written.await.map_err(|e| match e.kind() {
                     std::io::ErrorKind::TimedOut => {
                         format!("the client took none of a {}-byte response for connections.max.idle.ms", response.len())
                     }
@@ -295,7 +373,7 @@ type Answer = futures_lite::future::BoxedLocal<Result<Option<Bytes>, String>>;
 async fn read_requests(
     shard: &Rc<Shard>,
     socket: &Socket,
-    peer: &str,
+    session: &Session,
     idle: Option<Duration>,
     activity: &Activity,
     answers: &mut futures_channel::mpsc::Sender<Answer>,
@@ -323,11 +401,44 @@ async fn read_requests(
             return Err(Close::Error(format!("connection closed inside a {size}-byte request")));
         }
         let frame = reader.take_frame(size);
+        if session.expects_raw_token() {
+            let token = session.raw_token(&frame, &shard.image.borrow()).map_err(Close::Error)?;
+            if futures_lite::future::poll_fn(|cx| answers.poll_ready(cx)).await.is_err()
+                || answers.try_send(Box::pin(async move { Ok(Some(token)) })).is_err()
+            {
+                return Ok(());
+            }
+            activity.outstanding.set(activity.outstanding.get() + 1);
+            continue;
+        }
+        let mut close_after = None;
         let answer: Answer = match wire::parse_request(frame) {
             Ok(request) => {
                 let api = request.api_key;
-                let started = handlers::start(shard, request, peer).await.map_err(|e| format!("{api:?}: {e}"))?;
-                Box::pin(async move { started.await.map_err(|e| format!("{api:?}: {e}")) })
+                session.admits(api)?;
+                // Its own statement: the image's borrow must end before any await below.
+                let sasl = session.sasl(&request, &shard.image.borrow());
+                match sasl {
+                    Some(outcome) => {
+                        let response = match outcome.map_err(|e| format!("{api:?}: {e}"))? {
+                            SaslOutcome::Answer(response) => response,
+                            SaslOutcome::AnswerAndClose(response, reason) => {
+                                close_after = Some(reason);
+                                response
+                            }
+                        };
+                        Box::pin(async move { Ok(Some(response)) })
+                    }
+                    // Authorized as a whole before it starts (with an authorizer configured);
+                    // Produce, Fetch, Metadata and CreateTopics topic by topic in their handlers.
+                    None => match session.refuse(shard, &request).map_err(|e| format!("{api:?}: {e}"))? {
+                        Some(refusal) => Box::pin(async move { Ok(Some(refusal)) }),
+                        None => {
+                            let started = handlers::start(shard, request, session).await.map_err(|e| format!("{api:?}: {e}"))?;
+                            Box::pin(async move { started.await.map_err(|e| format!("{api:?}: {e}")) })
+                        }
+                    },
+                }
             }
             Err(RequestError::UnsupportedApiVersions { correlation_id, version }) => {
                 debug!(version, "ApiVersions version not supported; answering v0");
@@ -343,6 +454,9 @@ async fn read_requests(
             return Ok(());
         }
         activity.outstanding.set(activity.outstanding.get() + 1);
+        if let Some(reason) = close_after {
+            return Err(Close::Error(reason));
+        }
     }
 }
 
@@ -373,7 +487,7 @@ impl Activity {
 /// The connection's socket, read by its request loop and written by its answer loop at once:
 /// both run on this core's thread, and each poll borrows the socket only for its call.
 #[derive(Clone)]
-struct Socket(Rc<RefCell<TcpStream>>);
+struct Socket(Rc<RefCell<Stream>>);
 
 impl AsyncRead for Socket {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
@@ -438,7 +552,7 @@ impl RequestReader {
                     continue;
                 }
                 // Armed only while a read waits: a read that finds bytes costs no timer.
-                socket.0.borrow().set_read_timeout(Some(left)).map_err(|e| format!("read timeout: {e}"))?;
+                socket.0.borrow().tcp().set_read_timeout(Some(left)).map_err(|e| format!("read timeout: {e}"))?;
             }
             let n = match socket.clone().read(&mut self.buf[self.filled..]).await {
                 Ok(n) => n,
@@ -705,7 +819,7 @@ mod tests {
                 client.write_all(b"not much more").unwrap();
             },
             |stream| async move {
-                let socket = Socket(Rc::new(RefCell::new(stream)));
+                let socket = Socket(Rc::new(RefCell::new(Stream::Plain(stream))));
                 let mut reader = RequestReader::default();
                 assert!(reader.fill(&socket, 4, None, || None).await.unwrap());
                 assert!(!reader.fill(&socket, 4 + (100 << 20), None, || None).await.unwrap(), "the client closed");
@@ -731,7 +845,7 @@ mod tests {
                 }
             },
             move |stream| async move {
-                let socket = Socket(Rc::new(RefCell::new(stream)));
+                let socket = Socket(Rc::new(RefCell::new(Stream::Plain(stream))));
                 let mut reader = RequestReader::default();
                 let mut frames = Vec::new();
                 while reader.fill(&socket, 4, None, || None).await.unwrap() {
@@ -761,7 +875,7 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(700));
             },
             |stream| async move {
-                let socket = Socket(Rc::new(RefCell::new(stream)));
+                let socket = Socket(Rc::new(RefCell::new(Stream::Plain(stream))));
                 let mut reader = RequestReader::default();
                 let deadline = Instant::now() + Duration::from_millis(100);
                 assert!(matches!(reader.fill(&socket, 4, Some(deadline), || None).await, Err(Close::Idle)));

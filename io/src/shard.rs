@@ -832,8 +832,12 @@ impl Shard {
 }
 
 impl crate::fetcher::Host for Shard {
+    fn inter_broker_tls(&self) -> Option<&futures_rustls::TlsConnector> {
+        self.shared.peer_tls.inter_broker.as_ref()
+    }
+
     fn broker_address(&self, node: NodeId) -> Option<std::net::SocketAddr> {
-        replication::endpoint_address(&self.image.borrow(), node)
+        replication::endpoint_address(&self.image.borrow(), node, self.shared.config.listener_settings.inter_broker_listener())
     }
 
     fn fetch_answered(self: Rc<Self>, leader: NodeId, request_id: u64, answer: Result<kafka_protocol::messages::FetchResponse, ErrorCode>) {

@@ -8,6 +8,8 @@ use crate::config::ServerConfig;
 
 pub struct Shared {
     pub config: ServerConfig,
+    /// TLS to and from this node's peers (`inter.broker.listener.name`, `controller.listener.names`).
+    pub peer_tls: crate::tls::PeerTls,
     pub shard_count: usize,
     pub cluster_id: String,
     /// The metadata quorum's leader (the active controller's node id), -1 when unknown.

@@ -11,7 +11,6 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use futures_lite::{AsyncWriteExt, FutureExt};
-use glommio::net::TcpStream;
 use kafka_protocol::messages::{AddPartitionsToTxnResponse, ApiKey, WriteTxnMarkersRequest, WriteTxnMarkersResponse};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use odradek_core::batch::ControlMarker;
@@ -137,14 +136,14 @@ impl Shard {
         request: &Req,
         timeout: Duration,
     ) -> Result<Resp, ErrorCode> {
-        let Some(addr) = crate::replication::endpoint_address(&self.image.borrow(), node) else {
+        let Some(addr) = crate::replication::endpoint_address(&self.image.borrow(), node, self.shared.config.listener_settings.inter_broker_listener()) else {
             return Err(ErrorCode::LeaderNotAvailable);
         };
         let exchange = async {
-            let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-            let _ = stream.set_nodelay(true);
+            let mut stream = crate::tls::connect(addr, self.shared.peer_tls.inter_broker.as_ref()).await.map_err(|e| e.to_string())?;
             let frame = wire::encode_request(api_key, version, 1, CLIENT_ID, request).map_err(|e| e.to_string())?;
             stream.write_all(&frame).await.map_err(|e| e.to_string())?;
+            stream.flush().await.map_err(|e| e.to_string())?;
             let body = crate::fetcher::read_response(&mut stream, MAX_RESPONSE_BYTES).await?;
             wire::decode_response(body.into(), api_key, version, 1).map_err(|e| e.to_string())
         };

@@ -658,7 +658,7 @@ impl Node {
                 let names: Option<Vec<String>> =
                     body.topics.map(|topics| topics.iter().filter_map(|t| t.name.as_ref().map(|n| n.0.to_string())).collect());
                 let controller_id = p.quorum.raft().leader().map_or(-1, |l| l.0);
-                let answer = broker::metadata_response(p.quorum.controller().image(), names.as_deref(), version, "odradek-sim", controller_id);
+                let answer = broker::metadata_response(p.quorum.controller().image(), names.as_deref(), version, "odradek-sim", controller_id, "PLAINTEXT");
                 let frame = wire::encode_response(ApiKey::Metadata, version, corr, &answer).expect("a metadata answer encodes");
                 out.push(Output::Send { to: from, payload: Payload::KafkaResponse { frame } });
             }
@@ -771,7 +771,7 @@ impl Node {
             ApiKey::FindCoordinator => {
                 let body: FindCoordinatorRequest = request.decode().expect("valid find coordinator");
                 let (answer, create) =
-                    broker::groups::find_coordinator(p.quorum.controller().image(), &body, version, OFFSETS_PARTITIONS, TXN_PARTITIONS);
+                    broker::groups::find_coordinator(p.quorum.controller().image(), &body, version, OFFSETS_PARTITIONS, TXN_PARTITIONS, "PLAINTEXT");
                 let (rpc, topic) = match create {
                     Some(TXN_TOPIC) => (Rpc::CreateTxnState, txn_state_topic()),
                     _ => (Rpc::CreateOffsets, offsets_topic()),

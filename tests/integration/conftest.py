@@ -33,13 +33,16 @@ def _accepts_connections(port):
 class Broker:
     """One odradek process; restart() reuses its port and data dir."""
 
-    def __init__(self, root: Path, extra_args=()):
+    def __init__(self, root: Path, extra_args=(), listeners=None):
         self.port = _free_port()
         self.host = "127.0.0.1"
         self.bootstrap = f"{self.host}:{self.port}"
         self.data_dir = root / "data"
         self.log = root / "broker.log"
         self.extra_args = list(extra_args)
+        # More listeners, as `listeners(bootstrap)` -> the --listen value; the PLAINTEXT one on
+        # `bootstrap` stays first, for wait_serving and for the tests' admin calls.
+        self.listen = listeners(self.bootstrap) if listeners else self.bootstrap
         self.proc = None
         self._stopped_on_purpose = False
 
@@ -54,7 +57,7 @@ class Broker:
             log.write(f"===== starting odradek on port {self.port} =====\n".encode())
             log.flush()
             self.proc = subprocess.Popen(
-                [str(ODRADEK_BIN), "serve", "--listen", self.bootstrap, "--data-dir", str(self.data_dir)]
+                [str(ODRADEK_BIN), "serve", "--listen", self.listen, "--data-dir", str(self.data_dir)]
                 + self.extra_args,
                 stdout=log,
                 stderr=log,
@@ -124,8 +127,8 @@ def broker_factory(request, tmp_path_factory):
     brokers = []
     request.node.odradek_brokers = brokers
 
-    def start(*extra_args):
-        broker = Broker(tmp_path_factory.mktemp("odradek"), extra_args)
+    def start(*extra_args, listeners=None):
+        broker = Broker(tmp_path_factory.mktemp("odradek"), extra_args, listeners)
         brokers.append(broker)
         broker.start()
         return broker
@@ -143,7 +146,7 @@ class Cluster:
     """Replicated odradek nodes on loopback. Voters run broker + controller; observers are
     broker-only nodes the metadata log is pushed to. Nodes are numbered from 1."""
 
-    def __init__(self, root: Path, voters=3, observers=0, extra_args=()):
+    def __init__(self, root: Path, voters=3, observers=0, extra_args=(), listeners=None):
         self.nodes = {}
         ids = list(range(1, voters + observers + 1))
         quorum_ports = {n: _free_port() for n in ids}
@@ -162,7 +165,9 @@ class Cluster:
                 args += ["--process-roles", "broker"]
             node_root = root / f"node-{n}"
             node_root.mkdir()
-            broker = Broker(node_root, args + list(extra_args))
+            # listeners(bootstrap, controller port) -> the --listen value, as for Broker.
+            node_listeners = (lambda b, port=quorum_ports[n]: listeners(b, port)) if listeners else None
+            broker = Broker(node_root, args + list(extra_args), node_listeners)
             broker.node_id = n
             self.nodes[n] = broker
 
@@ -187,8 +192,8 @@ def cluster_factory(request, tmp_path_factory):
     brokers = []
     request.node.odradek_brokers = brokers
 
-    def start(voters=3, observers=0, extra_args=()):
-        cluster = Cluster(tmp_path_factory.mktemp("odradek-cluster"), voters, observers, extra_args)
+    def start(voters=3, observers=0, extra_args=(), listeners=None):
+        cluster = Cluster(tmp_path_factory.mktemp("odradek-cluster"), voters, observers, extra_args, listeners)
         brokers.extend(cluster.nodes.values())
         cluster.start()
         return cluster

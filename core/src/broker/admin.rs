@@ -1,17 +1,27 @@
-//! Topic administration as the broker answers it: a decoded CreateTopics or DeleteTopics
-//! request becomes the active controller's request, and the controller's answer becomes the
-//! Kafka response. The executor carries the request to the controller, waits, and (for a
-//! creation) waits until the new topics are served before it answers.
+//! Administration as the broker answers it: a decoded CreateTopics, DeleteTopics or
+//! AlterUserScramCredentials request becomes the active controller's request, and the
+//! controller's answer becomes the Kafka response. The executor carries the request to the
+//! controller, waits, and (for a creation) waits until the new topics are served before it
+//! answers. DescribeUserScramCredentials is answered from the broker's own metadata image.
 
 use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
-use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse};
+use kafka_protocol::messages::alter_user_scram_credentials_response::AlterUserScramCredentialsResult;
+use kafka_protocol::messages::describe_user_scram_credentials_response::{CredentialInfo, DescribeUserScramCredentialsResult};
+use kafka_protocol::messages::{
+    AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse, DescribeUserScramCredentialsRequest, DescribeUserScramCredentialsResponse,
+};
 use kafka_protocol::protocol::StrBytes;
 
-use crate::controller::{self, CreateTopicResult, DeleteTopicResult, MetadataImage};
+use crate::controller::{
+    self, AlterUserScramCredentialResult, ControllerError, CreateTopicResult, DeleteTopicResult, MetadataImage,
+    ScramCredentialDeletion, ScramCredentialUpsertion,
+};
 use crate::error::{code, ErrorCode};
 use crate::group::OFFSETS_TOPIC;
 use crate::log::LogConfig;
+use crate::sasl::{Mechanism, ScramCredential};
 use crate::topic::TopicConfig;
 
 fn s(text: impl Into<String>) -> StrBytes {
@@ -175,6 +185,169 @@ pub fn delete_topics_response(names: Vec<Option<String>>, version: i16, answer: 
     DeleteTopicsResponse::default().with_responses(responses)
 }
 
+// ---- SCRAM credentials (KIP-554) ----
+
+/// The longest user name taken. Kafka's generated readers refuse a longer string, and the
+/// controller RPC and the metadata log give strings 16-bit lengths.
+pub const MAX_SCRAM_USER_BYTES: usize = i16::MAX as usize;
+/// The most credential bytes one AlterUserScramCredentials may forward (thousands of users):
+/// far below the controller listener's frame and the metadata log's entry limits, which a
+/// request up to `socket.request.max.bytes` could otherwise exceed.
+pub const MAX_SCRAM_ALTERATION_BYTES: usize = 1 << 20;
+
+/// The request's users, each once, in the order they first appear (deletions, then
+/// upsertions): the order of the results.
+fn scram_users(request: &AlterUserScramCredentialsRequest) -> Vec<String> {
+    let names = request.deletions.iter().map(|d| &d.name).chain(request.upsertions.iter().map(|u| &u.name));
+    let mut seen = std::collections::BTreeSet::new();
+    names.filter(|n| seen.insert(n.as_str())).map(|n| n.to_string()).collect()
+}
+
+/// The controller's AlterUserScramCredentials for `request`, each upsertion's salted password
+/// turned into the credential to store here, so it travels no further. `Err`: the request is
+/// refused whole, with a result for each of its users.
+pub fn alter_user_scram_credentials_request(
+    request: &AlterUserScramCredentialsRequest,
+) -> Result<controller::AlterUserScramCredentialsRequest, Vec<AlterUserScramCredentialResult>> {
+    let refuse = |error: ControllerError| {
+        scram_users(request).into_iter().map(|user| AlterUserScramCredentialResult { user, error: Some(error.clone()) }).collect()
+    };
+    let names = request.deletions.iter().map(|d| &d.name).chain(request.upsertions.iter().map(|u| &u.name));
+    if names.clone().any(|n| n.len() > MAX_SCRAM_USER_BYTES) {
+        return Err(refuse(ControllerError::UnacceptableCredential(format!(
+            "Username must not be longer than {MAX_SCRAM_USER_BYTES} bytes"
+        ))));
+    }
+    let deletions: Vec<ScramCredentialDeletion> = request
+        .deletions
+        .iter()
+        .map(|d| ScramCredentialDeletion { name: d.name.to_string(), mechanism: d.mechanism })
+        .collect();
+    let upsertions: Vec<ScramCredentialUpsertion> = request
+        .upsertions
+        .iter()
+        .map(|u| {
+            let credential = match Mechanism::from_scram_type(u.mechanism) {
+                // Kafka's ScramFormatter: StoredKey = H(HMAC(salted, "Client Key")), ServerKey =
+                // HMAC(salted, "Server Key"). No PBKDF2 here: the client salted the password.
+                Some(mechanism) => ScramCredential::from_salted_password(mechanism, &u.salt, &u.salted_password, u.iterations),
+                None => ScramCredential { salt: u.salt.to_vec(), stored_key: Vec::new(), server_key: Vec::new(), iterations: u.iterations },
+            };
+            ScramCredentialUpsertion { name: u.name.to_string(), mechanism: u.mechanism, credential }
+        })
+        .collect();
+    let bytes: usize = deletions.iter().map(|d| d.name.len() + 8).sum::<usize>()
+        + upsertions
+            .iter()
+            .map(|u| u.name.len() + u.credential.salt.len() + u.credential.stored_key.len() + u.credential.server_key.len() + 24)
+            .sum::<usize>();
+    if bytes > MAX_SCRAM_ALTERATION_BYTES {
+        return Err(refuse(ControllerError::PolicyViolation(format!(
+            "the request alters {bytes} bytes of credentials; at most {MAX_SCRAM_ALTERATION_BYTES} are taken at once"
+        ))));
+    }
+    Ok(controller::AlterUserScramCredentialsRequest { deletions, upsertions })
+}
+
+/// The Kafka response to `request` from the `answer` (`None`: no controller answered,
+/// REQUEST_TIMED_OUT for each user).
+pub fn alter_user_scram_credentials_response(
+    request: &AlterUserScramCredentialsRequest,
+    answer: Option<Vec<AlterUserScramCredentialResult>>,
+) -> AlterUserScramCredentialsResponse {
+    let answered: std::collections::BTreeMap<String, Option<ControllerError>> =
+        answer.unwrap_or_default().into_iter().map(|r| (r.user, r.error)).collect();
+    let results = scram_users(request)
+        .into_iter()
+        .map(|user| {
+            let (error, message) = match answered.get(&user) {
+                Some(None) => (None, None),
+                Some(Some(e)) => (Some(e.code()), Some(e.to_string())),
+                None => (Some(ErrorCode::RequestTimedOut), Some("no active controller answered".to_owned())),
+            };
+            AlterUserScramCredentialsResult::default()
+                .with_user(s(user))
+                .with_error_code(code(error))
+                .with_error_message(message.map(s))
+        })
+        .collect();
+    AlterUserScramCredentialsResponse::default().with_results(results)
+}
+
+/// Whether `image` shows the alterations the controller accepted (`answer`): the broker
+/// answers once its own image does, so a describe to it right after sees the change.
+pub fn scram_alterations_applied(
+    image: &MetadataImage,
+    request: &controller::AlterUserScramCredentialsRequest,
+    answer: &[AlterUserScramCredentialResult],
+) -> bool {
+    let accepted: std::collections::BTreeSet<&str> = answer.iter().filter(|r| r.error.is_none()).map(|r| r.user.as_str()).collect();
+    let accepted = |name: &str| accepted.contains(name);
+    let deleted = request.deletions.iter().filter(|d| accepted(&d.name)).all(|d| {
+        Mechanism::from_scram_type(d.mechanism).is_none_or(|m| image.scram_credential(m, &d.name).is_none())
+    });
+    let upserted = request.upsertions.iter().filter(|u| accepted(&u.name)).all(|u| {
+        Mechanism::from_scram_type(u.mechanism).is_none_or(|m| image.scram_credential(m, &u.name) == Some(&u.credential))
+    });
+    deleted && upserted
+}
+
+/// DescribeUserScramCredentials from `image`, as Kafka's `ScramImage.describe`: no user list
+/// (or an empty one) describes every user with a credential; a user named twice gets
+/// DUPLICATE_RESOURCE, one without a credential RESOURCE_NOT_FOUND. Only mechanisms and
+/// iterations leave the broker.
+pub fn describe_user_scram_credentials(
+    image: &MetadataImage,
+    request: &DescribeUserScramCredentialsRequest,
+) -> DescribeUserScramCredentialsResponse {
+    // Each user once, in request order, with whether it was named more than once.
+    let mut users: Vec<(String, bool)> = Vec::new();
+    match request.users.as_deref() {
+        None | Some([]) => {
+            let mut all: Vec<&str> = image.scram_credentials().map(|(user, _, _)| user).collect();
+            all.dedup();
+            users.extend(all.into_iter().map(|u| (u.to_owned(), false)));
+        }
+        Some(named) => {
+            let mut index: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+            for name in named.iter().map(|u| u.name.as_str()) {
+                match index.get(name) {
+                    Some(&i) => users[i].1 = true,
+                    None => {
+                        index.insert(name, users.len());
+                        users.push((name.to_owned(), false));
+                    }
+                }
+            }
+        }
+    }
+    let results = users
+        .into_iter()
+        .map(|(user, twice)| {
+            let result = DescribeUserScramCredentialsResult::default().with_user(s(user.clone()));
+            if twice {
+                return result.with_error_code(ErrorCode::DuplicateResource.code()).with_error_message(Some(s(format!(
+                    "Cannot describe SCRAM credentials for the same user twice in a single request: {user}"
+                ))));
+            }
+            let infos: Vec<CredentialInfo> = image
+                .scram_credentials_of(&user)
+                .filter_map(|(mechanism, credential)| {
+                    let info = CredentialInfo::default().with_iterations(credential.iterations);
+                    mechanism.scram_type().map(|t| info.with_mechanism(t))
+                })
+                .collect();
+            if infos.is_empty() {
+                return result.with_error_code(ErrorCode::ResourceNotFound.code()).with_error_message(Some(s(format!(
+                    "Attempt to describe a user credential that does not exist: {user}"
+                ))));
+            }
+            result.with_credential_infos(infos)
+        })
+        .collect();
+    DescribeUserScramCredentialsResponse::default().with_results(results)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,5 +382,160 @@ mod tests {
         assert!(create_topics_request(&request).is_none());
         let response = create_topics_response(&request, 7, None, &LogConfig::default());
         assert_eq!(response.topics[0].error_code, ErrorCode::InvalidReplicaAssignment.code());
+    }
+
+    mod scram {
+        use super::*;
+        use kafka_protocol::messages::alter_user_scram_credentials_request::{ScramCredentialDeletion, ScramCredentialUpsertion};
+        use kafka_protocol::messages::describe_user_scram_credentials_request::UserName;
+
+        fn image_with(credentials: &[(&str, Mechanism, i32)]) -> MetadataImage {
+            let mut image = MetadataImage::default();
+            for (i, (name, mechanism, iterations)) in credentials.iter().enumerate() {
+                let credential = ScramCredential { salt: vec![i as u8; 16], stored_key: vec![1; 32], server_key: vec![2; 32], iterations: *iterations };
+                image
+                    .apply(&controller::MetadataRecord::UserScramCredential { name: (*name).into(), mechanism: *mechanism, credential })
+                    .unwrap();
+            }
+            image
+        }
+
+        /// User, error code, error message, (mechanism, iterations) of each credential.
+        type Described = (String, i16, Option<String>, Vec<(i8, i32)>);
+
+        fn describe(image: &MetadataImage, users: Option<&[&str]>) -> Vec<Described> {
+            let users = users.map(|u| u.iter().map(|n| UserName::default().with_name(s(*n))).collect());
+            let request = DescribeUserScramCredentialsRequest::default().with_users(users);
+            let response = describe_user_scram_credentials(image, &request);
+            assert_eq!(response.error_code, 0);
+            response
+                .results
+                .into_iter()
+                .map(|r| {
+                    let infos = r.credential_infos.iter().map(|i| (i.mechanism, i.iterations)).collect();
+                    (r.user.to_string(), r.error_code, r.error_message.map(|m| m.to_string()), infos)
+                })
+                .collect()
+        }
+
+        // Guards KRaft's ScramImage.describe: every user with a credential when none is named,
+        // mechanism and iterations only, and per-user errors for unknown and repeated users.
+        #[test]
+        fn scram_describe_lists_mechanisms_and_iterations_with_kafkas_errors() {
+            let image = image_with(&[
+                ("bob", Mechanism::ScramSha512, 8192),
+                ("alice", Mechanism::ScramSha512, 4096),
+                ("alice", Mechanism::ScramSha256, 16_384),
+            ]);
+            // An empty message where all is well: the field's default, which Kafka leaves too.
+            let fine = Some(String::new());
+            let all = vec![
+                ("alice".to_owned(), 0, fine.clone(), vec![(1, 16_384), (2, 4096)]),
+                ("bob".to_owned(), 0, fine.clone(), vec![(2, 8192)]),
+            ];
+            assert_eq!(describe(&image, None), all);
+            assert_eq!(describe(&image, Some(&[])), all);
+            assert_eq!(describe(&MetadataImage::default(), None), vec![]);
+            let named = describe(&image, Some(&["bob", "carol", "alice", "bob"]));
+            assert_eq!(
+                named,
+                vec![
+                    (
+                        "bob".to_owned(),
+                        ErrorCode::DuplicateResource.code(),
+                        Some("Cannot describe SCRAM credentials for the same user twice in a single request: bob".to_owned()),
+                        vec![]
+                    ),
+                    (
+                        "carol".to_owned(),
+                        ErrorCode::ResourceNotFound.code(),
+                        Some("Attempt to describe a user credential that does not exist: carol".to_owned()),
+                        vec![]
+                    ),
+                    ("alice".to_owned(), 0, fine, vec![(1, 16_384), (2, 4096)]),
+                ]
+            );
+        }
+
+        fn upsertion(name: &str, mechanism: i8, iterations: i32, salted: &[u8]) -> ScramCredentialUpsertion {
+            ScramCredentialUpsertion::default()
+                .with_name(s(name))
+                .with_mechanism(mechanism)
+                .with_iterations(iterations)
+                .with_salt(bytes::Bytes::from_static(b"0123456789abcdef"))
+                .with_salted_password(bytes::Bytes::copy_from_slice(salted))
+        }
+
+        // Guards KIP-554's division of labour: the client salts the password, the broker derives
+        // StoredKey and ServerKey from it (the same credential a password login is checked
+        // against), and the salted password itself is not forwarded.
+        #[test]
+        fn scram_upsertions_are_forwarded_as_stored_credentials() {
+            let salt = b"0123456789abcdef";
+            let salted = crate::sasl::salted_password(Mechanism::ScramSha256, "pw", salt, 4096);
+            let request = AlterUserScramCredentialsRequest::default()
+                .with_deletions(vec![ScramCredentialDeletion::default().with_name(s("old")).with_mechanism(2)])
+                .with_upsertions(vec![upsertion("alice", 1, 4096, &salted), upsertion("odd", 7, 4096, &salted)]);
+            let forwarded = alter_user_scram_credentials_request(&request).unwrap();
+            assert_eq!(forwarded.deletions, vec![controller::ScramCredentialDeletion { name: "old".into(), mechanism: 2 }]);
+            let alice = &forwarded.upsertions[0];
+            assert_eq!((alice.name.as_str(), alice.mechanism), ("alice", 1));
+            assert_eq!(alice.credential, ScramCredential::from_password(Mechanism::ScramSha256, "pw", salt, 4096));
+            assert!(forwarded.upsertions.iter().all(|u| u.credential.stored_key != salted && u.credential.server_key != salted));
+            // An unknown mechanism goes on without keys, for the controller to refuse as Kafka's.
+            let odd = &forwarded.upsertions[1];
+            assert_eq!((odd.mechanism, odd.credential.stored_key.len(), odd.credential.iterations), (7, 0, 4096));
+
+            // Users in first-appearance order; a user the controller did not answer timed out.
+            let answer = vec![
+                AlterUserScramCredentialResult { user: "alice".into(), error: None },
+                AlterUserScramCredentialResult {
+                    user: "odd".into(),
+                    error: Some(ControllerError::UnsupportedSaslMechanism("Unknown SCRAM mechanism".into())),
+                },
+            ];
+            let response = alter_user_scram_credentials_response(&request, Some(answer.clone()));
+            let results: Vec<(&str, i16, Option<&str>)> =
+                response.results.iter().map(|r| (r.user.as_str(), r.error_code, r.error_message.as_deref())).collect();
+            assert_eq!(
+                results,
+                vec![
+                    ("old", ErrorCode::RequestTimedOut.code(), Some("no active controller answered")),
+                    ("alice", 0, None),
+                    ("odd", ErrorCode::UnsupportedSaslMechanism.code(), Some("Unknown SCRAM mechanism")),
+                ]
+            );
+
+            // The broker waits for its image to show what was accepted, and only that.
+            let mut image = MetadataImage::default();
+            assert!(!scram_alterations_applied(&image, &forwarded, &answer));
+            let record = controller::MetadataRecord::UserScramCredential {
+                name: "alice".into(),
+                mechanism: Mechanism::ScramSha256,
+                credential: alice.credential.clone(),
+            };
+            image.apply(&record).unwrap();
+            assert!(scram_alterations_applied(&image, &forwarded, &answer));
+        }
+
+        // Guards the controller RPC and the metadata log against what a client may send: names
+        // longer than their 16-bit string lengths, and more credentials than one entry holds.
+        #[test]
+        fn scram_alterations_too_large_to_forward_are_refused_for_every_user() {
+            let long = "u".repeat(MAX_SCRAM_USER_BYTES + 1);
+            let request = AlterUserScramCredentialsRequest::default()
+                .with_deletions(vec![ScramCredentialDeletion::default().with_name(s("a")).with_mechanism(1)])
+                .with_upsertions(vec![upsertion(&long, 1, 4096, &[0; 32])]);
+            let refused = alter_user_scram_credentials_request(&request).unwrap_err();
+            let codes: Vec<(usize, Option<ErrorCode>)> = refused.iter().map(|r| (r.user.len(), r.error.as_ref().map(|e| e.code()))).collect();
+            assert_eq!(codes, vec![(1, Some(ErrorCode::UnacceptableCredential)), (long.len(), Some(ErrorCode::UnacceptableCredential))]);
+            let fits = "u".repeat(MAX_SCRAM_USER_BYTES);
+            let many: Vec<ScramCredentialUpsertion> = (0..40).map(|i| upsertion(&format!("{fits}{i}")[i.to_string().len()..], 1, 4096, &[0; 32])).collect();
+            let request = AlterUserScramCredentialsRequest::default().with_upsertions(many);
+            let refused = alter_user_scram_credentials_request(&request).unwrap_err();
+            assert_eq!(refused.len(), 40);
+            assert!(refused.iter().all(|r| r.error.as_ref().map(|e| e.code()) == Some(ErrorCode::PolicyViolation)));
+            assert!(alter_user_scram_credentials_request(&AlterUserScramCredentialsRequest::default().with_upsertions(vec![upsertion(&fits, 1, 4096, &[0; 32])])).is_ok());
+        }
     }
 }

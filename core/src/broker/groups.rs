@@ -342,6 +342,7 @@ pub fn find_coordinator(
     version: i16,
     offsets_partitions: i32,
     txn_partitions: i32,
+    listener: &str,
 ) -> (FindCoordinatorResponse, Option<&'static str>) {
     let (topic_name, partitions) = match request.key_type {
         0 => (OFFSETS_TOPIC, offsets_partitions),
@@ -360,7 +361,7 @@ pub fn find_coordinator(
             .brokers()
             .get(&leader)
             .filter(|b| !b.fenced)
-            .and_then(|b| b.endpoints.first())
+            .and_then(|b| b.endpoint(listener))
             .ok_or(ErrorCode::CoordinatorNotAvailable)?;
         Ok((leader.0, endpoint.host.clone(), i32::from(endpoint.port)))
     };

@@ -8,7 +8,9 @@ use kafka_protocol::messages::produce_response::{BatchIndexAndErrorMessage, Part
 use kafka_protocol::messages::{BrokerId, MetadataResponse, ProduceRequest};
 use kafka_protocol::protocol::StrBytes;
 
+pub mod acls;
 pub mod admin;
+pub mod authz;
 pub mod groups;
 pub mod partitions;
 pub mod producer_ids;
@@ -44,6 +46,7 @@ pub fn metadata_response(
     version: i16,
     cluster_id: &str,
     controller_id: i32,
+    listener: &str,
 ) -> MetadataResponse {
     let topics = match requested {
         None => image.topics().values().map(|t| describe_topic(image, &t.name, version)).collect(),
@@ -54,7 +57,7 @@ pub fn metadata_response(
         .values()
         .filter(|b| !b.fenced)
         .filter_map(|b| {
-            let e = b.endpoints.first()?;
+            let e = b.endpoint(listener)?;
             Some(
                 MetadataResponseBroker::default()
                     .with_node_id(broker_id(b.broker_id))
@@ -187,12 +190,12 @@ mod tests {
     fn unknown_and_invalid_topics_get_their_error() {
         let image = MetadataImage::default();
         let names = ["missing".to_string(), "bad/name".to_string()];
-        let r = metadata_response(&image, Some(&names), 12, "c", 1);
+        let r = metadata_response(&image, Some(&names), 12, "c", 1, "PLAINTEXT");
         let codes: Vec<i16> = r.topics.iter().map(|t| t.error_code).collect();
         assert_eq!(codes[0], ErrorCode::UnknownTopicOrPartition.code());
         assert_eq!(codes[1], ErrorCode::InvalidTopicException.code());
         assert_eq!(r.controller_id.0, 1);
-        assert_eq!(metadata_response(&image, None, 0, "c", 1).controller_id.0, -1);
+        assert_eq!(metadata_response(&image, None, 0, "c", 1, "PLAINTEXT").controller_id.0, -1);
     }
 
     #[test]

@@ -209,7 +209,7 @@ impl Cluster {
     }
 
     /// The first bootstrap server that answers.
-    fn any_broker(&mut self) -> Result<&mut Connection, AdminError> {
+    pub fn any_broker(&mut self) -> Result<&mut Connection, AdminError> {
         let mut last_error = None;
         let mut reached = None;
         for addr in self.bootstrap.clone() {

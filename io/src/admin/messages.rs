@@ -1,4 +1,5 @@
-//! The requests `odradek group` sends and the answers it reads, version by version.
+//! The requests `odradek group` and `odradek users` send and the answers they read, version
+//! by version.
 //!
 //! Each builder sets only the fields its version carries (the codec refuses to encode a field
 //! the version lacks), and each reader folds the version-specific answer shapes into one plain
@@ -8,24 +9,33 @@
 use std::collections::BTreeMap;
 
 use bytes::{Buf, Bytes};
+use kafka_protocol::messages::alter_user_scram_credentials_request::{ScramCredentialDeletion, ScramCredentialUpsertion};
+use kafka_protocol::messages::describe_user_scram_credentials_request::UserName;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
+use kafka_protocol::messages::create_acls_request::AclCreation;
+use kafka_protocol::messages::delete_acls_request::DeleteAclsFilter;
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, ConsumerProtocolAssignment, DescribeGroupsRequest, DescribeGroupsResponse,
+    CreateAclsRequest, CreateAclsResponse, DeleteAclsRequest, DeleteAclsResponse, DescribeAclsRequest, DescribeAclsResponse,
+};
+use kafka_protocol::messages::{
+    AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse, DescribeUserScramCredentialsRequest,
+    DescribeUserScramCredentialsResponse, ApiKey, BrokerId, ConsumerProtocolAssignment, DescribeGroupsRequest, DescribeGroupsResponse,
     FindCoordinatorRequest, FindCoordinatorResponse, GroupId, ListGroupsRequest, ListGroupsResponse,
     ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse, OffsetCommitRequest,
     OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Message, StrBytes};
 use kafka_protocol::ResponseError;
+use odradek_core::acl::{AclBinding, AclBindingFilter, Operation, PatternType, Permission, ResourceType};
 
 use super::TopicPartition;
 
 /// The versions this tool encodes and reads, per API. Each request goes out at the highest
 /// version inside both this range and the one the broker advertises.
-pub const CLIENT_VERSIONS: [(ApiKey, i16, i16); 8] = [
+pub const CLIENT_VERSIONS: [(ApiKey, i16, i16); 13] = [
     // Always v0: every broker answers it, and it is the request that learns the others.
     (ApiKey::ApiVersions, 0, 0),
     (ApiKey::Metadata, 1, 12),
@@ -37,6 +47,13 @@ pub const CLIENT_VERSIONS: [(ApiKey, i16, i16); 8] = [
     // v1 cannot ask for "every committed partition" (a null topic list came with v2).
     (ApiKey::OffsetFetch, 2, 9),
     (ApiKey::OffsetCommit, 2, 9),
+    // KIP-554; v0 is the only version.
+    (ApiKey::DescribeUserScramCredentials, 0, 0),
+    (ApiKey::AlterUserScramCredentials, 0, 0),
+    // KIP-140; v0 (no pattern type) is gone from Kafka 4.0 and from kafka-protocol 0.18.
+    (ApiKey::DescribeAcls, 1, 3),
+    (ApiKey::CreateAcls, 1, 3),
+    (ApiKey::DeleteAcls, 1, 3),
 ];
 
 pub fn client_versions(api_key: ApiKey) -> Option<(i16, i16)> {
@@ -108,7 +125,8 @@ pub fn error_name(code: i16) -> String {
 fn check(code: i16, message: Option<&StrBytes>) -> Result<(), AnswerError> {
     match code {
         0 => Ok(()),
-        code => Err(AnswerError::Broker { code, message: message.map(|m| m.to_string()) }),
+        // Kafka leaves some messages at their default, "", which says nothing.
+        code => Err(AnswerError::Broker { code, message: message.filter(|m| !m.is_empty()).map(|m| m.to_string()) }),
     }
 }
 
@@ -517,6 +535,210 @@ pub fn listed_offsets(response: ListOffsetsResponse) -> BTreeMap<TopicPartition,
     offsets
 }
 
+// ---- DescribeUserScramCredentials, AlterUserScramCredentials ----
+
+/// `users: None` describes every user with a SCRAM credential.
+pub fn describe_user_scram_credentials_request(users: Option<&[String]>, _version: i16) -> DescribeUserScramCredentialsRequest {
+    let users = users.map(|users| users.iter().map(|u| UserName::default().with_name(s(u))).collect());
+    DescribeUserScramCredentialsRequest::default().with_users(users)
+}
+
+/// One SCRAM credential as the broker describes it: the mechanism's Kafka byte (1 = SHA-256,
+/// 2 = SHA-512) and the iterations; the salt and keys never leave the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CredentialInfo {
+    pub mechanism: i8,
+    pub iterations: i32,
+}
+
+/// A user of a DescribeUserScramCredentials answer with its credentials, or its error.
+pub type DescribedUser = (String, Result<Vec<CredentialInfo>, AnswerError>);
+
+pub fn described_scram_credentials(response: DescribeUserScramCredentialsResponse) -> Result<Vec<DescribedUser>, AnswerError> {
+    check(response.error_code, response.error_message.as_ref())?;
+    Ok(response
+        .results
+        .into_iter()
+        .map(|r| {
+            let described = check(r.error_code, r.error_message.as_ref()).map(|()| {
+                r.credential_infos.iter().map(|i| CredentialInfo { mechanism: i.mechanism, iterations: i.iterations }).collect()
+            });
+            (r.user.to_string(), described)
+        })
+        .collect())
+}
+
+/// A credential to set: the password already salted (`Hi(password, salt, iterations)` of
+/// RFC 5802), which is what KIP-554 has the client send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upsertion {
+    pub user: String,
+    pub mechanism: i8,
+    pub iterations: i32,
+    pub salt: Vec<u8>,
+    pub salted_password: Vec<u8>,
+}
+
+pub fn alter_user_scram_credentials_request(
+    deletions: &[(String, i8)],
+    upsertions: &[Upsertion],
+    _version: i16,
+) -> AlterUserScramCredentialsRequest {
+    AlterUserScramCredentialsRequest::default()
+        .with_deletions(
+            deletions.iter().map(|(user, m)| ScramCredentialDeletion::default().with_name(s(user)).with_mechanism(*m)).collect(),
+        )
+        .with_upsertions(
+            upsertions
+                .iter()
+                .map(|u| {
+                    ScramCredentialUpsertion::default()
+                        .with_name(s(&u.user))
+                        .with_mechanism(u.mechanism)
+                        .with_iterations(u.iterations)
+                        .with_salt(Bytes::copy_from_slice(&u.salt))
+                        .with_salted_password(Bytes::copy_from_slice(&u.salted_password))
+                })
+                .collect(),
+        )
+}
+
+/// `user`'s result in an AlterUserScramCredentials answer.
+pub fn altered_user(response: &AlterUserScramCredentialsResponse, user: &str) -> Result<(), AnswerError> {
+    match response.results.iter().find(|r| r.user.as_str() == user) {
+        Some(r) => check(r.error_code, r.error_message.as_ref()),
+        None => Err(AnswerError::Incomplete(format!("user '{user}' is missing from the answer"))),
+    }
+}
+
+// ---- CreateAcls, DescribeAcls, DeleteAcls (KIP-140) ----
+
+pub fn create_acls_request(acls: &[AclBinding], _version: i16) -> CreateAclsRequest {
+    let creations = acls
+        .iter()
+        .map(|b| {
+            AclCreation::default()
+                .with_resource_type(b.resource_type.code())
+                .with_resource_name(s(&b.resource_name))
+                .with_resource_pattern_type(b.pattern_type.code())
+                .with_principal(s(&b.principal))
+                .with_host(s(&b.host))
+                .with_operation(b.operation.code())
+                .with_permission_type(b.permission.code())
+        })
+        .collect();
+    CreateAclsRequest::default().with_creations(creations)
+}
+
+/// Each creation's outcome, in request order; an answer with another count is incomplete.
+pub fn created_acls(response: &CreateAclsResponse, asked: usize) -> Result<Vec<Result<(), AnswerError>>, AnswerError> {
+    if response.results.len() != asked {
+        return Err(AnswerError::Incomplete(format!("{} results for {asked} ACLs", response.results.len())));
+    }
+    Ok(response.results.iter().map(|r| check(r.error_code, r.error_message.as_ref())).collect())
+}
+
+/// ANY (1) stands for an absent enum, as on the wire.
+pub fn describe_acls_request(filter: &AclBindingFilter, _version: i16) -> DescribeAclsRequest {
+    DescribeAclsRequest::default()
+        .with_resource_type_filter(filter.resource_type.map_or(1, ResourceType::code))
+        .with_resource_name_filter(filter.resource_name.as_deref().map(s))
+        .with_pattern_type_filter(filter.pattern.code())
+        .with_principal_filter(filter.principal.as_deref().map(s))
+        .with_host_filter(filter.host.as_deref().map(s))
+        .with_operation(filter.operation.map_or(1, Operation::code))
+        .with_permission_type(filter.permission.map_or(1, Permission::code))
+}
+
+/// A binding as a broker described it; codes this tool does not know are an error, not a guess.
+fn answered_binding(
+    resource_type: i8,
+    resource_name: &str,
+    pattern_type: i8,
+    principal: &str,
+    host: &str,
+    operation: i8,
+    permission: i8,
+) -> Result<AclBinding, AnswerError> {
+    let unknown = |what: &str, code: i8| AnswerError::Incomplete(format!("the answer holds an ACL with unknown {what} {code}"));
+    Ok(AclBinding {
+        resource_type: ResourceType::from_code(resource_type).ok_or_else(|| unknown("resource type", resource_type))?,
+        resource_name: resource_name.to_owned(),
+        pattern_type: PatternType::from_code(pattern_type).ok_or_else(|| unknown("pattern type", pattern_type))?,
+        principal: principal.to_owned(),
+        host: host.to_owned(),
+        operation: Operation::from_code(operation).ok_or_else(|| unknown("operation", operation))?,
+        permission: Permission::from_code(permission).ok_or_else(|| unknown("permission", permission))?,
+    })
+}
+
+/// The described bindings, in the answer's order.
+pub fn described_acls(response: &DescribeAclsResponse) -> Result<Vec<AclBinding>, AnswerError> {
+    check(response.error_code, response.error_message.as_ref())?;
+    let mut bindings = Vec::new();
+    for r in &response.resources {
+        for a in &r.acls {
+            bindings.push(answered_binding(
+                r.resource_type,
+                &r.resource_name,
+                r.pattern_type,
+                &a.principal,
+                &a.host,
+                a.operation,
+                a.permission_type,
+            )?);
+        }
+    }
+    Ok(bindings)
+}
+
+pub fn delete_acls_request(filters: &[AclBindingFilter], _version: i16) -> DeleteAclsRequest {
+    let filters = filters
+        .iter()
+        .map(|f| {
+            DeleteAclsFilter::default()
+                .with_resource_type_filter(f.resource_type.map_or(1, ResourceType::code))
+                .with_resource_name_filter(f.resource_name.as_deref().map(s))
+                .with_pattern_type_filter(f.pattern.code())
+                .with_principal_filter(f.principal.as_deref().map(s))
+                .with_host_filter(f.host.as_deref().map(s))
+                .with_operation(f.operation.map_or(1, Operation::code))
+                .with_permission_type(f.permission.map_or(1, Permission::code))
+        })
+        .collect();
+    DeleteAclsRequest::default().with_filters(filters)
+}
+
+/// Per filter, in request order, the bindings it deleted or its error.
+pub fn deleted_acls(response: &DeleteAclsResponse, asked: usize) -> Result<Vec<Result<Vec<AclBinding>, AnswerError>>, AnswerError> {
+    if response.filter_results.len() != asked {
+        return Err(AnswerError::Incomplete(format!("{} results for {asked} filters", response.filter_results.len())));
+    }
+    let mut results = Vec::with_capacity(asked);
+    for r in &response.filter_results {
+        results.push(match check(r.error_code, r.error_message.as_ref()) {
+            Err(error) => Err(error),
+            Ok(()) => {
+                let mut deleted = Vec::with_capacity(r.matching_acls.len());
+                for m in &r.matching_acls {
+                    check(m.error_code, m.error_message.as_ref())?;
+                    deleted.push(answered_binding(
+                        m.resource_type,
+                        &m.resource_name,
+                        m.pattern_type,
+                        &m.principal,
+                        &m.host,
+                        m.operation,
+                        m.permission_type,
+                    )?);
+                }
+                Ok(deleted)
+            }
+        });
+    }
+    Ok(results)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -888,5 +1110,118 @@ mod tests {
             assert_eq!(offsets[&tp("a", 0)], Ok(42));
             assert_eq!(offsets[&tp("a", 1)], Err(AnswerError::code(ResponseError::NotLeaderOrFollower)));
         }
+    }
+
+    #[test]
+    fn scram_requests_and_answers_read_back() {
+        for version in versions(ApiKey::DescribeUserScramCredentials) {
+            let all = round_trip(&describe_user_scram_credentials_request(None, version), version);
+            assert_eq!(all.users, None);
+            let named = round_trip(&describe_user_scram_credentials_request(Some(&["alice".into()]), version), version);
+            assert_eq!(named.users.unwrap()[0].name.as_str(), "alice");
+        }
+        let upsertion = Upsertion { user: "alice".into(), mechanism: 2, iterations: 8192, salt: vec![1; 32], salted_password: vec![2; 64] };
+        for version in versions(ApiKey::AlterUserScramCredentials) {
+            let request = alter_user_scram_credentials_request(&[("bob".into(), 1)], std::slice::from_ref(&upsertion), version);
+            let request = round_trip(&request, version);
+            assert_eq!((request.deletions[0].name.as_str(), request.deletions[0].mechanism), ("bob", 1));
+            let u = &request.upsertions[0];
+            assert_eq!((u.name.as_str(), u.mechanism, u.iterations, &u.salt[..], &u.salted_password[..]), ("alice", 2, 8192, &[1; 32][..], &[2; 64][..]));
+        }
+        use kafka_protocol::messages::alter_user_scram_credentials_response::AlterUserScramCredentialsResult;
+        use kafka_protocol::messages::describe_user_scram_credentials_response::{
+            CredentialInfo as WireInfo, DescribeUserScramCredentialsResult,
+        };
+        let altered = AlterUserScramCredentialsResponse::default().with_results(vec![
+            AlterUserScramCredentialsResult::default().with_user(s("alice")),
+            AlterUserScramCredentialsResult::default()
+                .with_user(s("bob"))
+                .with_error_code(ResponseError::ResourceNotFound.code())
+                .with_error_message(Some(s("Attempt to delete a user credential that does not exist"))),
+        ]);
+        assert_eq!(altered_user(&altered, "alice"), Ok(()));
+        assert_eq!(
+            altered_user(&altered, "bob").unwrap_err().to_string(),
+            "RESOURCE_NOT_FOUND (91) (Attempt to delete a user credential that does not exist)"
+        );
+        assert!(matches!(altered_user(&altered, "carol"), Err(AnswerError::Incomplete(_))));
+        let described = DescribeUserScramCredentialsResponse::default().with_results(vec![
+            DescribeUserScramCredentialsResult::default()
+                .with_user(s("alice"))
+                .with_credential_infos(vec![WireInfo::default().with_mechanism(1).with_iterations(4096)]),
+            DescribeUserScramCredentialsResult::default().with_user(s("x")).with_error_code(ResponseError::ResourceNotFound.code()),
+        ]);
+        let read = described_scram_credentials(described).unwrap();
+        assert_eq!(read[0], ("alice".to_owned(), Ok(vec![CredentialInfo { mechanism: 1, iterations: 4096 }])));
+        assert_eq!(read[1].1, Err(AnswerError::code(ResponseError::ResourceNotFound)));
+        let refused = DescribeUserScramCredentialsResponse::default().with_error_code(ResponseError::ClusterAuthorizationFailed.code());
+        assert!(described_scram_credentials(refused).is_err());
+    }
+
+    #[test]
+    fn acl_requests_and_answers_read_back() {
+        use kafka_protocol::messages::delete_acls_response::{DeleteAclsFilterResult, DeleteAclsMatchingAcl};
+        use kafka_protocol::messages::describe_acls_response::{AclDescription, DescribeAclsResource};
+        use odradek_core::acl::PatternFilter;
+        let binding = AclBinding {
+            resource_type: ResourceType::Topic,
+            resource_name: "pay".into(),
+            pattern_type: PatternType::Prefixed,
+            principal: "User:alice".into(),
+            host: "*".into(),
+            operation: Operation::Write,
+            permission: Permission::Deny,
+        };
+        let filter = AclBindingFilter { resource_name: Some("pay".into()), pattern: PatternFilter::Match, ..AclBindingFilter::any() };
+        for version in versions(ApiKey::CreateAcls) {
+            let c = round_trip(&create_acls_request(std::slice::from_ref(&binding), version), version).creations.remove(0);
+            let read = (c.resource_type, c.resource_name.as_str(), c.resource_pattern_type, c.principal.as_str(), c.host.as_str(), c.operation, c.permission_type);
+            assert_eq!(read, (2, "pay", 4, "User:alice", "*", 4, 2), "v{version}");
+        }
+        for version in versions(ApiKey::DescribeAcls) {
+            let d = round_trip(&describe_acls_request(&filter, version), version);
+            assert_eq!((d.resource_type_filter, d.pattern_type_filter, d.operation, d.permission_type), (1, 2, 1, 1));
+            assert_eq!((d.resource_name_filter.as_deref(), d.principal_filter, d.host_filter), (Some("pay"), None, None));
+        }
+        for version in versions(ApiKey::DeleteAcls) {
+            let d = round_trip(&delete_acls_request(&[filter.clone(), AclBindingFilter::exact(&binding)], version), version);
+            assert_eq!(d.filters.len(), 2);
+            assert_eq!((d.filters[1].resource_type_filter, d.filters[1].pattern_type_filter, d.filters[1].permission_type), (2, 4, 2));
+        }
+        let described = DescribeAclsResponse::default().with_resources(vec![DescribeAclsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(s("pay"))
+            .with_pattern_type(4)
+            .with_acls(vec![AclDescription::default().with_principal(s("User:alice")).with_host(s("*")).with_operation(4).with_permission_type(2)])]);
+        assert_eq!(described_acls(&described), Ok(vec![binding.clone()]));
+        let odd = DescribeAclsResponse::default().with_resources(vec![DescribeAclsResource::default()
+            .with_resource_type(9)
+            .with_acls(vec![AclDescription::default().with_operation(4).with_permission_type(2)])]);
+        assert!(matches!(described_acls(&odd), Err(AnswerError::Incomplete(_))));
+        let disabled = DescribeAclsResponse::default().with_error_code(ResponseError::SecurityDisabled.code()).with_error_message(Some(s("No Authorizer is configured.")));
+        assert_eq!(described_acls(&disabled).unwrap_err().to_string(), "SECURITY_DISABLED (54) (No Authorizer is configured.)");
+
+        let created = CreateAclsResponse::default().with_results(vec![
+            Default::default(),
+            kafka_protocol::messages::create_acls_response::AclCreationResult::default().with_error_code(42).with_error_message(Some(s("bad"))),
+        ]);
+        let read = created_acls(&created, 2).unwrap();
+        assert_eq!(read[0], Ok(()));
+        assert_eq!(read[1], Err(AnswerError::Broker { code: 42, message: Some("bad".into()) }));
+        assert!(created_acls(&created, 3).is_err());
+        let deleted = DeleteAclsResponse::default().with_filter_results(vec![
+            DeleteAclsFilterResult::default().with_matching_acls(vec![DeleteAclsMatchingAcl::default()
+                .with_resource_type(2)
+                .with_resource_name(s("pay"))
+                .with_pattern_type(4)
+                .with_principal(s("User:alice"))
+                .with_host(s("*"))
+                .with_operation(4)
+                .with_permission_type(2)]),
+            DeleteAclsFilterResult::default().with_error_code(42),
+        ]);
+        let read = deleted_acls(&deleted, 2).unwrap();
+        assert_eq!(read[0], Ok(vec![binding]));
+        assert_eq!(read[1], Err(AnswerError::code(ResponseError::InvalidRequest)));
     }
 }
