@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
+use odradek_core::acl::{AclBinding, AclBindingFilter, Operation, PatternType, Permission, ResourceType};
 use odradek_core::controller::{self, AlterPartitionRequest, ControllerError, CreatableTopic, CreateTopicResult, CreateTopicsRequest, Endpoint, MetadataImage, MetadataRecord, Response};
 use odradek_core::controller_rpc::{ControllerRequest, Frame};
 use odradek_core::ids::{BrokerEpoch, LeaderEpoch, NodeId, PartitionEpoch, Term};
@@ -57,6 +58,15 @@ pub fn run(data: &[u8]) {
 pub fn seeds() -> Vec<Vec<u8>> {
     let topic_id = [9; 16];
     let scram = ScramCredential { salt: vec![1; 16], stored_key: vec![2; 32], server_key: vec![3; 32], iterations: 4096 };
+    let acl = AclBinding {
+        resource_type: ResourceType::Topic,
+        resource_name: "ord".into(),
+        pattern_type: PatternType::Prefixed,
+        principal: "User:alice".into(),
+        host: "*".into(),
+        operation: Operation::Read,
+        permission: Permission::Allow,
+    };
     let records = vec![
         MetadataRecord::RegisterBroker { broker_id: NodeId(1), broker_epoch: BrokerEpoch(1), incarnation_id: [1; 16], endpoints: vec![Endpoint { name: "PLAINTEXT".into(), host: "127.0.0.1".into(), port: 9092 }] },
         MetadataRecord::UnfenceBroker { broker_id: NodeId(1), broker_epoch: BrokerEpoch(1) },
@@ -68,6 +78,8 @@ pub fn seeds() -> Vec<Vec<u8>> {
         MetadataRecord::RemoveTopic { topic_id },
         MetadataRecord::UserScramCredential { name: "alice".into(), mechanism: Mechanism::ScramSha256, credential: scram.clone() },
         MetadataRecord::RemoveUserScramCredential { name: "alice".into(), mechanism: Mechanism::ScramSha256 },
+        MetadataRecord::AccessControlEntry { acl: acl.clone() },
+        MetadataRecord::RemoveAccessControlEntry { acl: acl.clone() },
     ];
     let metadata = controller::encode_records(&records);
     let entry = Entry { index: Index(5), term: Term(3), data: metadata.clone() };
@@ -90,6 +102,9 @@ pub fn seeds() -> Vec<Vec<u8>> {
                 upsertions: vec![controller::ScramCredentialUpsertion { name: "alice".into(), mechanism: 1, credential: scram.clone() }],
             }),
         },
+        Frame::Request { id: 5, request: ControllerRequest::CreateAcls(vec![acl.clone()]) },
+        Frame::Request { id: 6, request: ControllerRequest::DeleteAcls(vec![AclBindingFilter::exact(&acl), AclBindingFilter::any()]) },
+        Frame::Response { id: 6, response: Response::DeleteAcls(vec![controller::AclDeleteResult { error: None, deleted: vec![acl.clone()] }]) },
         Frame::Response { id: 1, response: Response::CreateTopics(vec![CreateTopicResult { name: "orders".into(), error: Some(ControllerError::InvalidTopic("bad name".into())), topic_id, num_partitions: 3, replication_factor: 1 }]) },
     ];
     let with = |which: u8, bytes: &[u8]| [&[which][..], bytes].concat();
