@@ -212,7 +212,13 @@ impl AdminError {
 
 /// Runs a `group` command; returns the process exit status.
 pub fn run(args: GroupArgs) -> i32 {
-    match execute(args) {
+    finish(execute(args), |_| 1)
+}
+
+/// An admin command's end: its output on stdout and status 0, or one plain line on stderr and
+/// the status `exit_code` gives the error.
+pub fn finish<E: std::fmt::Display>(result: Result<String, E>, exit_code: impl FnOnce(&E) -> i32) -> i32 {
+    match result {
         Ok(output) => {
             let mut stdout = std::io::stdout().lock();
             // A closed pipe (`| head`) is not worth a complaint.
@@ -221,7 +227,7 @@ pub fn run(args: GroupArgs) -> i32 {
         }
         Err(e) => {
             eprintln!("error: {e}");
-            1
+            exit_code(&e)
         }
     }
 }

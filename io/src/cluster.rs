@@ -565,7 +565,7 @@ impl Node {
         let peer = stream.peer_addr().map_or_else(|_| "?".to_owned(), |a| a.to_string());
         let stream = match tls {
             None => crate::tls::Stream::Plain(stream),
-            Some(acceptor) => match crate::tls::accept(&acceptor, stream, crate::server::TLS_HANDSHAKE_TIMEOUT).await {
+            Some(acceptor) => match crate::tls::accept(&acceptor, stream, crate::tls::HANDSHAKE_TIMEOUT).await {
                 Ok(stream) => stream,
                 Err(e) => {
                     warn!(%peer, "closing controller connection: TLS handshake failed: {e}");

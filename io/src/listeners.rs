@@ -85,6 +85,8 @@ pub struct SaslSettings {
     pub mechanisms: Vec<Mechanism>,
     /// PLAIN's users, from the listener's `plain.sasl.jaas.config` (`user_<name>="<password>"`).
     pub plain_users: BTreeMap<String, String>,
+    /// `connections.max.reauth.ms` (KIP-368); `None` (0, the default): no re-authentication.
+    pub max_reauth: Option<std::time::Duration>,
 }
 
 /// The listener settings as read, resolved once every setting is in (`resolve`).
@@ -133,6 +135,9 @@ impl ListenerSettings {
             "advertised.listeners" => self.advertised = parse_advertised(value, &self.listeners)?,
             "listener.security.protocol.map" => self.protocol_map = Some(parse_protocol_map(value)?),
             "inter.broker.listener.name" => self.inter_broker = Some(value.trim().to_ascii_uppercase()),
+            "connections.max.reauth.ms" => {
+                self.security.insert(key.to_owned(), value.to_owned());
+            }
             "controller.listener.names" => {
                 self.controller_names =
                     value.split(',').map(|n| n.trim().to_ascii_uppercase()).filter(|n| !n.is_empty()).collect()
@@ -307,7 +312,14 @@ impl ListenerSettings {
             Some(jaas) => parse_plain_jaas(jaas).map_err(|e| named(&format!("{jaas_key}: {e}")))?,
             None => BTreeMap::new(),
         };
-        Ok(SaslSettings { mechanisms, plain_users })
+        let max_reauth = match self.lookup(listener, "connections.max.reauth.ms") {
+            None => None,
+            Some(ms) => {
+                let ms: u64 = ms.parse().map_err(|_| named(&format!("connections.max.reauth.ms: {ms:?} is not a number of milliseconds")))?;
+                (ms > 0).then(|| std::time::Duration::from_millis(ms))
+            }
+        };
+        Ok(SaslSettings { mechanisms, plain_users, max_reauth })
     }
 
     /// The security settings read but not acted on.
@@ -315,7 +327,7 @@ impl ListenerSettings {
         let acted_on = [
             "ssl.keystore.type", "ssl.keystore.location", "ssl.truststore.type", "ssl.truststore.location",
             "ssl.client.auth", "ssl.enabled.protocols", "ssl.principal.mapping.rules", "sasl.enabled.mechanisms",
-            "plain.sasl.jaas.config",
+            "plain.sasl.jaas.config", "connections.max.reauth.ms",
         ];
         let setting_of = |key: &str| -> String {
             match key.strip_prefix("listener.name.") {

@@ -279,7 +279,8 @@ async fn serve_connection(
             return;
         }
     };
-    let session = Session::new(peer, listener, subject);
+    let reauth = listener.sasl.as_ref().and_then(|sasl| sasl.max_reauth);
+    let session = Session::new(peer, listener, subject, reauth);
     let peer = &session.peer;
     debug!(%peer, principal = %session.principal(), "connection secured");
     let socket = Socket(Rc::new(RefCell::new(stream)));
@@ -300,12 +301,10 @@ const PIPELINE_DEPTH: usize = 16;
 
 /// The TLS handshake, bounded like a request: a client that stalls in it holds a connection.
 async fn handshake(shard: &Shard, acceptor: futures_rustls::TlsAcceptor, stream: TcpStream) -> Result<Stream, String> {
-    let bound = shard.shared.config.connections_max_idle().unwrap_or(TLS_HANDSHAKE_TIMEOUT).min(TLS_HANDSHAKE_TIMEOUT);
+    let bound = shard.shared.config.connections_max_idle().unwrap_or(crate::tls::HANDSHAKE_TIMEOUT).min(crate::tls::HANDSHAKE_TIMEOUT);
     crate::tls::accept(&acceptor, stream, bound).await
 }
 
-/// The longest a TLS handshake may take (or `connections.max.idle.ms`, if shorter).
-pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn connection_loop(shard: &Rc<Shard>, socket: &Socket, session: &Session) -> Result<(), Close> {
     let idle = shard.shared.config.connections_max_idle();

@@ -28,6 +28,18 @@ pub struct Session {
     pub listener: Rc<Listener>,
     principal: RefCell<String>,
     auth: RefCell<Auth>,
+    /// `connections.max.reauth.ms` (KIP-368): how long a SASL login lasts before the client
+    /// must authenticate again on the same connection; `None`: for the connection's life.
+    reauth: Option<std::time::Duration>,
+    /// The mechanism and user of the last successful SASL exchange, which a re-authentication
+    /// must repeat, and when that login expires.
+    login: RefCell<Option<Login>>,
+}
+
+struct Login {
+    mechanism: Mechanism,
+    user: String,
+    expires: Option<std::time::Instant>,
 }
 
 enum Auth {
@@ -53,11 +65,24 @@ pub enum SaslOutcome {
 
 impl Session {
     /// `certificate_subject`: the subject of the client's TLS certificate, if it gave one.
-    pub fn new(peer: String, listener: Rc<Listener>, certificate_subject: Option<String>) -> Session {
+    pub fn new(
+        peer: String,
+        listener: Rc<Listener>,
+        certificate_subject: Option<String>,
+        reauth: Option<std::time::Duration>,
+    ) -> Session {
         let principal = certificate_subject.map_or_else(|| principal::ANONYMOUS.to_owned(), |s| principal::user(&s));
         let auth = if listener.sasl.is_some() { Auth::Handshake } else { Auth::Done };
         let host = peer.parse::<std::net::SocketAddr>().map_or_else(|_| peer.clone(), |a| a.ip().to_canonical().to_string());
-        Session { peer, host, listener, principal: RefCell::new(principal), auth: RefCell::new(auth) }
+        Session {
+            peer,
+            host,
+            listener,
+            principal: RefCell::new(principal),
+            auth: RefCell::new(auth),
+            reauth,
+            login: RefCell::new(None),
+        }
     }
 
     /// Runs `decide` with this connection's standing against the node's ACLs; `None` when no
@@ -83,7 +108,14 @@ impl Session {
     /// SASL exchange ends only ApiVersions and the exchange's own requests are served.
     pub fn admits(&self, api: ApiKey) -> Result<(), String> {
         match (&*self.auth.borrow(), api) {
-            (Auth::Done, _) => Ok(()),
+            // A re-authentication (KIP-368) starts with a SaslHandshake on an open connection.
+            (Auth::Done, ApiKey::SaslHandshake) if self.reauth.is_some() => Ok(()),
+            (Auth::Done, other) => match &*self.login.borrow() {
+                Some(Login { expires: Some(at), user, .. }) if *at <= std::time::Instant::now() => Err(format!(
+                    "a {other:?} request after {user:?}'s SASL session expired without re-authentication (connections.max.reauth.ms)"
+                )),
+                _ => Ok(()),
+            },
             (Auth::Handshake, ApiKey::ApiVersions | ApiKey::SaslHandshake) => Ok(()),
             (Auth::Exchange(_), ApiKey::SaslAuthenticate) => Ok(()),
             (Auth::Handshake, other) => Err(format!(
@@ -108,14 +140,25 @@ impl Session {
         let (version, correlation_id) = (request.version(), request.correlation_id());
         let handshake: SaslHandshakeRequest = request.decode()?;
         let encode = |r: &SaslHandshakeResponse| wire::encode_response(ApiKey::SaslHandshake, version, correlation_id, r);
-        let Some(sasl) = self.listener.sasl.as_ref().filter(|_| matches!(*self.auth.borrow(), Auth::Handshake)) else {
+        let reauthenticating = self.reauth.is_some() && self.login.borrow().is_some() && matches!(*self.auth.borrow(), Auth::Done);
+        let expected = matches!(*self.auth.borrow(), Auth::Handshake) || reauthenticating;
+        let Some(sasl) = self.listener.sasl.as_ref().filter(|_| expected) else {
             // Kafka answers a handshake on a listener without SASL, or a second one, so.
             let response = SaslHandshakeResponse::default().with_error_code(ErrorCode::IllegalSaslState.code());
             return Ok(SaslOutcome::AnswerAndClose(encode(&response)?, "a SaslHandshake where none was expected".into()));
         };
         let enabled: Vec<StrBytes> = sasl.mechanisms.iter().map(|m| StrBytes::from_static_str(m.name())).collect();
         let response = SaslHandshakeResponse::default().with_mechanisms(enabled);
+        let previous = self.login.borrow().as_ref().map(|l| l.mechanism).filter(|_| reauthenticating);
         match Mechanism::parse(handshake.mechanism.as_str()).filter(|m| sasl.mechanisms.contains(m)) {
+            // Kafka requires a re-authentication to use the mechanism of the first login.
+            Some(mechanism) if previous.is_some_and(|p| p != mechanism) => {
+                let response = response.with_error_code(ErrorCode::IllegalSaslState.code());
+                Ok(SaslOutcome::AnswerAndClose(
+                    encode(&response)?,
+                    format!("re-authentication with {} after a {} login", mechanism.name(), previous.map_or("", Mechanism::name)),
+                ))
+            }
             Some(mechanism) => {
                 // The server nonce: random, printable, no commas (RFC 5802).
                 let nonce = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
@@ -148,7 +191,10 @@ impl Session {
                 if done {
                     *auth = Auth::Done;
                 }
-                Ok(SaslOutcome::Answer(encode(&SaslAuthenticateResponse::default().with_auth_bytes(bytes.into()))?))
+                // v1+ tells the client when to authenticate again (0: never).
+                let lifetime = if done { self.reauth.map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)) } else { 0 };
+                let response = SaslAuthenticateResponse::default().with_auth_bytes(bytes.into()).with_session_lifetime_ms(lifetime);
+                Ok(SaslOutcome::Answer(encode(&response)?))
             }
             Err((message, reason)) => {
                 let response = SaslAuthenticateResponse::default()
@@ -185,8 +231,19 @@ impl Session {
         match server.step(token, &Lookup { sasl, image }) {
             Ok(Step::Continue(challenge)) => Ok((challenge, false)),
             Ok(Step::Done { user, response }) => {
-                info!(peer = %self.peer, listener = %self.listener.name, mechanism = server.mechanism().name(), %user, "authenticated");
+                let mechanism = server.mechanism();
+                let mut login = self.login.borrow_mut();
+                if let Some(first) = login.as_ref().filter(|l| l.user != user) {
+                    // KIP-368: a connection keeps its principal.
+                    let message = format!("Cannot change principals during re-authentication from User:{} to User:{user}", first.user);
+                    warn!(peer = %self.peer, listener = %self.listener.name, "re-authentication refused: {message}");
+                    return Err((message.clone(), message));
+                }
+                let again = login.is_some();
+                info!(peer = %self.peer, listener = %self.listener.name, mechanism = mechanism.name(), %user, "{}", if again { "re-authenticated" } else { "authenticated" });
                 *self.principal.borrow_mut() = principal::user(&user);
+                let expires = self.reauth.map(|d| std::time::Instant::now() + d);
+                *login = Some(Login { mechanism, user, expires });
                 Ok((response, true))
             }
             Err(e) => {

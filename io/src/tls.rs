@@ -19,6 +19,8 @@ use tracing::{info, warn};
 
 use crate::listeners::{ClientAuth, SslSettings};
 
+/// The longest a TLS handshake may take (a client's, or `connections.max.idle.ms` if shorter).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a handshake may look at the certificate file's modification time.
 const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -33,13 +35,7 @@ fn provider() -> Arc<CryptoProvider> {
 pub fn acceptor(listener: &str, settings: &SslSettings) -> Result<futures_rustls::TlsAcceptor, String> {
     let named = |e: String| format!("listener {listener}: {e}");
     let provider = provider();
-    let versions: Vec<&'static rustls::SupportedProtocolVersion> = [
-        settings.tls13.then_some(&rustls::version::TLS13),
-        settings.tls12.then_some(&rustls::version::TLS12),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    let versions = protocol_versions(settings);
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions)
         .map_err(|e| named(format!("ssl.enabled.protocols: {e}")))?;
@@ -60,6 +56,14 @@ pub fn acceptor(listener: &str, settings: &SslSettings) -> Result<futures_rustls
     // Kafka clients send no ALPN; none is required.
     config.alpn_protocols.clear();
     Ok(futures_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// `ssl.enabled.protocols` as rustls names them.
+fn protocol_versions(settings: &SslSettings) -> Vec<&'static rustls::SupportedProtocolVersion> {
+    [settings.tls13.then_some(&rustls::version::TLS13), settings.tls12.then_some(&rustls::version::TLS12)]
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
@@ -151,13 +155,7 @@ pub fn connector(listener: &str, settings: &SslSettings) -> Result<futures_rustl
     for cert in read_certificates(truststore).map_err(named)? {
         roots.add(cert).map_err(|e| named(format!("ssl.truststore.location {}: {e}", truststore.display())))?;
     }
-    let versions: Vec<&'static rustls::SupportedProtocolVersion> = [
-        settings.tls13.then_some(&rustls::version::TLS13),
-        settings.tls12.then_some(&rustls::version::TLS12),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    let versions = protocol_versions(settings);
     let key = load_certified_key(&settings.keystore, &provider).map_err(named)?;
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&versions)

@@ -317,6 +317,50 @@ def test_sasl_listener_answers_unknown_mechanisms_and_early_requests_as_kafka_do
     assert sasl_handshake(broker.port, "PLAIN")[0] == 34
 
 
+def test_sasl_logins_expire_and_clients_reauthenticate(broker_factory, tmp_path):
+    """KIP-368: with connections.max.reauth.ms a login lasts that long; librdkafka logs in
+    again on the same connection and keeps producing, a client that does not is closed."""
+    jaas = 'org.apache.kafka.common.security.plain.PlainLoginModule required user_alice="alice-secret";'
+    broker = start_with(
+        broker_factory, tmp_path, "SASL_PLAINTEXT", "SASL_PLAINTEXT",
+        {
+            "listener.name.sasl_plaintext.sasl.enabled.mechanisms": "PLAIN",
+            "listener.name.sasl_plaintext.plain.sasl.jaas.config": jaas,
+            "connections.max.reauth.ms": "1500",
+        },
+    )
+    config = {
+        "bootstrap.servers": broker.secure, "broker.address.family": "v4", "security.protocol": "SASL_PLAINTEXT",
+        "sasl.mechanisms": "PLAIN", "sasl.username": "alice", "sasl.password": "alice-secret",
+    }
+    producer = confluent_kafka.Producer({**config, "acks": "all"})
+    delivered = []
+    deadline = time.monotonic() + 5
+    sent = 0
+    while time.monotonic() < deadline:
+        producer.produce("reauth", f"r{sent}".encode(), on_delivery=lambda err, msg: delivered.append(err))
+        sent += 1
+        producer.poll(0.1)
+    assert producer.flush(20) == 0
+    assert delivered == [None] * sent
+    wait_for_log(broker, r"re-authenticated.*user=\"?alice")
+
+    # A client that logs in once and goes on after its session ends is closed.
+    with contextlib.closing(kafka_wire.Connection("127.0.0.1", broker.secure_port)) as conn:
+        assert kafka_wire.Reader(conn.request(17, 1, kafka_wire.string("PLAIN"))).int16() == 0
+        token = b"\0alice\0alice-secret"
+        reader = kafka_wire.Reader(conn.request(36, 1, struct.pack(">i", len(token)) + token))
+        assert reader.int16() == 0
+        reader.string()  # error message
+        assert reader.int32() == 0  # no auth bytes after PLAIN
+        assert reader.int64() == 1500  # session_lifetime_ms
+        time.sleep(2)
+        conn.send(kafka_wire.frame(kafka_wire.request_header(18, 0, 9)))
+        conn.sock.settimeout(5)
+        assert conn.next_bytes() == b""
+    wait_for_log(broker, r"SASL session expired without re-authentication")
+
+
 @pytest.mark.parametrize(
     "settings, complaint",
     [

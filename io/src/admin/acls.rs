@@ -159,21 +159,10 @@ fn parse_pattern_filter(text: &str) -> Result<PatternFilter, String> {
 
 /// Runs an `acls` command; returns the process exit status.
 pub fn run(args: AclsArgs) -> i32 {
-    match execute(args) {
-        Ok(output) => {
-            let mut stdout = std::io::stdout().lock();
-            // A closed pipe (`| head`) is not worth a complaint.
-            let _ = stdout.write_all(output.as_bytes()).and_then(|()| stdout.flush());
-            0
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            match e {
-                AdminError::Usage(_) => EXIT_USAGE,
-                _ => EXIT_FAILURE,
-            }
-        }
-    }
+    super::finish(execute(args), |e| match e {
+        AdminError::Usage(_) => EXIT_USAGE,
+        _ => EXIT_FAILURE,
+    })
 }
 
 fn execute(args: AclsArgs) -> Result<String, AdminError> {

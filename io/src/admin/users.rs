@@ -11,7 +11,7 @@
 //! 2 bad arguments (as clap's own usage errors); 3 the user or credential does not exist
 //! (`list --user`, `scram-remove`).
 
-use std::io::{Read, Write};
+use std::io::Read;
 
 use clap::{Parser, Subcommand};
 use odradek_core::sasl::{self, Mechanism, MAX_SCRAM_ITERATIONS, MIN_SCRAM_ITERATIONS};
@@ -105,18 +105,7 @@ impl UsersError {
 
 /// Runs a `users` command; returns the process exit status.
 pub fn run(args: UsersArgs) -> i32 {
-    match execute(args) {
-        Ok(output) => {
-            let mut stdout = std::io::stdout().lock();
-            // A closed pipe (`| head`) is not worth a complaint.
-            let _ = stdout.write_all(output.as_bytes()).and_then(|()| stdout.flush());
-            0
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            e.exit_code()
-        }
-    }
+    super::finish(execute(args), UsersError::exit_code)
 }
 
 fn execute(args: UsersArgs) -> Result<String, UsersError> {
