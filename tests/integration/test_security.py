@@ -317,6 +317,43 @@ def test_sasl_listener_answers_unknown_mechanisms_and_early_requests_as_kafka_do
     assert sasl_handshake(broker.port, "PLAIN")[0] == 34
 
 
+def server_certificate_issuer(port, cafile):
+    """The issuer's common name of the certificate the broker presents, verified against `cafile`."""
+    context = ssl.create_default_context(cafile=str(cafile))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls_socket:
+            issuer = dict(item for rdn in tls_socket.getpeercert()["issuer"] for item in rdn)
+            return issuer.get("organizationName")
+
+
+def test_a_rotated_certificate_is_served_without_a_restart(broker_factory, tmp_path, pki):
+    keystore = tmp_path / "rotating.pem"
+    keystore.write_bytes(pki["broker"].read_bytes())
+    broker = start_with(broker_factory, tmp_path, "SSL", "SSL", {"ssl.keystore.location": keystore})
+    assert server_certificate_issuer(broker.secure_port, pki["ca"]) == "odradek tests"
+    # A new CA's certificate, written beside and renamed over the old one, as rotation tools do.
+    new_ca = trustme.CA(organization_name="rotated")
+    new_ca_file = tmp_path / "new-ca.pem"
+    new_ca.cert_pem.write_to_path(new_ca_file)
+    staged = tmp_path / "staged.pem"
+    new_ca.issue_cert("127.0.0.1", common_name="broker").private_key_and_cert_chain_pem.write_to_path(staged)
+    staged.rename(keystore)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if server_certificate_issuer(broker.secure_port, new_ca_file) == "rotated":
+                break
+        except ssl.SSLError:
+            time.sleep(0.3)
+    assert server_certificate_issuer(broker.secure_port, new_ca_file) == "rotated"
+    wait_for_log(broker, r"loaded the changed TLS certificate")
+    # A broken file keeps the current certificate in use.
+    keystore.write_text("not a certificate")
+    time.sleep(1.5)
+    assert server_certificate_issuer(broker.secure_port, new_ca_file) == "rotated"
+    wait_for_log(broker, r"keeping the previous TLS certificate")
+
+
 def test_sasl_logins_expire_and_clients_reauthenticate(broker_factory, tmp_path):
     """KIP-368: with connections.max.reauth.ms a login lasts that long; librdkafka logs in
     again on the same connection and keeps producing, a client that does not is closed."""
