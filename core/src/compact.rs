@@ -384,6 +384,6 @@ mod tests {
     fn runs_stay_within_segment_bytes() {
         let segments: Vec<Segment> = [40, 30, 50, 10, 10, 90, 5].iter().enumerate().map(|(i, &size)| segment(i as i64, size, 0)).collect();
         assert_eq!(group_by_size(&segments, 6, 100), vec![0..2, 2..5, 5..6]);
-        assert_eq!(group_by_size(&segments, 0, 100), vec![]);
+        assert_eq!(group_by_size(&segments, 0, 100), Vec::<std::ops::Range<usize>>::new());
     }
 }

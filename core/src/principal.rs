@@ -12,6 +12,115 @@ pub fn user(name: &str) -> String {
     format!("User:{name}")
 }
 
+/// `ssl.principal.mapping.rules`, as Kafka's `SslPrincipalMapper` reads them: a list of
+/// `RULE:pattern/replacement/[L|U]` and `DEFAULT`, tried in order; the first whose pattern
+/// matches the whole subject gives the principal's name (the replacement may use `$1` ...),
+/// lower- or upper-cased with `L` or `U`; `DEFAULT` keeps the subject as it is. A subject no
+/// rule matches has no principal, and its connection is refused.
+#[derive(Debug, Clone)]
+pub struct PrincipalMapper {
+    rules: Vec<Rule>,
+}
+
+#[derive(Debug, Clone)]
+enum Rule {
+    Default,
+    Replace { pattern: regex::Regex, replacement: String, case: Option<char> },
+}
+
+impl PrincipalMapper {
+    pub fn parse(rules: &str) -> Result<PrincipalMapper, String> {
+        let mut parsed = Vec::new();
+        let mut rest = rules.trim();
+        while !rest.is_empty() {
+            if let Some(after) = rest.strip_prefix("DEFAULT") {
+                parsed.push(Rule::Default);
+                rest = after;
+            } else if let Some(after) = rest.strip_prefix("RULE:") {
+                let (pattern, after) = until_slash(after).ok_or_else(|| format!("{rest:?}: a RULE needs pattern/replacement/"))?;
+                let (replacement, after) = until_slash(after).ok_or_else(|| format!("{rest:?}: a RULE needs pattern/replacement/"))?;
+                let (case, after) = match after.chars().next() {
+                    Some(c @ ('L' | 'U')) => (Some(c), &after[1..]),
+                    _ => (None, after),
+                };
+                // Java's `matches()`: the pattern must match the whole subject.
+                let pattern = regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|e| format!("RULE pattern {pattern:?}: {e}"))?;
+                parsed.push(Rule::Replace { pattern, replacement: java_replacement(&replacement), case });
+                rest = after;
+            } else {
+                return Err(format!("{rest:?} is not a RULE:pattern/replacement/[LU] or DEFAULT"));
+            }
+            rest = rest.trim_start();
+            rest = rest.strip_prefix(',').unwrap_or(rest).trim_start();
+        }
+        if parsed.is_empty() {
+            parsed.push(Rule::Default);
+        }
+        Ok(PrincipalMapper { rules: parsed })
+    }
+
+    /// The principal's name for a certificate subject, or why there is none.
+    pub fn map(&self, subject: &str) -> Result<String, String> {
+        for rule in &self.rules {
+            match rule {
+                Rule::Default => return Ok(subject.to_owned()),
+                Rule::Replace { pattern, replacement, case } if pattern.is_match(subject) => {
+                    let name = pattern.replace_all(subject, replacement.as_str()).into_owned();
+                    return Ok(match case {
+                        Some('L') => name.to_lowercase(),
+                        Some('U') => name.to_uppercase(),
+                        _ => name,
+                    });
+                }
+                Rule::Replace { .. } => {}
+            }
+        }
+        Err(format!("no ssl.principal.mapping.rules rule applies to {subject:?}"))
+    }
+}
+
+/// Text up to an unescaped `/`, with `\/` taken as `/`, and what follows the slash.
+fn until_slash(text: &str) -> Option<(String, &str)> {
+    let mut out = String::new();
+    let mut chars = text.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some((_, '/')) => out.push('/'),
+                Some((_, other)) => {
+                    out.push('\\');
+                    out.push(other);
+                }
+                None => out.push('\\'),
+            },
+            '/' => return Some((out, &text[i + 1..])),
+            c => out.push(c),
+        }
+    }
+    None
+}
+
+/// Java's `$1` group references in the form the regex crate reads unambiguously (`${1}`).
+fn java_replacement(replacement: &str) -> String {
+    let mut out = String::new();
+    let mut chars = replacement.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+            let mut group = String::new();
+            while let Some(d) = chars.peek().copied().filter(char::is_ascii_digit) {
+                group.push(d);
+                chars.next();
+            }
+            out.push_str(&format!("${{{group}}}"));
+        } else if c == '$' {
+            out.push_str("$$");
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The subject of a DER X.509 certificate in RFC 2253 form (`CN=alice,OU=eng,O=Acme,C=SE`), or
 /// why it could not be read.
 pub fn certificate_subject(der: &[u8]) -> Result<String, &'static str> {
@@ -207,6 +316,24 @@ mod tests {
         assert_eq!(escape("#a b "), "\\#a b\\ ");
         assert_eq!(escape(" x;y<z>\"\\"), "\\ x\\;y\\<z\\>\\\"\\\\");
         assert_eq!(escape("plain"), "plain");
+    }
+
+    #[test]
+    fn mapping_rules_work_as_kafkas_ssl_principal_mapper() {
+        let mapper = PrincipalMapper::parse(
+            "RULE:^CN=(.*?),OU=ServiceUsers.*$/$1/, RULE:^CN=(.*?),OU=(.*?),O=(.*?),L=.*$/$1@$3/L, DEFAULT",
+        )
+        .unwrap();
+        assert_eq!(mapper.map("CN=kafka-broker,OU=ServiceUsers,O=Acme").unwrap(), "kafka-broker");
+        assert_eq!(mapper.map("CN=Alice,OU=eng,O=ACME,L=Umea").unwrap(), "alice@acme");
+        assert_eq!(mapper.map("CN=bob").unwrap(), "CN=bob");
+        let strict = PrincipalMapper::parse("RULE:^CN=([a-z]+)$/$1/U").unwrap();
+        assert_eq!(strict.map("CN=carol").unwrap(), "CAROL");
+        assert!(strict.map("CN=carol,O=x").unwrap_err().contains("no ssl.principal.mapping.rules rule applies"));
+        assert_eq!(PrincipalMapper::parse("RULE:^CN=(.*)$/x\\/$1/").unwrap().map("CN=d").unwrap(), "x/d");
+        assert!(PrincipalMapper::parse("RULE:^CN=(/$1").is_err());
+        assert!(PrincipalMapper::parse("SOMETHING").is_err());
+        assert_eq!(PrincipalMapper::parse("").unwrap().map("CN=e").unwrap(), "CN=e");
     }
 
     #[test]

@@ -67,7 +67,7 @@ pub enum ClientAuth {
     Required,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct SslSettings {
     /// `ssl.keystore.location`: a PEM file with the private key and the certificate chain.
     pub keystore: PathBuf,
@@ -77,6 +77,8 @@ pub struct SslSettings {
     /// `ssl.enabled.protocols`: TLSv1.2 and/or TLSv1.3.
     pub tls12: bool,
     pub tls13: bool,
+    /// `ssl.principal.mapping.rules`: a client certificate's subject to a principal name.
+    pub principal_mapper: odradek_core::principal::PrincipalMapper,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -281,12 +283,9 @@ impl ListenerSettings {
         if !tls12 && !tls13 {
             return Err(named("ssl.enabled.protocols names no protocol"));
         }
-        if let Some(rules) = setting("ssl.principal.mapping.rules").filter(|r| *r != "DEFAULT") {
-            return Err(named(&format!(
-                "ssl.principal.mapping.rules={rules}: only DEFAULT (the certificate's subject name) is supported"
-            )));
-        }
-        Ok(SslSettings { keystore: PathBuf::from(keystore), truststore, client_auth, tls12, tls13 })
+        let principal_mapper = odradek_core::principal::PrincipalMapper::parse(setting("ssl.principal.mapping.rules").unwrap_or("DEFAULT"))
+            .map_err(|e| named(&format!("ssl.principal.mapping.rules: {e}")))?;
+        Ok(SslSettings { keystore: PathBuf::from(keystore), truststore, client_auth, tls12, tls13, principal_mapper })
     }
 
     fn sasl_settings(&self, listener: &str) -> Result<SaslSettings, String> {
@@ -502,6 +501,10 @@ mod tests {
             "needs ssl.truststore.location",
         );
         refused(&[("listeners", "SASL_PLAINTEXT://127.0.0.1:1"), ("sasl.enabled.mechanisms", "GSSAPI")], "Kerberos) is not supported");
+        refused(
+            &[("listeners", "SSL://127.0.0.1:1"), ("ssl.keystore.location", "k"), ("ssl.principal.mapping.rules", "RULE:^CN=(/x")],
+            "ssl.principal.mapping.rules",
+        );
         refused(&[("listeners", "SASL_PLAINTEXT://127.0.0.1:1"), ("sasl.enabled.mechanisms", "OAUTHBEARER")], "OAUTHBEARER is not supported");
         refused(&[("listeners", "A://127.0.0.1:1,A://127.0.0.1:2"), ("listener.security.protocol.map", "A:PLAINTEXT")], "once");
         refused(&[("advertised.listeners", "OTHER://h:1")], "OTHER is not in listeners");

@@ -271,10 +271,17 @@ async fn serve_connection(
             }
         },
     };
-    let subject = match stream.peer_subject() {
-        None => None,
-        Some(Ok(subject)) => Some(subject),
-        Some(Err(e)) => {
+    let mapper = listener.ssl.as_ref().map(|ssl| &ssl.principal_mapper);
+    let subject = match (stream.peer_subject(), mapper) {
+        (None, _) | (_, None) => None,
+        (Some(Ok(subject)), Some(mapper)) => match mapper.map(&subject) {
+            Ok(name) => Some(name),
+            Err(e) => {
+                warn!(%peer, listener = %listener.name, "closing connection: {e}");
+                return;
+            }
+        },
+        (Some(Err(e)), _) => {
             warn!(%peer, listener = %listener.name, "closing connection: its certificate's subject cannot be read: {e}");
             return;
         }
