@@ -15,7 +15,7 @@ fi
 trap 'git checkout -q -- core' EXIT
 scenarios="swarm kip101 double-crash fast-leader-changes zombie-leader power-loss isr-churn
   last-replica-standing isr-expansion-race acks-matrix power-loss-no-fsync stale-messages fsync-failure idempotent-failover
-  transactions zombie-transactions late-transactional-writes"
+  transactions zombie-transactions late-transactional-writes acls"
 if [ "$#" -gt 1 ]; then
   shift
   patches=("$@")

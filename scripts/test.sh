@@ -24,11 +24,11 @@ RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR="$sim_target" cargo build --release -p
 sim_bin="$sim_target/release/odradek-sim"
 for scenario in swarm kip101 double-crash fast-leader-changes zombie-leader power-loss isr-churn \
     last-replica-standing isr-expansion-race acks-matrix power-loss-no-fsync stale-messages fsync-failure idempotent-failover \
-    transactions zombie-transactions late-transactional-writes; do
+    transactions zombie-transactions late-transactional-writes acls; do
   "$sim_bin" swarm --seeds "${ODRADEK_SIM_SEEDS:-100}" --scenario "$scenario"
 done
 echo "== simulator: madsim determinism check (each seed run twice, every trace checkpoint compared)"
-MADSIM_TEST_CHECK_DETERMINISM=1 "$sim_bin" swarm --seeds 22 --all-scenarios
+MADSIM_TEST_CHECK_DETERMINISM=1 "$sim_bin" swarm --seeds 36 --all-scenarios
 
 echo "== fuzzing: each libFuzzer target briefly (scripts/fuzz.sh, own target dir)"
 scripts/fuzz.sh all "${ODRADEK_FUZZ_SECONDS:-20}"

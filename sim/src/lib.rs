@@ -7,6 +7,7 @@
 
 /// The history checker, shared with `jepsen/`.
 pub use odradek_checker as checker;
+pub mod acls;
 pub mod disk;
 pub mod node;
 pub mod options;

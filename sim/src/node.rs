@@ -60,6 +60,11 @@ pub enum Payload {
     /// answer.
     Verify { rpc_id: u64, request: AddPartitionsToTxnRequest },
     VerifyAnswer { rpc_id: u64, response: AddPartitionsToTxnResponse },
+    /// An ACL client's CreateAcls or DeleteAcls, as the controller request a broker forwards
+    /// (the `acls` scenario checks the metadata log, not the Kafka framing), and the answer
+    /// the node relays: `None` when no controller answered within the node's RPC timeout.
+    AclRequest { corr: i32, request: ControllerRequest },
+    AclAnswer { corr: i32, response: Option<Response> },
 }
 
 
@@ -129,6 +134,8 @@ enum Rpc {
     /// A leader's verification of a transactional batch, asked of another node's coordinator
     /// for the produce `token` on `core`.
     Verify { core: usize, token: u64, partition: (String, i32) },
+    /// An ACL client's CreateAcls or DeleteAcls, forwarded.
+    Acls { client: NodeId, corr: i32 },
 }
 
 /// A client's transaction request, split into coordinator calls (`core::broker::txn`).
@@ -534,6 +541,7 @@ impl Node {
             match rpc {
                 Rpc::Alter { partition, request_id, generation } => p.deferred_alter_errors.push_back((partition, request_id, generation)),
                 Rpc::CreateTopics { client, corr, version, request } => out.push(create_topics_answer(client, corr, version, &request, None)),
+                Rpc::Acls { client, corr } => out.push(Output::Send { to: client, payload: Payload::AclAnswer { corr, response: None } }),
                 Rpc::ProducerIds { client, corr, version } => {
                     out.push(init_producer_id_answer(client, corr, version, Err(ErrorCode::CoordinatorLoadInProgress)))
                 }
@@ -616,7 +624,16 @@ impl Node {
                 }
             }
             Payload::Kafka { frame } => self.on_kafka_request(now, from, frame, out),
-            Payload::KafkaResponse { .. } => {}
+            Payload::KafkaResponse { .. } | Payload::AclAnswer { .. } => {}
+            Payload::AclRequest { corr, request } => {
+                // Forwarded as a client's CreateTopics is: to the active controller as this
+                // node knows it, answered when the controller answers or the RPC times out.
+                let rpc_id = p.next_rpc;
+                p.next_rpc += 1;
+                let to = controller_target(p, &self.voters);
+                p.rpcs.insert(rpc_id, (Rpc::Acls { client: from, corr }, now + RPC_TIMEOUT_MS));
+                out.push(Output::Send { to, payload: Payload::CtrlRequest { rpc_id, request } });
+            }
             Payload::Markers { rpc_id, request } => {
                 start_marker_call(p, now, request, MarkerReply::Remote { to: from, rpc_id }, out);
             }
@@ -1233,6 +1250,17 @@ fn on_ctrl_response(id: NodeId, p: &mut Process, now: i64, rpc: Rpc, response: R
             let id = refilled_producer_id(p, &r);
             out.push(init_producer_id_answer(client, corr, version, id));
         }
+        (Rpc::Acls { client, corr }, response @ (Response::CreateAcls(_) | Response::DeleteAcls(_))) => {
+            let not_controller = match &response {
+                Response::CreateAcls(results) => results.iter().any(|r| r.error.as_ref().is_some_and(|e| e.code() == ErrorCode::NotController)),
+                Response::DeleteAcls(results) => results.iter().any(|r| r.error.as_ref().is_some_and(|e| e.code() == ErrorCode::NotController)),
+                _ => false,
+            };
+            if not_controller {
+                p.controller_hint += 1;
+            }
+            out.push(Output::Send { to: client, payload: Payload::AclAnswer { corr, response: Some(response) } });
+        }
         (rpc, response) => {
             let kind = match rpc {
                 Rpc::Lifecycle { .. } => "register or heartbeat",
@@ -1241,6 +1269,7 @@ fn on_ctrl_response(id: NodeId, p: &mut Process, now: i64, rpc: Rpc, response: R
                 Rpc::ProducerIds { .. } | Rpc::TxnProducerId { .. } => "allocate producer ids",
                 Rpc::Markers { .. } => "write markers",
                 Rpc::Verify { .. } => "verify a transaction",
+                Rpc::Acls { .. } => "create or delete ACLs",
             };
             panic!("node {id}: {kind} answered with {response:?}");
         }

@@ -107,6 +107,10 @@ pub struct Options {
     /// epoch and starts the next one with a new epoch (librdkafka's way), instead of sending
     /// the batch again.
     pub transactor_abort_on_timeout: bool,
+    /// ACL clients (the `acls` scenario): each sends CreateAcls and DeleteAcls over a small
+    /// universe of bindings to random nodes, one request at a time, every so often.
+    pub acl_clients: u32,
+    pub acl_interval_ms: (i64, i64),
 }
 
 /// Named fault mixes; `Swarm` draws everything from the seed.
@@ -158,10 +162,15 @@ pub enum Scenario {
     /// next transaction: the leader must not let such a late batch open a transaction the
     /// producer's next marker would commit (KIP-890's verification).
     LateTransactionalWrites,
+    /// ACLs created and deleted through the metadata log while controllers crash, lose power,
+    /// get partitioned and run on skewed clocks: after healing every node holds the same
+    /// ACLs, in the same order, deciding every probe alike, and the ACLs agree with what was
+    /// acknowledged.
+    Acls,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 17] = [
+    pub const ALL: [Scenario; 18] = [
         Scenario::Swarm,
         Scenario::Kip101,
         Scenario::DoubleCrash,
@@ -179,6 +188,7 @@ impl Scenario {
         Scenario::Transactions,
         Scenario::ZombieTransactions,
         Scenario::LateTransactionalWrites,
+        Scenario::Acls,
     ];
 
     pub fn name(self) -> &'static str {
@@ -200,6 +210,7 @@ impl Scenario {
             Scenario::Transactions => "transactions",
             Scenario::ZombieTransactions => "zombie-transactions",
             Scenario::LateTransactionalWrites => "late-transactional-writes",
+            Scenario::Acls => "acls",
         }
     }
 
@@ -268,6 +279,8 @@ impl Options {
             crash_coordinator_on_markers: 0.0,
             late_produce_probability: 0.0,
             transactor_abort_on_timeout: false,
+            acl_clients: 0,
+            acl_interval_ms: (0, 0),
         };
         match scenario {
             Scenario::Swarm => {}
@@ -419,6 +432,16 @@ impl Options {
                 o.crash_probability = rng.gen_range(0.0..0.1);
                 o.partition_probability = rng.gen_range(0.0..0.1);
             }
+            // Every node is a controller voter: crashes, power losses and partitions hit the
+            // active controller with its ACL entries proposed and not yet committed.
+            Scenario::Acls => {
+                o.fault_interval_ms = rng.gen_range(200..1_000);
+                o.crash_probability = rng.gen_range(0.05..0.25);
+                o.power_loss_probability = chance(rng, 0.5, 0.01, 0.05);
+                o.partition_probability = rng.gen_range(0.05..0.25);
+                o.heal_probability = rng.gen_range(0.2..0.6);
+                o.restart_delay_ms = (0, rng.gen_range(500..3_000));
+            }
         }
         // The faults added after the rest: drawn last, so every earlier option keeps its value.
         o.one_way_probability = chance(rng, 0.5, 0.2, 1.0);
@@ -454,6 +477,11 @@ impl Options {
             o.late_produce_probability = rng.gen_range(0.05..0.3);
             o.transactor_abort_on_timeout = true;
         }
+        // Drawn only here, last: every other scenario's seeds keep their draws.
+        if scenario == Scenario::Acls {
+            o.acl_clients = rng.gen_range(1..=2);
+            o.acl_interval_ms = (rng.gen_range(5..50), rng.gen_range(50..400));
+        }
         o
     }
 
@@ -471,7 +499,7 @@ impl Options {
              disk={:?}ms skew<={}ms drift<={}ppm ofle={} min_isr={} acks={} fsync={} stall={:.3}/{}ms \
              crash_on_expansion={:.2} crash_last={:.2} crash_over_lagging={:.2} producers={} consumers={} \
              one_way={:.2} duplicate={:.3}/{}ms inflight_delivery={:.2} hold_for_restart={:.2} fsync_failure={:.4} \
-             graceful_stop={:.3} cores={} idempotent={} transactional={} zombie={:.2} crash_on_markers={:.2} late_produce={:.2} abort_on_timeout={}",
+             graceful_stop={:.3} cores={} idempotent={} transactional={} zombie={:.2} crash_on_markers={:.2} late_produce={:.2} abort_on_timeout={} acl_clients={} acl_interval={:?}ms",
             self.scenario.name(),
             self.safety_ms,
             self.crash_probability,
@@ -513,6 +541,8 @@ impl Options {
             self.crash_coordinator_on_markers,
             self.late_produce_probability,
             self.transactor_abort_on_timeout,
+            self.acl_clients,
+            self.acl_interval_ms,
         )
     }
 }

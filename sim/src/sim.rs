@@ -30,11 +30,14 @@ use odradek_core::batch::scan_headers;
 use odradek_core::ids::{LeaderEpoch, NodeId, Offset};
 use odradek_core::fetcher::TopicPartition;
 use odradek_core::replica::{FetchAnswer, FetchRequest, ReplicaConfig, Role};
+use odradek_core::acl::AclBinding;
 use odradek_core::controller::Response;
+use odradek_core::controller_rpc::ControllerRequest;
 use odradek_core::{wire, ErrorCode};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::acls::{self, AclChange, AclOp, AclOutcome};
 use crate::checker::{self, Anomaly, Op, SendOutcome, TxnOutcome};
 use crate::disk::Clock;
 use crate::node::{self, DiskOp, Node, Output, Payload};
@@ -155,6 +158,17 @@ pub struct FaultCounts {
     /// transactions their producer aborted after a batch timed out.
     pub late_produces: usize,
     pub timeout_aborts: usize,
+    /// ACL requests (the `acls` scenario) by outcome, the forwards the network duplicated,
+    /// and the bindings the nodes held at the end.
+    pub acl_acked: usize,
+    pub acl_refused: usize,
+    pub acl_unknown: usize,
+    pub acl_duplicated: usize,
+    pub acl_final: usize,
+    /// Bindings the history pinned at the end: ones that had to be present, ones that had to
+    /// be absent (`acls::check_history`).
+    pub acl_pinned_present: usize,
+    pub acl_pinned_absent: usize,
 }
 
 impl FaultCounts {
@@ -195,6 +209,13 @@ impl FaultCounts {
         self.committed_polls += o.committed_polls;
         self.late_produces += o.late_produces;
         self.timeout_aborts += o.timeout_aborts;
+        self.acl_acked += o.acl_acked;
+        self.acl_refused += o.acl_refused;
+        self.acl_unknown += o.acl_unknown;
+        self.acl_duplicated += o.acl_duplicated;
+        self.acl_final += o.acl_final;
+        self.acl_pinned_present += o.acl_pinned_present;
+        self.acl_pinned_absent += o.acl_pinned_absent;
     }
 }
 
@@ -208,7 +229,7 @@ impl std::fmt::Display for FaultCounts {
              definite-failures {} polls {} seeks {} commits {} (lost by design {}) stale-offset-reads {} \
              graceful-stops {} (timed out {}) core-mail {} producer-ids {} retries {} (acked {}) producer-resets {} \
              txns committed {} aborted {} unknown {} zombie-pauses {} coordinator-strikes {} committed-polls {} \
-             late-produces {} timeout-aborts {}",
+             late-produces {} timeout-aborts {} acls acked {} refused {} unknown {} (duplicated {}) held at the end {} (pinned present {} absent {})",
             self.crashes,
             self.power_losses,
             self.pauses,
@@ -244,7 +265,14 @@ impl std::fmt::Display for FaultCounts {
             self.coordinator_strikes,
             self.committed_polls,
             self.late_produces,
-            self.timeout_aborts
+            self.timeout_aborts,
+            self.acl_acked,
+            self.acl_refused,
+            self.acl_unknown,
+            self.acl_duplicated,
+            self.acl_final,
+            self.acl_pinned_present,
+            self.acl_pinned_absent
         )
     }
 }
@@ -316,6 +344,8 @@ enum ClientKind {
     Committer,
     /// A transactional producer (see [`Transactor`]).
     Transactor,
+    /// Creates and deletes ACLs through any node (the `acls` scenario, see `crate::acls`).
+    AclAdmin,
 }
 
 /// Where a transactional producer is in its loop.
@@ -500,6 +530,12 @@ pub struct Sim {
     lost_in_flight: BTreeMap<NodeId, i64>,
     expected_losses: usize,
     checkpoints: Vec<u64>,
+    /// Every ACL request sent, and every network copy of a forwarded one.
+    acl_ops: Vec<AclOp>,
+    /// Bindings the ACL clients asked to create so far: what most deletions name.
+    acl_created: Vec<AclBinding>,
+    /// When the liveness phase began.
+    healed_at: Option<i64>,
 }
 
 /// Writes the liveness phase needs acknowledged after healing before producers stop.
@@ -592,6 +628,9 @@ impl Sim {
             client.commits.group = group;
             clients.push(client);
         }
+        for i in 0..options.acl_clients {
+            clients.push(Client::new(NodeId(CLIENT_BASE + 90 + i as i32), ClientKind::AclAdmin));
+        }
         Sim {
             seed,
             options,
@@ -634,6 +673,9 @@ impl Sim {
             lost_in_flight: BTreeMap::new(),
             expected_losses: 0,
             checkpoints: Vec::new(),
+            acl_ops: Vec::new(),
+            acl_created: Vec::new(),
+            healed_at: None,
         }
     }
 
@@ -669,6 +711,9 @@ impl Sim {
             }
             if self.failure.is_none() {
                 self.check_replicas_identical();
+            }
+            if self.failure.is_none() && self.options.acl_clients > 0 {
+                self.check_acls();
             }
         }
         // Batches an idempotent producer was still retrying when it stopped: unknown.
@@ -1106,6 +1151,13 @@ impl Sim {
             self.counts.duplicates += 1;
             self.faults += 1;
             self.trace.add(0xd0b + again as u64);
+            // A copy of a forwarded ACL request may take effect after the original's answer:
+            // the history model counts it as a request of unknown outcome of its own.
+            if let Payload::CtrlRequest { request: request @ (ControllerRequest::CreateAcls(_) | ControllerRequest::DeleteAcls(_)), .. } = &payload {
+                let change = AclChange::of_request(request).expect("an ACL request");
+                self.counts.acl_duplicated += 1;
+                self.acl_ops.push(AclOp { client: from, change, sent: self.now, answered: None, outcome: AclOutcome::Unknown("duplicate") });
+            }
             self.schedule(again, Event::Deliver { from, to, sent: self.now, to_incarnation, payload: payload.clone() });
         }
         self.schedule(self.now + delay, Event::Deliver { from, to, sent: self.now, to_incarnation, payload });
@@ -1409,6 +1461,7 @@ impl Sim {
 
     fn heal(&mut self) {
         self.faults_on = false;
+        self.healed_at = Some(self.now);
         self.heal_cuts();
         self.clogged.clear();
         for i in 0..self.nodes.len() {
@@ -1450,6 +1503,59 @@ impl Sim {
             && self.clients.iter().filter_map(|c| c.txn.as_ref()).all(|t| t.stopped && t.stage == TxnStage::Add)
             && (leader.last_stable_offset() == leader.high_watermark() || self.options.may_lose_acknowledged())
             && self.clients.iter().filter(|c| c.kind == ClientKind::Committer).all(|c| c.commits.verified_since_heal)
+            && self.acls_converged()
+    }
+
+    /// ACL clients done (one request acknowledged since healing, nothing in flight), and every
+    /// node has applied the same metadata, up to the newest entry any node ever applied.
+    fn acls_converged(&self) -> bool {
+        if self.options.acl_clients == 0 {
+            return true;
+        }
+        let newest = self.metadata.keys().next_back().copied().unwrap_or(0);
+        self.clients.iter().filter(|c| c.kind == ClientKind::AclAdmin).all(|c| c.inflight.is_none() && self.acl_acked_since_heal(c.id))
+            && self.nodes.iter().all(|n| {
+                n.process.as_ref().is_some_and(|p| p.quorum.controller().applied_index().0 == newest)
+            })
+    }
+
+    fn acl_acked_since_heal(&self, client: NodeId) -> bool {
+        let Some(healed) = self.healed_at else { return false };
+        self.acl_ops
+            .iter()
+            .any(|op| op.client == client && op.sent >= healed && matches!(op.outcome, AclOutcome::Acked { .. }))
+    }
+
+    /// The `acls` scenario's checks after convergence (`crate::acls`): every node's ACLs the
+    /// same, in the same order, and deciding every probe alike; the ACLs agree with every
+    /// acknowledged creation and deletion.
+    fn check_acls(&mut self) {
+        for op in &self.acl_ops {
+            match op.outcome {
+                AclOutcome::Acked { .. } => self.counts.acl_acked += 1,
+                AclOutcome::Refused(_) => self.counts.acl_refused += 1,
+                // Network copies are counted when made.
+                AclOutcome::Unknown("duplicate") => {}
+                AclOutcome::Unknown(_) | AclOutcome::Pending => self.counts.acl_unknown += 1,
+            }
+        }
+        let images: Vec<(NodeId, &odradek_core::acl::Acls)> = self
+            .nodes
+            .iter()
+            .filter_map(|n| Some((n.id, n.process.as_ref()?.quorum.controller().image().acls())))
+            .collect();
+        let verdict = acls::check_nodes(&images).and_then(|()| match images.first() {
+            Some((_, reference)) => acls::check_history(&self.acl_ops, reference),
+            None => Ok((0, 0)),
+        });
+        self.counts.acl_final = images.first().map_or(0, |(_, a)| a.len());
+        match verdict {
+            Ok((present, absent)) => {
+                self.counts.acl_pinned_present = present;
+                self.counts.acl_pinned_absent = absent;
+            }
+            Err(message) => self.fail(format!("acls: {message}")),
+        }
     }
 
     fn describe(&self) -> String {
@@ -1524,6 +1630,11 @@ impl Sim {
                         self.counts.timeout_aborts += 1;
                     }
                 }
+                if client.kind == ClientKind::AclAdmin {
+                    if let Some(op) = self.acl_ops.get_mut(values[0] as usize) {
+                        op.outcome = AclOutcome::Unknown("timeout");
+                    }
+                }
                 if client.kind == ClientKind::Committer {
                     client.commits.coordinator = None;
                     if client.inflight_api == ApiKey::OffsetCommit {
@@ -1555,6 +1666,7 @@ impl Sim {
             ClientKind::Admin => (200, 200),
             ClientKind::Committer => (20, 200),
             ClientKind::Transactor => (5, 50),
+            ClientKind::AclAdmin => self.options.acl_interval_ms,
         };
         let at = now + self.rng_work.gen_range(lo..=hi);
         self.schedule(at, Event::Client { client: c });
@@ -1566,6 +1678,10 @@ impl Sim {
         let from = self.clients[c].id;
         if self.clients[c].kind == ClientKind::Committer {
             self.committer_request(c, corr);
+            return;
+        }
+        if self.clients[c].kind == ClientKind::AclAdmin {
+            self.acl_request(c, corr);
             return;
         }
         if self.clients[c].kind == ClientKind::Transactor && self.transactor_request(c, corr) {
@@ -1691,8 +1807,41 @@ impl Sim {
                 self.send(from, leader, Payload::Kafka { frame });
             }
             ClientKind::Transactor => self.transactor_produce(c, corr, leader),
-            ClientKind::Admin | ClientKind::Committer => {}
+            ClientKind::Admin | ClientKind::Committer | ClientKind::AclAdmin => {}
         }
+    }
+
+    /// An ACL client's next CreateAcls or DeleteAcls, to a random node; after healing it stops
+    /// once one was acknowledged.
+    fn acl_request(&mut self, c: usize, corr: i32) {
+        let from = self.clients[c].id;
+        if self.acl_acked_since_heal(from) {
+            return;
+        }
+        let change = acls::draw_change(&mut self.rng_work, &self.acl_created);
+        if let AclChange::Create(bindings) = &change {
+            self.acl_created.extend(bindings.iter().cloned());
+        }
+        let request = change.request();
+        let index = self.acl_ops.len();
+        self.acl_ops.push(AclOp { client: from, change, sent: self.now, answered: None, outcome: AclOutcome::Pending });
+        self.clients[c].inflight = Some((corr, self.now, vec![index as u64]));
+        let to = NodeId(self.rng_work.gen_range(1..=NODES));
+        self.send(from, to, Payload::AclRequest { corr, request });
+    }
+
+    fn acl_receive(&mut self, c: usize, corr: i32, response: Option<Response>) {
+        let Some((_, _, values)) = self.clients[c].inflight.clone().filter(|(inflight, ..)| *inflight == corr) else {
+            // A duplicate, or an answer to a request given up on.
+            return;
+        };
+        self.clients[c].inflight = None;
+        let op = &mut self.acl_ops[values[0] as usize];
+        op.answered = Some(self.now);
+        op.outcome = match response {
+            Some(response) => acls::outcome_of(&response),
+            None => AclOutcome::Unknown("no controller answered the node"),
+        };
     }
 
     /// A transactional producer's next request to its coordinator; `false` when its next
@@ -2060,6 +2209,10 @@ impl Sim {
         let process = self.clients[c].id.0 as u32;
         let frame = match payload {
             Payload::KafkaResponse { frame } => frame,
+            Payload::AclAnswer { corr, response } => {
+                self.acl_receive(c, corr, response);
+                return;
+            }
             _ => return,
         };
         let mut buf = BytesMut::from(&frame[..]);
