@@ -250,7 +250,19 @@ impl AclBinding {
                 self.principal
             ));
         }
-        Ok(())
+        check_lengths([&self.resource_name, &self.principal, &self.host])
+    }
+}
+
+/// The longest resource name, principal or host an ACL may carry: Kafka's non-flexible string
+/// limit. Flexible versions could send longer ones, which the metadata log's records (16-bit
+/// lengths) could not hold.
+pub const MAX_ACL_STRING_BYTES: usize = i16::MAX as usize;
+
+fn check_lengths<'a>(strings: impl IntoIterator<Item = &'a String>) -> Result<(), String> {
+    match strings.into_iter().find(|s| s.len() > MAX_ACL_STRING_BYTES) {
+        Some(s) => Err(format!("a {}-byte resource name, principal or host is longer than {MAX_ACL_STRING_BYTES} bytes", s.len())),
+        None => Ok(()),
     }
 }
 
@@ -431,7 +443,7 @@ impl AclBindingFilter {
             1 => None,
             code => Some(Permission::from_code(code).ok_or(UNKNOWN_ENTRY)?),
         };
-        Ok(AclBindingFilter {
+        let filter = AclBindingFilter {
             resource_type,
             resource_name: resource_name.map(str::to_string),
             pattern,
@@ -439,7 +451,9 @@ impl AclBindingFilter {
             host: host.map(str::to_string),
             operation,
             permission,
-        })
+        };
+        check_lengths(filter.resource_name.iter().chain(&filter.principal).chain(&filter.host))?;
+        Ok(filter)
     }
 }
 
@@ -1457,6 +1471,16 @@ mod tests {
             ..strict()
         };
         assert!(any_topic(&Acls::default(), &open, ALICE));
+    }
+
+    #[test]
+    fn strings_the_metadata_log_cannot_hold_are_refused() {
+        let long = "t".repeat(MAX_ACL_STRING_BYTES + 1);
+        let binding = acl(ResourceType::Topic, &long, PatternType::Literal, ALICE, "*", Operation::Read, Permission::Allow);
+        assert!(binding.validate().unwrap_err().contains("longer than"));
+        assert!(AclBindingFilter::from_codes(2, Some(&long), 3, None, None, 1, 1).unwrap_err().contains("longer than"));
+        let fits = acl(ResourceType::Topic, &long[1..], PatternType::Literal, ALICE, "*", Operation::Read, Permission::Allow);
+        assert_eq!(fits.validate(), Ok(()));
     }
 
     #[test]

@@ -155,8 +155,15 @@ pub fn delete_topics_names(image: &MetadataImage, request: DeleteTopicsRequest, 
 
 /// What the controller is asked to delete: the named topics but `__consumer_offsets`, whose
 /// records are the groups (it cannot be deleted, as in Kafka).
+/// A name no topic can have is not forwarded: it is unknown here already, and an arbitrarily
+/// long one (flexible versions allow them) would not fit the controller request's strings.
 pub fn deletable(names: &[Option<String>]) -> Vec<String> {
-    names.iter().flatten().filter(|n| n.as_str() != OFFSETS_TOPIC).cloned().collect()
+    names
+        .iter()
+        .flatten()
+        .filter(|n| n.as_str() != OFFSETS_TOPIC && crate::topic::validate_topic_name(n).is_ok())
+        .cloned()
+        .collect()
 }
 
 /// The Kafka response for `names` ([`delete_topics_names`]) from the controller's `answer`
@@ -171,6 +178,7 @@ pub fn delete_topics_response(names: Vec<Option<String>>, version: i16, answer: 
                 let found = results.iter().find(|r| r.name == name);
                 let error = match found {
                     _ if name == OFFSETS_TOPIC => Some(ErrorCode::InvalidTopicException),
+                    _ if crate::topic::validate_topic_name(&name).is_err() => Some(ErrorCode::UnknownTopicOrPartition),
                     Some(r) => r.error.as_ref().map(|e| e.code()),
                     None => Some(ErrorCode::RequestTimedOut),
                 };
@@ -352,6 +360,15 @@ pub fn describe_user_scram_credentials(
 mod tests {
     use super::*;
     use kafka_protocol::messages::TopicName;
+
+    #[test]
+    fn a_name_no_topic_can_have_is_unknown_and_not_forwarded() {
+        let long = "t".repeat(70_000);
+        let names = vec![Some(long.clone()), Some("orders".to_owned())];
+        assert_eq!(deletable(&names), ["orders"]);
+        let response = delete_topics_response(names, 6, Some(Vec::new()));
+        assert_eq!(response.responses[0].error_code, ErrorCode::UnknownTopicOrPartition.code());
+    }
 
     #[test]
     fn deleting_the_offsets_topic_is_refused_and_unknown_ids_are_reported() {
