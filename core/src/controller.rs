@@ -94,6 +94,17 @@ pub enum MetadataRecord {
     AccessControlEntry { acl: AclBinding },
     /// KRaft's RemoveAccessControlEntryRecord.
     RemoveAccessControlEntry { acl: AclBinding },
+    /// KRaft's ConfigRecord: one config of a topic or of the brokers set (`value` some) or
+    /// removed (`None`), as IncrementalAlterConfigs and AlterConfigs commit them.
+    Config { resource: ConfigResource, name: String, value: Option<String> },
+}
+
+/// What a dynamic config belongs to (Kafka's ConfigResource, for the two types it stores).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ConfigResource {
+    Topic(String),
+    /// One broker's settings, or with `None` the cluster-wide default of every broker.
+    Broker(Option<NodeId>),
 }
 
 /// Producer ids go to brokers in blocks of this many (Kafka's `ProducerIdsBlock.PRODUCER_ID_BLOCK_SIZE`).
@@ -178,6 +189,8 @@ pub struct MetadataImage {
     /// them in one order on every node.
     scram: BTreeMap<(String, Mechanism), ScramCredential>,
     acls: Acls,
+    /// Dynamic broker settings: the cluster-wide defaults under `None`, then per broker.
+    broker_configs: BTreeMap<Option<NodeId>, BTreeMap<String, String>>,
 }
 
 impl MetadataImage {
@@ -228,6 +241,11 @@ impl MetadataImage {
     /// The cluster's ACLs, which the authorizer decides with and DescribeAcls lists.
     pub fn acls(&self) -> &Acls {
         &self.acls
+    }
+    /// The dynamic settings of broker `broker`, or with `None` the cluster-wide defaults.
+    pub fn broker_configs(&self, broker: Option<NodeId>) -> &BTreeMap<String, String> {
+        static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+        self.broker_configs.get(&broker).unwrap_or(&EMPTY)
     }
 
     /// Applies one committed record, or leaves the image unchanged and says why.
@@ -346,6 +364,20 @@ impl MetadataImage {
                     return Err(ApplyError::UnknownAcl(acl.clone()));
                 }
             }
+            MetadataRecord::Config { resource, name, value } => {
+                let configs = match resource {
+                    ConfigResource::Topic(topic) => {
+                        let id = self.topic_ids.get(topic).ok_or(ApplyError::UnknownTopic)?;
+                        &mut self.topics.get_mut(id).expect("indexed").configs
+                    }
+                    ConfigResource::Broker(broker) => self.broker_configs.entry(*broker).or_default(),
+                };
+                match value {
+                    Some(value) => configs.insert(name.clone(), value.clone()),
+                    None => configs.remove(name),
+                };
+                self.broker_configs.retain(|_, configs| !configs.is_empty());
+            }
         }
         Ok(())
     }
@@ -427,6 +459,7 @@ impl MetadataRecord {
             MetadataRecord::RemoveUserScramCredential { .. } => 9,
             MetadataRecord::AccessControlEntry { .. } => 10,
             MetadataRecord::RemoveAccessControlEntry { .. } => 11,
+            MetadataRecord::Config { .. } => 12,
         };
         out.put_u8(tag);
         out.put_u8(RECORD_VERSION);
@@ -494,6 +527,14 @@ impl MetadataRecord {
                 out.put_u8(scram_type(*mechanism));
             }
             MetadataRecord::AccessControlEntry { acl } | MetadataRecord::RemoveAccessControlEntry { acl } => put_acl(out, acl),
+            MetadataRecord::Config { resource, name, value } => {
+                put_config_resource(out, resource);
+                codec::put_string(out, name);
+                out.put_u8(u8::from(value.is_some()));
+                if let Some(value) = value {
+                    codec::put_string(out, value);
+                }
+            }
         }
     }
 
@@ -563,6 +604,12 @@ impl MetadataRecord {
             9 => MetadataRecord::RemoveUserScramCredential { name: r.string()?, mechanism: read_scram_mechanism(r)? },
             10 => MetadataRecord::AccessControlEntry { acl: read_acl(r)? },
             11 => MetadataRecord::RemoveAccessControlEntry { acl: read_acl(r)? },
+            12 => {
+                let resource = read_config_resource(r)?;
+                let name = r.string()?;
+                let value = if r.bool()? { Some(r.string()?) } else { None };
+                MetadataRecord::Config { resource, name, value }
+            }
             tag => return Err(DecodeError::Tag(tag)),
         })
     }
@@ -599,6 +646,32 @@ pub fn read_acl(r: &mut Reader) -> Result<AclBinding, DecodeError> {
     let operation = Operation::from_code(r.u8()? as i8).ok_or(DecodeError::Invalid("unknown ACL operation"))?;
     let permission = Permission::from_code(r.u8()? as i8).ok_or(DecodeError::Invalid("unknown ACL permission"))?;
     Ok(AclBinding { resource_type, resource_name, pattern_type, principal, host, operation, permission })
+}
+
+/// A config resource: a tag byte (0 topic, 1 broker default, 2 one broker) and its name or id;
+/// shared with the controller RPC.
+pub fn put_config_resource(out: &mut BytesMut, resource: &ConfigResource) {
+    match resource {
+        ConfigResource::Topic(name) => {
+            out.put_u8(0);
+            codec::put_string(out, name);
+        }
+        ConfigResource::Broker(None) => out.put_u8(1),
+        ConfigResource::Broker(Some(id)) => {
+            out.put_u8(2);
+            out.put_i32_le(id.0);
+        }
+    }
+}
+
+/// Decodes what [`put_config_resource`] wrote.
+pub fn read_config_resource(r: &mut Reader) -> Result<ConfigResource, DecodeError> {
+    Ok(match r.u8()? {
+        0 => ConfigResource::Topic(r.string()?),
+        1 => ConfigResource::Broker(None),
+        2 => ConfigResource::Broker(Some(NodeId(r.i32()?))),
+        _ => return Err(DecodeError::Invalid("unknown config resource")),
+    })
 }
 
 /// Encodes the records of one metadata-log entry.
@@ -685,6 +758,8 @@ pub enum ControllerError {
     #[error("{0}")]
     InvalidReplicationFactor(String),
     #[error("{0}")]
+    InvalidReplicaAssignment(String),
+    #[error("{0}")]
     InvalidConfig(String),
     #[error("{0}")]
     PolicyViolation(String),
@@ -724,6 +799,7 @@ impl ControllerError {
             ControllerError::InvalidTopic(_) => ErrorCode::InvalidTopicException,
             ControllerError::InvalidPartitions(_) => ErrorCode::InvalidPartitions,
             ControllerError::InvalidReplicationFactor(_) => ErrorCode::InvalidReplicationFactor,
+            ControllerError::InvalidReplicaAssignment(_) => ErrorCode::InvalidReplicaAssignment,
             ControllerError::InvalidConfig(_) => ErrorCode::InvalidConfig,
             ControllerError::PolicyViolation(_) => ErrorCode::PolicyViolation,
             ControllerError::FencedLeaderEpoch => ErrorCode::FencedLeaderEpoch,
@@ -781,6 +857,24 @@ pub struct CreatableTopic {
     /// `-1`: the broker default `default.replication.factor`.
     pub replication_factor: i16,
     pub configs: BTreeMap<String, String>,
+    /// A manual replica assignment, by partition index (Kafka's `assignments`); then
+    /// `num_partitions` and `replication_factor` must be -1.
+    pub assignments: Vec<(i32, Vec<NodeId>)>,
+}
+
+/// CreatePartitions for one topic: grow it to `count` partitions, placed by the controller or
+/// on the brokers `assignments` names (one list per new partition).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreatePartitionsTopic {
+    pub name: String,
+    pub count: i32,
+    pub assignments: Option<Vec<Vec<NodeId>>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreatePartitionsRequest {
+    pub topics: Vec<CreatePartitionsTopic>,
+    pub validate_only: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -845,6 +939,38 @@ pub enum Response {
     CreateAcls(Vec<AclCreateResult>),
     /// One result per filter of the request, in its order.
     DeleteAcls(Vec<AclDeleteResult>),
+    /// One result per resource of the request, in its order.
+    AlterConfigs(Vec<Option<ControllerError>>),
+    /// One result per topic of the request, in its order.
+    CreatePartitions(Vec<Option<ControllerError>>),
+}
+
+/// One change of IncrementalAlterConfigs (Kafka's `AlterConfigOp`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigOp {
+    Set(String),
+    /// Back to the next layer's value.
+    Delete,
+    /// Adds list items not already there (list-valued configs only).
+    Append(String),
+    /// Removes list items (list-valued configs only).
+    Subtract(String),
+}
+
+/// The changes to one resource's dynamic configs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigAlteration {
+    pub resource: ConfigResource,
+    pub changes: Vec<(String, ConfigOp)>,
+    /// AlterConfigs (the older API): the `Set`s become the resource's whole config, anything
+    /// not named returns to its default.
+    pub replace: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlterConfigsRequest {
+    pub resources: Vec<ConfigAlteration>,
+    pub validate_only: bool,
 }
 
 /// A block of producer ids for a broker (KRaft's AllocateProducerIds).
@@ -1481,6 +1607,40 @@ impl Controller {
         self.check_invariants();
     }
 
+    /// Kafka's `ConfigurationControlManager`: each resource's changes are validated alone and
+    /// all the valid ones commit in one entry, as ConfigRecords. A topic must exist; broker
+    /// resources take only the settings that are topic defaults (the others are read once at
+    /// start, so a dynamic value would be stored and never used: INVALID_CONFIG, as Kafka
+    /// answers for a setting it cannot update dynamically).
+    pub fn handle_alter_configs(&mut self, _now_ms: i64, id: RequestId, request: AlterConfigsRequest) {
+        let refusal = Response::AlterConfigs(request.resources.iter().map(|_| Some(ControllerError::NotController)).collect());
+        if !self.serving(id, refusal) {
+            return;
+        }
+        let pending = self.pending();
+        let mut records = Vec::new();
+        let mut results = Vec::with_capacity(request.resources.len());
+        for alteration in &request.resources {
+            match config_changes(pending, alteration) {
+                Ok(changes) => {
+                    records.extend(changes);
+                    results.push(None);
+                }
+                Err(e) => results.push(Some(e)),
+            }
+        }
+        if request.validate_only {
+            records.clear();
+        }
+        if encode_records(&records).len() > self.config.max_entry_bytes {
+            let too_big = ControllerError::PolicyViolation("the configs exceed one metadata-log entry".into());
+            results = results.into_iter().map(|r| r.or(Some(too_big.clone()))).collect();
+            records.clear();
+        }
+        self.propose(records, Some((id, Response::AlterConfigs(results))));
+        self.check_invariants();
+    }
+
     /// Validates a leader's ISR change in the order Kafka's `ReplicationControlManager` does
     /// (KIP-497, KIP-841) and commits it, bumping the partition epoch.
     pub fn handle_alter_partition(&mut self, _now_ms: i64, id: RequestId, req: AlterPartitionRequest) {
@@ -1587,6 +1747,9 @@ impl Controller {
         if image.topic_by_name(&topic.name).is_some() {
             return Err(ControllerError::TopicAlreadyExists);
         }
+        if !topic.assignments.is_empty() {
+            return self.create_topic_assigned(image, topic, partitions_total);
+        }
         let num_partitions = if topic.num_partitions == -1 { self.config.num_partitions } else { topic.num_partitions };
         if num_partitions < 1 {
             return Err(ControllerError::InvalidPartitions(format!("number of partitions {num_partitions} is below 1")));
@@ -1607,13 +1770,8 @@ impl Controller {
                 brokers.len()
             )));
         }
-        let mut log_configs = topic.configs.clone();
-        if let Some(value) = log_configs.remove(UNCLEAN_LEADER_ELECTION_ENABLE) {
-            parse_bool(&value).ok_or_else(|| {
-                ControllerError::InvalidConfig(format!("{UNCLEAN_LEADER_ELECTION_ENABLE}={value:?} is not true or false"))
-            })?;
-        }
-        TopicConfig::new(&self.config.log, log_configs).map_err(|e| ControllerError::InvalidConfig(e.message))?;
+        TopicConfig::new(&crate::topic::BrokerLayers::default(), topic.configs.clone())
+            .map_err(|e| ControllerError::InvalidConfig(e.message))?;
 
         let topic_id = self.new_topic_id(image);
         let mut records = vec![MetadataRecord::Topic { name: topic.name.clone(), topic_id, configs: topic.configs.clone() }];
@@ -1632,6 +1790,149 @@ impl Controller {
             });
         }
         Ok(records)
+    }
+
+    /// CreateTopics with a manual replica assignment (Kafka's `createTopic` with
+    /// `assignments`): partitions 0.. each named once, every list checked alone.
+    fn create_topic_assigned(
+        &mut self,
+        image: &MetadataImage,
+        topic: &CreatableTopic,
+        partitions_total: &mut usize,
+    ) -> Result<Vec<MetadataRecord>, ControllerError> {
+        if topic.num_partitions != -1 || topic.replication_factor != -1 {
+            return Err(ControllerError::InvalidRequest(
+                "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.",
+            ));
+        }
+        let mut assignments = topic.assignments.clone();
+        assignments.sort_by_key(|(p, _)| *p);
+        for (expected, (p, _)) in assignments.iter().enumerate() {
+            if *p != expected as i32 {
+                return Err(ControllerError::InvalidReplicaAssignment(format!(
+                    "partitions should be a consecutive 0-based integer sequence; partition {expected} is missing or {p} named twice"
+                )));
+            }
+        }
+        *partitions_total += assignments.len();
+        if *partitions_total > self.config.max_partitions_per_request {
+            return Err(ControllerError::PolicyViolation("Excessively large number of partitions per request.".into()));
+        }
+        let rf = assignments[0].1.len();
+        let mut placed = Vec::with_capacity(assignments.len());
+        for (p, replicas) in &assignments {
+            placed.push(manual_partition(image, *p, replicas, rf)?);
+        }
+        TopicConfig::new(&crate::topic::BrokerLayers::default(), topic.configs.clone())
+            .map_err(|e| ControllerError::InvalidConfig(e.message))?;
+        let topic_id = self.new_topic_id(image);
+        let mut records = vec![MetadataRecord::Topic { name: topic.name.clone(), topic_id, configs: topic.configs.clone() }];
+        records.extend(placed.into_iter().enumerate().map(|(p, (replicas, isr))| new_partition(topic_id, p as i32, replicas, isr)));
+        Ok(records)
+    }
+
+    /// Kafka's `ReplicationControlManager.createPartitions`: each topic is grown alone, against
+    /// the image with the earlier topics of the request applied; all commit in one entry.
+    pub fn handle_create_partitions(&mut self, _now_ms: i64, id: RequestId, req: CreatePartitionsRequest) {
+        let refusal = Response::CreatePartitions(req.topics.iter().map(|_| Some(ControllerError::NotController)).collect());
+        if !self.serving(id, refusal) {
+            return;
+        }
+        let mut scratch = self.pending().clone();
+        let mut counts = BTreeMap::<&str, usize>::new();
+        for topic in &req.topics {
+            *counts.entry(topic.name.as_str()).or_default() += 1;
+        }
+        let mut records = Vec::new();
+        let mut results = Vec::with_capacity(req.topics.len());
+        let mut partitions_total = 0usize;
+        for topic in &req.topics {
+            let outcome = if counts[topic.name.as_str()] > 1 {
+                Err(ControllerError::InvalidRequest("Duplicate topic name."))
+            } else {
+                self.grow_topic(&scratch, topic, &mut partitions_total)
+            };
+            match outcome {
+                Ok(new) => {
+                    for record in &new {
+                        scratch.apply(record).expect("records built against this image apply");
+                    }
+                    records.extend(new);
+                    results.push(None);
+                }
+                Err(e) => results.push(Some(e)),
+            }
+        }
+        if req.validate_only {
+            records.clear();
+        }
+        if encode_records(&records).len() > self.config.max_entry_bytes {
+            let too_big = ControllerError::PolicyViolation("the partitions' metadata exceeds one metadata-log entry".into());
+            results = results.into_iter().map(|r| r.or(Some(too_big.clone()))).collect();
+            records.clear();
+        }
+        self.propose(records, Some((id, Response::CreatePartitions(results))));
+        self.check_invariants();
+    }
+
+    fn grow_topic(
+        &self,
+        image: &MetadataImage,
+        topic: &CreatePartitionsTopic,
+        partitions_total: &mut usize,
+    ) -> Result<Vec<MetadataRecord>, ControllerError> {
+        let existing = image.topic_by_name(&topic.name).ok_or(ControllerError::UnknownTopicOrPartition)?;
+        if topic.name == crate::group::OFFSETS_TOPIC || topic.name == crate::txn::TXN_TOPIC {
+            // Group and transaction placement hash over the partition count.
+            return Err(ControllerError::InvalidRequest("the partitions of an internal topic cannot be added to"));
+        }
+        let current = existing.partitions.len() as i32;
+        if topic.count < current {
+            return Err(ControllerError::InvalidPartitions(format!(
+                "The topic {} currently has {current} partition(s); {} would not be an increase.",
+                topic.name, topic.count
+            )));
+        }
+        if topic.count == current {
+            return Err(ControllerError::InvalidPartitions(format!("Topic already has {current} partition(s).")));
+        }
+        let added = (topic.count - current) as usize;
+        *partitions_total += added;
+        if *partitions_total > self.config.max_partitions_per_request {
+            return Err(ControllerError::PolicyViolation("Excessively large number of partitions per request.".into()));
+        }
+        let rf = existing.partitions.first().map_or(1, |p| p.replicas.len());
+        let placed: Vec<(Vec<NodeId>, Vec<NodeId>)> = match &topic.assignments {
+            Some(assignments) => {
+                if assignments.len() != added {
+                    return Err(ControllerError::InvalidReplicaAssignment(format!(
+                        "Attempted to add {added} additional partition(s), but only {} assignment(s) were specified.",
+                        assignments.len()
+                    )));
+                }
+                assignments
+                    .iter()
+                    .enumerate()
+                    .map(|(i, replicas)| manual_partition(image, current + i as i32, replicas, rf))
+                    .collect::<Result<_, _>>()?
+            }
+            None => {
+                let brokers: Vec<NodeId> = image.brokers.values().filter(|b| !b.fenced).map(|b| b.broker_id).collect();
+                if rf > brokers.len() {
+                    return Err(ControllerError::InvalidReplicationFactor(format!(
+                        "Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be \
+                         reached because only {} broker(s) are registered.",
+                        brokers.len()
+                    )));
+                }
+                let start = (image.partition_count() + current as usize) % brokers.len();
+                place_replicas(&brokers, added as i32, rf as i16, start, image.topics.len() % brokers.len())
+                    .into_iter()
+                    .map(|replicas| (replicas.clone(), replicas))
+                    .collect()
+            }
+        };
+        Ok(placed.into_iter().enumerate().map(|(i, (replicas, isr))| new_partition(existing.id, current + i as i32, replicas, isr)).collect())
     }
 
     fn new_topic_id(&mut self, image: &MetadataImage) -> TopicId {
@@ -1674,6 +1975,107 @@ impl Controller {
     }
 }
 
+/// A new partition's record: led by the first in-sync replica, at epoch 0.
+fn new_partition(topic_id: TopicId, partition: i32, replicas: Vec<NodeId>, isr: Vec<NodeId>) -> MetadataRecord {
+    MetadataRecord::Partition {
+        topic_id,
+        partition,
+        leader: isr[0],
+        isr,
+        replicas,
+        leader_epoch: LeaderEpoch(0),
+        partition_epoch: PartitionEpoch(0),
+    }
+}
+
+/// Kafka's `validateManualPartitionAssignment`: `replicas` names `rf` distinct registered
+/// brokers, at least one of them unfenced; -> the replicas and the ISR (the unfenced ones).
+fn manual_partition(image: &MetadataImage, partition: i32, replicas: &[NodeId], rf: usize) -> Result<(Vec<NodeId>, Vec<NodeId>), ControllerError> {
+    let refuse = |why: String| Err(ControllerError::InvalidReplicaAssignment(why));
+    if replicas.is_empty() {
+        return refuse(format!("The manual partition assignment of partition {partition} includes an empty replica list."));
+    }
+    if replicas.len() != rf {
+        return refuse(format!(
+            "The manual partition assignment includes a partition with {} replica(s), but this is not consistent with \
+             previous partitions, which have {rf} replica(s).",
+            replicas.len()
+        ));
+    }
+    if replicas.iter().collect::<BTreeSet<_>>().len() != replicas.len() {
+        return refuse(format!("The manual partition assignment of partition {partition} includes duplicate replicas."));
+    }
+    if let Some(unknown) = replicas.iter().find(|r| !image.brokers.contains_key(r)) {
+        return refuse(format!("The manual partition assignment includes broker {}, but no such broker is registered.", unknown.0));
+    }
+    let isr: Vec<NodeId> = replicas.iter().copied().filter(|r| image.is_alive(*r)).collect();
+    if isr.is_empty() {
+        return refuse(format!("All brokers specified in the manual partition assignment for partition {partition} are fenced or in controlled shutdown."));
+    }
+    Ok((replicas.to_vec(), isr))
+}
+
+/// The ConfigRecords that take `alteration.resource` from its configs in `image` to the altered
+/// ones, or why the alteration is refused.
+fn config_changes(image: &MetadataImage, alteration: &ConfigAlteration) -> Result<Vec<MetadataRecord>, ControllerError> {
+    let current = match &alteration.resource {
+        ConfigResource::Topic(name) => &image.topic_by_name(name).ok_or(ControllerError::UnknownTopicOrPartition)?.configs,
+        ConfigResource::Broker(broker) => image.broker_configs(*broker),
+    };
+    let topic = matches!(alteration.resource, ConfigResource::Topic(_));
+    let mut next = if alteration.replace { BTreeMap::new() } else { current.clone() };
+    for (name, op) in &alteration.changes {
+        if topic && !crate::topic::is_topic_config(name) {
+            return Err(ControllerError::InvalidConfig(format!("Unknown topic config name: {name}")));
+        }
+        if !topic && !crate::topic::is_topic_default(name) {
+            return Err(ControllerError::InvalidConfig(format!("Cannot update these configs dynamically: {name}")));
+        }
+        let list = |next: &BTreeMap<String, String>| -> Result<Vec<String>, ControllerError> {
+            if !crate::topic::is_list(name) {
+                return Err(ControllerError::InvalidConfig(format!("Config value append is not allowed for config key: {name}")));
+            }
+            let value = next.get(name).cloned().unwrap_or_else(|| if name == "cleanup.policy" { "delete".into() } else { String::new() });
+            Ok(value.split(',').map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned).collect())
+        };
+        match op {
+            ConfigOp::Set(value) => {
+                next.insert(name.clone(), value.clone());
+            }
+            ConfigOp::Delete => {
+                next.remove(name);
+            }
+            ConfigOp::Append(value) => {
+                let mut items = list(&next)?;
+                for item in value.split(',').map(str::trim).filter(|v| !v.is_empty()) {
+                    if !items.iter().any(|i| i == item) {
+                        items.push(item.to_owned());
+                    }
+                }
+                next.insert(name.clone(), items.join(","));
+            }
+            ConfigOp::Subtract(value) => {
+                let remove: Vec<&str> = value.split(',').map(str::trim).collect();
+                let items: Vec<String> = list(&next)?.into_iter().filter(|i| !remove.contains(&i.as_str())).collect();
+                next.insert(name.clone(), items.join(","));
+            }
+        }
+    }
+    if topic {
+        TopicConfig::new(&crate::topic::BrokerLayers::default(), next.clone()).map_err(|e| ControllerError::InvalidConfig(e.message))?;
+    } else {
+        for (name, value) in &next {
+            crate::topic::check_topic_default(name, value).map_err(|e| ControllerError::InvalidConfig(e.message))?;
+        }
+    }
+    let names: BTreeSet<&String> = current.keys().chain(next.keys()).collect();
+    Ok(names
+        .into_iter()
+        .filter(|name| current.get(*name) != next.get(*name))
+        .map(|name| MetadataRecord::Config { resource: alteration.resource.clone(), name: name.clone(), value: next.get(name).cloned() })
+        .collect())
+}
+
 fn parse_bool(value: &str) -> Option<bool> {
     match value.trim().to_ascii_lowercase().as_str() {
         "true" => Some(true),
@@ -1682,8 +2084,14 @@ fn parse_bool(value: &str) -> Option<bool> {
     }
 }
 
-fn unclean_enabled(topic: &TopicImage, default: bool) -> bool {
-    topic.configs.get(UNCLEAN_LEADER_ELECTION_ENABLE).and_then(|v| parse_bool(v)).unwrap_or(default)
+/// The topic's own setting, else the cluster's dynamic default, else the controller's static one.
+fn unclean_enabled(image: &MetadataImage, topic: &TopicImage, default: bool) -> bool {
+    topic
+        .configs
+        .get(UNCLEAN_LEADER_ELECTION_ENABLE)
+        .or_else(|| image.broker_configs(None).get(UNCLEAN_LEADER_ELECTION_ENABLE))
+        .and_then(|v| parse_bool(v))
+        .unwrap_or(default)
 }
 
 fn leader_and_isr(p: &PartitionState) -> LeaderAndIsr {
@@ -1726,6 +2134,12 @@ fn not_controller(response: Response, keep_errors: bool) -> Response {
         // The removals were lost with the leadership: nothing a filter listed was deleted.
         Response::DeleteAcls(results) => {
             Response::DeleteAcls(results.into_iter().map(|_| AclDeleteResult { error: e.clone(), deleted: Vec::new() }).collect())
+        }
+        Response::AlterConfigs(results) => {
+            Response::AlterConfigs(results.into_iter().map(|r| r.filter(|_| keep_errors).or(e.clone())).collect())
+        }
+        Response::CreatePartitions(results) => {
+            Response::CreatePartitions(results.into_iter().map(|r| r.filter(|_| keep_errors).or(e.clone())).collect())
         }
     }
 }
@@ -1802,7 +2216,7 @@ fn leave_changes(image: &MetadataImage, broker: NodeId, unclean_default: bool) -
     let alive = |b: NodeId| b != broker && image.is_alive(b);
     let mut records = Vec::new();
     for topic in image.topics.values() {
-        let unclean = unclean_enabled(topic, unclean_default);
+        let unclean = unclean_enabled(image, topic, unclean_default);
         for (p, state) in topic.partitions.iter().enumerate() {
             if !state.isr.contains(&broker) && state.leader != broker {
                 continue;
@@ -1823,7 +2237,7 @@ fn leave_changes(image: &MetadataImage, broker: NodeId, unclean_default: bool) -
 fn join_changes(image: &MetadataImage, broker: NodeId, unclean_default: bool) -> Vec<MetadataRecord> {
     let mut records = Vec::new();
     for topic in image.topics.values() {
-        let unclean = unclean_enabled(topic, unclean_default);
+        let unclean = unclean_enabled(image, topic, unclean_default);
         for (p, state) in topic.partitions.iter().enumerate() {
             if state.leader != NodeId::NONE || !state.replicas.contains(&broker) {
                 continue;
@@ -2100,6 +2514,7 @@ mod tests {
                 num_partitions: partitions,
                 replication_factor: rf,
                 configs: configs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                assignments: Vec::new(),
             };
             let req = CreateTopicsRequest { topics: vec![topic], validate_only: false };
             match self.request(|c, now, id| c.handle_create_topics(now, id, req)) {
@@ -2459,7 +2874,7 @@ mod tests {
         let mut c = Cluster::new(&[100, 101, 102], &[]);
         c.start_brokers(&[1, 2, 3]);
         let topic = |name: &str| CreateTopicsRequest {
-            topics: vec![CreatableTopic { name: name.into(), num_partitions: 1, replication_factor: 3, configs: BTreeMap::new() }],
+            topics: vec![CreatableTopic { name: name.into(), num_partitions: 1, replication_factor: 3, configs: BTreeMap::new(), assignments: Vec::new() }],
             validate_only: false,
         };
         let active = c.active().unwrap();
@@ -2610,6 +3025,7 @@ mod tests {
                             } else {
                                 BTreeMap::new()
                             },
+                            assignments: Vec::new(),
                         };
                         ctl.handle_create_topics(now_ms, id, CreateTopicsRequest { topics: vec![topic], validate_only: false });
                     }

@@ -14,6 +14,8 @@ use std::collections::BTreeMap;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::controller::{
+    put_config_resource, read_config_resource, AlterConfigsRequest, ConfigAlteration, ConfigOp, CreatePartitionsRequest,
+    CreatePartitionsTopic,
     AllocateProducerIdsRequest, AllocateProducerIdsResponse, AlterPartitionRequest, AlterPartitionResponse, BrokerHeartbeatRequest, BrokerHeartbeatResponse,
     AlterUserScramCredentialResult, AlterUserScramCredentialsRequest, BrokerRegistrationRequest, BrokerRegistrationResponse, CreatableTopic,
     CreateTopicResult, CreateTopicsRequest, ControllerError, DeleteTopicResult, Endpoint, LeaderAndIsr, Response, ScramCredentialDeletion,
@@ -40,6 +42,8 @@ pub enum ControllerRequest {
     AlterUserScramCredentials(AlterUserScramCredentialsRequest),
     CreateAcls(Vec<AclBinding>),
     DeleteAcls(Vec<AclBindingFilter>),
+    AlterConfigs(AlterConfigsRequest),
+    CreatePartitions(CreatePartitionsRequest),
 }
 
 /// One message on the controller listener.
@@ -147,6 +151,11 @@ fn encode_request(out: &mut BytesMut, request: &ControllerRequest) {
                     codec::put_string(out, k);
                     codec::put_string(out, v);
                 }
+                codec::put_count(out, t.assignments.len());
+                for (p, replicas) in &t.assignments {
+                    out.put_i32_le(*p);
+                    put_nodes(out, replicas);
+                }
             }
         }
         ControllerRequest::DeleteTopics(names) => {
@@ -200,6 +209,42 @@ fn encode_request(out: &mut BytesMut, request: &ControllerRequest) {
             codec::put_count(out, filters.len());
             for f in filters {
                 put_acl_filter(out, f);
+            }
+        }
+        ControllerRequest::AlterConfigs(req) => {
+            out.put_u8(9);
+            out.put_u8(u8::from(req.validate_only));
+            codec::put_count(out, req.resources.len());
+            for a in &req.resources {
+                put_config_resource(out, &a.resource);
+                out.put_u8(u8::from(a.replace));
+                codec::put_count(out, a.changes.len());
+                for (name, op) in &a.changes {
+                    codec::put_string(out, name);
+                    let (tag, value) = match op {
+                        ConfigOp::Set(v) => (0, v.as_str()),
+                        ConfigOp::Delete => (1, ""),
+                        ConfigOp::Append(v) => (2, v.as_str()),
+                        ConfigOp::Subtract(v) => (3, v.as_str()),
+                    };
+                    out.put_u8(tag);
+                    codec::put_string(out, value);
+                }
+            }
+        }
+        ControllerRequest::CreatePartitions(req) => {
+            out.put_u8(10);
+            out.put_u8(u8::from(req.validate_only));
+            codec::put_count(out, req.topics.len());
+            for t in &req.topics {
+                codec::put_string(out, &t.name);
+                out.put_i32_le(t.count);
+                out.put_u8(u8::from(t.assignments.is_some()));
+                let assignments = t.assignments.as_deref().unwrap_or_default();
+                codec::put_count(out, assignments.len());
+                for replicas in assignments {
+                    put_nodes(out, replicas);
+                }
             }
         }
     }
@@ -301,7 +346,12 @@ fn decode_request(r: &mut Reader) -> Result<ControllerRequest, DecodeError> {
                 for _ in 0..c {
                     configs.insert(r.string()?, r.string()?);
                 }
-                topics.push(CreatableTopic { name, num_partitions, replication_factor, configs });
+                let a = r.count(8)?;
+                let mut assignments = Vec::with_capacity(a);
+                for _ in 0..a {
+                    assignments.push((r.i32()?, read_nodes(r)?));
+                }
+                topics.push(CreatableTopic { name, num_partitions, replication_factor, configs, assignments });
             }
             ControllerRequest::CreateTopics(CreateTopicsRequest { topics, validate_only })
         }
@@ -352,6 +402,46 @@ fn decode_request(r: &mut Reader) -> Result<ControllerRequest, DecodeError> {
             let n = r.count(10)?;
             ControllerRequest::DeleteAcls((0..n).map(|_| read_acl_filter(r)).collect::<Result<_, _>>()?)
         }
+        9 => {
+            let validate_only = r.bool()?;
+            let n = r.count(3)?;
+            let mut resources = Vec::with_capacity(n);
+            for _ in 0..n {
+                let resource = read_config_resource(r)?;
+                let replace = r.bool()?;
+                let c = r.count(3)?;
+                let mut changes = Vec::with_capacity(c);
+                for _ in 0..c {
+                    let name = r.string()?;
+                    let tag = r.u8()?;
+                    let value = r.string()?;
+                    let op = match tag {
+                        0 => ConfigOp::Set(value),
+                        1 => ConfigOp::Delete,
+                        2 => ConfigOp::Append(value),
+                        3 => ConfigOp::Subtract(value),
+                        _ => return Err(DecodeError::Invalid("unknown config op")),
+                    };
+                    changes.push((name, op));
+                }
+                resources.push(ConfigAlteration { resource, changes, replace });
+            }
+            ControllerRequest::AlterConfigs(AlterConfigsRequest { resources, validate_only })
+        }
+        10 => {
+            let validate_only = r.bool()?;
+            let n = r.count(10)?;
+            let mut topics = Vec::with_capacity(n);
+            for _ in 0..n {
+                let name = r.string()?;
+                let count = r.i32()?;
+                let given = r.bool()?;
+                let a = r.count(4)?;
+                let assignments = (0..a).map(|_| read_nodes(r)).collect::<Result<Vec<_>, _>>()?;
+                topics.push(CreatePartitionsTopic { name, count, assignments: given.then_some(assignments) });
+            }
+            ControllerRequest::CreatePartitions(CreatePartitionsRequest { topics, validate_only })
+        }
         tag => return Err(DecodeError::Tag(tag)),
     })
 }
@@ -385,6 +475,7 @@ fn read_error(r: &mut Reader) -> Result<Option<ControllerError>, DecodeError> {
         crate::ErrorCode::InvalidTopicException => ControllerError::InvalidTopic(message),
         crate::ErrorCode::InvalidPartitions => ControllerError::InvalidPartitions(message),
         crate::ErrorCode::InvalidReplicationFactor => ControllerError::InvalidReplicationFactor(message),
+        crate::ErrorCode::InvalidReplicaAssignment => ControllerError::InvalidReplicaAssignment(message),
         crate::ErrorCode::InvalidConfig => ControllerError::InvalidConfig(message),
         crate::ErrorCode::PolicyViolation => ControllerError::PolicyViolation(message),
         crate::ErrorCode::FencedLeaderEpoch => ControllerError::FencedLeaderEpoch,
@@ -478,6 +569,20 @@ fn encode_response(out: &mut BytesMut, response: &Response) {
                 }
             }
         }
+        Response::CreatePartitions(results) => {
+            out.put_u8(10);
+            codec::put_count(out, results.len());
+            for error in results {
+                put_error(out, error);
+            }
+        }
+        Response::AlterConfigs(results) => {
+            out.put_u8(9);
+            codec::put_count(out, results.len());
+            for error in results {
+                put_error(out, error);
+            }
+        }
     }
 }
 
@@ -555,6 +660,14 @@ fn decode_response(r: &mut Reader) -> Result<Response, DecodeError> {
             }
             Response::DeleteAcls(results)
         }
+        9 => {
+            let n = r.count(2)?;
+            Response::AlterConfigs((0..n).map(|_| read_error(r)).collect::<Result<_, _>>()?)
+        }
+        10 => {
+            let n = r.count(2)?;
+            Response::CreatePartitions((0..n).map(|_| read_error(r)).collect::<Result<_, _>>()?)
+        }
         tag => return Err(DecodeError::Tag(tag)),
     })
 }
@@ -564,6 +677,7 @@ mod tests {
     use super::*;
     use crate::ids::Term;
     use crate::raft::Entry;
+    use crate::controller::ConfigResource;
 
     fn frames() -> Vec<Frame> {
         vec![
@@ -603,11 +717,48 @@ mod tests {
                         num_partitions: -1,
                         replication_factor: 3,
                         configs: BTreeMap::from([("min.insync.replicas".into(), "2".into())]),
+                        assignments: vec![(0, vec![NodeId(1), NodeId(2)])],
                     }],
                     validate_only: false,
                 }),
             },
             Frame::Request { id: 10, request: ControllerRequest::DeleteTopics(vec!["a".into(), "b".into()]) },
+            Frame::Request {
+                id: 15,
+                request: ControllerRequest::AlterConfigs(AlterConfigsRequest {
+                    resources: vec![
+                        ConfigAlteration {
+                            resource: ConfigResource::Topic("t".into()),
+                            changes: vec![
+                                ("retention.ms".into(), ConfigOp::Set("1".into())),
+                                ("segment.ms".into(), ConfigOp::Delete),
+                                ("cleanup.policy".into(), ConfigOp::Append("compact".into())),
+                                ("leader.replication.throttled.replicas".into(), ConfigOp::Subtract("0:1".into())),
+                            ],
+                            replace: false,
+                        },
+                        ConfigAlteration { resource: ConfigResource::Broker(None), changes: Vec::new(), replace: true },
+                        ConfigAlteration { resource: ConfigResource::Broker(Some(NodeId(3))), changes: Vec::new(), replace: false },
+                    ],
+                    validate_only: true,
+                }),
+            },
+            Frame::Request {
+                id: 16,
+                request: ControllerRequest::CreatePartitions(CreatePartitionsRequest {
+                    topics: vec![
+                        CreatePartitionsTopic { name: "t".into(), count: 4, assignments: None },
+                        CreatePartitionsTopic { name: "u".into(), count: 2, assignments: Some(vec![vec![NodeId(2), NodeId(3)]]) },
+                        CreatePartitionsTopic { name: "v".into(), count: 2, assignments: Some(Vec::new()) },
+                    ],
+                    validate_only: false,
+                }),
+            },
+            Frame::Response { id: 16, response: Response::CreatePartitions(vec![None, Some(ControllerError::InvalidReplicaAssignment("x".into()))]) },
+            Frame::Response {
+                id: 15,
+                response: Response::AlterConfigs(vec![None, Some(ControllerError::InvalidConfig("bad".into()))]),
+            },
             Frame::Request {
                 id: 11,
                 request: ControllerRequest::AlterPartition(AlterPartitionRequest {

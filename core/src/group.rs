@@ -1449,6 +1449,22 @@ impl GroupCoordinator {
             }
         }
     }
+
+    // ---- read-only views, for metrics ----
+
+    /// The state of every group this coordinator serves (loaded partitions only).
+    pub fn group_states(&self) -> impl Iterator<Item = (&str, GroupState)> + '_ {
+        self.groups.iter().filter(|(id, _)| self.serves(id)).map(|(id, g)| (id.as_str(), g.state))
+    }
+
+    /// `(group, topic, partition, offset)` of every committed offset of the groups this
+    /// coordinator serves (transactional offsets count once their marker is written).
+    pub fn committed_offsets(&self) -> impl Iterator<Item = (&str, &str, i32, i64)> + '_ {
+        self.groups
+            .iter()
+            .filter(|(id, _)| self.serves(id))
+            .flat_map(|(id, g)| g.offsets.iter().map(move |((topic, partition), o)| (id.as_str(), topic.as_str(), *partition, o.offset)))
+    }
 }
 
 fn sync_error(error: ErrorCode) -> Response {

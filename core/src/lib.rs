@@ -8,6 +8,7 @@ pub mod acl;
 pub mod batch;
 pub mod broker;
 pub mod compact;
+pub mod compression;
 pub mod controller;
 pub mod controller_rpc;
 pub mod error;

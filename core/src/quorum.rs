@@ -79,6 +79,8 @@ impl Quorum {
             ControllerRequest::AlterUserScramCredentials(r) => c.handle_alter_user_scram_credentials(now_ms, id, r),
             ControllerRequest::CreateAcls(r) => c.handle_create_acls(now_ms, id, r),
             ControllerRequest::DeleteAcls(r) => c.handle_delete_acls(now_ms, id, r),
+            ControllerRequest::AlterConfigs(r) => c.handle_alter_configs(now_ms, id, r),
+            ControllerRequest::CreatePartitions(r) => c.handle_create_partitions(now_ms, id, r),
         }
     }
 
@@ -214,7 +216,7 @@ mod tests {
             quorum.request(now, id, ControllerRequest::Heartbeat(heartbeat));
             drain(&mut quorum, now, &mut log);
         }
-        let topic = CreatableTopic { name: "t".into(), num_partitions: 2, replication_factor: 1, configs: Default::default() };
+        let topic = CreatableTopic { name: "t".into(), num_partitions: 2, replication_factor: 1, configs: Default::default(), assignments: Vec::new() };
         quorum.request(now, 11, ControllerRequest::CreateTopics(CreateTopicsRequest { topics: vec![topic], validate_only: false }));
         let (replies, _) = drain(&mut quorum, now, &mut log);
         assert!(matches!(&replies[..], [(11, Response::CreateTopics(r))] if r[0].error.is_none()), "{replies:?}");

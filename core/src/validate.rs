@@ -1,8 +1,9 @@
 //! Kafka's `LogValidator` for what a producer sends: every record of the batch is walked, a
 //! compressed batch inflated under a bound, and each record checked for what Kafka checks
-//! (structure, count, offset deltas, timestamps, keys on compacted topics). The batch is never
-//! re-encoded: a valid batch is stored as sent, with the broker's fields patched in place
-//! ([`crate::batch::assign_offsets`]).
+//! (structure, count, offset deltas, timestamps, keys on compacted topics). A valid batch is
+//! stored as sent, with the broker's fields patched in place ([`crate::batch::assign_offsets`]),
+//! unless the topic's `compression.type` names another codec than the producer's: then its
+//! records are re-encoded in the topic's ([`validate_and_recompress`], [`crate::compression`]).
 //!
 //! Everything here reads untrusted bytes: every length is checked against the bytes present
 //! before it is used, and nothing allocates what a header claims.
@@ -10,7 +11,10 @@
 use std::borrow::Cow;
 use std::io::Read;
 
+use bytes::Bytes;
+
 use crate::batch::{self, BatchError, BatchHeader, ValidatedRecords, HEADER_LEN};
+use crate::compression::{self, RecompressError, TopicCompression};
 use crate::error::ErrorCode;
 
 /// A compressed batch may inflate to this many times the topic's `max.message.bytes` (at
@@ -36,8 +40,8 @@ pub fn inflate_limit(max_message_bytes: usize) -> usize {
 /// The topic settings a leader checks a producer's records against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProduceRules {
-    /// `max.message.bytes`: the largest batch, compressed, and (times [`INFLATE_FACTOR`]) the
-    /// most it may inflate to.
+    /// `max.message.bytes`: the largest batch, compressed, both as sent and as stored, and
+    /// (times [`INFLATE_FACTOR`]) the most it may inflate to.
     pub max_message_bytes: usize,
     /// `cleanup.policy` includes `compact`: every record needs a key.
     pub compacted: bool,
@@ -48,6 +52,9 @@ pub struct ProduceRules {
     pub timestamp_before_max_ms: i64,
     /// `message.timestamp.after.max.ms`: how far in the future a CreateTime timestamp may be.
     pub timestamp_after_max_ms: i64,
+    /// `compression.type` and its level: the codec batches are stored in
+    /// ([`validate_and_recompress`]).
+    pub compression: TopicCompression,
 }
 
 impl Default for ProduceRules {
@@ -58,6 +65,7 @@ impl Default for ProduceRules {
             log_append_time: false,
             timestamp_before_max_ms: i64::MAX,
             timestamp_after_max_ms: DEFAULT_TIMESTAMP_AFTER_MAX_MS,
+            compression: TopicCompression::Producer,
         }
     }
 }
@@ -109,7 +117,27 @@ impl From<BatchError> for Refusal {
 /// control batch, and then every record in it. `now_ms` is the broker's wall clock, for
 /// CreateTime bounds. The batch header's max timestamp is the records' (the one sent is not
 /// trusted); [`batch::assign_offsets`] writes it back if it differs.
+///
+/// This validates the batch as sent and ignores `rules.compression`: a leader appends what
+/// [`validate_and_recompress`] gives it.
 pub fn validate_produce(buf: &[u8], rules: &ProduceRules, now_ms: i64) -> Result<ValidatedRecords, Refusal> {
+    validate(buf, rules, now_ms, &TopicCompression::Producer).map(|(validated, _)| validated)
+}
+
+/// [`validate_produce`], and then what the leader appends in place of `buf`: `None` when the
+/// batch is appended as sent (the topic keeps the producer's codec, or it is the topic's
+/// already; nothing more is done than [`validate_produce`] does), else the batch re-encoded in
+/// the topic's codec ([`compression::recompress`]'s rules), which the returned
+/// [`ValidatedRecords`] then describes. As Kafka (`UnifiedLog.append`), a re-encoded batch is
+/// held to `max.message.bytes` again.
+pub fn validate_and_recompress(buf: &[u8], rules: &ProduceRules, now_ms: i64) -> Result<(ValidatedRecords, Option<Bytes>), Refusal> {
+    let (validated, rebuilt) = validate(buf, rules, now_ms, &rules.compression)?;
+    Ok((validated, rebuilt.map(Bytes::from)))
+}
+
+/// [`validate_produce`], re-encoding the batch in `target`'s codec when it names another one:
+/// the records' section, inflated once for the walk, is what is compressed again.
+fn validate(buf: &[u8], rules: &ProduceRules, now_ms: i64, target: &TopicCompression) -> Result<(ValidatedRecords, Option<Vec<u8>>), Refusal> {
     if buf.is_empty() {
         return Err(Refusal::invalid("Produce requests must have at least one record batch per partition"));
     }
@@ -143,8 +171,29 @@ pub fn validate_produce(buf: &[u8], rules: &ProduceRules, now_ms: i64) -> Result
     let body = &buf[HEADER_LEN..header.total_len()];
     let section = inflate(header.compression_codec(), body, inflate_limit(rules.max_message_bytes))
         .map_err(InflateError::refusal)?;
-    header.max_timestamp = check_records(&header, &section, rules, now_ms)?;
-    Ok(ValidatedRecords { batches: vec![(0, header)], record_count: i64::from(header.record_count), max_timestamp: header.max_timestamp })
+    let max_timestamp = check_records(&header, &section, rules, now_ms)?;
+    let mut rebuilt = None;
+    if target.recompresses(&header) {
+        let batch = compression::rebuild(&buf[..HEADER_LEN], &section, target).map_err(recompress_refusal)?;
+        if batch.len() > rules.max_message_bytes {
+            return Err(BatchError::TooLarge { size: batch.len(), max: rules.max_message_bytes }.into());
+        }
+        header = batch::BatchHeader::parse(&batch).map_err(|e| recompress_refusal(e.into()))?;
+        rebuilt = Some(batch);
+    }
+    header.max_timestamp = max_timestamp;
+    let validated = ValidatedRecords { batches: vec![(0, header)], record_count: i64::from(header.record_count), max_timestamp };
+    Ok((validated, rebuilt))
+}
+
+/// A batch that passed validation and still could not be re-encoded: the broker's failure, not
+/// the producer's (only a batch whose re-encoding passes the largest batch length is theirs).
+fn recompress_refusal(error: RecompressError) -> Refusal {
+    let code = match error {
+        RecompressError::TooLong { .. } => ErrorCode::MessageTooLarge,
+        _ => ErrorCode::UnknownServerError,
+    };
+    Refusal::new(code, error.to_string())
 }
 
 /// Walks every record of a batch's (inflated) records section: count and offset deltas as

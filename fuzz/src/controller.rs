@@ -92,7 +92,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
     ];
     let frames = [
         Frame::Raft { from: NodeId(2), message: messages[3].clone() },
-        Frame::Request { id: 1, request: ControllerRequest::CreateTopics(CreateTopicsRequest { topics: vec![CreatableTopic { name: "orders".into(), num_partitions: 3, replication_factor: 1, configs: BTreeMap::new() }], validate_only: false }) },
+        Frame::Request { id: 1, request: ControllerRequest::CreateTopics(CreateTopicsRequest { topics: vec![CreatableTopic { name: "orders".into(), num_partitions: 3, replication_factor: 1, configs: BTreeMap::new(), assignments: Vec::new() }], validate_only: false }) },
         Frame::Request { id: 2, request: ControllerRequest::AlterPartition(AlterPartitionRequest { broker_id: NodeId(1), broker_epoch: BrokerEpoch(1), topic_id, partition: 0, leader_epoch: LeaderEpoch(0), partition_epoch: PartitionEpoch(0), new_isr: vec![NodeId(1), NodeId(2)] }) },
         Frame::Request { id: 3, request: ControllerRequest::DeleteTopics(vec!["orders".into()]) },
         Frame::Request {

@@ -72,6 +72,22 @@ pub fn decode(request: &Request) -> Result<(), RequestError> {
         ApiKey::CreateTopics => round_trip::<CreateTopicsRequest>(request).map(drop)?,
         ApiKey::DeleteTopics => round_trip::<DeleteTopicsRequest>(request).map(drop)?,
         ApiKey::DescribeConfigs => round_trip::<DescribeConfigsRequest>(request).map(drop)?,
+        ApiKey::DescribeCluster => round_trip::<DescribeClusterRequest>(request).map(drop)?,
+        ApiKey::DescribeLogDirs => round_trip::<DescribeLogDirsRequest>(request).map(drop)?,
+        ApiKey::CreatePartitions => {
+            let create: CreatePartitionsRequest = round_trip(request)?;
+            let _ = odradek_core::broker::admin::create_partitions_request(&create);
+        }
+        ApiKey::IncrementalAlterConfigs => {
+            let alter: IncrementalAlterConfigsRequest = round_trip(request)?;
+            let alterations = odradek_core::broker::configs::incremental_alterations(&alter);
+            let _ = odradek_core::broker::configs::incremental_response(&alter, &alterations, None);
+        }
+        ApiKey::AlterConfigs => {
+            let alter: AlterConfigsRequest = round_trip(request)?;
+            let alterations = odradek_core::broker::configs::legacy_alterations(&alter);
+            let _ = odradek_core::broker::configs::legacy_response(&alter, &alterations, None);
+        }
         ApiKey::FindCoordinator => round_trip::<FindCoordinatorRequest>(request).map(drop)?,
         ApiKey::WriteTxnMarkers => round_trip::<WriteTxnMarkersRequest>(request).map(drop)?,
         ApiKey::SaslHandshake => round_trip::<SaslHandshakeRequest>(request).map(drop)?,
@@ -185,6 +201,9 @@ fn default_request(api_key: ApiKey, version: i16) -> Option<Vec<u8>> {
         AlterUserScramCredentials => AlterUserScramCredentialsRequest,
         DescribeUserScramCredentials => DescribeUserScramCredentialsRequest,
         CreateAcls => CreateAclsRequest, DescribeAcls => DescribeAclsRequest, DeleteAcls => DeleteAclsRequest,
+        CreatePartitions => CreatePartitionsRequest, AlterConfigs => AlterConfigsRequest,
+        IncrementalAlterConfigs => IncrementalAlterConfigsRequest, DescribeCluster => DescribeClusterRequest,
+        DescribeLogDirs => DescribeLogDirsRequest,
     }
 }
 

@@ -16,7 +16,14 @@
 
 pub mod acls;
 mod client;
+pub mod cluster;
+pub mod configs;
+pub mod consume;
+pub mod delete_records;
+pub mod log_dirs;
 mod messages;
+pub mod produce;
+pub mod topics;
 pub mod users;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -122,6 +129,15 @@ impl ResetOffsetsArgs {
             )),
         }
     }
+}
+
+/// How a command prints what it found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Output {
+    /// Columns and lines for a person to read.
+    Human,
+    /// One JSON document on stdout.
+    Json,
 }
 
 /// Bootstrap addresses, each `host:port`.

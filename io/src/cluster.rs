@@ -249,6 +249,7 @@ impl Node {
         controller_config.default_replication_factor = config.default_replication_factor;
         controller_config.num_partitions = config.num_partitions;
         controller_config.log = config.log.clone();
+        controller_config.unclean_leader_election_enable = config.unclean_leader_election_enable;
         let controller = Controller::new(controller_config, seed.rotate_left(17));
         let node = Rc::new(Node {
             id,
@@ -818,6 +819,7 @@ impl Node {
                     num_partitions: t.partitions,
                     replication_factor: 1,
                     configs: t.config.overrides.clone(),
+                    assignments: Vec::new(),
                 })
                 .collect();
             if missing.is_empty() {
@@ -898,6 +900,7 @@ fn not_controller(response: &Response) -> bool {
         Response::AlterUserScramCredentials(r) => r.iter().any(|u| u.error == e),
         Response::CreateAcls(r) => r.iter().any(|a| a.error == e),
         Response::DeleteAcls(r) => r.iter().any(|f| f.error == e),
+        Response::AlterConfigs(r) | Response::CreatePartitions(r) => r.iter().any(|c| *c == e),
     }
 }
 

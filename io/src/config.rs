@@ -35,7 +35,13 @@ pub struct ServerConfig {
     pub cpuset: CpuSet,
     pub num_partitions: i32,
     pub auto_create_topics: bool,
+    /// The topic defaults set here (`log.retention.hours`, `message.max.bytes`...), by broker
+    /// setting name: the static layer under dynamic broker configs (docs/operations.md).
+    pub topic_defaults: BTreeMap<String, String>,
+    /// The topic defaults resolved (what a topic without overrides or dynamic configs gets).
     pub log: LogConfig,
+    /// `unclean.leader.election.enable`, the default for topics that do not set it.
+    pub unclean_leader_election_enable: bool,
     pub group: GroupConfig,
     /// The transaction coordinator's settings (`transaction.*`).
     pub txn: odradek_core::txn::TxnConfig,
@@ -89,6 +95,9 @@ pub struct ServerConfig {
     pub broker_heartbeat_interval_ms: u64,
     /// `controller.quorum.election.timeout.ms`
     pub quorum_election_timeout_ms: i64,
+    /// `metrics.listen` (odradek's own): where `GET /metrics` answers in Prometheus' text
+    /// format (docs/metrics.md); no endpoint when unset.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// `process.roles`.
@@ -134,6 +143,7 @@ impl ServerConfig {
                 ("cleanup.policy".to_owned(), "compact".to_owned()),
                 ("segment.bytes".to_owned(), self.offsets_topic_segment_bytes.to_string()),
             ]),
+            assignments: Vec::new(),
         }
     }
 
@@ -152,6 +162,7 @@ impl ServerConfig {
                 ("segment.bytes".to_owned(), self.offsets_topic_segment_bytes.to_string()),
                 ("min.insync.replicas".to_owned(), replicas.min(2).to_string()),
             ]),
+            assignments: Vec::new(),
         }
     }
 
@@ -187,7 +198,9 @@ impl Default for ServerConfig {
             cpuset: CpuSet::Auto,
             num_partitions: 1,
             auto_create_topics: true,
+            topic_defaults: BTreeMap::new(),
             log: LogConfig::default(),
+            unclean_leader_election_enable: false,
             group: GroupConfig::default(),
             txn: odradek_core::txn::TxnConfig::default(),
             retention_check_interval_ms: 300_000,
@@ -214,6 +227,7 @@ impl Default for ServerConfig {
             broker_session_timeout_ms: 9_000,
             broker_heartbeat_interval_ms: 2_000,
             quorum_election_timeout_ms: 1_000,
+            metrics_listen: None,
         }
     }
 }
@@ -327,20 +341,28 @@ pub struct ServeArgs {
     /// Drop an ISR follower not caught up this long (replica.lag.time.max.ms) [default: 30000]
     #[arg(long)]
     pub replica_lag_time_max_ms: Option<i64>,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics (metrics.listen) [default: off]
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_listen: Option<String>,
 }
 
 impl ServeArgs {
     pub fn resolve(&self) -> Result<ServerConfig, String> {
         let mut config = ServerConfig::default();
+        let mut ignored = Vec::new();
         let mut cores_set = self.cores.is_some();
         if let Some(path) = &self.config {
             let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
             for (key, value) in parse_properties(&text)? {
                 cores_set |= key == "cores";
-                config.set(&key, &value).map_err(|e| format!("{}: {key}: {e}", path.display()))?;
+                // A stock Kafka server.properties starts the broker: settings odradek has no use
+                // for are named once at start, as Kafka names those it does not know.
+                if !config.set(&key, &value).map_err(|e| format!("{}: {key}: {e}", path.display()))? {
+                    ignored.push(key);
+                }
             }
         }
-        let flags: [(&str, Option<String>); 28] = [
+        let flags: [(&str, Option<String>); 29] = [
             ("node.id", self.node_id.map(|v| v.to_string())),
             ("listeners", self.listen.clone()),
             ("advertised.listeners", self.advertised_listener.clone()),
@@ -369,6 +391,7 @@ impl ServeArgs {
             ("min.insync.replicas", self.min_insync_replicas.map(|v| v.to_string())),
             ("broker.session.timeout.ms", self.broker_session_timeout_ms.map(|v| v.to_string())),
             ("replica.lag.time.max.ms", self.replica_lag_time_max_ms.map(|v| v.to_string())),
+            ("metrics.listen", self.metrics_listen.clone()),
         ];
         for (key, value) in flags {
             if let Some(value) = value {
@@ -386,6 +409,8 @@ impl ServeArgs {
         }
         let resolved = config.listener_settings.resolve()?;
         (config.listeners, config.not_applied) = (resolved.listeners, resolved.not_applied);
+        config.not_applied.extend(ignored.into_iter().map(|key| (key, "odradek does not act on this setting; it is ignored")));
+        config.resolve_topic_defaults();
         if let Some(controller) = &resolved.controller {
             if config.controller_listen.is_some_and(|addr| addr != controller.addr) {
                 return Err(format!("controller.listener and controller.listener.names' {} name different addresses", controller.name));
@@ -458,8 +483,23 @@ impl CpuSet {
 }
 
 impl ServerConfig {
-    /// Sets one setting by its Kafka name.
-    pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+    /// The typed topic defaults, from `topic_defaults` over Kafka's.
+    fn resolve_topic_defaults(&mut self) {
+        let layers = odradek_core::topic::BrokerLayers { static_broker: self.topic_defaults.clone(), ..Default::default() };
+        let topic = odradek_core::topic::TopicConfig::new(&layers, BTreeMap::new()).expect("no overrides to refuse");
+        self.log = topic.log;
+        self.min_insync_replicas = topic.min_insync_replicas as usize;
+        self.unclean_leader_election_enable = topic.unclean_leader_election_enable;
+    }
+
+    /// Sets one setting by its Kafka name; `false` for a setting odradek does not act on.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<bool, String> {
+        if odradek_core::topic::is_topic_default(key) {
+            odradek_core::topic::check_topic_default(key, value).map_err(|e| e.message)?;
+            self.topic_defaults.insert(key.to_owned(), value.trim().to_owned());
+            self.resolve_topic_defaults();
+            return Ok(true);
+        }
         fn num<T: std::str::FromStr>(value: &str) -> Result<T, String> {
             value.trim().parse().map_err(|_| format!("{value:?} is not a valid number"))
         }
@@ -478,50 +518,18 @@ impl ServerConfig {
             }
             "super.users" => self.authorizer_settings.super_users = odradek_core::acl::AuthorizerConfig::parse_super_users(value)?,
             "allow.everyone.if.no.acl.found" => self.authorizer_settings.allow_everyone_if_no_acl_found = parse_bool(value)?,
+            "log.dirs" | "log.dir" if value.contains(',') => {
+                return Err("several log directories (JBOD) are not supported yet: name one".into())
+            }
             "log.dirs" | "log.dir" => self.data_dir = PathBuf::from(value.trim()),
             "cores" => self.cores = num(value)?,
             "cpuset" => self.cpuset = CpuSet::parse(value)?,
             "num.partitions" => self.num_partitions = num(value)?,
             "auto.create.topics.enable" => self.auto_create_topics = parse_bool(value)?,
-            "log.retention.ms" => self.log.retention_ms = num(value)?,
-            "log.retention.minutes" => self.log.retention_ms = num::<i64>(value)? * 60_000,
-            "log.retention.hours" => self.log.retention_ms = num::<i64>(value)? * 3_600_000,
-            "log.retention.bytes" => self.log.retention_bytes = num(value)?,
-            "log.segment.bytes" => self.log.segment_bytes = num(value)?,
-            "log.roll.ms" => self.log.segment_ms = num(value)?,
-            "log.roll.hours" => self.log.segment_ms = num::<i64>(value)? * 3_600_000,
-            "log.index.interval.bytes" => self.log.index_interval_bytes = num(value)?,
-            "message.max.bytes" => self.log.max_message_bytes = num(value)?,
-            "log.message.timestamp.before.max.ms" => self.log.timestamp_before_max_ms = non_negative(num(value)?)?,
-            "log.message.timestamp.after.max.ms" => self.log.timestamp_after_max_ms = non_negative(num(value)?)?,
-            "log.message.timestamp.type" => {
-                self.log.log_append_time = match value.trim() {
-                    "CreateTime" => false,
-                    "LogAppendTime" => true,
-                    _ => return Err("expected CreateTime or LogAppendTime".into()),
-                }
-            }
             "log.retention.check.interval.ms" => self.retention_check_interval_ms = num(value)?,
-            "log.cleanup.policy" => {
-                let topic = odradek_core::topic::TopicConfig::new(
-                    &self.log,
-                    BTreeMap::from([("cleanup.policy".to_owned(), value.to_owned())]),
-                )
-                .map_err(|e| e.to_string())?;
-                (self.log.delete, self.log.compact) = (topic.log.delete, topic.log.compact);
-            }
             "log.cleaner.enable" => self.cleaner_enable = parse_bool(value)?,
             "log.cleaner.backoff.ms" => self.cleaner_backoff_ms = num(value)?,
             "log.cleaner.dedupe.buffer.size" => self.cleaner_dedupe_buffer_bytes = num(value)?,
-            "log.cleaner.delete.retention.ms" => self.log.delete_retention_ms = num(value)?,
-            "log.cleaner.min.compaction.lag.ms" => self.log.min_compaction_lag_ms = num(value)?,
-            "log.cleaner.min.cleanable.ratio" => {
-                let ratio: f64 = num(value)?;
-                if !(0.0..=1.0).contains(&ratio) {
-                    return Err("expected a ratio between 0 and 1".into());
-                }
-                self.log.min_cleanable_dirty_permille = (ratio * 1000.0).round() as u32;
-            }
             "offsets.topic.segment.bytes" => self.offsets_topic_segment_bytes = num(value)?,
             "offsets.topic.replication.factor" => self.offsets_topic_replication_factor = num(value)?,
             "socket.request.max.bytes" => self.max_request_bytes = num(value)?,
@@ -559,14 +567,24 @@ impl ServerConfig {
             "controller.quorum.observers" => self.quorum_observers = parse_nodes(value)?,
             "controller.listener" | "controller.listeners" => self.controller_listen = Some(parse_listener(value)?),
             "default.replication.factor" => self.default_replication_factor = num(value)?,
-            "min.insync.replicas" => self.min_insync_replicas = num(value)?,
             "replica.lag.time.max.ms" => self.replica_lag_time_max_ms = num(value)?,
             "broker.session.timeout.ms" => self.broker_session_timeout_ms = num(value)?,
             "broker.heartbeat.interval.ms" => self.broker_heartbeat_interval_ms = num(value)?,
             "controller.quorum.election.timeout.ms" => self.quorum_election_timeout_ms = num(value)?,
-            _ => return Err("unknown setting".into()),
+            "metrics.listen" => {
+                self.metrics_listen = match value.trim() {
+                    "" => None,
+                    addr => Some(
+                        std::net::ToSocketAddrs::to_socket_addrs(addr)
+                            .ok()
+                            .and_then(|mut a| a.next())
+                            .ok_or_else(|| format!("{addr:?} is not host:port"))?,
+                    ),
+                }
+            }
+            _ => return Ok(false),
         }
-        Ok(())
+        Ok(true)
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -690,13 +708,6 @@ fn parse_nodes(value: &str) -> Result<Vec<(i32, SocketAddr)>, String> {
     Ok(nodes)
 }
 
-fn non_negative(value: i64) -> Result<i64, String> {
-    if value < 0 {
-        return Err(format!("{value} is below the minimum 0"));
-    }
-    Ok(value)
-}
-
 /// Kafka's `max.connections.per.ip.overrides` form: `hostName:100,127.0.0.1:200`. A host name
 /// counts for every address it resolves to at start; an IPv6 address may be bracketed.
 fn parse_ip_overrides(value: &str) -> Result<BTreeMap<IpAddr, i32>, String> {
@@ -794,6 +805,7 @@ mod tests {
             min_insync_replicas: None,
             broker_session_timeout_ms: None,
             replica_lag_time_max_ms: None,
+            metrics_listen: None,
         }
     }
 
@@ -894,8 +906,15 @@ mod tests {
 
         std::fs::write(&file, "num.partitions=many\n").unwrap();
         assert!(args(Some(file.clone())).resolve().unwrap_err().contains("num.partitions"));
-        std::fs::write(&file, "no.such.setting=1\n").unwrap();
-        assert!(args(Some(file.clone())).resolve().unwrap_err().contains("unknown setting"));
+        std::fs::write(&file, "no.such.setting=1\nnum.network.threads=3\nmin.insync.replicas=2\n").unwrap();
+        let config = args(Some(file.clone())).resolve().unwrap();
+        let ignored: Vec<&str> = config.not_applied.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(ignored, ["no.such.setting", "num.network.threads"]);
+        assert_eq!(config.min_insync_replicas, 2);
+        std::fs::write(&file, "log.retention.hours=soon\n").unwrap();
+        assert!(args(Some(file.clone())).resolve().unwrap_err().contains("log.retention.hours"));
+        std::fs::write(&file, "log.dirs=/a,/b\n").unwrap();
+        assert!(args(Some(file.clone())).resolve().unwrap_err().contains("JBOD"));
         let mut a = args(None);
         a.num_partitions = Some(0);
         assert!(a.resolve().is_err());

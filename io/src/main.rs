@@ -9,6 +9,7 @@ mod groups;
 mod handlers;
 mod listeners;
 mod meta;
+mod metrics;
 mod replication;
 mod server;
 mod shard;
@@ -34,12 +35,27 @@ enum Command {
     Serve(Box<config::ServeArgs>),
     /// Consumer groups: list, describe (members, offsets, lag), reset offsets. A client of a
     /// running broker, like kafka-consumer-groups.sh.
+    #[command(visible_alias = "groups")]
     Group(admin::GroupArgs),
     /// SCRAM users: add or replace a credential, list them, remove one. A client of a running
     /// broker, like kafka-configs.sh --entity-type users.
     Users(admin::users::UsersArgs),
     /// ACLs: add, list, remove. A client of a running broker, like kafka-acls.sh.
     Acls(admin::acls::AclsArgs),
+    /// Topics: list, describe, create, delete, add partitions. Like kafka-topics.sh.
+    Topics(admin::topics::TopicsArgs),
+    /// Topic and broker configs: describe, set, remove. Like kafka-configs.sh.
+    Configs(admin::configs::ConfigsArgs),
+    /// The cluster id, the controller and the brokers. Like kafka-cluster.sh cluster-id.
+    Cluster(admin::cluster::ClusterArgs),
+    /// Each broker's log directories and partition sizes. Like kafka-log-dirs.sh.
+    LogDirs(admin::log_dirs::LogDirsArgs),
+    /// Lines from stdin to a topic. Like kafka-console-producer.sh.
+    Produce(admin::produce::ProduceArgs),
+    /// A topic's records to stdout. Like kafka-console-consumer.sh.
+    Consume(admin::consume::ConsumeArgs),
+    /// Delete records before an offset. Like kafka-delete-records.sh.
+    DeleteRecords(admin::delete_records::DeleteRecordsArgs),
 }
 
 fn main() {
@@ -54,6 +70,13 @@ fn main() {
         Command::Group(args) => std::process::exit(admin::run(args)),
         Command::Users(args) => std::process::exit(admin::users::run(args)),
         Command::Acls(args) => std::process::exit(admin::acls::run(args)),
+        Command::Topics(args) => std::process::exit(admin::topics::run(args)),
+        Command::Configs(args) => std::process::exit(admin::configs::run(args)),
+        Command::Cluster(args) => std::process::exit(admin::cluster::run(args)),
+        Command::LogDirs(args) => std::process::exit(admin::log_dirs::run(args)),
+        Command::Produce(args) => std::process::exit(admin::produce::run(args)),
+        Command::Consume(args) => std::process::exit(admin::consume::run(args)),
+        Command::DeleteRecords(args) => std::process::exit(admin::delete_records::run(args)),
     };
     if let Err(e) = result {
         tracing::error!("{e}");

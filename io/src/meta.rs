@@ -6,8 +6,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::Path;
 
-use odradek_core::log::LogConfig;
-use odradek_core::topic::{TopicConfig, TopicMeta, TopicTable};
+use odradek_core::topic::{BrokerLayers, TopicConfig, TopicMeta, TopicTable};
 use serde::Deserialize;
 use tracing::warn;
 
@@ -87,7 +86,7 @@ fn base64_url(bytes: &[u8]) -> String {
 }
 
 /// Loads the topic table; a missing file is an empty table.
-fn load_topics(data_dir: &Path, defaults: &LogConfig) -> io::Result<TopicTable> {
+fn load_topics(data_dir: &Path, defaults: &BrokerLayers) -> io::Result<TopicTable> {
     let path = data_dir.join(TOPICS_FILE);
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
@@ -119,7 +118,8 @@ fn load_topics(data_dir: &Path, defaults: &LogConfig) -> io::Result<TopicTable> 
 /// `__consumer_offsets` is retired (a cluster replicates its own) and other topics are left
 /// alone with a warning.
 pub fn take_legacy_topics(data_dir: &Path, config: &ServerConfig) -> io::Result<Option<TopicTable>> {
-    let mut table = load_topics(data_dir, &config.log)?;
+    let defaults = BrokerLayers { static_broker: config.topic_defaults.clone(), ..Default::default() };
+    let mut table = load_topics(data_dir, &defaults)?;
     if !data_dir.join(TOPICS_FILE).exists() {
         return Ok(None);
     }

@@ -174,6 +174,13 @@ async fn run_shard(
     if shard.id == ShardId(0) {
         let node = crate::cluster::Node::start(shard.clone(), legacy)?;
         *shard.node.borrow_mut() = Some(node);
+        // Before the client listeners: a node still starting, or a controller-only one, is
+        // worth watching too.
+        if let Some(addr) = shard.shared.config.metrics_listen {
+            let bound = TcpListener::bind(addr).map_err(|e| format!("metrics listener on {addr}: {e}"))?;
+            info!(%addr, "serving metrics at /metrics");
+            glommio::spawn_local(crate::metrics::serve(shard.clone(), bound)).detach();
+        }
     }
     if !shard.shared.config.roles.broker {
         // A controller-only node serves no Kafka clients.
@@ -259,6 +266,7 @@ async fn serve_connection(
     admitted: Admitted,
 ) {
     let peer = peer.to_string();
+    let _counted = crate::metrics::OpenConnection::new(&shard.metrics, &listener.name);
     let _ = stream.set_nodelay(true);
     debug!(%peer, core = shard.id.0, listener = %listener.name, "connection opened");
     let stream = match tls {
@@ -418,9 +426,12 @@ async fn read_requests(
             continue;
         }
         let mut close_after = None;
+        let mut timed = None;
         let answer: Answer = match wire::parse_request(frame) {
             Ok(request) => {
                 let api = request.api_key;
+                // From here: most requests are handled in full before their answer is queued.
+                timed = Some((api, Instant::now()));
                 session.admits(api)?;
                 // Its own statement: the image's borrow must end before any await below.
                 let sasl = session.sasl(&request, &shard.image.borrow());
@@ -454,6 +465,10 @@ async fn read_requests(
                 Box::pin(async move { Ok(Some(response)) })
             }
             Err(e) => return Err(Close::Error(e.to_string())),
+        };
+        let answer = match timed {
+            Some((api, started)) => shard.metrics.time_request(api, started, answer),
+            None => answer,
         };
         // Room for it, or the writer stopped (its error ends the connection).
         if futures_lite::future::poll_fn(|cx| answers.poll_ready(cx)).await.is_err() || answers.try_send(answer).is_err() {

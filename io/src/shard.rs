@@ -28,7 +28,7 @@ use odradek_core::ids::{LeaderEpoch, NodeId, Offset};
 use odradek_core::replica::{EpochEndOffset, FetchResponse, ProduceAck};
 use odradek_core::validate::Refusal;
 use futures_channel::oneshot;
-use odradek_core::topic::{TopicConfig, TopicMeta, TopicTable};
+use odradek_core::topic::{BrokerLayers, TopicConfig, TopicMeta, TopicTable};
 use odradek_core::ErrorCode;
 use tracing::{info, warn};
 
@@ -110,6 +110,8 @@ pub struct Shard {
     timer_armed: Cell<Option<i64>>,
     /// The transport of the machine's replica fetchers: one connection per source broker.
     fetchers: Rc<FetcherDriver>,
+    /// This core's counters, summed over the cores when `/metrics` is scraped.
+    pub metrics: Rc<crate::metrics::CoreMetrics>,
 }
 
 impl Shard {
@@ -124,6 +126,7 @@ impl Shard {
         let txn_config = shared.config.txn.clone();
         // Member ids must differ across restarts; the seed is the only randomness they use.
         let seed = uuid::Uuid::new_v4().as_u64_pair().0;
+        let metrics = Rc::new(crate::metrics::CoreMetrics::new(&shared.config));
         Rc::new(Shard {
             id,
             shared,
@@ -155,6 +158,7 @@ impl Shard {
             timer_kick: event_listener::Event::new(),
             timer_armed: Cell::new(None),
             fetchers: Rc::new(FetcherDriver::default()),
+            metrics,
         })
     }
 
@@ -248,9 +252,13 @@ impl Shard {
             }
             Output::AlterPartition { partition, generation, topic_id, request_id, request } => {
                 let this = self.clone();
+                let isr_before = self.machine.borrow().replica(&partition).map_or(0, |r| r.isr().len());
                 glommio::spawn_local(async move {
                     let answer = this.alter_partition(topic_id, partition.partition, request).await;
                     let result = replication::alter_partition_result(answer);
+                    if let Ok(state) = &result {
+                        this.metrics.isr_changed(isr_before, state.isr.len());
+                    }
                     this.machine.borrow_mut().handle_alter_partition_response(now_ms(), &partition, generation, request_id, result);
                     this.pump();
                 })
@@ -365,6 +373,10 @@ impl Shard {
         self.machine.borrow_mut()
     }
 
+    pub(crate) fn stores(&self) -> std::cell::Ref<'_, BTreeMap<TopicPartition, Rc<PartitionStore>>> {
+        self.stores.borrow()
+    }
+
     pub(crate) fn token(&self) -> u64 {
         let token = self.next_token.get();
         self.next_token.set(token + 1);
@@ -427,12 +439,13 @@ impl Shard {
         self.image_index.set(index);
         *self.image.borrow_mut() = image.clone();
         let defaults = self.shared.config.log.clone();
+        let layers = self.broker_layers(&image);
         {
             let mut topics = self.topics.borrow_mut();
             topics.clear();
             for topic in image.topics().values() {
-                let config = TopicConfig::new(&defaults, topic.configs.clone())
-                    .unwrap_or_else(|_| TopicConfig::new(&defaults, BTreeMap::new()).expect("defaults are valid"));
+                let config = TopicConfig::new(&layers, topic.configs.clone())
+                    .unwrap_or_else(|_| TopicConfig::new(&layers, BTreeMap::new()).expect("defaults are valid"));
                 topics.insert(
                     topic.name.clone(),
                     TopicMeta { name: topic.name.clone(), id: topic.id, partitions: topic.partitions.len() as i32, config },
@@ -453,7 +466,7 @@ impl Shard {
         for opening in &plan.open {
             let tp = &opening.partition;
             let log_config = self.topics.borrow().get(&*tp.topic).map_or_else(|| defaults.clone(), |t| t.config.log.clone());
-            let min_isr = opening.min_insync_replicas.unwrap_or(self.shared.config.min_insync_replicas);
+            let min_isr = self.topics.borrow().get(&*tp.topic).map_or(self.shared.config.min_insync_replicas, |t| t.config.min_insync_replicas as usize);
             match replication::open(&self.shared.config, log_config, &tp.topic, tp.partition, opening.topic_id, min_isr).await {
                 Ok(opened) => {
                     info!(topic = %tp.topic, partition = tp.partition, log_end_offset = opened.store.log_end_offset(), "opened partition replica");
@@ -466,9 +479,43 @@ impl Shard {
                 Err(e) => warn!(topic = %tp.topic, partition = tp.partition, error = %e, "could not open partition replica"),
             }
         }
+        self.reconfigure_partitions();
         self.machine.borrow_mut().apply_image(now_ms(), plan);
         self.pump();
         self.announce_to_peers(None);
+    }
+
+    /// The broker-wide layers topic configs fall back on: this node's dynamic settings and the
+    /// cluster's from `image`, over the properties file's.
+    pub fn broker_layers(&self, image: &MetadataImage) -> BrokerLayers {
+        let node = odradek_core::ids::NodeId(self.shared.config.node_id);
+        BrokerLayers {
+            dynamic_broker: image.broker_configs(Some(node)).clone(),
+            dynamic_default: image.broker_configs(None).clone(),
+            static_broker: self.shared.config.topic_defaults.clone(),
+        }
+    }
+
+    /// Hands every open partition its topic's current configs (they change live with
+    /// AlterConfigs): the log's roll, retention and cleaning settings, and the replica's
+    /// produce rules and min.insync.replicas.
+    fn reconfigure_partitions(&self) {
+        let topics = self.topics.borrow();
+        let stores = self.stores.borrow();
+        let mut machine = self.machine.borrow_mut();
+        let now = now_ms();
+        for (tp, store) in stores.iter() {
+            let Some(topic) = topics.get(&*tp.topic) else { continue };
+            if store.config() != topic.config.log {
+                info!(topic = %tp.topic, partition = tp.partition, "topic configs changed; the partition follows them");
+                store.set_config(topic.config.log.clone());
+            }
+            if let Some(replica) = machine.replica(tp) {
+                let mut config = replica.config().clone();
+                topic.config.apply_to(&mut config);
+                machine.reconfigure(now, tp, config);
+            }
+        }
     }
 
     pub fn owner(&self, topic: &str, partition: i32) -> ShardId {
@@ -624,6 +671,7 @@ impl Shard {
     /// response anyway).
     fn start_produce_partition(self: &Rc<Self>, part: ProducePart) -> impl Future<Output = Result<ProduceAck, Refusal>> + 'static {
         let acks = part.acks;
+        let counted = self.metrics.enabled().then(|| (self.metrics.clone(), part.partition.topic.clone(), part.records.clone()));
         let token = self.token();
         let (tx, rx) = oneshot::channel();
         if acks != 0 {
@@ -641,10 +689,18 @@ impl Shard {
             }
         };
         async move {
-            match early {
+            let answer = match early {
                 Some(answer) => answer,
                 None => rx.await.unwrap_or(Err(ErrorCode::NotLeaderOrFollower)).map_err(Refusal::from),
+            };
+            // What the client is told it wrote (acks=0: what was taken for appending).
+            if let Some((metrics, topic, records)) = counted {
+                match &answer {
+                    Ok(_) => metrics.produced(&topic, &records),
+                    Err(refusal) => metrics.error(kafka_protocol::messages::ApiKey::Produce, refusal.code.code()),
+                }
             }
+            answer
         }
     }
 

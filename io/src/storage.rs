@@ -243,6 +243,21 @@ impl PartitionStore {
         self.log.borrow().config.clone()
     }
 
+    /// Takes the topic's changed log configs (AlterConfigs): the next roll, index entry and
+    /// retention or cleaning pass follow them.
+    pub fn set_config(&self, config: LogConfig) {
+        self.log.borrow_mut().config = config;
+    }
+
+    /// Bytes of every segment, for metrics (Kafka's `Log` `Size`).
+    pub fn size_bytes(&self) -> u64 {
+        self.log.borrow().size_bytes()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.log.borrow().segments().len()
+    }
+
     /// Writes batches whose offsets and epochs a partition replica already assigned
     /// (`replica::Action::Append`, its parts one after the other), at the log end, which must
     /// be `base_offset`. The parts go in as few writes as segment rolls allow: a part that
@@ -780,11 +795,13 @@ pub async fn sync_dir(dir: &Path) -> io::Result<()> {
 /// What becomes visible is the replica's decision (its high watermark), never this one's.
 pub struct GroupCommit {
     fsync: bool,
+    /// How long each of this core's fdatasyncs took (the ones acks wait for).
+    pub fsync_latency: crate::metrics::Histogram,
 }
 
 impl GroupCommit {
     pub fn new(fsync: bool) -> Rc<GroupCommit> {
-        Rc::new(GroupCommit { fsync })
+        Rc::new(GroupCommit { fsync, fsync_latency: Default::default() })
     }
 
     /// Returns once everything appended to `partition` so far is durable: the offset below
@@ -795,7 +812,9 @@ impl GroupCommit {
             return Ok(partition.log_end_offset());
         }
         let (file, end) = partition.active_file();
+        let started = std::time::Instant::now();
         file.fdatasync().await.map_err(|e| io::Error::other(format!("fdatasync failed: {e}")))?;
+        self.fsync_latency.record(started.elapsed());
         Ok(end)
     }
 }

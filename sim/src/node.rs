@@ -29,7 +29,6 @@ use odradek_core::broker::groups::{GroupResponse, Merge};
 use odradek_core::broker::groups::{GroupRequest, Target};
 use odradek_core::broker::partitions::{FetchCall, FetchPart, ProduceCall};
 use odradek_core::shard::shard_for;
-use odradek_core::log::LogConfig;
 use odradek_core::group::{GroupConfig, GroupCoordinator, OFFSETS_TOPIC};
 
 use crate::disk::{Clock, Disk};
@@ -741,21 +740,13 @@ impl Node {
             }
             ApiKey::CreateTopics => {
                 let body: KafkaCreateTopics = request.decode().expect("valid create topics");
-                match broker::admin::create_topics_request(&body) {
-                    Some(forwarded) => {
-                        let rpc_id = p.next_rpc;
-                        p.next_rpc += 1;
-                        let to = controller_target(p, &self.voters);
-                        let rpc = Rpc::CreateTopics { client: from, corr, version, request: body };
-                        p.rpcs.insert(rpc_id, (rpc, now + RPC_TIMEOUT_MS));
-                        out.push(Output::Send { to, payload: Payload::CtrlRequest { rpc_id, request: ControllerRequest::CreateTopics(forwarded) } });
-                    }
-                    None => {
-                        let answer = broker::admin::create_topics_response(&body, version, None, &LogConfig::default());
-                        let frame = wire::encode_response(ApiKey::CreateTopics, version, corr, &answer).expect("a create topics answer encodes");
-                        out.push(Output::Send { to: from, payload: Payload::KafkaResponse { frame } });
-                    }
-                }
+                let forwarded = broker::admin::create_topics_request(&body);
+                let rpc_id = p.next_rpc;
+                p.next_rpc += 1;
+                let to = controller_target(p, &self.voters);
+                let rpc = Rpc::CreateTopics { client: from, corr, version, request: body };
+                p.rpcs.insert(rpc_id, (rpc, now + RPC_TIMEOUT_MS));
+                out.push(Output::Send { to, payload: Payload::CtrlRequest { rpc_id, request: ControllerRequest::CreateTopics(forwarded) } });
             }
             ApiKey::InitProducerId if txn_api::is_transactional_init(&request.decode::<InitProducerIdRequest>().expect("valid init producer id")) => {
                 let body: InitProducerIdRequest = request.decode().expect("valid init producer id");
@@ -1319,7 +1310,7 @@ fn init_producer_id_answer(client: NodeId, corr: i32, version: i16, id: Result<i
 /// controller answered), built as the broker's handler builds it. Unlike the broker, the node
 /// does not wait until the new topic is served: its one shard hears of it with the image.
 fn create_topics_answer(client: NodeId, corr: i32, version: i16, request: &KafkaCreateTopics, results: Option<Vec<controller::CreateTopicResult>>) -> Output {
-    let answer = broker::admin::create_topics_response(request, version, results, &LogConfig::default());
+    let answer = broker::admin::create_topics_response(request, version, results, &odradek_core::topic::BrokerLayers::default());
     let frame = wire::encode_response(ApiKey::CreateTopics, version, corr, &answer).expect("a create topics answer encodes");
     Output::Send { to: client, payload: Payload::KafkaResponse { frame } }
 }
@@ -1333,6 +1324,7 @@ fn txn_state_topic() -> CreatableTopic {
         configs: [("cleanup.policy".to_owned(), "compact".to_owned()), ("min.insync.replicas".to_owned(), "2".to_owned())]
             .into_iter()
             .collect(),
+        assignments: Vec::new(),
     }
 }
 
@@ -1485,6 +1477,7 @@ fn offsets_topic() -> CreatableTopic {
         num_partitions: OFFSETS_PARTITIONS,
         replication_factor: 3,
         configs: [("cleanup.policy".to_owned(), "compact".to_owned())].into_iter().collect(),
+        assignments: Vec::new(),
     }
 }
 

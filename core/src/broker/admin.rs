@@ -1,5 +1,5 @@
-//! Administration as the broker answers it: a decoded CreateTopics, DeleteTopics or
-//! AlterUserScramCredentials request becomes the active controller's request, and the
+//! Administration as the broker answers it: a decoded CreateTopics, CreatePartitions,
+//! DeleteTopics or AlterUserScramCredentials request becomes the active controller's request, and the
 //! controller's answer becomes the Kafka response. The executor carries the request to the
 //! controller, waits, and (for a creation) waits until the new topics are served before it
 //! answers. DescribeUserScramCredentials is answered from the broker's own metadata image.
@@ -9,7 +9,8 @@ use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::alter_user_scram_credentials_response::AlterUserScramCredentialsResult;
 use kafka_protocol::messages::describe_user_scram_credentials_response::{CredentialInfo, DescribeUserScramCredentialsResult};
 use kafka_protocol::messages::{
-    AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    create_partitions_response, AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse,
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
     DeleteTopicsRequest, DeleteTopicsResponse, DescribeUserScramCredentialsRequest, DescribeUserScramCredentialsResponse,
 };
 use kafka_protocol::protocol::StrBytes;
@@ -20,33 +21,24 @@ use crate::controller::{
 };
 use crate::error::{code, ErrorCode};
 use crate::group::OFFSETS_TOPIC;
-use crate::log::LogConfig;
+use crate::ids::NodeId;
 use crate::sasl::{Mechanism, ScramCredential};
-use crate::topic::TopicConfig;
+use crate::topic::{BrokerLayers, TopicConfig};
 
 fn s(text: impl Into<String>) -> StrBytes {
     StrBytes::from_string(text.into())
 }
 
-/// Kafka's `ConfigSource` of a topic config: set on the topic, or the broker's default.
-pub fn config_source(is_override: bool) -> i8 {
-    if is_override {
-        1
-    } else {
-        5
-    }
-}
-
 /// Every config of `config`, with its source, as CreateTopics v5+ and DescribeConfigs list them.
 pub fn describe_topic_configs(config: &TopicConfig) -> Vec<CreatableTopicConfigs> {
     config
-        .describe()
-        .into_iter()
-        .map(|(name, value, is_override)| {
+        .entries()
+        .iter()
+        .map(|entry| {
             CreatableTopicConfigs::default()
-                .with_name(s(name))
-                .with_value(Some(s(value)))
-                .with_config_source(config_source(is_override))
+                .with_name(s(entry.name))
+                .with_value(Some(s(entry.value.clone())))
+                .with_config_source(entry.source.code())
         })
         .collect()
 }
@@ -55,17 +47,8 @@ fn requested_configs(topic: &kafka_protocol::messages::create_topics_request::Cr
     topic.configs.iter().map(|c| (c.name.to_string(), c.value.as_deref().unwrap_or_default().to_owned())).collect()
 }
 
-fn asks_for_assignments(request: &CreateTopicsRequest) -> bool {
-    request.topics.iter().any(|t| !t.assignments.is_empty())
-}
-
-/// The controller's CreateTopics for `request`, or `None` when it asks for manual replica
-/// assignments, which odradek does not support (every topic then fails with
-/// INVALID_REPLICA_ASSIGNMENT, see [`create_topics_response`]).
-pub fn create_topics_request(request: &CreateTopicsRequest) -> Option<controller::CreateTopicsRequest> {
-    if asks_for_assignments(request) {
-        return None;
-    }
+/// The controller's CreateTopics for `request`, manual replica assignments included.
+pub fn create_topics_request(request: &CreateTopicsRequest) -> controller::CreateTopicsRequest {
     let topics = request
         .topics
         .iter()
@@ -74,19 +57,56 @@ pub fn create_topics_request(request: &CreateTopicsRequest) -> Option<controller
             num_partitions: t.num_partitions,
             replication_factor: t.replication_factor,
             configs: requested_configs(t),
+            assignments: t.assignments.iter().map(|a| (a.partition_index, a.broker_ids.iter().map(|b| NodeId(b.0)).collect())).collect(),
         })
         .collect();
-    Some(controller::CreateTopicsRequest { topics, validate_only: request.validate_only })
+    controller::CreateTopicsRequest { topics, validate_only: request.validate_only }
+}
+
+/// The controller's CreatePartitions for a Kafka CreatePartitions request.
+pub fn create_partitions_request(request: &CreatePartitionsRequest) -> controller::CreatePartitionsRequest {
+    let topics = request
+        .topics
+        .iter()
+        .map(|t| controller::CreatePartitionsTopic {
+            name: t.name.0.to_string(),
+            count: t.count,
+            assignments: t.assignments.as_ref().map(|a| a.iter().map(|a| a.broker_ids.iter().map(|b| NodeId(b.0)).collect()).collect()),
+        })
+        .collect();
+    controller::CreatePartitionsRequest { topics, validate_only: request.validate_only }
+}
+
+/// The Kafka response to CreatePartitions from the controller's `answer` (`None`: no
+/// controller answered).
+pub fn create_partitions_response(request: &CreatePartitionsRequest, answer: Option<Vec<Option<ControllerError>>>) -> CreatePartitionsResponse {
+    let mut answers = answer.map(|a| a.into_iter());
+    let results = request
+        .topics
+        .iter()
+        .map(|t| {
+            let error = match answers.as_mut().map(|a| a.next()) {
+                Some(Some(error)) => error.map(|e| (e.code(), e.to_string())),
+                _ => Some((ErrorCode::RequestTimedOut, "no active controller answered".to_owned())),
+            };
+            let (code, message) = error.map_or((0, None), |(e, m)| (e.code(), Some(s(m))));
+            create_partitions_response::CreatePartitionsTopicResult::default()
+                .with_name(t.name.clone())
+                .with_error_code(code)
+                .with_error_message(message)
+        })
+        .collect();
+    CreatePartitionsResponse::default().with_results(results)
 }
 
 /// The Kafka response to `request` of `version`, from the controller's `answer` (`None`: the
-/// request was not forwarded, or no controller answered). `log` holds the broker's defaults,
-/// which v5+ report with each created topic's configs.
+/// request was not forwarded, or no controller answered). `defaults` are the broker's, which
+/// v5+ report with each created topic's configs.
 pub fn create_topics_response(
     request: &CreateTopicsRequest,
     version: i16,
     answer: Option<Vec<CreateTopicResult>>,
-    log: &LogConfig,
+    defaults: &BrokerLayers,
 ) -> CreateTopicsResponse {
     let results = match answer {
         Some(results) => results
@@ -98,7 +118,7 @@ pub fn create_topics_response(
                     if version >= 5 {
                         let configs = request.topics.iter().find(|t| t.name.0.as_str() == r.name).map(requested_configs);
                         let described =
-                            TopicConfig::new(log, configs.unwrap_or_default()).map(|c| describe_topic_configs(&c)).unwrap_or_default();
+                            TopicConfig::new(defaults, configs.unwrap_or_default()).map(|c| describe_topic_configs(&c)).unwrap_or_default();
                         result = result
                             .with_num_partitions(r.num_partitions)
                             .with_replication_factor(r.replication_factor)
@@ -111,21 +131,11 @@ pub fn create_topics_response(
                 }
             })
             .collect(),
-        None => {
-            let unassignable = asks_for_assignments(request);
-            request
-                .topics
-                .iter()
-                .map(|t| {
-                    let (error, message) = if unassignable {
-                        (ErrorCode::InvalidReplicaAssignment, "manual replica assignment is not supported yet")
-                    } else {
-                        (ErrorCode::RequestTimedOut, "no active controller answered")
-                    };
-                    failed_topic(t.name.0.to_string(), error, message.into())
-                })
-                .collect()
-        }
+        None => request
+            .topics
+            .iter()
+            .map(|t| failed_topic(t.name.0.to_string(), ErrorCode::RequestTimedOut, "no active controller answered".into()))
+            .collect(),
     };
     CreateTopicsResponse::default().with_topics(results)
 }
@@ -388,17 +398,31 @@ mod tests {
     }
 
     #[test]
-    fn manual_assignments_are_refused_before_the_controller() {
+    fn manual_assignments_reach_the_controller_and_partitions_are_answered_in_order() {
+        use kafka_protocol::messages::create_partitions_request::{CreatePartitionsAssignment, CreatePartitionsTopic};
+        use kafka_protocol::messages::BrokerId;
         use kafka_protocol::messages::create_topics_request::{CreatableReplicaAssignment, CreatableTopic};
-        let topic = CreatableTopic::default()
-            .with_name(TopicName(s("t")))
-            .with_num_partitions(-1)
-            .with_replication_factor(-1)
-            .with_assignments(vec![CreatableReplicaAssignment::default().with_partition_index(0)]);
-        let request = CreateTopicsRequest::default().with_topics(vec![topic]);
-        assert!(create_topics_request(&request).is_none());
-        let response = create_topics_response(&request, 7, None, &LogConfig::default());
-        assert_eq!(response.topics[0].error_code, ErrorCode::InvalidReplicaAssignment.code());
+        let topic = CreatableTopic::default().with_name(TopicName(s("t"))).with_num_partitions(-1).with_replication_factor(-1).with_assignments(vec![
+            CreatableReplicaAssignment::default().with_partition_index(1).with_broker_ids(vec![BrokerId(2), BrokerId(3)]),
+            CreatableReplicaAssignment::default().with_partition_index(0).with_broker_ids(vec![BrokerId(1), BrokerId(2)]),
+        ]);
+        let forwarded = create_topics_request(&CreateTopicsRequest::default().with_topics(vec![topic]));
+        assert_eq!(forwarded.topics[0].assignments, vec![(1, vec![NodeId(2), NodeId(3)]), (0, vec![NodeId(1), NodeId(2)])]);
+
+        let request = CreatePartitionsRequest::default().with_topics(vec![
+            CreatePartitionsTopic::default().with_name(TopicName(s("a"))).with_count(3),
+            CreatePartitionsTopic::default()
+                .with_name(TopicName(s("b")))
+                .with_count(2)
+                .with_assignments(Some(vec![CreatePartitionsAssignment::default().with_broker_ids(vec![BrokerId(3)])])),
+        ]);
+        let forwarded = create_partitions_request(&request);
+        assert_eq!(forwarded.topics[1].assignments, Some(vec![vec![NodeId(3)]]));
+        let response = create_partitions_response(&request, Some(vec![None, Some(ControllerError::InvalidPartitions("no".into()))]));
+        let codes: Vec<i16> = response.results.iter().map(|r| r.error_code).collect();
+        assert_eq!(codes, [0, ErrorCode::InvalidPartitions.code()]);
+        let unanswered = create_partitions_response(&request, None);
+        assert!(unanswered.results.iter().all(|r| r.error_code == ErrorCode::RequestTimedOut.code()));
     }
 
     mod scram {

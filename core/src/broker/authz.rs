@@ -421,6 +421,24 @@ pub fn refuse(request: &Request, access: &Access) -> Result<Option<Bytes>, Reque
                 None => Ok(None),
             }
         }
+        // ALTER on each topic (Kafka's `ControllerApis.createPartitions`).
+        ApiKey::CreatePartitions => {
+            let r: CreatePartitionsRequest = request.decode()?;
+            if r.topics.iter().all(|t| access.topic(Alter, t.name.as_str())) {
+                return Ok(None);
+            }
+            answer!(CreatePartitionsResponse::default().with_results(
+                r.topics
+                    .iter()
+                    .map(|t| {
+                        let allowed = access.topic(Alter, t.name.as_str());
+                        create_partitions_response::CreatePartitionsTopicResult::default()
+                            .with_name(t.name.clone())
+                            .with_error_code(if allowed { code(ErrorCode::InvalidRequest) } else { code(ErrorCode::TopicAuthorizationFailed) })
+                    })
+                    .collect()
+            ))
+        }
         ApiKey::DeleteTopics => {
             let r: DeleteTopicsRequest = request.decode()?;
             // By name (v0–5) or in `topics` (v6, by name or id; an id's name is not known here,
@@ -461,6 +479,47 @@ pub fn refuse(request: &Request, access: &Access) -> Result<Option<Bytes>, Reque
                         .collect()
                 )),
                 None => Ok(None),
+            }
+        }
+        // ALTER_CONFIGS on each topic, on the cluster for brokers (Kafka's `authorizeAlterResource`).
+        ApiKey::IncrementalAlterConfigs | ApiKey::AlterConfigs => {
+            let resources: Vec<(i8, StrBytes)> = if api == ApiKey::AlterConfigs {
+                let r: AlterConfigsRequest = request.decode()?;
+                r.resources.into_iter().map(|res| (res.resource_type, res.resource_name)).collect()
+            } else {
+                let r: IncrementalAlterConfigsRequest = request.decode()?;
+                r.resources.into_iter().map(|res| (res.resource_type, res.resource_name)).collect()
+            };
+            let refusal = |resource_type: i8, name: &str| match resource_type {
+                2 if !access.topic(AlterConfigs, name) => Some(ErrorCode::TopicAuthorizationFailed),
+                2 => None,
+                _ if !access.cluster(AlterConfigs) => Some(ErrorCode::ClusterAuthorizationFailed),
+                _ => None,
+            };
+            if resources.iter().all(|(t, n)| refusal(*t, n.as_str()).is_none()) {
+                return Ok(None);
+            }
+            let error = |t: i8, n: &StrBytes| code(refusal(t, n.as_str()).unwrap_or(ErrorCode::ClusterAuthorizationFailed));
+            if api == ApiKey::AlterConfigs {
+                answer!(AlterConfigsResponse::default().with_responses(
+                    resources
+                        .iter()
+                        .map(|(t, n)| alter_configs_response::AlterConfigsResourceResponse::default()
+                            .with_resource_type(*t)
+                            .with_resource_name(n.clone())
+                            .with_error_code(error(*t, n)))
+                        .collect()
+                ))
+            } else {
+                answer!(IncrementalAlterConfigsResponse::default().with_responses(
+                    resources
+                        .iter()
+                        .map(|(t, n)| incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                            .with_resource_type(*t)
+                            .with_resource_name(n.clone())
+                            .with_error_code(error(*t, n)))
+                        .collect()
+                ))
             }
         }
         ApiKey::CreateAcls | ApiKey::DeleteAcls | ApiKey::DescribeAcls | ApiKey::AlterUserScramCredentials | ApiKey::DescribeUserScramCredentials => {
@@ -505,6 +564,11 @@ pub fn refuse(request: &Request, access: &Access) -> Result<Option<Bytes>, Reque
                 _ => answer!(DescribeUserScramCredentialsResponse::default().with_error_code(e).with_error_message(message())),
             }
         }
+        // Kafka answers no log dir, and from v3 a top-level error (KIP-784).
+        ApiKey::DescribeLogDirs => match refused(access.cluster(Describe), ErrorCode::ClusterAuthorizationFailed) {
+            Some(e) => answer!(DescribeLogDirsResponse::default().with_error_code(if version >= 3 { code(e) } else { 0 })),
+            None => Ok(None),
+        },
         _ => Ok(None),
     }
 }
@@ -518,8 +582,8 @@ pub fn is_decided(api: ApiKey) -> bool {
         JoinGroup | SyncGroup | Heartbeat | LeaveGroup | OffsetCommit | TxnOffsetCommit | OffsetFetch | OffsetDelete | DescribeGroups
             | DeleteGroups | ListGroups | FindCoordinator | InitProducerId | AddPartitionsToTxn | AddOffsetsToTxn | EndTxn
             | DescribeTransactions | ListTransactions | WriteTxnMarkers | ListOffsets | OffsetForLeaderEpoch | DescribeProducers
-            | DeleteTopics | DescribeConfigs | CreateAcls | DeleteAcls | DescribeAcls | AlterUserScramCredentials
-            | DescribeUserScramCredentials
+            | DeleteTopics | CreatePartitions | DescribeConfigs | AlterConfigs | IncrementalAlterConfigs | CreateAcls | DeleteAcls | DescribeAcls | AlterUserScramCredentials
+            | DescribeUserScramCredentials | DescribeLogDirs
     )
 }
 
@@ -527,7 +591,50 @@ pub fn is_decided(api: ApiKey) -> bool {
 /// `create_topics`), and those every connection may use.
 pub fn is_per_topic_or_open(api: ApiKey) -> bool {
     use ApiKey::*;
-    matches!(api, Produce | Fetch | Metadata | CreateTopics | ApiVersions | SaslHandshake | SaslAuthenticate)
+    matches!(api, Produce | Fetch | Metadata | CreateTopics | ApiVersions | SaslHandshake | SaslAuthenticate | DescribeCluster)
+}
+
+/// The operations Kafka reports in an answer's `cluster_authorized_operations` (its
+/// `AclEntry.supportedOperations(CLUSTER)`).
+const CLUSTER_OPERATIONS: [Operation; 7] = [
+    Operation::Create,
+    Operation::ClusterAction,
+    Operation::DescribeConfigs,
+    Operation::AlterConfigs,
+    Operation::IdempotentWrite,
+    Operation::Alter,
+    Operation::Describe,
+];
+
+/// DescribeCluster's `cluster_authorized_operations` (KIP-430), as Kafka's `handleDescribeCluster`
+/// computes it: every cluster operation without an authorizer (`None`), none without DESCRIBE
+/// on the cluster, else a bit per operation allowed. DescribeCluster itself is served to
+/// everyone, as Metadata is.
+pub fn cluster_authorized_operations(access: Option<&Access>) -> i32 {
+    let allowed = |op: Operation| access.is_none_or(|access| access.cluster(op));
+    if !allowed(Operation::Describe) {
+        return 0;
+    }
+    CLUSTER_OPERATIONS.iter().filter(|&&op| allowed(op)).fold(0, |bits, &op| bits | 1 << op.code())
+}
+
+/// The operations Kafka reports in a topic's `topic_authorized_operations` (its
+/// `AclEntry.supportedOperations(TOPIC)`).
+const TOPIC_OPERATIONS: [Operation; 8] = [
+    Operation::Read,
+    Operation::Write,
+    Operation::Create,
+    Operation::Delete,
+    Operation::Alter,
+    Operation::Describe,
+    Operation::DescribeConfigs,
+    Operation::AlterConfigs,
+];
+
+/// Metadata's `topic_authorized_operations` (KIP-430) when the client asks for it: a bit per
+/// topic operation allowed, every one without an authorizer (`None`).
+pub fn topic_authorized_operations(access: Option<&Access>, topic: &str) -> i32 {
+    TOPIC_OPERATIONS.iter().filter(|&&op| access.is_none_or(|access| access.topic(op, topic))).fold(0, |bits, &op| bits | 1 << op.code())
 }
 
 /// Produce: removes the topics the principal may not WRITE, returning them; a transactional
@@ -639,7 +746,7 @@ pub fn refuse_create_topics(response: &mut CreateTopicsResponse, names: Vec<Topi
 pub fn cluster_operation(api: ApiKey) -> Option<Operation> {
     Some(match api {
         ApiKey::CreateAcls | ApiKey::DeleteAcls | ApiKey::AlterUserScramCredentials => Operation::Alter,
-        ApiKey::DescribeAcls | ApiKey::DescribeUserScramCredentials => Operation::Describe,
+        ApiKey::DescribeAcls | ApiKey::DescribeUserScramCredentials | ApiKey::DescribeLogDirs => Operation::Describe,
         _ => return None,
     })
 }
@@ -728,6 +835,41 @@ mod tests {
         let mut named = MetadataResponse::default().with_topics(vec![topic("secret")]);
         filter_metadata(&mut named, false, &alice);
         assert_eq!(named.topics[0].error_code, ErrorCode::TopicAuthorizationFailed.code());
+    }
+
+    // KIP-430's bit field, as Kafka's `Utils.to32BitField` builds it from operation codes.
+    #[test]
+    fn cluster_authorized_operations_are_a_bit_per_allowed_cluster_operation() {
+        assert_eq!(cluster_authorized_operations(None), 0b1_1111_1010_0000);
+        let config = AuthorizerConfig::default();
+        let nothing = Acls::default();
+        let alice = Access { acls: &nothing, config: &config, principal: "User:alice", host: "h" };
+        assert_eq!(cluster_authorized_operations(Some(&alice)), 0);
+        let mut describer = Acls::default();
+        describer.add(allow(ResourceType::Cluster, CLUSTER_NAME, PatternType::Literal, Operation::Describe));
+        describer.add(allow(ResourceType::Cluster, CLUSTER_NAME, PatternType::Literal, Operation::Alter));
+        let bits = cluster_authorized_operations(Some(&Access { acls: &describer, ..alice }));
+        assert_eq!(bits, 1 << Operation::Describe.code() | 1 << Operation::Alter.code());
+    }
+
+    #[test]
+    fn describe_log_dirs_needs_describe_on_the_cluster() {
+        let config = AuthorizerConfig::default();
+        let nothing = Acls::default();
+        let alice = Access { acls: &nothing, config: &config, principal: "User:alice", host: "h" };
+        for version in 1..=4 {
+            let describe = request(ApiKey::DescribeLogDirs, version, &DescribeLogDirsRequest::default());
+            let answer = refuse(&describe, &alice).unwrap().expect("refused");
+            let response: DescribeLogDirsResponse =
+                crate::wire::decode_response(answer.slice(4..), ApiKey::DescribeLogDirs, version, 7).unwrap();
+            assert!(response.results.is_empty());
+            let expected = if version >= 3 { ErrorCode::ClusterAuthorizationFailed.code() } else { 0 };
+            assert_eq!(response.error_code, expected, "v{version}");
+        }
+        let mut describer = Acls::default();
+        describer.add(allow(ResourceType::Cluster, CLUSTER_NAME, PatternType::Literal, Operation::Describe));
+        let describe = request(ApiKey::DescribeLogDirs, 4, &DescribeLogDirsRequest::default());
+        assert_eq!(refuse(&describe, &Access { acls: &describer, ..alice }).unwrap(), None);
     }
 
     #[test]

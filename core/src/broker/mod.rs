@@ -11,6 +11,7 @@ use kafka_protocol::protocol::StrBytes;
 pub mod acls;
 pub mod admin;
 pub mod authz;
+pub mod configs;
 pub mod groups;
 pub mod partitions;
 pub mod producer_ids;

@@ -678,6 +678,16 @@ impl Shard {
         self.touch(partition.clone());
     }
 
+    /// A topic's configs changed (AlterConfigs): the replica takes `config` for what comes next.
+    pub fn reconfigure(&mut self, now_ms: i64, partition: &TopicPartition, config: ReplicaConfig) {
+        let Some(entry) = self.partitions.get_mut(partition) else { return };
+        if entry.driver.replica().config() == &config {
+            return;
+        }
+        entry.driver.replica_mut().reconfigure(now_ms, config);
+        self.touch(partition.clone());
+    }
+
     /// The answer (or the transport's failure) to an [`Output::Fetch`].
     pub fn handle_fetch_response(
         &mut self,
@@ -1162,6 +1172,19 @@ impl Shard {
                 self.wake_partition(&partition);
             }
         }
+    }
+
+    // ---- read-only views, for metrics ----
+
+    /// Produces waiting for their answer (Kafka's produce purgatory: acks=all waiting for
+    /// the high watermark, and acks=1 for their append).
+    pub fn waiting_produces(&self) -> usize {
+        self.produces.len()
+    }
+
+    /// The group coordinator of this core's `__consumer_offsets` partitions.
+    pub fn groups(&self) -> &GroupCoordinator {
+        &self.groups
     }
 }
 

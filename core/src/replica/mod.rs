@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use bytes::{Bytes, BytesMut};
 
 use crate::batch::{self, BatchError};
+use crate::compression::TopicCompression;
 use crate::producer::{BatchPlace, ProducerBatch, ProducerStates, Verdict};
 use crate::error::ErrorCode;
 use crate::validate::{ProduceRules, Refusal};
@@ -68,6 +69,9 @@ pub struct ReplicaConfig {
     pub timestamp_before_max_ms: i64,
     /// `message.timestamp.after.max.ms`: how far in the future a CreateTime record may be.
     pub timestamp_after_max_ms: i64,
+    /// `compression.type` (with `compression.<codec>.level`): a produced batch in another codec
+    /// than the topic's is re-encoded in it before it is appended (Kafka's `LogValidator`).
+    pub compression: TopicCompression,
 }
 
 impl ReplicaConfig {
@@ -79,6 +83,7 @@ impl ReplicaConfig {
             log_append_time: self.log_append_time,
             timestamp_before_max_ms: self.timestamp_before_max_ms,
             timestamp_after_max_ms: self.timestamp_after_max_ms,
+            compression: self.compression,
         }
     }
 }
@@ -102,6 +107,7 @@ impl Default for ReplicaConfig {
             producer_id_expiration_ms: 86_400_000,
             timestamp_before_max_ms: i64::MAX,
             timestamp_after_max_ms: crate::validate::DEFAULT_TIMESTAMP_AFTER_MAX_MS,
+            compression: TopicCompression::Producer,
         }
     }
 }
@@ -671,6 +677,17 @@ impl Replica {
         &self.config
     }
 
+    /// Takes a topic's changed configs: produces from now on are checked against them, and a
+    /// lowered `min.insync.replicas` may let the high watermark move at once. Appended data is
+    /// kept as it is (Kafka applies a new `max.message.bytes` or timestamp rule to new batches).
+    pub fn reconfigure(&mut self, now_ms: i64, config: ReplicaConfig) {
+        assert!(config.min_insync_replicas >= 1, "min_insync_replicas must be at least 1");
+        self.config = config;
+        if self.role() == Role::Leader {
+            self.maybe_advance_high_watermark(now_ms);
+        }
+    }
+
     /// Below the high watermark and the first offset of any transaction under way
     /// (`read_committed` consumers read up to it).
     pub fn last_stable_offset(&self) -> Offset {
@@ -928,8 +945,9 @@ impl Replica {
         let RoleState::Leader(leader) = &self.role else {
             return Err(ErrorCode::NotLeaderOrFollower.into());
         };
-        let mut validated = crate::validate::validate_produce(&records, &self.config.produce_rules(), now_ms)
-            .map_err(Rejected::Records)?;
+        let (mut validated, recompressed) =
+            crate::validate::validate_and_recompress(&records, &self.config.produce_rules(), now_ms)
+                .map_err(Rejected::Records)?;
         if acks == Acks::All && leader.isr.len() < self.config.min_insync_replicas {
             return Err(ErrorCode::NotEnoughReplicas.into());
         }
@@ -968,7 +986,9 @@ impl Replica {
                 }
             }
         }
-        let mut buf = records
+        // A batch re-encoded in the topic's codec is a buffer of its own (no copy to own it).
+        let mut buf = recompressed
+            .unwrap_or(records)
             .try_into_mut()
             .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
         let log_append_time_ms = self.config.log_append_time.then_some(now_ms);

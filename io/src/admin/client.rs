@@ -109,7 +109,29 @@ impl Connection {
         Ok((version, response))
     }
 
+    /// Sends a request the broker does not answer (a Produce with acks=0); returns the version
+    /// it went out at.
+    pub fn send_unanswered<R: Request>(&mut self, build: impl FnOnce(i16) -> R) -> Result<i16, AdminError> {
+        let version = self.version(api_key_of::<R>())?;
+        self.write_request(version, &build(version))?;
+        Ok(version)
+    }
+
     fn send<R: Request>(&mut self, version: i16, request: &R) -> Result<R::Response, AdminError> {
+        let api_key = api_key_of::<R>();
+        let correlation_id = self.write_request(version, request)?;
+        let body = self.receive(api_key, version)?;
+        wire::decode_response(body, api_key, version, correlation_id).map_err(|e| {
+            let reason = match e {
+                wire::ResponseError::Correlation { expected, got } => format!("correlation id {got} answers request {expected}"),
+                wire::ResponseError::Malformed { reason, .. } => reason,
+            };
+            AdminError::Malformed { addr: self.addr.clone(), api_key, version, reason }
+        })
+    }
+
+    /// Writes one request; returns its correlation id.
+    fn write_request<R: Request>(&mut self, version: i16, request: &R) -> Result<i32, AdminError> {
         let api_key = api_key_of::<R>();
         let correlation_id = self.next_correlation_id;
         self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
@@ -119,14 +141,7 @@ impl Connection {
             reason,
         })?;
         self.stream.write_all(&frame).map_err(|e| self.network_error(api_key, version, e))?;
-        let body = self.receive(api_key, version)?;
-        wire::decode_response(body, api_key, version, correlation_id).map_err(|e| {
-            let reason = match e {
-                wire::ResponseError::Correlation { expected, got } => format!("correlation id {got} answers request {expected}"),
-                wire::ResponseError::Malformed { reason, .. } => reason,
-            };
-            AdminError::Malformed { addr: self.addr.clone(), api_key, version, reason }
-        })
+        Ok(correlation_id)
     }
 
     /// Reads one size-prefixed frame, whole within the timeout (a broker trickling bytes does

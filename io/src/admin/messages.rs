@@ -35,7 +35,7 @@ use super::TopicPartition;
 
 /// The versions this tool encodes and reads, per API. Each request goes out at the highest
 /// version inside both this range and the one the broker advertises.
-pub const CLIENT_VERSIONS: [(ApiKey, i16, i16); 13] = [
+pub const CLIENT_VERSIONS: [(ApiKey, i16, i16); 23] = [
     // Always v0: every broker answers it, and it is the request that learns the others.
     (ApiKey::ApiVersions, 0, 0),
     (ApiKey::Metadata, 1, 12),
@@ -54,6 +54,23 @@ pub const CLIENT_VERSIONS: [(ApiKey, i16, i16); 13] = [
     (ApiKey::DescribeAcls, 1, 3),
     (ApiKey::CreateAcls, 1, 3),
     (ApiKey::DeleteAcls, 1, 3),
+    // `odradek topics`: CreateTopics v2 is the oldest Kafka 4.0 serves (KIP-896); v1 of
+    // DeleteTopics likewise.
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::CreatePartitions, 0, 3),
+    // `odradek configs`: DescribeConfigs v0 is gone from Kafka 4.0 and kafka-protocol 0.18.
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    // `odradek cluster` (KIP-700) and `odradek log-dirs` (KIP-113).
+    (ApiKey::DescribeCluster, 0, 2),
+    (ApiKey::DescribeLogDirs, 1, 4),
+    // `odradek produce` and `consume`: v3 is the first Produce of record batch v2; Fetch v13
+    // names topics by id, which the Metadata this tool reads may not carry.
+    (ApiKey::Produce, 3, 11),
+    (ApiKey::Fetch, 4, 12),
+    // `odradek delete-records`.
+    (ApiKey::DeleteRecords, 0, 2),
 ];
 
 pub fn client_versions(api_key: ApiKey) -> Option<(i16, i16)> {
@@ -86,6 +103,11 @@ pub enum AnswerError {
 impl AnswerError {
     pub fn code(error: ResponseError) -> Self {
         AnswerError::Broker { code: error.code(), message: None }
+    }
+
+    /// Whether the broker answered `error`, whatever message came with it.
+    pub fn is(&self, error: ResponseError) -> bool {
+        matches!(self, AnswerError::Broker { code, .. } if *code == error.code())
     }
 
     /// The group coordinator is starting, moving or loading: find it again and retry.
@@ -122,7 +144,7 @@ pub fn error_name(code: i16) -> String {
     }
 }
 
-fn check(code: i16, message: Option<&StrBytes>) -> Result<(), AnswerError> {
+pub fn check(code: i16, message: Option<&StrBytes>) -> Result<(), AnswerError> {
     match code {
         0 => Ok(()),
         // Kafka leaves some messages at their default, "", which says nothing.
@@ -130,7 +152,7 @@ fn check(code: i16, message: Option<&StrBytes>) -> Result<(), AnswerError> {
     }
 }
 
-fn s(text: &str) -> StrBytes {
+pub fn s(text: &str) -> StrBytes {
     StrBytes::from_string(text.to_owned())
 }
 
@@ -144,7 +166,7 @@ pub fn broker_address(host: &str, port: i32) -> String {
 }
 
 /// Partitions grouped by topic, both in order.
-fn by_topic<'a, V: Copy + 'a>(
+pub fn by_topic<'a, V: Copy + 'a>(
     partitions: impl IntoIterator<Item = (&'a TopicPartition, V)>,
 ) -> BTreeMap<&'a str, Vec<(i32, V)>> {
     let mut topics: BTreeMap<&str, Vec<(i32, V)>> = BTreeMap::new();
@@ -174,6 +196,11 @@ pub fn metadata_request(topics: Option<&[String]>, version: i16) -> MetadataRequ
     MetadataRequest::default().with_topics(topics).with_allow_auto_topic_creation(version < 4)
 }
 
+/// Partitions by their leader's `host:port`.
+pub type ByLeader = BTreeMap<String, Vec<TopicPartition>>;
+/// A partition whose leader cannot be asked, and why.
+pub type Leaderless = (TopicPartition, AnswerError);
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClusterMetadata {
     /// Node id to `host:port`.
@@ -201,6 +228,26 @@ impl ClusterMetadata {
             Some(leader) => leader.clone(),
             None => Err(AnswerError::code(ResponseError::UnknownTopicOrPartition)),
         }
+    }
+
+    /// The partitions grouped by their leader's `host:port`, and those without a reachable
+    /// leader with the reason.
+    pub fn by_leader<'a>(&self, partitions: impl IntoIterator<Item = &'a TopicPartition>) -> (ByLeader, Vec<Leaderless>) {
+        let mut led: BTreeMap<String, Vec<TopicPartition>> = BTreeMap::new();
+        let mut leaderless = Vec::new();
+        for tp in partitions {
+            let addr = self.leader(tp).and_then(|leader| {
+                self.brokers
+                    .get(&leader)
+                    .cloned()
+                    .ok_or_else(|| AnswerError::Incomplete(format!("its leader, node {leader}, is not in the metadata")))
+            });
+            match addr {
+                Ok(addr) => led.entry(addr).or_default().push(tp.clone()),
+                Err(e) => leaderless.push((tp.clone(), e)),
+            }
+        }
+        (led, leaderless)
     }
 }
 
