@@ -97,6 +97,43 @@ pub enum MetadataRecord {
     /// KRaft's ConfigRecord: one config of a topic or of the brokers set (`value` some) or
     /// removed (`None`), as IncrementalAlterConfigs and AlterConfigs commit them.
     Config { resource: ConfigResource, name: String, value: Option<String> },
+    /// KRaft's PartitionChangeRecord with its replica fields (KIP-455): the partition's replica
+    /// set, ISR and leader as given (bumping the partition epoch, and the leader epoch if the
+    /// leader changes), and the reassignment under way after it (`None`: none).
+    Reassign {
+        topic_id: TopicId,
+        partition: i32,
+        replicas: Vec<NodeId>,
+        isr: Vec<NodeId>,
+        leader: NodeId,
+        reassignment: Option<Reassignment>,
+    },
+}
+
+/// A partition moving to `target` replicas (KIP-455): while under way its replica set is
+/// `target` followed by the `original` replicas not in it; once every target replica is in
+/// the ISR the controller drops the others.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reassignment {
+    pub original: Vec<NodeId>,
+    pub target: Vec<NodeId>,
+}
+
+impl Reassignment {
+    /// The replicas being added (Kafka's `addingReplicas`).
+    pub fn adding(&self) -> Vec<NodeId> {
+        self.target.iter().copied().filter(|r| !self.original.contains(r)).collect()
+    }
+    /// The replicas being removed (Kafka's `removingReplicas`).
+    pub fn removing(&self) -> Vec<NodeId> {
+        self.original.iter().copied().filter(|r| !self.target.contains(r)).collect()
+    }
+    /// The replica set while moving: the target, then the original replicas it drops.
+    pub fn replicas(&self) -> Vec<NodeId> {
+        let mut replicas = self.target.clone();
+        replicas.extend(self.removing());
+        replicas
+    }
 }
 
 /// What a dynamic config belongs to (Kafka's ConfigResource, for the two types it stores).
@@ -191,6 +228,8 @@ pub struct MetadataImage {
     acls: Acls,
     /// Dynamic broker settings: the cluster-wide defaults under `None`, then per broker.
     broker_configs: BTreeMap<Option<NodeId>, BTreeMap<String, String>>,
+    /// Partitions being reassigned, by topic id and partition.
+    reassignments: BTreeMap<(TopicId, i32), Reassignment>,
 }
 
 impl MetadataImage {
@@ -241,6 +280,14 @@ impl MetadataImage {
     /// The cluster's ACLs, which the authorizer decides with and DescribeAcls lists.
     pub fn acls(&self) -> &Acls {
         &self.acls
+    }
+    /// The reassignment under way of a partition, if any.
+    pub fn reassignment(&self, topic_id: &TopicId, partition: i32) -> Option<&Reassignment> {
+        self.reassignments.get(&(*topic_id, partition))
+    }
+    /// Every reassignment under way, by topic id and partition.
+    pub fn reassignments(&self) -> &BTreeMap<(TopicId, i32), Reassignment> {
+        &self.reassignments
     }
     /// The dynamic settings of broker `broker`, or with `None` the cluster-wide defaults.
     pub fn broker_configs(&self, broker: Option<NodeId>) -> &BTreeMap<String, String> {
@@ -326,6 +373,34 @@ impl MetadataImage {
             MetadataRecord::RemoveTopic { topic_id } => {
                 let topic = self.topics.remove(topic_id).ok_or(ApplyError::UnknownTopic)?;
                 self.topic_ids.remove(&topic.name);
+                self.reassignments.retain(|(id, _), _| id != topic_id);
+            }
+            MetadataRecord::Reassign { topic_id, partition, replicas, isr, leader, reassignment } => {
+                let topic = self.topics.get_mut(topic_id).ok_or(ApplyError::UnknownTopic)?;
+                let index = usize::try_from(*partition).map_err(|_| ApplyError::Partition(*partition))?;
+                let current = topic.partitions.get_mut(index).ok_or(ApplyError::Partition(*partition))?;
+                if current.leader_epoch.0 == i32::MAX || current.partition_epoch.0 == i32::MAX {
+                    return Err(ApplyError::InvalidState("epoch exhausted"));
+                }
+                let mut next = current.clone();
+                next.replicas = replicas.clone();
+                next.isr = isr.clone();
+                if *leader != current.leader {
+                    next.leader = *leader;
+                    next.leader_epoch = current.leader_epoch.next();
+                }
+                next.partition_epoch = PartitionEpoch(current.partition_epoch.0 + 1);
+                validate_partition(&next)?;
+                if let Some(r) = reassignment {
+                    if r.target.is_empty() || r.replicas() != next.replicas {
+                        return Err(ApplyError::InvalidState("reassignment does not match the replicas"));
+                    }
+                }
+                *current = next;
+                match reassignment {
+                    Some(r) => self.reassignments.insert((*topic_id, *partition), r.clone()),
+                    None => self.reassignments.remove(&(*topic_id, *partition)),
+                };
             }
             MetadataRecord::ProducerIds { next_producer_id, .. } => {
                 // Ids only move forward, so none is ever handed out twice.
@@ -460,6 +535,7 @@ impl MetadataRecord {
             MetadataRecord::AccessControlEntry { .. } => 10,
             MetadataRecord::RemoveAccessControlEntry { .. } => 11,
             MetadataRecord::Config { .. } => 12,
+            MetadataRecord::Reassign { .. } => 13,
         };
         out.put_u8(tag);
         out.put_u8(RECORD_VERSION);
@@ -533,6 +609,18 @@ impl MetadataRecord {
                 out.put_u8(u8::from(value.is_some()));
                 if let Some(value) = value {
                     codec::put_string(out, value);
+                }
+            }
+            MetadataRecord::Reassign { topic_id, partition, replicas, isr, leader, reassignment } => {
+                out.put_slice(topic_id);
+                out.put_i32_le(*partition);
+                put_nodes(out, replicas);
+                put_nodes(out, isr);
+                out.put_i32_le(leader.0);
+                out.put_u8(u8::from(reassignment.is_some()));
+                if let Some(r) = reassignment {
+                    put_nodes(out, &r.original);
+                    put_nodes(out, &r.target);
                 }
             }
         }
@@ -610,6 +698,14 @@ impl MetadataRecord {
                 let value = if r.bool()? { Some(r.string()?) } else { None };
                 MetadataRecord::Config { resource, name, value }
             }
+            13 => MetadataRecord::Reassign {
+                topic_id: read_id(r)?,
+                partition: r.i32()?,
+                replicas: read_nodes(r)?,
+                isr: read_nodes(r)?,
+                leader: NodeId(r.i32()?),
+                reassignment: if r.bool()? { Some(Reassignment { original: read_nodes(r)?, target: read_nodes(r)? }) } else { None },
+            },
             tag => return Err(DecodeError::Tag(tag)),
         })
     }
@@ -759,6 +855,14 @@ pub enum ControllerError {
     InvalidReplicationFactor(String),
     #[error("{0}")]
     InvalidReplicaAssignment(String),
+    #[error("No partition reassignment is in progress.")]
+    NoReassignmentInProgress,
+    #[error("Leader election not needed for topic partition.")]
+    ElectionNotNeeded,
+    #[error("The preferred leader was not available.")]
+    PreferredLeaderNotAvailable,
+    #[error("Eligible topic partition leaders are not available.")]
+    EligibleLeadersNotAvailable,
     #[error("{0}")]
     InvalidConfig(String),
     #[error("{0}")]
@@ -800,6 +904,10 @@ impl ControllerError {
             ControllerError::InvalidPartitions(_) => ErrorCode::InvalidPartitions,
             ControllerError::InvalidReplicationFactor(_) => ErrorCode::InvalidReplicationFactor,
             ControllerError::InvalidReplicaAssignment(_) => ErrorCode::InvalidReplicaAssignment,
+            ControllerError::NoReassignmentInProgress => ErrorCode::NoReassignmentInProgress,
+            ControllerError::ElectionNotNeeded => ErrorCode::ElectionNotNeeded,
+            ControllerError::PreferredLeaderNotAvailable => ErrorCode::PreferredLeaderNotAvailable,
+            ControllerError::EligibleLeadersNotAvailable => ErrorCode::EligibleLeadersNotAvailable,
             ControllerError::InvalidConfig(_) => ErrorCode::InvalidConfig,
             ControllerError::PolicyViolation(_) => ErrorCode::PolicyViolation,
             ControllerError::FencedLeaderEpoch => ErrorCode::FencedLeaderEpoch,
@@ -869,6 +977,26 @@ pub struct CreatePartitionsTopic {
     pub name: String,
     pub count: i32,
     pub assignments: Option<Vec<Vec<NodeId>>>,
+}
+
+/// One partition of AlterPartitionReassignments: move it to `target`, or with `None` cancel
+/// the reassignment under way (back to the original replicas).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReassignPartition {
+    pub topic: String,
+    pub partition: i32,
+    pub target: Option<Vec<NodeId>>,
+    /// KIP-860: `false` refuses a target of another size (INVALID_REPLICATION_FACTOR).
+    pub allow_replication_factor_change: bool,
+}
+
+/// ElectLeaders (KIP-460): `unclean` false elects each partition's preferred (first) replica
+/// when it is alive and in sync; true elects a leader for leaderless partitions from any alive
+/// replica. `partitions` `None` is every partition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ElectLeadersRequest {
+    pub unclean: bool,
+    pub partitions: Option<Vec<(String, i32)>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -943,6 +1071,10 @@ pub enum Response {
     AlterConfigs(Vec<Option<ControllerError>>),
     /// One result per topic of the request, in its order.
     CreatePartitions(Vec<Option<ControllerError>>),
+    /// One result per partition of the request, in its order.
+    AlterPartitionReassignments(Vec<Option<ControllerError>>),
+    /// Per partition named (or, for all, per partition an election was attempted on).
+    ElectLeaders(Vec<(String, i32, Option<ControllerError>)>),
 }
 
 /// One change of IncrementalAlterConfigs (Kafka's `AlterConfigOp`).
@@ -1061,6 +1193,11 @@ pub struct ControllerConfig {
     pub max_inflight_proposals: usize,
     /// The largest entry to propose; must not exceed Raft's `max_entry_bytes`.
     pub max_entry_bytes: usize,
+    /// `auto.leader.rebalance.enable` with `leader.imbalance.check.interval.seconds`: how often
+    /// the active controller checks leader balance (`None`: never).
+    pub leader_imbalance_check_interval_ms: Option<i64>,
+    /// `leader.imbalance.per.broker.percentage`.
+    pub leader_imbalance_per_broker_percentage: u32,
 }
 
 impl ControllerConfig {
@@ -1075,6 +1212,8 @@ impl ControllerConfig {
             max_partitions_per_request: 10_000,
             max_inflight_proposals: 1_024,
             max_entry_bytes: 8 << 20,
+            leader_imbalance_check_interval_ms: None,
+            leader_imbalance_per_broker_percentage: 10,
         }
     }
 }
@@ -1098,6 +1237,8 @@ struct Active {
     /// (its own, and those of requests that proposed nothing but were decided on the pending
     /// view it is part of).
     inflight: VecDeque<Slot>,
+    /// When the next leader-imbalance check runs (with `auto.leader.rebalance.enable`).
+    rebalance_due_ms: Option<i64>,
 }
 
 /// The replies waiting for one proposal to commit.
@@ -1172,6 +1313,7 @@ impl Controller {
                 sessions: BTreeMap::new(),
                 heard_from: BTreeSet::new(),
                 inflight: VecDeque::new(),
+                rebalance_due_ms: None,
             });
         }
         self.check_invariants();
@@ -1190,6 +1332,7 @@ impl Controller {
                     active.ready = true;
                     active.pending = self.image.clone();
                     active.sessions = self.image.brokers.keys().map(|b| (*b, now_ms + timeout)).collect();
+                    active.rebalance_due_ms = self.config.leader_imbalance_check_interval_ms.map(|i| now_ms + i);
                     tracing::info!(term = %entry.term, index = %entry.index, "controller active");
                 }
             }
@@ -1218,9 +1361,22 @@ impl Controller {
         self.check_invariants();
     }
 
-    /// Fences brokers whose session expired.
+    /// Fences brokers whose session expired; with `auto.leader.rebalance.enable`, moves
+    /// leaderships back to preferred replicas when a broker's share is off.
     pub fn handle_timeout(&mut self, now_ms: i64) {
-        let Some(active) = self.active.as_ref().filter(|a| a.ready) else { return };
+        let Some(active) = self.active.as_mut().filter(|a| a.ready) else { return };
+        if let Some(interval) = self.config.leader_imbalance_check_interval_ms {
+            let due = *active.rebalance_due_ms.get_or_insert(now_ms + interval);
+            if due <= now_ms {
+                active.rebalance_due_ms = Some(now_ms + interval);
+                let records = preferred_rebalance(&active.pending, self.config.leader_imbalance_per_broker_percentage);
+                if !records.is_empty() {
+                    tracing::info!(partitions = records.len(), "leader imbalance above leader.imbalance.per.broker.percentage; electing preferred leaders");
+                    self.propose(records, None);
+                }
+            }
+        }
+        let Some(active) = self.active.as_ref() else { return };
         let expired: Vec<NodeId> = active
             .sessions
             .iter()
@@ -1241,7 +1397,8 @@ impl Controller {
     #[must_use]
     pub fn poll_timeout(&self) -> Option<i64> {
         let active = self.active.as_ref().filter(|a| a.ready)?;
-        active.sessions.iter().filter(|(b, _)| active.pending.is_alive(**b)).map(|(_, d)| *d).min()
+        let sessions = active.sessions.iter().filter(|(b, _)| active.pending.is_alive(**b)).map(|(_, d)| *d).min();
+        sessions.into_iter().chain(active.rebalance_due_ms).min()
     }
 
     #[must_use]
@@ -1665,9 +1822,83 @@ impl Controller {
                 let mut after = pending.clone();
                 after.apply(&record).expect("validated change applies");
                 let state = leader_and_isr(after.partition(&req.topic_id, req.partition).expect("exists"));
-                self.propose(vec![record], Some((id, reply(None, Some(state)))));
+                let mut records = vec![record];
+                // The ISR now holding every target replica completes a reassignment (KIP-455).
+                records.extend(reassignment_completion(&after, &req.topic_id, req.partition));
+                self.propose(records, Some((id, reply(None, Some(state)))));
             }
         }
+        self.check_invariants();
+    }
+
+    /// KIP-455's AlterPartitionReassignments: each partition alone, against the image with the
+    /// earlier ones applied; all commit in one entry. A target already in sync completes at once.
+    pub fn handle_alter_partition_reassignments(&mut self, _now_ms: i64, id: RequestId, partitions: Vec<ReassignPartition>) {
+        let refusal = Response::AlterPartitionReassignments(partitions.iter().map(|_| Some(ControllerError::NotController)).collect());
+        if !self.serving(id, refusal) {
+            return;
+        }
+        let mut scratch = self.pending().clone();
+        let mut records = Vec::new();
+        let mut results = Vec::with_capacity(partitions.len());
+        for request in &partitions {
+            match reassign_records(&scratch, request) {
+                Ok(new) => {
+                    for record in &new {
+                        scratch.apply(record).expect("records built against this image apply");
+                    }
+                    records.extend(new);
+                    results.push(None);
+                }
+                Err(e) => results.push(Some(e)),
+            }
+        }
+        if encode_records(&records).len() > self.config.max_entry_bytes {
+            let too_big = ControllerError::PolicyViolation("the reassignments exceed one metadata-log entry".into());
+            results = results.into_iter().map(|r| r.or(Some(too_big.clone()))).collect();
+            records.clear();
+        }
+        self.propose(records, Some((id, Response::AlterPartitionReassignments(results))));
+        self.check_invariants();
+    }
+
+    /// Kafka's `ReplicationControlManager.electLeaders`: each partition decided on the image
+    /// as it is; all the changes commit in one entry.
+    pub fn handle_elect_leaders(&mut self, _now_ms: i64, id: RequestId, request: ElectLeadersRequest) {
+        let refusal = Response::ElectLeaders(
+            request.partitions.iter().flatten().map(|(t, p)| (t.clone(), *p, Some(ControllerError::NotController))).collect(),
+        );
+        if !self.serving(id, refusal) {
+            return;
+        }
+        let pending = self.pending();
+        let every: Vec<(String, i32)>;
+        let (named, all) = match &request.partitions {
+            Some(named) => (named, false),
+            None => {
+                every = pending
+                    .topics
+                    .values()
+                    .flat_map(|t| (0..t.partitions.len() as i32).map(move |p| (t.name.clone(), p)))
+                    .collect();
+                (&every, true)
+            }
+        };
+        let mut records = Vec::new();
+        let mut results = Vec::new();
+        for (topic, partition) in named {
+            let outcome = elect_one(pending, topic, *partition, request.unclean);
+            match outcome {
+                Ok(record) => {
+                    records.push(record);
+                    results.push((topic.clone(), *partition, None));
+                }
+                // Asked for every partition, Kafka lists only those it tried to elect.
+                Err(ControllerError::ElectionNotNeeded) if all => {}
+                Err(e) => results.push((topic.clone(), *partition, Some(e))),
+            }
+        }
+        self.propose(records, Some((id, Response::ElectLeaders(results))));
         self.check_invariants();
     }
 
@@ -1975,6 +2206,121 @@ impl Controller {
     }
 }
 
+/// The records that start, change or cancel one partition's reassignment (Kafka's
+/// `ReplicationControlManager.alterPartitionReassignment`), or why not.
+fn reassign_records(image: &MetadataImage, request: &ReassignPartition) -> Result<Vec<MetadataRecord>, ControllerError> {
+    let topic = image.topic_by_name(&request.topic).ok_or(ControllerError::UnknownTopicOrPartition)?;
+    let state = usize::try_from(request.partition)
+        .ok()
+        .and_then(|p| topic.partitions.get(p))
+        .ok_or(ControllerError::UnknownTopicOrPartition)?;
+    let current = image.reassignment(&topic.id, request.partition);
+    let record = |replicas: Vec<NodeId>, isr: Vec<NodeId>, reassignment: Option<Reassignment>| {
+        // The leader stays unless it leaves the replicas; an offline partition stays offline.
+        let leader = if state.leader == NodeId::NONE || isr.contains(&state.leader) { state.leader } else { isr[0] };
+        MetadataRecord::Reassign { topic_id: topic.id, partition: request.partition, replicas, isr, leader, reassignment }
+    };
+    let Some(target) = &request.target else {
+        let r = current.ok_or(ControllerError::NoReassignmentInProgress)?;
+        let isr: Vec<NodeId> = state.isr.iter().copied().filter(|b| r.original.contains(b)).collect();
+        if isr.is_empty() {
+            return Err(ControllerError::InvalidReplicaAssignment(
+                "no original replica is in sync, so the reassignment cannot be cancelled".into(),
+            ));
+        }
+        return Ok(vec![record(r.original.clone(), isr, None)]);
+    };
+    if target.is_empty() {
+        return Err(ControllerError::InvalidReplicaAssignment("The replica list is empty.".into()));
+    }
+    if target.iter().collect::<BTreeSet<_>>().len() != target.len() {
+        return Err(ControllerError::InvalidReplicaAssignment("The manual partition assignment includes duplicate replicas.".into()));
+    }
+    if let Some(unknown) = target.iter().find(|b| !image.brokers.contains_key(b)) {
+        return Err(ControllerError::InvalidReplicaAssignment(format!(
+            "The manual partition assignment includes broker {}, but no such broker is registered.",
+            unknown.0
+        )));
+    }
+    let original = current.map_or_else(|| state.replicas.clone(), |r| r.original.clone());
+    if !request.allow_replication_factor_change && target.len() != original.len() {
+        return Err(ControllerError::InvalidReplicationFactor(
+            "The replication factor is changed by this reassignment, which is not allowed (allowReplicationFactorChange=false).".into(),
+        ));
+    }
+    let reassignment = Reassignment { original, target: target.clone() };
+    let replicas = reassignment.replicas();
+    let isr: Vec<NodeId> = state.isr.iter().copied().filter(|b| replicas.contains(b)).collect();
+    if isr.is_empty() {
+        return Err(ControllerError::InvalidReplicaAssignment("no in-sync replica would remain".into()));
+    }
+    let moving = record(replicas, isr, Some(reassignment));
+    let mut after = image.clone();
+    after.apply(&moving).map_err(|e| ControllerError::InvalidReplicaAssignment(e.to_string()))?;
+    let mut records = vec![moving];
+    records.extend(reassignment_completion(&after, &topic.id, request.partition));
+    Ok(records)
+}
+
+/// Once every target replica of a reassignment is in the ISR: the record that drops the
+/// others, keeping the leader if it stays (else the first target replica in sync).
+fn reassignment_completion(image: &MetadataImage, topic_id: &TopicId, partition: i32) -> Option<MetadataRecord> {
+    let r = image.reassignment(topic_id, partition)?;
+    let state = image.partition(topic_id, partition)?;
+    if !r.target.iter().all(|b| state.isr.contains(b)) {
+        return None;
+    }
+    let isr: Vec<NodeId> = r.target.iter().copied().filter(|b| state.isr.contains(b)).collect();
+    let leader = if state.leader == NodeId::NONE || r.target.contains(&state.leader) { state.leader } else { isr[0] };
+    Some(MetadataRecord::Reassign { topic_id: *topic_id, partition, replicas: r.target.clone(), isr, leader, reassignment: None })
+}
+
+/// Kafka's `checkAndTriggerAutoLeaderRebalance`: for every broker whose share of partitions
+/// it prefers but does not lead is above `percentage`, elects it for those where it is alive
+/// and in sync.
+fn preferred_rebalance(image: &MetadataImage, percentage: u32) -> Vec<MetadataRecord> {
+    let mut preferred: BTreeMap<NodeId, (usize, Vec<(String, i32)>)> = BTreeMap::new();
+    for topic in image.topics.values() {
+        for (p, state) in topic.partitions.iter().enumerate() {
+            let entry = preferred.entry(state.replicas[0]).or_default();
+            entry.0 += 1;
+            if state.leader != state.replicas[0] {
+                entry.1.push((topic.name.clone(), p as i32));
+            }
+        }
+    }
+    preferred
+        .into_values()
+        .filter(|(total, off)| off.len() * 100 > *total * percentage as usize)
+        .flat_map(|(_, off)| off)
+        .filter_map(|(topic, p)| elect_one(image, &topic, p, false).ok())
+        .collect()
+}
+
+/// One partition's election for ElectLeaders, as the record that makes it.
+fn elect_one(image: &MetadataImage, topic: &str, partition: i32, unclean: bool) -> Result<MetadataRecord, ControllerError> {
+    let t = image.topic_by_name(topic).ok_or(ControllerError::UnknownTopicOrPartition)?;
+    let state = usize::try_from(partition).ok().and_then(|p| t.partitions.get(p)).ok_or(ControllerError::UnknownTopicOrPartition)?;
+    if unclean {
+        if state.leader != NodeId::NONE {
+            return Err(ControllerError::ElectionNotNeeded);
+        }
+        let (leader, isr) = elect(state, state.isr.clone(), |b| image.is_alive(b), true);
+        if leader == NodeId::NONE {
+            return Err(ControllerError::EligibleLeadersNotAvailable);
+        }
+        return change_record(t.id, partition as usize, state, leader, isr).ok_or(ControllerError::ElectionNotNeeded);
+    }
+    let preferred = state.replicas[0];
+    if state.leader == preferred {
+        return Err(ControllerError::ElectionNotNeeded);
+    }
+    if !state.isr.contains(&preferred) || !image.is_alive(preferred) {
+        return Err(ControllerError::PreferredLeaderNotAvailable);
+    }
+    Ok(MetadataRecord::PartitionChange { topic_id: t.id, partition, leader: Some(preferred), isr: None })
+}
+
 /// A new partition's record: led by the first in-sync replica, at epoch 0.
 fn new_partition(topic_id: TopicId, partition: i32, replicas: Vec<NodeId>, isr: Vec<NodeId>) -> MetadataRecord {
     MetadataRecord::Partition {
@@ -2140,6 +2486,12 @@ fn not_controller(response: Response, keep_errors: bool) -> Response {
         }
         Response::CreatePartitions(results) => {
             Response::CreatePartitions(results.into_iter().map(|r| r.filter(|_| keep_errors).or(e.clone())).collect())
+        }
+        Response::AlterPartitionReassignments(results) => Response::AlterPartitionReassignments(
+            results.into_iter().map(|r| r.filter(|_| keep_errors).or(e.clone())).collect(),
+        ),
+        Response::ElectLeaders(results) => {
+            Response::ElectLeaders(results.into_iter().map(|(t, p, r)| (t, p, r.filter(|_| keep_errors).or(e.clone()))).collect())
         }
     }
 }
@@ -2538,6 +2890,100 @@ mod tests {
 
     fn ids(list: &[i32]) -> Vec<NodeId> {
         list.iter().map(|n| NodeId(*n)).collect()
+    }
+
+    // Guards auto.leader.rebalance.enable: once a broker prefers more partitions than it
+    // leads (beyond the percentage), the next check hands them back to it.
+    #[test]
+    fn leader_imbalance_check_returns_leaderships_to_preferred_replicas() {
+        let mut c = Cluster::new(&[100], &[]);
+        for node in c.nodes.values_mut() {
+            node.controller.config.leader_imbalance_check_interval_ms = Some(30_000);
+        }
+        c.start_brokers(&[1, 2, 3]);
+        assert_eq!(c.create_topic("spread", 6, 2, &[]).error, None);
+        // Broker 1 goes silent and is fenced: its leaderships move away.
+        c.heartbeats_for(SESSION_MS + 4_000, &[2, 3]);
+        assert!((0..6).all(|p| c.partition("spread", p).leader != NodeId(1)));
+        // Back, re-registered and in sync again (as its leaders would report).
+        c.register(1);
+        c.heartbeat(1);
+        let topic_id = c.image().topic_by_name("spread").unwrap().id;
+        for p in 0..6 {
+            let state = c.partition("spread", p);
+            if state.replicas.contains(&NodeId(1)) && !state.isr.contains(&NodeId(1)) {
+                let mut isr = state.isr.clone();
+                isr.push(NodeId(1));
+                let epoch = c.image().brokers()[&state.leader].broker_epoch;
+                let r = c.alter_partition(AlterPartitionRequest {
+                    broker_id: state.leader,
+                    broker_epoch: epoch,
+                    topic_id,
+                    partition: p,
+                    leader_epoch: state.leader_epoch,
+                    partition_epoch: state.partition_epoch,
+                    new_isr: isr,
+                });
+                assert_eq!(r.error, None);
+            }
+        }
+        c.heartbeats_for(32_000, &[1, 2, 3]);
+        for p in 0..6 {
+            let state = c.partition("spread", p);
+            assert_eq!(state.leader, state.replicas[0], "p{p} not back on its preferred replica: {state:?}");
+        }
+    }
+
+    // Guards KIP-455: a reassignment adds the target replicas first, and drops the others only
+    // once the ISR holds every target replica, moving the leadership off a removed leader.
+    #[test]
+    fn reassignment_adds_targets_then_switches_once_they_are_in_sync() {
+        let mut c = Cluster::new(&[100], &[]);
+        c.start_brokers(&[1, 2, 3]);
+        assert_eq!(c.create_topic("moving", 1, 1, &[]).error, None);
+        let before = c.partition("moving", 0);
+        let from = before.leader;
+        let to = ids(&[1, 2, 3]).into_iter().find(|b| *b != from).unwrap();
+        let reassign = |target: Option<Vec<NodeId>>| {
+            vec![ReassignPartition { topic: "moving".into(), partition: 0, target, allow_replication_factor_change: true }]
+        };
+        let answer = c.request(|ctl, now, id| ctl.handle_alter_partition_reassignments(now, id, reassign(Some(vec![to]))));
+        assert_eq!(answer, Response::AlterPartitionReassignments(vec![None]));
+        let moving = c.partition("moving", 0);
+        assert_eq!((moving.replicas.clone(), moving.isr.clone(), moving.leader), (vec![to, from], vec![from], from));
+        let topic_id = c.image().topic_by_name("moving").unwrap().id;
+        assert_eq!(c.image().reassignment(&topic_id, 0).map(Reassignment::adding), Some(vec![to]));
+
+        // Cancelling needs one under way; a bad target is refused.
+        let bad = c.request(|ctl, now, id| ctl.handle_alter_partition_reassignments(now, id, reassign(Some(vec![NodeId(9)]))));
+        assert!(matches!(bad, Response::AlterPartitionReassignments(ref r) if matches!(r[0], Some(ControllerError::InvalidReplicaAssignment(_)))));
+
+        // The leader takes the new replica into its ISR: the reassignment completes, and the
+        // leadership moves to it with a new leader epoch.
+        let epoch = c.image().brokers()[&from].broker_epoch;
+        let r = c.alter_partition(AlterPartitionRequest {
+            broker_id: from,
+            broker_epoch: epoch,
+            topic_id,
+            partition: 0,
+            leader_epoch: moving.leader_epoch,
+            partition_epoch: moving.partition_epoch,
+            new_isr: vec![from, to],
+        });
+        assert_eq!(r.error, None);
+        let done = c.partition("moving", 0);
+        assert_eq!((done.replicas.clone(), done.isr.clone(), done.leader), (vec![to], vec![to], to));
+        assert_eq!(done.leader_epoch, moving.leader_epoch.next());
+        assert_eq!(c.image().reassignment(&topic_id, 0), None);
+        let none = c.request(|ctl, now, id| ctl.handle_alter_partition_reassignments(now, id, reassign(None)));
+        assert_eq!(none, Response::AlterPartitionReassignments(vec![Some(ControllerError::NoReassignmentInProgress)]));
+
+        // Started and cancelled: back to the original replicas.
+        c.request(|ctl, now, id| ctl.handle_alter_partition_reassignments(now, id, reassign(Some(vec![from]))));
+        assert_eq!(c.partition("moving", 0).replicas, vec![from, to]);
+        c.request(|ctl, now, id| ctl.handle_alter_partition_reassignments(now, id, reassign(None)));
+        let back = c.partition("moving", 0);
+        assert_eq!((back.replicas, back.isr, back.leader), (vec![to], vec![to], to));
     }
 
     // Guards KRaft's broker liveness rule: a broker that stops heartbeating is fenced after
@@ -3139,6 +3585,17 @@ mod tests {
             },
             MetadataRecord::PartitionChange { topic_id: [5; 16], partition: 0, leader: Some(NodeId::NONE), isr: None },
             MetadataRecord::PartitionChange { topic_id: [5; 16], partition: 0, leader: None, isr: Some(ids(&[2])) },
+            MetadataRecord::Reassign {
+                topic_id: [5; 16],
+                partition: 0,
+                replicas: ids(&[3, 2, 1]),
+                isr: ids(&[2]),
+                leader: NodeId(2),
+                reassignment: Some(Reassignment { original: ids(&[1, 2]), target: ids(&[3, 2]) }),
+            },
+            MetadataRecord::Config { resource: ConfigResource::Topic("t".into()), name: "retention.ms".into(), value: Some("1".into()) },
+            MetadataRecord::Config { resource: ConfigResource::Broker(None), name: "log.retention.ms".into(), value: None },
+            MetadataRecord::Config { resource: ConfigResource::Broker(Some(NodeId(2))), name: "x".into(), value: Some(String::new()) },
             MetadataRecord::RemoveTopic { topic_id: [5; 16] },
         ];
         let bytes = encode_records(&records);

@@ -15,7 +15,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::controller::{
     put_config_resource, read_config_resource, AlterConfigsRequest, ConfigAlteration, ConfigOp, CreatePartitionsRequest,
-    CreatePartitionsTopic,
+    CreatePartitionsTopic, ElectLeadersRequest, ReassignPartition,
     AllocateProducerIdsRequest, AllocateProducerIdsResponse, AlterPartitionRequest, AlterPartitionResponse, BrokerHeartbeatRequest, BrokerHeartbeatResponse,
     AlterUserScramCredentialResult, AlterUserScramCredentialsRequest, BrokerRegistrationRequest, BrokerRegistrationResponse, CreatableTopic,
     CreateTopicResult, CreateTopicsRequest, ControllerError, DeleteTopicResult, Endpoint, LeaderAndIsr, Response, ScramCredentialDeletion,
@@ -44,6 +44,8 @@ pub enum ControllerRequest {
     DeleteAcls(Vec<AclBindingFilter>),
     AlterConfigs(AlterConfigsRequest),
     CreatePartitions(CreatePartitionsRequest),
+    AlterPartitionReassignments(Vec<ReassignPartition>),
+    ElectLeaders(ElectLeadersRequest),
 }
 
 /// One message on the controller listener.
@@ -230,6 +232,28 @@ fn encode_request(out: &mut BytesMut, request: &ControllerRequest) {
                     out.put_u8(tag);
                     codec::put_string(out, value);
                 }
+            }
+        }
+        ControllerRequest::AlterPartitionReassignments(partitions) => {
+            out.put_u8(11);
+            codec::put_count(out, partitions.len());
+            for p in partitions {
+                codec::put_string(out, &p.topic);
+                out.put_i32_le(p.partition);
+                out.put_u8(u8::from(p.allow_replication_factor_change));
+                out.put_u8(u8::from(p.target.is_some()));
+                put_nodes(out, p.target.as_deref().unwrap_or_default());
+            }
+        }
+        ControllerRequest::ElectLeaders(req) => {
+            out.put_u8(12);
+            out.put_u8(u8::from(req.unclean));
+            out.put_u8(u8::from(req.partitions.is_some()));
+            let partitions = req.partitions.as_deref().unwrap_or_default();
+            codec::put_count(out, partitions.len());
+            for (topic, partition) in partitions {
+                codec::put_string(out, topic);
+                out.put_i32_le(*partition);
             }
         }
         ControllerRequest::CreatePartitions(req) => {
@@ -442,6 +466,26 @@ fn decode_request(r: &mut Reader) -> Result<ControllerRequest, DecodeError> {
             }
             ControllerRequest::CreatePartitions(CreatePartitionsRequest { topics, validate_only })
         }
+        11 => {
+            let n = r.count(11)?;
+            let mut partitions = Vec::with_capacity(n);
+            for _ in 0..n {
+                let topic = r.string()?;
+                let partition = r.i32()?;
+                let allow_replication_factor_change = r.bool()?;
+                let given = r.bool()?;
+                let target = read_nodes(r)?;
+                partitions.push(ReassignPartition { topic, partition, target: given.then_some(target), allow_replication_factor_change });
+            }
+            ControllerRequest::AlterPartitionReassignments(partitions)
+        }
+        12 => {
+            let unclean = r.bool()?;
+            let given = r.bool()?;
+            let n = r.count(6)?;
+            let partitions = (0..n).map(|_| Ok((r.string()?, r.i32()?))).collect::<Result<Vec<_>, DecodeError>>()?;
+            ControllerRequest::ElectLeaders(ElectLeadersRequest { unclean, partitions: given.then_some(partitions) })
+        }
         tag => return Err(DecodeError::Tag(tag)),
     })
 }
@@ -476,6 +520,10 @@ fn read_error(r: &mut Reader) -> Result<Option<ControllerError>, DecodeError> {
         crate::ErrorCode::InvalidPartitions => ControllerError::InvalidPartitions(message),
         crate::ErrorCode::InvalidReplicationFactor => ControllerError::InvalidReplicationFactor(message),
         crate::ErrorCode::InvalidReplicaAssignment => ControllerError::InvalidReplicaAssignment(message),
+        crate::ErrorCode::NoReassignmentInProgress => ControllerError::NoReassignmentInProgress,
+        crate::ErrorCode::ElectionNotNeeded => ControllerError::ElectionNotNeeded,
+        crate::ErrorCode::PreferredLeaderNotAvailable => ControllerError::PreferredLeaderNotAvailable,
+        crate::ErrorCode::EligibleLeadersNotAvailable => ControllerError::EligibleLeadersNotAvailable,
         crate::ErrorCode::InvalidConfig => ControllerError::InvalidConfig(message),
         crate::ErrorCode::PolicyViolation => ControllerError::PolicyViolation(message),
         crate::ErrorCode::FencedLeaderEpoch => ControllerError::FencedLeaderEpoch,
@@ -567,6 +615,22 @@ fn encode_response(out: &mut BytesMut, response: &Response) {
                 for acl in &result.deleted {
                     put_acl(out, acl);
                 }
+            }
+        }
+        Response::AlterPartitionReassignments(results) => {
+            out.put_u8(11);
+            codec::put_count(out, results.len());
+            for error in results {
+                put_error(out, error);
+            }
+        }
+        Response::ElectLeaders(results) => {
+            out.put_u8(12);
+            codec::put_count(out, results.len());
+            for (topic, partition, error) in results {
+                codec::put_string(out, topic);
+                out.put_i32_le(*partition);
+                put_error(out, error);
             }
         }
         Response::CreatePartitions(results) => {
@@ -668,6 +732,14 @@ fn decode_response(r: &mut Reader) -> Result<Response, DecodeError> {
             let n = r.count(2)?;
             Response::CreatePartitions((0..n).map(|_| read_error(r)).collect::<Result<_, _>>()?)
         }
+        11 => {
+            let n = r.count(2)?;
+            Response::AlterPartitionReassignments((0..n).map(|_| read_error(r)).collect::<Result<_, _>>()?)
+        }
+        12 => {
+            let n = r.count(8)?;
+            Response::ElectLeaders((0..n).map(|_| Ok((r.string()?, r.i32()?, read_error(r)?))).collect::<Result<_, DecodeError>>()?)
+        }
         tag => return Err(DecodeError::Tag(tag)),
     })
 }
@@ -754,6 +826,20 @@ mod tests {
                     validate_only: false,
                 }),
             },
+            Frame::Request {
+                id: 17,
+                request: ControllerRequest::AlterPartitionReassignments(vec![
+                    ReassignPartition { topic: "t".into(), partition: 1, target: Some(vec![NodeId(3), NodeId(1)]), allow_replication_factor_change: false },
+                    ReassignPartition { topic: "u".into(), partition: 0, target: None, allow_replication_factor_change: true },
+                ]),
+            },
+            Frame::Request { id: 18, request: ControllerRequest::ElectLeaders(ElectLeadersRequest { unclean: false, partitions: None }) },
+            Frame::Request {
+                id: 19,
+                request: ControllerRequest::ElectLeaders(ElectLeadersRequest { unclean: true, partitions: Some(vec![("t".into(), 2)]) }),
+            },
+            Frame::Response { id: 19, response: Response::ElectLeaders(vec![("t".into(), 2, Some(ControllerError::ElectionNotNeeded)), ("u".into(), 0, None)]) },
+            Frame::Response { id: 17, response: Response::AlterPartitionReassignments(vec![Some(ControllerError::NoReassignmentInProgress), None]) },
             Frame::Response { id: 16, response: Response::CreatePartitions(vec![None, Some(ControllerError::InvalidReplicaAssignment("x".into()))]) },
             Frame::Response {
                 id: 15,

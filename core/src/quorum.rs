@@ -81,6 +81,8 @@ impl Quorum {
             ControllerRequest::DeleteAcls(r) => c.handle_delete_acls(now_ms, id, r),
             ControllerRequest::AlterConfigs(r) => c.handle_alter_configs(now_ms, id, r),
             ControllerRequest::CreatePartitions(r) => c.handle_create_partitions(now_ms, id, r),
+            ControllerRequest::AlterPartitionReassignments(r) => c.handle_alter_partition_reassignments(now_ms, id, r),
+            ControllerRequest::ElectLeaders(r) => c.handle_elect_leaders(now_ms, id, r),
         }
     }
 

@@ -392,6 +392,7 @@ impl TopicConfig {
         replica.max_message_bytes = self.log.max_message_bytes;
         replica.log_append_time = self.log.log_append_time;
         replica.compacted = self.log.compact;
+        replica.cleanup_delete = self.log.delete;
         replica.timestamp_before_max_ms = self.log.timestamp_before_max_ms;
         replica.timestamp_after_max_ms = self.log.timestamp_after_max_ms;
         replica.compression = self.compression;

@@ -23,11 +23,17 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 11),
     (ApiKey::Fetch, 4, 12),
     (ApiKey::ListOffsets, 1, 6),
+    (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::Metadata, 0, 12),
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::CreatePartitions, 0, 3),
+    // KIP-455; v1 adds KIP-860's allow_replication_factor_change.
+    (ApiKey::AlterPartitionReassignments, 0, 1),
+    (ApiKey::ListPartitionReassignments, 0, 0),
+    // KIP-460: preferred and unclean elections.
+    (ApiKey::ElectLeaders, 0, 2),
     (ApiKey::DescribeConfigs, 1, 4),
     // KIP-339; AlterConfigs (the older API) replaces a resource's whole dynamic config.
     (ApiKey::AlterConfigs, 0, 2),
@@ -348,7 +354,7 @@ mod tests {
             RequestError::UnsupportedApiVersions { correlation_id: 42, version: 127 }
         );
 
-        let unsupported_api = frame(ApiKey::DeleteRecords, 0, &MetadataRequest::default());
+        let unsupported_api = frame(ApiKey::AlterClientQuotas, 0, &MetadataRequest::default());
         assert!(matches!(parse_request(unsupported_api), Err(RequestError::UnsupportedVersion { .. })));
         assert!(matches!(parse_request(Bytes::from_static(&[0, 3, 0])), Err(RequestError::Malformed { .. })));
 

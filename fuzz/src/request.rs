@@ -9,6 +9,7 @@ use std::fmt::Debug;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
@@ -19,7 +20,7 @@ use kafka_protocol::messages::write_txn_markers_request::{WritableTxnMarker, Wri
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use odradek_core::broker::partitions::{
-    DescribeProducersCall, EpochEndCall, FetchCall, ListOffsetsCall, ListOffsetsResult, ProduceCall,
+    DeleteRecordsCall, DescribeProducersCall, EpochEndCall, FetchCall, ListOffsetsCall, ListOffsetsResult, ProduceCall,
 };
 use odradek_core::broker::{groups, txn};
 use odradek_core::controller::MetadataImage;
@@ -65,6 +66,11 @@ pub fn decode(request: &Request) -> Result<(), RequestError> {
             let answers = parts.into_values().map(|g| g.into_iter().map(|(pos, _)| (pos, Err(ErrorCode::NotLeaderOrFollower))).collect()).collect();
             let _ = wire::encode_response(request.api_key, version, 0, &call.answer(answers));
         }
+        ApiKey::DeleteRecords => {
+            let (call, parts) = DeleteRecordsCall::new(&round_trip(request)?, CORES);
+            let answers = parts.into_values().map(|g| g.into_iter().map(|(pos, _)| (pos, Err(ErrorCode::NotLeaderOrFollower))).collect()).collect();
+            let _ = wire::encode_response(request.api_key, version, 0, &call.answer(answers));
+        }
         ApiKey::Metadata => {
             round_trip::<MetadataRequest>(request)?;
         }
@@ -73,6 +79,20 @@ pub fn decode(request: &Request) -> Result<(), RequestError> {
         ApiKey::DeleteTopics => round_trip::<DeleteTopicsRequest>(request).map(drop)?,
         ApiKey::DescribeConfigs => round_trip::<DescribeConfigsRequest>(request).map(drop)?,
         ApiKey::DescribeCluster => round_trip::<DescribeClusterRequest>(request).map(drop)?,
+        ApiKey::AlterPartitionReassignments => {
+            let reassign: AlterPartitionReassignmentsRequest = round_trip(request)?;
+            let partitions = odradek_core::broker::admin::reassignments_request(&reassign, version);
+            let _ = odradek_core::broker::admin::reassignments_response(&reassign, Some(partitions.iter().map(|_| None).collect()));
+        }
+        ApiKey::ElectLeaders => {
+            let elect: ElectLeadersRequest = round_trip(request)?;
+            let forwarded = odradek_core::broker::admin::elect_leaders_request(&elect, version);
+            let _ = odradek_core::broker::admin::elect_leaders_response(&elect, version, forwarded.map(|_| Vec::new()));
+        }
+        ApiKey::ListPartitionReassignments => {
+            let list: ListPartitionReassignmentsRequest = round_trip(request)?;
+            let _ = odradek_core::broker::admin::list_reassignments(&MetadataImage::default(), &list);
+        }
         ApiKey::DescribeLogDirs => round_trip::<DescribeLogDirsRequest>(request).map(drop)?,
         ApiKey::CreatePartitions => {
             let create: CreatePartitionsRequest = round_trip(request)?;
@@ -203,7 +223,9 @@ fn default_request(api_key: ApiKey, version: i16) -> Option<Vec<u8>> {
         CreateAcls => CreateAclsRequest, DescribeAcls => DescribeAclsRequest, DeleteAcls => DeleteAclsRequest,
         CreatePartitions => CreatePartitionsRequest, AlterConfigs => AlterConfigsRequest,
         IncrementalAlterConfigs => IncrementalAlterConfigsRequest, DescribeCluster => DescribeClusterRequest,
-        DescribeLogDirs => DescribeLogDirsRequest,
+        DescribeLogDirs => DescribeLogDirsRequest, DeleteRecords => DeleteRecordsRequest,
+        AlterPartitionReassignments => AlterPartitionReassignmentsRequest,
+        ListPartitionReassignments => ListPartitionReassignmentsRequest, ElectLeaders => ElectLeadersRequest,
     }
 }
 
@@ -235,6 +257,12 @@ fn populated_request(api_key: ApiKey, version: i16) -> Option<Vec<u8>> {
         ])),
         ApiKey::ListOffsets => frame(api_key, version, &ListOffsetsRequest::default().with_topics(vec![
             ListOffsetsTopic::default().with_name(topic("orders")).with_partitions(vec![ListOffsetsPartition::default().with_timestamp(-1)]),
+        ])),
+        ApiKey::DeleteRecords => frame(api_key, version, &DeleteRecordsRequest::default().with_timeout_ms(30_000).with_topics(vec![
+            DeleteRecordsTopic::default().with_name(topic("orders")).with_partitions(vec![
+                DeleteRecordsPartition::default().with_partition_index(0).with_offset(40),
+                DeleteRecordsPartition::default().with_partition_index(1).with_offset(-1),
+            ]),
         ])),
         ApiKey::Metadata => frame(api_key, version, &MetadataRequest::default().with_topics(Some(vec![
             MetadataRequestTopic::default().with_name(Some(topic("orders"))),

@@ -23,6 +23,7 @@ pub mod delete_records;
 pub mod log_dirs;
 mod messages;
 pub mod produce;
+pub mod reassign;
 pub mod topics;
 pub mod users;
 

@@ -250,6 +250,9 @@ impl Node {
         controller_config.num_partitions = config.num_partitions;
         controller_config.log = config.log.clone();
         controller_config.unclean_leader_election_enable = config.unclean_leader_election_enable;
+        controller_config.leader_imbalance_check_interval_ms =
+            config.auto_leader_rebalance.then_some(config.leader_imbalance_check_interval_s * 1000);
+        controller_config.leader_imbalance_per_broker_percentage = config.leader_imbalance_per_broker_percentage;
         let controller = Controller::new(controller_config, seed.rotate_left(17));
         let node = Rc::new(Node {
             id,
@@ -900,7 +903,8 @@ fn not_controller(response: &Response) -> bool {
         Response::AlterUserScramCredentials(r) => r.iter().any(|u| u.error == e),
         Response::CreateAcls(r) => r.iter().any(|a| a.error == e),
         Response::DeleteAcls(r) => r.iter().any(|f| f.error == e),
-        Response::AlterConfigs(r) | Response::CreatePartitions(r) => r.iter().any(|c| *c == e),
+        Response::AlterConfigs(r) | Response::CreatePartitions(r) | Response::AlterPartitionReassignments(r) => r.iter().any(|c| *c == e),
+        Response::ElectLeaders(r) => r.iter().any(|(_, _, c)| *c == e),
     }
 }
 

@@ -42,6 +42,12 @@ pub struct ServerConfig {
     pub log: LogConfig,
     /// `unclean.leader.election.enable`, the default for topics that do not set it.
     pub unclean_leader_election_enable: bool,
+    /// `auto.leader.rebalance.enable`: the active controller moves leaderships back to
+    /// preferred replicas every `leader.imbalance.check.interval.seconds`.
+    pub auto_leader_rebalance: bool,
+    pub leader_imbalance_check_interval_s: i64,
+    /// `leader.imbalance.per.broker.percentage`
+    pub leader_imbalance_per_broker_percentage: u32,
     pub group: GroupConfig,
     /// The transaction coordinator's settings (`transaction.*`).
     pub txn: odradek_core::txn::TxnConfig,
@@ -201,6 +207,9 @@ impl Default for ServerConfig {
             topic_defaults: BTreeMap::new(),
             log: LogConfig::default(),
             unclean_leader_election_enable: false,
+            auto_leader_rebalance: true,
+            leader_imbalance_check_interval_s: 300,
+            leader_imbalance_per_broker_percentage: 10,
             group: GroupConfig::default(),
             txn: odradek_core::txn::TxnConfig::default(),
             retention_check_interval_ms: 300_000,
@@ -567,6 +576,9 @@ impl ServerConfig {
             "controller.quorum.observers" => self.quorum_observers = parse_nodes(value)?,
             "controller.listener" | "controller.listeners" => self.controller_listen = Some(parse_listener(value)?),
             "default.replication.factor" => self.default_replication_factor = num(value)?,
+            "auto.leader.rebalance.enable" => self.auto_leader_rebalance = parse_bool(value)?,
+            "leader.imbalance.check.interval.seconds" => self.leader_imbalance_check_interval_s = positive(num(value)?)?,
+            "leader.imbalance.per.broker.percentage" => self.leader_imbalance_per_broker_percentage = num(value)?,
             "replica.lag.time.max.ms" => self.replica_lag_time_max_ms = num(value)?,
             "broker.session.timeout.ms" => self.broker_session_timeout_ms = num(value)?,
             "broker.heartbeat.interval.ms" => self.broker_heartbeat_interval_ms = num(value)?,

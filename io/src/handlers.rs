@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Encodable, StrBytes};
-use odradek_core::broker::partitions::{DescribeProducersCall, EpochEndCall, FetchCall, ListOffsetsCall, ProduceCall};
+use odradek_core::broker::partitions::{DeleteRecordsCall, DescribeProducersCall, EpochEndCall, FetchCall, ListOffsetsCall, ProduceCall};
 use odradek_core::broker::{self, admin, authz, producer_ids};
 use odradek_core::controller::Response as ControllerResponse;
 use odradek_core::controller_rpc::ControllerRequest;
@@ -102,6 +102,7 @@ async fn handle(shard: &Rc<Shard>, request: Request, session: &Session) -> Resul
         ApiKey::Metadata => respond(&metadata(shard, request.decode()?, version, session).await),
         ApiKey::ListOffsets => respond(&list_offsets(shard, request.decode()?, version).await),
         ApiKey::OffsetForLeaderEpoch => respond(&offset_for_leader_epoch(shard, request.decode()?).await),
+        ApiKey::DeleteRecords => respond(&delete_records(shard, request.decode()?).await),
         ApiKey::CreateTopics => {
             let mut create: CreateTopicsRequest = request.decode()?;
             let refused = session.with_access(shard, |access| authz::create_topics(&mut create, access)).unwrap_or_default();
@@ -111,6 +112,27 @@ async fn handle(shard: &Rc<Shard>, request: Request, session: &Session) -> Resul
         }
         ApiKey::DeleteTopics => respond(&delete_topics(shard, request.decode()?, version).await),
         ApiKey::CreatePartitions => respond(&create_partitions(shard, request.decode()?).await),
+        ApiKey::AlterPartitionReassignments => {
+            let reassign: AlterPartitionReassignmentsRequest = request.decode()?;
+            let partitions = admin::reassignments_request(&reassign, version);
+            let answer = match shard.controller_request(ControllerRequest::AlterPartitionReassignments(partitions)).await {
+                Some(ControllerResponse::AlterPartitionReassignments(results)) => Some(results),
+                _ => None,
+            };
+            respond(&admin::reassignments_response(&reassign, answer))
+        }
+        ApiKey::ElectLeaders => {
+            let elect: ElectLeadersRequest = request.decode()?;
+            let answer = match admin::elect_leaders_request(&elect, version) {
+                Ok(forwarded) => match shard.controller_request(ControllerRequest::ElectLeaders(forwarded)).await {
+                    Some(ControllerResponse::ElectLeaders(results)) => Ok(results),
+                    _ => Err(ErrorCode::RequestTimedOut),
+                },
+                Err(e) => Err(e),
+            };
+            respond(&admin::elect_leaders_response(&elect, version, answer))
+        }
+        ApiKey::ListPartitionReassignments => respond(&admin::list_reassignments(&shard.image.borrow(), &request.decode()?)),
         ApiKey::DescribeConfigs => respond(&describe_configs(shard, request.decode()?, version)),
         ApiKey::IncrementalAlterConfigs => {
             let alter: IncrementalAlterConfigsRequest = request.decode()?;
@@ -417,6 +439,12 @@ async fn list_offsets(shard: &Rc<Shard>, request: ListOffsetsRequest, version: i
 async fn offset_for_leader_epoch(shard: &Rc<Shard>, request: OffsetForLeaderEpochRequest) -> OffsetForLeaderEpochResponse {
     let (call, parts) = EpochEndCall::new(&request, shard.shared.shard_count);
     call.answer(shard.scatter(parts, Shard::offset_for_leader_epoch_partition).await)
+}
+
+/// DeleteRecords: each partition's leader moves its log start up, answered once recorded there.
+async fn delete_records(shard: &Rc<Shard>, request: DeleteRecordsRequest) -> DeleteRecordsResponse {
+    let (call, parts) = DeleteRecordsCall::new(&request, shard.shared.shard_count);
+    call.answer(shard.scatter(parts, Shard::delete_records_partition).await)
 }
 
 // ---- SCRAM credentials (KIP-554) ----

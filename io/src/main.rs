@@ -56,6 +56,9 @@ enum Command {
     Consume(admin::consume::ConsumeArgs),
     /// Delete records before an offset. Like kafka-delete-records.sh.
     DeleteRecords(admin::delete_records::DeleteRecordsArgs),
+    /// Move partition replicas between brokers: generate, execute, verify, cancel, list. A
+    /// client of a running broker, like kafka-reassign-partitions.sh.
+    Reassign(admin::reassign::ReassignArgs),
 }
 
 fn main() {
@@ -77,6 +80,7 @@ fn main() {
         Command::Produce(args) => std::process::exit(admin::produce::run(args)),
         Command::Consume(args) => std::process::exit(admin::consume::run(args)),
         Command::DeleteRecords(args) => std::process::exit(admin::delete_records::run(args)),
+        Command::Reassign(args) => std::process::exit(admin::reassign::run(args)),
     };
     if let Err(e) = result {
         tracing::error!("{e}");

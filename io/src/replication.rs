@@ -108,6 +108,7 @@ pub async fn open(
         max_message_bytes: log_config.max_message_bytes,
         log_append_time: log_config.log_append_time,
         compacted: log_config.compact,
+        cleanup_delete: log_config.delete,
         timestamp_before_max_ms: log_config.timestamp_before_max_ms,
         timestamp_after_max_ms: log_config.timestamp_after_max_ms,
         ..ReplicaConfig::default()
@@ -164,9 +165,12 @@ pub async fn perform(store: &Rc<PartitionStore>, commit: &Rc<GroupCommit>, actio
             if let Err(e) = store.advance_log_start(start_offset.0).await {
                 fail("advancing the log start", e);
             }
+            // DeleteRecords moves the start inside a segment, and its answer says the records
+            // below are gone: without the checkpoint a restart would serve them again (Kafka
+            // takes a log dir offline when a checkpoint write fails, too).
             let path = store.dir().join(LOG_START_CHECKPOINT);
             if let Err(e) = write_file(&path, format!("{}\n", start_offset.0).into_bytes()).await {
-                warn!(topic = %store.topic, partition = store.partition, error = %e, "log start checkpoint failed");
+                fail("writing the log start checkpoint", e);
             }
             None
         }

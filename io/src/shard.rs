@@ -19,7 +19,7 @@ use odradek_core::broker::groups::GroupResponse;
 use odradek_core::broker::{self, Output};
 use odradek_core::fetcher::{self, TopicPartition};
 use odradek_core::broker::partitions::{
-    Answers, EpochEndPart, FetchGroup, ListOffsetsPart, ListOffsetsResult, OffsetLookup, PartRead, Parts, ProducePart,
+    Answers, DeleteRecordsPart, EpochEndPart, FetchGroup, ListOffsetsPart, ListOffsetsResult, OffsetLookup, PartRead, Parts, ProducePart,
 };
 use odradek_core::shard::{shard_for, ShardId};
 use odradek_core::controller::{MetadataImage, Response as ControllerResponse};
@@ -98,6 +98,8 @@ pub struct Shard {
     stores: RefCell<BTreeMap<TopicPartition, Rc<PartitionStore>>>,
     /// Produces waiting for the machine's answer, by token.
     pub(crate) produce_waiters: RefCell<BTreeMap<u64, oneshot::Sender<Result<ProduceAck, ErrorCode>>>>,
+    /// DeleteRecords partitions waiting for the machine's answer, by token.
+    delete_waiters: RefCell<BTreeMap<u64, oneshot::Sender<Result<Offset, ErrorCode>>>>,
     /// Long polls parked in the machine's purgatory, by wait id.
     fetch_waits: RefCell<BTreeMap<u64, oneshot::Sender<()>>>,
     next_token: Cell<u64>,
@@ -151,6 +153,7 @@ impl Shard {
             )),
             stores: RefCell::default(),
             produce_waiters: RefCell::default(),
+            delete_waiters: RefCell::default(),
             fetch_waits: RefCell::default(),
             next_token: Cell::new(0),
             pumping: Cell::new(false),
@@ -266,6 +269,11 @@ impl Shard {
             }
             Output::Produced { token, result } => {
                 if let Some(waiter) = self.produce_waiters.borrow_mut().remove(&token) {
+                    let _ = waiter.send(result);
+                }
+            }
+            Output::RecordsDeleted { token, result } => {
+                if let Some(waiter) = self.delete_waiters.borrow_mut().remove(&token) {
                     let _ = waiter.send(result);
                 }
             }
@@ -797,6 +805,20 @@ impl Shard {
             None => Err(()),
         };
         ListOffsetsResult::found(found, leader_epoch)
+    }
+
+    /// One partition of a DeleteRecords: its new low watermark once its leader recorded it.
+    pub async fn delete_records_partition(self: Rc<Self>, part: DeleteRecordsPart) -> Result<Offset, ErrorCode> {
+        let token = self.token();
+        let (tx, rx) = oneshot::channel();
+        self.delete_waiters.borrow_mut().insert(token, tx);
+        let started = self.machine.borrow_mut().delete_records_part(now_ms(), &part, token);
+        if let Err(error) = started {
+            self.delete_waiters.borrow_mut().remove(&token);
+            return Err(error);
+        }
+        self.pump();
+        rx.await.unwrap_or(Err(ErrorCode::NotLeaderOrFollower))
     }
 
     /// A partition's idempotent producers, from its leader (DescribeProducers).

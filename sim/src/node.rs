@@ -1016,6 +1016,10 @@ impl Node {
                                 out.push(Output::Send { to: waiter.client, payload: produce_answer(waiter) });
                             }
                         }
+                        // The simulated clients send no DeleteRecords.
+                        broker::Output::RecordsDeleted { token, .. } => {
+                            out.push(Output::Violation(format!("node {id}: a DeleteRecords answer ({token}) nobody asked for")));
+                        }
                         // The other cores' long polls may wait for it: one notice each, delivered
                         // later, as over the broker's channels.
                         broker::Output::Visible { partition, .. } => {

@@ -476,7 +476,6 @@ def test_configs_alter_sets_and_deletes_topic_configs(broker):
 # ---- delete-records ----
 
 
-@pytest.mark.xfail(strict=False, reason="broker side lands separately: DeleteRecords")
 def test_delete_records_moves_the_log_start(broker, tmp_path):
     b = broker.bootstrap
     ConfluentClient(b).create_topic("cli-trim", 2)

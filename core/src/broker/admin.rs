@@ -9,6 +9,9 @@ use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::alter_user_scram_credentials_response::AlterUserScramCredentialsResult;
 use kafka_protocol::messages::describe_user_scram_credentials_response::{CredentialInfo, DescribeUserScramCredentialsResult};
 use kafka_protocol::messages::{
+    alter_partition_reassignments_response, elect_leaders_response, list_partition_reassignments_response, ElectLeadersRequest,
+    ElectLeadersResponse, AlterPartitionReassignmentsRequest,
+    AlterPartitionReassignmentsResponse, BrokerId, ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse, TopicName,
     create_partitions_response, AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse,
     CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
     DeleteTopicsRequest, DeleteTopicsResponse, DescribeUserScramCredentialsRequest, DescribeUserScramCredentialsResponse,
@@ -75,6 +78,127 @@ pub fn create_partitions_request(request: &CreatePartitionsRequest) -> controlle
         })
         .collect();
     controller::CreatePartitionsRequest { topics, validate_only: request.validate_only }
+}
+
+/// The controller's reassignments for an AlterPartitionReassignments request, in its order.
+pub fn reassignments_request(request: &AlterPartitionReassignmentsRequest, version: i16) -> Vec<controller::ReassignPartition> {
+    request
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| controller::ReassignPartition {
+                topic: t.name.0.to_string(),
+                partition: p.partition_index,
+                target: p.replicas.as_ref().map(|r| r.iter().map(|b| NodeId(b.0)).collect()),
+                allow_replication_factor_change: version < 1 || request.allow_replication_factor_change,
+            })
+        })
+        .collect()
+}
+
+/// The Kafka response to AlterPartitionReassignments from the controller's per-partition
+/// `answer` (`None`: no controller answered, a top-level REQUEST_TIMED_OUT).
+pub fn reassignments_response(request: &AlterPartitionReassignmentsRequest, answer: Option<Vec<Option<ControllerError>>>) -> AlterPartitionReassignmentsResponse {
+    let Some(answer) = answer else {
+        return AlterPartitionReassignmentsResponse::default()
+            .with_error_code(ErrorCode::RequestTimedOut.code())
+            .with_error_message(Some(s("no active controller answered")));
+    };
+    let mut answers = answer.into_iter();
+    let responses = request
+        .topics
+        .iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let (code, message) = answers.next().flatten().map_or((0, None), |e| (e.code().code(), Some(s(e.to_string()))));
+                    alter_partition_reassignments_response::ReassignablePartitionResponse::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(code)
+                        .with_error_message(message)
+                })
+                .collect();
+            alter_partition_reassignments_response::ReassignableTopicResponse::default().with_name(t.name.clone()).with_partitions(partitions)
+        })
+        .collect();
+    AlterPartitionReassignmentsResponse::default().with_responses(responses)
+}
+
+/// ListPartitionReassignments from this broker's image: every reassignment under way, or
+/// those of the partitions named (others are left out, as Kafka does).
+pub fn list_reassignments(image: &MetadataImage, request: &ListPartitionReassignmentsRequest) -> ListPartitionReassignmentsResponse {
+    let ids = |nodes: Vec<NodeId>| nodes.into_iter().map(|n| BrokerId(n.0)).collect::<Vec<_>>();
+    let wanted = |topic: &str, partition: i32| {
+        request.topics.as_ref().is_none_or(|topics| {
+            topics.iter().any(|t| t.name.0.as_str() == topic && t.partition_indexes.contains(&partition))
+        })
+    };
+    let mut topics: Vec<list_partition_reassignments_response::OngoingTopicReassignment> = Vec::new();
+    for (&(topic_id, partition), r) in image.reassignments() {
+        let Some(topic) = image.topics().get(&topic_id) else { continue };
+        if !wanted(&topic.name, partition) {
+            continue;
+        }
+        let ongoing = list_partition_reassignments_response::OngoingPartitionReassignment::default()
+            .with_partition_index(partition)
+            .with_replicas(ids(r.replicas()))
+            .with_adding_replicas(ids(r.adding()))
+            .with_removing_replicas(ids(r.removing()));
+        match topics.last_mut() {
+            Some(last) if last.name.0.as_str() == topic.name => last.partitions.push(ongoing),
+            _ => topics.push(
+                list_partition_reassignments_response::OngoingTopicReassignment::default()
+                    .with_name(TopicName(s(topic.name.clone())))
+                    .with_partitions(vec![ongoing]),
+            ),
+        }
+    }
+    ListPartitionReassignmentsResponse::default().with_topics(topics)
+}
+
+/// The controller's ElectLeaders for a Kafka one: election type 0 preferred, 1 unclean.
+pub fn elect_leaders_request(request: &ElectLeadersRequest, version: i16) -> Result<controller::ElectLeadersRequest, ErrorCode> {
+    let unclean = match if version == 0 { 0 } else { request.election_type } {
+        0 => false,
+        1 => true,
+        _ => return Err(ErrorCode::InvalidRequest),
+    };
+    let partitions = request
+        .topic_partitions
+        .as_ref()
+        .map(|topics| topics.iter().flat_map(|t| t.partitions.iter().map(|p| (t.topic.0.to_string(), *p))).collect());
+    Ok(controller::ElectLeadersRequest { unclean, partitions })
+}
+
+/// The Kafka response to ElectLeaders: per topic its partitions' outcomes (`answer` `None`:
+/// no controller answered, a top-level REQUEST_TIMED_OUT from v1, per partition in v0).
+pub fn elect_leaders_response(
+    request: &ElectLeadersRequest,
+    version: i16,
+    answer: Result<Vec<(String, i32, Option<ControllerError>)>, ErrorCode>,
+) -> ElectLeadersResponse {
+    let results = match answer {
+        Ok(results) => results,
+        Err(error) => {
+            if version >= 1 {
+                return ElectLeadersResponse::default().with_error_code(error.code());
+            }
+            let every = request.topic_partitions.iter().flatten();
+            every.flat_map(|t| t.partitions.iter().map(|p| (t.topic.0.to_string(), *p, Some(ControllerError::Busy)))).collect()
+        }
+    };
+    let mut topics: Vec<elect_leaders_response::ReplicaElectionResult> = Vec::new();
+    for (topic, partition, error) in results {
+        let (code, message) = error.map_or((0, None), |e| (e.code().code(), Some(s(e.to_string()))));
+        let result = elect_leaders_response::PartitionResult::default().with_partition_id(partition).with_error_code(code).with_error_message(message);
+        match topics.iter_mut().find(|t| t.topic.0.as_str() == topic) {
+            Some(t) => t.partition_result.push(result),
+            None => topics.push(elect_leaders_response::ReplicaElectionResult::default().with_topic(TopicName(s(topic))).with_partition_result(vec![result])),
+        }
+    }
+    ElectLeadersResponse::default().with_replica_election_results(topics)
 }
 
 /// The Kafka response to CreatePartitions from the controller's `answer` (`None`: no
@@ -400,7 +524,6 @@ mod tests {
     #[test]
     fn manual_assignments_reach_the_controller_and_partitions_are_answered_in_order() {
         use kafka_protocol::messages::create_partitions_request::{CreatePartitionsAssignment, CreatePartitionsTopic};
-        use kafka_protocol::messages::BrokerId;
         use kafka_protocol::messages::create_topics_request::{CreatableReplicaAssignment, CreatableTopic};
         let topic = CreatableTopic::default().with_name(TopicName(s("t"))).with_num_partitions(-1).with_replication_factor(-1).with_assignments(vec![
             CreatableReplicaAssignment::default().with_partition_index(1).with_broker_ids(vec![BrokerId(2), BrokerId(3)]),

@@ -421,6 +421,31 @@ pub fn refuse(request: &Request, access: &Access) -> Result<Option<Bytes>, Reque
                 None => Ok(None),
             }
         }
+        // DELETE on each topic (Kafka's `KafkaApis.handleDeleteRecordsRequest`).
+        ApiKey::DeleteRecords => {
+            let r: DeleteRecordsRequest = request.decode()?;
+            match refused(r.topics.iter().all(|t| access.topic(Delete, t.name.as_str())), ErrorCode::TopicAuthorizationFailed) {
+                Some(e) => answer!(DeleteRecordsResponse::default().with_topics(
+                    r.topics
+                        .iter()
+                        .map(|t| {
+                            delete_records_response::DeleteRecordsTopicResult::default().with_name(t.name.clone()).with_partitions(
+                                t.partitions
+                                    .iter()
+                                    .map(|p| {
+                                        delete_records_response::DeleteRecordsPartitionResult::default()
+                                            .with_partition_index(p.partition_index)
+                                            .with_error_code(code(e))
+                                            .with_low_watermark(-1)
+                                    })
+                                    .collect(),
+                            )
+                        })
+                        .collect()
+                )),
+                None => Ok(None),
+            }
+        }
         // ALTER on each topic (Kafka's `ControllerApis.createPartitions`).
         ApiKey::CreatePartitions => {
             let r: CreatePartitionsRequest = request.decode()?;
@@ -522,6 +547,27 @@ pub fn refuse(request: &Request, access: &Access) -> Result<Option<Bytes>, Reque
                 ))
             }
         }
+        // KIP-455: ALTER on the cluster to move replicas, DESCRIBE to list the moves.
+        // ALTER on the cluster (Kafka's `ControllerApis.handleElectLeaders`).
+        ApiKey::ElectLeaders => {
+            if access.cluster(Alter) {
+                return Ok(None);
+            }
+            answer!(ElectLeadersResponse::default().with_error_code(if version >= 1 { code(ErrorCode::ClusterAuthorizationFailed) } else { 0 }))
+        }
+        ApiKey::AlterPartitionReassignments | ApiKey::ListPartitionReassignments => {
+            let operation = cluster_operation(api).expect("a cluster API");
+            if access.cluster(operation) {
+                return Ok(None);
+            }
+            let e = code(ErrorCode::ClusterAuthorizationFailed);
+            let message = Some(StrBytes::from_static_str("Cluster authorization failed."));
+            if api == ApiKey::AlterPartitionReassignments {
+                answer!(AlterPartitionReassignmentsResponse::default().with_error_code(e).with_error_message(message))
+            } else {
+                answer!(ListPartitionReassignmentsResponse::default().with_error_code(e).with_error_message(message))
+            }
+        }
         ApiKey::CreateAcls | ApiKey::DeleteAcls | ApiKey::DescribeAcls | ApiKey::AlterUserScramCredentials | ApiKey::DescribeUserScramCredentials => {
             let operation = cluster_operation(api).expect("a cluster API");
             if access.cluster(operation) {
@@ -582,7 +628,7 @@ pub fn is_decided(api: ApiKey) -> bool {
         JoinGroup | SyncGroup | Heartbeat | LeaveGroup | OffsetCommit | TxnOffsetCommit | OffsetFetch | OffsetDelete | DescribeGroups
             | DeleteGroups | ListGroups | FindCoordinator | InitProducerId | AddPartitionsToTxn | AddOffsetsToTxn | EndTxn
             | DescribeTransactions | ListTransactions | WriteTxnMarkers | ListOffsets | OffsetForLeaderEpoch | DescribeProducers
-            | DeleteTopics | CreatePartitions | DescribeConfigs | AlterConfigs | IncrementalAlterConfigs | CreateAcls | DeleteAcls | DescribeAcls | AlterUserScramCredentials
+            | DeleteRecords | DeleteTopics | CreatePartitions | ElectLeaders | AlterPartitionReassignments | ListPartitionReassignments | DescribeConfigs | AlterConfigs | IncrementalAlterConfigs | CreateAcls | DeleteAcls | DescribeAcls | AlterUserScramCredentials
             | DescribeUserScramCredentials | DescribeLogDirs
     )
 }
@@ -745,8 +791,12 @@ pub fn refuse_create_topics(response: &mut CreateTopicsResponse, names: Vec<Topi
 /// Admin APIs on the cluster resource: the operation they need.
 pub fn cluster_operation(api: ApiKey) -> Option<Operation> {
     Some(match api {
-        ApiKey::CreateAcls | ApiKey::DeleteAcls | ApiKey::AlterUserScramCredentials => Operation::Alter,
-        ApiKey::DescribeAcls | ApiKey::DescribeUserScramCredentials | ApiKey::DescribeLogDirs => Operation::Describe,
+        ApiKey::CreateAcls | ApiKey::DeleteAcls | ApiKey::AlterUserScramCredentials | ApiKey::AlterPartitionReassignments => {
+            Operation::Alter
+        }
+        ApiKey::DescribeAcls | ApiKey::DescribeUserScramCredentials | ApiKey::DescribeLogDirs | ApiKey::ListPartitionReassignments => {
+            Operation::Describe
+        }
         _ => return None,
     })
 }
@@ -778,6 +828,26 @@ mod tests {
         for &(api, _, _) in crate::wire::SUPPORTED_APIS {
             assert!(is_decided(api) || is_per_topic_or_open(api), "{api:?} has no authorization rule");
         }
+    }
+
+    #[test]
+    fn delete_records_needs_delete_on_every_topic() {
+        let mut acls = Acls::default();
+        acls.add(allow(ResourceType::Topic, "logs", PatternType::Literal, Operation::Delete));
+        let config = AuthorizerConfig::default();
+        let alice = Access { acls: &acls, config: &config, principal: "User:alice", host: "10.0.0.1" };
+        let delete = |name: &str| {
+            let partition = delete_records_request::DeleteRecordsPartition::default().with_partition_index(3).with_offset(5);
+            let topic = delete_records_request::DeleteRecordsTopic::default()
+                .with_name(TopicName(StrBytes::from_string(name.into())))
+                .with_partitions(vec![partition]);
+            request(ApiKey::DeleteRecords, 2, &DeleteRecordsRequest::default().with_topics(vec![topic]))
+        };
+        assert_eq!(refuse(&delete("logs"), &alice).unwrap(), None);
+        let answer = refuse(&delete("orders"), &alice).unwrap().expect("refused");
+        let response: DeleteRecordsResponse = crate::wire::decode_response(answer.slice(4..), ApiKey::DeleteRecords, 2, 7).unwrap();
+        let p = &response.topics[0].partitions[0];
+        assert_eq!((p.partition_index, p.error_code, p.low_watermark), (3, ErrorCode::TopicAuthorizationFailed.code(), -1));
     }
 
     #[test]

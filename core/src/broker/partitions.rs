@@ -1,9 +1,9 @@
-//! Produce, Fetch, ListOffsets and OffsetForLeaderEpoch from the decoded Kafka request to the
-//! whole Kafka response. A request is split into one part per partition, grouped by the core
-//! that owns the partition ([`shard_for`]: Redpanda's shard table, the same on every core);
-//! each part is answered by that core's [`Shard`](super::Shard) (a read with the bytes its
-//! executor reads from the log); the answers come back grouped per core and are merged into
-//! the client's order, under their topics. The broker's handlers run a call across their
+//! Produce, Fetch, ListOffsets, OffsetForLeaderEpoch, DescribeProducers and DeleteRecords from
+//! the decoded Kafka request to the whole Kafka response. A request is split into one part per
+//! partition, grouped by the core that owns the partition ([`shard_for`]: Redpanda's shard
+//! table, the same on every core); each part is answered by that core's
+//! [`Shard`](super::Shard) (a read with the bytes its executor reads from the log); the answers
+//! come back grouped per core and are merged into the client's order, under their topics. The broker's handlers run a call across their
 //! cores, the simulator's nodes on their one, so both give clients the same answers.
 //!
 //! The executor's part in a call: [`Parts`] out to the owning cores, [`Answers`] back, in any
@@ -17,10 +17,11 @@ use bytes::Bytes;
 use kafka_protocol::messages::fetch_response::FetchableTopicResponse;
 use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
 use kafka_protocol::messages::offset_for_leader_epoch_response::{EpochEndOffset as WireEpochEndOffset, OffsetForLeaderTopicResult};
+use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
 use kafka_protocol::messages::describe_producers_response::{PartitionResponse, ProducerState, TopicResponse};
 use kafka_protocol::messages::produce_response::TopicProduceResponse;
 use kafka_protocol::messages::{
-    DescribeProducersRequest, DescribeProducersResponse, ProducerId,
+    DeleteRecordsRequest, DeleteRecordsResponse, DescribeProducersRequest, DescribeProducersResponse, ProducerId,
     FetchRequest as WireFetchRequest, FetchResponse as WireFetchResponse, ListOffsetsRequest, ListOffsetsResponse,
     OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, ProduceRequest, ProduceResponse, TopicName,
 };
@@ -489,6 +490,57 @@ impl DescribeProducersCall {
             |name, partitions| TopicResponse::default().with_name(name).with_partitions(partitions),
         );
         DescribeProducersResponse::default().with_topics(topics)
+    }
+}
+
+// ---- DeleteRecords ----
+
+/// One partition of a DeleteRecords, for its owning core ([`super::Shard::delete_records_part`]).
+#[derive(Debug, Clone)]
+pub struct DeleteRecordsPart {
+    pub partition: TopicPartition,
+    /// The new log start; -1 the high watermark.
+    pub offset: Offset,
+}
+
+/// DeleteRecords: each partition's leader moves its log start up (Kafka's
+/// `ReplicaManager.deleteRecords`). Each part is answered with the new low watermark once the
+/// leader has recorded it; the request's `timeout_ms` is not waited on, since no answer waits
+/// for the followers (docs/protocol.md).
+#[derive(Debug)]
+pub struct DeleteRecordsCall {
+    shape: Shape,
+}
+
+impl DeleteRecordsCall {
+    pub fn new(request: &DeleteRecordsRequest, cores: usize) -> (DeleteRecordsCall, Parts<DeleteRecordsPart>) {
+        let (shape, parts) = split_request(
+            request.topics.iter().map(|t| (&t.name, &t.partitions[..])),
+            |p| p.partition_index,
+            |partition, p| DeleteRecordsPart { partition, offset: Offset(p.offset) },
+            cores,
+        );
+        (DeleteRecordsCall { shape }, parts)
+    }
+
+    pub fn answer(self, answers: Answers<Result<Offset, ErrorCode>>) -> DeleteRecordsResponse {
+        let results = merge_in_order(self.shape.len(), answers);
+        let topics = regroup(
+            self.shape.topics,
+            results,
+            |index, r| {
+                let (error, low_watermark) = match r {
+                    Ok(low_watermark) => (None, low_watermark.0),
+                    Err(error) => (Some(error), -1),
+                };
+                DeleteRecordsPartitionResult::default()
+                    .with_partition_index(index)
+                    .with_error_code(code(error))
+                    .with_low_watermark(low_watermark)
+            },
+            |name, partitions| DeleteRecordsTopicResult::default().with_name(name).with_partitions(partitions),
+        );
+        DeleteRecordsResponse::default().with_topics(topics)
     }
 }
 

@@ -31,7 +31,7 @@ use kafka_protocol::messages::FetchResponse as WireFetchResponse;
 use tracing::{debug, info, warn};
 
 use super::groups::{self, GroupRequest, GroupResponse, Reply};
-use super::partitions::{EpochEndPart, FetchPart, ListOffsetsPart, ListOffsetsResult, OffsetLookup, PartRead, ProducePart};
+use super::partitions::{DeleteRecordsPart, EpochEndPart, FetchPart, ListOffsetsPart, ListOffsetsResult, OffsetLookup, PartRead, ProducePart};
 use crate::batch;
 use crate::controller::{MetadataImage, PartitionState, TopicId};
 use crate::error::ErrorCode;
@@ -84,6 +84,9 @@ pub enum Output {
     },
     /// The answer to the produce the driver tagged `token`.
     Produced { token: u64, result: Result<ProduceAck, ErrorCode> },
+    /// The answer to the DeleteRecords partition the driver tagged `token`
+    /// ([`Shard::delete_records_part`]): the partition's new low watermark.
+    RecordsDeleted { token: u64, result: Result<Offset, ErrorCode> },
     /// News for long polls on other cores reading the partition: its high watermark moved
     /// (consumers may read up to `high_watermark` now), or the written end of a leader with
     /// followers did (their fetches wait for it). This core's own long polls have heard.
@@ -215,6 +218,9 @@ pub struct Shard {
     /// Produce request id (the replicas' request ids, unique across this shard) → who waits.
     produces: BTreeMap<u64, Waiter>,
     next_produce: u64,
+    /// DeleteRecords request id (a replica request id from the produces' sequence) → the
+    /// partition and the driver's token.
+    deletes: BTreeMap<u64, (TopicPartition, u64)>,
     /// Produces whose transactional batch waits for its coordinator, by request id (the
     /// [`Output::VerifyTxn`] token).
     verifying: BTreeMap<u64, Verifying>,
@@ -251,6 +257,7 @@ impl Shard {
             fetchers: Fetchers::new(local, response_max_bytes, request_timeout_ms),
             produces: BTreeMap::new(),
             next_produce: 0,
+            deletes: BTreeMap::new(),
             verifying: BTreeMap::new(),
             next_generation: 0,
             dirty: BTreeSet::new(),
@@ -308,6 +315,11 @@ impl Shard {
         for id in answered {
             let waiter = self.produces.remove(&id).expect("listed");
             answer_produce(&mut self.outputs, &mut self.coordinator_writes, waiter.answer, Err(ErrorCode::NotLeaderOrFollower));
+        }
+        let deletes: Vec<u64> = self.deletes.iter().filter(|(_, (p, _))| p == partition).map(|(&id, _)| id).collect();
+        for id in deletes {
+            let (_, token) = self.deletes.remove(&id).expect("listed");
+            self.outputs.push_back(Output::RecordsDeleted { token, result: Err(ErrorCode::NotLeaderOrFollower) });
         }
         self.wake_partition(partition);
         self.coordinator_leadership(partition);
@@ -643,6 +655,21 @@ impl Shard {
             t if t < 0 => OffsetLookup::Answered(ListOffsetsResult::error(ErrorCode::UnsupportedVersion)),
             timestamp => OffsetLookup::ByTimestamp { timestamp, leader_epoch },
         }
+    }
+
+    /// A DeleteRecords partition ([`partitions::DeleteRecordsCall`]) on its owning core:
+    /// [`Replica::handle_delete_records`] on the leader, answered later as
+    /// [`Output::RecordsDeleted`] with `token` once the new log start is on disk here. Refused
+    /// at once as the replica refuses it, with UNKNOWN_TOPIC_OR_PARTITION for a partition the
+    /// image lacks.
+    pub fn delete_records_part(&mut self, now_ms: i64, part: &DeleteRecordsPart, token: u64) -> Result<(), ErrorCode> {
+        let Some(entry) = self.partitions.get_mut(&part.partition) else { return Err(self.missing(&part.partition)) };
+        let id = self.next_produce;
+        entry.driver.replica_mut().handle_delete_records(now_ms, id, part.offset)?;
+        self.next_produce += 1;
+        self.deletes.insert(id, (part.partition.clone(), token));
+        self.touch(part.partition.clone());
+        Ok(())
     }
 
     /// A DescribeProducers partition on its owning core: the leader's producer state
@@ -1142,6 +1169,11 @@ impl Shard {
                 Action::ReplyProduce { request_id, result } => {
                     if let Some(waiter) = self.produces.remove(&request_id) {
                         answer_produce(&mut self.outputs, &mut self.coordinator_writes, waiter.answer, result);
+                    }
+                }
+                Action::ReplyDeleteRecords { request_id, low_watermark } => {
+                    if let Some((_, token)) = self.deletes.remove(&request_id) {
+                        self.outputs.push_back(Output::RecordsDeleted { token, result: Ok(low_watermark) });
                     }
                 }
                 disk => self.outputs.push_back(Output::Disk { partition: partition.clone(), generation, action: disk }),

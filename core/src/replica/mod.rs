@@ -24,7 +24,8 @@ use crate::ids::{LeaderEpoch, NodeId, Offset, PartitionEpoch};
 
 pub use epoch_cache::{CheckpointError, EpochCache, EpochEndOffset, EpochEntry};
 
-/// A driver-chosen id for a client request (produce); echoed in [`Action::ReplyProduce`].
+/// A driver-chosen id for a client request (produce, DeleteRecords); echoed in
+/// [`Action::ReplyProduce`] and [`Action::ReplyDeleteRecords`].
 pub type RequestId = u64;
 
 /// Per-partition replication settings, named after Kafka's broker and topic configs.
@@ -63,6 +64,9 @@ pub struct ReplicaConfig {
     /// `cleanup.policy` includes `compact`: a produce with a record without a key is refused
     /// (Kafka's LogValidator), since compaction could not keep or drop it by key.
     pub compacted: bool,
+    /// `cleanup.policy` includes `delete`: DeleteRecords may move the log start (Kafka refuses
+    /// it with POLICY_VIOLATION on a compact-only topic, whose log start only the cleaner moves).
+    pub cleanup_delete: bool,
     /// `producer.id.expiration.ms`: a producer id with no batch for this long is forgotten.
     pub producer_id_expiration_ms: i64,
     /// `message.timestamp.before.max.ms`: how far in the past a CreateTime record may be.
@@ -104,6 +108,7 @@ impl Default for ReplicaConfig {
             high_watermark_checkpoint_interval_ms: 5_000,
             truncate_with_offset_for_leader_epoch: false,
             compacted: false,
+            cleanup_delete: true,
             producer_id_expiration_ms: 86_400_000,
             timestamp_before_max_ms: i64::MAX,
             timestamp_after_max_ms: crate::validate::DEFAULT_TIMESTAMP_AFTER_MAX_MS,
@@ -355,6 +360,10 @@ pub enum Action {
         request_id: RequestId,
         result: Result<ProduceAck, ErrorCode>,
     },
+    /// Answer DeleteRecords request `request_id` ([`Replica::handle_delete_records`]): the log
+    /// now starts at `low_watermark`, recorded on disk by the [`Action::AdvanceLogStart`]
+    /// queued before it.
+    ReplyDeleteRecords { request_id: RequestId, low_watermark: Offset },
 }
 
 /// Why a produce was not appended: an error its reply carries, or records the validation
@@ -1179,6 +1188,32 @@ impl Replica {
         self.after_input(now_ms);
     }
 
+    /// DeleteRecords on the leader (Kafka's `Partition.deleteRecordsOnLeader`): the log start
+    /// moves up to `offset`, `-1` meaning the high watermark. Followers take it from their next
+    /// fetch answers. The answer, the log start, comes as [`Action::ReplyDeleteRecords`] queued
+    /// behind the [`Action::AdvanceLogStart`] that records it, so a client is told only of a
+    /// start that a restart keeps. An offset at or below the current start changes nothing and
+    /// is answered with the current start. Refused at once: NOT_LEADER_OR_FOLLOWER off the
+    /// leader, OFFSET_OUT_OF_RANGE above the high watermark (or below -1), POLICY_VIOLATION
+    /// without `cleanup.policy=delete`.
+    pub fn handle_delete_records(&mut self, now_ms: i64, request_id: RequestId, offset: Offset) -> Result<(), ErrorCode> {
+        let RoleState::Leader(_) = self.role else {
+            return Err(ErrorCode::NotLeaderOrFollower);
+        };
+        if !self.config.cleanup_delete {
+            return Err(ErrorCode::PolicyViolation);
+        }
+        let offset = if offset == Offset(-1) { self.high_watermark } else { offset };
+        if offset.0 < 0 || offset > self.high_watermark {
+            return Err(ErrorCode::OffsetOutOfRange);
+        }
+        self.advance_log_start(offset);
+        let low_watermark = self.log_start_offset;
+        self.actions.push_back(Action::ReplyDeleteRecords { request_id, low_watermark });
+        self.after_input(now_ms);
+        Ok(())
+    }
+
     /// The controller's answer to [`Action::SendAlterPartition`] `request_id`: the committed
     /// state, or an error (KIP-497; error handling as Kafka's `Partition`).
     pub fn handle_alter_partition_response(
@@ -1303,6 +1338,7 @@ impl Replica {
             self.truncate_by_epoch(now_ms, diverging);
             return;
         }
+        let fetch_offset = self.restart_at_straddling_batch(fetch_offset, &response.records);
         let Some(FetchedPrefix {
             end_offset,
             byte_len,
@@ -1908,6 +1944,35 @@ impl Replica {
         self.actions.push_back(Action::ResetLog { start_offset });
         self.epoch_cache = EpochCache::new();
         self.persist_epoch_cache();
+    }
+
+    /// DeleteRecords can put the leader's log start inside a batch, and a fetch from there is
+    /// answered from the start of that batch. A follower whose log is empty at `fetch_offset`
+    /// (it just restarted at the leader's start) restarts it at the batch's base offset instead,
+    /// as Kafka's `Partition.appendRecordsToFollowerOrFutureReplica` does on
+    /// `UnexpectedAppendOffsetException`; the answer's log start then moves its start up again.
+    /// Otherwise the follower would refuse the batch on every fetch and never catch up.
+    /// -> where the fetched records go.
+    fn restart_at_straddling_batch(&mut self, fetch_offset: Offset, records: &[u8]) -> Offset {
+        let empty = self.log_start_offset == fetch_offset
+            && self.log_end_offset == fetch_offset
+            && self.truncate_in_flight.is_none()
+            && self.appends_in_flight.is_empty();
+        if !empty {
+            return fetch_offset;
+        }
+        match batch::validate_stored_batch(records) {
+            Ok(header) if header.base_offset < fetch_offset.0 && header.next_offset() > fetch_offset.0 => {
+                tracing::info!(
+                    fetch_offset = fetch_offset.0,
+                    base_offset = header.base_offset,
+                    "the leader's log start is inside a batch: restarting the empty log at its base"
+                );
+                self.reset_log(Offset(header.base_offset));
+                Offset(header.base_offset)
+            }
+            _ => fetch_offset,
+        }
     }
 
     fn follower_backoff(&mut self, now_ms: i64) {

@@ -39,10 +39,12 @@ impl Disk {
 
     fn read(&self, from: i64, to: i64) -> Bytes {
         let mut out = BytesMut::new();
+        // From the batch holding `from`, as a segment read does: DeleteRecords may put the log
+        // start inside a batch.
         for b in self
             .batches
             .iter()
-            .filter(|b| b.base >= from && b.end <= to)
+            .filter(|b| b.end > from && b.end <= to)
         {
             out.extend_from_slice(&b.bytes);
         }
@@ -129,6 +131,8 @@ struct Cluster {
     /// Nodes whose AlterPartition requests the controller does not receive.
     controller_cut: BTreeSet<NodeId>,
     replies: BTreeMap<RequestId, Result<ProduceAck, ErrorCode>>,
+    /// DeleteRecords answers: request, low watermark, the start the disk recorded by then.
+    records_deleted: Vec<(RequestId, Offset, i64)>,
     produced: BTreeMap<RequestId, i64>,
     next_request: u64,
 }
@@ -178,6 +182,7 @@ impl Cluster {
             cut: BTreeSet::new(),
             controller_cut: BTreeSet::new(),
             replies: BTreeMap::new(),
+            records_deleted: Vec::new(),
             produced: BTreeMap::new(),
             next_request: 0,
         };
@@ -375,6 +380,9 @@ impl Cluster {
                 Action::ReplyProduce { request_id, result } => {
                     let previous = self.replies.insert(request_id, result);
                     assert!(previous.is_none(), "produce {request_id} answered twice");
+                }
+                Action::ReplyDeleteRecords { request_id, low_watermark } => {
+                    self.records_deleted.push((request_id, low_watermark, node.disk.log_start));
                 }
             }
         }
@@ -1731,4 +1739,98 @@ fn retention_moves_the_log_start_on_leader_and_followers() {
     c.advance(3_000);
     assert_eq!(c.replica(n(3)).log_start_offset(), Offset(3));
     assert_eq!(c.log(n(3)), c.log(n(1)));
+}
+
+// DeleteRecords (KIP-107, Kafka's `Partition.deleteRecordsOnLeader`): a client told that records
+// are gone must not see them again, so the answer waits for the recorded start; -1 means the high
+// watermark; above it is OFFSET_OUT_OF_RANGE; a lower offset answers the current start; only the
+// leader deletes, and its followers follow from their fetch answers.
+#[test]
+fn delete_records_moves_the_log_start_on_the_leader_and_its_followers() {
+    let mut c = Cluster::new(3, test_config(2));
+    for _ in 0..5 {
+        c.produce(-1);
+    }
+    c.advance(1_000);
+    assert_eq!(c.replica(n(1)).high_watermark(), Offset(5));
+    let now = c.now_ms;
+    for refused in [Offset(6), Offset(-2)] {
+        assert_eq!(c.replica_mut(n(1)).handle_delete_records(now, 100, refused), Err(ErrorCode::OffsetOutOfRange), "{refused}");
+    }
+    assert_eq!(c.replica_mut(n(2)).handle_delete_records(now, 100, Offset(1)), Err(ErrorCode::NotLeaderOrFollower));
+    assert_eq!(c.replica_mut(n(1)).poll_action(), None, "a refusal changes nothing");
+
+    c.replica_mut(n(1)).handle_delete_records(now, 101, Offset(3)).unwrap();
+    assert_eq!(c.replica(n(1)).log_start_offset(), Offset(3));
+    c.perform(n(1));
+    assert_eq!(c.records_deleted, [(101, Offset(3), 3)], "answered once the start is recorded");
+    // Below the current start: nothing moves, the answer is the current start.
+    c.replica_mut(n(1)).handle_delete_records(now, 102, Offset(1)).unwrap();
+    c.perform(n(1));
+    assert_eq!(c.records_deleted[1], (102, Offset(3), 3));
+    assert_eq!(c.replica_mut(n(1)).handle_fetch(now, &consumer_fetch(2)), FetchAnswer::Error(ErrorCode::OffsetOutOfRange));
+
+    // -1 is the high watermark.
+    c.produce(-1);
+    c.advance(1_000);
+    let now = c.now_ms;
+    c.replica_mut(n(1)).handle_delete_records(now, 103, Offset(-1)).unwrap();
+    c.perform(n(1));
+    assert_eq!(c.records_deleted[2], (103, Offset(6), 6));
+
+    // Followers take the start from their next fetch answers.
+    c.produce(-1);
+    c.advance(1_000);
+    for id in [n(2), n(3)] {
+        assert_eq!(c.replica(id).log_start_offset(), Offset(6), "follower {id}");
+        assert_eq!(c.nodes[&id].disk.log_start, 6, "follower {id} recorded its start");
+    }
+
+    // A compact-only topic's start is the cleaner's alone.
+    let config = ReplicaConfig { cleanup_delete: false, ..c.replica(n(1)).config().clone() };
+    c.replica_mut(n(1)).reconfigure(now, config);
+    assert_eq!(c.replica_mut(n(1)).handle_delete_records(now, 104, Offset(6)), Err(ErrorCode::PolicyViolation));
+}
+
+// DeleteRecords can leave the log start inside a batch; a follower that lost its log restarts at
+// that start and is then served the whole batch holding it. It must take the batch (Kafka's
+// `UnexpectedAppendOffsetException` handling), or it would refuse it on every fetch and never
+// rejoin the ISR.
+#[test]
+fn a_follower_restarting_inside_a_batch_takes_the_whole_batch() {
+    let mut c = Cluster::new(3, test_config(2));
+    for id in 0..2 {
+        let records = Bytes::from(encode_batch(5, 2_000 + id, Compression::None));
+        c.produce_bytes(n(1), records, -1);
+    }
+    c.advance(1_000);
+    assert_eq!(c.replica(n(1)).high_watermark(), Offset(10));
+    let now = c.now_ms;
+    c.replica_mut(n(1)).handle_delete_records(now, 100, Offset(7)).unwrap();
+    c.perform(n(1));
+    assert_eq!(c.records_deleted, [(100, Offset(7), 7)]);
+
+    c.crash(n(3), 0);
+    c.nodes.get_mut(&n(3)).unwrap().disk = Disk::default();
+    c.restart(n(3));
+    c.announce_to(n(3));
+    c.advance(3_000);
+    assert_eq!(c.replica(n(3)).log_start_offset(), Offset(7));
+    assert_eq!(c.log(n(3)), c.log(n(1)));
+    assert_eq!(c.replica(n(3)).log_end_offset(), Offset(10));
+    assert!(c.replica(n(1)).isr().contains(&n(3)), "caught up and back in the ISR");
+}
+
+fn consumer_fetch(offset: i64) -> FetchRequest {
+    FetchRequest {
+        replica_id: NodeId::NONE,
+        current_leader_epoch: LeaderEpoch(0),
+        fetch_offset: Offset(offset),
+        last_fetched_epoch: LeaderEpoch::NONE,
+        log_start_offset: Offset(-1),
+        max_wait_ms: 0,
+        max_bytes: 1 << 20,
+        read_committed: false,
+        durable_offset: None,
+    }
 }

@@ -35,7 +35,7 @@ use super::TopicPartition;
 
 /// The versions this tool encodes and reads, per API. Each request goes out at the highest
 /// version inside both this range and the one the broker advertises.
-pub const CLIENT_VERSIONS: [(ApiKey, i16, i16); 23] = [
+pub const CLIENT_VERSIONS: [(ApiKey, i16, i16); 25] = [
     // Always v0: every broker answers it, and it is the request that learns the others.
     (ApiKey::ApiVersions, 0, 0),
     (ApiKey::Metadata, 1, 12),
@@ -71,6 +71,9 @@ pub const CLIENT_VERSIONS: [(ApiKey, i16, i16); 23] = [
     (ApiKey::Fetch, 4, 12),
     // `odradek delete-records`.
     (ApiKey::DeleteRecords, 0, 2),
+    // `odradek reassign` (KIP-455; v1 carries KIP-860's flag).
+    (ApiKey::AlterPartitionReassignments, 0, 1),
+    (ApiKey::ListPartitionReassignments, 0, 0),
 ];
 
 pub fn client_versions(api_key: ApiKey) -> Option<(i16, i16)> {
