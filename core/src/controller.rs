@@ -1774,26 +1774,8 @@ impl Controller {
         if !self.serving(id, refusal) {
             return;
         }
-        let pending = self.pending();
-        let mut records = Vec::new();
-        let mut results = Vec::with_capacity(request.resources.len());
-        for alteration in &request.resources {
-            match config_changes(pending, alteration) {
-                Ok(changes) => {
-                    records.extend(changes);
-                    results.push(None);
-                }
-                Err(e) => results.push(Some(e)),
-            }
-        }
-        if request.validate_only {
-            records.clear();
-        }
-        if encode_records(&records).len() > self.config.max_entry_bytes {
-            let too_big = ControllerError::PolicyViolation("the configs exceed one metadata-log entry".into());
-            results = results.into_iter().map(|r| r.or(Some(too_big.clone()))).collect();
-            records.clear();
-        }
+        let (records, results) =
+            self.decide_each(&request.resources, request.validate_only, "the configs", config_changes);
         self.propose(records, Some((id, Response::AlterConfigs(results))));
         self.check_invariants();
     }
@@ -1838,26 +1820,7 @@ impl Controller {
         if !self.serving(id, refusal) {
             return;
         }
-        let mut scratch = self.pending().clone();
-        let mut records = Vec::new();
-        let mut results = Vec::with_capacity(partitions.len());
-        for request in &partitions {
-            match reassign_records(&scratch, request) {
-                Ok(new) => {
-                    for record in &new {
-                        scratch.apply(record).expect("records built against this image apply");
-                    }
-                    records.extend(new);
-                    results.push(None);
-                }
-                Err(e) => results.push(Some(e)),
-            }
-        }
-        if encode_records(&records).len() > self.config.max_entry_bytes {
-            let too_big = ControllerError::PolicyViolation("the reassignments exceed one metadata-log entry".into());
-            results = results.into_iter().map(|r| r.or(Some(too_big.clone()))).collect();
-            records.clear();
-        }
+        let (records, results) = self.decide_each(&partitions, false, "the reassignments", reassign_records);
         self.propose(records, Some((id, Response::AlterPartitionReassignments(results))));
         self.check_invariants();
     }
@@ -1903,6 +1866,43 @@ impl Controller {
     }
 
     // ---- helpers ----
+
+    /// Decides each item of a request alone, against the pending image with the records of the
+    /// items before it applied: -> the records to commit together (none with `validate_only`),
+    /// and each item's outcome. Records beyond one metadata-log entry are all dropped and every
+    /// accepted item refused POLICY_VIOLATION (`what` names them).
+    fn decide_each<T>(
+        &self,
+        items: &[T],
+        validate_only: bool,
+        what: &str,
+        mut decide: impl FnMut(&MetadataImage, &T) -> Result<Vec<MetadataRecord>, ControllerError>,
+    ) -> (Vec<MetadataRecord>, Vec<Option<ControllerError>>) {
+        let mut scratch = self.pending().clone();
+        let mut records = Vec::new();
+        let mut results = Vec::with_capacity(items.len());
+        for item in items {
+            match decide(&scratch, item) {
+                Ok(new) => {
+                    for record in &new {
+                        scratch.apply(record).expect("records built against this image apply");
+                    }
+                    records.extend(new);
+                    results.push(None);
+                }
+                Err(e) => results.push(Some(e)),
+            }
+        }
+        if validate_only {
+            records.clear();
+        }
+        if encode_records(&records).len() > self.config.max_entry_bytes {
+            let too_big = ControllerError::PolicyViolation(format!("{what} exceed one metadata-log entry"));
+            results = results.into_iter().map(|r| r.or(Some(too_big.clone()))).collect();
+            records.clear();
+        }
+        (records, results)
+    }
 
     /// Whether this controller serves requests now; if not, replies `refusal`.
     fn serving(&mut self, id: RequestId, refusal: Response) -> bool {
@@ -2069,39 +2069,17 @@ impl Controller {
         if !self.serving(id, refusal) {
             return;
         }
-        let mut scratch = self.pending().clone();
         let mut counts = BTreeMap::<&str, usize>::new();
         for topic in &req.topics {
             *counts.entry(topic.name.as_str()).or_default() += 1;
         }
-        let mut records = Vec::new();
-        let mut results = Vec::with_capacity(req.topics.len());
         let mut partitions_total = 0usize;
-        for topic in &req.topics {
-            let outcome = if counts[topic.name.as_str()] > 1 {
-                Err(ControllerError::InvalidRequest("Duplicate topic name."))
-            } else {
-                self.grow_topic(&scratch, topic, &mut partitions_total)
-            };
-            match outcome {
-                Ok(new) => {
-                    for record in &new {
-                        scratch.apply(record).expect("records built against this image apply");
-                    }
-                    records.extend(new);
-                    results.push(None);
-                }
-                Err(e) => results.push(Some(e)),
+        let (records, results) = self.decide_each(&req.topics, req.validate_only, "the partitions' metadata", |image, topic| {
+            if counts[topic.name.as_str()] > 1 {
+                return Err(ControllerError::InvalidRequest("Duplicate topic name."));
             }
-        }
-        if req.validate_only {
-            records.clear();
-        }
-        if encode_records(&records).len() > self.config.max_entry_bytes {
-            let too_big = ControllerError::PolicyViolation("the partitions' metadata exceeds one metadata-log entry".into());
-            results = results.into_iter().map(|r| r.or(Some(too_big.clone()))).collect();
-            records.clear();
-        }
+            self.grow_topic(image, topic, &mut partitions_total)
+        });
         self.propose(records, Some((id, Response::CreatePartitions(results))));
         self.check_invariants();
     }
