@@ -14,7 +14,7 @@ use std::io::Write;
 use bytes::Bytes;
 
 use crate::batch::{self, BatchError, BatchHeader, HEADER_LEN, LOG_OVERHEAD};
-use crate::validate::{self, InflateError};
+use crate::inflate::{self, InflateError};
 
 /// Kafka's `compression.gzip.level` default: zlib's own (`Deflater.DEFAULT_COMPRESSION`).
 pub const DEFAULT_GZIP_LEVEL: i32 = -1;
@@ -147,7 +147,7 @@ pub fn recompress(batch: &[u8], target: &TopicCompression, inflate_limit: usize)
     if !target.recompresses(&header) {
         return Ok(None);
     }
-    let section = validate::inflate(header.compression_codec(), &batch[HEADER_LEN..header.total_len()], inflate_limit)?;
+    let section = inflate::inflate(header.compression_codec(), &batch[HEADER_LEN..header.total_len()], inflate_limit)?;
     rebuild(&batch[..HEADER_LEN], &section, target).map(|rebuilt| Some(Bytes::from(rebuilt)))
 }
 
@@ -191,7 +191,7 @@ pub(crate) fn rebuild(header: &[u8], section: &[u8], target: &TopicCompression) 
         TopicCompression::Zstd { level } => {
             let mut encoder = zstd::stream::write::Encoder::new(out, level).map_err(failed)?;
             // A known size shrinks the window to the input's: consumers (and our own reads,
-            // `validate::inflate`) cap the window they accept, which the high levels exceed.
+            // `inflate::inflate`) cap the window they accept, which the high levels exceed.
             encoder.set_pledged_src_size(Some(section.len() as u64)).map_err(failed)?;
             encoder.write_all(section).map_err(failed)?;
             out = encoder.finish().map_err(failed)?;
@@ -207,7 +207,7 @@ pub(crate) fn rebuild(header: &[u8], section: &[u8], target: &TopicCompression) 
 }
 
 /// Kafka's snappy as its Java producer writes it (xerial's stream format, which
-/// [`validate::inflate`] reads): the header, then per block of at most 32 KiB its compressed
+/// [`inflate::inflate`] reads): the header, then per block of at most 32 KiB its compressed
 /// length (u32, big endian) and one raw snappy block.
 fn write_xerial_snappy(out: &mut Vec<u8>, section: &[u8]) -> Result<(), snap::Error> {
     out.extend_from_slice(XERIAL_HEADER);
@@ -286,11 +286,10 @@ mod tests {
                     assert_eq!(decoded(&rebuilt), decoded(&sent), "{context}");
                     // The records' own bytes, not only what a decoder makes of them.
                     let inflate = |b: &[u8], h: &BatchHeader| {
-                        validate::inflate(h.compression_codec(), &b[HEADER_LEN..], LIMIT).unwrap().into_owned()
+                        inflate::inflate(h.compression_codec(), &b[HEADER_LEN..], LIMIT).unwrap().into_owned()
                     };
                     assert_eq!(inflate(&rebuilt, &after), inflate(&sent, &before), "{context}");
-                    let validated = validate::validate_produce(&rebuilt, &Default::default(), NOW).expect(&context);
-                    assert_eq!(validated.record_count, i64::from(before.record_count));
+                    assert_eq!(after.record_count, before.record_count, "{context}");
                 }
             }
         }

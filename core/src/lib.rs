@@ -15,6 +15,7 @@ pub mod error;
 pub mod fetcher;
 pub mod group;
 pub mod ids;
+pub mod inflate;
 pub mod lifecycle;
 pub mod log;
 pub mod principal;

@@ -8,14 +8,13 @@
 //! Everything here reads untrusted bytes: every length is checked against the bytes present
 //! before it is used, and nothing allocates what a header claims.
 
-use std::borrow::Cow;
-use std::io::Read;
 
 use bytes::Bytes;
 
 use crate::batch::{self, BatchError, BatchHeader, ValidatedRecords, HEADER_LEN};
 use crate::compression::{self, RecompressError, TopicCompression};
 use crate::error::ErrorCode;
+pub use crate::inflate::{inflate, InflateError};
 
 /// A compressed batch may inflate to this many times the topic's `max.message.bytes` (at
 /// least 1 MiB): far above what producers' batching makes (a Java producer's `batch.size` counts
@@ -170,7 +169,7 @@ fn validate(buf: &[u8], rules: &ProduceRules, now_ms: i64, target: &TopicCompres
     }
     let body = &buf[HEADER_LEN..header.total_len()];
     let section = inflate(header.compression_codec(), body, inflate_limit(rules.max_message_bytes))
-        .map_err(InflateError::refusal)?;
+        .map_err(inflate_refusal)?;
     let max_timestamp = check_records(&header, &section, rules, now_ms)?;
     let mut rebuilt = None;
     if target.recompresses(&header) {
@@ -269,102 +268,13 @@ fn check_records(header: &BatchHeader, section: &[u8], rules: &ProduceRules, now
     Ok(max_timestamp)
 }
 
-/// Why a batch's records section could not be inflated.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum InflateError {
-    #[error("the batch inflates to more than {limit} bytes")]
-    TooLarge { limit: usize },
-    #[error("unknown compression codec {0}")]
-    UnknownCodec(i16),
-    #[error("cannot decompress the batch: {0}")]
-    Corrupt(String),
-}
-
-impl InflateError {
-    fn refusal(self) -> Refusal {
-        let code = match self {
-            InflateError::TooLarge { .. } => ErrorCode::MessageTooLarge,
-            InflateError::UnknownCodec(_) | InflateError::Corrupt(_) => ErrorCode::CorruptMessage,
-        };
-        Refusal::new(code, self.to_string())
-    }
-}
-
-/// The records section of a batch (`body`: the bytes after its header) as the records' bytes,
-/// decompressed for codecs 1–4 (gzip, snappy, lz4, zstd), never more than `limit` bytes: the
-/// output grows as the decoder produces it, never to a size a header claims.
-pub fn inflate(codec: i16, body: &[u8], limit: usize) -> Result<Cow<'_, [u8]>, InflateError> {
-    let corrupt = |e: std::io::Error| InflateError::Corrupt(e.to_string());
-    let out = match codec {
-        0 => return Ok(Cow::Borrowed(body)),
-        1 => read_bounded(flate2::read::MultiGzDecoder::new(body), limit)?,
-        2 => inflate_snappy(body, limit)?,
-        3 => read_bounded(lz4::Decoder::new(body).map_err(corrupt)?, limit)?,
-        4 => {
-            let mut decoder = zstd::stream::read::Decoder::with_buffer(body).map_err(corrupt)?;
-            // The window is allocated up front from the frame header: no larger than the
-            // output may be.
-            let window_log = usize::BITS - 1 - limit.max(1 << 10).leading_zeros();
-            decoder.window_log_max(window_log.min(31)).map_err(corrupt)?;
-            read_bounded(decoder, limit)?
-        }
-        other => return Err(InflateError::UnknownCodec(other)),
+/// What a batch whose records cannot be inflated is refused with.
+fn inflate_refusal(error: InflateError) -> Refusal {
+    let code = match error {
+        InflateError::TooLarge { .. } => ErrorCode::MessageTooLarge,
+        InflateError::UnknownCodec(_) | InflateError::Corrupt(_) => ErrorCode::CorruptMessage,
     };
-    Ok(Cow::Owned(out))
-}
-
-fn read_bounded(reader: impl Read, limit: usize) -> Result<Vec<u8>, InflateError> {
-    let mut out = Vec::new();
-    reader
-        .take(limit as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| InflateError::Corrupt(e.to_string()))?;
-    if out.len() > limit {
-        return Err(InflateError::TooLarge { limit });
-    }
-    Ok(out)
-}
-
-const SNAPPY_MAX_EXPANSION: usize = 22;
-
-/// Kafka's snappy: xerial's framing (an 8-byte magic, two version ints, then blocks each
-/// with a 4-byte length), or one raw snappy block from clients that skip the framing.
-fn inflate_snappy(body: &[u8], limit: usize) -> Result<Vec<u8>, InflateError> {
-    const XERIAL_MAGIC: &[u8] = b"\x82SNAPPY\x00";
-    const XERIAL_HEADER: usize = 16;
-    let mut out = Vec::new();
-    let block = |raw: &[u8], out: &mut Vec<u8>| -> Result<(), InflateError> {
-        let len = snap::raw::decompress_len(raw).map_err(|e| InflateError::Corrupt(e.to_string()))?;
-        // No snappy element yields more than 64 bytes from 3, and a block must inflate to
-        // exactly what it announces: an announcement beyond that is a lie, refused before
-        // anything is allocated for it.
-        if len > raw.len().saturating_mul(SNAPPY_MAX_EXPANSION) {
-            return Err(InflateError::Corrupt(format!("a snappy block of {} bytes announces {len}", raw.len())));
-        }
-        if len > limit - out.len() {
-            return Err(InflateError::TooLarge { limit });
-        }
-        let start = out.len();
-        out.resize(start + len, 0);
-        let n = snap::raw::Decoder::new()
-            .decompress(raw, &mut out[start..])
-            .map_err(|e| InflateError::Corrupt(e.to_string()))?;
-        out.truncate(start + n);
-        Ok(())
-    };
-    if !body.starts_with(XERIAL_MAGIC) {
-        block(body, &mut out)?;
-        return Ok(out);
-    }
-    let mut rest = body.get(XERIAL_HEADER..).ok_or_else(|| InflateError::Corrupt("truncated snappy header".into()))?;
-    while !rest.is_empty() {
-        let (len, tail) = rest.split_first_chunk::<4>().ok_or_else(|| InflateError::Corrupt("truncated snappy block length".into()))?;
-        let len = u32::from_be_bytes(*len) as usize;
-        let raw = tail.get(..len).ok_or_else(|| InflateError::Corrupt(format!("snappy block of {len} bytes overruns the batch")))?;
-        block(raw, &mut out)?;
-        rest = &tail[len..];
-    }
-    Ok(out)
+    Refusal::new(code, error.to_string())
 }
 
 /// One record of a v2 batch, as it sits in the records section.

@@ -266,7 +266,7 @@ async fn serve_connection(
     admitted: Admitted,
 ) {
     let peer = peer.to_string();
-    let _counted = crate::metrics::OpenConnection::new(&shard.metrics, &listener.name);
+    let _counted = crate::metrics::counters::OpenConnection::new(&shard.metrics, &listener.name);
     let _ = stream.set_nodelay(true);
     debug!(%peer, core = shard.id.0, listener = %listener.name, "connection opened");
     let stream = match tls {

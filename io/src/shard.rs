@@ -113,7 +113,7 @@ pub struct Shard {
     /// The transport of the machine's replica fetchers: one connection per source broker.
     fetchers: Rc<FetcherDriver>,
     /// This core's counters, summed over the cores when `/metrics` is scraped.
-    pub metrics: Rc<crate::metrics::CoreMetrics>,
+    pub metrics: Rc<crate::metrics::counters::CoreMetrics>,
 }
 
 impl Shard {
@@ -128,7 +128,8 @@ impl Shard {
         let txn_config = shared.config.txn.clone();
         // Member ids must differ across restarts; the seed is the only randomness they use.
         let seed = uuid::Uuid::new_v4().as_u64_pair().0;
-        let metrics = Rc::new(crate::metrics::CoreMetrics::new(&shared.config));
+        let listener_names: Vec<String> = shared.config.listeners.iter().map(|l| l.name.clone()).collect();
+        let metrics = Rc::new(crate::metrics::counters::CoreMetrics::new(shared.config.metrics_listen.is_some(), &listener_names));
         Rc::new(Shard {
             id,
             shared,

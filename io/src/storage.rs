@@ -796,7 +796,7 @@ pub async fn sync_dir(dir: &Path) -> io::Result<()> {
 pub struct GroupCommit {
     fsync: bool,
     /// How long each of this core's fdatasyncs took (the ones acks wait for).
-    pub fsync_latency: crate::metrics::Histogram,
+    pub fsync_latency: crate::metrics::counters::Histogram,
 }
 
 impl GroupCommit {
