@@ -36,7 +36,6 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crate::acl::{AclBinding, AclBindingFilter, Acls, Operation, PatternType, Permission, ResourceType};
 use crate::error::ErrorCode;
 use crate::ids::{BrokerEpoch, LeaderEpoch, NodeId, PartitionEpoch, Term};
-use crate::log::LogConfig;
 use crate::raft::codec::{self, Reader};
 use crate::raft::{DecodeError, Entry, Index};
 use crate::sasl::{Mechanism, ScramCredential, MAX_SCRAM_ITERATIONS, MIN_SCRAM_ITERATIONS};
@@ -1185,8 +1184,6 @@ pub struct ControllerConfig {
     pub num_partitions: i32,
     /// `unclean.leader.election.enable`, the default for topics that do not set it.
     pub unclean_leader_election_enable: bool,
-    /// Log defaults that topic configs override (`min.insync.replicas` is validated there).
-    pub log: LogConfig,
     /// Kafka's MAX_PARTITIONS_PER_BATCH.
     pub max_partitions_per_request: usize,
     /// Proposals not yet committed; must stay below Raft's `max_uncommitted_entries`.
@@ -1208,7 +1205,6 @@ impl ControllerConfig {
             default_replication_factor: 1,
             num_partitions: 1,
             unclean_leader_election_enable: false,
-            log: LogConfig::default(),
             max_partitions_per_request: 10_000,
             max_inflight_proposals: 1_024,
             max_entry_bytes: 8 << 20,

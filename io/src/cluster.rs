@@ -248,7 +248,6 @@ impl Node {
         controller_config.broker_session_timeout_ms = config.broker_session_timeout_ms;
         controller_config.default_replication_factor = config.default_replication_factor;
         controller_config.num_partitions = config.num_partitions;
-        controller_config.log = config.log.clone();
         controller_config.unclean_leader_election_enable = config.unclean_leader_election_enable;
         controller_config.leader_imbalance_check_interval_ms =
             config.auto_leader_rebalance.then_some(config.leader_imbalance_check_interval_s * 1000);
