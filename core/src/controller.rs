@@ -39,6 +39,7 @@ use crate::ids::{BrokerEpoch, LeaderEpoch, NodeId, PartitionEpoch, Term};
 use crate::raft::codec::{self, Reader};
 use crate::raft::{DecodeError, Entry, Index};
 use crate::sasl::{Mechanism, ScramCredential, MAX_SCRAM_ITERATIONS, MIN_SCRAM_ITERATIONS};
+use crate::quota::{QuotaEntity, QuotaTable, QuotaValue};
 use crate::topic::{validate_topic_name, TopicConfig};
 
 pub type RequestId = u64;
@@ -107,6 +108,8 @@ pub enum MetadataRecord {
         leader: NodeId,
         reassignment: Option<Reassignment>,
     },
+    /// KRaft's ClientQuotaRecord: one quota of an entity set (`value` some) or removed.
+    ClientQuota { entity: QuotaEntity, key: String, value: Option<QuotaValue> },
 }
 
 /// A partition moving to `target` replicas (KIP-455): while under way its replica set is
@@ -229,6 +232,8 @@ pub struct MetadataImage {
     broker_configs: BTreeMap<Option<NodeId>, BTreeMap<String, String>>,
     /// Partitions being reassigned, by topic id and partition.
     reassignments: BTreeMap<(TopicId, i32), Reassignment>,
+    /// Client quotas, by entity and key.
+    client_quotas: QuotaTable,
 }
 
 impl MetadataImage {
@@ -287,6 +292,10 @@ impl MetadataImage {
     /// Every reassignment under way, by topic id and partition.
     pub fn reassignments(&self) -> &BTreeMap<(TopicId, i32), Reassignment> {
         &self.reassignments
+    }
+    /// Every client quota, by entity and key.
+    pub fn client_quotas(&self) -> &QuotaTable {
+        &self.client_quotas
     }
     /// The dynamic settings of broker `broker`, or with `None` the cluster-wide defaults.
     pub fn broker_configs(&self, broker: Option<NodeId>) -> &BTreeMap<String, String> {
@@ -452,6 +461,16 @@ impl MetadataImage {
                 };
                 self.broker_configs.retain(|_, configs| !configs.is_empty());
             }
+            MetadataRecord::ClientQuota { entity, key, value } => {
+                let quotas = self.client_quotas.entry(entity.clone()).or_default();
+                match value {
+                    Some(value) => quotas.insert(key.clone(), *value),
+                    None => quotas.remove(key),
+                };
+                if quotas.is_empty() {
+                    self.client_quotas.remove(entity);
+                }
+            }
         }
         Ok(())
     }
@@ -535,6 +554,7 @@ impl MetadataRecord {
             MetadataRecord::RemoveAccessControlEntry { .. } => 11,
             MetadataRecord::Config { .. } => 12,
             MetadataRecord::Reassign { .. } => 13,
+            MetadataRecord::ClientQuota { .. } => 14,
         };
         out.put_u8(tag);
         out.put_u8(RECORD_VERSION);
@@ -608,6 +628,14 @@ impl MetadataRecord {
                 out.put_u8(u8::from(value.is_some()));
                 if let Some(value) = value {
                     codec::put_string(out, value);
+                }
+            }
+            MetadataRecord::ClientQuota { entity, key, value } => {
+                put_quota_entity(out, entity);
+                codec::put_string(out, key);
+                out.put_u8(u8::from(value.is_some()));
+                if let Some(value) = value {
+                    out.put_u64_le(value.to_bits());
                 }
             }
             MetadataRecord::Reassign { topic_id, partition, replicas, isr, leader, reassignment } => {
@@ -705,9 +733,35 @@ impl MetadataRecord {
                 leader: NodeId(r.i32()?),
                 reassignment: if r.bool()? { Some(Reassignment { original: read_nodes(r)?, target: read_nodes(r)? }) } else { None },
             },
+            14 => MetadataRecord::ClientQuota {
+                entity: read_quota_entity(r)?,
+                key: r.string()?,
+                value: if r.bool()? { Some(QuotaValue::from_bits(r.u64()?)) } else { None },
+            },
             tag => return Err(DecodeError::Tag(tag)),
         })
     }
+}
+
+pub(crate) fn put_quota_entity(out: &mut BytesMut, entity: &QuotaEntity) {
+    codec::put_count(out, entity.parts().len());
+    for (entity_type, name) in entity.parts() {
+        codec::put_string(out, entity_type);
+        out.put_u8(u8::from(name.is_some()));
+        codec::put_string(out, name.as_deref().unwrap_or(""));
+    }
+}
+
+pub(crate) fn read_quota_entity(r: &mut Reader) -> Result<QuotaEntity, DecodeError> {
+    let n = r.count(3)?;
+    let mut parts = Vec::with_capacity(n);
+    for _ in 0..n {
+        let entity_type = r.string()?;
+        let named = r.bool()?;
+        let name = r.string()?;
+        parts.push((entity_type, named.then_some(name)));
+    }
+    QuotaEntity::new(parts).map_err(|_| DecodeError::Invalid("invalid quota entity"))
 }
 
 /// Kafka's ScramMechanism byte (1 = SHA-256, 2 = SHA-512), as the records carry it.
@@ -882,10 +936,10 @@ pub enum ControllerError {
     DuplicateResource(String),
     #[error("{0}")]
     ResourceNotFound(String),
-    /// A CreateAcls binding that `AclBinding::validate` refuses; INVALID_REQUEST with its
-    /// message, as Kafka answers it.
+    /// INVALID_REQUEST with its message, as Kafka answers a CreateAcls binding that
+    /// `AclBinding::validate` refuses or a client quota it cannot take.
     #[error("{0}")]
-    InvalidAcl(String),
+    Invalid(String),
 }
 
 impl ControllerError {
@@ -917,7 +971,7 @@ impl ControllerError {
             ControllerError::UnacceptableCredential(_) => ErrorCode::UnacceptableCredential,
             ControllerError::DuplicateResource(_) => ErrorCode::DuplicateResource,
             ControllerError::ResourceNotFound(_) => ErrorCode::ResourceNotFound,
-            ControllerError::InvalidAcl(_) => ErrorCode::InvalidRequest,
+            ControllerError::Invalid(_) => ErrorCode::InvalidRequest,
         }
     }
 }
@@ -1074,6 +1128,21 @@ pub enum Response {
     AlterPartitionReassignments(Vec<Option<ControllerError>>),
     /// Per partition named (or, for all, per partition an election was attempted on).
     ElectLeaders(Vec<(String, i32, Option<ControllerError>)>),
+    /// One result per entity of the request, in its order.
+    AlterClientQuotas(Vec<Option<ControllerError>>),
+}
+
+/// AlterClientQuotas: per entity, each key set (`Some`) or removed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlterClientQuotasRequest {
+    pub entries: Vec<QuotaAlteration>,
+    pub validate_only: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuotaAlteration {
+    pub entity: QuotaEntity,
+    pub ops: Vec<(String, Option<QuotaValue>)>,
 }
 
 /// One change of IncrementalAlterConfigs (Kafka's `AlterConfigOp`).
@@ -1712,7 +1781,7 @@ impl Controller {
         let mut results: Vec<AclCreateResult> = Vec::with_capacity(acls.len());
         for acl in &acls {
             if let Err(message) = acl.validate() {
-                results.push(answer(Some(ControllerError::InvalidAcl(message))));
+                results.push(answer(Some(ControllerError::Invalid(message))));
                 continue;
             }
             let stored = pending.acls.matching(&AclBindingFilter::exact(acl)).next().is_some();
@@ -1773,6 +1842,18 @@ impl Controller {
         let (records, results) =
             self.decide_each(&request.resources, request.validate_only, "the configs", config_changes);
         self.propose(records, Some((id, Response::AlterConfigs(results))));
+        self.check_invariants();
+    }
+
+    /// Kafka's `ClientQuotaControlManager.alterClientQuotas`: each entity's keys checked, then
+    /// all the changes commit in one entry.
+    pub fn handle_alter_client_quotas(&mut self, _now_ms: i64, id: RequestId, request: AlterClientQuotasRequest) {
+        let refusal = Response::AlterClientQuotas(request.entries.iter().map(|_| Some(ControllerError::NotController)).collect());
+        if !self.serving(id, refusal) {
+            return;
+        }
+        let (records, results) = self.decide_each(&request.entries, request.validate_only, "the quotas", quota_changes);
+        self.propose(records, Some((id, Response::AlterClientQuotas(results))));
         self.check_invariants();
     }
 
@@ -2337,6 +2418,25 @@ fn manual_partition(image: &MetadataImage, partition: i32, replicas: &[NodeId], 
 
 /// The ConfigRecords that take `alteration.resource` from its configs in `image` to the altered
 /// ones, or why the alteration is refused.
+/// One entity's quota changes as ClientQuotaRecords, or why Kafka would refuse them.
+fn quota_changes(_image: &MetadataImage, alteration: &QuotaAlteration) -> Result<Vec<MetadataRecord>, ControllerError> {
+    let mut keys: Vec<&str> = alteration.ops.iter().map(|(k, _)| k.as_str()).collect();
+    keys.sort_unstable();
+    if let Some(pair) = keys.windows(2).find(|p| p[0] == p[1]) {
+        return Err(ControllerError::Invalid(format!("quota {} altered twice in one entry", pair[0])));
+    }
+    let mut records = Vec::with_capacity(alteration.ops.len());
+    for (key, value) in &alteration.ops {
+        if let Some(value) = value {
+            crate::quota::validate_value(&alteration.entity, key, value.get()).map_err(ControllerError::Invalid)?;
+        } else {
+            crate::quota::validate_value(&alteration.entity, key, 1.0).map_err(ControllerError::Invalid)?;
+        }
+        records.push(MetadataRecord::ClientQuota { entity: alteration.entity.clone(), key: key.clone(), value: *value });
+    }
+    Ok(records)
+}
+
 fn config_changes(image: &MetadataImage, alteration: &ConfigAlteration) -> Result<Vec<MetadataRecord>, ControllerError> {
     let current = match &alteration.resource {
         ConfigResource::Topic(name) => &image.topic_by_name(name).ok_or(ControllerError::UnknownTopicOrPartition)?.configs,
@@ -2466,6 +2566,9 @@ fn not_controller(response: Response, keep_errors: bool) -> Response {
         ),
         Response::ElectLeaders(results) => {
             Response::ElectLeaders(results.into_iter().map(|(t, p, r)| (t, p, r.filter(|_| keep_errors).or(e.clone()))).collect())
+        }
+        Response::AlterClientQuotas(results) => {
+            Response::AlterClientQuotas(results.into_iter().map(|r| r.filter(|_| keep_errors).or(e.clone())).collect())
         }
     }
 }
@@ -3570,6 +3673,12 @@ mod tests {
             MetadataRecord::Config { resource: ConfigResource::Topic("t".into()), name: "retention.ms".into(), value: Some("1".into()) },
             MetadataRecord::Config { resource: ConfigResource::Broker(None), name: "log.retention.ms".into(), value: None },
             MetadataRecord::Config { resource: ConfigResource::Broker(Some(NodeId(2))), name: "x".into(), value: Some(String::new()) },
+            MetadataRecord::ClientQuota {
+                entity: QuotaEntity::new(vec![("user".into(), Some("u".into())), ("client-id".into(), None)]).unwrap(),
+                key: "producer_byte_rate".into(),
+                value: Some(QuotaValue::new(1024.0)),
+            },
+            MetadataRecord::ClientQuota { entity: QuotaEntity::new(vec![("ip".into(), None)]).unwrap(), key: "connection_creation_rate".into(), value: None },
             MetadataRecord::RemoveTopic { topic_id: [5; 16] },
         ];
         let bytes = encode_records(&records);
@@ -4026,6 +4135,43 @@ mod tests {
         let applied = c.controller().applied_index();
         assert_eq!(c.create_acls(vec![cluster("other")]), vec![invalid("The only valid name for the CLUSTER resource is kafka-cluster")]);
         assert_eq!(c.controller().applied_index(), applied);
+    }
+
+    // Guards KIP-546 on KRaft: quotas reach the image through committed records, a bad key or
+    // value refuses only its own entity, validate_only commits nothing, and removing an
+    // entity's last key removes the entity.
+    #[test]
+    fn client_quotas_are_set_validated_and_removed_through_the_metadata_log() {
+        use crate::quota::{QuotaEntity, QuotaValue};
+        let mut c = Cluster::new(&[100, 101, 102], &[]);
+        let user = QuotaEntity::new(vec![("user".into(), Some("alice".into()))]).unwrap();
+        let ip = QuotaEntity::new(vec![("ip".into(), None)]).unwrap();
+        let set = |entity: &QuotaEntity, key: &str, value: Option<f64>| QuotaAlteration {
+            entity: entity.clone(),
+            ops: vec![(key.to_owned(), value.map(QuotaValue::new))],
+        };
+        let mut alter = |c: &mut Cluster, entries: Vec<QuotaAlteration>, validate_only: bool| {
+            match c.request(|ctl, now, id| ctl.handle_alter_client_quotas(now, id, AlterClientQuotasRequest { entries, validate_only })) {
+                Response::AlterClientQuotas(results) => results.into_iter().map(|r| r.map(|e| e.code())).collect::<Vec<_>>(),
+                other => panic!("{other:?}"),
+            }
+        };
+        let results = alter(
+            &mut c,
+            vec![set(&user, "producer_byte_rate", Some(1024.0)), set(&ip, "producer_byte_rate", Some(5.0)), set(&user, "request_percentage", Some(-1.0))],
+            false,
+        );
+        assert_eq!(results, vec![None, Some(ErrorCode::InvalidRequest), Some(ErrorCode::InvalidRequest)]);
+        for node in c.nodes.values() {
+            let quotas = node.controller.image().client_quotas();
+            assert_eq!(quotas.len(), 1);
+            assert_eq!(quotas[&user]["producer_byte_rate"].get(), 1024.0);
+        }
+        let applied = c.controller().applied_index();
+        assert_eq!(alter(&mut c, vec![set(&user, "producer_byte_rate", None)], true), vec![None]);
+        assert_eq!(c.controller().applied_index(), applied);
+        assert_eq!(alter(&mut c, vec![set(&user, "producer_byte_rate", None)], false), vec![None]);
+        assert!(c.image().client_quotas().is_empty());
     }
 
     #[test]

@@ -15,7 +15,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::controller::{
     put_config_resource, read_config_resource, AlterConfigsRequest, ConfigAlteration, ConfigOp, CreatePartitionsRequest,
-    CreatePartitionsTopic, ElectLeadersRequest, ReassignPartition,
+    CreatePartitionsTopic, ElectLeadersRequest, ReassignPartition, AlterClientQuotasRequest, QuotaAlteration,
+    put_quota_entity, read_quota_entity,
     AllocateProducerIdsRequest, AllocateProducerIdsResponse, AlterPartitionRequest, AlterPartitionResponse, BrokerHeartbeatRequest, BrokerHeartbeatResponse,
     AlterUserScramCredentialResult, AlterUserScramCredentialsRequest, BrokerRegistrationRequest, BrokerRegistrationResponse, CreatableTopic,
     CreateTopicResult, CreateTopicsRequest, ControllerError, DeleteTopicResult, Endpoint, LeaderAndIsr, Response, ScramCredentialDeletion,
@@ -46,6 +47,7 @@ pub enum ControllerRequest {
     CreatePartitions(CreatePartitionsRequest),
     AlterPartitionReassignments(Vec<ReassignPartition>),
     ElectLeaders(ElectLeadersRequest),
+    AlterClientQuotas(AlterClientQuotasRequest),
 }
 
 /// One message on the controller listener.
@@ -245,6 +247,20 @@ fn encode_request(out: &mut BytesMut, request: &ControllerRequest) {
                 put_nodes(out, p.target.as_deref().unwrap_or_default());
             }
         }
+        ControllerRequest::AlterClientQuotas(req) => {
+            out.put_u8(13);
+            out.put_u8(u8::from(req.validate_only));
+            codec::put_count(out, req.entries.len());
+            for e in &req.entries {
+                put_quota_entity(out, &e.entity);
+                codec::put_count(out, e.ops.len());
+                for (key, value) in &e.ops {
+                    codec::put_string(out, key);
+                    out.put_u8(u8::from(value.is_some()));
+                    out.put_u64_le(value.map_or(0, |v| v.to_bits()));
+                }
+            }
+        }
         ControllerRequest::ElectLeaders(req) => {
             out.put_u8(12);
             out.put_u8(u8::from(req.unclean));
@@ -320,7 +336,7 @@ fn read_acl_filter(r: &mut Reader) -> Result<AclBindingFilter, DecodeError> {
 /// INVALID_REQUEST, which [`read_error`] cannot tell from the static InvalidRequest.
 fn put_acl_error(out: &mut BytesMut, error: &Option<ControllerError>) {
     match error {
-        Some(ControllerError::InvalidAcl(message)) => {
+        Some(ControllerError::Invalid(message)) => {
             out.put_u8(1);
             codec::put_string(out, message);
         }
@@ -333,7 +349,7 @@ fn put_acl_error(out: &mut BytesMut, error: &Option<ControllerError>) {
 
 fn read_acl_error(r: &mut Reader) -> Result<Option<ControllerError>, DecodeError> {
     if r.bool()? {
-        return Ok(Some(ControllerError::InvalidAcl(r.string()?)));
+        return Ok(Some(ControllerError::Invalid(r.string()?)));
     }
     read_error(r)
 }
@@ -486,6 +502,24 @@ fn decode_request(r: &mut Reader) -> Result<ControllerRequest, DecodeError> {
             let partitions = (0..n).map(|_| Ok((r.string()?, r.i32()?))).collect::<Result<Vec<_>, DecodeError>>()?;
             ControllerRequest::ElectLeaders(ElectLeadersRequest { unclean, partitions: given.then_some(partitions) })
         }
+        13 => {
+            let validate_only = r.bool()?;
+            let n = r.count(4)?;
+            let mut entries = Vec::with_capacity(n);
+            for _ in 0..n {
+                let entity = read_quota_entity(r)?;
+                let m = r.count(12)?;
+                let mut ops = Vec::with_capacity(m);
+                for _ in 0..m {
+                    let key = r.string()?;
+                    let set = r.bool()?;
+                    let bits = r.u64()?;
+                    ops.push((key, set.then(|| crate::quota::QuotaValue::from_bits(bits))));
+                }
+                entries.push(QuotaAlteration { entity, ops });
+            }
+            ControllerRequest::AlterClientQuotas(AlterClientQuotasRequest { entries, validate_only })
+        }
         tag => return Err(DecodeError::Tag(tag)),
     })
 }
@@ -529,8 +563,7 @@ fn read_error(r: &mut Reader) -> Result<Option<ControllerError>, DecodeError> {
         crate::ErrorCode::FencedLeaderEpoch => ControllerError::FencedLeaderEpoch,
         crate::ErrorCode::InvalidUpdateVersion => ControllerError::InvalidUpdateVersion,
         crate::ErrorCode::IneligibleReplica => ControllerError::IneligibleReplica,
-        // The static message of the sender is not recoverable; the code is what matters.
-        crate::ErrorCode::InvalidRequest => ControllerError::InvalidRequest("invalid request (remote)"),
+        crate::ErrorCode::InvalidRequest => ControllerError::Invalid(message),
         crate::ErrorCode::UnsupportedSaslMechanism => ControllerError::UnsupportedSaslMechanism(message),
         crate::ErrorCode::UnacceptableCredential => ControllerError::UnacceptableCredential(message),
         crate::ErrorCode::DuplicateResource => ControllerError::DuplicateResource(message),
@@ -619,6 +652,13 @@ fn encode_response(out: &mut BytesMut, response: &Response) {
         }
         Response::AlterPartitionReassignments(results) => {
             out.put_u8(11);
+            codec::put_count(out, results.len());
+            for error in results {
+                put_error(out, error);
+            }
+        }
+        Response::AlterClientQuotas(results) => {
+            out.put_u8(13);
             codec::put_count(out, results.len());
             for error in results {
                 put_error(out, error);
@@ -740,6 +780,10 @@ fn decode_response(r: &mut Reader) -> Result<Response, DecodeError> {
             let n = r.count(8)?;
             Response::ElectLeaders((0..n).map(|_| Ok((r.string()?, r.i32()?, read_error(r)?))).collect::<Result<_, DecodeError>>()?)
         }
+        13 => {
+            let n = r.count(2)?;
+            Response::AlterClientQuotas((0..n).map(|_| read_error(r)).collect::<Result<_, _>>()?)
+        }
         tag => return Err(DecodeError::Tag(tag)),
     })
 }
@@ -835,6 +879,17 @@ mod tests {
             },
             Frame::Request { id: 18, request: ControllerRequest::ElectLeaders(ElectLeadersRequest { unclean: false, partitions: None }) },
             Frame::Request {
+                id: 20,
+                request: ControllerRequest::AlterClientQuotas(AlterClientQuotasRequest {
+                    entries: vec![QuotaAlteration {
+                        entity: crate::quota::QuotaEntity::new(vec![("user".into(), None), ("client-id".into(), Some("c".into()))]).unwrap(),
+                        ops: vec![("producer_byte_rate".into(), Some(crate::quota::QuotaValue::new(1024.0))), ("request_percentage".into(), None)],
+                    }],
+                    validate_only: true,
+                }),
+            },
+            Frame::Response { id: 20, response: Response::AlterClientQuotas(vec![None, Some(ControllerError::Invalid("no".into()))]) },
+            Frame::Request {
                 id: 19,
                 request: ControllerRequest::ElectLeaders(ElectLeadersRequest { unclean: true, partitions: Some(vec![("t".into(), 2)]) }),
             },
@@ -904,7 +959,7 @@ mod tests {
                 id: 13,
                 response: Response::CreateAcls(vec![
                     AclCreateResult { error: None },
-                    AclCreateResult { error: Some(ControllerError::InvalidAcl("Invalid empty resource name".into())) },
+                    AclCreateResult { error: Some(ControllerError::Invalid("Invalid empty resource name".into())) },
                     AclCreateResult { error: Some(ControllerError::NotController) },
                 ]),
             },

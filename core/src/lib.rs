@@ -21,6 +21,7 @@ pub mod log;
 pub mod principal;
 pub mod producer;
 pub mod quorum;
+pub mod quota;
 pub mod raft;
 pub mod replica;
 pub mod sasl;

@@ -83,6 +83,7 @@ impl Quorum {
             ControllerRequest::CreatePartitions(r) => c.handle_create_partitions(now_ms, id, r),
             ControllerRequest::AlterPartitionReassignments(r) => c.handle_alter_partition_reassignments(now_ms, id, r),
             ControllerRequest::ElectLeaders(r) => c.handle_elect_leaders(now_ms, id, r),
+            ControllerRequest::AlterClientQuotas(r) => c.handle_alter_client_quotas(now_ms, id, r),
         }
     }
 

@@ -79,6 +79,9 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeCluster, 0, 1),
     // KIP-113; v0 has no codec in kafka-protocol 0.18, v4 adds the volume's sizes (KIP-827).
     (ApiKey::DescribeLogDirs, 1, 4),
+    // KIP-546; v1 is the flexible encoding.
+    (ApiKey::AlterClientQuotas, 0, 1),
+    (ApiKey::DescribeClientQuotas, 0, 1),
 ];
 
 pub fn supported_versions(api_key: ApiKey) -> Option<(i16, i16)> {
@@ -198,6 +201,61 @@ pub fn encode_response<M: Encodable>(
     let size = (buf.len() - 4) as i32;
     buf[0..4].copy_from_slice(&size.to_be_bytes());
     Ok(buf.freeze())
+}
+
+/// `frame` (a framed response of `api_key` at `version`, as [`encode_response`] makes it) with
+/// its `throttle_time_ms` raised to `throttle_ms` (KIP-219), re-encoded; the frame unchanged
+/// when the API or its version has no such field (SASL, WriteTxnMarkers, old versions).
+pub fn with_throttle_time(api_key: ApiKey, version: i16, frame: Bytes, throttle_ms: i32) -> Result<Bytes, RequestError> {
+    use kafka_protocol::messages::*;
+    if frame.len() < 8 {
+        return Ok(frame);
+    }
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let malformed = |e: ResponseError| RequestError::Encode { api_key, version, reason: e.to_string() };
+    macro_rules! rethrottle {
+        ($($key:ident => $ty:ty),* $(,)?) => {
+            match api_key {
+                $(ApiKey::$key => {
+                    let mut message: $ty = decode_response(frame.slice(4..), api_key, version, correlation_id).map_err(malformed)?;
+                    message.throttle_time_ms = message.throttle_time_ms.max(throttle_ms);
+                    // Versions before the field (it is not in every version) keep the frame.
+                    encode_response(api_key, version, correlation_id, &message).or(Ok(frame))
+                })*
+                _ => Ok(frame),
+            }
+        };
+    }
+    rethrottle!(
+        Produce => ProduceResponse, Fetch => FetchResponse, ListOffsets => ListOffsetsResponse,
+        DeleteRecords => DeleteRecordsResponse, Metadata => MetadataResponse, ApiVersions => ApiVersionsResponse,
+        CreateTopics => CreateTopicsResponse, DeleteTopics => DeleteTopicsResponse, CreatePartitions => CreatePartitionsResponse,
+        AlterPartitionReassignments => AlterPartitionReassignmentsResponse,
+        ListPartitionReassignments => ListPartitionReassignmentsResponse, ElectLeaders => ElectLeadersResponse,
+        DescribeConfigs => DescribeConfigsResponse, AlterConfigs => AlterConfigsResponse,
+        IncrementalAlterConfigs => IncrementalAlterConfigsResponse, FindCoordinator => FindCoordinatorResponse,
+        JoinGroup => JoinGroupResponse, SyncGroup => SyncGroupResponse, Heartbeat => HeartbeatResponse,
+        LeaveGroup => LeaveGroupResponse, OffsetCommit => OffsetCommitResponse, OffsetFetch => OffsetFetchResponse,
+        DescribeGroups => DescribeGroupsResponse, ListGroups => ListGroupsResponse, DeleteGroups => DeleteGroupsResponse,
+        OffsetDelete => OffsetDeleteResponse, InitProducerId => InitProducerIdResponse,
+        DescribeProducers => DescribeProducersResponse, AddPartitionsToTxn => AddPartitionsToTxnResponse,
+        AddOffsetsToTxn => AddOffsetsToTxnResponse, EndTxn => EndTxnResponse, TxnOffsetCommit => TxnOffsetCommitResponse,
+        DescribeTransactions => DescribeTransactionsResponse, ListTransactions => ListTransactionsResponse,
+        OffsetForLeaderEpoch => OffsetForLeaderEpochResponse,
+        DescribeUserScramCredentials => DescribeUserScramCredentialsResponse,
+        AlterUserScramCredentials => AlterUserScramCredentialsResponse, DescribeAcls => DescribeAclsResponse,
+        CreateAcls => CreateAclsResponse, DeleteAcls => DeleteAclsResponse, DescribeCluster => DescribeClusterResponse,
+        DescribeLogDirs => DescribeLogDirsResponse, AlterClientQuotas => AlterClientQuotasResponse,
+        DescribeClientQuotas => DescribeClientQuotasResponse,
+    )
+}
+
+/// Whether a Fetch comes from a follower replica, which client quotas leave alone, read
+/// without decoding the request: up to v14 `replica_id` is the body's first field.
+pub fn is_follower_fetch(request: &Request) -> bool {
+    request.api_key == ApiKey::Fetch
+        && request.version() <= 14
+        && request.body.get(..4).is_some_and(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]) >= 0)
 }
 
 /// A framed request, as every client of the wire sends it (the admin CLI, the bench, the
@@ -354,7 +412,7 @@ mod tests {
             RequestError::UnsupportedApiVersions { correlation_id: 42, version: 127 }
         );
 
-        let unsupported_api = frame(ApiKey::AlterClientQuotas, 0, &MetadataRequest::default());
+        let unsupported_api = frame(ApiKey::DescribeDelegationToken, 0, &MetadataRequest::default());
         assert!(matches!(parse_request(unsupported_api), Err(RequestError::UnsupportedVersion { .. })));
         assert!(matches!(parse_request(Bytes::from_static(&[0, 3, 0])), Err(RequestError::Malformed { .. })));
 
@@ -362,6 +420,30 @@ mod tests {
         truncated.truncate(truncated.len() - 2);
         let req = parse_request(truncated.into()).unwrap();
         assert!(matches!(req.decode::<MetadataRequest>(), Err(RequestError::Malformed { .. })));
+    }
+
+    #[test]
+    fn a_throttle_time_is_set_in_the_versions_that_carry_it() {
+        use kafka_protocol::messages::{DescribeClientQuotasResponse, FetchResponse, ProduceResponse};
+        fn check<M: Encodable + Decodable + Default>(api: ApiKey, version: i16, throttle: impl Fn(&M) -> i32, carries: bool) {
+            let plain = encode_response(api, version, 7, &M::default()).unwrap();
+            let throttled = with_throttle_time(api, version, plain.clone(), 1234).unwrap();
+            let decoded: M = decode_response(throttled.slice(4..), api, version, 7).unwrap();
+            assert_eq!(throttle(&decoded), if carries { 1234 } else { 0 }, "{api:?} v{version}");
+            assert_eq!(throttled == plain, !carries, "{api:?} v{version}");
+            assert_eq!(i32::from_be_bytes(throttled[..4].try_into().unwrap()) as usize, throttled.len() - 4);
+        }
+        for version in [3, 9, 11] {
+            check::<ProduceResponse>(ApiKey::Produce, version, |m| m.throttle_time_ms, true);
+        }
+        for version in [4, 12] {
+            check::<FetchResponse>(ApiKey::Fetch, version, |m| m.throttle_time_ms, true);
+        }
+        check::<MetadataResponse>(ApiKey::Metadata, 0, |m| m.throttle_time_ms, false);
+        check::<MetadataResponse>(ApiKey::Metadata, 12, |m| m.throttle_time_ms, true);
+        check::<DescribeClientQuotasResponse>(ApiKey::DescribeClientQuotas, 1, |m| m.throttle_time_ms, true);
+        let sasl = encode_response(ApiKey::SaslHandshake, 1, 7, &kafka_protocol::messages::SaslHandshakeResponse::default()).unwrap();
+        assert_eq!(with_throttle_time(ApiKey::SaslHandshake, 1, sasl.clone(), 5).unwrap(), sasl);
     }
 
     // A count read off the wire must not become an allocation: 2^31-1 topics in a 40-byte

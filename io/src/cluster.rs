@@ -902,7 +902,10 @@ fn not_controller(response: &Response) -> bool {
         Response::AlterUserScramCredentials(r) => r.iter().any(|u| u.error == e),
         Response::CreateAcls(r) => r.iter().any(|a| a.error == e),
         Response::DeleteAcls(r) => r.iter().any(|f| f.error == e),
-        Response::AlterConfigs(r) | Response::CreatePartitions(r) | Response::AlterPartitionReassignments(r) => r.contains(&e),
+        Response::AlterConfigs(r)
+        | Response::CreatePartitions(r)
+        | Response::AlterPartitionReassignments(r)
+        | Response::AlterClientQuotas(r) => r.contains(&e),
         Response::ElectLeaders(r) => r.iter().any(|(_, _, c)| *c == e),
     }
 }

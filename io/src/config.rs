@@ -48,6 +48,8 @@ pub struct ServerConfig {
     pub leader_imbalance_check_interval_s: i64,
     /// `leader.imbalance.per.broker.percentage`
     pub leader_imbalance_per_broker_percentage: u32,
+    /// `quota.window.num` and `quota.window.size.seconds`: what client quotas are measured over.
+    pub quota_window: odradek_core::quota::QuotaWindow,
     pub group: GroupConfig,
     /// The transaction coordinator's settings (`transaction.*`).
     pub txn: odradek_core::txn::TxnConfig,
@@ -210,6 +212,7 @@ impl Default for ServerConfig {
             auto_leader_rebalance: true,
             leader_imbalance_check_interval_s: 300,
             leader_imbalance_per_broker_percentage: 10,
+            quota_window: odradek_core::quota::QuotaWindow::default(),
             group: GroupConfig::default(),
             txn: odradek_core::txn::TxnConfig::default(),
             retention_check_interval_ms: 300_000,
@@ -579,6 +582,8 @@ impl ServerConfig {
             "auto.leader.rebalance.enable" => self.auto_leader_rebalance = parse_bool(value)?,
             "leader.imbalance.check.interval.seconds" => self.leader_imbalance_check_interval_s = positive(num(value)?)?,
             "leader.imbalance.per.broker.percentage" => self.leader_imbalance_per_broker_percentage = num(value)?,
+            "quota.window.num" => self.quota_window.samples = positive(num(value)?)?,
+            "quota.window.size.seconds" => self.quota_window.window_ms = positive(num::<i64>(value)?)? * 1000,
             "replica.lag.time.max.ms" => self.replica_lag_time_max_ms = num(value)?,
             "broker.session.timeout.ms" => self.broker_session_timeout_ms = num(value)?,
             "broker.heartbeat.interval.ms" => self.broker_heartbeat_interval_ms = num(value)?,

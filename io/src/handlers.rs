@@ -11,6 +11,7 @@ use odradek_core::broker::partitions::{DeleteRecordsCall, DescribeProducersCall,
 use odradek_core::broker::{self, admin, authz, producer_ids};
 use odradek_core::controller::Response as ControllerResponse;
 use odradek_core::controller_rpc::ControllerRequest;
+use odradek_core::quota::QuotaType;
 use odradek_core::shard::ShardId;
 use odradek_core::topic::validate_topic_name;
 use odradek_core::wire::{self, Request, RequestError};
@@ -73,10 +74,19 @@ pub async fn start(shard: &Rc<Shard>, request: Request, session: &Session) -> Re
             // Nothing left to read: the refusals need no long poll.
             let nothing_left = !refused.is_empty() && fetch.topics.is_empty();
             let follower = fetch.replica_id.0 >= 0 || fetch.replica_state.replica_id.0 >= 0;
+            // A consumer's byte-rate quota (follower fetches have none): one answer carries at
+            // most a quota window's worth, as Kafka bounds it.
+            let quota = (!follower).then(|| (session.quota_user(), request.header.client_id.as_deref().unwrap_or_default().to_owned(), session.mute.clone()));
+            if let Some(max) = quota.as_ref().and_then(|(user, client_id, _)| shard.quota_window_max(QuotaType::Fetch, user, client_id)) {
+                fetch.max_bytes = fetch.max_bytes.min(max.clamp(1.0, i32::MAX as f64) as i32);
+            }
             let shard = shard.clone();
             let task = glommio::spawn_local(async move {
                 let mut response = if nothing_left { FetchResponse::default() } else { self::fetch(&shard, fetch, version).await };
                 authz::refuse_fetch(&mut response, &refused, ErrorCode::TopicAuthorizationFailed);
+                if let Some((user, client_id, mute)) = quota {
+                    response = throttle_fetch(&shard, response, version, &user, &client_id, &mute);
+                }
                 shard.metrics.fetched(&response, follower, &shard.image.borrow());
                 response
             });
@@ -87,6 +97,22 @@ pub async fn start(shard: &Rc<Shard>, request: Request, session: &Session) -> Re
             Ok(Box::pin(async move { Ok(answer) }))
         }
     }
+}
+
+/// A consumer's Fetch answer against its byte-rate quota, as Kafka's `handleFetchRequest`
+/// treats it: over the quota, the data is not sent (and not counted), and the answer is an
+/// empty one telling the client how long to hold off; the connection is muted that long.
+fn throttle_fetch(shard: &Shard, response: FetchResponse, version: i16, user: &str, client_id: &str, mute: &crate::session::Mute) -> FetchResponse {
+    let size = response.compute_size(version).unwrap_or(0) as f64;
+    let throttle_ms = shard.record_quota(QuotaType::Fetch, user, client_id, size);
+    if throttle_ms == 0 {
+        return response;
+    }
+    shard.unrecord_quota(QuotaType::Fetch, user, client_id, size);
+    mute.throttle(throttle_ms);
+    FetchResponse::default()
+        .with_throttle_time_ms(i32::try_from(throttle_ms).unwrap_or(i32::MAX))
+        .with_session_id(response.session_id)
 }
 
 /// Handles one request other than Produce and Fetch ([`start`] runs those), in full.
@@ -146,6 +172,20 @@ async fn handle(shard: &Rc<Shard>, request: Request, session: &Session) -> Resul
             let answer = alter_configs(shard, &alterations, alter.validate_only).await;
             respond(&broker::configs::legacy_response(&alter, &alterations, answer))
         }
+        ApiKey::AlterClientQuotas => {
+            let alter: AlterClientQuotasRequest = request.decode()?;
+            let (forwarded, placed) = broker::quotas::alter_request(&alter);
+            let results = if forwarded.entries.is_empty() {
+                Some(Vec::new())
+            } else {
+                match shard.controller_request(ControllerRequest::AlterClientQuotas(forwarded)).await {
+                    Some(ControllerResponse::AlterClientQuotas(results)) => Some(results),
+                    _ => None,
+                }
+            };
+            respond(&broker::quotas::alter_response(&alter, placed, results, odradek_core::controller::ControllerError::Busy))
+        }
+        ApiKey::DescribeClientQuotas => respond(&broker::quotas::describe(&shard.image.borrow(), &request.decode()?)),
         ApiKey::FindCoordinator => respond(&groups::find_coordinator(shard, request.decode()?, version, listener)),
         ApiKey::InitProducerId => {
             let init: InitProducerIdRequest = request.decode()?;

@@ -395,6 +395,10 @@ async fn read_requests(
     let max = shard.shared.config.max_request_bytes;
     let mut reader = RequestReader::default();
     loop {
+        // A throttled client's next request waits (KIP-219's muted channel).
+        if let Some(until) = session.mute.until() {
+            glommio::timer::sleep(until.saturating_duration_since(Instant::now())).await;
+        }
         // Kafka closes a connection with no read or write for connections.max.idle.ms. Counted
         // from the last request or answer rather than from the last byte, the same bound also
         // closes a client trickling a request in a byte at a time (slow loris), whom every
@@ -415,6 +419,7 @@ async fn read_requests(
             return Err(Close::Error(format!("connection closed inside a {size}-byte request")));
         }
         let frame = reader.take_frame(size);
+        let frame_bytes = frame.len();
         if session.expects_raw_token() {
             let token = session.raw_token(&frame, &shard.image.borrow()).map_err(Close::Error)?;
             if futures_lite::future::poll_fn(|cx| answers.poll_ready(cx)).await.is_err()
@@ -427,9 +432,11 @@ async fn read_requests(
         }
         let mut close_after = None;
         let mut timed = None;
+        let mut quota = None;
         let answer: Answer = match wire::parse_request(frame) {
             Ok(request) => {
                 let api = request.api_key;
+                quota = Some(QuotaUse::of(&request, frame_bytes));
                 // From here: most requests are handled in full before their answer is queued.
                 timed = Some((api, Instant::now()));
                 session.admits(api)?;
@@ -466,6 +473,10 @@ async fn read_requests(
             }
             Err(e) => return Err(Close::Error(e.to_string())),
         };
+        let answer = match (quota, timed) {
+            (Some(quota), Some((_, started))) => quota.throttle(shard, session, started, answer),
+            _ => answer,
+        };
         let answer = match timed {
             Some((api, started)) => shard.metrics.time_request(api, started, answer),
             None => answer,
@@ -478,6 +489,62 @@ async fn read_requests(
         if let Some(reason) = close_after {
             return Err(Close::Error(reason));
         }
+    }
+}
+
+/// What a request counts against its client's quotas (KIP-13, KIP-124): the time this core
+/// spent starting it and, for a Produce, its size. A Fetch's bytes are counted where its answer
+/// is made (`handlers::start`). The SASL exchange and follower fetches count against nothing,
+/// as in Kafka.
+struct QuotaUse {
+    api: kafka_protocol::messages::ApiKey,
+    version: i16,
+    client_id: String,
+    exempt: bool,
+    produce_bytes: Option<usize>,
+}
+
+impl QuotaUse {
+    fn of(request: &wire::Request, frame_bytes: usize) -> QuotaUse {
+        use kafka_protocol::messages::ApiKey;
+        let api = request.api_key;
+        QuotaUse {
+            api,
+            version: request.version(),
+            client_id: request.header.client_id.as_deref().unwrap_or_default().to_owned(),
+            exempt: matches!(api, ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate) || wire::is_follower_fetch(request),
+            produce_bytes: (api == ApiKey::Produce).then_some(frame_bytes),
+        }
+    }
+
+    /// Records the request and, if the client is over a quota, sets the answer's
+    /// `throttle_time_ms` and mutes the connection for that long.
+    fn throttle(self, shard: &Shard, session: &Session, started: Instant, answer: Answer) -> Answer {
+        use odradek_core::quota::{nanos_to_percentage, QuotaType};
+        if self.exempt {
+            return answer;
+        }
+        let user = session.quota_user();
+        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let request_ms = shard.record_quota(QuotaType::Request, &user, &self.client_id, nanos_to_percentage(nanos));
+        let produce_ms = self.produce_bytes.map_or(0, |b| shard.record_quota(QuotaType::Produce, &user, &self.client_id, b as f64));
+        let throttle_ms = request_ms.max(produce_ms);
+        if throttle_ms == 0 {
+            return answer;
+        }
+        // Muted from now, not from the answer: the requests pipelined behind this one stay
+        // unread, as they would behind Kafka's one request in flight per connection.
+        session.mute.throttle(throttle_ms);
+        let (api, version) = (self.api, self.version);
+        Box::pin(async move {
+            match answer.await? {
+                Some(frame) => {
+                    let ms = i32::try_from(throttle_ms).unwrap_or(i32::MAX);
+                    wire::with_throttle_time(api, version, frame, ms).map(Some).map_err(|e| format!("{api:?}: {e}"))
+                }
+                None => Ok(None),
+            }
+        })
     }
 }
 

@@ -34,6 +34,29 @@ pub struct Session {
     /// The mechanism and user of the last successful SASL exchange, which a re-authentication
     /// must repeat, and when that login expires.
     login: RefCell<Option<Login>>,
+    /// Until when a throttled client's requests are left unread (KIP-219).
+    pub mute: Mute,
+}
+
+/// A connection's muting: once an answer told the client to hold off for a throttle time, the
+/// broker reads none of its requests until that time has passed, so a client that ignores
+/// `throttle_time_ms` is held to its quota too.
+#[derive(Clone, Default)]
+pub struct Mute(Rc<std::cell::Cell<Option<std::time::Instant>>>);
+
+impl Mute {
+    pub fn throttle(&self, ms: i64) {
+        if ms <= 0 {
+            return;
+        }
+        let until = std::time::Instant::now() + std::time::Duration::from_millis(ms as u64);
+        self.0.set(Some(self.0.get().map_or(until, |u| u.max(until))));
+    }
+
+    /// When reading may go on, if it must wait.
+    pub fn until(&self) -> Option<std::time::Instant> {
+        self.0.get().filter(|u| *u > std::time::Instant::now())
+    }
 }
 
 struct Login {
@@ -82,6 +105,7 @@ impl Session {
             auth: RefCell::new(auth),
             reauth,
             login: RefCell::new(None),
+            mute: Mute::default(),
         }
     }
 
@@ -102,6 +126,13 @@ impl Session {
 
     pub fn principal(&self) -> String {
         self.principal.borrow().clone()
+    }
+
+    /// The name a user quota entity names this connection's principal by (`ANONYMOUS` when
+    /// it proved nothing), as Kafka's quotas see it.
+    pub fn quota_user(&self) -> String {
+        let principal = self.principal.borrow();
+        principal.strip_prefix("User:").unwrap_or(&principal).to_owned()
     }
 
     /// Whether `api` may be served now; the reason to close the connection if not. Before a

@@ -114,15 +114,41 @@ pub struct Shard {
     fetchers: Rc<FetcherDriver>,
     /// This core's counters, summed over the cores when `/metrics` is scraped.
     pub metrics: Rc<crate::metrics::counters::CoreMetrics>,
+    /// The usage of the clients connected to this core, against their quotas.
+    quotas: RefCell<odradek_core::quota::ClientQuotas>,
 }
 
 impl Shard {
+    /// Records a client's use against its quota: -> how long to throttle it, in milliseconds.
+    /// Quotas are per core: a client whose connections land on several cores has the quota
+    /// on each (docs/operations.md).
+    pub fn record_quota(&self, quota_type: odradek_core::quota::QuotaType, user: &str, client_id: &str, value: f64) -> i64 {
+        let image = self.image.borrow();
+        if image.client_quotas().is_empty() {
+            return 0;
+        }
+        self.quotas.borrow_mut().record(image.client_quotas(), crate::clock::now_ms(), quota_type, user, client_id, value)
+    }
+
+    /// Takes back a recorded use (a throttled fetch sends no data).
+    pub fn unrecord_quota(&self, quota_type: odradek_core::quota::QuotaType, user: &str, client_id: &str, value: f64) {
+        let image = self.image.borrow();
+        self.quotas.borrow_mut().unrecord(image.client_quotas(), crate::clock::now_ms(), quota_type, user, client_id, value);
+    }
+
+    /// The most one answer may carry under the client's quota, if one applies.
+    pub fn quota_window_max(&self, quota_type: odradek_core::quota::QuotaType, user: &str, client_id: &str) -> Option<f64> {
+        let image = self.image.borrow();
+        self.quotas.borrow().max_value_in_window(image.client_quotas(), quota_type, user, client_id)
+    }
+
     pub fn new(
         id: ShardId,
         shared: Arc<Shared>,
         peers: Vec<Option<ConnectedSender<PeerMessage>>>,
     ) -> Rc<Shard> {
         let fsync = shared.config.fsync;
+        let quota_window = shared.config.quota_window;
         let node_id = NodeId(shared.config.node_id);
         let group_config = shared.config.group.clone();
         let txn_config = shared.config.txn.clone();
@@ -163,6 +189,7 @@ impl Shard {
             timer_armed: Cell::new(None),
             fetchers: Rc::new(FetcherDriver::default()),
             metrics,
+            quotas: RefCell::new(odradek_core::quota::ClientQuotas::new(quota_window)),
         })
     }
 

@@ -505,3 +505,115 @@ def test_delete_records_reports_each_partition(broker, tmp_path):
     offsets.write_text(json.dumps({"partitions": [{"topic": "missing", "partition": 0, "offset": 1}]}))
     line = failed("delete-records", "--bootstrap-server", b, "--offset-json-file", offsets)
     assert "missing-0" in line and "UNKNOWN_TOPIC_OR_PARTITION" in line
+
+
+# ---- client quotas (configs --entity-type users|clients|ips) ----
+
+
+def quotas_described_by_kafka_python(bootstrap):
+    """-> {((type, name), ...): {key: value}} of every quota entity, as kafka-python's own
+    DescribeClientQuotas v0 reads them (an empty filter, not strict, selects every entity)."""
+    from kafka.admin import KafkaAdminClient
+    from kafka.protocol.admin import DescribeClientQuotasRequest_v0
+
+    client = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=TIMEOUT * 1000)
+    try:
+        node = client._client.least_loaded_node()
+        deadline = time.monotonic() + TIMEOUT
+        while not client._client.ready(node):
+            assert time.monotonic() < deadline, "kafka-python could not connect"
+            client._client.poll(timeout_ms=50)
+        future = client._send_request_to_node(node, DescribeClientQuotasRequest_v0(components=[], strict=False))
+        client._wait_for_futures([future])
+        response = future.value
+    finally:
+        client.close()
+    assert response.error_code == 0, response.error_message
+    return {tuple(sorted(entity)): dict(values) for entity, values in response.entries}
+
+
+def wait_for_quotas(bootstrap, expected):
+    """Waits until the broker describes exactly `expected` (its image may lag the controller)."""
+    seen = {}
+
+    def matches():
+        seen["now"] = quotas_described_by_kafka_python(bootstrap)
+        return seen["now"] == expected
+
+    deadline = time.monotonic() + TIMEOUT
+    while not matches() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert seen["now"] == expected
+
+
+def test_configs_client_quotas_set_described_and_deleted(broker):
+    b = broker.bootstrap
+    cfg = ("configs", "--bootstrap-server", b)
+    run = ok(*cfg, "--alter", "--entity-type", "users", "--entity-name", "alice",
+             "--add-config", "producer_byte_rate=1048576,request_percentage=50,consumer_byte_rate=2048")
+    assert run.stdout == "Completed updating config for user alice.\n"
+    assert ok(*cfg, "--alter", "--client", "app", "--add-config", "consumer_byte_rate=4096").stdout == \
+        "Completed updating config for client app.\n"
+    # The combined entity, spelled as kafka-configs.sh spells it and with the shortcuts.
+    ok(*cfg, "--alter", "--entity-type", "users", "--entity-name", "alice", "--entity-type", "clients", "--entity-name", "app",
+       "--add-config", "request_percentage=12.5")
+    ok(*cfg, "--alter", "--user", "bob", "--client-defaults", "--add-config", "producer_byte_rate=1000")
+    assert ok(*cfg, "--alter", "--entity-type", "users", "--entity-default", "--add-config", "producer_byte_rate=65536").stdout == \
+        "Completed updating default config for users in the cluster.\n"
+    ok(*cfg, "--alter", "--ip", "10.1.2.3", "--add-config", "connection_creation_rate=100")
+
+    alice = (("user", "alice"),)
+    expected = {
+        alice: {"producer_byte_rate": 1048576.0, "request_percentage": 50.0, "consumer_byte_rate": 2048.0},
+        (("client-id", "app"),): {"consumer_byte_rate": 4096.0},
+        (("client-id", "app"), ("user", "alice")): {"request_percentage": 12.5},
+        (("client-id", None), ("user", "bob")): {"producer_byte_rate": 1000.0},
+        (("user", None),): {"producer_byte_rate": 65536.0},
+        (("ip", "10.1.2.3"),): {"connection_creation_rate": 100.0},
+    }
+    wait_for_quotas(b, expected)
+
+    # --describe of a named entity: exactly that entity (not alice with a client id).
+    alice_line = "Quota configs for user-principal 'alice' are consumer_byte_rate=2048.0, producer_byte_rate=1048576.0, " \
+                 "request_percentage=50.0"
+    assert ok(*cfg, "--describe", "--entity-type", "users", "--entity-name", "alice").stdout == alice_line + "\n"
+    # Without a name: every entity of only that type, its default too.
+    assert sorted(ok(*cfg, "--describe", "--entity-type", "users").stdout.splitlines()) == \
+        sorted([alice_line, "Quota configs for the default user-principal are producer_byte_rate=65536.0"])
+    assert ok(*cfg, "--describe", "--user", "alice", "--client", "app").stdout == \
+        "Quota configs for user-principal 'alice', client-id 'app' are request_percentage=12.5\n"
+    assert sorted(ok(*cfg, "--describe", "--entity-type", "users", "--entity-type", "clients").stdout.splitlines()) == sorted([
+        "Quota configs for user-principal 'alice', client-id 'app' are request_percentage=12.5",
+        "Quota configs for user-principal 'bob', the default client-id are producer_byte_rate=1000.0",
+    ])
+    assert ok(*cfg, "--describe", "--ip-defaults").stdout == ""
+    assert ok(*cfg, "--describe", "--user", "nobody").stdout == ""
+
+    assert json.loads(ok(*cfg, "--describe", "--entity-type", "clients", "--output", "json").stdout) == \
+        [{"entity": {"client-id": "app"}, "configs": [{"name": "consumer_byte_rate", "value": 4096.0}]}]
+    assert json.loads(ok(*cfg, "--describe", "--user-defaults", "--output", "json").stdout) == \
+        [{"entity": {"user": None}, "configs": [{"name": "producer_byte_rate", "value": 65536.0}]}]
+    [bob] = json.loads(ok(*cfg, "--describe", "--entity-type", "users", "--entity-name", "bob", "--entity-type", "clients",
+                          "--entity-default", "--output", "json").stdout)
+    assert bob == {"entity": {"client-id": None, "user": "bob"}, "configs": [{"name": "producer_byte_rate", "value": 1000.0}]}
+
+    # --delete-config removes only that key.
+    ok(*cfg, "--alter", "--user", "alice", "--delete-config", "consumer_byte_rate")
+    del expected[alice]["consumer_byte_rate"]
+    wait_for_quotas(b, expected)
+    assert ok(*cfg, "--describe", "--user", "alice").stdout == \
+        "Quota configs for user-principal 'alice' are producer_byte_rate=1048576.0, request_percentage=50.0\n"
+
+    # A key the broker does not know: its refusal, one line, exit 1, and nothing of the entry set.
+    line = failed(*cfg, "--alter", "--user", "alice", "--add-config", "producer_byte_rate=1,bytes_per_year=1")
+    assert "AlterClientQuotas for user-principal 'alice'" in line and "INVALID_REQUEST (42)" in line and "bytes_per_year" in line, line
+    line = failed(*cfg, "--alter", "--ip", "10.1.2.3", "--add-config", "producer_byte_rate=1")
+    assert "INVALID_REQUEST (42)" in line and "producer_byte_rate" in line, line
+    line = failed(*cfg, "--alter", "--user-defaults", "--add-config", "producer_byte_rate=-5")
+    assert "INVALID_REQUEST (42)" in line and "positive" in line, line
+    assert quotas_described_by_kafka_python(b) == expected
+    # Checked before anything is sent.
+    assert failed(*cfg, "--alter", "--user", "alice", "--add-config", "producer_byte_rate=fast") == \
+        "error: Cannot parse quota configuration value for producer_byte_rate: fast"
+    assert failed(*cfg, "--alter", "--entity-type", "users", "--add-config", "producer_byte_rate=1") == \
+        "error: --alter needs --entity-name or --entity-default for each --entity-type"

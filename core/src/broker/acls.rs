@@ -314,7 +314,7 @@ mod tests {
         assert_eq!(bindings[1], Err("Invalid resourceType ANY".to_string()));
         let answer = vec![
             AclCreateResult { error: None },
-            AclCreateResult { error: Some(ControllerError::InvalidAcl("nope".into())) },
+            AclCreateResult { error: Some(ControllerError::Invalid("nope".into())) },
         ];
         assert_eq!(created_bindings(&bindings, &answer).len(), 1);
         let response = create_acls_response(&bindings, Some(answer));

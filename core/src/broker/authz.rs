@@ -547,6 +547,34 @@ pub fn refuse(request: &Request, access: &Access) -> Result<Option<Bytes>, Reque
                 ))
             }
         }
+        // KIP-546: ALTER_CONFIGS on the cluster to set quotas, DESCRIBE_CONFIGS to read them.
+        ApiKey::AlterClientQuotas => {
+            if access.cluster(AlterConfigs) {
+                return Ok(None);
+            }
+            let r: AlterClientQuotasRequest = request.decode()?;
+            answer!(AlterClientQuotasResponse::default().with_entries(
+                r.entries
+                    .into_iter()
+                    .map(|e| alter_client_quotas_response::EntryData::default()
+                        .with_error_code(code(ErrorCode::ClusterAuthorizationFailed))
+                        .with_entity(
+                            e.entity
+                                .into_iter()
+                                .map(|p| alter_client_quotas_response::EntityData::default()
+                                    .with_entity_type(p.entity_type)
+                                    .with_entity_name(p.entity_name))
+                                .collect()
+                        ))
+                    .collect()
+            ))
+        }
+        ApiKey::DescribeClientQuotas => {
+            if access.cluster(DescribeConfigs) {
+                return Ok(None);
+            }
+            answer!(DescribeClientQuotasResponse::default().with_error_code(code(ErrorCode::ClusterAuthorizationFailed)).with_entries(None))
+        }
         // KIP-455: ALTER on the cluster to move replicas, DESCRIBE to list the moves.
         // ALTER on the cluster (Kafka's `ControllerApis.handleElectLeaders`).
         ApiKey::ElectLeaders => {
@@ -628,7 +656,7 @@ pub fn is_decided(api: ApiKey) -> bool {
         JoinGroup | SyncGroup | Heartbeat | LeaveGroup | OffsetCommit | TxnOffsetCommit | OffsetFetch | OffsetDelete | DescribeGroups
             | DeleteGroups | ListGroups | FindCoordinator | InitProducerId | AddPartitionsToTxn | AddOffsetsToTxn | EndTxn
             | DescribeTransactions | ListTransactions | WriteTxnMarkers | ListOffsets | OffsetForLeaderEpoch | DescribeProducers
-            | DeleteRecords | DeleteTopics | CreatePartitions | ElectLeaders | AlterPartitionReassignments | ListPartitionReassignments | DescribeConfigs | AlterConfigs | IncrementalAlterConfigs | CreateAcls | DeleteAcls | DescribeAcls | AlterUserScramCredentials
+            | DeleteRecords | DeleteTopics | CreatePartitions | ElectLeaders | AlterPartitionReassignments | ListPartitionReassignments | DescribeConfigs | AlterConfigs | IncrementalAlterConfigs | AlterClientQuotas | DescribeClientQuotas | CreateAcls | DeleteAcls | DescribeAcls | AlterUserScramCredentials
             | DescribeUserScramCredentials | DescribeLogDirs
     )
 }

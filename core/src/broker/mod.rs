@@ -15,6 +15,7 @@ pub mod configs;
 pub mod groups;
 pub mod partitions;
 pub mod producer_ids;
+pub mod quotas;
 pub mod txn;
 mod shard;
 

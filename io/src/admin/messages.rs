@@ -35,7 +35,7 @@ use super::TopicPartition;
 
 /// The versions this tool encodes and reads, per API. Each request goes out at the highest
 /// version inside both this range and the one the broker advertises.
-pub const CLIENT_VERSIONS: [(ApiKey, i16, i16); 25] = [
+pub const CLIENT_VERSIONS: [(ApiKey, i16, i16); 27] = [
     // Always v0: every broker answers it, and it is the request that learns the others.
     (ApiKey::ApiVersions, 0, 0),
     (ApiKey::Metadata, 1, 12),
@@ -62,6 +62,9 @@ pub const CLIENT_VERSIONS: [(ApiKey, i16, i16); 25] = [
     // `odradek configs`: DescribeConfigs v0 is gone from Kafka 4.0 and kafka-protocol 0.18.
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
+    // `odradek configs` for users, clients and ips (KIP-546).
+    (ApiKey::DescribeClientQuotas, 0, 1),
+    (ApiKey::AlterClientQuotas, 0, 1),
     // `odradek cluster` (KIP-700) and `odradek log-dirs` (KIP-113).
     (ApiKey::DescribeCluster, 0, 2),
     (ApiKey::DescribeLogDirs, 1, 4),
