@@ -94,6 +94,16 @@ pub fn decode(request: &Request) -> Result<(), RequestError> {
             let _ = odradek_core::broker::admin::list_reassignments(&MetadataImage::default(), &list);
         }
         ApiKey::DescribeLogDirs => round_trip::<DescribeLogDirsRequest>(request).map(drop)?,
+        ApiKey::AlterClientQuotas => {
+            let alter: AlterClientQuotasRequest = round_trip(request)?;
+            let (forwarded, placed) = odradek_core::broker::quotas::alter_request(&alter);
+            let results = forwarded.entries.iter().map(|_| None).collect();
+            let _ = odradek_core::broker::quotas::alter_response(&alter, placed, Some(results), odradek_core::controller::ControllerError::Busy);
+        }
+        ApiKey::DescribeClientQuotas => {
+            let describe: DescribeClientQuotasRequest = round_trip(request)?;
+            let _ = odradek_core::broker::quotas::describe(&MetadataImage::default(), &describe);
+        }
         ApiKey::CreatePartitions => {
             let create: CreatePartitionsRequest = round_trip(request)?;
             let _ = odradek_core::broker::admin::create_partitions_request(&create);
@@ -158,7 +168,7 @@ pub fn decode(request: &Request) -> Result<(), RequestError> {
                 ApiKey::TxnOffsetCommit => round_trip::<TxnOffsetCommitRequest>(request).map(drop)?,
                 other => unreachable!("{other:?} is a group API without a decoder here"),
             }
-            let _ = groups::route(request, "192.0.2.1:50000", OFFSETS_PARTITIONS)?;
+            let _ = groups::route(request, "192.0.2.1:50000", OFFSETS_PARTITIONS, &MetadataImage::default())?;
         }
         other => unreachable!("{other:?} passed parse_request but is not in SUPPORTED_APIS"),
     }
@@ -226,6 +236,7 @@ fn default_request(api_key: ApiKey, version: i16) -> Option<Vec<u8>> {
         DescribeLogDirs => DescribeLogDirsRequest, DeleteRecords => DeleteRecordsRequest,
         AlterPartitionReassignments => AlterPartitionReassignmentsRequest,
         ListPartitionReassignments => ListPartitionReassignmentsRequest, ElectLeaders => ElectLeadersRequest,
+        AlterClientQuotas => AlterClientQuotasRequest, DescribeClientQuotas => DescribeClientQuotasRequest,
     }
 }
 
@@ -287,6 +298,17 @@ fn populated_request(api_key: ApiKey, version: i16) -> Option<Vec<u8>> {
             WritableTxnMarker::default().with_producer_id(ProducerId(5)).with_transaction_result(true).with_topics(vec![
                 WritableTxnMarkerTopic::default().with_name(topic("orders")).with_partition_indexes(vec![0, 1]),
             ]),
+        ])),
+        ApiKey::AlterClientQuotas => frame(api_key, version, &AlterClientQuotasRequest::default().with_entries(vec![
+            alter_client_quotas_request::EntryData::default()
+                .with_entity(vec![
+                    alter_client_quotas_request::EntityData::default().with_entity_type(s("user")).with_entity_name(Some(s("alice"))),
+                    alter_client_quotas_request::EntityData::default().with_entity_type(s("client-id")).with_entity_name(None),
+                ])
+                .with_ops(vec![alter_client_quotas_request::OpData::default().with_key(s("producer_byte_rate")).with_value(1024.0)]),
+        ])),
+        ApiKey::DescribeClientQuotas => frame(api_key, version, &DescribeClientQuotasRequest::default().with_components(vec![
+            describe_client_quotas_request::ComponentData::default().with_entity_type(s("user")).with_match_type(0).with_match(Some(s("alice"))),
         ])),
         _ => None,
     }

@@ -216,7 +216,7 @@ async fn handle(shard: &Rc<Shard>, request: Request, session: &Session) -> Resul
         ApiKey::DescribeLogDirs => respond(&describe_log_dirs(shard, request.decode()?).await),
         key if broker::groups::is_group_api(key) => {
             let partitions = shard.shared.config.group.offsets_topic_partitions;
-            let routed = broker::groups::route(&request, peer, partitions)?;
+            let routed = broker::groups::route(&request, peer, partitions, &shard.image.borrow())?;
             groups::answer(shard, routed).await.encode(version, request.correlation_id()).map(Some)
         }
         other => Err(RequestError::UnsupportedVersion { api_key: other, version }),

@@ -44,7 +44,7 @@ enum Command {
     Acls(admin::acls::AclsArgs),
     /// Topics: list, describe, create, delete, add partitions. Like kafka-topics.sh.
     Topics(admin::topics::TopicsArgs),
-    /// Topic and broker configs: describe, set, remove. Like kafka-configs.sh.
+    /// Topic, broker and client-quota configs: describe, set, remove. Like kafka-configs.sh.
     Configs(admin::configs::ConfigsArgs),
     /// The cluster id, the controller and the brokers. Like kafka-cluster.sh cluster-id.
     Cluster(admin::cluster::ClusterArgs),

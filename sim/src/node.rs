@@ -798,7 +798,7 @@ impl Node {
             }
             key if broker::groups::is_group_api(key) => {
                 let peer = format!("client-{}:1", from.0);
-                let routed = broker::groups::route(&request, &peer, OFFSETS_PARTITIONS).expect("a valid group request");
+                let routed = broker::groups::route(&request, &peer, OFFSETS_PARTITIONS, p.quorum.controller().image()).expect("a valid group request");
                 // Each part on the core owning its group's partition, or on every core, in the
                 // order the broker's `groups::answer` merges them.
                 let cores = p.shards.len();

@@ -811,3 +811,31 @@ def test_group_cli_list_describe_reset(broker_factory, tmp_path):
             by_partition.setdefault(p, o)
     expected = {p: by_partition.get(p, ends[p]) for p in range(PARTITIONS)}
     assert reset("--to-datetime", str(at)) == expected
+
+
+def test_offset_commit_for_a_partition_that_does_not_exist_is_refused(broker_factory):
+    """Kafka answers UNKNOWN_TOPIC_OR_PARTITION per partition and stores nothing for it; the
+    partitions that exist in the same commit are stored."""
+    import confluent_kafka
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    broker = broker_factory("--no-auto-create-topics")
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic("real", 2, 1)])["real"].result(timeout=60)
+    consumer = confluent_kafka.Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "ghosts", "enable.auto.commit": False})
+    try:
+        offsets = [
+            confluent_kafka.TopicPartition("real", 0, 5),
+            confluent_kafka.TopicPartition("missing", 0, 7),
+            confluent_kafka.TopicPartition("real", 9, 3),
+        ]
+        with pytest.raises(confluent_kafka.KafkaException) as refused:
+            consumer.commit(offsets=offsets, asynchronous=False)
+        assert refused.value.args[0].code() == confluent_kafka.KafkaError.UNKNOWN_TOPIC_OR_PART
+        committed = consumer.committed(
+            [confluent_kafka.TopicPartition("real", 0), confluent_kafka.TopicPartition("missing", 0), confluent_kafka.TopicPartition("real", 9)],
+            timeout=30)
+        assert [(tp.topic, tp.partition, tp.offset) for tp in committed] == [
+            ("real", 0, 5), ("missing", 0, confluent_kafka.OFFSET_INVALID), ("real", 9, confluent_kafka.OFFSET_INVALID)]
+    finally:
+        consumer.close()

@@ -81,7 +81,9 @@ pub(crate) enum Reply {
     Sync { version: i16 },
     Heartbeat,
     Leave { version: i16 },
-    Commit { shape: Vec<(TopicName, Vec<i32>)> },
+    /// `unknown`: per partition in request order, whether it is not in the metadata (answered
+    /// UNKNOWN_TOPIC_OR_PARTITION without reaching the coordinator).
+    Commit { shape: Vec<(TopicName, Vec<i32>)>, unknown: Vec<bool> },
     TxnCommit { shape: Vec<(TopicName, Vec<i32>)> },
     Fetch { version: i16, wanted: Option<Vec<(String, i32)>> },
     Describe { version: i16, include_authorized_operations: bool },
@@ -149,8 +151,9 @@ pub fn is_group_api(api_key: ApiKey) -> bool {
 
 /// A decoded group API request (JoinGroup … OffsetDelete, not FindCoordinator) split into
 /// its coordinators' calls. `peer` is the client's `host:port`, which JoinGroup reports as
-/// the member's host; `partitions` is `offsets.topic.num.partitions`, which places every group.
-pub fn route(request: &Request, peer: &str, partitions: i32) -> Result<Routed, RequestError> {
+/// the member's host; `partitions` is `offsets.topic.num.partitions`, which places every group;
+/// `image` is the broker's metadata, against which OffsetCommit's partitions are checked.
+pub fn route(request: &Request, peer: &str, partitions: i32, image: &MetadataImage) -> Result<Routed, RequestError> {
     let version = request.version();
     Ok(match request.api_key {
         ApiKey::JoinGroup => {
@@ -161,7 +164,9 @@ pub fn route(request: &Request, peer: &str, partitions: i32) -> Result<Routed, R
         ApiKey::SyncGroup => sync_group(request.decode()?, version, partitions),
         ApiKey::Heartbeat => heartbeat(request.decode()?, partitions),
         ApiKey::LeaveGroup => leave_group(request.decode()?, version, partitions),
-        ApiKey::OffsetCommit => offset_commit(request.decode()?, partitions),
+        ApiKey::OffsetCommit => offset_commit(request.decode()?, partitions, |topic, partition| {
+            image.topic_by_name(topic).is_some_and(|t| usize::try_from(partition).is_ok_and(|p| p < t.partitions.len()))
+        }),
         ApiKey::OffsetFetch => offset_fetch(request.decode()?, version, partitions),
         ApiKey::DescribeGroups => describe_groups(request.decode()?, version, partitions),
         ApiKey::ListGroups => list_groups(request.decode()?, version),
@@ -227,8 +232,11 @@ pub fn leave_group(request: LeaveGroupRequest, version: i16, partitions: i32) ->
     one(&group_id, partitions, call, Reply::Leave { version })
 }
 
-pub fn offset_commit(request: OffsetCommitRequest, partitions: i32) -> Routed {
+/// `known`: whether a topic's partition exists; offsets for others are answered
+/// UNKNOWN_TOPIC_OR_PARTITION and not stored, as Kafka's `handleOffsetCommitRequest` does.
+pub fn offset_commit(request: OffsetCommitRequest, partitions: i32, known: impl Fn(&str, i32) -> bool) -> Routed {
     let group_id = request.group_id.0.to_string();
+    let mut unknown = Vec::new();
     let offsets = request
         .topics
         .iter()
@@ -236,6 +244,11 @@ pub fn offset_commit(request: OffsetCommitRequest, partitions: i32) -> Routed {
             t.partitions.iter().map(move |p| {
                 (t.name.0.to_string(), p.partition_index, p.committed_offset, p.committed_leader_epoch, opt(&p.committed_metadata))
             })
+        })
+        .filter(|(topic, partition, ..)| {
+            let known = known(topic, *partition);
+            unknown.push(!known);
+            known
         })
         .collect();
     let shape = shape_of(request.topics.iter().map(|t| (&t.name, t.partitions.iter().map(|p| p.partition_index))));
@@ -246,7 +259,7 @@ pub fn offset_commit(request: OffsetCommitRequest, partitions: i32) -> Routed {
         group_instance_id: opt(&request.group_instance_id),
         offsets,
     });
-    one(&group_id, partitions, call, Reply::Commit { shape })
+    one(&group_id, partitions, call, Reply::Commit { shape, unknown })
 }
 
 /// TxnOffsetCommit v0–3: a transaction's offsets for the group, pending until the
@@ -443,11 +456,14 @@ pub(crate) fn answer(reply: Reply, response: Response) -> GroupResponse {
                 ),
             )
         }
-        (Reply::Commit { shape }, Response::OffsetCommit(results)) => {
+        (Reply::Commit { shape, unknown }, Response::OffsetCommit(results)) => {
+            let mut stored = results.into_iter().map(|(_, _, error)| error);
+            let errors: Vec<Option<ErrorCode>> =
+                unknown.iter().map(|&u| if u { Some(ErrorCode::UnknownTopicOrPartition) } else { stored.next().flatten() }).collect();
             let topics = regroup(
                 shape,
-                results,
-                |index, (_, _, error)| OffsetCommitResponsePartition::default().with_partition_index(index).with_error_code(code(error)),
+                errors,
+                |index, error| OffsetCommitResponsePartition::default().with_partition_index(index).with_error_code(code(error)),
                 |name, partitions| OffsetCommitResponseTopic::default().with_name(name).with_partitions(partitions),
             );
             GroupResponse::OffsetCommit(OffsetCommitResponse::default().with_topics(topics))
@@ -585,14 +601,18 @@ fn failed(reply: Reply, error: ErrorCode) -> GroupResponse {
         Reply::Sync { .. } => GroupResponse::SyncGroup(SyncGroupResponse::default().with_error_code(e)),
         Reply::Heartbeat => GroupResponse::Heartbeat(HeartbeatResponse::default().with_error_code(e)),
         Reply::Leave { .. } => GroupResponse::LeaveGroup(LeaveGroupResponse::default().with_error_code(e)),
-        Reply::Commit { shape } => {
+        Reply::Commit { shape, unknown } => {
+            let mut unknown = unknown.into_iter();
             let topics = shape
                 .into_iter()
                 .map(|(name, partitions)| {
                     OffsetCommitResponseTopic::default().with_name(name).with_partitions(
                         partitions
                             .into_iter()
-                            .map(|p| OffsetCommitResponsePartition::default().with_partition_index(p).with_error_code(e))
+                            .map(|p| {
+                                let e = if unknown.next().unwrap_or(false) { ErrorCode::UnknownTopicOrPartition.code() } else { e };
+                                OffsetCommitResponsePartition::default().with_partition_index(p).with_error_code(e)
+                            })
                             .collect(),
                     )
                 })

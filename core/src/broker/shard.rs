@@ -1635,7 +1635,7 @@ mod tests {
             .with_group_id(StrBytes::from_static_str("g").into())
             .with_generation_id_or_member_epoch(-1)
             .with_topics(vec![topic]);
-        let mut routed = groups::offset_commit(request, 1);
+        let mut routed = groups::offset_commit(request, 1, |_, _| true);
         assert_eq!(routed.parts.len(), 1);
         routed.parts.pop().unwrap().1
     }
