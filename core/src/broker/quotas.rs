@@ -209,7 +209,7 @@ mod tests {
 
     #[test]
     fn bad_filters_are_invalid_requests() {
-        let component = |t: &str, m: i8| ComponentData::default().with_entity_type(StrBytes::from_string(t.to_owned())).with_match_type(m);
+        let component = |t: &str, m: i8| ComponentData::default().with_entity_type(StrBytes::from_string(t.to_owned())).with_match_type(m).with_match(None);
         for components in [vec![component("user", 2), component("user", 1)], vec![component("user", 0)], vec![component("user", 7)], vec![component("ip", 2), component("user", 2)]] {
             let response = describe(&image(), &DescribeClientQuotasRequest::default().with_components(components));
             assert_eq!(response.error_code, ErrorCode::InvalidRequest.code());
