@@ -17,6 +17,9 @@ use tracing::error;
 
 use super::log_dir_failed;
 
+/// The directory of the metadata (`log.dirs`' first).
+const METADATA_DIR: usize = 0;
+
 /// A partition by topic name and index, as its directory (`<topic>-<partition>`) names it.
 pub type PartitionName = (String, i32);
 
@@ -52,8 +55,8 @@ pub struct Duplicate {
 
 impl LogDirs {
     /// Creates the directories that do not exist and finds every partition directory in them.
-    /// A directory that cannot be created or listed is offline from the start; `Err` when every
-    /// one is, or when a partition is found twice.
+    /// A directory that cannot be created or listed is offline from the start; `Err` when that
+    /// is the metadata's (the first), or when a partition is found twice.
     pub fn open(paths: &[PathBuf]) -> Result<LogDirs, String> {
         let listings: Vec<Listing> = paths.iter().map(|path| list(path).map_err(|e| e.to_string())).collect();
         for (path, listing) in paths.iter().zip(&listings) {
@@ -61,9 +64,8 @@ impl LogDirs {
                 error!(dir = %path.display(), %reason, "log directory offline at start: its partitions are not served by this broker");
             }
         }
-        if listings.iter().all(|l| l.is_err()) {
-            let dirs: Vec<String> = paths.iter().zip(&listings).map(|(p, l)| format!("{} ({})", p.display(), l.as_ref().err().map_or("", |e| e))).collect();
-            return Err(format!("every log directory is offline, the broker cannot start: {}", dirs.join(", ")));
+        if let Err(reason) = &listings[METADATA_DIR] {
+            return Err(format!("{}, the first log directory, holds the metadata and is unusable: {reason}", paths[METADATA_DIR].display()));
         }
         let placement = place_found(&listings).map_err(|d| {
             format!(
@@ -140,7 +142,8 @@ impl LogDirs {
     /// partition in it. The state machines' view of those logs no longer matches the disk
     /// (and after a failed fsync the kernel may have dropped dirty pages), so they are never
     /// written or served again by this process; the others go on. Kafka halts a broker whose
-    /// every log directory failed, and so does this (`log_dir_failed`). -> `true` when the
+    /// every log directory failed, or whose metadata log's did, and so does this
+    /// (`log_dir_failed`). -> `true` when the
     /// directory was online until now: the caller takes its partitions off every core.
     pub fn fail(&self, topic: &str, partition: i32, what: &str, path: &Path, e: &io::Error) -> bool {
         let mut state = self.state();
@@ -149,7 +152,8 @@ impl LogDirs {
         if state.offline[index].is_some() {
             return false;
         }
-        if state.offline.iter().enumerate().all(|(i, o)| i == index || o.is_some()) {
+        // Kafka halts when the metadata log's directory fails, whatever the others do.
+        if index == METADATA_DIR || state.offline.iter().enumerate().all(|(i, o)| i == index || o.is_some()) {
             log_dir_failed(what, path, e);
         }
         let reason = format!("{what} of {topic}-{partition} failed: {e}");
@@ -294,7 +298,7 @@ mod tests {
         std::fs::create_dir_all(root.join("c")).unwrap();
         std::fs::create_dir_all(root.join("c/old-0")).unwrap();
         assert!(LogDirs::open(&[a.clone(), root.join("c")]).unwrap_err().contains("old-0"));
-        assert!(LogDirs::open(&[b]).unwrap_err().contains("every log directory is offline"));
+        assert!(LogDirs::open(&[b.clone(), a.clone()]).unwrap_err().contains("holds the metadata"));
         std::fs::remove_dir_all(root).unwrap();
     }
 
