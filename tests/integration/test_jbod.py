@@ -142,6 +142,22 @@ def test_partitions_spread_over_two_dirs_are_described_and_survive_a_restart(bro
     for p in range(partitions):
         assert got[p] == written[p] + more[p], f"partition {p}"
 
+    # A partition in both dirs: which copy is current cannot be told, so the start is refused,
+    # naming both; without the stale copy the broker starts again with every record.
+    copied = min(in_first)
+    broker.stop()
+    shutil.copytree(first / f"{topic}-{copied}", second / f"{topic}-{copied}")
+    broker.start_process()
+    assert broker.proc.wait(timeout=TIMEOUT) != 0
+    broker._stopped_on_purpose = True
+    line = next(l for l in broker.log.read_text(errors="replace").splitlines() if f"{topic}-{copied} has a directory in both" in l)
+    assert str(first) in line and str(second) in line, line
+    shutil.rmtree(second / f"{topic}-{copied}")
+    broker.start()
+    got = consumed_values(broker.bootstrap, topic, range(partitions))
+    for p in range(partitions):
+        assert got[p] == written[p] + more[p], f"partition {p}"
+
 
 def test_a_dir_that_fails_at_start_takes_only_its_partitions_offline(broker_factory, tmp_path):
     broker, first, second = start_with_two_dirs(broker_factory, tmp_path)
