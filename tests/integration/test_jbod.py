@@ -7,7 +7,9 @@ broker keeps running."""
 
 import json
 import shutil
+import socket
 import time
+import urllib.request
 
 import kafka_wire as wire
 from kafka_clients import ConfluentClient, Message
@@ -24,7 +26,11 @@ def messages(tag, partition, count=RECORDS):
 
 def start_with_two_dirs(broker_factory, tmp_path, *extra):
     second = tmp_path / "second-dir"
-    broker = broker_factory("--data-dir", str(second), *extra)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        metrics = f"127.0.0.1:{s.getsockname()[1]}"
+    broker = broker_factory("--data-dir", str(second), "--metrics-listen", metrics, *extra)
+    broker.metrics = metrics
     return broker, broker.data_dir, second
 
 
@@ -103,6 +109,12 @@ def wait_for(condition, what, timeout=TIMEOUT):
         time.sleep(0.2)
 
 
+def metric(broker, name):
+    body = urllib.request.urlopen(f"http://{broker.metrics}/metrics", timeout=10).read().decode()
+    [value] = [float(line.split()[-1]) for line in body.splitlines() if line.startswith(name + " ")]
+    return value
+
+
 def test_partitions_spread_over_two_dirs_are_described_and_survive_a_restart(broker_factory, tmp_path):
     broker, first, second = start_with_two_dirs(broker_factory, tmp_path)
     topic, partitions = "spread", 6
@@ -124,6 +136,8 @@ def test_partitions_spread_over_two_dirs_are_described_and_survive_a_restart(bro
         assert error is None
         assert set(sizes) == on_disk, f"{path}: described {sorted(sizes)}, on disk {sorted(on_disk)}"
         assert all(size > 0 for size in sizes.values()), sizes
+
+    assert metric(broker, "odradek_offline_log_dirs") == 0
 
     # kafka-python's DescribeLogDirs sees the same two directories.
     [by_kafka_python] = kafka_python3(KAFKA_PYTHON_LOG_DIRS, broker.bootstrap)
@@ -193,6 +207,7 @@ def test_a_dir_that_fails_at_start_takes_only_its_partitions_offline(broker_fact
     assert second_sizes == {}
     log = broker.log.read_text(errors="replace")
     assert "log directory offline at start" in log and str(second) in log
+    assert metric(broker, "odradek_offline_log_dirs") == 1
 
     # New partitions go to the dir still online.
     ConfluentClient(broker.bootstrap).create_topic("fresh", 2)
@@ -232,4 +247,5 @@ def test_an_io_error_at_runtime_takes_only_its_dir_offline(broker_factory, tmp_p
     assert error is not None and f"({KAFKA_STORAGE_ERROR})" in error, error
     log = broker.log.read_text(errors="replace")
     assert log.count("log directory offline: its partitions are not served") == 1, "logged once"
+    assert metric(broker, "odradek_offline_log_dirs") == 1
     assert broker.proc.poll() is None, "the broker keeps running"

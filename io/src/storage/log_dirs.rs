@@ -167,6 +167,11 @@ impl LogDirs {
         true
     }
 
+    /// How many directories are offline.
+    pub fn offline_count(&self) -> usize {
+        self.state().offline.iter().filter(|o| o.is_some()).count()
+    }
+
     /// Every directory in `log.dirs` order: its path, why it is offline if it is, and the
     /// partitions it holds.
     pub fn describe(&self) -> Vec<(PathBuf, Option<String>, Vec<PartitionName>)> {
@@ -314,6 +319,7 @@ mod tests {
         assert!(dirs.fail("t", 1, "append", &p1, &e));
         assert!(!dirs.fail("t", 1, "fsync", &p1, &e), "already offline");
         assert!(dirs.is_offline("t", 1) && !dirs.is_offline("t", 0));
+        assert_eq!(dirs.offline_count(), 1);
         assert!(dirs.place("t", 1, false).is_err());
         assert_eq!(dirs.place("t", 2, false).unwrap(), a.join("t-2"), "new partitions avoid the offline directory");
         std::fs::remove_dir_all(root).unwrap();
