@@ -929,6 +929,24 @@ mod tests {
     }
 
     #[test]
+    fn data_dir_flags_repeat_or_separate_with_commas_into_log_dirs() {
+        #[derive(clap::Parser)]
+        struct Serve {
+            #[command(flatten)]
+            args: ServeArgs,
+        }
+        let dirs = |flags: &[&str]| {
+            let parsed = <Serve as clap::Parser>::try_parse_from(std::iter::once("serve").chain(flags.iter().copied())).unwrap();
+            let config = parsed.args.resolve().unwrap();
+            (config.data_dir, config.log_dirs)
+        };
+        let (a, b, c) = (PathBuf::from("/a"), PathBuf::from("/b"), PathBuf::from("/c"));
+        assert_eq!(dirs(&["--data-dir", "/a"]), (a.clone(), vec![a.clone()]));
+        assert_eq!(dirs(&["--data-dir", "/a", "--data-dir", "/b,/c"]), (a.clone(), vec![a.clone(), b.clone(), c.clone()]));
+        assert_eq!(dirs(&[]), (PathBuf::from("data"), vec![PathBuf::from("data")]));
+    }
+
+    #[test]
     fn flags_override_the_file_and_bad_values_are_refused() {
         let dir = std::env::temp_dir().join(format!("odradek-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
