@@ -29,7 +29,12 @@ pub struct ServerConfig {
     pub authorizer: Option<odradek_core::acl::AuthorizerConfig>,
     /// `super.users` and `allow.everyone.if.no.acl.found` as set, applied if there is an authorizer.
     pub authorizer_settings: odradek_core::acl::AuthorizerConfig,
+    /// The first of `log_dirs`, which also holds the node's metadata (`meta.properties`, the
+    /// metadata log), as Kafka's `metadata.log.dir` defaults to the first of `log.dirs`.
     pub data_dir: PathBuf,
+    /// `log.dirs`: the directories partition replicas are spread over (JBOD,
+    /// `storage::LogDirs`).
+    pub log_dirs: Vec<PathBuf>,
     pub cores: usize,
     /// Where the executors run (`cpuset`).
     pub cpuset: CpuSet,
@@ -202,6 +207,7 @@ impl Default for ServerConfig {
             authorizer: None,
             authorizer_settings: Default::default(),
             data_dir: PathBuf::from("data"),
+            log_dirs: vec![PathBuf::from("data")],
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             cpuset: CpuSet::Auto,
             num_partitions: 1,
@@ -261,9 +267,10 @@ pub struct ServeArgs {
     /// [default: each listener's own address]
     #[arg(long)]
     pub advertised_listener: Option<String>,
-    /// Directory for logs and metadata (log.dirs) [default: ./data]
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
+    /// Directory for logs and metadata (log.dirs); several, repeated or comma-separated, spread
+    /// the partitions over them, the first holding the metadata too [default: ./data]
+    #[arg(long, value_delimiter = ',')]
+    pub data_dir: Vec<PathBuf>,
     /// Cores to run on, one executor pinned per core [default: all, or the --cpuset's]
     #[arg(long)]
     pub cores: Option<usize>,
@@ -378,7 +385,7 @@ impl ServeArgs {
             ("node.id", self.node_id.map(|v| v.to_string())),
             ("listeners", self.listen.clone()),
             ("advertised.listeners", self.advertised_listener.clone()),
-            ("log.dirs", self.data_dir.as_ref().map(|v| v.display().to_string())),
+            ("log.dirs", (!self.data_dir.is_empty()).then(|| join_paths(&self.data_dir))),
             ("cores", self.cores.map(|v| v.to_string())),
             ("cpuset", self.cpuset.clone()),
             ("num.partitions", self.num_partitions.map(|v| v.to_string())),
@@ -530,10 +537,10 @@ impl ServerConfig {
             }
             "super.users" => self.authorizer_settings.super_users = odradek_core::acl::AuthorizerConfig::parse_super_users(value)?,
             "allow.everyone.if.no.acl.found" => self.authorizer_settings.allow_everyone_if_no_acl_found = parse_bool(value)?,
-            "log.dirs" | "log.dir" if value.contains(',') => {
-                return Err("several log directories (JBOD) are not supported yet: name one".into())
+            "log.dirs" | "log.dir" => {
+                self.log_dirs = parse_log_dirs(value)?;
+                self.data_dir = self.log_dirs[0].clone();
             }
-            "log.dirs" | "log.dir" => self.data_dir = PathBuf::from(value.trim()),
             "cores" => self.cores = num(value)?,
             "cpuset" => self.cpuset = CpuSet::parse(value)?,
             "num.partitions" => self.num_partitions = num(value)?,
@@ -784,6 +791,24 @@ fn positive<T: PartialOrd + Default + std::fmt::Display>(value: T) -> Result<T, 
     }
 }
 
+/// `log.dirs`: comma-separated directories, at least one, none twice.
+fn parse_log_dirs(value: &str) -> Result<Vec<PathBuf>, String> {
+    let dirs: Vec<PathBuf> = value.split(',').map(str::trim).filter(|d| !d.is_empty()).map(PathBuf::from).collect();
+    if dirs.is_empty() {
+        return Err("names no directory".into());
+    }
+    for (i, dir) in dirs.iter().enumerate() {
+        if dirs[..i].contains(dir) {
+            return Err(format!("{} is named twice", dir.display()));
+        }
+    }
+    Ok(dirs)
+}
+
+fn join_paths(paths: &[PathBuf]) -> String {
+    paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(",")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -794,7 +819,7 @@ mod tests {
             node_id: None,
             listen: None,
             advertised_listener: None,
-            data_dir: None,
+            data_dir: Vec::new(),
             cores: None,
             cpuset: None,
             num_partitions: None,
@@ -909,6 +934,24 @@ mod tests {
     }
 
     #[test]
+    fn data_dir_flags_repeat_or_separate_with_commas_into_log_dirs() {
+        #[derive(clap::Parser)]
+        struct Serve {
+            #[command(flatten)]
+            args: ServeArgs,
+        }
+        let dirs = |flags: &[&str]| {
+            let parsed = <Serve as clap::Parser>::try_parse_from(std::iter::once("serve").chain(flags.iter().copied())).unwrap();
+            let config = parsed.args.resolve().unwrap();
+            (config.data_dir, config.log_dirs)
+        };
+        let (a, b, c) = (PathBuf::from("/a"), PathBuf::from("/b"), PathBuf::from("/c"));
+        assert_eq!(dirs(&["--data-dir", "/a"]), (a.clone(), vec![a.clone()]));
+        assert_eq!(dirs(&["--data-dir", "/a", "--data-dir", "/b,/c"]), (a.clone(), vec![a.clone(), b.clone(), c.clone()]));
+        assert_eq!(dirs(&[]), (PathBuf::from("data"), vec![PathBuf::from("data")]));
+    }
+
+    #[test]
     fn flags_override_the_file_and_bad_values_are_refused() {
         let dir = std::env::temp_dir().join(format!("odradek-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -930,8 +973,16 @@ mod tests {
         assert_eq!(config.min_insync_replicas, 2);
         std::fs::write(&file, "log.retention.hours=soon\n").unwrap();
         assert!(args(Some(file.clone())).resolve().unwrap_err().contains("log.retention.hours"));
-        std::fs::write(&file, "log.dirs=/a,/b\n").unwrap();
-        assert!(args(Some(file.clone())).resolve().unwrap_err().contains("JBOD"));
+        std::fs::write(&file, "log.dirs=/a, /b\n").unwrap();
+        let config = args(Some(file.clone())).resolve().unwrap();
+        assert_eq!((config.data_dir.clone(), config.log_dirs), (PathBuf::from("/a"), vec![PathBuf::from("/a"), PathBuf::from("/b")]));
+        let mut a = args(Some(file.clone()));
+        a.data_dir = vec![PathBuf::from("/c"), PathBuf::from("/d")];
+        assert_eq!(a.resolve().unwrap().log_dirs, [PathBuf::from("/c"), PathBuf::from("/d")], "flags replace the file's list");
+        for bad in ["log.dirs=/a,/a\n", "log.dirs= , \n"] {
+            std::fs::write(&file, bad).unwrap();
+            assert!(args(Some(file.clone())).resolve().unwrap_err().contains("log.dirs"), "{bad}");
+        }
         let mut a = args(None);
         a.num_partitions = Some(0);
         assert!(a.resolve().is_err());

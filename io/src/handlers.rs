@@ -395,7 +395,7 @@ fn static_broker_settings(shard: &Shard) -> Vec<(&'static str, String)> {
         ("node.id", c.node_id.to_string()),
         ("num.partitions", c.num_partitions.to_string()),
         ("auto.create.topics.enable", c.auto_create_topics.to_string()),
-        ("log.dirs", c.data_dir.display().to_string()),
+        ("log.dirs", c.log_dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(",")),
         ("socket.request.max.bytes", c.max_request_bytes.to_string()),
         ("connections.max.idle.ms", c.connections_max_idle_ms.to_string()),
         ("max.connections", c.max_connections.to_string()),
@@ -636,9 +636,11 @@ fn describe_cluster(shard: &Rc<Shard>, request: DescribeClusterRequest, version:
         .with_cluster_authorized_operations(authorized_operations)
 }
 
-/// DescribeLogDirs: this broker's one log dir (`log.dirs`) and, per partition it holds a
-/// replica of, the bytes of its segment files. A follower's lag is not tracked per partition
-/// here: offset_lag is 0, as Kafka reports for every replica that is not a future one.
+/// DescribeLogDirs: each of this broker's log dirs (`log.dirs`) and, per partition it holds a
+/// replica of there, the bytes of its segment files; an offline dir answers
+/// KAFKA_STORAGE_ERROR with no partitions, as Kafka's does. A follower's lag is not tracked
+/// per partition here: offset_lag is 0, as Kafka reports for every replica that is not a
+/// future one.
 async fn describe_log_dirs(shard: &Rc<Shard>, request: DescribeLogDirsRequest) -> DescribeLogDirsResponse {
     let config = &shard.shared.config;
     let node = odradek_core::ids::NodeId(config.node_id);
@@ -647,7 +649,7 @@ async fn describe_log_dirs(shard: &Rc<Shard>, request: DescribeLogDirsRequest) -
     let wanted: Option<std::collections::BTreeSet<(String, i32)>> = request
         .topics
         .map(|topics| topics.iter().flat_map(|t| t.partitions.iter().map(|&p| (t.topic.to_string(), p))).collect());
-    let hosted: Vec<(String, i32)> = shard
+    let hosted: std::collections::BTreeSet<(String, i32)> = shard
         .image
         .borrow()
         .topics()
@@ -658,41 +660,58 @@ async fn describe_log_dirs(shard: &Rc<Shard>, request: DescribeLogDirsRequest) -
         })
         .filter(|tp| wanted.as_ref().is_none_or(|wanted| wanted.contains(tp)))
         .collect();
-    let data_dir = config.data_dir.clone();
-    let (log_dir, sizes) = crate::storage::off_reactor(move || log_dir_sizes(&data_dir, hosted)).await;
-    let result = describe_log_dirs_response::DescribeLogDirsResult::default()
-        .with_log_dir(s(log_dir))
-        // No statvfs without unsafe code or another dependency: -1 is Kafka's "not known".
-        .with_total_bytes(-1)
-        .with_usable_bytes(-1);
-    let result = match sizes {
-        Err(e) => {
-            tracing::warn!(error = %e, "DescribeLogDirs could not read the log dir");
-            result.with_error_code(ErrorCode::KafkaStorageError.code())
-        }
-        Ok(sizes) => {
-            let mut topics: std::collections::BTreeMap<String, Vec<describe_log_dirs_response::DescribeLogDirsPartition>> =
-                std::collections::BTreeMap::new();
-            for ((topic, partition), size) in sizes {
-                topics.entry(topic).or_default().push(
-                    describe_log_dirs_response::DescribeLogDirsPartition::default()
-                        .with_partition_index(partition)
-                        .with_partition_size(size as i64)
-                        .with_offset_lag(0)
-                        .with_is_future_key(false),
-                );
+    let dirs: Vec<_> = shard
+        .shared
+        .log_dirs
+        .describe()
+        .into_iter()
+        .map(|(path, offline, held)| (path, offline, held.into_iter().filter(|tp| hosted.contains(tp)).collect::<Vec<_>>()))
+        .collect();
+    let described = crate::storage::off_reactor(move || {
+        dirs.into_iter().map(|(path, offline, held)| (offline, log_dir_sizes(&path, held))).collect::<Vec<_>>()
+    })
+    .await;
+    let results = described
+        .into_iter()
+        .map(|(offline, (log_dir, sizes))| {
+            let result = describe_log_dirs_response::DescribeLogDirsResult::default()
+                .with_log_dir(s(log_dir.clone()))
+                // No statvfs without unsafe code or another dependency: -1 is Kafka's "not known".
+                .with_total_bytes(-1)
+                .with_usable_bytes(-1);
+            match (offline, sizes) {
+                (Some(_), _) => result.with_error_code(ErrorCode::KafkaStorageError.code()),
+                (None, Err(e)) => {
+                    tracing::warn!(dir = %log_dir, error = %e, "DescribeLogDirs could not read the log dir");
+                    result.with_error_code(ErrorCode::KafkaStorageError.code())
+                }
+                (None, Ok(sizes)) => {
+                    let mut topics: std::collections::BTreeMap<String, Vec<describe_log_dirs_response::DescribeLogDirsPartition>> =
+                        std::collections::BTreeMap::new();
+                    for ((topic, partition), size) in sizes {
+                        topics.entry(topic).or_default().push(
+                            describe_log_dirs_response::DescribeLogDirsPartition::default()
+                                .with_partition_index(partition)
+                                .with_partition_size(size as i64)
+                                .with_offset_lag(0)
+                                .with_is_future_key(false),
+                        );
+                    }
+                    result.with_topics(
+                        topics
+                            .into_iter()
+                            .map(|(name, partitions)| {
+                                describe_log_dirs_response::DescribeLogDirsTopic::default()
+                                    .with_name(TopicName(s(name)))
+                                    .with_partitions(partitions)
+                            })
+                            .collect(),
+                    )
+                }
             }
-            result.with_topics(
-                topics
-                    .into_iter()
-                    .map(|(name, partitions)| {
-                        describe_log_dirs_response::DescribeLogDirsTopic::default().with_name(TopicName(s(name))).with_partitions(partitions)
-                    })
-                    .collect(),
-            )
-        }
-    };
-    DescribeLogDirsResponse::default().with_results(vec![result])
+        })
+        .collect();
+    DescribeLogDirsResponse::default().with_results(results)
 }
 
 /// Bytes on disk per (topic, partition).

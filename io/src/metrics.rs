@@ -49,6 +49,8 @@ pub struct Snapshot {
     /// Only the active controller knows (Kafka reports it there and 0 elsewhere).
     offline: u64,
     active_controller: u64,
+    /// Log directories of this broker that are offline (core 0 reports the node's).
+    offline_log_dirs: u64,
     /// Per partition replica held: `(size bytes, segments, log end offset)`.
     logs: BTreeMap<(String, i32), (u64, u64, i64)>,
     /// High watermarks of the partitions led here, for the lag of committed offsets.
@@ -107,6 +109,7 @@ impl Snapshot {
             let config = &shard.shared.config;
             let active = config.roles.controller && shard.shared.controller_id.load(Ordering::Relaxed) == config.node_id;
             s.active_controller = u64::from(active);
+            s.offline_log_dirs = shard.shared.log_dirs.offline_count() as u64;
             if active {
                 let offline = image.topics().values().flat_map(|t| &t.partitions).filter(|p| p.leader == NodeId::NONE).count();
                 s.offline = offline as u64;
@@ -142,6 +145,7 @@ impl Snapshot {
         self.under_min_isr += other.under_min_isr;
         self.offline += other.offline;
         self.active_controller += other.active_controller;
+        self.offline_log_dirs += other.offline_log_dirs;
         self.logs.extend(other.logs);
         self.high_watermarks.extend(other.high_watermarks);
         for (state, n) in other.groups {
@@ -201,6 +205,8 @@ impl Snapshot {
         out.sample("odradek_offline_partitions", &[], self.offline);
         out.family("odradek_active_controller", "1 on the active controller, else 0.", "gauge");
         out.sample("odradek_active_controller", &[], self.active_controller);
+        out.family("odradek_offline_log_dirs", "Log directories (log.dirs) of this broker that are offline.", "gauge");
+        out.sample("odradek_offline_log_dirs", &[], self.offline_log_dirs);
         out.family("odradek_isr_shrinks_total", "ISR shrinks the controller accepted for partitions led here.", "counter");
         out.sample("odradek_isr_shrinks_total", &[], self.isr_shrinks);
         out.family("odradek_isr_expands_total", "ISR expansions the controller accepted for partitions led here.", "counter");

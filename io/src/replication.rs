@@ -16,7 +16,7 @@ use tracing::{info, warn};
 
 use crate::clock::{now_ms, wall_ms};
 use crate::config::ServerConfig;
-use crate::storage::{log_dir_failed, off_reactor, write_file, GroupCommit, PartitionStore};
+use crate::storage::{off_reactor, write_file, GroupCommit, LogDirs, PartitionStore};
 
 const EPOCH_CHECKPOINT: &str = "leader-epoch-checkpoint";
 /// Kafka's name for the file tying a partition directory to its topic id.
@@ -33,20 +33,21 @@ pub struct Opened {
     pub persisted: PersistedState,
 }
 
-/// Opens the partition's store, recovers it and its checkpoints, and says what the replica
-/// starts from (for `core::broker::Shard::open`).
+/// Opens the partition's store in `dir` (its directory, `LogDirs::place`), recovers it and its
+/// checkpoints, and says what the replica starts from (for `core::broker::Shard::open`).
 pub async fn open(
     config: &ServerConfig,
+    dir: &std::path::Path,
     log_config: LogConfig,
     topic: &str,
     partition: i32,
     topic_id: TopicId,
     min_isr: usize,
 ) -> std::io::Result<Opened> {
-    let data_dir = &config.data_dir;
-    let dir = data_dir.join(format!("{topic}-{partition}"));
+    let log_dir = dir.parent().expect("a partition directory is inside its log directory").to_path_buf();
+    let dir = dir.to_path_buf();
     let stamp = off_reactor(move || discard_stale_directory(&dir, topic_id)).await?;
-    let store = Rc::new(PartitionStore::open(data_dir, topic, partition, log_config.clone(), config.write_mode).await?);
+    let store = Rc::new(PartitionStore::open(&log_dir, topic, partition, log_config.clone(), config.write_mode).await?);
     if let Some(stamp) = stamp {
         write_file(&store.dir().join(PARTITION_METADATA), stamp).await?;
     }
@@ -116,27 +117,41 @@ pub async fn open(
     Ok(Opened { store, config: replica_config, persisted })
 }
 
+/// A failed write, truncation, fsync or checkpoint: the partition's log directory went
+/// offline (`LogDirs::fail`) and the action never completes.
+pub struct DirFailed {
+    /// The directory was online until this failure: its partitions leave every core now.
+    pub newly: bool,
+}
+
 /// Performs one of a replica's disk actions on its store; -> its completion for the replica.
-/// A failed write or fsync takes the log directory, and with it the broker, offline: nothing
-/// it covered may ever count as durable.
-pub async fn perform(store: &Rc<PartitionStore>, commit: &Rc<GroupCommit>, action: Action) -> Option<Completion> {
-    let fail = |what: &str, e: std::io::Error| -> ! { log_dir_failed(what, store.dir(), &e) };
-    match action {
+/// A failed write or fsync takes the log directory offline, and the broker with it when it
+/// was the last one online: nothing the action covered may ever count as durable.
+pub async fn perform(
+    log_dirs: &LogDirs,
+    store: &Rc<PartitionStore>,
+    commit: &Rc<GroupCommit>,
+    action: Action,
+) -> Result<Option<Completion>, DirFailed> {
+    let fail = |what: &str, e: std::io::Error| -> Result<Option<Completion>, DirFailed> {
+        Err(DirFailed { newly: log_dirs.fail(&store.topic, store.partition, what, store.dir(), &e) })
+    };
+    let completion = match action {
         Action::Append { base_offset, end_offset, records } => {
             if let Err(e) = store.append_assigned(wall_ms(), base_offset.0, &records).await {
-                fail("append", e);
+                return fail("append", e);
             }
             Some(Completion::Appended { end_offset })
         }
         Action::Truncate { to } => {
             if let Err(e) = store.truncate_to(to.0).await {
-                fail("truncate", e);
+                return fail("truncate", e);
             }
             Some(Completion::Truncated { to })
         }
         Action::ResetLog { start_offset } => {
             if let Err(e) = store.reset_to(start_offset.0).await {
-                fail("reset", e);
+                return fail("reset", e);
             }
             Some(Completion::Truncated { to: start_offset })
         }
@@ -145,12 +160,12 @@ pub async fn perform(store: &Rc<PartitionStore>, commit: &Rc<GroupCommit>, actio
             // leaders and followers alike.
             match commit.sync(store).await {
                 Ok(through) => Some(Completion::Synced { through: Offset(through) }),
-                Err(e) => fail("fsync", e),
+                Err(e) => return fail("fsync", e),
             }
         }
         Action::PersistEpochCache { cache } => {
             if let Err(e) = write_file(&store.dir().join(EPOCH_CHECKPOINT), cache.encode()).await {
-                fail("writing the leader epoch checkpoint", e);
+                return fail("writing the leader epoch checkpoint", e);
             }
             None
         }
@@ -163,19 +178,20 @@ pub async fn perform(store: &Rc<PartitionStore>, commit: &Rc<GroupCommit>, actio
         }
         Action::AdvanceLogStart { start_offset } => {
             if let Err(e) = store.advance_log_start(start_offset.0).await {
-                fail("advancing the log start", e);
+                return fail("advancing the log start", e);
             }
             // DeleteRecords moves the start inside a segment, and its answer says the records
             // below are gone: without the checkpoint a restart would serve them again (Kafka
             // takes a log dir offline when a checkpoint write fails, too).
             let path = store.dir().join(LOG_START_CHECKPOINT);
             if let Err(e) = write_file(&path, format!("{}\n", start_offset.0).into_bytes()).await {
-                fail("writing the log start checkpoint", e);
+                return fail("writing the log start checkpoint", e);
             }
             None
         }
         other => unreachable!("not a disk action: {other:?}"),
-    }
+    };
+    Ok(completion)
 }
 
 /// The controller's answer to an AlterPartition, as the replica takes it (`None`: no

@@ -49,6 +49,7 @@ pub fn serve(mut config: ServerConfig) -> Result<(), String> {
     });
     let cluster_id = meta::load_or_create_cluster_id(&data_dir, config.node_id, quorum.as_deref()).map_err(|e| e.to_string())?;
     let legacy = meta::take_legacy_topics(&data_dir, &config).map_err(|e| e.to_string())?;
+    let log_dirs = crate::storage::LogDirs::open(&config.log_dirs)?;
     // Group placement follows the partitions the internal topic was created with. (On a
     // cluster every node must share offsets.topic.num.partitions.)
     let offsets_partitions =
@@ -73,7 +74,7 @@ pub fn serve(mut config: ServerConfig) -> Result<(), String> {
         .map(|l| l.ssl.as_ref().map(|ssl| crate::tls::acceptor(&l.name, ssl)).transpose())
         .collect::<Result<_, _>>()?;
     info!(
-        listeners = %listeners.join(", "), data_dir = %data_dir.display(), cores, fsync = config.fsync,
+        listeners = %listeners.join(", "), log_dirs = ?config.log_dirs, cores, fsync = config.fsync,
         voters = ?config.voters(), %cluster_id, "starting odradek"
     );
     let shared = Arc::new(Shared {
@@ -85,6 +86,7 @@ pub fn serve(mut config: ServerConfig) -> Result<(), String> {
         ready: std::sync::atomic::AtomicBool::new(false),
         shutdown_requested: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         parked_long_polls: (0..cores).map(|_| std::sync::atomic::AtomicUsize::new(0)).collect(),
+        log_dirs,
     });
     // A broker hands its leaderships over before it exits (controlled shutdown); a second
     // signal exits at once with status 1.

@@ -252,7 +252,15 @@ impl Shard {
                 let Some(store) = self.stores.borrow().get(&partition).cloned() else { return };
                 let this = self.clone();
                 glommio::spawn_local(async move {
-                    let completion = replication::perform(&store, &this.commit, action).await;
+                    let completion = match replication::perform(&this.shared.log_dirs, &store, &this.commit, action).await {
+                        Ok(completion) => completion,
+                        Err(failed) => {
+                            // Never finished: the replica waits for a completion that does not
+                            // come, until its removal answers what waited on it.
+                            this.dir_failed(failed.newly).await;
+                            return;
+                        }
+                    };
                     // Before the partition's next disk action (which `finish` lets start), so a
                     // truncation cannot overtake a snapshot of what it removes.
                     if let Some(base) = store.take_rolled() {
@@ -472,6 +480,10 @@ impl Shard {
         if index <= self.image_index.get() {
             return;
         }
+        // Partitions of the first image this core applies were this node's before it started
+        // (a broker publishes only once caught up): one that no directory holds then may be in
+        // an offline one. Those of later images are new here (`LogDirs::place`).
+        let first_image = self.image_index.get() == 0;
         self.image_index.set(index);
         *self.image.borrow_mut() = image.clone();
         let defaults = self.shared.config.log.clone();
@@ -497,13 +509,26 @@ impl Shard {
                 if let Err(e) = store.delete().await {
                     warn!(topic = %tp.topic, partition = tp.partition, error = %e, "could not remove partition directory");
                 }
+                self.shared.log_dirs.forget(&tp.topic, tp.partition);
             }
         }
+        let mut failed = false;
         for opening in &plan.open {
             let tp = &opening.partition;
             let log_config = self.topics.borrow().get(&*tp.topic).map_or_else(|| defaults.clone(), |t| t.config.log.clone());
             let min_isr = self.topics.borrow().get(&*tp.topic).map_or(self.shared.config.min_insync_replicas, |t| t.config.min_insync_replicas as usize);
-            match replication::open(&self.shared.config, log_config, &tp.topic, tp.partition, opening.topic_id, min_isr).await {
+            let log_dirs = &self.shared.log_dirs;
+            if log_dirs.is_offline(&tp.topic, tp.partition) {
+                continue;
+            }
+            let dir = match log_dirs.place(&tp.topic, tp.partition, first_image) {
+                Ok(dir) => dir,
+                Err(reason) => {
+                    warn!(topic = %tp.topic, partition = tp.partition, %reason, "partition replica offline (KAFKA_STORAGE_ERROR)");
+                    continue;
+                }
+            };
+            match replication::open(&self.shared.config, &dir, log_config, &tp.topic, tp.partition, opening.topic_id, min_isr).await {
                 Ok(opened) => {
                     info!(topic = %tp.topic, partition = tp.partition, log_end_offset = opened.store.log_end_offset(), "opened partition replica");
                     let mut machine = self.machine.borrow_mut();
@@ -512,13 +537,51 @@ impl Shard {
                     opened.store.set_high_watermark(high_watermark.0);
                     self.stores.borrow_mut().insert(tp.clone(), opened.store);
                 }
-                Err(e) => warn!(topic = %tp.topic, partition = tp.partition, error = %e, "could not open partition replica"),
+                // Kafka takes the log directory offline when loading a log fails.
+                Err(e) => failed |= log_dirs.fail(&tp.topic, tp.partition, "opening the partition", &dir, &e),
             }
+        }
+        if failed {
+            self.dir_failed(true).await;
         }
         self.reconfigure_partitions();
         self.machine.borrow_mut().apply_image(now_ms(), plan);
         self.pump();
         self.announce_to_peers(None);
+    }
+
+    /// A log directory went offline (`LogDirs::fail`): the replicas it holds leave this core's
+    /// machine (what waited on them is answered, their long polls read again) and their stores
+    /// close, leaving the files as they are for whoever repairs the disk; from now on they
+    /// answer KAFKA_STORAGE_ERROR (`offline_refusal`). `everywhere`: every core does so.
+    async fn dir_failed(self: &Rc<Self>, everywhere: bool) {
+        if everywhere {
+            self.on_every_shard(|shard| async move { shard.close_offline_partitions() }).await;
+        } else {
+            self.close_offline_partitions();
+        }
+    }
+
+    fn close_offline_partitions(self: &Rc<Self>) {
+        let log_dirs = &self.shared.log_dirs;
+        let offline: Vec<TopicPartition> =
+            self.stores.borrow().keys().filter(|tp| log_dirs.is_offline(&tp.topic, tp.partition)).cloned().collect();
+        if offline.is_empty() {
+            return;
+        }
+        for tp in &offline {
+            self.stores.borrow_mut().remove(tp);
+            self.machine.borrow_mut().remove(tp);
+        }
+        info!(partitions = offline.len(), "replicas of an offline log directory closed");
+        self.pump();
+    }
+
+    /// KAFKA_STORAGE_ERROR for a partition whose log directory is offline: Kafka's answer
+    /// for its produces and fetches until its leadership moves (which needs this node to tell
+    /// the controller, not done: docs/operations.md).
+    pub fn offline_refusal(&self, partition: &TopicPartition) -> Option<ErrorCode> {
+        self.shared.log_dirs.is_offline(&partition.topic, partition.partition).then_some(ErrorCode::KafkaStorageError)
     }
 
     /// The broker-wide layers topic configs fall back on: this node's dynamic settings and the
@@ -713,7 +776,10 @@ impl Shard {
         if acks != 0 {
             self.produce_waiters.borrow_mut().insert(token, tx);
         }
-        let started = self.machine.borrow_mut().produce_part(now_ms(), part, token);
+        let started = match self.offline_refusal(&part.partition) {
+            Some(code) => Err(Refusal::from(code)),
+            None => self.machine.borrow_mut().produce_part(now_ms(), part, token),
+        };
         let early = match started {
             Err(error) => {
                 self.produce_waiters.borrow_mut().remove(&token);
@@ -785,13 +851,19 @@ impl Shard {
             let mut machine = self.machine.borrow_mut();
             group.iter().map(|(_, part)| machine.fetch_part(now, part)).collect()
         };
+        let offline: Vec<bool> = group.iter().map(|(_, part)| self.offline_refusal(&part.partition).is_some()).collect();
         // Only a follower's fetch gives the replica something to do (`Shard::fetch`).
         if group.iter().any(|(_, part)| part.request.replica_id != NodeId::NONE) {
             self.pump();
         }
         let mut answers = Vec::with_capacity(group.len());
         let mut pending = Vec::new();
-        for ((position, part), read) in group.iter().zip(reads) {
+        for (((position, part), read), offline) in group.iter().zip(reads).zip(offline) {
+            if offline {
+                // As a failed read answers (`PartRead::into_response`).
+                answers.push((*position, read.into_response(Err(()))));
+                continue;
+            }
             match read.range() {
                 None => answers.push((*position, read.into_response(Ok(Bytes::new())))),
                 Some(range) => {
@@ -819,6 +891,9 @@ impl Shard {
     /// One partition of a ListOffsets, answered by the leader's replica, or by a search of
     /// its store's time index.
     pub async fn list_offsets_partition(self: Rc<Self>, part: ListOffsetsPart) -> ListOffsetsResult {
+        if let Some(code) = self.offline_refusal(&part.partition) {
+            return ListOffsetsResult::error(code);
+        }
         let lookup = self.machine.borrow().list_offsets(&part);
         let (timestamp, leader_epoch) = match lookup {
             OffsetLookup::Answered(result) => return result,
@@ -837,6 +912,9 @@ impl Shard {
 
     /// One partition of a DeleteRecords: its new low watermark once its leader recorded it.
     pub async fn delete_records_partition(self: Rc<Self>, part: DeleteRecordsPart) -> Result<Offset, ErrorCode> {
+        if let Some(code) = self.offline_refusal(&part.partition) {
+            return Err(code);
+        }
         let token = self.token();
         let (tx, rx) = oneshot::channel();
         self.delete_waiters.borrow_mut().insert(token, tx);

@@ -25,4 +25,6 @@ pub struct Shared {
     /// without consumers, every append otherwise woke the other core for nothing (at 2,000
     /// msgs/s, a broker of two cores spent twice the CPU of one).
     pub parked_long_polls: Box<[std::sync::atomic::AtomicUsize]>,
+    /// Where each partition replica lives among `log.dirs`, and which of them are offline.
+    pub log_dirs: crate::storage::LogDirs,
 }

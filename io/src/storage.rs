@@ -18,14 +18,16 @@ use tracing::{error, info, warn};
 
 mod clean;
 mod file;
+mod log_dirs;
 pub use clean::Stable;
 pub use file::{SegmentFile, WriteMode};
+pub use log_dirs::LogDirs;
 
 /// Exit status of a broker that stopped because its data directory failed.
 pub const LOG_DIR_FAILED_EXIT: i32 = 3;
 
-/// A write, truncation or fsync in the data directory failed. odradek has one log directory,
-/// and Kafka halts a broker whose every log directory failed. Going on is not an option: the
+/// A write, truncation or fsync failed in the last online log directory (or in the metadata's,
+/// the first of `log.dirs`): Kafka halts a broker whose every log directory failed. Going on is not an option: the
 /// state machines' view of the log would no longer match the disk, and after a failed fsync
 /// the kernel may drop the dirty pages, so a later fsync could succeed without them and count
 /// them durable. Nothing the failed operation covered has been acknowledged (acks wait for
