@@ -104,6 +104,9 @@ pub struct ServerConfig {
     /// `metrics.listen` (odradek's own): where `GET /metrics` answers in Prometheus' text
     /// format (docs/metrics.md); no endpoint when unset.
     pub metrics_listen: Option<SocketAddr>,
+    /// `broker.rack`: the rack (or zone) the broker registers in, which rack-aware replica
+    /// placement spreads each partition's replicas over (docs/operations.md).
+    pub broker_rack: Option<String>,
 }
 
 /// `process.roles`.
@@ -237,6 +240,7 @@ impl Default for ServerConfig {
             broker_heartbeat_interval_ms: 2_000,
             quorum_election_timeout_ms: 1_000,
             metrics_listen: None,
+            broker_rack: None,
         }
     }
 }
@@ -353,6 +357,10 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics at http://HOST:PORT/metrics (metrics.listen) [default: off]
     #[arg(long, value_name = "HOST:PORT")]
     pub metrics_listen: Option<String>,
+    /// The rack this broker registers in, for rack-aware replica placement (broker.rack)
+    /// [default: none]
+    #[arg(long)]
+    pub broker_rack: Option<String>,
 }
 
 impl ServeArgs {
@@ -371,7 +379,7 @@ impl ServeArgs {
                 }
             }
         }
-        let flags: [(&str, Option<String>); 29] = [
+        let flags: [(&str, Option<String>); 30] = [
             ("node.id", self.node_id.map(|v| v.to_string())),
             ("listeners", self.listen.clone()),
             ("advertised.listeners", self.advertised_listener.clone()),
@@ -401,6 +409,7 @@ impl ServeArgs {
             ("broker.session.timeout.ms", self.broker_session_timeout_ms.map(|v| v.to_string())),
             ("replica.lag.time.max.ms", self.replica_lag_time_max_ms.map(|v| v.to_string())),
             ("metrics.listen", self.metrics_listen.clone()),
+            ("broker.rack", self.broker_rack.clone()),
         ];
         for (key, value) in flags {
             if let Some(value) = value {
@@ -583,6 +592,9 @@ impl ServerConfig {
             "broker.session.timeout.ms" => self.broker_session_timeout_ms = num(value)?,
             "broker.heartbeat.interval.ms" => self.broker_heartbeat_interval_ms = num(value)?,
             "controller.quorum.election.timeout.ms" => self.quorum_election_timeout_ms = num(value)?,
+            // Kafka takes the value as is; an empty one is read as no rack, which is what an
+            // operator blanking it in a template means.
+            "broker.rack" => self.broker_rack = Some(value.trim()).filter(|r| !r.is_empty()).map(str::to_owned),
             "metrics.listen" => {
                 self.metrics_listen = match value.trim() {
                     "" => None,
@@ -818,6 +830,7 @@ mod tests {
             broker_session_timeout_ms: None,
             replica_lag_time_max_ms: None,
             metrics_listen: None,
+            broker_rack: None,
         }
     }
 
