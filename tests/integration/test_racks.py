@@ -79,5 +79,5 @@ def test_topic_creation_is_refused_when_only_some_brokers_have_racks(cluster_fac
     assert "Not all brokers have rack information" in error.str()
 
     # A manual assignment is the way around it, as with Kafka's --disable-rack-aware.
-    futures = client.create_topics([NewTopic("half-racked", replica_assignment=[[1, 3], [2, 3]])], operation_timeout=30)
+    futures = client.create_topics([NewTopic("half-racked", num_partitions=2, replica_assignment=[[1, 3], [2, 3]])], operation_timeout=30)
     futures["half-racked"].result(timeout=60)
