@@ -2473,7 +2473,7 @@ fn config_changes(image: &MetadataImage, alteration: &ConfigAlteration) -> Resul
         if topic && !crate::topic::is_topic_config(name) {
             return Err(ControllerError::InvalidConfig(format!("Unknown topic config name: {name}")));
         }
-        if !topic && !crate::topic::is_topic_default(name) {
+        if !topic && !crate::topic::is_topic_default(name) && !crate::replication_quota::is_rate(name) {
             return Err(ControllerError::InvalidConfig(format!("Cannot update these configs dynamically: {name}")));
         }
         let list = |next: &BTreeMap<String, String>| -> Result<Vec<String>, ControllerError> {
@@ -2510,6 +2510,10 @@ fn config_changes(image: &MetadataImage, alteration: &ConfigAlteration) -> Resul
         TopicConfig::new(&crate::topic::BrokerLayers::default(), next.clone()).map_err(|e| ControllerError::InvalidConfig(e.message))?;
     } else {
         for (name, value) in &next {
+            if crate::replication_quota::is_rate(name) {
+                crate::replication_quota::check_rate(name, value).map_err(ControllerError::InvalidConfig)?;
+                continue;
+            }
             crate::topic::check_topic_default(name, value).map_err(|e| ControllerError::InvalidConfig(e.message))?;
         }
     }

@@ -23,6 +23,7 @@ pub mod producer;
 pub mod quorum;
 pub mod raft;
 pub mod replica;
+pub mod replication_quota;
 pub mod sasl;
 pub mod records;
 pub mod shard;

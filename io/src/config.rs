@@ -107,6 +107,9 @@ pub struct ServerConfig {
     /// `broker.rack`: the rack (or zone) the broker registers in, which rack-aware replica
     /// placement spreads each partition's replicas over (docs/operations.md).
     pub broker_rack: Option<String>,
+    /// `replication.quota.window.num` and `replication.quota.window.size.seconds`: the samples
+    /// the replication throttles measure their rates over.
+    pub replication_quota_window: odradek_core::replication_quota::QuotaWindow,
 }
 
 /// `process.roles`.
@@ -241,6 +244,7 @@ impl Default for ServerConfig {
             quorum_election_timeout_ms: 1_000,
             metrics_listen: None,
             broker_rack: None,
+            replication_quota_window: Default::default(),
         }
     }
 }
@@ -594,6 +598,15 @@ impl ServerConfig {
             "controller.quorum.election.timeout.ms" => self.quorum_election_timeout_ms = num(value)?,
             // Kafka takes the value as is; an empty one is read as no rack, which is what an
             // operator blanking it in a template means.
+            "replication.quota.window.num" => {
+                self.replication_quota_window.num = num(value)?;
+                if !(1..=odradek_core::replication_quota::WINDOW_NUM_MAX).contains(&self.replication_quota_window.num) {
+                    return Err(format!("must be in [1, {}]", odradek_core::replication_quota::WINDOW_NUM_MAX));
+                }
+            }
+            "replication.quota.window.size.seconds" => {
+                self.replication_quota_window.size_ms = positive(num::<i64>(value)?)?.saturating_mul(1000)
+            }
             "broker.rack" => self.broker_rack = Some(value.trim()).filter(|r| !r.is_empty()).map(str::to_owned),
             "metrics.listen" => {
                 self.metrics_listen = match value.trim() {
