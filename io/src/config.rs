@@ -958,4 +958,29 @@ mod tests {
         assert!(a.resolve().is_err());
         std::fs::remove_dir_all(dir).unwrap();
     }
+
+    // Guards that broker.rack and the replication quota windows are applied, not named as
+    // ignored: a stock server.properties with a rack must place rack-aware.
+    #[test]
+    fn broker_rack_and_replication_quota_windows_are_taken() {
+        let dir = std::env::temp_dir().join(format!("odradek-config-rack-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("server.properties");
+        std::fs::write(&file, "broker.rack=eu-1a\nreplication.quota.window.num=3\nreplication.quota.window.size.seconds=2\n").unwrap();
+        let config = args(Some(file.clone())).resolve().unwrap();
+        assert_eq!(config.broker_rack.as_deref(), Some("eu-1a"));
+        assert_eq!((config.replication_quota_window.num, config.replication_quota_window.size_ms), (3, 2_000));
+        assert!(config.not_applied.iter().all(|(k, _)| !k.starts_with("broker.rack") && !k.starts_with("replication.quota")));
+        let mut a = args(Some(file.clone()));
+        a.broker_rack = Some("eu-1b".into());
+        assert_eq!(a.resolve().unwrap().broker_rack.as_deref(), Some("eu-1b"), "the flag wins");
+        std::fs::write(&file, "broker.rack=\n").unwrap();
+        assert_eq!(args(Some(file.clone())).resolve().unwrap().broker_rack, None);
+        assert_eq!(args(None).resolve().unwrap().replication_quota_window, Default::default());
+        for bad in ["replication.quota.window.num=0", "replication.quota.window.size.seconds=0"] {
+            std::fs::write(&file, format!("{bad}\n")).unwrap();
+            assert!(args(Some(file.clone())).resolve().is_err(), "{bad}");
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }
