@@ -1545,6 +1545,54 @@ mod tests {
         assert!(!shard.contains(&TopicPartition::new("a", 1)));
     }
 
+    // Guards KIP-73 on the leader: over the rate, a follower outside the ISR gets no records of
+    // a throttled partition for now, while a follower in the ISR and an unthrottled partition
+    // get theirs (throttled catch-up never holds back in-sync replication), and the held one
+    // gets them once the rate has fallen.
+    #[test]
+    fn leader_throttle_holds_back_only_out_of_sync_followers_of_throttled_partitions() {
+        let mut shard = Shard::new(NodeId(1), 1 << 20, 10_000, coordinator(), TxnCoordinator::new(Default::default()));
+        let in_sync = PartitionState { replicas: vec![NodeId(1), NodeId(2), NodeId(3)], isr: vec![NodeId(1), NodeId(3)], ..leader_state() };
+        for p in 0..2 {
+            shard.open(tp(p), [0; 16], ReplicaConfig::default(), PersistedState::default());
+            shard.apply_state(0, &tp(p), &in_sync).unwrap();
+            shard.produce(0, &tp(p), Bytes::from(encode_batch(3, 0, Compression::None)), 1, 30_000, p as u64).unwrap();
+        }
+        perform_all(&mut shard, 0);
+        let overrides = BTreeMap::from([(replication_quota::LEADER_THROTTLED_REPLICAS.to_owned(), "0:1,1:2".to_owned())]);
+        let config = TopicConfig::new(&BrokerLayers::default(), overrides).unwrap();
+        for p in 0..2 {
+            shard.set_replication_throttled(&tp(p), &config);
+        }
+        let mut layers = BrokerLayers::default();
+        layers.dynamic_broker.insert(replication_quota::LEADER_THROTTLED_RATE.to_owned(), "10".to_owned());
+        shard.set_replication_throttle_rates(&layers, 1);
+        let fetch = |shard: &mut Shard, now: i64, p: i32, follower: i32| {
+            let request = FetchRequest {
+                replica_id: NodeId(follower),
+                current_leader_epoch: LeaderEpoch(0),
+                fetch_offset: Offset(0),
+                last_fetched_epoch: LeaderEpoch(-1),
+                log_start_offset: Offset(0),
+                max_wait_ms: 0,
+                max_bytes: 1 << 20,
+                read_committed: false,
+                durable_offset: None,
+            };
+            let read = shard.fetch_part(now, &FetchPart { partition: tp(p), request });
+            (read.range().is_some(), read.leader_throttled())
+        };
+        // Under the rate: served, and counted.
+        assert_eq!(fetch(&mut shard, 1, 0, 2), (true, true));
+        shard.record_leader_throttled(1, 1_000);
+        // Over it: only the lagging follower of the throttled partition waits.
+        assert_eq!(fetch(&mut shard, 2, 0, 2), (false, true));
+        assert_eq!(fetch(&mut shard, 2, 0, 3), (true, true), "in the ISR");
+        assert_eq!(fetch(&mut shard, 2, 1, 2), (true, false), "partition 1 is throttled on broker 2 only");
+        // Once the samples age out (11 windows of 1 s), it is served again.
+        assert_eq!(fetch(&mut shard, 11_100, 0, 2), (true, true));
+    }
+
     #[test]
     fn a_produce_is_answered_with_its_token_once_appended_and_synced() {
         let mut shard = shard_leading(2);
