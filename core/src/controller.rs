@@ -61,7 +61,14 @@ pub struct Endpoint {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MetadataRecord {
     /// A broker (re)registers; it starts fenced. Replaces an older registration of the id.
-    RegisterBroker { broker_id: NodeId, broker_epoch: BrokerEpoch, incarnation_id: [u8; 16], endpoints: Vec<Endpoint> },
+    /// `rack` is its `broker.rack` (KIP-36), which rack-aware replica placement reads.
+    RegisterBroker {
+        broker_id: NodeId,
+        broker_epoch: BrokerEpoch,
+        incarnation_id: [u8; 16],
+        endpoints: Vec<Endpoint>,
+        rack: Option<String>,
+    },
     FenceBroker { broker_id: NodeId, broker_epoch: BrokerEpoch },
     UnfenceBroker { broker_id: NodeId, broker_epoch: BrokerEpoch },
     /// KRaft's TopicRecord with its ConfigRecords (the topic's own overrides) folded in.
@@ -183,6 +190,8 @@ pub struct BrokerRegistration {
     pub broker_epoch: BrokerEpoch,
     pub incarnation_id: [u8; 16],
     pub endpoints: Vec<Endpoint>,
+    /// `broker.rack`, if the broker set one.
+    pub rack: Option<String>,
     pub fenced: bool,
 }
 
@@ -262,6 +271,10 @@ impl MetadataImage {
     pub fn serves(&self, broker_id: NodeId, broker_epoch: BrokerEpoch) -> bool {
         self.brokers.get(&broker_id).is_some_and(|b| b.broker_epoch == broker_epoch && !b.fenced)
     }
+    /// The brokers new replicas go to (the unfenced ones), by id, with their racks.
+    pub fn placement_brokers(&self) -> Vec<(NodeId, Option<&str>)> {
+        self.brokers.values().filter(|b| !b.fenced).map(|b| (b.broker_id, b.rack.as_deref())).collect()
+    }
     /// A registered, unfenced broker: one that may lead and be in an ISR.
     pub fn is_alive(&self, broker_id: NodeId) -> bool {
         self.brokers.get(&broker_id).is_some_and(|b| !b.fenced)
@@ -306,7 +319,7 @@ impl MetadataImage {
     /// Applies one committed record, or leaves the image unchanged and says why.
     pub fn apply(&mut self, record: &MetadataRecord) -> Result<(), ApplyError> {
         match record {
-            MetadataRecord::RegisterBroker { broker_id, broker_epoch, incarnation_id, endpoints } => {
+            MetadataRecord::RegisterBroker { broker_id, broker_epoch, incarnation_id, endpoints, rack } => {
                 // i64::MAX is refused so the next registration's epoch cannot overflow.
                 if *broker_epoch <= self.broker_epoch_max || broker_epoch.0 == i64::MAX {
                     let current = self.brokers.get(broker_id).map_or(BrokerEpoch(-1), |b| b.broker_epoch);
@@ -318,6 +331,7 @@ impl MetadataImage {
                     broker_epoch: *broker_epoch,
                     incarnation_id: *incarnation_id,
                     endpoints: endpoints.clone(),
+                    rack: rack.clone(),
                     fenced: true,
                 };
                 self.brokers.insert(*broker_id, registration);
@@ -520,6 +534,9 @@ fn validate_partition(p: &PartitionState) -> Result<(), ApplyError> {
 
 const BATCH_VERSION: u8 = 0;
 const RECORD_VERSION: u8 = 0;
+/// RegisterBroker with a trailing rack. A broker without a rack is still written at version 0,
+/// so a log from a cluster without racks stays readable by nodes that predate racks.
+const REGISTER_BROKER_RACK_VERSION: u8 = 1;
 
 fn put_nodes(out: &mut BytesMut, nodes: &[NodeId]) {
     codec::put_count(out, nodes.len());
@@ -557,9 +574,13 @@ impl MetadataRecord {
             MetadataRecord::ClientQuota { .. } => 14,
         };
         out.put_u8(tag);
-        out.put_u8(RECORD_VERSION);
+        let version = match self {
+            MetadataRecord::RegisterBroker { rack: Some(_), .. } => REGISTER_BROKER_RACK_VERSION,
+            _ => RECORD_VERSION,
+        };
+        out.put_u8(version);
         match self {
-            MetadataRecord::RegisterBroker { broker_id, broker_epoch, incarnation_id, endpoints } => {
+            MetadataRecord::RegisterBroker { broker_id, broker_epoch, incarnation_id, endpoints, rack } => {
                 out.put_i32_le(broker_id.0);
                 out.put_i64_le(broker_epoch.0);
                 out.put_slice(incarnation_id);
@@ -568,6 +589,9 @@ impl MetadataRecord {
                     codec::put_string(out, &e.name);
                     codec::put_string(out, &e.host);
                     out.put_u16_le(e.port);
+                }
+                if let Some(rack) = rack {
+                    codec::put_string(out, rack);
                 }
             }
             MetadataRecord::FenceBroker { broker_id, broker_epoch }
@@ -656,7 +680,8 @@ impl MetadataRecord {
     fn decode_from(r: &mut Reader) -> Result<MetadataRecord, DecodeError> {
         let tag = r.u8()?;
         let version = r.u8()?;
-        if version != RECORD_VERSION {
+        let known = version == RECORD_VERSION || (tag == 0 && version == REGISTER_BROKER_RACK_VERSION);
+        if !known {
             return Err(DecodeError::Version(version));
         }
         Ok(match tag {
@@ -669,7 +694,8 @@ impl MetadataRecord {
                 for _ in 0..n {
                     endpoints.push(Endpoint { name: r.string()?, host: r.string()?, port: r.u16()? });
                 }
-                MetadataRecord::RegisterBroker { broker_id, broker_epoch, incarnation_id, endpoints }
+                let rack = if version == REGISTER_BROKER_RACK_VERSION { Some(r.string()?) } else { None };
+                MetadataRecord::RegisterBroker { broker_id, broker_epoch, incarnation_id, endpoints, rack }
             }
             1 => MetadataRecord::FenceBroker { broker_id: NodeId(r.i32()?), broker_epoch: BrokerEpoch(r.i64()?) },
             2 => MetadataRecord::UnfenceBroker { broker_id: NodeId(r.i32()?), broker_epoch: BrokerEpoch(r.i64()?) },
@@ -879,6 +905,101 @@ pub fn place_replicas(
         .collect()
 }
 
+/// Placement over the alive brokers (`brokers` sorted by id, each with its rack), as Kafka's
+/// `assignReplicasToBrokers` chooses: rack-aware when every broker has a rack, rack-unaware
+/// when none has, and refused when only some have (Kafka's "Not all brokers have rack
+/// information"; its `--disable-rack-aware` escape is a manual assignment here).
+pub fn assign_replicas(
+    brokers: &[(NodeId, Option<&str>)],
+    num_partitions: i32,
+    replication_factor: i16,
+    start: usize,
+    shift_start: usize,
+) -> Result<Vec<Vec<NodeId>>, ControllerError> {
+    let with_rack = brokers.iter().filter(|(_, rack)| rack.is_some()).count();
+    if with_rack == 0 {
+        let ids: Vec<NodeId> = brokers.iter().map(|(id, _)| *id).collect();
+        return Ok(place_replicas(&ids, num_partitions, replication_factor, start, shift_start));
+    }
+    if with_rack < brokers.len() {
+        return Err(ControllerError::InvalidReplicaAssignment(
+            "Not all brokers have rack information for replica rack aware assignment.".into(),
+        ));
+    }
+    let racked: Vec<(NodeId, &str)> = brokers.iter().map(|(id, rack)| (*id, rack.expect("counted"))).collect();
+    Ok(place_replicas_rack_aware(&racked, num_partitions, replication_factor, start, shift_start))
+}
+
+/// Kafka's `getRackAlternatedBrokerList`: the first broker of each rack (racks by name, brokers
+/// by id), then the second of each, and so on, so that neighbours sit on different racks.
+fn rack_alternated_brokers(brokers: &[(NodeId, &str)]) -> Vec<(NodeId, String)> {
+    let mut by_rack = BTreeMap::<&str, Vec<NodeId>>::new();
+    for (id, rack) in brokers {
+        by_rack.entry(rack).or_default().push(*id);
+    }
+    for ids in by_rack.values_mut() {
+        ids.sort_unstable();
+    }
+    let rounds = by_rack.values().map(Vec::len).max().unwrap_or(0);
+    let mut out = Vec::with_capacity(brokers.len());
+    for round in 0..rounds {
+        for (rack, ids) in &by_rack {
+            if let Some(id) = ids.get(round) {
+                out.push((*id, (*rack).to_owned()));
+            }
+        }
+    }
+    out
+}
+
+/// Kafka's `assignReplicasToBrokersRackAware`: striping as in [`place_replicas`] over the
+/// rack-alternated broker list, the follower shift scaled by the number of racks, and a
+/// candidate skipped while its rack already holds a replica of the partition and some rack
+/// holds none, or while it holds one itself and some broker holds none. Each partition so
+/// spans `min(racks, rf)` racks, and leaders and replicas spread evenly over brokers.
+pub fn place_replicas_rack_aware(
+    brokers: &[(NodeId, &str)],
+    num_partitions: i32,
+    replication_factor: i16,
+    start: usize,
+    shift_start: usize,
+) -> Vec<Vec<NodeId>> {
+    let arranged = rack_alternated_brokers(brokers);
+    let n = arranged.len();
+    let rf = usize::try_from(replication_factor).expect("validated replication factor");
+    assert!(rf >= 1 && rf <= n, "replication factor {rf} with {n} brokers");
+    let num_racks = arranged.iter().map(|(_, rack)| rack.as_str()).collect::<BTreeSet<_>>().len();
+    let mut shift = shift_start;
+    (0..num_partitions as usize)
+        .map(|p| {
+            if p > 0 && p % n == 0 {
+                shift += 1;
+            }
+            let first = (start + p) % n;
+            let mut replicas = vec![arranged[first].0];
+            let mut racks = BTreeSet::from([arranged[first].1.as_str()]);
+            let mut k = 0;
+            for _ in 0..rf - 1 {
+                // Every other broker comes up within n - 1 candidates, and one of them fits.
+                let k_max = k + 2 * n;
+                loop {
+                    assert!(k < k_max, "no broker fits replica {} of partition {p}", replicas.len());
+                    let (broker, rack) = &arranged[(first + 1 + (shift * num_racks + k) % (n - 1)) % n];
+                    k += 1;
+                    let rack_fits = !racks.contains(rack.as_str()) || racks.len() == num_racks;
+                    let broker_fits = !replicas.contains(broker) || replicas.len() == n;
+                    if rack_fits && broker_fits {
+                        replicas.push(*broker);
+                        racks.insert(rack.as_str());
+                        break;
+                    }
+                }
+            }
+            replicas
+        })
+        .collect()
+}
+
 // ---- requests and responses ----
 
 /// Expected failures, each mapped to the Kafka error code the response carries.
@@ -982,6 +1103,8 @@ pub struct BrokerRegistrationRequest {
     /// New on every broker process start (KIP-631's incarnation id).
     pub incarnation_id: [u8; 16],
     pub endpoints: Vec<Endpoint>,
+    /// `broker.rack`.
+    pub rack: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -1500,6 +1623,7 @@ impl Controller {
             broker_epoch,
             incarnation_id: req.incarnation_id,
             endpoints: req.endpoints,
+            rack: req.rack,
         });
         let timeout = self.config.broker_session_timeout_ms;
         let active = self.active.as_mut().expect("serving");
@@ -2067,7 +2191,7 @@ impl Controller {
             return Err(ControllerError::PolicyViolation("Excessively large number of partitions per request.".into()));
         }
         let rf = if topic.replication_factor == -1 { self.config.default_replication_factor } else { topic.replication_factor };
-        let brokers: Vec<NodeId> = image.brokers.values().filter(|b| !b.fenced).map(|b| b.broker_id).collect();
+        let brokers = image.placement_brokers();
         if rf < 1 {
             return Err(ControllerError::InvalidReplicationFactor(format!("replication factor {rf} is below 1")));
         }
@@ -2081,12 +2205,13 @@ impl Controller {
         TopicConfig::new(&crate::topic::BrokerLayers::default(), topic.configs.clone())
             .map_err(|e| ControllerError::InvalidConfig(e.message))?;
 
-        let topic_id = self.new_topic_id(image);
-        let mut records = vec![MetadataRecord::Topic { name: topic.name.clone(), topic_id, configs: topic.configs.clone() }];
         // Rotate where each topic starts so successive topics do not all lead on one broker.
         let start = image.partition_count() % brokers.len();
         let shift = image.topics.len() % brokers.len();
-        for (p, replicas) in place_replicas(&brokers, num_partitions, rf, start, shift).into_iter().enumerate() {
+        let placed = assign_replicas(&brokers, num_partitions, rf, start, shift)?;
+        let topic_id = self.new_topic_id(image);
+        let mut records = vec![MetadataRecord::Topic { name: topic.name.clone(), topic_id, configs: topic.configs.clone() }];
+        for (p, replicas) in placed.into_iter().enumerate() {
             records.push(MetadataRecord::Partition {
                 topic_id,
                 partition: p as i32,
@@ -2203,7 +2328,7 @@ impl Controller {
                     .collect::<Result<_, _>>()?
             }
             None => {
-                let brokers: Vec<NodeId> = image.brokers.values().filter(|b| !b.fenced).map(|b| b.broker_id).collect();
+                let brokers = image.placement_brokers();
                 if rf > brokers.len() {
                     return Err(ControllerError::InvalidReplicationFactor(format!(
                         "Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be \
@@ -2212,7 +2337,7 @@ impl Controller {
                     )));
                 }
                 let start = (image.partition_count() + current as usize) % brokers.len();
-                place_replicas(&brokers, added as i32, rf as i16, start, image.topics.len() % brokers.len())
+                assign_replicas(&brokers, added as i32, rf as i16, start, image.topics.len() % brokers.len())?
                     .into_iter()
                     .map(|replicas| (replicas.clone(), replicas))
                     .collect()
@@ -2448,7 +2573,7 @@ fn config_changes(image: &MetadataImage, alteration: &ConfigAlteration) -> Resul
         if topic && !crate::topic::is_topic_config(name) {
             return Err(ControllerError::InvalidConfig(format!("Unknown topic config name: {name}")));
         }
-        if !topic && !crate::topic::is_topic_default(name) {
+        if !topic && !crate::topic::is_topic_default(name) && !crate::replication_quota::is_rate(name) {
             return Err(ControllerError::InvalidConfig(format!("Cannot update these configs dynamically: {name}")));
         }
         let list = |next: &BTreeMap<String, String>| -> Result<Vec<String>, ControllerError> {
@@ -2485,6 +2610,10 @@ fn config_changes(image: &MetadataImage, alteration: &ConfigAlteration) -> Resul
         TopicConfig::new(&crate::topic::BrokerLayers::default(), next.clone()).map_err(|e| ControllerError::InvalidConfig(e.message))?;
     } else {
         for (name, value) in &next {
+            if crate::replication_quota::is_rate(name) {
+                crate::replication_quota::check_rate(name, value).map_err(ControllerError::InvalidConfig)?;
+                continue;
+            }
             crate::topic::check_topic_default(name, value).map_err(|e| ControllerError::InvalidConfig(e.message))?;
         }
     }
@@ -2890,10 +3019,15 @@ mod tests {
         }
 
         fn register(&mut self, broker: i32) -> BrokerEpoch {
+            self.register_in(broker, None)
+        }
+
+        fn register_in(&mut self, broker: i32, rack: Option<&str>) -> BrokerEpoch {
             let req = BrokerRegistrationRequest {
                 broker_id: NodeId(broker),
                 incarnation_id: [broker as u8; 16],
                 endpoints: vec![Endpoint { name: "PLAINTEXT".into(), host: "localhost".into(), port: 9092 }],
+                rack: rack.map(str::to_owned),
             };
             match self.request(|c, now, id| c.handle_register_broker(now, id, req)) {
                 Response::RegisterBroker(BrokerRegistrationResponse { error: None, broker_epoch }) => broker_epoch,
@@ -2920,6 +3054,15 @@ mod tests {
         fn start_brokers(&mut self, brokers: &[i32]) {
             for b in brokers {
                 self.register(*b);
+                let r = self.heartbeat(*b);
+                assert_eq!((r.error, r.is_fenced), (None, false), "broker {b} not unfenced");
+            }
+        }
+
+        /// Registers and unfences brokers, each in its rack (`None`: without one).
+        fn start_brokers_in(&mut self, brokers: &[(i32, Option<&str>)]) {
+            for (b, rack) in brokers {
+                self.register_in(*b, *rack);
                 let r = self.heartbeat(*b);
                 assert_eq!((r.error, r.is_fenced), (None, false), "broker {b} not unfenced");
             }
@@ -3371,7 +3514,7 @@ mod tests {
         let mut c = Cluster::new(&[100, 101, 102], &[]);
         c.start_brokers(&[1]);
         let second = |c: &mut Cluster, incarnation: u8| {
-            let req = BrokerRegistrationRequest { broker_id: NodeId(1), incarnation_id: [incarnation; 16], endpoints: vec![] };
+            let req = BrokerRegistrationRequest { broker_id: NodeId(1), incarnation_id: [incarnation; 16], endpoints: vec![], rack: None };
             match c.request(|ctl, now, id| ctl.handle_register_broker(now, id, req)) {
                 Response::RegisterBroker(r) => r.error,
                 other => panic!("{other:?}"),
@@ -3432,7 +3575,7 @@ mod tests {
     fn standby_controller_refuses_requests_with_not_controller() {
         let mut c = Cluster::new(&[100, 101, 102], &[]);
         let standby = c.nodes.keys().copied().find(|id| Some(*id) != c.active()).unwrap();
-        let req = BrokerRegistrationRequest { broker_id: NodeId(1), incarnation_id: [1; 16], endpoints: vec![] };
+        let req = BrokerRegistrationRequest { broker_id: NodeId(1), incarnation_id: [1; 16], endpoints: vec![], rack: None };
         let now_ms = c.now_ms;
         c.nodes.get_mut(&standby).unwrap().controller.handle_register_broker(now_ms, 99, req);
         c.settle();
@@ -3534,7 +3677,7 @@ mod tests {
                 match random() % 10 {
                     0 => {
                         let b = brokers[(random() % 4) as usize];
-                        let req = BrokerRegistrationRequest { broker_id: NodeId(b), incarnation_id: [random() as u8; 16], endpoints: vec![] };
+                        let req = BrokerRegistrationRequest { broker_id: NodeId(b), incarnation_id: [random() as u8; 16], endpoints: vec![], rack: None };
                         ctl.handle_register_broker(now_ms, id, req);
                     }
                     1 => {
@@ -3647,6 +3790,14 @@ mod tests {
                 broker_epoch: BrokerEpoch(4),
                 incarnation_id: [3; 16],
                 endpoints: vec![Endpoint { name: "PLAINTEXT".into(), host: "h".into(), port: 9092 }],
+                rack: None,
+            },
+            MetadataRecord::RegisterBroker {
+                broker_id: NodeId(2),
+                broker_epoch: BrokerEpoch(5),
+                incarnation_id: [4; 16],
+                endpoints: vec![],
+                rack: Some("eu-west-1a".into()),
             },
             MetadataRecord::FenceBroker { broker_id: NodeId(1), broker_epoch: BrokerEpoch(4) },
             MetadataRecord::UnfenceBroker { broker_id: NodeId(1), broker_epoch: BrokerEpoch(4) },
@@ -3688,6 +3839,100 @@ mod tests {
         }
         assert_eq!(decode_records(&[1, 0, 0, 0, 0]), Err(DecodeError::Version(1)));
         assert!(decode_records(&[0, 255, 255, 255, 255]).is_err());
+    }
+
+    // Guards log compatibility across the rack field: a registration without a rack is still
+    // written at record version 0 (which nodes that predate racks read), only tag 0 knows
+    // version 1, and a version-0 registration decodes without a rack.
+    #[test]
+    fn register_broker_without_rack_keeps_record_version_zero() {
+        let record = |rack: Option<&str>| MetadataRecord::RegisterBroker {
+            broker_id: NodeId(1),
+            broker_epoch: BrokerEpoch(1),
+            incarnation_id: [1; 16],
+            endpoints: vec![],
+            rack: rack.map(str::to_owned),
+        };
+        // [batch version][count: u32] then the record's [tag][version].
+        let at = 1 + 4 + 1;
+        let plain = encode_records(&[record(None)]);
+        assert_eq!((plain[at - 1], plain[at]), (0, RECORD_VERSION));
+        let racked = encode_records(&[record(Some("r1"))]);
+        assert_eq!(racked[at], REGISTER_BROKER_RACK_VERSION);
+        assert_eq!(decode_records(&racked), Ok(vec![record(Some("r1"))]));
+        // Version 1 on another record is unknown.
+        let fence = encode_records(&[MetadataRecord::FenceBroker { broker_id: NodeId(1), broker_epoch: BrokerEpoch(1) }]);
+        let mut bumped = fence.to_vec();
+        bumped[at] = REGISTER_BROKER_RACK_VERSION;
+        assert_eq!(decode_records(&bumped), Err(DecodeError::Version(REGISTER_BROKER_RACK_VERSION)));
+    }
+
+    fn racked<'a>(brokers: &[(i32, &'a str)]) -> Vec<(NodeId, Option<&'a str>)> {
+        brokers.iter().map(|(id, rack)| (NodeId(*id), Some(*rack))).collect()
+    }
+
+    // Guards KIP-36's promise: with as many racks as replicas, no rack holds two replicas of a
+    // partition (losing a rack loses one replica), and leaders still spread evenly.
+    #[test]
+    fn rack_aware_placement_puts_each_replica_on_its_own_rack() {
+        let brokers = racked(&[(1, "a"), (2, "a"), (3, "b"), (4, "b"), (5, "c"), (6, "c")]);
+        let rack_of: BTreeMap<NodeId, &str> = brokers.iter().map(|(id, r)| (*id, r.unwrap())).collect();
+        for (start, shift) in [(0, 0), (1, 0), (2, 3), (5, 4)] {
+            let placed = assign_replicas(&brokers, 24, 3, start, shift).unwrap();
+            let mut leaders = BTreeMap::<NodeId, usize>::new();
+            let mut replicas = BTreeMap::<NodeId, usize>::new();
+            for partition in &placed {
+                let racks: BTreeSet<&str> = partition.iter().map(|r| rack_of[r]).collect();
+                assert_eq!(racks.len(), 3, "{partition:?} from start {start}, shift {shift}");
+                *leaders.entry(partition[0]).or_default() += 1;
+                for r in partition {
+                    *replicas.entry(*r).or_default() += 1;
+                }
+            }
+            assert_eq!(leaders.len(), 6);
+            assert!(leaders.values().all(|n| *n == 4), "leaders {leaders:?}");
+            assert!(replicas.values().all(|n| *n == 12), "replicas {replicas:?}");
+        }
+        // Kafka's getRackAlternatedBrokerList: racks by name, brokers by id within a rack.
+        let alternated = rack_alternated_brokers(&[(NodeId(4), "b"), (NodeId(1), "a"), (NodeId(3), "b"), (NodeId(2), "a"), (NodeId(5), "c")]);
+        let order: Vec<i32> = alternated.iter().map(|(id, _)| id.0).collect();
+        assert_eq!(order, [1, 3, 5, 2, 4]);
+        // Kafka's golden case (AdminRackAwareTest.testGetRackAlternatedBrokerListAndAssignReplicasToBrokers).
+        let brokers = racked(&[(0, "rack1"), (1, "rack3"), (2, "rack3"), (3, "rack2"), (4, "rack2"), (5, "rack1")]);
+        let placed = assign_replicas(&brokers, 7, 3, 0, 0).unwrap();
+        let golden = [[0, 3, 1], [3, 1, 5], [1, 5, 4], [5, 4, 2], [4, 2, 0], [2, 0, 3], [0, 4, 2]];
+        let expected: Vec<Vec<NodeId>> = golden.iter().map(|r| ids(r)).collect();
+        assert_eq!(placed, expected);
+    }
+
+    // Guards Kafka's refusal to place when only some brokers have a rack ("Not all brokers have
+    // rack information"): a half-racked placement would silently give up rack safety.
+    #[test]
+    fn create_topics_refuses_when_only_some_brokers_have_racks() {
+        let mut c = Cluster::new(&[100], &[]);
+        c.start_brokers_in(&[(1, Some("a")), (2, Some("b")), (3, None)]);
+        let result = c.create_topic("t", 3, 2, &[]);
+        assert!(matches!(&result.error, Some(ControllerError::InvalidReplicaAssignment(m)) if m.contains("Not all brokers have rack")), "{result:?}");
+        assert!(c.image().topic_by_name("t").is_none());
+
+        // Every broker racked: each partition spans three racks, through CreateTopics and
+        // CreatePartitions alike.
+        let mut c = Cluster::new(&[100], &[]);
+        c.start_brokers_in(&[(1, Some("a")), (2, Some("a")), (3, Some("b")), (4, Some("b")), (5, Some("c")), (6, Some("c"))]);
+        assert_eq!(c.image().brokers()[&NodeId(3)].rack.as_deref(), Some("b"));
+        assert_eq!(c.create_topic("t", 6, 3, &[]).error, None);
+        let req = CreatePartitionsRequest {
+            topics: vec![CreatePartitionsTopic { name: "t".into(), count: 12, assignments: None }],
+            validate_only: false,
+        };
+        assert!(matches!(c.request(|ctl, now, id| ctl.handle_create_partitions(now, id, req)), Response::CreatePartitions(r) if r == [None]));
+        let rack = |id: &NodeId| c.image().brokers()[id].rack.clone().unwrap();
+        let topic = c.image().topic_by_name("t").unwrap();
+        assert_eq!(topic.partitions.len(), 12);
+        for p in &topic.partitions {
+            let racks: BTreeSet<String> = p.replicas.iter().map(rack).collect();
+            assert_eq!(racks.len(), 3, "{:?}", p.replicas);
+        }
     }
 
     // Guards "untrusted input never panics": every decoder of bytes that cross sockets or come

@@ -30,6 +30,8 @@ use crate::raft::codec::{self, Reader};
 use crate::raft::{DecodeError, Index, Message};
 
 const FRAME_VERSION: u8 = 0;
+/// The request tag of a registration that carries a rack (`broker.rack`).
+const REGISTER_BROKER_RACK_TAG: u8 = 13;
 
 /// A request to the active controller.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -124,7 +126,8 @@ fn read_id(r: &mut Reader) -> Result<[u8; 16], DecodeError> {
 fn encode_request(out: &mut BytesMut, request: &ControllerRequest) {
     match request {
         ControllerRequest::RegisterBroker(req) => {
-            out.put_u8(0);
+            // A rack-less registration keeps tag 0, which controllers that predate racks read.
+            out.put_u8(if req.rack.is_some() { REGISTER_BROKER_RACK_TAG } else { 0 });
             out.put_i32_le(req.broker_id.0);
             out.put_slice(&req.incarnation_id);
             codec::put_count(out, req.endpoints.len());
@@ -132,6 +135,9 @@ fn encode_request(out: &mut BytesMut, request: &ControllerRequest) {
                 codec::put_string(out, &e.name);
                 codec::put_string(out, &e.host);
                 out.put_u16_le(e.port);
+            }
+            if let Some(rack) = &req.rack {
+                codec::put_string(out, rack);
             }
         }
         ControllerRequest::Heartbeat(req) => {
@@ -356,7 +362,7 @@ fn read_acl_error(r: &mut Reader) -> Result<Option<ControllerError>, DecodeError
 
 fn decode_request(r: &mut Reader) -> Result<ControllerRequest, DecodeError> {
     Ok(match r.u8()? {
-        0 => {
+        tag @ (0 | REGISTER_BROKER_RACK_TAG) => {
             let broker_id = NodeId(r.i32()?);
             let incarnation_id = read_id(r)?;
             let n = r.count(6)?;
@@ -364,7 +370,8 @@ fn decode_request(r: &mut Reader) -> Result<ControllerRequest, DecodeError> {
             for _ in 0..n {
                 endpoints.push(Endpoint { name: r.string()?, host: r.string()?, port: r.u16()? });
             }
-            ControllerRequest::RegisterBroker(BrokerRegistrationRequest { broker_id, incarnation_id, endpoints })
+            let rack = if tag == REGISTER_BROKER_RACK_TAG { Some(r.string()?) } else { None };
+            ControllerRequest::RegisterBroker(BrokerRegistrationRequest { broker_id, incarnation_id, endpoints, rack })
         }
         1 => ControllerRequest::Heartbeat(BrokerHeartbeatRequest {
             broker_id: NodeId(r.i32()?),
@@ -813,6 +820,16 @@ mod tests {
                     broker_id: NodeId(1),
                     incarnation_id: [9; 16],
                     endpoints: vec![Endpoint { name: "PLAINTEXT".into(), host: "127.0.0.1".into(), port: 9092 }],
+                    rack: None,
+                }),
+            },
+            Frame::Request {
+                id: 17,
+                request: ControllerRequest::RegisterBroker(BrokerRegistrationRequest {
+                    broker_id: NodeId(2),
+                    incarnation_id: [8; 16],
+                    endpoints: vec![],
+                    rack: Some("us-east-1b".into()),
                 }),
             },
             Frame::Request {

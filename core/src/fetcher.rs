@@ -25,6 +25,7 @@ use kafka_protocol::protocol::StrBytes;
 use crate::error::ErrorCode;
 use crate::ids::{LeaderEpoch, NodeId, Offset};
 use crate::replica::{EpochEndOffset, FetchRequest, FetchResponse};
+use crate::replication_quota::{QuotaWindow, ReplicationQuota};
 
 /// The Fetch version followers send: the first with `last_fetched_epoch` and
 /// `diverging_epoch` (KIP-320/595) that still names topics (v13 moved to topic ids).
@@ -42,6 +43,9 @@ pub const ROUND_GRACE_MS: i64 = 100;
 /// defines tags 0 and 1 there and ignores unknown ones): the follower's durable end, 8 bytes
 /// big-endian, when it fetches ahead of its fsync (`replica` rule 3).
 pub const DURABLE_OFFSET_TAG: i32 = 0x4F44;
+/// How long a source broker whose queued partitions are all held back by the follower's
+/// replication throttle waits before looking again (the quota's samples move by the second).
+pub const THROTTLE_RECHECK_MS: i64 = 100;
 
 /// A partition by topic name. The name is shared: a partition is named in every parked long
 /// poll, dirty set, timer and request part, and a clone must not copy the string.
@@ -85,11 +89,38 @@ struct Session {
     /// Partitions the last answer fed, not yet queued again, and until when to wait for them.
     awaited: BTreeSet<TopicPartition>,
     awaited_until: i64,
+    /// Every queued partition was held back by the throttle: nothing goes before this.
+    held_until: i64,
 }
 
 impl Session {
     fn ready(&self, now_ms: i64) -> bool {
-        self.in_flight.is_none() && !self.queued.is_empty() && (self.awaited.is_empty() || now_ms >= self.awaited_until)
+        self.in_flight.is_none()
+            && !self.queued.is_empty()
+            && (self.awaited.is_empty() || now_ms >= self.awaited_until)
+            && now_ms >= self.held_until
+    }
+}
+
+/// The follower side of the replication throttles (KIP-73): this core's share of
+/// `follower.replication.throttled.rate`, the partitions `follower.replication.throttled.replicas`
+/// names for this broker, and each partition's last high watermark from its leader, which
+/// tells whether it is in sync (Kafka's `PartitionFetchState.isReplicaInSync`: no lag at the
+/// last answer).
+#[derive(Debug, Default)]
+struct FollowerThrottle {
+    quota: ReplicationQuota,
+    throttled: BTreeSet<TopicPartition>,
+    high_watermarks: BTreeMap<TopicPartition, Offset>,
+}
+
+impl FollowerThrottle {
+    /// Kafka's `shouldFollowerThrottle`: a throttled partition not in sync waits while the
+    /// quota is exceeded.
+    fn holds_back(&mut self, now_ms: i64, partition: &TopicPartition, request: &FetchRequest) -> bool {
+        self.throttled.contains(partition)
+            && self.high_watermarks.get(partition).is_none_or(|hw| request.fetch_offset < *hw)
+            && self.quota.is_exceeded(now_ms)
     }
 }
 
@@ -111,24 +142,64 @@ pub struct Fetchers {
     request_timeout_ms: i64,
     sessions: BTreeMap<NodeId, Session>,
     next_request_id: u64,
+    throttle: FollowerThrottle,
 }
 
 impl Fetchers {
     pub fn new(local: NodeId, response_max_bytes: i32, request_timeout_ms: i64) -> Self {
-        Fetchers { local, response_max_bytes, request_timeout_ms, sessions: BTreeMap::new(), next_request_id: 0 }
+        Fetchers {
+            local,
+            response_max_bytes,
+            request_timeout_ms,
+            sessions: BTreeMap::new(),
+            next_request_id: 0,
+            throttle: FollowerThrottle::default(),
+        }
+    }
+
+    /// `follower.replication.throttled.rate` (this core's share; `None`: no throttle).
+    pub fn set_throttle_bound(&mut self, bytes_per_s: Option<u64>) {
+        self.throttle.quota.set_bound(bytes_per_s);
+    }
+
+    /// The samples the follower's throttle rate is measured over; the bound stays.
+    pub fn set_throttle_window(&mut self, window: QuotaWindow) {
+        let bound = self.throttle.quota.bound();
+        self.throttle.quota = ReplicationQuota::new(window);
+        self.throttle.quota.set_bound(bound);
+    }
+
+    pub fn throttle_bound(&self) -> Option<u64> {
+        self.throttle.quota.bound()
+    }
+
+    /// Whether `follower.replication.throttled.replicas` names the partition on this broker;
+    /// true when that changed.
+    pub fn set_throttled(&mut self, partition: &TopicPartition, throttled: bool) -> bool {
+        if throttled {
+            self.throttle.throttled.insert(partition.clone())
+        } else {
+            self.throttle.throttled.remove(partition)
+        }
     }
 
     /// A replica's `SendFetch`: it joins its leader's next request. A partition queued for
     /// another leader moves (its leader changed before that request went out).
     pub fn enqueue(&mut self, leader: NodeId, partition: TopicPartition, fetch_id: u64, request: FetchRequest) {
         // Also no longer awaited: it is back.
-        self.remove(&partition);
+        self.unqueue(&partition);
         self.sessions.entry(leader).or_default().queued.insert(partition, (fetch_id, request));
     }
 
     /// Forgets a partition's queued fetch (the replica stopped, or leads now). A fetch already
     /// in flight is still answered; the replica ignores answers to fetches it no longer waits for.
     pub fn remove(&mut self, partition: &TopicPartition) {
+        self.unqueue(partition);
+        self.throttle.throttled.remove(partition);
+        self.throttle.high_watermarks.remove(partition);
+    }
+
+    fn unqueue(&mut self, partition: &TopicPartition) {
         for session in self.sessions.values_mut() {
             session.queued.remove(partition);
             session.awaited.remove(partition);
@@ -137,12 +208,24 @@ impl Fetchers {
 
     /// The next request to send: for a source broker with queued partitions, none in flight,
     /// and every partition its last answer fed queued again (or [`ROUND_GRACE_MS`] passed).
+    /// Partitions the follower's throttle holds back stay queued for a later request; a source
+    /// broker with only those waits [`THROTTLE_RECHECK_MS`].
     pub fn poll_request(&mut self, now_ms: i64) -> Option<Outgoing> {
-        let (&leader, session) = self.sessions.iter_mut().find(|(_, s)| s.ready(now_ms))?;
+        let throttle = &mut self.throttle;
+        let (leader, session, queued) = self.sessions.iter_mut().filter(|(_, s)| s.ready(now_ms)).find_map(|(&leader, session)| {
+            let (held, queued): (BTreeMap<_, _>, BTreeMap<_, _>) =
+                std::mem::take(&mut session.queued).into_iter().partition(|(tp, (_, r))| throttle.holds_back(now_ms, tp, r));
+            session.queued = held;
+            if queued.is_empty() {
+                session.held_until = now_ms + THROTTLE_RECHECK_MS;
+                return None;
+            }
+            Some((leader, session, queued))
+        })?;
         session.awaited.clear();
+        session.held_until = 0;
         let request_id = self.next_request_id;
         self.next_request_id += 1;
-        let queued = std::mem::take(&mut session.queued);
         let max_wait_ms = queued.values().map(|(_, r)| r.max_wait_ms).min().unwrap_or(0);
         let mut topics: Vec<FetchTopic> = Vec::new();
         let mut parts = Vec::with_capacity(queued.len());
@@ -200,6 +283,7 @@ impl Fetchers {
             return Vec::new();
         }
         let parts = session.in_flight.take().expect("checked above").parts;
+        let throttle = &mut self.throttle;
         let mut answered: BTreeMap<(String, i32), PartitionData> = BTreeMap::new();
         let whole_error = match answer {
             Err(e) => Some(e),
@@ -222,6 +306,12 @@ impl Fetchers {
                     (None, None) => failed(ErrorCode::UnknownServerError, Offset(-1)),
                     (None, Some(p)) => partition_response(p),
                 };
+                if response.error.is_none() {
+                    throttle.high_watermarks.insert(partition.clone(), response.high_watermark);
+                    if throttle.throttled.contains(&partition) {
+                        throttle.quota.record(now_ms, response.records.len() as u64);
+                    }
+                }
                 Delivery { partition, fetch_id, response }
             })
             .collect();
@@ -238,8 +328,8 @@ impl Fetchers {
         let rounds = self
             .sessions
             .values()
-            .filter(|s| s.in_flight.is_none() && !s.queued.is_empty() && !s.awaited.is_empty())
-            .map(|s| s.awaited_until);
+            .filter(|s| s.in_flight.is_none() && !s.queued.is_empty() && (!s.awaited.is_empty() || s.held_until > 0))
+            .map(|s| if s.awaited.is_empty() { s.held_until } else { s.awaited_until.max(s.held_until) });
         deadlines.chain(rounds).min()
     }
 
@@ -390,6 +480,54 @@ mod tests {
             diverging_epoch: None,
             records: Bytes::from_static(records),
         }
+    }
+
+    fn requested(outgoing: &Outgoing) -> Vec<(String, i32)> {
+        outgoing.request.topics.iter().flat_map(|t| t.partitions.iter().map(|p| (t.topic.0.to_string(), p.partition))).collect()
+    }
+
+    // Guards KIP-73 on the follower: over its rate, a throttled partition that lags stays
+    // queued while the unthrottled one (and a throttled one in sync) still goes out, and the
+    // held partition goes once the rate has fallen.
+    #[test]
+    fn follower_throttle_holds_back_only_lagging_throttled_partitions() {
+        let mut f = Fetchers::new(NodeId(2), DEFAULT_RESPONSE_MAX_BYTES, 30_000);
+        f.set_throttle_window(QuotaWindow { num: 2, size_ms: 1_000 });
+        f.set_throttle_bound(Some(1_000));
+        let (slow, synced, free) = (TopicPartition::new("a", 0), TopicPartition::new("a", 1), TopicPartition::new("b", 0));
+        assert!(f.set_throttled(&slow, true) && f.set_throttled(&synced, true));
+        for (tp, id) in [(&slow, 1), (&synced, 2), (&free, 3)] {
+            f.enqueue(NodeId(1), tp.clone(), id, request(0, 4));
+        }
+        let sent = f.poll_request(0).unwrap();
+        assert_eq!(requested(&sent).len(), 3, "under the rate everything goes");
+        static BIG: [u8; 3_000] = [0; 3_000];
+        let delivered = f.handle_response(
+            10,
+            NodeId(1),
+            sent.request_id,
+            Ok(answer(&[("a", 0, read(100, &BIG)), ("a", 1, read(0, b"")), ("b", 0, read(100, &BIG))])),
+        );
+        assert_eq!(delivered.len(), 3);
+        // 3 000 throttled bytes over the minimum 1 s window: over the 1 000 B/s bound.
+        f.enqueue(NodeId(1), slow.clone(), 4, request(0, 4));
+        f.enqueue(NodeId(1), synced.clone(), 5, request(0, 4));
+        f.enqueue(NodeId(1), free.clone(), 6, request(3, 4));
+        let sent = f.poll_request(200).unwrap();
+        assert_eq!(requested(&sent), [("a".to_owned(), 1), ("b".to_owned(), 0)]);
+        f.handle_response(210, NodeId(1), sent.request_id, Ok(answer(&[("a", 1, read(0, b"")), ("b", 0, read(100, b""))])));
+        // Only the held partition is queued: nothing goes, and the fetcher looks again later.
+        assert!(f.poll_request(320).is_none());
+        assert_eq!(f.poll_timeout(), Some(320 + THROTTLE_RECHECK_MS));
+        assert!(f.poll_request(400).is_none(), "not before the recheck");
+        // Two windows on, the samples have aged out.
+        let sent = f.poll_request(2_100).unwrap();
+        assert_eq!(requested(&sent), [("a".to_owned(), 0)]);
+        // Unthrottled, nothing is held.
+        f.handle_response(2_110, NodeId(1), sent.request_id, Ok(answer(&[("a", 0, read(100, &BIG))])));
+        f.set_throttle_bound(None);
+        f.enqueue(NodeId(1), slow, 7, request(3, 4));
+        assert!(f.poll_request(2_120).is_some());
     }
 
     #[test]

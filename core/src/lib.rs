@@ -24,6 +24,7 @@ pub mod quorum;
 pub mod quota;
 pub mod raft;
 pub mod replica;
+pub mod replication_quota;
 pub mod sasl;
 pub mod records;
 pub mod shard;

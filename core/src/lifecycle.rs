@@ -55,6 +55,8 @@ pub struct BrokerLifecycle {
     broker_id: NodeId,
     incarnation_id: [u8; 16],
     endpoints: Vec<Endpoint>,
+    /// `broker.rack`, sent with every registration.
+    rack: Option<String>,
     heartbeat_interval_ms: i64,
     epoch: Option<BrokerEpoch>,
     fenced: bool,
@@ -72,6 +74,7 @@ impl BrokerLifecycle {
             broker_id,
             incarnation_id,
             endpoints,
+            rack: None,
             heartbeat_interval_ms,
             epoch: None,
             fenced: true,
@@ -81,6 +84,12 @@ impl BrokerLifecycle {
             serving: false,
             shutdown: Shutdown::Running,
         }
+    }
+
+    /// The broker registers in `rack` (`broker.rack`).
+    pub fn with_rack(mut self, rack: Option<String>) -> Self {
+        self.rack = rack;
+        self
     }
 
     pub fn broker_epoch(&self) -> Option<BrokerEpoch> {
@@ -142,6 +151,7 @@ impl BrokerLifecycle {
                     broker_id: self.broker_id,
                     incarnation_id: self.incarnation_id,
                     endpoints: self.endpoints.clone(),
+                    rack: self.rack.clone(),
                 }),
             ),
             Some(broker_epoch) => (

@@ -197,6 +197,7 @@ mod tests {
             broker_id: me,
             incarnation_id: [1; 16],
             endpoints: vec![Endpoint { name: "PLAINTEXT".into(), host: "h".into(), port: 1 }],
+            rack: None,
         };
         quorum.request(now, 10, ControllerRequest::RegisterBroker(registration));
         let (replies, applied) = drain(&mut quorum, now, &mut log);

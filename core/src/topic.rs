@@ -109,9 +109,9 @@ const DEFS: &[Def] = &[
     def("file.delete.delay.ms", &[("log.segment.delete.delay.ms", 1)], "60000", Kind::Long { min: 0 }, false),
     def("flush.messages", &[("log.flush.interval.messages", 1)], LONG_MAX, Kind::Long { min: 1 }, false),
     def("flush.ms", &[("log.flush.interval.ms", 1)], LONG_MAX, Kind::Long { min: 0 }, false),
-    def("follower.replication.throttled.replicas", &[], "", Kind::Replicas, false),
+    def("follower.replication.throttled.replicas", &[], "", Kind::Replicas, true),
     def("index.interval.bytes", &[("log.index.interval.bytes", 1)], "4096", Kind::Int { min: 0, max: i32::MAX as i64 }, true),
-    def("leader.replication.throttled.replicas", &[], "", Kind::Replicas, false),
+    def("leader.replication.throttled.replicas", &[], "", Kind::Replicas, true),
     def("local.retention.bytes", &[("log.local.retention.bytes", 1)], "-2", Kind::Long { min: -2 }, false),
     def("local.retention.ms", &[("log.local.retention.ms", 1)], "-2", Kind::Long { min: -2 }, false),
     def("max.compaction.lag.ms", &[("log.cleaner.max.compaction.lag.ms", 1)], LONG_MAX, Kind::Long { min: 1 }, false),
@@ -417,6 +417,9 @@ pub fn config_type(name: &str) -> i8 {
     const LONG: i8 = 5;
     const DOUBLE: i8 = 6;
     const LIST: i8 = 7;
+    if name.ends_with(".replication.throttled.rate") {
+        return LONG;
+    }
     let kind = find(name).or_else(|| synonym_of(name).map(|(d, _)| d)).map(|d| d.kind);
     match kind {
         Some(Kind::Long { .. }) if synonym_of(name).is_some_and(|(_, factor)| factor != 1) => INT,

@@ -68,7 +68,8 @@ pub fn seeds() -> Vec<Vec<u8>> {
         permission: Permission::Allow,
     };
     let records = vec![
-        MetadataRecord::RegisterBroker { broker_id: NodeId(1), broker_epoch: BrokerEpoch(1), incarnation_id: [1; 16], endpoints: vec![Endpoint { name: "PLAINTEXT".into(), host: "127.0.0.1".into(), port: 9092 }] },
+        MetadataRecord::RegisterBroker { broker_id: NodeId(1), broker_epoch: BrokerEpoch(1), incarnation_id: [1; 16], endpoints: vec![Endpoint { name: "PLAINTEXT".into(), host: "127.0.0.1".into(), port: 9092 }], rack: None },
+        MetadataRecord::RegisterBroker { broker_id: NodeId(2), broker_epoch: BrokerEpoch(2), incarnation_id: [2; 16], endpoints: Vec::new(), rack: Some("rack-b".into()) },
         MetadataRecord::UnfenceBroker { broker_id: NodeId(1), broker_epoch: BrokerEpoch(1) },
         MetadataRecord::Topic { name: "orders".into(), topic_id, configs: BTreeMap::from([("cleanup.policy".into(), "compact".into())]) },
         MetadataRecord::Partition { topic_id, partition: 0, replicas: vec![NodeId(1)], isr: vec![NodeId(1)], leader: NodeId(1), leader_epoch: LeaderEpoch(0), partition_epoch: PartitionEpoch(0) },
@@ -95,6 +96,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
         Frame::Request { id: 1, request: ControllerRequest::CreateTopics(CreateTopicsRequest { topics: vec![CreatableTopic { name: "orders".into(), num_partitions: 3, replication_factor: 1, configs: BTreeMap::new(), assignments: Vec::new() }], validate_only: false }) },
         Frame::Request { id: 2, request: ControllerRequest::AlterPartition(AlterPartitionRequest { broker_id: NodeId(1), broker_epoch: BrokerEpoch(1), topic_id, partition: 0, leader_epoch: LeaderEpoch(0), partition_epoch: PartitionEpoch(0), new_isr: vec![NodeId(1), NodeId(2)] }) },
         Frame::Request { id: 3, request: ControllerRequest::DeleteTopics(vec!["orders".into()]) },
+        Frame::Request { id: 7, request: ControllerRequest::RegisterBroker(controller::BrokerRegistrationRequest { broker_id: NodeId(2), incarnation_id: [2; 16], endpoints: Vec::new(), rack: Some("rack-b".into()) }) },
         Frame::Request {
             id: 4,
             request: ControllerRequest::AlterUserScramCredentials(controller::AlterUserScramCredentialsRequest {

@@ -276,7 +276,8 @@ impl Node {
                     .collect(),
                 config.broker_heartbeat_interval_ms.min(config.broker_session_timeout_ms as u64 / 3).max(50) as i64,
                 now_ms(),
-            )),
+            )
+            .with_rack(config.broker_rack.clone())),
             lifecycle_kick: event_listener::Event::new(),
             producer_ids: RefCell::new(ProducerIdBlock::default()),
             legacy: RefCell::new(legacy),

@@ -111,6 +111,12 @@ pub struct ServerConfig {
     /// `metrics.listen` (odradek's own): where `GET /metrics` answers in Prometheus' text
     /// format (docs/metrics.md); no endpoint when unset.
     pub metrics_listen: Option<SocketAddr>,
+    /// `broker.rack`: the rack (or zone) the broker registers in, which rack-aware replica
+    /// placement spreads each partition's replicas over (docs/operations.md).
+    pub broker_rack: Option<String>,
+    /// `replication.quota.window.num` and `replication.quota.window.size.seconds`: the samples
+    /// the replication throttles measure their rates over.
+    pub replication_quota_window: odradek_core::replication_quota::QuotaWindow,
 }
 
 /// `process.roles`.
@@ -246,6 +252,8 @@ impl Default for ServerConfig {
             broker_heartbeat_interval_ms: 2_000,
             quorum_election_timeout_ms: 1_000,
             metrics_listen: None,
+            broker_rack: None,
+            replication_quota_window: Default::default(),
         }
     }
 }
@@ -363,6 +371,10 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics at http://HOST:PORT/metrics (metrics.listen) [default: off]
     #[arg(long, value_name = "HOST:PORT")]
     pub metrics_listen: Option<String>,
+    /// The rack this broker registers in, for rack-aware replica placement (broker.rack)
+    /// [default: none]
+    #[arg(long)]
+    pub broker_rack: Option<String>,
 }
 
 impl ServeArgs {
@@ -381,7 +393,7 @@ impl ServeArgs {
                 }
             }
         }
-        let flags: [(&str, Option<String>); 29] = [
+        let flags: [(&str, Option<String>); 30] = [
             ("node.id", self.node_id.map(|v| v.to_string())),
             ("listeners", self.listen.clone()),
             ("advertised.listeners", self.advertised_listener.clone()),
@@ -411,6 +423,7 @@ impl ServeArgs {
             ("broker.session.timeout.ms", self.broker_session_timeout_ms.map(|v| v.to_string())),
             ("replica.lag.time.max.ms", self.replica_lag_time_max_ms.map(|v| v.to_string())),
             ("metrics.listen", self.metrics_listen.clone()),
+            ("broker.rack", self.broker_rack.clone()),
         ];
         for (key, value) in flags {
             if let Some(value) = value {
@@ -595,6 +608,18 @@ impl ServerConfig {
             "broker.session.timeout.ms" => self.broker_session_timeout_ms = num(value)?,
             "broker.heartbeat.interval.ms" => self.broker_heartbeat_interval_ms = num(value)?,
             "controller.quorum.election.timeout.ms" => self.quorum_election_timeout_ms = num(value)?,
+            // Kafka takes the value as is; an empty one is read as no rack, which is what an
+            // operator blanking it in a template means.
+            "replication.quota.window.num" => {
+                self.replication_quota_window.num = num(value)?;
+                if !(1..=odradek_core::replication_quota::WINDOW_NUM_MAX).contains(&self.replication_quota_window.num) {
+                    return Err(format!("must be in [1, {}]", odradek_core::replication_quota::WINDOW_NUM_MAX));
+                }
+            }
+            "replication.quota.window.size.seconds" => {
+                self.replication_quota_window.size_ms = positive(num::<i64>(value)?)?.saturating_mul(1000)
+            }
+            "broker.rack" => self.broker_rack = Some(value.trim()).filter(|r| !r.is_empty()).map(str::to_owned),
             "metrics.listen" => {
                 self.metrics_listen = match value.trim() {
                     "" => None,
@@ -848,6 +873,7 @@ mod tests {
             broker_session_timeout_ms: None,
             replica_lag_time_max_ms: None,
             metrics_listen: None,
+            broker_rack: None,
         }
     }
 
@@ -986,6 +1012,31 @@ mod tests {
         let mut a = args(None);
         a.num_partitions = Some(0);
         assert!(a.resolve().is_err());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    // Guards that broker.rack and the replication quota windows are applied, not named as
+    // ignored: a stock server.properties with a rack must place rack-aware.
+    #[test]
+    fn broker_rack_and_replication_quota_windows_are_taken() {
+        let dir = std::env::temp_dir().join(format!("odradek-config-rack-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("server.properties");
+        std::fs::write(&file, "broker.rack=eu-1a\nreplication.quota.window.num=3\nreplication.quota.window.size.seconds=2\n").unwrap();
+        let config = args(Some(file.clone())).resolve().unwrap();
+        assert_eq!(config.broker_rack.as_deref(), Some("eu-1a"));
+        assert_eq!((config.replication_quota_window.num, config.replication_quota_window.size_ms), (3, 2_000));
+        assert!(config.not_applied.iter().all(|(k, _)| !k.starts_with("broker.rack") && !k.starts_with("replication.quota")));
+        let mut a = args(Some(file.clone()));
+        a.broker_rack = Some("eu-1b".into());
+        assert_eq!(a.resolve().unwrap().broker_rack.as_deref(), Some("eu-1b"), "the flag wins");
+        std::fs::write(&file, "broker.rack=\n").unwrap();
+        assert_eq!(args(Some(file.clone())).resolve().unwrap().broker_rack, None);
+        assert_eq!(args(None).resolve().unwrap().replication_quota_window, Default::default());
+        for bad in ["replication.quota.window.num=0", "replication.quota.window.size.seconds=0"] {
+            std::fs::write(&file, format!("{bad}\n")).unwrap();
+            assert!(args(Some(file.clone())).resolve().is_err(), "{bad}");
+        }
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -152,6 +152,7 @@ impl Shard {
         let node_id = NodeId(shared.config.node_id);
         let group_config = shared.config.group.clone();
         let txn_config = shared.config.txn.clone();
+        let quota_window = shared.config.replication_quota_window;
         // Member ids must differ across restarts; the seed is the only randomness they use.
         let seed = uuid::Uuid::new_v4().as_u64_pair().0;
         let listener_names: Vec<String> = shared.config.listeners.iter().map(|l| l.name.clone()).collect();
@@ -171,13 +172,17 @@ impl Shard {
             image: RefCell::new(Arc::new(MetadataImage::default())),
             image_index: Cell::new(0),
             image_lock: Semaphore::new(1),
-            machine: RefCell::new(broker::Shard::new(
-                node_id,
-                fetcher::DEFAULT_RESPONSE_MAX_BYTES,
-                FETCH_REQUEST_TIMEOUT_MS,
-                GroupCoordinator::new(group_config, seed ^ id.0 as u64),
-                odradek_core::txn::TxnCoordinator::new(txn_config),
-            )),
+            machine: RefCell::new({
+                let mut machine = broker::Shard::new(
+                    node_id,
+                    fetcher::DEFAULT_RESPONSE_MAX_BYTES,
+                    FETCH_REQUEST_TIMEOUT_MS,
+                    GroupCoordinator::new(group_config, seed ^ id.0 as u64),
+                    odradek_core::txn::TxnCoordinator::new(txn_config),
+                );
+                machine.set_replication_quota_window(quota_window);
+                machine
+            }),
             stores: RefCell::default(),
             produce_waiters: RefCell::default(),
             delete_waiters: RefCell::default(),
@@ -596,13 +601,14 @@ impl Shard {
     }
 
     /// Hands every open partition its topic's current configs (they change live with
-    /// AlterConfigs): the log's roll, retention and cleaning settings, and the replica's
-    /// produce rules and min.insync.replicas.
+    /// AlterConfigs): the log's roll, retention and cleaning settings, the replica's produce
+    /// rules and min.insync.replicas, and the replication throttles with the broker's rates.
     fn reconfigure_partitions(&self) {
         let topics = self.topics.borrow();
         let stores = self.stores.borrow();
         let mut machine = self.machine.borrow_mut();
         let now = now_ms();
+        machine.set_replication_throttle_rates(&self.broker_layers(&self.image.borrow()), self.shared.shard_count);
         for (tp, store) in stores.iter() {
             let Some(topic) = topics.get(&*tp.topic) else { continue };
             if store.config() != topic.config.log {
@@ -614,6 +620,7 @@ impl Shard {
                 topic.config.apply_to(&mut config);
                 machine.reconfigure(now, tp, config);
             }
+            machine.set_replication_throttled(tp, &topic.config);
         }
     }
 
@@ -856,6 +863,8 @@ impl Shard {
         if group.iter().any(|(_, part)| part.request.replica_id != NodeId::NONE) {
             self.pump();
         }
+        let throttled: Vec<usize> =
+            group.iter().zip(&reads).filter(|(_, read)| read.leader_throttled()).map(|((position, _), _)| *position).collect();
         let mut answers = Vec::with_capacity(group.len());
         let mut pending = Vec::new();
         for (((position, part), read), offline) in group.iter().zip(reads).zip(offline) {
@@ -884,6 +893,10 @@ impl Shard {
             0 => {}
             1 => answers.push(pending.pop().expect("one read").await),
             _ => answers.extend(join_all(pending).await),
+        }
+        if !throttled.is_empty() {
+            let bytes: usize = answers.iter().filter(|(position, _)| throttled.contains(position)).map(|(_, r)| r.records.len()).sum();
+            self.machine.borrow_mut().record_leader_throttled(now_ms(), bytes as u64);
         }
         answers
     }

@@ -146,7 +146,7 @@ class Cluster:
     """Replicated odradek nodes on loopback. Voters run broker + controller; observers are
     broker-only nodes the metadata log is pushed to. Nodes are numbered from 1."""
 
-    def __init__(self, root: Path, voters=3, observers=0, extra_args=(), listeners=None):
+    def __init__(self, root: Path, voters=3, observers=0, extra_args=(), listeners=None, node_args=None):
         self.nodes = {}
         ids = list(range(1, voters + observers + 1))
         quorum_ports = {n: _free_port() for n in ids}
@@ -167,7 +167,9 @@ class Cluster:
             node_root.mkdir()
             # listeners(bootstrap, controller port) -> the --listen value, as for Broker.
             node_listeners = (lambda b, port=quorum_ports[n]: listeners(b, port)) if listeners else None
-            broker = Broker(node_root, args + list(extra_args), node_listeners)
+            # node_args: {node id: more serve args of that node alone} (its --broker-rack...).
+            own = list((node_args or {}).get(n, ()))
+            broker = Broker(node_root, args + list(extra_args) + own, node_listeners)
             broker.node_id = n
             self.nodes[n] = broker
 
@@ -192,8 +194,8 @@ def cluster_factory(request, tmp_path_factory):
     brokers = []
     request.node.odradek_brokers = brokers
 
-    def start(voters=3, observers=0, extra_args=(), listeners=None):
-        cluster = Cluster(tmp_path_factory.mktemp("odradek-cluster"), voters, observers, extra_args, listeners)
+    def start(voters=3, observers=0, extra_args=(), listeners=None, node_args=None):
+        cluster = Cluster(tmp_path_factory.mktemp("odradek-cluster"), voters, observers, extra_args, listeners, node_args)
         brokers.extend(cluster.nodes.values())
         cluster.start()
         return cluster

@@ -192,6 +192,24 @@ pub fn alterations_applied(image: &crate::controller::MetadataImage, alterations
     })
 }
 
+/// The replication throttle rates (dynamic broker configs that are no topic's default): this
+/// broker's value, the cluster default, Kafka's default of `Long.MAX_VALUE`.
+fn throttle_rates(layers: &BrokerLayers) -> Vec<Described> {
+    use crate::replication_quota::{FOLLOWER_THROTTLED_RATE, LEADER_THROTTLED_RATE};
+    [LEADER_THROTTLED_RATE, FOLLOWER_THROTTLED_RATE]
+        .into_iter()
+        .map(|name| {
+            let mut synonyms: Vec<Synonym> = [(Source::DynamicBroker, &layers.dynamic_broker), (Source::DynamicDefault, &layers.dynamic_default)]
+                .into_iter()
+                .filter_map(|(source, layer)| layer.get(name).map(|v| Synonym { name: name.to_owned(), value: v.trim().to_owned(), source }))
+                .collect();
+            synonyms.push(Synonym { name: name.to_owned(), value: i64::MAX.to_string(), source: Source::Default });
+            let first = synonyms.first().expect("the default at least");
+            Described { name: name.to_owned(), value: Some(first.value.clone()), source: first.source, read_only: false, synonyms }
+        })
+        .collect()
+}
+
 /// One config as DescribeConfigs lists it.
 struct Described {
     name: String,
@@ -247,6 +265,7 @@ pub fn describe_configs(
                         read_only: false,
                         synonyms,
                     }));
+                    described.extend(throttle_rates(layers));
                     described.sort_by(|a, b| a.name.cmp(&b.name));
                     described
                 }

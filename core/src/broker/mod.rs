@@ -64,7 +64,8 @@ pub fn metadata_response(
                 MetadataResponseBroker::default()
                     .with_node_id(broker_id(b.broker_id))
                     .with_host(s(e.host.clone()))
-                    .with_port(i32::from(e.port)),
+                    .with_port(i32::from(e.port))
+                    .with_rack(b.rack.as_deref().map(s)),
             )
         })
         .collect();

@@ -176,6 +176,9 @@ pub struct PartRead {
     pub(super) max_bytes: i32,
     /// Under `read_committed`, the aborted transactions the read meets.
     pub(super) aborted: Option<Vec<crate::producer::AbortedTxn>>,
+    /// A follower's fetch of a partition under the leader's replication throttle: the bytes
+    /// sent count against `leader.replication.throttled.rate` ([`super::Shard::record_leader_throttled`]).
+    pub(super) leader_throttled: bool,
 }
 
 /// A range of the partition's log the executor reads for a fetch: batches from `from` (the
@@ -189,6 +192,11 @@ pub struct ReadRange {
 }
 
 impl PartRead {
+    /// Whether the bytes answered count against the leader's replication throttle.
+    pub fn leader_throttled(&self) -> bool {
+        self.leader_throttled
+    }
+
     /// What to read from the log, if anything.
     pub fn range(&self) -> Option<ReadRange> {
         let upto = self.answer.read_to()?;
@@ -695,6 +703,7 @@ mod tests {
             fetch_offset: Offset(5),
             max_bytes,
             aborted: None,
+            leader_throttled: false,
         };
         assert_eq!(read(5, 10).range(), None, "nothing new");
         assert_eq!(read(9, 0).range(), Some(ReadRange { from: Offset(5), upto: Offset(9), max_bytes: usize::MAX }));

@@ -37,6 +37,8 @@ use crate::controller::{MetadataImage, PartitionState, TopicId};
 use crate::error::ErrorCode;
 use crate::validate::Refusal;
 use crate::fetcher::{Delivery, Fetchers, Outgoing, TopicPartition};
+use crate::replication_quota::{self, QuotaWindow, ReplicationQuota, Throttled};
+use crate::topic::{BrokerLayers, TopicConfig};
 use crate::group::{self, GroupCoordinator, GroupRecord, OFFSETS_TOPIC};
 use crate::txn::{self, TxnCoordinator, TxnRecord, TXN_TOPIC};
 use crate::records;
@@ -215,6 +217,12 @@ pub struct Shard {
     /// does not hold is NOT_LEADER_OR_FOLLOWER if it exists, UNKNOWN_TOPIC_OR_PARTITION if not.
     known: BTreeMap<String, i32>,
     fetchers: Fetchers,
+    /// The leader side of the replication throttles (KIP-73): this core's share of
+    /// `leader.replication.throttled.rate`, and the partitions it leads that
+    /// `leader.replication.throttled.replicas` names for this broker. The follower side is the
+    /// fetchers'.
+    leader_quota: ReplicationQuota,
+    leader_throttled: BTreeSet<TopicPartition>,
     /// Produce request id (the replicas' request ids, unique across this shard) → who waits.
     produces: BTreeMap<u64, Waiter>,
     next_produce: u64,
@@ -255,6 +263,8 @@ impl Shard {
             partitions: BTreeMap::new(),
             known: BTreeMap::new(),
             fetchers: Fetchers::new(local, response_max_bytes, request_timeout_ms),
+            leader_quota: ReplicationQuota::default(),
+            leader_throttled: BTreeSet::new(),
             produces: BTreeMap::new(),
             next_produce: 0,
             deletes: BTreeMap::new(),
@@ -310,6 +320,7 @@ impl Shard {
         }
         self.dirty.remove(partition);
         self.fetchers.remove(partition);
+        self.leader_throttled.remove(partition);
         let answered: Vec<u64> =
             self.produces.iter().filter(|(_, w)| &w.partition == partition).map(|(&id, _)| id).collect();
         for id in answered {
@@ -627,6 +638,21 @@ impl Shard {
         let (answer, log_start) = self
             .fetch(now_ms, &part.partition, &part.request)
             .unwrap_or_else(|| (FetchAnswer::Error(self.missing(&part.partition)), Offset(-1)));
+        let follower = part.request.replica_id;
+        // Kafka counts every byte of a throttled partition sent to a follower, but holds back
+        // only replicas outside the ISR: catching up is throttled, staying in sync is not.
+        let leader_throttled = follower.0 >= 0 && self.leader_throttled.contains(&part.partition);
+        let answer = match answer {
+            FetchAnswer::Read { read_to, high_watermark, last_stable_offset, log_start_offset }
+                if leader_throttled
+                    && read_to > part.request.fetch_offset
+                    && self.replica(&part.partition).is_some_and(|r| !r.isr().contains(&follower))
+                    && self.leader_quota.is_exceeded(now_ms) =>
+            {
+                FetchAnswer::Read { read_to: part.request.fetch_offset, high_watermark, last_stable_offset, log_start_offset }
+            }
+            other => other,
+        };
         let aborted = match answer {
             FetchAnswer::Read { read_to, .. } if part.request.read_committed => {
                 let replica = self.replica(&part.partition).map(|r| r.producers());
@@ -634,7 +660,49 @@ impl Shard {
             }
             _ => None,
         };
-        PartRead { answer, log_start, fetch_offset: part.request.fetch_offset, max_bytes: part.request.max_bytes, aborted }
+        PartRead { answer, log_start, fetch_offset: part.request.fetch_offset, max_bytes: part.request.max_bytes, aborted, leader_throttled }
+    }
+
+    /// Bytes sent to followers for partitions under the leader's replication throttle (the
+    /// reads of [`PartRead::leader_throttled`]), once they are read.
+    pub fn record_leader_throttled(&mut self, now_ms: i64, bytes: u64) {
+        self.leader_quota.record(now_ms, bytes);
+    }
+
+    /// `replication.quota.window.num` and `.size.seconds` (static settings); the bounds stay.
+    pub fn set_replication_quota_window(&mut self, window: QuotaWindow) {
+        let bound = self.leader_quota.bound();
+        self.leader_quota = ReplicationQuota::new(window);
+        self.leader_quota.set_bound(bound);
+        self.fetchers.set_throttle_window(window);
+    }
+
+    /// The throttle rates from the broker's dynamic configs, this core taking `1 / cores` of
+    /// each: the rates are per broker, and a core measures only its own partitions' traffic.
+    pub fn set_replication_throttle_rates(&mut self, layers: &BrokerLayers, cores: usize) {
+        let cores = u64::try_from(cores.max(1)).unwrap_or(1);
+        let (leader, follower) = replication_quota::throttled_rates(layers);
+        let share = |rate: Option<u64>| rate.map(|r| (r / cores).max(u64::from(r > 0)));
+        let (leader, follower) = (share(leader), share(follower));
+        if (leader, follower) != (self.leader_quota.bound(), self.fetchers.throttle_bound()) {
+            info!(leader_bytes_per_s = ?leader, follower_bytes_per_s = ?follower, "replication throttle rates (this core's share)");
+        }
+        self.leader_quota.set_bound(leader);
+        self.fetchers.set_throttle_bound(follower);
+    }
+
+    /// Whether the topic's `*.replication.throttled.replicas` name this partition on this
+    /// broker, for the leader and the follower side.
+    pub fn set_replication_throttled(&mut self, partition: &TopicPartition, config: &TopicConfig) {
+        let named = |name: &str| {
+            config.value(name).is_some_and(|v| Throttled::parse(v, self.local).contains(partition.partition))
+        };
+        let (leader, follower) = (named(replication_quota::LEADER_THROTTLED_REPLICAS), named(replication_quota::FOLLOWER_THROTTLED_REPLICAS));
+        let changed = if leader { self.leader_throttled.insert(partition.clone()) } else { self.leader_throttled.remove(partition) }
+            | self.fetchers.set_throttled(partition, follower);
+        if changed {
+            info!(topic = %partition.topic, partition = partition.partition, leader, follower, "replication throttle of the partition");
+        }
     }
 
     /// A ListOffsets partition on its owning core, answered by the leader: the latest offset
@@ -1475,6 +1543,54 @@ mod tests {
         open_plan(&mut shard, plan);
         assert_eq!(shard.topic_id(&TopicPartition::new("a", 0)), Some([9; 16]));
         assert!(!shard.contains(&TopicPartition::new("a", 1)));
+    }
+
+    // Guards KIP-73 on the leader: over the rate, a follower outside the ISR gets no records of
+    // a throttled partition for now, while a follower in the ISR and an unthrottled partition
+    // get theirs (throttled catch-up never holds back in-sync replication), and the held one
+    // gets them once the rate has fallen.
+    #[test]
+    fn leader_throttle_holds_back_only_out_of_sync_followers_of_throttled_partitions() {
+        let mut shard = Shard::new(NodeId(1), 1 << 20, 10_000, coordinator(), TxnCoordinator::new(Default::default()));
+        let in_sync = PartitionState { replicas: vec![NodeId(1), NodeId(2), NodeId(3)], isr: vec![NodeId(1), NodeId(3)], ..leader_state() };
+        for p in 0..2 {
+            shard.open(tp(p), [0; 16], ReplicaConfig::default(), PersistedState::default());
+            shard.apply_state(0, &tp(p), &in_sync).unwrap();
+            shard.produce(0, &tp(p), Bytes::from(encode_batch(3, 0, Compression::None)), 1, 30_000, p as u64).unwrap();
+        }
+        perform_all(&mut shard, 0);
+        let overrides = BTreeMap::from([(replication_quota::LEADER_THROTTLED_REPLICAS.to_owned(), "0:1,1:2".to_owned())]);
+        let config = TopicConfig::new(&BrokerLayers::default(), overrides).unwrap();
+        for p in 0..2 {
+            shard.set_replication_throttled(&tp(p), &config);
+        }
+        let mut layers = BrokerLayers::default();
+        layers.dynamic_broker.insert(replication_quota::LEADER_THROTTLED_RATE.to_owned(), "10".to_owned());
+        shard.set_replication_throttle_rates(&layers, 1);
+        let fetch = |shard: &mut Shard, now: i64, p: i32, follower: i32| {
+            let request = FetchRequest {
+                replica_id: NodeId(follower),
+                current_leader_epoch: LeaderEpoch(0),
+                fetch_offset: Offset(0),
+                last_fetched_epoch: LeaderEpoch(-1),
+                log_start_offset: Offset(0),
+                max_wait_ms: 0,
+                max_bytes: 1 << 20,
+                read_committed: false,
+                durable_offset: None,
+            };
+            let read = shard.fetch_part(now, &FetchPart { partition: tp(p), request });
+            (read.range().is_some(), read.leader_throttled())
+        };
+        // Under the rate: served, and counted.
+        assert_eq!(fetch(&mut shard, 1, 0, 2), (true, true));
+        shard.record_leader_throttled(1, 1_000);
+        // Over it: only the lagging follower of the throttled partition waits.
+        assert_eq!(fetch(&mut shard, 2, 0, 2), (false, true));
+        assert_eq!(fetch(&mut shard, 2, 0, 3), (true, true), "in the ISR");
+        assert_eq!(fetch(&mut shard, 2, 1, 2), (true, false), "partition 1 is throttled on broker 2 only");
+        // Once the samples age out (11 windows of 1 s), it is served again.
+        assert_eq!(fetch(&mut shard, 11_100, 0, 2), (true, true));
     }
 
     #[test]
