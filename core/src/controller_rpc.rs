@@ -254,7 +254,7 @@ fn encode_request(out: &mut BytesMut, request: &ControllerRequest) {
             }
         }
         ControllerRequest::AlterClientQuotas(req) => {
-            out.put_u8(13);
+            out.put_u8(14);
             out.put_u8(u8::from(req.validate_only));
             codec::put_count(out, req.entries.len());
             for e in &req.entries {
@@ -509,7 +509,7 @@ fn decode_request(r: &mut Reader) -> Result<ControllerRequest, DecodeError> {
             let partitions = (0..n).map(|_| Ok((r.string()?, r.i32()?))).collect::<Result<Vec<_>, DecodeError>>()?;
             ControllerRequest::ElectLeaders(ElectLeadersRequest { unclean, partitions: given.then_some(partitions) })
         }
-        13 => {
+        14 => {
             let validate_only = r.bool()?;
             let n = r.count(4)?;
             let mut entries = Vec::with_capacity(n);

@@ -148,7 +148,7 @@ impl Shard {
         peers: Vec<Option<ConnectedSender<PeerMessage>>>,
     ) -> Rc<Shard> {
         let fsync = shared.config.fsync;
-        let quota_window = shared.config.quota_window;
+        let client_quota_window = shared.config.quota_window;
         let node_id = NodeId(shared.config.node_id);
         let group_config = shared.config.group.clone();
         let txn_config = shared.config.txn.clone();
@@ -194,7 +194,7 @@ impl Shard {
             timer_armed: Cell::new(None),
             fetchers: Rc::new(FetcherDriver::default()),
             metrics,
-            quotas: RefCell::new(odradek_core::quota::ClientQuotas::new(quota_window)),
+            quotas: RefCell::new(odradek_core::quota::ClientQuotas::new(client_quota_window)),
         })
     }
 
