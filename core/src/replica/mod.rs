@@ -1656,6 +1656,17 @@ impl Replica {
         let RoleState::Leader(leader) = &mut self.role else {
             unreachable!("leader only")
         };
+        // A follower the committed ISR drops (a broker fenced or shutting down, KIP-841) no
+        // longer counts for having been caught up a moment ago, nor is it proposed back into
+        // the ISR for a position it held then (on an empty log every position is caught up):
+        // only a fetch after the change makes it count, and makes it eligible again.
+        for (id, progress) in leader.followers.iter_mut() {
+            if leader.isr.contains(id) && !isr.contains(id) {
+                progress.last_caught_up_ms = None;
+                progress.position = None;
+                progress.last_fetch_leader_end = None;
+            }
+        }
         leader.isr = isr;
         leader.pending_isr = None;
         self.partition_epoch = partition_epoch;

@@ -1834,3 +1834,24 @@ fn consumer_fetch(offset: i64) -> FetchRequest {
         durable_offset: None,
     }
 }
+
+// Guards KIP-841 on the leader: a follower the controller takes out of the ISR (its broker
+// shut down or was fenced) stops counting for the high watermark at once, not after
+// `replica.lag.time.max.ms` of having been caught up, and is not proposed back into the ISR
+// for the position it had (on an empty log, as here, every position is caught up); acks=1
+// data becomes readable.
+#[test]
+fn a_follower_the_controller_drops_from_the_isr_no_longer_holds_the_high_watermark() {
+    let mut c = Cluster::new(2, test_config(1));
+    c.crash(n(2), 0);
+    c.controller.isr = vec![n(1)];
+    c.controller.partition_epoch = PartitionEpoch(c.controller.partition_epoch.0 + 1);
+    c.announce_to(n(1));
+    c.settle();
+    let second = c.produce(1);
+    c.settle();
+    assert!(c.acked(second).is_some());
+    let leader = c.replica(n(1));
+    assert_eq!(leader.high_watermark(), leader.log_end_offset());
+}
+
