@@ -492,7 +492,7 @@ mod tests {
     #[test]
     fn follower_throttle_holds_back_only_lagging_throttled_partitions() {
         let mut f = Fetchers::new(NodeId(2), DEFAULT_RESPONSE_MAX_BYTES, 30_000);
-        f.set_throttle_window(QuotaWindow { num: 2, size_ms: 1_000 });
+        f.set_throttle_window(QuotaWindow { samples: 2, window_ms: 1_000 });
         f.set_throttle_bound(Some(1_000));
         let (slow, synced, free) = (TopicPartition::new("a", 0), TopicPartition::new("a", 1), TopicPartition::new("b", 0));
         assert!(f.set_throttled(&slow, true) && f.set_throttled(&synced, true));

@@ -184,8 +184,8 @@ fn resolve(table: &QuotaTable, quota_type: QuotaType, user: &str, client_id: &st
     })
 }
 
-/// Kafka's `quota.window.num` and `quota.window.size.seconds`: a rate is measured over the
-/// last `samples` windows of `window_ms`.
+/// Kafka's `quota.window.num` and `quota.window.size.seconds` (and their `replication.`
+/// namesakes): a rate is measured over the last `samples` windows of `window_ms`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QuotaWindow {
     pub samples: usize,
@@ -202,13 +202,13 @@ impl Default for QuotaWindow {
 /// divided by the time they span, padded to `samples - 1` whole windows so that a new client
 /// is not measured over a sliver of time.
 #[derive(Clone, Debug, Default)]
-struct Rate {
+pub(crate) struct Rate {
     /// Oldest first; each sample covers `window_ms` from its start.
     samples: VecDeque<(i64, f64)>,
 }
 
 impl Rate {
-    fn record(&mut self, window: QuotaWindow, now_ms: i64, value: f64) {
+    pub(crate) fn record(&mut self, window: QuotaWindow, now_ms: i64, value: f64) {
         match self.samples.back_mut() {
             Some((start, total)) if now_ms - *start < window.window_ms => *total += value,
             _ => {
@@ -240,7 +240,7 @@ impl Rate {
     }
 
     /// Per second.
-    fn measure(&mut self, window: QuotaWindow, now_ms: i64) -> f64 {
+    pub(crate) fn measure(&mut self, window: QuotaWindow, now_ms: i64) -> f64 {
         self.purge(window, now_ms);
         let total: f64 = self.samples.iter().map(|(_, v)| v).sum();
         total * 1000.0 / self.window_size_ms(window, now_ms) as f64

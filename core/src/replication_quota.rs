@@ -18,6 +18,8 @@
 use std::collections::BTreeSet;
 
 use crate::ids::NodeId;
+pub use crate::quota::QuotaWindow;
+use crate::quota::Rate;
 use crate::topic::BrokerLayers;
 
 /// Kafka's `leader.replication.throttled.rate` (dynamic broker config, bytes/s).
@@ -28,95 +30,16 @@ pub const FOLLOWER_THROTTLED_RATE: &str = "follower.replication.throttled.rate";
 pub const LEADER_THROTTLED_REPLICAS: &str = "leader.replication.throttled.replicas";
 /// Kafka's `follower.replication.throttled.replicas` (topic config).
 pub const FOLLOWER_THROTTLED_REPLICAS: &str = "follower.replication.throttled.replicas";
-/// Kafka's `replication.quota.window.num` default.
-pub const DEFAULT_WINDOW_NUM: u32 = 11;
-/// Kafka's `replication.quota.window.size.seconds` default, in ms.
-pub const DEFAULT_WINDOW_SIZE_MS: i64 = 1_000;
 /// Most samples a window may have, so a setting cannot make the quota allocate without bound.
 pub const WINDOW_NUM_MAX: u32 = 1_000;
-
-/// The samples a rate is measured over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QuotaWindow {
-    /// `replication.quota.window.num`, at least 1.
-    pub num: u32,
-    /// `replication.quota.window.size.seconds`, in ms, at least 1.
-    pub size_ms: i64,
-}
-
-impl Default for QuotaWindow {
-    fn default() -> Self {
-        QuotaWindow { num: DEFAULT_WINDOW_NUM, size_ms: DEFAULT_WINDOW_SIZE_MS }
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Sample {
-    /// When the sample's window began (Kafka's `lastWindowMs`).
-    start_ms: i64,
-    bytes: u64,
-}
-
-/// Kafka's `Rate` over a `SampledStat`, in bytes per second.
-#[derive(Debug, Clone)]
-struct WindowedRate {
-    window: QuotaWindow,
-    samples: Vec<Sample>,
-    current: usize,
-}
-
-impl WindowedRate {
-    fn new(window: QuotaWindow) -> Self {
-        let window = QuotaWindow { num: window.num.clamp(1, WINDOW_NUM_MAX), size_ms: window.size_ms.max(1) };
-        WindowedRate { window, samples: Vec::with_capacity(window.num as usize), current: 0 }
-    }
-
-    fn record(&mut self, now_ms: i64, bytes: u64) {
-        if self.samples.is_empty() {
-            self.samples.push(Sample { start_ms: now_ms, bytes: 0 });
-        }
-        if now_ms - self.samples[self.current].start_ms >= self.window.size_ms {
-            // Kafka's `advance`: the next slot, reused once every slot exists.
-            self.current = (self.current + 1) % self.window.num as usize;
-            let fresh = Sample { start_ms: now_ms, bytes: 0 };
-            match self.samples.get_mut(self.current) {
-                Some(slot) => *slot = fresh,
-                None => self.samples.push(fresh),
-            }
-        }
-        let sample = &mut self.samples[self.current];
-        sample.bytes = sample.bytes.saturating_add(bytes);
-    }
-
-    /// Bytes per second over the retained samples (Kafka's `Rate.measure`).
-    fn measure(&mut self, now_ms: i64) -> f64 {
-        let expire_ms = i64::from(self.window.num) * self.window.size_ms;
-        for sample in &mut self.samples {
-            // Kafka's `purgeObsoleteSamples`.
-            if now_ms - sample.start_ms >= expire_ms {
-                *sample = Sample { start_ms: now_ms, bytes: 0 };
-            }
-        }
-        let total: u64 = self.samples.iter().map(|s| s.bytes).sum();
-        let oldest_ms = self.samples.iter().map(|s| s.start_ms).min().unwrap_or(now_ms);
-        // Kafka's `Rate.windowSize`: never fewer than `num - 1` whole windows, so the first
-        // bytes of a fresh window do not read as a huge rate.
-        let mut elapsed_ms = now_ms - oldest_ms;
-        let full_windows = elapsed_ms / self.window.size_ms;
-        let min_full_windows = i64::from(self.window.num) - 1;
-        if full_windows < min_full_windows {
-            elapsed_ms += (min_full_windows - full_windows) * self.window.size_ms;
-        }
-        total as f64 * 1000.0 / elapsed_ms.max(1) as f64
-    }
-}
 
 /// One side's quota on this broker (Kafka's `ReplicationQuotaManager`, leader or follower).
 #[derive(Debug, Clone)]
 pub struct ReplicationQuota {
     /// Bytes per second; `None` is unlimited (Kafka's `Long.MAX_VALUE` default).
     bound: Option<u64>,
-    rate: WindowedRate,
+    window: QuotaWindow,
+    rate: Rate,
 }
 
 impl Default for ReplicationQuota {
@@ -127,7 +50,8 @@ impl Default for ReplicationQuota {
 
 impl ReplicationQuota {
     pub fn new(window: QuotaWindow) -> Self {
-        ReplicationQuota { bound: None, rate: WindowedRate::new(window) }
+        let window = QuotaWindow { samples: window.samples.clamp(1, WINDOW_NUM_MAX as usize), window_ms: window.window_ms.max(1) };
+        ReplicationQuota { bound: None, window, rate: Rate::default() }
     }
 
     /// A new bound keeps what was measured, as Kafka's `updateQuota` does.
@@ -144,18 +68,18 @@ impl ReplicationQuota {
     pub fn is_exceeded(&mut self, now_ms: i64) -> bool {
         match self.bound {
             None => false,
-            Some(bound) => self.rate.measure(now_ms) > bound as f64,
+            Some(bound) => self.rate.measure(self.window, now_ms) > bound as f64,
         }
     }
 
     /// Throttled bytes sent (leader) or received (follower).
     pub fn record(&mut self, now_ms: i64, bytes: u64) {
-        self.rate.record(now_ms, bytes);
+        self.rate.record(self.window, now_ms, bytes as f64);
     }
 
     /// The measured rate in bytes/s (for logs and tests).
     pub fn rate(&mut self, now_ms: i64) -> f64 {
-        self.rate.measure(now_ms)
+        self.rate.measure(self.window, now_ms)
     }
 }
 
@@ -235,7 +159,7 @@ mod tests {
     // a first fetch does not read as a huge rate), and old samples age out.
     #[test]
     fn windowed_rate_measures_over_at_least_all_but_one_window() {
-        let mut quota = ReplicationQuota::new(QuotaWindow { num: 11, size_ms: 1_000 });
+        let mut quota = ReplicationQuota::new(QuotaWindow { samples: 11, window_ms: 1_000 });
         quota.set_bound(Some(1_000_000));
         assert!(!quota.is_exceeded(0));
         quota.record(0, 5_000_000);
@@ -255,7 +179,7 @@ mod tests {
     // sampled rate does), never much more.
     #[test]
     fn a_greedy_fetcher_averages_to_the_bound() {
-        for window in [QuotaWindow { num: 11, size_ms: 1_000 }, QuotaWindow { num: 2, size_ms: 1_000 }] {
+        for window in [QuotaWindow { samples: 11, window_ms: 1_000 }, QuotaWindow { samples: 2, window_ms: 1_000 }] {
             let mut quota = ReplicationQuota::new(window);
             quota.set_bound(Some(1_000_000));
             let mut moved = 0u64;
@@ -266,7 +190,7 @@ mod tests {
                     moved += 256 * 1024;
                 }
             }
-            let burst = (window.num as u64 - 1) * 1_000_000 + 256 * 1024;
+            let burst = (window.samples as u64 - 1) * 1_000_000 + 256 * 1024;
             assert!(moved <= 66 * 1_000_000 + burst, "{window:?}: {moved} bytes in 60 s");
             assert!(moved >= 55 * 1_000_000, "{window:?}: only {moved} bytes in 60 s");
         }

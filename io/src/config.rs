@@ -602,23 +602,30 @@ impl ServerConfig {
             "auto.leader.rebalance.enable" => self.auto_leader_rebalance = parse_bool(value)?,
             "leader.imbalance.check.interval.seconds" => self.leader_imbalance_check_interval_s = positive(num(value)?)?,
             "leader.imbalance.per.broker.percentage" => self.leader_imbalance_per_broker_percentage = num(value)?,
-            "quota.window.num" => self.quota_window.samples = positive(num(value)?)?,
+            "quota.window.num" => {
+                let samples: u32 = num(value)?;
+                if !(1..=odradek_core::replication_quota::WINDOW_NUM_MAX).contains(&samples) {
+                    return Err(format!("must be in [1, {}]", odradek_core::replication_quota::WINDOW_NUM_MAX));
+                }
+                self.quota_window.samples = samples as usize;
+            }
             "quota.window.size.seconds" => self.quota_window.window_ms = positive(num::<i64>(value)?)? * 1000,
             "replica.lag.time.max.ms" => self.replica_lag_time_max_ms = num(value)?,
             "broker.session.timeout.ms" => self.broker_session_timeout_ms = num(value)?,
             "broker.heartbeat.interval.ms" => self.broker_heartbeat_interval_ms = num(value)?,
             "controller.quorum.election.timeout.ms" => self.quorum_election_timeout_ms = num(value)?,
-            // Kafka takes the value as is; an empty one is read as no rack, which is what an
-            // operator blanking it in a template means.
             "replication.quota.window.num" => {
-                self.replication_quota_window.num = num(value)?;
-                if !(1..=odradek_core::replication_quota::WINDOW_NUM_MAX).contains(&self.replication_quota_window.num) {
+                let samples: u32 = num(value)?;
+                if !(1..=odradek_core::replication_quota::WINDOW_NUM_MAX).contains(&samples) {
                     return Err(format!("must be in [1, {}]", odradek_core::replication_quota::WINDOW_NUM_MAX));
                 }
+                self.replication_quota_window.samples = samples as usize;
             }
             "replication.quota.window.size.seconds" => {
-                self.replication_quota_window.size_ms = positive(num::<i64>(value)?)?.saturating_mul(1000)
+                self.replication_quota_window.window_ms = positive(num::<i64>(value)?)?.saturating_mul(1000)
             }
+            // Kafka takes the value as is; an empty one is read as no rack, which is what an
+            // operator blanking it in a template means.
             "broker.rack" => self.broker_rack = Some(value.trim()).filter(|r| !r.is_empty()).map(str::to_owned),
             "metrics.listen" => {
                 self.metrics_listen = match value.trim() {
@@ -1025,7 +1032,7 @@ mod tests {
         std::fs::write(&file, "broker.rack=eu-1a\nreplication.quota.window.num=3\nreplication.quota.window.size.seconds=2\n").unwrap();
         let config = args(Some(file.clone())).resolve().unwrap();
         assert_eq!(config.broker_rack.as_deref(), Some("eu-1a"));
-        assert_eq!((config.replication_quota_window.num, config.replication_quota_window.size_ms), (3, 2_000));
+        assert_eq!((config.replication_quota_window.samples, config.replication_quota_window.window_ms), (3, 2_000));
         assert!(config.not_applied.iter().all(|(k, _)| !k.starts_with("broker.rack") && !k.starts_with("replication.quota")));
         let mut a = args(Some(file.clone()));
         a.broker_rack = Some("eu-1b".into());
