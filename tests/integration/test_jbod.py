@@ -3,7 +3,8 @@ over them (a new one goes to the directory holding the fewest), each survives a 
 directory that holds it, DescribeLogDirs lists every directory with its own partitions, and a
 directory that fails (at start, or under the running broker) takes only its own partitions
 offline: they answer KAFKA_STORAGE_ERROR while the other directory's keep serving and the
-broker keeps running."""
+broker keeps running; on a cluster the controller, told in the broker's heartbeats, moves their
+leaderships and ISR places to the other brokers."""
 
 import json
 import shutil
