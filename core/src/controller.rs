@@ -2701,7 +2701,10 @@ fn change_record(topic_id: TopicId, partition: usize, state: &PartitionState, le
 
 /// The partition changes when `broker` stops being eligible (fenced, re-registered, shut
 /// down): it leaves every ISR (but stays as the last member, leader none) and its
-/// leaderships move to alive ISR members (KRaft's `handleBrokerFenced`).
+/// leaderships move to alive ISR members (KRaft's `handleBrokerFenced`). Blind to offline
+/// reports (it serves registration): a reported replica is in an ISR only as a leaderless
+/// partition's last member, so only an unclean election could pick it, and its broker's next
+/// heartbeat moves that leadership again.
 fn leave_changes(image: &MetadataImage, broker: NodeId, unclean_default: bool) -> Vec<MetadataRecord> {
     leave_changes_except(image, broker, unclean_default, &OfflineReplicas::NONE)
 }
