@@ -1123,6 +1123,11 @@ pub struct BrokerHeartbeatRequest {
     pub want_fence: bool,
     /// Controlled shutdown: move my leaderships away and take me out of every ISR.
     pub want_shutdown: bool,
+    /// The replicas this broker cannot serve because their log directory failed (KIP-858
+    /// reports failed directories; a broker here knows which partitions each held, so it
+    /// reports those): the controller moves their leaderships away and takes this broker out
+    /// of their ISRs, and elects it for none of them while it keeps reporting them.
+    pub offline_replicas: Vec<(TopicId, i32)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -1427,6 +1432,44 @@ struct Active {
     inflight: VecDeque<Slot>,
     /// When the next leader-imbalance check runs (with `auto.leader.rebalance.enable`).
     rebalance_due_ms: Option<i64>,
+    /// What each broker reported offline in its latest heartbeat. Volatile like `sessions`: a
+    /// new active controller learns it again from the next heartbeats, which repeat it.
+    offline: OfflineReplicas,
+}
+
+/// Replicas brokers reported offline (a failed log directory), with the broker epoch they
+/// were reported under: a new registration (the broker restarted, its directories checked
+/// again) voids them without the registration path having to clear them. Such a replica is
+/// kept from leading and from joining an ISR, though its broker is alive.
+#[derive(Debug, Default)]
+struct OfflineReplicas(BTreeMap<NodeId, (BrokerEpoch, BTreeSet<(TopicId, i32)>)>);
+
+impl OfflineReplicas {
+    const NONE: OfflineReplicas = OfflineReplicas(BTreeMap::new());
+
+    fn contains(&self, image: &MetadataImage, broker: NodeId, topic_id: &TopicId, partition: i32) -> bool {
+        self.0.get(&broker).is_some_and(|(epoch, replicas)| {
+            image.brokers.get(&broker).is_some_and(|b| b.broker_epoch == *epoch) && replicas.contains(&(*topic_id, partition))
+        })
+    }
+
+    /// `broker`'s replica of the partition may lead and be in its ISR.
+    fn eligible(&self, image: &MetadataImage, broker: NodeId, topic_id: &TopicId, partition: i32) -> bool {
+        image.is_alive(broker) && !self.contains(image, broker, topic_id, partition)
+    }
+
+    /// The replicas `broker` reports under `epoch`, replacing what it reported before.
+    fn report(&mut self, broker: NodeId, epoch: BrokerEpoch, replicas: &[(TopicId, i32)]) {
+        if replicas.is_empty() {
+            self.0.remove(&broker);
+        } else {
+            self.0.insert(broker, (epoch, replicas.iter().copied().collect()));
+        }
+    }
+
+    fn of(&self, broker: NodeId, epoch: BrokerEpoch) -> impl Iterator<Item = &(TopicId, i32)> {
+        self.0.get(&broker).filter(|(e, _)| *e == epoch).into_iter().flat_map(|(_, replicas)| replicas)
+    }
 }
 
 /// The replies waiting for one proposal to commit.
@@ -1502,6 +1545,7 @@ impl Controller {
                 heard_from: BTreeSet::new(),
                 inflight: VecDeque::new(),
                 rebalance_due_ms: None,
+                offline: OfflineReplicas::default(),
             });
         }
         self.check_invariants();
@@ -1557,7 +1601,7 @@ impl Controller {
             let due = *active.rebalance_due_ms.get_or_insert(now_ms + interval);
             if due <= now_ms {
                 active.rebalance_due_ms = Some(now_ms + interval);
-                let records = preferred_rebalance(&active.pending, self.config.leader_imbalance_per_broker_percentage);
+                let records = preferred_rebalance(&active.pending, self.config.leader_imbalance_per_broker_percentage, &active.offline);
                 if !records.is_empty() {
                     tracing::info!(partitions = records.len(), "leader imbalance above leader.imbalance.per.broker.percentage; electing preferred leaders");
                     self.propose(records, None);
@@ -1572,10 +1616,11 @@ impl Controller {
             .map(|(b, _)| *b)
             .collect();
         for broker in expired {
-            let pending = &self.active.as_ref().expect("active").pending;
+            let active = self.active.as_ref().expect("active");
+            let pending = &active.pending;
             tracing::info!(%broker, "broker session expired; fencing");
             let epoch = pending.brokers[&broker].broker_epoch;
-            let mut records = leave_changes(pending, broker, self.config.unclean_leader_election_enable);
+            let mut records = leave_changes_except(pending, broker, self.config.unclean_leader_election_enable, &active.offline);
             records.push(MetadataRecord::FenceBroker { broker_id: broker, broker_epoch: epoch });
             self.propose(records, None);
         }
@@ -1663,9 +1708,11 @@ impl Controller {
         let active = self.active.as_mut().expect("serving");
         active.sessions.insert(req.broker_id, now_ms + timeout);
         active.heard_from.insert(req.broker_id);
-        let pending = &self.active.as_ref().expect("serving").pending;
+        active.offline.report(req.broker_id, epoch, &req.offline_replicas);
+        let active = self.active.as_ref().expect("serving");
+        let (pending, offline) = (&active.pending, &active.offline);
         if req.want_shutdown {
-            let mut records = leave_changes(pending, req.broker_id, unclean);
+            let mut records = leave_changes_except(pending, req.broker_id, unclean, offline);
             if !fenced {
                 records.push(MetadataRecord::FenceBroker { broker_id: req.broker_id, broker_epoch: epoch });
             }
@@ -1675,10 +1722,16 @@ impl Controller {
             let unfence = MetadataRecord::UnfenceBroker { broker_id: req.broker_id, broker_epoch: epoch };
             after.apply(&unfence).expect("unfence of a registered broker");
             let mut records = vec![unfence];
-            records.extend(join_changes(&after, req.broker_id, unclean));
+            records.extend(join_changes(&after, req.broker_id, unclean, offline));
             self.propose(records, Some((id, reply(None, true, false, false))));
         } else {
-            self.actions.push_back(Action::Reply(id, reply(None, caught_up, fenced, false)));
+            let records = offline_changes(pending, req.broker_id, unclean, offline);
+            if records.is_empty() {
+                self.actions.push_back(Action::Reply(id, reply(None, caught_up, fenced, false)));
+            } else {
+                tracing::info!(broker = %req.broker_id, partitions = records.len(), "replicas reported offline; moving their leaderships and shrinking their ISRs");
+                self.propose(records, Some((id, reply(None, caught_up, fenced, false))));
+            }
         }
         self.check_invariants();
     }
@@ -1988,8 +2041,14 @@ impl Controller {
         if !self.serving(id, reply(Some(ControllerError::NotController), None)) {
             return;
         }
-        let pending = self.pending();
-        match validate_alter_partition(pending, &req) {
+        let active = self.active.as_ref().expect("serving");
+        let pending = &active.pending;
+        // KIP-858: a replica its broker reports offline may not rejoin the ISR.
+        let offline = req.new_isr.iter().any(|b| active.offline.contains(pending, *b, &req.topic_id, req.partition));
+        let checked = validate_alter_partition(pending, &req).and_then(|current| {
+            if offline && req.new_isr != current.isr { Err(ControllerError::IneligibleReplica) } else { Ok(current) }
+        });
+        match checked {
             Err(error) => self.actions.push_back(Action::Reply(id, reply(Some(error), None))),
             Ok(current) if current.isr == req.new_isr => {
                 let state = leader_and_isr(current);
@@ -2051,7 +2110,8 @@ impl Controller {
         let mut records = Vec::new();
         let mut results = Vec::new();
         for (topic, partition) in named {
-            let outcome = elect_one(pending, topic, *partition, request.unclean);
+            let offline = &self.active.as_ref().expect("serving").offline;
+            let outcome = elect_one(pending, topic, *partition, request.unclean, offline);
             match outcome {
                 Ok(record) => {
                     records.push(record);
@@ -2458,7 +2518,7 @@ fn reassignment_completion(image: &MetadataImage, topic_id: &TopicId, partition:
 /// Kafka's `checkAndTriggerAutoLeaderRebalance`: for every broker whose share of partitions
 /// it prefers but does not lead is above `percentage`, elects it for those where it is alive
 /// and in sync.
-fn preferred_rebalance(image: &MetadataImage, percentage: u32) -> Vec<MetadataRecord> {
+fn preferred_rebalance(image: &MetadataImage, percentage: u32, offline: &OfflineReplicas) -> Vec<MetadataRecord> {
     let mut preferred: BTreeMap<NodeId, (usize, Vec<(String, i32)>)> = BTreeMap::new();
     for topic in image.topics.values() {
         for (p, state) in topic.partitions.iter().enumerate() {
@@ -2473,19 +2533,20 @@ fn preferred_rebalance(image: &MetadataImage, percentage: u32) -> Vec<MetadataRe
         .into_values()
         .filter(|(total, off)| off.len() * 100 > *total * percentage as usize)
         .flat_map(|(_, off)| off)
-        .filter_map(|(topic, p)| elect_one(image, &topic, p, false).ok())
+        .filter_map(|(topic, p)| elect_one(image, &topic, p, false, offline).ok())
         .collect()
 }
 
 /// One partition's election for ElectLeaders, as the record that makes it.
-fn elect_one(image: &MetadataImage, topic: &str, partition: i32, unclean: bool) -> Result<MetadataRecord, ControllerError> {
+fn elect_one(image: &MetadataImage, topic: &str, partition: i32, unclean: bool, offline: &OfflineReplicas) -> Result<MetadataRecord, ControllerError> {
     let t = image.topic_by_name(topic).ok_or(ControllerError::UnknownTopicOrPartition)?;
     let state = usize::try_from(partition).ok().and_then(|p| t.partitions.get(p)).ok_or(ControllerError::UnknownTopicOrPartition)?;
+    let eligible = |b: NodeId| offline.eligible(image, b, &t.id, partition);
     if unclean {
         if state.leader != NodeId::NONE {
             return Err(ControllerError::ElectionNotNeeded);
         }
-        let (leader, isr) = elect(state, state.isr.clone(), |b| image.is_alive(b), true);
+        let (leader, isr) = elect(state, state.isr.clone(), eligible, true);
         if leader == NodeId::NONE {
             return Err(ControllerError::EligibleLeadersNotAvailable);
         }
@@ -2495,7 +2556,7 @@ fn elect_one(image: &MetadataImage, topic: &str, partition: i32, unclean: bool) 
     if state.leader == preferred {
         return Err(ControllerError::ElectionNotNeeded);
     }
-    if !state.isr.contains(&preferred) || !image.is_alive(preferred) {
+    if !state.isr.contains(&preferred) || !eligible(preferred) {
         return Err(ControllerError::PreferredLeaderNotAvailable);
     }
     Ok(MetadataRecord::PartitionChange { topic_id: t.id, partition, leader: Some(preferred), isr: None })
@@ -2769,30 +2830,69 @@ fn change_record(topic_id: TopicId, partition: usize, state: &PartitionState, le
 
 /// The partition changes when `broker` stops being eligible (fenced, re-registered, shut
 /// down): it leaves every ISR (but stays as the last member, leader none) and its
-/// leaderships move to alive ISR members (KRaft's `handleBrokerFenced`).
+/// leaderships move to alive ISR members (KRaft's `handleBrokerFenced`). Blind to offline
+/// reports (it serves registration): a reported replica is in an ISR only as a leaderless
+/// partition's last member, so only an unclean election could pick it, and its broker's next
+/// heartbeat moves that leadership again.
 fn leave_changes(image: &MetadataImage, broker: NodeId, unclean_default: bool) -> Vec<MetadataRecord> {
-    let alive = |b: NodeId| b != broker && image.is_alive(b);
+    leave_changes_except(image, broker, unclean_default, &OfflineReplicas::NONE)
+}
+
+/// [`leave_changes`] electing no replica reported offline.
+fn leave_changes_except(image: &MetadataImage, broker: NodeId, unclean_default: bool, offline: &OfflineReplicas) -> Vec<MetadataRecord> {
     let mut records = Vec::new();
     for topic in image.topics.values() {
         let unclean = unclean_enabled(image, topic, unclean_default);
         for (p, state) in topic.partitions.iter().enumerate() {
-            if !state.isr.contains(&broker) && state.leader != broker {
-                continue;
-            }
-            let mut target: Vec<NodeId> = state.isr.iter().copied().filter(|r| *r != broker).collect();
-            if target.is_empty() {
-                target = state.isr.clone();
-            }
-            let (leader, isr) = elect(state, target, alive, unclean);
-            records.extend(change_record(topic.id, p, state, leader, isr));
+            records.extend(leave_partition(image, topic.id, p, state, broker, unclean, offline));
         }
     }
     records
 }
 
+/// One partition's change when `broker`'s replica of it stops being eligible: out of the ISR
+/// unless it is the last member, its leadership to another eligible ISR member (or, with
+/// unclean election, to any eligible replica), else none.
+fn leave_partition(
+    image: &MetadataImage,
+    topic_id: TopicId,
+    p: usize,
+    state: &PartitionState,
+    broker: NodeId,
+    unclean: bool,
+    offline: &OfflineReplicas,
+) -> Option<MetadataRecord> {
+    if !state.isr.contains(&broker) && state.leader != broker {
+        return None;
+    }
+    let alive = |b: NodeId| b != broker && offline.eligible(image, b, &topic_id, p as i32);
+    let mut target: Vec<NodeId> = state.isr.iter().copied().filter(|r| *r != broker).collect();
+    if target.is_empty() {
+        target = state.isr.clone();
+    }
+    let (leader, isr) = elect(state, target, alive, unclean);
+    change_record(topic_id, p, state, leader, isr)
+}
+
+/// The changes for the replicas `broker` reports offline, as if its broker had left those
+/// partitions alone (KIP-858: the controller handles a failed directory's replicas as a
+/// fenced broker's). Once made, nothing: repeating the report every heartbeat is cheap.
+fn offline_changes(image: &MetadataImage, broker: NodeId, unclean_default: bool, offline: &OfflineReplicas) -> Vec<MetadataRecord> {
+    let Some(registration) = image.brokers.get(&broker) else { return Vec::new() };
+    let mut records = Vec::new();
+    for (topic_id, partition) in offline.of(broker, registration.broker_epoch) {
+        let Some(topic) = image.topics.get(topic_id) else { continue };
+        let Some(state) = usize::try_from(*partition).ok().and_then(|p| topic.partitions.get(p)) else { continue };
+        let unclean = unclean_enabled(image, topic, unclean_default);
+        records.extend(leave_partition(image, topic.id, *partition as usize, state, broker, unclean, offline));
+    }
+    records
+}
+
 /// The elections `broker` becoming alive enables: partitions without a leader whose ISR holds
-/// an alive member (or, with unclean election on, with any alive replica).
-fn join_changes(image: &MetadataImage, broker: NodeId, unclean_default: bool) -> Vec<MetadataRecord> {
+/// an alive member (or, with unclean election on, with any alive replica), none of them a
+/// replica reported offline.
+fn join_changes(image: &MetadataImage, broker: NodeId, unclean_default: bool, offline: &OfflineReplicas) -> Vec<MetadataRecord> {
     let mut records = Vec::new();
     for topic in image.topics.values() {
         let unclean = unclean_enabled(image, topic, unclean_default);
@@ -2800,7 +2900,7 @@ fn join_changes(image: &MetadataImage, broker: NodeId, unclean_default: bool) ->
             if state.leader != NodeId::NONE || !state.replicas.contains(&broker) {
                 continue;
             }
-            let (leader, isr) = elect(state, state.isr.clone(), |b| image.is_alive(b), unclean);
+            let (leader, isr) = elect(state, state.isr.clone(), |b| offline.eligible(image, b, &topic.id, p as i32), unclean);
             records.extend(change_record(topic.id, p, state, leader, isr));
         }
     }
@@ -3043,6 +3143,7 @@ mod tests {
                 current_metadata_offset: self.controller().applied_index(),
                 want_fence: false,
                 want_shutdown: false,
+                offline_replicas: Vec::new(),
             };
             match self.request(|c, now, id| c.handle_heartbeat(now, id, req)) {
                 Response::Heartbeat(r) => r,
@@ -3583,6 +3684,148 @@ mod tests {
         assert_eq!(r.error, Some(ControllerError::NotController));
     }
 
+    fn report_offline(c: &mut Cluster, broker: i32, replicas: Vec<(TopicId, i32)>) -> BrokerHeartbeatResponse {
+        let req = BrokerHeartbeatRequest {
+            broker_id: NodeId(broker),
+            broker_epoch: c.image().brokers()[&NodeId(broker)].broker_epoch,
+            current_metadata_offset: c.controller().applied_index(),
+            want_fence: false,
+            want_shutdown: false,
+            offline_replicas: replicas,
+        };
+        let Response::Heartbeat(r) = c.request(|ctl, now, id| ctl.handle_heartbeat(now, id, req)) else { panic!() };
+        r
+    }
+
+    // Guards KIP-858's failed-directory handling: replicas a broker reports offline lose
+    // their leaderships to in-sync replicas and leave their ISRs, while the broker keeps its
+    // other partitions; a repeated report changes nothing, and the reported replicas are not
+    // re-elected (by another broker's fencing or joining) nor let back into the ISR by
+    // AlterPartition while the broker reports them.
+    #[test]
+    fn offline_replicas_lose_leadership_and_isr_and_are_not_elected_again() {
+        let mut c = Cluster::new(&[100], &[]);
+        c.start_brokers(&[1, 2, 3]);
+        assert_eq!(c.create_topic("t", 6, 3, &[]).error, None);
+        assert_eq!(c.create_topic("kept", 3, 3, &[]).error, None);
+        let t = c.image().topic_by_name("t").unwrap().id;
+        let kept_before: Vec<PartitionState> = (0..3).map(|p| c.partition("kept", p)).collect();
+        let led_by_one = (0..6).filter(|p| c.partition("t", *p).leader == NodeId(1)).count();
+        assert!(led_by_one > 0, "placement gave broker 1 no leadership of t");
+        let offline: Vec<(TopicId, i32)> = (0..6).map(|p| (t, p)).collect();
+        let r = report_offline(&mut c, 1, offline.clone());
+        assert_eq!((r.error, r.is_fenced), (None, false), "the broker stays unfenced for its other replicas");
+        for p in 0..6 {
+            let state = c.partition("t", p);
+            assert_eq!(state.replicas.len(), 3, "the replica stays assigned");
+            assert!(state.leader != NodeId(1) && state.leader != NodeId::NONE, "partition {p}: {state:?}");
+            assert!(!state.isr.contains(&NodeId(1)), "partition {p}: {state:?}");
+        }
+        assert_eq!((0..3).map(|p| c.partition("kept", p)).collect::<Vec<_>>(), kept_before, "other partitions untouched");
+        let before = c.image().clone();
+        report_offline(&mut c, 1, offline.clone());
+        assert_eq!(c.image(), &before, "a repeated report changes nothing");
+
+        // The leader cannot add the offline replica back.
+        let state = c.partition("t", 0);
+        let mut new_isr = state.isr.clone();
+        new_isr.push(NodeId(1));
+        let r = c.alter_partition(AlterPartitionRequest {
+            broker_id: state.leader,
+            broker_epoch: c.image().brokers()[&state.leader].broker_epoch,
+            topic_id: t,
+            partition: 0,
+            leader_epoch: state.leader_epoch,
+            partition_epoch: state.partition_epoch,
+            new_isr,
+        });
+        assert_eq!(r.error, Some(ControllerError::IneligibleReplica));
+
+        // Broker 2 goes silent and is fenced: its leaderships of t go to 3, never to 1.
+        let heartbeat_offline = |c: &mut Cluster| {
+            report_offline(c, 1, offline.clone());
+        };
+        let end = c.now_ms + SESSION_MS + 4_000;
+        while c.now_ms < end {
+            heartbeat_offline(&mut c);
+            c.heartbeat(3);
+            let to = c.now_ms + 2_000;
+            c.advance_to(to);
+        }
+        assert!(!c.image().is_alive(NodeId(2)));
+        for p in 0..6 {
+            let state = c.partition("t", p);
+            assert_eq!((state.leader, state.isr.clone()), (NodeId(3), vec![NodeId(3)]), "partition {p}");
+        }
+        // Broker 3 fails too: nobody eligible is left, so t goes leaderless rather than to 1.
+        let end = c.now_ms + SESSION_MS + 4_000;
+        while c.now_ms < end {
+            heartbeat_offline(&mut c);
+            let to = c.now_ms + 2_000;
+            c.advance_to(to);
+        }
+        for p in 0..6 {
+            let state = c.partition("t", p);
+            assert_eq!((state.leader, state.isr.clone()), (NodeId::NONE, vec![NodeId(3)]), "partition {p}");
+        }
+        // Broker 2 comes back; only 3 may lead cleanly, and 1 still reports its replicas offline.
+        c.register(2);
+        c.heartbeat(2);
+        heartbeat_offline(&mut c);
+        assert!((0..6).all(|p| c.partition("t", p).leader == NodeId::NONE));
+        // Once restarted (a new registration) broker 1 is eligible again: it reports nothing.
+        c.register(1);
+        c.heartbeat(1);
+        let state = c.partition("kept", 0);
+        assert!(state.leader != NodeId::NONE);
+        c.register(3);
+        c.heartbeat(3);
+        assert!((0..6).all(|p| c.partition("t", p).leader == NodeId(3)));
+    }
+
+    // Guards the offline report of a partition whose only in-sync replica is the reporting
+    // broker: no clean leader exists, so it goes leaderless keeping its last ISR member (as
+    // controlled shutdown does), unless unclean election lets another alive replica lead.
+    #[test]
+    fn an_offline_sole_isr_replica_leaves_its_partition_leaderless_unless_unclean() {
+        let mut c = Cluster::new(&[100], &[]);
+        c.start_brokers(&[1, 2]);
+        assert_eq!(c.create_topic("clean", 1, 2, &[]).error, None);
+        assert_eq!(c.create_topic("dirty", 1, 2, &[(UNCLEAN_LEADER_ELECTION_ENABLE, "true")]).error, None);
+        let mut offline = Vec::new();
+        for name in ["clean", "dirty"] {
+            let id = c.image().topic_by_name(name).unwrap().id;
+            // Its leader alone in sync: the other replica lagged out.
+            let state = c.partition(name, 0);
+            let r = c.alter_partition(AlterPartitionRequest {
+                broker_id: state.leader,
+                broker_epoch: c.image().brokers()[&state.leader].broker_epoch,
+                topic_id: id,
+                partition: 0,
+                leader_epoch: state.leader_epoch,
+                partition_epoch: state.partition_epoch,
+                new_isr: vec![state.leader],
+            });
+            assert_eq!(r.error, None);
+            offline.push((state.leader, id));
+        }
+        for (leader, id) in &offline {
+            report_offline(&mut c, leader.0, vec![(*id, 0)]);
+        }
+        let clean = c.partition("clean", 0);
+        assert_eq!((clean.leader, clean.isr.clone()), (NodeId::NONE, vec![offline[0].0]));
+        let dirty = c.partition("dirty", 0);
+        let other = dirty.replicas.iter().copied().find(|b| *b != offline[1].0).unwrap();
+        assert_eq!((dirty.leader, dirty.isr.clone()), (other, vec![other]));
+        // Another replica's broker restarting and joining elects leaderless partitions from
+        // their ISR, but not the replica still reported offline.
+        let joining = clean.replicas.iter().copied().find(|b| *b != offline[0].0).unwrap();
+        c.register(joining.0);
+        report_offline(&mut c, offline[0].0 .0, vec![(offline[0].1, 0)]);
+        assert!(!c.heartbeat(joining.0).is_fenced);
+        assert_eq!(c.partition("clean", 0).leader, NodeId::NONE);
+    }
+
     // Guards controlled shutdown: the broker asks to leave, its leaderships move before it
     // stops, and it is told it may shut down.
     #[test]
@@ -3596,6 +3839,7 @@ mod tests {
             current_metadata_offset: c.controller().applied_index(),
             want_fence: false,
             want_shutdown: true,
+            offline_replicas: Vec::new(),
         };
         let Response::Heartbeat(r) = c.request(|ctl, now, id| ctl.handle_heartbeat(now, id, req)) else { panic!() };
         assert!(r.should_shutdown && r.is_fenced);
@@ -3620,6 +3864,7 @@ mod tests {
             current_metadata_offset: c.controller().applied_index(),
             want_fence: false,
             want_shutdown: true,
+            offline_replicas: Vec::new(),
         };
         let req = shutdown(&c);
         let Response::Heartbeat(r) = c.request(|ctl, now, id| ctl.handle_heartbeat(now, id, req)) else { panic!() };
@@ -3748,6 +3993,7 @@ mod tests {
                             current_metadata_offset: applied,
                             want_fence: false,
                             want_shutdown: false,
+                            offline_replicas: Vec::new(),
                         };
                         let id = c.next_request;
                         c.next_request += 1;

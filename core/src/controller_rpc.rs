@@ -147,6 +147,11 @@ fn encode_request(out: &mut BytesMut, request: &ControllerRequest) {
             out.put_u64_le(req.current_metadata_offset.0);
             out.put_u8(u8::from(req.want_fence));
             out.put_u8(u8::from(req.want_shutdown));
+            codec::put_count(out, req.offline_replicas.len());
+            for (topic_id, partition) in &req.offline_replicas {
+                out.put_slice(topic_id);
+                out.put_i32_le(*partition);
+            }
         }
         ControllerRequest::CreateTopics(req) => {
             out.put_u8(2);
@@ -379,6 +384,10 @@ fn decode_request(r: &mut Reader) -> Result<ControllerRequest, DecodeError> {
             current_metadata_offset: Index(r.u64()?),
             want_fence: r.bool()?,
             want_shutdown: r.bool()?,
+            offline_replicas: {
+                let n = r.count(20)?;
+                (0..n).map(|_| Ok((read_id(r)?, r.i32()?))).collect::<Result<_, DecodeError>>()?
+            },
         }),
         2 => {
             let validate_only = r.bool()?;
@@ -840,6 +849,7 @@ mod tests {
                     current_metadata_offset: Index(12),
                     want_fence: false,
                     want_shutdown: true,
+                    offline_replicas: vec![([3; 16], 0), ([5; 16], 7)],
                 }),
             },
             Frame::Request {

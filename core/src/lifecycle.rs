@@ -7,7 +7,7 @@
 //! and the simulated nodes both run it; they carry its requests to the active controller and
 //! hand back the answers (or `None` when none came).
 
-use crate::controller::{BrokerHeartbeatRequest, BrokerRegistrationRequest, ControllerError, Endpoint, MetadataImage, Response};
+use crate::controller::{BrokerHeartbeatRequest, BrokerRegistrationRequest, ControllerError, Endpoint, MetadataImage, Response, TopicId};
 use crate::controller_rpc::ControllerRequest;
 use crate::ids::{BrokerEpoch, NodeId};
 use crate::raft::Index;
@@ -66,6 +66,8 @@ pub struct BrokerLifecycle {
     /// Registered and unfenced in an applied image once in this incarnation.
     serving: bool,
     shutdown: Shutdown,
+    /// The replicas of failed log directories, reported in every heartbeat.
+    offline_replicas: Vec<(TopicId, i32)>,
 }
 
 impl BrokerLifecycle {
@@ -83,6 +85,20 @@ impl BrokerLifecycle {
             next_id: 0,
             serving: false,
             shutdown: Shutdown::Running,
+            offline_replicas: Vec::new(),
+        }
+    }
+
+    /// The replicas this broker cannot serve (their log directory failed), sorted; heartbeats
+    /// report them until the process ends. A change goes out with the next request at once,
+    /// not after the heartbeat interval: until the controller hears of it, clients of those
+    /// partitions get KAFKA_STORAGE_ERROR here.
+    pub fn set_offline_replicas(&mut self, now_ms: i64, replicas: Vec<(TopicId, i32)>) {
+        if replicas != self.offline_replicas {
+            self.offline_replicas = replicas;
+            if self.epoch.is_some() && self.shutdown == Shutdown::Running {
+                self.next_ms = self.next_ms.min(now_ms);
+            }
         }
     }
 
@@ -162,6 +178,7 @@ impl BrokerLifecycle {
                     current_metadata_offset: applied,
                     want_fence: false,
                     want_shutdown: self.shutdown == Shutdown::Requested,
+                    offline_replicas: self.offline_replicas.clone(),
                 }),
             ),
         };
@@ -251,6 +268,29 @@ mod tests {
 
     fn heartbeat(error: Option<ControllerError>, is_fenced: bool) -> Option<Response> {
         Some(Response::Heartbeat(BrokerHeartbeatResponse { error, is_caught_up: true, is_fenced, should_shutdown: false }))
+    }
+
+    // Guards the failed-directory report: replicas set offline go out in every heartbeat, and
+    // a change goes out at once rather than after the heartbeat interval.
+    #[test]
+    fn offline_replicas_go_out_at_once_and_in_every_heartbeat() {
+        let mut b = BrokerLifecycle::new(NodeId(1), [1; 16], Vec::new(), 2_000, 0);
+        let (id, _) = b.poll_request(0, Index(0)).unwrap();
+        let registered = Response::RegisterBroker(BrokerRegistrationResponse { error: None, broker_epoch: BrokerEpoch(7) });
+        b.handle_response(1, id, Some(registered));
+        let (id, _) = b.poll_request(1, Index(3)).unwrap();
+        assert_eq!(b.handle_response(2, id, heartbeat(None, false)), Some(Event::Unfenced));
+        assert_eq!(b.poll_timeout(), Some(2_002));
+        b.set_offline_replicas(500, vec![([4; 16], 2)]);
+        assert_eq!(b.poll_timeout(), Some(500), "the report does not wait for the interval");
+        for at in [500, 2_600] {
+            let (id, request) = b.poll_request(at, Index(3)).unwrap();
+            let ControllerRequest::Heartbeat(h) = request else { panic!("{request:?}") };
+            assert_eq!(h.offline_replicas, [([4; 16], 2)]);
+            b.handle_response(at + 100, id, heartbeat(None, false));
+        }
+        b.set_offline_replicas(3_000, vec![([4; 16], 2)]);
+        assert_eq!(b.poll_timeout(), Some(2_700 + 2_000), "no change, no early heartbeat");
     }
 
     // Guards the lifecycle both executors share: register, heartbeat fast while fenced, slow

@@ -216,6 +216,7 @@ mod tests {
                 current_metadata_offset: quorum.controller().applied_index(),
                 want_fence: false,
                 want_shutdown: false,
+                offline_replicas: Vec::new(),
             };
             quorum.request(now, id, ControllerRequest::Heartbeat(heartbeat));
             drain(&mut quorum, now, &mut log);

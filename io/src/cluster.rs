@@ -32,7 +32,7 @@ use odradek_core::broker::producer_ids::ProducerIdBlock;
 use odradek_core::controller::{
     AllocateProducerIdsRequest,
     Controller, ControllerConfig, ControllerError, CreatableTopic,
-    CreateTopicsRequest, Endpoint, MetadataImage, Response,
+    CreateTopicsRequest, Endpoint, MetadataImage, Response, TopicId,
 };
 use odradek_core::controller_rpc::{ControllerRequest, Frame};
 use odradek_core::ids::{BrokerEpoch, NodeId};
@@ -706,6 +706,28 @@ impl Node {
 
     // ---- the broker's registration and heartbeats ----
 
+    /// This broker's replicas in failed log directories, by topic id as the controller knows
+    /// them (a directory holds partitions by name; the image has their current ids). Picked
+    /// up within a second of a failure: the loop below never sleeps longer.
+    fn offline_replicas(&self) -> Vec<(TopicId, i32)> {
+        let partitions = self.broker.shared().log_dirs.offline_partitions();
+        if partitions.is_empty() {
+            return Vec::new();
+        }
+        let quorum = self.quorum.borrow();
+        let image = quorum.controller().image();
+        let mut replicas: Vec<(TopicId, i32)> = partitions
+            .iter()
+            .filter_map(|(topic, partition)| {
+                let topic = image.topic_by_name(topic)?;
+                let state = topic.partitions.get(usize::try_from(*partition).ok()?)?;
+                state.replicas.contains(&self.id).then_some((topic.id, *partition))
+            })
+            .collect();
+        replicas.sort_unstable();
+        replicas
+    }
+
     async fn broker_loop(self: Rc<Self>) {
         let config = self.broker.shared().config.clone();
         let interval = Duration::from_millis(self.lifecycle.borrow().heartbeat_interval_ms() as u64);
@@ -713,6 +735,8 @@ impl Node {
             let listener = self.lifecycle_kick.listen();
             let now = now_ms();
             let applied = self.quorum.borrow().controller().applied_index();
+            let offline = self.offline_replicas();
+            self.lifecycle.borrow_mut().set_offline_replicas(now, offline);
             let next = self.lifecycle.borrow_mut().poll_request(now, applied);
             let Some((id, request)) = next else {
                 let due = self.lifecycle.borrow().poll_timeout().map_or(now + 1_000, |due| due.min(now + 1_000));

@@ -583,8 +583,9 @@ impl Shard {
     }
 
     /// KAFKA_STORAGE_ERROR for a partition whose log directory is offline: Kafka's answer
-    /// for its produces and fetches until its leadership moves (which needs this node to tell
-    /// the controller, not done: docs/operations.md).
+    /// for its produces and fetches until its leadership moves (the next heartbeat reports
+    /// the replica offline and the controller elects another leader; clients then find it in
+    /// the metadata).
     pub fn offline_refusal(&self, partition: &TopicPartition) -> Option<ErrorCode> {
         self.shared.log_dirs.is_offline(&partition.topic, partition.partition).then_some(ErrorCode::KafkaStorageError)
     }

@@ -3,7 +3,8 @@ over them (a new one goes to the directory holding the fewest), each survives a 
 directory that holds it, DescribeLogDirs lists every directory with its own partitions, and a
 directory that fails (at start, or under the running broker) takes only its own partitions
 offline: they answer KAFKA_STORAGE_ERROR while the other directory's keep serving and the
-broker keeps running."""
+broker keeps running; on a cluster the controller, told in the broker's heartbeats, moves their
+leaderships and ISR places to the other brokers."""
 
 import json
 import shutil
@@ -249,3 +250,98 @@ def test_an_io_error_at_runtime_takes_only_its_dir_offline(broker_factory, tmp_p
     assert log.count("log directory offline: its partitions are not served") == 1, "logged once"
     assert metric(broker, "odradek_offline_log_dirs") == 1
     assert broker.proc.poll() is None, "the broker keeps running"
+
+
+def cluster_metadata(cluster, topic):
+    """-> {partition: (leader, isr)} from a running node's Metadata, or None."""
+    import confluent_kafka
+    from confluent_kafka.admin import AdminClient
+
+    for node in cluster.running():
+        try:
+            md = AdminClient({"bootstrap.servers": node.bootstrap, "broker.address.family": "v4", "log_level": 2}).list_topics(topic, timeout=5)
+        except confluent_kafka.KafkaException:
+            continue
+        t = md.topics.get(topic)
+        if t is None or t.error is not None:
+            continue
+        return {p: (s.leader, sorted(s.isrs)) for p, s in t.partitions.items()}
+    return None
+
+
+def test_a_failed_dir_moves_its_leaderships_and_isr_places_to_other_brokers(cluster_factory):
+    """The broker tells the controller (KIP-858) which replicas a failed directory held: their
+    leaderships move to in-sync replicas on other brokers and the broker leaves their ISRs, so
+    clients find a leader that serves and acks=all produces are not held up by it."""
+    import confluent_kafka
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    # Default replica.lag.time.max.ms (30 s): only the report, not the lag, may shrink the ISRs
+    # within this test's waits.
+    cluster = cluster_factory()
+    node = cluster.nodes[3]
+    second = node.data_dir.parent / "second-dir"
+    node.stop()
+    node.extra_args += ["--data-dir", str(second)]
+    node.start()
+
+    topic, partitions = "moved", 8
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap, "broker.address.family": "v4", "log_level": 2})
+
+    def created():
+        # Refused (INVALID_REPLICATION_FACTOR) until node 3 is unfenced again.
+        new = NewTopic(topic, partitions, 3, config={"segment.bytes": "1024"})
+        try:
+            admin.create_topics([new], operation_timeout=30)[topic].result(timeout=30)
+            return True
+        except confluent_kafka.KafkaException as e:
+            return e.args[0].code() == confluent_kafka.KafkaError.TOPIC_ALREADY_EXISTS
+
+    wait_for(created, "the topic created over three brokers")
+    wait_for(lambda: len(held(node.data_dir, topic) | held(second, topic)) == partitions, "node 3's replica directories")
+    in_second = held(second, topic)
+    assert in_second and held(node.data_dir, topic), "node 3's replicas all in one directory"
+    before = wait_for(lambda: (lambda md: md if md and all(l >= 0 for l, _ in md.values()) else None)(cluster_metadata(cluster, topic)), "leaders")
+    assert any(before[p][0] == 3 for p in in_second), f"node 3 leads none of its second dir's partitions: {before}, {in_second}"
+    written = produce_each(cluster.bootstrap, topic, range(partitions), "first")
+
+    # The disk disappears under node 3; the next segment roll of one of its replicas there
+    # (as leader or follower) fails and takes the directory offline.
+    shutil.rmtree(second)
+    producer = confluent_kafka.Producer(
+        {"bootstrap.servers": cluster.bootstrap, "broker.address.family": "v4", "acks": "all", "enable.idempotence": False,
+         "retries": 0, "message.timeout.ms": 20_000, "linger.ms": 5, "log_level": 2}
+    )
+    acked = {p: [] for p in range(partitions)}
+
+    def on_delivery(err, msg):
+        if err is None:
+            acked[msg.partition()].append(msg.value())
+
+    for p in range(partitions):
+        for i in range(6):
+            producer.produce(topic, value=b"roll-%d-%d-" % (p, i) + b"v" * 600, partition=p, on_delivery=on_delivery)
+    assert producer.flush(40) == 0
+
+    def moved():
+        md = cluster_metadata(cluster, topic)
+        if not md:
+            return None
+        ok_ = all(leader >= 0 for leader, _ in md.values()) and all(md[p][0] != 3 and 3 not in md[p][1] for p in in_second)
+        return md if ok_ else None
+
+    after = wait_for(moved, "the failed directory's leaderships and ISR places moved off node 3", timeout=30)
+    for p in set(range(partitions)) - in_second:
+        assert 3 in after[p][1], f"partition {p} in node 3's healthy directory left its ISR: {after[p]}"
+    assert "log directory offline: its partitions are not served" in node.log.read_text(errors="replace")
+
+    # Every partition takes acks=all writes (min.insync.replicas 1) and gives back everything
+    # acknowledged, in order.
+    more = produce_each(cluster.bootstrap, topic, range(partitions), "after")
+    got = consumed_values(cluster.bootstrap, topic, range(partitions))
+    for p in range(partitions):
+        assert got[p][:RECORDS] == written[p], f"partition {p}"
+        assert got[p][-RECORDS:] == more[p], f"partition {p}"
+        middle = got[p][RECORDS:-RECORDS]
+        assert [v for v in middle if v in acked[p]] == acked[p], f"partition {p}: acknowledged records missing"
+    assert node.proc.poll() is None, "node 3 keeps running"

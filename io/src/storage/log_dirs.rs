@@ -167,6 +167,18 @@ impl LogDirs {
         true
     }
 
+    /// Every partition not served here because of an offline directory (`is_offline`), for
+    /// the heartbeats that tell the controller. Cheap until a directory fails.
+    pub fn offline_partitions(&self) -> Vec<PartitionName> {
+        if !self.any_offline.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        let state = self.state();
+        let placed = state.placement.iter().filter(|(_, &i)| state.offline[i].is_some()).map(|(tp, _)| tp);
+        let offline: BTreeSet<&PartitionName> = placed.chain(&state.unplaced).collect();
+        offline.into_iter().cloned().collect()
+    }
+
     /// How many directories are offline.
     pub fn offline_count(&self) -> usize {
         self.state().offline.iter().filter(|o| o.is_some()).count()
@@ -296,6 +308,7 @@ mod tests {
         assert_eq!(dirs.place("old", 0, true).unwrap(), a.join("old-0"));
         assert!(dirs.place("old", 1, true).unwrap_err().contains(&b.display().to_string()));
         assert!(dirs.is_offline("old", 1) && !dirs.is_offline("old", 0));
+        assert_eq!(dirs.offline_partitions(), [tp("old", 1)], "one that may be in the offline directory too");
         assert_eq!(dirs.place("new", 0, false).unwrap(), a.join("new-0"));
         let described = dirs.describe();
         assert!(described[0].1.is_none() && described[1].1.is_some());
@@ -320,6 +333,7 @@ mod tests {
         assert!(!dirs.fail("t", 1, "fsync", &p1, &e), "already offline");
         assert!(dirs.is_offline("t", 1) && !dirs.is_offline("t", 0));
         assert_eq!(dirs.offline_count(), 1);
+        assert_eq!(dirs.offline_partitions(), [tp("t", 1)]);
         assert!(dirs.place("t", 1, false).is_err());
         assert_eq!(dirs.place("t", 2, false).unwrap(), a.join("t-2"), "new partitions avoid the offline directory");
         std::fs::remove_dir_all(root).unwrap();
