@@ -65,9 +65,10 @@ impl QuotaEntity {
             if ![USER, CLIENT_ID, IP].contains(&entity_type.as_str()) {
                 return Err(format!("unknown quota entity type {entity_type:?} (user, client-id or ip)"));
             }
+            // An address literal is checked by parsing alone (libcore's, no resolving).
             if entity_type == IP {
                 if let Some(ip) = name {
-                    if ip.parse::<std::net::IpAddr>().is_err() {
+                    if ip.parse::<::core::net::IpAddr>().is_err() {
                         return Err(format!("{ip:?} is not an IP address"));
                     }
                 }
