@@ -76,7 +76,7 @@ pub async fn start(shard: &Rc<Shard>, request: Request, session: &Session) -> Re
             let follower = fetch.replica_id.0 >= 0 || fetch.replica_state.replica_id.0 >= 0;
             // A consumer's byte-rate quota (follower fetches have none): one answer carries at
             // most a quota window's worth, as Kafka bounds it.
-            let quota = (!follower).then(|| (session.quota_user(), request.header.client_id.as_deref().unwrap_or_default().to_owned(), session.mute.clone()));
+            let quota = (!follower && shard.has_client_quotas()).then(|| (session.quota_user(), request.header.client_id.as_deref().unwrap_or_default().to_owned(), session.mute.clone()));
             if let Some(max) = quota.as_ref().and_then(|(user, client_id, _)| shard.quota_window_max(QuotaType::Fetch, user, client_id)) {
                 fetch.max_bytes = fetch.max_bytes.min(max.clamp(1.0, i32::MAX as f64) as i32);
             }

@@ -438,7 +438,10 @@ async fn read_requests(
         let answer: Answer = match wire::parse_request(frame) {
             Ok(request) => {
                 let api = request.api_key;
-                quota = Some(QuotaUse::of(&request, frame_bytes));
+                // Nothing to measure (and nothing allocated per request) without a quota set.
+                if shard.has_client_quotas() {
+                    quota = Some(QuotaUse::of(&request, frame_bytes));
+                }
                 // From here: most requests are handled in full before their answer is queued.
                 timed = Some((api, Instant::now()));
                 session.admits(api)?;

@@ -130,6 +130,11 @@ impl Shard {
         self.quotas.borrow_mut().record(image.client_quotas(), crate::clock::now_ms(), quota_type, user, client_id, value)
     }
 
+    /// Whether any client quota is set: without one a request has nothing to record.
+    pub fn has_client_quotas(&self) -> bool {
+        !self.image.borrow().client_quotas().is_empty()
+    }
+
     /// Takes back a recorded use (a throttled fetch sends no data).
     pub fn unrecord_quota(&self, quota_type: odradek_core::quota::QuotaType, user: &str, client_id: &str, value: f64) {
         let image = self.image.borrow();
