@@ -109,3 +109,11 @@ fn list_offsets_by_time_over_a_timestamp_delta_past_i64_max_wraps_instead_of_abo
     });
     assert_eq!(records::first_at_or_after(&batch, i64::MIN), Ok(Some((0, i64::MIN))));
 }
+
+#[test]
+fn an_alter_client_quotas_value_that_is_nan_survives_the_harness_round_trip() {
+    // Found by the request fuzzer: producer_byte_rate's f64 bytes ff ff ff ff ff ff ff 0a are
+    // a NaN, which is never equal to itself, so the harness's round trip compares encodings.
+    let input = b"\x00\x31\x00\x01\x00\x00\x00\x07\x00\x04fuzz\x00\x02\x03\x05user\x06alice\x00\x0aclient-id\x00\x00\x02\x13producer_byte_rate\xff\xff\xff\xff\xff\xff\xff\x0a\x00\x00\x00\x00\x00";
+    crate::Target::Request.run(input);
+}
