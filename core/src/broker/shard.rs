@@ -135,6 +135,8 @@ pub struct ImagePlan {
     /// Replicas to recover from disk and [`Shard::open`] before [`Shard::apply_image`].
     pub open: Vec<Opening>,
     states: Vec<(TopicPartition, PartitionState)>,
+    /// The brokers the image shows fenced or shutting down, for every replica that leads.
+    fenced: BTreeSet<NodeId>,
 }
 
 /// A partition replica to open, with the topic's own `min.insync.replicas` if it sets one.
@@ -372,7 +374,8 @@ impl Shard {
         for partition in &remove {
             self.remove(partition);
         }
-        ImagePlan { remove, open, states }
+        let fenced = image.brokers().iter().filter(|(_, b)| b.fenced).map(|(&id, _)| id).collect();
+        ImagePlan { remove, open, states, fenced }
     }
 
     /// Hands every partition of `plan` that is open its decision (see [`Self::apply_state`];
@@ -382,6 +385,9 @@ impl Shard {
         for (partition, state) in &plan.states {
             if let Err(error) = self.apply_state(now_ms, partition, state) {
                 tracing::debug!(topic = %partition.topic, partition = partition.partition, ?error, "partition decision not applied");
+            }
+            if self.partitions.get_mut(partition).is_some_and(|e| e.driver.replica_mut().handle_fenced_brokers(now_ms, &plan.fenced)) {
+                self.touch(partition.clone());
             }
         }
         self.notify(None);

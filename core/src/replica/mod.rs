@@ -508,6 +508,10 @@ pub struct Replica {
     producer_sweep_due_ms: i64,
     actions: VecDeque<Action>,
     next_message_id: u64,
+    /// Brokers the metadata shows fenced (a broker in controlled shutdown is fenced at once):
+    /// KIP-841's ineligible replicas. The leader neither proposes them into the ISR nor lets
+    /// one that was caught up a moment ago hold the high watermark (Kafka's `hasAliveBroker`).
+    fenced: BTreeSet<NodeId>,
 }
 
 enum RoleState {
@@ -633,6 +637,7 @@ impl Replica {
             producer_sweep_due_ms: i64::MIN,
             actions: VecDeque::new(),
             next_message_id: 0,
+            fenced: BTreeSet::new(),
         };
         replica.check_invariants();
         replica
@@ -1096,6 +1101,19 @@ impl Replica {
     /// One partition of a Fetch request from a follower (`replica_id` set) or a consumer.
     /// Updates the follower's position, which may grow the ISR, advance the high watermark and
     /// answer acks=all produces (see rules 4, 5, 8).
+    /// The brokers the committed metadata shows fenced or shutting down. One taken out of that
+    /// set is eligible again from its next fetch; one put in may free the high watermark.
+    /// -> whether the set changed.
+    pub fn handle_fenced_brokers(&mut self, now_ms: i64, fenced: &BTreeSet<NodeId>) -> bool {
+        if &self.fenced == fenced {
+            return false;
+        }
+        self.fenced = fenced.clone();
+        self.maybe_advance_high_watermark(now_ms);
+        self.after_input(now_ms);
+        true
+    }
+
     pub fn handle_fetch(&mut self, now_ms: i64, request: &FetchRequest) -> FetchAnswer {
         let answer = self.on_fetch(now_ms, request);
         self.after_input(now_ms);
@@ -1578,7 +1596,7 @@ impl Replica {
         let RoleState::Leader(leader) = &self.role else {
             return;
         };
-        if leader.pending_isr.is_some() || leader.isr.contains(&replica_id) {
+        if leader.pending_isr.is_some() || leader.isr.contains(&replica_id) || self.fenced.contains(&replica_id) {
             return;
         }
         let Some(position) = leader.followers.get(&replica_id).and_then(|p| p.position) else {
@@ -1722,7 +1740,7 @@ impl Replica {
         let maximal = leader.maximal_isr();
         let mut candidate = own;
         for (id, progress) in &leader.followers {
-            let counts = maximal.contains(id) || progress.caught_up(now_ms, leader_end, lag_ms);
+            let counts = maximal.contains(id) || (!self.fenced.contains(id) && progress.caught_up(now_ms, leader_end, lag_ms));
             if !counts {
                 continue;
             }

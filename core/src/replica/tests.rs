@@ -1855,3 +1855,37 @@ fn a_follower_the_controller_drops_from_the_isr_no_longer_holds_the_high_waterma
     assert_eq!(leader.high_watermark(), leader.log_end_offset());
 }
 
+
+// Guards KIP-841's eligibility check on the leader: a follower whose broker is fenced (a
+// controlled shutdown fences it at once) may still fetch while it stops. The leader must not
+// propose it back into the ISR for those fetches, nor let its having been caught up hold the
+// high watermark, or acks=1 data stays unreadable until `replica.lag.time.max.ms` passes.
+#[test]
+fn a_fenced_follower_that_still_fetches_is_not_proposed_back_into_the_isr() {
+    let mut c = Cluster::new(2, test_config(1));
+    let first = c.produce(1);
+    c.settle();
+    assert!(c.acked(first).is_some());
+    c.controller.isr = vec![n(1)];
+    c.controller.partition_epoch = PartitionEpoch(c.controller.partition_epoch.0 + 1);
+    let now = c.now_ms;
+    assert!(c.replica_mut(n(1)).handle_fenced_brokers(now, &BTreeSet::from([n(2)])));
+    c.announce_to(n(1));
+    // The follower keeps fetching for a while, caught up, before its process stops.
+    c.advance(2_000);
+    assert_eq!(c.controller.isr, vec![n(1)], "a fenced broker was proposed into the ISR");
+    c.isolate(n(2));
+    let second = c.produce(1);
+    c.advance(100);
+    assert!(c.acked(second).is_some());
+    let leader = c.replica(n(1));
+    assert_eq!(leader.high_watermark(), leader.log_end_offset());
+
+    // Unfenced (it registered again), its fetches make it eligible again once one gets
+    // through (the one the cut lost times out first).
+    c.heal();
+    let now = c.now_ms;
+    assert!(c.replica_mut(n(1)).handle_fenced_brokers(now, &BTreeSet::new()));
+    c.advance(60_000);
+    assert_eq!(c.controller.isr, vec![n(1), n(2)]);
+}
