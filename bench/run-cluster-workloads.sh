@@ -31,6 +31,7 @@ voters="1@127.0.0.1:$((base + 11)),2@127.0.0.1:$((base + 12)),3@127.0.0.1:$((bas
 bootstrap="127.0.0.1:$((base + 1))"
 for w in "${workloads[@]}"; do
   name=$(basename "$w" .json)
+  [ -n "${CLIENT:-}" ] && name=producer-rate
   data=$(mktemp -d /tmp/odradek-cluster-bench.XXXXXX)
   for n in 1 2 3; do
     NO_COLOR=1 "$bin/odradek" serve --node-id "$n" --listen "127.0.0.1:$((base + n))" \
@@ -44,8 +45,13 @@ for w in "${workloads[@]}"; do
   done
   echo "== $name on 3 nodes (load: $(cut -d' ' -f1-3 /proc/loadavg))"
   # CPU% is that of node 1; the other two carry the same share of leaders and followers.
-  "$bin/odradek-bench" run "$w" --bootstrap "$bootstrap" --broker-pid "${pids[0]}" \
-    --out "$out/$name.json" --no-progress ${BENCH_FLAGS:-} | tee "$out/$name.txt"
+  if [ -n "${CLIENT:-}" ]; then
+    # bench/cluster-vs-single.sh's CLIENT mode: one Python producer instead of the workload.
+    producer_rate "$bootstrap" 3 | tee "$out/$name.txt"
+  else
+    "$bin/odradek-bench" run "$w" --bootstrap "$bootstrap" --broker-pid "${pids[0]}" \
+      --out "$out/$name.json" --no-progress ${BENCH_FLAGS:-} | tee "$out/$name.txt"
+  fi
   for i in 0 1 2; do
     kill -0 "${pids[$i]}" 2>/dev/null || echo "!! node $((i + 1)) died during $name: see $out/$name.node-$((i + 1)).log"
   done
