@@ -378,7 +378,7 @@ fn print_summary(r: &RunResult) {
     }
     if let Some(c) = &r.ceilings {
         println!(
-            "  vs ceilings: publish {:.1} MB/s = {:.0}% of loopback {:.0} MB/s{}; e2e p99 = {:.2}x raw fdatasync p99 {} µs",
+            "  vs ceilings: publish {:.1} MB/s = {:.0}% of loopback {:.0} MB/s{}; p99 over raw fdatasync p99 {} µs: publish {}{}",
             o.publish_mb_per_s,
             100.0 * o.publish_vs_loopback.unwrap_or(0.0),
             c.loopback.mb_per_s,
@@ -387,8 +387,9 @@ fn print_summary(r: &RunResult) {
                 100.0 * o.publish_mb_per_s / w.mb_per_s.max(1.0),
                 w.mb_per_s
             )),
-            o.end_to_end_p99_vs_fdatasync_p99.unwrap_or(f64::NAN),
-            c.direct_append_fdatasync.latency.p99_us
+            c.direct_append_fdatasync.latency.p99_us,
+            o.publish_p99_vs_fdatasync_p99.map_or("n/a".to_string(), |x| format!("{x:.2}x")),
+            o.end_to_end_p99_vs_fdatasync_p99.map_or(String::new(), |x| format!(", end to end {x:.2}x"))
         );
     }
     let c = &r.counts;
