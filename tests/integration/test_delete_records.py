@@ -3,6 +3,8 @@
 there, the low watermark holds across a restart, an offset past the high watermark is refused,
 and on a 3-node cluster the followers follow the start, so a new leader keeps it."""
 
+import signal
+
 import confluent_kafka
 import kafka
 import kafka.errors
@@ -129,3 +131,36 @@ def test_followers_follow_the_log_start_and_a_new_leader_keeps_it(cluster_factor
     low, high = watermarks(cluster.bootstrap, "trim-rf3", 0)
     assert low >= DELETE_BEFORE and high == RECORDS
     assert offsets_from_the_beginning(cluster.bootstrap, "trim-rf3", 0) == list(range(DELETE_BEFORE, RECORDS))
+
+
+def test_delete_records_waits_for_a_live_follower_and_not_for_a_fenced_one(cluster_factory):
+    """Kafka's DelayedDeleteRecords: the answer waits until every replica whose broker is up has
+    taken the new start. A follower that is up but stopped holds it until the request's
+    timeout (REQUEST_TIMED_OUT); once the controller has fenced it, it no longer counts."""
+    cluster = cluster_factory(extra_args=FAST)
+    create_topic(cluster, "trim-wait", 3, 2)
+    produce(cluster.bootstrap, "trim-wait", 0)
+    leader, replicas, _, _ = wait_for("a full ISR", lambda: (s := partition_state(cluster, "trim-wait")) and len(s[2]) == 3 and s)
+    follower = next(n for n in replicas if n != leader)
+    stopped = cluster.nodes[follower].proc
+    stopped.send_signal(signal.SIGSTOP)
+    try:
+        admin = AdminClient({"bootstrap.servers": cluster.bootstrap, "broker.address.family": "v4"})
+        futures = admin.delete_records([confluent_kafka.TopicPartition("trim-wait", 0, 10)], operation_timeout=1, request_timeout=20)
+        [future] = futures.values()
+        with pytest.raises(confluent_kafka.KafkaException) as refused:
+            future.result(timeout=TIMEOUT)
+        assert refused.value.args[0].code() == confluent_kafka.KafkaError.REQUEST_TIMED_OUT, refused.value
+        # The leader moved its start all the same, as Kafka's does.
+        assert watermarks(cluster.bootstrap, "trim-wait", 0) == (10, RECORDS)
+
+        wait_for("the stopped follower fenced and out of the ISR", lambda: follower not in partition_state(cluster, "trim-wait")[2] or None)
+        assert delete_with_confluent(cluster.bootstrap, "trim-wait", 0, 20) == 20
+    finally:
+        stopped.send_signal(signal.SIGCONT)
+
+    def recorded_start(node):
+        checkpoint = cluster.nodes[node].data_dir / "trim-wait-0" / "log-start-offset-checkpoint"
+        return int(checkpoint.read_text()) if checkpoint.exists() else None
+
+    wait_for("the resumed follower takes the start", lambda: recorded_start(follower) == 20 or None)

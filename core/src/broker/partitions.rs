@@ -509,12 +509,14 @@ pub struct DeleteRecordsPart {
     pub partition: TopicPartition,
     /// The new log start; -1 the high watermark.
     pub offset: Offset,
+    /// How long the leader waits for its followers' log starts (the request's `timeout_ms`).
+    pub timeout_ms: i32,
 }
 
 /// DeleteRecords: each partition's leader moves its log start up (Kafka's
 /// `ReplicaManager.deleteRecords`). Each part is answered with the new low watermark once the
-/// leader has recorded it; the request's `timeout_ms` is not waited on, since no answer waits
-/// for the followers (docs/protocol.md).
+/// leader has recorded its start and every live follower has reported one at or past it
+/// (`DelayedDeleteRecords`), or with REQUEST_TIMED_OUT after the request's `timeout_ms`.
 #[derive(Debug)]
 pub struct DeleteRecordsCall {
     shape: Shape,
@@ -525,7 +527,7 @@ impl DeleteRecordsCall {
         let (shape, parts) = split_request(
             request.topics.iter().map(|t| (&t.name, &t.partitions[..])),
             |p| p.partition_index,
-            |partition, p| DeleteRecordsPart { partition, offset: Offset(p.offset) },
+            |partition, p| DeleteRecordsPart { partition, offset: Offset(p.offset), timeout_ms: request.timeout_ms },
             cores,
         );
         (DeleteRecordsCall { shape }, parts)

@@ -733,13 +733,14 @@ impl Shard {
 
     /// A DeleteRecords partition ([`partitions::DeleteRecordsCall`]) on its owning core:
     /// [`Replica::handle_delete_records`] on the leader, answered later as
-    /// [`Output::RecordsDeleted`] with `token` once the new log start is on disk here. Refused
+    /// [`Output::RecordsDeleted`] with `token` once the new log start is on disk here and the
+    /// live followers have taken it (or the request's timeout passed). Refused
     /// at once as the replica refuses it, with UNKNOWN_TOPIC_OR_PARTITION for a partition the
     /// image lacks.
     pub fn delete_records_part(&mut self, now_ms: i64, part: &DeleteRecordsPart, token: u64) -> Result<(), ErrorCode> {
         let Some(entry) = self.partitions.get_mut(&part.partition) else { return Err(self.missing(&part.partition)) };
         let id = self.next_produce;
-        entry.driver.replica_mut().handle_delete_records(now_ms, id, part.offset)?;
+        entry.driver.replica_mut().handle_delete_records(now_ms, id, part.offset, part.timeout_ms)?;
         self.next_produce += 1;
         self.deletes.insert(id, (part.partition.clone(), token));
         self.touch(part.partition.clone());
@@ -1245,9 +1246,9 @@ impl Shard {
                         answer_produce(&mut self.outputs, &mut self.coordinator_writes, waiter.answer, result);
                     }
                 }
-                Action::ReplyDeleteRecords { request_id, low_watermark } => {
+                Action::ReplyDeleteRecords { request_id, result } => {
                     if let Some((_, token)) = self.deletes.remove(&request_id) {
-                        self.outputs.push_back(Output::RecordsDeleted { token, result: Ok(low_watermark) });
+                        self.outputs.push_back(Output::RecordsDeleted { token, result });
                     }
                 }
                 disk => self.outputs.push_back(Output::Disk { partition: partition.clone(), generation, action: disk }),

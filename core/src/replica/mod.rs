@@ -360,10 +360,12 @@ pub enum Action {
         request_id: RequestId,
         result: Result<ProduceAck, ErrorCode>,
     },
-    /// Answer DeleteRecords request `request_id` ([`Replica::handle_delete_records`]): the log
-    /// now starts at `low_watermark`, recorded on disk by the [`Action::AdvanceLogStart`]
-    /// queued before it.
-    ReplyDeleteRecords { request_id: RequestId, low_watermark: Offset },
+    /// Answer DeleteRecords request `request_id` ([`Replica::handle_delete_records`]): the low
+    /// watermark, the lowest log start of the leader and its live followers, which is at or
+    /// past the requested start; the leader's own start was recorded on disk by the
+    /// [`Action::AdvanceLogStart`] queued before it. Or REQUEST_TIMED_OUT when a follower did
+    /// not follow within the request's timeout, NOT_LEADER_OR_FOLLOWER when leadership moved.
+    ReplyDeleteRecords { request_id: RequestId, result: Result<Offset, ErrorCode> },
 }
 
 /// Why a produce was not appended: an error its reply carries, or records the validation
@@ -530,6 +532,8 @@ struct LeaderState {
     awaiting_local: VecDeque<PendingProduce>,
     /// acks=all produces waiting for the high watermark.
     awaiting_high_watermark: VecDeque<PendingProduce>,
+    /// DeleteRecords waiting for the followers' log starts.
+    awaiting_low_watermark: Vec<PendingDelete>,
     isr_check_due_ms: i64,
 }
 
@@ -546,9 +550,19 @@ struct PendingIsr {
 struct FollowerProgress {
     /// `fetch_offset` of the last counted fetch in this leader epoch.
     position: Option<Offset>,
+    /// The log start its last fetch reported (DeleteRecords' low watermark).
+    log_start_offset: Option<Offset>,
     last_fetch_leader_end: Option<Offset>,
     last_fetch_ms: i64,
     last_caught_up_ms: Option<i64>,
+}
+
+/// A DeleteRecords waiting for the low watermark (Kafka's `DelayedDeleteRecords`).
+#[derive(Debug, Clone, Copy)]
+struct PendingDelete {
+    request_id: RequestId,
+    offset: Offset,
+    deadline_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -762,6 +776,9 @@ impl Replica {
                 for p in l.awaiting_local.iter().chain(&l.awaiting_high_watermark) {
                     consider(p.deadline_ms);
                 }
+                for d in &l.awaiting_low_watermark {
+                    consider(d.deadline_ms);
+                }
             }
             RoleState::Follower(f) => {
                 consider(f.backoff_until_ms);
@@ -806,15 +823,16 @@ impl Replica {
                 self.replicas = state.replicas.clone();
                 self.sync_follower_table(now_ms);
                 self.commit_isr(now_ms, isr, state.partition_epoch);
+                self.complete_deletes();
             }
             return Ok(());
         }
         let old = std::mem::replace(&mut self.role, RoleState::Offline);
         // The same broker re-elected keeps its waiting produces: its log is not truncated, so
         // the offsets they wait for still hold the same records.
-        let (awaiting_local, awaiting_high_watermark) = match old {
-            RoleState::Leader(l) => (l.awaiting_local, l.awaiting_high_watermark),
-            _ => (VecDeque::new(), VecDeque::new()),
+        let (awaiting_local, awaiting_high_watermark, awaiting_low_watermark) = match old {
+            RoleState::Leader(l) => (l.awaiting_local, l.awaiting_high_watermark, l.awaiting_low_watermark),
+            _ => (VecDeque::new(), VecDeque::new(), Vec::new()),
         };
         self.leader_epoch = state.leader_epoch;
         self.partition_epoch = state.partition_epoch;
@@ -839,11 +857,13 @@ impl Replica {
             followers,
             awaiting_local,
             awaiting_high_watermark,
+            awaiting_low_watermark,
             isr_check_due_ms: now_ms + self.isr_check_interval_ms(),
         });
         self.leader_check_isr_size();
         self.complete_local_produces();
         self.maybe_advance_high_watermark(now_ms);
+        self.complete_deletes();
         Ok(())
     }
 
@@ -886,6 +906,9 @@ impl Replica {
         if let RoleState::Leader(l) = std::mem::replace(&mut self.role, RoleState::Offline) {
             for p in l.awaiting_local.iter().chain(&l.awaiting_high_watermark) {
                 self.reply(p.request_id, Err(ErrorCode::NotLeaderOrFollower));
+            }
+            for d in l.awaiting_low_watermark {
+                self.actions.push_back(Action::ReplyDeleteRecords { request_id: d.request_id, result: Err(ErrorCode::NotLeaderOrFollower) });
             }
         }
         self.leader_epoch = leader_epoch;
@@ -1110,6 +1133,7 @@ impl Replica {
         }
         self.fenced = fenced.clone();
         self.maybe_advance_high_watermark(now_ms);
+        self.complete_deletes();
         self.after_input(now_ms);
         true
     }
@@ -1157,7 +1181,7 @@ impl Replica {
         }
         let last_stable_offset = self.last_stable_offset();
         let read_to = if from_follower {
-            self.update_follower(now_ms, request.replica_id, request.fetch_offset, request.durable_offset);
+            self.update_follower(now_ms, request.replica_id, request.fetch_offset, request.durable_offset, request.log_start_offset);
             self.written_offset
         } else if request.read_committed {
             last_stable_offset
@@ -1208,13 +1232,16 @@ impl Replica {
 
     /// DeleteRecords on the leader (Kafka's `Partition.deleteRecordsOnLeader`): the log start
     /// moves up to `offset`, `-1` meaning the high watermark. Followers take it from their next
-    /// fetch answers. The answer, the log start, comes as [`Action::ReplyDeleteRecords`] queued
-    /// behind the [`Action::AdvanceLogStart`] that records it, so a client is told only of a
-    /// start that a restart keeps. An offset at or below the current start changes nothing and
-    /// is answered with the current start. Refused at once: NOT_LEADER_OR_FOLLOWER off the
+    /// fetch answers and report their own start in the fetch after. The answer, the low
+    /// watermark, comes as [`Action::ReplyDeleteRecords`] behind the [`Action::AdvanceLogStart`]
+    /// that records it, once every follower whose broker is not fenced has reported a start at
+    /// or past it (`DelayedDeleteRecords`: a client told records are gone does not see them
+    /// again from the next leader), or REQUEST_TIMED_OUT after `timeout_ms` (none if not
+    /// positive). An offset at or below the current start changes nothing and is answered with
+    /// the low watermark. Refused at once: NOT_LEADER_OR_FOLLOWER off the
     /// leader, OFFSET_OUT_OF_RANGE above the high watermark (or below -1), POLICY_VIOLATION
     /// without `cleanup.policy=delete`.
-    pub fn handle_delete_records(&mut self, now_ms: i64, request_id: RequestId, offset: Offset) -> Result<(), ErrorCode> {
+    pub fn handle_delete_records(&mut self, now_ms: i64, request_id: RequestId, offset: Offset, timeout_ms: i32) -> Result<(), ErrorCode> {
         let RoleState::Leader(_) = self.role else {
             return Err(ErrorCode::NotLeaderOrFollower);
         };
@@ -1226,8 +1253,11 @@ impl Replica {
             return Err(ErrorCode::OffsetOutOfRange);
         }
         self.advance_log_start(offset);
-        let low_watermark = self.log_start_offset;
-        self.actions.push_back(Action::ReplyDeleteRecords { request_id, low_watermark });
+        let required = self.log_start_offset;
+        let deadline_ms = (timeout_ms > 0).then(|| now_ms + i64::from(timeout_ms));
+        let RoleState::Leader(leader) = &mut self.role else { unreachable!("checked above") };
+        leader.awaiting_low_watermark.push(PendingDelete { request_id, offset: required, deadline_ms });
+        self.complete_deletes();
         self.after_input(now_ms);
         Ok(())
     }
@@ -1527,6 +1557,17 @@ impl Replica {
                 keep
             });
         }
+        let mut expired_deletes = Vec::new();
+        leader.awaiting_low_watermark.retain(|d| {
+            let keep = d.deadline_ms.is_none_or(|t| t > now_ms);
+            if !keep {
+                expired_deletes.push(d.request_id);
+            }
+            keep
+        });
+        for request_id in expired_deletes {
+            self.actions.push_back(Action::ReplyDeleteRecords { request_id, result: Err(ErrorCode::RequestTimedOut) });
+        }
         let resend = match &mut leader.pending_isr {
             Some(p) if p.retry_at_ms.is_some_and(|t| t <= now_ms) => {
                 p.retry_at_ms = None;
@@ -1564,7 +1605,7 @@ impl Replica {
     /// Kafka's `Replica.updateFetchState`: a fetch at or past the leader's end means caught
     /// up now; one at or past the leader's end at the previous fetch means caught up then.
     /// `durable_offset`: rule 3's, when the follower fetched ahead of its fsync.
-    fn update_follower(&mut self, now_ms: i64, replica_id: NodeId, fetch_offset: Offset, durable_offset: Option<Offset>) {
+    fn update_follower(&mut self, now_ms: i64, replica_id: NodeId, fetch_offset: Offset, durable_offset: Option<Offset>, log_start_offset: Offset) {
         let leader_end = self.written_offset;
         let RoleState::Leader(leader) = &mut self.role else {
             return;
@@ -1587,8 +1628,45 @@ impl Replica {
         progress.last_fetch_leader_end = Some(leader_end);
         progress.last_fetch_ms = now_ms;
         progress.position = Some(durable_offset.map_or(fetch_offset, |durable| durable.min(fetch_offset)));
+        if log_start_offset.0 >= 0 {
+            progress.log_start_offset = Some(log_start_offset);
+        }
         self.maybe_expand_isr(replica_id);
         self.maybe_advance_high_watermark(now_ms);
+        self.complete_deletes();
+    }
+
+    /// Kafka's `lowWatermarkIfLeader`: the lowest log start of the leader and of every follower
+    /// whose broker is not fenced; a follower that has not reported one since this leader
+    /// started holds it unknown (`None`).
+    fn low_watermark(&self) -> Option<Offset> {
+        let RoleState::Leader(leader) = &self.role else { return None };
+        let mut low = self.log_start_offset;
+        for (id, progress) in &leader.followers {
+            if self.fenced.contains(id) {
+                continue;
+            }
+            low = low.min(progress.log_start_offset?);
+        }
+        Some(low)
+    }
+
+    /// Answers the DeleteRecords whose start every live replica has reached.
+    fn complete_deletes(&mut self) {
+        let low = self.low_watermark();
+        let RoleState::Leader(leader) = &mut self.role else { return };
+        let Some(low) = low else { return };
+        let mut done = Vec::new();
+        leader.awaiting_low_watermark.retain(|d| {
+            let reached = low >= d.offset;
+            if reached {
+                done.push(d.request_id);
+            }
+            !reached
+        });
+        for request_id in done {
+            self.actions.push_back(Action::ReplyDeleteRecords { request_id, result: Ok(low) });
+        }
     }
 
     fn maybe_expand_isr(&mut self, replica_id: NodeId) {
@@ -2311,6 +2389,7 @@ impl FollowerProgress {
     fn reset(now_ms: i64, in_isr: bool) -> FollowerProgress {
         FollowerProgress {
             position: None,
+            log_start_offset: None,
             last_fetch_leader_end: None,
             last_fetch_ms: now_ms,
             last_caught_up_ms: in_isr.then_some(now_ms),

@@ -132,7 +132,7 @@ struct Cluster {
     controller_cut: BTreeSet<NodeId>,
     replies: BTreeMap<RequestId, Result<ProduceAck, ErrorCode>>,
     /// DeleteRecords answers: request, low watermark, the start the disk recorded by then.
-    records_deleted: Vec<(RequestId, Offset, i64)>,
+    records_deleted: Vec<(RequestId, Result<Offset, ErrorCode>, i64)>,
     produced: BTreeMap<RequestId, i64>,
     next_request: u64,
 }
@@ -381,8 +381,8 @@ impl Cluster {
                     let previous = self.replies.insert(request_id, result);
                     assert!(previous.is_none(), "produce {request_id} answered twice");
                 }
-                Action::ReplyDeleteRecords { request_id, low_watermark } => {
-                    self.records_deleted.push((request_id, low_watermark, node.disk.log_start));
+                Action::ReplyDeleteRecords { request_id, result } => {
+                    self.records_deleted.push((request_id, result, node.disk.log_start));
                 }
             }
         }
@@ -1741,10 +1741,12 @@ fn retention_moves_the_log_start_on_leader_and_followers() {
     assert_eq!(c.log(n(3)), c.log(n(1)));
 }
 
-// DeleteRecords (KIP-107, Kafka's `Partition.deleteRecordsOnLeader`): a client told that records
-// are gone must not see them again, so the answer waits for the recorded start; -1 means the high
-// watermark; above it is OFFSET_OUT_OF_RANGE; a lower offset answers the current start; only the
-// leader deletes, and its followers follow from their fetch answers.
+// DeleteRecords (KIP-107, Kafka's `Partition.deleteRecordsOnLeader` and `DelayedDeleteRecords`):
+// a client told that records are gone must not see them again, on this leader or on the next, so
+// the answer waits for the recorded start and for every live follower to report a start at or
+// past it (the low watermark); -1 means the high watermark; above it is OFFSET_OUT_OF_RANGE; a
+// lower offset answers the current low watermark; only the leader deletes, and its followers
+// follow from their fetch answers.
 #[test]
 fn delete_records_moves_the_log_start_on_the_leader_and_its_followers() {
     let mut c = Cluster::new(3, test_config(2));
@@ -1755,32 +1757,36 @@ fn delete_records_moves_the_log_start_on_the_leader_and_its_followers() {
     assert_eq!(c.replica(n(1)).high_watermark(), Offset(5));
     let now = c.now_ms;
     for refused in [Offset(6), Offset(-2)] {
-        assert_eq!(c.replica_mut(n(1)).handle_delete_records(now, 100, refused), Err(ErrorCode::OffsetOutOfRange), "{refused}");
+        assert_eq!(c.replica_mut(n(1)).handle_delete_records(now, 100, refused, 30_000), Err(ErrorCode::OffsetOutOfRange), "{refused}");
     }
-    assert_eq!(c.replica_mut(n(2)).handle_delete_records(now, 100, Offset(1)), Err(ErrorCode::NotLeaderOrFollower));
+    assert_eq!(c.replica_mut(n(2)).handle_delete_records(now, 100, Offset(1), 30_000), Err(ErrorCode::NotLeaderOrFollower));
     assert_eq!(c.replica_mut(n(1)).poll_action(), None, "a refusal changes nothing");
 
-    c.replica_mut(n(1)).handle_delete_records(now, 101, Offset(3)).unwrap();
+    c.replica_mut(n(1)).handle_delete_records(now, 101, Offset(3), 30_000).unwrap();
     assert_eq!(c.replica(n(1)).log_start_offset(), Offset(3));
     c.perform(n(1));
-    assert_eq!(c.records_deleted, [(101, Offset(3), 3)], "answered once the start is recorded");
-    // Below the current start: nothing moves, the answer is the current start.
-    c.replica_mut(n(1)).handle_delete_records(now, 102, Offset(1)).unwrap();
+    assert_eq!(c.records_deleted, [], "the followers have not taken the start yet");
+    c.advance(1_000);
+    assert_eq!(c.records_deleted, [(101, Ok(Offset(3)), 3)], "answered once every replica starts there");
+    for id in [n(2), n(3)] {
+        assert_eq!(c.replica(id).log_start_offset(), Offset(3), "follower {id}");
+    }
+    // Below the current start: nothing moves, the answer is the current low watermark.
+    let now = c.now_ms;
+    c.replica_mut(n(1)).handle_delete_records(now, 102, Offset(1), 30_000).unwrap();
     c.perform(n(1));
-    assert_eq!(c.records_deleted[1], (102, Offset(3), 3));
+    assert_eq!(c.records_deleted[1], (102, Ok(Offset(3)), 3));
     assert_eq!(c.replica_mut(n(1)).handle_fetch(now, &consumer_fetch(2)), FetchAnswer::Error(ErrorCode::OffsetOutOfRange));
 
     // -1 is the high watermark.
     c.produce(-1);
     c.advance(1_000);
     let now = c.now_ms;
-    c.replica_mut(n(1)).handle_delete_records(now, 103, Offset(-1)).unwrap();
-    c.perform(n(1));
-    assert_eq!(c.records_deleted[2], (103, Offset(6), 6));
-
-    // Followers take the start from their next fetch answers.
-    c.produce(-1);
+    c.replica_mut(n(1)).handle_delete_records(now, 103, Offset(-1), 30_000).unwrap();
     c.advance(1_000);
+    assert_eq!(c.records_deleted[2], (103, Ok(Offset(6)), 6));
+
+    // Followers took the start from their fetch answers.
     for id in [n(2), n(3)] {
         assert_eq!(c.replica(id).log_start_offset(), Offset(6), "follower {id}");
         assert_eq!(c.nodes[&id].disk.log_start, 6, "follower {id} recorded its start");
@@ -1789,7 +1795,7 @@ fn delete_records_moves_the_log_start_on_the_leader_and_its_followers() {
     // A compact-only topic's start is the cleaner's alone.
     let config = ReplicaConfig { cleanup_delete: false, ..c.replica(n(1)).config().clone() };
     c.replica_mut(n(1)).reconfigure(now, config);
-    assert_eq!(c.replica_mut(n(1)).handle_delete_records(now, 104, Offset(6)), Err(ErrorCode::PolicyViolation));
+    assert_eq!(c.replica_mut(n(1)).handle_delete_records(now, 104, Offset(6), 30_000), Err(ErrorCode::PolicyViolation));
 }
 
 // DeleteRecords can leave the log start inside a batch; a follower that lost its log restarts at
@@ -1806,9 +1812,9 @@ fn a_follower_restarting_inside_a_batch_takes_the_whole_batch() {
     c.advance(1_000);
     assert_eq!(c.replica(n(1)).high_watermark(), Offset(10));
     let now = c.now_ms;
-    c.replica_mut(n(1)).handle_delete_records(now, 100, Offset(7)).unwrap();
-    c.perform(n(1));
-    assert_eq!(c.records_deleted, [(100, Offset(7), 7)]);
+    c.replica_mut(n(1)).handle_delete_records(now, 100, Offset(7), 30_000).unwrap();
+    c.advance(1_000);
+    assert_eq!(c.records_deleted, [(100, Ok(Offset(7)), 7)]);
 
     c.crash(n(3), 0);
     c.nodes.get_mut(&n(3)).unwrap().disk = Disk::default();
@@ -1888,4 +1894,44 @@ fn a_fenced_follower_that_still_fetches_is_not_proposed_back_into_the_isr() {
     assert!(c.replica_mut(n(1)).handle_fenced_brokers(now, &BTreeSet::new()));
     c.advance(60_000);
     assert_eq!(c.controller.isr, vec![n(1), n(2)]);
+}
+
+// Guards DeleteRecords' wait (Kafka's `DelayedDeleteRecords`): a live follower that cannot take
+// the new start (here cut off) holds the answer, which times out with REQUEST_TIMED_OUT after
+// the request's timeout; a follower whose broker is fenced does not count (`hasAliveBroker`), so
+// the answer comes without it; a leadership move answers NOT_LEADER_OR_FOLLOWER.
+#[test]
+fn delete_records_waits_for_live_followers_and_times_out_without_them() {
+    let mut c = Cluster::new(3, test_config(1));
+    for _ in 0..5 {
+        c.produce(-1);
+    }
+    c.advance(1_000);
+    c.isolate(n(3));
+    let now = c.now_ms;
+    c.replica_mut(n(1)).handle_delete_records(now, 100, Offset(2), 5_000).unwrap();
+    c.advance(4_000);
+    assert_eq!(c.records_deleted, [], "node 3 has not taken the start");
+    c.advance(2_000);
+    assert_eq!(c.records_deleted, [(100, Err(ErrorCode::RequestTimedOut), 2)]);
+
+    let now = c.now_ms;
+    c.replica_mut(n(1)).handle_delete_records(now, 101, Offset(3), 30_000).unwrap();
+    c.advance(1_000);
+    assert_eq!(c.records_deleted.len(), 1);
+    let now = c.now_ms;
+    assert!(c.replica_mut(n(1)).handle_fenced_brokers(now, &BTreeSet::from([n(3)])));
+    c.perform(n(1));
+    assert_eq!(c.records_deleted[1], (101, Ok(Offset(3)), 3), "a fenced follower does not hold it");
+
+    let now = c.now_ms;
+    assert!(c.replica_mut(n(1)).handle_fenced_brokers(now, &BTreeSet::new()));
+    c.replica_mut(n(1)).handle_delete_records(now, 102, Offset(4), 30_000).unwrap();
+    c.perform(n(1));
+    c.controller.leader = n(2);
+    c.controller.leader_epoch = LeaderEpoch(1);
+    c.controller.partition_epoch = PartitionEpoch(c.controller.partition_epoch.0 + 1);
+    c.controller.isr = vec![n(1), n(2)];
+    c.announce_to(n(1));
+    assert_eq!(c.records_deleted[2], (102, Err(ErrorCode::NotLeaderOrFollower), 4));
 }
