@@ -135,7 +135,7 @@ pub struct ImagePlan {
     /// Replicas to recover from disk and [`Shard::open`] before [`Shard::apply_image`].
     pub open: Vec<Opening>,
     states: Vec<(TopicPartition, PartitionState)>,
-    /// The brokers the image shows fenced or shutting down, for every replica that leads.
+    /// The brokers the image shows fenced or shutting down, handed to every replica here.
     fenced: BTreeSet<NodeId>,
 }
 

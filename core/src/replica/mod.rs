@@ -533,7 +533,7 @@ struct LeaderState {
     /// acks=all produces waiting for the high watermark.
     awaiting_high_watermark: VecDeque<PendingProduce>,
     /// DeleteRecords waiting for the followers' log starts.
-    awaiting_low_watermark: Vec<PendingDelete>,
+    awaiting_low_watermark: VecDeque<PendingDelete>,
     isr_check_due_ms: i64,
 }
 
@@ -832,7 +832,7 @@ impl Replica {
         // the offsets they wait for still hold the same records.
         let (awaiting_local, awaiting_high_watermark, awaiting_low_watermark) = match old {
             RoleState::Leader(l) => (l.awaiting_local, l.awaiting_high_watermark, l.awaiting_low_watermark),
-            _ => (VecDeque::new(), VecDeque::new(), Vec::new()),
+            _ => (VecDeque::new(), VecDeque::new(), VecDeque::new()),
         };
         self.leader_epoch = state.leader_epoch;
         self.partition_epoch = state.partition_epoch;
@@ -1121,9 +1121,6 @@ impl Replica {
         Ok(())
     }
 
-    /// One partition of a Fetch request from a follower (`replica_id` set) or a consumer.
-    /// Updates the follower's position, which may grow the ISR, advance the high watermark and
-    /// answer acks=all produces (see rules 4, 5, 8).
     /// The brokers the committed metadata shows fenced or shutting down. One taken out of that
     /// set is eligible again from its next fetch; one put in may free the high watermark.
     /// -> whether the set changed.
@@ -1138,6 +1135,9 @@ impl Replica {
         true
     }
 
+    /// One partition of a Fetch request from a follower (`replica_id` set) or a consumer.
+    /// Updates the follower's position, which may grow the ISR, advance the high watermark and
+    /// answer acks=all produces (see rules 4, 5, 8).
     pub fn handle_fetch(&mut self, now_ms: i64, request: &FetchRequest) -> FetchAnswer {
         let answer = self.on_fetch(now_ms, request);
         self.after_input(now_ms);
@@ -1256,7 +1256,7 @@ impl Replica {
         let required = self.log_start_offset;
         let deadline_ms = (timeout_ms > 0).then(|| now_ms + i64::from(timeout_ms));
         let RoleState::Leader(leader) = &mut self.role else { unreachable!("checked above") };
-        leader.awaiting_low_watermark.push(PendingDelete { request_id, offset: required, deadline_ms });
+        leader.awaiting_low_watermark.push_back(PendingDelete { request_id, offset: required, deadline_ms });
         self.complete_deletes();
         self.after_input(now_ms);
         Ok(())
@@ -1544,29 +1544,12 @@ impl Replica {
         let RoleState::Leader(leader) = &mut self.role else {
             return;
         };
-        let mut expired = Vec::new();
-        for queue in [
-            &mut leader.awaiting_local,
-            &mut leader.awaiting_high_watermark,
-        ] {
-            queue.retain(|p| {
-                let keep = p.deadline_ms.is_none_or(|d| d > now_ms);
-                if !keep {
-                    expired.push(p.request_id);
-                }
-                keep
-            });
-        }
-        let mut expired_deletes = Vec::new();
-        leader.awaiting_low_watermark.retain(|d| {
-            let keep = d.deadline_ms.is_none_or(|t| t > now_ms);
-            if !keep {
-                expired_deletes.push(d.request_id);
-            }
-            keep
-        });
-        for request_id in expired_deletes {
-            self.actions.push_back(Action::ReplyDeleteRecords { request_id, result: Err(ErrorCode::RequestTimedOut) });
+        let due = |deadline_ms: Option<i64>| deadline_ms.is_some_and(|d| d <= now_ms);
+        let mut expired = take_where(&mut leader.awaiting_local, |p| due(p.deadline_ms));
+        expired.extend(take_where(&mut leader.awaiting_high_watermark, |p| due(p.deadline_ms)));
+        let expired: Vec<RequestId> = expired.iter().map(|p| p.request_id).collect();
+        for d in take_where(&mut leader.awaiting_low_watermark, |d| due(d.deadline_ms)) {
+            self.actions.push_back(Action::ReplyDeleteRecords { request_id: d.request_id, result: Err(ErrorCode::RequestTimedOut) });
         }
         let resend = match &mut leader.pending_isr {
             Some(p) if p.retry_at_ms.is_some_and(|t| t <= now_ms) => {
@@ -1653,19 +1636,14 @@ impl Replica {
 
     /// Answers the DeleteRecords whose start every live replica has reached.
     fn complete_deletes(&mut self) {
+        if !matches!(&self.role, RoleState::Leader(l) if !l.awaiting_low_watermark.is_empty()) {
+            return;
+        }
         let low = self.low_watermark();
         let RoleState::Leader(leader) = &mut self.role else { return };
         let Some(low) = low else { return };
-        let mut done = Vec::new();
-        leader.awaiting_low_watermark.retain(|d| {
-            let reached = low >= d.offset;
-            if reached {
-                done.push(d.request_id);
-            }
-            !reached
-        });
-        for request_id in done {
-            self.actions.push_back(Action::ReplyDeleteRecords { request_id, result: Ok(low) });
+        for d in take_where(&mut leader.awaiting_low_watermark, |d| low >= d.offset) {
+            self.actions.push_back(Action::ReplyDeleteRecords { request_id: d.request_id, result: Ok(low) });
         }
     }
 
@@ -2416,6 +2394,19 @@ impl PendingProduce {
 
 /// Checks a controller decision that names `local` as leader: the ISR is a set of assigned
 /// replicas that holds the leader.
+/// Removes the entries `pred` picks from `queue`, keeping the others in order; -> those removed.
+fn take_where<T: Copy>(queue: &mut VecDeque<T>, pred: impl Fn(&T) -> bool) -> Vec<T> {
+    let mut taken = Vec::new();
+    queue.retain(|item| {
+        let take = pred(item);
+        if take {
+            taken.push(*item);
+        }
+        !take
+    });
+    taken
+}
+
 fn validate_leader_and_isr(
     local: NodeId,
     state: &LeaderAndIsr,
